@@ -1,0 +1,1 @@
+//! The ringlan Cryptography Profile for RTMFP (see `docs/crypto-profile.md`).

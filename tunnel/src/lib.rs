@@ -1,0 +1,13 @@
+//! `ringlan-tunnel`: an RTMFP endpoint (RFC 7016) with ringlan's
+//! cryptography profile.
+//!
+//! The protocol core is sans-IO: time and received datagrams go in;
+//! datagrams to send, events and the next timer deadline come out. The
+//! `driver` module is the thin tokio layer that owns sockets and timers.
+
+pub mod crypto;
+pub mod flow;
+pub mod rng;
+pub mod wire;
+
+pub use rng::Rng;
