@@ -7,7 +7,9 @@
 
 pub mod crypto;
 pub mod flow;
+pub mod id;
 pub mod rng;
 pub mod wire;
 
+pub use id::NodeId;
 pub use rng::Rng;
