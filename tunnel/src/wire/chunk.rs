@@ -1,10 +1,25 @@
 //! Chunks (RFC 7016 section 2.3). Payload fields borrow from the packet
 //! being decoded so that decoding never copies user data.
+//!
+//! [`Chunk::parse`] decodes one chunk payload, [`Chunk::emit`] writes a
+//! whole chunk (3-byte header included). They are exact inverses: `emit`
+//! refuses (with [`WireError::Invalid`] or [`WireError::BadLength`]) any
+//! value `parse` would reject, so `parse(emit(x)) == x` for everything
+//! `emit` accepts, and `emit(parse(bytes)) == bytes` for canonical input
+//! (reserved bits zero; padding chunks re-emit as zero-filled type 0x00).
 
-use super::Address;
+use super::address::{validate_address_list, AddressIter};
+use super::cursor::{vlu_bytes_len, Reader, Writer};
+use super::option::{option_list_len, OptionIter};
+use super::{vlu, Address, WireError};
+
+/// Size of a chunk header: type (1) and length (2).
+pub const CHUNK_HEADER_LEN: usize = 3;
+/// Largest chunk payload (the 16-bit chunkLength).
+pub const MAX_CHUNK_PAYLOAD: usize = u16::MAX as usize;
 
 /// Chunk type codes (section 2.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ChunkType {
     PacketFragment = 0x7f,
@@ -27,13 +42,65 @@ pub enum ChunkType {
     CloseAck = 0x4c,
 }
 
+impl ChunkType {
+    /// The defined chunk type for a code, if any (padding codes excluded).
+    pub fn from_u8(code: u8) -> Option<Self> {
+        use ChunkType::*;
+        Some(match code {
+            0x7f => PacketFragment,
+            0x30 => IHello,
+            0x0f => FIHello,
+            0x70 => RHello,
+            0x71 => Redirect,
+            0x79 => CookieChange,
+            0x38 => IIKeying,
+            0x78 => RIKeying,
+            0x01 => Ping,
+            0x41 => PingReply,
+            0x10 => UserData,
+            0x11 => NextUserData,
+            0x50 => BitmapAck,
+            0x51 => RangeAck,
+            0x18 => BufferProbe,
+            0x5e => FlowException,
+            0x0c => Close,
+            0x4c => CloseAck,
+            _ => return None,
+        })
+    }
+
+    /// Session startup chunks, which belong only in packets of mode 3
+    /// (RFC 7016 2.2.4).
+    pub fn is_startup(self) -> bool {
+        use ChunkType::*;
+        matches!(
+            self,
+            IHello | RHello | Redirect | CookieChange | IIKeying | RIKeying
+        )
+    }
+}
+
+/// Padding chunk type codes (section 2.3).
+pub const PADDING_TYPES: [u8; 2] = [0x00, 0xff];
+
 /// User Data fragment control (section 2.3.11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FragmentControl {
     Whole = 0,
     Begin = 1,
     End = 2,
     Middle = 3,
+}
+
+impl FragmentControl {
+    fn from_bits(bits: u8) -> Self {
+        match bits & 3 {
+            0 => FragmentControl::Whole,
+            1 => FragmentControl::Begin,
+            2 => FragmentControl::End,
+            _ => FragmentControl::Middle,
+        }
+    }
 }
 
 /// One decoded chunk. `Padding` covers the 0x00 and 0xff ignore types;
@@ -63,13 +130,18 @@ pub enum Chunk<'a> {
     },
     /// 2.3.5; `addresses` is the raw list of encoded Address entries,
     /// iterate with [`Chunk::redirect_addresses`]. Empty = Implied Redirect.
-    Redirect { tag_echo: &'a [u8], addresses: &'a [u8] },
+    Redirect {
+        tag_echo: &'a [u8],
+        addresses: &'a [u8],
+    },
     /// 2.3.6
     CookieChange {
         old_cookie: &'a [u8],
         new_cookie: &'a [u8],
     },
-    /// 2.3.7; `signed` is the initiatorSignedParameters byte range.
+    /// 2.3.7; `signed` is the initiatorSignedParameters byte range. On
+    /// emit it must equal the encoding of the other fields (build it with
+    /// [`write_iikeying_signed`] before signing).
     IIKeying {
         initiator_session_id: u32,
         cookie_echo: &'a [u8],
@@ -78,7 +150,9 @@ pub enum Chunk<'a> {
         signed: &'a [u8],
         signature: &'a [u8],
     },
-    /// 2.3.8; `signed_portion` is the responderSignedParametersPortion.
+    /// 2.3.8; `signed_portion` is the responderSignedParametersPortion. On
+    /// emit it must equal the encoding of the other fields (build it with
+    /// [`write_rikeying_signed_portion`] before signing).
     RIKeying {
         responder_session_id: u32,
         skrc: &'a [u8],
@@ -125,6 +199,9 @@ pub enum Chunk<'a> {
 
 /// User Data chunk fields (section 2.3.11). `options` is the raw option list
 /// including its terminating Marker (empty if the OPT flag is clear).
+///
+/// Decoding enforces the spec's field rules: `sequence_number > 0`,
+/// `fsn_offset <= sequence_number`, and `fsn_offset > 0` unless `abandon`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UserData<'a> {
     pub fragment_control: FragmentControl,
@@ -145,4 +222,1106 @@ pub struct NextUserData<'a> {
     pub final_: bool,
     pub options: Option<&'a [u8]>,
     pub data: &'a [u8],
+}
+
+const UD_OPT: u8 = 0x80;
+const UD_ABN: u8 = 0x02;
+const UD_FIN: u8 = 0x01;
+const FRAG_MORE: u8 = 0x80;
+
+fn ud_flags(opt: bool, fra: FragmentControl, abn: bool, fin: bool) -> u8 {
+    let mut f = (fra as u8) << 4;
+    if opt {
+        f |= UD_OPT;
+    }
+    if abn {
+        f |= UD_ABN;
+    }
+    if fin {
+        f |= UD_FIN;
+    }
+    f
+}
+
+fn read_ud_flags(r: &mut Reader<'_>) -> Result<(bool, FragmentControl, bool, bool), WireError> {
+    let f = r.u8()?;
+    Ok((
+        f & UD_OPT != 0,
+        FragmentControl::from_bits(f >> 4),
+        f & UD_ABN != 0,
+        f & UD_FIN != 0,
+    ))
+}
+
+fn read_ud_tail<'a>(r: &mut Reader<'a>, opt: bool) -> Result<Option<&'a [u8]>, WireError> {
+    if !opt {
+        return Ok(None);
+    }
+    let len = option_list_len(r.remaining())?;
+    r.bytes(len).map(Some)
+}
+
+fn validate_options(options: Option<&[u8]>) -> Result<(), WireError> {
+    match options {
+        Some(raw) if option_list_len(raw)? != raw.len() => Err(WireError::BadLength),
+        _ => Ok(()),
+    }
+}
+
+fn validate_ud_numbers(seq: u64, fsn_offset: u64, abandon: bool) -> Result<(), WireError> {
+    if seq == 0 || fsn_offset > seq || (fsn_offset == 0 && !abandon) {
+        return Err(WireError::Invalid);
+    }
+    Ok(())
+}
+
+impl<'a> UserData<'a> {
+    /// forwardSequenceNumber = sequenceNumber - fsnOffset (RFC 7016 2.3.11).
+    pub fn forward_sequence_number(&self) -> u64 {
+        self.sequence_number.saturating_sub(self.fsn_offset)
+    }
+
+    /// Iterate the options (none when the OPT flag is clear).
+    pub fn options_iter(&self) -> OptionIter<'a> {
+        self.options.map_or_else(OptionIter::empty, OptionIter::new)
+    }
+
+    /// The full User Data equivalent of a Next User Data chunk that follows
+    /// this one: same flow and forward sequence number, next sequence number
+    /// (RFC 7016 2.3.12). `None` if the sequence number would overflow.
+    pub fn followed_by(&self, next: &NextUserData<'a>) -> Option<UserData<'a>> {
+        Some(UserData {
+            fragment_control: next.fragment_control,
+            abandon: next.abandon,
+            final_: next.final_,
+            flow_id: self.flow_id,
+            sequence_number: self.sequence_number.checked_add(1)?,
+            fsn_offset: self.fsn_offset.checked_add(1)?,
+            options: next.options,
+            data: next.data,
+        })
+    }
+}
+
+impl<'a> NextUserData<'a> {
+    /// Iterate the options (none when the OPT flag is clear).
+    pub fn options_iter(&self) -> OptionIter<'a> {
+        self.options.map_or_else(OptionIter::empty, OptionIter::new)
+    }
+}
+
+/// Encoded size of IIKeying's initiatorSignedParameters (RFC 7016 2.3.7).
+pub fn iikeying_signed_len(cookie_echo: &[u8], initiator_certificate: &[u8], skic: &[u8]) -> usize {
+    4 + vlu_bytes_len(cookie_echo) + vlu_bytes_len(initiator_certificate) + vlu_bytes_len(skic)
+}
+
+/// Write IIKeying's initiatorSignedParameters (the bytes the initiator
+/// signs, RFC 7016 2.3.7) into `out`; returns the bytes written.
+pub fn write_iikeying_signed(
+    out: &mut [u8],
+    initiator_session_id: u32,
+    cookie_echo: &[u8],
+    initiator_certificate: &[u8],
+    skic: &[u8],
+) -> Result<usize, WireError> {
+    if out.len() < iikeying_signed_len(cookie_echo, initiator_certificate, skic) {
+        return Err(WireError::BufferTooSmall);
+    }
+    let mut w = Writer::new(out);
+    w.u32(initiator_session_id)?;
+    w.vlu_bytes(cookie_echo)?;
+    w.vlu_bytes(initiator_certificate)?;
+    w.vlu_bytes(skic)?;
+    Ok(w.pos())
+}
+
+/// Encoded size of RIKeying's responderSignedParametersPortion (2.3.8).
+pub fn rikeying_signed_portion_len(skrc: &[u8]) -> usize {
+    4 + vlu_bytes_len(skrc)
+}
+
+/// Write RIKeying's responderSignedParametersPortion (RFC 7016 2.3.8); the
+/// responder signs it followed by the initiator's skic.
+pub fn write_rikeying_signed_portion(
+    out: &mut [u8],
+    responder_session_id: u32,
+    skrc: &[u8],
+) -> Result<usize, WireError> {
+    if out.len() < rikeying_signed_portion_len(skrc) {
+        return Err(WireError::BufferTooSmall);
+    }
+    let mut w = Writer::new(out);
+    w.u32(responder_session_id)?;
+    w.vlu_bytes(skrc)?;
+    Ok(w.pos())
+}
+
+/// Check that `cumulative_ack + 1 + 8 * bitmap.len()` is representable, so
+/// every sequence number a Bitmap Ack names fits in a `u64`.
+fn validate_bitmap(cumulative_ack: u64, bitmap: &[u8]) -> Result<(), WireError> {
+    let bits = (bitmap.len() as u64)
+        .checked_mul(8)
+        .ok_or(WireError::Invalid)?;
+    cumulative_ack
+        .checked_add(1)
+        .and_then(|c| c.checked_add(bits))
+        .map(|_| ())
+        .ok_or(WireError::Invalid)
+}
+
+fn validate_ranges(cumulative_ack: u64, ranges: &[u8]) -> Result<(), WireError> {
+    for r in RangeAckIter::new(cumulative_ack, ranges) {
+        r?;
+    }
+    Ok(())
+}
+
+impl<'a> Chunk<'a> {
+    /// Decode one chunk from its type code and payload (RFC 7016 2.3).
+    /// Trailing bytes in fixed-layout payloads are [`WireError::BadLength`];
+    /// an empty packetFragment or User Data breaking the sequence number
+    /// rules is [`WireError::Invalid`].
+    pub fn parse(chunk_type: u8, payload: &'a [u8]) -> Result<Chunk<'a>, WireError> {
+        let mut r = Reader::new(payload);
+        let chunk = match chunk_type {
+            0x00 | 0xff => return Ok(Chunk::Padding { len: payload.len() }),
+            0x7f => {
+                let flags = r.u8()?;
+                let packet_id = r.vlu()?;
+                let fragment_num = r.vlu()?;
+                let fragment = r.rest();
+                if fragment.is_empty() {
+                    // RFC 7016 3.4: MUST discard an empty packetFragment.
+                    return Err(WireError::Invalid);
+                }
+                Chunk::PacketFragment {
+                    more_fragments: flags & FRAG_MORE != 0,
+                    packet_id,
+                    fragment_num,
+                    fragment,
+                }
+            }
+            0x30 => Chunk::IHello {
+                epd: r.vlu_bytes()?,
+                tag: r.rest(),
+            },
+            0x0f => Chunk::FIHello {
+                epd: r.vlu_bytes()?,
+                reply_address: Address::read(&mut r)?,
+                tag: r.rest(),
+            },
+            0x70 => Chunk::RHello {
+                tag_echo: r.vlu_bytes()?,
+                cookie: r.vlu_bytes()?,
+                responder_certificate: r.rest(),
+            },
+            0x71 => {
+                let tag_echo = r.vlu_bytes()?;
+                let addresses = r.rest();
+                validate_address_list(addresses)?;
+                Chunk::Redirect {
+                    tag_echo,
+                    addresses,
+                }
+            }
+            0x79 => Chunk::CookieChange {
+                old_cookie: r.vlu_bytes()?,
+                new_cookie: r.rest(),
+            },
+            0x38 => {
+                let initiator_session_id = r.u32()?;
+                let cookie_echo = r.vlu_bytes()?;
+                let initiator_certificate = r.vlu_bytes()?;
+                let skic = r.vlu_bytes()?;
+                let signed_len = payload.len() - r.len();
+                let signed = payload.get(..signed_len).ok_or(WireError::Truncated)?;
+                Chunk::IIKeying {
+                    initiator_session_id,
+                    cookie_echo,
+                    initiator_certificate,
+                    skic,
+                    signed,
+                    signature: r.rest(),
+                }
+            }
+            0x78 => {
+                let responder_session_id = r.u32()?;
+                let skrc = r.vlu_bytes()?;
+                let signed_len = payload.len() - r.len();
+                let signed_portion = payload.get(..signed_len).ok_or(WireError::Truncated)?;
+                Chunk::RIKeying {
+                    responder_session_id,
+                    skrc,
+                    signed_portion,
+                    signature: r.rest(),
+                }
+            }
+            0x01 => Chunk::Ping { message: r.rest() },
+            0x41 => Chunk::PingReply {
+                message_echo: r.rest(),
+            },
+            0x10 => {
+                let (opt, fragment_control, abandon, final_) = read_ud_flags(&mut r)?;
+                let flow_id = r.vlu()?;
+                let sequence_number = r.vlu()?;
+                let fsn_offset = r.vlu()?;
+                validate_ud_numbers(sequence_number, fsn_offset, abandon)?;
+                let options = read_ud_tail(&mut r, opt)?;
+                Chunk::UserData(UserData {
+                    fragment_control,
+                    abandon,
+                    final_,
+                    flow_id,
+                    sequence_number,
+                    fsn_offset,
+                    options,
+                    data: r.rest(),
+                })
+            }
+            0x11 => {
+                let (opt, fragment_control, abandon, final_) = read_ud_flags(&mut r)?;
+                let options = read_ud_tail(&mut r, opt)?;
+                Chunk::NextUserData(NextUserData {
+                    fragment_control,
+                    abandon,
+                    final_,
+                    options,
+                    data: r.rest(),
+                })
+            }
+            0x50 => {
+                let flow_id = r.vlu()?;
+                let buffer_blocks_available = r.vlu()?;
+                let cumulative_ack = r.vlu()?;
+                let bitmap = r.rest();
+                validate_bitmap(cumulative_ack, bitmap)?;
+                Chunk::BitmapAck {
+                    flow_id,
+                    buffer_blocks_available,
+                    cumulative_ack,
+                    bitmap,
+                }
+            }
+            0x51 => {
+                let flow_id = r.vlu()?;
+                let buffer_blocks_available = r.vlu()?;
+                let cumulative_ack = r.vlu()?;
+                let ranges = r.rest();
+                validate_ranges(cumulative_ack, ranges)?;
+                Chunk::RangeAck {
+                    flow_id,
+                    buffer_blocks_available,
+                    cumulative_ack,
+                    ranges,
+                }
+            }
+            0x18 => Chunk::BufferProbe { flow_id: r.vlu()? },
+            0x5e => Chunk::FlowException {
+                flow_id: r.vlu()?,
+                exception: r.vlu()?,
+            },
+            0x0c => Chunk::Close,
+            0x4c => Chunk::CloseAck,
+            other => {
+                return Ok(Chunk::Unknown {
+                    chunk_type: other,
+                    payload,
+                })
+            }
+        };
+        if !r.is_empty() {
+            return Err(WireError::BadLength);
+        }
+        Ok(chunk)
+    }
+
+    /// The chunk type code this chunk is emitted with.
+    pub fn chunk_type(&self) -> u8 {
+        match self {
+            Chunk::PacketFragment { .. } => ChunkType::PacketFragment as u8,
+            Chunk::IHello { .. } => ChunkType::IHello as u8,
+            Chunk::FIHello { .. } => ChunkType::FIHello as u8,
+            Chunk::RHello { .. } => ChunkType::RHello as u8,
+            Chunk::Redirect { .. } => ChunkType::Redirect as u8,
+            Chunk::CookieChange { .. } => ChunkType::CookieChange as u8,
+            Chunk::IIKeying { .. } => ChunkType::IIKeying as u8,
+            Chunk::RIKeying { .. } => ChunkType::RIKeying as u8,
+            Chunk::Ping { .. } => ChunkType::Ping as u8,
+            Chunk::PingReply { .. } => ChunkType::PingReply as u8,
+            Chunk::UserData(_) => ChunkType::UserData as u8,
+            Chunk::NextUserData(_) => ChunkType::NextUserData as u8,
+            Chunk::BitmapAck { .. } => ChunkType::BitmapAck as u8,
+            Chunk::RangeAck { .. } => ChunkType::RangeAck as u8,
+            Chunk::BufferProbe { .. } => ChunkType::BufferProbe as u8,
+            Chunk::FlowException { .. } => ChunkType::FlowException as u8,
+            Chunk::Close => ChunkType::Close as u8,
+            Chunk::CloseAck => ChunkType::CloseAck as u8,
+            Chunk::Padding { .. } => 0x00,
+            Chunk::Unknown { chunk_type, .. } => *chunk_type,
+        }
+    }
+
+    /// Payload size (without the 3-byte chunk header).
+    pub fn payload_len(&self) -> usize {
+        use vlu::encoded_len as vl;
+        match self {
+            Chunk::PacketFragment {
+                packet_id,
+                fragment_num,
+                fragment,
+                ..
+            } => 1 + vl(*packet_id) + vl(*fragment_num) + fragment.len(),
+            Chunk::IHello { epd, tag } => vlu_bytes_len(epd) + tag.len(),
+            Chunk::FIHello {
+                epd,
+                reply_address,
+                tag,
+            } => vlu_bytes_len(epd) + reply_address.encoded_len() + tag.len(),
+            Chunk::RHello {
+                tag_echo,
+                cookie,
+                responder_certificate,
+            } => vlu_bytes_len(tag_echo) + vlu_bytes_len(cookie) + responder_certificate.len(),
+            Chunk::Redirect {
+                tag_echo,
+                addresses,
+            } => vlu_bytes_len(tag_echo) + addresses.len(),
+            Chunk::CookieChange {
+                old_cookie,
+                new_cookie,
+            } => vlu_bytes_len(old_cookie) + new_cookie.len(),
+            Chunk::IIKeying {
+                cookie_echo,
+                initiator_certificate,
+                skic,
+                signature,
+                ..
+            } => iikeying_signed_len(cookie_echo, initiator_certificate, skic) + signature.len(),
+            Chunk::RIKeying {
+                skrc, signature, ..
+            } => rikeying_signed_portion_len(skrc) + signature.len(),
+            Chunk::Ping { message } => message.len(),
+            Chunk::PingReply { message_echo } => message_echo.len(),
+            Chunk::UserData(ud) => {
+                1 + vl(ud.flow_id)
+                    + vl(ud.sequence_number)
+                    + vl(ud.fsn_offset)
+                    + ud.options.map_or(0, <[u8]>::len)
+                    + ud.data.len()
+            }
+            Chunk::NextUserData(n) => 1 + n.options.map_or(0, <[u8]>::len) + n.data.len(),
+            Chunk::BitmapAck {
+                flow_id,
+                buffer_blocks_available,
+                cumulative_ack,
+                bitmap: tail,
+            }
+            | Chunk::RangeAck {
+                flow_id,
+                buffer_blocks_available,
+                cumulative_ack,
+                ranges: tail,
+            } => vl(*flow_id) + vl(*buffer_blocks_available) + vl(*cumulative_ack) + tail.len(),
+            Chunk::BufferProbe { flow_id } => vl(*flow_id),
+            Chunk::FlowException { flow_id, exception } => vl(*flow_id) + vl(*exception),
+            Chunk::Close | Chunk::CloseAck => 0,
+            Chunk::Padding { len } => *len,
+            Chunk::Unknown { payload, .. } => payload.len(),
+        }
+    }
+
+    /// Encoded size including the 3-byte chunk header.
+    pub fn encoded_len(&self) -> usize {
+        CHUNK_HEADER_LEN + self.payload_len()
+    }
+
+    /// Write the whole chunk (header and payload) at the start of `out`;
+    /// returns the bytes written. Fails with [`WireError::BadLength`] if the
+    /// payload exceeds 65535 bytes, [`WireError::BufferTooSmall`] if `out`
+    /// is too short, and [`WireError::Invalid`] for field values that
+    /// [`Chunk::parse`] would reject.
+    pub fn emit(&self, out: &mut [u8]) -> Result<usize, WireError> {
+        self.validate()?;
+        let payload_len = self.payload_len();
+        let len16 = u16::try_from(payload_len).map_err(|_| WireError::BadLength)?;
+        if out.len() < CHUNK_HEADER_LEN + payload_len {
+            return Err(WireError::BufferTooSmall);
+        }
+        let mut w = Writer::new(out);
+        w.u8(self.chunk_type())?;
+        w.u16(len16)?;
+        self.write_payload(&mut w)?;
+        debug_assert_eq!(w.pos(), CHUNK_HEADER_LEN + payload_len);
+        Ok(w.pos())
+    }
+
+    fn validate(&self) -> Result<(), WireError> {
+        match self {
+            Chunk::PacketFragment { fragment: [], .. } => Err(WireError::Invalid),
+            Chunk::Redirect { addresses, .. } => validate_address_list(addresses),
+            Chunk::IIKeying {
+                initiator_session_id,
+                cookie_echo,
+                initiator_certificate,
+                skic,
+                signed,
+                ..
+            } => {
+                if signed.len() != iikeying_signed_len(cookie_echo, initiator_certificate, skic) {
+                    return Err(WireError::Invalid);
+                }
+                let mut r = Reader::new(signed);
+                let ok = r.u32()? == *initiator_session_id
+                    && r.vlu_bytes()? == *cookie_echo
+                    && r.vlu_bytes()? == *initiator_certificate
+                    && r.vlu_bytes()? == *skic;
+                if ok {
+                    Ok(())
+                } else {
+                    Err(WireError::Invalid)
+                }
+            }
+            Chunk::RIKeying {
+                responder_session_id,
+                skrc,
+                signed_portion,
+                ..
+            } => {
+                if signed_portion.len() != rikeying_signed_portion_len(skrc) {
+                    return Err(WireError::Invalid);
+                }
+                let mut r = Reader::new(signed_portion);
+                if r.u32()? == *responder_session_id && r.vlu_bytes()? == *skrc {
+                    Ok(())
+                } else {
+                    Err(WireError::Invalid)
+                }
+            }
+            Chunk::UserData(ud) => {
+                validate_ud_numbers(ud.sequence_number, ud.fsn_offset, ud.abandon)?;
+                validate_options(ud.options)
+            }
+            Chunk::NextUserData(n) => validate_options(n.options),
+            Chunk::BitmapAck {
+                cumulative_ack,
+                bitmap,
+                ..
+            } => validate_bitmap(*cumulative_ack, bitmap),
+            Chunk::RangeAck {
+                cumulative_ack,
+                ranges,
+                ..
+            } => validate_ranges(*cumulative_ack, ranges),
+            Chunk::Unknown { chunk_type, .. }
+                if ChunkType::from_u8(*chunk_type).is_some()
+                    || PADDING_TYPES.contains(chunk_type) =>
+            {
+                // Would decode as a different variant.
+                Err(WireError::Invalid)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn write_payload(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
+        match self {
+            Chunk::PacketFragment {
+                more_fragments,
+                packet_id,
+                fragment_num,
+                fragment,
+            } => {
+                w.u8(if *more_fragments { FRAG_MORE } else { 0 })?;
+                w.vlu(*packet_id)?;
+                w.vlu(*fragment_num)?;
+                w.bytes(fragment)
+            }
+            Chunk::IHello { epd, tag } => {
+                w.vlu_bytes(epd)?;
+                w.bytes(tag)
+            }
+            Chunk::FIHello {
+                epd,
+                reply_address,
+                tag,
+            } => {
+                w.vlu_bytes(epd)?;
+                reply_address.write(w)?;
+                w.bytes(tag)
+            }
+            Chunk::RHello {
+                tag_echo,
+                cookie,
+                responder_certificate,
+            } => {
+                w.vlu_bytes(tag_echo)?;
+                w.vlu_bytes(cookie)?;
+                w.bytes(responder_certificate)
+            }
+            Chunk::Redirect {
+                tag_echo,
+                addresses,
+            } => {
+                w.vlu_bytes(tag_echo)?;
+                w.bytes(addresses)
+            }
+            Chunk::CookieChange {
+                old_cookie,
+                new_cookie,
+            } => {
+                w.vlu_bytes(old_cookie)?;
+                w.bytes(new_cookie)
+            }
+            Chunk::IIKeying {
+                signed, signature, ..
+            } => {
+                w.bytes(signed)?;
+                w.bytes(signature)
+            }
+            Chunk::RIKeying {
+                signed_portion,
+                signature,
+                ..
+            } => {
+                w.bytes(signed_portion)?;
+                w.bytes(signature)
+            }
+            Chunk::Ping { message } => w.bytes(message),
+            Chunk::PingReply { message_echo } => w.bytes(message_echo),
+            Chunk::UserData(ud) => {
+                w.u8(ud_flags(
+                    ud.options.is_some(),
+                    ud.fragment_control,
+                    ud.abandon,
+                    ud.final_,
+                ))?;
+                w.vlu(ud.flow_id)?;
+                w.vlu(ud.sequence_number)?;
+                w.vlu(ud.fsn_offset)?;
+                if let Some(o) = ud.options {
+                    w.bytes(o)?;
+                }
+                w.bytes(ud.data)
+            }
+            Chunk::NextUserData(n) => {
+                w.u8(ud_flags(
+                    n.options.is_some(),
+                    n.fragment_control,
+                    n.abandon,
+                    n.final_,
+                ))?;
+                if let Some(o) = n.options {
+                    w.bytes(o)?;
+                }
+                w.bytes(n.data)
+            }
+            Chunk::BitmapAck {
+                flow_id,
+                buffer_blocks_available,
+                cumulative_ack,
+                bitmap: tail,
+            }
+            | Chunk::RangeAck {
+                flow_id,
+                buffer_blocks_available,
+                cumulative_ack,
+                ranges: tail,
+            } => {
+                w.vlu(*flow_id)?;
+                w.vlu(*buffer_blocks_available)?;
+                w.vlu(*cumulative_ack)?;
+                w.bytes(tail)
+            }
+            Chunk::BufferProbe { flow_id } => w.vlu(*flow_id),
+            Chunk::FlowException { flow_id, exception } => {
+                w.vlu(*flow_id)?;
+                w.vlu(*exception)
+            }
+            Chunk::Close | Chunk::CloseAck => Ok(()),
+            Chunk::Padding { len } => w.fill(*len, 0),
+            Chunk::Unknown { payload, .. } => w.bytes(payload),
+        }
+    }
+
+    /// Redirect destinations (RFC 7016 2.3.5); `None` for other chunks.
+    /// An empty iteration means an Implied Redirect.
+    pub fn redirect_addresses(&self) -> Option<AddressIter<'a>> {
+        match self {
+            Chunk::Redirect { addresses, .. } => Some(AddressIter::new(addresses)),
+            _ => None,
+        }
+    }
+
+    /// Acknowledged ranges after the cumulative ack of a Range Ack
+    /// (RFC 7016 2.3.14); `None` for other chunks.
+    pub fn ack_ranges(&self) -> Option<RangeAckIter<'a>> {
+        match self {
+            Chunk::RangeAck {
+                cumulative_ack,
+                ranges,
+                ..
+            } => Some(RangeAckIter::new(*cumulative_ack, ranges)),
+            _ => None,
+        }
+    }
+
+    /// Received sequence numbers after the cumulative ack of a Bitmap Ack
+    /// (RFC 7016 2.3.13); `None` for other chunks.
+    pub fn bitmap_acks(&self) -> Option<BitmapAckIter<'a>> {
+        match self {
+            Chunk::BitmapAck {
+                cumulative_ack,
+                bitmap,
+                ..
+            } => Some(BitmapAckIter::new(*cumulative_ack, bitmap)),
+            _ => None,
+        }
+    }
+
+    /// Acknowledged ranges after the cumulative ack of either ack chunk, as
+    /// inclusive `(from, to)` runs in ascending order; `None` for other
+    /// chunks. Bitmap bits are merged into runs.
+    pub fn acked_ranges(&self) -> Option<AckedRanges<'a>> {
+        match self {
+            Chunk::RangeAck { .. } => self.ack_ranges().map(AckedRanges::Ranges),
+            Chunk::BitmapAck { .. } => self
+                .bitmap_acks()
+                .map(|b| AckedRanges::Bitmap(b.peekable())),
+            _ => None,
+        }
+    }
+}
+
+/// Range Ack run-length pairs decoded exactly as the pseudocode of RFC 7016
+/// 2.3.14: yields inclusive `(rangeFrom, rangeTo)`. Malformed VLUs or
+/// sequence numbers past `u64::MAX` yield one `Err` and end the iteration
+/// (never for chunks produced by [`Chunk::parse`], which validates).
+#[derive(Debug, Clone)]
+pub struct RangeAckIter<'a> {
+    cursor: u64,
+    rest: Reader<'a>,
+}
+
+impl<'a> RangeAckIter<'a> {
+    pub fn new(cumulative_ack: u64, ranges: &'a [u8]) -> Self {
+        RangeAckIter {
+            cursor: cumulative_ack,
+            rest: Reader::new(ranges),
+        }
+    }
+
+    fn step(&mut self) -> Result<(u64, u64), WireError> {
+        let holes_minus_one = self.rest.vlu()?;
+        let received_minus_one = self.rest.vlu()?;
+        let cursor = self.cursor.checked_add(1).ok_or(WireError::Invalid)?;
+        let from = cursor
+            .checked_add(holes_minus_one)
+            .and_then(|v| v.checked_add(1))
+            .ok_or(WireError::Invalid)?;
+        let to = from
+            .checked_add(received_minus_one)
+            .ok_or(WireError::Invalid)?;
+        self.cursor = to;
+        Ok((from, to))
+    }
+}
+
+impl Iterator for RangeAckIter<'_> {
+    type Item = Result<(u64, u64), WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let item = self.step();
+        if item.is_err() {
+            self.rest = Reader::new(&[]);
+        }
+        Some(item)
+    }
+}
+
+/// Bitmap Ack bit field (RFC 7016 2.3.13): yields each received sequence
+/// number in ascending order. Bit 0 (least significant) of the first byte
+/// is `cumulative_ack + 2`, the next bit `cumulative_ack + 3`, and so on.
+/// A sequence number past `u64::MAX` yields one `Err` and ends iteration.
+#[derive(Debug, Clone)]
+pub struct BitmapAckIter<'a> {
+    cumulative_ack: u64,
+    bitmap: &'a [u8],
+    bit: u64,
+    failed: bool,
+}
+
+impl<'a> BitmapAckIter<'a> {
+    pub fn new(cumulative_ack: u64, bitmap: &'a [u8]) -> Self {
+        BitmapAckIter {
+            cumulative_ack,
+            bitmap,
+            bit: 0,
+            failed: false,
+        }
+    }
+}
+
+impl Iterator for BitmapAckIter<'_> {
+    type Item = Result<u64, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let byte = usize::try_from(self.bit / 8)
+                .ok()
+                .and_then(|i| self.bitmap.get(i))?;
+            let bit = self.bit;
+            self.bit += 1;
+            if byte & (1 << (bit % 8)) != 0 {
+                let seq = self
+                    .cumulative_ack
+                    .checked_add(2)
+                    .and_then(|s| s.checked_add(bit));
+                return match seq {
+                    Some(s) => Some(Ok(s)),
+                    None => {
+                        self.failed = true;
+                        Some(Err(WireError::Invalid))
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// Ranges acknowledged by either ack chunk; see [`Chunk::acked_ranges`].
+#[derive(Debug, Clone)]
+pub enum AckedRanges<'a> {
+    Ranges(RangeAckIter<'a>),
+    Bitmap(std::iter::Peekable<BitmapAckIter<'a>>),
+}
+
+impl Iterator for AckedRanges<'_> {
+    type Item = Result<(u64, u64), WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            AckedRanges::Ranges(r) => r.next(),
+            AckedRanges::Bitmap(b) => {
+                let from = match b.next()? {
+                    Ok(s) => s,
+                    Err(e) => return Some(Err(e)),
+                };
+                let mut to = from;
+                while let Some(Ok(s)) = b.peek() {
+                    if Some(*s) != to.checked_add(1) {
+                        break;
+                    }
+                    to = *s;
+                    b.next();
+                }
+                Some(Ok((from, to)))
+            }
+        }
+    }
+}
+
+/// Check that `ranges` describes received sequence numbers after a
+/// cumulative ack: ascending, disjoint, non-adjacent inclusive runs, the
+/// first starting at `cumulative_ack + 2` or later (`cumulative_ack + 1`
+/// would have advanced the cumulative ack).
+fn validate_ack_input(cumulative_ack: u64, ranges: &[(u64, u64)]) -> Result<(), WireError> {
+    let mut min_from = cumulative_ack.checked_add(2);
+    for &(from, to) in ranges {
+        match min_from {
+            Some(m) if from >= m && to >= from => {}
+            _ => return Err(WireError::Invalid),
+        }
+        // The next run must leave at least one hole after this one.
+        min_from = to.checked_add(2);
+    }
+    Ok(())
+}
+
+fn ack_header_len(flow_id: u64, buffer_blocks: u64, cumulative_ack: u64) -> usize {
+    CHUNK_HEADER_LEN
+        + vlu::encoded_len(flow_id)
+        + vlu::encoded_len(buffer_blocks)
+        + vlu::encoded_len(cumulative_ack)
+}
+
+/// Bytes of run-length pairs a Range Ack needs for `ranges`.
+fn range_pairs_len(cumulative_ack: u64, ranges: &[(u64, u64)]) -> usize {
+    let mut cursor = cumulative_ack;
+    let mut len = 0;
+    for &(from, to) in ranges {
+        let holes_minus_one = from.wrapping_sub(cursor).wrapping_sub(2);
+        len += vlu::encoded_len(holes_minus_one) + vlu::encoded_len(to.wrapping_sub(from));
+        cursor = to;
+    }
+    len
+}
+
+/// Bitmap bytes a Bitmap Ack needs for `ranges` (`u64` so that absurd
+/// spans do not overflow).
+fn bitmap_len(cumulative_ack: u64, ranges: &[(u64, u64)]) -> Option<u64> {
+    let len = match ranges.last() {
+        None => 0,
+        Some(&(_, to)) => to.checked_sub(cumulative_ack.checked_add(2)?)? / 8 + 1,
+    };
+    // The decoder's rule: every bit must name a representable number.
+    let bits = len.checked_mul(8)?;
+    cumulative_ack.checked_add(1)?.checked_add(bits)?;
+    Some(len)
+}
+
+/// Encoded size of a Range Ack chunk for these ranges (ranges must satisfy
+/// the rules of [`encode_ack`]).
+pub fn range_ack_encoded_len(
+    flow_id: u64,
+    buffer_blocks: u64,
+    cumulative_ack: u64,
+    ranges: &[(u64, u64)],
+) -> usize {
+    ack_header_len(flow_id, buffer_blocks, cumulative_ack) + range_pairs_len(cumulative_ack, ranges)
+}
+
+/// Encoded size of a Bitmap Ack chunk for these ranges, saturating at
+/// `usize::MAX` for spans no bitmap could represent.
+pub fn bitmap_ack_encoded_len(
+    flow_id: u64,
+    buffer_blocks: u64,
+    cumulative_ack: u64,
+    ranges: &[(u64, u64)],
+) -> usize {
+    let bitmap = bitmap_len(cumulative_ack, ranges)
+        .and_then(|l| usize::try_from(l).ok())
+        .unwrap_or(usize::MAX);
+    ack_header_len(flow_id, buffer_blocks, cumulative_ack).saturating_add(bitmap)
+}
+
+fn write_ack_header(
+    w: &mut Writer<'_>,
+    chunk_type: ChunkType,
+    payload_len: usize,
+    flow_id: u64,
+    buffer_blocks: u64,
+    cumulative_ack: u64,
+) -> Result<(), WireError> {
+    let len16 = u16::try_from(payload_len).map_err(|_| WireError::BadLength)?;
+    w.u8(chunk_type as u8)?;
+    w.u16(len16)?;
+    w.vlu(flow_id)?;
+    w.vlu(buffer_blocks)?;
+    w.vlu(cumulative_ack)
+}
+
+/// Write a Range Ack chunk (RFC 7016 2.3.14) acknowledging everything up to
+/// `cumulative_ack` plus the inclusive `ranges` (rules as for
+/// [`encode_ack`]); returns the bytes written.
+pub fn encode_range_ack(
+    flow_id: u64,
+    buffer_blocks: u64,
+    cumulative_ack: u64,
+    ranges: &[(u64, u64)],
+    out: &mut [u8],
+) -> Result<usize, WireError> {
+    validate_ack_input(cumulative_ack, ranges)?;
+    let total = range_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, ranges);
+    if out.len() < total {
+        return Err(WireError::BufferTooSmall);
+    }
+    let mut w = Writer::new(out);
+    write_ack_header(
+        &mut w,
+        ChunkType::RangeAck,
+        total - CHUNK_HEADER_LEN,
+        flow_id,
+        buffer_blocks,
+        cumulative_ack,
+    )?;
+    let mut cursor = cumulative_ack;
+    for &(from, to) in ranges {
+        w.vlu(from - cursor - 2)?;
+        w.vlu(to - from)?;
+        cursor = to;
+    }
+    Ok(w.pos())
+}
+
+/// Write a Bitmap Ack chunk (RFC 7016 2.3.13) acknowledging everything up
+/// to `cumulative_ack` plus the inclusive `ranges` (rules as for
+/// [`encode_ack`]); returns the bytes written.
+pub fn encode_bitmap_ack(
+    flow_id: u64,
+    buffer_blocks: u64,
+    cumulative_ack: u64,
+    ranges: &[(u64, u64)],
+    out: &mut [u8],
+) -> Result<usize, WireError> {
+    validate_ack_input(cumulative_ack, ranges)?;
+    let total = bitmap_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, ranges);
+    if total.saturating_sub(CHUNK_HEADER_LEN) > MAX_CHUNK_PAYLOAD {
+        return Err(WireError::BadLength);
+    }
+    if out.len() < total {
+        return Err(WireError::BufferTooSmall);
+    }
+    let mut w = Writer::new(out);
+    write_ack_header(
+        &mut w,
+        ChunkType::BitmapAck,
+        total - CHUNK_HEADER_LEN,
+        flow_id,
+        buffer_blocks,
+        cumulative_ack,
+    )?;
+    let start = w.pos();
+    w.fill(total - start, 0)?;
+    let bitmap = out.get_mut(start..total).ok_or(WireError::BufferTooSmall)?;
+    let base = cumulative_ack + 2;
+    for &(from, to) in ranges {
+        for seq in from..=to {
+            let bit = seq - base;
+            let byte = usize::try_from(bit / 8)
+                .ok()
+                .and_then(|i| bitmap.get_mut(i))
+                .ok_or(WireError::BadLength)?;
+            *byte |= 1 << (bit % 8);
+        }
+    }
+    Ok(total)
+}
+
+/// Write whichever of Bitmap Ack or Range Ack encodes the acknowledgement
+/// more compactly (RFC 7016 2.3.13, 3.6.3.4.3 SHOULD); Range Ack on a tie.
+///
+/// `ranges_after_cum` lists received sequence numbers beyond
+/// `cumulative_ack` as inclusive `(from, to)` runs: ascending, with at
+/// least one missing number before each run (so the first `from` is at
+/// least `cumulative_ack + 2`); anything else is [`WireError::Invalid`].
+/// Fails with [`WireError::BufferTooSmall`] if neither form fits in `out`;
+/// use [`encode_ack_truncated`] to drop trailing ranges instead.
+pub fn encode_ack(
+    flow_id: u64,
+    buffer_blocks: u64,
+    cumulative_ack: u64,
+    ranges_after_cum: &[(u64, u64)],
+    out: &mut [u8],
+) -> Result<usize, WireError> {
+    validate_ack_input(cumulative_ack, ranges_after_cum)?;
+    let r = range_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, ranges_after_cum);
+    let b = bitmap_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, ranges_after_cum);
+    if b < r {
+        encode_bitmap_ack(
+            flow_id,
+            buffer_blocks,
+            cumulative_ack,
+            ranges_after_cum,
+            out,
+        )
+    } else {
+        encode_range_ack(
+            flow_id,
+            buffer_blocks,
+            cumulative_ack,
+            ranges_after_cum,
+            out,
+        )
+    }
+}
+
+/// Like [`encode_ack`], but when the whole acknowledgement does not fit in
+/// `out` it drops trailing ranges until it does (RFC 7016 3.6.3.4.2
+/// truncation). Returns `(bytes written, ranges included)`; fails only if
+/// not even the cumulative ack fits.
+pub fn encode_ack_truncated(
+    flow_id: u64,
+    buffer_blocks: u64,
+    cumulative_ack: u64,
+    ranges_after_cum: &[(u64, u64)],
+    out: &mut [u8],
+) -> Result<(usize, usize), WireError> {
+    validate_ack_input(cumulative_ack, ranges_after_cum)?;
+    let mut n = ranges_after_cum.len();
+    loop {
+        let subset = ranges_after_cum.get(..n).unwrap_or(&[]);
+        let r = range_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, subset);
+        let b = bitmap_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, subset);
+        if r.min(b) <= out.len() || n == 0 {
+            return encode_ack(flow_id, buffer_blocks, cumulative_ack, subset, out)
+                .map(|len| (len, n));
+        }
+        n -= 1;
+    }
+}
+
+/// Iterator over the raw chunks of a plain packet body (the bytes after the
+/// packet header), applying the padding rules of RFC 7016 2.2.4: when fewer
+/// than 3 bytes remain, or a chunkLength exceeds what remains, the rest is
+/// padding and iteration ends. Yields `(chunk_type, payload)`; never fails.
+#[derive(Debug, Clone)]
+pub struct RawChunkIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> RawChunkIter<'a> {
+    pub fn new(body: &'a [u8]) -> Self {
+        RawChunkIter { rest: body }
+    }
+
+    /// Bytes not yet consumed.
+    pub fn remaining(&self) -> &'a [u8] {
+        self.rest
+    }
+}
+
+impl<'a> Iterator for RawChunkIter<'a> {
+    type Item = (u8, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&[chunk_type, l0, l1], body) = self.rest.split_first_chunk::<CHUNK_HEADER_LEN>()?;
+        let len = usize::from(u16::from_be_bytes([l0, l1]));
+        if len > body.len() {
+            // Padding (2.2.4): the rest of the packet is ignored.
+            self.rest = &[];
+            return None;
+        }
+        let (payload, rest) = body.split_at(len);
+        self.rest = rest;
+        Some((chunk_type, payload))
+    }
+}
+
+/// Iterator over the decoded chunks of a plain packet body (RFC 7016
+/// 2.2.4). Yields `Err` at the first chunk that fails to decode, then ends.
+/// Padding chunks are yielded as [`Chunk::Padding`]; Next User Data is
+/// yielded as is (the flow layer tracks the preceding User Data).
+#[derive(Debug, Clone)]
+pub struct ChunkIter<'a> {
+    raw: RawChunkIter<'a>,
+    failed: bool,
+}
+
+impl<'a> ChunkIter<'a> {
+    pub fn new(body: &'a [u8]) -> Self {
+        ChunkIter {
+            raw: RawChunkIter::new(body),
+            failed: false,
+        }
+    }
+}
+
+impl<'a> Iterator for ChunkIter<'a> {
+    type Item = Result<Chunk<'a>, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let (t, payload) = self.raw.next()?;
+        let item = Chunk::parse(t, payload);
+        self.failed = item.is_err();
+        Some(item)
+    }
 }

@@ -8,13 +8,26 @@
 
 pub mod address;
 pub mod chunk;
+mod cursor;
+pub mod fragment;
 pub mod option;
 pub mod packet;
 pub mod vlu;
+pub mod writer;
 
-pub use address::{Address, AddressOrigin};
-pub use chunk::{Chunk, ChunkType, FragmentControl};
-pub use packet::{PacketHeader, PacketMode};
+pub use address::{Address, AddressIter, AddressOrigin};
+pub use chunk::{
+    encode_ack, encode_ack_truncated, encode_bitmap_ack, encode_range_ack, AckedRanges,
+    BitmapAckIter, Chunk, ChunkIter, ChunkType, FragmentControl, NextUserData, RangeAckIter,
+    RawChunkIter, UserData,
+};
+pub use fragment::{Fragmenter, Reassembler, ReassemblyLimits, ReassemblyOutcome};
+pub use option::{OptionIter, UserDataOption};
+pub use packet::{
+    demultiplex, parse_packet, scramble_session_id, split_multiplex, write_multiplex_header,
+    PacketHeader, PacketMode,
+};
+pub use writer::{PacketWriter, UserDataFields};
 
 /// Why a wire structure failed to decode. Garbage from the network is counted
 /// by reason; these are those reasons.
