@@ -1,0 +1,665 @@
+//! Packet protection (RFC 7016 2.2.3): AEAD with an explicit 64-bit
+//! sequence number as nonce and a replay window for sessions, and the
+//! Default Session Key cipher for startup packets.
+//!
+//! Session packet (the "encrypted packet" of RFC 7016 2.2.2):
+//!
+//! ```text
+//! 0        8  sequence number, u64 big-endian
+//! 8        n  ciphertext of the plain RTMFP packet (RFC 7016 2.2.4)
+//! 8+n     16  AEAD tag
+//! ```
+//!
+//! Startup packet under the Default Session Key:
+//!
+//! ```text
+//! 0       12  random nonce
+//! 12       n  ciphertext
+//! 12+n    16  AEAD tag
+//! ```
+//!
+//! Everything works in place in the caller's buffer; nothing allocates.
+
+use std::ops::Range;
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
+
+use super::network::{NetworkName, NetworkSecret};
+use super::AeadSuite;
+use crate::Rng;
+
+/// AEAD tag length (both suites).
+pub const TAG_LEN: usize = 16;
+/// Header of a session packet: the 8-byte sequence number.
+pub const SESSION_HEADER_LEN: usize = 8;
+/// Bytes a session packet adds to the plain packet.
+pub const SESSION_OVERHEAD: usize = SESSION_HEADER_LEN + TAG_LEN;
+/// Header of a Default Session Key packet: the 12-byte random nonce.
+pub const DEFAULT_HEADER_LEN: usize = NONCE_LEN;
+/// Bytes a Default Session Key packet adds to the plain packet.
+pub const DEFAULT_OVERHEAD: usize = DEFAULT_HEADER_LEN + TAG_LEN;
+/// Header room that fits either kind of packet.
+pub const MAX_HEADER_LEN: usize = DEFAULT_HEADER_LEN;
+/// Overhead that fits either kind of packet.
+pub const MAX_OVERHEAD: usize = DEFAULT_OVERHEAD;
+/// Width of the replay window, in packets.
+pub const REPLAY_WINDOW: u64 = 2048;
+
+/// Packets one AES-256-GCM key may seal: 2^32 packets of up to 1500 bytes
+/// (< 2^39 blocks) keep the confidentiality advantage below 2^-50.
+pub const AES_256_GCM_PACKET_LIMIT: u64 = 1 << 32;
+/// Packets one ChaCha20-Poly1305 key may seal: every sequence number but
+/// `u64::MAX`, which is never valid on the wire.
+pub const CHACHA20_POLY1305_PACKET_LIMIT: u64 = u64::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("no room before the plain packet for the header")]
+    NoHeaderRoom,
+    #[error("no room after the plain packet for the tag")]
+    NoTagRoom,
+    #[error("sequence numbers exhausted for this key")]
+    SequenceExhausted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("packet shorter than header and tag")]
+    Truncated,
+    #[error("packet sequence number already received")]
+    Replayed,
+    #[error("packet sequence number is older than the replay window")]
+    TooOld,
+    #[error("packet failed authentication")]
+    Authentication,
+}
+
+fn key_for(suite: AeadSuite, key: &[u8; 32]) -> LessSafeKey {
+    match UnboundKey::new(suite.algorithm(), key) {
+        Ok(k) => LessSafeKey::new(k),
+        Err(_) => unreachable!("both suites take 32-byte keys"),
+    }
+}
+
+/// Nonce of session packet `seq`: four zero bytes, then `seq` big-endian.
+/// Keys are per direction and per session, so the pair never repeats.
+fn seq_nonce(seq: u64) -> Nonce {
+    let mut n = [0u8; NONCE_LEN];
+    n[4..].copy_from_slice(&seq.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+/// Check the layout of `buf` for sealing the plain packet at
+/// `plain_start..plain_start + plain_len` with `header` bytes in front and a
+/// tag behind; returns (packet start, plain end, packet end).
+fn layout(
+    buf_len: usize,
+    header: usize,
+    plain_start: usize,
+    plain_len: usize,
+) -> Result<(usize, usize, usize), SealError> {
+    let start = plain_start
+        .checked_sub(header)
+        .ok_or(SealError::NoHeaderRoom)?;
+    let plain_end = plain_start
+        .checked_add(plain_len)
+        .ok_or(SealError::NoTagRoom)?;
+    let end = plain_end.checked_add(TAG_LEN).ok_or(SealError::NoTagRoom)?;
+    if end > buf_len {
+        return Err(SealError::NoTagRoom);
+    }
+    Ok((start, plain_end, end))
+}
+
+/// Seal `buf[start + header..plain_end]` in place and write the tag after it.
+fn seal_at(
+    key: &LessSafeKey,
+    nonce: Nonce,
+    buf: &mut [u8],
+    plain_start: usize,
+    plain_end: usize,
+    end: usize,
+) -> Result<(), SealError> {
+    let (body, rest) = buf.split_at_mut(plain_end);
+    let plain = body.get_mut(plain_start..).ok_or(SealError::NoHeaderRoom)?;
+    // ring refuses only inputs longer than the suite's limit (> 256 GiB).
+    let tag = key
+        .seal_in_place_separate_tag(nonce, Aad::empty(), plain)
+        .map_err(|_| SealError::NoTagRoom)?;
+    rest.get_mut(..end - plain_end)
+        .ok_or(SealError::NoTagRoom)?
+        .copy_from_slice(tag.as_ref());
+    Ok(())
+}
+
+/// The send direction of a session (RFC 7016 2.2.3). Each packet gets the
+/// next sequence number; numbers are never reused and sealing stops when
+/// they run out (the session must then be replaced).
+pub struct PacketSealer {
+    key: LessSafeKey,
+    suite: AeadSuite,
+    next: u64,
+    limit: u64,
+}
+
+impl PacketSealer {
+    pub fn new(suite: AeadSuite, key: &[u8; 32]) -> PacketSealer {
+        PacketSealer {
+            key: key_for(suite, key),
+            suite,
+            next: 0,
+            limit: match suite {
+                AeadSuite::ChaCha20Poly1305 => CHACHA20_POLY1305_PACKET_LIMIT,
+                AeadSuite::Aes256Gcm => AES_256_GCM_PACKET_LIMIT,
+            },
+        }
+    }
+
+    pub fn suite(&self) -> AeadSuite {
+        self.suite
+    }
+
+    /// Packets that may still be sealed with this key.
+    pub fn remaining(&self) -> u64 {
+        self.limit - self.next
+    }
+
+    /// Encrypt the plain packet `buf[plain_start..plain_start + plain_len]`
+    /// in place. The caller reserves [`SESSION_HEADER_LEN`] bytes before it
+    /// and [`TAG_LEN`] bytes after it. Returns where the encrypted packet
+    /// (sequence, ciphertext, tag) lies in `buf`.
+    pub fn seal(
+        &mut self,
+        buf: &mut [u8],
+        plain_start: usize,
+        plain_len: usize,
+    ) -> Result<Range<usize>, SealError> {
+        let (start, plain_end, end) =
+            layout(buf.len(), SESSION_HEADER_LEN, plain_start, plain_len)?;
+        if self.next >= self.limit {
+            return Err(SealError::SequenceExhausted);
+        }
+        let seq = self.next;
+        self.next += 1;
+        buf[start..plain_start].copy_from_slice(&seq.to_be_bytes());
+        seal_at(&self.key, seq_nonce(seq), buf, plain_start, plain_end, end)?;
+        Ok(start..end)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_next_sequence(&mut self, next: u64) {
+        self.next = next;
+    }
+}
+
+impl std::fmt::Debug for PacketSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketSealer")
+            .field("suite", &self.suite)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sliding window over received sequence numbers: the highest accepted
+/// number and a bitmap of the [`REPLAY_WINDOW`] numbers up to it.
+#[derive(Clone)]
+pub struct ReplayWindow {
+    /// One past the highest accepted sequence number (0: none yet).
+    next: u64,
+    bits: [u64; (REPLAY_WINDOW / 64) as usize],
+}
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        ReplayWindow {
+            next: 0,
+            bits: [0; (REPLAY_WINDOW / 64) as usize],
+        }
+    }
+}
+
+impl ReplayWindow {
+    fn slot(seq: u64) -> (usize, u64) {
+        let word = ((seq / 64) % (REPLAY_WINDOW / 64)) as usize;
+        (word, 1u64 << (seq % 64))
+    }
+
+    /// Whether `seq` may be accepted: newer than anything seen, or inside the
+    /// window and not seen before. Does not change the window.
+    pub fn check(&self, seq: u64) -> Result<(), OpenError> {
+        if seq == u64::MAX {
+            // Never sealed by a conforming sender.
+            return Err(OpenError::Authentication);
+        }
+        if seq >= self.next {
+            return Ok(());
+        }
+        if self.next - seq > REPLAY_WINDOW {
+            return Err(OpenError::TooOld);
+        }
+        let (w, m) = Self::slot(seq);
+        if self.bits[w] & m != 0 {
+            return Err(OpenError::Replayed);
+        }
+        Ok(())
+    }
+
+    /// Record `seq` as received. Call only after [`ReplayWindow::check`]
+    /// passed and the packet authenticated.
+    pub fn update(&mut self, seq: u64) {
+        if seq == u64::MAX {
+            return;
+        }
+        if seq >= self.next {
+            if seq - self.next >= REPLAY_WINDOW {
+                self.bits = [0; (REPLAY_WINDOW / 64) as usize];
+            } else {
+                // Clear the slots of next..=seq, whole words where possible.
+                let mut s = self.next;
+                while s <= seq {
+                    let (w, m) = Self::slot(s);
+                    if s.is_multiple_of(64) && seq - s >= 63 {
+                        self.bits[w] = 0;
+                        s += 64;
+                    } else {
+                        self.bits[w] &= !m;
+                        s += 1;
+                    }
+                }
+            }
+            self.next = seq + 1;
+        }
+        let (w, m) = Self::slot(seq);
+        self.bits[w] |= m;
+    }
+
+    /// The highest accepted sequence number, if any.
+    pub fn highest(&self) -> Option<u64> {
+        self.next.checked_sub(1)
+    }
+}
+
+impl std::fmt::Debug for ReplayWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReplayWindow(highest: {:?})", self.highest())
+    }
+}
+
+/// The receive direction of a session (RFC 7016 2.2.3).
+pub struct PacketOpener {
+    key: LessSafeKey,
+    suite: AeadSuite,
+    window: ReplayWindow,
+}
+
+impl PacketOpener {
+    pub fn new(suite: AeadSuite, key: &[u8; 32]) -> PacketOpener {
+        PacketOpener {
+            key: key_for(suite, key),
+            suite,
+            window: ReplayWindow::default(),
+        }
+    }
+
+    pub fn suite(&self) -> AeadSuite {
+        self.suite
+    }
+
+    pub fn window(&self) -> &ReplayWindow {
+        &self.window
+    }
+
+    /// Authenticate and decrypt an encrypted packet in place; returns where
+    /// the plain packet lies in `packet`. Duplicates and packets older than
+    /// the window are refused before decryption; the window moves only
+    /// after authentication succeeds. On error the contents of `packet` are
+    /// unspecified.
+    pub fn open(&mut self, packet: &mut [u8]) -> Result<Range<usize>, OpenError> {
+        if packet.len() < SESSION_OVERHEAD {
+            return Err(OpenError::Truncated);
+        }
+        let (head, body) = packet.split_at_mut(SESSION_HEADER_LEN);
+        let seq = u64::from_be_bytes(head.try_into().map_err(|_| OpenError::Truncated)?);
+        self.window.check(seq)?;
+        let plain_len = self
+            .key
+            .open_in_place(seq_nonce(seq), Aad::empty(), body)
+            .map_err(|_| OpenError::Authentication)?
+            .len();
+        self.window.update(seq);
+        Ok(SESSION_HEADER_LEN..SESSION_HEADER_LEN + plain_len)
+    }
+}
+
+impl std::fmt::Debug for PacketOpener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketOpener")
+            .field("suite", &self.suite)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Default Session Key cipher (RFC 7016 2.2.3, 5) for session id 0 and
+/// the other startup packets: ChaCha20-Poly1305 under the key derived from
+/// the network secret and name, with a random 96-bit nonce per packet. It
+/// keeps no per-peer state and no replay window: IHello answers are
+/// stateless (a replayed IHello gets the same kind of RHello), and a
+/// replayed IIKeying or RIKeying is caught by session state (RFC 7016
+/// 3.5.1.1.2: a retransmitted IIKeying is answered with the existing
+/// RIKeying; a KEYING_SENT session accepts one RIKeying).
+pub struct DefaultCipher {
+    key: LessSafeKey,
+}
+
+impl DefaultCipher {
+    pub fn new(secret: &NetworkSecret, name: &NetworkName) -> DefaultCipher {
+        let k = secret.default_session_key(name);
+        DefaultCipher {
+            key: key_for(AeadSuite::ChaCha20Poly1305, &k),
+        }
+    }
+
+    /// As [`PacketSealer::seal`], with [`DEFAULT_HEADER_LEN`] bytes of header
+    /// room holding a nonce drawn from `rng`.
+    pub fn seal(
+        &self,
+        rng: &mut Rng,
+        buf: &mut [u8],
+        plain_start: usize,
+        plain_len: usize,
+    ) -> Result<Range<usize>, SealError> {
+        let (start, plain_end, end) =
+            layout(buf.len(), DEFAULT_HEADER_LEN, plain_start, plain_len)?;
+        let mut n = [0u8; NONCE_LEN];
+        rng.fill(&mut n);
+        buf[start..plain_start].copy_from_slice(&n);
+        let nonce = Nonce::assume_unique_for_key(n);
+        seal_at(&self.key, nonce, buf, plain_start, plain_end, end)?;
+        Ok(start..end)
+    }
+
+    /// As [`PacketOpener::open`], without a replay window.
+    pub fn open(&self, packet: &mut [u8]) -> Result<Range<usize>, OpenError> {
+        if packet.len() < DEFAULT_OVERHEAD {
+            return Err(OpenError::Truncated);
+        }
+        let (head, body) = packet.split_at_mut(DEFAULT_HEADER_LEN);
+        let n: [u8; NONCE_LEN] = head.try_into().map_err(|_| OpenError::Truncated)?;
+        let plain_len = self
+            .key
+            .open_in_place(Nonce::assume_unique_for_key(n), Aad::empty(), body)
+            .map_err(|_| OpenError::Authentication)?
+            .len();
+        Ok(DEFAULT_HEADER_LEN..DEFAULT_HEADER_LEN + plain_len)
+    }
+}
+
+impl std::fmt::Debug for DefaultCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DefaultCipher(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+    use proptest::prelude::*;
+
+    const SUITES: [AeadSuite; 2] = [AeadSuite::ChaCha20Poly1305, AeadSuite::Aes256Gcm];
+
+    fn pair(suite: AeadSuite) -> (PacketSealer, PacketOpener) {
+        (
+            PacketSealer::new(suite, &[7; 32]),
+            PacketOpener::new(suite, &[7; 32]),
+        )
+    }
+
+    /// Seal `msg` with 4 bytes of extra room in front (where the SSID goes)
+    /// into a buffer pre-filled with a marker; returns the encrypted packet.
+    fn seal(s: &mut PacketSealer, msg: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0xa5u8; 4 + SESSION_OVERHEAD + msg.len()];
+        let ps = 4 + SESSION_HEADER_LEN;
+        buf[ps..ps + msg.len()].copy_from_slice(msg);
+        let r = s.seal(&mut buf, ps, msg.len()).unwrap();
+        assert_eq!(r, 4..buf.len());
+        buf[r].to_vec()
+    }
+
+    #[test]
+    fn round_trip_and_layout() {
+        for suite in SUITES {
+            let (mut s, mut o) = pair(suite);
+            for i in 0..3u64 {
+                let msg = format!("packet {i}");
+                let mut pkt = seal(&mut s, msg.as_bytes());
+                assert_eq!(pkt.len(), msg.len() + SESSION_OVERHEAD);
+                assert_eq!(pkt[..8], i.to_be_bytes());
+                assert_ne!(&pkt[8..8 + msg.len()], msg.as_bytes());
+                let r = o.open(&mut pkt).unwrap();
+                assert_eq!(&pkt[r], msg.as_bytes());
+            }
+            assert_eq!(o.window().highest(), Some(2));
+            // Empty plain packets work too.
+            let mut pkt = seal(&mut s, b"");
+            assert_eq!(o.open(&mut pkt).unwrap(), 8..8);
+        }
+    }
+
+    #[test]
+    fn suites_do_not_interoperate_with_each_other() {
+        let mut s = PacketSealer::new(AeadSuite::ChaCha20Poly1305, &[7; 32]);
+        let mut o = PacketOpener::new(AeadSuite::Aes256Gcm, &[7; 32]);
+        let mut pkt = seal(&mut s, b"x");
+        assert_eq!(o.open(&mut pkt), Err(OpenError::Authentication));
+    }
+
+    #[test]
+    fn wrong_key_fails() {
+        let mut s = PacketSealer::new(AeadSuite::ChaCha20Poly1305, &[7; 32]);
+        let mut o = PacketOpener::new(AeadSuite::ChaCha20Poly1305, &[8; 32]);
+        let mut pkt = seal(&mut s, b"x");
+        assert_eq!(o.open(&mut pkt), Err(OpenError::Authentication));
+        assert_eq!(o.window().highest(), None);
+    }
+
+    #[test]
+    fn tampering_any_byte_fails() {
+        for suite in SUITES {
+            let (mut s, _) = pair(suite);
+            let good = seal(&mut s, b"some plain packet bytes");
+            for i in 0..good.len() {
+                let mut o = PacketOpener::new(suite, &[7; 32]);
+                let mut pkt = good.clone();
+                pkt[i] ^= 0x01;
+                assert!(o.open(&mut pkt).is_err(), "{suite} byte {i}");
+                assert_eq!(o.window().highest(), None);
+            }
+            let mut o = PacketOpener::new(suite, &[7; 32]);
+            let mut pkt = good.clone();
+            assert!(o.open(&mut pkt).is_ok());
+        }
+    }
+
+    #[test]
+    fn short_packets_and_bad_layouts() {
+        let (mut s, mut o) = pair(AeadSuite::ChaCha20Poly1305);
+        assert_eq!(o.open(&mut [0u8; 23]), Err(OpenError::Truncated));
+        let mut buf = [0u8; 40];
+        assert_eq!(s.seal(&mut buf, 7, 4), Err(SealError::NoHeaderRoom));
+        assert_eq!(s.seal(&mut buf, 8, 17), Err(SealError::NoTagRoom));
+        assert_eq!(s.seal(&mut buf, 8, usize::MAX), Err(SealError::NoTagRoom));
+        assert_eq!(s.seal(&mut buf, 8, 16), Ok(0..40));
+    }
+
+    #[test]
+    fn replay_window() {
+        let (mut s, mut o) = pair(AeadSuite::ChaCha20Poly1305);
+        let pkts: Vec<Vec<u8>> = (0..3000).map(|_| seal(&mut s, b"p")).collect();
+        let open = |o: &mut PacketOpener, i: usize| o.open(&mut pkts[i].clone()).map(|_| ());
+        // Reordering inside the window is fine; duplicates are not.
+        assert_eq!(open(&mut o, 5), Ok(()));
+        assert_eq!(open(&mut o, 3), Ok(()));
+        assert_eq!(open(&mut o, 5), Err(OpenError::Replayed));
+        assert_eq!(open(&mut o, 3), Err(OpenError::Replayed));
+        assert_eq!(open(&mut o, 4), Ok(()));
+        assert_eq!(open(&mut o, 0), Ok(()));
+        // Jump ahead: the window is now 5..=2052.
+        assert_eq!(open(&mut o, 2052), Ok(()));
+        assert_eq!(open(&mut o, 3), Err(OpenError::TooOld));
+        assert_eq!(open(&mut o, 4), Err(OpenError::TooOld));
+        assert_eq!(open(&mut o, 5), Err(OpenError::Replayed));
+        assert_eq!(open(&mut o, 6), Ok(()));
+        assert_eq!(open(&mut o, 2051), Ok(()));
+        assert_eq!(open(&mut o, 2052), Err(OpenError::Replayed));
+        // Far jump clears everything.
+        assert_eq!(open(&mut o, 2999), Ok(()));
+        assert_eq!(open(&mut o, 2052), Err(OpenError::Replayed));
+        assert_eq!(open(&mut o, 951), Err(OpenError::TooOld));
+        assert_eq!(open(&mut o, 952), Ok(()));
+        assert_eq!(open(&mut o, 2998), Ok(()));
+    }
+
+    #[test]
+    fn forged_packets_do_not_move_the_window() {
+        let (mut s, mut o) = pair(AeadSuite::Aes256Gcm);
+        let first = seal(&mut s, b"a");
+        assert!(o.open(&mut first.clone()).is_ok());
+        // A forged packet claiming a far-ahead sequence number.
+        let mut forged = seal(&mut s, b"b");
+        forged[..8].copy_from_slice(&100_000u64.to_be_bytes());
+        assert_eq!(o.open(&mut forged), Err(OpenError::Authentication));
+        assert_eq!(o.window().highest(), Some(0));
+        // A forged copy of a not-yet-received packet does not burn its slot.
+        let next = seal(&mut s, b"c");
+        let mut bad = next.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert_eq!(o.open(&mut bad), Err(OpenError::Authentication));
+        assert!(o.open(&mut next.clone()).is_ok());
+        // The never-valid sequence number is refused outright.
+        let mut max = next.clone();
+        max[..8].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(o.open(&mut max), Err(OpenError::Authentication));
+    }
+
+    #[test]
+    fn sequence_exhaustion() {
+        let (mut s, mut o) = pair(AeadSuite::ChaCha20Poly1305);
+        s.set_next_sequence(u64::MAX - 1);
+        assert_eq!(s.remaining(), 1);
+        let mut pkt = seal(&mut s, b"last");
+        assert_eq!(pkt[..8], (u64::MAX - 1).to_be_bytes());
+        assert!(o.open(&mut pkt).is_ok());
+        let mut buf = [0u8; 30];
+        assert_eq!(s.seal(&mut buf, 8, 4), Err(SealError::SequenceExhausted));
+        assert_eq!(s.seal(&mut buf, 8, 4), Err(SealError::SequenceExhausted));
+
+        let (mut s, _) = pair(AeadSuite::Aes256Gcm);
+        s.set_next_sequence(AES_256_GCM_PACKET_LIMIT - 1);
+        assert!(s.seal(&mut buf, 8, 4).is_ok());
+        assert_eq!(s.seal(&mut buf, 8, 4), Err(SealError::SequenceExhausted));
+    }
+
+    fn default_pair() -> (DefaultCipher, DefaultCipher) {
+        let secret = NetworkSecret::from_bytes([1; 32]);
+        let name = NetworkName::new("home").unwrap();
+        (
+            DefaultCipher::new(&secret, &name),
+            DefaultCipher::new(&secret, &name),
+        )
+    }
+
+    #[test]
+    fn default_cipher_round_trip_and_membership() {
+        let mut rng = Rng::from_seed([3; 32]);
+        let (a, b) = default_pair();
+        let msg = b"\x0b IHello";
+        let mut buf = vec![0u8; DEFAULT_OVERHEAD + msg.len()];
+        buf[12..12 + msg.len()].copy_from_slice(msg);
+        let r = a.seal(&mut rng, &mut buf, 12, msg.len()).unwrap();
+        assert_eq!(r, 0..buf.len());
+        let good = buf.clone();
+        let p = b.open(&mut buf).unwrap();
+        assert_eq!(&buf[p], msg);
+        // Stateless: the same packet opens again.
+        assert!(b.open(&mut good.clone()).is_ok());
+        // Another network (secret or name) cannot read it.
+        let outsider = DefaultCipher::new(
+            &NetworkSecret::from_bytes([2; 32]),
+            &NetworkName::new("home").unwrap(),
+        );
+        assert_eq!(
+            outsider.open(&mut good.clone()),
+            Err(OpenError::Authentication)
+        );
+        let other_name = DefaultCipher::new(
+            &NetworkSecret::from_bytes([1; 32]),
+            &NetworkName::new("work").unwrap(),
+        );
+        assert_eq!(
+            other_name.open(&mut good.clone()),
+            Err(OpenError::Authentication)
+        );
+        for i in 0..good.len() {
+            let mut t = good.clone();
+            t[i] ^= 0x40;
+            assert!(b.open(&mut t).is_err(), "byte {i}");
+        }
+        assert_eq!(b.open(&mut [0u8; 27]), Err(OpenError::Truncated));
+        // Fresh nonce each time.
+        let mut buf2 = vec![0u8; DEFAULT_OVERHEAD + msg.len()];
+        buf2[12..12 + msg.len()].copy_from_slice(msg);
+        a.seal(&mut rng, &mut buf2, 12, msg.len()).unwrap();
+        assert_ne!(buf2[..12], good[..12]);
+    }
+
+    proptest! {
+        #[test]
+        fn seal_open_round_trip(
+            msg in proptest::collection::vec(any::<u8>(), 0..1500),
+            front in 0usize..16,
+            aes in any::<bool>(),
+        ) {
+            let suite = if aes { AeadSuite::Aes256Gcm } else { AeadSuite::ChaCha20Poly1305 };
+            let (mut s, mut o) = pair(suite);
+            let mut buf = vec![0u8; front + SESSION_OVERHEAD + msg.len()];
+            let ps = front + SESSION_HEADER_LEN;
+            buf[ps..ps + msg.len()].copy_from_slice(&msg);
+            let r = s.seal(&mut buf, ps, msg.len()).unwrap();
+            prop_assert_eq!(r.clone(), front..buf.len());
+            let pkt = &mut buf[r];
+            let p = o.open(pkt).unwrap();
+            prop_assert_eq!(&pkt[p], &msg[..]);
+        }
+
+        #[test]
+        fn open_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let (_, mut o) = pair(AeadSuite::ChaCha20Poly1305);
+            prop_assert!(o.open(&mut bytes.clone()).is_err());
+            let (_, d) = default_pair();
+            prop_assert!(d.open(&mut bytes.clone()).is_err());
+        }
+
+        #[test]
+        fn window_matches_a_set_model(seqs in proptest::collection::vec(0u64..5000, 1..300)) {
+            let mut w = ReplayWindow::default();
+            let mut seen = std::collections::BTreeSet::new();
+            for seq in seqs {
+                let highest = seen.iter().next_back().copied();
+                let expect = match highest {
+                    Some(h) if seq <= h && h - seq >= REPLAY_WINDOW => Err(OpenError::TooOld),
+                    _ if seen.contains(&seq) => Err(OpenError::Replayed),
+                    _ => Ok(()),
+                };
+                prop_assert_eq!(w.check(seq), expect);
+                if expect.is_ok() {
+                    w.update(seq);
+                    seen.insert(seq);
+                }
+            }
+        }
+    }
+}
