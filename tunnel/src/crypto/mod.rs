@@ -24,6 +24,8 @@ pub mod cookie;
 pub mod identity;
 pub mod keying;
 pub mod network;
+#[cfg(test)]
+mod vectors;
 
 use std::fmt;
 

@@ -63,7 +63,10 @@ pub enum Chunk<'a> {
     },
     /// 2.3.5; `addresses` is the raw list of encoded Address entries,
     /// iterate with [`Chunk::redirect_addresses`]. Empty = Implied Redirect.
-    Redirect { tag_echo: &'a [u8], addresses: &'a [u8] },
+    Redirect {
+        tag_echo: &'a [u8],
+        addresses: &'a [u8],
+    },
     /// 2.3.6
     CookieChange {
         old_cookie: &'a [u8],
