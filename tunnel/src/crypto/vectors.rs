@@ -15,12 +15,13 @@ fn known_answer_vectors() {
     let secret = NetworkSecret::from_bytes([0x42; 32]);
     let a = Identity::from_secret_key_bytes([0x11; 32], &home);
     let b = Identity::with_suites([0x22; 32], &home, SuiteSet::CHACHA_ONLY);
-    let mut out = Vec::new();
-    out.push(("dsk", hex(&secret.default_session_key(&home)[..])));
-    out.push(("cert_a", hex(a.certificate().as_bytes())));
-    out.push(("cert_b", hex(b.certificate().as_bytes())));
-    out.push(("node_id_a", a.node_id().to_string()));
-    out.push(("canonical_epd_a", hex(&canonical_epd(a.certificate()))));
+    let mut out = vec![
+        ("dsk", hex(&secret.default_session_key(&home)[..])),
+        ("cert_a", hex(a.certificate().as_bytes())),
+        ("cert_b", hex(b.certificate().as_bytes())),
+        ("node_id_a", a.node_id().to_string()),
+        ("canonical_epd_a", hex(&canonical_epd(a.certificate()))),
+    ];
 
     let mut rng_i = Rng::from_seed([1; 32]);
     let mut rng_r = Rng::from_seed([2; 32]);
