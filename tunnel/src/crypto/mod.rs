@@ -31,11 +31,12 @@ use std::fmt;
 
 pub use aead::{
     DefaultCipher, OpenError, PacketOpener, PacketSealer, ReplayWindow, SealError,
-    DEFAULT_HEADER_LEN, DEFAULT_OVERHEAD, MAX_HEADER_LEN, MAX_OVERHEAD, REPLAY_WINDOW,
-    SESSION_HEADER_LEN, SESSION_OVERHEAD, TAG_LEN,
+    AES_256_GCM_PACKET_LIMIT, CHACHA20_POLY1305_PACKET_LIMIT, DEFAULT_HEADER_LEN, DEFAULT_OVERHEAD,
+    MAX_HEADER_LEN, MAX_OVERHEAD, REPLAY_WINDOW, SESSION_HEADER_LEN, SESSION_OVERHEAD, TAG_LEN,
 };
 pub use cookie::{
     mobility_check, mobility_mac, CookieCheck, CookieJar, COOKIE_LEN, COOKIE_LIFETIME,
+    MOBILITY_MAC_LEN,
 };
 pub use identity::{
     canonical_epd, certificate_overrides, epd_for_node, epd_matches, same_identity, CertError,
@@ -46,7 +47,7 @@ pub use keying::{
     respond, sign_iikeying, sign_rikeying, verify_iikeying, verify_rikeying, InitiatorKeying,
     KeyingError, Role, SessionKeys, SignatureError, SKIC_LEN, SKRC_LEN,
 };
-pub use network::{NameError, NetworkName, NetworkSecret};
+pub use network::{NameError, NetworkName, NetworkSecret, MAX_NAME_LEN};
 
 /// An AEAD suite for session packets (`docs/crypto-profile.md`, "Suites").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
