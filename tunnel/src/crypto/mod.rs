@@ -93,7 +93,7 @@ impl AeadSuite {
 
 impl fmt::Display for AeadSuite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             AeadSuite::ChaCha20Poly1305 => "chacha20-poly1305",
             AeadSuite::Aes256Gcm => "aes-256-gcm",
         })
