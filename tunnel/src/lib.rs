@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod flow;
 pub mod id;
 pub mod rng;
+pub mod rtt;
 pub mod wire;
 
 pub use id::NodeId;
