@@ -9,6 +9,7 @@ pub mod congestion;
 pub mod crypto;
 pub mod flow;
 pub mod id;
+pub mod pmtu;
 pub mod rng;
 pub mod rtt;
 pub mod wire;
