@@ -36,6 +36,23 @@
 //!
 //! The controller knows nothing about flows: the session reports bytes sent,
 //! acknowledged and lost, and asks for a budget before sending.
+//!
+//! # How a session drives it
+//!
+//! - every received packet: `on_packet_received(now, header.tcr)`; if it
+//!   carried TC, `TimeCriticalMonitor::on_time_critical_received(now, id)`;
+//! - after processing the acknowledgement chunks of a packet (RFC 7016
+//!   3.6.2.4): `on_ack(now, acked_bytes, outstanding_before)` with the sum
+//!   over its flows, even when 0; then, for each fragment declared lost by
+//!   3.6.2.5, `on_nack_loss(now, fragment_bytes, fragment_sent_at)`;
+//! - whenever ERT0 changes (`RttEstimator::on_timestamp_echo`, `backoff`):
+//!   `set_rto(ert0)`;
+//! - TIMEOUT_ALARM (3.6.2.6): `RttEstimator::backoff()` if ANY_LOSS, then
+//!   `on_timeout(now, any_loss)`;
+//! - before assembling user data: `send_budget(now, outstanding)`; a
+//!   fragment fits if its size is at most the budget; after sending a
+//!   packet with user data: `on_packet_sent(now, user_bytes, header.tc)`;
+//! - after a path MTU change: `set_mss(new_payload_size)`.
 
 use std::time::{Duration, Instant};
 
@@ -279,7 +296,8 @@ impl Congestion {
             return false;
         }
         self.ssthresh = (self.cwnd / 2).max(2 * self.mss);
-        self.cwnd = self.ssthresh;
+        // Never a "decrease" that grows a window already below 2 MSS.
+        self.cwnd = self.cwnd.min(self.ssthresh);
         self.bytes_acked = 0;
         self.recovery_start = Some(now);
         self.loss_reductions += 1;
@@ -454,6 +472,51 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the sequence of events, the window stays within
+        /// [1 MSS, grown by acks], and the budget within burst and window.
+        #[test]
+        fn invariants_hold(ops in proptest::collection::vec((0u8..6, 0usize..20_000, 0u64..2_000), 1..200)) {
+            let t0 = Instant::now();
+            let mut cc = Congestion::new(MSS);
+            let mut now = t0;
+            let mut outstanding = 0usize;
+            for (op, bytes, dt) in ops {
+                now += Duration::from_millis(dt);
+                let before = cc.window();
+                match op {
+                    0 => {
+                        cc.on_packet_sent(now, MSS, bytes % 7 == 0);
+                        outstanding += MSS;
+                    }
+                    1 => {
+                        let acked = bytes.min(outstanding);
+                        cc.on_ack(now, acked, outstanding);
+                        outstanding -= acked;
+                        proptest::prop_assert!(cc.window() <= before + 2 * MSS);
+                    }
+                    2 => {
+                        let lost = bytes.min(outstanding);
+                        cc.on_nack_loss(now, lost, now - Duration::from_millis(dt));
+                        outstanding -= lost;
+                        proptest::prop_assert!(cc.window() <= before);
+                    }
+                    3 => {
+                        cc.on_timeout(now, bytes % 2 == 0);
+                        outstanding = 0;
+                        proptest::prop_assert!(cc.window() <= before);
+                    }
+                    4 => cc.on_packet_received(now, bytes % 3 == 0),
+                    _ => cc.set_rto(Duration::from_millis(250 + dt)),
+                }
+                proptest::prop_assert!(cc.window() >= cc.mss());
+                let budget = cc.send_budget(now, outstanding);
+                proptest::prop_assert!(budget <= BURST_LIMIT_PACKETS as usize * MSS);
+                proptest::prop_assert!(budget <= cc.window().saturating_sub(outstanding));
+            }
+        }
+    }
+
     #[test]
     fn initial_window_rfc5681() {
         assert_eq!(initial_window(1000), 4000);
@@ -571,6 +634,17 @@ mod tests {
         assert_eq!(cc.window(), MSS);
         assert_eq!(cc.ssthresh(), Some(16 * MSS));
         assert_eq!(cc.stats().timeouts, 2);
+        // A loss now must not "decrease" the window upwards to 2 MSS.
+        assert!(cc.on_nack_loss(t + ms(600), MSS, t + ms(550)));
+        assert_eq!(cc.window(), MSS);
+        assert_eq!(cc.ssthresh(), Some(2 * MSS));
+        let mut cc = Congestion::new(MSS);
+        let mut out = 0;
+        for _ in 0..3 {
+            round(&mut cc, t, &mut out);
+        }
+        cc.on_timeout(t, true);
+        cc.on_timeout(t + ms(500), true);
         // Slow start again from one segment up to ssthresh.
         let mut out = 0;
         for _ in 0..4 {

@@ -346,6 +346,26 @@ mod tests {
         now
     }
 
+    proptest::proptest! {
+        /// On a loss-free path of any MTU the search settles on the largest
+        /// usable size, to within the granularity, never above the path or
+        /// the maximum.
+        #[test]
+        fn settles_on_path_mtu(mtu in 800usize..2000) {
+            let t = Instant::now();
+            let mut p = Pmtu::new(t, PmtuConfig::ipv4());
+            drive(&mut p, &mut Path::new(mtu), t, Duration::from_secs(60));
+            proptest::prop_assert!(p.is_settled());
+            let safe = p.safe_size();
+            let usable = mtu.min(MAX_IPV4_UDP);
+            if usable < BASE_SIZE {
+                proptest::prop_assert_eq!(safe, BASE_SIZE);
+            } else {
+                proptest::prop_assert!(safe <= usable && safe + 4 > usable);
+            }
+        }
+    }
+
     #[test]
     fn defaults() {
         let c = PmtuConfig::default();

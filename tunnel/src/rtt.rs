@@ -335,6 +335,46 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    proptest::proptest! {
+        /// Within 128 s the echo is TS_RX plus the whole ticks elapsed,
+        /// modulo 65536, and it is sent once per distinct value.
+        #[test]
+        fn echo_is_ts_plus_elapsed_ticks(ts: u16, elapsed_ms in 0u64..=128_000, again_ms in 0u64..4) {
+            let t0 = Instant::now();
+            let mut e = EchoState::new();
+            e.on_packet_received(t0, Some(ts));
+            let at = t0 + ms(elapsed_ms);
+            let expect = ((u64::from(ts) + elapsed_ms / 4) % 65536) as u16;
+            proptest::prop_assert_eq!(e.echo_to_send(at), Some(expect));
+            let later = at + ms(again_ms);
+            let next = e.echo_to_send(later);
+            let same_tick = (elapsed_ms + again_ms) / 4 == elapsed_ms / 4;
+            if same_tick || elapsed_ms + again_ms > 128_000 {
+                proptest::prop_assert_eq!(next, None);
+            } else {
+                proptest::prop_assert!(next.is_some());
+            }
+        }
+
+        /// The estimator measures exactly the tick difference when valid.
+        #[test]
+        fn rtt_is_tick_difference(now_ticks in 0u32..200_000, echo: u16) {
+            let t0 = Instant::now();
+            let mut r = RttEstimator::new(Clock::new(t0));
+            let now = t0 + TICK * now_ticks;
+            let diff = (now_ticks as u16).wrapping_sub(echo);
+            let got = r.on_timestamp_echo(now, echo);
+            if diff > MAX_RTT_TICKS {
+                proptest::prop_assert_eq!(got, None);
+                proptest::prop_assert_eq!(r.ert0(), INITIAL_ERT0);
+            } else {
+                proptest::prop_assert_eq!(got, Some(TICK * u32::from(diff)));
+                proptest::prop_assert!(r.ert0() >= MIN_ERT0);
+                proptest::prop_assert!(r.ert0() >= r.srtt().unwrap_or_default());
+            }
+        }
+    }
+
     #[test]
     fn clock_ticks_are_4ms_low_16_bits() {
         let t0 = Instant::now();
