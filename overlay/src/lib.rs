@@ -3,3 +3,5 @@
 //! go in; actions, events and one deadline come out. See `docs/overlay.md`.
 
 pub mod ring;
+pub mod switch;
+pub mod wire;
