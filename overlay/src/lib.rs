@@ -2,6 +2,13 @@
 //! spread, and the learning Ethernet switch. Sans-IO: events and messages
 //! go in; actions, events and one deadline come out. See `docs/overlay.md`.
 
+pub mod overlay;
 pub mod ring;
 pub mod switch;
 pub mod wire;
+
+pub use crate::overlay::{
+    Action, Config, ConfigError, Event, FrameSend, LinkKind, Neighbour, Overlay, Stats,
+};
+pub use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig};
+pub use crate::wire::{FloodHeader, FrameHeader, Role};
