@@ -1,14 +1,14 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! `ringlan-overlay`: which nodes keep sessions (links), how broadcasts
+//! spread, and the learning Ethernet switch. Sans-IO: events and messages
+//! go in; actions, events and one deadline come out. See `docs/overlay.md`.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod overlay;
+pub mod ring;
+pub mod switch;
+pub mod wire;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use crate::overlay::{
+    Action, Config, ConfigError, Event, FrameSend, LinkKind, Neighbour, Overlay, Stats,
+};
+pub use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig};
+pub use crate::wire::{FloodHeader, FrameHeader, Role};

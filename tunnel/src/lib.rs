@@ -5,10 +5,13 @@
 //! datagrams to send, events and the next timer deadline come out. The
 //! `driver` module is the thin tokio layer that owns sockets and timers.
 
+pub mod congestion;
 pub mod crypto;
 pub mod flow;
 pub mod id;
+pub mod pmtu;
 pub mod rng;
+pub mod rtt;
 pub mod wire;
 
 pub use id::NodeId;

@@ -89,7 +89,7 @@ impl Certificate {
             return Err(CertError::UnsupportedVersion(version));
         }
         let (&suite_bits, rest) = rest.split_first().ok_or(CertError::Truncated)?;
-        let (key, rest) = rest.split_first_chunk::<32>().ok_or(CertError::Truncated)?;
+        let (key_bytes, rest) = rest.split_first_chunk::<32>().ok_or(CertError::Truncated)?;
         let (&name_len, rest) = rest.split_first().ok_or(CertError::Truncated)?;
         let name_len = usize::from(name_len);
         if rest.len() < name_len {
@@ -103,8 +103,9 @@ impl Certificate {
         if !suites.contains(super::AeadSuite::ChaCha20Poly1305) {
             return Err(CertError::NoMandatorySuite);
         }
-        let key = VerifyingKey::from_bytes(key).map_err(|_| CertError::BadPublicKey)?;
-        if key.is_weak() {
+        let key = VerifyingKey::from_bytes(key_bytes).map_err(|_| CertError::BadPublicKey)?;
+        // Only canonical, non-small-order encodings: one key, one certificate.
+        if key.is_weak() || key.as_bytes() != key_bytes {
             return Err(CertError::BadPublicKey);
         }
         Ok(Certificate {

@@ -259,6 +259,14 @@ impl SessionKeys {
     }
 }
 
+#[cfg(test)]
+impl SessionKeys {
+    /// (send key, receive key) for known-answer tests.
+    pub(crate) fn raw_keys(&self) -> (&[u8; 32], &[u8; 32]) {
+        (&self.send, &self.recv)
+    }
+}
+
 impl fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionKeys")

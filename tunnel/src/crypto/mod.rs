@@ -24,16 +24,19 @@ pub mod cookie;
 pub mod identity;
 pub mod keying;
 pub mod network;
+#[cfg(test)]
+mod vectors;
 
 use std::fmt;
 
 pub use aead::{
     DefaultCipher, OpenError, PacketOpener, PacketSealer, ReplayWindow, SealError,
-    DEFAULT_HEADER_LEN, DEFAULT_OVERHEAD, MAX_HEADER_LEN, MAX_OVERHEAD, REPLAY_WINDOW,
-    SESSION_HEADER_LEN, SESSION_OVERHEAD, TAG_LEN,
+    AES_256_GCM_PACKET_LIMIT, CHACHA20_POLY1305_PACKET_LIMIT, DEFAULT_HEADER_LEN, DEFAULT_OVERHEAD,
+    MAX_HEADER_LEN, MAX_OVERHEAD, REPLAY_WINDOW, SESSION_HEADER_LEN, SESSION_OVERHEAD, TAG_LEN,
 };
 pub use cookie::{
     mobility_check, mobility_mac, CookieCheck, CookieJar, COOKIE_LEN, COOKIE_LIFETIME,
+    MOBILITY_MAC_LEN,
 };
 pub use identity::{
     canonical_epd, certificate_overrides, epd_for_node, epd_matches, same_identity, CertError,
@@ -44,7 +47,7 @@ pub use keying::{
     respond, sign_iikeying, sign_rikeying, verify_iikeying, verify_rikeying, InitiatorKeying,
     KeyingError, Role, SessionKeys, SignatureError, SKIC_LEN, SKRC_LEN,
 };
-pub use network::{NameError, NetworkName, NetworkSecret};
+pub use network::{NameError, NetworkName, NetworkSecret, MAX_NAME_LEN};
 
 /// An AEAD suite for session packets (`docs/crypto-profile.md`, "Suites").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -90,7 +93,7 @@ impl AeadSuite {
 
 impl fmt::Display for AeadSuite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             AeadSuite::ChaCha20Poly1305 => "chacha20-poly1305",
             AeadSuite::Aes256Gcm => "aes-256-gcm",
         })
