@@ -1,1 +1,598 @@
 //! Flows (RFC 7016 section 3.6): sender and receiver state machines.
+//!
+//! A [`FlowSet`] holds every sending and receiving flow of one session. It
+//! is sans-IO: the session feeds it the flow chunks of each received packet
+//! and asks it to fill outgoing packets through a [`ChunkSink`]; the
+//! session's congestion control grants a byte budget for user data and
+//! learns acknowledged and lost bytes from [`FlowSet::take_ack_summary`].
+//!
+//! # What the session layer does (call order)
+//!
+//! For every received, decrypted packet of an OPEN session:
+//! 1. [`FlowSet::begin_packet`];
+//! 2. [`FlowSet::handle_chunk`] for every chunk in order (chunks the flow
+//!    layer does not handle are ignored, but passing them keeps the Next
+//!    User Data context exact: a Next User Data chunk must directly follow a
+//!    (Next) User Data chunk, RFC 7016 2.3.12);
+//! 3. [`FlowSet::end_packet`]; then [`FlowSet::take_ack_summary`] to feed
+//!    congestion control (acknowledged bytes, losses by negative
+//!    acknowledgement) and, if `acks_received > 0`, reset the session's
+//!    TIMEOUT_ALARM to ERT0 (3.6.2.6).
+//!
+//! To transmit, repeatedly build a packet while there is work
+//! ([`FlowSet::wants_control`] or [`FlowSet::has_data_to_send`]):
+//! 1. [`FlowSet::write_acks`] (obligatory acknowledgements, Flow Exception
+//!    Reports and Buffer Probes due now);
+//! 2. [`FlowSet::write_data`] with the congestion-control budget; it
+//!    piggybacks any acknowledgement still ready (3.6.3.4.6);
+//! 3. if `write_data` returned more than 0, (re)arm TIMEOUT_ALARM to ERT0.
+//!
+//! When TIMEOUT_ALARM fires call [`FlowSet::on_retransmit_timeout`] (3.6.2.6);
+//! whenever [`FlowSet::poll_timeout`] passes call [`FlowSet::handle_timeout`].
+//! Drain [`FlowSet::poll_event`] after every input. Report the session's
+//! current ERT0 with [`FlowSet::set_ert0`] (it paces Buffer Probes).
+
+mod codec;
+mod recv;
+mod send;
+mod seqset;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::wire::Chunk;
+
+pub use codec::encoded_len;
+
+use recv::RecvFlow;
+use send::SendFlow;
+
+/// A sending flow: the flow identifier this end chose (RFC 7016 3.6.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowId(pub u64);
+
+/// A receiving flow: the flow identifier the far end chose for its sending
+/// flow (RFC 7016 3.6.1.1). A separate type, because both ends pick
+/// identifiers independently and the numbers of the two kinds collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecvFlowId(pub u64);
+
+/// Per-message reliability (RFC 7016 3.6.2.7: abandoning data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reliability {
+    /// Retransmitted until acknowledged.
+    Reliable,
+    /// Retransmitted until acknowledged or until this long after `send`,
+    /// then abandoned.
+    Deadline(Duration),
+    /// Sent once; abandoned as soon as any fragment is lost (three
+    /// negative acknowledgements or a retransmission timeout). Ethernet
+    /// frames use this mode.
+    NoRetransmit,
+}
+
+/// How a receiving flow hands complete messages to the user (RFC 7016
+/// 3.6.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Original queuing order; gaps left by abandoned messages are
+    /// reported with [`FlowEvent::Gap`].
+    InOrder,
+    /// As soon as each message is complete.
+    ArrivalOrder,
+}
+
+/// What happens to a new receiving flow before the user has looked at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptPolicy {
+    /// Deliver at once, in the given order.
+    Auto(Delivery),
+    /// Hold delivery (the flow is suspended, RFC 7016 3.6.3.3) until
+    /// [`FlowSet::accept`] or [`FlowSet::reject`].
+    Manual,
+}
+
+/// Limits and parameters of a [`FlowSet`].
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// Sending flows in OPEN, CLOSING or COMPLETE_LINGER.
+    pub max_send_flows: usize,
+    /// Receiving flows in OPEN, REJECTED or COMPLETE_LINGER; User Data for
+    /// further new flows is dropped (not acknowledged).
+    pub max_recv_flows: usize,
+    /// User data bytes queued (not yet acknowledged or abandoned) across
+    /// all sending flows.
+    pub max_send_queue_bytes: usize,
+    /// Largest message `send` accepts.
+    pub max_message_size: usize,
+    /// BUFFER_CAPACITY of each receiving flow (RFC 7016 3.6.3.5).
+    pub recv_buffer_per_flow: usize,
+    /// Hard cap on received bytes held (reassembly plus delivered but not
+    /// yet polled) across all receiving flows; data beyond it is dropped
+    /// unacknowledged.
+    pub max_recv_buffer_total: usize,
+    /// Ranges in a receiving flow's SEQUENCE_SET; a fragment that would
+    /// open one more discontinuity is dropped unacknowledged.
+    pub max_recv_ranges: usize,
+    /// Bytes available for chunks in a packet at the path MTU with a
+    /// maximum-size common header (RFC 7016 3.6.2.2); fragments are sized
+    /// so that one fits with its User Data header and startup options.
+    pub max_chunk_space: usize,
+    pub accept: AcceptPolicy,
+    /// Delayed acknowledgement (RFC 7016 3.6.3.4.4: at most 200 ms).
+    pub delayed_ack: Duration,
+    /// Data buffers kept for reuse.
+    pub pool_limit: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            max_send_flows: 64,
+            max_recv_flows: 256,
+            max_send_queue_bytes: 4 << 20,
+            max_message_size: 256 << 10,
+            recv_buffer_per_flow: 1 << 20,
+            max_recv_buffer_total: 16 << 20,
+            max_recv_ranges: 512,
+            max_chunk_space: 1200,
+            accept: AcceptPolicy::Auto(Delivery::InOrder),
+            delayed_ack: Duration::from_millis(200),
+            pool_limit: 4096,
+        }
+    }
+}
+
+/// Why [`FlowSet::open`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("too many sending flows")]
+    TooManyFlows,
+    #[error("flow metadata exceeds 512 bytes")]
+    MetadataTooLarge,
+    #[error("return association does not name an OPEN receiving flow")]
+    BadReturnAssociation,
+}
+
+/// Why [`FlowSet::send`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no such sending flow")]
+    UnknownFlow,
+    #[error("flow is closed or was rejected")]
+    Closed,
+    #[error("message exceeds the maximum message size")]
+    TooLarge,
+    #[error("send queue is full")]
+    QueueFull,
+}
+
+/// Where the flow layer puts the chunks of one outgoing packet. The
+/// session implements it over its packet writer.
+pub trait ChunkSink {
+    /// Bytes still free for chunks in the packet being built.
+    fn remaining(&self) -> usize;
+    /// Append `chunk`; its encoded size is [`encoded_len`] and never more
+    /// than `remaining()` when the flow layer calls this. Return false if
+    /// it did not fit after all (the flow layer then treats the packet as
+    /// full and changes no state for that chunk).
+    fn push(&mut self, chunk: &Chunk<'_>) -> bool;
+    /// The packet carries time critical data (RFC 7016 2.2.4, 3.6.2.3
+    /// step 18).
+    fn mark_time_critical(&mut self) {}
+}
+
+/// Outputs for the user.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// A new receiving flow opened (RFC 7016 3.6.3.1 step 9).
+    IncomingFlow {
+        flow: RecvFlowId,
+        metadata: Vec<u8>,
+        /// Our sending flow this flow answers (2.3.11.1.2).
+        return_association: Option<FlowId>,
+    },
+    /// One complete message. Give `data` back with [`FlowSet::recycle`] to
+    /// avoid allocation.
+    Message { flow: RecvFlowId, data: Vec<u8> },
+    /// The sender abandoned one or more messages of this flow (3.6.1.2: a
+    /// gap indication must reach the user).
+    Gap { flow: RecvFlowId },
+    /// Every sequence number through the final one arrived and every
+    /// complete message was delivered (3.6.3.3, 3.6.3.8).
+    RecvFlowComplete { flow: RecvFlowId },
+    /// A receiving flow was rejected by the implementation after it had
+    /// been announced (an unknown mandatory option, 3.6.3.2 step 4).
+    RecvFlowAborted { flow: RecvFlowId },
+    /// The receiver reported an exception (3.6.2.10); the flow is closing.
+    SendFlowRejected { flow: FlowId, code: u64 },
+    /// Every sequence number including the final one was acknowledged
+    /// (3.6.2.11); the flow lingers, then its resources are freed.
+    SendFlowComplete { flow: FlowId },
+}
+
+/// Congestion-control feedback accumulated since the last
+/// [`FlowSet::take_ack_summary`] (RFC 7016 3.6.2.4, 3.6.2.5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckSummary {
+    /// Acknowledgement chunks received for our sending flows.
+    pub acks_received: u64,
+    /// TRANSMIT_SIZE bytes that left OUTSTANDING_BYTES by acknowledgement.
+    pub acked_bytes: usize,
+    /// Negative acknowledgements detected.
+    pub nacks: u64,
+    /// TRANSMIT_SIZE bytes declared lost after three negative
+    /// acknowledgements (timeouts are reported by `on_retransmit_timeout`).
+    pub lost_bytes: usize,
+    pub any_nack_loss: bool,
+}
+
+/// Counters, including drops by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub messages_queued: u64,
+    pub fragments_sent: u64,
+    /// Transmissions of a non-abandoned fragment that was sent before.
+    pub retransmissions: u64,
+    /// Transmissions of an abandoned fragment (FSN updates, FIN markers).
+    pub abandoned_sent: u64,
+    pub messages_abandoned: u64,
+    pub buffer_probes_sent: u64,
+    pub losses_nack: u64,
+    pub losses_timeout: u64,
+    /// NoRetransmit messages dropped at `send` because the queue was full.
+    pub drop_send_queue_full: u64,
+    pub messages_delivered: u64,
+    pub bytes_delivered: u64,
+    pub gaps: u64,
+    pub duplicates: u64,
+    pub bitmap_acks_sent: u64,
+    pub range_acks_sent: u64,
+    pub truncated_acks: u64,
+    pub exceptions_sent: u64,
+    pub flows_rejected_auto: u64,
+    /// Incoming fragments dropped: malformed chunk fields or options.
+    pub drop_malformed: u64,
+    /// ... new flow beyond `max_recv_flows`.
+    pub drop_flow_limit: u64,
+    /// ... receive buffer caps.
+    pub drop_recv_buffer: u64,
+    /// ... SEQUENCE_SET range cap.
+    pub drop_ranges: u64,
+    /// Abandoned incomplete segments discarded from receive buffers.
+    pub segments_discarded: u64,
+}
+
+/// Bytes charged per buffered fragment or undelivered message on top of
+/// its data (RFC 7016 3.6.3: BUFFERED_SIZE includes storage overhead), so
+/// empty fragments cannot grow memory without bound.
+const ENTRY_OVERHEAD: usize = 32;
+/// Buffers larger than this are not kept for reuse.
+const POOL_MAX_CAPACITY: usize = 64 << 10;
+/// RFC 7016 3.6.2.11: sending flow COMPLETE_LINGER.
+const SEND_LINGER: Duration = Duration::from_secs(130);
+/// RFC 7016 3.6.3.8: receiving flow COMPLETE_LINGER.
+const RECV_LINGER: Duration = Duration::from_secs(120);
+
+/// Free list of byte buffers for fragments and messages.
+#[derive(Debug)]
+struct Pool {
+    free: Vec<Vec<u8>>,
+    limit: usize,
+    reserve: usize,
+}
+
+impl Pool {
+    fn take(&mut self) -> Vec<u8> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.reserve))
+    }
+
+    fn give(&mut self, mut v: Vec<u8>) {
+        if v.capacity() == 0 || v.capacity() > POOL_MAX_CAPACITY || self.free.len() >= self.limit {
+            return;
+        }
+        v.clear();
+        self.free.push(v);
+    }
+}
+
+/// All flows of one session (RFC 7016 3.6) plus the session-wide flow
+/// state: TSN bookkeeping (3.6.2.5) and ACK_NOW / RX_DATA_PACKETS /
+/// DELACK_ALARM (3.6.3.2, 3.6.3.4).
+#[derive(Debug)]
+pub struct FlowSet {
+    cfg: FlowConfig,
+    send: BTreeMap<u64, SendFlow>,
+    recv: BTreeMap<u64, RecvFlow>,
+    next_flow_id: u64,
+    rr_cursor: u64,
+    pool: Pool,
+    send_queue_bytes: usize,
+    recv_held_total: usize,
+    events: VecDeque<FlowEvent>,
+    next_tsn: u64,
+    max_tsn_ack: u64,
+    summary: AckSummary,
+    ert0: Duration,
+    ack_now: bool,
+    rx_data_packets: u32,
+    delack: Option<Instant>,
+    /// Next User Data context: flow, sequence number, FSN of the previous
+    /// (Next) User Data chunk in this packet (2.3.12).
+    nud: Option<(u64, u64, u64)>,
+    pkt_has_data: bool,
+    pkt_has_ack: bool,
+    scratch: Vec<u8>,
+    stats: FlowStats,
+}
+
+impl FlowSet {
+    pub fn new(config: FlowConfig) -> Self {
+        let reserve = config.max_chunk_space;
+        let limit = config.pool_limit;
+        FlowSet {
+            cfg: config,
+            send: BTreeMap::new(),
+            recv: BTreeMap::new(),
+            next_flow_id: 1,
+            rr_cursor: 0,
+            pool: Pool {
+                free: Vec::new(),
+                limit,
+                reserve,
+            },
+            send_queue_bytes: 0,
+            recv_held_total: 0,
+            events: VecDeque::new(),
+            next_tsn: 1,
+            max_tsn_ack: 0,
+            summary: AckSummary::default(),
+            ert0: Duration::from_secs(3),
+            ack_now: false,
+            rx_data_packets: 0,
+            delack: None,
+            nud: None,
+            pkt_has_data: false,
+            pkt_has_ack: false,
+            scratch: Vec::new(),
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &FlowConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> FlowStats {
+        self.stats
+    }
+
+    /// The session's current ERT0 (RFC 7016 3.5.2.1); paces Buffer Probes
+    /// (3.6.2.9.1).
+    pub fn set_ert0(&mut self, ert0: Duration) {
+        self.ert0 = ert0;
+    }
+
+    /// Next output event.
+    pub fn poll_event(&mut self) -> Option<FlowEvent> {
+        let ev = self.events.pop_front()?;
+        if let FlowEvent::Message { flow, data } = &ev {
+            let charge = data.len() + ENTRY_OVERHEAD;
+            self.recv_held_total = self.recv_held_total.saturating_sub(charge);
+            if let Some(f) = self.recv.get_mut(&flow.0) {
+                if f.release_held(charge) {
+                    self.ack_now = true;
+                }
+            }
+        }
+        Some(ev)
+    }
+
+    /// Return a message buffer from [`FlowEvent::Message`] for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.give(buf);
+    }
+
+    /// Earliest instant at which [`FlowSet::handle_timeout`] or
+    /// [`FlowSet::write_acks`] has work: delayed ack, Buffer Probe, message
+    /// deadline or end of a linger period. The session's own
+    /// TIMEOUT_ALARM (3.6.2.6) is separate.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.delack;
+        let mut min = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        for f in self.send.values() {
+            min(f.next_timer());
+        }
+        for f in self.recv.values() {
+            min(f.linger_end());
+        }
+        t
+    }
+
+    /// The delayed acknowledgement alarm, if set (3.6.3.4.4).
+    pub fn ack_deadline(&self) -> Option<Instant> {
+        self.delack
+    }
+
+    /// Process timers: the delayed-ack alarm (3.6.3.4.4), message deadlines
+    /// (3.6.2.7) and linger expiry (3.6.2.11, 3.6.3.8).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.delack.is_some_and(|t| t <= now) {
+            self.delack = None;
+            self.ack_now = true;
+        }
+        self.expire_deadlines(now);
+        self.send.retain(|_, f| !f.linger_over(now));
+        let pool = &mut self.pool;
+        let held = &mut self.recv_held_total;
+        self.recv.retain(|_, f| {
+            if f.linger_end().is_some_and(|t| t <= now) {
+                f.release_all(pool, held);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Whether a packet should be sent now for acknowledgements, Flow
+    /// Exception Reports or Buffer Probes.
+    pub fn wants_control(&self, now: Instant) -> bool {
+        let ack_due = self.ack_now || self.delack.is_some_and(|t| t <= now);
+        (ack_due && self.recv.values().any(|f| f.should_ack))
+            || self.send.values().any(|f| f.probe_due(now))
+    }
+
+    /// True if any sending flow marked time critical has queued data: the
+    /// session is sending time critical data (RFC 7016 2.2.4, 3.5.2).
+    pub fn time_critical(&self) -> bool {
+        self.send
+            .values()
+            .any(|f| f.time_critical && f.has_queued())
+    }
+
+    /// Mark a sending flow's data as time critical (RFC 7016 2.2.4).
+    pub fn set_time_critical(&mut self, flow: FlowId, on: bool) {
+        if let Some(f) = self.send.get_mut(&flow.0) {
+            f.time_critical = on;
+        }
+    }
+
+    /// Start processing one received packet.
+    pub fn begin_packet(&mut self, _now: Instant) {
+        self.nud = None;
+        self.pkt_has_data = false;
+        self.pkt_has_ack = false;
+    }
+
+    /// Process one chunk of the current packet, in packet order.
+    pub fn handle_chunk(&mut self, now: Instant, chunk: &Chunk<'_>) {
+        match chunk {
+            Chunk::UserData(u) => {
+                self.nud = None;
+                let Some(fsn) = u.sequence_number.checked_sub(u.fsn_offset) else {
+                    self.stats.drop_malformed += 1;
+                    return;
+                };
+                self.pkt_has_data = true;
+                self.on_user_data(
+                    now,
+                    u.flow_id,
+                    u.sequence_number,
+                    fsn,
+                    u.fsn_offset,
+                    false,
+                    recv::Frag {
+                        fra: u.fragment_control,
+                        abandon: u.abandon,
+                        final_: u.final_,
+                        options: u.options,
+                        data: u.data,
+                    },
+                );
+                self.nud = Some((u.flow_id, u.sequence_number, fsn));
+            }
+            Chunk::NextUserData(u) => {
+                let Some((flow, prev, fsn)) = self.nud.take() else {
+                    self.stats.drop_malformed += 1;
+                    return;
+                };
+                let Some(sn) = prev.checked_add(1) else {
+                    self.stats.drop_malformed += 1;
+                    return;
+                };
+                self.pkt_has_data = true;
+                self.on_user_data(
+                    now,
+                    flow,
+                    sn,
+                    fsn,
+                    sn - fsn,
+                    true,
+                    recv::Frag {
+                        fra: u.fragment_control,
+                        abandon: u.abandon,
+                        final_: u.final_,
+                        options: u.options,
+                        data: u.data,
+                    },
+                );
+                self.nud = Some((flow, sn, fsn));
+            }
+            Chunk::BitmapAck {
+                flow_id,
+                buffer_blocks_available,
+                cumulative_ack,
+                bitmap,
+            } => {
+                self.nud = None;
+                self.pkt_has_ack = true;
+                self.on_ack(
+                    now,
+                    *flow_id,
+                    *buffer_blocks_available,
+                    *cumulative_ack,
+                    send::AckBody::Bitmap(bitmap),
+                );
+            }
+            Chunk::RangeAck {
+                flow_id,
+                buffer_blocks_available,
+                cumulative_ack,
+                ranges,
+            } => {
+                self.nud = None;
+                self.pkt_has_ack = true;
+                self.on_ack(
+                    now,
+                    *flow_id,
+                    *buffer_blocks_available,
+                    *cumulative_ack,
+                    send::AckBody::Ranges(ranges),
+                );
+            }
+            Chunk::BufferProbe { flow_id } => {
+                self.nud = None;
+                self.on_buffer_probe(*flow_id);
+            }
+            Chunk::FlowException { flow_id, exception } => {
+                self.nud = None;
+                self.on_flow_exception(now, *flow_id, *exception);
+            }
+            Chunk::Padding { .. } => {}
+            _ => self.nud = None,
+        }
+    }
+
+    /// Finish processing one received packet: negative acknowledgement and
+    /// loss detection (3.6.2.5), RX_DATA_PACKETS and the delayed-ack alarm
+    /// (3.6.3.2).
+    pub fn end_packet(&mut self, now: Instant) {
+        self.nud = None;
+        if self.pkt_has_ack {
+            self.detect_nacks(now);
+        }
+        if self.pkt_has_data {
+            self.rx_data_packets = self.rx_data_packets.saturating_add(1);
+            if self.rx_data_packets >= 2 {
+                self.ack_now = true;
+            }
+        }
+        if !self.ack_now && self.delack.is_none() && self.recv.values().any(|f| f.should_ack) {
+            self.delack = Some(now + self.cfg.delayed_ack);
+        }
+    }
+
+    /// Congestion-control feedback since the previous call.
+    pub fn take_ack_summary(&mut self) -> AckSummary {
+        std::mem::take(&mut self.summary)
+    }
+}

@@ -1,0 +1,806 @@
+//! Sending flows (RFC 7016 3.6.2).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::codec::{self, encode_startup_options, vlu_len, CHUNK_HEADER, VLU_MAX};
+use super::{
+    ChunkSink, FlowEvent, FlowId, FlowSet, FlowStats, OpenError, Pool, Reliability, SendError,
+    SEND_LINGER,
+};
+use crate::wire::chunk::{NextUserData, UserData};
+use crate::wire::{Chunk, FragmentControl};
+
+/// RFC 7016 3.6.2: the initial RX_BUFFER_SIZE.
+const INITIAL_RX_BUFFER: u64 = 65536;
+/// RFC 7016 3.6.2.5: a fragment is lost after this many negative
+/// acknowledgements.
+const NAK_LOSS: u8 = 3;
+/// RFC 7016 3.6.2.9.1: probe period bounds.
+const PROBE_MIN: Duration = Duration::from_secs(1);
+const PROBE_MAX: Duration = Duration::from_secs(60);
+/// RFC 7016 2.3.11.1.1: metadata SHOULD NOT exceed 512 bytes.
+const MAX_METADATA: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SendState {
+    Open,
+    Closing,
+    CompleteLinger(Instant),
+}
+
+/// One SEND_QUEUE entry (RFC 7016 3.6.2).
+#[derive(Debug)]
+pub(super) struct SendEntry {
+    sn: u64,
+    data: Vec<u8>,
+    fra: FragmentControl,
+    deadline: Option<Instant>,
+    no_retransmit: bool,
+    abandoned: bool,
+    sent_abandoned: bool,
+    ever_sent: bool,
+    in_flight: bool,
+    /// Acknowledged: logically removed from SEND_QUEUE; kept as a
+    /// placeholder until it reaches the front so that queue index =
+    /// sequence number - front sequence number.
+    acked: bool,
+    nak_count: u8,
+    transmit_size: usize,
+    tsn: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct SendFlow {
+    id: u64,
+    pub(super) state: SendState,
+    startup_options: Vec<u8>,
+    queue: VecDeque<SendEntry>,
+    /// Entries in `queue` not acknowledged.
+    live: usize,
+    outstanding: usize,
+    rx_buffer_size: u64,
+    next_sn: u64,
+    final_sn: Option<u64>,
+    exception: bool,
+    /// No entry below this sequence number (other than the front) can be
+    /// eligible to send.
+    scan_sn: u64,
+    probe_at: Option<Instant>,
+    probe_period: Duration,
+    earliest_deadline: Option<Instant>,
+    pub(super) time_critical: bool,
+}
+
+/// Acknowledgement payload beyond cumAck.
+pub(super) enum AckBody<'a> {
+    Bitmap(&'a [u8]),
+    Ranges(&'a [u8]),
+}
+
+impl SendFlow {
+    fn front_sn(&self) -> u64 {
+        self.queue.front().map_or(self.next_sn, |e| e.sn)
+    }
+
+    fn index(&self, sn: u64) -> Option<usize> {
+        let i = usize::try_from(sn.checked_sub(self.front_sn())?).ok()?;
+        (i < self.queue.len()).then_some(i)
+    }
+
+    pub(super) fn has_queued(&self) -> bool {
+        self.live > 0
+    }
+
+    pub(super) fn next_timer(&self) -> Option<Instant> {
+        let mut t = self.earliest_deadline;
+        if self.probe_wanted() {
+            if let Some(p) = self.probe_at {
+                t = Some(t.map_or(p, |t| t.min(p)));
+            }
+        }
+        if let SendState::CompleteLinger(since) = self.state {
+            let end = since + SEND_LINGER;
+            t = Some(t.map_or(end, |t| t.min(end)));
+        }
+        t
+    }
+
+    pub(super) fn linger_over(&self, now: Instant) -> bool {
+        matches!(self.state, SendState::CompleteLinger(since) if now >= since + SEND_LINGER)
+    }
+
+    /// Suspended (RFC 7016 3.6.2.9.1) with something to send.
+    fn probe_wanted(&self) -> bool {
+        self.rx_buffer_size == 0 && !self.exception && self.live > 0
+    }
+
+    pub(super) fn probe_due(&self, now: Instant) -> bool {
+        self.probe_wanted() && self.probe_at.is_some_and(|t| t <= now)
+    }
+
+    fn window_open(&self) -> bool {
+        self.rx_buffer_size > self.outstanding as u64 || self.exception
+    }
+
+    /// RFC 7016 3.6.2.3: eligible to send.
+    fn eligible(&self, i: usize) -> bool {
+        self.queue.get(i).is_some_and(|e| {
+            !e.in_flight && !e.acked && (!e.abandoned || i == 0 || Some(e.sn) == self.final_sn)
+        })
+    }
+
+    fn find_eligible(&self) -> Option<usize> {
+        if self.eligible(0) {
+            return Some(0);
+        }
+        let start = self.index(self.scan_sn).unwrap_or(1).max(1);
+        if self.scan_sn >= self.next_sn {
+            return None;
+        }
+        (start..self.queue.len()).find(|&i| self.eligible(i))
+    }
+
+    fn ready(&self) -> bool {
+        self.window_open() && self.find_eligible().is_some()
+    }
+
+    fn free_data(e: &mut SendEntry, pool: &mut Pool, qbytes: &mut usize) {
+        *qbytes = qbytes.saturating_sub(e.data.len());
+        pool.give(std::mem::take(&mut e.data));
+    }
+
+    /// RFC 7016 3.6.2.7: abandon every fragment of the message holding
+    /// queue index `i`.
+    fn abandon_message(
+        &mut self,
+        i: usize,
+        pool: &mut Pool,
+        qbytes: &mut usize,
+        stats: &mut FlowStats,
+    ) {
+        let Some(e) = self.queue.get(i) else { return };
+        if e.abandoned || e.acked {
+            return;
+        }
+        let mut start = i;
+        while start > 0
+            && matches!(
+                self.queue.get(start).map(|e| e.fra),
+                Some(FragmentControl::Middle | FragmentControl::End)
+            )
+        {
+            start -= 1;
+        }
+        let mut end = i;
+        while end + 1 < self.queue.len()
+            && matches!(
+                self.queue.get(end).map(|e| e.fra),
+                Some(FragmentControl::Begin | FragmentControl::Middle)
+            )
+        {
+            end += 1;
+        }
+        for e in self.queue.range_mut(start..=end) {
+            if !e.acked {
+                e.abandoned = true;
+                Self::free_data(e, pool, qbytes);
+            }
+        }
+        stats.messages_abandoned += 1;
+    }
+
+    /// Remove acknowledged placeholders from the front.
+    fn pop_acked(&mut self) {
+        while self.queue.front().is_some_and(|e| e.acked) {
+            self.queue.pop_front();
+        }
+    }
+
+    /// RFC 7016 3.6.2.3: trim abandoned messages from the front of the
+    /// queue and find the Forward Sequence Number.
+    fn trim_and_fsn(&mut self, pool: &mut Pool, qbytes: &mut usize) -> u64 {
+        while self.live >= 2 {
+            let Some(e) = self.queue.front_mut() else {
+                break;
+            };
+            if e.in_flight || !e.abandoned {
+                break;
+            }
+            Self::free_data(e, pool, qbytes);
+            self.queue.pop_front();
+            self.live -= 1;
+            self.pop_acked();
+        }
+        match self.queue.front() {
+            None => self.next_sn - 1,
+            Some(e) if !e.abandoned => e.sn - 1,
+            Some(e) if e.in_flight && !e.sent_abandoned => e.sn - 1,
+            Some(e) => e.sn,
+        }
+    }
+
+    /// A fragment stops being in flight through loss (3.6.2.5, 3.6.2.6).
+    fn mark_lost(
+        &mut self,
+        i: usize,
+        pool: &mut Pool,
+        qbytes: &mut usize,
+        stats: &mut FlowStats,
+    ) -> usize {
+        let Some(e) = self.queue.get_mut(i) else {
+            return 0;
+        };
+        e.in_flight = false;
+        let size = e.transmit_size;
+        let sn = e.sn;
+        let nr = e.no_retransmit && !e.abandoned;
+        self.outstanding = self.outstanding.saturating_sub(size);
+        self.scan_sn = self.scan_sn.min(sn);
+        if nr {
+            self.abandon_message(i, pool, qbytes, stats);
+        }
+        size
+    }
+
+    /// Iterate the queue indices that may hold entries that were sent:
+    /// stops at the first entry never sent and not abandoned (later ones
+    /// cannot have been sent before it, 3.6.2.3).
+    fn sent_prefix(&self) -> usize {
+        self.queue
+            .iter()
+            .position(|e| !e.ever_sent && !e.abandoned && !e.acked)
+            .unwrap_or(self.queue.len())
+    }
+
+    /// RFC 7016 3.6.2.11 steps 1-3.
+    fn close(&mut self) {
+        if self.state != SendState::Open {
+            return;
+        }
+        self.state = SendState::Closing;
+        let tail_unsent = self
+            .queue
+            .back()
+            .is_some_and(|e| e.sn == self.next_sn - 1 && !e.ever_sent && !e.acked);
+        if tail_unsent {
+            self.final_sn = Some(self.next_sn - 1);
+        } else {
+            let sn = self.next_sn;
+            self.next_sn += 1;
+            self.queue.push_back(SendEntry {
+                sn,
+                data: Vec::new(),
+                fra: FragmentControl::Whole,
+                deadline: None,
+                no_retransmit: false,
+                abandoned: true,
+                sent_abandoned: false,
+                ever_sent: false,
+                in_flight: false,
+                acked: false,
+                nak_count: 0,
+                transmit_size: 0,
+                tsn: 0,
+            });
+            self.live += 1;
+            self.final_sn = Some(sn);
+        }
+        if let Some(f) = self.final_sn {
+            self.scan_sn = self.scan_sn.min(f);
+        }
+    }
+}
+
+enum Written {
+    /// The flow has nothing more it may send now.
+    Idle,
+    /// The packet is full or the budget is spent.
+    Full,
+}
+
+impl FlowSet {
+    /// Open a sending flow (RFC 7016 3.6.2.1). `return_association` names
+    /// an OPEN receiving flow this flow answers (2.3.11.1.2).
+    pub fn open(
+        &mut self,
+        metadata: &[u8],
+        return_association: Option<super::RecvFlowId>,
+    ) -> Result<FlowId, OpenError> {
+        if metadata.len() > MAX_METADATA {
+            return Err(OpenError::MetadataTooLarge);
+        }
+        if self.send.len() >= self.cfg.max_send_flows {
+            return Err(OpenError::TooManyFlows);
+        }
+        if let Some(r) = return_association {
+            if !self.recv.get(&r.0).is_some_and(|f| f.is_open()) {
+                return Err(OpenError::BadReturnAssociation);
+            }
+        }
+        let id = self.next_flow_id;
+        self.next_flow_id += 1;
+        let mut startup_options = Vec::new();
+        encode_startup_options(
+            &mut startup_options,
+            metadata,
+            return_association.map(|r| r.0),
+        );
+        self.send.insert(
+            id,
+            SendFlow {
+                id,
+                state: SendState::Open,
+                startup_options,
+                queue: VecDeque::new(),
+                live: 0,
+                outstanding: 0,
+                rx_buffer_size: INITIAL_RX_BUFFER,
+                next_sn: 1,
+                final_sn: None,
+                exception: false,
+                scan_sn: 1,
+                probe_at: None,
+                probe_period: PROBE_MIN,
+                earliest_deadline: None,
+                time_critical: false,
+            },
+        );
+        Ok(FlowId(id))
+    }
+
+    /// Queue one message (RFC 7016 3.6.2.2). A NoRetransmit message that
+    /// does not fit the send queue is dropped and counted; other
+    /// reliabilities get `QueueFull`.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        data: &[u8],
+        rel: Reliability,
+    ) -> Result<(), SendError> {
+        let f = self.send.get_mut(&flow.0).ok_or(SendError::UnknownFlow)?;
+        if f.state != SendState::Open {
+            return Err(SendError::Closed);
+        }
+        if data.len() > self.cfg.max_message_size {
+            return Err(SendError::TooLarge);
+        }
+        if self.send_queue_bytes.saturating_add(data.len()) > self.cfg.max_send_queue_bytes {
+            if rel == Reliability::NoRetransmit {
+                self.stats.drop_send_queue_full += 1;
+                return Ok(());
+            }
+            return Err(SendError::QueueFull);
+        }
+        // RFC 7016 3.6.2.2: a fragment must fit a packet with a maximum-size
+        // User Data header and the STARTUP_OPTIONS.
+        let overhead = CHUNK_HEADER + 1 + vlu_len(f.id) + 2 * VLU_MAX + f.startup_options.len();
+        let frag = self.cfg.max_chunk_space.saturating_sub(overhead).max(1);
+        let deadline = match rel {
+            Reliability::Deadline(d) => Some(now + d),
+            _ => None,
+        };
+        if let Some(d) = deadline {
+            f.earliest_deadline = Some(f.earliest_deadline.map_or(d, |e| e.min(d)));
+        }
+        let n = data.len().div_ceil(frag).max(1);
+        let mut chunks = data.chunks(frag);
+        for k in 0..n {
+            let fra = match (n, k) {
+                (1, _) => FragmentControl::Whole,
+                (_, 0) => FragmentControl::Begin,
+                (_, k) if k + 1 == n => FragmentControl::End,
+                _ => FragmentControl::Middle,
+            };
+            let mut buf = self.pool.take();
+            buf.extend_from_slice(chunks.next().unwrap_or(&[]));
+            let sn = f.next_sn;
+            f.next_sn += 1;
+            f.queue.push_back(SendEntry {
+                sn,
+                data: buf,
+                fra,
+                deadline,
+                no_retransmit: rel == Reliability::NoRetransmit,
+                abandoned: false,
+                sent_abandoned: false,
+                ever_sent: false,
+                in_flight: false,
+                acked: false,
+                nak_count: 0,
+                transmit_size: 0,
+                tsn: 0,
+            });
+            f.live += 1;
+        }
+        self.send_queue_bytes += data.len();
+        self.stats.messages_queued += 1;
+        Ok(())
+    }
+
+    /// Close a sending flow (RFC 7016 3.6.2.11): the last sequence number
+    /// is marked final; queued messages are still delivered.
+    pub fn close(&mut self, flow: FlowId) {
+        if let Some(f) = self.send.get_mut(&flow.0) {
+            f.close();
+        }
+    }
+
+    /// Bytes queued on sending flows and not yet acknowledged or abandoned.
+    pub fn queued_bytes(&self) -> usize {
+        self.send_queue_bytes
+    }
+
+    /// OUTSTANDING_BYTES summed over all sending flows (3.6.2).
+    pub fn outstanding_bytes(&self) -> usize {
+        self.send.values().map(|f| f.outstanding).sum()
+    }
+
+    /// Whether some sending flow is ready to transmit (3.6.2.3), ignoring
+    /// the congestion budget.
+    pub fn has_data_to_send(&self) -> bool {
+        self.send.values().any(SendFlow::ready)
+    }
+
+    pub(super) fn expire_deadlines(&mut self, now: Instant) {
+        for f in self.send.values_mut() {
+            if f.earliest_deadline.is_none_or(|d| d > now) {
+                continue;
+            }
+            let mut next: Option<Instant> = None;
+            let mut i = 0;
+            while i < f.queue.len() {
+                let (dl, live) = match f.queue.get(i) {
+                    Some(e) => (e.deadline, !e.abandoned && !e.acked),
+                    None => break,
+                };
+                if let (Some(d), true) = (dl, live) {
+                    if d <= now {
+                        f.abandon_message(
+                            i,
+                            &mut self.pool,
+                            &mut self.send_queue_bytes,
+                            &mut self.stats,
+                        );
+                    } else {
+                        next = Some(next.map_or(d, |n| n.min(d)));
+                    }
+                }
+                i += 1;
+            }
+            f.earliest_deadline = next;
+        }
+    }
+
+    /// Fill `sink` with User Data for ready flows (RFC 7016 3.6.2.3),
+    /// round-robin between flows, until the packet is full or
+    /// `budget_bytes` of chunks have been written (the last chunk may
+    /// overshoot the budget). Then piggyback ready acknowledgements
+    /// (3.6.3.4.6). Returns the bytes of User Data chunks written.
+    pub fn write_data(
+        &mut self,
+        now: Instant,
+        sink: &mut impl ChunkSink,
+        budget_bytes: usize,
+    ) -> usize {
+        self.expire_deadlines(now);
+        let mut written = 0usize;
+        let cursor = self.rr_cursor;
+        let mut first_writer: Option<u64> = None;
+        let mut full = false;
+        let FlowSet {
+            send,
+            pool,
+            send_queue_bytes,
+            stats,
+            next_tsn,
+            ..
+        } = self;
+        let mut visit = |id: u64, f: &mut SendFlow| -> bool {
+            let before = written;
+            let r = write_flow(
+                f,
+                sink,
+                budget_bytes,
+                &mut written,
+                pool,
+                send_queue_bytes,
+                stats,
+                next_tsn,
+            );
+            if written > before && first_writer.is_none() {
+                first_writer = Some(id);
+            }
+            matches!(r, Written::Full)
+        };
+        for (&id, f) in send.range_mut(cursor..) {
+            if visit(id, f) {
+                full = true;
+                break;
+            }
+        }
+        if !full {
+            for (&id, f) in send.range_mut(..cursor) {
+                if visit(id, f) {
+                    break;
+                }
+            }
+        }
+        if let Some(id) = first_writer {
+            self.rr_cursor = id + 1;
+        }
+        if written > 0 {
+            self.piggyback_acks(sink);
+        }
+        written
+    }
+
+    /// RFC 7016 3.6.2.4: an acknowledgement for a sending flow.
+    pub(super) fn on_ack(
+        &mut self,
+        now: Instant,
+        flow: u64,
+        blocks: u64,
+        cum: u64,
+        body: AckBody<'_>,
+    ) {
+        self.summary.acks_received += 1;
+        let Some(f) = self.send.get_mut(&flow) else {
+            return;
+        };
+        let pre = f.outstanding;
+        f.startup_options.clear();
+        let was_open = f.rx_buffer_size > 0;
+        f.rx_buffer_size = blocks.saturating_mul(1024);
+        if f.rx_buffer_size == 0 {
+            if was_open || f.probe_at.is_none() {
+                // 3.6.2.9.1: probe at once on the transition to zero.
+                f.probe_at = Some(now);
+                f.probe_period = PROBE_MIN.max(self.ert0);
+            }
+        } else {
+            f.probe_at = None;
+        }
+        let last = f.next_sn - 1;
+        let mut max_tsn = self.max_tsn_ack;
+        let pool = &mut self.pool;
+        let qbytes = &mut self.send_queue_bytes;
+        let mut ack = |f: &mut SendFlow, sn: u64| {
+            let Some(i) = f.index(sn) else { return };
+            let Some(e) = f.queue.get_mut(i) else { return };
+            if e.acked || !(e.in_flight || e.ever_sent || e.abandoned) {
+                return;
+            }
+            if e.in_flight {
+                e.in_flight = false;
+                f.outstanding = f.outstanding.saturating_sub(e.transmit_size);
+                max_tsn = max_tsn.max(e.tsn);
+            }
+            e.acked = true;
+            SendFlow::free_data(e, pool, qbytes);
+            f.live -= 1;
+        };
+        let front = f.front_sn();
+        for sn in front..=cum.min(last) {
+            ack(f, sn);
+        }
+        match body {
+            AckBody::Ranges(r) => codec::for_each_range(cum, r, |a, b| {
+                let a = a.max(front);
+                let b = b.min(last);
+                for sn in a..=b {
+                    ack(f, sn);
+                }
+            }),
+            AckBody::Bitmap(b) => codec::for_each_bitmap(cum, b, |sn| {
+                if sn >= front && sn <= last {
+                    ack(f, sn)
+                }
+            }),
+        }
+        self.max_tsn_ack = max_tsn;
+        f.pop_acked();
+        self.summary.acked_bytes += pre - f.outstanding;
+        if f.state == SendState::Closing && f.queue.is_empty() {
+            f.state = SendState::CompleteLinger(now);
+            self.events
+                .push_back(FlowEvent::SendFlowComplete { flow: FlowId(flow) });
+        }
+    }
+
+    /// RFC 7016 3.6.2.5: after all acknowledgements of a packet.
+    pub(super) fn detect_nacks(&mut self, _now: Instant) {
+        let max = self.max_tsn_ack;
+        for f in self.send.values_mut() {
+            let n = f.sent_prefix();
+            for i in 0..n {
+                let Some(e) = f.queue.get_mut(i) else { break };
+                if !e.in_flight || e.tsn >= max {
+                    continue;
+                }
+                e.nak_count = e.nak_count.saturating_add(1);
+                self.summary.nacks += 1;
+                if e.nak_count >= NAK_LOSS {
+                    let size = f.mark_lost(
+                        i,
+                        &mut self.pool,
+                        &mut self.send_queue_bytes,
+                        &mut self.stats,
+                    );
+                    self.summary.lost_bytes += size;
+                    self.summary.any_nack_loss = true;
+                    self.stats.losses_nack += 1;
+                }
+            }
+        }
+    }
+
+    /// RFC 7016 3.6.2.6: the session's TIMEOUT_ALARM fired. Every fragment
+    /// in flight is lost; returns ANY_LOSS. The session performs the ERT0
+    /// backoff and notifies congestion control.
+    pub fn on_retransmit_timeout(&mut self, _now: Instant) -> bool {
+        let mut any = false;
+        for f in self.send.values_mut() {
+            let n = f.sent_prefix();
+            for i in 0..n {
+                if f.queue.get(i).is_some_and(|e| e.in_flight) {
+                    f.mark_lost(
+                        i,
+                        &mut self.pool,
+                        &mut self.send_queue_bytes,
+                        &mut self.stats,
+                    );
+                    self.stats.losses_timeout += 1;
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+
+    /// RFC 7016 3.6.2.10: the receiver rejected one of our flows.
+    pub(super) fn on_flow_exception(&mut self, _now: Instant, flow: u64, code: u64) {
+        let Some(f) = self.send.get_mut(&flow) else {
+            return;
+        };
+        if f.state == SendState::Open {
+            f.close();
+            self.events.push_back(FlowEvent::SendFlowRejected {
+                flow: FlowId(flow),
+                code,
+            });
+        }
+        if !f.exception {
+            f.exception = true;
+            for i in 0..f.queue.len() {
+                f.abandon_message(
+                    i,
+                    &mut self.pool,
+                    &mut self.send_queue_bytes,
+                    &mut self.stats,
+                );
+            }
+        }
+    }
+
+    /// Buffer Probes due now (3.6.2.9.1), written by `write_acks`.
+    pub(super) fn write_probes(&mut self, now: Instant, sink: &mut impl ChunkSink) {
+        let ert0 = self.ert0;
+        for f in self.send.values_mut() {
+            if !f.probe_due(now) {
+                continue;
+            }
+            let chunk = Chunk::BufferProbe { flow_id: f.id };
+            let size = CHUNK_HEADER + vlu_len(f.id);
+            if size > sink.remaining() || !sink.push(&chunk) {
+                return;
+            }
+            self.stats.buffer_probes_sent += 1;
+            f.probe_at = Some(now + f.probe_period);
+            f.probe_period = (f.probe_period * 2).min(PROBE_MAX.max(ert0));
+        }
+    }
+}
+
+/// Assemble User Data chunks of one flow (RFC 7016 3.6.2.3, 3.6.2.3.1,
+/// 3.6.2.3.2).
+#[allow(clippy::too_many_arguments)]
+fn write_flow(
+    f: &mut SendFlow,
+    sink: &mut impl ChunkSink,
+    budget: usize,
+    written: &mut usize,
+    pool: &mut Pool,
+    qbytes: &mut usize,
+    stats: &mut FlowStats,
+    next_tsn: &mut u64,
+) -> Written {
+    if !f.ready() {
+        return Written::Idle;
+    }
+    let fsn = f.trim_and_fsn(pool, qbytes);
+    let mut prev_sn: Option<u64> = None;
+    loop {
+        if *written >= budget {
+            return Written::Full;
+        }
+        if !f.window_open() {
+            return Written::Idle;
+        }
+        let Some(i) = f.find_eligible() else {
+            return Written::Idle;
+        };
+        let final_sn = f.final_sn;
+        let id = f.id;
+        let opts: Option<&[u8]> = if prev_sn.is_none() && !f.startup_options.is_empty() {
+            Some(&f.startup_options)
+        } else {
+            None
+        };
+        let Some(e) = f.queue.get(i) else {
+            return Written::Idle;
+        };
+        let data: &[u8] = if e.abandoned { &[] } else { &e.data };
+        let fin = final_sn == Some(e.sn);
+        let next = prev_sn.is_some_and(|p| p + 1 == e.sn);
+        let opts_len = opts.map_or(0, <[u8]>::len);
+        let size = if next {
+            codec::next_user_data_len(opts_len, data.len())
+        } else {
+            codec::user_data_len(id, e.sn, e.sn - fsn, opts_len, data.len())
+        };
+        if size > sink.remaining() {
+            return Written::Full;
+        }
+        let pushed = if next {
+            sink.push(&Chunk::NextUserData(NextUserData {
+                fragment_control: e.fra,
+                abandon: e.abandoned,
+                final_: fin,
+                options: opts,
+                data,
+            }))
+        } else {
+            sink.push(&Chunk::UserData(UserData {
+                fragment_control: e.fra,
+                abandon: e.abandoned,
+                final_: fin,
+                flow_id: id,
+                sequence_number: e.sn,
+                fsn_offset: e.sn - fsn,
+                options: opts,
+                data,
+            }))
+        };
+        if !pushed {
+            return Written::Full;
+        }
+        if f.time_critical {
+            sink.mark_time_critical();
+        }
+        let Some(e) = f.queue.get_mut(i) else {
+            return Written::Idle;
+        };
+        if e.abandoned {
+            stats.abandoned_sent += 1;
+        } else if e.ever_sent {
+            stats.retransmissions += 1;
+        }
+        stats.fragments_sent += 1;
+        e.in_flight = true;
+        e.ever_sent = true;
+        e.nak_count = 0;
+        e.sent_abandoned = e.abandoned;
+        e.transmit_size = size;
+        e.tsn = *next_tsn;
+        *next_tsn += 1;
+        let sn = e.sn;
+        f.outstanding += size;
+        *written += size;
+        if i > 0 {
+            f.scan_sn = sn + 1;
+        }
+        prev_sn = Some(sn);
+    }
+}
