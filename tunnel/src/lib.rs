@@ -7,10 +7,12 @@
 
 pub mod congestion;
 pub mod crypto;
+pub mod endpoint;
 pub mod flow;
 pub mod id;
 pub mod pmtu;
 pub mod rng;
+pub mod session;
 pub mod rtt;
 pub mod wire;
 

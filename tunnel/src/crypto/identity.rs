@@ -21,6 +21,7 @@ const CERT_FIXED_LEN: usize = 1 + 1 + 32 + 1;
 pub const MAX_CERT_LEN: usize = CERT_FIXED_LEN + MAX_NAME_LEN;
 
 /// EPD type byte: a certificate fingerprint follows (the canonical EPD).
+const EPD_ANY: u8 = 0x00;
 const EPD_FINGERPRINT: u8 = 0x01;
 /// EPD type byte: a node id follows.
 const EPD_NODE: u8 = 0x02;
@@ -284,6 +285,10 @@ pub enum EpdError {
 pub enum Epd {
     Fingerprint([u8; 32]),
     Node(NodeId),
+    /// `0x00` alone: any member of the network reachable at the address the
+    /// IHello was sent to. Used to bootstrap to an introducer known only by
+    /// address; the RHello's certificate then names who answered.
+    Any,
 }
 
 impl Epd {
@@ -291,6 +296,8 @@ impl Epd {
     pub fn parse(bytes: &[u8]) -> Result<Epd, EpdError> {
         let (&kind, value) = bytes.split_first().ok_or(EpdError::Empty)?;
         match kind {
+            EPD_ANY if value.is_empty() => Ok(Epd::Any),
+            EPD_ANY => Err(EpdError::BadLength),
             EPD_FINGERPRINT => <[u8; 32]>::try_from(value)
                 .map(Epd::Fingerprint)
                 .map_err(|_| EpdError::BadLength),
@@ -305,6 +312,7 @@ impl Epd {
         match self {
             Epd::Fingerprint(fp) => canonical_epd_of(fp).to_vec(),
             Epd::Node(id) => epd_for_node(*id).to_vec(),
+            Epd::Any => vec![EPD_ANY],
         }
     }
 
@@ -313,6 +321,7 @@ impl Epd {
         match self {
             Epd::Fingerprint(fp) => *fp == cert.fingerprint(),
             Epd::Node(id) => *id == cert.node_id(),
+            Epd::Any => true,
         }
     }
 }

@@ -1,0 +1,1467 @@
+//! The RTMFP endpoint (RFC 7016 3.3, 3.5.1): one per UDP socket. It
+//! demultiplexes datagrams by session id, answers session startup
+//! statelessly, acts as Redirector and Forwarder (3.5.1.4 - 3.5.1.6) and
+//! owns every [`Session`]. Sans-IO: call [`Endpoint::handle_datagram`] and
+//! [`Endpoint::handle_timeout`], issue commands, then drain
+//! [`Endpoint::poll_transmit`], [`Endpoint::poll_event`] and read
+//! [`Endpoint::poll_timeout`] — after every input, drain outputs until
+//! `poll_transmit` returns `None`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::crypto::{
+    self, Certificate, CookieCheck, DefaultCipher, Epd, Identity, InitiatorKeying, NetworkName,
+    NetworkSecret, Role, DEFAULT_HEADER_LEN, TAG_LEN,
+};
+use crate::flow::{FlowEvent, FlowId, RecvFlowId, Reliability, SendError};
+use crate::session::{
+    add_candidate, next_interval, CloseReason, Keying, OpenFailure, ResponderEcho, Session,
+    SessionConfig, SessionId, SessionState, TimerOutcome,
+};
+use crate::wire::address::write_address_list;
+use crate::wire::chunk::{
+    iikeying_signed_len, rikeying_signed_portion_len, write_iikeying_signed,
+    write_rikeying_signed_portion,
+};
+use crate::wire::fragment::{Fragmenter, ReassemblyLimits, ReassemblyOutcome, Reassembler};
+use crate::wire::packet::{
+    scramble_session_id, split_multiplex, write_multiplex_header, MULTIPLEX_HEADER_LEN,
+};
+use crate::wire::{Address, AddressOrigin, Chunk, ChunkIter, PacketHeader, PacketMode};
+use crate::{NodeId, Rng};
+
+/// RFC 7016 3.5.1.1.1: at most this many candidate addresses are added
+/// from Redirects.
+pub const REDIRECT_THRESHOLD: usize = 24;
+/// Startup replies are never larger than this factor times the datagram
+/// that caused them (no amplification).
+pub const AMPLIFICATION_FACTOR: usize = 3;
+/// IHello datagrams are padded to at least this size so an RHello fits
+/// within [`AMPLIFICATION_FACTOR`].
+pub const IHELLO_MIN_DATAGRAM: usize = 160;
+/// Startup packets larger than this are sent as Packet Fragments (3.4).
+pub const STARTUP_MTU: usize = 1200;
+
+/// Endpoint configuration.
+pub struct EndpointConfig {
+    pub identity: Identity,
+    pub network: NetworkName,
+    pub secret: NetworkSecret,
+    pub session: SessionConfig,
+    /// Answer IHellos for registered nodes with a Redirect (introducers).
+    pub redirector: bool,
+    /// Forward IHellos for nodes we have an OPEN session with as FIHello
+    /// (every node, so ring members can introduce each other).
+    pub forwarder: bool,
+    /// Startup packets answered per source IP: burst and refill per second.
+    pub startup_burst: f64,
+    pub startup_rate: f64,
+    /// Upper bound on sessions (opening + open + closing).
+    pub max_sessions: usize,
+}
+
+impl EndpointConfig {
+    pub fn new(identity: Identity, network: NetworkName, secret: NetworkSecret) -> Self {
+        EndpointConfig {
+            identity,
+            network,
+            secret,
+            session: SessionConfig::default(),
+            redirector: false,
+            forwarder: true,
+            startup_burst: 32.0,
+            startup_rate: 16.0,
+            max_sessions: 4096,
+        }
+    }
+}
+
+/// What the endpoint tells the application.
+#[derive(Debug)]
+pub enum Event {
+    /// A session reached OPEN (either role).
+    SessionOpened {
+        session: SessionId,
+        peer: NodeId,
+        remote: SocketAddr,
+        role: Role,
+    },
+    /// An opening session failed.
+    SessionFailed {
+        session: SessionId,
+        reason: OpenFailure,
+    },
+    /// An OPEN session ended; its flows are gone.
+    SessionClosed {
+        session: SessionId,
+        peer: NodeId,
+        reason: CloseReason,
+    },
+    /// The far end's address changed and was verified (RFC 7016 3.5.4.2).
+    AddressChanged {
+        session: SessionId,
+        from: SocketAddr,
+        to: SocketAddr,
+    },
+    /// A flow event of a session (incoming flow, message, gap, ...).
+    Flow { session: SessionId, event: FlowEvent },
+}
+
+/// Why a datagram was dropped. Counted; visible in the agent's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    Malformed,
+    UnknownSession,
+    /// Failed to authenticate with the Default Session Key: not a member.
+    NotMember,
+    /// Failed to authenticate with the session keys (or replayed).
+    BadSessionPacket,
+    RateLimited,
+    BadCookie,
+    BadCertificate,
+    BadSignature,
+    BadKeying,
+    WrongMode,
+    Unsolicited,
+    TooManySessions,
+    Amplification,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 13] = [
+        DropReason::Malformed,
+        DropReason::UnknownSession,
+        DropReason::NotMember,
+        DropReason::BadSessionPacket,
+        DropReason::RateLimited,
+        DropReason::BadCookie,
+        DropReason::BadCertificate,
+        DropReason::BadSignature,
+        DropReason::BadKeying,
+        DropReason::WrongMode,
+        DropReason::Unsolicited,
+        DropReason::TooManySessions,
+        DropReason::Amplification,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownSession => "unknown_session",
+            DropReason::NotMember => "not_member",
+            DropReason::BadSessionPacket => "bad_session_packet",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::BadCookie => "bad_cookie",
+            DropReason::BadCertificate => "bad_certificate",
+            DropReason::BadSignature => "bad_signature",
+            DropReason::BadKeying => "bad_keying",
+            DropReason::WrongMode => "wrong_mode",
+            DropReason::Unsolicited => "unsolicited",
+            DropReason::TooManySessions => "too_many_sessions",
+            DropReason::Amplification => "amplification",
+        }
+    }
+}
+
+/// Endpoint-wide counters.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointStats {
+    pub datagrams_received: u64,
+    pub datagrams_sent: u64,
+    pub drops: HashMap<DropReason, u64>,
+    pub ihellos_answered: u64,
+    pub redirects_sent: u64,
+    pub fihellos_forwarded: u64,
+}
+
+/// Errors of application commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no such session")]
+    UnknownSession,
+    #[error("session is not open")]
+    NotOpen,
+    #[error("flow error: {0}")]
+    Flow(#[from] crate::flow::OpenError),
+    #[error("send error: {0}")]
+    Send(#[from] SendError),
+    #[error("no candidate addresses")]
+    NoCandidates,
+    #[error("too many sessions")]
+    TooManySessions,
+}
+
+/// Who a session is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The node with this id.
+    Node(NodeId),
+    /// Any member of the network at the candidate addresses (bootstrap to
+    /// an introducer known only by address).
+    Any,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub size: usize,
+}
+
+struct Limiter {
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+    burst: f64,
+    rate: f64,
+}
+
+impl Limiter {
+    const MAX_SOURCES: usize = 8192;
+
+    fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+        if self.buckets.len() >= Self::MAX_SOURCES && !self.buckets.contains_key(&ip) {
+            // Forget sources idle long enough to have refilled.
+            let full = Duration::from_secs_f64(self.burst / self.rate.max(0.001));
+            self.buckets
+                .retain(|_, (_, t)| now.saturating_duration_since(*t) < full);
+            if self.buckets.len() >= Self::MAX_SOURCES {
+                return false;
+            }
+        }
+        let (tokens, last) = self.buckets.entry(ip).or_insert((self.burst, now));
+        let dt = now.saturating_duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + dt * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The RTMFP endpoint.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    default: DefaultCipher,
+    cookies: crypto::CookieJar,
+    rng: Rng,
+    epoch: Instant,
+    sessions: HashMap<u32, Session>,
+    order: Vec<u32>,
+    cursor: usize,
+    /// Open sessions by peer, for forwarding and duplicate suppression.
+    by_peer: HashMap<NodeId, u32>,
+    /// Addresses peers reported as their own (for Redirects).
+    peer_local_addrs: HashMap<NodeId, Vec<SocketAddr>>,
+    startup_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<Event>,
+    limiter: Limiter,
+    reassembly: Reassembler<SocketAddr>,
+    next_packet_id: u64,
+    stats: EndpointStats,
+    tcr_until: Option<Instant>,
+}
+
+impl Endpoint {
+    pub fn new(now: Instant, cfg: EndpointConfig, mut rng: Rng) -> Endpoint {
+        let default = DefaultCipher::new(&cfg.secret, &cfg.network);
+        let cookies = crypto::CookieJar::new(&mut rng);
+        let limiter = Limiter {
+            buckets: HashMap::new(),
+            burst: cfg.startup_burst,
+            rate: cfg.startup_rate,
+        };
+        Endpoint {
+            cfg,
+            default,
+            cookies,
+            rng,
+            epoch: now,
+            sessions: HashMap::new(),
+            order: Vec::new(),
+            cursor: 0,
+            by_peer: HashMap::new(),
+            peer_local_addrs: HashMap::new(),
+            startup_out: VecDeque::new(),
+            events: VecDeque::new(),
+            limiter,
+            reassembly: Reassembler::new(ReassemblyLimits::default()),
+            next_packet_id: 1,
+            stats: EndpointStats::default(),
+            tcr_until: None,
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.cfg.identity.node_id()
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.cfg.identity
+    }
+
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &EndpointConfig {
+        &self.cfg
+    }
+
+    fn drop_packet(&mut self, r: DropReason) {
+        *self.stats.drops.entry(r).or_insert(0) += 1;
+    }
+
+    fn now_secs(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    fn alloc_session_id(&mut self) -> u32 {
+        loop {
+            let id = self.rng.u32();
+            if id != 0 && !self.sessions.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn insert_session(&mut self, s: Session) {
+        let id = s.id.0;
+        if self.sessions.insert(id, s).is_none() {
+            self.order.push(id);
+        }
+    }
+
+    fn remove_session(&mut self, id: u32) -> Option<Session> {
+        let s = self.sessions.remove(&id)?;
+        self.order.retain(|&x| x != id);
+        if let Some(peer) = s.peer() {
+            if self.by_peer.get(&peer) == Some(&id) {
+                self.by_peer.remove(&peer);
+            }
+        }
+        Some(s)
+    }
+
+    // ===== commands ======================================================
+
+    /// Start opening a session (RFC 7016 3.5.1.1.1). If a session to that
+    /// node is already open or opening, its handle is returned instead.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        target: Target,
+        candidates: &[SocketAddr],
+    ) -> Result<SessionId, CommandError> {
+        if let Target::Node(id) = target {
+            if let Some(&sid) = self.by_peer.get(&id) {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    if s.is_open() {
+                        return Ok(SessionId(sid));
+                    }
+                }
+            }
+            let existing = self.sessions.values_mut().find(|s| {
+                s.is_opening()
+                    && s.opening
+                        .as_ref()
+                        .is_some_and(|o| Epd::parse(&o.epd) == Ok(Epd::Node(id)))
+            });
+            if let Some(s) = existing {
+                let first = self.cfg.session.initial_retransmit;
+                if let Some(o) = s.opening.as_mut() {
+                    for &a in candidates {
+                        if o.candidates.len() < REDIRECT_THRESHOLD {
+                            add_candidate(o, now, a, first);
+                        }
+                    }
+                }
+                return Ok(s.id);
+            }
+        }
+        if candidates.is_empty() {
+            return Err(CommandError::NoCandidates);
+        }
+        if self.sessions.len() >= self.cfg.max_sessions {
+            return Err(CommandError::TooManySessions);
+        }
+        let epd = match target {
+            Target::Node(id) => crypto::epd_for_node(id).to_vec(),
+            Target::Any => Epd::Any.to_vec(),
+        };
+        let mut tag = [0u8; 16];
+        self.rng.fill(&mut tag);
+        let id = self.alloc_session_id();
+        let mob = self.rng.bytes32();
+        let cands: Vec<SocketAddr> = candidates.iter().take(REDIRECT_THRESHOLD).copied().collect();
+        let s = Session::new_initiator(
+            SessionId(id),
+            now,
+            epd,
+            tag,
+            &cands,
+            mob,
+            self.cfg.session.clone(),
+        );
+        self.insert_session(s);
+        Ok(SessionId(id))
+    }
+
+    /// Add candidate addresses to an opening session.
+    pub fn add_candidates(&mut self, now: Instant, session: SessionId, addrs: &[SocketAddr]) {
+        let first = self.cfg.session.initial_retransmit;
+        if let Some(s) = self.sessions.get_mut(&session.0) {
+            if s.state == SessionState::IHelloSent {
+                if let Some(o) = s.opening.as_mut() {
+                    for &a in addrs {
+                        if o.candidates.len() < REDIRECT_THRESHOLD {
+                            add_candidate(o, now, a, first);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Record the addresses a peer reports as its own, for Redirects
+    /// (RFC 7016 3.5.1.6: "MAY record other addresses").
+    pub fn set_peer_addresses(&mut self, peer: NodeId, addrs: Vec<SocketAddr>) {
+        let mut addrs = addrs;
+        addrs.truncate(REDIRECT_THRESHOLD);
+        self.peer_local_addrs.insert(peer, addrs);
+    }
+
+    /// Close a session: orderly (RFC 7016 3.5.5) unless `abrupt`.
+    pub fn close(&mut self, now: Instant, session: SessionId, abrupt: bool) {
+        let Some(s) = self.sessions.get_mut(&session.0) else {
+            return;
+        };
+        let was_open = s.is_open();
+        let opening = s.is_opening();
+        if abrupt {
+            s.close_abruptly(now);
+        } else {
+            s.close(now);
+        }
+        let peer = s.peer();
+        if was_open {
+            if let Some(peer) = peer {
+                self.events.push_back(Event::SessionClosed {
+                    session,
+                    peer,
+                    reason: CloseReason::Local,
+                });
+                if self.by_peer.get(&peer) == Some(&session.0) {
+                    self.by_peer.remove(&peer);
+                }
+            }
+        } else if opening {
+            self.events.push_back(Event::SessionFailed {
+                session,
+                reason: OpenFailure::Cancelled,
+            });
+        }
+    }
+
+    /// Close every session (shutdown). Orderly sessions still need their
+    /// Close Requests sent: drain `poll_transmit` afterwards.
+    pub fn close_all(&mut self, now: Instant, abrupt: bool) {
+        let ids: Vec<u32> = self.order.clone();
+        for id in ids {
+            self.close(now, SessionId(id), abrupt);
+        }
+    }
+
+    fn open_session_mut(&mut self, session: SessionId) -> Result<&mut Session, CommandError> {
+        let s = self
+            .sessions
+            .get_mut(&session.0)
+            .ok_or(CommandError::UnknownSession)?;
+        if !s.is_open() {
+            return Err(CommandError::NotOpen);
+        }
+        Ok(s)
+    }
+
+    /// Open a sending flow (RFC 7016 3.6.2.1).
+    pub fn open_flow(
+        &mut self,
+        session: SessionId,
+        metadata: &[u8],
+        return_association: Option<RecvFlowId>,
+    ) -> Result<FlowId, CommandError> {
+        let s = self.open_session_mut(session)?;
+        Ok(s.flows.open(metadata, return_association)?)
+    }
+
+    /// Queue a message on a sending flow (RFC 7016 3.6.2.2).
+    pub fn send(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        flow: FlowId,
+        data: &[u8],
+        reliability: Reliability,
+    ) -> Result<(), CommandError> {
+        let s = self.open_session_mut(session)?;
+        s.flows.send(now, flow, data, reliability)?;
+        Ok(())
+    }
+
+    /// Finish a sending flow (FIN after the queued messages).
+    pub fn close_flow(&mut self, session: SessionId, flow: FlowId) {
+        if let Some(s) = self.sessions.get_mut(&session.0) {
+            s.flows.close(flow);
+        }
+    }
+
+    /// Reject a receiving flow with an application exception code.
+    pub fn reject_flow(&mut self, session: SessionId, flow: RecvFlowId, code: u64) {
+        if let Some(s) = self.sessions.get_mut(&session.0) {
+            s.flows.reject(flow, code);
+        }
+    }
+
+    /// Give a delivered message buffer back for reuse.
+    pub fn recycle(&mut self, session: SessionId, buf: Vec<u8>) {
+        if let Some(s) = self.sessions.get_mut(&session.0) {
+            s.flows.recycle(buf);
+        }
+    }
+
+    /// Largest message that fits in one packet of this session (for frames
+    /// that must never be fragmented across packets).
+    pub fn max_unfragmented(&self, session: SessionId) -> Option<usize> {
+        let s = self.sessions.get(&session.0)?;
+        // Header (5) + chunk header (3) + flow/seq/fsn VLUs (~12) + slack.
+        Some(s.max_plain().saturating_sub(32))
+    }
+
+    /// Session information for status displays.
+    pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
+        let s = self.sessions.get(&session.0)?;
+        Some(SessionInfo {
+            id: session,
+            peer: s.peer(),
+            peer_name: s.far_cert.as_ref().map(|c| c.network().to_string()),
+            remote: s.dest,
+            state: s.state,
+            role: s.role,
+            srtt: s.srtt(),
+            ert0: s.ert0(),
+            cwnd: s.cwnd(),
+            pmtu: s.pmtu(),
+            opened: s.opened,
+            stats: s.stats,
+        })
+    }
+
+    /// Flow-layer counters of a session.
+    pub fn flow_stats(&self, session: SessionId) -> Option<crate::flow::FlowStats> {
+        Some(self.sessions.get(&session.0)?.flows.stats())
+    }
+
+    /// Every session's handle.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.order.iter().map(|&i| SessionId(i))
+    }
+
+    /// The open session with `peer`, if any.
+    pub fn session_for(&self, peer: NodeId) -> Option<SessionId> {
+        self.by_peer.get(&peer).map(|&i| SessionId(i))
+    }
+
+    // ===== input =========================================================
+
+    /// Process one received UDP datagram. `data` is modified in place
+    /// (decryption).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
+        self.stats.datagrams_received += 1;
+        let Ok((ssid, enc)) = split_multiplex(data) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        let sid = scramble_session_id(ssid, enc);
+        let len = data.len();
+        let enc = &mut data[MULTIPLEX_HEADER_LEN..];
+        if sid == 0 {
+            return self.handle_startup_datagram(now, from, enc, len);
+        }
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return self.drop_packet(DropReason::UnknownSession);
+        };
+        if s.state == SessionState::KeyingSent {
+            return self.handle_keying_reply(now, from, sid, enc);
+        }
+        let Some(range) = s.open_packet(enc) else {
+            return self.drop_packet(DropReason::BadSessionPacket);
+        };
+        let plain = &enc[range];
+        let Ok((header, n)) = PacketHeader::parse(plain) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        if header.time_critical {
+            self.tcr_until = Some(now + Duration::from_millis(800));
+        }
+        let body = ChunkIter::new(&plain[n..]);
+        let before = s.dest;
+        let was_open = s.is_open();
+        let out = s.handle_packet(now, from, &header, body, len);
+        let after = s.dest;
+        let peer = s.peer();
+        let is_open = s.is_open();
+        if before != after {
+            self.events.push_back(Event::AddressChanged {
+                session: SessionId(sid),
+                from: before,
+                to: after,
+            });
+        }
+        if was_open && !is_open {
+            if let Some(peer) = peer {
+                self.events.push_back(Event::SessionClosed {
+                    session: SessionId(sid),
+                    peer,
+                    reason: out.closed.unwrap_or(CloseReason::Remote),
+                });
+                if self.by_peer.get(&peer) == Some(&sid) {
+                    self.by_peer.remove(&peer);
+                }
+            }
+        }
+        self.drain_flow_events(sid);
+        for (epd, reply, tag) in out.fihellos {
+            // RFC 7016 3.5.1.1.2: answer an FIHello as an IHello from the
+            // reply address. No datagram size to compare with: the FIHello
+            // came over an authenticated session, so use the minimum.
+            self.answer_ihello(now, reply, &epd, &tag, IHELLO_MIN_DATAGRAM, false);
+        }
+    }
+
+    fn drain_flow_events(&mut self, sid: u32) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            while let Some(ev) = s.flows.poll_event() {
+                self.events.push_back(Event::Flow {
+                    session: SessionId(sid),
+                    event: ev,
+                });
+            }
+        }
+    }
+
+    fn handle_startup_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        enc: &mut [u8],
+        datagram_len: usize,
+    ) {
+        let Ok(range) = self.default.open(enc) else {
+            return self.drop_packet(DropReason::NotMember);
+        };
+        let plain = enc[range].to_vec();
+        self.handle_startup_plain(now, from, &plain, datagram_len, true);
+    }
+
+    fn handle_startup_plain(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        plain: &[u8],
+        datagram_len: usize,
+        allow_fragments: bool,
+    ) {
+        let Ok((header, n)) = PacketHeader::parse(plain) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        if header.mode != PacketMode::Startup {
+            return self.drop_packet(DropReason::WrongMode);
+        }
+        for chunk in ChunkIter::new(&plain[n..]) {
+            let Ok(chunk) = chunk else {
+                self.drop_packet(DropReason::Malformed);
+                break;
+            };
+            match chunk {
+                Chunk::IHello { epd, tag } => {
+                    if !self.limiter.allow(now, from.ip()) {
+                        self.drop_packet(DropReason::RateLimited);
+                        continue;
+                    }
+                    self.answer_ihello(now, from, epd, tag, datagram_len, true);
+                }
+                Chunk::RHello {
+                    tag_echo,
+                    cookie,
+                    responder_certificate,
+                } => self.handle_rhello(now, from, tag_echo, cookie, responder_certificate),
+                Chunk::Redirect {
+                    tag_echo,
+                    addresses,
+                } => self.handle_redirect(now, from, tag_echo, addresses),
+                Chunk::IIKeying { .. } => {
+                    if !self.limiter.allow(now, from.ip()) {
+                        self.drop_packet(DropReason::RateLimited);
+                        continue;
+                    }
+                    self.handle_iikeying(now, from, &chunk);
+                }
+                Chunk::PacketFragment { .. } if allow_fragments => {
+                    match self
+                        .reassembly
+                        .insert_chunk(now, from, PacketMode::Startup, &chunk)
+                    {
+                        ReassemblyOutcome::Complete(p) => {
+                            self.handle_startup_plain(now, from, &p, p.len(), false)
+                        }
+                        ReassemblyOutcome::Discarded(_) => {
+                            self.drop_packet(DropReason::Malformed)
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// IHello (or FIHello as IHello) from `from` (RFC 7016 3.5.1.1.2,
+    /// 3.5.1.4, 3.5.1.5).
+    fn answer_ihello(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        epd: &[u8],
+        tag: &[u8],
+        request_len: usize,
+        direct: bool,
+    ) {
+        let Ok(parsed) = Epd::parse(epd) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        let budget = request_len.max(IHELLO_MIN_DATAGRAM) * AMPLIFICATION_FACTOR;
+        if parsed.selects(self.cfg.identity.certificate()) {
+            let cookie = self.cookies.make(self.now_secs(now), from);
+            let cert = self.cfg.identity.certificate().as_bytes().to_vec();
+            let chunk = Chunk::RHello {
+                tag_echo: tag,
+                cookie: &cookie,
+                responder_certificate: &cert,
+            };
+            if self.queue_startup(from, 0, &[chunk], 0, Some(budget)) {
+                self.stats.ihellos_answered += 1;
+            }
+            return;
+        }
+        if !direct {
+            return;
+        }
+        // Not us: Forwarder and/or Redirector for an OPEN session's peer.
+        let Some((sid, peer)) = self.find_open_for_epd(&parsed) else {
+            return self.drop_packet(DropReason::Unsolicited);
+        };
+        if self.cfg.forwarder {
+            let reply = Address::new(from, AddressOrigin::Reflexive);
+            let fihello = Chunk::FIHello {
+                epd,
+                reply_address: reply,
+                tag,
+            };
+            let mut buf = vec![0u8; fihello.encoded_len()];
+            if fihello.emit(&mut buf).is_ok() {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.queue_chunk(buf);
+                    self.stats.fihellos_forwarded += 1;
+                }
+            }
+        }
+        if self.cfg.redirector {
+            let mut addrs = Vec::new();
+            if let Some(s) = self.sessions.get(&sid) {
+                addrs.push(Address::new(s.dest, AddressOrigin::Reflexive));
+            }
+            if let Some(l) = self.peer_local_addrs.get(&peer) {
+                for &a in l {
+                    if !addrs.iter().any(|x| x.addr == a) {
+                        addrs.push(Address::new(a, AddressOrigin::Local));
+                    }
+                }
+            }
+            // Keep within the amplification budget.
+            let fixed = MULTIPLEX_HEADER_LEN + DEFAULT_HEADER_LEN + TAG_LEN + 1 + 3 + 1 + tag.len();
+            while !addrs.is_empty()
+                && fixed + addrs.iter().map(|a| a.encoded_len()).sum::<usize>() > budget
+            {
+                addrs.pop();
+            }
+            let mut list = vec![0u8; addrs.iter().map(|a| a.encoded_len()).sum()];
+            if write_address_list(&mut list, &addrs).is_ok() {
+                let chunk = Chunk::Redirect {
+                    tag_echo: tag,
+                    addresses: &list,
+                };
+                if self.queue_startup(from, 0, &[chunk], 0, Some(budget)) {
+                    self.stats.redirects_sent += 1;
+                }
+            }
+        }
+    }
+
+    fn find_open_for_epd(&self, epd: &Epd) -> Option<(u32, NodeId)> {
+        match epd {
+            Epd::Node(id) => {
+                let sid = *self.by_peer.get(id)?;
+                Some((sid, *id))
+            }
+            Epd::Fingerprint(_) => self.sessions.values().find_map(|s| {
+                let c = s.far_cert.as_ref()?;
+                (s.is_open() && epd.selects(c)).then(|| (s.id.0, c.node_id()))
+            }),
+            Epd::Any => None,
+        }
+    }
+
+    fn opening_by_tag(&self, tag: &[u8]) -> Option<u32> {
+        self.sessions.values().find_map(|s| {
+            let o = s.opening.as_ref()?;
+            (o.tag.as_slice() == tag).then_some(s.id.0)
+        })
+    }
+
+    fn handle_redirect(&mut self, now: Instant, from: SocketAddr, tag: &[u8], addresses: &[u8]) {
+        let Some(sid) = self.opening_by_tag(tag) else {
+            return self.drop_packet(DropReason::Unsolicited);
+        };
+        let first = self.cfg.session.initial_retransmit;
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.state != SessionState::IHelloSent {
+            return;
+        }
+        let Some(o) = s.opening.as_mut() else { return };
+        let list: Vec<SocketAddr> = if addresses.is_empty() {
+            vec![from] // Implied Redirect (2.3.5)
+        } else {
+            crate::wire::address::AddressIter::new(addresses)
+                .filter_map(|a| a.ok().map(|a| a.addr))
+                .collect()
+        };
+        for a in list {
+            if o.candidates.len() >= REDIRECT_THRESHOLD {
+                break;
+            }
+            add_candidate(o, now, a, first);
+        }
+    }
+
+    fn handle_rhello(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tag: &[u8],
+        cookie: &[u8],
+        cert_bytes: &[u8],
+    ) {
+        let Some(sid) = self.opening_by_tag(tag) else {
+            return self.drop_packet(DropReason::Unsolicited);
+        };
+        let Ok(cert) = Certificate::parse(cert_bytes, &self.cfg.network) else {
+            return self.drop_packet(DropReason::BadCertificate);
+        };
+        if cert.fingerprint() == self.cfg.identity.fingerprint() {
+            // Our own RHello (we are at one of our candidates).
+            return self.drop_packet(DropReason::Unsolicited);
+        }
+        let peer = cert.node_id();
+        // Duplicate suppression (RFC 7016 3.5.1.1.1 step 1).
+        let dup = self.sessions.values().find_map(|s| {
+            (s.id.0 != sid
+                && matches!(s.state, SessionState::KeyingSent | SessionState::Open)
+                && s.peer() == Some(peer))
+            .then_some(s.id)
+        });
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.state != SessionState::IHelloSent {
+            return;
+        }
+        let Some(o) = s.opening.as_ref() else { return };
+        if !crypto::epd_matches(&cert, &o.epd) && Epd::parse(&o.epd) != Ok(Epd::Any) {
+            return self.drop_packet(DropReason::BadCertificate);
+        }
+        if let Some(other) = dup {
+            s.close(now);
+            self.events.push_back(Event::SessionFailed {
+                session: SessionId(sid),
+                reason: OpenFailure::Duplicate(other),
+            });
+            return;
+        }
+        let keying = InitiatorKeying::new(&mut self.rng, self.cfg.identity.certificate().suites());
+        let mut k = Keying {
+            far_cert: cert,
+            cookie: cookie.to_vec(),
+            cookie_changed: false,
+            keying,
+            chunk: Vec::new(),
+            next: now,
+            interval: self.cfg.session.initial_retransmit,
+        };
+        let Some(chunk) = build_iikeying(&self.cfg.identity, sid, &k) else {
+            return;
+        };
+        k.chunk = chunk;
+        s.dest = from;
+        s.state = SessionState::KeyingSent;
+        s.far_cert = Some(k.far_cert.clone());
+        if let Some(o) = s.opening.as_mut() {
+            o.keying = Some(k);
+        }
+    }
+
+    /// Responder side of IIKeying (RFC 7016 3.5.1.1.2, 3.5.1.2, 3.5.1.3).
+    fn handle_iikeying(&mut self, now: Instant, from: SocketAddr, chunk: &Chunk<'_>) {
+        let Chunk::IIKeying {
+            initiator_session_id,
+            cookie_echo,
+            initiator_certificate,
+            skic,
+            signed,
+            signature,
+        } = *chunk
+        else {
+            return;
+        };
+        match self.cookies.check(self.now_secs(now), from, cookie_echo) {
+            CookieCheck::Invalid => return self.drop_packet(DropReason::BadCookie),
+            CookieCheck::WrongAddress => {
+                let new_cookie = self.cookies.make(self.now_secs(now), from);
+                let c = Chunk::CookieChange {
+                    old_cookie: cookie_echo,
+                    new_cookie: &new_cookie,
+                };
+                self.queue_startup(from, initiator_session_id, &[c], 0, None);
+                return;
+            }
+            CookieCheck::Valid => {}
+        }
+        let Ok(cert) = Certificate::parse(initiator_certificate, &self.cfg.network) else {
+            return self.drop_packet(DropReason::BadCertificate);
+        };
+        if crypto::verify_iikeying(&cert, signed, signature).is_err() {
+            return self.drop_packet(DropReason::BadSignature);
+        }
+        let near = self.cfg.identity.certificate().clone();
+        if cert.fingerprint() == near.fingerprint() {
+            return self.drop_packet(DropReason::BadCertificate);
+        }
+        let peer = cert.node_id();
+        // Glare (3.5.1.3): an opening session toward this identity/address.
+        let mut reuse_id = None;
+        let glare = self.sessions.values().find_map(|s| {
+            let o = s.opening.as_ref()?;
+            let to_it = Epd::parse(&o.epd).is_ok_and(|e| e != Epd::Any && e.selects(&cert))
+                || s.far_cert.as_ref().is_some_and(|c| c.node_id() == peer)
+                || (s.state == SessionState::KeyingSent && s.dest == from);
+            to_it.then_some(s.id.0)
+        });
+        if let Some(gid) = glare {
+            if !crypto::certificate_overrides(&near, &cert) {
+                // We prevail: the far end aborts on our IIKeying.
+                return;
+            }
+            self.remove_session(gid);
+            reuse_id = Some(gid);
+        }
+        // An OPEN session with this identity or from this address.
+        let open = self.sessions.values().find_map(|s| {
+            (matches!(s.state, SessionState::Open)
+                && (s.peer() == Some(peer) || s.dest == from))
+                .then_some(s.id.0)
+        });
+        if let Some(oid) = open {
+            let Some(s) = self.sessions.get_mut(&oid) else {
+                return;
+            };
+            if let Some(echo) = &s.responder_echo {
+                if s.role == Role::Responder
+                    && echo.far_session_id == initiator_session_id
+                    && echo.skic == skic
+                    && s.peer() == Some(peer)
+                {
+                    // Retransmitted IIKeying: resend the stored RIKeying.
+                    let rik = echo.rikeying.clone();
+                    let far = echo.far_session_id;
+                    self.queue_startup_raw(from, far, &[&rik], None);
+                    return;
+                }
+            }
+            let same = s
+                .far_cert
+                .as_ref()
+                .is_some_and(|c| crypto::same_identity(c, &cert));
+            if !same {
+                return;
+            }
+            // A new session from the same identity: the old one is stale.
+            s.close_abruptly(now);
+            self.events.push_back(Event::SessionClosed {
+                session: SessionId(oid),
+                peer,
+                reason: CloseReason::Replaced,
+            });
+            self.by_peer.remove(&peer);
+        }
+        if reuse_id.is_none() && self.sessions.len() >= self.cfg.max_sessions {
+            return self.drop_packet(DropReason::TooManySessions);
+        }
+        let Ok((skrc, keys)) =
+            crypto::respond(&mut self.rng, &self.cfg.secret, &near, &cert, skic)
+        else {
+            return self.drop_packet(DropReason::BadKeying);
+        };
+        let id = reuse_id.unwrap_or_else(|| self.alloc_session_id());
+        // RIKeying (2.3.8).
+        let plen = rikeying_signed_portion_len(&skrc);
+        let mut portion = vec![0u8; plen];
+        if write_rikeying_signed_portion(&mut portion, id, &skrc).is_err() {
+            return;
+        }
+        let sig = crypto::sign_rikeying(&self.cfg.identity, &portion, skic);
+        let rik = Chunk::RIKeying {
+            responder_session_id: id,
+            skrc: &skrc,
+            signed_portion: &portion,
+            signature: &sig,
+        };
+        let mut rik_bytes = vec![0u8; rik.encoded_len()];
+        if rik.emit(&mut rik_bytes).is_err() {
+            return;
+        }
+        let (sealer, opener) = keys.ciphers();
+        let mob = self.rng.bytes32();
+        let echo = ResponderEcho {
+            far_session_id: initiator_session_id,
+            skic: skic.to_vec(),
+            rikeying: rik_bytes.clone(),
+        };
+        let s = Session::new_responder(
+            SessionId(id),
+            now,
+            from,
+            initiator_session_id,
+            cert,
+            sealer,
+            opener,
+            echo,
+            mob,
+            self.cfg.session.clone(),
+        );
+        self.insert_session(s);
+        self.by_peer.insert(peer, id);
+        self.queue_startup_raw(from, initiator_session_id, &[&rik_bytes], None);
+        self.events.push_back(Event::SessionOpened {
+            session: SessionId(id),
+            peer,
+            remote: from,
+            role: Role::Responder,
+        });
+    }
+
+    /// RIKeying or Cookie Change for a KEYING_SENT session (default key,
+    /// our receive session id).
+    fn handle_keying_reply(&mut self, now: Instant, from: SocketAddr, sid: u32, enc: &mut [u8]) {
+        let Ok(range) = self.default.open(enc) else {
+            return self.drop_packet(DropReason::BadSessionPacket);
+        };
+        let plain = &enc[range];
+        let Ok((header, n)) = PacketHeader::parse(plain) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        if header.mode != PacketMode::Startup {
+            return self.drop_packet(DropReason::WrongMode);
+        }
+        for chunk in ChunkIter::new(&plain[n..]) {
+            let Ok(chunk) = chunk else { break };
+            match chunk {
+                Chunk::RIKeying {
+                    responder_session_id,
+                    skrc,
+                    signed_portion,
+                    signature,
+                } => {
+                    let Some(s) = self.sessions.get_mut(&sid) else {
+                        return;
+                    };
+                    let Some(k) = s.opening.as_ref().and_then(|o| o.keying.as_ref()) else {
+                        return;
+                    };
+                    if crypto::verify_rikeying(
+                        &k.far_cert,
+                        signed_portion,
+                        k.keying.skic(),
+                        signature,
+                    )
+                    .is_err()
+                    {
+                        return self.drop_packet(DropReason::BadSignature);
+                    }
+                    let Ok(keys) = k.keying.complete(
+                        &self.cfg.secret,
+                        self.cfg.identity.certificate(),
+                        &k.far_cert,
+                        skrc,
+                    ) else {
+                        return self.drop_packet(DropReason::BadKeying);
+                    };
+                    if responder_session_id == 0 {
+                        return self.drop_packet(DropReason::BadKeying);
+                    }
+                    let (sealer, opener) = keys.ciphers();
+                    s.send_sid = responder_session_id;
+                    s.enter_open(now, sealer, opener);
+                    let peer = s.peer().unwrap_or_default();
+                    let remote = s.dest;
+                    let _ = from;
+                    self.by_peer.insert(peer, sid);
+                    self.events.push_back(Event::SessionOpened {
+                        session: SessionId(sid),
+                        peer,
+                        remote,
+                        role: Role::Initiator,
+                    });
+                    return;
+                }
+                Chunk::CookieChange {
+                    old_cookie,
+                    new_cookie,
+                } => {
+                    // RFC 7016 3.5.1.2.
+                    let Some(s) = self.sessions.get_mut(&sid) else {
+                        return;
+                    };
+                    let Some(k) = s.opening.as_mut().and_then(|o| o.keying.as_mut()) else {
+                        return;
+                    };
+                    if k.cookie_changed || k.cookie != old_cookie {
+                        continue;
+                    }
+                    k.cookie = new_cookie.to_vec();
+                    k.cookie_changed = true;
+                    if let Some(c) = build_iikeying(&self.cfg.identity, sid, k) {
+                        k.chunk = c;
+                        k.next = now;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // ===== timers ========================================================
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.reassembly.poll_timeout();
+        for s in self.sessions.values() {
+            if let Some(x) = s.poll_timeout() {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        }
+        t
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.reassembly.handle_timeout(now);
+        let ids: Vec<u32> = self.order.clone();
+        for id in ids {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            let outcome = s.handle_timeout(now);
+            let peer = s.peer();
+            match outcome {
+                Some(TimerOutcome::OpenFailed) => self.events.push_back(Event::SessionFailed {
+                    session: SessionId(id),
+                    reason: OpenFailure::Timeout,
+                }),
+                Some(TimerOutcome::Closed(reason)) => {
+                    if let Some(peer) = peer {
+                        self.events.push_back(Event::SessionClosed {
+                            session: SessionId(id),
+                            peer,
+                            reason,
+                        });
+                        if self.by_peer.get(&peer) == Some(&id) {
+                            self.by_peer.remove(&peer);
+                        }
+                    }
+                }
+                Some(TimerOutcome::Finished) | None => {}
+            }
+            self.drain_flow_events(id);
+        }
+        self.reap();
+    }
+
+    fn reap(&mut self) {
+        let dead: Vec<u32> = self
+            .sessions
+            .values()
+            .filter(|s| s.is_finished())
+            .map(|s| s.id.0)
+            .collect();
+        for id in dead {
+            self.remove_session(id);
+        }
+    }
+
+    // ===== output ========================================================
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next datagram to send, written into `buf` (at least the path
+    /// MTU in size, 1500 is plenty).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.queue_opening_packets(now);
+        if let Some((dest, pkt)) = self.startup_out.pop_front() {
+            let n = pkt.len().min(buf.len());
+            buf[..n].copy_from_slice(&pkt[..n]);
+            self.stats.datagrams_sent += 1;
+            return Some(Transmit {
+                destination: dest,
+                size: n,
+            });
+        }
+        let tcr = self.tcr_until.is_some_and(|t| now < t);
+        let count = self.order.len();
+        for i in 0..count {
+            let idx = (self.cursor + i) % count;
+            let id = self.order[idx];
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if !s.wants_transmit(now) {
+                continue;
+            }
+            s.set_tcr(tcr);
+            if let Some((dest, size)) = s.poll_transmit(now, buf) {
+                self.cursor = (idx + 1) % count;
+                self.stats.datagrams_sent += 1;
+                self.drain_flow_events(id);
+                return Some(Transmit {
+                    destination: dest,
+                    size,
+                });
+            }
+        }
+        self.reap();
+        None
+    }
+
+    /// Queue due IHellos and IIKeyings of opening sessions.
+    fn queue_opening_packets(&mut self, now: Instant) {
+        let mut out: Vec<(SocketAddr, u32, Vec<u8>, bool)> = Vec::new();
+        for s in self.sessions.values_mut() {
+            let state = s.state;
+            let dest = s.dest;
+            let Some(o) = s.opening.as_mut() else { continue };
+            match state {
+                SessionState::IHelloSent => {
+                    let mut chunk = None;
+                    for c in o.candidates.iter_mut() {
+                        if c.next <= now {
+                            let bytes = chunk.get_or_insert_with(|| {
+                                let ch = Chunk::IHello {
+                                    epd: &o.epd,
+                                    tag: &o.tag,
+                                };
+                                let mut b = vec![0u8; ch.encoded_len()];
+                                let _ = ch.emit(&mut b);
+                                b
+                            });
+                            out.push((c.addr, 0, bytes.clone(), true));
+                            c.next = now + c.interval;
+                            c.interval = next_interval(c.interval);
+                        }
+                    }
+                }
+                SessionState::KeyingSent => {
+                    if let Some(k) = o.keying.as_mut() {
+                        if k.next <= now {
+                            out.push((dest, 0, k.chunk.clone(), false));
+                            k.next = now + k.interval;
+                            k.interval = next_interval(k.interval);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (dest, sid, chunk, pad) in out {
+            let min = if pad { IHELLO_MIN_DATAGRAM } else { 0 };
+            self.queue_startup_raw_padded(dest, sid, &[&chunk], min);
+        }
+    }
+
+    /// Encode and queue a startup packet (Default Session Key, mode 3).
+    /// Returns false if it was not sent (amplification budget exceeded).
+    fn queue_startup(
+        &mut self,
+        dest: SocketAddr,
+        sid: u32,
+        chunks: &[Chunk<'_>],
+        min_len: usize,
+        budget: Option<usize>,
+    ) -> bool {
+        let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let mut b = vec![0u8; c.encoded_len()];
+            if c.emit(&mut b).is_err() {
+                return false;
+            }
+            encoded.push(b);
+        }
+        let refs: Vec<&[u8]> = encoded.iter().map(|v| v.as_slice()).collect();
+        let size = startup_datagram_len(&refs);
+        if let Some(b) = budget {
+            if size > b {
+                self.drop_packet(DropReason::Amplification);
+                return false;
+            }
+        }
+        self.queue_startup_raw_padded(dest, sid, &refs, min_len);
+        true
+    }
+
+    fn queue_startup_raw(
+        &mut self,
+        dest: SocketAddr,
+        sid: u32,
+        chunks: &[&[u8]],
+        _budget: Option<usize>,
+    ) {
+        self.queue_startup_raw_padded(dest, sid, chunks, 0);
+    }
+
+    fn queue_startup_raw_padded(
+        &mut self,
+        dest: SocketAddr,
+        sid: u32,
+        chunks: &[&[u8]],
+        min_len: usize,
+    ) {
+        if self.startup_out.len() >= 1024 {
+            return;
+        }
+        let header = PacketHeader::new(PacketMode::Startup);
+        let mut plain = vec![0u8; header.encoded_len()];
+        if header.emit(&mut plain).is_err() {
+            return;
+        }
+        for c in chunks {
+            plain.extend_from_slice(c);
+        }
+        let overhead = MULTIPLEX_HEADER_LEN + DEFAULT_HEADER_LEN + TAG_LEN;
+        if plain.len() + overhead < min_len {
+            // Padding chunk (type 0xff, 2.3) up to the minimum size.
+            let pad = (min_len - plain.len() - overhead).saturating_sub(3);
+            plain.push(0xff);
+            plain.extend_from_slice(&(pad as u16).to_be_bytes());
+            plain.resize(plain.len() + pad, 0);
+        }
+        if plain.len() + overhead > STARTUP_MTU {
+            // RFC 7016 3.4: fragment unavoidably large startup packets.
+            let pid = self.next_packet_id;
+            self.next_packet_id += 1;
+            let max_chunk = STARTUP_MTU - overhead - header.encoded_len();
+            let Ok(frags) = Fragmenter::new(&plain, pid, max_chunk) else {
+                return;
+            };
+            let frags: Vec<Vec<u8>> = frags
+                .map(|c| {
+                    let mut b = vec![0u8; c.encoded_len()];
+                    let _ = c.emit(&mut b);
+                    b
+                })
+                .collect();
+            for f in frags {
+                let mut p = vec![0u8; header.encoded_len()];
+                let _ = header.emit(&mut p);
+                p.extend_from_slice(&f);
+                self.seal_startup(dest, sid, &p);
+            }
+            return;
+        }
+        self.seal_startup(dest, sid, &plain);
+    }
+
+    fn seal_startup(&mut self, dest: SocketAddr, sid: u32, plain: &[u8]) {
+        let start = MULTIPLEX_HEADER_LEN + DEFAULT_HEADER_LEN;
+        let mut buf = vec![0u8; start + plain.len() + TAG_LEN];
+        buf[start..start + plain.len()].copy_from_slice(plain);
+        let Ok(r) = self.default.seal(
+            &mut self.rng,
+            &mut buf[MULTIPLEX_HEADER_LEN..],
+            DEFAULT_HEADER_LEN,
+            plain.len(),
+        ) else {
+            return;
+        };
+        buf.truncate(MULTIPLEX_HEADER_LEN + r.end);
+        if write_multiplex_header(&mut buf, sid).is_err() {
+            return;
+        }
+        self.startup_out.push_back((dest, buf));
+    }
+}
+
+/// Status snapshot of one session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub peer: Option<NodeId>,
+    pub peer_name: Option<String>,
+    pub remote: SocketAddr,
+    pub state: SessionState,
+    pub role: Role,
+    pub srtt: Option<Duration>,
+    pub ert0: Duration,
+    pub cwnd: usize,
+    pub pmtu: usize,
+    pub opened: Option<Instant>,
+    pub stats: crate::session::SessionStats,
+}
+
+fn startup_datagram_len(chunks: &[&[u8]]) -> usize {
+    MULTIPLEX_HEADER_LEN
+        + DEFAULT_HEADER_LEN
+        + 1
+        + chunks.iter().map(|c| c.len()).sum::<usize>()
+        + TAG_LEN
+}
+
+/// Build and sign an IIKeying chunk (RFC 7016 2.3.7).
+fn build_iikeying(identity: &Identity, sid: u32, k: &Keying) -> Option<Vec<u8>> {
+    let cert = identity.certificate().as_bytes();
+    let skic = k.keying.skic();
+    let mut signed = vec![0u8; iikeying_signed_len(&k.cookie, cert, skic)];
+    write_iikeying_signed(&mut signed, sid, &k.cookie, cert, skic).ok()?;
+    let sig = crypto::sign_iikeying(identity, &signed);
+    let chunk = Chunk::IIKeying {
+        initiator_session_id: sid,
+        cookie_echo: &k.cookie,
+        initiator_certificate: cert,
+        skic,
+        signed: &signed,
+        signature: &sig,
+    };
+    let mut out = vec![0u8; chunk.encoded_len()];
+    chunk.emit(&mut out).ok()?;
+    Some(out)
+}

@@ -1,0 +1,272 @@
+//! A deterministic, seeded network simulator for sans-IO endpoints: a
+//! virtual clock, per-link delay, jitter (reordering), loss, duplication
+//! and a bottleneck rate with a bounded queue. `step` jumps to the earliest
+//! wake-up (packet arrival or endpoint timer); `run_until` fails on
+//! livelock.
+
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
+use ringlan_tunnel::endpoint::{Endpoint, EndpointConfig, Event};
+use ringlan_tunnel::Rng;
+
+#[derive(Clone, Debug)]
+pub struct LinkModel {
+    pub delay: Duration,
+    /// Extra uniformly random delay in [0, jitter): reorders packets.
+    pub jitter: Duration,
+    pub loss: f64,
+    pub duplicate: f64,
+    /// Bottleneck in bytes per second (0 = unlimited).
+    pub rate: u64,
+    /// Max queueing delay at the bottleneck before tail drop.
+    pub max_queue: Duration,
+}
+
+impl Default for LinkModel {
+    fn default() -> Self {
+        LinkModel {
+            delay: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+            rate: 0,
+            max_queue: Duration::from_millis(100),
+        }
+    }
+}
+
+pub struct Node {
+    pub ep: Endpoint,
+    pub addr: SocketAddr,
+    pub events: Vec<Event>,
+    /// When false the node's transmissions vanish and it receives nothing.
+    pub up: bool,
+    /// Source address other nodes see (NAT rebinding / mobility).
+    pub public_addr: SocketAddr,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    to: SocketAddr,
+    from: SocketAddr,
+    data: Vec<u8>,
+}
+
+pub struct Net {
+    pub now: Instant,
+    pub start: Instant,
+    pub nodes: Vec<Node>,
+    pub link: LinkModel,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    rng: Rng,
+    busy_until: HashMap<(SocketAddr, SocketAddr), Instant>,
+    pub delivered: u64,
+    pub dropped: u64,
+    /// Every datagram put on the wire: (from, to, len, first byte after the multiplex header).
+    pub log: Vec<(SocketAddr, SocketAddr, usize)>,
+    pub keep_log: bool,
+    buf: Vec<u8>,
+}
+
+pub fn network() -> (NetworkName, NetworkSecret) {
+    (
+        NetworkName::new("test").unwrap(),
+        NetworkSecret::from_bytes([42; 32]),
+    )
+}
+
+pub fn config(seed: u8) -> EndpointConfig {
+    let (name, secret) = network();
+    let identity = Identity::from_secret_key_bytes([seed; 32], &name);
+    EndpointConfig::new(identity, name, secret)
+}
+
+impl Net {
+    pub fn new(seed: u64, link: LinkModel) -> Net {
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&seed.to_le_bytes());
+        let now = Instant::now();
+        Net {
+            now,
+            start: now,
+            nodes: Vec::new(),
+            link,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            rng: Rng::from_seed(s),
+            busy_until: HashMap::new(),
+            delivered: 0,
+            dropped: 0,
+            log: Vec::new(),
+            keep_log: false,
+            buf: vec![0u8; 2048],
+        }
+    }
+
+    /// Add an endpoint at 192.0.2.<n>:4910; returns its index.
+    pub fn add(&mut self, cfg: EndpointConfig) -> usize {
+        let i = self.nodes.len();
+        let addr: SocketAddr = format!("192.0.2.{}:4910", i + 1).parse().unwrap();
+        let mut seed = [0u8; 32];
+        seed[0] = i as u8;
+        seed[1] = 0x5e;
+        let ep = Endpoint::new(self.now, cfg, Rng::from_seed(seed));
+        self.nodes.push(Node {
+            ep,
+            addr,
+            events: Vec::new(),
+            up: true,
+            public_addr: addr,
+        });
+        self.flush(i);
+        i
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.nodes.iter().position(|n| n.addr == addr)
+    }
+
+    /// Drain every transmit of node `i` onto the wire, and its events.
+    pub fn flush(&mut self, i: usize) {
+        let mut buf = std::mem::take(&mut self.buf);
+        while let Some(t) = self.nodes[i].ep.poll_transmit(self.now, &mut buf) {
+            let from = self.nodes[i].public_addr;
+            if !self.nodes[i].up {
+                continue;
+            }
+            self.put(from, t.destination, buf[..t.size].to_vec());
+        }
+        self.buf = buf;
+        while let Some(ev) = self.nodes[i].ep.poll_event() {
+            self.nodes[i].events.push(ev);
+        }
+    }
+
+    /// Put a datagram on the wire subject to the link model.
+    pub fn put(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        if self.keep_log {
+            self.log.push((from, to, data.len()));
+        }
+        if self.link.loss > 0.0 && self.rng.f64() < self.link.loss {
+            self.dropped += 1;
+            return;
+        }
+        let mut depart = self.now;
+        if self.link.rate > 0 {
+            let key = (from, to);
+            let busy = self.busy_until.get(&key).copied().unwrap_or(self.now).max(self.now);
+            if busy - self.now > self.link.max_queue {
+                self.dropped += 1;
+                return;
+            }
+            let ser = Duration::from_secs_f64(data.len() as f64 / self.link.rate as f64);
+            depart = busy + ser;
+            self.busy_until.insert(key, depart);
+        }
+        let copies = if self.link.duplicate > 0.0 && self.rng.f64() < self.link.duplicate {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = if self.link.jitter > Duration::ZERO {
+                self.link.jitter.mul_f64(self.rng.f64())
+            } else {
+                Duration::ZERO
+            };
+            self.seq += 1;
+            self.queue.push(Reverse(InFlight {
+                at: depart + self.link.delay + jitter,
+                seq: self.seq,
+                to,
+                from,
+                data: data.clone(),
+            }));
+        }
+    }
+
+    /// Advance to the next wake-up and process it. Returns false if nothing
+    /// is scheduled at all.
+    pub fn step(&mut self) -> bool {
+        let next_pkt = self.queue.peek().map(|r| r.0.at);
+        let next_timer = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.ep.poll_timeout())
+            .min();
+        let next = match (next_pkt, next_timer) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => return false,
+        };
+        if next > self.now {
+            self.now = next;
+        }
+        let mut touched = Vec::new();
+        while let Some(r) = self.queue.peek() {
+            if r.0.at > self.now {
+                break;
+            }
+            let Reverse(p) = self.queue.pop().unwrap();
+            let Some(i) = self.index_of(p.to) else {
+                continue;
+            };
+            if !self.nodes[i].up {
+                continue;
+            }
+            let mut data = p.data;
+            self.nodes[i].ep.handle_datagram(self.now, p.from, &mut data);
+            self.delivered += 1;
+            touched.push(i);
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].ep.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.nodes[i].ep.handle_timeout(self.now);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            self.flush(i);
+        }
+        true
+    }
+
+    /// Step until `cond` holds or `limit` of virtual time passes.
+    pub fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&mut Net) -> bool) -> bool {
+        let deadline = self.now + limit;
+        let mut steps: u64 = 0;
+        while self.now <= deadline {
+            if cond(self) {
+                return true;
+            }
+            if !self.step() {
+                return cond(self);
+            }
+            steps += 1;
+            assert!(steps < 50_000_000, "livelock: too many steps");
+        }
+        cond(self)
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until(d, |n| n.now >= end);
+    }
+
+    pub fn take_events(&mut self, i: usize) -> Vec<Event> {
+        std::mem::take(&mut self.nodes[i].events)
+    }
+}

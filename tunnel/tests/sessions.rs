@@ -1,0 +1,424 @@
+//! Sessions and flows over the simulated network (RFC 7016 3.5, 3.6):
+//! handshake under loss, glare, bulk reliable transfer with loss,
+//! reordering and duplication, partially reliable flows, address
+//! mobility, open timeout, close, membership, Redirector/Forwarder.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{config, LinkModel, Net};
+use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
+use ringlan_tunnel::endpoint::{DropReason, EndpointConfig, Event, Target};
+use ringlan_tunnel::flow::{FlowEvent, Reliability};
+use ringlan_tunnel::session::{CloseReason, OpenFailure, SessionId};
+
+fn opened(net: &Net, i: usize) -> Vec<SessionId> {
+    net.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SessionOpened { session, .. } => Some(*session),
+            _ => None,
+        })
+        .collect()
+}
+
+fn connect(net: &mut Net, a: usize, b: usize) -> (SessionId, SessionId) {
+    let peer = net.nodes[b].ep.node_id();
+    let addr = net.nodes[b].addr;
+    let now = net.now;
+    let sa = net.nodes[a].ep.connect(now, Target::Node(peer), &[addr]).unwrap();
+    net.flush(a);
+    assert!(
+        net.run_until(Duration::from_secs(95), |n| !opened(n, a).is_empty()
+            && !opened(n, b).is_empty()),
+        "handshake did not complete"
+    );
+    let sb = opened(net, b)[0];
+    assert_eq!(opened(net, a)[0], sa);
+    (sa, sb)
+}
+
+/// Collect messages delivered on node `i`.
+fn messages(net: &mut Net, i: usize, out: &mut Vec<Vec<u8>>) {
+    for e in net.take_events(i) {
+        if let Event::Flow {
+            event: FlowEvent::Message { data, .. },
+            ..
+        } = e
+        {
+            out.push(data);
+        }
+    }
+}
+
+#[test]
+fn handshake_opens_both_ends_and_names_peers() {
+    let mut net = Net::new(1, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (sa, sb) = connect(&mut net, a, b);
+    let ia = net.nodes[a].ep.session_info(sa).unwrap();
+    let ib = net.nodes[b].ep.session_info(sb).unwrap();
+    assert_eq!(ia.peer, Some(net.nodes[b].ep.node_id()));
+    assert_eq!(ib.peer, Some(net.nodes[a].ep.node_id()));
+    assert_eq!(ia.remote, net.nodes[b].addr);
+    assert_eq!(ib.remote, net.nodes[a].addr);
+    // Two round trips of 10 ms each way.
+    assert!(net.elapsed() < Duration::from_millis(100), "{:?}", net.elapsed());
+}
+
+#[test]
+fn handshake_completes_at_30_percent_loss() {
+    for seed in 0..5 {
+        let mut net = Net::new(
+            100 + seed,
+            LinkModel {
+                loss: 0.3,
+                ..Default::default()
+            },
+        );
+        let a = net.add(config(1));
+        let b = net.add(config(2));
+        connect(&mut net, a, b);
+    }
+}
+
+#[test]
+fn silent_peer_fails_at_open_timeout() {
+    let mut net = Net::new(2, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    net.nodes[b].up = false;
+    let peer = net.nodes[b].ep.node_id();
+    let addr = net.nodes[b].addr;
+    let now = net.now;
+    let s = net.nodes[a].ep.connect(now, Target::Node(peer), &[addr]).unwrap();
+    net.flush(a);
+    let failed = |n: &mut Net| {
+        n.nodes[a].events.iter().any(|e| {
+            matches!(e, Event::SessionFailed { session, reason: OpenFailure::Timeout } if *session == s)
+        })
+    };
+    assert!(net.run_until(Duration::from_secs(200), failed));
+    let t = net.elapsed();
+    assert!(t >= Duration::from_secs(95) && t < Duration::from_secs(96), "{t:?}");
+    assert!(net.nodes[a].ep.sessions().next().is_none(), "failed session reaped");
+}
+
+#[test]
+fn glare_leaves_exactly_one_session() {
+    for seed in 0..8 {
+        let mut net = Net::new(
+            200 + seed,
+            LinkModel {
+                jitter: Duration::from_millis(5),
+                ..Default::default()
+            },
+        );
+        let a = net.add(config(1));
+        let b = net.add(config(2));
+        let (ida, idb) = (net.nodes[a].ep.node_id(), net.nodes[b].ep.node_id());
+        let (adda, addb) = (net.nodes[a].addr, net.nodes[b].addr);
+        let now = net.now;
+        net.nodes[a].ep.connect(now, Target::Node(idb), &[addb]).unwrap();
+        net.nodes[b].ep.connect(now, Target::Node(ida), &[adda]).unwrap();
+        net.flush(a);
+        net.flush(b);
+        net.run_for(Duration::from_secs(10));
+        for i in [a, b] {
+            let open: Vec<_> = net.nodes[i]
+                .ep
+                .sessions()
+                .filter(|s| net.nodes[i].ep.session_info(*s).unwrap().state.as_str() == "open")
+                .collect();
+            assert_eq!(open.len(), 1, "seed {seed} node {i}: {open:?}");
+        }
+        // The surviving sessions talk to each other.
+        let sa = net.nodes[a].ep.session_for(idb).unwrap();
+        let f = net.nodes[a].ep.open_flow(sa, b"glare", None).unwrap();
+        let now = net.now;
+        net.nodes[a].ep.send(now, sa, f, b"hello", Reliability::Reliable).unwrap();
+        net.flush(a);
+        let mut got = Vec::new();
+        net.run_until(Duration::from_secs(5), |n| {
+            messages(n, b, &mut got);
+            !got.is_empty()
+        });
+        assert_eq!(got, vec![b"hello".to_vec()], "seed {seed}");
+    }
+}
+
+fn pattern(i: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len);
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for _ in 0..len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(x as u8);
+    }
+    v
+}
+
+/// Send `total` bytes in messages of `msg` bytes over a reliable flow;
+/// returns what arrived, in delivery order.
+fn bulk(net: &mut Net, a: usize, b: usize, sa: SessionId, total: usize, msg: usize) -> Vec<Vec<u8>> {
+    let f = net.nodes[a].ep.open_flow(sa, b"bulk", None).unwrap();
+    let count = total.div_ceil(msg);
+    let mut next = 0usize;
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut steps = 0u64;
+    while got.len() < count {
+        // Keep the send queue fed without exceeding its cap.
+        while next < count {
+            let now = net.now;
+            match net.nodes[a].ep.send(now, sa, f, &pattern(next as u64, msg), Reliability::Reliable) {
+                Ok(()) => next += 1,
+                Err(_) => break,
+            }
+        }
+        net.flush(a);
+        assert!(net.step(), "network went idle with {} of {count} delivered", got.len());
+        messages(net, b, &mut got);
+        steps += 1;
+        assert!(net.elapsed() < Duration::from_secs(3600), "too slow: {} of {count}", got.len());
+        let _ = steps;
+    }
+    got
+}
+
+#[test]
+fn reliable_flow_moves_64_mib_at_5_percent_loss_with_reordering_and_duplication() {
+    let mut net = Net::new(
+        3,
+        LinkModel {
+            delay: Duration::from_millis(5),
+            jitter: Duration::from_millis(3),
+            loss: 0.05,
+            duplicate: 0.01,
+            rate: 100_000_000,
+            max_queue: Duration::from_millis(50),
+        },
+    );
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (sa, _sb) = connect(&mut net, a, b);
+    let msg = 16 * 1024;
+    let total = 64 << 20;
+    let got = bulk(&mut net, a, b, sa, total, msg);
+    assert_eq!(got.len(), total / msg);
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m, &pattern(i as u64, msg), "message {i} corrupt or out of order");
+    }
+    println!(
+        "64 MiB in {:?} virtual; {} datagrams delivered, {} dropped",
+        net.elapsed(),
+        net.delivered,
+        net.dropped
+    );
+}
+
+#[test]
+fn never_retransmit_flow_delivers_at_least_94_percent_at_5_percent_loss() {
+    let mut net = Net::new(
+        4,
+        LinkModel {
+            delay: Duration::from_millis(5),
+            jitter: Duration::from_millis(2),
+            loss: 0.05,
+            ..Default::default()
+        },
+    );
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (sa, _) = connect(&mut net, a, b);
+    let f = net.nodes[a].ep.open_flow(sa, b"frames", None).unwrap();
+    let n = 20_000u64;
+    let mut got = Vec::new();
+    for i in 0..n {
+        let now = net.now;
+        net.nodes[a]
+            .ep
+            .send(now, sa, f, &pattern(i, 1000), Reliability::NoRetransmit)
+            .unwrap();
+        net.flush(a);
+        // One frame every 100 µs of virtual time.
+        let t = net.now + Duration::from_micros(100);
+        net.run_until(Duration::from_secs(1), |n| n.now >= t);
+        messages(&mut net, b, &mut got);
+    }
+    net.run_for(Duration::from_secs(2));
+    messages(&mut net, b, &mut got);
+    let share = got.len() as f64 / n as f64;
+    assert!(share >= 0.94, "delivered {share}");
+    let info = net.nodes[a].ep.session_info(sa).unwrap();
+    let _ = info;
+    let stats = net.nodes[a].ep.flow_stats(sa).unwrap();
+    assert_eq!(stats.retransmissions, 0, "never-retransmit flow retransmitted");
+    // Delivered frames are intact.
+    for m in &got {
+        assert_eq!(m.len(), 1000);
+    }
+}
+
+#[test]
+fn address_change_mid_transfer_keeps_the_session_and_spoofing_does_not_move_it() {
+    let mut net = Net::new(5, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (sa, sb) = connect(&mut net, a, b);
+    let f = net.nodes[a].ep.open_flow(sa, b"x", None).unwrap();
+    let mut got = Vec::new();
+    for i in 0..200u64 {
+        if i == 100 {
+            // A's NAT rebinds: its packets now come from another address.
+            // Deliveries to the new address must reach A too.
+            let new: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+            net.nodes[a].public_addr = new;
+            net.nodes[a].addr = new;
+        }
+        let now = net.now;
+        net.nodes[a].ep.send(now, sa, f, &pattern(i, 500), Reliability::Reliable).unwrap();
+        net.flush(a);
+        net.run_for(Duration::from_millis(20));
+        messages(&mut net, b, &mut got);
+    }
+    net.run_for(Duration::from_secs(2));
+    messages(&mut net, b, &mut got);
+    assert_eq!(got.len(), 200);
+    let info = net.nodes[b].ep.session_info(sb).unwrap();
+    assert_eq!(info.remote, "203.0.113.9:5000".parse().unwrap());
+    assert!(net.nodes[b]
+        .events
+        .iter()
+        .all(|e| !matches!(e, Event::SessionClosed { .. })));
+
+    // A spoofed copy of a valid packet from an address that never answers
+    // the verification ping does not move the session.
+    net.keep_log = true;
+    let now = net.now;
+    net.nodes[a].ep.send(now, sa, f, b"spoof", Reliability::Reliable).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let t = net.nodes[a].ep.poll_transmit(net.now, &mut buf).unwrap();
+    let pkt = buf[..t.size].to_vec();
+    let spoofer: SocketAddr = "198.51.100.66:666".parse().unwrap();
+    let now = net.now;
+    net.nodes[b].ep.handle_datagram(now, spoofer, &mut pkt.clone());
+    net.flush(b);
+    net.run_for(Duration::from_secs(3));
+    let info = net.nodes[b].ep.session_info(sb).unwrap();
+    assert_eq!(info.remote, "203.0.113.9:5000".parse().unwrap());
+}
+
+#[test]
+fn orderly_close_from_either_end_and_abrupt_close() {
+    for who in 0..3 {
+        let mut net = Net::new(6 + who, LinkModel::default());
+        let a = net.add(config(1));
+        let b = net.add(config(2));
+        let (sa, sb) = connect(&mut net, a, b);
+        let now = net.now;
+        match who {
+            0 => net.nodes[a].ep.close(now, sa, false),
+            1 => net.nodes[b].ep.close(now, sb, false),
+            _ => net.nodes[a].ep.close(now, sa, true),
+        }
+        net.flush(a);
+        net.flush(b);
+        let closed = |n: &Net, i: usize| {
+            n.nodes[i]
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::SessionClosed { .. }))
+        };
+        assert!(net.run_until(Duration::from_secs(2), |n| closed(n, a) && closed(n, b)));
+        assert!(net.elapsed() < Duration::from_secs(1));
+        // Eventually both ends free the session.
+        net.run_for(Duration::from_secs(100));
+        assert!(net.nodes[a].ep.sessions().next().is_none(), "case {who}");
+        assert!(net.nodes[b].ep.sessions().next().is_none(), "case {who}");
+    }
+}
+
+#[test]
+fn dead_peer_is_detected_by_keepalive() {
+    let mut net = Net::new(9, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (sa, _) = connect(&mut net, a, b);
+    net.nodes[b].up = false;
+    let dead = |n: &mut Net| {
+        n.nodes[a].events.iter().any(|e| {
+            matches!(e, Event::SessionClosed { session, reason: CloseReason::Dead, .. } if *session == sa)
+        })
+    };
+    assert!(net.run_until(Duration::from_secs(200), dead));
+}
+
+#[test]
+fn other_network_secret_gets_no_rhello_and_no_session() {
+    let mut net = Net::new(10, LinkModel::default());
+    let a = net.add(config(1));
+    let name = NetworkName::new("test").unwrap();
+    let other = EndpointConfig::new(
+        Identity::from_secret_key_bytes([9; 32], &name),
+        name,
+        NetworkSecret::from_bytes([7; 32]),
+    );
+    let x = net.add(other);
+    net.keep_log = true;
+    let (ida, adda) = (net.nodes[a].ep.node_id(), net.nodes[a].addr);
+    let now = net.now;
+    net.nodes[x].ep.connect(now, Target::Node(ida), &[adda]).unwrap();
+    net.nodes[x].ep.connect(now, Target::Any, &[adda]).unwrap();
+    net.flush(x);
+    net.run_for(Duration::from_secs(20));
+    assert!(net.log.iter().all(|(from, _, _)| *from != adda), "A answered a non-member");
+    assert!(opened(&net, a).is_empty() && opened(&net, x).is_empty());
+    assert!(net.nodes[a].ep.stats().drops.get(&DropReason::NotMember).copied().unwrap_or(0) > 0);
+}
+
+#[test]
+fn rhello_is_no_larger_than_three_times_the_ihello() {
+    let mut net = Net::new(11, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    net.keep_log = true;
+    connect(&mut net, a, b);
+    let (adda, addb) = (net.nodes[a].addr, net.nodes[b].addr);
+    let ihello = net.log.iter().find(|(f, t, _)| *f == adda && *t == addb).unwrap().2;
+    let rhello = net.log.iter().find(|(f, t, _)| *f == addb && *t == adda).unwrap().2;
+    assert!(rhello <= 3 * ihello, "ihello {ihello} rhello {rhello}");
+}
+
+#[test]
+fn bootstrap_by_address_then_introduction_through_forwarder_and_redirector() {
+    let mut net = Net::new(12, LinkModel::default());
+    let mut icfg = config(10);
+    icfg.redirector = true;
+    let intro = net.add(icfg);
+    let a = net.add(config(1));
+    let c = net.add(config(3));
+    let iaddr = net.nodes[intro].addr;
+    // A and C know the introducer only by address.
+    for n in [a, c] {
+        let now = net.now;
+        net.nodes[n].ep.connect(now, Target::Any, &[iaddr]).unwrap();
+        net.flush(n);
+    }
+    assert!(net.run_until(Duration::from_secs(10), |n| opened(n, intro).len() == 2));
+    // A wants C but only knows the introducer's address.
+    let idc = net.nodes[c].ep.node_id();
+    let now = net.now;
+    let s = net.nodes[a].ep.connect(now, Target::Node(idc), &[iaddr]).unwrap();
+    net.flush(a);
+    assert!(net.run_until(Duration::from_secs(10), |n| opened(n, a).contains(&s)));
+    let info = net.nodes[a].ep.session_info(s).unwrap();
+    assert_eq!(info.peer, Some(idc));
+    assert_eq!(info.remote, net.nodes[c].addr, "direct path, not via the introducer");
+    let st = net.nodes[intro].ep.stats();
+    assert!(st.fihellos_forwarded >= 1 && st.redirects_sent >= 1, "{st:?}");
+}
