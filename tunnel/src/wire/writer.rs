@@ -130,6 +130,13 @@ impl<'b> PacketWriter<'b> {
                         sequence_number: ud.sequence_number,
                         fsn: ud.forward_sequence_number(),
                     }),
+                    // A Next User Data advances the context by one (2.3.12).
+                    Chunk::NextUserData(_) => self.context.and_then(|c| {
+                        Some(UserDataContext {
+                            sequence_number: c.sequence_number.checked_add(1)?,
+                            ..c
+                        })
+                    }),
                     _ => None,
                 };
                 true
@@ -300,6 +307,17 @@ mod tests {
         assert_eq!(buf[4], 0x01);
         assert_eq!(buf[5..end], UD_EXAMPLE);
         assert_eq!(buf[end], 0xaa, "bytes after the packet untouched");
+
+        // Mixing try_push of a Next User Data keeps the context.
+        let mut buf2 = [0u8; 64];
+        let mut w = PacketWriter::new(&mut buf2, 0, 64, &header).unwrap();
+        let chunks: Vec<Chunk<'_>> = ChunkIter::new(&UD_EXAMPLE)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(w.try_push(&chunks[0]) && w.try_push(&chunks[1]));
+        assert!(w.push_user_data(&fields(FragmentControl::End, 7), &[], &[6, 7, 8]));
+        let end = w.finish();
+        assert_eq!(buf2[1..end], UD_EXAMPLE);
     }
 
     #[test]
