@@ -371,6 +371,16 @@ impl FlowSet {
         self.stats
     }
 
+    /// Sending flows held (OPEN, CLOSING, COMPLETE_LINGER).
+    pub fn send_flow_count(&self) -> usize {
+        self.send.len()
+    }
+
+    /// Receiving flows held (OPEN, REJECTED, COMPLETE_LINGER).
+    pub fn recv_flow_count(&self) -> usize {
+        self.recv.len()
+    }
+
     /// The session's current ERT0 (RFC 7016 3.5.2.1); paces Buffer Probes
     /// (3.6.2.9.1).
     pub fn set_ert0(&mut self, ert0: Duration) {

@@ -1325,3 +1325,631 @@ impl<'a> Iterator for ChunkIter<'a> {
         Some(item)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::wire::address::tests::arb_address;
+    use crate::wire::address::write_address_list;
+    use crate::wire::option::{write_option_list, UserDataOption};
+    use proptest::prelude::*;
+
+    /// The User Data / Next User Data example of RFC 7016 2.3.12.
+    pub(crate) const UD_EXAMPLE: [u8; 24] = [
+        0x10, 0x00, 0x07, 0x10, 0x02, 0x05, 0x03, 0x00, 0x01, 0x02, //
+        0x11, 0x00, 0x04, 0x30, 0x03, 0x04, 0x05, //
+        0x11, 0x00, 0x04, 0x20, 0x06, 0x07, 0x08,
+    ];
+    /// The Bitmap Ack example of RFC 7016 2.3.13.
+    pub(crate) const BITMAP_EXAMPLE: [u8; 8] = [0x50, 0x00, 0x05, 0x05, 0x7f, 0x10, 0x79, 0x06];
+    /// The Range Ack example of RFC 7016 2.3.14.
+    pub(crate) const RANGE_EXAMPLE: [u8; 10] =
+        [0x51, 0x00, 0x07, 0x05, 0x7f, 0x10, 0x00, 0x00, 0x01, 0x03];
+
+    /// Emit into buffers pre-filled with two different marker bytes: equal
+    /// results prove every byte was written.
+    fn emit_checked(c: &Chunk<'_>) -> Vec<u8> {
+        let n = c.encoded_len();
+        let mut a = vec![0xaa; n];
+        let mut b = vec![0x55; n];
+        assert_eq!(c.emit(&mut a), Ok(n), "{c:?}");
+        assert_eq!(c.emit(&mut b), Ok(n));
+        assert_eq!(a, b, "bytes left unwritten by {c:?}");
+        for cut in 0..n {
+            assert_eq!(c.emit(&mut vec![0; cut]), Err(WireError::BufferTooSmall));
+        }
+        a
+    }
+
+    fn parse_whole(bytes: &[u8]) -> Result<Chunk<'_>, WireError> {
+        let mut it = ChunkIter::new(bytes);
+        let c = it.next().ok_or(WireError::Truncated)?;
+        assert!(it.next().is_none());
+        c
+    }
+
+    #[test]
+    fn user_data_example() {
+        let chunks: Vec<Chunk<'_>> = ChunkIter::new(&UD_EXAMPLE)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(chunks.len(), 3);
+        let Chunk::UserData(first) = chunks[0] else {
+            panic!("{:?}", chunks[0])
+        };
+        assert_eq!(
+            first,
+            UserData {
+                fragment_control: FragmentControl::Begin,
+                abandon: false,
+                final_: false,
+                flow_id: 2,
+                sequence_number: 5,
+                fsn_offset: 3,
+                options: None,
+                data: &[0, 1, 2],
+            }
+        );
+        assert_eq!(first.forward_sequence_number(), 2);
+        let Chunk::NextUserData(n1) = chunks[1] else {
+            panic!()
+        };
+        let Chunk::NextUserData(n2) = chunks[2] else {
+            panic!()
+        };
+        assert_eq!(n1.fragment_control, FragmentControl::Middle);
+        assert_eq!(n2.fragment_control, FragmentControl::End);
+        let second = first.followed_by(&n1).unwrap();
+        let third = second.followed_by(&n2).unwrap();
+        assert_eq!(
+            (
+                second.flow_id,
+                second.sequence_number,
+                second.forward_sequence_number()
+            ),
+            (2, 6, 2)
+        );
+        assert_eq!(
+            (
+                third.flow_id,
+                third.sequence_number,
+                third.forward_sequence_number()
+            ),
+            (2, 7, 2)
+        );
+        let message: Vec<u8> = [first.data, second.data, third.data].concat();
+        assert_eq!(message, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let re: Vec<u8> = chunks.iter().flat_map(emit_checked).collect();
+        assert_eq!(re, UD_EXAMPLE);
+    }
+
+    #[test]
+    fn bitmap_ack_example() {
+        let c = parse_whole(&BITMAP_EXAMPLE).unwrap();
+        assert_eq!(
+            c,
+            Chunk::BitmapAck {
+                flow_id: 5,
+                buffer_blocks_available: 127,
+                cumulative_ack: 16,
+                bitmap: &[0x79, 0x06],
+            }
+        );
+        let seqs: Vec<u64> = c.bitmap_acks().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(seqs, [18, 21, 22, 23, 24, 27, 28]);
+        let ranges: Vec<(u64, u64)> = c.acked_ranges().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(ranges, [(18, 18), (21, 24), (27, 28)]);
+        assert_eq!(emit_checked(&c), BITMAP_EXAMPLE);
+        let mut out = [0xaa; 8];
+        assert_eq!(encode_bitmap_ack(5, 127, 16, &ranges, &mut out), Ok(8));
+        assert_eq!(out, BITMAP_EXAMPLE);
+        // The bitmap is the more compact form here.
+        let mut out = [0xaa; 16];
+        assert_eq!(encode_ack(5, 127, 16, &ranges, &mut out), Ok(8));
+        assert_eq!(out[..8], BITMAP_EXAMPLE);
+    }
+
+    #[test]
+    fn range_ack_example() {
+        let c = parse_whole(&RANGE_EXAMPLE).unwrap();
+        assert_eq!(
+            c,
+            Chunk::RangeAck {
+                flow_id: 5,
+                buffer_blocks_available: 127,
+                cumulative_ack: 16,
+                ranges: &[0x00, 0x00, 0x01, 0x03],
+            }
+        );
+        let ranges: Vec<(u64, u64)> = c.ack_ranges().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(ranges, [(18, 18), (21, 24)]);
+        assert_eq!(emit_checked(&c), RANGE_EXAMPLE);
+        let mut out = [0xaa; 10];
+        assert_eq!(encode_range_ack(5, 127, 16, &ranges, &mut out), Ok(10));
+        assert_eq!(out, RANGE_EXAMPLE);
+        // One bitmap byte beats four bytes of pairs.
+        let mut out = [0xaa; 16];
+        let n = encode_ack(5, 127, 16, &ranges, &mut out).unwrap();
+        assert_eq!(out[..n], [0x50, 0x00, 0x04, 0x05, 0x7f, 0x10, 0x79]);
+        // A far-away range favours the Range Ack.
+        let far = [(18, 18), (10_000, 10_001)];
+        let n = encode_ack(5, 127, 16, &far, &mut out).unwrap();
+        assert_eq!(out[0], 0x51);
+        let c = parse_whole(&out[..n]).unwrap();
+        let got: Vec<_> = c.acked_ranges().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, far);
+    }
+
+    #[test]
+    fn ack_input_rules() {
+        let mut out = [0u8; 64];
+        for bad in [
+            &[(17, 17)][..],
+            &[(20, 19)],
+            &[(18, 20), (21, 22)],
+            &[(30, 31), (18, 19)],
+        ] {
+            assert_eq!(
+                encode_ack(1, 1, 16, bad, &mut out),
+                Err(WireError::Invalid),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            encode_ack(1, 1, u64::MAX - 1, &[(u64::MAX, u64::MAX)], &mut out),
+            Err(WireError::Invalid)
+        );
+        // Empty ranges: plain cumulative ack.
+        assert_eq!(encode_ack(1, 2, 3, &[], &mut out), Ok(6));
+        assert_eq!(out[..6], [0x51, 0x00, 0x03, 1, 2, 3]);
+        // Truncation drops trailing ranges until it fits.
+        let many: Vec<(u64, u64)> = (0..50).map(|i| (100 + 1000 * i, 100 + 1000 * i)).collect();
+        let (n, kept) = encode_ack_truncated(1, 1, 10, &many, &mut out).unwrap();
+        assert!(kept < many.len() && n <= out.len());
+        let got: Vec<_> = parse_whole(&out[..n])
+            .unwrap()
+            .acked_ranges()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(got, many[..kept]);
+        assert_eq!(
+            encode_ack_truncated(1, 1, 10, &many, &mut out[..5]),
+            Err(WireError::BufferTooSmall)
+        );
+    }
+
+    #[test]
+    fn malformed_chunks() {
+        use WireError::*;
+        let cases: &[(u8, &[u8], WireError)] = &[
+            (0x7f, &[0x80, 0x01, 0x00], Invalid), // empty fragment
+            (0x7f, &[0x80, 0x01], Truncated),     // missing fragmentNum
+            (0x30, &[0x05, 1, 2], BadLength),     // epdLength past end
+            (
+                0x30,
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+                VluOverflow,
+            ),
+            (0x0f, &[0x00, 0x00, 1, 2], Truncated), // address cut short
+            (0x71, &[0x00, 0x00, 1, 2, 3, 4, 0], Truncated),
+            (0x38, &[0, 0, 0, 1, 0x00, 0x00], Truncated), // missing skic
+            (0x78, &[0, 0, 1], Truncated),
+            (0x10, &[0x00, 0x01, 0x00, 0x00], Invalid), // seq 0
+            (0x10, &[0x00, 0x01, 0x05, 0x06], Invalid), // fsnOffset > seq
+            (0x10, &[0x00, 0x01, 0x05, 0x00], Invalid), // fsnOffset 0, not abandoned
+            (0x10, &[0x80, 0x01, 0x05, 0x01, 0x03, 0x00], BadLength), // option past end
+            (0x10, &[0x80, 0x01, 0x05, 0x01], Truncated), // OPT without list
+            (0x11, &[0x80, 0x01, 0x07], Truncated),     // list without marker
+            (0x50, &[0x01, 0x01], Truncated),
+            (
+                0x50,
+                &[
+                    0x01, 0x01, 0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x01,
+                ],
+                Invalid,
+            ),
+            (0x51, &[0x01, 0x01, 0x10, 0x00], Truncated), // half a pair
+            (
+                0x51,
+                &[
+                    0x01, 0x01, 0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x00,
+                    0x00,
+                ],
+                Invalid,
+            ),
+            (0x18, &[0x01, 0x02], BadLength), // trailing byte
+            (0x18, &[], Truncated),
+            (0x5e, &[0x01], Truncated),
+            (0x0c, &[0x00], BadLength),
+            (0x4c, &[0x00], BadLength),
+        ];
+        for &(t, payload, err) in cases {
+            assert_eq!(
+                Chunk::parse(t, payload),
+                Err(err),
+                "type {t:#x} {payload:02x?}"
+            );
+        }
+        // Abandoned with fsnOffset 0 is fine.
+        assert!(Chunk::parse(0x10, &[0x02, 0x01, 0x05, 0x00]).is_ok());
+    }
+
+    #[test]
+    fn emit_rejects_what_parse_rejects() {
+        let ud = |seq, off, abandon, options| {
+            Chunk::UserData(UserData {
+                fragment_control: FragmentControl::Whole,
+                abandon,
+                final_: false,
+                flow_id: 1,
+                sequence_number: seq,
+                fsn_offset: off,
+                options,
+                data: b"x",
+            })
+        };
+        let mut out = [0u8; 128];
+        assert_eq!(ud(0, 0, true, None).emit(&mut out), Err(WireError::Invalid));
+        assert_eq!(
+            ud(5, 6, false, None).emit(&mut out),
+            Err(WireError::Invalid)
+        );
+        assert_eq!(
+            ud(5, 0, false, None).emit(&mut out),
+            Err(WireError::Invalid)
+        );
+        assert_eq!(
+            ud(5, 1, false, Some(&[0x01, 0x07])).emit(&mut out),
+            Err(WireError::Truncated)
+        );
+        assert_eq!(
+            ud(5, 1, false, Some(&[0x00, 0x00])).emit(&mut out),
+            Err(WireError::BadLength)
+        );
+        assert!(ud(5, 1, false, Some(&[0x00])).emit(&mut out).is_ok());
+        let frag = Chunk::PacketFragment {
+            more_fragments: false,
+            packet_id: 1,
+            fragment_num: 0,
+            fragment: &[],
+        };
+        assert_eq!(frag.emit(&mut out), Err(WireError::Invalid));
+        let unk = Chunk::Unknown {
+            chunk_type: 0x10,
+            payload: &[],
+        };
+        assert_eq!(unk.emit(&mut out), Err(WireError::Invalid));
+        let iik = Chunk::IIKeying {
+            initiator_session_id: 1,
+            cookie_echo: b"c",
+            initiator_certificate: b"cert",
+            skic: b"k",
+            signed: &[0, 0, 0, 1, 1, b'c', 4, b'c', b'e', b'r', b'X', 1, b'k'],
+            signature: b"sig",
+        };
+        assert_eq!(iik.emit(&mut out), Err(WireError::Invalid));
+        let big = vec![0u8; 70_000];
+        assert_eq!(
+            Chunk::Ping { message: &big }.emit(&mut vec![0; 80_000]),
+            Err(WireError::BadLength)
+        );
+    }
+
+    #[test]
+    fn padding_rules() {
+        // Fewer than three bytes left: padding.
+        assert_eq!(ChunkIter::new(&[0x01, 0x00]).count(), 0);
+        // chunkLength beyond the packet: padding, iteration ends.
+        let body = [0x01, 0x00, 0x00, 0x01, 0x00, 0x05, 0xaa, 0xbb];
+        let got: Vec<_> = ChunkIter::new(&body).collect();
+        assert_eq!(got, vec![Ok(Chunk::Ping { message: &[] })]);
+        // 0xff fill from the encryption layer.
+        let mut body = RANGE_EXAMPLE.to_vec();
+        body.extend_from_slice(&[0xff; 7]);
+        assert_eq!(ChunkIter::new(&body).count(), 1);
+        // Explicit padding chunks and unknown types are yielded.
+        let body = [
+            0x00, 0x00, 0x02, 0, 0, 0x08, 0x00, 0x01, 0x42, 0x0c, 0x00, 0x00,
+        ];
+        let got: Vec<_> = ChunkIter::new(&body).collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Chunk::Padding { len: 2 },
+                Chunk::Unknown {
+                    chunk_type: 0x08,
+                    payload: &[0x42]
+                },
+                Chunk::Close
+            ]
+        );
+        // The first malformed chunk ends iteration.
+        let body = [0x18, 0x00, 0x00, 0x0c, 0x00, 0x00];
+        let got: Vec<_> = ChunkIter::new(&body).collect();
+        assert_eq!(got, vec![Err(WireError::Truncated)]);
+    }
+
+    #[test]
+    fn redirect_addresses() {
+        let a = "192.0.2.7:4910".parse().unwrap();
+        let b = "[2001:db8::9]:1".parse().unwrap();
+        let addrs = [
+            Address::new(a, crate::wire::AddressOrigin::Reflexive),
+            Address::new(b, crate::wire::AddressOrigin::Relay),
+        ];
+        let mut raw = vec![0u8; 26];
+        write_address_list(&mut raw, &addrs).unwrap();
+        let c = Chunk::Redirect {
+            tag_echo: b"tag",
+            addresses: &raw,
+        };
+        let bytes = emit_checked(&c);
+        let back = parse_whole(&bytes).unwrap();
+        let got: Vec<_> = back
+            .redirect_addresses()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(got, addrs);
+        let implied = Chunk::Redirect {
+            tag_echo: b"tag",
+            addresses: &[],
+        };
+        assert_eq!(implied.redirect_addresses().unwrap().count(), 0);
+        assert!(c.ack_ranges().is_none() && c.bitmap_acks().is_none());
+    }
+
+    fn leak(v: Vec<u8>) -> &'static [u8] {
+        Box::leak(v.into_boxed_slice())
+    }
+
+    fn blob(max: usize) -> impl Strategy<Value = &'static [u8]> {
+        proptest::collection::vec(any::<u8>(), 0..max).prop_map(leak)
+    }
+
+    fn big() -> impl Strategy<Value = u64> {
+        (any::<u64>(), 0u32..64).prop_map(|(v, s)| v >> s)
+    }
+
+    fn fra() -> impl Strategy<Value = FragmentControl> {
+        (0u8..4).prop_map(FragmentControl::from_bits)
+    }
+
+    fn options() -> impl Strategy<Value = Option<&'static [u8]>> {
+        proptest::option::of(proptest::collection::vec(
+            (big(), proptest::collection::vec(any::<u8>(), 0..20)),
+            0..3,
+        ))
+        .prop_map(|o| {
+            o.map(|opts| {
+                let typed: Vec<UserDataOption<'_>> = opts
+                    .iter()
+                    .map(|(t, v)| UserDataOption::Other {
+                        option_type: *t,
+                        value: v,
+                    })
+                    .collect();
+                let mut buf = vec![0u8; crate::wire::option::option_list_encoded_len(&typed)];
+                write_option_list(&mut buf, &typed).unwrap();
+                leak(buf)
+            })
+        })
+    }
+
+    /// Valid ack ranges after `cum`: ascending runs with holes between.
+    fn ranges_after(cum: u64) -> impl Strategy<Value = Vec<(u64, u64)>> {
+        proptest::collection::vec((0u64..300, 0u64..40), 0..8).prop_map(move |pairs| {
+            let mut out = Vec::new();
+            let mut cursor = cum;
+            for (holes, recv) in pairs {
+                let from = cursor + 2 + holes;
+                let to = from + recv;
+                out.push((from, to));
+                cursor = to;
+            }
+            out
+        })
+    }
+
+    pub(crate) fn arb_chunk() -> impl Strategy<Value = Chunk<'static>> {
+        prop_oneof![
+            (
+                any::<bool>(),
+                big(),
+                big(),
+                blob(64).prop_filter("non-empty", |f| !f.is_empty())
+            )
+                .prop_map(|(more_fragments, packet_id, fragment_num, fragment)| {
+                    Chunk::PacketFragment {
+                        more_fragments,
+                        packet_id,
+                        fragment_num,
+                        fragment,
+                    }
+                }),
+            (blob(40), blob(40)).prop_map(|(epd, tag)| Chunk::IHello { epd, tag }),
+            (blob(40), arb_address(), blob(40)).prop_map(|(epd, reply_address, tag)| {
+                Chunk::FIHello {
+                    epd,
+                    reply_address,
+                    tag,
+                }
+            }),
+            (blob(40), blob(40), blob(200)).prop_map(
+                |(tag_echo, cookie, responder_certificate)| Chunk::RHello {
+                    tag_echo,
+                    cookie,
+                    responder_certificate
+                }
+            ),
+            (blob(40), proptest::collection::vec(arb_address(), 0..4)).prop_map(
+                |(tag_echo, addrs)| {
+                    let mut raw = vec![0u8; crate::wire::address::address_list_encoded_len(&addrs)];
+                    write_address_list(&mut raw, &addrs).unwrap();
+                    Chunk::Redirect {
+                        tag_echo,
+                        addresses: leak(raw),
+                    }
+                }
+            ),
+            (blob(40), blob(40)).prop_map(|(old_cookie, new_cookie)| Chunk::CookieChange {
+                old_cookie,
+                new_cookie
+            }),
+            (any::<u32>(), blob(40), blob(200), blob(40), blob(80)).prop_map(
+                |(sid, cookie_echo, initiator_certificate, skic, signature)| {
+                    let mut signed =
+                        vec![0u8; iikeying_signed_len(cookie_echo, initiator_certificate, skic)];
+                    write_iikeying_signed(
+                        &mut signed,
+                        sid,
+                        cookie_echo,
+                        initiator_certificate,
+                        skic,
+                    )
+                    .unwrap();
+                    Chunk::IIKeying {
+                        initiator_session_id: sid,
+                        cookie_echo,
+                        initiator_certificate,
+                        skic,
+                        signed: leak(signed),
+                        signature,
+                    }
+                }
+            ),
+            (any::<u32>(), blob(40), blob(80)).prop_map(|(sid, skrc, signature)| {
+                let mut signed = vec![0u8; rikeying_signed_portion_len(skrc)];
+                write_rikeying_signed_portion(&mut signed, sid, skrc).unwrap();
+                Chunk::RIKeying {
+                    responder_session_id: sid,
+                    skrc,
+                    signed_portion: leak(signed),
+                    signature,
+                }
+            }),
+            blob(64).prop_map(|message| Chunk::Ping { message }),
+            blob(64).prop_map(|message_echo| Chunk::PingReply { message_echo }),
+            (
+                fra(),
+                any::<bool>(),
+                any::<bool>(),
+                big(),
+                1u64..,
+                any::<u64>(),
+                options(),
+                blob(100)
+            )
+                .prop_map(
+                    |(fragment_control, abandon, final_, flow_id, seq, off, options, data)| {
+                        let mut fsn_offset = off % (seq.saturating_add(1)).max(1);
+                        if fsn_offset == 0 && !abandon {
+                            fsn_offset = 1;
+                        }
+                        Chunk::UserData(UserData {
+                            fragment_control,
+                            abandon,
+                            final_,
+                            flow_id,
+                            sequence_number: seq,
+                            fsn_offset,
+                            options,
+                            data,
+                        })
+                    }
+                ),
+            (fra(), any::<bool>(), any::<bool>(), options(), blob(100)).prop_map(
+                |(fragment_control, abandon, final_, options, data)| Chunk::NextUserData(
+                    NextUserData {
+                        fragment_control,
+                        abandon,
+                        final_,
+                        options,
+                        data
+                    }
+                )
+            ),
+            (big(), big(), 0u64..(u64::MAX / 2), blob(30)).prop_map(
+                |(flow_id, b, cumulative_ack, bitmap)| {
+                    Chunk::BitmapAck {
+                        flow_id,
+                        buffer_blocks_available: b,
+                        cumulative_ack,
+                        bitmap,
+                    }
+                }
+            ),
+            (big(), big(), 0u64..(u64::MAX / 2)).prop_flat_map(|(flow_id, b, cum)| {
+                ranges_after(cum).prop_map(move |ranges| {
+                    let mut buf = vec![0u8; range_ack_encoded_len(flow_id, b, cum, &ranges)];
+                    encode_range_ack(flow_id, b, cum, &ranges, &mut buf).unwrap();
+                    let Ok(c) = parse_whole(leak(buf)) else {
+                        unreachable!()
+                    };
+                    c
+                })
+            }),
+            big().prop_map(|flow_id| Chunk::BufferProbe { flow_id }),
+            (big(), big())
+                .prop_map(|(flow_id, exception)| Chunk::FlowException { flow_id, exception }),
+            Just(Chunk::Close),
+            Just(Chunk::CloseAck),
+            (0usize..40).prop_map(|len| Chunk::Padding { len }),
+            (
+                any::<u8>().prop_filter("unassigned", |t| ChunkType::from_u8(*t).is_none()
+                    && !PADDING_TYPES.contains(t)),
+                blob(40)
+            )
+                .prop_map(|(chunk_type, payload)| Chunk::Unknown {
+                    chunk_type,
+                    payload
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_round_trip(c in arb_chunk()) {
+            let bytes = emit_checked(&c);
+            prop_assert_eq!(parse_whole(&bytes), Ok(c.clone()));
+            // Truncating the payload at every position never panics.
+            for cut in 0..bytes.len() {
+                let _ = Chunk::parse(bytes[0], &bytes[3..cut.max(3)]);
+                let _ = ChunkIter::new(&bytes[..cut]).count();
+            }
+        }
+
+        #[test]
+        fn packet_of_chunks_round_trip(chunks in proptest::collection::vec(arb_chunk(), 0..6)) {
+            let bytes: Vec<u8> = chunks.iter().flat_map(emit_checked).collect();
+            let got: Vec<Chunk<'_>> = ChunkIter::new(&bytes).collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(got, chunks);
+        }
+
+        #[test]
+        fn ack_encoders_round_trip((cum, ranges) in (0u64..1_000_000).prop_flat_map(|c| (Just(c), ranges_after(c))), flow in big(), b in big()) {
+            let mut out = vec![0xaa; 4096];
+            for enc in [encode_ack, encode_range_ack, encode_bitmap_ack] {
+                let n = enc(flow, b, cum, &ranges, &mut out).unwrap();
+                let c = parse_whole(&out[..n]).unwrap();
+                let got: Vec<_> = c.acked_ranges().unwrap().collect::<Result<_, _>>().unwrap();
+                prop_assert_eq!(&got, &ranges);
+                prop_assert_eq!(emit_checked(&c), &out[..n]);
+            }
+            let r = range_ack_encoded_len(flow, b, cum, &ranges);
+            let bm = bitmap_ack_encoded_len(flow, b, cum, &ranges);
+            prop_assert_eq!(encode_ack(flow, b, cum, &ranges, &mut out), Ok(r.min(bm)));
+        }
+
+        #[test]
+        fn arbitrary_payloads_never_panic(t in any::<u8>(), payload in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(c) = Chunk::parse(t, &payload) {
+                let bytes = emit_checked(&c);
+                prop_assert_eq!(Chunk::parse(t, &bytes[3..]), Ok(c.clone()));
+                let _ = c.acked_ranges().map(|it| it.count());
+                let _ = c.redirect_addresses().map(|it| it.count());
+            }
+        }
+    }
+}

@@ -386,3 +386,236 @@ impl<K: Eq + Hash + Clone> Reassembler<K> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::chunk::tests::UD_EXAMPLE;
+    use proptest::prelude::*;
+
+    fn startup_packet(len: usize) -> Vec<u8> {
+        let mut p = vec![0x0b, 0x00, 0x01];
+        p.extend((0..len).map(|i| (i * 7) as u8));
+        p
+    }
+
+    #[test]
+    fn split_sizes() {
+        let pkt = startup_packet(1000);
+        let frags: Vec<_> = Fragmenter::new(&pkt, 300, 200).unwrap().collect();
+        assert!(frags.iter().all(|c| c.encoded_len() <= 200));
+        assert_eq!(frags.len(), pkt.len().div_ceil(200 - 3 - 1 - 2 - 1));
+        let mut joined = Vec::new();
+        for (i, c) in frags.iter().enumerate() {
+            let Chunk::PacketFragment {
+                more_fragments,
+                packet_id,
+                fragment_num,
+                fragment,
+            } = c
+            else {
+                panic!()
+            };
+            assert_eq!(
+                (*packet_id, *fragment_num, *more_fragments),
+                (300, i as u64, i + 1 < frags.len())
+            );
+            joined.extend_from_slice(fragment);
+        }
+        assert_eq!(joined, pkt);
+        assert_eq!(Fragmenter::new(&[], 1, 100).err(), Some(WireError::Invalid));
+        assert_eq!(
+            Fragmenter::new(&pkt, 1, 7).err(),
+            Some(WireError::BufferTooSmall)
+        );
+        // Tiny chunks still make progress across the VLU size change at 128:
+        // two bytes each for fragments 0..128, then one byte each.
+        let n = Fragmenter::new(&pkt, 1, 8).unwrap().count();
+        assert_eq!(n, 128 + (pkt.len() - 256));
+    }
+
+    #[test]
+    fn reassemble_in_order_and_timeouts() {
+        let t0 = Instant::now();
+        let mut r: Reassembler<u8> = Reassembler::new(ReassemblyLimits::default());
+        let pkt = startup_packet(500);
+        let frags: Vec<_> = Fragmenter::new(&pkt, 9, 120).unwrap().collect();
+        let last = frags.len() - 1;
+        for (i, c) in frags.iter().enumerate() {
+            let out = r.insert_chunk(t0, 1, PacketMode::Startup, c);
+            if i < last {
+                assert_eq!(out, ReassemblyOutcome::Pending);
+            } else {
+                assert_eq!(out, ReassemblyOutcome::Complete(pkt.clone()));
+            }
+        }
+        assert!(r.is_empty() && r.buffered_bytes() == 0);
+
+        // A stalled packet expires after stall_timeout.
+        assert_eq!(
+            r.insert_chunk(t0, 1, PacketMode::Startup, &frags[0]),
+            ReassemblyOutcome::Pending
+        );
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        r.handle_timeout(t0 + Duration::from_millis(999));
+        assert_eq!(r.len(), 1);
+        r.handle_timeout(t0 + Duration::from_secs(1));
+        assert!(r.is_empty() && r.buffered_bytes() == 0);
+
+        // Progressing packets live up to max_age.
+        let mut now = t0;
+        for c in &frags[..last] {
+            assert_eq!(
+                r.insert_chunk(now, 1, PacketMode::Startup, c),
+                ReassemblyOutcome::Pending
+            );
+            now += Duration::from_millis(900);
+        }
+        assert_eq!(
+            r.insert_chunk(now, 1, PacketMode::Startup, &frags[last]),
+            ReassemblyOutcome::Complete(pkt)
+        );
+    }
+
+    #[test]
+    fn discards() {
+        use DiscardReason::*;
+        let t0 = Instant::now();
+        let limits = ReassemblyLimits {
+            max_packets: 2,
+            max_buffered_bytes: 100,
+            max_fragments_per_packet: 4,
+            max_packet_len: 80,
+            ..Default::default()
+        };
+        let mut r: Reassembler<u8> = Reassembler::new(limits);
+        let ins = |r: &mut Reassembler<u8>, src, mode, more, id, num, data: &[u8]| {
+            r.insert(t0, src, mode, more, id, num, data)
+        };
+        assert_eq!(
+            ins(&mut r, 1, PacketMode::Startup, true, 1, 0, &[]),
+            ReassemblyOutcome::Discarded(EmptyFragment)
+        );
+        assert_eq!(
+            ins(&mut r, 1, PacketMode::Startup, true, 1, 4, &[1]),
+            ReassemblyOutcome::Discarded(TooManyFragments)
+        );
+        assert_eq!(
+            ins(&mut r, 1, PacketMode::Startup, true, 1, 0, &[0; 81]),
+            ReassemblyOutcome::Discarded(TooLarge)
+        );
+        assert_eq!(
+            ins(&mut r, 1, PacketMode::Startup, true, 1, 0, &[0x0b]),
+            ReassemblyOutcome::Pending
+        );
+        assert_eq!(
+            ins(&mut r, 1, PacketMode::Initiator, true, 1, 1, &[1]),
+            ReassemblyOutcome::Discarded(ModeMismatch)
+        );
+        assert_eq!(
+            ins(&mut r, 1, PacketMode::Startup, false, 1, 2, &[2]),
+            ReassemblyOutcome::Pending
+        );
+        assert_eq!(
+            ins(&mut r, 1, PacketMode::Startup, true, 1, 3, &[3]),
+            ReassemblyOutcome::Discarded(Inconsistent)
+        );
+        assert_eq!(
+            ins(&mut r, 1, PacketMode::Startup, false, 1, 1, &[3]),
+            ReassemblyOutcome::Discarded(Inconsistent)
+        );
+        // Duplicate: ignored.
+        assert_eq!(
+            ins(&mut r, 1, PacketMode::Startup, true, 1, 0, &[0x0b]),
+            ReassemblyOutcome::Pending
+        );
+        // Same packet id from another source is a different packet.
+        assert_eq!(
+            ins(&mut r, 2, PacketMode::Startup, true, 1, 0, &[0x0b]),
+            ReassemblyOutcome::Pending
+        );
+        assert_eq!(r.len(), 2);
+        // A third packet evicts the oldest (source 1).
+        assert_eq!(
+            ins(&mut r, 3, PacketMode::Startup, false, 1, 0, &[0x0b; 1]),
+            ReassemblyOutcome::Complete(vec![0x0b])
+        );
+        assert_eq!(
+            ins(&mut r, 3, PacketMode::Startup, true, 2, 0, &[0x0b; 1]),
+            ReassemblyOutcome::Pending
+        );
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            ins(&mut r, 1, PacketMode::Startup, true, 1, 1, &[1]),
+            ReassemblyOutcome::Pending
+        );
+        // Byte budget: 100 total; a 79-byte fragment evicts others.
+        assert_eq!(
+            ins(&mut r, 4, PacketMode::Startup, true, 1, 0, &[0x0b; 79]),
+            ReassemblyOutcome::Pending
+        );
+        assert!(r.buffered_bytes() <= 100);
+        // Reassembled packet whose header mode differs from its carriers.
+        assert_eq!(
+            ins(&mut r, 5, PacketMode::Initiator, false, 1, 0, &[0x0b]),
+            ReassemblyOutcome::Discarded(ModeMismatch)
+        );
+        assert_eq!(
+            r.insert_chunk(t0, 6, PacketMode::Startup, &Chunk::Close),
+            ReassemblyOutcome::Discarded(NotAFragment)
+        );
+        // Per-packet size limit drops the whole packet.
+        assert_eq!(
+            ins(&mut r, 4, PacketMode::Startup, true, 1, 1, &[0; 2]),
+            ReassemblyOutcome::Discarded(TooLarge)
+        );
+        assert!(r.buffered_bytes() <= 100);
+    }
+
+    proptest! {
+        #[test]
+        fn split_reassemble_any_order(
+            body in proptest::collection::vec(any::<u8>(), 1..3000),
+            max_chunk in 12usize..400,
+            order_seed in proptest::collection::vec(any::<u32>(), 1..200),
+            dups in proptest::collection::vec(any::<u16>(), 0..10),
+        ) {
+            let mut pkt = UD_EXAMPLE.to_vec();
+            pkt.insert(0, 0x02);
+            pkt.extend_from_slice(&body);
+            let frags: Vec<Chunk<'_>> = Fragmenter::new(&pkt, 77, max_chunk).unwrap().collect();
+            prop_assume!(frags.len() <= 1000);
+            let limits = ReassemblyLimits { max_fragments_per_packet: 1000, max_packet_len: 1 << 20, max_buffered_bytes: 1 << 20, ..Default::default() };
+            let mut r: Reassembler<()> = Reassembler::new(limits);
+            // Shuffle deterministically from the seed, then add duplicates.
+            let mut order: Vec<usize> = (0..frags.len()).collect();
+            for (i, s) in order_seed.iter().enumerate() {
+                let n = order.len();
+                order.swap(i % n, *s as usize % n);
+            }
+            for d in &dups {
+                let n = order.len();
+                let at = *d as usize % n;
+                order.insert(at, order[*d as usize % n]);
+            }
+            let t0 = Instant::now();
+            let mut done: Option<Vec<u8>> = None;
+            let mut emitted = std::collections::HashSet::new();
+            for &i in &order {
+                let mut buf = vec![0u8; frags[i].encoded_len()];
+                frags[i].emit(&mut buf).unwrap();
+                let c = Chunk::parse(buf[0], &buf[3..]).unwrap();
+                match r.insert_chunk(t0, (), PacketMode::Responder, &c) {
+                    // A duplicate arriving after completion may start and
+                    // finish a new copy; the content is always the packet.
+                    ReassemblyOutcome::Complete(p) => { prop_assert_eq!(&p, &pkt); done = Some(p); }
+                    ReassemblyOutcome::Pending => {}
+                    other => prop_assert!(false, "{other:?}"),
+                }
+                emitted.insert(i);
+                if emitted.len() == frags.len() { prop_assert!(done.is_some()); }
+            }
+            prop_assert_eq!(done, Some(pkt));
+        }
+    }
+}

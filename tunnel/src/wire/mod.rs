@@ -1,5 +1,11 @@
 //! RTMFP wire format (RFC 7016 section 2): elementary types, the multiplex
-//! layer, the plain packet header and every chunk.
+//! layer, the plain packet header and every chunk; building packets in
+//! place ([`PacketWriter`]) and packet fragmentation (section 3.4).
+//!
+//! Receive path: [`demultiplex`] (session id, encrypted packet), decrypt,
+//! then [`parse_packet`] (header, [`ChunkIter`]). Send path:
+//! [`PacketWriter`] into a buffer with [`packet::MULTIPLEX_HEADER_LEN`]
+//! bytes of headroom, encrypt in place, [`write_multiplex_header`].
 //!
 //! Each structure has an owned (or borrowing) representation with `parse`
 //! and `emit` that are exact inverses. Every decoder is total: it returns
@@ -21,7 +27,7 @@ pub use chunk::{
     BitmapAckIter, Chunk, ChunkIter, ChunkType, FragmentControl, NextUserData, RangeAckIter,
     RawChunkIter, UserData,
 };
-pub use fragment::{Fragmenter, Reassembler, ReassemblyLimits, ReassemblyOutcome};
+pub use fragment::{DiscardReason, Fragmenter, Reassembler, ReassemblyLimits, ReassemblyOutcome};
 pub use option::{OptionIter, UserDataOption};
 pub use packet::{
     demultiplex, parse_packet, scramble_session_id, split_multiplex, write_multiplex_header,

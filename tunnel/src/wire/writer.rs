@@ -130,6 +130,13 @@ impl<'b> PacketWriter<'b> {
                         sequence_number: ud.sequence_number,
                         fsn: ud.forward_sequence_number(),
                     }),
+                    // A Next User Data advances the context by one (2.3.12).
+                    Chunk::NextUserData(_) => self.context.and_then(|c| {
+                        Some(UserDataContext {
+                            sequence_number: c.sequence_number.checked_add(1)?,
+                            ..c
+                        })
+                    }),
                     _ => None,
                 };
                 true
@@ -261,6 +268,135 @@ impl<'b> PacketWriter<'b> {
                 true
             }
             Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::chunk::tests::UD_EXAMPLE;
+    use crate::wire::packet::tests::arb_header;
+    use crate::wire::{encode_ack, parse_packet, Chunk, ChunkIter, PacketMode};
+    use proptest::prelude::*;
+
+    fn fields(fra: FragmentControl, seq: u64) -> UserDataFields {
+        UserDataFields {
+            fragment_control: fra,
+            abandon: false,
+            final_: false,
+            flow_id: 2,
+            sequence_number: seq,
+            fsn_offset: seq - 2,
+        }
+    }
+
+    #[test]
+    fn writes_spec_example_with_next_user_data() {
+        let mut buf = [0xaa; 64];
+        let header = PacketHeader::new(PacketMode::Initiator);
+        let mut w = PacketWriter::new(&mut buf, 4, 100, &header).unwrap();
+        assert!(w.is_empty());
+        assert!(w.push_user_data(&fields(FragmentControl::Begin, 5), &[], &[0, 1, 2]));
+        assert!(w.push_user_data(&fields(FragmentControl::Middle, 6), &[], &[3, 4, 5]));
+        assert!(w.push_user_data(&fields(FragmentControl::End, 7), &[], &[6, 7, 8]));
+        assert_eq!(w.chunk_count(), 3);
+        assert_eq!(w.len(), 1 + UD_EXAMPLE.len());
+        let end = w.finish();
+        assert_eq!(buf[..4], [0xaa; 4], "bytes before start untouched");
+        assert_eq!(buf[4], 0x01);
+        assert_eq!(buf[5..end], UD_EXAMPLE);
+        assert_eq!(buf[end], 0xaa, "bytes after the packet untouched");
+
+        // Mixing try_push of a Next User Data keeps the context.
+        let mut buf2 = [0u8; 64];
+        let mut w = PacketWriter::new(&mut buf2, 0, 64, &header).unwrap();
+        let chunks: Vec<Chunk<'_>> = ChunkIter::new(&UD_EXAMPLE)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(w.try_push(&chunks[0]) && w.try_push(&chunks[1]));
+        assert!(w.push_user_data(&fields(FragmentControl::End, 7), &[], &[6, 7, 8]));
+        let end = w.finish();
+        assert_eq!(buf2[1..end], UD_EXAMPLE);
+    }
+
+    #[test]
+    fn context_resets_and_options() {
+        let mut buf = [0u8; 256];
+        let header = PacketHeader::new(PacketMode::Responder);
+        let mut w = PacketWriter::new(&mut buf, 0, 256, &header).unwrap();
+        let opts = [
+            UserDataOption::UserMetadata(b"eth"),
+            UserDataOption::ReturnFlowAssociation(9),
+        ];
+        assert!(w.push_user_data(&fields(FragmentControl::Whole, 5), &opts, b"a"));
+        assert!(w.push_with(|out| encode_ack(3, 10, 4, &[], out)).is_some());
+        // After another chunk the context is gone: full User Data again.
+        assert!(w.push_user_data(&fields(FragmentControl::Whole, 6), &[], b"b"));
+        // A gap in sequence numbers also needs full User Data.
+        assert!(w.push_user_data(&fields(FragmentControl::Whole, 8), &[], b"c"));
+        // Invalid fields are refused.
+        assert!(!w.push_user_data(&fields(FragmentControl::Whole, 2), &[], b"d"));
+        let end = w.finish();
+        let (h, chunks) = parse_packet(&buf[..end]).unwrap();
+        assert_eq!(h, header);
+        let chunks: Vec<Chunk<'_>> = chunks.collect::<Result<_, _>>().unwrap();
+        let types: Vec<u8> = chunks.iter().map(Chunk::chunk_type).collect();
+        assert_eq!(types, [0x10, 0x51, 0x10, 0x10]);
+        let Chunk::UserData(ud) = &chunks[0] else {
+            panic!()
+        };
+        let opts_back: Vec<_> = ud
+            .options_iter()
+            .map(|r| r.and_then(|(t, v)| UserDataOption::from_raw(t, v)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(opts_back, opts);
+    }
+
+    #[test]
+    fn respects_limit() {
+        let mut buf = [0u8; 64];
+        let header = PacketHeader::new(PacketMode::Initiator);
+        assert!(PacketWriter::new(&mut buf, 64, 10, &header).is_err());
+        let mut w = PacketWriter::new(&mut buf, 10, 20, &header).unwrap();
+        assert_eq!(w.remaining(), 19);
+        let f = fields(FragmentControl::Whole, 5);
+        let cap = w.user_data_capacity(&f, &[]);
+        assert_eq!(cap, 19 - 7);
+        assert!(!w.push_user_data(&f, &[], &[0; 13]));
+        assert!(!w.try_push(&Chunk::Ping { message: &[0; 17] }));
+        assert_eq!(w.remaining(), 19);
+        assert!(w.push_user_data(&f, &[], &[0; 12]));
+        assert_eq!(w.remaining(), 0);
+        assert!(!w.try_push(&Chunk::Close));
+        assert!(w.push_with(|_| Err(WireError::BufferTooSmall)).is_none());
+        assert_eq!(w.finish(), 30);
+    }
+
+    proptest! {
+        #[test]
+        fn writer_packs_chunks(header in arb_header(), chunks in proptest::collection::vec(crate::wire::chunk::tests::arb_chunk(), 0..8), limit in 1usize..600) {
+            let mut buf = vec![0u8; 700];
+            let Ok(mut w) = PacketWriter::new(&mut buf, 7, limit, &header) else {
+                prop_assert!(limit < header.encoded_len());
+                return Ok(());
+            };
+            let mut pushed = Vec::new();
+            for c in &chunks {
+                let fits = c.encoded_len() <= w.remaining();
+                prop_assert_eq!(w.try_push(c), fits);
+                if fits {
+                    pushed.push(c.clone());
+                }
+            }
+            let end = w.finish();
+            prop_assert!(end - 7 <= limit);
+            let (h, it) = parse_packet(&buf[7..end]).unwrap();
+            prop_assert_eq!(h, header);
+            let got: Vec<Chunk<'_>> = it.collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(got, pushed);
+            let _ = ChunkIter::new(&[]);
         }
     }
 }
