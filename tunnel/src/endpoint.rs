@@ -25,7 +25,7 @@ use crate::wire::chunk::{
     iikeying_signed_len, rikeying_signed_portion_len, write_iikeying_signed,
     write_rikeying_signed_portion,
 };
-use crate::wire::fragment::{Fragmenter, ReassemblyLimits, ReassemblyOutcome, Reassembler};
+use crate::wire::fragment::{Fragmenter, Reassembler, ReassemblyLimits, ReassemblyOutcome};
 use crate::wire::packet::{
     scramble_session_id, split_multiplex, write_multiplex_header, MULTIPLEX_HEADER_LEN,
 };
@@ -106,7 +106,10 @@ pub enum Event {
         to: SocketAddr,
     },
     /// A flow event of a session (incoming flow, message, gap, ...).
-    Flow { session: SessionId, event: FlowEvent },
+    Flow {
+        session: SessionId,
+        event: FlowEvent,
+    },
 }
 
 /// Why a datagram was dropped. Counted; visible in the agent's metrics.
@@ -396,7 +399,11 @@ impl Endpoint {
         self.rng.fill(&mut tag);
         let id = self.alloc_session_id();
         let mob = self.rng.bytes32();
-        let cands: Vec<SocketAddr> = candidates.iter().take(REDIRECT_THRESHOLD).copied().collect();
+        let cands: Vec<SocketAddr> = candidates
+            .iter()
+            .take(REDIRECT_THRESHOLD)
+            .copied()
+            .collect();
         let s = Session::new_initiator(
             SessionId(id),
             now,
@@ -716,9 +723,7 @@ impl Endpoint {
                         ReassemblyOutcome::Complete(p) => {
                             self.handle_startup_plain(now, from, &p, p.len(), false)
                         }
-                        ReassemblyOutcome::Discarded(_) => {
-                            self.drop_packet(DropReason::Malformed)
-                        }
+                        ReassemblyOutcome::Discarded(_) => self.drop_packet(DropReason::Malformed),
                         _ => {}
                     }
                 }
@@ -979,8 +984,7 @@ impl Endpoint {
         }
         // An OPEN session with this identity or from this address.
         let open = self.sessions.values().find_map(|s| {
-            (matches!(s.state, SessionState::Open)
-                && (s.peer() == Some(peer) || s.dest == from))
+            (matches!(s.state, SessionState::Open) && (s.peer() == Some(peer) || s.dest == from))
                 .then_some(s.id.0)
         });
         if let Some(oid) = open {
@@ -1019,8 +1023,7 @@ impl Endpoint {
         if reuse_id.is_none() && self.sessions.len() >= self.cfg.max_sessions {
             return self.drop_packet(DropReason::TooManySessions);
         }
-        let Ok((skrc, keys)) =
-            crypto::respond(&mut self.rng, &self.cfg.secret, &near, &cert, skic)
+        let Ok((skrc, keys)) = crypto::respond(&mut self.rng, &self.cfg.secret, &near, &cert, skic)
         else {
             return self.drop_packet(DropReason::BadKeying);
         };
@@ -1270,7 +1273,9 @@ impl Endpoint {
         for s in self.sessions.values_mut() {
             let state = s.state;
             let dest = s.dest;
-            let Some(o) = s.opening.as_mut() else { continue };
+            let Some(o) = s.opening.as_mut() else {
+                continue;
+            };
             match state {
                 SessionState::IHelloSent => {
                     let mut chunk = None;

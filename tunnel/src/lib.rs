@@ -12,8 +12,8 @@ pub mod flow;
 pub mod id;
 pub mod pmtu;
 pub mod rng;
-pub mod session;
 pub mod rtt;
+pub mod session;
 pub mod wire;
 
 pub use id::NodeId;

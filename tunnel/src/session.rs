@@ -439,7 +439,9 @@ impl Session {
     /// Payload bytes available for one flow message fragment stream: used
     /// to size what the application may send as one datagram-sized message.
     pub fn max_plain(&self) -> usize {
-        self.pmtu.safe_size().saturating_sub(SESSION_DATAGRAM_OVERHEAD)
+        self.pmtu
+            .safe_size()
+            .saturating_sub(SESSION_DATAGRAM_OVERHEAD)
     }
 
     // ----- input --------------------------------------------------------
@@ -481,7 +483,8 @@ impl Session {
             self.cc.set_rto(ert0);
             self.flows.set_ert0(ert0);
         }
-        self.cc.on_packet_received(now, header.time_critical_reverse);
+        self.cc
+            .on_packet_received(now, header.time_critical_reverse);
         let open = self.state == SessionState::Open;
         if open {
             self.flows.begin_packet(now);
@@ -489,12 +492,12 @@ impl Session {
         for chunk in body {
             let Ok(chunk) = chunk else { break };
             match chunk {
-                Chunk::Ping { message } => {
-                    if self.ping_replies.len() < 8 && message.len() <= 1400 {
-                        self.ping_replies.push_back(message.to_vec());
-                    }
+                Chunk::Ping { message } if self.ping_replies.len() < 8 && message.len() <= 1400 => {
+                    self.ping_replies.push_back(message.to_vec());
                 }
-                Chunk::PingReply { message_echo } => self.handle_ping_reply(now, from, message_echo),
+                Chunk::PingReply { message_echo } => {
+                    self.handle_ping_reply(now, from, message_echo)
+                }
                 Chunk::Close => {
                     // RFC 7016 3.5.5.
                     self.send_close_ack = true;
@@ -516,11 +519,9 @@ impl Session {
                     epd,
                     reply_address,
                     tag,
-                } if open => {
-                    if out.fihellos.len() < 4 {
-                        out.fihellos
-                            .push((epd.to_vec(), reply_address.addr, tag.to_vec()));
-                    }
+                } if open && out.fihellos.len() < 4 => {
+                    out.fihellos
+                        .push((epd.to_vec(), reply_address.addr, tag.to_vec()));
                 }
                 Chunk::UserData(_)
                 | Chunk::NextUserData(_)
@@ -891,9 +892,7 @@ impl Session {
                 if self.state == SessionState::Open {
                     self.flows.write_acks(now, &mut sink);
                     if self.cc.burst_allows() {
-                        let budget = self
-                            .cc
-                            .send_budget(now, self.flows.outstanding_bytes());
+                        let budget = self.cc.send_budget(now, self.flows.outstanding_bytes());
                         if budget > 0 {
                             data_bytes = self.flows.write_data(now, &mut sink, budget);
                         }
@@ -912,8 +911,11 @@ impl Session {
             .ok()?;
         let sealer = self.sealer.as_mut()?;
         let plain_len = plain_end - PLAIN_OFFSET;
-        let range = match sealer.seal(&mut buf[MULTIPLEX_HEADER_LEN..], SESSION_HEADER_LEN, plain_len)
-        {
+        let range = match sealer.seal(
+            &mut buf[MULTIPLEX_HEADER_LEN..],
+            SESSION_HEADER_LEN,
+            plain_len,
+        ) {
             Ok(r) => r,
             Err(_) => {
                 // Sequence space exhausted: the session cannot continue.
@@ -924,13 +926,16 @@ impl Session {
         let total = MULTIPLEX_HEADER_LEN + range.end;
         crate::wire::packet::write_multiplex_header(&mut buf[..total], self.send_sid).ok()?;
         if data_bytes > 0 {
-            self.cc.on_packet_sent(now, data_bytes, header.time_critical);
+            self.cc
+                .on_packet_sent(now, data_bytes, header.time_critical);
             if self.rto_deadline.is_none() {
                 self.rto_deadline = Some(now + self.ert0());
             }
         }
         if matches!(content, Content::Normal) {
-            self.keepalive_due = self.keepalive_due.max(now + self.cfg.keepalive.min(Duration::from_secs(1)));
+            self.keepalive_due = self
+                .keepalive_due
+                .max(now + self.cfg.keepalive.min(Duration::from_secs(1)));
         }
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += total as u64;

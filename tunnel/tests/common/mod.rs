@@ -167,7 +167,12 @@ impl Net {
         let mut depart = self.now;
         if self.link.rate > 0 {
             let key = (from, to);
-            let busy = self.busy_until.get(&key).copied().unwrap_or(self.now).max(self.now);
+            let busy = self
+                .busy_until
+                .get(&key)
+                .copied()
+                .unwrap_or(self.now)
+                .max(self.now);
             if busy - self.now > self.link.max_queue {
                 self.dropped += 1;
                 return;
@@ -202,11 +207,7 @@ impl Net {
     /// is scheduled at all.
     pub fn step(&mut self) -> bool {
         let next_pkt = self.queue.peek().map(|r| r.0.at);
-        let next_timer = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.ep.poll_timeout())
-            .min();
+        let next_timer = self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min();
         let next = match (next_pkt, next_timer) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) => a,
@@ -229,12 +230,18 @@ impl Net {
                 continue;
             }
             let mut data = p.data;
-            self.nodes[i].ep.handle_datagram(self.now, p.from, &mut data);
+            self.nodes[i]
+                .ep
+                .handle_datagram(self.now, p.from, &mut data);
             self.delivered += 1;
             touched.push(i);
         }
         for i in 0..self.nodes.len() {
-            if self.nodes[i].ep.poll_timeout().is_some_and(|t| t <= self.now) {
+            if self.nodes[i]
+                .ep
+                .poll_timeout()
+                .is_some_and(|t| t <= self.now)
+            {
                 self.nodes[i].ep.handle_timeout(self.now);
             }
         }
