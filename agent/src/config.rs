@@ -584,7 +584,11 @@ impl Config {
                     .map(|n| n.referenced)
                     .unwrap_or(raw.network.referenced);
                 let h = hostname().ok_or_else(|| {
-                    cx.err(&at, "node.name", "not set and the host name is unknown, expected a node name")
+                    cx.err(
+                        &at,
+                        "node.name",
+                        "not set and the host name is unknown, expected a node name",
+                    )
                 })?;
                 check_node_name(&h).map_err(|m| {
                     cx.err(&at, "node.name", format!("not set, and the host name: {m}"))
@@ -898,15 +902,30 @@ log:
     #[test]
     fn bad_values_point_at_value() {
         let cases = [
-            ("name: home", "name: Home!", "3:9".replace("3:9", "2:9"), "network.name"),
+            (
+                "name: home",
+                "name: Home!",
+                "3:9".replace("3:9", "2:9"),
+                "network.name",
+            ),
             (
                 "10.77.0.2/24,",
                 "10.77.0.2/33,",
                 "11:15".into(),
                 "interface.addresses[0]",
             ),
-            ("mac: auto", "mac: 01:00:5e:00:00:01", "10:8".into(), "interface.mac"),
-            ("name: rl-home", "name: rl-home-much-too-long", "8:9".into(), "interface.name"),
+            (
+                "mac: auto",
+                "mac: 01:00:5e:00:00:01",
+                "10:8".into(),
+                "interface.mac",
+            ),
+            (
+                "name: rl-home",
+                "name: rl-home-much-too-long",
+                "8:9".into(),
+                "interface.name",
+            ),
             ("port: 4910", "port: 70000", "13:9".into(), "listen.port"),
             ("role: node", "role: relay", "16:7".into(), "role"),
             ("level: info", "level: loud", "22:10".into(), "log.level"),
@@ -933,7 +952,10 @@ log:
             let t = GOOD.replacen(from, to, 1);
             let e = err(&t);
             let want = format!("/etc/ringlan/home.yaml:{at}: {key}: ");
-            assert!(e.starts_with(&want), "{from} -> {to}: got `{e}`, want prefix `{want}`");
+            assert!(
+                e.starts_with(&want),
+                "{from} -> {to}: got `{e}`, want prefix `{want}`"
+            );
         }
     }
 
@@ -944,7 +966,10 @@ log:
             "introducers: []",
         );
         let e = err(&t);
-        assert!(e.starts_with("/etc/ringlan/home.yaml:14:14: introducers: no introducer"), "{e}");
+        assert!(
+            e.starts_with("/etc/ringlan/home.yaml:14:14: introducers: no introducer"),
+            "{e}"
+        );
         let t = t.replace("role: node", "role: introducer");
         assert_eq!(parse(&t).unwrap().role, Role::Introducer);
     }
@@ -976,7 +1001,16 @@ role: introducer
         for ok in ["192.0.2.1:1", "[::1]:4910", "a.example:80", "intro-1:4910"] {
             ok.parse::<HostPort>().unwrap();
         }
-        for bad in ["192.0.2.1", "::1:4910", "a..b:1", "-a:1", "1.2.3:5", "h:0", "h:x", "[::1]4910"] {
+        for bad in [
+            "192.0.2.1",
+            "::1:4910",
+            "a..b:1",
+            "-a:1",
+            "1.2.3:5",
+            "h:0",
+            "h:x",
+            "[::1]4910",
+        ] {
             assert!(bad.parse::<HostPort>().is_err(), "{bad}");
         }
     }
@@ -986,7 +1020,10 @@ role: introducer
         assert!("10.0.0.1".parse::<IpCidr>().is_err());
         assert!("fd00::1/129".parse::<IpCidr>().is_err());
         assert_eq!("fd00::1/128".parse::<IpCidr>().unwrap().prefix, 128);
-        assert_eq!(parse_mac("02:aa:BB:cc:dd:0f").unwrap(), [2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0f]);
+        assert_eq!(
+            parse_mac("02:aa:BB:cc:dd:0f").unwrap(),
+            [2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0f]
+        );
         assert!(parse_mac("02:aa:bb:cc:dd").is_err());
         assert!(parse_mac("02:aa:bb:cc:dd:ee:ff").is_err());
         assert!(parse_mac("03:aa:bb:cc:dd:ee").is_err());

@@ -274,9 +274,16 @@ mod tests {
         let p = d.join("sub/home.key");
         let (k1, created) = load_or_create_key(&p).unwrap();
         assert!(created);
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(
-            fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777,
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(p.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o700
         );
         let text = fs::read_to_string(&p).unwrap();
@@ -291,9 +298,16 @@ mod tests {
         assert!(matches!(e, IdentityError::Exists { .. }), "{e}");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_key(&p).unwrap_err();
-        assert!(e.to_string().contains("readable by group/other (mode 0644)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("readable by group/other (mode 0644)"),
+            "{e}"
+        );
         write_private(&p, &[1; 32], true).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_key(&p).unwrap().secret_bytes(), &[1; 32]);
         fs::remove_dir_all(&d).unwrap();
     }
@@ -308,7 +322,10 @@ mod tests {
         fs::create_dir_all(&d).unwrap();
         fs::write(&p, "abc\n").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(read_secret(&p).unwrap_err(), IdentityError::Malformed { .. }));
+        assert!(matches!(
+            read_secret(&p).unwrap_err(),
+            IdentityError::Malformed { .. }
+        ));
         fs::remove_dir_all(&d).unwrap();
     }
 }

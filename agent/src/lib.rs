@@ -5,3 +5,4 @@
 pub mod config;
 pub mod identity;
 pub mod status;
+pub mod tap;

@@ -243,12 +243,12 @@ impl StatusBoard {
 
     /// Inserts or replaces the session with `s.peer_id` (per-peer counters).
     pub fn upsert_session(&self, s: SessionStatus) {
-        self.tx.send_modify(|st| {
-            match st.sessions.iter_mut().find(|x| x.peer_id == s.peer_id) {
+        self.tx.send_modify(
+            |st| match st.sessions.iter_mut().find(|x| x.peer_id == s.peer_id) {
                 Some(x) => *x = s,
                 None => st.sessions.push(s),
-            }
-        });
+            },
+        );
     }
 
     /// Removes the session with this peer id; returns whether it existed.
@@ -369,20 +369,39 @@ impl Status {
         );
         let _ = writeln!(o, "network   {} ({})", self.network, self.role);
         let _ = writeln!(o, "key       {}", self.public_key);
-        let mut tap = format!("tap       {}  {}  mtu {}", self.tap.name, self.tap.mac, self.tap.mtu);
+        let mut tap = format!(
+            "tap       {}  {}  mtu {}",
+            self.tap.name, self.tap.mac, self.tap.mtu
+        );
         for a in &self.tap.addresses {
             tap.push_str("  ");
             tap.push_str(a);
         }
         let _ = writeln!(o, "{tap}");
         let listen: Vec<String> = self.listen.iter().map(|a| a.to_string()).collect();
-        let _ = writeln!(o, "listen    {}", if listen.is_empty() { "-".into() } else { listen.join(", ") });
+        let _ = writeln!(
+            o,
+            "listen    {}",
+            if listen.is_empty() {
+                "-".into()
+            } else {
+                listen.join(", ")
+            }
+        );
         let addrs: Vec<String> = self
             .addresses
             .iter()
             .map(|a| format!("{} ({})", a.addr, a.kind))
             .collect();
-        let _ = writeln!(o, "addresses {}", if addrs.is_empty() { "-".into() } else { addrs.join(", ") });
+        let _ = writeln!(
+            o,
+            "addresses {}",
+            if addrs.is_empty() {
+                "-".into()
+            } else {
+                addrs.join(", ")
+            }
+        );
         let _ = writeln!(o, "uptime    {}", format_duration(self.uptime_secs));
 
         o.push('\n');
@@ -452,7 +471,11 @@ impl Status {
                     .collect();
                 table(
                     &mut o,
-                    &[("PEER", Align::Left), ("NAME", Align::Left), ("LINK", Align::Left)],
+                    &[
+                        ("PEER", Align::Left),
+                        ("NAME", Align::Left),
+                        ("LINK", Align::Left),
+                    ],
                     &rows,
                 );
             }
@@ -499,8 +522,14 @@ pub(crate) mod tests {
                     path: PathKind::DirectLan,
                     state: SessionState::Open,
                     rtt_ms: Some(0.74),
-                    tx: Traffic { frames: 1200, bytes: 1_500_000 },
-                    rx: Traffic { frames: 980, bytes: 830 },
+                    tx: Traffic {
+                        frames: 1200,
+                        bytes: 1_500_000,
+                    },
+                    rx: Traffic {
+                        frames: 980,
+                        bytes: 830,
+                    },
                     drops: BTreeMap::new(),
                     age_secs: 3723,
                 },
@@ -508,7 +537,9 @@ pub(crate) mod tests {
                     peer_id: "fedcba9876543210fedcba9876543210".into(),
                     peer_name: None,
                     remote: None,
-                    path: PathKind::Relayed { via: "intro1".into() },
+                    path: PathKind::Relayed {
+                        via: "intro1".into(),
+                    },
                     state: SessionState::Opening,
                     rtt_ms: None,
                     tx: Traffic::default(),
@@ -574,7 +605,10 @@ fedcba98  -        long
     fn json_round_trip_and_shape() {
         let s = sample();
         let j = serde_json::to_string(&s).unwrap();
-        assert!(j.contains(r#""path":{"kind":"relayed","via":"intro1"}"#), "{j}");
+        assert!(
+            j.contains(r#""path":{"kind":"relayed","via":"intro1"}"#),
+            "{j}"
+        );
         assert!(j.contains(r#""path":{"kind":"direct-lan"}"#), "{j}");
         assert!(j.contains(r#""link":"successor""#), "{j}");
         let back: Status = serde_json::from_str(&j).unwrap();
