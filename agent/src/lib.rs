@@ -3,6 +3,13 @@
 //! runtime entry point ([`node::run`]).
 
 pub mod config;
+pub mod control;
 pub mod identity;
 pub mod status;
 pub mod tap;
+
+/// Resolves once `shutdown` is true or its sender is gone.
+pub async fn wait_for_shutdown(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|&s| s).await;
+}
+pub mod metrics;
