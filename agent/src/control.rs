@@ -51,8 +51,8 @@ pub enum ControlError {
     InUse(PathBuf),
     #[error("{}: exists and is not a socket", .0.display())]
     NotASocket(PathBuf),
-    #[error("{}: {source}", .path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {error}", .path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("bad response from the agent: {0}")]
     Protocol(String),
     #[error("the agent answered: {0}")]
@@ -70,9 +70,9 @@ impl ControlServer {
     /// Binds `path` (parent directory created 0700 if missing; a stale
     /// socket left by a dead agent is replaced) and sets mode 0600.
     pub async fn bind(path: &Path, source: Arc<dyn StatusSource>) -> Result<Self, ControlError> {
-        let io_err = |source| ControlError::Io {
+        let io_err = |error| ControlError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.exists() {
@@ -176,9 +176,9 @@ async fn handle(stream: UnixStream, source: Arc<dyn StatusSource>) -> io::Result
 
 /// Client side: asks the agent behind `path` for its status.
 pub async fn request_status(path: &Path) -> Result<Status, ControlError> {
-    let io_err = |source| ControlError::Io {
+    let io_err = |error| ControlError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let stream = UnixStream::connect(path).await.map_err(io_err)?;
     let (r, mut w) = stream.into_split();

@@ -33,16 +33,16 @@ pub enum IdentityError {
     Malformed { path: PathBuf },
     #[error("{}: already exists (use --force to overwrite)", .path.display())]
     Exists { path: PathBuf },
-    #[error("{}: {source}", .path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {error}", .path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
+    move |error| IdentityError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
