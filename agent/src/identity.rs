@@ -1,7 +1,7 @@
 //! Node key and network secret files.
 //!
 //! Both files hold 32 bytes written as 64 lowercase hex characters and a
-//! newline (`docs/agent.md`):
+//! newline (see `agent/README.md`):
 //!
 //! - the node key file holds the Ed25519 secret key (the seed `k` of
 //!   RFC 8032 5.1.5); the public key and the node id are derived from it;
