@@ -1,0 +1,1032 @@
+//! The network config file (one YAML file per network; see DESIGN.md "Config").
+//!
+//! Loading happens in two steps so that the examples in `configs/` can be
+//! validated on any machine:
+//!
+//! 1. [`Config::parse`] / [`Config::load`]: YAML syntax, the schema (unknown
+//!    keys are rejected everywhere) and every value (names, ranges, CIDRs,
+//!    MAC, `host:port`). No file other than the config itself is touched and
+//!    no DNS lookup is made.
+//! 2. [`Config::check_files`]: the network secret file exists, is private
+//!    (no group/other permission bits) and well formed; an existing key file
+//!    is private and well formed.
+//!
+//! Every error names `file:line:column`, the key path and what was expected,
+//! e.g. `/etc/ringlan/home.yaml:7:9: interface.mtu: 70000 is out of range,
+//! expected 576-9000`. Values are deserialized as [`Spanned`] so semantic
+//! errors point at the offending value, not just at the file.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use crate::identity::{self, IdentityError};
+
+/// Default UDP port of the RTMFP endpoint.
+pub const DEFAULT_PORT: u16 = 4910;
+/// Default TAP MTU.
+pub const DEFAULT_MTU: u16 = 1400;
+/// Smallest and largest accepted TAP MTU.
+pub const MTU_RANGE: (u16, u16) = (576, 9000);
+
+/// A config error, rendered as `file:line:column: key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line and column of the offending value; 0 when unknown
+    /// (e.g. the file cannot be read).
+    pub line: u32,
+    pub column: u32,
+    /// Dotted key path (`interface.mtu`, `introducers[1]`), when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Node role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Node,
+    Introducer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Introducer => "introducer",
+        }
+    }
+}
+
+/// Log level (`log.level`); `RUST_LOG` overrides it at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// An interface address with its prefix length, e.g. `10.77.0.2/24` or
+/// `fd77::2/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpCidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for IpCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for IpCidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = "expected an address with prefix length such as 10.77.0.2/24 or fd77::2/64";
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` has no prefix length, {expected}"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IP address, {expected}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|&n| n <= max)
+            .ok_or_else(|| format!("`{p}` is not a valid prefix length, expected 0-{max}"))?;
+        Ok(IpCidr { addr, prefix })
+    }
+}
+
+/// The TAP MAC address setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacSetting {
+    /// Stable, derived from the node key (see [`crate::tap::derive_mac`]).
+    Auto,
+    Fixed([u8; 6]),
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` and requires a unicast, non-zero address.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let expected = "expected `auto` or a unicast MAC address such as 02:00:00:aa:bb:cc";
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in mac.iter_mut() {
+        let part = parts.next().unwrap_or("");
+        if part.len() != 2 {
+            return Err(format!("`{s}` is not a MAC address, {expected}"));
+        }
+        *byte = u8::from_str_radix(part, 16)
+            .map_err(|_| format!("`{s}` is not a MAC address, {expected}"))?;
+    }
+    if parts.next().is_some() {
+        return Err(format!("`{s}` is not a MAC address, {expected}"));
+    }
+    if mac[0] & 1 != 0 {
+        return Err(format!("`{s}` is a multicast address, {expected}"));
+    }
+    if mac == [0; 6] {
+        return Err(format!("`{s}` is the zero address, {expected}"));
+    }
+    Ok(mac)
+}
+
+/// A `host:port` endpoint. Names are only checked for syntax here; they are
+/// resolved when the agent starts, never during validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: Host,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Host::Ip(IpAddr::V6(a)) => write!(f, "[{a}]:{}", self.port),
+            Host::Ip(a) => write!(f, "{a}:{}", self.port),
+            Host::Name(n) => write!(f, "{n}:{}", self.port),
+        }
+    }
+}
+
+impl HostPort {
+    /// Resolves the endpoint (DNS for names) to socket addresses.
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        match &self.host {
+            Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, self.port)]),
+            Host::Name(n) => Ok(tokio::net::lookup_host((n.as_str(), self.port))
+                .await?
+                .collect()),
+        }
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = "expected host:port such as 198.51.100.7:4910, [2001:db8::7]:4910 or intro.example.net:4910";
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, p) = rest
+                .split_once("]:")
+                .ok_or_else(|| format!("`{s}` is not host:port, {expected}"))?;
+            let ip: std::net::Ipv6Addr = h
+                .parse()
+                .map_err(|_| format!("`{h}` is not an IPv6 address, {expected}"))?;
+            (Host::Ip(IpAddr::V6(ip)), p)
+        } else {
+            let (h, p) = s
+                .rsplit_once(':')
+                .ok_or_else(|| format!("`{s}` has no port, {expected}"))?;
+            if h.contains(':') {
+                return Err(format!(
+                    "`{s}`: IPv6 addresses must be in brackets, {expected}"
+                ));
+            }
+            let host = match h.parse::<Ipv4Addr>() {
+                Ok(ip) => Host::Ip(IpAddr::V4(ip)),
+                Err(_) if is_dns_name(h) => Host::Name(h.to_string()),
+                Err(_) => return Err(format!("`{h}` is not a host name or address, {expected}")),
+            };
+            (host, p)
+        };
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("`{port}` is not a valid port, expected 1-65535"))?;
+        Ok(HostPort { host, port })
+    }
+}
+
+/// RFC 1123 host name syntax: dot-separated labels of 1-63 letters, digits
+/// and hyphens, not starting or ending with a hyphen; 253 chars at most; the
+/// last label is not all digits (that would be a malformed IPv4 address).
+fn is_dns_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    let labels_ok = s.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    let last_numeric = s
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    labels_ok && !last_numeric
+}
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this config was read from.
+    pub file: PathBuf,
+    pub network: NetworkConfig,
+    pub node: NodeConfig,
+    pub interface: InterfaceConfig,
+    pub listen: ListenConfig,
+    pub introducers: Vec<HostPort>,
+    pub stun_servers: Vec<HostPort>,
+    pub role: Role,
+    pub control: ControlConfig,
+    pub metrics: Option<MetricsConfig>,
+    pub log: LogConfig,
+    /// Where `network.secret_file` and `node.key_file` sit in the file, for
+    /// the errors of [`Config::check_files`].
+    secret_at: (u32, u32),
+    key_at: (u32, u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    pub name: String,
+    pub secret_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub name: String,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    pub name: String,
+    pub mtu: u16,
+    pub mac: MacSetting,
+    pub addresses: Vec<IpCidr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenConfig {
+    /// Bind address (default 0.0.0.0).
+    pub address: IpAddr,
+    /// UDP port; 0 = ephemeral.
+    pub port: u16,
+}
+
+impl ListenConfig {
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub level: LogLevel,
+}
+
+// ---- the schema, as written in YAML -------------------------------------
+
+type S<T> = Spanned<T>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    network: S<RawNetwork>,
+    #[serde(default)]
+    node: Option<S<RawNode>>,
+    interface: S<RawInterface>,
+    #[serde(default)]
+    listen: Option<S<RawListen>>,
+    #[serde(default)]
+    introducers: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    stun_servers: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    role: Option<S<String>>,
+    #[serde(default)]
+    control: Option<S<RawControl>>,
+    #[serde(default)]
+    metrics: Option<S<RawMetrics>>,
+    #[serde(default)]
+    log: Option<S<RawLog>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    name: S<String>,
+    secret_file: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    #[serde(default)]
+    name: Option<S<String>>,
+    #[serde(default)]
+    key_file: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    name: S<String>,
+    #[serde(default)]
+    mtu: Option<S<i64>>,
+    #[serde(default)]
+    mac: Option<S<String>>,
+    #[serde(default)]
+    addresses: Option<S<Vec<S<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    #[serde(default)]
+    address: Option<S<String>>,
+    #[serde(default)]
+    port: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: S<String>,
+}
+
+// ---- validation ----------------------------------------------------------
+
+struct Ctx<'a> {
+    file: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, at: &Location, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: at.line() as u32,
+            column: at.column() as u32,
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+fn check_path(cx: &Ctx, v: &S<String>, key: &str) -> Result<PathBuf, ConfigError> {
+    let p = Path::new(&v.value);
+    if !p.is_absolute() {
+        return Err(cx.err(
+            &v.referenced,
+            key,
+            format!(
+                "`{}` is not an absolute path, expected a path such as /etc/ringlan/...",
+                v.value
+            ),
+        ));
+    }
+    Ok(p.to_path_buf())
+}
+
+/// Network name: 1-32 chars of `[a-z0-9-]`.
+pub fn check_network_name(s: &str) -> Result<(), String> {
+    if s.is_empty()
+        || s.len() > 32
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "`{s}` is not a valid network name, expected 1-32 characters of a-z, 0-9 and -"
+        ));
+    }
+    Ok(())
+}
+
+/// Node name: 1-63 chars of `[A-Za-z0-9._-]` (a host name fits).
+pub fn check_node_name(s: &str) -> Result<(), String> {
+    if s.is_empty()
+        || s.len() > 63
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "`{s}` is not a valid node name, expected 1-63 characters of A-Z, a-z, 0-9, ., _ and -"
+        ));
+    }
+    Ok(())
+}
+
+/// Interface name: 1-15 chars (the kernel's IFNAMSIZ - 1) of
+/// `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn check_interface_name(s: &str) -> Result<(), String> {
+    if s.is_empty()
+        || s.len() > 15
+        || s == "."
+        || s == ".."
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "`{s}` is not a valid interface name, expected 1-15 characters of A-Z, a-z, 0-9, ., _ and -"
+        ));
+    }
+    Ok(())
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most
+    // that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(buf.get(..end)?).ok()?;
+    // Only the first label: `laptop.example.net` -> `laptop`.
+    Some(name.split('.').next().unwrap_or(name).to_string())
+}
+
+impl Config {
+    /// Reads and validates `file` (step 1; see the module docs).
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: None,
+            message: format!("cannot read config file: {e}"),
+        })?;
+        Config::parse(&text, file)
+    }
+
+    /// Reads and validates `file`, then checks the secret and key files
+    /// (steps 1 and 2). This is what `ringlan check-config` and `ringlan up`
+    /// run.
+    pub fn load_and_check(file: &Path) -> Result<Config, ConfigError> {
+        let c = Config::load(file)?;
+        c.check_files()?;
+        Ok(c)
+    }
+
+    /// Parses and validates YAML `text`; `file` is used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let cx = Ctx { file };
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let inner = e.without_snippet();
+            let message = serde_saphyr::MessageFormatter::format_message(
+                &serde_saphyr::DefaultMessageFormatter,
+                inner,
+            )
+            .escape_debug()
+            .to_string();
+            let (line, column) = inner
+                .location()
+                .map(|l| (l.line() as u32, l.column() as u32))
+                .unwrap_or((0, 0));
+            ConfigError {
+                file: file.to_path_buf(),
+                line,
+                column,
+                key: None,
+                message,
+            }
+        })?;
+        Config::validate(&cx, raw)
+    }
+
+    fn validate(cx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
+        // network
+        let net = &raw.network.value;
+        check_network_name(&net.name.value)
+            .map_err(|m| cx.err(&net.name.referenced, "network.name", m))?;
+        let secret_file = check_path(cx, &net.secret_file, "network.secret_file")?;
+        let network = NetworkConfig {
+            name: net.name.value.clone(),
+            secret_file,
+        };
+        let secret_at = loc(&net.secret_file.referenced);
+
+        // node
+        let raw_node = raw.node.as_ref().map(|n| &n.value);
+        let name = match raw_node.and_then(|n| n.name.as_ref()) {
+            Some(v) => {
+                check_node_name(&v.value).map_err(|m| cx.err(&v.referenced, "node.name", m))?;
+                v.value.clone()
+            }
+            None => {
+                let at = raw
+                    .node
+                    .as_ref()
+                    .map(|n| n.referenced)
+                    .unwrap_or(raw.network.referenced);
+                let h = hostname().ok_or_else(|| {
+                    cx.err(
+                        &at,
+                        "node.name",
+                        "not set and the host name is unknown, expected a node name",
+                    )
+                })?;
+                check_node_name(&h).map_err(|m| {
+                    cx.err(&at, "node.name", format!("not set, and the host name: {m}"))
+                })?;
+                h
+            }
+        };
+        let (key_file, key_at) = match raw_node.and_then(|n| n.key_file.as_ref()) {
+            Some(v) => (check_path(cx, v, "node.key_file")?, loc(&v.referenced)),
+            None => (
+                PathBuf::from(format!("/var/lib/ringlan/{}.key", network.name)),
+                (0, 0),
+            ),
+        };
+        let node = NodeConfig { name, key_file };
+
+        // interface
+        let i = &raw.interface.value;
+        check_interface_name(&i.name.value)
+            .map_err(|m| cx.err(&i.name.referenced, "interface.name", m))?;
+        let mtu = match &i.mtu {
+            Some(v) => {
+                let (lo, hi) = MTU_RANGE;
+                if v.value < i64::from(lo) || v.value > i64::from(hi) {
+                    return Err(cx.err(
+                        &v.referenced,
+                        "interface.mtu",
+                        format!("{} is out of range, expected {lo}-{hi}", v.value),
+                    ));
+                }
+                v.value as u16
+            }
+            None => DEFAULT_MTU,
+        };
+        let mac = match &i.mac {
+            None => MacSetting::Auto,
+            Some(v) if v.value == "auto" => MacSetting::Auto,
+            Some(v) => MacSetting::Fixed(
+                parse_mac(&v.value).map_err(|m| cx.err(&v.referenced, "interface.mac", m))?,
+            ),
+        };
+        let mut addresses = Vec::new();
+        if let Some(list) = &i.addresses {
+            for (n, a) in list.value.iter().enumerate() {
+                let key = format!("interface.addresses[{n}]");
+                addresses.push(
+                    a.value
+                        .parse::<IpCidr>()
+                        .map_err(|m| cx.err(&a.referenced, &key, m))?,
+                );
+            }
+        }
+        let interface = InterfaceConfig {
+            name: i.name.value.clone(),
+            mtu,
+            mac,
+            addresses,
+        };
+
+        // listen
+        let mut listen = ListenConfig {
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: DEFAULT_PORT,
+        };
+        if let Some(l) = &raw.listen {
+            if let Some(a) = &l.value.address {
+                listen.address = a.value.parse().map_err(|_| {
+                    cx.err(
+                        &a.referenced,
+                        "listen.address",
+                        format!(
+                            "`{}` is not an IP address, expected e.g. 0.0.0.0, :: or 192.0.2.1",
+                            a.value
+                        ),
+                    )
+                })?;
+            }
+            if let Some(p) = &l.value.port {
+                listen.port = u16::try_from(p.value).map_err(|_| {
+                    cx.err(
+                        &p.referenced,
+                        "listen.port",
+                        format!("{} is out of range, expected 0-65535", p.value),
+                    )
+                })?;
+            }
+        }
+
+        // role
+        let role = match &raw.role {
+            None => Role::Node,
+            Some(v) => match v.value.as_str() {
+                "node" => Role::Node,
+                "introducer" => Role::Introducer,
+                other => {
+                    return Err(cx.err(
+                        &v.referenced,
+                        "role",
+                        format!("`{other}` is not a role, expected node or introducer"),
+                    ))
+                }
+            },
+        };
+
+        // introducers, stun_servers
+        let host_ports = |list: &Option<S<Vec<S<String>>>>, key: &str| {
+            let mut out = Vec::new();
+            if let Some(list) = list {
+                for (n, v) in list.value.iter().enumerate() {
+                    let key = format!("{key}[{n}]");
+                    out.push(
+                        v.value
+                            .parse::<HostPort>()
+                            .map_err(|m| cx.err(&v.referenced, &key, m))?,
+                    );
+                }
+            }
+            Ok::<_, ConfigError>(out)
+        };
+        let introducers = host_ports(&raw.introducers, "introducers")?;
+        let stun_servers = host_ports(&raw.stun_servers, "stun_servers")?;
+        if introducers.is_empty() && role != Role::Introducer {
+            let at = raw
+                .introducers
+                .as_ref()
+                .map(|l| l.referenced)
+                .or(raw.role.as_ref().map(|r| r.referenced))
+                .unwrap_or(raw.network.referenced);
+            return Err(cx.err(
+                &at,
+                "introducers",
+                "no introducer given, expected at least one host:port unless role is introducer",
+            ));
+        }
+
+        // control
+        let control = match &raw.control {
+            Some(c) => ControlConfig {
+                socket: check_path(cx, &c.value.socket, "control.socket")?,
+            },
+            None => ControlConfig {
+                socket: PathBuf::from(format!("/run/ringlan/{}.sock", network.name)),
+            },
+        };
+
+        // metrics
+        let metrics = match &raw.metrics {
+            Some(m) => {
+                let v = &m.value.listen;
+                Some(MetricsConfig {
+                    listen: v.value.parse().map_err(|_| {
+                        cx.err(
+                            &v.referenced,
+                            "metrics.listen",
+                            format!(
+                                "`{}` is not an address:port, expected e.g. 127.0.0.1:9910 or [::1]:9910",
+                                v.value
+                            ),
+                        )
+                    })?,
+                })
+            }
+            None => None,
+        };
+
+        // log
+        let level = match &raw.log {
+            None => LogLevel::Info,
+            Some(l) => {
+                let v = &l.value.level;
+                match v.value.as_str() {
+                    "error" => LogLevel::Error,
+                    "warn" => LogLevel::Warn,
+                    "info" => LogLevel::Info,
+                    "debug" => LogLevel::Debug,
+                    "trace" => LogLevel::Trace,
+                    other => {
+                        return Err(cx.err(
+                            &v.referenced,
+                            "log.level",
+                            format!(
+                                "`{other}` is not a log level, expected error, warn, info, debug or trace"
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+
+        Ok(Config {
+            file: cx.file.to_path_buf(),
+            network,
+            node,
+            interface,
+            listen,
+            introducers,
+            stun_servers,
+            role,
+            control,
+            metrics,
+            log: LogConfig { level },
+            secret_at,
+            key_at,
+        })
+    }
+
+    /// Step 2: the secret file must exist, be private and hold a secret; a
+    /// key file, if it already exists, must be private and hold a key (a
+    /// missing key file is created by `ringlan up`).
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let err = |at: (u32, u32), key: &str, e: IdentityError| ConfigError {
+            file: self.file.clone(),
+            line: at.0,
+            column: at.1,
+            key: Some(key.to_string()),
+            message: e.to_string(),
+        };
+        identity::read_secret(&self.network.secret_file)
+            .map_err(|e| err(self.secret_at, "network.secret_file", e))?;
+        if self.node.key_file.exists() {
+            identity::read_key(&self.node.key_file)
+                .map_err(|e| err(self.key_at, "node.key_file", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn loc(l: &Location) -> (u32, u32) {
+    (l.line() as u32, l.column() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+network:
+  name: home
+  secret_file: /etc/ringlan/home.secret
+node:
+  name: laptop
+  key_file: /var/lib/ringlan/home.key
+interface:
+  name: rl-home
+  mtu: 1400
+  mac: auto
+  addresses: [10.77.0.2/24, 'fd77::2/64']
+listen:
+  port: 4910
+introducers: [198.51.100.7:4910, '[2001:db8::7]:4910', intro.example.net:4910]
+stun_servers: []
+role: node
+control:
+  socket: /run/ringlan/home.sock
+metrics:
+  listen: 127.0.0.1:9910
+log:
+  level: info
+";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/ringlan/home.yaml"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.network.name, "home");
+        assert_eq!(c.node.name, "laptop");
+        assert_eq!(c.interface.mtu, 1400);
+        assert_eq!(c.interface.mac, MacSetting::Auto);
+        assert_eq!(c.interface.addresses.len(), 2);
+        assert_eq!(c.interface.addresses[1].to_string(), "fd77::2/64");
+        assert_eq!(c.listen.socket_addr().to_string(), "0.0.0.0:4910");
+        assert_eq!(c.introducers.len(), 3);
+        assert_eq!(c.introducers[1].to_string(), "[2001:db8::7]:4910");
+        assert_eq!(
+            c.introducers[2].host,
+            Host::Name("intro.example.net".into())
+        );
+        assert_eq!(c.role, Role::Node);
+        assert_eq!(c.metrics.unwrap().listen.to_string(), "127.0.0.1:9910");
+        assert_eq!(c.log.level, LogLevel::Info);
+    }
+
+    #[test]
+    fn mtu_out_of_range_points_at_value() {
+        let t = GOOD.replace("mtu: 1400", "mtu: 70000");
+        assert_eq!(
+            err(&t),
+            "/etc/ringlan/home.yaml:9:8: interface.mtu: 70000 is out of range, expected 576-9000"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_location() {
+        let t = GOOD.replace("  mtu: 1400", "  mtu: 1400\n  colour: blue");
+        let e = parse(&t).unwrap_err();
+        assert_eq!((e.line, e.column), (10, 3), "{e}");
+        assert!(e.message.contains("colour"), "{e}");
+        let t = GOOD.replace("role: node", "role: node\nkeepalive: 25s");
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.line, 17, "{e}");
+        assert!(e.message.contains("keepalive"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_point_at_value() {
+        let cases = [
+            (
+                "name: home",
+                "name: Home!",
+                "3:9".replace("3:9", "2:9"),
+                "network.name",
+            ),
+            (
+                "10.77.0.2/24,",
+                "10.77.0.2/33,",
+                "11:15".into(),
+                "interface.addresses[0]",
+            ),
+            (
+                "mac: auto",
+                "mac: 01:00:5e:00:00:01",
+                "10:8".into(),
+                "interface.mac",
+            ),
+            (
+                "name: rl-home",
+                "name: rl-home-much-too-long",
+                "8:9".into(),
+                "interface.name",
+            ),
+            ("port: 4910", "port: 70000", "13:9".into(), "listen.port"),
+            ("role: node", "role: relay", "16:7".into(), "role"),
+            ("level: info", "level: loud", "22:10".into(), "log.level"),
+            (
+                "198.51.100.7:4910,",
+                "198.51.100.7,",
+                "14:15".into(),
+                "introducers[0]",
+            ),
+            (
+                "listen: 127.0.0.1:9910",
+                "listen: localhost:9910",
+                "20:11".into(),
+                "metrics.listen",
+            ),
+            (
+                "socket: /run/ringlan/home.sock",
+                "socket: run/home.sock",
+                "18:11".into(),
+                "control.socket",
+            ),
+        ];
+        for (from, to, at, key) in cases {
+            let t = GOOD.replacen(from, to, 1);
+            let e = err(&t);
+            let want = format!("/etc/ringlan/home.yaml:{at}: {key}: ");
+            assert!(
+                e.starts_with(&want),
+                "{from} -> {to}: got `{e}`, want prefix `{want}`"
+            );
+        }
+    }
+
+    #[test]
+    fn introducer_required_unless_role_is_introducer() {
+        let t = GOOD.replace(
+            "introducers: [198.51.100.7:4910, '[2001:db8::7]:4910', intro.example.net:4910]",
+            "introducers: []",
+        );
+        let e = err(&t);
+        assert!(
+            e.starts_with("/etc/ringlan/home.yaml:14:14: introducers: no introducer"),
+            "{e}"
+        );
+        let t = t.replace("role: node", "role: introducer");
+        assert_eq!(parse(&t).unwrap().role, Role::Introducer);
+    }
+
+    #[test]
+    fn defaults() {
+        let t = "\
+network: {name: lab, secret_file: /etc/ringlan/lab.secret}
+interface: {name: rl-lab}
+role: introducer
+";
+        let c = parse(t).unwrap();
+        assert_eq!(c.interface.mtu, DEFAULT_MTU);
+        assert_eq!(c.listen.port, DEFAULT_PORT);
+        assert_eq!(c.node.key_file, Path::new("/var/lib/ringlan/lab.key"));
+        assert_eq!(c.control.socket, Path::new("/run/ringlan/lab.sock"));
+        assert!(c.metrics.is_none());
+        assert!(!c.node.name.is_empty());
+    }
+
+    #[test]
+    fn missing_required_key_is_an_error() {
+        let e = err("interface: {name: rl-x}\nrole: introducer\n");
+        assert!(e.contains("network"), "{e}");
+    }
+
+    #[test]
+    fn host_port_syntax() {
+        for ok in ["192.0.2.1:1", "[::1]:4910", "a.example:80", "intro-1:4910"] {
+            ok.parse::<HostPort>().unwrap();
+        }
+        for bad in [
+            "192.0.2.1",
+            "::1:4910",
+            "a..b:1",
+            "-a:1",
+            "1.2.3:5",
+            "h:0",
+            "h:x",
+            "[::1]4910",
+        ] {
+            assert!(bad.parse::<HostPort>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidr_and_mac_syntax() {
+        assert!("10.0.0.1".parse::<IpCidr>().is_err());
+        assert!("fd00::1/129".parse::<IpCidr>().is_err());
+        assert_eq!("fd00::1/128".parse::<IpCidr>().unwrap().prefix, 128);
+        assert_eq!(
+            parse_mac("02:aa:BB:cc:dd:0f").unwrap(),
+            [2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0f]
+        );
+        assert!(parse_mac("02:aa:bb:cc:dd").is_err());
+        assert!(parse_mac("02:aa:bb:cc:dd:ee:ff").is_err());
+        assert!(parse_mac("03:aa:bb:cc:dd:ee").is_err());
+        assert!(parse_mac("00:00:00:00:00:00").is_err());
+    }
+}

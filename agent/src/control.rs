@@ -1,0 +1,279 @@
+//! The control socket: a Unix stream socket (mode 0600, so only root reads
+//! the status) speaking newline-delimited JSON.
+//!
+//! Request: `{"cmd":"status"}`. Response: `{"ok":true,"status":{...}}` or
+//! `{"ok":false,"error":"..."}`. A connection may send several requests;
+//! each gets one response line.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::status::{Status, StatusSource};
+
+/// Longest request line accepted.
+pub const MAX_REQUEST: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    fn error(e: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            status: None,
+            error: Some(e.into()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{}: another agent is already listening on this control socket", .0.display())]
+    InUse(PathBuf),
+    #[error("{}: exists and is not a socket", .0.display())]
+    NotASocket(PathBuf),
+    #[error("{}: {error}", .path.display())]
+    Io { path: PathBuf, error: io::Error },
+    #[error("bad response from the agent: {0}")]
+    Protocol(String),
+    #[error("the agent answered: {0}")]
+    Agent(String),
+}
+
+/// The bound control socket. The socket file is removed on drop.
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    source: Arc<dyn StatusSource>,
+}
+
+impl ControlServer {
+    /// Binds `path` (parent directory created 0700 if missing; a stale
+    /// socket left by a dead agent is replaced) and sets mode 0600.
+    pub async fn bind(path: &Path, source: Arc<dyn StatusSource>) -> Result<Self, ControlError> {
+        let io_err = |error| ControlError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(io_err)?;
+            }
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => {
+                if UnixStream::connect(path).await.is_ok() {
+                    return Err(ControlError::InUse(path.to_path_buf()));
+                }
+                std::fs::remove_file(path).map_err(io_err)?;
+            }
+            Ok(_) => return Err(ControlError::NotASocket(path.to_path_buf())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(io_err)?;
+        let server = ControlServer {
+            listener,
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+        Ok(server)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts connections until `shutdown` turns true (or its sender is
+    /// dropped); each connection is served by its own task.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok((stream, _)) => {
+                        let source = self.source.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = handle(stream, source).await {
+                                tracing::debug!("control connection: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("control socket accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+                () = crate::wait_for_shutdown(&mut shutdown) => break,
+            }
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn handle(stream: UnixStream, source: Arc<dyn StatusSource>) -> io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut r)
+            .take(MAX_REQUEST as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let too_long = line.len() > MAX_REQUEST;
+        let resp = if too_long {
+            Response::error(format!("request longer than {MAX_REQUEST} bytes"))
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(Request::Status) => Response {
+                    ok: true,
+                    status: Some(source.snapshot()),
+                    error: None,
+                },
+                Err(e) => Response::error(format!("bad request: {e}")),
+            }
+        };
+        let mut out = serde_json::to_vec(&resp).map_err(io::Error::other)?;
+        out.push(b'\n');
+        w.write_all(&out).await?;
+        if too_long {
+            return Ok(());
+        }
+    }
+}
+
+/// Client side: asks the agent behind `path` for its status.
+pub async fn request_status(path: &Path) -> Result<Status, ControlError> {
+    let io_err = |error| ControlError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let stream = UnixStream::connect(path).await.map_err(io_err)?;
+    let (r, mut w) = stream.into_split();
+    let mut req = serde_json::to_vec(&Request::Status).expect("serializable");
+    req.push(b'\n');
+    w.write_all(&req).await.map_err(io_err)?;
+    let mut line = String::new();
+    BufReader::new(r)
+        .read_line(&mut line)
+        .await
+        .map_err(io_err)?;
+    let resp: Response =
+        serde_json::from_str(&line).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    match (resp.ok, resp.status, resp.error) {
+        (true, Some(s), _) => Ok(s),
+        (_, _, Some(e)) => Err(ControlError::Agent(e)),
+        _ => Err(ControlError::Protocol("response without status".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::StatusBoard;
+
+    fn sock_path(name: &str) -> PathBuf {
+        std::env::temp_dir()
+            .join(format!("ringlan-ctl-{}-{name}", std::process::id()))
+            .join("sub/agent.sock")
+    }
+
+    #[tokio::test]
+    async fn status_round_trip_and_cleanup() {
+        let path = sock_path("rt");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        let board = Arc::new(StatusBoard::new(crate::status::tests::sample()));
+        let server = ControlServer::bind(&path, board.clone()).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        // a second agent on the same socket is refused
+        assert!(matches!(
+            ControlServer::bind(&path, board.clone()).await,
+            Err(ControlError::InUse(_))
+        ));
+
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(server.serve(rx));
+        let got = request_status(&path).await.unwrap();
+        let mut want = crate::status::tests::sample();
+        want.uptime_secs = got.uptime_secs;
+        assert_eq!(got, want);
+
+        // garbage and several requests on one connection
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = s.into_split();
+        w.write_all(b"{\"cmd\":\"reboot\"}\n{\"cmd\":\"status\"}\n")
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(r).lines();
+        let a: Response = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert!(!a.ok);
+        assert!(a.error.unwrap().contains("bad request"));
+        let b: Response = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert!(b.ok && b.status.is_some());
+
+        tx.send(true).unwrap();
+        task.await.unwrap();
+        assert!(!path.exists(), "socket removed on shutdown");
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn stale_socket_is_replaced() {
+        let path = sock_path("stale");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let f = || crate::status::Status::default();
+        let server = ControlServer::bind(&path, Arc::new(f)).await.unwrap();
+        drop(server);
+        assert!(!path.exists());
+        std::fs::write(&path, "x").unwrap();
+        assert!(matches!(
+            ControlServer::bind(&path, Arc::new(f)).await,
+            Err(ControlError::NotASocket(_))
+        ));
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+    }
+}

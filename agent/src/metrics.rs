@@ -1,0 +1,355 @@
+//! Optional Prometheus endpoint (`metrics.listen`): `GET /metrics` over a
+//! minimal HTTP/1.1 responder (one request per connection).
+//!
+//! The metrics are the status counters: on every scrape a prometheus-client
+//! [`Collector`] takes a [`Status`] snapshot and encodes it, so the numbers
+//! are exactly those `ringlan status` shows. Per-peer series carry
+//! `peer="<short node id>"`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::status::{short_id, SessionState, StatusSource};
+
+/// Longest request head accepted.
+const MAX_HEAD: usize = 8192;
+/// A client that has not sent its request head by then is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct StatusCollector(Arc<dyn StatusSource>);
+
+impl std::fmt::Debug for StatusCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusCollector")
+    }
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Vec<(&'static str, String)>, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(0u64);
+    let mut m = enc.encode_descriptor(name, help, None, c.metric_type())?;
+    for (labels, v) in series {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Vec<(&'static str, String)>, N)>,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(0i64);
+    let mut m = enc.encode_descriptor(name, help, None, g.metric_type())?;
+    for (labels, v) in series {
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge without labels.
+fn gauge1(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: i64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for StatusCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.snapshot();
+        let peer = |id: &str| vec![("peer", short_id(id).to_string())];
+        gauge(
+            &mut enc,
+            "ringlan_info",
+            "Node identity (value is always 1)",
+            [(
+                vec![
+                    ("node_id", s.node_id.clone().unwrap_or_default()),
+                    ("name", s.node_name.clone()),
+                    ("network", s.network.clone()),
+                    ("role", s.role.to_string()),
+                ],
+                1i64,
+            )],
+        )?;
+        gauge1(
+            &mut enc,
+            "ringlan_uptime_seconds",
+            "Seconds since the agent started",
+            s.uptime_secs as i64,
+        )?;
+        let open = s
+            .sessions
+            .iter()
+            .filter(|x| x.state == SessionState::Open)
+            .count();
+        gauge(
+            &mut enc,
+            "ringlan_sessions",
+            "Sessions by state",
+            [
+                (vec![("state", "open".to_string())], open as i64),
+                (
+                    vec![("state", "other".to_string())],
+                    (s.sessions.len() - open) as i64,
+                ),
+            ],
+        )?;
+        if let Some(n) = &s.neighbours {
+            gauge1(
+                &mut enc,
+                "ringlan_neighbours",
+                "Overlay neighbours",
+                n.len() as i64,
+            )?;
+        }
+        gauge(
+            &mut enc,
+            "ringlan_peer_rtt_seconds",
+            "Smoothed round-trip time to the peer",
+            s.sessions
+                .iter()
+                .filter_map(|x| x.rtt_ms.map(|r| (peer(&x.peer_id), r / 1000.0))),
+        )?;
+        gauge(
+            &mut enc,
+            "ringlan_peer_age_seconds",
+            "Age of the session with the peer",
+            s.sessions
+                .iter()
+                .map(|x| (peer(&x.peer_id), x.age_secs as i64)),
+        )?;
+        let each = |f: fn(&crate::status::SessionStatus) -> u64| {
+            s.sessions
+                .iter()
+                .map(move |x| (peer(&x.peer_id), f(x)))
+                .collect::<Vec<_>>()
+        };
+        counter(
+            &mut enc,
+            "ringlan_peer_tx_frames",
+            "Ethernet frames sent to the peer",
+            each(|x| x.tx.frames),
+        )?;
+        counter(
+            &mut enc,
+            "ringlan_peer_tx_bytes",
+            "Bytes of Ethernet frames sent to the peer",
+            each(|x| x.tx.bytes),
+        )?;
+        counter(
+            &mut enc,
+            "ringlan_peer_rx_frames",
+            "Ethernet frames received from the peer",
+            each(|x| x.rx.frames),
+        )?;
+        counter(
+            &mut enc,
+            "ringlan_peer_rx_bytes",
+            "Bytes of Ethernet frames received from the peer",
+            each(|x| x.rx.bytes),
+        )?;
+        counter(
+            &mut enc,
+            "ringlan_peer_drops",
+            "Frames dropped on the session, by reason",
+            s.sessions.iter().flat_map(|x| {
+                x.drops.iter().map(|(reason, &n)| {
+                    (
+                        vec![
+                            ("peer", short_id(&x.peer_id).to_string()),
+                            ("reason", reason.clone()),
+                        ],
+                        n,
+                    )
+                })
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+/// Renders the OpenMetrics text for `source`'s current snapshot.
+pub fn render(source: Arc<dyn StatusSource>) -> String {
+    let mut reg = Registry::default();
+    reg.register_collector(Box::new(StatusCollector(source)));
+    let mut out = String::new();
+    // Writing into a String cannot fail; an encoder error would be a bug in
+    // our collector and yields a truncated page rather than a panic.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
+        tracing::error!("encoding metrics: {e}");
+    }
+    out
+}
+
+/// The bound metrics endpoint.
+pub struct MetricsServer {
+    listener: TcpListener,
+    source: Arc<dyn StatusSource>,
+}
+
+impl MetricsServer {
+    pub async fn bind(addr: SocketAddr, source: Arc<dyn StatusSource>) -> io::Result<Self> {
+        Ok(MetricsServer {
+            listener: TcpListener::bind(addr).await?,
+            source,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok((stream, _)) => {
+                        let source = self.source.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = handle(stream, source).await {
+                                tracing::debug!("metrics connection: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("metrics accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                () = crate::wait_for_shutdown(&mut shutdown) => break,
+            }
+        }
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request head too long",
+            ));
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "eof in request head",
+            ));
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(head)
+}
+
+async fn handle(mut stream: TcpStream, source: Arc<dyn StatusSource>) -> io::Result<()> {
+    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head timeout"))??;
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(source),
+        ),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n".to_string(),
+        ),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(resp.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::StatusBoard;
+
+    async fn get(addr: SocketAddr, req: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_status_counters() {
+        let board = Arc::new(StatusBoard::new(crate::status::tests::sample()));
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), board)
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(server.serve(rx));
+
+        let r = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        let body = r.split("\r\n\r\n").nth(1).unwrap();
+        let len: usize = r
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(len, body.len());
+        for want in [
+            "# TYPE ringlan_peer_tx_frames counter",
+            "ringlan_peer_tx_frames_total{peer=\"89abcdef\"} 1200",
+            "ringlan_peer_rx_bytes_total{peer=\"89abcdef\"} 830",
+            "ringlan_peer_drops_total{peer=\"fedcba98\",reason=\"no-route\"} 2",
+            "ringlan_peer_rtt_seconds{peer=\"89abcdef\"} 0.00074",
+            "ringlan_sessions{state=\"open\"} 1",
+            "ringlan_neighbours 2",
+            "ringlan_uptime_seconds ",
+            "ringlan_info{node_id=\"0123456789abcdef0123456789abcdef\",name=\"laptop\",network=\"home\",role=\"node\"} 1",
+            "# EOF",
+        ] {
+            assert!(body.contains(want), "missing `{want}` in\n{body}");
+        }
+
+        let r = get(addr, "GET / HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+        let r = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+
+        tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,646 @@
+//! The status model: what `ringlan status` shows, what the control socket
+//! returns as JSON and what the metrics endpoint exports.
+//!
+//! The node runtime owns the truth and publishes snapshots to a
+//! [`StatusBoard`]; readers (control socket, metrics) take snapshots through
+//! the [`StatusSource`] trait and never touch the runtime's state.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// A snapshot of one node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Node id (32 hex digits), once the crypto profile has computed it.
+    pub node_id: Option<String>,
+    pub node_name: String,
+    pub network: String,
+    pub role: Role,
+    /// Ed25519 public key, 64 hex digits.
+    pub public_key: String,
+    pub tap: TapStatus,
+    /// Local sockets the RTMFP endpoint is bound to.
+    pub listen: Vec<SocketAddr>,
+    /// Addresses this node is known by (local interface addresses,
+    /// reflexive addresses learnt from STUN or introducers).
+    pub addresses: Vec<KnownAddress>,
+    pub sessions: Vec<SessionStatus>,
+    /// Overlay neighbours; `None` until the overlay reports them.
+    pub neighbours: Option<Vec<Neighbour>>,
+    pub uptime_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Node,
+    Introducer,
+}
+
+impl From<crate::config::Role> for Role {
+    fn from(r: crate::config::Role) -> Self {
+        match r {
+            crate::config::Role::Node => Role::Node,
+            crate::config::Role::Introducer => Role::Introducer,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Node => "node",
+            Role::Introducer => "introducer",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TapStatus {
+    pub name: String,
+    /// `aa:bb:cc:dd:ee:ff`
+    pub mac: String,
+    pub mtu: u16,
+    /// `addr/prefix`
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownAddress {
+    pub addr: SocketAddr,
+    pub kind: AddressKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressKind {
+    Local,
+    Reflexive,
+}
+
+impl fmt::Display for AddressKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AddressKind::Local => "local",
+            AddressKind::Reflexive => "reflexive",
+        })
+    }
+}
+
+/// How a session's packets travel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PathKind {
+    /// Direct, how it was reached not (yet) classified.
+    Direct,
+    /// Direct on the same LAN (local addresses).
+    DirectLan,
+    /// Direct through NAT (punched, reflexive addresses).
+    DirectNat,
+    /// Through relays; `via` names the first relay (node name or short id).
+    Relayed { via: String },
+}
+
+impl fmt::Display for PathKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathKind::Direct => f.write_str("direct"),
+            PathKind::DirectLan => f.write_str("direct-lan"),
+            PathKind::DirectNat => f.write_str("direct-nat"),
+            PathKind::Relayed { via } => write!(f, "relayed via {via}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionState {
+    /// Handshake in progress (RFC 7016 3.5.1).
+    Opening,
+    Open,
+    /// Close requested (RFC 7016 3.5.5).
+    Closing,
+    Closed,
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SessionState::Opening => "opening",
+            SessionState::Open => "open",
+            SessionState::Closing => "closing",
+            SessionState::Closed => "closed",
+        })
+    }
+}
+
+/// Frames and bytes in one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    /// Peer node id, 32 hex digits.
+    pub peer_id: String,
+    pub peer_name: Option<String>,
+    pub remote: Option<SocketAddr>,
+    pub path: PathKind,
+    pub state: SessionState,
+    pub rtt_ms: Option<f64>,
+    /// Towards the peer.
+    pub tx: Traffic,
+    /// From the peer.
+    pub rx: Traffic,
+    /// Dropped frames by reason.
+    pub drops: BTreeMap<String, u64>,
+    pub age_secs: u64,
+}
+
+/// Overlay link kinds (Symphony: ring links, long-distance links; plus
+/// on-demand links and the introducer a node joined through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkKind {
+    Successor,
+    Predecessor,
+    Long,
+    OnDemand,
+    Introducer,
+}
+
+impl fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LinkKind::Successor => "successor",
+            LinkKind::Predecessor => "predecessor",
+            LinkKind::Long => "long",
+            LinkKind::OnDemand => "on-demand",
+            LinkKind::Introducer => "introducer",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Neighbour {
+    pub node_id: String,
+    pub name: Option<String>,
+    pub link: LinkKind,
+}
+
+/// The first 8 hex digits of a node id (same form as `NodeId::short`).
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// Anything that can produce the current status snapshot.
+pub trait StatusSource: Send + Sync + 'static {
+    fn snapshot(&self) -> Status;
+}
+
+impl<F> StatusSource for F
+where
+    F: Fn() -> Status + Send + Sync + 'static,
+{
+    fn snapshot(&self) -> Status {
+        self()
+    }
+}
+
+/// Where the node runtime publishes its status. Cheap to read; readers get
+/// a clone of the latest snapshot with `uptime_secs` filled in.
+#[derive(Debug)]
+pub struct StatusBoard {
+    tx: watch::Sender<Status>,
+    started: Instant,
+}
+
+impl StatusBoard {
+    pub fn new(initial: Status) -> Self {
+        StatusBoard {
+            tx: watch::Sender::new(initial),
+            started: Instant::now(),
+        }
+    }
+
+    /// Replaces the whole snapshot.
+    pub fn publish(&self, status: Status) {
+        self.tx.send_replace(status);
+    }
+
+    /// Edits the snapshot in place.
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+        self.tx.send_modify(f);
+    }
+
+    /// Inserts or replaces the session with `s.peer_id` (per-peer counters).
+    pub fn upsert_session(&self, s: SessionStatus) {
+        self.tx.send_modify(
+            |st| match st.sessions.iter_mut().find(|x| x.peer_id == s.peer_id) {
+                Some(x) => *x = s,
+                None => st.sessions.push(s),
+            },
+        );
+    }
+
+    /// Removes the session with this peer id; returns whether it existed.
+    pub fn remove_session(&self, peer_id: &str) -> bool {
+        let mut found = false;
+        self.tx.send_if_modified(|st| {
+            let before = st.sessions.len();
+            st.sessions.retain(|x| x.peer_id != peer_id);
+            found = st.sessions.len() != before;
+            found
+        });
+        found
+    }
+
+    /// Notified on every change.
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.tx.subscribe()
+    }
+}
+
+impl StatusSource for StatusBoard {
+    fn snapshot(&self) -> Status {
+        let mut s = self.tx.borrow().clone();
+        s.uptime_secs = self.started.elapsed().as_secs();
+        s
+    }
+}
+
+impl<T: StatusSource> StatusSource for std::sync::Arc<T> {
+    fn snapshot(&self) -> Status {
+        (**self).snapshot()
+    }
+}
+
+// ---- human rendering ----------------------------------------------------
+
+/// `1h02m03s`, `3m07s`, `45s`, `2d04h`.
+pub fn format_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h")
+    } else if h > 0 {
+        format!("{h}h{m:02}m{s:02}s")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `12.0 MiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in UNITS.iter().skip(1) {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Renders rows as columns separated by two spaces, without trailing
+/// blanks.
+fn table(out: &mut String, header: &[(&str, Align)], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = header.iter().map(|(h, _)| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let heads: Vec<String> = header.iter().map(|(h, _)| h.to_string()).collect();
+    for r in std::iter::once(&heads).chain(rows) {
+        let mut line = String::new();
+        for (i, ((c, (_, align)), w)) in r.iter().zip(header).zip(&width).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = w.saturating_sub(c.chars().count());
+            match align {
+                Align::Left => {
+                    line.push_str(c);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+                Align::Right => {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(c);
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+impl Status {
+    /// The human form of `ringlan status`.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let dash = |s: Option<&str>| s.unwrap_or("-").to_string();
+        let _ = writeln!(
+            o,
+            "node      {}  {}",
+            self.node_name,
+            dash(self.node_id.as_deref())
+        );
+        let _ = writeln!(o, "network   {} ({})", self.network, self.role);
+        let _ = writeln!(o, "key       {}", self.public_key);
+        let mut tap = format!(
+            "tap       {}  {}  mtu {}",
+            self.tap.name, self.tap.mac, self.tap.mtu
+        );
+        for a in &self.tap.addresses {
+            tap.push_str("  ");
+            tap.push_str(a);
+        }
+        let _ = writeln!(o, "{tap}");
+        let listen: Vec<String> = self.listen.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "listen    {}",
+            if listen.is_empty() {
+                "-".into()
+            } else {
+                listen.join(", ")
+            }
+        );
+        let addrs: Vec<String> = self
+            .addresses
+            .iter()
+            .map(|a| format!("{} ({})", a.addr, a.kind))
+            .collect();
+        let _ = writeln!(
+            o,
+            "addresses {}",
+            if addrs.is_empty() {
+                "-".into()
+            } else {
+                addrs.join(", ")
+            }
+        );
+        let _ = writeln!(o, "uptime    {}", format_duration(self.uptime_secs));
+
+        o.push('\n');
+        let _ = writeln!(o, "sessions: {}", self.sessions.len());
+        if !self.sessions.is_empty() {
+            use Align::*;
+            let rows: Vec<Vec<String>> = self
+                .sessions
+                .iter()
+                .map(|s| {
+                    let drops: u64 = s.drops.values().sum();
+                    let drops = if s.drops.is_empty() {
+                        "0".to_string()
+                    } else {
+                        let reasons: Vec<String> =
+                            s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        format!("{drops} ({})", reasons.join(","))
+                    };
+                    vec![
+                        short_id(&s.peer_id).to_string(),
+                        dash(s.peer_name.as_deref()),
+                        s.remote.map_or("-".into(), |a| a.to_string()),
+                        s.path.to_string(),
+                        s.state.to_string(),
+                        s.rtt_ms.map_or("-".into(), |r| format!("{r:.1} ms")),
+                        s.tx.frames.to_string(),
+                        format_bytes(s.tx.bytes),
+                        s.rx.frames.to_string(),
+                        format_bytes(s.rx.bytes),
+                        drops,
+                        format_duration(s.age_secs),
+                    ]
+                })
+                .collect();
+            table(
+                &mut o,
+                &[
+                    ("PEER", Left),
+                    ("NAME", Left),
+                    ("REMOTE", Left),
+                    ("PATH", Left),
+                    ("STATE", Left),
+                    ("RTT", Right),
+                    ("TX FRAMES", Right),
+                    ("TX BYTES", Right),
+                    ("RX FRAMES", Right),
+                    ("RX BYTES", Right),
+                    ("DROPS", Left),
+                    ("AGE", Right),
+                ],
+                &rows,
+            );
+        }
+        if let Some(n) = &self.neighbours {
+            o.push('\n');
+            let _ = writeln!(o, "neighbours: {}", n.len());
+            if !n.is_empty() {
+                let rows: Vec<Vec<String>> = n
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            short_id(&n.node_id).to_string(),
+                            dash(n.name.as_deref()),
+                            n.link.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &mut o,
+                    &[
+                        ("PEER", Align::Left),
+                        ("NAME", Align::Left),
+                        ("LINK", Align::Left),
+                    ],
+                    &rows,
+                );
+            }
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A status with two sessions and three neighbours; shared with the
+    /// control and metrics tests.
+    pub(crate) fn sample() -> Status {
+        Status {
+            node_id: Some("0123456789abcdef0123456789abcdef".into()),
+            node_name: "laptop".into(),
+            network: "home".into(),
+            role: Role::Node,
+            public_key: "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".into(),
+            tap: TapStatus {
+                name: "rl-home".into(),
+                mac: "02:11:22:33:44:55".into(),
+                mtu: 1400,
+                addresses: vec!["10.77.0.2/24".into(), "fd77::2/64".into()],
+            },
+            listen: vec!["0.0.0.0:4910".parse().unwrap()],
+            addresses: vec![
+                KnownAddress {
+                    addr: "192.0.2.10:4910".parse().unwrap(),
+                    kind: AddressKind::Local,
+                },
+                KnownAddress {
+                    addr: "203.0.113.5:61000".parse().unwrap(),
+                    kind: AddressKind::Reflexive,
+                },
+            ],
+            sessions: vec![
+                SessionStatus {
+                    peer_id: "89abcdef0123456789abcdef01234567".into(),
+                    peer_name: Some("desktop".into()),
+                    remote: Some("198.51.100.20:4910".parse().unwrap()),
+                    path: PathKind::DirectLan,
+                    state: SessionState::Open,
+                    rtt_ms: Some(0.74),
+                    tx: Traffic {
+                        frames: 1200,
+                        bytes: 1_500_000,
+                    },
+                    rx: Traffic {
+                        frames: 980,
+                        bytes: 830,
+                    },
+                    drops: BTreeMap::new(),
+                    age_secs: 3723,
+                },
+                SessionStatus {
+                    peer_id: "fedcba9876543210fedcba9876543210".into(),
+                    peer_name: None,
+                    remote: None,
+                    path: PathKind::Relayed {
+                        via: "intro1".into(),
+                    },
+                    state: SessionState::Opening,
+                    rtt_ms: None,
+                    tx: Traffic::default(),
+                    rx: Traffic::default(),
+                    drops: BTreeMap::from([("mtu".into(), 1), ("no-route".into(), 2)]),
+                    age_secs: 7,
+                },
+            ],
+            neighbours: Some(vec![
+                Neighbour {
+                    node_id: "89abcdef0123456789abcdef01234567".into(),
+                    name: Some("desktop".into()),
+                    link: LinkKind::Successor,
+                },
+                Neighbour {
+                    node_id: "fedcba9876543210fedcba9876543210".into(),
+                    name: None,
+                    link: LinkKind::Long,
+                },
+            ]),
+            uptime_secs: 90061,
+        }
+    }
+
+    #[test]
+    fn render_golden() {
+        let want = "\
+node      laptop  0123456789abcdef0123456789abcdef
+network   home (node)
+key       d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a
+tap       rl-home  02:11:22:33:44:55  mtu 1400  10.77.0.2/24  fd77::2/64
+listen    0.0.0.0:4910
+addresses 192.0.2.10:4910 (local), 203.0.113.5:61000 (reflexive)
+uptime    1d01h
+
+sessions: 2
+PEER      NAME     REMOTE              PATH                STATE       RTT  TX FRAMES  TX BYTES  RX FRAMES  RX BYTES  DROPS                      AGE
+89abcdef  desktop  198.51.100.20:4910  direct-lan          open     0.7 ms       1200   1.4 MiB        980     830 B  0                     1h02m03s
+fedcba98  -        -                   relayed via intro1  opening       -          0       0 B          0       0 B  3 (mtu=1,no-route=2)        7s
+
+neighbours: 2
+PEER      NAME     LINK
+89abcdef  desktop  successor
+fedcba98  -        long
+";
+        let got = sample().render();
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn render_without_sessions_or_neighbours() {
+        let s = Status {
+            node_name: "n".into(),
+            ..Status::default()
+        };
+        let r = s.render();
+        assert!(r.contains("sessions: 0\n"), "{r}");
+        assert!(!r.contains("neighbours"), "{r}");
+        assert!(r.starts_with("node      n  -\n"), "{r}");
+    }
+
+    #[test]
+    fn json_round_trip_and_shape() {
+        let s = sample();
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(
+            j.contains(r#""path":{"kind":"relayed","via":"intro1"}"#),
+            "{j}"
+        );
+        assert!(j.contains(r#""path":{"kind":"direct-lan"}"#), "{j}");
+        assert!(j.contains(r#""link":"successor""#), "{j}");
+        let back: Status = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn board_sessions() {
+        let b = StatusBoard::new(Status::default());
+        let mut rx = b.subscribe();
+        let mut s = sample().sessions[0].clone();
+        b.upsert_session(s.clone());
+        s.tx.frames = 5;
+        b.upsert_session(s.clone());
+        assert!(rx.has_changed().unwrap());
+        let snap = b.snapshot();
+        assert_eq!(snap.sessions.len(), 1);
+        assert_eq!(snap.sessions[0].tx.frames, 5);
+        rx.mark_unchanged();
+        assert!(!b.remove_session("nope"));
+        assert!(!rx.has_changed().unwrap());
+        assert!(b.remove_session(&s.peer_id));
+        assert!(b.snapshot().sessions.is_empty());
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(format_duration(0), "0s");
+        assert_eq!(format_duration(187), "3m07s");
+        assert_eq!(format_duration(3723), "1h02m03s");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(3 << 30), "3.0 GiB");
+    }
+}

@@ -1,0 +1,91 @@
+//! `ringlan up`: set everything up, run the node, tear everything down.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::config::{Config, MacSetting};
+use crate::control::ControlServer;
+use crate::identity;
+use crate::metrics::MetricsServer;
+use crate::node::{self, NodeContext};
+use crate::status::{Status, StatusBoard};
+use crate::tap::{derive_mac, Tap, TapConfig};
+
+/// Runs the agent for a checked config (see [`Config::load_and_check`])
+/// until SIGTERM or SIGINT. On return the control socket is removed and the
+/// TAP is gone.
+pub async fn up(config: Config) -> anyhow::Result<()> {
+    let secret = identity::read_secret(&config.network.secret_file)?;
+    let (key, created) = identity::load_or_create_key(&config.node.key_file)?;
+    if created {
+        tracing::info!(path = %config.node.key_file.display(), "created a new node key");
+    }
+    tracing::info!(public_key = %identity::hex(&key.public_key()), "node identity");
+
+    let mac = match config.interface.mac {
+        MacSetting::Auto => derive_mac(&key.public_key()),
+        MacSetting::Fixed(m) => m,
+    };
+    let tap = Tap::open(&TapConfig {
+        name: config.interface.name.clone(),
+        mtu: config.interface.mtu,
+        mac,
+        addresses: config.interface.addresses.clone(),
+    })
+    .with_context(|| format!("cannot create TAP device {}", config.interface.name))?;
+
+    let board = Arc::new(StatusBoard::new(Status::default()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let control = ControlServer::bind(&config.control.socket, board.clone()).await?;
+    tracing::info!(path = %control.path().display(), "control socket");
+    let control_task = tokio::spawn(control.serve(stop_rx.clone()));
+
+    let metrics_task = match &config.metrics {
+        Some(m) => {
+            let server = MetricsServer::bind(m.listen, board.clone())
+                .await
+                .with_context(|| format!("cannot listen on {} for metrics", m.listen))?;
+            tracing::info!(addr = %server.local_addr()?, "metrics endpoint");
+            Some(tokio::spawn(server.serve(stop_rx.clone())))
+        }
+        None => None,
+    };
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let signals = {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+            crate::service::notify_stopping();
+            let _ = stop_tx.send(true);
+        })
+    };
+
+    let ctx = NodeContext {
+        config,
+        key,
+        secret,
+        tap,
+        status: board,
+    };
+    let result = node::run(ctx, stop_rx).await;
+    if let Err(e) = &result {
+        tracing::error!("node failed: {e:#}");
+    }
+    let _ = stop_tx.send(true);
+    signals.abort();
+    let _ = control_task.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    tracing::info!("stopped");
+    result
+}
