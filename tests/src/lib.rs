@@ -1,5 +1,1409 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! ringlan-lab: a network-namespace lab for end-to-end tests of ringlan.
+//!
+//! A [`Lab`] builds throw-away topologies out of Linux network namespaces:
+//! hosts, "switches" (a bridge inside its own namespace, never in the host
+//! namespace), veth pairs, NAT routers (nftables `masquerade` or
+//! `masquerade fully-random`), loss injection (nftables `numgen random` drop
+//! rules, since this kernel has no netem) and processes started inside
+//! namespaces with per-process log files. Everything it creates carries a
+//! per-lab prefix (`rl<pid>x<n>-`) and is removed when the `Lab` is dropped,
+//! also when a test panics; [`Lab::cleanup_stale`] removes leftovers of
+//! crashed runs whose owning process no longer exists.
+//!
+//! Every link is created directly inside lab namespaces (`ip link add ...
+//! netns A type veth peer name ... netns B`), so nothing ever appears in the
+//! host namespace, and deleting a namespace deletes its links. The lab adds no
+//! route out of the lab and never touches host interfaces.
+//!
+//! Traffic helpers ([`Lab::tcp_transfer`], [`Lab::udp_echo`],
+//! [`Lab::udp_observe`]) run in threads of the calling process that entered
+//! the namespace with `setns(2)` (the network namespace is per thread on
+//! Linux), so they need no extra binary or package.
+//!
+//! See `docs/lab.md`.
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Environment variable that turns "not root" from a test failure into a skip.
+pub const SKIP_ENV: &str = "RINGLAN_SKIP_ROOT_TESTS";
+/// Environment variable that keeps the lab directory (logs, configs) after drop.
+pub const KEEP_ENV: &str = "RINGLAN_LAB_KEEP";
+
+/// Every lab object name starts with this marker, then the owner pid, `x`,
+/// a per-process counter and `-`.
+const MARK: &str = "rl";
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Poll interval of [`wait_until`] and process waits.
+const POLL: Duration = Duration::from_millis(20);
+/// Grace period between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Lines of each process log printed by [`Lab::dump_logs`].
+const LOG_TAIL_LINES: usize = 40;
+
+// ---------------------------------------------------------------------------
+// Names and handles
+// ---------------------------------------------------------------------------
+
+/// A network namespace created by a lab (full name, prefix included).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Ns(String);
+
+impl Ns {
+    /// The full namespace name, as used by `ip netns exec`.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+    /// The bind-mount path of the namespace (`/run/netns/NAME`).
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.0)
+    }
+}
+
+impl fmt::Display for Ns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A learning bridge `br0` inside a dedicated namespace.
+#[derive(Clone, Debug)]
+pub struct Switch {
+    pub ns: Ns,
+    pub bridge: String,
+}
+
+/// One end of a veth pair attached to a [`Switch`].
+#[derive(Clone, Debug)]
+pub struct Port {
+    /// Namespace of the attached end.
+    pub ns: Ns,
+    /// Interface name of the attached end (inside `ns`).
+    pub ifname: String,
+    /// Switch namespace.
+    pub switch: Ns,
+    /// Interface name of the bridge port (inside `switch`).
+    pub switch_port: String,
+}
+
+/// A host: a namespace with one interface (`eth0`) on a switch.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub ns: Ns,
+    pub port: Port,
+    pub addr: IpAddr,
+}
+
+/// How a NAT router maps inside endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatKind {
+    /// nftables `masquerade`: endpoint-independent mapping (source port kept
+    /// when free), port-restricted filtering (conntrack only admits replies
+    /// from the exact remote endpoint).
+    Masquerade,
+    /// nftables `masquerade fully-random`: a random port per conntrack entry,
+    /// so endpoint-dependent ("symmetric") mapping.
+    FullyRandom,
+}
+
+/// A NAT router namespace: `in0` on the inside switch, `out0` outside.
+#[derive(Clone, Debug)]
+pub struct Router {
+    pub ns: Ns,
+    pub kind: NatKind,
+    pub inside: Port,
+    pub outside: Port,
+    /// Inside address (the gateway of inside hosts).
+    pub inside_addr: IpAddr,
+    /// Current public address with prefix length, e.g. `198.51.100.2/24`.
+    pub public_cidr: String,
+}
+
+impl Router {
+    /// Current public address.
+    pub fn public_addr(&self) -> IpAddr {
+        parse_cidr(&self.public_cidr)
+            .map(|(a, _)| a)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+}
+
+/// Which traffic of an interface loss injection applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ingress,
+    Egress,
+    Both,
+}
+
+/// A process started inside a namespace by [`Lab::spawn`].
+#[derive(Clone, Debug)]
+pub struct Proc {
+    pub name: String,
+    pub pid: u32,
+    pub ns: Ns,
+    /// stdout and stderr, interleaved.
+    pub log: PathBuf,
+}
+
+/// A ringlan node: a namespace, a config file and (when started) a process.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub ns: Ns,
+    /// The `ringlan` binary (tests pass `env!("CARGO_BIN_EXE_ringlan")`).
+    pub bin: PathBuf,
+    /// Suggested paths inside the lab directory; the config text decides.
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub key_file: PathBuf,
+    pub proc: Option<Proc>,
+}
+
+impl Node {
+    /// Writes the node's YAML config to [`Node::config`].
+    pub fn write_config(&self, yaml: &str) -> Result<()> {
+        fs::write(&self.config, yaml).with_context(|| format!("write {}", self.config.display()))
+    }
+    /// `ringlan status --json --socket SOCKET`, parsed.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        status_json(&self.bin, &self.socket)
+    }
+    /// Polls `status --json` until `pred` holds; returns the matching status.
+    pub fn wait_status(
+        &self,
+        timeout: Duration,
+        pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        wait_status_json(&self.bin, &self.socket, timeout, pred)
+    }
+}
+
+/// Result of [`Lab::ping_stats`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PingStats {
+    pub transmitted: u32,
+    pub received: u32,
+    /// Average round-trip time of the replies, if any.
+    pub avg_rtt: Option<Duration>,
+}
+
+impl PingStats {
+    pub fn lost(&self) -> u32 {
+        self.transmitted.saturating_sub(self.received)
+    }
+}
+
+/// Result of [`Lab::tcp_transfer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub sent_sha256: String,
+    pub received_sha256: String,
+    /// From connect to the receiver seeing EOF.
+    pub elapsed: Duration,
+}
+
+impl Transfer {
+    /// Every byte arrived, unchanged.
+    pub fn intact(&self) -> bool {
+        self.bytes_sent == self.bytes_received && self.sent_sha256 == self.received_sha256
+    }
+    /// Goodput in Mbit/s (informational; tests must not assert on it).
+    pub fn mbit_per_s(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        self.bytes_received as f64 * 8.0 / secs / 1e6
+    }
+}
+
+/// A UDP echo thread started by [`Lab::udp_echo`]. It answers every datagram
+/// with the sender's address as seen by the echo (`ip:port` text). Stops when
+/// dropped.
+pub struct UdpEcho {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The lab
+// ---------------------------------------------------------------------------
+
+struct ProcEntry {
+    proc: Proc,
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+#[derive(Default)]
+struct State {
+    namespaces: Vec<Ns>,
+    /// (namespace, interface) of every link end created, for the record:
+    /// they all live in lab namespaces and vanish with them.
+    links: Vec<(Ns, String)>,
+    procs: Vec<ProcEntry>,
+    switch_ports: HashMap<Ns, u32>,
+    log_names: HashMap<String, u32>,
+}
+
+/// A network-namespace lab. All methods take `&self` (state behind a mutex),
+/// so a lab can be shared with helper threads.
+pub struct Lab {
+    prefix: String,
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    state: Mutex<State>,
+}
+
+impl Lab {
+    /// Creates an empty lab with a fresh prefix and directory. Fails unless
+    /// running as root. Removes stale leftovers of dead processes first.
+    pub fn new() -> Result<Lab> {
+        if !is_root() {
+            bail!(
+                "ringlan-lab needs root (network namespaces, nftables): run `sudo tests/run-all.sh` \
+                 or the tests as root; set {SKIP_ENV}=1 to skip root tests instead"
+            );
+        }
+        for tool in ["ip", "nft"] {
+            if which(tool).is_none() {
+                bail!("`{tool}` not found: install iproute2 and nftables (tests/run-all.sh does)");
+            }
+        }
+        if let Err(e) = Lab::cleanup_stale() {
+            eprintln!("ringlan-lab: stale cleanup failed: {e:#}");
+        }
+        let n = LAB_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("{MARK}{}x{n}-", std::process::id());
+        let dir = lab_root().join(prefix.trim_end_matches('-'));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).ok();
+        }
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(Lab {
+            prefix,
+            dir,
+            stop: Arc::new(AtomicBool::new(false)),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// For tests: `Some(lab)` as root; `None` (skip, with a message) when not
+    /// root and `RINGLAN_SKIP_ROOT_TESTS=1`; panics with a clear message
+    /// otherwise.
+    pub fn for_test() -> Option<Lab> {
+        if !is_root() && std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
+            eprintln!("skipping: not root and {SKIP_ENV}=1");
+            return None;
+        }
+        match Lab::new() {
+            Ok(lab) => Some(lab),
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    /// The per-lab name prefix, e.g. `rl4242x0-`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The lab directory (process logs, configs, sockets).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Namespaces created so far.
+    pub fn namespaces(&self) -> Vec<Ns> {
+        self.state().namespaces.clone()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock must not stop Drop from cleaning up.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // -- topology ----------------------------------------------------------
+
+    /// Creates namespace `PREFIX+name` with `lo` up.
+    pub fn add_ns(&self, name: &str) -> Result<Ns> {
+        check_name(name)?;
+        let ns = Ns(format!("{}{name}", self.prefix));
+        run_host(&["ip", "netns", "add", ns.name()])?;
+        self.state().namespaces.push(ns.clone());
+        self.run(&ns, &["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Creates a veth pair `a_if` (in `a`) <-> `b_if` (in `b`), both up.
+    pub fn veth(&self, a: &Ns, a_if: &str, b: &Ns, b_if: &str) -> Result<()> {
+        check_ifname(a_if)?;
+        check_ifname(b_if)?;
+        run_host(&[
+            "ip",
+            "link",
+            "add",
+            a_if,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            b.name(),
+        ])?;
+        {
+            let mut st = self.state();
+            st.links.push((a.clone(), a_if.to_string()));
+            st.links.push((b.clone(), b_if.to_string()));
+        }
+        self.run(a, &["ip", "link", "set", a_if, "up"])?;
+        self.run(b, &["ip", "link", "set", b_if, "up"])?;
+        Ok(())
+    }
+
+    /// Creates a switch: namespace `PREFIX+sw-name` holding bridge `br0`.
+    pub fn switch(&self, name: &str) -> Result<Switch> {
+        let ns = self.add_ns(&format!("sw-{name}"))?;
+        self.run(
+            &ns,
+            &[
+                "ip",
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "mcast_snooping",
+                "0",
+            ],
+        )?;
+        self.state().links.push((ns.clone(), "br0".into()));
+        self.run(&ns, &["ip", "link", "set", "br0", "up"])?;
+        Ok(Switch {
+            ns,
+            bridge: "br0".into(),
+        })
+    }
+
+    /// Connects `ns` to `sw` with a veth pair; the end in `ns` is `ifname`.
+    /// `cidr` (e.g. `192.0.2.10/24`) is assigned to it when given.
+    pub fn attach(&self, sw: &Switch, ns: &Ns, ifname: &str, cidr: Option<&str>) -> Result<Port> {
+        let n = {
+            let mut st = self.state();
+            let c = st.switch_ports.entry(sw.ns.clone()).or_insert(0);
+            *c += 1;
+            *c
+        };
+        let short = ns.name().strip_prefix(&self.prefix).unwrap_or(ns.name());
+        let mut port_name = format!("p{n}-{short}");
+        port_name.truncate(15);
+        self.veth(ns, ifname, &sw.ns, &port_name)?;
+        self.run(
+            &sw.ns,
+            &["ip", "link", "set", &port_name, "master", &sw.bridge],
+        )?;
+        if let Some(c) = cidr {
+            self.add_addr(ns, ifname, c)?;
+        }
+        Ok(Port {
+            ns: ns.clone(),
+            ifname: ifname.into(),
+            switch: sw.ns.clone(),
+            switch_port: port_name,
+        })
+    }
+
+    /// Creates a host namespace with `eth0` on `sw` at `cidr` and, when
+    /// given, a default route via `gateway` (a lab router; the lab has no
+    /// route out of itself).
+    pub fn host(
+        &self,
+        name: &str,
+        sw: &Switch,
+        cidr: &str,
+        gateway: Option<IpAddr>,
+    ) -> Result<Host> {
+        let (addr, _) = parse_cidr(cidr)?;
+        let ns = self.add_ns(name)?;
+        let port = self.attach(sw, &ns, "eth0", Some(cidr))?;
+        if let Some(gw) = gateway {
+            self.route(&ns, "default", gw)?;
+        }
+        Ok(Host { ns, port, addr })
+    }
+
+    /// `ip addr add CIDR dev IFNAME` in `ns`.
+    pub fn add_addr(&self, ns: &Ns, ifname: &str, cidr: &str) -> Result<()> {
+        parse_cidr(cidr)?;
+        self.run(ns, &["ip", "addr", "add", cidr, "dev", ifname])
+            .map(drop)
+    }
+
+    /// `ip route replace DST via VIA` in `ns` (`dst` may be `default`).
+    pub fn route(&self, ns: &Ns, dst: &str, via: IpAddr) -> Result<()> {
+        self.run(
+            ns,
+            &["ip", "route", "replace", dst, "via", &via.to_string()],
+        )
+        .map(drop)
+    }
+
+    /// Creates a NAT router namespace `name`: `in0` on `inside` at
+    /// `inside_cidr`, `out0` on `outside` at `public_cidr`, forwarding on
+    /// (only in this namespace), nftables masquerade of the chosen kind on
+    /// `out0`, and a forward filter that admits from outside only
+    /// established/related traffic.
+    pub fn nat_router(
+        &self,
+        name: &str,
+        kind: NatKind,
+        inside: &Switch,
+        inside_cidr: &str,
+        outside: &Switch,
+        public_cidr: &str,
+    ) -> Result<Router> {
+        let (inside_addr, _) = parse_cidr(inside_cidr)?;
+        let ns = self.add_ns(name)?;
+        let in_port = self.attach(inside, &ns, "in0", Some(inside_cidr))?;
+        let out_port = self.attach(outside, &ns, "out0", Some(public_cidr))?;
+        self.run(&ns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+        let masq = match kind {
+            NatKind::Masquerade => "masquerade",
+            NatKind::FullyRandom => "masquerade fully-random",
+        };
+        self.nft(
+            &ns,
+            &format!(
+                "table ip rl_nat {{\n\
+                 \x20 chain nat_post {{ type nat hook postrouting priority srcnat; policy accept; oifname \"out0\" {masq}; }}\n\
+                 \x20 chain filter_forward {{ type filter hook forward priority filter; policy drop;\n\
+                 \x20   ct state established,related accept\n\
+                 \x20   iifname \"in0\" oifname \"out0\" accept\n\
+                 \x20 }}\n\
+                 }}\n"
+            ),
+        )?;
+        Ok(Router {
+            ns,
+            kind,
+            inside: in_port,
+            outside: out_port,
+            inside_addr,
+            public_cidr: public_cidr.into(),
+        })
+    }
+
+    /// Replaces the router's public address (as if the ISP renumbered it)
+    /// and flushes conntrack, so every mapping is new.
+    pub fn set_public_addr(&self, router: &mut Router, public_cidr: &str) -> Result<()> {
+        parse_cidr(public_cidr)?;
+        self.run(&router.ns, &["ip", "addr", "flush", "dev", "out0"])?;
+        self.add_addr(&router.ns, "out0", public_cidr)?;
+        router.public_cidr = public_cidr.into();
+        self.flush_conntrack(&router.ns)
+    }
+
+    /// `conntrack -F` inside `ns`: forget every NAT mapping.
+    pub fn flush_conntrack(&self, ns: &Ns) -> Result<()> {
+        let out = self.exec(ns, &["conntrack", "-F"])?;
+        // conntrack -F reports "0 flow entries" on stderr and may exit 1 when
+        // the table is empty on some versions; only a missing tool is fatal.
+        if !out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("flow entries") {
+            bail!(
+                "conntrack -F in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Drops `percent`% of the IP packets crossing `ifname` in `ns`
+    /// (nftables netdev `numgen random mod 100 < N drop`; ARP is spared).
+    /// Replaces any earlier loss rule on that interface; 0 removes it.
+    pub fn set_loss(&self, ns: &Ns, ifname: &str, dir: Direction, percent: u8) -> Result<()> {
+        if percent > 100 {
+            bail!("loss percent {percent} > 100");
+        }
+        let table = format!("rl_loss_{}", ifname.replace(['-', '.'], "_"));
+        // Delete the old table; it is fine if it does not exist.
+        let _ = self.exec(ns, &["nft", "delete", "table", "netdev", &table]);
+        if percent == 0 {
+            return Ok(());
+        }
+        let rule = if percent == 100 {
+            "meta protocol { ip, ip6 } drop".to_string()
+        } else {
+            format!("meta protocol {{ ip, ip6 }} numgen random mod 100 < {percent} drop")
+        };
+        let mut script = format!("table netdev {table} {{\n");
+        if matches!(dir, Direction::Ingress | Direction::Both) {
+            script += &format!(
+                "  chain loss_ingress {{ type filter hook ingress device \"{ifname}\" priority filter; policy accept; {rule}; }}\n"
+            );
+        }
+        if matches!(dir, Direction::Egress | Direction::Both) {
+            script += &format!(
+                "  chain loss_egress {{ type filter hook egress device \"{ifname}\" priority filter; policy accept; {rule}; }}\n"
+            );
+        }
+        script += "}\n";
+        self.nft(ns, &script)
+    }
+
+    /// Applies an nftables script inside `ns` (`nft -f -`).
+    pub fn nft(&self, ns: &Ns, script: &str) -> Result<()> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn nft")?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow!("nft stdin"))?
+            .write_all(script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "nft in {ns} failed: {}\nscript:\n{script}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    // -- commands ------------------------------------------------------------
+
+    /// Runs `args` inside `ns` and returns its output, whatever the status.
+    pub fn exec(&self, ns: &Ns, args: &[&str]) -> Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("ip netns exec {ns} {}", args.join(" ")))
+    }
+
+    /// Runs `args` inside `ns`; fails with its stderr unless it succeeds.
+    /// Returns stdout.
+    pub fn run(&self, ns: &Ns, args: &[&str]) -> Result<String> {
+        let out = self.exec(ns, args)?;
+        if !out.status.success() {
+            bail!(
+                "`{}` in {ns} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `count` pings (10 ms apart) from `ns` to `addr`.
+    pub fn ping_stats(&self, ns: &Ns, addr: IpAddr, count: u32) -> Result<PingStats> {
+        let out = self.exec(
+            ns,
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+                &addr.to_string(),
+            ],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_ping(&text).ok_or_else(|| {
+            anyhow!(
+                "cannot parse ping output from {ns}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// True when at least one of `count` pings from `ns` to `addr` is answered.
+    pub fn ping(&self, ns: &Ns, addr: IpAddr, count: u32) -> bool {
+        self.ping_stats(ns, addr, count)
+            .is_ok_and(|s| s.received > 0)
+    }
+
+    // -- processes -------------------------------------------------------------
+
+    /// Starts `args` inside `ns` (`ip netns exec NS ARGS...`) in its own
+    /// process group, stdout and stderr to `DIR/NAME.log`.
+    pub fn spawn(&self, ns: &Ns, name: &str, args: &[&str]) -> Result<Proc> {
+        self.spawn_env(ns, name, args, &[])
+    }
+
+    /// [`Lab::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        &self,
+        ns: &Ns,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Proc> {
+        if args.is_empty() {
+            bail!("spawn {name}: empty command");
+        }
+        let mut st = self.state();
+        let n = st.log_names.entry(name.to_string()).or_insert(0);
+        *n += 1;
+        let file_name = if *n == 1 {
+            format!("{name}.log")
+        } else {
+            format!("{name}.{n}.log")
+        };
+        let log = self.dir.join(file_name);
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("spawn {name}: {}", args.join(" ")))?;
+        let proc = Proc {
+            name: name.into(),
+            pid: child.id(),
+            ns: ns.clone(),
+            log,
+        };
+        st.procs.push(ProcEntry {
+            proc: proc.clone(),
+            child,
+            status: None,
+        });
+        Ok(proc)
+    }
+
+    /// The exit status if the process has ended (reaping it), else `None`.
+    pub fn try_status(&self, p: &Proc) -> Result<Option<ExitStatus>> {
+        let mut st = self.state();
+        let e = st
+            .procs
+            .iter_mut()
+            .find(|e| e.proc.pid == p.pid)
+            .ok_or_else(|| anyhow!("process {} ({}) not started by this lab", p.name, p.pid))?;
+        if e.status.is_none() {
+            e.status = e.child.try_wait()?;
+        }
+        Ok(e.status)
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&self, p: &Proc) -> bool {
+        matches!(self.try_status(p), Ok(None))
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait(&self, p: &Proc, timeout: Duration) -> Result<ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.try_status(p).ok().flatten();
+            status.is_some()
+        })
+        .with_context(|| format!("process {} ({}) still running", p.name, p.pid))?;
+        status.ok_or_else(|| anyhow!("no status"))
+    }
+
+    /// SIGTERM to the process group, SIGKILL after a grace period; reaps it.
+    pub fn kill(&self, p: &Proc) -> Result<ExitStatus> {
+        if let Some(s) = self.try_status(p)? {
+            return Ok(s);
+        }
+        signal_group(p.pid, libc::SIGTERM);
+        if let Ok(s) = self.wait(p, KILL_GRACE) {
+            return Ok(s);
+        }
+        signal_group(p.pid, libc::SIGKILL);
+        self.wait(p, KILL_GRACE)
+    }
+
+    /// The process's log so far.
+    pub fn log(&self, p: &Proc) -> String {
+        fs::read(&p.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Prints the tail of every process log to stderr.
+    pub fn dump_logs(&self) {
+        let procs: Vec<Proc> = self.state().procs.iter().map(|e| e.proc.clone()).collect();
+        eprintln!(
+            "==== ringlan-lab {}: {} process logs in {}",
+            self.prefix,
+            procs.len(),
+            self.dir.display()
+        );
+        for p in procs {
+            let text = self.log(&p);
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+            eprintln!(
+                "---- {} (pid {}, ns {}) last {} lines:",
+                p.name,
+                p.pid,
+                p.ns,
+                lines.len() - from
+            );
+            for l in &lines[from..] {
+                eprintln!("  {l}");
+            }
+        }
+        eprintln!("==== end of logs");
+    }
+
+    // -- ringlan nodes ---------------------------------------------------------
+
+    /// A node description for `ns`: config, socket and key paths in the lab
+    /// directory. Write its config with [`Node::write_config`], then start it
+    /// with [`Lab::start_node`].
+    pub fn node(&self, ns: &Ns, name: &str, bin: &Path) -> Result<Node> {
+        check_name(name)?;
+        let d = self.dir.join("nodes").join(name);
+        fs::create_dir_all(&d)?;
+        Ok(Node {
+            name: name.into(),
+            ns: ns.clone(),
+            bin: bin.into(),
+            config: d.join(format!("{name}.yaml")),
+            socket: d.join(format!("{name}.sock")),
+            key_file: d.join(format!("{name}.key")),
+            proc: None,
+        })
+    }
+
+    /// Starts `BIN up -c CONFIG` in the node's namespace (restarts it when
+    /// already running).
+    pub fn start_node(&self, node: &mut Node) -> Result<()> {
+        self.stop_node(node)?;
+        let bin = node.bin.to_string_lossy().into_owned();
+        let cfg = node.config.to_string_lossy().into_owned();
+        node.proc = Some(self.spawn(&node.ns, &node.name, &[&bin, "up", "-c", &cfg])?);
+        Ok(())
+    }
+
+    /// Stops the node's process if it runs.
+    pub fn stop_node(&self, node: &mut Node) -> Result<()> {
+        if let Some(p) = node.proc.take() {
+            self.kill(&p)?;
+        }
+        Ok(())
+    }
+
+    // -- traffic -------------------------------------------------------------
+
+    /// Runs `f` in a new thread whose network namespace is `ns`.
+    pub fn in_ns<T, F>(&self, ns: &Ns, f: F) -> Result<JoinHandle<Result<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        let path = ns.path();
+        std::thread::Builder::new()
+            .name(format!("in-{ns}"))
+            .spawn(move || {
+                enter_netns(&path)?;
+                f()
+            })
+            .context("spawn thread")
+    }
+
+    /// Sends `mib` MiB of deterministic pseudo-random bytes over TCP from
+    /// `from` to `to_addr:port` (a listener in `to`) and hashes both sides.
+    /// Fails on I/O errors or when `timeout` passes; check
+    /// [`Transfer::intact`] for integrity.
+    pub fn tcp_transfer(
+        &self,
+        from: &Ns,
+        to: &Ns,
+        to_addr: IpAddr,
+        port: u16,
+        mib: u64,
+        timeout: Duration,
+    ) -> Result<Transfer> {
+        let deadline = Instant::now() + timeout;
+        let total = mib * 1024 * 1024;
+        let stop = self.stop.clone();
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        let receiver = self.in_ns(to, move || -> Result<(u64, String, Instant)> {
+            let l = TcpListener::bind(SocketAddr::new(to_addr, port))
+                .with_context(|| format!("bind {to_addr}:{port}"))?;
+            l.set_nonblocking(true)?;
+            let _ = ready_tx.send(());
+            let mut s = loop {
+                match l.accept() {
+                    Ok((s, _)) => break s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+                            bail!("no connection within timeout");
+                        }
+                        std::thread::sleep(POLL);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(Some(remaining(deadline)?))?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut n = 0u64;
+            loop {
+                let r = s.read(&mut buf).context("receive")?;
+                if r == 0 {
+                    break;
+                }
+                h.update(&buf[..r]);
+                n += r as u64;
+            }
+            Ok((n, hex(&h.finalize()), Instant::now()))
+        })?;
+        if ready_rx.recv_timeout(timeout).is_err() {
+            // The receiver ended (bind failed) or never got going.
+            return Err(match join(receiver) {
+                Err(e) => e,
+                Ok(_) => anyhow!("receiver in {to} did not start"),
+            });
+        }
+        let stop = self.stop.clone();
+        let sender = self.in_ns(from, move || -> Result<(u64, String, Instant)> {
+            let dst = SocketAddr::new(to_addr, port);
+            let mut s = TcpStream::connect_timeout(&dst, remaining(deadline)?)
+                .with_context(|| format!("connect {dst}"))?;
+            let start = Instant::now();
+            s.set_write_timeout(Some(remaining(deadline)?))?;
+            let mut rng = SplitMix64(0x5eed_1ab0 ^ total);
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut sent = 0u64;
+            while sent < total {
+                if stop.load(Ordering::SeqCst) {
+                    bail!("lab stopped");
+                }
+                let len = usize::try_from((total - sent).min(buf.len() as u64))?;
+                rng.fill(&mut buf[..len]);
+                s.write_all(&buf[..len]).context("send")?;
+                h.update(&buf[..len]);
+                sent += len as u64;
+            }
+            s.shutdown(std::net::Shutdown::Write)?;
+            Ok((sent, hex(&h.finalize()), start))
+        })?;
+        let (sent, sent_sha, start) = join(sender)?;
+        let (received, recv_sha, end) = join(receiver)?;
+        Ok(Transfer {
+            bytes_sent: sent,
+            bytes_received: received,
+            sent_sha256: sent_sha,
+            received_sha256: recv_sha,
+            elapsed: end.saturating_duration_since(start),
+        })
+    }
+
+    /// Starts a UDP echo in `ns` bound to `bind`: every datagram is answered
+    /// with the source address the echo saw, as `ip:port` text.
+    pub fn udp_echo(&self, ns: &Ns, bind: SocketAddr) -> Result<UdpEcho> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop2, lab_stop) = (stop.clone(), self.stop.clone());
+        let (tx, rx) = mpsc::channel::<Result<SocketAddr>>();
+        let thread = self.in_ns(ns, move || -> Result<()> {
+            let sock = match UdpSocket::bind(bind) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow!("bind {bind}: {e}")));
+                    return Ok(());
+                }
+            };
+            sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let _ = tx.send(Ok(sock.local_addr()?));
+            let mut buf = [0u8; 2048];
+            while !stop2.load(Ordering::SeqCst) && !lab_stop.load(Ordering::SeqCst) {
+                match sock.recv_from(&mut buf) {
+                    Ok((_, src)) => {
+                        let _ = sock.send_to(src.to_string().as_bytes(), src);
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })?;
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| anyhow!("udp echo in {ns} did not start"))??;
+        Ok(UdpEcho {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// From ONE UDP socket bound to `bind` in `ns`, asks each echo in
+    /// `targets` (see [`Lab::udp_echo`]) which source address it sees.
+    /// Retries each probe until `timeout`.
+    pub fn udp_observe(
+        &self,
+        ns: &Ns,
+        bind: SocketAddr,
+        targets: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Vec<SocketAddr>> {
+        let targets = targets.to_vec();
+        let stop = self.stop.clone();
+        let h = self.in_ns(ns, move || -> Result<Vec<SocketAddr>> {
+            let deadline = Instant::now() + timeout;
+            let sock = UdpSocket::bind(bind).with_context(|| format!("bind {bind}"))?;
+            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let mut seen = Vec::with_capacity(targets.len());
+            let mut buf = [0u8; 256];
+            for t in targets {
+                let got = loop {
+                    if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+                        bail!("no answer from {t} within timeout");
+                    }
+                    sock.send_to(b"probe", t)?;
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, src)) if src == t => {
+                            let text = std::str::from_utf8(&buf[..n])?;
+                            break text.parse::<SocketAddr>()?;
+                        }
+                        Ok(_) => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        // ICMP errors (e.g. port unreachable while the echo
+                        // starts) surface as ConnectionRefused: retry.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            std::thread::sleep(POLL);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                seen.push(got);
+            }
+            Ok(seen)
+        })?;
+        join(h)
+    }
+
+    // -- cleanup -------------------------------------------------------------
+
+    /// Removes namespaces (killing the processes inside) and lab directories
+    /// left by earlier runs whose owner process is gone. Returns the
+    /// namespaces removed.
+    pub fn cleanup_stale() -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for name in list_netns()? {
+            let Some(pid) = owner_pid(&name) else {
+                continue;
+            };
+            if pid_alive(pid) {
+                continue;
+            }
+            kill_ns_pids(&name);
+            if run_host(&["ip", "netns", "del", &name]).is_ok() {
+                removed.push(name);
+            }
+        }
+        if let Ok(rd) = fs::read_dir(lab_root()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if owner_pid(&name).is_some_and(|p| !pid_alive(p)) {
+                    fs::remove_dir_all(e.path()).ok();
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if panicking {
+            self.dump_logs();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        let mut st = self.state();
+        // SIGTERM everything first, then give all a shared grace period.
+        for e in st.procs.iter_mut() {
+            if e.status.is_none() {
+                e.status = e.child.try_wait().ok().flatten();
+            }
+            if e.status.is_none() {
+                signal_group(e.proc.pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + KILL_GRACE;
+        for e in st.procs.iter_mut() {
+            while e.status.is_none() {
+                e.status = e.child.try_wait().ok().flatten();
+                if e.status.is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    eprintln!(
+                        "ringlan-lab: {} ({}) ignored SIGTERM, killing",
+                        e.proc.name, e.proc.pid
+                    );
+                    signal_group(e.proc.pid, libc::SIGKILL);
+                    e.status = e.child.wait().ok();
+                    break;
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        // Whatever else runs in our namespaces (grandchildren that left the
+        // process group) goes too; then the namespaces, which takes their
+        // links (every veth end and bridge lives in a lab namespace).
+        let namespaces: Vec<Ns> = st.namespaces.drain(..).rev().collect();
+        st.links.clear();
+        drop(st);
+        for ns in &namespaces {
+            kill_ns_pids(ns.name());
+        }
+        for ns in &namespaces {
+            if let Err(e) = run_host(&["ip", "netns", "del", ns.name()]) {
+                eprintln!("ringlan-lab: cannot delete namespace {ns}: {e:#}");
+            }
+        }
+        let keep = std::env::var_os(KEEP_ENV).is_some();
+        if panicking || keep {
+            eprintln!("ringlan-lab: kept {}", self.dir.display());
+        } else {
+            fs::remove_dir_all(&self.dir).ok();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Free helpers
+// ---------------------------------------------------------------------------
+
+/// Polls `cond` (every 20 ms) until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("condition not met within {timeout:?}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Polls `f` until it returns `Some(value)` or `timeout` passes; the error
+/// names `what` and the last error `f` returned, if any.
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match f() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() >= deadline {
+            return Err(match last_err {
+                Some(e) => e.context(format!("{what}: not within {timeout:?}")),
+                None => anyhow!("{what}: not within {timeout:?}"),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// `BIN status --json --socket SOCKET`, parsed.
+pub fn status_json(bin: &Path, socket: &Path) -> Result<serde_json::Value> {
+    let out = Command::new(bin)
+        .args(["status", "--json", "--socket"])
+        .arg(socket)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} status --socket {} failed ({}): {}",
+            bin.display(),
+            socket.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("parse status --json output")
+}
+
+/// Polls [`status_json`] until `pred` holds; returns the matching status.
+/// The error carries the last status seen (or the last error).
+pub fn wait_status_json(
+    bin: &Path,
+    socket: &Path,
+    timeout: Duration,
+    mut pred: impl FnMut(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let mut last: Option<serde_json::Value> = None;
+    let r = wait_for(timeout, "status predicate", || {
+        let v = status_json(bin, socket)?;
+        let ok = pred(&v);
+        last = Some(v.clone());
+        Ok(ok.then_some(v))
+    });
+    r.map_err(|e| match last {
+        Some(v) => e.context(format!("last status of {}: {v}", socket.display())),
+        None => e,
+    })
+}
+
+/// Parses `a.b.c.d/len` (or an IPv6 CIDR).
+pub fn parse_cidr(cidr: &str) -> Result<(IpAddr, u8)> {
+    let (a, l) = cidr
+        .split_once('/')
+        .ok_or_else(|| anyhow!("`{cidr}` is not ADDR/LEN"))?;
+    let addr: IpAddr = a
+        .parse()
+        .with_context(|| format!("bad address in `{cidr}`"))?;
+    let len: u8 = l
+        .parse()
+        .with_context(|| format!("bad prefix length in `{cidr}`"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        bail!("prefix length {len} > {max} in `{cidr}`");
+    }
+    Ok((addr, len))
+}
+
+/// Whether the process runs as root (euid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Deterministic pseudo-random bytes (SplitMix64), the payload of
+/// [`Lab::tcp_transfer`].
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn remaining(deadline: Instant) -> Result<Duration> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    if d.is_zero() {
+        bail!("timeout");
+    }
+    Ok(d)
+}
+
+fn join<T>(h: JoinHandle<Result<T>>) -> Result<T> {
+    h.join().map_err(|_| anyhow!("helper thread panicked"))?
+}
+
+fn enter_netns(path: &Path) -> Result<()> {
+    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: setns on a valid namespace fd; affects only the calling thread
+    // (network namespaces are per thread).
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r != 0 {
+        bail!(
+            "setns {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+fn signal_group(pid: u32, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: plain kill(2) on a process group we created (process_group(0)
+    // makes the child's pid its group id); errors (already gone) are ignored.
+    unsafe {
+        if libc::kill(-pid, sig) != 0 {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn kill_ns_pids(ns: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if let Ok(p) = pid.parse::<libc::pid_t>() {
+            // SAFETY: kill(2) on a pid that lives in a lab namespace.
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn run_host(args: &[&str]) -> Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn list_netns() -> Result<Vec<String>> {
+    let out = run_host(&["ip", "netns", "list"])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect())
+}
+
+/// The owner pid encoded in a lab name `rl<pid>x<n>-...` (or `rl<pid>x<n>`).
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(MARK)?;
+    let (pid, rest) = rest.split_once('x')?;
+    let counter_end = rest.find('-').unwrap_or(rest.len());
+    let counter = &rest[..counter_end];
+    if pid.is_empty()
+        || counter.is_empty()
+        || !pid.bytes().all(|b| b.is_ascii_digit())
+        || !counter.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+fn lab_root() -> PathBuf {
+    std::env::temp_dir().join("ringlan-lab")
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 24
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        bail!("lab object name `{name}` must be 1-24 chars of [a-z0-9-]");
+    }
+    Ok(())
+}
+
+fn check_ifname(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
+        bail!("interface name `{name}` must be 1-15 chars without '/', ' ' or ':'");
+    }
+    Ok(())
+}
+
+fn parse_ping(text: &str) -> Option<PingStats> {
+    // "100 packets transmitted, 71 received, 29% packet loss, time 1012ms"
+    // "rtt min/avg/max/mdev = 0.031/0.052/0.097/0.011 ms"
+    let line = text.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut parts = line.split(',');
+    let transmitted = parts.next()?.split_whitespace().next()?.parse().ok()?;
+    let received = parts.next()?.split_whitespace().next()?.parse().ok()?;
+    let avg_rtt = text
+        .lines()
+        .find(|l| l.starts_with("rtt") || l.starts_with("round-trip"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+    Some(PingStats {
+        transmitted,
+        received,
+        avg_rtt,
+    })
 }
 
 #[cfg(test)]
@@ -7,8 +1411,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn owner_pid_parses_only_lab_names() {
+        assert_eq!(owner_pid("rl4242x0-sw-lan"), Some(4242));
+        assert_eq!(owner_pid("rl4242x13"), Some(4242));
+        assert_eq!(owner_pid("rl4242x-a"), None);
+        assert_eq!(owner_pid("rlx0-a"), None);
+        assert_eq!(owner_pid("rl42a2x0-a"), None);
+        assert_eq!(owner_pid("other"), None);
+        assert_eq!(owner_pid("rl-home"), None);
+    }
+
+    #[test]
+    fn ping_summary_parses() {
+        let text = "PING 192.0.2.2 (192.0.2.2) 56(84) bytes of data.\n\n--- 192.0.2.2 ping statistics ---\n\
+                    100 packets transmitted, 71 received, 29% packet loss, time 1012ms\n\
+                    rtt min/avg/max/mdev = 0.031/0.052/0.097/0.011 ms\n";
+        let s = parse_ping(text).expect("parses");
+        assert_eq!((s.transmitted, s.received, s.lost()), (100, 71, 29));
+        assert_eq!(s.avg_rtt, Some(Duration::from_secs_f64(0.052 / 1000.0)));
+        let none = "3 packets transmitted, 0 received, +3 errors, 100% packet loss, time 2003ms\n";
+        let s = parse_ping(none).expect("parses");
+        assert_eq!((s.received, s.avg_rtt), (0, None));
+        assert_eq!(parse_ping("garbage"), None);
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        assert_eq!(
+            parse_cidr("192.0.2.1/24").unwrap(),
+            ("192.0.2.1".parse().unwrap(), 24)
+        );
+        assert!(parse_cidr("192.0.2.1").is_err());
+        assert!(parse_cidr("192.0.2.1/33").is_err());
+        assert!(parse_cidr("x/24").is_err());
+    }
+
+    #[test]
+    fn splitmix_is_deterministic_and_fills_tails() {
+        let mut a = SplitMix64(7);
+        let mut b = SplitMix64(7);
+        let mut x = [0u8; 13];
+        let mut y = [0u8; 13];
+        a.fill(&mut x);
+        b.fill(&mut y);
+        assert_eq!(x, y);
+        assert_ne!(x, [0u8; 13]);
+        // Reference value of SplitMix64 seeded with 0 (first output).
+        assert_eq!(SplitMix64(0).next_u64(), 0xe220_a839_7b1d_cdaf);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("nat-1").is_ok());
+        assert!(check_name("Bad").is_err());
+        assert!(check_name("").is_err());
+        assert!(check_ifname("0123456789abcdef").is_err());
+        assert!(check_ifname("eth0").is_ok());
     }
 }

@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# ringlan benchmark baseline: two network namespaces joined by a veth pair;
+# single-stream TCP throughput (iperf3) and ping RTT over
+#   1. the raw veth,
+#   2. tinc 1.0 in `Mode = switch` (L2, the closest peer to ringlan),
+#   3. ringlan (target/release/ringlan; skipped until it exists),
+# with the VPN agents' CPU and peak RSS sampled from /proc during iperf3.
+# Usage (root): tests/bench/run.sh   Environment: BENCH_SECONDS (default 10),
+# BENCH_PINGS (default 20), RINGLAN_BIN (default target/release/ringlan).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+SECS="${BENCH_SECONDS:-10}"
+PINGS="${BENCH_PINGS:-20}"
+RINGLAN_BIN="${RINGLAN_BIN:-$repo/target/release/ringlan}"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench: needs root (network namespaces); run: sudo $0" >&2
+    exit 1
+fi
+for t in ip iperf3 ping tincd; do
+    command -v "$t" >/dev/null || { echo "bench: missing $t (apt-get install iproute2 iperf3 iputils-ping tinc)" >&2; exit 1; }
+done
+
+# Names follow the lab convention rl<pid>x<n>- so `Lab::cleanup_stale()`
+# removes them if this script is killed before its trap runs.
+P="rl$$x0-"
+NS_A="${P}bench-a"
+NS_B="${P}bench-b"
+ADDR_A=192.0.2.1
+ADDR_B=192.0.2.2
+WORK="$(mktemp -d /tmp/ringlan-bench.XXXXXX)"
+PIDS=()
+CLK_TCK="$(getconf CLK_TCK)"
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null || true
+    done
+    ip netns del "$NS_A" 2>/dev/null || true
+    ip netns del "$NS_B" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Background jobs use `ip netns exec` directly (not these functions) so that
+# $! is the pid of the program itself: `ip netns exec` execs it.
+in_a() { ip netns exec "$NS_A" "$@"; }
+in_b() { ip netns exec "$NS_B" "$@"; }
+
+# wait_until SECONDS CMD...: poll CMD every 0.1 s.
+wait_until() {
+    local limit=$(( $1 * 10 )); shift
+    local i
+    for ((i = 0; i < limit; i++)); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# --- CPU / RSS sampling helpers ---------------------------------------------
+# cpu_ticks PID: utime + stime (fields 14 and 15 of /proc/PID/stat; the comm
+# field may hold spaces, so split after the last ')').
+cpu_ticks() {
+    local rest
+    rest="$(sed 's/.*) //' "/proc/$1/stat")"
+    # after ')': field 3 is state, so utime/stime are the 12th/13th words
+    awk '{print $12 + $13}' <<<"$rest"
+}
+# rss_kb PID [FIELD]: VmRSS (or VmHWM, the peak) in kB from /proc/PID/status.
+rss_kb() { awk -v f="${2:-VmRSS}:" '$1 == f {print $2}' "/proc/$1/status"; }
+# cpu_percent TICKS_BEFORE TICKS_AFTER SECONDS: share of one core.
+cpu_percent() { awk -v a="$1" -v b="$2" -v s="$3" -v hz="$CLK_TCK" 'BEGIN {printf "%.0f", (b - a) / hz / s * 100}'; }
+
+# listening ADDR: an iperf3 server listens on ADDR:5201 in B.
+listening() { in_b ss -Hltn "src $1:5201" | grep -q 5201; }
+
+# --- measurement ------------------------------------------------------------
+declare -A GBPS RTT CPU RSS
+
+# measure NAME DST_ADDR [AGENT_PID...]: iperf3 from A to DST_ADDR (server in
+# B), then ping; samples the given agent pids during iperf3.
+measure() {
+    local name="$1" dst="$2"; shift 2
+    local agents=("$@") before=() p i
+    ip netns exec "$NS_B" iperf3 -s -1 -B "$dst" >"$WORK/iperf3-server-$name.log" 2>&1 &
+    local srv=$!
+    PIDS+=("$srv")
+    # Probe the listener with ss: a test connection would use up `-1`.
+    wait_until 10 listening "$dst" \
+        || { echo "bench: iperf3 server on $dst not reachable" >&2; return 1; }
+    for p in "${agents[@]}"; do before+=("$(cpu_ticks "$p")"); done
+    local t0 t1
+    t0="$(date +%s.%N)"
+    in_a iperf3 -c "$dst" -t "$SECS" -f m >"$WORK/iperf3-$name.log" 2>&1 \
+        || { cat "$WORK/iperf3-$name.log" >&2; return 1; }
+    t1="$(date +%s.%N)"
+    local secs cpu="" rss=""
+    secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')"
+    for i in "${!agents[@]}"; do
+        p="${agents[$i]}"
+        cpu+="${cpu:+/}$(cpu_percent "${before[$i]}" "$(cpu_ticks "$p")" "$secs")%"
+        rss+="${rss:+/}$(( $(rss_kb "$p" VmHWM) / 1024 ))MiB"
+    done
+    wait "$srv" 2>/dev/null || true
+    local mbps
+    mbps="$(awk '/receiver/ {v = $(NF-2)} END {print v}' "$WORK/iperf3-$name.log")"
+    GBPS[$name]="$(awk -v m="$mbps" 'BEGIN {printf "%.2f", m / 1000}')"
+    RTT[$name]="$(in_a ping -n -q -c "$PINGS" -i 0.05 "$dst" | awk -F'[/ ]' '/^rtt/ {print $8}')"
+    CPU[$name]="${cpu:--}"
+    RSS[$name]="${rss:--}"
+    printf '%-8s %8s Gbit/s   rtt %s ms   agent cpu %s   agent peak rss %s\n' \
+        "$name" "${GBPS[$name]}" "${RTT[$name]}" "${CPU[$name]}" "${RSS[$name]}"
+}
+
+# --- topology ---------------------------------------------------------------
+setup() {
+    ip netns add "$NS_A"
+    ip netns add "$NS_B"
+    ip link add veth0 netns "$NS_A" type veth peer name veth0 netns "$NS_B"
+    in_a ip link set lo up
+    in_b ip link set lo up
+    in_a ip addr add "$ADDR_A/24" dev veth0
+    in_b ip addr add "$ADDR_B/24" dev veth0
+    in_a ip link set veth0 up
+    in_b ip link set veth0 up
+    wait_until 10 in_a ping -c1 -W1 "$ADDR_B"
+}
+
+bench_raw() {
+    measure raw "$ADDR_B"
+}
+
+# --- tinc 1.0, Mode = switch ------------------------------------------------
+bench_tinc() {
+    local n ns addr overlay
+    for n in a b; do
+        local d="$WORK/tinc/$n"
+        mkdir -p "$d/hosts"
+        if [ "$n" = a ]; then addr="$ADDR_A"; overlay=10.78.0.1; else addr="$ADDR_B"; overlay=10.78.0.2; fi
+        {
+            echo "Name = $n"
+            echo "Mode = switch"
+            echo "DeviceType = tap"
+            echo "Interface = tinc0"
+            echo "AddressFamily = ipv4"
+            echo "BindToAddress = $addr"
+            [ "$n" = a ] && echo "ConnectTo = b"
+        } >"$d/tinc.conf"
+        printf 'Address = %s\nPort = 655\n' "$addr" >"$d/hosts/$n"
+        printf '#!/bin/sh\nip link set "$INTERFACE" up\nip addr add %s/24 dev "$INTERFACE"\n' "$overlay" >"$d/tinc-up"
+        chmod +x "$d/tinc-up"
+        tincd -c "$d" -K 2048 </dev/null >"$WORK/tinc-keygen-$n.log" 2>&1
+    done
+    cp "$WORK/tinc/a/hosts/a" "$WORK/tinc/b/hosts/a"
+    cp "$WORK/tinc/b/hosts/b" "$WORK/tinc/a/hosts/b"
+    local pa pb
+    ip netns exec "$NS_B" tincd -c "$WORK/tinc/b" -D --pidfile="$WORK/tinc-b.pid" --logfile="$WORK/tinc-b.log" &
+    pb=$!
+    PIDS+=("$pb")
+    ip netns exec "$NS_A" tincd -c "$WORK/tinc/a" -D --pidfile="$WORK/tinc-a.pid" --logfile="$WORK/tinc-a.log" &
+    pa=$!
+    PIDS+=("$pa")
+    if ! wait_until 30 in_a ping -c1 -W1 10.78.0.2; then
+        echo "bench: tinc did not connect; logs:" >&2
+        tail -n 20 "$WORK"/tinc-*.log >&2
+        return 1
+    fi
+    measure tinc 10.78.0.2 "$pa" "$pb"
+    kill "$pa" "$pb"
+    wait "$pa" "$pb" 2>/dev/null || true
+}
+
+# --- ringlan ----------------------------------------------------------------
+# Two ringlan agents on the same veth: A is the introducer, B joins it; the
+# config follows DESIGN.md ("Config"). Overlay addresses 10.77.0.1/.2.
+bench_ringlan() {
+    if [ ! -x "$RINGLAN_BIN" ]; then
+        echo "ringlan  skipped: $RINGLAN_BIN does not exist yet (cargo build --release -p ringlan-agent)"
+        return 0
+    fi
+    local d="$WORK/ringlan" n role addr overlay intro pa pb
+    mkdir -p "$d"
+    "$RINGLAN_BIN" secret >"$d/bench.secret"
+    for n in a b; do
+        if [ "$n" = a ]; then
+            role=introducer; addr="$ADDR_A"; overlay=10.77.0.1; intro="[]"
+        else
+            role=node; addr="$ADDR_B"; overlay=10.77.0.2; intro="[$ADDR_A:4910]"
+        fi
+        cat >"$d/$n.yaml" <<YAML
+network:
+  name: bench
+  secret_file: $d/bench.secret
+node:
+  name: bench-$n
+  key_file: $d/$n.key
+interface:
+  name: rl-bench
+  mtu: 1400
+  mac: auto
+  addresses: [$overlay/24]
+listen:
+  port: 4910
+introducers: $intro
+role: $role
+control:
+  socket: $d/$n.sock
+log:
+  level: info
+YAML
+        "$RINGLAN_BIN" check-config "$d/$n.yaml"
+    done
+    ip netns exec "$NS_A" "$RINGLAN_BIN" up -c "$d/a.yaml" >"$WORK/ringlan-a.log" 2>&1 &
+    pa=$!
+    PIDS+=("$pa")
+    ip netns exec "$NS_B" "$RINGLAN_BIN" up -c "$d/b.yaml" >"$WORK/ringlan-b.log" 2>&1 &
+    pb=$!
+    PIDS+=("$pb")
+    if ! wait_until 30 in_a ping -c1 -W1 10.77.0.2; then
+        echo "bench: ringlan did not connect; logs:" >&2
+        tail -n 20 "$WORK"/ringlan-*.log >&2
+        return 1
+    fi
+    measure ringlan 10.77.0.2 "$pa" "$pb"
+    kill "$pa" "$pb"
+    wait "$pa" "$pb" 2>/dev/null || true
+}
+
+report() {
+    echo
+    echo "==== ringlan bench: ${SECS} s single TCP stream, ${PINGS} pings, $(nproc) cores, $(uname -r)"
+    printf '%-8s %12s %10s %12s %14s %16s\n' path Gbit/s rtt_ms "vs raw" "agent cpu" "agent peak rss"
+    local n ratio
+    for n in raw tinc ringlan; do
+        [ -n "${GBPS[$n]:-}" ] || continue
+        ratio="$(awk -v x="${GBPS[$n]}" -v r="${GBPS[raw]}" 'BEGIN {printf "%.3f", x / r}')"
+        printf '%-8s %12s %10s %12s %14s %16s\n' "$n" "${GBPS[$n]}" "${RTT[$n]}" "$ratio" "${CPU[$n]}" "${RSS[$n]}"
+    done
+}
+
+setup
+bench_raw
+bench_tinc
+bench_ringlan
+report

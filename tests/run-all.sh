@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The full ringlan check: formatting, lints, unit + end-to-end tests (network
+# namespaces, needs root), fuzz smoke. Usage: `sudo tests/run-all.sh` (from any
+# directory). Environment:
+#   FUZZ_SECONDS   seconds per fuzz target (default 30; 0 skips the fuzz smoke)
+#   FUZZ_TOOLCHAIN toolchain for cargo fuzz (default: nightly if installed, else stable)
+#   NO_APT=1       do not install missing Debian packages
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+declare -a results=()
+failed=0
+
+log() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+# step NAME CMD...: run CMD, record the outcome, keep going on failure.
+step() {
+    local name="$1"
+    shift
+    log "$name: $*"
+    local start=$SECONDS
+    if "$@"; then
+        results+=("PASS  $name ($((SECONDS - start)) s)")
+    else
+        results+=("FAIL  $name ($((SECONDS - start)) s)")
+        failed=1
+    fi
+}
+
+summary() {
+    printf '\n==== ringlan run-all summary (%d s total) ====\n' "$SECONDS"
+    local r
+    for r in "${results[@]}"; do
+        printf '%s\n' "$r"
+    done
+    if [ "$failed" -ne 0 ]; then
+        printf 'RESULT: FAILED\n'
+    else
+        printf 'RESULT: OK\n'
+    fi
+}
+trap summary EXIT
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "run-all.sh: the end-to-end tests need root; run: sudo $0" >&2
+    failed=1
+    exit 1
+fi
+# The end-to-end tests must run here, never skip.
+unset RINGLAN_SKIP_ROOT_TESTS
+
+# --- Debian packages --------------------------------------------------------
+need_pkgs=()
+check_tool() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
+check_tool ip iproute2
+check_tool nft nftables
+check_tool iperf3 iperf3
+check_tool turnserver coturn
+check_tool tincd tinc
+check_tool ping iputils-ping
+check_tool conntrack conntrack
+check_tool systemctl systemd
+check_tool ps procps
+check_tool c++ g++
+install_deps() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q && apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
+}
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    if [ "${NO_APT:-0}" = 1 ]; then
+        echo "missing packages: ${need_pkgs[*]} (NO_APT=1)" >&2
+        failed=1
+        exit 1
+    fi
+    step "install packages" install_deps
+    [ "$failed" -eq 0 ] || exit 1
+fi
+
+# --- Rust components ----------------------------------------------------------
+ensure_components() {
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+}
+step "rust components" ensure_components
+
+# --- checks -------------------------------------------------------------------
+step "fmt" cargo fmt --all -- --check
+step "clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "tests" cargo test --workspace
+
+# --- fuzz smoke -----------------------------------------------------------------
+fuzz_seconds="${FUZZ_SECONDS:-30}"
+fuzz_smoke() {
+    local tc="${FUZZ_TOOLCHAIN:-}"
+    if [ -z "$tc" ]; then
+        if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then tc=nightly; else tc=stable; fi
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        cargo install cargo-fuzz --locked
+    fi
+    local targets t
+    targets="$(cd tunnel && cargo "+$tc" fuzz list)" || return 1
+    if [ -z "$targets" ]; then
+        echo "no fuzz targets in tunnel/fuzz" >&2
+        return 1
+    fi
+    for t in $targets; do
+        log "fuzz $t for ${fuzz_seconds} s ($tc)"
+        (cd tunnel && cargo "+$tc" fuzz run -s none "$t" -- -max_total_time="$fuzz_seconds") || return 1
+    done
+}
+if [ "$fuzz_seconds" = 0 ]; then
+    results+=("SKIP  fuzz smoke (FUZZ_SECONDS=0)")
+elif [ -d tunnel/fuzz ]; then
+    step "fuzz smoke" fuzz_smoke
+else
+    results+=("SKIP  fuzz smoke (no tunnel/fuzz directory)")
+fi
+
+[ "$failed" -eq 0 ]
