@@ -191,8 +191,12 @@ metrics: {{listen: 127.0.0.1:9910}}
     );
     let m = String::from_utf8_lossy(&m.stdout);
     assert!(m.starts_with("HTTP/1.1 200 OK"), "{m}");
+    let id = v["node_id"].as_str().expect("node id in status");
+    assert_eq!(id.len(), 32, "node id is 32 hex digits: {id}");
     assert!(
-        m.contains("ringlan_info{node_id=\"\",name=\"n1\",network=\"t\",role=\"introducer\"} 1"),
+        m.contains(&format!(
+            "ringlan_info{{node_id=\"{id}\",name=\"n1\",network=\"t\",role=\"introducer\"}} 1"
+        )),
         "{m}"
     );
 
