@@ -33,7 +33,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -245,6 +245,65 @@ impl Drop for UdpEcho {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A background TCP stream started by [`Lab::tcp_stream`].
+pub struct TcpStreamJob {
+    received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    sender: Option<JoinHandle<Result<(u64, String, Instant)>>>,
+    receiver: Option<JoinHandle<Result<(u64, String, Instant)>>>,
+}
+
+impl TcpStreamJob {
+    /// Bytes the receiver has read so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+
+    /// True while neither side has ended (by EOF or error).
+    pub fn is_running(&self) -> bool {
+        self.sender.as_ref().is_some_and(|t| !t.is_finished())
+            && self.receiver.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops sending, waits for the receiver to see EOF and returns what
+    /// both sides saw. Fails if either side failed (reset, timeout).
+    pub fn finish(mut self) -> Result<Transfer> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<Transfer> {
+        let sender = self
+            .sender
+            .take()
+            .ok_or_else(|| anyhow!("already joined"))?;
+        let receiver = self
+            .receiver
+            .take()
+            .ok_or_else(|| anyhow!("already joined"))?;
+        // A failed sender (e.g. no connection) leaves the receiver waiting
+        // until its deadline: report at once and let it run out detached.
+        let (sent, sent_sha, start) = join(sender).context("sender")?;
+        let (received, recv_sha, end) = join(receiver).context("receiver")?;
+        Ok(Transfer {
+            bytes_sent: sent,
+            bytes_received: received,
+            sent_sha256: sent_sha,
+            received_sha256: recv_sha,
+            elapsed: end.saturating_duration_since(start),
+        })
+    }
+}
+
+impl Drop for TcpStreamJob {
+    /// Stops the sender; the threads end on their own (EOF, error or their
+    /// deadline), detached, so a failing test is not held up by a stalled
+    /// stream.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
@@ -760,6 +819,16 @@ impl Lab {
         self.wait(p, KILL_GRACE)
     }
 
+    /// Sends `sig` (e.g. `libc::SIGKILL`) to the process's group without
+    /// waiting; reap it with [`Lab::wait`].
+    pub fn signal(&self, p: &Proc, sig: libc::c_int) -> Result<()> {
+        if self.try_status(p)?.is_some() {
+            bail!("process {} ({}) has already exited", p.name, p.pid);
+        }
+        signal_group(p.pid, sig);
+        Ok(())
+    }
+
     /// The process's log so far.
     pub fn log(&self, p: &Proc) -> String {
         fs::read(&p.log)
@@ -863,10 +932,45 @@ impl Lab {
         mib: u64,
         timeout: Duration,
     ) -> Result<Transfer> {
-        let deadline = Instant::now() + timeout;
         let total = mib * 1024 * 1024;
-        let stop = self.stop.clone();
+        self.start_tcp(from, to, to_addr, port, Some(total), timeout)?
+            .join()
+    }
+
+    /// Starts a TCP stream of deterministic pseudo-random bytes from `from`
+    /// to `to_addr:port` (a listener in `to`) that runs in the background
+    /// until [`TcpStreamJob::finish`]; both sides hash what they see. Watch
+    /// its progress with [`TcpStreamJob::received`]. `timeout` bounds the
+    /// whole stream (connect to EOF).
+    pub fn tcp_stream(
+        &self,
+        from: &Ns,
+        to: &Ns,
+        to_addr: IpAddr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<TcpStreamJob> {
+        self.start_tcp(from, to, to_addr, port, None, timeout)
+    }
+
+    /// The sender and receiver threads of [`Lab::tcp_transfer`] and
+    /// [`Lab::tcp_stream`]; `total` bytes, or until the job's stop flag.
+    fn start_tcp(
+        &self,
+        from: &Ns,
+        to: &Ns,
+        to_addr: IpAddr,
+        port: u16,
+        total: Option<u64>,
+        timeout: Duration,
+    ) -> Result<TcpStreamJob> {
+        let deadline = Instant::now() + timeout;
+        let lab_stop = self.stop.clone();
+        let job_stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
         let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        let stop = lab_stop.clone();
         let receiver = self.in_ns(to, move || -> Result<(u64, String, Instant)> {
             let l = TcpListener::bind(SocketAddr::new(to_addr, port))
                 .with_context(|| format!("bind {to_addr}:{port}"))?;
@@ -896,6 +1000,7 @@ impl Lab {
                 }
                 h.update(&buf[..r]);
                 n += r as u64;
+                counter.store(n, Ordering::SeqCst);
             }
             Ok((n, hex(&h.finalize()), Instant::now()))
         })?;
@@ -906,22 +1011,32 @@ impl Lab {
                 Ok(_) => anyhow!("receiver in {to} did not start"),
             });
         }
-        let stop = self.stop.clone();
+        let stop = lab_stop;
+        let until = job_stop.clone();
         let sender = self.in_ns(from, move || -> Result<(u64, String, Instant)> {
             let dst = SocketAddr::new(to_addr, port);
             let mut s = TcpStream::connect_timeout(&dst, remaining(deadline)?)
                 .with_context(|| format!("connect {dst}"))?;
             let start = Instant::now();
             s.set_write_timeout(Some(remaining(deadline)?))?;
-            let mut rng = SplitMix64(0x5eed_1ab0 ^ total);
+            let mut rng = SplitMix64(0x5eed_1ab0 ^ total.unwrap_or(0));
             let mut h = Sha256::new();
             let mut buf = vec![0u8; 64 * 1024];
             let mut sent = 0u64;
-            while sent < total {
+            loop {
                 if stop.load(Ordering::SeqCst) {
                     bail!("lab stopped");
                 }
-                let len = usize::try_from((total - sent).min(buf.len() as u64))?;
+                let left = match total {
+                    Some(t) if sent >= t => break,
+                    Some(t) => t - sent,
+                    None if until.load(Ordering::SeqCst) => break,
+                    None => u64::MAX,
+                };
+                if Instant::now() > deadline {
+                    bail!("stream still sending at its deadline");
+                }
+                let len = usize::try_from(left.min(buf.len() as u64))?;
                 rng.fill(&mut buf[..len]);
                 s.write_all(&buf[..len]).context("send")?;
                 h.update(&buf[..len]);
@@ -930,14 +1045,11 @@ impl Lab {
             s.shutdown(std::net::Shutdown::Write)?;
             Ok((sent, hex(&h.finalize()), start))
         })?;
-        let (sent, sent_sha, start) = join(sender)?;
-        let (received, recv_sha, end) = join(receiver)?;
-        Ok(Transfer {
-            bytes_sent: sent,
-            bytes_received: received,
-            sent_sha256: sent_sha,
-            received_sha256: recv_sha,
-            elapsed: end.saturating_duration_since(start),
+        Ok(TcpStreamJob {
+            received,
+            stop: job_stop,
+            sender: Some(sender),
+            receiver: Some(receiver),
         })
     }
 
