@@ -207,7 +207,10 @@ impl World {
                 .wait_status(SETTLE, |v| others.iter().all(|p| open_with(v, p)))
                 .unwrap_or_else(|e| {
                     let want: Vec<&str> = others.iter().map(|p| p.name.as_str()).collect();
-                    panic!("{} has no open session with each of {want:?}: {e:#}", m.name)
+                    panic!(
+                        "{} has no open session with each of {want:?}: {e:#}",
+                        m.name
+                    )
                 });
         }
     }
@@ -316,6 +319,22 @@ fn neighbour_mac(lab: &Lab, m: &Member, addr: IpAddr) -> Option<String> {
         .find_map(|n| n["lladdr"].as_str().map(str::to_string))
 }
 
+/// Packets counted by the named counter of table `inet rl_e2e` in `m`'s
+/// namespace.
+fn nft_counter(lab: &Lab, m: &Member, name: &str) -> u64 {
+    let out = lab
+        .run(
+            &m.host.ns,
+            &["nft", "-j", "list", "counter", "inet", "rl_e2e", name],
+        )
+        .unwrap_or_else(|e| panic!("{}: {e:#}", m.name));
+    let v: Value = serde_json::from_str(&out).expect("nft -j output");
+    v["nftables"]
+        .as_array()
+        .and_then(|a| a.iter().find_map(|o| o["counter"]["packets"].as_u64()))
+        .unwrap_or_else(|| panic!("no counter {name} in {}: {out}", m.name))
+}
+
 // ---------------------------------------------------------------------------
 // 1. Two nodes on one underlay: ping, ARP, 100 MiB intact.
 // ---------------------------------------------------------------------------
@@ -335,7 +354,10 @@ fn two_nodes_ping_resolve_arp_and_carry_100_mib_intact() {
     w.wait_ping(&n1, &n2, SETTLE);
     w.wait_ping(&n2, &n1, SETTLE);
     let st = w.lab.ping_stats(&n1.host.ns, n2.overlay(), 20).unwrap();
-    assert_eq!(st.received, st.transmitted, "n1 -> n2 after warm-up: {st:?}");
+    assert_eq!(
+        st.received, st.transmitted,
+        "n1 -> n2 after warm-up: {st:?}"
+    );
 
     // ARP crossed the overlay: n1 resolved n2's address to n2's TAP MAC,
     // which is the MAC n2 reports and the TAP really has.
@@ -425,7 +447,10 @@ fn third_node_joins_while_traffic_flows() {
     let before_join = job.received();
     w.start(&mut n3);
     w.wait_mesh(&[&intro, &n1, &n2, &n3]);
-    assert!(job.is_running(), "the n1 -> n2 stream ended while n3 joined");
+    assert!(
+        job.is_running(),
+        "the n1 -> n2 stream ended while n3 joined"
+    );
 
     // The stream keeps going after the join.
     let after_join = job.received();
@@ -441,7 +466,9 @@ fn third_node_joins_while_traffic_flows() {
         w.wait_ping(b, a, SETTLE);
     }
 
-    let t = job.finish().unwrap_or_else(|e| panic!("n1 -> n2 stream: {e:#}"));
+    let t = job
+        .finish()
+        .unwrap_or_else(|e| panic!("n1 -> n2 stream: {e:#}"));
     eprintln!(
         "stream n1 -> n2: {} MiB in {:?} ({} MiB before n3 started, {} MiB when meshed)",
         t.bytes_received / MIB,
@@ -513,7 +540,10 @@ fn killed_agent_rejoins_and_terminated_agent_leaves_cleanly() {
     let st = w.lab.wait(&p, SETTLE).unwrap();
     assert!(st.success(), "n2 after SIGTERM: {st}\n{}", w.lab.log(&p));
     let links = w.ip_link_names(&n2);
-    assert!(!links.iter().any(|l| l == TAP), "TAP left behind: {links:?}");
+    assert!(
+        !links.iter().any(|l| l == TAP),
+        "TAP left behind: {links:?}"
+    );
     assert!(
         !n2.node.socket.exists(),
         "control socket left behind: {}",
@@ -546,6 +576,28 @@ fn node_with_another_secret_never_joins() {
     let other = w.lab.dir().join("other.secret");
     make_secret(&other).unwrap();
     let mut rogue = w.member_with_secret("rogue", 66, Role::Node, &other);
+    // Underlay counters: the rogue's UDP reaching the introducer, and any
+    // UDP a member sends to the rogue (a non-member cannot even elicit a
+    // Responder Hello).
+    let rogue_addr = rogue.host.addr;
+    for m in [&intro, &n1, &n2] {
+        w.lab
+            .nft(
+                &m.host.ns,
+                &format!(
+                    "table inet rl_e2e {{
+  counter from_rogue {{}}
+  counter to_rogue {{}}
+  chain input {{ type filter hook input priority filter; policy accept;
+    ip saddr {rogue_addr} udp dport {PORT} counter name \"from_rogue\"; }}
+  chain output {{ type filter hook output priority filter; policy accept;
+    ip daddr {rogue_addr} meta l4proto udp counter name \"to_rogue\"; }}
+}}
+"
+                ),
+            )
+            .unwrap();
+    }
     w.start(&mut rogue);
     let rp = rogue.peer().unwrap();
     let members = [&intro, &n1, &n2];
@@ -592,6 +644,20 @@ fn node_with_another_secret_never_joins() {
         );
     }
     assert_eq!(neighbour_mac(&w.lab, &rogue, n1.overlay()), None);
+
+    // The rogue did knock (so the test shows its packets are dropped, not
+    // that it never tried), and nobody ever answered it.
+    let knocks = nft_counter(&w.lab, &intro, "from_rogue");
+    assert!(knocks > 0, "the rogue never sent to the introducer");
+    for m in members {
+        assert_eq!(
+            nft_counter(&w.lab, m, "to_rogue"),
+            0,
+            "{} sent UDP to the rogue node",
+            m.name
+        );
+    }
+    eprintln!("rogue sent {knocks} UDP packets to the introducer, none answered");
 
     // The members are still fine.
     w.wait_mesh(&members);
