@@ -351,8 +351,14 @@ impl Lab {
     pub fn add_ns(&self, name: &str) -> Result<Ns> {
         check_name(name)?;
         let ns = Ns(format!("{}{name}", self.prefix));
-        run_host(&["ip", "netns", "add", ns.name()])?;
-        self.state().namespaces.push(ns.clone());
+        {
+            // Under the lock, so a concurrent `shutdown` either sees this
+            // namespace or makes us refuse to create it.
+            let mut st = self.state();
+            self.check_running()?;
+            run_host(&["ip", "netns", "add", ns.name()])?;
+            st.namespaces.push(ns.clone());
+        }
         self.run(&ns, &["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -680,6 +686,7 @@ impl Lab {
             bail!("spawn {name}: empty command");
         }
         let mut st = self.state();
+        self.check_running()?;
         let n = st.log_names.entry(name.to_string()).or_insert(0);
         *n += 1;
         let file_name = if *n == 1 {
@@ -1035,43 +1042,34 @@ impl Lab {
 
     // -- cleanup -------------------------------------------------------------
 
-    /// Removes namespaces (killing the processes inside) and lab directories
-    /// left by earlier runs whose owner process is gone. Returns the
-    /// namespaces removed.
-    pub fn cleanup_stale() -> Result<Vec<String>> {
-        let mut removed = Vec::new();
-        for name in list_netns()? {
-            let Some(pid) = owner_pid(&name) else {
-                continue;
-            };
-            if pid_alive(pid) {
-                continue;
-            }
-            kill_ns_pids(&name);
-            if run_host(&["ip", "netns", "del", &name]).is_ok() {
-                removed.push(name);
-            }
-        }
-        if let Ok(rd) = fs::read_dir(lab_root()) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if owner_pid(&name).is_some_and(|p| !pid_alive(p)) {
-                    fs::remove_dir_all(e.path()).ok();
-                }
-            }
-        }
-        Ok(removed)
+    /// Whether [`Lab::shutdown`] has run (helper threads stop, and the lab
+    /// creates no more namespaces or processes).
+    pub fn is_shut_down(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
-}
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let panicking = std::thread::panicking();
-        if panicking {
-            self.dump_logs();
+    fn check_running(&self) -> Result<()> {
+        if self.is_shut_down() {
+            bail!("lab {} is shut down", self.prefix);
         }
-        self.stop.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// What dropping the lab does, through a shared reference (e.g. from a
+    /// signal-handling thread while another thread still uses the lab):
+    /// SIGTERM to every process (SIGKILL after a grace period), kill whatever
+    /// else runs in lab namespaces, delete the namespaces (which takes their
+    /// links) and the lab directory (kept when panicking or with
+    /// `RINGLAN_LAB_KEEP`). Runs once; later calls return at once. After it
+    /// the lab refuses to create namespaces or start processes.
+    pub fn shutdown(&self) {
         let mut st = self.state();
+        // Set under the lock: `add_ns` and `spawn_env` check it under the
+        // same lock, so nothing is created behind our back.
+        if self.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let panicking = std::thread::panicking();
         // SIGTERM everything first, then give all a shared grace period.
         for e in st.procs.iter_mut() {
             if e.status.is_none() {
@@ -1120,6 +1118,43 @@ impl Drop for Lab {
         } else {
             fs::remove_dir_all(&self.dir).ok();
         }
+    }
+
+    /// Removes namespaces (killing the processes inside) and lab directories
+    /// left by earlier runs whose owner process is gone. Returns the
+    /// namespaces removed.
+    pub fn cleanup_stale() -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for name in list_netns()? {
+            let Some(pid) = owner_pid(&name) else {
+                continue;
+            };
+            if pid_alive(pid) {
+                continue;
+            }
+            kill_ns_pids(&name);
+            if run_host(&["ip", "netns", "del", &name]).is_ok() {
+                removed.push(name);
+            }
+        }
+        if let Ok(rd) = fs::read_dir(lab_root()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if owner_pid(&name).is_some_and(|p| !pid_alive(p)) {
+                    fs::remove_dir_all(e.path()).ok();
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        self.shutdown();
     }
 }
 
@@ -1325,6 +1360,15 @@ fn run_host(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Network namespaces whose name starts with `prefix` (e.g. a lab's
+/// [`Lab::prefix`], to check that nothing was left behind).
+pub fn netns_with_prefix(prefix: &str) -> Result<Vec<String>> {
+    Ok(list_netns()?
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect())
+}
+
 fn list_netns() -> Result<Vec<String>> {
     let out = run_host(&["ip", "netns", "list"])?;
     Ok(out
@@ -1458,6 +1502,28 @@ mod tests {
         assert_ne!(x, [0u8; 13]);
         // Reference value of SplitMix64 seeded with 0 (first output).
         assert_eq!(SplitMix64(0).next_u64(), 0xe220_a839_7b1d_cdaf);
+    }
+
+    #[test]
+    fn shutdown_from_another_thread_removes_everything_once() {
+        let Some(lab) = Lab::for_test() else { return };
+        let lab = Arc::new(lab);
+        let ns = lab.add_ns("a").unwrap();
+        let p = lab.spawn(&ns, "sleeper", &["sleep", "600"]).unwrap();
+        let dir = lab.dir().to_path_buf();
+        let other = lab.clone();
+        std::thread::spawn(move || other.shutdown()).join().unwrap();
+        assert!(lab.is_shut_down());
+        assert!(!lab.is_running(&p));
+        assert_eq!(
+            netns_with_prefix(lab.prefix()).unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(!dir.exists());
+        // Refuses to build more, and a second shutdown (Drop) is harmless.
+        assert!(lab.add_ns("b").is_err());
+        assert!(lab.spawn(&ns, "late", &["true"]).is_err());
+        drop(lab);
     }
 
     #[test]
