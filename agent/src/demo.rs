@@ -50,8 +50,6 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Status poll interval while waiting, and status interval with `--keep`.
 const POLL: Duration = Duration::from_millis(250);
 const KEEP_INTERVAL: Duration = Duration::from_secs(5);
-/// Exit code after SIGINT/SIGTERM before the show completed (128 + SIGINT).
-const INTERRUPTED_EXIT: i32 = 130;
 
 /// The embedded default config: one per member, `{...}` filled in by
 /// [`render_config`].
@@ -752,17 +750,19 @@ fn install_signal_cleanup(lab: Weak<Lab>) -> Result<()> {
     std::thread::Builder::new()
         .name("demo-signals".into())
         .spawn(move || {
-            let name = rt.block_on(async {
+            let (name, signo) = rt.block_on(async {
                 tokio::select! {
-                    _ = int.recv() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => ("SIGINT", libc::SIGINT),
+                    _ = term.recv() => ("SIGTERM", libc::SIGTERM),
                 }
             });
             INTERRUPTED.store(true, Ordering::SeqCst);
+            // After the show, Ctrl-C is the normal way out (`--keep`);
+            // before, the shell convention 128 + signal.
             let code = if SHOW_DONE.load(Ordering::SeqCst) {
                 0
             } else {
-                INTERRUPTED_EXIT
+                128 + signo
             };
             eprintln!("\n{name}: stopping the agents and removing the lab...");
             if let Some(lab) = lab.upgrade() {
