@@ -47,6 +47,8 @@ const PING_COUNT: u32 = 5;
 const TRANSFER_MIB: u64 = 20;
 const TRANSFER_PORT: u16 = 5001;
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the session counters to show the transfer.
+const COUNTER_WAIT: Duration = Duration::from_secs(5);
 /// Status poll interval while waiting, and status interval with `--keep`.
 const POLL: Duration = Duration::from_millis(250);
 const KEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -236,9 +238,10 @@ pub fn run(args: &DemoArgs) -> ExitCode {
     let topo = Topology::lan(args.nodes);
     let nodes = topo.members.iter().filter(|m| m.role == Role::Node).count();
     println!(
-        "ringlan demo: {} agents (1 introducer + {nodes} nodes) join one virtual Ethernet LAN,\n\
+        "ringlan demo: {} agents (1 introducer + {nodes} node{}) join one virtual Ethernet LAN,\n\
          each in its own network namespace on this machine. Everything is removed at the end.",
-        topo.members.len()
+        topo.members.len(),
+        if nodes == 1 { "" } else { "s" }
     );
 
     let lab = match Lab::new() {
@@ -633,6 +636,12 @@ impl Demo {
             "    sha256 sent     {}\n    sha256 received {}\n    checksums match",
             tr.sent_sha256, tr.received_sha256
         );
+        // Agents publish session counters periodically; give the sender's a
+        // moment to include the transfer before the table shows them.
+        let _ = ringlan_lab::wait_until(COUNTER_WAIT, || {
+            self.status(&self.nodes[fi])
+                .is_ok_and(|s| s.sessions.iter().map(|x| x.tx.bytes).sum::<u64>() >= tr.bytes_sent)
+        });
         Ok(format!(
             "ping {} -> {}: {} ({rtt}); {TRANSFER_MIB} MiB over TCP at {mib_s:.1} MiB/s, \
              checksums match.",
