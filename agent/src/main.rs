@@ -10,6 +10,8 @@ use ringlan_agent::config::Config;
 use ringlan_agent::identity::{self, NetworkSecret, NodeKey};
 use ringlan_agent::{control, service, up};
 
+mod demo;
+
 #[derive(Parser)]
 #[command(
     name = "ringlan",
@@ -65,6 +67,10 @@ enum Cmd {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Build a throw-away lab of network namespaces on this machine, join
+    /// agents into one virtual LAN, show status and traffic, remove it all
+    /// (needs root).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         } => cmd_status(config.as_deref(), socket, json),
         Cmd::Keygen { output, force } => cmd_keygen(output.as_deref(), force),
         Cmd::Secret { output, force } => cmd_secret(output.as_deref(), force),
+        Cmd::Demo(args) => return demo::run(&args),
         Cmd::CheckConfig { file } => match Config::load_and_check(&file) {
             Ok(_) => {
                 println!("{}: OK", file.display());

@@ -33,7 +33,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -248,6 +248,65 @@ impl Drop for UdpEcho {
     }
 }
 
+/// A background TCP stream started by [`Lab::tcp_stream`].
+pub struct TcpStreamJob {
+    received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    sender: Option<JoinHandle<Result<(u64, String, Instant)>>>,
+    receiver: Option<JoinHandle<Result<(u64, String, Instant)>>>,
+}
+
+impl TcpStreamJob {
+    /// Bytes the receiver has read so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+
+    /// True while neither side has ended (by EOF or error).
+    pub fn is_running(&self) -> bool {
+        self.sender.as_ref().is_some_and(|t| !t.is_finished())
+            && self.receiver.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops sending, waits for the receiver to see EOF and returns what
+    /// both sides saw. Fails if either side failed (reset, timeout).
+    pub fn finish(mut self) -> Result<Transfer> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<Transfer> {
+        let sender = self
+            .sender
+            .take()
+            .ok_or_else(|| anyhow!("already joined"))?;
+        let receiver = self
+            .receiver
+            .take()
+            .ok_or_else(|| anyhow!("already joined"))?;
+        // A failed sender (e.g. no connection) leaves the receiver waiting
+        // until its deadline: report at once and let it run out detached.
+        let (sent, sent_sha, start) = join(sender).context("sender")?;
+        let (received, recv_sha, end) = join(receiver).context("receiver")?;
+        Ok(Transfer {
+            bytes_sent: sent,
+            bytes_received: received,
+            sent_sha256: sent_sha,
+            received_sha256: recv_sha,
+            elapsed: end.saturating_duration_since(start),
+        })
+    }
+}
+
+impl Drop for TcpStreamJob {
+    /// Stops the sender; the threads end on their own (EOF, error or their
+    /// deadline), detached, so a failing test is not held up by a stalled
+    /// stream.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The lab
 // ---------------------------------------------------------------------------
@@ -351,8 +410,14 @@ impl Lab {
     pub fn add_ns(&self, name: &str) -> Result<Ns> {
         check_name(name)?;
         let ns = Ns(format!("{}{name}", self.prefix));
-        run_host(&["ip", "netns", "add", ns.name()])?;
-        self.state().namespaces.push(ns.clone());
+        {
+            // Under the lock, so a concurrent `shutdown` either sees this
+            // namespace or makes us refuse to create it.
+            let mut st = self.state();
+            self.check_running()?;
+            run_host(&["ip", "netns", "add", ns.name()])?;
+            st.namespaces.push(ns.clone());
+        }
         self.run(&ns, &["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -680,6 +745,7 @@ impl Lab {
             bail!("spawn {name}: empty command");
         }
         let mut st = self.state();
+        self.check_running()?;
         let n = st.log_names.entry(name.to_string()).or_insert(0);
         *n += 1;
         let file_name = if *n == 1 {
@@ -758,6 +824,16 @@ impl Lab {
         }
         signal_group(p.pid, libc::SIGKILL);
         self.wait(p, KILL_GRACE)
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGKILL`) to the process's group without
+    /// waiting; reap it with [`Lab::wait`].
+    pub fn signal(&self, p: &Proc, sig: libc::c_int) -> Result<()> {
+        if self.try_status(p)?.is_some() {
+            bail!("process {} ({}) has already exited", p.name, p.pid);
+        }
+        signal_group(p.pid, sig);
+        Ok(())
     }
 
     /// The process's log so far.
@@ -863,10 +939,45 @@ impl Lab {
         mib: u64,
         timeout: Duration,
     ) -> Result<Transfer> {
-        let deadline = Instant::now() + timeout;
         let total = mib * 1024 * 1024;
-        let stop = self.stop.clone();
+        self.start_tcp(from, to, to_addr, port, Some(total), timeout)?
+            .join()
+    }
+
+    /// Starts a TCP stream of deterministic pseudo-random bytes from `from`
+    /// to `to_addr:port` (a listener in `to`) that runs in the background
+    /// until [`TcpStreamJob::finish`]; both sides hash what they see. Watch
+    /// its progress with [`TcpStreamJob::received`]. `timeout` bounds the
+    /// whole stream (connect to EOF).
+    pub fn tcp_stream(
+        &self,
+        from: &Ns,
+        to: &Ns,
+        to_addr: IpAddr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<TcpStreamJob> {
+        self.start_tcp(from, to, to_addr, port, None, timeout)
+    }
+
+    /// The sender and receiver threads of [`Lab::tcp_transfer`] and
+    /// [`Lab::tcp_stream`]; `total` bytes, or until the job's stop flag.
+    fn start_tcp(
+        &self,
+        from: &Ns,
+        to: &Ns,
+        to_addr: IpAddr,
+        port: u16,
+        total: Option<u64>,
+        timeout: Duration,
+    ) -> Result<TcpStreamJob> {
+        let deadline = Instant::now() + timeout;
+        let lab_stop = self.stop.clone();
+        let job_stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
         let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        let stop = lab_stop.clone();
         let receiver = self.in_ns(to, move || -> Result<(u64, String, Instant)> {
             let l = TcpListener::bind(SocketAddr::new(to_addr, port))
                 .with_context(|| format!("bind {to_addr}:{port}"))?;
@@ -896,6 +1007,7 @@ impl Lab {
                 }
                 h.update(&buf[..r]);
                 n += r as u64;
+                counter.store(n, Ordering::SeqCst);
             }
             Ok((n, hex(&h.finalize()), Instant::now()))
         })?;
@@ -906,22 +1018,32 @@ impl Lab {
                 Ok(_) => anyhow!("receiver in {to} did not start"),
             });
         }
-        let stop = self.stop.clone();
+        let stop = lab_stop;
+        let until = job_stop.clone();
         let sender = self.in_ns(from, move || -> Result<(u64, String, Instant)> {
             let dst = SocketAddr::new(to_addr, port);
             let mut s = TcpStream::connect_timeout(&dst, remaining(deadline)?)
                 .with_context(|| format!("connect {dst}"))?;
             let start = Instant::now();
             s.set_write_timeout(Some(remaining(deadline)?))?;
-            let mut rng = SplitMix64(0x5eed_1ab0 ^ total);
+            let mut rng = SplitMix64(0x5eed_1ab0 ^ total.unwrap_or(0));
             let mut h = Sha256::new();
             let mut buf = vec![0u8; 64 * 1024];
             let mut sent = 0u64;
-            while sent < total {
+            loop {
                 if stop.load(Ordering::SeqCst) {
                     bail!("lab stopped");
                 }
-                let len = usize::try_from((total - sent).min(buf.len() as u64))?;
+                let left = match total {
+                    Some(t) if sent >= t => break,
+                    Some(t) => t - sent,
+                    None if until.load(Ordering::SeqCst) => break,
+                    None => u64::MAX,
+                };
+                if Instant::now() > deadline {
+                    bail!("stream still sending at its deadline");
+                }
+                let len = usize::try_from(left.min(buf.len() as u64))?;
                 rng.fill(&mut buf[..len]);
                 s.write_all(&buf[..len]).context("send")?;
                 h.update(&buf[..len]);
@@ -930,14 +1052,11 @@ impl Lab {
             s.shutdown(std::net::Shutdown::Write)?;
             Ok((sent, hex(&h.finalize()), start))
         })?;
-        let (sent, sent_sha, start) = join(sender)?;
-        let (received, recv_sha, end) = join(receiver)?;
-        Ok(Transfer {
-            bytes_sent: sent,
-            bytes_received: received,
-            sent_sha256: sent_sha,
-            received_sha256: recv_sha,
-            elapsed: end.saturating_duration_since(start),
+        Ok(TcpStreamJob {
+            received,
+            stop: job_stop,
+            sender: Some(sender),
+            receiver: Some(receiver),
         })
     }
 
@@ -1035,43 +1154,34 @@ impl Lab {
 
     // -- cleanup -------------------------------------------------------------
 
-    /// Removes namespaces (killing the processes inside) and lab directories
-    /// left by earlier runs whose owner process is gone. Returns the
-    /// namespaces removed.
-    pub fn cleanup_stale() -> Result<Vec<String>> {
-        let mut removed = Vec::new();
-        for name in list_netns()? {
-            let Some(pid) = owner_pid(&name) else {
-                continue;
-            };
-            if pid_alive(pid) {
-                continue;
-            }
-            kill_ns_pids(&name);
-            if run_host(&["ip", "netns", "del", &name]).is_ok() {
-                removed.push(name);
-            }
-        }
-        if let Ok(rd) = fs::read_dir(lab_root()) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if owner_pid(&name).is_some_and(|p| !pid_alive(p)) {
-                    fs::remove_dir_all(e.path()).ok();
-                }
-            }
-        }
-        Ok(removed)
+    /// Whether [`Lab::shutdown`] has run (helper threads stop, and the lab
+    /// creates no more namespaces or processes).
+    pub fn is_shut_down(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
-}
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let panicking = std::thread::panicking();
-        if panicking {
-            self.dump_logs();
+    fn check_running(&self) -> Result<()> {
+        if self.is_shut_down() {
+            bail!("lab {} is shut down", self.prefix);
         }
-        self.stop.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// What dropping the lab does, through a shared reference (e.g. from a
+    /// signal-handling thread while another thread still uses the lab):
+    /// SIGTERM to every process (SIGKILL after a grace period), kill whatever
+    /// else runs in lab namespaces, delete the namespaces (which takes their
+    /// links) and the lab directory (kept when panicking or with
+    /// `RINGLAN_LAB_KEEP`). Runs once; later calls return at once. After it
+    /// the lab refuses to create namespaces or start processes.
+    pub fn shutdown(&self) {
         let mut st = self.state();
+        // Set under the lock: `add_ns` and `spawn_env` check it under the
+        // same lock, so nothing is created behind our back.
+        if self.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let panicking = std::thread::panicking();
         // SIGTERM everything first, then give all a shared grace period.
         for e in st.procs.iter_mut() {
             if e.status.is_none() {
@@ -1120,6 +1230,43 @@ impl Drop for Lab {
         } else {
             fs::remove_dir_all(&self.dir).ok();
         }
+    }
+
+    /// Removes namespaces (killing the processes inside) and lab directories
+    /// left by earlier runs whose owner process is gone. Returns the
+    /// namespaces removed.
+    pub fn cleanup_stale() -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for name in list_netns()? {
+            let Some(pid) = owner_pid(&name) else {
+                continue;
+            };
+            if pid_alive(pid) {
+                continue;
+            }
+            kill_ns_pids(&name);
+            if run_host(&["ip", "netns", "del", &name]).is_ok() {
+                removed.push(name);
+            }
+        }
+        if let Ok(rd) = fs::read_dir(lab_root()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if owner_pid(&name).is_some_and(|p| !pid_alive(p)) {
+                    fs::remove_dir_all(e.path()).ok();
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        self.shutdown();
     }
 }
 
@@ -1325,6 +1472,15 @@ fn run_host(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Network namespaces whose name starts with `prefix` (e.g. a lab's
+/// [`Lab::prefix`], to check that nothing was left behind).
+pub fn netns_with_prefix(prefix: &str) -> Result<Vec<String>> {
+    Ok(list_netns()?
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect())
+}
+
 fn list_netns() -> Result<Vec<String>> {
     let out = run_host(&["ip", "netns", "list"])?;
     Ok(out
@@ -1458,6 +1614,28 @@ mod tests {
         assert_ne!(x, [0u8; 13]);
         // Reference value of SplitMix64 seeded with 0 (first output).
         assert_eq!(SplitMix64(0).next_u64(), 0xe220_a839_7b1d_cdaf);
+    }
+
+    #[test]
+    fn shutdown_from_another_thread_removes_everything_once() {
+        let Some(lab) = Lab::for_test() else { return };
+        let lab = Arc::new(lab);
+        let ns = lab.add_ns("a").unwrap();
+        let p = lab.spawn(&ns, "sleeper", &["sleep", "600"]).unwrap();
+        let dir = lab.dir().to_path_buf();
+        let other = lab.clone();
+        std::thread::spawn(move || other.shutdown()).join().unwrap();
+        assert!(lab.is_shut_down());
+        assert!(!lab.is_running(&p));
+        assert_eq!(
+            netns_with_prefix(lab.prefix()).unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(!dir.exists());
+        // Refuses to build more, and a second shutdown (Drop) is harmless.
+        assert!(lab.add_ns("b").is_err());
+        assert!(lab.spawn(&ns, "late", &["true"]).is_err());
+        drop(lab);
     }
 
     #[test]

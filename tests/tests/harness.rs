@@ -330,3 +330,26 @@ fn stale_leftovers_of_dead_owners_are_removed() {
     assert!(!ns.contains(stale));
     assert!(ns.contains(mine.name()));
 }
+
+#[test]
+fn tcp_stream_runs_until_finished_and_signal_reaches_the_process() {
+    let Some(lab) = Lab::for_test() else { return };
+    let lan = lab.switch("lan").unwrap();
+    let a = lab.host("a", &lan, "192.0.2.10/24", None).unwrap();
+    let b = lab.host("b", &lan, "192.0.2.11/24", None).unwrap();
+    let job = lab
+        .tcp_stream(&a.ns, &b.ns, b.addr, 5002, Duration::from_secs(60))
+        .unwrap();
+    ringlan_lab::wait_until(T, || job.received() > 1024 * 1024).unwrap();
+    assert!(job.is_running());
+    let t = job.finish().unwrap();
+    assert!(t.bytes_sent > 1024 * 1024);
+    assert!(t.intact(), "{t:?}");
+
+    let p = lab.spawn(&a.ns, "sleeper", &["sleep", "600"]).unwrap();
+    lab.signal(&p, libc::SIGKILL).unwrap();
+    let st = lab.wait(&p, T).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+    assert!(lab.signal(&p, libc::SIGKILL).is_err(), "already exited");
+}

@@ -1,0 +1,128 @@
+//! `ringlan demo` end to end: as root it builds its namespace lab, joins the
+//! agents into one LAN, prints every status table and a verified transfer,
+//! exits 0 and leaves no namespace or lab directory behind; without root it
+//! refuses clearly.
+
+use std::os::unix::process::CommandExt as _;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
+
+fn root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("RINGLAN_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipping: not root and RINGLAN_SKIP_ROOT_TESTS=1");
+        return false;
+    }
+    panic!(
+        "this test needs root (network namespaces, TAP); run as root or set \
+         RINGLAN_SKIP_ROOT_TESTS=1"
+    );
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn netns_list() -> String {
+    let o = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn demo_forms_a_lan_moves_traffic_and_cleans_up() {
+    if !root_or_skip() {
+        return;
+    }
+    let child = Command::new(BIN)
+        .arg("demo")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ringlan demo");
+    // The harness names everything `rl<pid>x<n>-`, pid = the demo's.
+    let prefix = format!("rl{}x", child.id());
+    let out = child.wait_with_output().expect("wait for ringlan demo");
+    let (stdout, stderr) = text(&out);
+    let all = format!("---- stdout\n{stdout}\n---- stderr\n{stderr}");
+    assert!(out.status.success(), "demo exited {}:\n{all}", out.status);
+
+    // Steps 1-5 ran, with one human status table per member.
+    for step in 1..=5 {
+        assert!(
+            stdout.contains(&format!("[{step}/5]")),
+            "step {step}:\n{all}"
+        );
+    }
+    assert!(stdout.contains(&format!("namespaces {prefix}")), "{all}");
+    for name in ["intro", "node-1", "node-2", "node-3"] {
+        assert!(
+            stdout.contains(&format!("node      {name}  ")),
+            "no status of {name}:\n{all}"
+        );
+    }
+    assert_eq!(stdout.matches("\n  sessions: ").count(), 4, "{all}");
+    assert!(stdout.contains("network   demo (introducer)"), "{all}");
+    assert!(stdout.contains(" open "), "no open session shown:\n{all}");
+    // Traffic: ping summary with RTT, verified TCP transfer.
+    assert!(stdout.contains("packets transmitted"), "{all}");
+    assert!(stdout.contains("rtt min/avg/max/mdev"), "{all}");
+    assert!(stdout.contains("MiB/s"), "{all}");
+    assert!(stdout.contains("checksums match"), "{all}");
+
+    // Nothing left behind.
+    let left = netns_list();
+    assert!(
+        !left.lines().any(|l| l.starts_with(&prefix)),
+        "namespaces left:\n{left}"
+    );
+    let dirs = std::fs::read_dir(std::env::temp_dir().join("ringlan-lab"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert!(dirs.is_empty(), "lab directories left: {dirs:?}");
+}
+
+#[test]
+fn demo_refuses_without_root() {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("demo");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Run it as `nobody`.
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().expect("run ringlan demo");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("ringlan demo builds network namespaces and needs root: sudo ringlan demo"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
+#[test]
+fn demo_rejects_more_than_eight_nodes() {
+    let out = Command::new(BIN)
+        .args(["demo", "--nodes", "9"])
+        .output()
+        .expect("run ringlan demo");
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("1..=8"), "{stderr}");
+}
