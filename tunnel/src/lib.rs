@@ -7,6 +7,7 @@
 
 pub mod congestion;
 pub mod crypto;
+pub mod driver;
 pub mod endpoint;
 pub mod flow;
 pub mod id;
