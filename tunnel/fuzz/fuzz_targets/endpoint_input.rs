@@ -128,10 +128,8 @@ fn push_bounded(q: &mut VecDeque<Vec<u8>>, p: Vec<u8>) {
 
 fn track(side: &mut Side, ep: &mut Endpoint, ev: Event) {
     match ev {
-        Event::SessionOpened { session, .. } => {
-            if !side.open.contains(&session) {
-                side.open.push(session);
-            }
+        Event::SessionOpened { session, .. } if !side.open.contains(&session) => {
+            side.open.push(session);
         }
         Event::SessionClosed { session, .. } | Event::SessionFailed { session, .. } => {
             side.open.retain(|s| *s != session);
