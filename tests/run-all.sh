@@ -2,7 +2,8 @@
 # The full ringlan check: formatting, lints, unit + end-to-end tests (network
 # namespaces, needs root), fuzz smoke. Usage: `sudo tests/run-all.sh` (from any
 # directory). Environment:
-#   FUZZ_SECONDS   seconds per fuzz target (default 30; 0 skips the fuzz smoke)
+#   FUZZ_SECONDS   seconds per fuzz target, every target of tunnel/fuzz and
+#                  overlay/fuzz (default 20; 0 skips the fuzz smoke)
 #   FUZZ_TOOLCHAIN toolchain for cargo fuzz (default: nightly if installed, else stable)
 #   NO_APT=1       do not install missing Debian packages
 set -euo pipefail
@@ -91,7 +92,14 @@ step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "tests" cargo test --workspace
 
 # --- fuzz smoke -----------------------------------------------------------------
-fuzz_seconds="${FUZZ_SECONDS:-30}"
+# Every target of every cargo-fuzz project (`<crate>/fuzz`), FUZZ_SECONDS each,
+# starting from the committed seed corpus. Without a sanitizer (`-s none`) so
+# the stable toolchain works; panics and failed assertions still abort.
+fuzz_seconds="${FUZZ_SECONDS:-20}"
+fuzz_projects=()
+for d in */fuzz; do
+    if [ -f "$d/Cargo.toml" ]; then fuzz_projects+=("${d%/fuzz}"); fi
+done
 fuzz_smoke() {
     local tc="${FUZZ_TOOLCHAIN:-}"
     if [ -z "$tc" ]; then
@@ -100,23 +108,27 @@ fuzz_smoke() {
     if ! cargo fuzz --version >/dev/null 2>&1; then
         cargo install cargo-fuzz --locked
     fi
-    local targets t
-    targets="$(cd tunnel && cargo "+$tc" fuzz list)" || return 1
-    if [ -z "$targets" ]; then
-        echo "no fuzz targets in tunnel/fuzz" >&2
-        return 1
-    fi
-    for t in $targets; do
-        log "fuzz $t for ${fuzz_seconds} s ($tc)"
-        (cd tunnel && cargo "+$tc" fuzz run -s none "$t" -- -max_total_time="$fuzz_seconds") || return 1
+    local crate targets t
+    for crate in "${fuzz_projects[@]}"; do
+        targets="$(cd "$crate" && cargo "+$tc" fuzz list)" || return 1
+        if [ -z "$targets" ]; then
+            echo "no fuzz targets in $crate/fuzz" >&2
+            return 1
+        fi
+        log "fuzz build $crate ($tc)"
+        (cd "$crate" && cargo "+$tc" fuzz build -s none) || return 1
+        for t in $targets; do
+            log "fuzz $crate/$t for ${fuzz_seconds} s ($tc)"
+            (cd "$crate" && cargo "+$tc" fuzz run -s none "$t" -- -max_total_time="$fuzz_seconds") || return 1
+        done
     done
 }
 if [ "$fuzz_seconds" = 0 ]; then
     results+=("SKIP  fuzz smoke (FUZZ_SECONDS=0)")
-elif [ -d tunnel/fuzz ]; then
-    step "fuzz smoke" fuzz_smoke
+elif [ "${#fuzz_projects[@]}" -gt 0 ]; then
+    step "fuzz smoke (${fuzz_projects[*]})" fuzz_smoke
 else
-    results+=("SKIP  fuzz smoke (no tunnel/fuzz directory)")
+    results+=("SKIP  fuzz smoke (no */fuzz project)")
 fi
 
 [ "$failed" -eq 0 ]
