@@ -553,7 +553,6 @@ impl Endpoint {
         Some(SessionInfo {
             id: session,
             peer: s.peer(),
-            peer_name: s.far_cert.as_ref().map(|c| c.network().to_string()),
             remote: s.dest,
             state: s.state,
             role: s.role,
@@ -1431,7 +1430,6 @@ impl Endpoint {
 pub struct SessionInfo {
     pub id: SessionId,
     pub peer: Option<NodeId>,
-    pub peer_name: Option<String>,
     pub remote: SocketAddr,
     pub state: SessionState,
     pub role: Role,
