@@ -215,16 +215,16 @@ fn cone_nats_connect_directly_and_introducers_carry_no_frames() {
                 .is_some_and(|n| n >= 100 * MIB)
         })
         .unwrap_or_else(|e| panic!("b's rx counters from a: {e:#}"));
-    // Status snapshots are published once a second: wait for the one that
-    // covers the transfer before reading the introducer's counters.
-    let t_done = Instant::now();
-    let after = loop {
-        let v = intro.status().unwrap();
-        if v["uptime_secs"].as_u64().is_some() && t_done.elapsed() > Duration::from_millis(1500) {
-            break intro_frames(&v);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // Status snapshots are published once a second: take one at least two
+    // seconds younger than the transfer's end.
+    let up = intro.status().unwrap()["uptime_secs"].as_u64().unwrap_or(0);
+    let v = intro
+        .node
+        .wait_status(SETTLE, |v| {
+            v["uptime_secs"].as_u64().is_some_and(|u| u >= up + 2)
+        })
+        .unwrap();
+    let after = intro_frames(&v);
     eprintln!("introducer frames with (a, b): before {before:?}, after {after:?}");
     assert!(
         after.0 < before.0 + STRAY_FRAMES && after.1 < before.1 + STRAY_FRAMES,

@@ -441,7 +441,7 @@ impl NatLab {
   counter forwarded {{}}
   chain pre {{ type filter hook prerouting priority raw; policy accept;
     iifname \"in0\" ip daddr {public} counter name \"hairpin\"; }}
-  chain fwd {{ type filter hook forward priority mangle; policy accept;
+  chain count_forward {{ type filter hook forward priority mangle; policy accept;
     counter name \"forwarded\"; }}
 }}
 "
