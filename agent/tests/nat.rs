@@ -306,6 +306,16 @@ fn same_nat_uses_the_lan_path_not_a_hairpin() {
 // 3. Symmetric + cone-like: still direct.
 // ---------------------------------------------------------------------------
 
+/// The hard case of the issue. The symmetric side `s` uses a fresh public
+/// port for every destination, and the cone-like side's NAT filters by exact
+/// remote endpoint (port-restricted): `c` can only open its filter for ports
+/// of `s`'s NAT it knows, and the only one it can learn (from the
+/// introducer) belongs to `s`'s mapping towards the introducer. Forwarder
+/// introduction alone (RFC 7016 3.5.1.6) therefore cannot pass; what can is
+/// probing: `c` opening its filter towards many ports of `s`'s public
+/// address while `s` sends from many sockets (birthday-style), or `s`
+/// predicting its next port. The test holds the agent to the issue's
+/// requirement whatever technique it uses.
 #[test]
 fn symmetric_and_cone_nat_still_connect_directly() {
     let _serial = serial();
