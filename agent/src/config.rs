@@ -20,6 +20,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
@@ -32,6 +33,11 @@ pub const DEFAULT_PORT: u16 = 4910;
 pub const DEFAULT_MTU: u16 = 1400;
 /// Smallest and largest accepted TAP MTU.
 pub const MTU_RANGE: (u16, u16) = (576, 9000);
+/// Default session keepalive: short enough to hold NAT mappings (UDP
+/// conntrack entries commonly last 30 s).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(25);
+/// Smallest and largest accepted keepalive, in seconds.
+pub const KEEPALIVE_RANGE: (u64, u64) = (1, 300);
 
 /// A config error, rendered as `file:line:column: key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +280,8 @@ pub struct Config {
     pub listen: ListenConfig,
     pub introducers: Vec<HostPort>,
     pub stun_servers: Vec<HostPort>,
+    /// Session keepalive interval (`keepalive: 25s`); holds NAT mappings.
+    pub keepalive: Duration,
     pub role: Role,
     pub control: ControlConfig,
     pub metrics: Option<MetricsConfig>,
@@ -351,6 +359,8 @@ struct RawConfig {
     #[serde(default)]
     stun_servers: Option<S<Vec<S<String>>>>,
     #[serde(default)]
+    keepalive: Option<S<RawDuration>>,
+    #[serde(default)]
     role: Option<S<String>>,
     #[serde(default)]
     control: Option<S<RawControl>>,
@@ -358,6 +368,35 @@ struct RawConfig {
     metrics: Option<S<RawMetrics>>,
     #[serde(default)]
     log: Option<S<RawLog>>,
+}
+
+/// `25s`, `1m`, `1500ms` or a plain number of seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Secs(i64),
+    Text(String),
+}
+
+/// Parse a duration written as `25s`, `2m`, `1500ms` or `25`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration, expected e.g. 25s, 2m or 1500ms"))?;
+    match unit.trim() {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("`{s}` is too long")),
+        _ => Err(format!(
+            "`{s}` is not a duration, expected e.g. 25s, 2m or 1500ms"
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -724,6 +763,29 @@ impl Config {
             ));
         }
 
+        // keepalive
+        let keepalive = match &raw.keepalive {
+            None => DEFAULT_KEEPALIVE,
+            Some(v) => {
+                let d = match &v.value {
+                    RawDuration::Secs(n) => u64::try_from(*n)
+                        .map(Duration::from_secs)
+                        .map_err(|_| format!("{n} is negative")),
+                    RawDuration::Text(t) => parse_duration(t),
+                }
+                .map_err(|m| cx.err(&v.referenced, "keepalive", m))?;
+                let (lo, hi) = KEEPALIVE_RANGE;
+                if d < Duration::from_secs(lo) || d > Duration::from_secs(hi) {
+                    return Err(cx.err(
+                        &v.referenced,
+                        "keepalive",
+                        format!("{d:?} is out of range, expected {lo}s-{hi}s"),
+                    ));
+                }
+                d
+            }
+        };
+
         // control
         let control = match &raw.control {
             Some(c) => ControlConfig {
@@ -786,6 +848,7 @@ impl Config {
             listen,
             introducers,
             stun_servers,
+            keepalive,
             role,
             control,
             metrics,
@@ -893,10 +956,39 @@ log:
         let e = parse(&t).unwrap_err();
         assert_eq!((e.line, e.column), (10, 3), "{e}");
         assert!(e.message.contains("colour"), "{e}");
-        let t = GOOD.replace("role: node", "role: node\nkeepalive: 25s");
+        let t = GOOD.replace("role: node", "role: node\nkeep_alive: 25s");
         let e = parse(&t).unwrap_err();
         assert_eq!(e.line, 17, "{e}");
-        assert!(e.message.contains("keepalive"), "{e}");
+        assert!(e.message.contains("keep_alive"), "{e}");
+    }
+
+    #[test]
+    fn keepalive_default_and_forms() {
+        assert_eq!(parse(GOOD).unwrap().keepalive, DEFAULT_KEEPALIVE);
+        for (v, secs) in [("25s", 25), ("2m", 120), ("10", 10), ("'15'", 15)] {
+            let t = GOOD.replace("role: node", &format!("role: node\nkeepalive: {v}"));
+            assert_eq!(
+                parse(&t).unwrap().keepalive,
+                Duration::from_secs(secs),
+                "{v}"
+            );
+        }
+        let t = GOOD.replace("role: node", "role: node\nkeepalive: 1500ms");
+        assert_eq!(parse(&t).unwrap().keepalive, Duration::from_millis(1500));
+        let t = GOOD.replace("role: node", "role: node\nkeepalive: 10h");
+        let e = err(&t);
+        assert!(
+            e.contains(":17:12: keepalive: `10h` is not a duration"),
+            "{e}"
+        );
+        let t = GOOD.replace("role: node", "role: node\nkeepalive: 0s");
+        assert!(
+            err(&t).contains("keepalive: 0ns is out of range"),
+            "{}",
+            err(&t)
+        );
+        let t = GOOD.replace("role: node", "role: node\nkeepalive: 301");
+        assert!(err(&t).contains("out of range, expected 1s-300s"));
     }
 
     #[test]

@@ -956,6 +956,7 @@ mod tests {
                     rx: Traffic::default(),
                     drops: Default::default(),
                     age_secs: 1,
+                    reason: None,
                 })
                 .collect(),
             ..Status::default()

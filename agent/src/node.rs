@@ -7,31 +7,43 @@
 //! UDP socket and timers (through the driver), the TAP, the overlay's
 //! timer, a status tick and shutdown.
 //!
+//! NAT traversal (RFC 7016 3.5.1.5, 3.5.1.6; DESIGN.md "Introduction"):
+//! the node registers its local interface addresses with every peer
+//! (overlay `Hello`), learns its reflexive address by STUN from the
+//! introducers and `stun_servers` (and classifies its NAT's mapping from
+//! two answers), and opens a session to a member with every candidate at
+//! once ([`assemble_candidates`]): the member's local addresses, its
+//! reflexive addresses, and the introducers and other peers that have a
+//! session to it, so a Forwarder relays our IHello and the member's RHello
+//! punches its NAT while our IHello to its public address punches ours.
+//!
 //! Per session two flows go each way (flow metadata names the purpose):
 //! - `ringlan/control/1`, reliable: overlay control messages;
 //! - `ringlan/frames/1`, never retransmitted: Ethernet frames behind the
 //!   overlay's frame header (late frames are worse than lost ones).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ringlan_overlay::wire::{AddrOrigin, TaggedAddr};
 use ringlan_overlay::{self as overlay, FrameHeader, Mac, Overlay};
 use ringlan_tunnel::crypto::{self, Identity, NetworkName};
 use ringlan_tunnel::driver::{os_seed, Driver};
-use ringlan_tunnel::endpoint::{EndpointConfig, Event, SessionInfo, Target};
+use ringlan_tunnel::endpoint::{EndpointConfig, Event, SessionInfo, Target, REDIRECT_THRESHOLD};
 use ringlan_tunnel::flow::{FlowEvent, FlowId, RecvFlowId, Reliability};
 use ringlan_tunnel::session::{OpenFailure, SessionId, SessionState as TState};
+use ringlan_tunnel::stun::{self, StunTxId};
 use ringlan_tunnel::{NodeId, Rng};
 use tokio::sync::watch;
 
 use crate::config::{Config, Role};
 use crate::identity::{hex, NetworkSecret, NodeKey};
 use crate::status::{
-    AddressKind, KnownAddress, LinkKind, Neighbour, PathKind, SessionState, SessionStatus, Status,
-    StatusBoard, TapStatus, Traffic,
+    AddressKind, KnownAddress, LinkKind, NatMapping, NatStatus, Neighbour, PathKind, SessionState,
+    SessionStatus, Status, StatusBoard, TapStatus, Traffic,
 };
 use crate::tap::{format_mac, Tap};
 
@@ -41,6 +53,191 @@ pub const CONTROL_FLOW: &[u8] = b"ringlan/control/1";
 pub const FRAMES_FLOW: &[u8] = b"ringlan/frames/1";
 /// Ethernet header plus one VLAN tag on top of the TAP MTU.
 const FRAME_OVERHEAD: usize = 18;
+/// How often STUN servers (and introducers) are asked for our reflexive
+/// address; sooner while none answered yet.
+const STUN_PERIOD: Duration = Duration::from_secs(60);
+const STUN_RETRY: Duration = Duration::from_secs(10);
+/// How often interface addresses are re-read.
+const IFSCAN_PERIOD: Duration = Duration::from_secs(10);
+/// Open attempts that failed in a row before status says "failed".
+const FAILED_AFTER: u32 = 2;
+
+// ---- local addresses and candidates ----------------------------------------
+
+/// An interface address with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalIf {
+    pub ip: IpAddr,
+    pub prefix: u8,
+}
+
+impl LocalIf {
+    /// Whether `ip` lies in this interface's subnet.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.ip, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let p = u32::from(self.prefix.min(32));
+                let mask = u32::MAX.checked_shl(32 - p).unwrap_or(0);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let p = u32::from(self.prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - p).unwrap_or(0);
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Addresses worth telling peers about: not loopback, link-local,
+/// unspecified or multicast.
+pub fn usable_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_multicast())
+        }
+        IpAddr::V6(a) => {
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// The up interfaces' usable addresses (getifaddrs), without `exclude`
+/// (the TAP: its addresses are inside the overlay).
+pub fn interface_addresses(exclude: &str) -> Vec<LocalIf> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_UP as libc::c_uint == 0 {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if name.to_bytes() == exclude.as_bytes() {
+            continue;
+        }
+        // SAFETY: the family says which sockaddr type it is; the netmask
+        // has the same family when present.
+        let (ip, prefix) = unsafe {
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let ip = IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes());
+                    let prefix = if ifa.ifa_netmask.is_null() {
+                        32
+                    } else {
+                        let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
+                        m.sin_addr.s_addr.count_ones() as u8
+                    };
+                    (ip, prefix)
+                }
+                libc::AF_INET6 => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    let ip = IpAddr::from(a.sin6_addr.s6_addr);
+                    let prefix = if ifa.ifa_netmask.is_null() {
+                        128
+                    } else {
+                        let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in6);
+                        m.sin6_addr
+                            .s6_addr
+                            .iter()
+                            .map(|b| b.count_ones())
+                            .sum::<u32>() as u8
+                    };
+                    (ip, prefix)
+                }
+                _ => continue,
+            }
+        };
+        if usable_local(ip) && !out.iter().any(|l: &LocalIf| l.ip == ip) {
+            out.push(LocalIf { ip, prefix });
+        }
+    }
+    // SAFETY: `head` came from getifaddrs.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// Our local candidate addresses: `listen` itself when bound to one
+/// address, else every interface address of a family the socket serves
+/// (an IPv6 wildcard socket also serves IPv4), with the listen port.
+pub fn local_candidates(ifs: &[LocalIf], listen: SocketAddr) -> Vec<SocketAddr> {
+    if !listen.ip().is_unspecified() {
+        return vec![listen];
+    }
+    ifs.iter()
+        .filter(|l| listen.is_ipv6() || l.ip.is_ipv4())
+        .map(|l| SocketAddr::new(l.ip, listen.port()))
+        .collect()
+}
+
+/// Whether `ip` is on one of our LANs (a direct LAN path).
+pub fn in_local_subnet(ifs: &[LocalIf], ip: IpAddr) -> bool {
+    ifs.iter().any(|l| l.contains(ip))
+}
+
+/// Every candidate address for a session to a member, in the order they
+/// are worth trying (all are tried at once; the first RHello wins):
+/// the member's local addresses (same LAN), its reflexive addresses, the
+/// rest of what the overlay gave, then forwarders (introducers and peers
+/// with a session to it, RFC 7016 3.5.1.5). Our own addresses and
+/// duplicates are left out; at most [`REDIRECT_THRESHOLD`].
+pub fn assemble_candidates(
+    member: &[TaggedAddr],
+    overlay_addrs: &[SocketAddr],
+    forwarders: &[SocketAddr],
+    own: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    let local = member
+        .iter()
+        .filter(|a| a.origin == AddrOrigin::Local)
+        .map(|a| a.addr);
+    let reflexive = member
+        .iter()
+        .filter(|a| a.origin == AddrOrigin::Reflexive)
+        .map(|a| a.addr);
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in local
+        .chain(reflexive)
+        .chain(overlay_addrs.iter().copied())
+        .chain(forwarders.iter().copied())
+    {
+        if out.len() >= REDIRECT_THRESHOLD {
+            break;
+        }
+        if !out.contains(&a) && !own.contains(&a) && !a.ip().is_unspecified() && a.port() != 0 {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Reflexive addresses and NAT mapping from the latest STUN answer of
+/// each server.
+pub fn nat_status(mapped: &BTreeMap<SocketAddr, SocketAddr>) -> NatStatus {
+    let obs: Vec<(SocketAddr, SocketAddr)> = mapped.iter().map(|(s, m)| (*s, *m)).collect();
+    let mapping = match stun::classify_mapping(&obs) {
+        stun::NatMapping::EndpointIndependent => NatMapping::EndpointIndependent,
+        stun::NatMapping::EndpointDependent => NatMapping::EndpointDependent,
+        stun::NatMapping::Unknown => NatMapping::Unknown,
+    };
+    let mut reflexive: Vec<SocketAddr> = mapped.values().copied().collect();
+    reflexive.sort();
+    reflexive.dedup();
+    NatStatus { mapping, reflexive }
+}
 
 /// Everything the runtime needs, owned.
 pub struct NodeContext {
@@ -79,6 +276,7 @@ pub fn initial_status(ctx: &NodeContext) -> Status {
         },
         listen: Vec::new(),
         addresses: Vec::new(),
+        nat: NatStatus::default(),
         sessions: Vec::new(),
         neighbours: None,
         uptime_secs: 0,
@@ -128,6 +326,23 @@ struct Node {
     local_drops: BTreeMap<String, u64>,
     ready: bool,
     started: Instant,
+    listen: SocketAddr,
+    tap_name: String,
+    /// Interface addresses (re-read every [`IFSCAN_PERIOD`]).
+    ifs: Vec<LocalIf>,
+    /// Our local candidates, as given to the overlay.
+    local_addrs: Vec<SocketAddr>,
+    next_ifscan: Instant,
+    /// Introducers and `stun_servers`: asked for our reflexive address.
+    stun_servers: Vec<SocketAddr>,
+    stun_pending: HashMap<StunTxId, SocketAddr>,
+    /// Latest mapped address per server.
+    mapped: BTreeMap<SocketAddr, SocketAddr>,
+    next_stun: Instant,
+    /// Local addresses registered with the endpoint per peer (Redirects).
+    peer_addrs: HashMap<NodeId, Vec<SocketAddr>>,
+    /// Members listed as unreachable in status, since when.
+    unreachable_since: HashMap<NodeId, Instant>,
 }
 
 const HEAD: usize = FrameHeader::MAX_LEN;
@@ -142,6 +357,9 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
     let secret = crypto::NetworkSecret::from_bytes(*ctx.secret.bytes());
     let mut ecfg = EndpointConfig::new(identity, name, secret);
     ecfg.redirector = cfg.role == Role::Introducer;
+    // Keepalives hold NAT mappings; a peer is dead after three missed.
+    ecfg.session.keepalive = cfg.keepalive;
+    ecfg.session.dead_after = ecfg.session.dead_after.max(cfg.keepalive * 3);
     let driver = Driver::bind(cfg.listen.socket_addr(), ecfg)
         .await
         .with_context(|| format!("binding UDP {}", cfg.listen.socket_addr()))?;
@@ -154,6 +372,15 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
             Err(e) => tracing::warn!(introducer = %hp, error = %e, "cannot resolve introducer"),
         }
     }
+    let mut stun_servers = introducers.clone();
+    for hp in &cfg.stun_servers {
+        match hp.resolve().await {
+            Ok(a) => stun_servers.extend(a),
+            Err(e) => tracing::warn!(server = %hp, error = %e, "cannot resolve STUN server"),
+        }
+    }
+    stun_servers.retain(|a| *a != listen);
+    stun_servers.dedup();
     let now = Instant::now();
     let orole = match cfg.role {
         Role::Node => overlay::Role::Node,
@@ -168,19 +395,21 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
     ocfg.introducers = introducers;
     let mut ov = Overlay::new(now, ocfg, Rng::from_seed(os_seed()?))
         .map_err(|e| anyhow::anyhow!("overlay config: {e}"))?;
-    if !listen.ip().is_unspecified() {
-        ov.set_local_addresses(now, &[listen]);
-    }
+    let tap_name = ctx.tap.name().to_string();
+    let ifs = interface_addresses(&tap_name);
+    let local_addrs = local_candidates(&ifs, listen);
+    ov.set_local_addresses(now, &local_addrs);
 
     let mut status = initial_status(&ctx);
     status.node_id = Some(node_id.to_string());
     status.listen = vec![listen];
-    if !listen.ip().is_unspecified() {
-        status.addresses.push(KnownAddress {
-            addr: listen,
+    status.addresses = local_addrs
+        .iter()
+        .map(|&addr| KnownAddress {
+            addr,
             kind: AddressKind::Local,
-        });
-    }
+        })
+        .collect();
     ctx.status.publish(status.clone());
     tracing::info!(
         node = %node_id,
@@ -212,7 +441,19 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
         local_drops: BTreeMap::new(),
         ready: false,
         started: now,
+        listen,
+        tap_name,
+        ifs,
+        local_addrs,
+        next_ifscan: now + IFSCAN_PERIOD,
+        stun_servers,
+        stun_pending: HashMap::new(),
+        mapped: BTreeMap::new(),
+        next_stun: now,
+        peer_addrs: HashMap::new(),
+        unreachable_since: HashMap::new(),
     };
+    node.housekeeping(now);
     if cfg.role == Role::Introducer {
         node.ready = true;
         crate::service::notify_ready(&format!("introducer listening on {listen}"));
@@ -248,6 +489,7 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
                 node.overlay.handle_timeout(Instant::now());
             }
             _ = tick.tick() => {
+                node.housekeeping(Instant::now());
                 board.publish(node.status(&status));
             }
         }
@@ -407,6 +649,16 @@ impl Node {
             Event::AddressChanged { session, from, to } => {
                 tracing::info!(?session, %from, %to, "peer address changed");
             }
+            Event::StunResult { tx, server, mapped } => {
+                self.stun_pending.remove(&tx);
+                if self.mapped.insert(server, mapped) != Some(mapped) {
+                    tracing::info!(%server, %mapped, "reflexive address");
+                }
+            }
+            Event::StunFailed { tx, server } => {
+                self.stun_pending.remove(&tx);
+                tracing::debug!(%server, "STUN query unanswered");
+            }
             Event::Flow { session, event } => self.handle_flow(now, session, event).await,
         }
     }
@@ -433,7 +685,10 @@ impl Node {
                 };
                 let from = p.node;
                 match p.recv.get(&flow) {
-                    Some(FlowKind::Control) => self.overlay.handle_control(now, from, &data),
+                    Some(FlowKind::Control) => {
+                        self.overlay.handle_control(now, from, &data);
+                        self.sync_peer_addresses(from);
+                    }
                     Some(FlowKind::Frames) => self.frame_from_peer(now, session, from, &data).await,
                     None => {}
                 }
@@ -499,7 +754,11 @@ impl Node {
             match a {
                 overlay::Action::OpenSession { node, addrs } => {
                     let target = node.map(Target::Node).unwrap_or(Target::Any);
-                    match self.driver.endpoint().connect(now, target, &addrs) {
+                    let cands = match node {
+                        Some(id) => self.candidates_for(id, &addrs),
+                        None => addrs.clone(),
+                    };
+                    match self.driver.endpoint().connect(now, target, &cands) {
                         Ok(sid) => {
                             if let Some(p) = self.peers.get(&sid) {
                                 // Already open: remind the overlay.
@@ -585,7 +844,11 @@ impl Node {
                         .cloned()
                         .or_else(|| self.overlay.member(p.node).map(|m| m.name.clone())),
                     remote: Some(info.remote),
-                    path: PathKind::Direct,
+                    path: if in_local_subnet(&self.ifs, info.remote.ip()) {
+                        PathKind::DirectLan
+                    } else {
+                        PathKind::DirectNat
+                    },
                     state: match info.state {
                         TState::IHelloSent | TState::KeyingSent => SessionState::Opening,
                         TState::Open => SessionState::Open,
@@ -597,10 +860,51 @@ impl Node {
                     rx: p.rx,
                     drops,
                     age_secs: now.saturating_duration_since(p.opened).as_secs(),
+                    reason: self.lan_hint(p.node, info.remote),
                 })
             })
             .collect();
+        for a in self.overlay.open_attempts() {
+            if self.by_node.contains_key(&a.node) {
+                continue;
+            }
+            let since = self.unreachable_since.get(&a.node).copied().unwrap_or(now);
+            sessions.push(SessionStatus {
+                peer_id: a.node.to_string(),
+                peer_name: self.overlay.member(a.node).map(|m| m.name.clone()),
+                remote: None,
+                path: PathKind::None,
+                state: if a.failures >= FAILED_AFTER {
+                    SessionState::Failed
+                } else {
+                    SessionState::Opening
+                },
+                rtt_ms: None,
+                tx: Traffic::default(),
+                rx: Traffic::default(),
+                drops: BTreeMap::new(),
+                age_secs: now.saturating_duration_since(since).as_secs(),
+                reason: Some("no direct path".into()),
+            });
+        }
         sessions.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let nat = nat_status(&self.mapped);
+        let mut addresses: Vec<KnownAddress> = self
+            .local_addrs
+            .iter()
+            .map(|&addr| KnownAddress {
+                addr,
+                kind: AddressKind::Local,
+            })
+            .collect();
+        for &addr in &nat.reflexive {
+            if !self.local_addrs.contains(&addr) {
+                addresses.push(KnownAddress {
+                    addr,
+                    kind: AddressKind::Reflexive,
+                });
+            }
+        }
         let neighbours = self
             .overlay
             .neighbours()
@@ -617,10 +921,233 @@ impl Node {
             })
             .collect();
         Status {
+            addresses,
+            nat,
             sessions,
             neighbours: Some(neighbours),
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),
             ..base.clone()
         }
+    }
+
+    /// Periodic work on the status tick: re-read interface addresses (and
+    /// tell the overlay when they change), ask the STUN servers again,
+    /// remember since when members have been unreachable.
+    fn housekeeping(&mut self, now: Instant) {
+        if now >= self.next_ifscan {
+            self.next_ifscan = now + IFSCAN_PERIOD;
+            self.ifs = interface_addresses(&self.tap_name);
+            let local = local_candidates(&self.ifs, self.listen);
+            if local != self.local_addrs {
+                tracing::info!(addresses = ?local, "local addresses changed");
+                self.local_addrs = local;
+                self.overlay.set_local_addresses(now, &self.local_addrs);
+            }
+        }
+        if now >= self.next_stun && !self.stun_servers.is_empty() {
+            let answered = !self.mapped.is_empty();
+            self.next_stun = now + if answered { STUN_PERIOD } else { STUN_RETRY };
+            for i in 0..self.stun_servers.len() {
+                let server = self.stun_servers[i];
+                if self.stun_pending.values().any(|s| *s == server) {
+                    continue;
+                }
+                match self.driver.endpoint().stun_query(now, server) {
+                    Ok(tx) => {
+                        self.stun_pending.insert(tx, server);
+                    }
+                    Err(e) => tracing::debug!(%server, error = %e, "STUN query not sent"),
+                }
+            }
+            self.driver.flush();
+        }
+        let attempts = self.overlay.open_attempts();
+        self.unreachable_since
+            .retain(|n, _| attempts.iter().any(|a| a.node == *n));
+        for a in attempts {
+            self.unreachable_since.entry(a.node).or_insert(now);
+        }
+    }
+
+    /// Register a peer's local addresses with the endpoint so Redirects
+    /// (introducers) list them next to the observed address.
+    fn sync_peer_addresses(&mut self, peer: NodeId) {
+        let Some(m) = self.overlay.member(peer) else {
+            return;
+        };
+        let local: Vec<SocketAddr> = m
+            .addrs
+            .iter()
+            .filter(|a| a.origin == AddrOrigin::Local)
+            .map(|a| a.addr)
+            .collect();
+        if self.peer_addrs.get(&peer) != Some(&local) {
+            self.driver
+                .endpoint()
+                .set_peer_addresses(peer, local.clone());
+            self.peer_addrs.insert(peer, local);
+        }
+    }
+
+    /// Candidates for a session to member `id` (see
+    /// [`assemble_candidates`]).
+    fn candidates_for(&self, id: NodeId, addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+        let ep = self.driver.endpoint_ref();
+        let forwarders: Vec<SocketAddr> = self
+            .overlay
+            .forwarders_for(id)
+            .into_iter()
+            .filter_map(|f| self.by_node.get(&f))
+            .filter_map(|sid| ep.session_info(*sid))
+            .map(|i| i.remote)
+            .collect();
+        let member: &[TaggedAddr] = self
+            .overlay
+            .member(id)
+            .map(|m| m.addrs.as_slice())
+            .unwrap_or(&[]);
+        let mut own = self.local_addrs.clone();
+        own.extend(self.mapped.values().copied());
+        assemble_candidates(member, addrs, &forwarders, &own)
+    }
+
+    /// A note for a session through NAT to a peer that has a local address
+    /// on one of our LANs (a hairpin path; we do not move the session).
+    fn lan_hint(&self, peer: NodeId, remote: SocketAddr) -> Option<String> {
+        if in_local_subnet(&self.ifs, remote.ip()) {
+            return None;
+        }
+        let m = self.overlay.member(peer)?;
+        let lan = m.addrs.iter().find(|a| {
+            a.origin == AddrOrigin::Local
+                && a.addr != remote
+                && in_local_subnet(&self.ifs, a.addr.ip())
+        })?;
+        Some(format!("LAN address {} not used", lan.addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn tagged(origin: AddrOrigin, a: &str) -> TaggedAddr {
+        TaggedAddr {
+            origin,
+            addr: sa(a),
+        }
+    }
+
+    #[test]
+    fn candidates_local_first_then_reflexive_then_forwarders() {
+        let member = [
+            tagged(AddrOrigin::Reflexive, "203.0.113.2:40000"),
+            tagged(AddrOrigin::Local, "10.0.2.2:4910"),
+            tagged(AddrOrigin::Local, "192.168.1.5:4910"),
+        ];
+        let overlay = [sa("203.0.113.2:40000"), sa("198.51.100.50:4910")];
+        let forwarders = [sa("198.51.100.7:4910"), sa("203.0.113.9:4910")];
+        let own = [sa("192.168.1.5:4910")];
+        assert_eq!(
+            assemble_candidates(&member, &overlay, &forwarders, &own),
+            vec![
+                sa("10.0.2.2:4910"),
+                sa("203.0.113.2:40000"),
+                sa("198.51.100.50:4910"),
+                sa("198.51.100.7:4910"),
+                sa("203.0.113.9:4910"),
+            ]
+        );
+    }
+
+    #[test]
+    fn candidates_are_capped_and_skip_unusable() {
+        let member: Vec<TaggedAddr> = (0..30)
+            .map(|i| tagged(AddrOrigin::Local, &format!("10.0.0.{}:4910", i + 1)))
+            .collect();
+        let fwd = [sa("198.51.100.7:4910")];
+        let c = assemble_candidates(&member, &[sa("0.0.0.0:4910")], &fwd, &[]);
+        assert_eq!(c.len(), REDIRECT_THRESHOLD);
+        assert!(!c.contains(&sa("0.0.0.0:4910")));
+        // With few member addresses the forwarder is always included.
+        let c = assemble_candidates(&member[..3], &[sa("10.0.0.9:0")], &fwd, &[]);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c[3], fwd[0]);
+    }
+
+    #[test]
+    fn subnets_and_local_candidates() {
+        let ifs = [
+            LocalIf {
+                ip: "192.168.1.5".parse().unwrap(),
+                prefix: 24,
+            },
+            LocalIf {
+                ip: "2001:db8:1::5".parse().unwrap(),
+                prefix: 64,
+            },
+        ];
+        assert!(in_local_subnet(&ifs, "192.168.1.200".parse().unwrap()));
+        assert!(!in_local_subnet(&ifs, "192.168.2.1".parse().unwrap()));
+        assert!(in_local_subnet(&ifs, "2001:db8:1::99".parse().unwrap()));
+        assert!(!in_local_subnet(&ifs, "2001:db8:2::1".parse().unwrap()));
+        assert!(!in_local_subnet(
+            &ifs,
+            "::ffff:192.168.1.1".parse().unwrap()
+        ));
+        let all = LocalIf {
+            ip: "10.0.0.1".parse().unwrap(),
+            prefix: 0,
+        };
+        assert!(all.contains("198.51.100.1".parse().unwrap()));
+        assert_eq!(
+            local_candidates(&ifs, sa("0.0.0.0:4910")),
+            vec![sa("192.168.1.5:4910")]
+        );
+        assert_eq!(
+            local_candidates(&ifs, sa("[::]:4910")),
+            vec![sa("192.168.1.5:4910"), sa("[2001:db8:1::5]:4910")]
+        );
+        assert_eq!(
+            local_candidates(&ifs, sa("192.0.2.1:7")),
+            vec![sa("192.0.2.1:7")]
+        );
+        assert!(!usable_local("127.0.0.1".parse().unwrap()));
+        assert!(!usable_local("169.254.1.1".parse().unwrap()));
+        assert!(!usable_local("fe80::1".parse().unwrap()));
+        assert!(!usable_local("::1".parse().unwrap()));
+        assert!(usable_local("10.1.2.3".parse().unwrap()));
+        assert!(usable_local("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn interface_enumeration_skips_loopback_and_excluded() {
+        let all = interface_addresses("");
+        assert!(all.iter().all(|l| usable_local(l.ip)));
+        assert!(all.iter().all(|l| l.prefix <= 128));
+    }
+
+    #[test]
+    fn nat_status_from_two_servers() {
+        let mut m = BTreeMap::new();
+        assert_eq!(nat_status(&m).mapping, NatMapping::Unknown);
+        m.insert(sa("198.51.100.7:4910"), sa("203.0.113.1:40000"));
+        let n = nat_status(&m);
+        assert_eq!(n.mapping, NatMapping::Unknown);
+        assert_eq!(n.reflexive, vec![sa("203.0.113.1:40000")]);
+        m.insert(sa("198.51.100.8:3478"), sa("203.0.113.1:40000"));
+        let n = nat_status(&m);
+        assert_eq!(n.mapping, NatMapping::EndpointIndependent);
+        assert_eq!(n.reflexive.len(), 1);
+        m.insert(sa("198.51.100.8:3478"), sa("203.0.113.1:40001"));
+        let n = nat_status(&m);
+        assert_eq!(n.mapping, NatMapping::EndpointDependent);
+        assert_eq!(n.reflexive.len(), 2);
+        let j = serde_json::to_string(&n).unwrap();
+        assert!(j.contains(r#""mapping":"endpoint-dependent""#), "{j}");
     }
 }

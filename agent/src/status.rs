@@ -29,6 +29,9 @@ pub struct Status {
     /// Addresses this node is known by (local interface addresses,
     /// reflexive addresses learnt from STUN or introducers).
     pub addresses: Vec<KnownAddress>,
+    /// NAT behaviour as seen through STUN (introducers and `stun_servers`).
+    #[serde(default)]
+    pub nat: NatStatus,
     pub sessions: Vec<SessionStatus>,
     /// Overlay neighbours; `None` until the overlay reports them.
     pub neighbours: Option<Vec<Neighbour>>,
@@ -93,6 +96,38 @@ impl fmt::Display for AddressKind {
     }
 }
 
+/// NAT mapping behaviour (RFC 4787 4.1), from comparing the reflexive
+/// addresses two different servers saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatMapping {
+    /// Same mapped address towards different servers ("cone-like"), or no
+    /// NAT at all.
+    EndpointIndependent,
+    /// Different mapped addresses per server ("symmetric-like").
+    EndpointDependent,
+    /// Fewer than two servers answered.
+    #[default]
+    Unknown,
+}
+
+impl fmt::Display for NatMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NatMapping::EndpointIndependent => "endpoint-independent",
+            NatMapping::EndpointDependent => "endpoint-dependent",
+            NatMapping::Unknown => "unknown",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatStatus {
+    pub mapping: NatMapping,
+    /// Reflexive addresses servers reported (distinct).
+    pub reflexive: Vec<SocketAddr>,
+}
+
 /// How a session's packets travel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -105,6 +140,8 @@ pub enum PathKind {
     DirectNat,
     /// Through relays; `via` names the first relay (node name or short id).
     Relayed { via: String },
+    /// No path (yet): a member the overlay wants but cannot reach.
+    None,
 }
 
 impl fmt::Display for PathKind {
@@ -114,6 +151,7 @@ impl fmt::Display for PathKind {
             PathKind::DirectLan => f.write_str("direct-lan"),
             PathKind::DirectNat => f.write_str("direct-nat"),
             PathKind::Relayed { via } => write!(f, "relayed via {via}"),
+            PathKind::None => f.write_str("none"),
         }
     }
 }
@@ -127,6 +165,8 @@ pub enum SessionState {
     /// Close requested (RFC 7016 3.5.5).
     Closing,
     Closed,
+    /// Repeated open attempts failed; retries continue with back-off.
+    Failed,
 }
 
 impl fmt::Display for SessionState {
@@ -136,6 +176,7 @@ impl fmt::Display for SessionState {
             SessionState::Open => "open",
             SessionState::Closing => "closing",
             SessionState::Closed => "closed",
+            SessionState::Failed => "failed",
         })
     }
 }
@@ -163,6 +204,10 @@ pub struct SessionStatus {
     /// Dropped frames by reason.
     pub drops: BTreeMap<String, u64>,
     pub age_secs: u64,
+    /// Why there is no session (entries with path `none`), e.g.
+    /// "no direct path".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Overlay link kinds (Symphony: ring links, long-distance links; plus
@@ -402,6 +447,12 @@ impl Status {
                 addrs.join(", ")
             }
         );
+        let mut nat = self.nat.mapping.to_string();
+        if !self.nat.reflexive.is_empty() {
+            let r: Vec<String> = self.nat.reflexive.iter().map(|a| a.to_string()).collect();
+            nat.push_str(&format!(" ({})", r.join(", ")));
+        }
+        let _ = writeln!(o, "nat       {nat}");
         let _ = writeln!(o, "uptime    {}", format_duration(self.uptime_secs));
 
         o.push('\n');
@@ -424,7 +475,10 @@ impl Status {
                         short_id(&s.peer_id).to_string(),
                         dash(s.peer_name.as_deref()),
                         s.remote.map_or("-".into(), |a| a.to_string()),
-                        s.path.to_string(),
+                        match &s.reason {
+                            Some(r) => format!("{} ({r})", s.path),
+                            None => s.path.to_string(),
+                        },
                         s.state.to_string(),
                         s.rtt_ms.map_or("-".into(), |r| format!("{r:.1} ms")),
                         s.tx.frames.to_string(),
@@ -514,6 +568,10 @@ pub(crate) mod tests {
                     kind: AddressKind::Reflexive,
                 },
             ],
+            nat: NatStatus {
+                mapping: NatMapping::EndpointIndependent,
+                reflexive: vec!["203.0.113.5:61000".parse().unwrap()],
+            },
             sessions: vec![
                 SessionStatus {
                     peer_id: "89abcdef0123456789abcdef01234567".into(),
@@ -532,6 +590,7 @@ pub(crate) mod tests {
                     },
                     drops: BTreeMap::new(),
                     age_secs: 3723,
+                    reason: None,
                 },
                 SessionStatus {
                     peer_id: "fedcba9876543210fedcba9876543210".into(),
@@ -546,6 +605,7 @@ pub(crate) mod tests {
                     rx: Traffic::default(),
                     drops: BTreeMap::from([("mtu".into(), 1), ("no-route".into(), 2)]),
                     age_secs: 7,
+                    reason: None,
                 },
             ],
             neighbours: Some(vec![
@@ -573,6 +633,7 @@ key       d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a
 tap       rl-home  02:11:22:33:44:55  mtu 1400  10.77.0.2/24  fd77::2/64
 listen    0.0.0.0:4910
 addresses 192.0.2.10:4910 (local), 203.0.113.5:61000 (reflexive)
+nat       endpoint-independent (203.0.113.5:61000)
 uptime    1d01h
 
 sessions: 2
@@ -611,8 +672,43 @@ fedcba98  -        long
         );
         assert!(j.contains(r#""path":{"kind":"direct-lan"}"#), "{j}");
         assert!(j.contains(r#""link":"successor""#), "{j}");
+        assert!(
+            j.contains(
+                r#""nat":{"mapping":"endpoint-independent","reflexive":["203.0.113.5:61000"]}"#
+            ),
+            "{j}"
+        );
+        assert!(!j.contains("reason"), "{j}");
         let back: Status = serde_json::from_str(&j).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn unreachable_member_shape() {
+        let s = SessionStatus {
+            peer_id: "fedcba9876543210fedcba9876543210".into(),
+            peer_name: Some("far".into()),
+            remote: None,
+            path: PathKind::None,
+            state: SessionState::Failed,
+            rtt_ms: None,
+            tx: Traffic::default(),
+            rx: Traffic::default(),
+            drops: BTreeMap::new(),
+            age_secs: 40,
+            reason: Some("no direct path".into()),
+        };
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(j.contains(r#""path":{"kind":"none"}"#), "{j}");
+        assert!(j.contains(r#""state":"failed""#), "{j}");
+        assert!(j.contains(r#""reason":"no direct path""#), "{j}");
+        let st = Status {
+            sessions: vec![s],
+            ..Status::default()
+        };
+        let r = st.render();
+        assert!(r.contains("none (no direct path)  failed"), "{r}");
+        assert!(r.contains("nat       unknown\n"), "{r}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod switch;
 pub mod wire;
 
 pub use crate::overlay::{
-    Action, Config, ConfigError, Event, FrameSend, LinkKind, Neighbour, Overlay, Stats,
+    Action, Config, ConfigError, Event, FrameSend, LinkKind, Neighbour, OpenAttempt, Overlay, Stats,
 };
 pub use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig};
 pub use crate::wire::{FloodHeader, FrameHeader, Role};

@@ -207,6 +207,18 @@ struct MemberState {
     backoff: Duration,
     /// The introducer said it left while we still had a link.
     left_reported: bool,
+    /// Open attempts failed in a row (reset when a session comes up).
+    failures: u32,
+}
+
+/// A member the policy wants a link to but has not reached (for status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAttempt {
+    pub node: NodeId,
+    /// Open attempts that failed in a row.
+    pub failures: u32,
+    /// An attempt is in flight now.
+    pub pending: bool,
 }
 
 #[derive(Debug)]
@@ -505,6 +517,7 @@ impl Overlay {
             m.retry_at = None;
             m.backoff = self.cfg.retry_initial;
             m.left_reported = false;
+            m.failures = 0;
         }
         if let Some(l) = self.links.get_mut(&node) {
             l.to_introducer |= is_introducer;
@@ -852,6 +865,7 @@ impl Overlay {
         if let Some(m) = self.members.get_mut(&id) {
             if m.pending.take().is_some() {
                 self.stats.open_failures += 1;
+                m.failures = m.failures.saturating_add(1);
             }
             m.retry_at = Some(now + jitter(&mut self.rng, m.backoff));
             m.backoff = (m.backoff * 2).min(self.cfg.retry_max);
@@ -958,6 +972,7 @@ impl Overlay {
                         retry_at: None,
                         backoff: self.cfg.retry_initial,
                         left_reported: false,
+                        failures: 0,
                     },
                 );
                 self.events.push_back(Event::MemberJoined { node, name });
@@ -1008,6 +1023,46 @@ impl Overlay {
         let c = self.candidates();
         let me = self.cfg.node_id;
         (ring::successors(me, &c, k), ring::predecessors(me, &c, k))
+    }
+
+    /// Nodes with a session to us that can forward an IHello to `target`
+    /// (RFC 7016 3.5.1.5): introducers (every member keeps a session to
+    /// them) and links whose last `Neighbours` list names `target`.
+    pub fn forwarders_for(&self, target: NodeId) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(id, l)| {
+                **id != target
+                    && (l.to_introducer
+                        || l.hello.as_ref().is_some_and(|h| h.role == Role::Introducer)
+                        || l.neighbours.contains(&target))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        out.truncate(MAX_NEIGHBOURS);
+        out
+    }
+
+    /// Members the policy wants a link to whose opens have failed at least
+    /// once and that have no link yet. An entry stays while retries go on
+    /// with back-off, so status does not flap.
+    pub fn open_attempts(&self) -> Vec<OpenAttempt> {
+        if self.cfg.role == Role::Introducer {
+            return Vec::new();
+        }
+        self.desired_links()
+            .into_iter()
+            .filter(|id| !self.links.contains_key(id))
+            .filter_map(|id| {
+                let m = self.members.get(&id)?;
+                (m.failures > 0).then_some(OpenAttempt {
+                    node: id,
+                    failures: m.failures,
+                    pending: m.pending.is_some(),
+                })
+            })
+            .collect()
     }
 
     /// The members the starter policy wants links to: the nearest on the
@@ -1575,6 +1630,28 @@ mod tests {
         o.handle_timeout(t3 + Duration::from_secs(1));
         assert_eq!(drain(&mut o).len(), 1);
         assert_eq!(o.stats().open_failures, 3);
+        // Status: listed once an open failed, and still listed while the
+        // retry is in flight (no flapping).
+        let want = vec![OpenAttempt {
+            node: NodeId(200),
+            failures: 1,
+            pending: true,
+        }];
+        assert_eq!(o.open_attempts(), want);
+        // Forwarders: the introducer, plus links that have the target as
+        // a neighbour.
+        assert_eq!(o.forwarders_for(NodeId(200)), vec![NodeId(7)]);
+        let t4 = t3 + Duration::from_secs(2);
+        o.peer_up(t4, NodeId(300), "203.0.113.30:4910".parse().unwrap(), false);
+        let nb = Message::Neighbours(vec![NodeId(200)]).encode().unwrap();
+        o.handle_control(t4, NodeId(300), &nb);
+        assert_eq!(o.forwarders_for(NodeId(200)), vec![NodeId(7), NodeId(300)]);
+        assert_eq!(o.forwarders_for(NodeId(300)), vec![NodeId(7)]);
+        o.open_failed(t4, Some(NodeId(200)), &[]);
+        assert_eq!(o.open_attempts()[0].failures, 2);
+        assert!(!o.open_attempts()[0].pending);
+        o.peer_up(t4, NodeId(200), "203.0.113.9:4910".parse().unwrap(), false);
+        assert!(o.open_attempts().is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::session::{
     add_candidate, next_interval, CloseReason, Keying, OpenFailure, ResponderEcho, Session,
     SessionConfig, SessionId, SessionState, TimerOutcome,
 };
+use crate::stun::{self, StunClient, StunClientConfig, StunEvent, StunKind, StunTxId};
 use crate::wire::address::write_address_list;
 use crate::wire::chunk::{
     iikeying_signed_len, rikeying_signed_portion_len, write_iikeying_signed,
@@ -110,6 +111,15 @@ pub enum Event {
         session: SessionId,
         event: FlowEvent,
     },
+    /// A STUN Binding query ([`Endpoint::stun_query`]) was answered:
+    /// `server` sees this endpoint at `mapped` (its reflexive address).
+    StunResult {
+        tx: StunTxId,
+        server: SocketAddr,
+        mapped: SocketAddr,
+    },
+    /// A STUN Binding query got no usable answer.
+    StunFailed { tx: StunTxId, server: SocketAddr },
 }
 
 /// Why a datagram was dropped. Counted; visible in the agent's metrics.
@@ -177,6 +187,8 @@ pub struct EndpointStats {
     pub ihellos_answered: u64,
     pub redirects_sent: u64,
     pub fihellos_forwarded: u64,
+    /// STUN Binding requests answered (RFC 8489 6.3.1).
+    pub stun_answered: u64,
 }
 
 /// Errors of application commands.
@@ -194,6 +206,8 @@ pub enum CommandError {
     NoCandidates,
     #[error("too many sessions")]
     TooManySessions,
+    #[error("STUN: {0}")]
+    Stun(#[from] stun::StunError),
 }
 
 /// Who a session is for.
@@ -266,6 +280,7 @@ pub struct Endpoint {
     next_packet_id: u64,
     stats: EndpointStats,
     tcr_until: Option<Instant>,
+    stun: StunClient,
 }
 
 impl Endpoint {
@@ -295,6 +310,7 @@ impl Endpoint {
             next_packet_id: 1,
             stats: EndpointStats::default(),
             tcr_until: None,
+            stun: StunClient::new(StunClientConfig::default()),
         }
     }
 
@@ -439,6 +455,69 @@ impl Endpoint {
         let mut addrs = addrs;
         addrs.truncate(REDIRECT_THRESHOLD);
         self.peer_local_addrs.insert(peer, addrs);
+    }
+
+    /// Ask `server` (a STUN server, or any ringlan endpoint: every endpoint
+    /// answers Binding requests on its RTMFP port) which address it sees
+    /// us at. The answer arrives as [`Event::StunResult`] or
+    /// [`Event::StunFailed`] (RFC 8489 6.2.1 retransmissions included).
+    pub fn stun_query(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+    ) -> Result<StunTxId, CommandError> {
+        let tx = self.stun.query(now, &mut self.rng, server)?;
+        self.drain_stun();
+        Ok(tx)
+    }
+
+    /// Move the STUN client's requests to the startup queue and its
+    /// results to the event queue.
+    fn drain_stun(&mut self) {
+        while let Some((dest, req)) = self.stun.poll_transmit() {
+            if self.startup_out.len() < 1024 {
+                self.startup_out.push_back((dest, req));
+            }
+        }
+        while let Some(ev) = self.stun.poll_event() {
+            self.events.push_back(match ev {
+                StunEvent::Mapped { tx, server, mapped } => {
+                    Event::StunResult { tx, server, mapped }
+                }
+                StunEvent::Failed { tx, server } => Event::StunFailed { tx, server },
+            });
+        }
+    }
+
+    /// A datagram that [`stun::looks_like_stun`]: answer Binding requests
+    /// (rate-limited per source like IHellos, never larger than
+    /// [`AMPLIFICATION_FACTOR`] times the request), hand responses to the
+    /// client.
+    fn handle_stun(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        match stun::classify(data) {
+            StunKind::BindingRequest => {
+                if !self.limiter.allow(now, from.ip()) {
+                    return self.drop_packet(DropReason::RateLimited);
+                }
+                let budget = data.len().saturating_mul(AMPLIFICATION_FACTOR);
+                match stun::answer_binding(data, from, budget) {
+                    Some(resp) if self.startup_out.len() < 1024 => {
+                        self.stats.stun_answered += 1;
+                        self.startup_out.push_back((from, resp));
+                    }
+                    Some(_) => {}
+                    None => self.drop_packet(DropReason::Amplification),
+                }
+            }
+            StunKind::BindingResponse => {
+                if self.stun.handle_response(data) {
+                    self.drain_stun();
+                } else {
+                    self.drop_packet(DropReason::Unsolicited);
+                }
+            }
+            StunKind::Other => self.drop_packet(DropReason::Malformed),
+        }
     }
 
     /// Close a session: orderly (RFC 7016 3.5.5) unless `abrupt`.
@@ -587,6 +666,9 @@ impl Endpoint {
     /// (decryption).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
         self.stats.datagrams_received += 1;
+        if stun::looks_like_stun(data) {
+            return self.handle_stun(now, from, data);
+        }
         let Ok((ssid, enc)) = split_multiplex(data) else {
             return self.drop_packet(DropReason::Malformed);
         };
@@ -1168,7 +1250,7 @@ impl Endpoint {
     // ===== timers ========================================================
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.reassembly.poll_timeout();
+        let mut t = earliest(self.reassembly.poll_timeout(), self.stun.poll_timeout());
         for s in self.sessions.values() {
             if let Some(x) = s.poll_timeout() {
                 t = Some(t.map_or(x, |t| t.min(x)));
@@ -1179,6 +1261,10 @@ impl Endpoint {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.reassembly.handle_timeout(now);
+        if self.stun.poll_timeout().is_some_and(|t| t <= now) {
+            self.stun.handle_timeout(now);
+            self.drain_stun();
+        }
         let ids: Vec<u32> = self.order.clone();
         for id in ids {
             let Some(s) = self.sessions.get_mut(&id) else {
@@ -1441,6 +1527,13 @@ pub struct SessionInfo {
     pub pmtu: usize,
     pub opened: Option<Instant>,
     pub stats: crate::session::SessionStats,
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn startup_datagram_len(chunks: &[&[u8]]) -> usize {

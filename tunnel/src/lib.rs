@@ -15,6 +15,7 @@ pub mod pmtu;
 pub mod rng;
 pub mod rtt;
 pub mod session;
+pub mod stun;
 pub mod wire;
 
 pub use id::NodeId;

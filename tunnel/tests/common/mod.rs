@@ -8,7 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
@@ -49,6 +49,58 @@ pub struct Node {
     pub up: bool,
     /// Source address other nodes see (NAT rebinding / mobility).
     pub public_addr: SocketAddr,
+    /// The NAT this node sits behind (index into `Net::nats`); its `addr`
+    /// is then private, reachable only from behind the same NAT.
+    pub nat: Option<usize>,
+}
+
+/// A NAT (RFC 4787): endpoint-independent or endpoint-dependent mapping,
+/// port-restricted filtering (inbound only from an address:port the
+/// mapping has sent to), no hairpinning.
+pub struct Nat {
+    pub public_ip: IpAddr,
+    /// Endpoint-dependent mapping ("symmetric"): a new port per destination.
+    pub dependent: bool,
+    next_port: u16,
+    map: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
+    rev: HashMap<u16, SocketAddr>,
+    /// (public port, remote) -> last outbound datagram.
+    perms: HashMap<(u16, SocketAddr), Instant>,
+    /// A filter entry lasts this long after the last outbound datagram
+    /// (conntrack's UDP timeout).
+    pub timeout: Duration,
+    /// Inbound datagrams dropped by the filter.
+    pub filtered: u64,
+}
+
+impl Nat {
+    fn outbound(&mut self, now: Instant, inside: SocketAddr, dest: SocketAddr) -> SocketAddr {
+        let key = (inside, self.dependent.then_some(dest));
+        let port = match self.map.get(&key) {
+            Some(&p) => p,
+            None => {
+                let p = self.next_port;
+                self.next_port += 1;
+                self.map.insert(key, p);
+                self.rev.insert(p, inside);
+                p
+            }
+        };
+        self.perms.insert((port, dest), now);
+        SocketAddr::new(self.public_ip, port)
+    }
+
+    fn inbound(&mut self, now: Instant, port: u16, from: SocketAddr) -> Option<SocketAddr> {
+        let fresh = self
+            .perms
+            .get(&(port, from))
+            .is_some_and(|t| now.saturating_duration_since(*t) < self.timeout);
+        if !fresh {
+            self.filtered += 1;
+            return None;
+        }
+        self.rev.get(&port).copied()
+    }
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -75,6 +127,7 @@ pub struct Net {
     pub log: Vec<(SocketAddr, SocketAddr, usize)>,
     pub keep_log: bool,
     buf: Vec<u8>,
+    pub nats: Vec<Nat>,
 }
 
 pub fn network() -> (NetworkName, NetworkSecret) {
@@ -109,6 +162,7 @@ impl Net {
             log: Vec::new(),
             keep_log: false,
             buf: vec![0u8; 2048],
+            nats: Vec::new(),
         }
     }
 
@@ -126,9 +180,65 @@ impl Net {
             events: Vec::new(),
             up: true,
             public_addr: addr,
+            nat: None,
         });
         self.flush(i);
         i
+    }
+
+    /// Add a NAT with public address 203.0.113.<n>; returns its index.
+    pub fn add_nat(&mut self, dependent: bool) -> usize {
+        let n = self.nats.len();
+        self.nats.push(Nat {
+            public_ip: format!("203.0.113.{}", n + 1).parse().unwrap(),
+            dependent,
+            next_port: 40000,
+            map: HashMap::new(),
+            rev: HashMap::new(),
+            perms: HashMap::new(),
+            timeout: Duration::from_secs(30),
+            filtered: 0,
+        });
+        n
+    }
+
+    /// Add an endpoint behind NAT `nat` at 10.0.<nat>.<k>:4910.
+    pub fn add_behind(&mut self, nat: usize, cfg: EndpointConfig) -> usize {
+        let k = self.nodes.iter().filter(|n| n.nat == Some(nat)).count();
+        let i = self.add(cfg);
+        let addr: SocketAddr = format!("10.0.{}.{}:4910", nat, k + 2).parse().unwrap();
+        self.nodes[i].addr = addr;
+        self.nodes[i].public_addr = addr;
+        self.nodes[i].nat = Some(nat);
+        i
+    }
+
+    /// The source address datagrams from node `i` to `dest` carry, or
+    /// `None` if they cannot get there (a private address behind another
+    /// NAT).
+    fn source_for(&mut self, i: usize, dest: SocketAddr) -> Option<SocketAddr> {
+        let dest_nat = self
+            .nodes
+            .iter()
+            .find(|n| n.addr == dest && n.nat.is_some())
+            .map(|n| n.nat);
+        let node = &self.nodes[i];
+        match (node.nat, dest_nat) {
+            (Some(a), Some(b)) => (Some(a) == b).then_some(node.addr),
+            (None, Some(_)) => None,
+            (Some(a), None) => Some(self.nats[a].outbound(self.now, node.addr, dest)),
+            (None, None) => Some(node.public_addr),
+        }
+    }
+
+    /// Where a datagram to `to` from `from` ends up (through a NAT's
+    /// filter when `to` is a NAT's public address).
+    fn deliver_to(&mut self, from: SocketAddr, to: SocketAddr) -> Option<usize> {
+        if let Some(n) = self.nats.iter().position(|n| n.public_ip == to.ip()) {
+            let inside = self.nats[n].inbound(self.now, to.port(), from)?;
+            return self.index_of(inside);
+        }
+        self.index_of(to)
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -143,10 +253,13 @@ impl Net {
     pub fn flush(&mut self, i: usize) {
         let mut buf = std::mem::take(&mut self.buf);
         while let Some(t) = self.nodes[i].ep.poll_transmit(self.now, &mut buf) {
-            let from = self.nodes[i].public_addr;
             if !self.nodes[i].up {
                 continue;
             }
+            let Some(from) = self.source_for(i, t.destination) else {
+                self.dropped += 1;
+                continue;
+            };
             self.put(from, t.destination, buf[..t.size].to_vec());
         }
         self.buf = buf;
@@ -223,7 +336,7 @@ impl Net {
                 break;
             }
             let Reverse(p) = self.queue.pop().unwrap();
-            let Some(i) = self.index_of(p.to) else {
+            let Some(i) = self.deliver_to(p.from, p.to) else {
                 continue;
             };
             if !self.nodes[i].up {
