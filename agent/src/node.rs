@@ -192,13 +192,16 @@ pub fn in_local_subnet(ifs: &[LocalIf], ip: IpAddr) -> bool {
 /// are worth trying (all are tried at once; the first RHello wins):
 /// the member's local addresses (same LAN), its reflexive addresses, the
 /// rest of what the overlay gave, then forwarders (introducers and peers
-/// with a session to it, RFC 7016 3.5.1.5). Our own addresses and
-/// duplicates are left out; at most [`REDIRECT_THRESHOLD`].
+/// with a session to it, RFC 7016 3.5.1.5). Our own addresses,
+/// duplicates and addresses on `avoid` (our own NAT's public address when
+/// the member is on our LAN: no hairpin) are left out; at most
+/// [`REDIRECT_THRESHOLD`].
 pub fn assemble_candidates(
     member: &[TaggedAddr],
     overlay_addrs: &[SocketAddr],
     forwarders: &[SocketAddr],
     own: &[SocketAddr],
+    avoid: &[IpAddr],
 ) -> Vec<SocketAddr> {
     let local = member
         .iter()
@@ -217,7 +220,12 @@ pub fn assemble_candidates(
         if out.len() >= REDIRECT_THRESHOLD {
             break;
         }
-        if !out.contains(&a) && !own.contains(&a) && !a.ip().is_unspecified() && a.port() != 0 {
+        if !out.contains(&a)
+            && !own.contains(&a)
+            && !avoid.contains(&a.ip())
+            && !a.ip().is_unspecified()
+            && a.port() != 0
+        {
             out.push(a);
         }
     }
@@ -1008,7 +1016,20 @@ impl Node {
             .unwrap_or(&[]);
         let mut own = self.local_addrs.clone();
         own.extend(self.mapped.values().copied());
-        assemble_candidates(member, addrs, &forwarders, &own)
+        // Behind our own NAT (its reflexive address has our public IP) and
+        // on one of our LANs: the LAN path only, no hairpin through the NAT.
+        let public: Vec<IpAddr> = self.mapped.values().map(|a| a.ip()).collect();
+        let same_nat = member
+            .iter()
+            .any(|a| a.origin == AddrOrigin::Reflexive && public.contains(&a.addr.ip()));
+        let on_lan = member
+            .iter()
+            .any(|a| a.origin == AddrOrigin::Local && in_local_subnet(&self.ifs, a.addr.ip()));
+        if same_nat && on_lan {
+            // Forwarders would answer with Redirects to the public address.
+            return assemble_candidates(member, addrs, &[], &own, &public);
+        }
+        assemble_candidates(member, addrs, &forwarders, &own, &[])
     }
 
     /// A note for a session through NAT to a peer that has a local address
@@ -1053,10 +1074,21 @@ mod tests {
         let forwarders = [sa("198.51.100.7:4910"), sa("203.0.113.9:4910")];
         let own = [sa("192.168.1.5:4910")];
         assert_eq!(
-            assemble_candidates(&member, &overlay, &forwarders, &own),
+            assemble_candidates(&member, &overlay, &forwarders, &own, &[]),
             vec![
                 sa("10.0.2.2:4910"),
                 sa("203.0.113.2:40000"),
+                sa("198.51.100.50:4910"),
+                sa("198.51.100.7:4910"),
+                sa("203.0.113.9:4910"),
+            ]
+        );
+        // Same NAT as ours: no hairpin to its public address.
+        let avoid = ["203.0.113.2".parse().unwrap()];
+        assert_eq!(
+            assemble_candidates(&member, &overlay, &forwarders, &own, &avoid),
+            vec![
+                sa("10.0.2.2:4910"),
                 sa("198.51.100.50:4910"),
                 sa("198.51.100.7:4910"),
                 sa("203.0.113.9:4910"),
@@ -1070,11 +1102,11 @@ mod tests {
             .map(|i| tagged(AddrOrigin::Local, &format!("10.0.0.{}:4910", i + 1)))
             .collect();
         let fwd = [sa("198.51.100.7:4910")];
-        let c = assemble_candidates(&member, &[sa("0.0.0.0:4910")], &fwd, &[]);
+        let c = assemble_candidates(&member, &[sa("0.0.0.0:4910")], &fwd, &[], &[]);
         assert_eq!(c.len(), REDIRECT_THRESHOLD);
         assert!(!c.contains(&sa("0.0.0.0:4910")));
         // With few member addresses the forwarder is always included.
-        let c = assemble_candidates(&member[..3], &[sa("10.0.0.9:0")], &fwd, &[]);
+        let c = assemble_candidates(&member[..3], &[sa("10.0.0.9:0")], &fwd, &[], &[]);
         assert_eq!(c.len(), 4);
         assert_eq!(c[3], fwd[0]);
     }
