@@ -47,12 +47,20 @@ pub const KEEP_ENV: &str = "RINGLAN_LAB_KEEP";
 /// a per-process counter and `-`.
 const MARK: &str = "rl";
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Seeds STUN transaction ids ([`Lab::stun_binding`]).
+static STUN_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Poll interval of [`wait_until`] and process waits.
 const POLL: Duration = Duration::from_millis(20);
 /// Grace period between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Lines of each process log printed by [`Lab::dump_logs`].
 const LOG_TAIL_LINES: usize = 40;
+/// The STUN port coturn listens on ([`Lab::coturn`]).
+pub const STUN_PORT: u16 = 3478;
+/// How long [`Lab::coturn`] waits for the server's first answer.
+const COTURN_START: Duration = Duration::from_secs(20);
+/// STUN magic cookie (RFC 8489 section 5).
+const STUN_COOKIE: u32 = 0x2112_a442;
 
 // ---------------------------------------------------------------------------
 // Names and handles
@@ -1152,6 +1160,150 @@ impl Lab {
         join(h)
     }
 
+    // -- STUN ------------------------------------------------------------------
+
+    /// Starts coturn (`turnserver`) in `ns` as a plain STUN server (RFC 8489
+    /// Binding only: `stun-only`, no authentication, no TLS/DTLS, no CLI)
+    /// listening on `addr:3478`, with a generated config and its log in the
+    /// lab directory. Returns once the server answers a Binding request sent
+    /// from inside `ns`; fails (with the log) if it exits or stays silent.
+    pub fn coturn(&self, ns: &Ns, addr: IpAddr) -> Result<Proc> {
+        if which("turnserver").is_none() {
+            bail!("`turnserver` not found: install coturn (tests/run-all.sh does)");
+        }
+        let short = ns.name().strip_prefix(&self.prefix).unwrap_or(ns.name());
+        let name = format!("coturn-{short}");
+        let dir = self.dir.join(&name);
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let conf = dir.join("turnserver.conf");
+        let text = format!(
+            "# ringlan-lab: STUN only, no auth, one listener, nothing else.\n\
+             listening-ip={addr}\n\
+             listening-port={STUN_PORT}\n\
+             stun-only\n\
+             no-auth\n\
+             no-cli\n\
+             no-tls\n\
+             no-dtls\n\
+             no-rfc5780\n\
+             no-software-attribute\n\
+             simple-log\n\
+             log-file={log}\n\
+             pidfile={pid}\n\
+             userdb={db}\n",
+            log = dir.join("turnserver.log").display(),
+            pid = dir.join("turnserver.pid").display(),
+            db = dir.join("turndb").display(),
+        );
+        fs::write(&conf, text).with_context(|| format!("write {}", conf.display()))?;
+        let conf_s = conf.to_string_lossy().into_owned();
+        let p = self.spawn(ns, &name, &["turnserver", "-c", &conf_s])?;
+        let server = SocketAddr::new(addr, STUN_PORT);
+        let bind = SocketAddr::new(addr, 0);
+        let r = wait_for(COTURN_START, "coturn answers STUN", || {
+            if let Some(st) = self.try_status(&p)? {
+                bail!("turnserver exited ({st}):\n{}", self.log(&p));
+            }
+            match self.stun_binding(ns, bind, &[server], Duration::from_millis(300)) {
+                Ok(m) => Ok(Some(m)),
+                Err(_) => Ok(None),
+            }
+        });
+        if let Err(e) = r {
+            let _ = self.kill(&p);
+            return Err(e.context(format!(
+                "coturn in {ns} at {server}: log:\n{}",
+                self.log(&p)
+            )));
+        }
+        Ok(p)
+    }
+
+    /// From ONE UDP socket bound to `bind` in `ns`, sends a STUN Binding
+    /// request (RFC 8489 section 6, no attributes) to each server in turn and
+    /// returns the mapped address each reports (XOR-MAPPED-ADDRESS, or
+    /// MAPPED-ADDRESS from old servers). Retries each request every 200 ms
+    /// until `timeout`.
+    pub fn stun_binding(
+        &self,
+        ns: &Ns,
+        bind: SocketAddr,
+        servers: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Vec<SocketAddr>> {
+        let servers = servers.to_vec();
+        let stop = self.stop.clone();
+        let seed = (u64::from(std::process::id()) << 32) ^ STUN_SEQ.fetch_add(1, Ordering::SeqCst);
+        let h = self.in_ns(ns, move || -> Result<Vec<SocketAddr>> {
+            let deadline = Instant::now() + timeout;
+            let sock = UdpSocket::bind(bind).with_context(|| format!("bind {bind}"))?;
+            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let mut rng = SplitMix64(seed);
+            let mut seen = Vec::with_capacity(servers.len());
+            let mut buf = [0u8; 1500];
+            for server in servers {
+                let mut txid = [0u8; 12];
+                rng.fill(&mut txid);
+                let req = stun_binding_request(&txid);
+                let got = loop {
+                    if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+                        bail!("no STUN answer from {server} within {timeout:?}");
+                    }
+                    sock.send_to(&req, server)?;
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, src)) if src == server => {
+                            if let Some(m) = parse_stun_binding_response(&buf[..n], &txid) {
+                                break m;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        // Port unreachable while the server starts.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            std::thread::sleep(POLL);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                seen.push(got);
+            }
+            Ok(seen)
+        })?;
+        join(h)
+    }
+
+    /// Packets counted so far by the named counter object `name` of nftables
+    /// table `family table` in `ns` (`nft -j list counter`).
+    pub fn nft_counter(&self, ns: &Ns, family: &str, table: &str, name: &str) -> Result<u64> {
+        Ok(self.nft_counter_full(ns, family, table, name)?.0)
+    }
+
+    /// Packets and bytes of the named counter (see [`Lab::nft_counter`]).
+    pub fn nft_counter_full(
+        &self,
+        ns: &Ns,
+        family: &str,
+        table: &str,
+        name: &str,
+    ) -> Result<(u64, u64)> {
+        let out = self.run(ns, &["nft", "-j", "list", "counter", family, table, name])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).with_context(|| format!("nft -j output: {out}"))?;
+        v["nftables"]
+            .as_array()
+            .and_then(|a| {
+                a.iter().find_map(|o| {
+                    let c = &o["counter"];
+                    Some((c["packets"].as_u64()?, c["bytes"].as_u64()?))
+                })
+            })
+            .ok_or_else(|| anyhow!("no counter {family} {table} {name} in {ns}: {out}"))
+    }
+
     // -- cleanup -------------------------------------------------------------
 
     /// Whether [`Lab::shutdown`] has run (helper threads stop, and the lab
@@ -1398,6 +1550,80 @@ impl SplitMix64 {
     }
 }
 
+/// A STUN Binding request without attributes (RFC 8489 sections 5 and 6):
+/// type 0x0001, length 0, the magic cookie, the transaction id.
+pub fn stun_binding_request(txid: &[u8; 12]) -> [u8; 20] {
+    let mut m = [0u8; 20];
+    m[0..2].copy_from_slice(&0x0001u16.to_be_bytes());
+    m[4..8].copy_from_slice(&STUN_COOKIE.to_be_bytes());
+    m[8..20].copy_from_slice(txid);
+    m
+}
+
+/// The mapped address of a STUN Binding success response (type 0x0101) to
+/// the request with `txid`: XOR-MAPPED-ADDRESS (0x0020), else MAPPED-ADDRESS
+/// (0x0001). `None` for anything else or anything malformed (total: checked
+/// lengths, no panics).
+pub fn parse_stun_binding_response(msg: &[u8], txid: &[u8; 12]) -> Option<SocketAddr> {
+    let header = msg.get(..20)?;
+    if u16::from_be_bytes([header[0], header[1]]) != 0x0101
+        || header.get(4..8)? != STUN_COOKIE.to_be_bytes()
+        || header.get(8..20)? != txid
+    {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let mut attrs = msg.get(20..20usize.checked_add(len)?)?;
+    let mut mapped = None;
+    while attrs.len() >= 4 {
+        let ty = u16::from_be_bytes([attrs[0], attrs[1]]);
+        let alen = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
+        let value = attrs.get(4..4usize.checked_add(alen)?)?;
+        match ty {
+            0x0020 => return stun_address(value, true, txid),
+            0x0001 => mapped = stun_address(value, false, txid),
+            _ => {}
+        }
+        // Attributes are padded to 4 bytes.
+        let next = 4usize.checked_add(alen.checked_add(3)? & !3)?;
+        attrs = attrs.get(next..).unwrap_or(&[]);
+    }
+    mapped
+}
+
+/// An address attribute value: reserved, family, port, address (RFC 8489
+/// sections 14.1 and 14.2), XOR-ed with the cookie (and txid for IPv6).
+fn stun_address(v: &[u8], xor: bool, txid: &[u8; 12]) -> Option<SocketAddr> {
+    let family = *v.get(1)?;
+    let mut port = u16::from_be_bytes([*v.get(2)?, *v.get(3)?]);
+    let cookie = STUN_COOKIE.to_be_bytes();
+    if xor {
+        port ^= u16::from_be_bytes([cookie[0], cookie[1]]);
+    }
+    let ip = match family {
+        0x01 => {
+            let mut a: [u8; 4] = v.get(4..8)?.try_into().ok()?;
+            if xor {
+                for (b, k) in a.iter_mut().zip(cookie) {
+                    *b ^= k;
+                }
+            }
+            IpAddr::from(a)
+        }
+        0x02 => {
+            let mut a: [u8; 16] = v.get(4..20)?.try_into().ok()?;
+            if xor {
+                for (b, k) in a.iter_mut().zip(cookie.iter().chain(txid.iter())) {
+                    *b ^= k;
+                }
+            }
+            IpAddr::from(a)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -1636,6 +1862,54 @@ mod tests {
         assert!(lab.add_ns("b").is_err());
         assert!(lab.spawn(&ns, "late", &["true"]).is_err());
         drop(lab);
+    }
+
+    #[test]
+    fn stun_request_and_rfc5769_response() {
+        let txid = [
+            0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
+        ];
+        let req = stun_binding_request(&txid);
+        assert_eq!(&req[..8], &[0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42]);
+        assert_eq!(&req[8..], &txid);
+        // RFC 5769 section 2.2 (sample IPv4 response): SOFTWARE, then
+        // XOR-MAPPED-ADDRESS 192.0.2.1:32853, MESSAGE-INTEGRITY, FINGERPRINT.
+        let mut msg = vec![0x01, 0x01, 0x00, 0x3c, 0x21, 0x12, 0xa4, 0x42];
+        msg.extend_from_slice(&txid);
+        msg.extend_from_slice(&[0x80, 0x22, 0x00, 0x0b]);
+        msg.extend_from_slice(b"test vector ");
+        msg.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xa1, 0x47]);
+        msg.extend_from_slice(&[0xe1, 0x12, 0xa6, 0x43]);
+        msg.extend_from_slice(&[0x00, 0x08, 0x00, 0x14]);
+        msg.extend_from_slice(&[
+            0x2b, 0x91, 0xf5, 0x99, 0xfd, 0x9e, 0x90, 0x18, 0xc1, 0xd2, 0xe8, 0xd3, 0x31, 0x45,
+            0x65, 0x5b, 0xe7, 0x82, 0x07, 0x7f,
+        ]);
+        msg.extend_from_slice(&[0x80, 0x28, 0x00, 0x04, 0xc0, 0x7d, 0x4c, 0x96]);
+        assert_eq!(msg.len(), 20 + 0x3c);
+        let want: SocketAddr = "192.0.2.1:32853".parse().unwrap();
+        assert_eq!(parse_stun_binding_response(&msg, &txid), Some(want));
+        // Another transaction, a request type, every truncation: nothing,
+        // and no panic.
+        let mut other = txid;
+        other[0] ^= 1;
+        assert_eq!(parse_stun_binding_response(&msg, &other), None);
+        let mut req_type = msg.clone();
+        req_type[1] = 0x01;
+        req_type[0] = 0x00;
+        assert_eq!(parse_stun_binding_response(&req_type, &txid), None);
+        for n in 0..msg.len() {
+            let _ = parse_stun_binding_response(&msg[..n], &txid);
+        }
+        // MAPPED-ADDRESS (not XOR-ed) from old servers.
+        let mut old = vec![0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
+        old.extend_from_slice(&txid);
+        old.extend_from_slice(&[0x00, 0x01, 0x00, 0x08, 0x00, 0x01, 0x0d, 0x96]);
+        old.extend_from_slice(&[198, 51, 100, 7]);
+        assert_eq!(
+            parse_stun_binding_response(&old, &txid),
+            Some("198.51.100.7:3478".parse().unwrap())
+        );
     }
 
     #[test]
