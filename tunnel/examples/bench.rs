@@ -202,14 +202,9 @@ async fn run_sender(
         message_size = d.endpoint_ref().max_unfragmented(session).unwrap_or(1200);
         payload.resize(message_size, 0x42);
         let ep = d.endpoint();
+        let now = Instant::now();
         while ep
-            .send(
-                Instant::now(),
-                session,
-                flow,
-                &payload,
-                Reliability::Reliable,
-            )
+            .send(now, session, flow, &payload, Reliability::Reliable)
             .is_ok()
         {}
         d.flush();
