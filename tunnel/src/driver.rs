@@ -34,8 +34,6 @@ const MAX_DATAGRAM: usize = 2048;
 const TX_BATCH: usize = 64;
 /// recvmmsg rounds per wake-up before events and timers are looked at.
 const RX_ROUNDS: usize = 4;
-/// Socket buffer size asked for (the kernel may grant less).
-const SOCKET_BUFFER: usize = 4 << 20;
 
 /// A fresh seed from the OS for the endpoint's random source.
 pub fn os_seed() -> io::Result<[u8; 32]> {
@@ -91,6 +89,7 @@ struct RxBatch {
     /// Per message: slot, length, source, GRO segment size (0 = one
     /// datagram).
     meta: Vec<(usize, usize, SocketAddr, usize)>,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     gro: bool,
 }
 
@@ -279,8 +278,8 @@ impl Driver {
                     break;
                 }
             };
-            let now = Instant::now();
             for &(i, len, from, seg) in &rx.meta {
+                let now = Instant::now();
                 let start = i * rx.slot;
                 let Some(data) = rx.buf.get_mut(start..start + len) else {
                     continue;
@@ -359,7 +358,10 @@ mod sys {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
     use std::os::fd::AsRawFd;
 
-    use super::{Caps, RxBatch, TxBatch, MAX_DATAGRAM, SOCKET_BUFFER, TX_BATCH};
+    use super::{Caps, RxBatch, TxBatch, MAX_DATAGRAM, TX_BATCH};
+
+    /// Socket buffer size asked for (the kernel may grant less).
+    const SOCKET_BUFFER: usize = 4 << 20;
 
     // Not exported by the libc crate for glibc targets (linux/udp.h).
     const UDP_SEGMENT: libc::c_int = 103;
@@ -704,6 +706,7 @@ mod tests {
         )
     }
 
+    #[cfg(target_os = "linux")]
     fn batch(items: &[(usize, SocketAddr)], gso: bool) -> TxBatch {
         let mut tx = TxBatch {
             buf: vec![0u8; TX_BATCH * MAX_DATAGRAM],
