@@ -60,12 +60,17 @@ struct TxBatch {
     /// failed).
     sent: usize,
     used: usize,
-    /// UDP GSO is usable (Linux; switched off when the kernel refuses it).
+    /// UDP GSO is usable (Linux; switched off when the route's device
+    /// cannot do it).
     gso: bool,
-    /// GSO was switched off after an EIO/EINVAL on a GSO message; if the
-    /// same datagram fails alone too, its address was at fault, not GSO,
-    /// and GSO is switched back on.
-    gso_suspect: bool,
+    /// Datagrams from `sent` on that go out one per message: the kernel
+    /// refused them as a GSO message (EINVAL: e.g. a segment above the
+    /// route's MTU, which IP fragmentation would carry; EIO: no checksum
+    /// offload) or their destination is refused anyway.
+    singles: usize,
+    /// A GSO message failed with EIO: if the first datagram then goes out
+    /// alone, GSO is what the device refuses, so it is switched off.
+    eio_suspect: bool,
 }
 
 impl TxBatch {
@@ -77,6 +82,13 @@ impl TxBatch {
         self.items.clear();
         self.sent = 0;
         self.used = 0;
+        self.singles = 0;
+    }
+
+    /// `n` datagrams from `sent` were handed over (or counted as failed).
+    fn advance(&mut self, n: usize) {
+        self.sent += n;
+        self.singles = self.singles.saturating_sub(n);
     }
 }
 
@@ -136,33 +148,33 @@ fn send_queued(socket: &UdpSocket, tx: &mut TxBatch, send_errors: &mut u64) -> b
         let r = socket.try_io(Interest::WRITABLE, || sys::send(socket, tx));
         match r {
             Ok(n) => {
-                tx.sent += n;
-                if tx.gso_suspect {
-                    tracing::debug!("UDP GSO refused; sending datagrams singly");
-                    tx.gso_suspect = false;
+                if tx.eio_suspect {
+                    tracing::debug!("UDP GSO refused by the device; sending datagrams singly");
+                    tx.gso = false;
+                    tx.eio_suspect = false;
                 }
+                tx.advance(n);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) => {
-                // The first message of the batch was refused. Is it GSO
-                // (retry the datagram alone) or the destination?
-                if tx.gso && sys::is_gso_refusal(&e) && sys::gso_run(tx) > 1 {
-                    tx.gso = false;
-                    tx.gso_suspect = true;
+                // The first message of the batch was refused. If it was a
+                // GSO message, retry its datagrams one by one: GSO or the
+                // destination may be at fault.
+                let run = sys::gso_run(tx);
+                if run > 1 && sys::is_gso_refusal(&e) {
+                    tx.singles = run;
+                    tx.eio_suspect = e.raw_os_error() == Some(sys::EIO);
                     continue;
                 }
+                tx.eio_suspect = false;
                 // Unreachable destinations and the like: the protocol
                 // treats it as loss.
-                let n = sys::gso_run(tx).max(1);
-                if tx.gso_suspect {
-                    tx.gso = true;
-                    tx.gso_suspect = false;
-                }
+                let n = run.max(1);
                 if let Some(q) = tx.items.get(tx.sent) {
                     tracing::debug!(dest = %q.dest, error = %e, "send failed");
                 }
                 *send_errors += n as u64;
-                tx.sent += n;
+                tx.advance(n);
             }
         }
     }
@@ -203,7 +215,8 @@ impl Driver {
                 sent: 0,
                 used: 0,
                 gso: caps.gso,
-                gso_suspect: false,
+                singles: 0,
+                eio_suspect: false,
             },
             rx: RxBatch {
                 buf: vec![0u8; slot * slots],
@@ -436,7 +449,7 @@ mod sys {
         let Some(first) = tx.items.get(tx.sent) else {
             return 0;
         };
-        if !tx.gso {
+        if !tx.gso || tx.singles > 0 {
             return 1;
         }
         let mut n = 1;
@@ -458,8 +471,10 @@ mod sys {
         n
     }
 
+    pub(super) const EIO: i32 = libc::EIO;
+
     /// EIO: the route's device cannot segment; EINVAL: a size the kernel
-    /// does not accept for GSO.
+    /// does not accept for GSO (or a destination it refuses anyway).
     pub(super) fn is_gso_refusal(e: &io::Error) -> bool {
         matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL))
     }
@@ -531,7 +546,7 @@ mod sys {
         let mut names: [libc::sockaddr_storage; TX_BATCH] = unsafe { zeroed() };
         let mut cmsgs = [[0u64; CMSG_SPACE / 8]; TX_BATCH];
         let mut segs = [0usize; TX_BATCH];
-        let saved = tx.sent;
+        let saved = (tx.sent, tx.singles);
         let mut m = 0;
         while tx.sent < tx.items.len() && m < TX_BATCH {
             let n = gso_run(tx);
@@ -562,10 +577,10 @@ mod sys {
                 }
             }
             segs[m] = n;
-            tx.sent += n;
+            tx.advance(n);
             m += 1;
         }
-        tx.sent = saved;
+        (tx.sent, tx.singles) = saved;
         // SAFETY: `msgs[..m]` point at live buffers above and in `tx.buf`.
         let r = unsafe { libc::sendmmsg(s.as_raw_fd(), msgs.as_mut_ptr(), m as libc::c_uint, 0) };
         if r < 0 {
@@ -668,6 +683,8 @@ mod sys {
         usize::from(tx.sent < tx.items.len())
     }
 
+    pub(super) const EIO: i32 = 5;
+
     pub(super) fn is_gso_refusal(_e: &io::Error) -> bool {
         false
     }
@@ -714,7 +731,8 @@ mod tests {
             sent: 0,
             used: 0,
             gso,
-            gso_suspect: false,
+            singles: 0,
+            eio_suspect: false,
         };
         for &(len, dest) in items {
             tx.items.push(Queued {
@@ -752,6 +770,17 @@ mod tests {
             tx.sent += n;
         }
         assert_eq!(runs, [4, 1, 2, 1]);
+        // Datagrams marked for single sending (after a refused GSO
+        // message) go one by one, then grouping resumes.
+        let mut tx = batch(&[(1400, a); 5], true);
+        tx.singles = 2;
+        let mut runs = Vec::new();
+        while !tx.is_drained() {
+            let n = sys::gso_run(&tx);
+            runs.push(n);
+            tx.advance(n);
+        }
+        assert_eq!(runs, [1, 1, 3]);
         // Without GSO every datagram is its own message.
         let tx = batch(&[(1400, a), (1400, a)], false);
         assert_eq!(sys::gso_run(&tx), 1);
