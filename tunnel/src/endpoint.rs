@@ -259,6 +259,32 @@ impl Limiter {
     }
 }
 
+/// Hasher for the session table. Its keys are our own session ids, drawn
+/// from the seeded random source (`alloc_session_id`), so a peer cannot
+/// choose colliding keys and SipHash's flooding resistance buys nothing;
+/// one multiplication (Fibonacci hashing) spreads the bits over the whole
+/// word, high bits included, which hashbrown's control bytes use.
+#[derive(Default, Clone, Copy)]
+struct SessionIdHasher(u64);
+
+impl std::hash::Hasher for SessionIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type SessionTable = HashMap<u32, Session, std::hash::BuildHasherDefault<SessionIdHasher>>;
+
 /// The RTMFP endpoint.
 pub struct Endpoint {
     cfg: EndpointConfig,
@@ -266,8 +292,13 @@ pub struct Endpoint {
     cookies: crypto::CookieJar,
     rng: Rng,
     epoch: Instant,
-    sessions: HashMap<u32, Session>,
+    sessions: SessionTable,
     order: Vec<u32>,
+    /// Some session may be opening (IHELLO_SENT / KEYING_SENT). Sessions
+    /// only start in those states (set in `insert_session`), so once a walk
+    /// finds none, `queue_opening_packets` can skip the walk until the next
+    /// insertion.
+    maybe_opening: bool,
     cursor: usize,
     /// Open sessions by peer, for forwarding and duplicate suppression.
     by_peer: HashMap<NodeId, u32>,
@@ -298,8 +329,9 @@ impl Endpoint {
             cookies,
             rng,
             epoch: now,
-            sessions: HashMap::new(),
+            sessions: SessionTable::default(),
             order: Vec::new(),
+            maybe_opening: false,
             cursor: 0,
             by_peer: HashMap::new(),
             peer_local_addrs: HashMap::new(),
@@ -349,6 +381,7 @@ impl Endpoint {
 
     fn insert_session(&mut self, s: Session) {
         let id = s.id.0;
+        self.maybe_opening |= s.is_opening();
         if self.sessions.insert(id, s).is_none() {
             self.order.push(id);
         }
@@ -1264,8 +1297,9 @@ impl Endpoint {
             self.stun.handle_timeout(now);
             self.drain_stun();
         }
-        let ids: Vec<u32> = self.order.clone();
-        for id in ids {
+        // The loop only adds events; `order` does not change until `reap`.
+        for i in 0..self.order.len() {
+            let Some(&id) = self.order.get(i) else { break };
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
@@ -1295,15 +1329,20 @@ impl Endpoint {
         self.reap();
     }
 
+    /// Remove finished sessions; allocates nothing.
     fn reap(&mut self) {
-        let dead: Vec<u32> = self
-            .sessions
-            .values()
-            .filter(|s| s.is_finished())
-            .map(|s| s.id.0)
-            .collect();
-        for id in dead {
-            self.remove_session(id);
+        let mut i = 0;
+        while let Some(&id) = self.order.get(i) {
+            if self.sessions.get(&id).is_some_and(Session::is_finished) {
+                // Removes `order[i]`; the next id moves into slot i.
+                self.remove_session(id);
+            } else {
+                i += 1;
+            }
+        }
+        // Ids in the table but missing from `order` (none expected).
+        if self.sessions.len() != self.order.len() {
+            self.sessions.retain(|_, s| !s.is_finished());
         }
     }
 
@@ -1328,6 +1367,7 @@ impl Endpoint {
         }
         let tcr = self.tcr_until.is_some_and(|t| now < t);
         let count = self.order.len();
+        let mut finished = false;
         for i in 0..count {
             let idx = (self.cursor + i) % count;
             let id = self.order[idx];
@@ -1335,6 +1375,7 @@ impl Endpoint {
                 continue;
             };
             if !s.wants_transmit(now) {
+                finished |= s.is_finished();
                 continue;
             }
             s.set_tcr(tcr);
@@ -1347,15 +1388,24 @@ impl Endpoint {
                     size,
                 });
             }
+            finished |= s.is_finished();
         }
-        self.reap();
+        // Every session was visited: reap only if one has finished.
+        if finished {
+            self.reap();
+        }
         None
     }
 
     /// Queue due IHellos and IIKeyings of opening sessions.
     fn queue_opening_packets(&mut self, now: Instant) {
+        if !self.maybe_opening {
+            return;
+        }
+        let mut opening = false;
         let mut out: Vec<(SocketAddr, u32, Vec<u8>, bool)> = Vec::new();
         for s in self.sessions.values_mut() {
+            opening |= s.is_opening();
             let state = s.state;
             let dest = s.dest;
             let Some(o) = s.opening.as_mut() else {
@@ -1393,6 +1443,7 @@ impl Endpoint {
                 _ => {}
             }
         }
+        self.maybe_opening = opening;
         for (dest, sid, chunk, pad) in out {
             let min = if pad { IHELLO_MIN_DATAGRAM } else { 0 };
             self.queue_startup_raw_padded(dest, sid, &[&chunk], min);
