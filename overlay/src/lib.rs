@@ -4,11 +4,14 @@
 
 pub mod overlay;
 pub mod ring;
+pub mod routing;
+pub mod sim;
 pub mod switch;
+pub mod symphony;
 pub mod wire;
 
 pub use crate::overlay::{
-    Action, Config, ConfigError, Event, FrameSend, LinkKind, Neighbour, Overlay, Stats,
+    Action, Config, ConfigError, Event, FrameSend, LinkKind, Neighbour, Overlay, Received, Stats,
 };
 pub use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig};
-pub use crate::wire::{FloodHeader, FrameHeader, Role};
+pub use crate::wire::{FloodHeader, FrameHeader, Role, RoutedHeader};
