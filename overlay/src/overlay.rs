@@ -570,6 +570,13 @@ impl Overlay {
         self.route(target, &[])
     }
 
+    /// [`Self::next_hop`] for a message that arrived from `from`: never
+    /// straight back (stale lookahead lists could otherwise bounce a
+    /// message between two nodes until its hop limit).
+    pub fn next_hop_from(&self, target: NodeId, from: NodeId) -> Option<NodeId> {
+        self.route(target, &[from])
+    }
+
     // ------------------------------------------------------------ outputs
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -776,11 +783,7 @@ impl Overlay {
             Message::LookupReply(r) => self.on_lookup_reply(now, from, r),
             Message::LinkRequest(want) => self.on_link_request(now, from, want),
             Message::LinkReject { kind, reason } => self.on_link_reject(now, from, kind, reason),
-            Message::Ring(list) => {
-                for m in list {
-                    self.learn(now, m);
-                }
-            }
+            Message::Ring(list) => self.on_ring(now, from, list),
         }
         self.run_policy(now);
     }
@@ -949,7 +952,7 @@ impl Overlay {
                     .get(&h.destination)
                     .filter(|l| l.takes_frames())
                     .map(|_| h.destination)
-                    .or_else(|| self.route(h.destination, &[]))
+                    .or_else(|| self.route(h.destination, &[from]))
                 else {
                     self.stats.no_route += 1;
                     return Err(DropReason::NoRoute);
@@ -1492,6 +1495,49 @@ impl Overlay {
         self.learn(now, member);
     }
 
+    /// A peer's ring neighbours. Learn them; the peer's view of its own
+    /// vicinity also supersedes ours: unlinked members we know strictly
+    /// inside the arc it reports, but that it does not list, are gone.
+    fn on_ring(&mut self, now: Instant, from: NodeId, list: Vec<Member>) {
+        let ids: Vec<NodeId> = list.iter().map(|m| m.node_id).collect();
+        for m in list {
+            self.learn(now, m);
+        }
+        let half = 1u128 << 127;
+        let far_s = ids
+            .iter()
+            .copied()
+            .filter(|x| ring::clockwise(from, *x) < half)
+            .max_by_key(|x| ring::clockwise(from, *x));
+        let far_p = ids
+            .iter()
+            .copied()
+            .filter(|x| ring::clockwise(*x, from) < half)
+            .max_by_key(|x| ring::clockwise(*x, from));
+        let (Some(far_s), Some(far_p)) = (far_s, far_p) else {
+            return;
+        };
+        if ids.len() < 2 * self.cfg.ring_links || far_s == far_p {
+            return;
+        }
+        let stale: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, m)| {
+                m.info.has_tap
+                    && m.pending.is_none()
+                    && !self.links.contains_key(id)
+                    && !ids.contains(id)
+                    && **id != from
+                    && ring::between(far_p, **id, far_s)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.remove_member(id);
+        }
+    }
+
     /// Add or update a member (unless it is this node or forgotten).
     fn learn(&mut self, now: Instant, mut m: Member) {
         if m.node_id == self.cfg.node_id {
@@ -1936,4 +1982,352 @@ fn nearest_links(links: &BTreeMap<NodeId, Link>, pos: NodeId, k: usize) -> Vec<N
 /// A delay in [d/2, d) so that retries of many nodes spread out.
 fn jitter(rng: &mut Rng, d: Duration) -> Duration {
     d.mul_f64(0.5 + 0.5 * rng.f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{Sim, SimConfig};
+
+    fn rng(seed: u8) -> Rng {
+        Rng::from_seed([seed; 32])
+    }
+
+    fn node(now: Instant) -> Overlay {
+        let mut cfg = Config::new(NodeId(100), "a", Role::Node, Some(Mac([2, 0, 0, 0, 0, 1])));
+        cfg.introducers = vec!["198.51.100.7:4910".parse().unwrap()];
+        Overlay::new(now, cfg, rng(9)).unwrap()
+    }
+
+    fn drain(o: &mut Overlay) -> Vec<Action> {
+        std::iter::from_fn(|| o.poll_action()).collect()
+    }
+
+    fn decode_sends(actions: &[Action]) -> Vec<(NodeId, Message)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SendControl { to, bytes } => Some((*to, Message::decode(bytes).unwrap())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn join_goes_through_the_introducer_and_links_the_ring() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        let intro: SocketAddr = "198.51.100.7:4910".parse().unwrap();
+        assert_eq!(
+            drain(&mut o),
+            vec![Action::OpenSession {
+                node: None,
+                addrs: vec![intro]
+            }]
+        );
+        // Introducer unreachable: retried after 0.5-1 s, then 1-2 s.
+        o.open_failed(t0, None, &[intro]);
+        o.handle_timeout(t0 + Duration::from_millis(499));
+        assert!(drain(&mut o).is_empty());
+        let t1 = o.poll_timeout().unwrap();
+        assert!(t1 <= t0 + Duration::from_secs(1));
+        o.handle_timeout(t1);
+        assert_eq!(drain(&mut o).len(), 1);
+        // Up: Hello, then the join lookup for our own id.
+        o.peer_up(t1, NodeId(7), intro, true);
+        let sent = decode_sends(&drain(&mut o));
+        assert!(matches!(sent[0], (NodeId(7), Message::Hello(_))));
+        let Some((_, Message::Lookup(l))) = sent.get(1).cloned() else {
+            panic!("no lookup: {sent:?}");
+        };
+        assert_eq!((l.target, l.path.clone()), (NodeId(100), vec![NodeId(100)]));
+        assert!(!o.is_joined());
+        // The answer names two ring nodes: the node joins and opens both.
+        let m = |id: u128, a: &str| Member {
+            node_id: NodeId(id),
+            name: format!("m{id}"),
+            role: Role::Node,
+            has_tap: true,
+            addrs: vec![TaggedAddr {
+                origin: AddrOrigin::Reflexive,
+                addr: a.parse().unwrap(),
+            }],
+        };
+        let reply = Message::LookupReply(LookupReply {
+            nonce: l.nonce,
+            target: l.target,
+            path: l.path,
+            members: vec![m(200, "203.0.113.2:4910"), m(50, "203.0.113.3:4910")],
+        });
+        o.handle_control(t1, NodeId(7), &reply.encode().unwrap());
+        assert!(o.is_joined());
+        let opens: Vec<Action> = drain(&mut o)
+            .into_iter()
+            .filter(|a| matches!(a, Action::OpenSession { .. }))
+            .collect();
+        assert_eq!(opens.len(), 2, "{opens:?}");
+        assert_eq!(
+            o.ring_view(),
+            (vec![NodeId(200), NodeId(50)], vec![NodeId(50), NodeId(200)])
+        );
+        // One open fails: the node is forgotten, gossip cannot bring it back
+        // for `forget_for`.
+        o.open_failed(t1, Some(NodeId(200)), &[]);
+        assert!(o.member(NodeId(200)).is_none());
+        let ring = Message::Ring(vec![m(200, "203.0.113.2:4910")]);
+        o.peer_up(t1, NodeId(50), "203.0.113.3:4910".parse().unwrap(), false);
+        o.handle_control(t1, NodeId(50), &ring.encode().unwrap());
+        assert!(o.member(NodeId(200)).is_none());
+        o.handle_timeout(t1 + Duration::from_secs(31));
+        o.handle_control(
+            t1 + Duration::from_secs(31),
+            NodeId(50),
+            &ring.encode().unwrap(),
+        );
+        assert!(o.member(NodeId(200)).is_some());
+    }
+
+    #[test]
+    fn link_requests_capacity_and_release() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        drain(&mut o);
+        let tap_hello = |id: u128| {
+            Message::Hello(Hello {
+                node_id: NodeId(id),
+                name: "p".into(),
+                role: Role::Node,
+                addrs: vec![],
+                mac: Some(Mac([2, 0, 0, 0, 1, id as u8])),
+            })
+            .encode()
+            .unwrap()
+        };
+        // Ring neighbours first (ids next to 100 on both sides), then far
+        // nodes asking for long links. k = 1 here (tiny estimate): at most
+        // 2 incoming long links on links not wanted here.
+        let long = Message::LinkRequest(LinkWant::Long).encode().unwrap();
+        for id in [110u128, 120, u128::MAX - 10, u128::MAX - 20] {
+            o.peer_up(t0, NodeId(id), "203.0.113.9:1".parse().unwrap(), false);
+            o.handle_control(t0, NodeId(id), &tap_hello(id));
+        }
+        for k in 1..=4u128 {
+            let id = k << 120;
+            o.peer_up(t0, NodeId(id), "203.0.113.9:1".parse().unwrap(), false);
+            o.handle_control(t0, NodeId(id), &tap_hello(id));
+            o.handle_control(t0, NodeId(id), &long);
+        }
+        let sent = decode_sends(&drain(&mut o));
+        let rejects: Vec<NodeId> = sent
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::LinkReject { .. }))
+            .map(|(to, _)| *to)
+            .collect();
+        assert_eq!(
+            rejects,
+            vec![NodeId(3 << 120), NodeId(4 << 120)],
+            "{sent:?}"
+        );
+        assert_eq!(o.stats().link_rejects, rejects.len() as u64);
+        let kinds: Vec<LinkKind> = o.neighbours().iter().map(|n| n.kind).collect();
+        assert!(kinds.contains(&LinkKind::Long));
+        // A rejected peer that wants nothing is closed after the grace.
+        let t1 = t0 + Duration::from_secs(11);
+        o.handle_timeout(t1);
+        let closed: Vec<NodeId> = drain(&mut o)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::CloseSession { node } => Some(node),
+                _ => None,
+            })
+            .collect();
+        for r in &rejects {
+            assert!(closed.contains(r), "{r:?} not closed: {closed:?}");
+        }
+        // Release from a long peer that we do not want: closed too.
+        let rel = Message::LinkRequest(LinkWant::Release).encode().unwrap();
+        let keep: Vec<NodeId> = o.neighbours().iter().map(|n| n.node).collect();
+        for id in &keep {
+            o.handle_control(t1, *id, &rel);
+        }
+        let (succ, pred) = o.ring_view();
+        for n in o.neighbours() {
+            assert!(succ.contains(&n.node) || pred.contains(&n.node), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_control_is_counted_not_fatal() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        o.peer_up(t0, NodeId(7), "198.51.100.7:4910".parse().unwrap(), true);
+        drain(&mut o);
+        o.handle_control(t0, NodeId(7), &[1, 0x99, 1, 2, 3]);
+        o.handle_control(t0, NodeId(7), &[]);
+        assert_eq!(o.stats().bad_control, 2);
+        assert!(
+            std::iter::from_fn(|| o.poll_event()).any(|e| matches!(e, Event::BadControl { .. }))
+        );
+        // A Hello claiming another identity is refused.
+        let h = Message::Hello(Hello {
+            node_id: NodeId(8),
+            name: "x".into(),
+            role: Role::Node,
+            addrs: vec![],
+            mac: None,
+        });
+        o.handle_control(t0, NodeId(7), &h.encode().unwrap());
+        assert!(o.member(NodeId(8)).is_none());
+        // A lookup whose path does not end with the sender, or a reply not
+        // addressed to us, is refused.
+        let bad = Message::Lookup(Lookup {
+            nonce: 1,
+            target: NodeId(5),
+            path: vec![NodeId(9)],
+        });
+        o.handle_control(t0, NodeId(7), &bad.encode().unwrap());
+        let bad = Message::LookupReply(LookupReply {
+            nonce: 1,
+            target: NodeId(5),
+            path: vec![NodeId(9)],
+            members: vec![],
+        });
+        o.handle_control(t0, NodeId(7), &bad.encode().unwrap());
+        assert_eq!(o.stats().bad_control, 5);
+        // Frames: runts, bad headers and frames from strangers are dropped.
+        let mut out = Vec::new();
+        assert_eq!(
+            o.frame_from_peer(t0, NodeId(7), &[0, 1, 2], &mut out),
+            Err(DropReason::Runt)
+        );
+        assert_eq!(
+            o.frame_from_peer(t0, NodeId(7), &[9; 30], &mut out),
+            Err(DropReason::BadHeader)
+        );
+        assert_eq!(
+            o.frame_from_peer(t0, NodeId(55), &[0; 30], &mut out),
+            Err(DropReason::NoTap)
+        );
+        // A routed frame for someone else with nowhere to go.
+        let mut msg = [0u8; 60];
+        let h = FrameHeader::Routed(RoutedHeader {
+            origin: NodeId(7),
+            destination: NodeId(1234),
+            hop_limit: 5,
+        });
+        h.encode(&mut msg).unwrap();
+        assert_eq!(
+            o.frame_from_peer(t0, NodeId(7), &msg, &mut out),
+            Err(DropReason::NoRoute)
+        );
+        assert_eq!(
+            o.frame_from_tap(t0, &[1, 2], &mut out),
+            Forward::Drop(DropReason::Runt)
+        );
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let t0 = Instant::now();
+        let cfg = Config::new(NodeId(1), "a", Role::Node, Some(Mac([2; 6])));
+        assert_eq!(
+            Overlay::new(t0, cfg, rng(1)).err(),
+            Some(ConfigError::NoIntroducer)
+        );
+        let cfg = Config::new(NodeId(1), "x".repeat(65), Role::Introducer, None);
+        assert_eq!(
+            Overlay::new(t0, cfg, rng(1)).err(),
+            Some(ConfigError::NameTooLong(65))
+        );
+        let mut cfg = Config::new(NodeId(1), "i", Role::Introducer, None);
+        cfg.ring_links = 0;
+        assert_eq!(
+            Overlay::new(t0, cfg, rng(1)).err(),
+            Some(ConfigError::NoRingLinks)
+        );
+    }
+
+    fn unicast(dst: u32, src: u32) -> Vec<u8> {
+        let mac = |i: u32| {
+            let b = i.to_be_bytes();
+            [2, 0, b[0], b[1], b[2], b[3]]
+        };
+        let mut f = Vec::new();
+        f.extend_from_slice(&mac(dst));
+        f.extend_from_slice(&mac(src));
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 20]);
+        f
+    }
+
+    #[test]
+    fn routed_unicast_then_on_demand_link() {
+        let mut sim = Sim::new(SimConfig::new(80, 3));
+        sim.join_all(Duration::from_secs(60));
+        assert_eq!(sim.ring_errors(), 0);
+        // Find a pair without a session.
+        let live = sim.live();
+        let (a, b) = live
+            .iter()
+            .flat_map(|a| live.iter().map(move |b| (*a, *b)))
+            .find(|(a, b)| a != b && !sim.node(*a).unwrap().is_linked(sim.id(*b)))
+            .unwrap();
+        // b's broadcast teaches a where b's MAC lives.
+        let f = sim.broadcast(b);
+        assert_eq!((f.reached, f.duplicates), (f.expected, 0));
+        let frame = unicast(b, a);
+        let run = sim.send_frame(a, &frame);
+        assert_eq!(run.writes.len(), 1, "{run:?}");
+        assert_eq!(run.writes.get(&b), Some(&1));
+        assert!(run.messages >= 2, "routed over at least two hops");
+        assert_eq!(sim.node(b).unwrap().stats().routed_delivered, 1);
+        // Past the threshold, a direct session opens; then frames go direct.
+        let threshold = sim.node(a).unwrap().config().on_demand_frames;
+        for _ in 1..threshold {
+            let run = sim.send_frame(a, &frame);
+            assert_eq!(run.writes.get(&b), Some(&1));
+        }
+        sim.run_for(Duration::from_secs(2));
+        let ida = sim.id(a);
+        let idb = sim.id(b);
+        assert!(sim.node(a).unwrap().is_linked(idb));
+        let kind = |sim: &Sim, x: u32, y: NodeId| {
+            sim.node(x)
+                .unwrap()
+                .neighbours()
+                .into_iter()
+                .find(|n| n.node == y)
+                .map(|n| n.kind)
+        };
+        assert_eq!(kind(&sim, a, idb), Some(LinkKind::OnDemand));
+        assert_eq!(kind(&sim, b, ida), Some(LinkKind::OnDemand));
+        let run = sim.send_frame(a, &frame);
+        assert_eq!((run.messages, run.writes.get(&b)), (1, Some(&1)));
+        // Idle: the on-demand link goes away again.
+        sim.run_for(Duration::from_secs(200));
+        assert!(!sim.node(a).unwrap().is_linked(idb));
+        assert_eq!(sim.ring_errors(), 0);
+    }
+
+    #[test]
+    fn polite_leave_repairs_the_ring_at_once() {
+        let mut sim = Sim::new(SimConfig::new(40, 5));
+        sim.join_all(Duration::from_secs(60));
+        assert_eq!(sim.ring_errors(), 0);
+        let leaver = sim.live()[10];
+        let id = sim.id(leaver);
+        sim.leave(leaver);
+        // Leaving is seen at once (no failure detection delay).
+        sim.run_for(Duration::from_secs(2));
+        assert_eq!(sim.ring_errors(), 0);
+        // Ring gossip (at the next refresh) clears it from the nodes that
+        // knew it second-hand.
+        sim.run_for(Duration::from_secs(10));
+        for i in sim.live() {
+            assert!(!sim.node(i).unwrap().is_linked(id));
+            assert!(sim.node(i).unwrap().member(id).is_none());
+        }
+        assert_eq!(sim.all_reach_all(), 0);
+        let f = sim.broadcast(sim.live()[0]);
+        assert_eq!((f.reached, f.duplicates), (f.expected, 0));
+    }
 }

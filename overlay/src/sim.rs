@@ -571,12 +571,17 @@ impl Sim {
     pub fn route(&self, src: u32, dst: u32) -> Option<usize> {
         let target = self.id(dst);
         let mut at = src;
+        let mut prev = None;
         for hops in 0..=64 {
             if at == dst {
                 return Some(hops);
             }
             let o = self.node(at)?;
-            let next = o.next_hop(target)?;
+            let next = match prev {
+                Some(p) => o.next_hop_from(target, p)?,
+                None => o.next_hop(target)?,
+            };
+            prev = Some(self.id(at));
             at = *self.index.get(&next)?;
         }
         None
