@@ -726,8 +726,8 @@ impl Node {
         let Some(p) = self.peers.get_mut(&session) else {
             return;
         };
-        let frame = match result {
-            Ok(f) => f,
+        let (frame, to_tap) = match result {
+            Ok(r) => (r.frame, r.to_tap),
             Err(r) => {
                 p.drop_frame(&format!("{r:?}").to_lowercase());
                 return;
@@ -738,15 +738,17 @@ impl Node {
             p.drop_frame("oversize");
             return;
         }
-        p.rx.frames += 1;
-        p.rx.bytes += frame.len() as u64;
         let n = frame.len();
-        if let Err(e) = self.tap.send(frame).await {
-            tracing::debug!(error = %e, "TAP write failed");
-            p.drop_frame("tap_write");
+        if to_tap {
+            p.rx.frames += 1;
+            p.rx.bytes += n as u64;
+            if let Err(e) = self.tap.send(frame).await {
+                tracing::debug!(error = %e, "TAP write failed");
+                p.drop_frame("tap_write");
+            }
         }
         if !self.sends.is_empty() {
-            // Bounded-flood forwards of the same frame.
+            // Bounded-flood or routed forwards of the same frame.
             self.frame_buf[HEAD..HEAD + n].copy_from_slice(frame);
             let sends = std::mem::take(&mut self.sends);
             for s in &sends {
@@ -924,7 +926,9 @@ impl Node {
                     overlay::LinkKind::Successor => LinkKind::Successor,
                     overlay::LinkKind::Predecessor => LinkKind::Predecessor,
                     overlay::LinkKind::Introducer => LinkKind::Introducer,
-                    overlay::LinkKind::Other => LinkKind::Long,
+                    overlay::LinkKind::Long => LinkKind::Long,
+                    overlay::LinkKind::OnDemand => LinkKind::OnDemand,
+                    overlay::LinkKind::Other => LinkKind::Other,
                 },
             })
             .collect();

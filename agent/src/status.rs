@@ -220,6 +220,8 @@ pub enum LinkKind {
     Long,
     OnDemand,
     Introducer,
+    /// Linked but not (or no longer) wanted by the topology.
+    Other,
 }
 
 impl fmt::Display for LinkKind {
@@ -230,6 +232,7 @@ impl fmt::Display for LinkKind {
             LinkKind::Long => "long",
             LinkKind::OnDemand => "on-demand",
             LinkKind::Introducer => "introducer",
+            LinkKind::Other => "other",
         })
     }
 }

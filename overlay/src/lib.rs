@@ -4,11 +4,15 @@
 
 pub mod overlay;
 pub mod ring;
+pub mod routing;
+pub mod sim;
 pub mod switch;
+pub mod symphony;
 pub mod wire;
 
 pub use crate::overlay::{
-    Action, Config, ConfigError, Event, FrameSend, LinkKind, Neighbour, OpenAttempt, Overlay, Stats,
+    Action, Config, ConfigError, Event, FrameSend, LinkKind, Neighbour, OpenAttempt, Overlay,
+    Received, Stats,
 };
 pub use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig};
-pub use crate::wire::{FloodHeader, FrameHeader, Role};
+pub use crate::wire::{FloodHeader, FrameHeader, Role, RoutedHeader};

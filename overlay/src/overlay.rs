@@ -1,4 +1,5 @@
-//! The overlay state machine and the starter link policy.
+//! The overlay state machine: Symphony topology, routing, bounded flood and
+//! the data path.
 //!
 //! Inputs: [`Overlay::peer_up`], [`Overlay::peer_down`],
 //! [`Overlay::open_failed`], [`Overlay::handle_control`],
@@ -8,20 +9,26 @@
 //! [`Overlay::poll_event`], [`Overlay::poll_timeout`]. After every input
 //! the caller drains actions and events, then re-arms its timer.
 //!
-//! Starter policy (docs/overlay.md): join through the introducers, learn
-//! the member list, keep sessions to the `max_links` members nearest on the
-//! ring (successors and predecessors alternately) so that the Symphony work
-//! only has to add long-distance links to the same path.
+//! Topology (docs/overlay.md "Symphony"): a node joins by routing a
+//! `Lookup` for its own id through an introducer, links to the
+//! `ring_links` nearest nodes on each side, keeps them with `Ring` gossip,
+//! and draws `k ~ log2(n)` long-distance links from the harmonic density
+//! (crate::symphony), each found with a routed `Lookup`. No node needs the
+//! full membership.
 
 use crate::ring;
+use crate::routing::{self, Candidate};
 use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig, SwitchCounters};
+use crate::symphony;
 use crate::wire::{
-    AddrOrigin, FloodHeader, FrameHeader, Hello, Member, Message, Role, TaggedAddr, WireError,
-    MAX_ADDRS, MAX_MEMBERS, MAX_NAME, MAX_NEIGHBOURS,
+    AddrOrigin, FloodHeader, FrameHeader, Hello, LinkWant, Lookup, LookupReply, Member, Message,
+    RejectReason, Role, RoutedHeader, TaggedAddr, WireError, MAX_ADDRS, MAX_NAME, MAX_NEIGHBOURS,
+    MAX_PATH, MAX_RING_MEMBERS,
 };
 use ringlan_tunnel::{NodeId, Rng};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 /// Overlay parameters.
@@ -32,28 +39,50 @@ pub struct Config {
     pub name: String,
     pub role: Role,
     /// The TAP's MAC; `None` runs without TAP (introducers only): such a
-    /// node is told no frames.
+    /// node is told no frames and is not a ring position.
     pub mac: Option<Mac>,
     /// Introducer addresses; sessions are opened to each (id unknown until
     /// the session is up) and kept.
     pub introducers: Vec<SocketAddr>,
-    /// Links the policy keeps to members (sessions to introducers come on
-    /// top). Default 64.
-    pub max_links: usize,
-    /// How many links on each side are reported as successor / predecessor.
+    /// Successor and predecessor links kept on each side (default 2).
     pub ring_links: usize,
-    /// Period of the `Neighbours` message to every link.
+    /// Bounds on the number `k` of long-distance links, which is otherwise
+    /// `round(log2(n))` for the estimated size `n` (defaults 1 and 16; set
+    /// both to the same value for a fixed `k`). Incoming long links are
+    /// capped at `2 k`.
+    pub long_links_min: usize,
+    pub long_links_max: usize,
+    /// Period of the `Neighbours` and `Ring` messages to every link.
     pub keepalive_interval: Duration,
-    /// Period at which the link policy is re-evaluated.
+    /// Period at which the link policy, open deadlines, lookups and the
+    /// switch are checked.
     pub refresh_interval: Duration,
     /// An open without `peer_up` for this long counts as failed.
     pub open_timeout: Duration,
-    /// First retry delay after a failed open or a lost link; doubles up to
-    /// `retry_max`.
+    /// A lookup without reply for this long is abandoned (and retried).
+    pub lookup_timeout: Duration,
+    /// First retry delay after a failed introducer open; doubles up to
+    /// `retry_max`. Also the delay before a lost long link is looked up
+    /// again.
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// A node whose link failed, or whose open failed, is not re-learnt
+    /// from other nodes' gossip for this long.
+    pub forget_for: Duration,
+    /// A link neither end wants is closed once it is this old.
+    pub link_grace: Duration,
     /// Hop budget given to a broadcast at its origin.
     pub flood_hop_limit: u8,
+    /// Hop budget given to a routed unicast frame at its origin.
+    pub route_hop_limit: u8,
+    /// On-demand links: once the frames (or bytes, 0 = off) routed to one
+    /// node within `on_demand_interval` reach these thresholds, a direct
+    /// session to it is wanted; it closes after `on_demand_idle` without
+    /// direct frames either way.
+    pub on_demand_frames: u32,
+    pub on_demand_bytes: u64,
+    pub on_demand_interval: Duration,
+    pub on_demand_idle: Duration,
     pub switch: SwitchConfig,
 }
 
@@ -65,14 +94,23 @@ impl Config {
             role,
             mac,
             introducers: Vec::new(),
-            max_links: 64,
             ring_links: 2,
+            long_links_min: 1,
+            long_links_max: 16,
             keepalive_interval: Duration::from_secs(30),
             refresh_interval: Duration::from_secs(5),
             open_timeout: Duration::from_secs(20),
+            lookup_timeout: Duration::from_secs(10),
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
-            flood_hop_limit: 32,
+            forget_for: Duration::from_secs(30),
+            link_grace: Duration::from_secs(10),
+            flood_hop_limit: 64,
+            route_hop_limit: 32,
+            on_demand_frames: 64,
+            on_demand_bytes: 256 * 1024,
+            on_demand_interval: Duration::from_secs(10),
+            on_demand_idle: Duration::from_secs(120),
             switch: SwitchConfig::default(),
         }
     }
@@ -87,6 +125,8 @@ pub enum ConfigError {
     NoIntroducer,
     #[error("a node (not an introducer) needs a TAP MAC")]
     NoTap,
+    #[error("ring_links must be at least 1")]
+    NoRingLinks,
 }
 
 /// What the agent must do.
@@ -107,25 +147,32 @@ pub enum Action {
 /// Why a link exists (for status), highest priority first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkKind {
-    /// One of the `ring_links` nearest members clockwise.
+    /// One of the `ring_links` nearest nodes clockwise.
     Successor,
-    /// One of the `ring_links` nearest members counter-clockwise.
+    /// One of the `ring_links` nearest nodes counter-clockwise.
     Predecessor,
     /// A session to an introducer.
     Introducer,
+    /// A Symphony long-distance link (drawn here or by the peer).
+    Long,
+    /// A direct session for unicast traffic (wanted here or by the peer).
+    OnDemand,
+    /// Not (or not yet) wanted by either end; closed after `link_grace`.
     Other,
 }
 
 /// Something the agent may log or show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Membership list received from an introducer (or, on an introducer,
-    /// started): the node is part of the network.
+    /// The join lookup was answered (or, on an introducer, started): the
+    /// node is part of the network.
     Joined,
+    /// A node became known (with its addresses).
     MemberJoined {
         node: NodeId,
         name: String,
     },
+    /// A known node was forgotten (left, failed, or no longer near).
     MemberLeft {
         node: NodeId,
     },
@@ -134,6 +181,12 @@ pub enum Event {
         kind: LinkKind,
     },
     LinkDown {
+        node: NodeId,
+    },
+    /// Unicast traffic to `node` passed the on-demand threshold: a direct
+    /// session is being opened (`Action::OpenSession` follows, at once or
+    /// after a lookup of its addresses).
+    OnDemandWanted {
         node: NodeId,
     },
     /// A control message that did not decode (counted, otherwise ignored).
@@ -167,6 +220,15 @@ pub struct FrameSend {
     pub header: FrameHeader,
 }
 
+/// A frame accepted by [`Overlay::frame_from_peer`]: write `frame` to the
+/// TAP when `to_tap`, and send it with each header in `out` to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received<'m> {
+    pub frame: &'m [u8],
+    /// False for a routed frame only passing through this node.
+    pub to_tap: bool,
+}
+
 /// Overlay counters (monotonic).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -176,6 +238,14 @@ pub struct Stats {
     pub frames_dropped: u64,
     pub flood_duplicates: u64,
     pub flood_forwarded: u64,
+    pub routed_sent: u64,
+    pub routed_forwarded: u64,
+    pub routed_delivered: u64,
+    pub no_route: u64,
+    pub lookups_started: u64,
+    pub lookups_forwarded: u64,
+    pub lookups_answered: u64,
+    pub link_rejects: u64,
     pub opens: u64,
     pub open_failures: u64,
     pub switch: SwitchCounters,
@@ -187,13 +257,27 @@ struct Link {
     since: Instant,
     to_introducer: bool,
     hello: Option<Hello>,
-    /// The peer's last `Neighbours` report (for 1-lookahead, later).
+    /// The peer's last `Neighbours` report (for 1-lookahead).
     neighbours: Vec<NodeId>,
+    /// What the peer last said it wants this link for.
+    peer_want: LinkWant,
+    /// What we last told the peer.
+    announced: LinkWant,
+    /// Last direct frame either way (on-demand idle detection).
+    last_traffic: Instant,
 }
 
 impl Link {
     fn takes_frames(&self) -> bool {
         self.hello.as_ref().is_some_and(|h| h.mac.is_some())
+    }
+
+    fn is_introducer(&self) -> bool {
+        self.to_introducer
+            || self
+                .hello
+                .as_ref()
+                .is_some_and(|h| h.role == Role::Introducer)
     }
 }
 
@@ -202,23 +286,6 @@ struct MemberState {
     info: Member,
     /// Open in flight since.
     pending: Option<Instant>,
-    /// No new open before.
-    retry_at: Option<Instant>,
-    backoff: Duration,
-    /// The introducer said it left while we still had a link.
-    left_reported: bool,
-    /// Open attempts failed in a row (reset when a session comes up).
-    failures: u32,
-}
-
-/// A member the policy wants a link to but has not reached (for status).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenAttempt {
-    pub node: NodeId,
-    /// Open attempts that failed in a row.
-    pub failures: u32,
-    /// An attempt is in flight now.
-    pub pending: bool,
 }
 
 #[derive(Debug)]
@@ -230,7 +297,43 @@ struct IntroducerState {
     backoff: Duration,
 }
 
+/// One Symphony long-distance link: a drawn ring position and the node
+/// managing it once a lookup found it.
+#[derive(Debug, Clone)]
+struct LongSlot {
+    pos: NodeId,
+    node: Option<NodeId>,
+    lookup: Option<u64>,
+    retry_at: Option<Instant>,
+    /// Redraws since the last success (the manager was this node itself or
+    /// refused the link).
+    attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Join,
+    Long,
+    /// Find the addresses of a node wanted on demand.
+    Resolve(NodeId),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingLookup {
+    purpose: Purpose,
+    target: NodeId,
+    sent: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Demand {
+    start: Instant,
+    frames: u32,
+    bytes: u64,
+}
+
 /// Duplicate suppression for floods: the last `cap` (origin, seq) pairs.
+/// Grows on demand (a quiet node holds nothing).
 #[derive(Debug)]
 struct FloodCache {
     set: HashSet<(NodeId, u64)>,
@@ -241,8 +344,8 @@ struct FloodCache {
 impl FloodCache {
     fn new(cap: usize) -> Self {
         FloodCache {
-            set: HashSet::with_capacity(cap + 1),
-            order: VecDeque::with_capacity(cap + 1),
+            set: HashSet::new(),
+            order: VecDeque::new(),
             cap,
         }
     }
@@ -262,6 +365,14 @@ impl FloodCache {
     }
 }
 
+/// Most routing candidates examined around a target when a node has very
+/// many links (an introducer): the nearest this many on each side.
+const WIDE_CANDIDATES: usize = 8;
+/// Links above which routing uses only the nearest links to the target.
+const WIDE_LINKS: usize = 256;
+/// Redraws of one long slot before it waits for the next refresh.
+const MAX_ATTEMPTS: u32 = 4;
+
 /// The overlay of one node.
 #[derive(Debug)]
 pub struct Overlay {
@@ -269,7 +380,11 @@ pub struct Overlay {
     rng: Rng,
     local_addrs: Vec<SocketAddr>,
     links: BTreeMap<NodeId, Link>,
+    /// Known nodes with their addresses: linked peers, the ring nearby,
+    /// lookup answers. Pruned to what the policy needs.
     members: BTreeMap<NodeId, MemberState>,
+    /// Nodes not to re-learn from gossip before the instant.
+    forgotten: BTreeMap<NodeId, Instant>,
     introducers: Vec<IntroducerState>,
     switch: Switch,
     flood_seq: u64,
@@ -281,8 +396,34 @@ pub struct Overlay {
     joined: bool,
     leaving: bool,
     stats: Stats,
+    /// Estimated network size and the estimate the long links were drawn
+    /// with (0: not drawn yet).
+    n_est: f64,
+    n_drawn: f64,
+    long: Vec<LongSlot>,
+    lookups: BTreeMap<u64, PendingLookup>,
+    /// Unicast traffic per unlinked destination in the current interval.
+    demand: HashMap<NodeId, Demand>,
+    /// Nodes wanted on demand, with the instant they were wanted.
+    on_demand: BTreeMap<NodeId, Instant>,
+    /// What the last `Neighbours` / `Ring` messages said.
+    sent_neighbours: Vec<NodeId>,
+    sent_ring: Vec<NodeId>,
     /// Reused scratch for flood target computation.
     scratch: Vec<NodeId>,
+    /// Nodes whose opens failed in a row, for status (kept while retries
+    /// go on, so status does not flap; cleared when a session comes up).
+    failed_opens: BTreeMap<NodeId, u32>,
+}
+
+/// A node the policy wanted a link to but could not reach (for status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAttempt {
+    pub node: NodeId,
+    /// Open attempts that failed in a row.
+    pub failures: u32,
+    /// An attempt is in flight now.
+    pub pending: bool,
 }
 
 impl Overlay {
@@ -290,6 +431,9 @@ impl Overlay {
     pub fn new(now: Instant, cfg: Config, mut rng: Rng) -> Result<Self, ConfigError> {
         if cfg.name.len() > MAX_NAME {
             return Err(ConfigError::NameTooLong(cfg.name.len()));
+        }
+        if cfg.ring_links == 0 {
+            return Err(ConfigError::NoRingLinks);
         }
         if cfg.role == Role::Node {
             if cfg.introducers.is_empty() {
@@ -318,6 +462,8 @@ impl Overlay {
             local_addrs: Vec::new(),
             links: BTreeMap::new(),
             members: BTreeMap::new(),
+            failed_opens: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
             introducers,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -326,6 +472,14 @@ impl Overlay {
             joined: false,
             leaving: false,
             stats: Stats::default(),
+            n_est: 1.0,
+            n_drawn: 0.0,
+            long: Vec::new(),
+            lookups: BTreeMap::new(),
+            demand: HashMap::new(),
+            on_demand: BTreeMap::new(),
+            sent_neighbours: Vec::new(),
+            sent_ring: Vec::new(),
             scratch: Vec::new(),
             cfg,
         };
@@ -347,7 +501,7 @@ impl Overlay {
         &self.cfg
     }
 
-    /// Whether the node has received a membership list (always true on an
+    /// Whether the node's join lookup was answered (always true on an
     /// introducer).
     pub fn is_joined(&self) -> bool {
         self.joined
@@ -360,7 +514,8 @@ impl Overlay {
         }
     }
 
-    /// Every known member (not including this node), by id.
+    /// Every known node (not including this one), by id: linked peers and
+    /// the nodes the policy currently cares about.
     pub fn members(&self) -> impl Iterator<Item = &Member> + '_ {
         self.members.values().map(|m| &m.info)
     }
@@ -374,6 +529,27 @@ impl Overlay {
         self.links.contains_key(&node)
     }
 
+    /// Whether this node is a ring position (has a TAP).
+    pub fn in_ring(&self) -> bool {
+        self.cfg.mac.is_some()
+    }
+
+    /// The estimated number of nodes on the ring.
+    pub fn estimated_size(&self) -> f64 {
+        self.n_est
+    }
+
+    /// The nodes currently managing this node's long-link positions.
+    pub fn long_links(&self) -> Vec<NodeId> {
+        self.long.iter().filter_map(|s| s.node).collect()
+    }
+
+    /// The `ring_links` nearest known ring nodes clockwise and
+    /// counter-clockwise (nearest first).
+    pub fn ring_view(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        self.ring_neighbours(self.cfg.ring_links)
+    }
+
     /// Current links with their kinds, in ring order from this node.
     pub fn neighbours(&self) -> Vec<Neighbour> {
         let (succ, pred) = self.ring_neighbours(self.cfg.ring_links);
@@ -383,7 +559,7 @@ impl Overlay {
             .map(|(id, l)| Neighbour {
                 node: *id,
                 name: l.hello.as_ref().map(|h| h.name.clone()).unwrap_or_default(),
-                kind: Self::kind_of(*id, l, &succ, &pred),
+                kind: self.kind_of(*id, l, &succ, &pred),
                 role: l.hello.as_ref().map(|h| h.role),
                 mac: l.hello.as_ref().and_then(|h| h.mac),
                 addr: l.addr,
@@ -401,6 +577,20 @@ impl Overlay {
         self.switch.lookup(now, mac)
     }
 
+    /// The link a message for ring position `target` goes to next (greedy
+    /// with 1-lookahead), or `None` when this node is the closest it
+    /// knows of.
+    pub fn next_hop(&self, target: NodeId) -> Option<NodeId> {
+        self.route(target, &[])
+    }
+
+    /// [`Self::next_hop`] for a message that arrived from `from`: never
+    /// straight back (stale lookahead lists could otherwise bounce a
+    /// message between two nodes until its hop limit).
+    pub fn next_hop_from(&self, target: NodeId, from: NodeId) -> Option<NodeId> {
+        self.route(target, &[from])
+    }
+
     // ------------------------------------------------------------ outputs
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -411,28 +601,18 @@ impl Overlay {
         self.events.pop_front()
     }
 
-    /// The one deadline: call `handle_timeout` at (or after) it.
+    /// The one deadline: call `handle_timeout` at (or after) it. Member
+    /// opens, lookups and long-link retries are checked at the refresh
+    /// tick (`refresh_interval` granularity).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.next_refresh.min(self.next_keepalive);
-        let mut consider = |x: Option<Instant>| {
-            if let Some(x) = x {
-                t = t.min(x);
-            }
-        };
         for i in &self.introducers {
             if i.node.is_none() {
-                consider(i.pending.map(|p| p + self.cfg.open_timeout));
-                if i.pending.is_none() {
-                    consider(i.retry_at);
+                if let Some(p) = i.pending {
+                    t = t.min(p + self.cfg.open_timeout);
+                } else if let Some(r) = i.retry_at {
+                    t = t.min(r);
                 }
-            }
-        }
-        for m in self.members.values() {
-            consider(m.pending.map(|p| p + self.cfg.open_timeout));
-            // Retry deadlines matter only for members the policy wants; the
-            // policy runs at each refresh anyway, so only earlier ones count.
-            if m.pending.is_none() {
-                consider(m.retry_at);
             }
         }
         Some(t)
@@ -440,7 +620,8 @@ impl Overlay {
 
     // ------------------------------------------------------------ inputs
 
-    /// Timers fired: expire opens, retry, refresh the policy, keepalive.
+    /// Timers fired: expire opens and lookups, retry, refresh the policy,
+    /// keepalive.
     pub fn handle_timeout(&mut self, now: Instant) {
         let timeout = self.cfg.open_timeout;
         for idx in 0..self.introducers.len() {
@@ -452,29 +633,16 @@ impl Overlay {
                 self.introducer_failed(now, idx);
             }
         }
-        let expired: Vec<NodeId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.pending.is_some_and(|p| now >= p + timeout))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            self.member_open_failed(now, id);
-        }
         self.open_introducers(now);
-        // Elapsed back-off: the member may be opened again by the policy.
-        for m in self.members.values_mut() {
-            if m.retry_at.is_some_and(|r| now >= r) {
-                m.retry_at = None;
-            }
+        if now >= self.next_refresh {
+            self.next_refresh = now + self.cfg.refresh_interval;
+            self.refresh(now);
         }
         if now >= self.next_keepalive {
             self.next_keepalive = now + self.cfg.keepalive_interval;
-            self.send_neighbours();
-        }
-        if now >= self.next_refresh {
-            self.next_refresh = now + self.cfg.refresh_interval;
-            self.switch.expire(now);
+            self.sent_neighbours.clear();
+            self.sent_ring.clear();
+            self.gossip();
         }
         self.run_policy(now);
     }
@@ -490,6 +658,7 @@ impl Overlay {
         remote_addr: SocketAddr,
         is_introducer: bool,
     ) {
+        self.failed_opens.remove(&node);
         if node == self.cfg.node_id {
             // Reached ourselves (e.g. our own address in the introducer list).
             self.actions.push_back(Action::CloseSession { node });
@@ -514,11 +683,8 @@ impl Overlay {
         }
         if let Some(m) = self.members.get_mut(&node) {
             m.pending = None;
-            m.retry_at = None;
-            m.backoff = self.cfg.retry_initial;
-            m.left_reported = false;
-            m.failures = 0;
         }
+        self.forgotten.remove(&node);
         if let Some(l) = self.links.get_mut(&node) {
             l.to_introducer |= is_introducer;
             return;
@@ -531,12 +697,19 @@ impl Overlay {
                 to_introducer: is_introducer,
                 hello: None,
                 neighbours: Vec::new(),
+                peer_want: LinkWant::Release,
+                announced: LinkWant::Release,
+                last_traffic: now,
             },
         );
         let kind = self.link_kind(node);
         self.events.push_back(Event::LinkUp { node, kind });
         let hello = self.hello();
         self.send(node, &hello);
+        if is_introducer && !self.joined {
+            self.start_join(now);
+        }
+        self.run_policy(now);
     }
 
     /// An `OpenSession` failed (unreachable, refused, timed out in the
@@ -552,13 +725,47 @@ impl Overlay {
                 }
             }
         }
+        self.run_policy(now);
+    }
+
+    /// Nodes with a session to us that can forward an IHello to `target`
+    /// (RFC 7016 3.5.1.5): introducers (every member keeps a session to
+    /// them) and links whose last `Neighbours` list names `target`.
+    pub fn forwarders_for(&self, target: NodeId) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(id, l)| {
+                **id != target && (l.is_introducer() || l.neighbours.contains(&target))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        out.truncate(MAX_NEIGHBOURS);
+        out
+    }
+
+    /// Nodes whose opens failed and that have no link yet. An entry stays
+    /// while retries go on, so status does not flap.
+    pub fn open_attempts(&self) -> Vec<OpenAttempt> {
+        if self.cfg.role == Role::Introducer {
+            return Vec::new();
+        }
+        self.failed_opens
+            .iter()
+            .filter(|(id, _)| !self.links.contains_key(id))
+            .map(|(id, f)| OpenAttempt {
+                node: *id,
+                failures: *f,
+                pending: self.members.get(id).is_some_and(|m| m.pending.is_some()),
+            })
+            .collect()
     }
 
     /// The last session to `node` is gone.
     pub fn peer_down(&mut self, now: Instant, node: NodeId) {
-        if self.links.remove(&node).is_none() {
+        let Some(link) = self.links.remove(&node) else {
             return;
-        }
+        };
         self.switch.forget_node(node);
         self.events.push_back(Event::LinkDown { node });
         for i in self.introducers.iter_mut().filter(|i| i.node == Some(node)) {
@@ -567,14 +774,12 @@ impl Overlay {
             i.retry_at = Some(now + jitter(&mut self.rng, i.backoff));
             i.backoff = (i.backoff * 2).min(self.cfg.retry_max);
         }
-        if self.cfg.role == Role::Introducer {
-            self.remove_member(node, true);
-        } else if self.members.get(&node).is_some_and(|m| m.left_reported) {
-            self.remove_member(node, false);
-        } else if let Some(m) = self.members.get_mut(&node) {
-            m.pending = None;
-            m.retry_at = Some(now + jitter(&mut self.rng, m.backoff));
-            m.backoff = (m.backoff * 2).min(self.cfg.retry_max);
+        self.link_lost(now, node);
+        let wanted = link.announced != LinkWant::Release || link.peer_want != LinkWant::Release;
+        if self.cfg.role == Role::Introducer || wanted {
+            // A failure (not a close of a link nobody wanted): do not take
+            // the node back from stale gossip for a while.
+            self.forget(now, node);
         }
         self.run_policy(now);
     }
@@ -597,40 +802,36 @@ impl Overlay {
             Message::Hello(h) => self.on_hello(now, from, h),
             Message::Members(list) => {
                 for m in list {
-                    self.upsert_member(m);
-                }
-                let from_introducer = self.links.get(&from).is_some_and(|l| {
-                    l.to_introducer || l.hello.as_ref().is_some_and(|h| h.role == Role::Introducer)
-                });
-                if from_introducer && !self.joined {
-                    self.joined = true;
-                    self.events.push_back(Event::Joined);
+                    self.learn(now, m);
                 }
             }
             Message::MemberJoined(m) => {
-                self.upsert_member(m);
+                self.learn(now, m);
             }
             Message::MemberLeft(id) => {
-                if self.links.contains_key(&id) {
-                    if let Some(m) = self.members.get_mut(&id) {
-                        m.left_reported = true;
-                    }
-                } else {
-                    self.remove_member(id, false);
+                if !self.links.contains_key(&id) {
+                    self.remove_member(id);
                 }
             }
             Message::Leaving => {
-                self.remove_member(from, self.cfg.role == Role::Introducer);
                 self.links.remove(&from);
                 self.switch.forget_node(from);
                 self.events.push_back(Event::LinkDown { node: from });
                 self.actions.push_back(Action::CloseSession { node: from });
+                self.link_lost(now, from);
+                self.forget(now, from);
             }
-            Message::Neighbours(ids) => {
+            Message::Neighbours(mut ids) => {
                 if let Some(l) = self.links.get_mut(&from) {
+                    ids.retain(|i| *i != from);
                     l.neighbours = ids;
                 }
             }
+            Message::Lookup(l) => self.on_lookup(now, from, l),
+            Message::LookupReply(r) => self.on_lookup_reply(now, from, r),
+            Message::LinkRequest(want) => self.on_link_request(now, from, want),
+            Message::LinkReject { kind, reason } => self.on_link_reject(now, from, kind, reason),
+            Message::Ring(list) => self.on_ring(now, from, list),
         }
         self.run_policy(now);
     }
@@ -685,28 +886,34 @@ impl Overlay {
         }
         let d = self.switch.decide(now, frame);
         match d {
-            Forward::Unicast(n) if self.links.get(&n).is_some_and(Link::takes_frames) => {
-                out.push(FrameSend {
-                    to: n,
-                    header: FrameHeader::Direct,
-                });
-                d
+            Forward::Unicast(n) => {
+                if let Some(l) = self.links.get_mut(&n).filter(|l| l.takes_frames()) {
+                    l.last_traffic = now;
+                    out.push(FrameSend {
+                        to: n,
+                        header: FrameHeader::Direct,
+                    });
+                    return d;
+                }
+                self.count_demand(now, n, frame.len());
+                if let Some(hop) = self.route(n, &[]) {
+                    self.stats.routed_sent += 1;
+                    out.push(FrameSend {
+                        to: hop,
+                        header: FrameHeader::Routed(RoutedHeader {
+                            origin: self.cfg.node_id,
+                            destination: n,
+                            hop_limit: self.cfg.route_hop_limit,
+                        }),
+                    });
+                    return d;
+                }
+                // No route (no ring links yet): flood it.
+                self.flood_from_here(out);
+                Forward::Flood
             }
-            Forward::Unicast(_) | Forward::Flood => {
-                // Unknown unicast, group address, or a learnt node we have no
-                // link to: bounded flood from here.
-                self.flood_seq = self.flood_seq.wrapping_add(1);
-                let me = self.cfg.node_id;
-                self.seen.insert((me, self.flood_seq));
-                let bound = me;
-                self.plan_flood(
-                    me,
-                    self.flood_seq,
-                    bound,
-                    self.cfg.flood_hop_limit,
-                    None,
-                    out,
-                );
+            Forward::Flood => {
+                self.flood_from_here(out);
                 Forward::Flood
             }
             Forward::Local => {
@@ -720,16 +927,17 @@ impl Overlay {
         }
     }
 
-    /// A frame-flow message from `from`. Returns the Ethernet frame to write
-    /// to the TAP, and fills `out` (cleared first) with the flood
-    /// forwards to make with that same frame.
+    /// A frame-flow message from `from`. Returns the Ethernet frame and
+    /// whether to write it to the TAP, and fills `out` (cleared first) with
+    /// the transmissions to make with that same frame (flood forwards, or
+    /// the next hop of a routed frame).
     pub fn frame_from_peer<'m>(
         &mut self,
         now: Instant,
         from: NodeId,
         msg: &'m [u8],
         out: &mut Vec<FrameSend>,
-    ) -> Result<&'m [u8], DropReason> {
+    ) -> Result<Received<'m>, DropReason> {
         out.clear();
         self.stats.frames_from_peers += 1;
         let r = self.frame_from_peer_inner(now, from, msg, out);
@@ -745,7 +953,7 @@ impl Overlay {
         from: NodeId,
         msg: &'m [u8],
         out: &mut Vec<FrameSend>,
-    ) -> Result<&'m [u8], DropReason> {
+    ) -> Result<Received<'m>, DropReason> {
         if self.cfg.mac.is_none() || !self.links.contains_key(&from) {
             return Err(DropReason::NoTap);
         }
@@ -754,6 +962,9 @@ impl Overlay {
             FrameHeader::Direct => {
                 if let Some(r) = self.switch.ingress(now, from, frame) {
                     return Err(r);
+                }
+                if let Some(l) = self.links.get_mut(&from) {
+                    l.last_traffic = now;
                 }
             }
             FrameHeader::Flood(h) => {
@@ -770,8 +981,55 @@ impl Overlay {
                     self.stats.flood_forwarded += out.len() as u64;
                 }
             }
+            FrameHeader::Routed(h) => {
+                if h.destination == self.cfg.node_id {
+                    if let Some(r) = self.switch.ingress(now, h.origin, frame) {
+                        return Err(r);
+                    }
+                    self.stats.routed_delivered += 1;
+                    return Ok(Received {
+                        frame,
+                        to_tap: true,
+                    });
+                }
+                if h.hop_limit <= 1 {
+                    return Err(DropReason::Duplicate);
+                }
+                let Some(hop) = self
+                    .links
+                    .get(&h.destination)
+                    .filter(|l| l.takes_frames())
+                    .map(|_| h.destination)
+                    .or_else(|| self.route(h.destination, &[from]))
+                else {
+                    self.stats.no_route += 1;
+                    return Err(DropReason::NoRoute);
+                };
+                self.stats.routed_forwarded += 1;
+                out.push(FrameSend {
+                    to: hop,
+                    header: FrameHeader::Routed(RoutedHeader {
+                        hop_limit: h.hop_limit - 1,
+                        ..h
+                    }),
+                });
+                return Ok(Received {
+                    frame,
+                    to_tap: false,
+                });
+            }
         }
-        Ok(frame)
+        Ok(Received {
+            frame,
+            to_tap: true,
+        })
+    }
+
+    fn flood_from_here(&mut self, out: &mut Vec<FrameSend>) {
+        self.flood_seq = self.flood_seq.wrapping_add(1);
+        let me = self.cfg.node_id;
+        self.seen.insert((me, self.flood_seq));
+        self.plan_flood(me, self.flood_seq, me, self.cfg.flood_hop_limit, None, out);
     }
 
     /// Bounded flood (DESIGN.md "Bounded flood"): the frame-taking links
@@ -814,6 +1072,340 @@ impl Overlay {
         }
     }
 
+    /// Count unicast traffic to an unlinked node; past the threshold, want
+    /// an on-demand link to it.
+    fn count_demand(&mut self, now: Instant, node: NodeId, len: usize) {
+        if self.cfg.on_demand_frames == 0 && self.cfg.on_demand_bytes == 0 {
+            return;
+        }
+        if self.on_demand.contains_key(&node) {
+            return;
+        }
+        if self.demand.len() >= 1024 && !self.demand.contains_key(&node) {
+            // Bounded: a burst of destinations restarts the count.
+            self.demand.clear();
+        }
+        let interval = self.cfg.on_demand_interval;
+        let d = self.demand.entry(node).or_insert(Demand {
+            start: now,
+            frames: 0,
+            bytes: 0,
+        });
+        if now.saturating_duration_since(d.start) >= interval {
+            *d = Demand {
+                start: now,
+                frames: 0,
+                bytes: 0,
+            };
+        }
+        d.frames = d.frames.saturating_add(1);
+        d.bytes = d.bytes.saturating_add(len as u64);
+        let hit = (self.cfg.on_demand_frames > 0 && d.frames >= self.cfg.on_demand_frames)
+            || (self.cfg.on_demand_bytes > 0 && d.bytes >= self.cfg.on_demand_bytes);
+        if hit && !self.leaving {
+            self.demand.remove(&node);
+            self.on_demand.insert(node, now);
+            self.events.push_back(Event::OnDemandWanted { node });
+            if self.members.contains_key(&node) {
+                self.open_member(now, node);
+            } else {
+                self.start_lookup(now, node, Purpose::Resolve(node));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ routing
+
+    /// Greedy next hop towards `target` among ring links (1-lookahead),
+    /// skipping `exclude`.
+    fn route(&self, target: NodeId, exclude: &[NodeId]) -> Option<NodeId> {
+        let me = self.cfg.node_id;
+        let in_ring = self.in_ring();
+        if self.links.len() > WIDE_LINKS {
+            // Very many links (an introducer): the nearest on each side of
+            // the target are the only useful candidates.
+            let near = nearest_links(&self.links, target, WIDE_CANDIDATES);
+            let cands = near.iter().filter_map(|id| {
+                self.links.get(id).map(|l| Candidate {
+                    node: *id,
+                    neighbours: &l.neighbours,
+                })
+            });
+            return routing::next_hop(me, in_ring, target, cands, exclude);
+        }
+        let cands = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.takes_frames())
+            .map(|(id, l)| Candidate {
+                node: *id,
+                neighbours: &l.neighbours,
+            });
+        routing::next_hop(me, in_ring, target, cands, exclude)
+    }
+
+    fn start_join(&mut self, now: Instant) {
+        if self.cfg.role == Role::Introducer
+            || self.leaving
+            || self.lookups.values().any(|p| p.purpose == Purpose::Join)
+        {
+            return;
+        }
+        let me = self.cfg.node_id;
+        self.start_lookup(now, me, Purpose::Join);
+    }
+
+    /// Send a lookup for `target`. A join goes through an introducer; other
+    /// lookups are routed from here. When this node is itself the closest,
+    /// the lookup is answered locally.
+    fn start_lookup(&mut self, now: Instant, target: NodeId, purpose: Purpose) -> Option<u64> {
+        let nonce = self.rng.u64();
+        self.start_lookup_with(now, nonce, target, purpose)
+    }
+
+    /// [`Self::start_lookup`] with a nonce chosen by the caller (a long
+    /// slot records it first so that a local answer finds the slot).
+    fn start_lookup_with(
+        &mut self,
+        now: Instant,
+        nonce: u64,
+        target: NodeId,
+        purpose: Purpose,
+    ) -> Option<u64> {
+        let me = self.cfg.node_id;
+        let hop = if purpose == Purpose::Join {
+            self.introducers.iter().find_map(|i| i.node)
+        } else {
+            self.route(target, &[me])
+        };
+        self.stats.lookups_started += 1;
+        match hop {
+            Some(h) => {
+                self.lookups.insert(
+                    nonce,
+                    PendingLookup {
+                        purpose,
+                        target,
+                        sent: now,
+                    },
+                );
+                self.send(
+                    h,
+                    &Message::Lookup(Lookup {
+                        nonce,
+                        target,
+                        path: vec![me],
+                    }),
+                );
+                Some(nonce)
+            }
+            None if purpose == Purpose::Join => None,
+            None => {
+                let members = self.reply_members(target);
+                self.lookup_done(
+                    now,
+                    PendingLookup {
+                        purpose,
+                        target,
+                        sent: now,
+                    },
+                    nonce,
+                    members,
+                );
+                None
+            }
+        }
+    }
+
+    fn on_lookup(&mut self, now: Instant, from: NodeId, mut l: Lookup) {
+        let _ = now;
+        let me = self.cfg.node_id;
+        if l.path.last() != Some(&from) || l.path.contains(&me) {
+            // Malformed or looping lookup.
+            self.stats.bad_control += 1;
+            return;
+        }
+        let hop = if l.path.len() < MAX_PATH {
+            self.route(l.target, &l.path)
+        } else {
+            None
+        };
+        match hop {
+            Some(h) => {
+                self.stats.lookups_forwarded += 1;
+                l.path.push(me);
+                self.send(h, &Message::Lookup(l));
+            }
+            None => {
+                self.stats.lookups_answered += 1;
+                let members = self.reply_members(l.target);
+                self.send(
+                    from,
+                    &Message::LookupReply(LookupReply {
+                        nonce: l.nonce,
+                        target: l.target,
+                        path: l.path,
+                        members,
+                    }),
+                );
+            }
+        }
+    }
+
+    fn on_lookup_reply(&mut self, now: Instant, _from: NodeId, mut r: LookupReply) {
+        let me = self.cfg.node_id;
+        if r.path.last() != Some(&me) {
+            self.stats.bad_control += 1;
+            return;
+        }
+        r.path.pop();
+        if let Some(next) = r.path.last().copied() {
+            // Walk the reply back; a broken path drops it (the asker
+            // retries after its lookup timeout).
+            if self.links.contains_key(&next) {
+                self.send(next, &Message::LookupReply(r));
+            }
+            return;
+        }
+        if let Some(p) = self.lookups.remove(&r.nonce) {
+            if p.target == r.target {
+                self.lookup_done(now, p, r.nonce, r.members);
+            }
+        }
+    }
+
+    /// A lookup of ours was answered with `members` (nearest the target).
+    fn lookup_done(&mut self, now: Instant, p: PendingLookup, nonce: u64, members: Vec<Member>) {
+        let ring_ids: Vec<NodeId> = members
+            .iter()
+            .filter(|m| m.has_tap)
+            .map(|m| m.node_id)
+            .collect();
+        for m in members {
+            self.learn(now, m);
+        }
+        match p.purpose {
+            Purpose::Join => {
+                if !self.joined {
+                    self.joined = true;
+                    self.events.push_back(Event::Joined);
+                }
+            }
+            Purpose::Resolve(_) => {}
+            Purpose::Long => {
+                let me = self.cfg.node_id;
+                let Some(slot) = self.long.iter_mut().find(|s| s.lookup == Some(nonce)) else {
+                    return;
+                };
+                slot.lookup = None;
+                // The manager of the drawn position: the first ring node at
+                // or clockwise after it (Symphony / Chord).
+                let owner = ring::owner(slot.pos, ring_ids.iter().copied())
+                    .or_else(|| ring::owner(slot.pos, [me]));
+                match owner {
+                    Some(o) if o != me && !self.forgotten.contains_key(&o) => {
+                        slot.node = Some(o);
+                        slot.attempts = 0;
+                    }
+                    _ => {
+                        // Managed by this node itself: draw again.
+                        slot.attempts += 1;
+                        slot.pos = symphony::draw_target(me, self.n_est, &mut self.rng);
+                        if slot.attempts >= MAX_ATTEMPTS {
+                            slot.retry_at = Some(now + self.cfg.refresh_interval * 6);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The members to answer a lookup for `target` with: this node if it
+    /// is a ring position, then the ring nodes it knows nearest the target
+    /// on each side.
+    fn reply_members(&self, target: NodeId) -> Vec<Member> {
+        let w = self.cfg.ring_links + 1;
+        let mut out = Vec::with_capacity(2 * w + 1);
+        if self.in_ring() {
+            out.push(self.self_member());
+        }
+        let mut ids = nearest_members(&self.members, target, w, true);
+        ids.extend(nearest_members(&self.members, target, w, false));
+        for id in ids {
+            if out.len() >= MAX_RING_MEMBERS {
+                break;
+            }
+            if let Some(m) = self.members.get(&id) {
+                if !out.iter().any(|x: &Member| x.node_id == id) {
+                    out.push(m.info.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn on_link_request(&mut self, _now: Instant, from: NodeId, want: LinkWant) {
+        let cap = 2 * self.long_target().max(1);
+        let incoming_long = self
+            .links
+            .iter()
+            .filter(|(id, l)| **id != from && l.peer_want == LinkWant::Long)
+            .count();
+        let Some(l) = self.links.get_mut(&from) else {
+            return;
+        };
+        if want == LinkWant::Long
+            && l.announced == LinkWant::Release
+            && (incoming_long >= cap || self.cfg.mac.is_none())
+        {
+            l.peer_want = LinkWant::Release;
+            self.stats.link_rejects += 1;
+            self.send(
+                from,
+                &Message::LinkReject {
+                    kind: want,
+                    reason: RejectReason::Capacity,
+                },
+            );
+            return;
+        }
+        let newly_ring = want == LinkWant::Ring && l.peer_want != LinkWant::Ring;
+        l.peer_want = want;
+        if newly_ring && self.in_ring() {
+            // The peer holds us as a ring neighbour: tell it ours so that
+            // it finds any node between us (ring stabilisation).
+            let (succ, pred) = self.ring_neighbours(self.cfg.ring_links);
+            let mut ids = succ;
+            ids.extend(pred);
+            let msg = Message::Ring(
+                ids.iter()
+                    .filter_map(|id| self.members.get(id).map(|m| m.info.clone()))
+                    .collect(),
+            );
+            self.send(from, &msg);
+        }
+    }
+
+    fn on_link_reject(&mut self, now: Instant, from: NodeId, kind: LinkWant, _r: RejectReason) {
+        match kind {
+            LinkWant::Long => {
+                let me = self.cfg.node_id;
+                let n = self.n_est;
+                let retry = now + jitter(&mut self.rng, self.cfg.retry_initial);
+                for s in self.long.iter_mut().filter(|s| s.node == Some(from)) {
+                    s.node = None;
+                    s.attempts += 1;
+                    s.pos = symphony::draw_target(me, n, &mut self.rng);
+                    s.retry_at = Some(retry);
+                }
+            }
+            LinkWant::OnDemand => {
+                self.on_demand.remove(&from);
+            }
+            LinkWant::Release | LinkWant::Ring => {}
+        }
+    }
+
     // ------------------------------------------------------------ internals
 
     fn hello(&self) -> Message {
@@ -824,6 +1416,23 @@ impl Overlay {
             addrs: self.local_addrs.clone(),
             mac: self.cfg.mac,
         })
+    }
+
+    fn self_member(&self) -> Member {
+        Member {
+            node_id: self.cfg.node_id,
+            name: self.cfg.name.clone(),
+            role: self.cfg.role,
+            has_tap: self.cfg.mac.is_some(),
+            addrs: self
+                .local_addrs
+                .iter()
+                .map(|a| TaggedAddr {
+                    origin: AddrOrigin::Local,
+                    addr: *a,
+                })
+                .collect(),
+        }
     }
 
     fn send(&mut self, to: NodeId, msg: &Message) {
@@ -861,18 +1470,46 @@ impl Overlay {
         }
     }
 
+    /// An open to a member failed or timed out: forget it for a while
+    /// (it is gone, or unreachable from here).
     fn member_open_failed(&mut self, now: Instant, id: NodeId) {
-        if let Some(m) = self.members.get_mut(&id) {
-            if m.pending.take().is_some() {
-                self.stats.open_failures += 1;
-                m.failures = m.failures.saturating_add(1);
+        if self.links.contains_key(&id) {
+            if let Some(m) = self.members.get_mut(&id) {
+                m.pending = None;
             }
-            m.retry_at = Some(now + jitter(&mut self.rng, m.backoff));
-            m.backoff = (m.backoff * 2).min(self.cfg.retry_max);
+            return;
+        }
+        if self.members.get(&id).is_some_and(|m| m.pending.is_some()) {
+            self.stats.open_failures += 1;
+        }
+        if self.failed_opens.len() < 1024 || self.failed_opens.contains_key(&id) {
+            *self.failed_opens.entry(id).or_insert(0) += 1;
+        }
+        self.link_lost(now, id);
+        self.forget(now, id);
+    }
+
+    /// Bookkeeping when a link (or the hope of one) to `node` is gone.
+    fn link_lost(&mut self, now: Instant, node: NodeId) {
+        self.on_demand.remove(&node);
+        let retry = now + jitter(&mut self.rng, self.cfg.retry_initial);
+        for s in self.long.iter_mut().filter(|s| s.node == Some(node)) {
+            // Look the same position up again: its new manager.
+            s.node = None;
+            s.retry_at = Some(retry);
         }
     }
 
-    fn on_hello(&mut self, _now: Instant, from: NodeId, h: Hello) {
+    /// Remove `node` from the members and ignore gossip about it for
+    /// `forget_for`.
+    fn forget(&mut self, now: Instant, node: NodeId) {
+        self.forgotten.insert(node, now + self.cfg.forget_for);
+        if !self.links.contains_key(&node) {
+            self.remove_member(node);
+        }
+    }
+
+    fn on_hello(&mut self, now: Instant, from: NodeId, h: Hello) {
         if h.node_id != from {
             // A peer must introduce itself under its session's identity.
             self.stats.bad_control += 1;
@@ -882,7 +1519,6 @@ impl Overlay {
             return;
         };
         let remote = link.addr;
-        let first = link.hello.is_none();
         link.hello = Some(h.clone());
         let mut addrs: Vec<TaggedAddr> = h
             .addrs
@@ -906,50 +1542,68 @@ impl Overlay {
             has_tap: h.mac.is_some(),
             addrs,
         };
-        let changed = self.upsert_member(member.clone());
-        if self.cfg.role != Role::Introducer {
+        self.forgotten.remove(&from);
+        self.learn(now, member);
+    }
+
+    /// A peer's ring neighbours. Learn them; the peer's view of its own
+    /// vicinity also supersedes ours: unlinked members we know strictly
+    /// inside the arc it reports, but that it does not list, are gone.
+    fn on_ring(&mut self, now: Instant, from: NodeId, list: Vec<Member>) {
+        let ids: Vec<NodeId> = list.iter().map(|m| m.node_id).collect();
+        for m in list {
+            self.learn(now, m);
+        }
+        let half = 1u128 << 127;
+        let far_s = ids
+            .iter()
+            .copied()
+            .filter(|x| ring::clockwise(from, *x) < half)
+            .max_by_key(|x| ring::clockwise(from, *x));
+        let far_p = ids
+            .iter()
+            .copied()
+            .filter(|x| ring::clockwise(*x, from) < half)
+            .max_by_key(|x| ring::clockwise(*x, from));
+        let (Some(far_s), Some(far_p)) = (far_s, far_p) else {
+            return;
+        };
+        if ids.len() < 2 * self.cfg.ring_links || far_s == far_p {
             return;
         }
-        if first {
-            // The new member gets the list of everybody else.
-            let others: Vec<Member> = self
-                .members
-                .values()
-                .filter(|m| m.info.node_id != from)
-                .map(|m| m.info.clone())
-                .collect();
-            if others.is_empty() {
-                self.send(from, &Message::Members(Vec::new()));
-            }
-            for chunk in others.chunks(MAX_MEMBERS) {
-                self.send(from, &Message::Members(chunk.to_vec()));
-            }
-        }
-        if changed {
-            let to: Vec<NodeId> = self
-                .links
-                .iter()
-                .filter(|(id, l)| **id != from && l.hello.is_some())
-                .map(|(id, _)| *id)
-                .collect();
-            let msg = Message::MemberJoined(member);
-            for n in to {
-                self.send(n, &msg);
-            }
+        let stale: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, m)| {
+                m.info.has_tap
+                    && m.pending.is_none()
+                    && !self.links.contains_key(id)
+                    && !ids.contains(id)
+                    && **id != from
+                    && ring::between(far_p, **id, far_s)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.remove_member(id);
         }
     }
 
-    /// Add or update a member; true if it is new or changed.
-    fn upsert_member(&mut self, mut m: Member) -> bool {
+    /// Add or update a member (unless it is this node or forgotten).
+    fn learn(&mut self, now: Instant, mut m: Member) {
         if m.node_id == self.cfg.node_id {
-            return false;
+            return;
+        }
+        if let Some(until) = self.forgotten.get(&m.node_id) {
+            if now < *until && !self.links.contains_key(&m.node_id) {
+                return;
+            }
         }
         m.addrs.truncate(MAX_ADDRS);
         match self.members.get_mut(&m.node_id) {
             Some(s) => {
-                s.left_reported = false;
                 if s.info == m {
-                    return false;
+                    return;
                 }
                 // Keep reflexive addresses we observed ourselves.
                 for a in &s.info.addrs {
@@ -957,9 +1611,7 @@ impl Overlay {
                         m.addrs.push(*a);
                     }
                 }
-                let changed = s.info != m;
                 s.info = m;
-                changed
             }
             None => {
                 let node = m.node_id;
@@ -969,131 +1621,191 @@ impl Overlay {
                     MemberState {
                         info: m,
                         pending: None,
-                        retry_at: None,
-                        backoff: self.cfg.retry_initial,
-                        left_reported: false,
-                        failures: 0,
                     },
                 );
                 self.events.push_back(Event::MemberJoined { node, name });
-                true
             }
         }
     }
 
-    fn remove_member(&mut self, id: NodeId, announce: bool) {
-        if self.members.remove(&id).is_none() {
+    fn remove_member(&mut self, id: NodeId) {
+        if self.members.remove(&id).is_some() {
+            self.events.push_back(Event::MemberLeft { node: id });
+        }
+    }
+
+    /// Send `Neighbours` (ring-link ids, for lookahead) to every ring link
+    /// and `Ring` (the nearest nodes with addresses) to the ring
+    /// neighbours, when they changed since last sent.
+    fn gossip(&mut self) {
+        if !self.in_ring() {
             return;
         }
-        self.events.push_back(Event::MemberLeft { node: id });
-        if announce {
+        let mut ids: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.takes_frames())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.truncate(MAX_NEIGHBOURS);
+        if ids != self.sent_neighbours {
+            let msg = Message::Neighbours(ids.clone());
+            for n in &ids {
+                self.send(*n, &msg);
+            }
+            self.sent_neighbours = ids;
+        }
+        let (succ, pred) = self.ring_neighbours(self.cfg.ring_links);
+        let mut ring_ids = succ;
+        ring_ids.extend(pred);
+        if ring_ids != self.sent_ring {
+            // To our ring neighbours and to every peer that holds us as
+            // one of its ring neighbours.
             let to: Vec<NodeId> = self
                 .links
                 .iter()
-                .filter(|(n, l)| **n != id && l.hello.is_some())
-                .map(|(n, _)| *n)
+                .filter(|(id, l)| {
+                    l.hello.is_some() && (l.peer_want == LinkWant::Ring || ring_ids.contains(id))
+                })
+                .map(|(id, _)| *id)
                 .collect();
+            self.sent_ring = ring_ids;
+            let msg = self.ring_message();
             for n in to {
-                self.send(n, &Message::MemberLeft(id));
-            }
-        }
-    }
-
-    fn send_neighbours(&mut self) {
-        let mut ids: Vec<NodeId> = self.links.keys().copied().collect();
-        ids.truncate(MAX_NEIGHBOURS);
-        let msg = Message::Neighbours(ids.clone());
-        for n in ids {
-            if self.links.get(&n).is_some_and(|l| l.hello.is_some()) {
                 self.send(n, &msg);
             }
         }
     }
 
-    /// Members the policy may link to: those with a TAP.
-    fn candidates(&self) -> Vec<NodeId> {
-        self.members
-            .values()
-            .filter(|m| m.info.has_tap)
-            .map(|m| m.info.node_id)
-            .collect()
+    /// `Ring`: this node's ring neighbours with their addresses.
+    fn ring_message(&self) -> Message {
+        Message::Ring(
+            self.sent_ring
+                .iter()
+                .filter_map(|id| self.members.get(id).map(|m| m.info.clone()))
+                .take(MAX_RING_MEMBERS)
+                .collect(),
+        )
     }
 
-    fn ring_neighbours(&self, k: usize) -> (Vec<NodeId>, Vec<NodeId>) {
-        let c = self.candidates();
-        let me = self.cfg.node_id;
-        (ring::successors(me, &c, k), ring::predecessors(me, &c, k))
-    }
-
-    /// Nodes with a session to us that can forward an IHello to `target`
-    /// (RFC 7016 3.5.1.5): introducers (every member keeps a session to
-    /// them) and links whose last `Neighbours` list names `target`.
-    pub fn forwarders_for(&self, target: NodeId) -> Vec<NodeId> {
-        let mut out: Vec<NodeId> = self
-            .links
+    /// The periodic part of the policy: open and lookup deadlines, idle
+    /// on-demand links, member pruning, size estimate, gossip.
+    fn refresh(&mut self, now: Instant) {
+        self.switch.expire(now);
+        self.forgotten.retain(|_, until| now < *until);
+        let timeout = self.cfg.open_timeout;
+        let expired: Vec<NodeId> = self
+            .members
             .iter()
-            .filter(|(id, l)| {
-                **id != target
-                    && (l.to_introducer
-                        || l.hello.as_ref().is_some_and(|h| h.role == Role::Introducer)
-                        || l.neighbours.contains(&target))
-            })
+            .filter(|(_, m)| m.pending.is_some_and(|p| now >= p + timeout))
             .map(|(id, _)| *id)
             .collect();
-        out.truncate(MAX_NEIGHBOURS);
-        out
-    }
-
-    /// Members the policy wants a link to whose opens have failed at least
-    /// once and that have no link yet. An entry stays while retries go on
-    /// with back-off, so status does not flap.
-    pub fn open_attempts(&self) -> Vec<OpenAttempt> {
-        if self.cfg.role == Role::Introducer {
-            return Vec::new();
+        for id in expired {
+            self.member_open_failed(now, id);
         }
-        self.desired_links()
-            .into_iter()
-            .filter(|id| !self.links.contains_key(id))
-            .filter_map(|id| {
-                let m = self.members.get(&id)?;
-                (m.failures > 0).then_some(OpenAttempt {
-                    node: id,
-                    failures: m.failures,
-                    pending: m.pending.is_some(),
-                })
-            })
-            .collect()
-    }
-
-    /// The members the starter policy wants links to: the nearest on the
-    /// ring, successors and predecessors alternately, up to `max_links`.
-    pub fn desired_links(&self) -> Vec<NodeId> {
-        let max = self.cfg.max_links;
-        let (succ, pred) = self.ring_neighbours(max);
-        let mut want: Vec<NodeId> = Vec::with_capacity(max);
-        let mut s = succ.into_iter();
-        let mut p = pred.into_iter();
-        while want.len() < max {
-            let (a, b) = (s.next(), p.next());
-            if a.is_none() && b.is_none() {
-                break;
-            }
-            for x in [a, b].into_iter().flatten() {
-                if want.len() < max && !want.contains(&x) {
-                    want.push(x);
+        let lt = self.cfg.lookup_timeout;
+        let stale: Vec<(u64, PendingLookup)> = self
+            .lookups
+            .iter()
+            .filter(|(_, p)| now >= p.sent + lt)
+            .map(|(n, p)| (*n, *p))
+            .collect();
+        for (nonce, p) in stale {
+            self.lookups.remove(&nonce);
+            if p.purpose == Purpose::Long {
+                for s in self.long.iter_mut().filter(|s| s.lookup == Some(nonce)) {
+                    s.lookup = None;
                 }
             }
         }
-        want
+        // Elapsed give-ups on long slots.
+        for s in &mut self.long {
+            if s.retry_at.is_some_and(|r| now >= r) {
+                s.retry_at = None;
+                if s.attempts >= MAX_ATTEMPTS {
+                    s.attempts = 0;
+                }
+            }
+        }
+        // Idle or never-established on-demand links.
+        let idle = self.cfg.on_demand_idle;
+        let give_up = self.cfg.open_timeout + self.cfg.lookup_timeout;
+        let links = &self.links;
+        self.on_demand.retain(|id, since| match links.get(id) {
+            Some(l) => now.saturating_duration_since(l.last_traffic) < idle,
+            None => now.saturating_duration_since(*since) < give_up,
+        });
+        self.prune_members();
+        if self.in_ring() && self.joined && self.cfg.role == Role::Node {
+            let has_ring_link = self
+                .links
+                .values()
+                .any(|l| l.takes_frames() && !l.is_introducer());
+            if !has_ring_link && self.members.values().all(|m| m.pending.is_none()) {
+                // Isolated (everyone near failed): join again.
+                self.start_join(now);
+            }
+        }
+        if !self.joined {
+            self.start_join(now);
+        }
+        self.gossip();
     }
 
-    fn kind_of(id: NodeId, l: &Link, succ: &[NodeId], pred: &[NodeId]) -> LinkKind {
+    /// Keep only the members the policy can use: linked peers, opens in
+    /// flight, long-link and on-demand targets, and the nearest ring nodes
+    /// (twice `ring_links` on each side, for the size estimate).
+    fn prune_members(&mut self) {
+        let w = 2 * self.cfg.ring_links;
+        let me = self.cfg.node_id;
+        let mut keep: HashSet<NodeId> = nearest_members(&self.members, me, w, true)
+            .into_iter()
+            .collect();
+        keep.extend(nearest_members(&self.members, me, w, false));
+        keep.extend(self.long.iter().filter_map(|s| s.node));
+        keep.extend(self.on_demand.keys().copied());
+        let links = &self.links;
+        let before = self.members.len();
+        let mut gone = Vec::new();
+        self.members.retain(|id, m| {
+            let k = links.contains_key(id) || m.pending.is_some() || keep.contains(id);
+            if !k {
+                gone.push(*id);
+            }
+            k
+        });
+        debug_assert_eq!(before, self.members.len() + gone.len());
+        for id in gone {
+            self.events.push_back(Event::MemberLeft { node: id });
+        }
+    }
+
+    /// The `k` nearest ring members (with TAP) clockwise and
+    /// counter-clockwise.
+    fn ring_neighbours(&self, k: usize) -> (Vec<NodeId>, Vec<NodeId>) {
+        let me = self.cfg.node_id;
+        (
+            nearest_after(&self.members, me, k, true),
+            nearest_after(&self.members, me, k, false),
+        )
+    }
+
+    /// Current number of long links wanted (k).
+    fn long_target(&self) -> usize {
+        symphony::long_link_count(self.n_est, self.cfg.long_links_min, self.cfg.long_links_max)
+    }
+
+    fn kind_of(&self, id: NodeId, l: &Link, succ: &[NodeId], pred: &[NodeId]) -> LinkKind {
         if succ.contains(&id) {
             LinkKind::Successor
         } else if pred.contains(&id) {
             LinkKind::Predecessor
-        } else if l.to_introducer || l.hello.as_ref().is_some_and(|h| h.role == Role::Introducer) {
+        } else if l.is_introducer() {
             LinkKind::Introducer
+        } else if l.peer_want == LinkWant::Long || self.long.iter().any(|s| s.node == Some(id)) {
+            LinkKind::Long
+        } else if l.peer_want == LinkWant::OnDemand || self.on_demand.contains_key(&id) {
+            LinkKind::OnDemand
         } else {
             LinkKind::Other
         }
@@ -1102,60 +1814,220 @@ impl Overlay {
     fn link_kind(&self, id: NodeId) -> LinkKind {
         let (succ, pred) = self.ring_neighbours(self.cfg.ring_links);
         match self.links.get(&id) {
-            Some(l) => Self::kind_of(id, l, &succ, &pred),
+            Some(l) => self.kind_of(id, l, &succ, &pred),
             None => LinkKind::Other,
         }
     }
 
-    /// The starter link policy: open missing wanted links (respecting
-    /// backoff), close surplus unwanted ones. Introducers only accept.
+    fn open_member(&mut self, now: Instant, id: NodeId) {
+        if self.links.contains_key(&id) || self.leaving {
+            return;
+        }
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        if m.pending.is_some() {
+            return;
+        }
+        m.pending = Some(now);
+        self.stats.opens += 1;
+        self.actions.push_back(Action::OpenSession {
+            node: Some(id),
+            addrs: m.info.addrs.iter().map(|a| a.addr).collect(),
+        });
+    }
+
+    /// Size estimate, long-link count and draws (Symphony).
+    fn update_long_links(&mut self, now: Instant) {
+        let me = self.cfg.node_id;
+        let w = 2 * self.cfg.ring_links;
+        let succ = nearest_after(&self.members, me, w, true);
+        let pred = nearest_after(&self.members, me, w, false);
+        self.n_est = symphony::estimate_n(me, &succ, &pred);
+        if succ.is_empty() {
+            return;
+        }
+        let ratio = self.n_est / self.n_drawn.max(f64::MIN_POSITIVE);
+        if self.n_drawn == 0.0 || !(0.5..2.0).contains(&ratio) {
+            // The estimate changed by 2x: redraw every long link.
+            self.n_drawn = self.n_est;
+            for s in &mut self.long {
+                s.pos = symphony::draw_target(me, self.n_est, &mut self.rng);
+                s.node = None;
+                s.attempts = 0;
+                s.retry_at = None;
+            }
+        }
+        let k = self.long_target();
+        self.long.truncate(k);
+        while self.long.len() < k {
+            let pos = symphony::draw_target(me, self.n_est, &mut self.rng);
+            self.long.push(LongSlot {
+                pos,
+                node: None,
+                lookup: None,
+                retry_at: None,
+                attempts: 0,
+            });
+        }
+        for i in 0..self.long.len() {
+            let Some(s) = self.long.get(i) else {
+                continue;
+            };
+            if s.node.is_some() || s.lookup.is_some() || s.retry_at.is_some_and(|r| now < r) {
+                continue;
+            }
+            let pos = s.pos;
+            let nonce = self.rng.u64();
+            if let Some(s) = self.long.get_mut(i) {
+                s.lookup = Some(nonce);
+            }
+            if self
+                .start_lookup_with(now, nonce, pos, Purpose::Long)
+                .is_none()
+            {
+                // Answered here: `lookup_done` settled the slot.
+                if let Some(s) = self.long.get_mut(i).filter(|s| s.lookup == Some(nonce)) {
+                    s.lookup = None;
+                }
+            }
+        }
+    }
+
+    /// The link policy: ring neighbours, long links, on-demand links; open
+    /// what is missing, tell peers what each link is for, close links
+    /// neither end wants. Introducers only accept.
     fn run_policy(&mut self, now: Instant) {
         if self.cfg.role == Role::Introducer || self.leaving {
             return;
         }
-        let want = self.desired_links();
-        for id in &want {
-            if self.links.contains_key(id) {
-                continue;
-            }
-            let Some(m) = self.members.get_mut(id) else {
-                continue;
-            };
-            if m.pending.is_some() || m.retry_at.is_some_and(|r| now < r) {
-                continue;
-            }
-            m.pending = Some(now);
-            m.retry_at = None;
-            self.stats.opens += 1;
-            self.actions.push_back(Action::OpenSession {
-                node: Some(*id),
-                addrs: m.info.addrs.iter().map(|a| a.addr).collect(),
-            });
+        if self.joined && self.in_ring() {
+            self.update_long_links(now);
         }
-        // Surplus: links beyond max_links that the policy does not want
-        // and that are not introducer sessions; farthest first.
-        let is_intro = |l: &Link| {
-            l.to_introducer || l.hello.as_ref().is_some_and(|h| h.role == Role::Introducer)
-        };
-        let member_links = self.links.values().filter(|l| !is_intro(l)).count();
-        if member_links > self.cfg.max_links {
-            let me = self.cfg.node_id;
-            let mut surplus: Vec<NodeId> = self
-                .links
-                .iter()
-                .filter(|(id, l)| !is_intro(l) && !want.contains(id))
-                .map(|(id, _)| *id)
-                .collect();
-            surplus.sort_by_key(|id| std::cmp::Reverse(ring::ring_distance(me, *id)));
-            surplus.truncate(member_links - self.cfg.max_links);
-            for id in surplus {
-                self.links.remove(&id);
-                self.switch.forget_node(id);
-                self.events.push_back(Event::LinkDown { node: id });
-                self.actions.push_back(Action::CloseSession { node: id });
+        let (succ, pred) = self.ring_neighbours(self.cfg.ring_links);
+        let mut want: Vec<(NodeId, LinkWant)> = Vec::new();
+        for id in succ.iter().chain(pred.iter()) {
+            want.push((*id, LinkWant::Ring));
+        }
+        for s in &self.long {
+            if let Some(n) = s.node {
+                if !want.iter().any(|(w, _)| *w == n) {
+                    want.push((n, LinkWant::Long));
+                }
             }
+        }
+        for n in self.on_demand.keys() {
+            if !want.iter().any(|(w, _)| w == n) {
+                want.push((*n, LinkWant::OnDemand));
+            }
+        }
+        for (id, _) in &want {
+            if !self.links.contains_key(id) {
+                self.open_member(now, *id);
+            }
+        }
+        // Tell peers what their link is for; close what nobody wants.
+        let grace = self.cfg.link_grace;
+        let mut announce = Vec::new();
+        let mut close = Vec::new();
+        for (id, l) in self.links.iter_mut() {
+            if l.is_introducer() || l.hello.is_none() {
+                continue;
+            }
+            let w = want
+                .iter()
+                .find(|(n, _)| n == id)
+                .map(|(_, w)| *w)
+                .unwrap_or(LinkWant::Release);
+            if w != l.announced {
+                l.announced = w;
+                announce.push((*id, w));
+            }
+            if w == LinkWant::Release
+                && l.peer_want == LinkWant::Release
+                && now.saturating_duration_since(l.since) >= grace
+            {
+                close.push(*id);
+            }
+        }
+        for (id, w) in announce {
+            self.send(id, &Message::LinkRequest(w));
+        }
+        for id in close {
+            self.links.remove(&id);
+            self.switch.forget_node(id);
+            self.events.push_back(Event::LinkDown { node: id });
+            self.actions.push_back(Action::CloseSession { node: id });
         }
     }
+}
+
+/// The `k` nearest ring members (with TAP) strictly clockwise
+/// (`clockwise`) or counter-clockwise of `pos`, nearest first.
+fn nearest_after(
+    members: &BTreeMap<NodeId, MemberState>,
+    pos: NodeId,
+    k: usize,
+    clockwise: bool,
+) -> Vec<NodeId> {
+    let tap = |(id, m): (&NodeId, &MemberState)| m.info.has_tap.then_some(*id);
+    let v: Vec<NodeId> = if clockwise {
+        members
+            .range((Bound::Excluded(pos), Bound::Unbounded))
+            .chain(members.range(..pos))
+            .filter_map(tap)
+            .take(k)
+            .collect()
+    } else {
+        members
+            .range(..pos)
+            .rev()
+            .chain(
+                members
+                    .range((Bound::Excluded(pos), Bound::Unbounded))
+                    .rev(),
+            )
+            .filter_map(tap)
+            .take(k)
+            .collect()
+    };
+    v
+}
+
+/// Like [`nearest_after`] but a member at `pos` itself counts (clockwise).
+fn nearest_members(
+    members: &BTreeMap<NodeId, MemberState>,
+    pos: NodeId,
+    k: usize,
+    clockwise: bool,
+) -> Vec<NodeId> {
+    let mut v = Vec::with_capacity(k + 1);
+    if clockwise && members.get(&pos).is_some_and(|m| m.info.has_tap) {
+        v.push(pos);
+    }
+    v.extend(nearest_after(members, pos, k, clockwise));
+    v.truncate(k);
+    v
+}
+
+/// The `k` frame-taking links nearest `pos` on each side.
+fn nearest_links(links: &BTreeMap<NodeId, Link>, pos: NodeId, k: usize) -> Vec<NodeId> {
+    let tap = |(id, l): (&NodeId, &Link)| l.takes_frames().then_some(*id);
+    let mut v: Vec<NodeId> = links
+        .range(pos..)
+        .chain(links.range(..pos))
+        .filter_map(tap)
+        .take(k)
+        .collect();
+    v.extend(
+        links
+            .range(..pos)
+            .rev()
+            .chain(links.range(pos..).rev())
+            .filter_map(tap)
+            .take(k),
+    );
+    v
 }
 
 /// A delay in [d/2, d) so that retries of many nodes spread out.
@@ -1166,399 +2038,10 @@ fn jitter(rng: &mut Rng, d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::{BTreeSet, HashMap};
-
-    /// An in-process network: sessions are pairs of overlays, control
-    /// messages are queued and delivered in order, time is virtual.
-    struct Net {
-        now: Instant,
-        nodes: BTreeMap<NodeId, Overlay>,
-        addr: BTreeMap<NodeId, SocketAddr>,
-        by_addr: HashMap<SocketAddr, NodeId>,
-        sessions: BTreeSet<(NodeId, NodeId)>,
-        queue: VecDeque<(NodeId, NodeId, Vec<u8>)>,
-        introducer: NodeId,
-        macs: BTreeMap<NodeId, Mac>,
-    }
-
-    fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
-        (a.min(b), a.max(b))
-    }
+    use crate::sim::{Sim, SimConfig};
 
     fn rng(seed: u8) -> Rng {
         Rng::from_seed([seed; 32])
-    }
-
-    impl Net {
-        fn new(n: usize, max_links: usize, introducer_tap: bool, seed: u8) -> Net {
-            let now = Instant::now();
-            let mut r = rng(seed);
-            let mut net = Net {
-                now,
-                nodes: BTreeMap::new(),
-                addr: BTreeMap::new(),
-                by_addr: HashMap::new(),
-                sessions: BTreeSet::new(),
-                queue: VecDeque::new(),
-                introducer: NodeId(0),
-                macs: BTreeMap::new(),
-            };
-            let intro_addr: SocketAddr = "198.51.100.7:4910".parse().unwrap();
-            let intro_id = NodeId(u128::from(r.u64()) << 64 | u128::from(r.u64()));
-            let intro_mac = introducer_tap.then_some(Mac([2, 0, 0, 0, 0xff, 0xff]));
-            let cfg = Config::new(intro_id, "intro", Role::Introducer, intro_mac);
-            net.add(intro_id, intro_addr, cfg, seed);
-            net.introducer = intro_id;
-            for i in 0..n {
-                let id = NodeId(u128::from(r.u64()) << 64 | u128::from(r.u64()));
-                let addr = SocketAddr::from(([203, 0, 113, (i + 1) as u8], 4910));
-                let mac = Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
-                let mut cfg = Config::new(id, format!("n{i}"), Role::Node, Some(mac));
-                cfg.introducers = vec![intro_addr];
-                cfg.max_links = max_links;
-                net.add(id, addr, cfg, seed.wrapping_add(i as u8 + 1));
-            }
-            net
-        }
-
-        fn add(&mut self, id: NodeId, addr: SocketAddr, cfg: Config, seed: u8) {
-            if let Some(m) = cfg.mac {
-                self.macs.insert(id, m);
-            }
-            let mut o = Overlay::new(self.now, cfg, rng(seed)).unwrap();
-            o.set_local_addresses(self.now, &[addr]);
-            self.nodes.insert(id, o);
-            self.addr.insert(id, addr);
-            self.by_addr.insert(addr, id);
-        }
-
-        fn ov(&mut self, id: NodeId) -> &mut Overlay {
-            self.nodes.get_mut(&id).unwrap()
-        }
-
-        fn connect(&mut self, a: NodeId, b: NodeId, a_to_introducer: bool) {
-            if !self.sessions.insert(pair(a, b)) {
-                return;
-            }
-            let (now, aa, ba) = (self.now, self.addr[&a], self.addr[&b]);
-            self.ov(a).peer_up(now, b, ba, a_to_introducer);
-            self.ov(b).peer_up(now, a, aa, false);
-        }
-
-        /// Process actions and deliver messages until quiet.
-        fn pump(&mut self) {
-            for _ in 0..1_000_000 {
-                let mut did = false;
-                let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-                for id in ids {
-                    while let Some(a) = self.ov(id).poll_action() {
-                        did = true;
-                        self.apply(id, a);
-                    }
-                    while self.ov(id).poll_event().is_some() {}
-                }
-                while let Some((from, to, bytes)) = self.queue.pop_front() {
-                    did = true;
-                    if self.sessions.contains(&pair(from, to)) {
-                        let now = self.now;
-                        self.ov(to).handle_control(now, from, &bytes);
-                    }
-                }
-                if !did {
-                    return;
-                }
-            }
-            panic!("livelock: the network never went quiet");
-        }
-
-        fn apply(&mut self, from: NodeId, a: Action) {
-            let now = self.now;
-            match a {
-                Action::OpenSession {
-                    node: Some(to),
-                    addrs,
-                } => {
-                    if self.nodes.contains_key(&to) {
-                        assert!(addrs.contains(&self.addr[&to]), "open without the address");
-                        self.connect(from, to, false);
-                    } else {
-                        self.ov(from).open_failed(now, Some(to), &addrs);
-                    }
-                }
-                Action::OpenSession { node: None, addrs } => {
-                    match self.by_addr.get(&addrs[0]).copied() {
-                        Some(to) if self.nodes.contains_key(&to) => self.connect(from, to, true),
-                        _ => self.ov(from).open_failed(now, None, &addrs),
-                    }
-                }
-                Action::CloseSession { node } => {
-                    if self.sessions.remove(&pair(from, node)) && self.nodes.contains_key(&node) {
-                        self.ov(node).peer_down(now, from);
-                    }
-                }
-                Action::SendControl { to, bytes } => {
-                    if self.sessions.contains(&pair(from, to)) {
-                        self.queue.push_back((from, to, bytes));
-                    }
-                }
-            }
-        }
-
-        /// Run timers and traffic up to `until`.
-        fn run_until(&mut self, until: Instant) {
-            self.pump();
-            for _ in 0..100_000 {
-                let next = self
-                    .nodes
-                    .values()
-                    .filter_map(|o| o.poll_timeout())
-                    .min()
-                    .unwrap();
-                if next > until {
-                    self.now = until;
-                    return;
-                }
-                self.now = self.now.max(next);
-                let now = self.now;
-                let due: Vec<NodeId> = self
-                    .nodes
-                    .iter()
-                    .filter(|(_, o)| o.poll_timeout().is_some_and(|t| t <= now))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in due {
-                    self.ov(id).handle_timeout(now);
-                }
-                self.pump();
-            }
-            panic!("timer livelock");
-        }
-
-        fn run_for(&mut self, d: Duration) {
-            let until = self.now + d;
-            self.run_until(until);
-        }
-
-        fn kill(&mut self, id: NodeId) {
-            self.nodes.remove(&id);
-            let now = self.now;
-            let gone: Vec<(NodeId, NodeId)> = self
-                .sessions
-                .iter()
-                .filter(|(a, b)| *a == id || *b == id)
-                .copied()
-                .collect();
-            for (a, b) in gone {
-                self.sessions.remove(&(a, b));
-                let other = if a == id { b } else { a };
-                self.ov(other).peer_down(now, id);
-            }
-        }
-
-        fn tap_nodes(&self) -> Vec<NodeId> {
-            self.nodes
-                .iter()
-                .filter(|(_, o)| o.config().mac.is_some())
-                .map(|(id, _)| *id)
-                .collect()
-        }
-
-        /// The expected policy links of `id`: nearest `max/2` each way.
-        fn expected_links(&self, id: NodeId, max: usize) -> BTreeSet<NodeId> {
-            let all = self.tap_nodes();
-            let k = max / 2;
-            let mut s: BTreeSet<NodeId> = ring::successors(id, &all, k).into_iter().collect();
-            s.extend(ring::predecessors(id, &all, k));
-            s
-        }
-
-        fn linked(&self, id: NodeId) -> BTreeSet<NodeId> {
-            self.nodes[&id]
-                .neighbours()
-                .into_iter()
-                .filter(|n| n.node != self.introducer || n.takes_frames)
-                .map(|n| n.node)
-                .collect()
-        }
-
-        /// Broadcast a frame from `origin` and deliver every resulting
-        /// transmission; returns how often each node wrote it to its TAP.
-        fn broadcast(&mut self, origin: NodeId) -> BTreeMap<NodeId, usize> {
-            let mut frame = Vec::new();
-            frame.extend_from_slice(&Mac::BROADCAST.0);
-            frame.extend_from_slice(&self.macs[&origin].0);
-            frame.extend_from_slice(&[0x08, 0x06, 0, 1, 2, 3]);
-            self.send_frame(origin, &frame)
-        }
-
-        fn send_frame(&mut self, origin: NodeId, frame: &[u8]) -> BTreeMap<NodeId, usize> {
-            let now = self.now;
-            let mut out = Vec::new();
-            self.ov(origin).frame_from_tap(now, frame, &mut out);
-            let mut work: VecDeque<(NodeId, FrameSend)> =
-                out.iter().map(|s| (origin, *s)).collect();
-            let mut writes = BTreeMap::new();
-            let mut buf = vec![0u8; FrameHeader::MAX_LEN + frame.len()];
-            while let Some((from, send)) = work.pop_front() {
-                assert!(
-                    self.sessions.contains(&pair(from, send.to)),
-                    "frame without session"
-                );
-                let n = send.header.encode(&mut buf).unwrap();
-                buf.truncate(n);
-                buf.extend_from_slice(frame);
-                let mut fwd = Vec::new();
-                if let Ok(f) = self.ov(send.to).frame_from_peer(now, from, &buf, &mut fwd) {
-                    assert_eq!(f, frame);
-                    *writes.entry(send.to).or_insert(0) += 1;
-                }
-                work.extend(fwd.into_iter().map(|s| (send.to, s)));
-            }
-            writes
-        }
-    }
-
-    fn check_converged(net: &Net, max_links: usize) {
-        let intro = net.introducer;
-        let all: BTreeSet<NodeId> = net.nodes.keys().copied().collect();
-        for (id, o) in &net.nodes {
-            let members: BTreeSet<NodeId> = o.members().map(|m| m.node_id).collect();
-            let mut want = all.clone();
-            want.remove(id);
-            assert_eq!(members, want, "{id:?} does not know every member");
-            if *id == intro {
-                continue;
-            }
-            assert!(o.is_joined());
-            assert!(o.is_linked(intro), "{id:?} lost its introducer");
-            assert_eq!(
-                net.linked(*id),
-                net.expected_links(*id, max_links),
-                "{id:?} links"
-            );
-            let tap = net.tap_nodes();
-            let succ = ring::successors(*id, &tap, 2);
-            let pred = ring::predecessors(*id, &tap, 2);
-            for n in o.neighbours() {
-                let want = if succ.contains(&n.node) {
-                    LinkKind::Successor
-                } else if pred.contains(&n.node) {
-                    LinkKind::Predecessor
-                } else if n.node == intro {
-                    LinkKind::Introducer
-                } else {
-                    LinkKind::Other
-                };
-                assert_eq!(n.kind, want, "kind of {:?} at {id:?}", n.node);
-            }
-        }
-    }
-
-    #[test]
-    fn fifty_nodes_converge_to_ring_neighbours() {
-        let mut net = Net::new(50, 8, false, 1);
-        net.run_for(Duration::from_secs(60));
-        check_converged(&net, 8);
-        // The introducer (no TAP) is linked to everybody and gets no frames.
-        let intro = net.introducer;
-        assert_eq!(net.nodes[&intro].neighbours().len(), 50);
-        assert!(net.nodes[&intro]
-            .neighbours()
-            .iter()
-            .all(|n| n.takes_frames));
-        let o = net.nodes.keys().copied().find(|n| *n != intro).unwrap();
-        assert!(net.nodes[&o]
-            .neighbours()
-            .iter()
-            .any(|n| n.node == intro && !n.takes_frames && n.kind == LinkKind::Introducer));
-    }
-
-    #[test]
-    fn bounded_flood_reaches_every_node_once() {
-        let mut net = Net::new(50, 8, false, 2);
-        net.run_for(Duration::from_secs(60));
-        let nodes = net.tap_nodes();
-        for origin in nodes.iter().take(5).copied() {
-            let writes = net.broadcast(origin);
-            assert!(!writes.contains_key(&net.introducer));
-            assert!(!writes.contains_key(&origin));
-            for n in &nodes {
-                if *n != origin {
-                    assert_eq!(writes.get(n), Some(&1), "{n:?} from {origin:?}");
-                }
-            }
-        }
-        // A reply to the origin's MAC is now a known unicast.
-        let origin = nodes[0];
-        let far = nodes[25];
-        let mut reply = Vec::new();
-        reply.extend_from_slice(&net.macs[&origin].0);
-        reply.extend_from_slice(&net.macs[&far].0);
-        reply.extend_from_slice(&[0x08, 0x06, 0, 2]);
-        let writes = net.send_frame(far, &reply);
-        assert_eq!(writes.get(&origin), Some(&1));
-        let now = net.now;
-        let origin_mac = net.macs[&origin];
-        assert_eq!(net.ov(far).lookup_mac(now, origin_mac), Some(origin));
-    }
-
-    #[test]
-    fn full_mesh_broadcast_goes_to_each_link_once_without_forwarding() {
-        let mut net = Net::new(50, 64, true, 3);
-        net.run_for(Duration::from_secs(60));
-        let nodes = net.tap_nodes();
-        assert_eq!(nodes.len(), 51);
-        let origin = nodes[7];
-        let linked = net.linked(origin);
-        assert_eq!(linked.len(), 50);
-        let writes = net.broadcast(origin);
-        assert_eq!(writes.keys().copied().collect::<BTreeSet<_>>(), linked);
-        assert!(writes.values().all(|c| *c == 1));
-        assert!(net.nodes.values().all(|o| o.stats().flood_forwarded == 0));
-    }
-
-    #[test]
-    fn dead_nodes_are_removed_and_ring_repairs() {
-        let mut net = Net::new(50, 8, false, 4);
-        net.run_for(Duration::from_secs(60));
-        let victims: Vec<NodeId> = net.tap_nodes().into_iter().step_by(10).take(3).collect();
-        for v in &victims {
-            net.kill(*v);
-        }
-        net.run_for(Duration::from_secs(60));
-        check_converged(&net, 8);
-        for o in net.nodes.values() {
-            for v in &victims {
-                assert!(o.member(*v).is_none());
-            }
-        }
-        // Broadcast still reaches everyone after the repair.
-        let origin = net.tap_nodes()[3];
-        let writes = net.broadcast(origin);
-        assert_eq!(writes.len(), net.tap_nodes().len() - 1);
-        assert!(writes.values().all(|c| *c == 1));
-    }
-
-    #[test]
-    fn polite_leave_and_introducer_restart() {
-        let mut net = Net::new(20, 8, false, 5);
-        net.run_for(Duration::from_secs(30));
-        let leaver = net.tap_nodes()[4];
-        let now = net.now;
-        net.ov(leaver).leave(now);
-        net.pump();
-        net.kill(leaver);
-        net.run_for(Duration::from_secs(30));
-        check_converged(&net, 8);
-        // The introducer goes away and comes back: nodes reconnect.
-        let intro = net.introducer;
-        let cfg = net.nodes[&intro].config().clone();
-        let addr = net.addr[&intro];
-        net.kill(intro);
-        net.run_for(Duration::from_secs(5));
-        net.add(intro, addr, cfg, 99);
-        net.run_for(Duration::from_secs(120));
-        check_converged(&net, 8);
     }
 
     fn node(now: Instant) -> Overlay {
@@ -1571,8 +2054,18 @@ mod tests {
         std::iter::from_fn(|| o.poll_action()).collect()
     }
 
+    fn decode_sends(actions: &[Action]) -> Vec<(NodeId, Message)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SendControl { to, bytes } => Some((*to, Message::decode(bytes).unwrap())),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn failed_opens_back_off() {
+    fn join_goes_through_the_introducer_and_links_the_ring() {
         let t0 = Instant::now();
         let mut o = node(t0);
         let intro: SocketAddr = "198.51.100.7:4910".parse().unwrap();
@@ -1591,67 +2084,127 @@ mod tests {
         assert!(t1 <= t0 + Duration::from_secs(1));
         o.handle_timeout(t1);
         assert_eq!(drain(&mut o).len(), 1);
-        o.open_failed(t1, None, &[intro]);
-        o.handle_timeout(t1 + Duration::from_millis(999));
-        assert!(drain(&mut o).is_empty());
-        o.handle_timeout(t1 + Duration::from_secs(2));
-        assert_eq!(drain(&mut o).len(), 1);
-        // Now up; a member is learnt and its open fails and backs off.
-        let t2 = t1 + Duration::from_secs(2);
-        o.peer_up(t2, NodeId(7), intro, true);
-        let member = Member {
-            node_id: NodeId(200),
-            name: "b".into(),
+        // Up: Hello, then the join lookup for our own id.
+        o.peer_up(t1, NodeId(7), intro, true);
+        let sent = decode_sends(&drain(&mut o));
+        assert!(matches!(sent[0], (NodeId(7), Message::Hello(_))));
+        let Some((_, Message::Lookup(l))) = sent.get(1).cloned() else {
+            panic!("no lookup: {sent:?}");
+        };
+        assert_eq!((l.target, l.path.clone()), (NodeId(100), vec![NodeId(100)]));
+        assert!(!o.is_joined());
+        // The answer names two ring nodes: the node joins and opens both.
+        let m = |id: u128, a: &str| Member {
+            node_id: NodeId(id),
+            name: format!("m{id}"),
             role: Role::Node,
             has_tap: true,
             addrs: vec![TaggedAddr {
                 origin: AddrOrigin::Reflexive,
-                addr: "203.0.113.9:4910".parse().unwrap(),
+                addr: a.parse().unwrap(),
             }],
         };
-        let msg = Message::Members(vec![member]).encode().unwrap();
-        drain(&mut o);
-        o.handle_control(t2, NodeId(7), &msg);
+        let reply = Message::LookupReply(LookupReply {
+            nonce: l.nonce,
+            target: l.target,
+            path: l.path,
+            members: vec![m(200, "203.0.113.2:4910"), m(50, "203.0.113.3:4910")],
+        });
+        o.handle_control(t1, NodeId(7), &reply.encode().unwrap());
         assert!(o.is_joined());
-        let opens = drain(&mut o);
+        let opens: Vec<Action> = drain(&mut o)
+            .into_iter()
+            .filter(|a| matches!(a, Action::OpenSession { .. }))
+            .collect();
+        assert_eq!(opens.len(), 2, "{opens:?}");
         assert_eq!(
-            opens,
-            vec![Action::OpenSession {
-                node: Some(NodeId(200)),
-                addrs: vec!["203.0.113.9:4910".parse().unwrap()]
-            }]
+            o.ring_view(),
+            (vec![NodeId(200), NodeId(50)], vec![NodeId(50), NodeId(200)])
         );
-        // No answer at all: the open times out after open_timeout.
-        o.handle_timeout(t2 + Duration::from_secs(19));
-        assert!(drain(&mut o).is_empty());
-        let t3 = t2 + Duration::from_secs(20);
-        o.handle_timeout(t3);
-        assert!(drain(&mut o).is_empty());
-        o.handle_timeout(t3 + Duration::from_secs(1));
-        assert_eq!(drain(&mut o).len(), 1);
-        assert_eq!(o.stats().open_failures, 3);
-        // Status: listed once an open failed, and still listed while the
-        // retry is in flight (no flapping).
-        let want = vec![OpenAttempt {
-            node: NodeId(200),
-            failures: 1,
-            pending: true,
-        }];
-        assert_eq!(o.open_attempts(), want);
-        // Forwarders: the introducer, plus links that have the target as
-        // a neighbour.
-        assert_eq!(o.forwarders_for(NodeId(200)), vec![NodeId(7)]);
-        let t4 = t3 + Duration::from_secs(2);
-        o.peer_up(t4, NodeId(300), "203.0.113.30:4910".parse().unwrap(), false);
-        let nb = Message::Neighbours(vec![NodeId(200)]).encode().unwrap();
-        o.handle_control(t4, NodeId(300), &nb);
-        assert_eq!(o.forwarders_for(NodeId(200)), vec![NodeId(7), NodeId(300)]);
-        assert_eq!(o.forwarders_for(NodeId(300)), vec![NodeId(7)]);
-        o.open_failed(t4, Some(NodeId(200)), &[]);
-        assert_eq!(o.open_attempts()[0].failures, 2);
-        assert!(!o.open_attempts()[0].pending);
-        o.peer_up(t4, NodeId(200), "203.0.113.9:4910".parse().unwrap(), false);
-        assert!(o.open_attempts().is_empty());
+        // One open fails: the node is forgotten, gossip cannot bring it back
+        // for `forget_for`.
+        o.open_failed(t1, Some(NodeId(200)), &[]);
+        assert!(o.member(NodeId(200)).is_none());
+        let ring = Message::Ring(vec![m(200, "203.0.113.2:4910")]);
+        o.peer_up(t1, NodeId(50), "203.0.113.3:4910".parse().unwrap(), false);
+        o.handle_control(t1, NodeId(50), &ring.encode().unwrap());
+        assert!(o.member(NodeId(200)).is_none());
+        o.handle_timeout(t1 + Duration::from_secs(31));
+        o.handle_control(
+            t1 + Duration::from_secs(31),
+            NodeId(50),
+            &ring.encode().unwrap(),
+        );
+        assert!(o.member(NodeId(200)).is_some());
+    }
+
+    #[test]
+    fn link_requests_capacity_and_release() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        drain(&mut o);
+        let tap_hello = |id: u128| {
+            Message::Hello(Hello {
+                node_id: NodeId(id),
+                name: "p".into(),
+                role: Role::Node,
+                addrs: vec![],
+                mac: Some(Mac([2, 0, 0, 0, 1, id as u8])),
+            })
+            .encode()
+            .unwrap()
+        };
+        // Ring neighbours first (ids next to 100 on both sides), then far
+        // nodes asking for long links. k = 1 here (tiny estimate): at most
+        // 2 incoming long links on links not wanted here.
+        let long = Message::LinkRequest(LinkWant::Long).encode().unwrap();
+        for id in [110u128, 120, u128::MAX - 10, u128::MAX - 20] {
+            o.peer_up(t0, NodeId(id), "203.0.113.9:1".parse().unwrap(), false);
+            o.handle_control(t0, NodeId(id), &tap_hello(id));
+        }
+        for k in 1..=4u128 {
+            let id = k << 120;
+            o.peer_up(t0, NodeId(id), "203.0.113.9:1".parse().unwrap(), false);
+            o.handle_control(t0, NodeId(id), &tap_hello(id));
+            o.handle_control(t0, NodeId(id), &long);
+        }
+        let sent = decode_sends(&drain(&mut o));
+        let rejects: Vec<NodeId> = sent
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::LinkReject { .. }))
+            .map(|(to, _)| *to)
+            .collect();
+        assert_eq!(
+            rejects,
+            vec![NodeId(3 << 120), NodeId(4 << 120)],
+            "{sent:?}"
+        );
+        assert_eq!(o.stats().link_rejects, rejects.len() as u64);
+        let kinds: Vec<LinkKind> = o.neighbours().iter().map(|n| n.kind).collect();
+        assert!(kinds.contains(&LinkKind::Long));
+        // A rejected peer that wants nothing is closed after the grace.
+        let t1 = t0 + Duration::from_secs(11);
+        o.handle_timeout(t1);
+        let closed: Vec<NodeId> = drain(&mut o)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::CloseSession { node } => Some(node),
+                _ => None,
+            })
+            .collect();
+        for r in &rejects {
+            assert!(closed.contains(r), "{r:?} not closed: {closed:?}");
+        }
+        // Release from a long peer that we do not want: closed too.
+        let rel = Message::LinkRequest(LinkWant::Release).encode().unwrap();
+        let keep: Vec<NodeId> = o.neighbours().iter().map(|n| n.node).collect();
+        for id in &keep {
+            o.handle_control(t1, *id, &rel);
+        }
+        let (succ, pred) = o.ring_view();
+        for n in o.neighbours() {
+            assert!(succ.contains(&n.node) || pred.contains(&n.node), "{n:?}");
+        }
     }
 
     #[test]
@@ -1676,6 +2229,22 @@ mod tests {
         });
         o.handle_control(t0, NodeId(7), &h.encode().unwrap());
         assert!(o.member(NodeId(8)).is_none());
+        // A lookup whose path does not end with the sender, or a reply not
+        // addressed to us, is refused.
+        let bad = Message::Lookup(Lookup {
+            nonce: 1,
+            target: NodeId(5),
+            path: vec![NodeId(9)],
+        });
+        o.handle_control(t0, NodeId(7), &bad.encode().unwrap());
+        let bad = Message::LookupReply(LookupReply {
+            nonce: 1,
+            target: NodeId(5),
+            path: vec![NodeId(9)],
+            members: vec![],
+        });
+        o.handle_control(t0, NodeId(7), &bad.encode().unwrap());
+        assert_eq!(o.stats().bad_control, 5);
         // Frames: runts, bad headers and frames from strangers are dropped.
         let mut out = Vec::new();
         assert_eq!(
@@ -1689,6 +2258,18 @@ mod tests {
         assert_eq!(
             o.frame_from_peer(t0, NodeId(55), &[0; 30], &mut out),
             Err(DropReason::NoTap)
+        );
+        // A routed frame for someone else with nowhere to go.
+        let mut msg = [0u8; 60];
+        let h = FrameHeader::Routed(RoutedHeader {
+            origin: NodeId(7),
+            destination: NodeId(1234),
+            hop_limit: 5,
+        });
+        h.encode(&mut msg).unwrap();
+        assert_eq!(
+            o.frame_from_peer(t0, NodeId(7), &msg, &mut out),
+            Err(DropReason::NoRoute)
         );
         assert_eq!(
             o.frame_from_tap(t0, &[1, 2], &mut out),
@@ -1709,5 +2290,95 @@ mod tests {
             Overlay::new(t0, cfg, rng(1)).err(),
             Some(ConfigError::NameTooLong(65))
         );
+        let mut cfg = Config::new(NodeId(1), "i", Role::Introducer, None);
+        cfg.ring_links = 0;
+        assert_eq!(
+            Overlay::new(t0, cfg, rng(1)).err(),
+            Some(ConfigError::NoRingLinks)
+        );
+    }
+
+    fn unicast(dst: u32, src: u32) -> Vec<u8> {
+        let mac = |i: u32| {
+            let b = i.to_be_bytes();
+            [2, 0, b[0], b[1], b[2], b[3]]
+        };
+        let mut f = Vec::new();
+        f.extend_from_slice(&mac(dst));
+        f.extend_from_slice(&mac(src));
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 20]);
+        f
+    }
+
+    #[test]
+    fn routed_unicast_then_on_demand_link() {
+        let mut sim = Sim::new(SimConfig::new(80, 3));
+        sim.join_all(Duration::from_secs(60));
+        assert_eq!(sim.ring_errors(), 0);
+        // Find a pair without a session.
+        let live = sim.live();
+        let (a, b) = live
+            .iter()
+            .flat_map(|a| live.iter().map(move |b| (*a, *b)))
+            .find(|(a, b)| a != b && !sim.node(*a).unwrap().is_linked(sim.id(*b)))
+            .unwrap();
+        // b's broadcast teaches a where b's MAC lives.
+        let f = sim.broadcast(b);
+        assert_eq!((f.reached, f.duplicates), (f.expected, 0));
+        let frame = unicast(b, a);
+        let run = sim.send_frame(a, &frame);
+        assert_eq!(run.writes.len(), 1, "{run:?}");
+        assert_eq!(run.writes.get(&b), Some(&1));
+        assert!(run.messages >= 2, "routed over at least two hops");
+        assert_eq!(sim.node(b).unwrap().stats().routed_delivered, 1);
+        // Past the threshold, a direct session opens; then frames go direct.
+        let threshold = sim.node(a).unwrap().config().on_demand_frames;
+        for _ in 1..threshold {
+            let run = sim.send_frame(a, &frame);
+            assert_eq!(run.writes.get(&b), Some(&1));
+        }
+        sim.run_for(Duration::from_secs(2));
+        let ida = sim.id(a);
+        let idb = sim.id(b);
+        assert!(sim.node(a).unwrap().is_linked(idb));
+        let kind = |sim: &Sim, x: u32, y: NodeId| {
+            sim.node(x)
+                .unwrap()
+                .neighbours()
+                .into_iter()
+                .find(|n| n.node == y)
+                .map(|n| n.kind)
+        };
+        assert_eq!(kind(&sim, a, idb), Some(LinkKind::OnDemand));
+        assert_eq!(kind(&sim, b, ida), Some(LinkKind::OnDemand));
+        let run = sim.send_frame(a, &frame);
+        assert_eq!((run.messages, run.writes.get(&b)), (1, Some(&1)));
+        // Idle: the on-demand link goes away again.
+        sim.run_for(Duration::from_secs(200));
+        assert!(!sim.node(a).unwrap().is_linked(idb));
+        assert_eq!(sim.ring_errors(), 0);
+    }
+
+    #[test]
+    fn polite_leave_repairs_the_ring_at_once() {
+        let mut sim = Sim::new(SimConfig::new(40, 5));
+        sim.join_all(Duration::from_secs(60));
+        assert_eq!(sim.ring_errors(), 0);
+        let leaver = sim.live()[10];
+        let id = sim.id(leaver);
+        sim.leave(leaver);
+        // Leaving is seen at once (no failure detection delay).
+        sim.run_for(Duration::from_secs(2));
+        assert_eq!(sim.ring_errors(), 0);
+        // Ring gossip (at the next refresh) clears it from the nodes that
+        // knew it second-hand.
+        sim.run_for(Duration::from_secs(10));
+        for i in sim.live() {
+            assert!(!sim.node(i).unwrap().is_linked(id));
+            assert!(sim.node(i).unwrap().member(id).is_none());
+        }
+        assert_eq!(sim.all_reach_all(), 0);
+        let f = sim.broadcast(sim.live()[0]);
+        assert_eq!((f.reached, f.duplicates), (f.expected, 0));
     }
 }

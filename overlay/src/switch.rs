@@ -112,6 +112,8 @@ pub enum DropReason {
     BadHeader,
     /// Flood already seen or hop budget exhausted.
     Duplicate,
+    /// Routed frame for a node this one has no route towards.
+    NoRoute,
 }
 
 /// Switch counters (monotonic).

@@ -25,6 +25,11 @@ pub const MAX_ADDRS: usize = 16;
 pub const MAX_MEMBERS: usize = 128;
 /// Most ids in one `Neighbours` message.
 pub const MAX_NEIGHBOURS: usize = 128;
+/// Most hops recorded in a `Lookup` / `LookupReply` path (also the lookup
+/// hop limit).
+pub const MAX_PATH: usize = 64;
+/// Most member entries in one `LookupReply` or `Ring` message.
+pub const MAX_RING_MEMBERS: usize = 32;
 
 const T_HELLO: u8 = 0x01;
 const T_MEMBERS: u8 = 0x02;
@@ -32,6 +37,11 @@ const T_MEMBER_JOINED: u8 = 0x03;
 const T_MEMBER_LEFT: u8 = 0x04;
 const T_LEAVING: u8 = 0x05;
 const T_NEIGHBOURS: u8 = 0x06;
+const T_LOOKUP: u8 = 0x07;
+const T_LOOKUP_REPLY: u8 = 0x08;
+const T_LINK_REQUEST: u8 = 0x09;
+const T_LINK_REJECT: u8 = 0x0a;
+const T_RING: u8 = 0x0b;
 
 const F_INTRODUCER: u8 = 0x01;
 const F_TAP: u8 = 0x02;
@@ -42,6 +52,7 @@ const FAMILY_V6: u8 = 6;
 /// Frame message kinds (byte 0 of a frame-flow message).
 const K_DIRECT: u8 = 0x00;
 const K_FLOOD: u8 = 0x01;
+const K_ROUTED: u8 = 0x02;
 
 /// Why bytes could not be decoded or a value could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +83,10 @@ pub enum WireError {
     TrailingBytes(usize),
     #[error("output buffer too small")]
     BufferTooSmall,
+    #[error("unknown link kind {0}")]
+    BadLinkKind(u8),
+    #[error("unknown reject reason {0}")]
+    BadReason(u8),
 }
 
 /// What a node does in the network.
@@ -136,6 +151,78 @@ pub enum Message {
     Leaving,
     /// The sender's current links (for 1-lookahead routing).
     Neighbours(Vec<NodeId>),
+    /// Find the node managing a ring position (routed greedily, hop by hop).
+    Lookup(Lookup),
+    /// Answer to a `Lookup`, routed back along the reversed path.
+    LookupReply(LookupReply),
+    /// The sender wants this session kept as a link of this kind
+    /// (`LinkWant::Release`: it no longer needs it).
+    LinkRequest(LinkWant),
+    /// The receiver refused a `LinkRequest` of this kind.
+    LinkReject {
+        kind: LinkWant,
+        reason: RejectReason,
+    },
+    /// The sender's ring neighbours (successors then predecessors) with
+    /// their addresses, for ring maintenance.
+    Ring(Vec<Member>),
+}
+
+/// A lookup for the node managing `target` (Symphony's routing of a join or
+/// a long-link draw). `path[0]` is the node that asked; every forwarder
+/// appends itself before passing the lookup on, so `path.len()` is the hop
+/// count and the reply can walk the path back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// Chosen by the asking node; echoed in the reply.
+    pub nonce: u64,
+    pub target: NodeId,
+    pub path: Vec<NodeId>,
+}
+
+/// The answer to a [`Lookup`]: the node where greedy routing ended
+/// (first, if it is on the ring) and the ring members it knows nearest to
+/// the target, with their addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupReply {
+    pub nonce: u64,
+    pub target: NodeId,
+    /// The lookup's path still to walk back (the last entry is the next
+    /// receiver; it removes itself before passing the reply on).
+    pub path: Vec<NodeId>,
+    pub members: Vec<Member>,
+}
+
+/// Why a link is wanted (the `kind` byte of `LinkRequest` / `LinkReject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinkWant {
+    /// Not wanted (any more) by the sender.
+    Release = 0,
+    /// Ring neighbour (successor or predecessor).
+    Ring = 1,
+    /// Symphony long-distance link.
+    Long = 2,
+    /// On-demand link for direct unicast traffic.
+    OnDemand = 3,
+}
+
+impl LinkWant {
+    fn from_u8(b: u8) -> Result<Self, WireError> {
+        Ok(match b {
+            0 => LinkWant::Release,
+            1 => LinkWant::Ring,
+            2 => LinkWant::Long,
+            3 => LinkWant::OnDemand,
+            k => return Err(WireError::BadLinkKind(k)),
+        })
+    }
+}
+
+/// Why a `LinkRequest` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The receiver already has its maximum of incoming links of that kind.
+    Capacity = 1,
 }
 
 // ---------------------------------------------------------------- reader
@@ -215,6 +302,24 @@ impl<'a> Reader<'a> {
         let n = usize::from(self.u8()?);
         check_count(what, n, max)?;
         Ok(n)
+    }
+
+    fn ids(&mut self, what: &'static str, max: usize) -> Result<Vec<NodeId>, WireError> {
+        let n = self.count(what, max)?;
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(self.node_id()?);
+        }
+        Ok(ids)
+    }
+
+    fn members(&mut self) -> Result<Vec<Member>, WireError> {
+        let n = self.count("members", MAX_RING_MEMBERS)?;
+        let mut ms = Vec::with_capacity(n);
+        for _ in 0..n {
+            ms.push(self.member()?);
+        }
+        Ok(ms)
     }
 
     fn member(&mut self) -> Result<Member, WireError> {
@@ -308,6 +413,27 @@ fn put_count(out: &mut Vec<u8>, what: &'static str, n: usize, max: usize) -> Res
     Ok(())
 }
 
+fn put_ids(
+    out: &mut Vec<u8>,
+    what: &'static str,
+    ids: &[NodeId],
+    max: usize,
+) -> Result<(), WireError> {
+    put_count(out, what, ids.len(), max)?;
+    for id in ids {
+        out.extend_from_slice(&id.to_bytes());
+    }
+    Ok(())
+}
+
+fn put_members(out: &mut Vec<u8>, ms: &[Member]) -> Result<(), WireError> {
+    put_count(out, "members", ms.len(), MAX_RING_MEMBERS)?;
+    for m in ms {
+        put_member(out, m)?;
+    }
+    Ok(())
+}
+
 fn put_member(out: &mut Vec<u8>, m: &Member) -> Result<(), WireError> {
     out.extend_from_slice(&m.node_id.to_bytes());
     out.push(flags_of(m.role, m.has_tap));
@@ -363,10 +489,33 @@ impl Message {
             Message::Leaving => out.push(T_LEAVING),
             Message::Neighbours(ids) => {
                 out.push(T_NEIGHBOURS);
-                put_count(out, "neighbours", ids.len(), MAX_NEIGHBOURS)?;
-                for id in ids {
-                    out.extend_from_slice(&id.to_bytes());
-                }
+                put_ids(out, "neighbours", ids, MAX_NEIGHBOURS)?;
+            }
+            Message::Lookup(l) => {
+                out.push(T_LOOKUP);
+                out.extend_from_slice(&l.nonce.to_be_bytes());
+                out.extend_from_slice(&l.target.to_bytes());
+                put_ids(out, "path hops", &l.path, MAX_PATH)?;
+            }
+            Message::LookupReply(r) => {
+                out.push(T_LOOKUP_REPLY);
+                out.extend_from_slice(&r.nonce.to_be_bytes());
+                out.extend_from_slice(&r.target.to_bytes());
+                put_ids(out, "path hops", &r.path, MAX_PATH)?;
+                put_members(out, &r.members)?;
+            }
+            Message::LinkRequest(k) => {
+                out.push(T_LINK_REQUEST);
+                out.push(*k as u8);
+            }
+            Message::LinkReject { kind, reason } => {
+                out.push(T_LINK_REJECT);
+                out.push(*kind as u8);
+                out.push(*reason as u8);
+            }
+            Message::Ring(ms) => {
+                out.push(T_RING);
+                put_members(out, ms)?;
             }
         }
         Ok(())
@@ -421,14 +570,28 @@ impl Message {
             T_MEMBER_JOINED => Message::MemberJoined(r.member()?),
             T_MEMBER_LEFT => Message::MemberLeft(r.node_id()?),
             T_LEAVING => Message::Leaving,
-            T_NEIGHBOURS => {
-                let n = r.count("neighbours", MAX_NEIGHBOURS)?;
-                let mut ids = Vec::with_capacity(n);
-                for _ in 0..n {
-                    ids.push(r.node_id()?);
-                }
-                Message::Neighbours(ids)
+            T_NEIGHBOURS => Message::Neighbours(r.ids("neighbours", MAX_NEIGHBOURS)?),
+            T_LOOKUP => Message::Lookup(Lookup {
+                nonce: r.u64()?,
+                target: r.node_id()?,
+                path: r.ids("path hops", MAX_PATH)?,
+            }),
+            T_LOOKUP_REPLY => Message::LookupReply(LookupReply {
+                nonce: r.u64()?,
+                target: r.node_id()?,
+                path: r.ids("path hops", MAX_PATH)?,
+                members: r.members()?,
+            }),
+            T_LINK_REQUEST => Message::LinkRequest(LinkWant::from_u8(r.u8()?)?),
+            T_LINK_REJECT => {
+                let kind = LinkWant::from_u8(r.u8()?)?;
+                let reason = match r.u8()? {
+                    1 => RejectReason::Capacity,
+                    b => return Err(WireError::BadReason(b)),
+                };
+                Message::LinkReject { kind, reason }
             }
+            T_RING => Message::Ring(r.members()?),
             t => return Err(WireError::UnknownType(t)),
         };
         r.finish()?;
@@ -451,6 +614,19 @@ pub struct FloodHeader {
     pub hop_limit: u8,
 }
 
+/// The header of a unicast frame routed over several overlay hops (greedy
+/// on ring distance) because its origin has no session to the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RoutedHeader {
+    /// The node whose TAP sent the frame (where its source MAC lives).
+    pub origin: NodeId,
+    /// The node to deliver the frame to.
+    pub destination: NodeId,
+    /// Remaining hop budget; a forwarder decrements it and drops the frame
+    /// instead of sending it with 0.
+    pub hop_limit: u8,
+}
+
 /// What precedes the Ethernet frame in a frame-flow message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FrameHeader {
@@ -458,17 +634,22 @@ pub enum FrameHeader {
     Direct,
     /// Part of a bounded flood.
     Flood(FloodHeader),
+    /// Unicast on its way to `destination`, possibly through forwarders.
+    Routed(RoutedHeader),
 }
 
 impl FrameHeader {
-    /// Longest encoded header: kind + 16 + 8 + 16 + 1.
+    /// Longest encoded header: kind + 16 + 8 + 16 + 1 (flood).
     pub const MAX_LEN: usize = 42;
+    /// Length of a routed header: kind + 16 + 16 + 1.
+    pub const ROUTED_LEN: usize = 34;
 
     /// Encoded length of this header.
     pub fn len(&self) -> usize {
         match self {
             FrameHeader::Direct => 1,
             FrameHeader::Flood(_) => Self::MAX_LEN,
+            FrameHeader::Routed(_) => Self::ROUTED_LEN,
         }
     }
 
@@ -494,6 +675,14 @@ impl FrameHeader {
                 b[41] = h.hop_limit;
                 dst.copy_from_slice(&b);
             }
+            FrameHeader::Routed(h) => {
+                let mut b = [0u8; Self::ROUTED_LEN];
+                b[0] = K_ROUTED;
+                b[1..17].copy_from_slice(&h.origin.to_bytes());
+                b[17..33].copy_from_slice(&h.destination.to_bytes());
+                b[33] = h.hop_limit;
+                dst.copy_from_slice(&b);
+            }
         }
         Ok(n)
     }
@@ -507,6 +696,11 @@ impl FrameHeader {
                 origin: r.node_id()?,
                 seq: r.u64()?,
                 bound: r.node_id()?,
+                hop_limit: r.u8()?,
+            }),
+            K_ROUTED => FrameHeader::Routed(RoutedHeader {
+                origin: r.node_id()?,
+                destination: r.node_id()?,
                 hop_limit: r.u8()?,
             }),
             k => return Err(WireError::UnknownFrameKind(k)),
@@ -583,6 +777,83 @@ mod tests {
             FrameHeader::decode(&[7]),
             Err(WireError::UnknownFrameKind(7))
         );
+    }
+
+    #[test]
+    fn symphony_messages_golden() {
+        let l = Message::Lookup(Lookup {
+            nonce: 0x0102,
+            target: NodeId(0xAB),
+            path: vec![NodeId(1), NodeId(2)],
+        });
+        let b = l.encode().unwrap();
+        assert_eq!(b.len(), 2 + 8 + 16 + 1 + 32);
+        assert_eq!(&b[..2], &[1, 7]);
+        assert_eq!(&b[8..10], &[1, 2]);
+        assert_eq!(b[25], 0xAB);
+        assert_eq!(b[26], 2);
+        assert_eq!(b[42], 1);
+        assert_eq!(b[58], 2);
+        assert_eq!(Message::decode(&b).unwrap(), l);
+        let r = Message::LookupReply(LookupReply {
+            nonce: 7,
+            target: NodeId(9),
+            path: vec![],
+            members: vec![],
+        });
+        let b = r.encode().unwrap();
+        assert_eq!(b.len(), 2 + 8 + 16 + 1 + 1);
+        assert_eq!(&b[..2], &[1, 8]);
+        assert_eq!(Message::decode(&b).unwrap(), r);
+        assert_eq!(
+            Message::LinkRequest(LinkWant::Long).encode().unwrap(),
+            vec![1, 9, 2]
+        );
+        let rej = Message::LinkReject {
+            kind: LinkWant::Long,
+            reason: RejectReason::Capacity,
+        };
+        assert_eq!(rej.encode().unwrap(), vec![1, 0x0a, 2, 1]);
+        assert_eq!(Message::decode(&[1, 0x0a, 2, 1]).unwrap(), rej);
+        assert_eq!(Message::Ring(vec![]).encode().unwrap(), vec![1, 0x0b, 0]);
+        assert_eq!(Message::decode(&[1, 9, 4]), Err(WireError::BadLinkKind(4)));
+        assert_eq!(
+            Message::decode(&[1, 0x0a, 2, 0]),
+            Err(WireError::BadReason(0))
+        );
+        // Counts above their bounds are refused before allocating.
+        assert!(matches!(
+            Message::decode(&[1, 0x0b, 33]),
+            Err(WireError::TooMany { .. })
+        ));
+        let mut b = vec![1, 7];
+        b.extend([0u8; 24]);
+        b.push(65);
+        assert!(matches!(
+            Message::decode(&b),
+            Err(WireError::TooMany { .. })
+        ));
+    }
+
+    #[test]
+    fn routed_header_golden_and_marker() {
+        let h = FrameHeader::Routed(RoutedHeader {
+            origin: NodeId(0xAA),
+            destination: NodeId(0xBB),
+            hop_limit: 5,
+        });
+        let mut buf = [0xEEu8; 40];
+        assert_eq!(h.encode(&mut buf).unwrap(), 34);
+        assert_eq!(buf[0], 2);
+        assert_eq!(buf[16], 0xAA);
+        assert_eq!(buf[32], 0xBB);
+        assert_eq!(buf[33], 5);
+        assert_eq!(buf[34], 0xEE);
+        let (d, rest) = FrameHeader::decode(&buf[..36]).unwrap();
+        assert_eq!(d, h);
+        assert_eq!(rest, &[0xEE, 0xEE]);
+        assert_eq!(h.encode(&mut [0u8; 33]), Err(WireError::BufferTooSmall));
+        assert_eq!(FrameHeader::decode(&buf[..33]), Err(WireError::Truncated));
     }
 
     #[test]
@@ -670,6 +941,15 @@ mod tests {
             })
     }
 
+    fn arb_want() -> impl Strategy<Value = LinkWant> {
+        prop_oneof![
+            Just(LinkWant::Release),
+            Just(LinkWant::Ring),
+            Just(LinkWant::Long),
+            Just(LinkWant::OnDemand)
+        ]
+    }
+
     fn arb_message() -> impl Strategy<Value = Message> {
         prop_oneof![
             (
@@ -692,6 +972,36 @@ mod tests {
             Just(Message::Leaving),
             proptest::collection::vec(any::<u128>().prop_map(NodeId), 0..=MAX_NEIGHBOURS)
                 .prop_map(Message::Neighbours),
+            (
+                any::<u64>(),
+                any::<u128>(),
+                proptest::collection::vec(any::<u128>().prop_map(NodeId), 0..=MAX_PATH)
+            )
+                .prop_map(|(nonce, t, path)| Message::Lookup(Lookup {
+                    nonce,
+                    target: NodeId(t),
+                    path
+                })),
+            (
+                any::<u64>(),
+                any::<u128>(),
+                proptest::collection::vec(any::<u128>().prop_map(NodeId), 0..8),
+                proptest::collection::vec(arb_member(), 0..6)
+            )
+                .prop_map(|(nonce, t, path, members)| Message::LookupReply(
+                    LookupReply {
+                        nonce,
+                        target: NodeId(t),
+                        path,
+                        members
+                    }
+                )),
+            arb_want().prop_map(Message::LinkRequest),
+            arb_want().prop_map(|kind| Message::LinkReject {
+                kind,
+                reason: RejectReason::Capacity
+            }),
+            proptest::collection::vec(arb_member(), 0..6).prop_map(Message::Ring),
         ]
     }
 
@@ -707,12 +1017,12 @@ mod tests {
         }
 
         #[test]
-        fn frame_header_round_trip(origin: u128, seq: u64, bound: u128, hop: u8, flood: bool,
+        fn frame_header_round_trip(origin: u128, seq: u64, bound: u128, hop: u8, kind in 0u8..3,
                                    frame in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let h = if flood {
-                FrameHeader::Flood(FloodHeader { origin: NodeId(origin), seq, bound: NodeId(bound), hop_limit: hop })
-            } else {
-                FrameHeader::Direct
+            let h = match kind {
+                0 => FrameHeader::Direct,
+                1 => FrameHeader::Flood(FloodHeader { origin: NodeId(origin), seq, bound: NodeId(bound), hop_limit: hop }),
+                _ => FrameHeader::Routed(RoutedHeader { origin: NodeId(origin), destination: NodeId(bound), hop_limit: hop }),
             };
             let mut buf = vec![0u8; FrameHeader::MAX_LEN + frame.len()];
             let n = h.encode(&mut buf).unwrap();
