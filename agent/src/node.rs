@@ -365,6 +365,7 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
     let secret = crypto::NetworkSecret::from_bytes(*ctx.secret.bytes());
     let mut ecfg = EndpointConfig::new(identity, name, secret);
     ecfg.redirector = cfg.role == Role::Introducer;
+    ecfg.stun_responder = cfg.role == Role::Introducer;
     // Keepalives hold NAT mappings; a peer is dead after three missed.
     ecfg.session.keepalive = cfg.keepalive;
     ecfg.session.dead_after = ecfg.session.dead_after.max(cfg.keepalive * 3);

@@ -56,6 +56,10 @@ pub struct EndpointConfig {
     /// Forward IHellos for nodes we have an OPEN session with as FIHello
     /// (every node, so ring members can introduce each other).
     pub forwarder: bool,
+    /// Answer STUN Binding requests on this port (introducers). Off on
+    /// ordinary nodes: a non-member must get no answer at all from them
+    /// (port-scan resistance).
+    pub stun_responder: bool,
     /// Startup packets answered per source IP: burst and refill per second.
     pub startup_burst: f64,
     pub startup_rate: f64,
@@ -72,6 +76,7 @@ impl EndpointConfig {
             session: SessionConfig::default(),
             redirector: false,
             forwarder: true,
+            stun_responder: false,
             startup_burst: 32.0,
             startup_rate: 16.0,
             max_sessions: 4096,
@@ -529,6 +534,9 @@ impl Endpoint {
     fn handle_stun(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         match stun::classify(data) {
             StunKind::BindingRequest => {
+                if !self.cfg.stun_responder {
+                    return self.drop_packet(DropReason::Unsolicited);
+                }
                 if !self.limiter.allow(now, from.ip()) {
                     return self.drop_packet(DropReason::RateLimited);
                 }

@@ -49,6 +49,7 @@ fn with_introducer(net: &mut Net, join: &[usize], intro: usize) {
 fn introducer(net: &mut Net) -> usize {
     let mut icfg = config(10);
     icfg.redirector = true;
+    icfg.stun_responder = true;
     net.add(icfg)
 }
 
@@ -265,8 +266,13 @@ fn an_ihello_from_a_non_member_is_not_forwarded() {
 #[test]
 fn stun_query_between_simulated_endpoints_learns_the_nat_mapping() {
     let mut net = Net::new(25, LinkModel::default());
-    let s1 = net.add(config(10));
-    let s2 = net.add(config(11));
+    let stun_server = |seed| {
+        let mut c = config(seed);
+        c.stun_responder = true;
+        c
+    };
+    let s1 = net.add(stun_server(10));
+    let s2 = net.add(stun_server(11));
     let cone = net.add_nat(false);
     let sym = net.add_nat(true);
     let a = net.add_behind(cone, config(1));
@@ -325,11 +331,12 @@ fn binding_request() -> Vec<u8> {
 #[tokio::test]
 async fn driver_answers_a_binding_request_from_a_plain_udp_socket() {
     let name = NetworkName::new("loop").unwrap();
-    let cfg = EndpointConfig::new(
+    let mut cfg = EndpointConfig::new(
         Identity::from_secret_key_bytes([1; 32], &name),
         name,
         NetworkSecret::from_bytes([3; 32]),
     );
+    cfg.stun_responder = true;
     let mut d = Driver::bind("127.0.0.1:0".parse().unwrap(), cfg)
         .await
         .unwrap();
@@ -372,11 +379,13 @@ async fn driver_answers_a_binding_request_from_a_plain_udp_socket() {
 async fn driver_stun_query_against_another_driver() {
     let mk = |seed| {
         let name = NetworkName::new("loop").unwrap();
-        EndpointConfig::new(
+        let mut c = EndpointConfig::new(
             Identity::from_secret_key_bytes([seed; 32], &name),
             name,
             NetworkSecret::from_bytes([3; 32]),
-        )
+        );
+        c.stun_responder = true;
+        c
     };
     let mut a = Driver::bind("127.0.0.1:0".parse().unwrap(), mk(1))
         .await
@@ -404,4 +413,20 @@ async fn driver_stun_query_against_another_driver() {
         .await
         .expect("no STUN answer");
     assert_eq!((t, server, mapped), (tx, saddr, aaddr));
+}
+
+#[test]
+fn ordinary_nodes_do_not_answer_stun() {
+    let mut net = Net::new(27, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let now = net.now;
+    let addr_b = net.nodes[b].addr;
+    let tx = net.nodes[a].ep.stun_query(now, addr_b).unwrap();
+    net.flush(a);
+    assert!(net.run_until(Duration::from_secs(30), |n| n.nodes[a]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::StunFailed { tx: t, .. } if *t == tx))));
+    assert_eq!(net.nodes[b].ep.stats().stun_answered, 0);
 }
