@@ -523,6 +523,7 @@ fn new_nodes_join_through_the_remaining_introducer() {
     w.wait_mesh(&[&i1, &i2, &a]);
 
     // intro1 dies without a goodbye.
+    let pi1 = i1.peer();
     let p = i1.proc();
     w.lab.signal(&p, libc::SIGKILL).unwrap();
     w.lab.wait(&p, SETTLE).unwrap();
@@ -538,7 +539,6 @@ fn new_nodes_join_through_the_remaining_introducer() {
         w.wait_ping(x, y, SETTLE);
         w.wait_ping(y, x, SETTLE);
     }
-    let pi1 = i1.peer();
     for m in [&b, &c] {
         let v = m.status().unwrap();
         assert!(
