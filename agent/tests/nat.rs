@@ -411,6 +411,23 @@ fn symmetric_nats_report_no_direct_path_without_flapping() {
         std::thread::sleep(Duration::from_millis(250));
     }
     eprintln!("'no direct path' held for {OBSERVE:?} ({samples} samples on each side)");
+    // Clearly: the entry says why, and so does the human status table.
+    let v = a.status().unwrap();
+    let reason = entries_with(&v, &pb)[0]["reason"].as_str().unwrap_or("");
+    assert!(!reason.is_empty(), "a's entry for b gives no reason: {v}");
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&a.node.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.contains(" b ") || l.ends_with(" b"));
+    assert!(
+        row.is_some_and(|l| l.contains("none") && l.contains(reason)),
+        "`ringlan status` row for b should say `none ({reason})`:\n{text}"
+    );
     // The introducer still serves both.
     w.wait_mesh(&[&intro, &a]);
     w.wait_mesh(&[&intro, &b]);
