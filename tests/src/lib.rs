@@ -551,8 +551,15 @@ impl Lab {
     /// Creates a NAT router namespace `name`: `in0` on `inside` at
     /// `inside_cidr`, `out0` on `outside` at `public_cidr`, forwarding on
     /// (only in this namespace), nftables masquerade of the chosen kind on
-    /// `out0`, and a forward filter that admits from outside only
-    /// established/related traffic.
+    /// `out0`, a forward filter that admits from outside only
+    /// established/related traffic, and an input filter that drops new
+    /// connections from outside to the router itself, as home routers do.
+    /// The input filter matters for hole punching: without it an unsolicited
+    /// packet to the router's public address is delivered locally and its
+    /// conntrack entry is confirmed, so when the inside host then sends to
+    /// that remote endpoint, the masquerade mapping clashes with it and gets
+    /// a random port (a simultaneous open would look symmetric). Dropped
+    /// before confirmation, the packet leaves no entry.
     pub fn nat_router(
         &self,
         name: &str,
@@ -579,6 +586,9 @@ impl Lab {
                  \x20 chain filter_forward {{ type filter hook forward priority filter; policy drop;\n\
                  \x20   ct state established,related accept\n\
                  \x20   iifname \"in0\" oifname \"out0\" accept\n\
+                 \x20 }}\n\
+                 \x20 chain filter_input {{ type filter hook input priority filter; policy accept;\n\
+                 \x20   iifname \"out0\" ct state new drop\n\
                  \x20 }}\n\
                  }}\n"
             ),
