@@ -210,7 +210,7 @@ RL_A="" RL_B=""
 start_ringlan() {
     local d="$WORK/ringlan" n role addr overlay intro
     mkdir -p "$d"
-    "$RINGLAN_BIN" secret >"$d/bench.secret"
+    (umask 077 && "$RINGLAN_BIN" secret >"$d/bench.secret")
     for n in a b; do
         if [ "$n" = a ]; then
             role=introducer; addr="$ADDR_A"; overlay=10.77.0.1; intro="[]"
