@@ -203,6 +203,18 @@ ringlan_open() {
         | grep -Eq '"state"[[:space:]]*:[[:space:]]*"open"'
 }
 
+# ringlan_tx SOCKET: "frames bytes" the agent behind SOCKET sent on all
+# sessions ("0 0" without jq).
+ringlan_tx() {
+    if command -v jq >/dev/null; then
+        "$RINGLAN_BIN" status --socket "$1" --json 2>/dev/null \
+            | jq -r '"\([.sessions[].tx.frames] | add // 0) \([.sessions[].tx.bytes] | add // 0)"' \
+            || echo "0 0"
+    else
+        echo "0 0"
+    fi
+}
+
 # Two agents on the same veth: A is the introducer (with a TAP like any
 # node), B joins it; the config follows DESIGN.md ("Config"). Overlay
 # addresses 10.77.0.1/.2.
@@ -283,6 +295,12 @@ start_ringlan
 for ((round = 1; round <= ROUNDS; round++)); do
     measure raw "$round" "$ADDR_B"
     measure tinc "$round" 10.78.0.2 "$TINC_A" "$TINC_B"
+    before="$(ringlan_tx "$WORK/ringlan/a.sock")"
     measure ringlan "$round" 10.77.0.2 "$RL_A" "$RL_B"
+    after="$(ringlan_tx "$WORK/ringlan/a.sock")"
+    # Frames A sent during iperf3 and ping; more than the MTU on average
+    # means TCP super-frames (TSO through the TAP's virtio header).
+    awk -v b="$before" -v a="$after" 'BEGIN {split(b, x); split(a, y); f = y[1] - x[1];
+        if (f > 0) printf "              ringlan A->B: %d frames, %.0f bytes per frame\n", f, (y[2] - x[2]) / f}'
 done
 report
