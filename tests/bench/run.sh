@@ -79,6 +79,9 @@ cpu_ticks() {
     # after ')': field 3 is state, so utime/stime are the 12th/13th words
     awk '{print $12 + $13}' <<<"$rest"
 }
+# runq_ns PID: nanoseconds PID spent runnable but waiting for a CPU
+# (second field of /proc/PID/schedstat, summed over its threads).
+runq_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {print s + 0}'; }
 # rss_kb PID [FIELD]: VmRSS (or VmHWM, the peak) in kB from /proc/PID/status.
 rss_kb() { awk -v f="${2:-VmRSS}:" '$1 == f {print $2}' "/proc/$1/status"; }
 # cpu_percent TICKS_BEFORE TICKS_AFTER SECONDS: share of one core.
@@ -89,13 +92,13 @@ listening() { in_b ss -Hltn "src $1:5201" | grep -q 5201; }
 
 # --- measurement ------------------------------------------------------------
 # Results keyed "path,round".
-declare -A GBPS RTT CPU RSS LOAD
+declare -A GBPS RTT CPU RSS LOAD RETR RUNQ
 
 # measure NAME ROUND DST_ADDR [AGENT_PID...]: iperf3 from A to DST_ADDR
 # (server in B), then ping; samples the given agent pids during iperf3.
 measure() {
     local name="$1" round="$2" dst="$3"; shift 3
-    local key="$name,$round" agents=("$@") before=() p i
+    local key="$name,$round" agents=("$@") before=() wait0=() p i
     LOAD[$key]="$(awk '{print $1}' /proc/loadavg)"
     ip netns exec "$NS_B" iperf3 -s -1 -B "$dst" >"$WORK/iperf3-server-$name-$round.log" 2>&1 &
     local srv=$!
@@ -103,28 +106,32 @@ measure() {
     # Probe the listener with ss: a test connection would use up `-1`.
     wait_until 10 listening "$dst" \
         || { echo "bench: iperf3 server on $dst not reachable" >&2; return 1; }
-    for p in "${agents[@]}"; do before+=("$(cpu_ticks "$p")"); done
+    for p in "${agents[@]}"; do before+=("$(cpu_ticks "$p")"); wait0+=("$(runq_ns "$p")"); done
     local t0 t1
     t0="$(date +%s.%N)"
     in_a iperf3 -c "$dst" -t "$SECS" -f m >"$WORK/iperf3-$name-$round.log" 2>&1 \
         || { cat "$WORK/iperf3-$name-$round.log" >&2; return 1; }
     t1="$(date +%s.%N)"
-    local secs cpu="" rss=""
+    local secs cpu="" rss="" runq=""
     secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')"
     for i in "${!agents[@]}"; do
         p="${agents[$i]}"
         cpu+="${cpu:+/}$(cpu_percent "${before[$i]}" "$(cpu_ticks "$p")" "$secs")%"
         rss+="${rss:+/}$(( $(rss_kb "$p" VmHWM) / 1024 ))MiB"
+        runq+="${runq:+/}$(awk -v a="${wait0[$i]}" -v b="$(runq_ns "$p")" -v s="$secs" 'BEGIN {printf "%.0f", (b - a) / 1e9 / s * 100}')%"
     done
     wait "$srv" 2>/dev/null || true
     local mbps
     mbps="$(awk '/receiver/ {v = $(NF-2)} END {print v}' "$WORK/iperf3-$name-$round.log")"
     GBPS[$key]="$(awk -v m="$mbps" 'BEGIN {printf "%.3f", m / 1000}')"
+    # TCP retransmissions of the sender (loss inside the path).
+    RETR[$key]="$(awk '/sender/ {v = $(NF-1)} END {print v}' "$WORK/iperf3-$name-$round.log")"
     RTT[$key]="$(in_a ping -n -q -c "$PINGS" -i 0.05 "$dst" | awk -F'[/ ]' '/^rtt/ {print $8}')"
     CPU[$key]="${cpu:--}"
+    RUNQ[$key]="${runq:--}"
     RSS[$key]="${rss:--}"
-    printf 'round %s  %-8s %8s Gbit/s   rtt %s ms   agent cpu %s   agent peak rss %s   load %s\n' \
-        "$round" "$name" "${GBPS[$key]}" "${RTT[$key]}" "${CPU[$key]}" "${RSS[$key]}" "${LOAD[$key]}"
+    printf 'round %s  %-8s %8s Gbit/s   rtt %s ms   tcp retr %s   agent cpu %s (waiting for a cpu %s)   agent peak rss %s   load %s\n' \
+        "$round" "$name" "${GBPS[$key]}" "${RTT[$key]}" "${RETR[$key]}" "${CPU[$key]}" "${RUNQ[$key]}" "${RSS[$key]}" "${LOAD[$key]}"
 }
 
 # --- topology ---------------------------------------------------------------
@@ -273,19 +280,20 @@ report() {
     echo
     echo "==== ringlan bench: ${SECS} s single TCP stream, ${PINGS} pings, $(nproc) cores, $(uname -r), ${ROUNDS} round(s)"
     echo "ringlan: $RINGLAN_BIN ($("$RINGLAN_BIN" --version 2>/dev/null || echo '?'))"
-    printf '%-5s %-8s %9s %8s %7s %9s %14s %16s\n' round path Gbit/s rtt_ms load "vs raw" "agent cpu" "agent peak rss"
+    printf '%-5s %-8s %9s %8s %7s %9s %8s %14s %16s\n' round path Gbit/s rtt_ms load "vs raw" tcp_retr "agent cpu" "agent peak rss"
     local r n
     for ((r = 1; r <= ROUNDS; r++)); do
         for n in raw tinc ringlan; do
             [ -n "${GBPS[$n,$r]:-}" ] || continue
-            printf '%-5s %-8s %9s %8s %7s %9s %14s %16s\n' "$r" "$n" "${GBPS[$n,$r]}" "${RTT[$n,$r]}" \
-                "${LOAD[$n,$r]}" "$(ratio "${GBPS[$n,$r]}" "${GBPS[raw,$r]}")" "${CPU[$n,$r]}" "${RSS[$n,$r]}"
+            printf '%-5s %-8s %9s %8s %7s %9s %8s %14s %16s\n' "$r" "$n" "${GBPS[$n,$r]}" "${RTT[$n,$r]}" \
+                "${LOAD[$n,$r]}" "$(ratio "${GBPS[$n,$r]}" "${GBPS[raw,$r]}")" "${RETR[$n,$r]}" "${CPU[$n,$r]}" "${RSS[$n,$r]}"
         done
         printf '      ringlan/tinc throughput %s  rtt %s   ringlan/raw throughput %s  rtt %s\n' \
             "$(ratio "${GBPS[ringlan,$r]:-}" "${GBPS[tinc,$r]:-}")" "$(ratio "${RTT[ringlan,$r]:-}" "${RTT[tinc,$r]:-}")" \
             "$(ratio "${GBPS[ringlan,$r]:-}" "${GBPS[raw,$r]:-}")" "$(ratio "${RTT[ringlan,$r]:-}" "${RTT[raw,$r]:-}")"
     done
-    echo "(agent cpu: share of one core per agent, A/B, during iperf3; load: 1-minute load average at the start)"
+    echo "(agent cpu: share of one core per agent, A/B, during iperf3; load: 1-minute load average at the start;"
+    echo " per-round lines above also show how long each agent was runnable but waiting for a CPU)"
 }
 
 build_ringlan
