@@ -19,8 +19,13 @@
 //!
 //! Per session two flows go each way (flow metadata names the purpose):
 //! - `ringlan/control/1`, reliable: overlay control messages;
-//! - `ringlan/frames/1`, never retransmitted: Ethernet frames behind the
-//!   overlay's frame header (late frames are worse than lost ones).
+//! - `ringlan/frames-vnet/1`, never retransmitted: Ethernet frames (TCP
+//!   super-frames included) behind their `virtio_net_hdr` and the
+//!   overlay's frame header (late frames are worse than lost ones); see
+//!   docs/dataplane.md.
+//!
+//! TAP data path: one wake-up reads up to [`TAP_BATCH`] frames before the
+//! driver is flushed, so their datagrams leave together.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -45,12 +50,17 @@ use crate::status::{
     AddressKind, KnownAddress, LinkKind, NatMapping, NatStatus, Neighbour, PathKind, SessionState,
     SessionStatus, Status, StatusBoard, TapStatus, Traffic,
 };
-use crate::tap::{format_mac, Tap};
+use crate::tap::{format_mac, Tap, VnetHdr, TAP_MAX_FRAME, VNET_HDR_LEN};
 
 /// Flow metadata of the control flow.
 pub const CONTROL_FLOW: &[u8] = b"ringlan/control/1";
-/// Flow metadata of the frame flow.
-pub const FRAMES_FLOW: &[u8] = b"ringlan/frames/1";
+/// Flow metadata of the frame flow. Its messages are `virtio_net_hdr`
+/// (10 bytes, little-endian), overlay frame header, Ethernet frame
+/// (docs/dataplane.md); it replaced `ringlan/frames/1`, which carried no
+/// virtio header.
+pub const FRAMES_FLOW: &[u8] = b"ringlan/frames-vnet/1";
+/// Frames read from the TAP per wake-up before the driver is flushed.
+const TAP_BATCH: usize = 64;
 /// Ethernet header plus one VLAN tag on top of the TAP MTU.
 const FRAME_OVERHEAD: usize = 18;
 /// How often STUN servers (and introducers) are asked for our reflexive
@@ -328,8 +338,12 @@ struct Node {
     /// Sessions the overlay asked to close (no peer_down back).
     closed_by_overlay: HashSet<SessionId>,
     sends: Vec<overlay::FrameSend>,
-    /// Frame buffer with head room for the overlay frame header.
+    /// Frame buffer: TAP reads land at `HEAD` (virtio header, then the
+    /// Ethernet frame at `ETH`), leaving head room to write the frame-flow
+    /// message's virtio and overlay headers in front of the frame.
     frame_buf: Vec<u8>,
+    /// The virtio header of the frame at `frame_buf[ETH..]`.
+    vnet: [u8; VNET_HDR_LEN],
     /// Frames dropped before a session was known (no link, oversize).
     local_drops: BTreeMap<String, u64>,
     ready: bool,
@@ -354,6 +368,8 @@ struct Node {
 }
 
 const HEAD: usize = FrameHeader::MAX_LEN;
+/// Where the Ethernet frame starts in `frame_buf`.
+const ETH: usize = HEAD + VNET_HDR_LEN;
 
 /// Runs the node until `shutdown` turns true. Returns when everything it
 /// started has stopped; the TAP is removed when `ctx` is dropped on return.
@@ -446,7 +462,8 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
         opening: HashMap::new(),
         closed_by_overlay: HashSet::new(),
         sends: Vec::new(),
-        frame_buf: vec![0u8; HEAD + 65536],
+        frame_buf: vec![0u8; ETH + TAP_MAX_FRAME],
+        vnet: [0u8; VNET_HDR_LEN],
         local_drops: BTreeMap::new(),
         ready: false,
         started: now,
@@ -488,7 +505,10 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
                 node.handle_event(ev).await;
             }
             r = node.tap.recv(&mut node.frame_buf[HEAD..]) => match r {
-                Ok(n) => node.frame_from_tap(n),
+                Ok(n) => {
+                    node.frame_from_tap(n);
+                    node.drain_tap();
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "TAP read failed");
                     break;
@@ -532,25 +552,47 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
 }
 
 impl Node {
-    /// A frame of `n` bytes sits at `frame_buf[HEAD..HEAD + n]`.
+    /// A read of `n` bytes (virtio header and frame) sits at
+    /// `frame_buf[HEAD..HEAD + n]`.
     fn frame_from_tap(&mut self, n: usize) {
         let now = Instant::now();
-        if n > self.max_frame {
-            *self.local_drops.entry("oversize".into()).or_insert(0) += 1;
+        let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
+            *self.local_drops.entry("short".into()).or_insert(0) += 1;
+            return;
+        };
+        self.vnet.copy_from_slice(&self.frame_buf[HEAD..ETH]);
+        if let Err(r) = VnetHdr::parse(&self.vnet).check(len, self.max_frame) {
+            *self.local_drops.entry(r.as_str().into()).or_insert(0) += 1;
             return;
         }
-        let frame = &self.frame_buf[HEAD..HEAD + n];
+        let frame = &self.frame_buf[ETH..ETH + len];
         self.overlay.frame_from_tap(now, frame, &mut self.sends);
         let sends = std::mem::take(&mut self.sends);
         for s in &sends {
-            self.send_frame(now, s, n);
+            self.send_frame(now, s, len);
         }
         self.sends = sends;
     }
 
-    /// Send the frame at `frame_buf[HEAD..HEAD + n]` with the header of
-    /// `s` written in place in front of it.
-    fn send_frame(&mut self, now: Instant, s: &overlay::FrameSend, n: usize) {
+    /// Reads what else the TAP has queued, up to [`TAP_BATCH`] frames per
+    /// wake-up in all, so that the driver flushes their datagrams together.
+    fn drain_tap(&mut self) {
+        for _ in 1..TAP_BATCH {
+            match self.tap.try_recv(&mut self.frame_buf[HEAD..]) {
+                Ok(n) => self.frame_from_tap(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TAP read failed");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Send the frame at `frame_buf[ETH..ETH + len]` (virtio header in
+    /// `self.vnet`) as one frame-flow message: the virtio header and the
+    /// header of `s` are written in place in front of it.
+    fn send_frame(&mut self, now: Instant, s: &overlay::FrameSend, len: usize) {
         let Some(&sid) = self.by_node.get(&s.to) else {
             *self.local_drops.entry("no_session".into()).or_insert(0) += 1;
             return;
@@ -559,11 +601,14 @@ impl Node {
         let Ok(h) = s.header.encode(&mut hdr) else {
             return;
         };
-        self.frame_buf[HEAD - h..HEAD].copy_from_slice(&hdr[..h]);
+        // h <= HEAD, so the message starts at HEAD - h >= 0.
+        let start = ETH - h - VNET_HDR_LEN;
+        self.frame_buf[ETH - h..ETH].copy_from_slice(&hdr[..h]);
+        self.frame_buf[start..ETH - h].copy_from_slice(&self.vnet);
         let Some(peer) = self.peers.get_mut(&sid) else {
             return;
         };
-        let msg = &self.frame_buf[HEAD - h..HEAD + n];
+        let msg = &self.frame_buf[start..ETH + len];
         match self
             .driver
             .endpoint()
@@ -571,7 +616,7 @@ impl Node {
         {
             Ok(()) => {
                 peer.tx.frames += 1;
-                peer.tx.bytes += n as u64;
+                peer.tx.bytes += len as u64;
             }
             Err(e) => {
                 tracing::trace!(error = %e, "frame not queued");
@@ -713,6 +758,7 @@ impl Node {
         }
     }
 
+    /// A frame-flow message: virtio header, overlay frame header, frame.
     async fn frame_from_peer(
         &mut self,
         now: Instant,
@@ -721,9 +767,15 @@ impl Node {
         msg: &[u8],
     ) {
         let max = self.max_frame;
+        let Some((vnet, rest)) = msg.split_first_chunk::<VNET_HDR_LEN>() else {
+            if let Some(p) = self.peers.get_mut(&session) {
+                p.drop_frame("short");
+            }
+            return;
+        };
         let result = self
             .overlay
-            .frame_from_peer(now, from, msg, &mut self.sends);
+            .frame_from_peer(now, from, rest, &mut self.sends);
         let Some(p) = self.peers.get_mut(&session) else {
             return;
         };
@@ -734,23 +786,26 @@ impl Node {
                 return;
             }
         };
-        if frame.len() > max {
-            // Never truncate: a frame our TAP cannot carry is dropped.
-            p.drop_frame("oversize");
+        // Never truncate: a frame our TAP cannot carry is dropped, and only
+        // GSO super-frames may exceed the MTU.
+        if let Err(r) = VnetHdr::parse(vnet).check(frame.len(), max) {
+            p.drop_frame(r.as_str());
+            self.sends.clear();
             return;
         }
         let n = frame.len();
         if to_tap {
             p.rx.frames += 1;
             p.rx.bytes += n as u64;
-            if let Err(e) = self.tap.send(frame).await {
+            if let Err(e) = self.tap.send(vnet, frame).await {
                 tracing::debug!(error = %e, "TAP write failed");
                 p.drop_frame("tap_write");
             }
         }
         if !self.sends.is_empty() {
             // Bounded-flood or routed forwards of the same frame.
-            self.frame_buf[HEAD..HEAD + n].copy_from_slice(frame);
+            self.vnet = *vnet;
+            self.frame_buf[ETH..ETH + n].copy_from_slice(frame);
             let sends = std::mem::take(&mut self.sends);
             for s in &sends {
                 self.send_frame(now, s, n);

@@ -5,24 +5,135 @@
 //! persistent: the kernel removes it when the file descriptor is closed, so
 //! dropping [`Tap`] removes the interface.
 //!
-//! Performance options tun-rs offers on Linux that also apply to TAP (not
-//! enabled yet; the data path would have to handle them):
-//! - `offload(true)` sets `IFF_VNET_HDR` and enables TSO/GSO/checksum
-//!   offload: every frame read/written is preceded by a 10-byte
-//!   `virtio_net_hdr` (`tun_rs::VIRTIO_NET_HDR_LEN`), and reads may return
-//!   up to 64 KiB super-frames that have to be segmented
-//!   (`recv_multiple`/`send_multiple` with a `GROTable` do that for IP
-//!   packets on TUN; for TAP the Ethernet header follows the virtio header).
-//! - `multi_queue(true)` sets `IFF_MULTI_QUEUE`; `try_clone` then opens
-//!   further queues of the same interface for per-core readers.
-//! - `tx_queue_len(n)` sets the interface's transmit queue length.
+//! Offloads (docs/dataplane.md): the device is opened with `IFF_VNET_HDR`
+//! and the TCP offloads (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`), so every
+//! frame read or written is preceded by a [`VNET_HDR_LEN`]-byte
+//! `virtio_net_hdr` ([`VnetHdr`]) and the kernel may hand us TCP
+//! super-frames of up to 64 KiB (GSO) whose checksums are left partial.
+//! ringlan carries the header with the frame end to end and writes both on
+//! the far side's TAP, where the kernel segments and checksums if it has
+//! to. UDP segmentation offload (`TUN_F_USO*`) stays off: kernels before
+//! 6.2 cannot take such frames back.
+//!
+//! Not used yet: `multi_queue(true)` (`IFF_MULTI_QUEUE`; `try_clone` opens
+//! further queues of the same interface for per-core readers) and
+//! `tx_queue_len(n)`.
 
 use std::io;
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
 
 use sha2::{Digest, Sha256};
 use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
 
 use crate::config::IpCidr;
+
+/// Length of the `virtio_net_hdr` in front of every frame on the TAP
+/// (without `VIRTIO_NET_F_MRG_RXBUF`, so no `num_buffers` field).
+pub const VNET_HDR_LEN: usize = 10;
+
+/// Largest frame (Ethernet header onwards) a read can return: a 64 KiB
+/// IP super-frame (IPv6: payload length 65535 plus its 40-byte header)
+/// behind an Ethernet header with a VLAN tag, rounded up.
+pub const TAP_MAX_FRAME: usize = (64 << 10) + 128;
+
+/// The `virtio_net_hdr` (Virtio 1.1 section 5.1.6, `linux/virtio_net.h`)
+/// that precedes each frame on a TAP with `IFF_VNET_HDR`. Fields are
+/// little-endian (the kernel's legacy format is host order; ringlan runs on
+/// little-endian hosts, docs/dataplane.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+/// Why a frame (with its virtio header) is not carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameCheck {
+    /// Larger than the TAP MTU allows and not a GSO super-frame, or larger
+    /// than any super-frame.
+    Oversize,
+    /// A GSO type other than TCP over IPv4/IPv6, or a segment size of zero
+    /// or beyond the MTU.
+    BadVnet,
+}
+
+impl FrameCheck {
+    /// Drop-counter name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameCheck::Oversize => "oversize",
+            FrameCheck::BadVnet => "bad_vnet",
+        }
+    }
+}
+
+impl VnetHdr {
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start +
+    /// csum_offset` is partial.
+    pub const F_NEEDS_CSUM: u8 = 1;
+    pub const GSO_NONE: u8 = 0;
+    pub const GSO_TCPV4: u8 = 1;
+    pub const GSO_TCPV6: u8 = 4;
+    /// Flag bit on `gso_type`: the TCP segments carry ECN CWR.
+    pub const GSO_ECN: u8 = 0x80;
+
+    pub fn parse(b: &[u8; VNET_HDR_LEN]) -> VnetHdr {
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
+        }
+    }
+
+    pub fn emit(&self, out: &mut [u8; VNET_HDR_LEN]) {
+        out[0] = self.flags;
+        out[1] = self.gso_type;
+        out[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        out[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        out[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        out[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+    }
+
+    /// A GSO super-frame (to be segmented every `gso_size` bytes).
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !Self::GSO_ECN != Self::GSO_NONE
+    }
+
+    /// Whether a frame of `len` bytes (Ethernet header onwards) behind this
+    /// header may be carried by a node whose frames are at most
+    /// `max_frame` bytes (TAP MTU plus Ethernet header and one VLAN tag).
+    /// Frames beyond `max_frame` are legitimate only as TCP GSO
+    /// super-frames; the kernel validates the remaining fields on write.
+    pub fn check(&self, len: usize, max_frame: usize) -> Result<(), FrameCheck> {
+        if !self.is_gso() {
+            return if len > max_frame {
+                Err(FrameCheck::Oversize)
+            } else {
+                Ok(())
+            };
+        }
+        match self.gso_type & !Self::GSO_ECN {
+            Self::GSO_TCPV4 | Self::GSO_TCPV6 => {}
+            _ => return Err(FrameCheck::BadVnet),
+        }
+        if self.gso_size == 0 || usize::from(self.gso_size) > max_frame {
+            return Err(FrameCheck::BadVnet);
+        }
+        if len > TAP_MAX_FRAME {
+            return Err(FrameCheck::Oversize);
+        }
+        Ok(())
+    }
+}
 
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +196,25 @@ impl Tap {
             .layer(Layer::L2)
             .mtu(cfg.mtu)
             .mac_addr(cfg.mac)
+            .offload(true)
             .enable(true)
             .build_async()?;
+        // tun-rs also turns on UDP segmentation offload where the kernel
+        // has it; keep to TCP so that every Linux peer can write what we
+        // read (module docs).
+        let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+        // SAFETY: the descriptor is a live TUN/TAP fd owned by `dev`;
+        // TUNSETOFFLOAD takes the flag word by value.
+        let r = unsafe {
+            libc::ioctl(
+                dev.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                libc::c_ulong::from(offloads),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
         for a in &cfg.addresses {
             match a.addr {
                 std::net::IpAddr::V4(v4) => dev.add_address_v4(v4, a.prefix)?,
@@ -104,14 +232,24 @@ impl Tap {
         })
     }
 
-    /// Reads one Ethernet frame (no FCS) into `buf`; returns its length.
+    /// Reads one frame into `buf`: the [`VNET_HDR_LEN`]-byte virtio header,
+    /// then the Ethernet frame (no FCS); returns the total length. `buf`
+    /// should hold `VNET_HDR_LEN + TAP_MAX_FRAME` bytes.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.dev.recv(buf).await
     }
 
-    /// Writes one Ethernet frame.
-    pub async fn send(&self, frame: &[u8]) -> io::Result<usize> {
-        self.dev.send(frame).await
+    /// [`Tap::recv`] without waiting: `WouldBlock` when nothing is queued.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.dev.try_recv(buf)
+    }
+
+    /// Writes one Ethernet frame behind its virtio header (one `writev`);
+    /// returns the bytes written, header included.
+    pub async fn send(&self, vnet: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
+        self.dev
+            .send_vectored(&[IoSlice::new(vnet), IoSlice::new(frame)])
+            .await
     }
 
     pub fn name(&self) -> &str {
@@ -213,12 +351,15 @@ mod tests {
             // the kernel send an ARP request for it out of the TAP.
             let sock = std::net::UdpSocket::bind("10.77.9.2:0").unwrap();
             sock.send_to(b"x", "10.77.9.7:9").unwrap();
-            let mut buf = [0u8; 2048];
+            let mut buf = vec![0u8; VNET_HDR_LEN + TAP_MAX_FRAME];
             let arp = loop {
                 let n = tap.recv(&mut buf).await.unwrap();
-                let f = &buf[..n];
+                assert!(n >= VNET_HDR_LEN, "{n} bytes: no virtio header");
+                let vnet = VnetHdr::parse(buf[..VNET_HDR_LEN].try_into().unwrap());
+                assert!(!vnet.is_gso(), "{vnet:?}");
+                let f = &buf[VNET_HDR_LEN..n];
                 // EtherType 0x0806, opcode 1, target IP 10.77.9.7
-                if n >= 42
+                if f.len() >= 42
                     && f[12..14] == [8, 6]
                     && f[20..22] == [0, 1]
                     && f[38..42] == [10, 77, 9, 7]
@@ -238,7 +379,11 @@ mod tests {
             let mut frame = arp.clone();
             frame[0..6].copy_from_slice(&cfg.mac);
             frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 7]);
-            assert_eq!(tap.send(&frame).await.unwrap(), frame.len());
+            let none = [0u8; VNET_HDR_LEN];
+            assert_eq!(
+                tap.send(&none, &frame).await.unwrap(),
+                VNET_HDR_LEN + frame.len()
+            );
             assert_eq!(rx_packets(), before + 1);
 
             drop(tap);
@@ -259,40 +404,190 @@ mod tests {
             tap_body();
             return;
         }
+        run_in_netns("tap::tests::tap_in_netns", &[]);
+    }
+
+    /// Two TAPs, one moved into a second namespace, joined by a shuttle
+    /// that does what two nodes do: read virtio header and frame from one
+    /// TAP, check it, write both to the other. A TCP transfer between the
+    /// namespaces arrives intact, and TSO made the kernel hand over
+    /// super-frames larger than the MTU (written back whole on the far
+    /// side, where the kernel takes them).
+    #[test]
+    fn gso_super_frames_cross_between_taps() {
+        if let Some(peer_ns) = std::env::var_os("RINGLAN_TAP_CHILD") {
+            gso_body(peer_ns.to_str().unwrap());
+            return;
+        }
+        run_in_netns("tap::tests::gso_super_frames_cross_between_taps", &["peer"]);
+    }
+
+    fn gso_body(peer_ns: &str) {
+        const MTU: u16 = 1400;
+        const BYTES: usize = 16 << 20;
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().unwrap();
+            assert!(st.success(), "ip {args:?}");
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tap0 = Tap::open(&TapConfig {
+                name: "rl-gso0".into(),
+                mtu: MTU,
+                mac: [0x02, 0, 0, 0, 0, 1],
+                addresses: vec!["10.77.8.1/24".parse().unwrap()],
+            })
+            .expect("open rl-gso0");
+            let tap1 = Tap::open(&TapConfig {
+                name: "rl-gso1".into(),
+                mtu: MTU,
+                mac: [0x02, 0, 0, 0, 0, 2],
+                addresses: vec![],
+            })
+            .expect("open rl-gso1");
+            // The descriptor stays with us; the interface moves.
+            ip(&["link", "set", "rl-gso1", "netns", peer_ns]);
+            ip(&[
+                "-n",
+                peer_ns,
+                "addr",
+                "add",
+                "10.77.8.2/24",
+                "dev",
+                "rl-gso1",
+            ]);
+            ip(&["-n", peer_ns, "link", "set", "rl-gso1", "up"]);
+
+            let listener = std::net::TcpListener::bind("10.77.8.1:0").unwrap();
+            let to = listener.local_addr().unwrap();
+            let receiver = std::thread::spawn(move || {
+                use std::io::Read;
+                let (mut c, _) = listener.accept().unwrap();
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 1 << 16];
+                let mut total = 0usize;
+                loop {
+                    let n = c.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                    total += n;
+                }
+                (total, h.finalize().to_vec())
+            });
+            let ns_path = format!("/var/run/netns/{peer_ns}");
+            let sender = std::thread::spawn(move || {
+                use std::io::Write;
+                let ns = std::fs::File::open(ns_path).unwrap();
+                // SAFETY: a valid namespace fd; setns affects this thread only.
+                let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(r, 0, "setns: {}", io::Error::last_os_error());
+                let mut c = std::net::TcpStream::connect(to).unwrap();
+                let mut h = Sha256::new();
+                let mut block = vec![0u8; 1 << 16];
+                let mut x: u32 = 0x9e37_79b9;
+                for _ in 0..BYTES / block.len() {
+                    for b in block.iter_mut() {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        *b = x as u8;
+                    }
+                    c.write_all(&block).unwrap();
+                    h.update(&block);
+                }
+                h.finalize().to_vec()
+            });
+
+            let max_frame = usize::from(MTU) + 18;
+            let mut b0 = vec![0u8; VNET_HDR_LEN + TAP_MAX_FRAME];
+            let mut b1 = vec![0u8; VNET_HDR_LEN + TAP_MAX_FRAME];
+            let (mut gso_frames, mut largest) = (0u64, 0usize);
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+            while !(sender.is_finished() && receiver.is_finished()) {
+                let (n, from_peer) = tokio::select! {
+                    r = tap0.recv(&mut b0) => (r.unwrap(), false),
+                    r = tap1.recv(&mut b1) => (r.unwrap(), true),
+                    _ = tick.tick() => continue,
+                };
+                let (buf, out) = if from_peer {
+                    (&b1, &tap0)
+                } else {
+                    (&b0, &tap1)
+                };
+                let vnet: &[u8; VNET_HDR_LEN] = buf[..VNET_HDR_LEN].try_into().unwrap();
+                let frame = &buf[VNET_HDR_LEN..n];
+                let h = VnetHdr::parse(vnet);
+                h.check(frame.len(), max_frame)
+                    .unwrap_or_else(|e| panic!("{e:?}: {h:?}, {} bytes", frame.len()));
+                if h.is_gso() {
+                    gso_frames += 1;
+                }
+                largest = largest.max(frame.len());
+                out.send(vnet, frame).await.unwrap();
+            }
+            let sent = sender.join().unwrap();
+            let (total, got) = receiver.join().unwrap();
+            assert_eq!(total, BYTES);
+            assert_eq!(got, sent, "SHA-256 of the received stream");
+            assert!(gso_frames > 0, "no GSO super-frame seen");
+            assert!(largest > max_frame, "largest frame {largest} bytes");
+            eprintln!("{gso_frames} GSO super-frames, largest {largest} bytes");
+        });
+    }
+
+    /// Re-runs this test binary (test `name` only) inside a fresh network
+    /// namespace, with RINGLAN_TAP_CHILD set to the name of a second fresh
+    /// namespace when `extra` asks for one (else to "1"). Both are removed
+    /// afterwards.
+    fn run_in_netns(name: &str, extra: &[&str]) {
         if !is_root() {
             if std::env::var("RINGLAN_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-                eprintln!("skipping tap_in_netns: not root and RINGLAN_SKIP_ROOT_TESTS=1");
+                eprintln!("skipping {name}: not root and RINGLAN_SKIP_ROOT_TESTS=1");
                 return;
             }
             panic!(
-                "tap_in_netns needs root (CAP_NET_ADMIN to create a network namespace and a TAP); \
+                "{name} needs root (CAP_NET_ADMIN to create a network namespace and a TAP); \
                  run as root or set RINGLAN_SKIP_ROOT_TESTS=1 to skip"
             );
         }
-        let ns = netns_name();
-        let st = Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add {ns}");
-        struct Cleanup(String);
+        struct Cleanup(Vec<String>);
         impl Drop for Cleanup {
             fn drop(&mut self) {
-                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+                for ns in &self.0 {
+                    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+                }
             }
         }
-        let _cleanup = Cleanup(ns.clone());
+        let ns = format!(
+            "{}-{}",
+            netns_name(),
+            name.rsplit("::").next().unwrap_or("")
+        );
+        let ns: String = ns.chars().take(60).collect();
+        let mut cleanup = Cleanup(Vec::new());
+        let mut child_env = "1".to_string();
+        for n in std::iter::once(ns.clone()).chain(extra.iter().map(|e| format!("{ns}-{e}"))) {
+            let st = Command::new("ip")
+                .args(["netns", "add", &n])
+                .status()
+                .unwrap();
+            assert!(st.success(), "ip netns add {n}");
+            cleanup.0.push(n.clone());
+            if n != ns {
+                child_env = n;
+            }
+        }
         let exe = std::env::current_exe().unwrap();
         let out = Command::new("ip")
             .args(["netns", "exec", &ns])
             .arg(exe)
-            .args([
-                "--exact",
-                "tap::tests::tap_in_netns",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("RINGLAN_TAP_CHILD", "1")
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env("RINGLAN_TAP_CHILD", child_env)
             .output()
             .unwrap();
         let text = format!(
@@ -302,5 +597,78 @@ mod tests {
         );
         assert!(out.status.success(), "child failed:\n{text}");
         assert!(text.contains("1 passed"), "child ran no test:\n{text}");
+    }
+
+    #[test]
+    fn vnet_header_round_trips_little_endian() {
+        let h = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4 | VnetHdr::GSO_ECN,
+            hdr_len: 0x0102,
+            gso_size: 1348,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut b = [0xa5u8; VNET_HDR_LEN];
+        h.emit(&mut b);
+        assert_eq!(b, [1, 0x81, 2, 1, 0x44, 0x05, 34, 0, 16, 0]);
+        assert_eq!(VnetHdr::parse(&b), h);
+        for seed in 0u8..=255 {
+            let b: [u8; VNET_HDR_LEN] =
+                std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add(i as u8 * 7));
+            let mut out = [0u8; VNET_HDR_LEN];
+            VnetHdr::parse(&b).emit(&mut out);
+            assert_eq!(out, b);
+        }
+    }
+
+    #[test]
+    fn only_tcp_gso_super_frames_may_exceed_the_mtu() {
+        let max = 1418;
+        let none = VnetHdr::default();
+        assert_eq!(none.check(max, max), Ok(()));
+        assert_eq!(none.check(max + 1, max), Err(FrameCheck::Oversize));
+        let csum = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            ..none
+        };
+        assert_eq!(csum.check(max + 1, max), Err(FrameCheck::Oversize));
+        for t in [
+            VnetHdr::GSO_TCPV4,
+            VnetHdr::GSO_TCPV6,
+            VnetHdr::GSO_TCPV6 | VnetHdr::GSO_ECN,
+        ] {
+            let g = VnetHdr {
+                gso_type: t,
+                gso_size: 1348,
+                ..csum
+            };
+            assert!(g.is_gso());
+            assert_eq!(g.check(TAP_MAX_FRAME, max), Ok(()), "{g:?}");
+            assert_eq!(g.check(TAP_MAX_FRAME + 1, max), Err(FrameCheck::Oversize));
+            let zero = VnetHdr { gso_size: 0, ..g };
+            assert_eq!(zero.check(3000, max), Err(FrameCheck::BadVnet));
+            let big = VnetHdr {
+                gso_size: 1419,
+                ..g
+            };
+            assert_eq!(big.check(3000, max), Err(FrameCheck::BadVnet));
+        }
+        // UDP (3), UDP_L4 (5) and unknown types are not carried.
+        for t in [3u8, 5, 2, 0x7f, 0x83] {
+            let g = VnetHdr {
+                gso_type: t,
+                gso_size: 1000,
+                ..none
+            };
+            assert!(g.is_gso());
+            assert_eq!(g.check(100, max), Err(FrameCheck::BadVnet), "{g:?}");
+        }
+        // ECN alone is no GSO type.
+        let ecn = VnetHdr {
+            gso_type: VnetHdr::GSO_ECN,
+            ..none
+        };
+        assert!(!ecn.is_gso());
     }
 }
