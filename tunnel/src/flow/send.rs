@@ -48,6 +48,9 @@ pub(super) struct SendEntry {
     nak_count: u8,
     transmit_size: usize,
     tsn: u64,
+    /// TSN of the first transmission if that was of live data: such first
+    /// transmissions go out in sequence order, so it grows along the queue.
+    first_tsn: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -282,6 +285,7 @@ impl SendFlow {
                 nak_count: 0,
                 transmit_size: 0,
                 tsn: 0,
+                first_tsn: None,
             });
             self.live += 1;
             self.final_sn = Some(sn);
@@ -411,6 +415,7 @@ impl FlowSet {
                 nak_count: 0,
                 transmit_size: 0,
                 tsn: 0,
+                first_tsn: None,
             });
             f.live += 1;
         }
@@ -613,9 +618,16 @@ impl FlowSet {
     pub(super) fn detect_nacks(&mut self, _now: Instant) {
         let max = self.max_tsn_ack;
         for f in self.send.values_mut() {
-            let n = f.sent_prefix();
-            for i in 0..n {
+            for i in 0..f.queue.len() {
                 let Some(e) = f.queue.get_mut(i) else { break };
+                if !e.ever_sent && !e.abandoned && !e.acked {
+                    break; // the end of the sent prefix
+                }
+                if e.first_tsn.is_some_and(|t| t >= max) {
+                    // This and every later entry were first sent at or
+                    // after the highest acknowledged TSN.
+                    break;
+                }
                 if !e.in_flight || e.tsn >= max {
                     continue;
                 }
@@ -788,6 +800,9 @@ fn write_flow(
             stats.retransmissions += 1;
         }
         stats.fragments_sent += 1;
+        if !e.ever_sent && !e.abandoned {
+            e.first_tsn = Some(*next_tsn);
+        }
         e.in_flight = true;
         e.ever_sent = true;
         e.nak_count = 0;
