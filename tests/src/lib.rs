@@ -1683,7 +1683,11 @@ fn kill_ns_pids(ns: &str) {
         return;
     };
     for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        // Never ourselves (a thread of ours may have entered the namespace).
         if let Ok(p) = pid.parse::<libc::pid_t>() {
+            if u32::try_from(p).is_ok_and(|p| p == std::process::id()) {
+                continue;
+            }
             // SAFETY: kill(2) on a pid that lives in a lab namespace.
             unsafe {
                 libc::kill(p, libc::SIGKILL);
