@@ -171,6 +171,14 @@ impl Collector for StatusCollector {
         )?;
         counter(
             &mut enc,
+            "ringlan_drops",
+            "Datagrams and frames dropped by the node (not per session), by reason",
+            s.drops
+                .iter()
+                .map(|(reason, &n)| (vec![("reason", reason.clone())], n)),
+        )?;
+        counter(
+            &mut enc,
             "ringlan_peer_drops",
             "Frames dropped on the session, by reason",
             s.sessions.iter().flat_map(|x| {
@@ -334,6 +342,7 @@ mod tests {
             "ringlan_peer_tx_frames_total{peer=\"89abcdef\"} 1200",
             "ringlan_peer_rx_bytes_total{peer=\"89abcdef\"} 830",
             "ringlan_peer_drops_total{peer=\"fedcba98\",reason=\"no-route\"} 2",
+            "ringlan_drops_total{reason=\"udp_not_member\"} 3",
             "ringlan_peer_rtt_seconds{peer=\"89abcdef\"} 0.00074",
             "ringlan_sessions{state=\"open\"} 1",
             "ringlan_neighbours 2",

@@ -298,6 +298,7 @@ pub fn initial_status(ctx: &NodeContext) -> Status {
         sessions: Vec::new(),
         neighbours: None,
         uptime_secs: 0,
+        drops: BTreeMap::new(),
     }
 }
 
@@ -884,6 +885,22 @@ impl Node {
         }
     }
 
+    /// Node-wide drops: the endpoint's refused datagrams (`udp_` reason)
+    /// and frames dropped before reaching a session.
+    fn node_drops(&self) -> BTreeMap<String, u64> {
+        let mut d = self.local_drops.clone();
+        for (reason, n) in &self.driver.endpoint_ref().stats().drops {
+            if *n > 0 {
+                d.insert(format!("udp_{}", reason.as_str()), *n);
+            }
+        }
+        let errs = self.driver.send_errors();
+        if errs > 0 {
+            d.insert("udp_send_error".into(), errs);
+        }
+        d
+    }
+
     fn status(&self, base: &Status) -> Status {
         let now = Instant::now();
         let ep = self.driver.endpoint_ref();
@@ -899,10 +916,7 @@ impl Node {
             .iter()
             .filter_map(|(sid, p)| {
                 let info: SessionInfo = ep.session_info(*sid)?;
-                let mut drops = p.drops.clone();
-                for (k, v) in &self.local_drops {
-                    *drops.entry(k.clone()).or_insert(0) += v;
-                }
+                let drops = p.drops.clone();
                 Some(SessionStatus {
                     peer_id: p.node.to_string(),
                     peer_name: names
@@ -994,6 +1008,7 @@ impl Node {
             sessions,
             neighbours: Some(neighbours),
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),
+            drops: self.node_drops(),
             ..base.clone()
         }
     }

@@ -36,6 +36,11 @@ pub struct Status {
     /// Overlay neighbours; `None` until the overlay reports them.
     pub neighbours: Option<Vec<Neighbour>>,
     pub uptime_secs: u64,
+    /// Node-wide drops by reason: datagrams the endpoint refused
+    /// (`udp_*`: not a member, malformed, replayed, rate limited, ...) and
+    /// frames that had no session to go to.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -457,6 +462,10 @@ impl Status {
         }
         let _ = writeln!(o, "nat       {nat}");
         let _ = writeln!(o, "uptime    {}", format_duration(self.uptime_secs));
+        if !self.drops.is_empty() {
+            let d: Vec<String> = self.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(o, "drops     {}", d.join(", "));
+        }
 
         o.push('\n');
         let _ = writeln!(o, "sessions: {}", self.sessions.len());
@@ -624,6 +633,7 @@ pub(crate) mod tests {
                 },
             ]),
             uptime_secs: 90061,
+            drops: BTreeMap::from([("udp_not_member".to_string(), 3)]),
         }
     }
 
@@ -638,6 +648,7 @@ listen    0.0.0.0:4910
 addresses 192.0.2.10:4910 (local), 203.0.113.5:61000 (reflexive)
 nat       endpoint-independent (203.0.113.5:61000)
 uptime    1d01h
+drops     udp_not_member 3
 
 sessions: 2
 PEER      NAME     REMOTE              PATH                STATE       RTT  TX FRAMES  TX BYTES  RX FRAMES  RX BYTES  DROPS                      AGE
