@@ -194,6 +194,10 @@ pub struct EndpointStats {
     pub fihellos_forwarded: u64,
     /// STUN Binding requests answered (RFC 8489 6.3.1).
     pub stun_answered: u64,
+    /// RHello Cookie Changes sent (RFC 7016 3.5.1.2).
+    pub cookie_changes_sent: u64,
+    /// Stored RIKeyings resent for retransmitted IIKeyings (3.5.1.1.2).
+    pub rikeyings_resent: u64,
 }
 
 /// Errors of application commands.
@@ -1072,6 +1076,7 @@ impl Endpoint {
                     new_cookie: &new_cookie,
                 };
                 self.queue_startup(from, initiator_session_id, &[c], 0, None);
+                self.stats.cookie_changes_sent += 1;
                 return;
             }
             CookieCheck::Valid => {}
@@ -1123,6 +1128,7 @@ impl Endpoint {
                     let rik = echo.rikeying.clone();
                     let far = echo.far_session_id;
                     self.queue_startup_raw(from, far, &[&rik], None);
+                    self.stats.rikeyings_resent += 1;
                     return;
                 }
             }

@@ -247,6 +247,7 @@ fn reliable_flow_moves_64_mib_at_5_percent_loss_with_reordering_and_duplication(
             duplicate: 0.01,
             rate: 100_000_000,
             max_queue: Duration::from_millis(50),
+            max_datagram: 0,
         },
     );
     let a = net.add(config(1));
@@ -524,4 +525,121 @@ fn bootstrap_by_address_then_introduction_through_forwarder_and_redirector() {
         st.fihellos_forwarded >= 1 && st.redirects_sent >= 1,
         "{st:?}"
     );
+}
+
+fn state_of(net: &Net, i: usize, s: SessionId) -> Option<&'static str> {
+    net.nodes[i].ep.session_info(s).map(|x| x.state.as_str())
+}
+
+#[test]
+fn cookie_change_when_the_initiator_address_changes_during_the_handshake() {
+    // RFC 7016 3.5.1.2: A's IHello came from one address, its IIKeying from
+    // another: B answers with an RHello Cookie Change and A re-signs.
+    let mut net = Net::new(13, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (idb, addb) = (net.nodes[b].ep.node_id(), net.nodes[b].addr);
+    let old = net.nodes[a].addr;
+    // Everything A sends from its old address after the IHello is lost:
+    // the IIKeying reaches B only from the new address.
+    let mut n_old = 0;
+    net.drop_filter = Some(Box::new(move |from, to, _| {
+        if from == old && to == addb {
+            n_old += 1;
+            return n_old > 1;
+        }
+        false
+    }));
+    let now = net.now;
+    let s = net.nodes[a]
+        .ep
+        .connect(now, Target::Node(idb), &[addb])
+        .unwrap();
+    net.flush(a);
+    assert!(net.run_until(Duration::from_secs(5), |n| state_of(n, a, s)
+        == Some("keying-sent")));
+    let new: SocketAddr = "203.0.113.77:4910".parse().unwrap();
+    net.nodes[a].public_addr = new;
+    net.nodes[a].addr = new;
+    assert!(net.run_until(Duration::from_secs(20), |n| !opened(n, a).is_empty()));
+    assert!(net.nodes[b].ep.stats().cookie_changes_sent >= 1);
+    let sb = opened(&net, b)[0];
+    assert_eq!(net.nodes[b].ep.session_info(sb).unwrap().remote, new);
+}
+
+#[test]
+fn retransmitted_iikeying_is_answered_with_the_stored_rikeying() {
+    // Lose B's first RIKeying: A retransmits its IIKeying, B must answer
+    // from the OPEN session (3.5.1.1.2 step 2.1), not open a second one.
+    let mut net = Net::new(14, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (adda, addb) = (net.nodes[a].addr, net.nodes[b].addr);
+    let mut sent = 0;
+    net.drop_filter = Some(Box::new(move |from, to, _| {
+        if from == addb && to == adda {
+            sent += 1;
+            // 1st: RHello (keep), 2nd: RIKeying (drop).
+            return sent == 2;
+        }
+        false
+    }));
+    let idb = net.nodes[b].ep.node_id();
+    let now = net.now;
+    let s = net.nodes[a]
+        .ep
+        .connect(now, Target::Node(idb), &[addb])
+        .unwrap();
+    net.flush(a);
+    assert!(net.run_until(Duration::from_secs(20), |n| opened(n, a).contains(&s)));
+    assert!(net.nodes[b].ep.stats().rikeyings_resent >= 1);
+    assert_eq!(opened(&net, b).len(), 1, "one session at the responder");
+    assert_eq!(net.nodes[b].ep.sessions().count(), 1);
+}
+
+#[test]
+fn duplicate_opening_sessions_to_one_identity_are_suppressed() {
+    // 3.5.1.1.1 step 1: two opening sessions (by node id and by address)
+    // reach the same certificate; the second is aborted in favour of the
+    // first.
+    let mut net = Net::new(15, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (idb, addb) = (net.nodes[b].ep.node_id(), net.nodes[b].addr);
+    let now = net.now;
+    let s1 = net.nodes[a]
+        .ep
+        .connect(now, Target::Node(idb), &[addb])
+        .unwrap();
+    let s2 = net.nodes[a].ep.connect(now, Target::Any, &[addb]).unwrap();
+    assert_ne!(s1, s2);
+    net.flush(a);
+    net.run_for(Duration::from_secs(5));
+    let open = opened(&net, a);
+    assert_eq!(open.len(), 1, "{open:?}");
+    let dup = net.nodes[a].events.iter().any(|e| {
+        matches!(e, Event::SessionFailed { reason: OpenFailure::Duplicate(other), .. } if *other == open[0])
+    });
+    assert!(dup, "the other opening session reports Duplicate");
+    assert_eq!(opened(&net, b).len(), 1);
+}
+
+#[test]
+fn path_mtu_discovery_finds_a_smaller_path_and_data_still_flows() {
+    let mut net = Net::new(
+        16,
+        LinkModel {
+            max_datagram: 1300,
+            ..Default::default()
+        },
+    );
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (sa, _) = connect(&mut net, a, b);
+    // Probes go out on timers; give them a few ERT0s.
+    net.run_for(Duration::from_secs(30));
+    let pmtu = net.nodes[a].ep.session_info(sa).unwrap().pmtu;
+    assert!((1200..=1300).contains(&pmtu), "pmtu {pmtu}");
+    let got = bulk(&mut net, a, b, sa, 2 << 20, 4000);
+    assert_eq!(got.len(), (2 << 20) / 4000 + 1);
 }

@@ -26,6 +26,8 @@ pub struct LinkModel {
     pub rate: u64,
     /// Max queueing delay at the bottleneck before tail drop.
     pub max_queue: Duration,
+    /// Datagrams larger than this are dropped (a path MTU); 0 = no limit.
+    pub max_datagram: usize,
 }
 
 impl Default for LinkModel {
@@ -37,6 +39,7 @@ impl Default for LinkModel {
             duplicate: 0.0,
             rate: 0,
             max_queue: Duration::from_millis(100),
+            max_datagram: 0,
         }
     }
 }
@@ -126,6 +129,8 @@ pub struct Net {
     /// Every datagram put on the wire: (from, to, len, first byte after the multiplex header).
     pub log: Vec<(SocketAddr, SocketAddr, usize)>,
     pub keep_log: bool,
+    /// Drops the datagrams for which it returns true (targeted loss).
+    pub drop_filter: Option<Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>>,
     buf: Vec<u8>,
     pub nats: Vec<Nat>,
 }
@@ -161,6 +166,7 @@ impl Net {
             dropped: 0,
             log: Vec::new(),
             keep_log: false,
+            drop_filter: None,
             buf: vec![0u8; 2048],
             nats: Vec::new(),
         }
@@ -272,6 +278,16 @@ impl Net {
     pub fn put(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         if self.keep_log {
             self.log.push((from, to, data.len()));
+        }
+        if let Some(f) = self.drop_filter.as_mut() {
+            if f(from, to, &data) {
+                self.dropped += 1;
+                return;
+            }
+        }
+        if self.link.max_datagram > 0 && data.len() > self.link.max_datagram {
+            self.dropped += 1;
+            return;
         }
         if self.link.loss > 0.0 && self.rng.f64() < self.link.loss {
             self.dropped += 1;
