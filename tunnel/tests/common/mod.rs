@@ -115,6 +115,9 @@ struct InFlight {
     data: Vec<u8>,
 }
 
+/// Decides, per datagram (from, to, bytes), whether the network loses it.
+pub type DropFilter = Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>;
+
 pub struct Net {
     pub now: Instant,
     pub start: Instant,
@@ -130,7 +133,7 @@ pub struct Net {
     pub log: Vec<(SocketAddr, SocketAddr, usize)>,
     pub keep_log: bool,
     /// Drops the datagrams for which it returns true (targeted loss).
-    pub drop_filter: Option<Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>>,
+    pub drop_filter: Option<DropFilter>,
     buf: Vec<u8>,
     pub nats: Vec<Nat>,
 }
