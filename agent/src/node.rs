@@ -385,7 +385,7 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
     ecfg.stun_responder = cfg.role == Role::Introducer;
     // Keepalives hold NAT mappings; a peer is dead after three missed.
     ecfg.session.keepalive = cfg.keepalive;
-    ecfg.session.dead_after = ecfg.session.dead_after.max(cfg.keepalive * 3);
+    ecfg.session.dead_after = cfg.keepalive * 3;
     let driver = Driver::bind(cfg.listen.socket_addr(), ecfg)
         .await
         .with_context(|| format!("binding UDP {}", cfg.listen.socket_addr()))?;

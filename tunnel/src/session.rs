@@ -211,6 +211,9 @@ pub(crate) struct Session {
     final_close_ack: bool,
     pending_pmtu_probe: Option<crate::pmtu::Probe>,
     pending_keepalive: bool,
+    /// Retransmission timeouts with loss since the last packet from the
+    /// far end: a peer that stopped answering while we had data for it.
+    silent_rtos: u32,
     /// TCR flag for outgoing packets (set by the endpoint, RFC 7016 2.2.4).
     tcr_out: bool,
     /// Encoded chunks queued by the endpoint (FIHello), sent in order.
@@ -233,6 +236,13 @@ fn near_mode(role: Role) -> PacketMode {
         Role::Responder => PacketMode::Responder,
     }
 }
+
+/// A session whose data went unacknowledged through this many consecutive
+/// retransmission timeouts (ERT0 backing off from 250 ms: about 3 s), with
+/// nothing at all received for [`DEAD_AFTER_SILENT_MIN`], is dead: the far
+/// end stopped. Idle sessions are covered by keepalives and `dead_after`.
+pub(crate) const DEAD_AFTER_SILENT_RTOS: u32 = 5;
+pub(crate) const DEAD_AFTER_SILENT_MIN: Duration = Duration::from_secs(4);
 
 /// Bytes before the plain packet in a session datagram.
 pub(crate) const PLAIN_OFFSET: usize = MULTIPLEX_HEADER_LEN + SESSION_HEADER_LEN;
@@ -377,6 +387,7 @@ impl Session {
             final_close_ack: false,
             pending_pmtu_probe: None,
             pending_keepalive: false,
+            silent_rtos: 0,
             tcr_out: false,
             control_out: VecDeque::new(),
             stats: SessionStats::default(),
@@ -476,6 +487,7 @@ impl Session {
         self.stats.packets_received += 1;
         self.stats.bytes_received += datagram_len as u64;
         self.last_recv = now;
+        self.silent_rtos = 0;
         self.ping_outstanding = None;
         if let Some(ts) = self.ts.as_mut() {
             ts.on_packet_received(now, header.timestamp, header.timestamp_echo);
@@ -695,7 +707,9 @@ impl Session {
                 None
             }
             SessionState::Open => {
-                if now >= self.last_recv + self.cfg.dead_after {
+                let silent_loss = self.silent_rtos >= DEAD_AFTER_SILENT_RTOS
+                    && now.saturating_duration_since(self.last_recv) >= DEAD_AFTER_SILENT_MIN;
+                if now >= self.last_recv + self.cfg.dead_after || silent_loss {
                     self.final_close_ack = true;
                     self.set_state(now, SessionState::Closed);
                     return Some(TimerOutcome::Closed(CloseReason::Dead));
@@ -705,6 +719,9 @@ impl Session {
                         // RFC 7016 3.6.2.6.
                         self.stats.retransmit_timeouts += 1;
                         let any_loss = self.flows.on_retransmit_timeout(now);
+                        if any_loss {
+                            self.silent_rtos += 1;
+                        }
                         if let Some(ts) = self.ts.as_mut() {
                             if any_loss {
                                 ts.rtt.backoff();
@@ -719,6 +736,14 @@ impl Session {
                         } else {
                             None
                         };
+                        if self.silent_rtos >= DEAD_AFTER_SILENT_RTOS
+                            && now.saturating_duration_since(self.last_recv)
+                                >= DEAD_AFTER_SILENT_MIN
+                        {
+                            self.final_close_ack = true;
+                            self.set_state(now, SessionState::Closed);
+                            return Some(TimerOutcome::Closed(CloseReason::Dead));
+                        }
                     }
                 }
                 if now >= self.keepalive_due {

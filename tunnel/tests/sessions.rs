@@ -643,3 +643,50 @@ fn path_mtu_discovery_finds_a_smaller_path_and_data_still_flows() {
     let got = bulk(&mut net, a, b, sa, 2 << 20, 4000);
     assert_eq!(got.len(), (2 << 20) / 4000 + 1);
 }
+
+#[test]
+fn a_peer_that_stops_while_data_is_in_flight_is_declared_dead_within_seconds() {
+    // Keepalive-based detection takes `dead_after` (75 s by default); a
+    // peer that vanishes while we send to it is noticed from the silent
+    // retransmission timeouts instead.
+    let mut net = Net::new(17, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (sa, _) = connect(&mut net, a, b);
+    let f = net.nodes[a].ep.open_flow(sa, b"frames", None).unwrap();
+    // Traffic first, so the session has measured its round trip.
+    let mut got = Vec::new();
+    for i in 0..50u64 {
+        let now = net.now;
+        net.nodes[a]
+            .ep
+            .send(now, sa, f, &pattern(i, 800), Reliability::NoRetransmit)
+            .unwrap();
+        net.flush(a);
+        let t = net.now + Duration::from_millis(20);
+        net.run_until(Duration::from_secs(1), |n| n.now >= t);
+        messages(&mut net, b, &mut got);
+    }
+    assert!(got.len() > 40);
+    net.nodes[b].up = false;
+    let t0 = net.now;
+    let dead = |n: &mut Net| {
+        n.nodes[a].events.iter().any(|e| {
+            matches!(e, Event::SessionClosed { session, reason: CloseReason::Dead, .. } if *session == sa)
+        })
+    };
+    while !dead(&mut net) && net.now - t0 < Duration::from_secs(30) {
+        let now = net.now;
+        let _ = net.nodes[a]
+            .ep
+            .send(now, sa, f, b"frame", Reliability::NoRetransmit);
+        net.flush(a);
+        let t = net.now + Duration::from_millis(50);
+        net.run_until(Duration::from_secs(1), |n| n.now >= t);
+    }
+    let took = net.now - t0;
+    let info = net.nodes[a].ep.session_info(sa);
+    assert!(dead(&mut net), "not declared dead: {info:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    println!("dead after {took:?}");
+}
