@@ -636,10 +636,6 @@ fn sixteen_nodes_form_a_log_n_ring_ping_all_pairs_and_flood_exactly_once() {
 }
 
 #[test]
-#[ignore = "agent: a SIGKILLed peer is detected only after 75 s (agent/src/node.rs \
-            sets dead_after = max(75 s, 3 keepalive), so no config gets below 75 s); \
-            routes via dead ring neighbours black-hole until then (seen: 2 of 66 pairs \
-            still failing 60 s after the kills; ring re-formed after 99 s)"]
 fn killing_four_of_sixteen_nodes_the_rest_ping_again_within_ten_seconds() {
     let _serial = serial();
     let t_start = Instant::now();
