@@ -511,6 +511,30 @@ fn sixteen_nodes_form_a_log_n_ring_ping_all_pairs_and_flood_exactly_once() {
         return;
     };
 
+    // Memory of idle agents in the 16-node lab (issue: under 20 MiB RSS).
+    let mut rss = Vec::new();
+    for m in &w.members {
+        let p = m.node.proc.clone().expect("started");
+        let kib = std::fs::read_to_string(format!("/proc/{}/status", p.pid))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        rss.push(kib);
+    }
+    let max_kib = rss.iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "idle agent RSS: max {} KiB, mean {} KiB over {} agents",
+        max_kib,
+        rss.iter().sum::<u64>() / rss.len().max(1) as u64,
+        rss.len()
+    );
+    assert!(max_kib > 0, "could not read agent RSS");
+    assert!(max_kib < 20 * 1024, "an idle agent uses {max_kib} KiB");
+
     // -- 1. the ring formed (ring_lab); sessions per node ---------------------
     // Sessions per node: O(log N), not a full mesh. The introducer keeps a
     // session with every node that joined through it (docs/overlay.md), so
