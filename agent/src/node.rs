@@ -703,11 +703,23 @@ impl Node {
             }
             Event::AddressChanged { session, from, to } => {
                 tracing::info!(?session, %from, %to, "peer address changed");
+                // Tell the other links (RFC 7016 3.5.1.5 re-introduction):
+                // a peer whose NAT only lets the old address in probes it.
+                if let Some(node) = self.peers.get(&session).map(|p| p.node) {
+                    if self.by_node.get(&node) == Some(&session) {
+                        self.overlay.peer_moved(now, node, to);
+                    }
+                }
             }
             Event::StunResult { tx, server, mapped } => {
                 self.stun_pending.remove(&tx);
-                if self.mapped.insert(server, mapped) != Some(mapped) {
-                    tracing::info!(%server, %mapped, "reflexive address");
+                match self.mapped.insert(server, mapped) {
+                    Some(old) if old != mapped => {
+                        tracing::info!(%server, %old, %mapped, "reflexive address changed");
+                        self.overlay.reflexive_changed(now, mapped);
+                    }
+                    Some(_) => {}
+                    None => tracing::info!(%server, %mapped, "reflexive address"),
                 }
             }
             Event::StunFailed { tx, server } => {
@@ -852,6 +864,16 @@ impl Node {
                         self.closed_by_overlay.insert(sid);
                         self.peers.remove(&sid);
                         self.driver.endpoint().close(now, sid, false);
+                    }
+                }
+                overlay::Action::ProbePath { node, addr } => {
+                    let Some(&sid) = self.by_node.get(&node) else {
+                        continue;
+                    };
+                    let ep = self.driver.endpoint();
+                    let remote = ep.session_info(sid).map(|i| i.remote);
+                    if remote.is_some_and(|r| r != addr) && ep.probe_path(now, sid, addr) {
+                        tracing::info!(%node, %addr, "probing a peer's new address");
                     }
                 }
                 overlay::Action::SendControl { to, bytes } => {

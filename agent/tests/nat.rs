@@ -441,8 +441,10 @@ fn symmetric_nats_report_no_direct_path_without_flapping() {
 // 5. The NAT's public mapping changes mid-transfer: TCP survives.
 // ---------------------------------------------------------------------------
 
+/// a's NAT renumbering: the introducer's session with a follows a's
+/// packets (RFC 7016 3.5.4.2) and announces `Moved { a, new }`; b probes
+/// the new address (`Endpoint::probe_path`), which opens b's NAT to it.
 #[test]
-#[ignore = "not yet: a node whose public address changes must re-introduce itself through a forwarder to peers behind port-restricted NATs (issue 4 note)"]
 fn tcp_inside_the_lan_survives_nat_rebinding() {
     let _serial = serial();
     let Some(w) = NatLab::new() else { return };

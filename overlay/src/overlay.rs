@@ -142,6 +142,11 @@ pub enum Action {
     CloseSession { node: NodeId },
     /// Send an encoded control message on the node's reliable control flow.
     SendControl { to: NodeId, bytes: Vec<u8> },
+    /// A linked peer reported (`Moved`) that `node` is now reachable at
+    /// `addr`: send the session's address-mobility check Ping there
+    /// (`Endpoint::probe_path`, RFC 7016 3.5.4.2). A verified reply moves
+    /// the session; answer with [`Overlay::peer_moved`].
+    ProbePath { node: NodeId, addr: SocketAddr },
 }
 
 /// Why a link exists (for status), highest priority first.
@@ -248,6 +253,10 @@ pub struct Stats {
     pub link_rejects: u64,
     pub opens: u64,
     pub open_failures: u64,
+    /// `Moved` announcements sent (a link's address or our own changed).
+    pub moves_announced: u64,
+    /// `ProbePath` actions asked for after a peer's `Moved`.
+    pub probes: u64,
     pub switch: SwitchCounters,
 }
 
@@ -265,6 +274,8 @@ struct Link {
     announced: LinkWant,
     /// Last direct frame either way (on-demand idle detection).
     last_traffic: Instant,
+    /// The last `ProbePath` asked for this link (rate limit).
+    probed: Option<(SocketAddr, Instant)>,
 }
 
 impl Link {
@@ -700,6 +711,7 @@ impl Overlay {
                 peer_want: LinkWant::Release,
                 announced: LinkWant::Release,
                 last_traffic: now,
+                probed: None,
             },
         );
         let kind = self.link_kind(node);
@@ -832,8 +844,87 @@ impl Overlay {
             Message::LinkRequest(want) => self.on_link_request(now, from, want),
             Message::LinkReject { kind, reason } => self.on_link_reject(now, from, kind, reason),
             Message::Ring(list) => self.on_ring(now, from, list),
+            Message::Moved { node, addr } => self.on_moved(now, node, addr),
         }
         self.run_policy(now);
+    }
+
+    /// The session to `node` moved to `addr` (the transport verified the
+    /// new address, RFC 7016 3.5.4.2). Records it and, as the forwarder
+    /// that saw the move (RFC 7016 3.5.1.5), tells every other link with
+    /// `Moved` so that a peer whose NAT only lets the old address in can
+    /// probe the new one.
+    pub fn peer_moved(&mut self, now: Instant, node: NodeId, addr: SocketAddr) {
+        let Some(link) = self.links.get_mut(&node) else {
+            return;
+        };
+        let old = link.addr;
+        link.addr = addr;
+        link.probed = None;
+        if old == addr {
+            return;
+        }
+        if let Some(m) = self.members.get_mut(&node) {
+            let local = m
+                .info
+                .addrs
+                .iter()
+                .any(|a| a.origin == AddrOrigin::Local && a.addr == addr);
+            m.info
+                .addrs
+                .retain(|a| !(a.origin == AddrOrigin::Reflexive && a.addr == old));
+            if !local && m.info.addrs.len() < MAX_ADDRS {
+                m.info.addrs.push(TaggedAddr {
+                    origin: AddrOrigin::Reflexive,
+                    addr,
+                });
+            }
+        }
+        self.stats.moves_announced += 1;
+        self.announce_move(node, addr);
+        self.run_policy(now);
+    }
+
+    /// This node's own reflexive address (STUN) changed: tell every link,
+    /// so that peers whose NAT filters the new address probe it.
+    pub fn reflexive_changed(&mut self, now: Instant, addr: SocketAddr) {
+        self.stats.moves_announced += 1;
+        self.announce_move(self.cfg.node_id, addr);
+        self.run_policy(now);
+    }
+
+    /// `Moved { node, addr }` to every link except `node` itself.
+    fn announce_move(&mut self, node: NodeId, addr: SocketAddr) {
+        let msg = Message::Moved { node, addr };
+        let to: Vec<NodeId> = self.links.keys().copied().filter(|n| *n != node).collect();
+        for n in to {
+            self.send(n, &msg);
+        }
+    }
+
+    /// A linked peer says `node` is now at `addr`: probe it if our session
+    /// runs elsewhere. At most one probe per address and second, so a
+    /// chatty peer cannot turn us into a Ping source; the probe itself
+    /// proves nothing until the far end answers it (RFC 7016 3.5.4.2).
+    fn on_moved(&mut self, now: Instant, node: NodeId, addr: SocketAddr) {
+        if node == self.cfg.node_id {
+            return;
+        }
+        let Some(link) = self.links.get_mut(&node) else {
+            return;
+        };
+        if link.addr == addr {
+            return;
+        }
+        let recent = link.probed.is_some_and(|(a, t)| {
+            a == addr && now.saturating_duration_since(t) < Duration::from_secs(1)
+        });
+        if recent {
+            return;
+        }
+        link.probed = Some((addr, now));
+        self.stats.probes += 1;
+        self.actions.push_back(Action::ProbePath { node, addr });
     }
 
     /// This node's interface addresses changed (also call once at start).
@@ -2205,6 +2296,96 @@ mod tests {
         for n in o.neighbours() {
             assert!(succ.contains(&n.node) || pred.contains(&n.node), "{n:?}");
         }
+    }
+
+    #[test]
+    fn a_verified_move_is_announced_and_a_reported_move_is_probed() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        o.peer_up(t0, NodeId(7), sa("198.51.100.7:4910"), true);
+        o.peer_up(t0, NodeId(200), sa("203.0.113.2:4910"), false);
+        o.peer_up(t0, NodeId(300), sa("203.0.113.3:4910"), false);
+        let hello = |id: u128| {
+            Message::Hello(Hello {
+                node_id: NodeId(id),
+                name: format!("n{id}"),
+                role: Role::Node,
+                addrs: vec![sa("10.0.0.2:4910")],
+                mac: Some(Mac([2, 0, 0, 0, 0, id as u8])),
+            })
+            .encode()
+            .unwrap()
+        };
+        o.handle_control(t0, NodeId(200), &hello(200));
+        drain(&mut o);
+
+        // Our session with 200 verified a new address: everybody else hears.
+        let new = sa("198.51.100.20:4910");
+        o.peer_moved(t0, NodeId(200), new);
+        let mut moved: Vec<NodeId> = decode_sends(&drain(&mut o))
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                Message::Moved { node, addr } if node == NodeId(200) && addr == new => Some(to),
+                _ => None,
+            })
+            .collect();
+        moved.sort();
+        assert_eq!(moved, vec![NodeId(7), NodeId(300)]);
+        let m = o.member(NodeId(200)).unwrap();
+        assert!(m
+            .addrs
+            .iter()
+            .any(|a| a.addr == new && a.origin == AddrOrigin::Reflexive));
+        assert!(!m.addrs.iter().any(|a| a.addr == sa("203.0.113.2:4910")));
+        // The same address again is no news.
+        o.peer_moved(t0, NodeId(200), new);
+        assert!(decode_sends(&drain(&mut o)).is_empty());
+        assert_eq!(o.stats().moves_announced, 1);
+
+        // A peer reports that 300 moved: probe it, once per second.
+        let to = sa("198.51.100.30:4910");
+        let report = |node: u128, addr: SocketAddr| {
+            Message::Moved {
+                node: NodeId(node),
+                addr,
+            }
+            .encode()
+            .unwrap()
+        };
+        o.handle_control(t0, NodeId(7), &report(300, to));
+        let probes = |acts: Vec<Action>| -> Vec<Action> {
+            acts.into_iter()
+                .filter(|a| matches!(a, Action::ProbePath { .. }))
+                .collect()
+        };
+        assert_eq!(
+            probes(drain(&mut o)),
+            vec![Action::ProbePath {
+                node: NodeId(300),
+                addr: to
+            }]
+        );
+        o.handle_control(t0, NodeId(7), &report(300, to));
+        assert!(probes(drain(&mut o)).is_empty(), "rate limited");
+        let t1 = t0 + Duration::from_secs(1);
+        o.handle_control(t1, NodeId(7), &report(300, to));
+        assert_eq!(probes(drain(&mut o)).len(), 1);
+        // Nothing to probe: the session already runs there, the node is
+        // not linked, or it is this node.
+        o.handle_control(t1, NodeId(7), &report(200, new));
+        o.handle_control(t1, NodeId(7), &report(999, to));
+        o.handle_control(t1, NodeId(7), &report(100, to));
+        assert!(probes(drain(&mut o)).is_empty());
+        assert_eq!(o.stats().probes, 2);
+
+        // Our own reflexive address changed: every link hears.
+        o.reflexive_changed(t1, sa("198.51.100.99:4910"));
+        let own = decode_sends(&drain(&mut o))
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Message::Moved { node, .. } if *node == NodeId(100)))
+            .count();
+        assert_eq!(own, 3);
     }
 
     #[test]

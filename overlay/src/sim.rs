@@ -361,6 +361,8 @@ impl Sim {
                     }
                 }
             }
+            // The simulator models sessions, not addresses: nothing moves.
+            Action::ProbePath { .. } => {}
             Action::SendControl { to, bytes } => {
                 if let Some(&t) = self.index.get(&to) {
                     if self.adj[from as usize].contains(&t) {

@@ -42,6 +42,7 @@ const T_LOOKUP_REPLY: u8 = 0x08;
 const T_LINK_REQUEST: u8 = 0x09;
 const T_LINK_REJECT: u8 = 0x0a;
 const T_RING: u8 = 0x0b;
+const T_MOVED: u8 = 0x0c;
 
 const F_INTRODUCER: u8 = 0x01;
 const F_TAP: u8 = 0x02;
@@ -166,6 +167,16 @@ pub enum Message {
     /// The sender's ring neighbours (successors then predecessors) with
     /// their addresses, for ring maintenance.
     Ring(Vec<Member>),
+    /// `node` is now reachable at `addr` (its NAT renumbered or rebound):
+    /// sent by a node whose session with `node` verified the new address
+    /// (RFC 7016 3.5.4.2), or by `node` itself when it learns a new
+    /// reflexive address. A receiver with a session to `node` at another
+    /// address probes `addr` (the forwarder's re-introduction, RFC 7016
+    /// 3.5.1.5/3.5.1.6; the probe's Ping Reply does the verification).
+    Moved {
+        node: NodeId,
+        addr: SocketAddr,
+    },
 }
 
 /// A lookup for the node managing `target` (Symphony's routing of a join or
@@ -517,6 +528,11 @@ impl Message {
                 out.push(T_RING);
                 put_members(out, ms)?;
             }
+            Message::Moved { node, addr } => {
+                out.push(T_MOVED);
+                out.extend_from_slice(&node.to_bytes());
+                put_addr(out, addr);
+            }
         }
         Ok(())
     }
@@ -592,6 +608,10 @@ impl Message {
                 Message::LinkReject { kind, reason }
             }
             T_RING => Message::Ring(r.members()?),
+            T_MOVED => Message::Moved {
+                node: r.node_id()?,
+                addr: r.addr()?,
+            },
             t => return Err(WireError::UnknownType(t)),
         };
         r.finish()?;
@@ -735,6 +755,37 @@ mod tests {
         ]);
         assert_eq!(b, want);
         assert_eq!(Message::decode(&b).unwrap(), m);
+    }
+
+    #[test]
+    fn moved_golden_bytes() {
+        let m = Message::Moved {
+            node: NodeId(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+            addr: sa("198.51.100.20:4910"),
+        };
+        let b = m.encode().unwrap();
+        let mut want = vec![1, 0x0c];
+        want.extend(1..=16u8);
+        want.extend([4, 198, 51, 100, 20, 0x13, 0x2e]);
+        assert_eq!(b, want);
+        assert_eq!(Message::decode(&b).unwrap(), m);
+        // Truncated, trailing, bad family: errors, never panics.
+        for n in 0..b.len() {
+            assert!(Message::decode(&b[..n]).is_err());
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert_eq!(Message::decode(&long), Err(WireError::TrailingBytes(1)));
+        let mut fam = b.clone();
+        fam[18] = 5;
+        assert_eq!(Message::decode(&fam), Err(WireError::BadFamily(5)));
+        let v6 = Message::Moved {
+            node: NodeId(7),
+            addr: sa("[2001:db8::1]:1"),
+        };
+        let b6 = v6.encode().unwrap();
+        assert_eq!(b6.len(), 2 + 16 + 1 + 16 + 2);
+        assert_eq!(Message::decode(&b6).unwrap(), v6);
     }
 
     #[test]
@@ -1002,6 +1053,10 @@ mod tests {
                 reason: RejectReason::Capacity
             }),
             proptest::collection::vec(arb_member(), 0..6).prop_map(Message::Ring),
+            (any::<u128>(), arb_addr()).prop_map(|(n, addr)| Message::Moved {
+                node: NodeId(n),
+                addr
+            }),
         ]
     }
 

@@ -656,6 +656,20 @@ impl Endpoint {
         }
     }
 
+    /// Probe a new path to an OPEN session's far end: send the
+    /// address-mobility check Ping (RFC 7016 3.5.4.2) to `addr` now,
+    /// bypassing its rate limit once. If the far end answers from `addr`
+    /// the verified Ping Reply moves DESTADDR there and
+    /// [`Event::AddressChanged`] follows. This is how a node learns, through
+    /// a third party such as an introducer (RFC 7016 3.5.1.5/3.5.1.6), that a
+    /// peer's NAT renumbered while its own NAT still filters the peer's new
+    /// address. Returns false if the session is unknown or not OPEN.
+    pub fn probe_path(&mut self, now: Instant, session: SessionId, addr: SocketAddr) -> bool {
+        self.sessions
+            .get_mut(&session.0)
+            .is_some_and(|s| s.probe_path(now, addr))
+    }
+
     /// Give a delivered message buffer back for reuse.
     pub fn recycle(&mut self, session: SessionId, buf: Vec<u8>) {
         if let Some(s) = self.sessions.get_mut(&session.0) {

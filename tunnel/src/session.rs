@@ -631,6 +631,20 @@ impl Session {
 
     // ----- commands -----------------------------------------------------
 
+    /// Send the address-mobility check Ping (RFC 7016 3.5.4.2) to `addr`
+    /// with the next transmission, regardless of the once-a-second limit:
+    /// a verified Ping Reply from `addr` then moves DESTADDR there. Used
+    /// when a third party (a forwarder, RFC 7016 3.5.1.5) reports that the
+    /// far end is now reachable at `addr`. False unless the session is OPEN.
+    pub fn probe_path(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if self.state != SessionState::Open {
+            return false;
+        }
+        self.mobility.tx_ts = Some(now);
+        self.mobility.pending = Some(addr);
+        true
+    }
+
     /// Orderly close (RFC 7016 3.5.5): NEARCLOSE, Close Request every 5 s.
     pub fn close(&mut self, now: Instant) {
         match self.state {

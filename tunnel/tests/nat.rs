@@ -143,6 +143,123 @@ fn two_nodes_behind_cone_nats_open_a_direct_session_through_the_forwarder() {
     assert!(net.run_until(Duration::from_secs(5), back));
 }
 
+/// A's NAT renumbers (new public address, conntrack gone). The introducer
+/// follows at once (RFC 7016 3.5.4.2: A's packets arrive from a new
+/// address, a verified Ping moves DESTADDR), but B's port-restricted NAT
+/// drops A's packets from the new address and B keeps sending to the dead
+/// old one: the direct session is stuck. Once B is told A's new address
+/// (by the introducer, in the overlay) and probes it with
+/// `probe_path`, the check Ping opens B's NAT, A's Ping Reply verifies
+/// the path and both directions flow again.
+#[test]
+fn a_probe_to_the_new_address_recovers_a_session_after_nat_renumbering() {
+    let mut net = Net::new(28, LinkModel::default());
+    let intro = introducer(&mut net);
+    let na = net.add_nat(false);
+    let nb = net.add_nat(false);
+    let a = net.add_behind(na, config(1));
+    let b = net.add_behind(nb, config(2));
+    with_introducer(&mut net, &[a, b], intro);
+    let (ida, idb) = (net.nodes[a].ep.node_id(), net.nodes[b].ep.node_id());
+    let b_public = observed(&net, intro, b);
+    let a_old = observed(&net, intro, a);
+    let iaddr = net.nodes[intro].addr;
+    let now = net.now;
+    let sa = net.nodes[a]
+        .ep
+        .connect(now, Target::Node(idb), &[b_public, iaddr])
+        .unwrap();
+    net.flush(a);
+    assert!(
+        net.run_until(Duration::from_secs(15), |n| opened_to(n, a, idb)
+            == Some(sa)
+            && opened_to(n, b, ida).is_some())
+    );
+    let sb = opened_to(&net, b, ida).unwrap();
+    assert_eq!(net.nodes[b].ep.session_info(sb).unwrap().remote, a_old);
+
+    net.nats[na].renumber("198.51.100.20".parse().unwrap());
+    net.take_events(intro);
+    net.take_events(b);
+    let now = net.now;
+    let fa = net.nodes[a].ep.open_flow(sa, b"a", None).unwrap();
+    net.nodes[a]
+        .ep
+        .send(now, sa, fa, b"from a", Reliability::Reliable)
+        .unwrap();
+    let fb = net.nodes[b].ep.open_flow(sb, b"b", None).unwrap();
+    net.nodes[b]
+        .ep
+        .send(now, sb, fb, b"from b", Reliability::Reliable)
+        .unwrap();
+    // The introducer hears from A (keepalive) and follows it.
+    let now = net.now;
+    let si = net.nodes[a]
+        .ep
+        .session_for(net.nodes[intro].ep.node_id())
+        .unwrap();
+    let fi = net.nodes[a].ep.open_flow(si, b"i", None).unwrap();
+    net.nodes[a]
+        .ep
+        .send(now, si, fi, b"hello introducer", Reliability::Reliable)
+        .unwrap();
+    net.flush(a);
+    net.flush(b);
+    let got = |n: &Net, i: usize, what: &[u8]| {
+        n.nodes[i].events.iter().any(|e| {
+            matches!(e, Event::Flow { event: FlowEvent::Message { data, .. }, .. }
+                if data == what)
+        })
+    };
+    assert!(net.run_until(Duration::from_secs(5), |n| observed(n, intro, a) != a_old));
+    let a_new = observed(&net, intro, a);
+    assert_eq!(a_new.ip().to_string(), "198.51.100.20");
+    assert!(net.nodes[intro].events.iter().any(
+        |e| matches!(e, Event::AddressChanged { from, to, .. } if *from == a_old && *to == a_new)
+    ));
+
+    // Without a probe B stays stuck on the dead address.
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(net.nodes[b].ep.session_info(sb).unwrap().remote, a_old);
+    assert!(!got(&net, a, b"from b"));
+    assert!(!got(&net, b, b"from a"));
+    assert!(net.nats[nb].filtered > 0, "B's NAT drops A's new address");
+
+    // The introducer tells B where A went; B probes it.
+    let now = net.now;
+    assert!(net.nodes[b].ep.probe_path(now, sb, a_new));
+    net.flush(b);
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| got(n, a, b"from b")
+            && got(n, b, b"from a"))
+    );
+    assert_eq!(net.nodes[b].ep.session_info(sb).unwrap().remote, a_new);
+    assert!(net.nodes[b].events.iter().any(
+        |e| matches!(e, Event::AddressChanged { session, to, .. } if *session == sb && *to == a_new)
+    ));
+    assert_eq!(
+        net.nodes[a].ep.session_info(sa).unwrap().state,
+        SessionState::Open
+    );
+}
+
+#[test]
+fn probe_path_needs_an_open_session() {
+    let mut net = Net::new(29, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let baddr = net.nodes[b].addr;
+    let now = net.now;
+    let s = net.nodes[a].ep.connect(now, Target::Any, &[baddr]).unwrap();
+    assert!(!net.nodes[a].ep.probe_path(now, s, baddr), "still opening");
+    let idb = net.nodes[b].ep.node_id();
+    assert!(net.run_until(Duration::from_secs(5), |n| opened_to(n, a, idb).is_some()));
+    let now = net.now;
+    assert!(net.nodes[a].ep.probe_path(now, s, baddr));
+    net.nodes[a].ep.close(now, s, false);
+    assert!(!net.nodes[a].ep.probe_path(now, s, baddr), "closing");
+}
+
 #[test]
 fn without_keepalives_the_nat_forgets_the_path() {
     let mut net = Net::new(27, LinkModel::default());

@@ -93,6 +93,14 @@ impl Nat {
         SocketAddr::new(self.public_ip, port)
     }
 
+    /// The router got a new public address: existing mappings keep their
+    /// ports, but everything in the filter (conntrack) is gone and
+    /// datagrams to the old address reach nobody.
+    pub fn renumber(&mut self, ip: IpAddr) {
+        self.public_ip = ip;
+        self.perms.clear();
+    }
+
     fn inbound(&mut self, now: Instant, port: u16, from: SocketAddr) -> Option<SocketAddr> {
         let fresh = self
             .perms
