@@ -222,10 +222,53 @@ static SHOW_DONE: AtomicBool = AtomicBool::new(false);
 /// Set when SIGINT/SIGTERM arrived.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// The host tools the demo lab runs, with the Debian package of each.
+const TOOLS: [(&str, &str); 2] = [("ip", "iproute2"), ("ping", "iputils-ping")];
+
+/// Make sure the lab's host tools exist. The demo is the "one command" a
+/// newcomer runs on a fresh Debian machine as root, so missing packages are
+/// installed with apt-get (saying so); elsewhere it says what to install.
+fn ensure_tools() -> Result<(), String> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(tool, _)| ringlan_lab::which(tool).is_none())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if ringlan_lab::which("apt-get").is_none() {
+        return Err(format!("missing host tools: install {list}"));
+    }
+    println!("Installing the Debian packages the lab needs: {list}");
+    let ok = std::process::Command::new("apt-get")
+        .args(["update", "-q"])
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "could not install {list} with apt-get; install them and retry"
+        ))
+    }
+}
+
 /// `ringlan demo`.
 pub fn run(args: &DemoArgs) -> ExitCode {
     if !ringlan_lab::is_root() {
         eprintln!("ringlan demo builds network namespaces and needs root: sudo ringlan demo");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = ensure_tools() {
+        eprintln!("ringlan demo: {e}");
         return ExitCode::FAILURE;
     }
     let bin = match std::env::current_exe() {

@@ -355,9 +355,12 @@ impl Lab {
                  or the tests as root; set {SKIP_ENV}=1 to skip root tests instead"
             );
         }
-        for tool in ["ip", "nft"] {
+        for tool in ["ip", "ping"] {
             if which(tool).is_none() {
-                bail!("`{tool}` not found: install iproute2 and nftables (tests/run-all.sh does)");
+                bail!(
+                    "`{tool}` not found: apt-get install iproute2 iputils-ping \
+                     (tests/run-all.sh does)"
+                );
             }
         }
         if let Err(e) = Lab::cleanup_stale() {
@@ -662,6 +665,9 @@ impl Lab {
 
     /// Applies an nftables script inside `ns` (`nft -f -`).
     pub fn nft(&self, ns: &Ns, script: &str) -> Result<()> {
+        if which("nft").is_none() {
+            bail!("`nft` not found: apt-get install nftables (tests/run-all.sh does)");
+        }
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns.name(), "nft", "-f", "-"])
             .stdin(Stdio::piped())
@@ -1754,7 +1760,8 @@ fn lab_root() -> PathBuf {
     std::env::temp_dir().join("ringlan-lab")
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+/// The path of `tool` on `PATH` (or in /usr/sbin, /sbin).
+pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/sbin".into()])
