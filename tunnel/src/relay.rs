@@ -1,0 +1,1113 @@
+//! Relayed flow routes: forwarding state that carries one end-to-end RTMFP
+//! session over one or more relay nodes (DESIGN.md "Relayed flow routes").
+//!
+//! A route is a chain of *hops* between adjacent nodes that already share
+//! an OPEN, authenticated session. The route is set up by a request that
+//! walks the chain over those sessions (the agent's control flow carries it;
+//! see `ringlan_overlay::wire::RouteSetup`), each hop's upstream node
+//! choosing a fresh random [`HopKey`] and telling the downstream node in that
+//! encrypted request, each node telling its upstream neighbour the *route id*
+//! under which it wants to receive. Nothing is issued by a third party: the
+//! hop sessions authenticate the setup, and the hop keys authenticate every
+//! forwarded datagram.
+//!
+//! ## Route datagram (one hop)
+//!
+//! ```text
+//!  0      4               12                        n-16      n
+//!  | sid  | hop sequence  | end-to-end RTMFP packet  | hop tag |
+//! ```
+//!
+//! - `sid`: the receiving node's route id, scrambled with the next two words
+//!   exactly like an RTMFP session id (RFC 7016 2.2.2), so a route datagram
+//!   demultiplexes like any session packet. Route ids come from the same
+//!   space as the receiver's session ids and never collide with them.
+//! - hop sequence: 64-bit big-endian counter per hop and direction, the
+//!   nonce of the tag and the replay-window index.
+//! - the end-to-end packet is the session's datagram, unchanged: still
+//!   encrypted and authenticated with the end-to-end session keys, so a
+//!   relay can neither read nor forge it.
+//! - hop tag: AES-256-GCM over an empty plaintext with bytes `0..n-16` as
+//!   associated data (GMAC), key derived from the hop key for this
+//!   direction, nonce `0u32 || sequence`.
+//!
+//! A relay checks the tag and the replay window of the incoming hop, then
+//! rewrites the 12-byte header and the tag for the outgoing hop in place:
+//! forwarding costs two GMACs and one copy, never a decryption. A datagram
+//! whose inner packet is empty is a route keepalive: it refreshes every
+//! entry on the way and is consumed by the far end.
+//!
+//! The ends see the route as an address: [`route_addr`] maps a route id to
+//! an address in the IPv6 discard prefix `100::/64` (RFC 6666), so the
+//! session logic (address mobility, RFC 7016 3.5.4.2, cookies, PMTU) runs
+//! unchanged over routes, and moving a session between routes or between
+//! a route and a direct path is a path change.
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::{Duration, Instant};
+
+use hkdf::Hkdf;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use sha2::Sha256;
+use zeroize::Zeroize;
+
+use crate::crypto::ReplayWindow;
+use crate::wire::scramble_session_id;
+use crate::NodeId;
+
+/// Bytes before the end-to-end packet in a route datagram.
+pub const ROUTE_HEADER_LEN: usize = 12;
+/// Bytes of the hop tag after the end-to-end packet.
+pub const ROUTE_TAG_LEN: usize = 16;
+/// Bytes a route adds to every end-to-end datagram (whatever its hop count:
+/// relays rewrite in place).
+pub const ROUTE_OVERHEAD: usize = ROUTE_HEADER_LEN + ROUTE_TAG_LEN;
+
+/// How long an entry may go without receiving anything before it is
+/// removed (ends send [`ROUTE_KEEPALIVE`]s well within this).
+pub const ROUTE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An end sends a keepalive along a route it has not sent on for this long.
+pub const ROUTE_KEEPALIVE: Duration = Duration::from_secs(15);
+/// A route still waiting for its downstream answer is removed after this.
+pub const ROUTE_PENDING_TIMEOUT: Duration = Duration::from_secs(10);
+
+const PREFIX: [u16; 6] = [0x0100, 0, 0, 0, 0, 0];
+
+/// The address that stands for route `id` at its end (the session sees its
+/// peer "at" this address).
+pub fn route_addr(id: u32) -> SocketAddr {
+    let ip = Ipv6Addr::new(
+        PREFIX[0],
+        PREFIX[1],
+        PREFIX[2],
+        PREFIX[3],
+        PREFIX[4],
+        PREFIX[5],
+        (id >> 16) as u16,
+        id as u16,
+    );
+    SocketAddr::V6(SocketAddrV6::new(ip, 1, 0, 0))
+}
+
+/// The route id behind a [`route_addr`], if `addr` is one.
+pub fn route_id_of(addr: &SocketAddr) -> Option<u32> {
+    match addr {
+        SocketAddr::V6(a) if a.ip().segments()[..6] == PREFIX && a.port() == 1 => {
+            let s = a.ip().segments();
+            Some((u32::from(s[6]) << 16) | u32::from(s[7]))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `addr` stands for a route rather than a real UDP address.
+pub fn is_route_addr(addr: &SocketAddr) -> bool {
+    route_id_of(addr).is_some()
+}
+
+/// The secret of one hop, chosen at random by the hop's upstream node and
+/// sent to the downstream node inside the (encrypted) route setup request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HopKey(pub [u8; 32]);
+
+impl Drop for HopKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for HopKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HopKey(..)")
+    }
+}
+
+/// What one side of a hop offers the other: the route id it receives
+/// under, and (from the upstream side) the hop key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteOffer {
+    pub id: u32,
+    pub key: HopKey,
+}
+
+/// Which way a hop key protects: from the hop's upstream node to its
+/// downstream node, or back.
+#[derive(Clone, Copy)]
+enum Dir {
+    Down,
+    Up,
+}
+
+fn derive(key: &HopKey, dir: Dir) -> LessSafeKey {
+    let hk = Hkdf::<Sha256>::new(Some(b"ringlan/v1 hop"), &key.0);
+    let mut okm = [0u8; 32];
+    let label: &[u8] = match dir {
+        Dir::Down => b"ringlan/v1 hop down",
+        Dir::Up => b"ringlan/v1 hop up",
+    };
+    // 32 bytes are always a valid HKDF-SHA256 output length.
+    let _ = hk.expand(label, &mut okm);
+    let unbound = UnboundKey::new(&AES_256_GCM, &okm);
+    okm.zeroize();
+    match unbound {
+        Ok(k) => LessSafeKey::new(k),
+        // AES_256_GCM takes exactly 32-byte keys.
+        Err(_) => unreachable!("AES-256-GCM key length"),
+    }
+}
+
+fn nonce(seq: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&seq.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+/// The sending side of a hop in one direction.
+struct HopOut {
+    /// Our session with the next node (its address is the hop's address).
+    session: u32,
+    /// The next node's route id (0 while the route is pending).
+    id: u32,
+    key: LessSafeKey,
+    seq: u64,
+}
+
+impl HopOut {
+    /// Write header and tag around the `len`-byte end-to-end packet at
+    /// `buf[ROUTE_HEADER_LEN..]`. Returns the datagram length.
+    fn seal(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
+        let total = ROUTE_OVERHEAD.checked_add(len)?;
+        if buf.len() < total || self.seq == u64::MAX {
+            return None;
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        buf[4..12].copy_from_slice(&seq.to_be_bytes());
+        let sid = scramble_session_id(self.id, &buf[4..]);
+        buf[..4].copy_from_slice(&sid.to_be_bytes());
+        let (authed, tag_out) = buf[..total].split_at_mut(ROUTE_HEADER_LEN + len);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(seq), Aad::from(&*authed), &mut [])
+            .ok()?;
+        tag_out.copy_from_slice(tag.as_ref());
+        Some(total)
+    }
+}
+
+/// The receiving side of a hop in one direction.
+struct HopIn {
+    key: LessSafeKey,
+    window: ReplayWindow,
+}
+
+impl HopIn {
+    /// Authenticate a whole route datagram; on success the replay window
+    /// records it.
+    fn open(&mut self, datagram: &[u8]) -> Result<(), RouteDrop> {
+        if datagram.len() < ROUTE_OVERHEAD {
+            return Err(RouteDrop::Malformed);
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&datagram[4..12]);
+        let seq = u64::from_be_bytes(seq);
+        self.window.check(seq).map_err(|_| RouteDrop::Replayed)?;
+        let split = datagram.len() - ROUTE_TAG_LEN;
+        let mut tag = [0u8; ROUTE_TAG_LEN];
+        tag.copy_from_slice(&datagram[split..]);
+        self.key
+            .open_in_place(nonce(seq), Aad::from(&datagram[..split]), &mut tag)
+            .map_err(|_| RouteDrop::BadTag)?;
+        self.window.update(seq);
+        Ok(())
+    }
+}
+
+/// Why a route datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteDrop {
+    Malformed,
+    /// The hop tag did not verify (not from the hop's other node).
+    BadTag,
+    Replayed,
+    /// The route is still being set up.
+    Pending,
+    /// Over the route's bandwidth limit.
+    RateLimited,
+    /// The next hop's session is gone.
+    NoHop,
+}
+
+/// Token bucket in bytes (per-route and total relay bandwidth limits).
+#[derive(Debug, Clone)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant, mbps: f64) -> Option<Bucket> {
+        if mbps <= 0.0 {
+            return None;
+        }
+        let rate = mbps * 1e6 / 8.0;
+        // A quarter second of traffic, at least a few full datagrams.
+        let burst = (rate / 4.0).max(64.0 * 1500.0);
+        Some(Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        })
+    }
+
+    fn take(&mut self, now: Instant, bytes: usize) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Relay policy (`relay:` in the agent's config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayLimits {
+    /// Carry routes for other members at all.
+    pub enabled: bool,
+    /// Routes carried at once (each is two entries, one per direction).
+    pub max_routes: usize,
+    /// Bandwidth per route and direction, Mbit/s (0: unlimited).
+    pub max_mbps: f64,
+    /// Bandwidth over all carried routes, Mbit/s (0: unlimited).
+    pub max_total_mbps: f64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            enabled: false,
+            max_routes: 64,
+            max_mbps: 0.0,
+            max_total_mbps: 0.0,
+        }
+    }
+}
+
+/// Why a route could not be installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("this node does not relay")]
+    RelayDisabled,
+    #[error("relay route limit reached")]
+    TooManyRoutes,
+    #[error("no open session for that hop")]
+    NoSession,
+    #[error("unknown or already completed route")]
+    UnknownRoute,
+}
+
+/// Traffic counters of one route entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+}
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteRole {
+    /// One end of a route: packets addressed to [`route_addr`]`(id)` leave
+    /// through `hop`, packets arriving are the session's.
+    End,
+    /// A relay's entry for one direction; `partner` is the entry for the
+    /// other direction.
+    Transit { partner: u32 },
+}
+
+/// A route entry as shown to status.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    /// Our route id (receive side).
+    pub id: u32,
+    pub role: RouteRole,
+    /// The node we receive from on this entry.
+    pub from: Option<NodeId>,
+    /// The node we send to.
+    pub to: Option<NodeId>,
+    pub pending: bool,
+    /// Received on this entry.
+    pub rx: RouteCounters,
+    /// Sent by this entry (forwarded or, at an end, wrapped).
+    pub tx: RouteCounters,
+    pub age: Duration,
+}
+
+struct Entry {
+    role: RouteRole,
+    hop_in: HopIn,
+    /// Our session with the node we receive from (its teardown removes us).
+    in_session: u32,
+    out: HopOut,
+    rx: RouteCounters,
+    tx: RouteCounters,
+    bucket: Option<Bucket>,
+    created: Instant,
+    last_rx: Instant,
+    last_tx: Instant,
+}
+
+impl Entry {
+    fn pending(&self) -> bool {
+        self.out.id == 0
+    }
+}
+
+/// Result of [`Routes::input`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteInput {
+    /// Not a route id: not ours to handle.
+    NotRoute,
+    /// The end-to-end packet at `data[range]` arrived on route `id` (from
+    /// [`route_addr`]`(id)`).
+    Deliver {
+        id: u32,
+        range: std::ops::Range<usize>,
+    },
+    /// A keepalive: consumed.
+    Keepalive,
+    /// `data` was rewritten for the next hop: send it over `session`.
+    Forward {
+        session: u32,
+    },
+    Dropped(RouteDrop),
+}
+
+/// The route table of one endpoint (sans-IO).
+pub struct Routes {
+    entries: HashMap<u32, Entry>,
+    limits: RelayLimits,
+    total: Option<Bucket>,
+    transit_routes: usize,
+    drops: HashMap<RouteDrop, u64>,
+    /// Ends whose keepalive is due, collected by `handle_timeout`.
+    keepalives_due: Vec<u32>,
+    closed: Vec<u32>,
+}
+
+impl Routes {
+    pub fn new(limits: RelayLimits) -> Routes {
+        Routes {
+            entries: HashMap::new(),
+            limits,
+            total: None,
+            transit_routes: 0,
+            drops: HashMap::new(),
+            keepalives_due: Vec::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    pub fn limits(&self) -> &RelayLimits {
+        &self.limits
+    }
+
+    pub fn set_limits(&mut self, limits: RelayLimits) {
+        self.limits = limits;
+        self.total = None;
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        self.entries.contains_key(&id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn drops(&self) -> &HashMap<RouteDrop, u64> {
+        &self.drops
+    }
+
+    /// Routes this node carries for others.
+    pub fn transit_count(&self) -> usize {
+        self.transit_routes
+    }
+
+    fn drop_reason(&mut self, r: RouteDrop) -> RouteInput {
+        *self.drops.entry(r).or_insert(0) += 1;
+        RouteInput::Dropped(r)
+    }
+
+    /// The initiating end: a pending end entry whose first hop goes over
+    /// session `hop`. `id` must be unused (the endpoint allocates it).
+    /// Returns the key to send to the first relay with `id`.
+    pub fn begin_end(&mut self, now: Instant, id: u32, hop: u32, key: HopKey) {
+        let entry = Entry {
+            role: RouteRole::End,
+            hop_in: HopIn {
+                key: derive(&key, Dir::Up),
+                window: ReplayWindow::default(),
+            },
+            in_session: hop,
+            out: HopOut {
+                session: hop,
+                id: 0,
+                key: derive(&key, Dir::Down),
+                seq: 0,
+            },
+            rx: RouteCounters::default(),
+            tx: RouteCounters::default(),
+            bucket: None,
+            created: now,
+            last_rx: now,
+            last_tx: now,
+        };
+        self.entries.insert(id, entry);
+    }
+
+    /// The answering end: the upstream node (over session `hop`) offered
+    /// `offer`; we receive under `id`. Complete at once.
+    pub fn accept_end(&mut self, now: Instant, id: u32, hop: u32, offer: &RouteOffer) {
+        let entry = Entry {
+            role: RouteRole::End,
+            hop_in: HopIn {
+                key: derive(&offer.key, Dir::Down),
+                window: ReplayWindow::default(),
+            },
+            in_session: hop,
+            out: HopOut {
+                session: hop,
+                id: offer.id,
+                key: derive(&offer.key, Dir::Up),
+                seq: 0,
+            },
+            rx: RouteCounters::default(),
+            tx: RouteCounters::default(),
+            bucket: None,
+            created: now,
+            last_rx: now,
+            last_tx: now,
+        };
+        self.entries.insert(id, entry);
+    }
+
+    /// A relay: the upstream node (session `up`) offered `offer`; we go on
+    /// over session `down` with a fresh `down_key`. `up_in` is the id we
+    /// answer upstream with (pending until [`Routes::finish`] names the
+    /// downstream id), `down_in` the id we offer downstream.
+    #[allow(clippy::too_many_arguments)]
+    pub fn begin_transit(
+        &mut self,
+        now: Instant,
+        up_in: u32,
+        down_in: u32,
+        up: u32,
+        offer: &RouteOffer,
+        down: u32,
+        down_key: &HopKey,
+    ) -> Result<(), RouteError> {
+        if !self.limits.enabled {
+            return Err(RouteError::RelayDisabled);
+        }
+        if self.transit_routes >= self.limits.max_routes {
+            return Err(RouteError::TooManyRoutes);
+        }
+        let bucket = Bucket::new(now, self.limits.max_mbps);
+        // Upstream -> downstream: receive with the upstream hop's key,
+        // send with ours (the downstream id comes with `finish`).
+        let toward_down = Entry {
+            role: RouteRole::Transit { partner: down_in },
+            hop_in: HopIn {
+                key: derive(&offer.key, Dir::Down),
+                window: ReplayWindow::default(),
+            },
+            in_session: up,
+            out: HopOut {
+                session: down,
+                id: 0,
+                key: derive(down_key, Dir::Down),
+                seq: 0,
+            },
+            rx: RouteCounters::default(),
+            tx: RouteCounters::default(),
+            bucket: bucket.clone(),
+            created: now,
+            last_rx: now,
+            last_tx: now,
+        };
+        let toward_up = Entry {
+            role: RouteRole::Transit { partner: up_in },
+            hop_in: HopIn {
+                key: derive(down_key, Dir::Up),
+                window: ReplayWindow::default(),
+            },
+            in_session: down,
+            out: HopOut {
+                session: up,
+                id: offer.id,
+                key: derive(&offer.key, Dir::Up),
+                seq: 0,
+            },
+            rx: RouteCounters::default(),
+            tx: RouteCounters::default(),
+            bucket,
+            created: now,
+            last_rx: now,
+            last_tx: now,
+        };
+        self.entries.insert(up_in, toward_down);
+        self.entries.insert(down_in, toward_up);
+        self.transit_routes += 1;
+        Ok(())
+    }
+
+    /// The downstream node answered: it receives under `next_id`. Completes
+    /// a pending end or transit entry.
+    pub fn finish(&mut self, id: u32, next_id: u32) -> Result<(), RouteError> {
+        match self.entries.get_mut(&id) {
+            Some(e) if e.pending() && next_id != 0 => {
+                e.out.id = next_id;
+                Ok(())
+            }
+            _ => Err(RouteError::UnknownRoute),
+        }
+    }
+
+    /// Remove entry `id` (and a transit's partner).
+    pub fn remove(&mut self, id: u32) {
+        let Some(e) = self.entries.remove(&id) else {
+            return;
+        };
+        self.closed.push(id);
+        if let RouteRole::Transit { partner } = e.role {
+            if self.entries.remove(&partner).is_some() {
+                self.closed.push(partner);
+            }
+            self.transit_routes = self.transit_routes.saturating_sub(1);
+        }
+    }
+
+    /// A session closed: every entry using it goes.
+    pub fn session_closed(&mut self, session: u32) {
+        let gone: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.in_session == session || e.out.session == session)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    /// Entries removed since the last call (for `Event::RouteClosed`).
+    pub fn take_closed(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Process a received datagram whose unscrambled id is `id`.
+    /// `session_of` resolves a hop session's current peer address check:
+    /// forwarding needs the next hop's session to exist.
+    pub fn input(
+        &mut self,
+        now: Instant,
+        id: u32,
+        data: &mut [u8],
+        session_exists: impl Fn(u32) -> bool,
+    ) -> RouteInput {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return RouteInput::NotRoute;
+        };
+        if let Err(r) = e.hop_in.open(data) {
+            e.rx.dropped += 1;
+            return self.drop_reason(r);
+        }
+        e.last_rx = now;
+        e.rx.packets += 1;
+        e.rx.bytes += data.len() as u64;
+        let inner = ROUTE_HEADER_LEN..data.len() - ROUTE_TAG_LEN;
+        match e.role {
+            RouteRole::End => {
+                if inner.is_empty() {
+                    RouteInput::Keepalive
+                } else {
+                    RouteInput::Deliver { id, range: inner }
+                }
+            }
+            RouteRole::Transit { .. } => {
+                if e.pending() {
+                    e.tx.dropped += 1;
+                    return self.drop_reason(RouteDrop::Pending);
+                }
+                if !session_exists(e.out.session) {
+                    e.tx.dropped += 1;
+                    return self.drop_reason(RouteDrop::NoHop);
+                }
+                let len = data.len();
+                let total = self
+                    .total
+                    .get_or_insert_with(|| {
+                        Bucket::new(now, self.limits.max_total_mbps).unwrap_or(Bucket {
+                            rate: f64::INFINITY,
+                            burst: f64::INFINITY,
+                            tokens: f64::INFINITY,
+                            last: now,
+                        })
+                    })
+                    .take(now, len);
+                let per_route = e.bucket.as_mut().is_none_or(|b| b.take(now, len));
+                if !(total && per_route) {
+                    e.tx.dropped += 1;
+                    return self.drop_reason(RouteDrop::RateLimited);
+                }
+                let n = inner.len();
+                match e.out.seal(data, n) {
+                    Some(_) => {
+                        e.last_tx = now;
+                        e.tx.packets += 1;
+                        e.tx.bytes += len as u64;
+                        RouteInput::Forward {
+                            session: e.out.session,
+                        }
+                    }
+                    None => {
+                        e.tx.dropped += 1;
+                        self.drop_reason(RouteDrop::Malformed)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wrap the `len`-byte end-to-end datagram at `buf[..len]` for route
+    /// end `id`: moves it to `buf[ROUTE_HEADER_LEN..]` and adds header and
+    /// tag. Returns the hop session to send over and the datagram length.
+    pub fn wrap(
+        &mut self,
+        now: Instant,
+        id: u32,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(u32, usize)> {
+        let e = self.entries.get_mut(&id)?;
+        if e.role != RouteRole::End || e.pending() || buf.len() < len + ROUTE_OVERHEAD {
+            return None;
+        }
+        buf.copy_within(..len, ROUTE_HEADER_LEN);
+        let n = e.out.seal(buf, len)?;
+        e.last_tx = now;
+        e.tx.packets += 1;
+        e.tx.bytes += n as u64;
+        Some((e.out.session, n))
+    }
+
+    /// Route ends due for a keepalive (sent on nothing for
+    /// [`ROUTE_KEEPALIVE`]) and removal of idle or stale entries.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        for (id, e) in &self.entries {
+            let stale = if e.pending() {
+                now.saturating_duration_since(e.created) >= ROUTE_PENDING_TIMEOUT
+            } else {
+                now.saturating_duration_since(e.last_rx) >= ROUTE_IDLE_TIMEOUT
+            };
+            if stale {
+                gone.push(*id);
+            } else if e.role == RouteRole::End
+                && !e.pending()
+                && now.saturating_duration_since(e.last_tx) >= ROUTE_KEEPALIVE
+            {
+                self.keepalives_due.push(*id);
+            }
+        }
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    /// The next time [`Routes::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .map(|e| {
+                if e.pending() {
+                    e.created + ROUTE_PENDING_TIMEOUT
+                } else if e.role == RouteRole::End {
+                    (e.last_tx + ROUTE_KEEPALIVE).min(e.last_rx + ROUTE_IDLE_TIMEOUT)
+                } else {
+                    e.last_rx + ROUTE_IDLE_TIMEOUT
+                }
+            })
+            .min()
+    }
+
+    /// Route ends whose keepalive is due (drained).
+    pub fn take_keepalives(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.keepalives_due)
+    }
+
+    /// Status view of every entry; `peer_of` names a session's peer.
+    pub fn infos(&self, now: Instant, peer_of: impl Fn(u32) -> Option<NodeId>) -> Vec<RouteInfo> {
+        let mut v: Vec<RouteInfo> = self
+            .entries
+            .iter()
+            .map(|(id, e)| RouteInfo {
+                id: *id,
+                role: e.role,
+                from: peer_of(e.in_session),
+                to: peer_of(e.out.session),
+                pending: e.pending(),
+                rx: e.rx,
+                tx: e.tx,
+                age: now.saturating_duration_since(e.created),
+            })
+            .collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+
+    /// The hop session an end entry sends over.
+    pub fn end_hop(&self, id: u32) -> Option<u32> {
+        self.entries
+            .get(&id)
+            .filter(|e| e.role == RouteRole::End)
+            .map(|e| e.out.session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> HopKey {
+        HopKey([b; 32])
+    }
+
+    #[test]
+    fn route_addresses_round_trip_and_are_not_real() {
+        for id in [1u32, 0xdead_beef, u32::MAX] {
+            let a = route_addr(id);
+            assert_eq!(route_id_of(&a), Some(id));
+        }
+        let real: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+        assert_eq!(route_id_of(&real), None);
+        let v4: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        assert!(!is_route_addr(&v4));
+        // Same prefix, other port: not ours.
+        let other: SocketAddr = "[100::5]:2".parse().unwrap();
+        assert!(!is_route_addr(&other));
+    }
+
+    /// A - R - B over one relay: ids and keys exchanged as the setup would.
+    struct Chain {
+        a: Routes,
+        r: Routes,
+        b: Routes,
+        a_id: u32,
+        r_up: u32,
+        r_down: u32,
+        b_id: u32,
+    }
+
+    // Session numbers: at A the hop to R is 7; at R the session with A is 8
+    // and with B 9; at B the session with R is 10.
+    fn chain(now: Instant) -> Chain {
+        let limits = RelayLimits {
+            enabled: true,
+            ..RelayLimits::default()
+        };
+        let mut a = Routes::new(RelayLimits::default());
+        let mut r = Routes::new(limits);
+        let mut b = Routes::new(RelayLimits::default());
+        let (a_id, r_up, r_down, b_id) = (100, 200, 201, 300);
+        a.begin_end(now, a_id, 7, key(1));
+        let offer_a = RouteOffer {
+            id: a_id,
+            key: key(1),
+        };
+        r.begin_transit(now, r_up, r_down, 8, &offer_a, 9, &key(2))
+            .unwrap();
+        let offer_r = RouteOffer {
+            id: r_down,
+            key: key(2),
+        };
+        b.accept_end(now, b_id, 10, &offer_r);
+        r.finish(r_up, b_id).unwrap();
+        a.finish(a_id, r_up).unwrap();
+        Chain {
+            a,
+            r,
+            b,
+            a_id,
+            r_up,
+            r_down,
+            b_id,
+        }
+    }
+
+    fn unscrambled(d: &[u8]) -> u32 {
+        let ssid = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+        scramble_session_id(ssid, &d[4..])
+    }
+
+    #[test]
+    fn packets_cross_one_relay_both_ways_unchanged() {
+        let now = Instant::now();
+        let mut c = chain(now);
+        let payload: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let mut buf = vec![0u8; 2048];
+        buf[..payload.len()].copy_from_slice(&payload);
+        let (hop, n) = c.a.wrap(now, c.a_id, &mut buf, payload.len()).unwrap();
+        assert_eq!(hop, 7);
+        assert_eq!(n, payload.len() + ROUTE_OVERHEAD);
+        let d = &mut buf[..n];
+        assert_eq!(unscrambled(d), c.r_up);
+        assert_eq!(
+            c.r.input(now, c.r_up, d, |_| true),
+            RouteInput::Forward { session: 9 }
+        );
+        assert_eq!(unscrambled(d), c.b_id);
+        match c.b.input(now, c.b_id, d, |_| true) {
+            RouteInput::Deliver { id, range } => {
+                assert_eq!(id, c.b_id);
+                assert_eq!(&d[range], &payload[..]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // And back.
+        let mut buf = vec![0u8; 2048];
+        buf[..5].copy_from_slice(b"hello");
+        let (hop, n) = c.b.wrap(now, c.b_id, &mut buf, 5).unwrap();
+        assert_eq!(hop, 10);
+        let d = &mut buf[..n];
+        assert_eq!(unscrambled(d), c.r_down);
+        assert_eq!(
+            c.r.input(now, c.r_down, d, |_| true),
+            RouteInput::Forward { session: 8 }
+        );
+        match c.a.input(now, c.a_id, d, |_| true) {
+            RouteInput::Deliver { range, .. } => assert_eq!(&d[range], b"hello"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tampered_replayed_and_misrouted_datagrams_are_dropped() {
+        let now = Instant::now();
+        let mut c = chain(now);
+        let mut buf = vec![0u8; 2048];
+        buf[..10].copy_from_slice(b"0123456789");
+        let (_, n) = c.a.wrap(now, c.a_id, &mut buf, 10).unwrap();
+        let original = buf[..n].to_vec();
+        // Any flipped bit fails the hop tag.
+        for i in 4..n {
+            let mut d = original.clone();
+            d[i] ^= 0x10;
+            assert_eq!(
+                c.r.input(now, c.r_up, &mut d, |_| true),
+                RouteInput::Dropped(RouteDrop::BadTag),
+                "byte {i}"
+            );
+        }
+        // Sent to the wrong entry (other direction's key): refused.
+        let mut d = original.clone();
+        assert_eq!(
+            c.r.input(now, c.r_down, &mut d, |_| true),
+            RouteInput::Dropped(RouteDrop::BadTag)
+        );
+        // Truncated.
+        let mut d = original[..20].to_vec();
+        assert_eq!(
+            c.r.input(now, c.r_up, &mut d, |_| true),
+            RouteInput::Dropped(RouteDrop::Malformed)
+        );
+        // Genuine once, then a replay.
+        let mut d = original.clone();
+        assert!(matches!(
+            c.r.input(now, c.r_up, &mut d, |_| true),
+            RouteInput::Forward { .. }
+        ));
+        let mut d = original.clone();
+        assert_eq!(
+            c.r.input(now, c.r_up, &mut d, |_| true),
+            RouteInput::Dropped(RouteDrop::Replayed)
+        );
+        assert_eq!(c.r.drops()[&RouteDrop::BadTag], (n - 4) as u64 + 1);
+        // Unknown ids are not routes at all.
+        let mut d = original.clone();
+        assert_eq!(
+            c.r.input(now, 12345, &mut d, |_| true),
+            RouteInput::NotRoute
+        );
+    }
+
+    #[test]
+    fn an_outsider_without_the_hop_key_cannot_inject() {
+        let now = Instant::now();
+        let mut c = chain(now);
+        // An outsider knows the route id (it can watch the wire) and builds
+        // a datagram with a key of its own.
+        let mut forger = HopOut {
+            session: 0,
+            id: c.r_up,
+            key: derive(&key(9), Dir::Down),
+            seq: 1_000,
+        };
+        let mut buf = vec![0u8; 64];
+        let n = forger.seal(&mut buf, 20).unwrap();
+        assert_eq!(
+            c.r.input(now, c.r_up, &mut buf[..n], |_| true),
+            RouteInput::Dropped(RouteDrop::BadTag)
+        );
+    }
+
+    #[test]
+    fn pending_routes_drop_and_relay_policy_is_enforced() {
+        let now = Instant::now();
+        let mut off = Routes::new(RelayLimits::default());
+        let offer = RouteOffer { id: 1, key: key(1) };
+        assert_eq!(
+            off.begin_transit(now, 2, 3, 1, &offer, 2, &key(2)),
+            Err(RouteError::RelayDisabled)
+        );
+        let mut one = Routes::new(RelayLimits {
+            enabled: true,
+            max_routes: 1,
+            ..RelayLimits::default()
+        });
+        one.begin_transit(now, 2, 3, 1, &offer, 2, &key(2)).unwrap();
+        assert_eq!(
+            one.begin_transit(now, 4, 5, 1, &offer, 2, &key(2)),
+            Err(RouteError::TooManyRoutes)
+        );
+        assert_eq!(one.transit_count(), 1);
+        // Upstream -> downstream is pending until `finish`.
+        let mut a = Routes::new(RelayLimits::default());
+        a.begin_end(now, 9, 1, key(1));
+        a.finish(9, 2).unwrap();
+        let mut buf = vec![0u8; 128];
+        let (_, n) = a.wrap(now, 9, &mut buf, 10).unwrap();
+        assert_eq!(
+            one.input(now, 2, &mut buf[..n], |_| true),
+            RouteInput::Dropped(RouteDrop::Pending)
+        );
+        assert_eq!(one.finish(2, 0), Err(RouteError::UnknownRoute));
+        one.finish(2, 77).unwrap();
+        assert_eq!(one.finish(2, 78), Err(RouteError::UnknownRoute));
+        // Removing one direction removes both.
+        one.remove(3);
+        assert!(!one.contains(2) && !one.contains(3));
+        assert_eq!(one.transit_count(), 0);
+        let mut closed = one.take_closed();
+        closed.sort();
+        assert_eq!(closed, vec![2, 3]);
+    }
+
+    #[test]
+    fn per_route_bandwidth_limit_drops_the_excess() {
+        let now = Instant::now();
+        let mut c = chain(now);
+        c.r.set_limits(RelayLimits {
+            enabled: true,
+            max_mbps: 8.0, // 1 MB/s: burst 250 kB
+            ..RelayLimits::default()
+        });
+        // Re-create the transit with the new limits.
+        c.r.remove(c.r_up);
+        let offer_a = RouteOffer {
+            id: c.a_id,
+            key: key(1),
+        };
+        c.r.begin_transit(now, c.r_up, c.r_down, 8, &offer_a, 9, &key(2))
+            .unwrap();
+        c.r.finish(c.r_up, c.b_id).unwrap();
+        let mut forwarded = 0;
+        let mut limited = 0;
+        for _ in 0..400 {
+            let mut buf = vec![0u8; 2048];
+            let (_, n) = c.a.wrap(now, c.a_id, &mut buf, 1200).unwrap();
+            match c.r.input(now, c.r_up, &mut buf[..n], |_| true) {
+                RouteInput::Forward { .. } => forwarded += 1,
+                RouteInput::Dropped(RouteDrop::RateLimited) => limited += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        // 250 kB of burst at 1228 bytes each: about 200 pass at one instant.
+        assert!((190..=210).contains(&forwarded), "{forwarded}");
+        assert_eq!(forwarded + limited, 400);
+        // A second later the bucket refilled.
+        let later = now + Duration::from_secs(1);
+        let mut buf = vec![0u8; 2048];
+        let (_, n) = c.a.wrap(later, c.a_id, &mut buf, 1200).unwrap();
+        assert!(matches!(
+            c.r.input(later, c.r_up, &mut buf[..n], |_| true),
+            RouteInput::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn keepalives_refresh_and_idle_routes_expire() {
+        let t0 = Instant::now();
+        let mut c = chain(t0);
+        let t1 = t0 + ROUTE_KEEPALIVE;
+        c.a.handle_timeout(t1);
+        assert_eq!(c.a.take_keepalives(), vec![c.a_id]);
+        let mut buf = vec![0u8; 64];
+        let (_, n) = c.a.wrap(t1, c.a_id, &mut buf, 0).unwrap();
+        assert!(matches!(
+            c.r.input(t1, c.r_up, &mut buf[..n], |_| true),
+            RouteInput::Forward { .. }
+        ));
+        assert_eq!(
+            c.b.input(t1, c.b_id, &mut buf[..n], |_| true),
+            RouteInput::Keepalive
+        );
+        // The relay's A->B entry was refreshed at t1, its B->A entry not:
+        // at t0 + idle the stale direction goes, taking its partner along.
+        let t2 = t0 + ROUTE_IDLE_TIMEOUT;
+        c.r.handle_timeout(t2);
+        assert!(!c.r.contains(c.r_up) && !c.r.contains(c.r_down));
+        assert!(c.r.poll_timeout().is_none());
+        // A pending route that never completes goes after the pending timeout.
+        let mut p = Routes::new(RelayLimits::default());
+        p.begin_end(t0, 5, 1, key(3));
+        p.handle_timeout(t0 + ROUTE_PENDING_TIMEOUT);
+        assert!(!p.contains(5));
+        assert_eq!(p.take_closed(), vec![5]);
+    }
+
+    #[test]
+    fn a_closed_hop_session_removes_its_routes() {
+        let now = Instant::now();
+        let mut c = chain(now);
+        c.r.session_closed(9);
+        assert!(!c.r.contains(c.r_up) && !c.r.contains(c.r_down));
+        c.a.session_closed(7);
+        assert!(!c.a.contains(c.a_id));
+        assert_eq!(c.b.end_hop(c.b_id), Some(10));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let now = Instant::now();
+        let mut c = chain(now);
+        let mut rng = crate::Rng::from_seed([7; 32]);
+        for len in 0..200 {
+            let mut d = vec![0u8; len];
+            rng.fill(&mut d);
+            for id in [c.a_id, c.r_up, c.r_down, c.b_id, 1] {
+                let r = c.r.input(now, id, &mut d.clone(), |_| true);
+                assert!(matches!(r, RouteInput::Dropped(_) | RouteInput::NotRoute));
+            }
+        }
+    }
+}
