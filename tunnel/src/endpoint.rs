@@ -16,6 +16,10 @@ use crate::crypto::{
     NetworkSecret, Role, DEFAULT_HEADER_LEN, TAG_LEN,
 };
 use crate::flow::{FlowEvent, FlowId, RecvFlowId, Reliability, SendError};
+use crate::relay::{
+    self, route_addr, route_id_of, HopKey, RelayLimits, RouteError, RouteInfo, RouteInput,
+    RouteOffer, Routes,
+};
 use crate::session::{
     add_candidate, next_interval, CloseReason, Keying, OpenFailure, ResponderEcho, Session,
     SessionConfig, SessionId, SessionState, TimerOutcome,
@@ -65,6 +69,8 @@ pub struct EndpointConfig {
     pub startup_rate: f64,
     /// Upper bound on sessions (opening + open + closing).
     pub max_sessions: usize,
+    /// Relaying for other members (relayed flow routes, [`crate::relay`]).
+    pub relay: RelayLimits,
 }
 
 impl EndpointConfig {
@@ -80,6 +86,7 @@ impl EndpointConfig {
             startup_burst: 32.0,
             startup_rate: 16.0,
             max_sessions: 4096,
+            relay: RelayLimits::default(),
         }
     }
 }
@@ -125,6 +132,17 @@ pub enum Event {
     },
     /// A STUN Binding query got no usable answer.
     StunFailed { tx: StunTxId, server: SocketAddr },
+    /// A route entry (end or transit, [`crate::relay`]) is gone: expired,
+    /// closed, or its hop session closed. A session using
+    /// [`route_addr`]`(id)` as its path needs another path.
+    RouteClosed { id: u32 },
+    /// An OPEN session's data went unanswered for a while on its current
+    /// path (`path`): the application may [`Endpoint::migrate`] it onto
+    /// another route before it is declared dead. Reported once per stall.
+    PathStalled {
+        session: SessionId,
+        path: SocketAddr,
+    },
 }
 
 /// Why a datagram was dropped. Counted; visible in the agent's metrics.
@@ -145,10 +163,13 @@ pub enum DropReason {
     Unsolicited,
     TooManySessions,
     Amplification,
+    /// A route datagram that failed its hop check, was over a relay limit,
+    /// or had nowhere to go ([`crate::relay::RouteDrop`]).
+    Route,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::UnknownSession,
         DropReason::NotMember,
@@ -162,6 +183,7 @@ impl DropReason {
         DropReason::Unsolicited,
         DropReason::TooManySessions,
         DropReason::Amplification,
+        DropReason::Route,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -179,6 +201,7 @@ impl DropReason {
             DropReason::Unsolicited => "unsolicited",
             DropReason::TooManySessions => "too_many_sessions",
             DropReason::Amplification => "amplification",
+            DropReason::Route => "route",
         }
     }
 }
@@ -321,6 +344,12 @@ pub struct Endpoint {
     stats: EndpointStats,
     tcr_until: Option<Instant>,
     stun: StunClient,
+    /// Relayed flow routes: ends and transits.
+    routes: Routes,
+    /// Route datagrams forwarded or generated (keepalives), to send.
+    relay_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Spare buffers for `relay_out` (no allocation per forwarded packet).
+    relay_pool: Vec<Vec<u8>>,
 }
 
 impl Endpoint {
@@ -332,6 +361,7 @@ impl Endpoint {
             burst: cfg.startup_burst,
             rate: cfg.startup_rate,
         };
+        let routes = Routes::new(cfg.relay.clone());
         Endpoint {
             cfg,
             default,
@@ -352,6 +382,9 @@ impl Endpoint {
             stats: EndpointStats::default(),
             tcr_until: None,
             stun: StunClient::new(StunClientConfig::default()),
+            routes,
+            relay_out: VecDeque::new(),
+            relay_pool: Vec::new(),
         }
     }
 
@@ -382,7 +415,7 @@ impl Endpoint {
     fn alloc_session_id(&mut self) -> u32 {
         loop {
             let id = self.rng.u32();
-            if id != 0 && !self.sessions.contains_key(&id) {
+            if id != 0 && !self.sessions.contains_key(&id) && !self.routes.contains(id) {
                 return id;
             }
         }
@@ -398,6 +431,8 @@ impl Endpoint {
 
     fn remove_session(&mut self, id: u32) -> Option<Session> {
         let s = self.sessions.remove(&id)?;
+        self.routes.session_closed(id);
+        self.push_route_closed();
         self.order.retain(|&x| x != id);
         if let Some(peer) = s.peer() {
             if self.by_peer.get(&peer) == Some(&id) {
@@ -670,6 +705,143 @@ impl Endpoint {
             .is_some_and(|s| s.probe_path(now, addr))
     }
 
+    // ----- relayed flow routes (crate::relay) ------------------------------
+
+    fn open_session(&self, session: SessionId) -> Result<(), RouteError> {
+        match self.sessions.get(&session.0) {
+            Some(s) if s.is_open() && !relay::is_route_addr(&s.dest) => Ok(()),
+            _ => Err(RouteError::NoSession),
+        }
+    }
+
+    fn hop_key(&mut self) -> HopKey {
+        HopKey(self.rng.bytes32())
+    }
+
+    /// Start a route at its initiating end, first hop over the OPEN direct
+    /// session `hop`. Send the offer to that hop's peer in a route setup
+    /// request; complete with [`Endpoint::route_finish`] when it answers.
+    pub fn route_begin(&mut self, now: Instant, hop: SessionId) -> Result<RouteOffer, RouteError> {
+        self.open_session(hop)?;
+        let id = self.alloc_session_id();
+        let key = self.hop_key();
+        self.routes.begin_end(now, id, hop.0, key.clone());
+        Ok(RouteOffer { id, key })
+    }
+
+    /// Relay a route: the upstream node (session `up`) offered `offer`, we
+    /// go on to the downstream node over session `down`. Returns the id to
+    /// answer upstream with (after [`Endpoint::route_finish`]) and the
+    /// offer to send downstream. Refused unless relaying is enabled and
+    /// within limits.
+    pub fn route_transit(
+        &mut self,
+        now: Instant,
+        up: SessionId,
+        offer: &RouteOffer,
+        down: SessionId,
+    ) -> Result<(u32, RouteOffer), RouteError> {
+        if !self.cfg.relay.enabled {
+            return Err(RouteError::RelayDisabled);
+        }
+        self.open_session(up)?;
+        self.open_session(down)?;
+        if up == down {
+            return Err(RouteError::NoSession);
+        }
+        let up_in = self.alloc_session_id();
+        let mut down_in = self.alloc_session_id();
+        while down_in == up_in {
+            down_in = self.alloc_session_id();
+        }
+        let key = self.hop_key();
+        self.routes
+            .begin_transit(now, up_in, down_in, up.0, offer, down.0, &key)?;
+        Ok((up_in, RouteOffer { id: down_in, key }))
+    }
+
+    /// The route's far end: the upstream node (session `up`) offered
+    /// `offer`. Returns our id to answer with; the session to the
+    /// initiator runs at [`route_addr`] of it.
+    pub fn route_accept(
+        &mut self,
+        now: Instant,
+        up: SessionId,
+        offer: &RouteOffer,
+    ) -> Result<u32, RouteError> {
+        self.open_session(up)?;
+        let id = self.alloc_session_id();
+        self.routes.accept_end(now, id, up.0, offer);
+        Ok(id)
+    }
+
+    /// The downstream node answered route `id` with `next_id`: the route
+    /// entry is complete (an end: packets for [`route_addr`]`(id)` now flow).
+    pub fn route_finish(&mut self, id: u32, next_id: u32) -> Result<(), RouteError> {
+        self.routes.finish(id, next_id)
+    }
+
+    /// Tear down route entry `id` (with its other direction at a relay).
+    pub fn route_close(&mut self, id: u32) {
+        self.routes.remove(id);
+        self.push_route_closed();
+    }
+
+    /// Every route entry, for status.
+    pub fn routes(&self, now: Instant) -> Vec<RouteInfo> {
+        self.routes
+            .infos(now, |sid| self.sessions.get(&sid).and_then(Session::peer))
+    }
+
+    /// Whether route entry `id` exists.
+    pub fn has_route(&self, id: u32) -> bool {
+        self.routes.contains(id)
+    }
+
+    /// Relay limits in force.
+    pub fn relay_limits(&self) -> &RelayLimits {
+        self.routes.limits()
+    }
+
+    /// Move an OPEN session onto `path` at once (a route this node set up
+    /// or accepted, or a direct address): see `Session::migrate`. Anything
+    /// unacknowledged is resent on the new path. False if the session is
+    /// not OPEN or `path` is a route that does not exist here.
+    pub fn migrate(&mut self, now: Instant, session: SessionId, path: SocketAddr) -> bool {
+        if route_id_of(&path).is_some_and(|id| !self.routes.contains(id)) {
+            return false;
+        }
+        let Some(s) = self.sessions.get_mut(&session.0) else {
+            return false;
+        };
+        let before = s.dest;
+        if !s.migrate(now, path) {
+            return false;
+        }
+        if before != path {
+            self.events.push_back(Event::AddressChanged {
+                session,
+                from: before,
+                to: path,
+            });
+        }
+        true
+    }
+
+    fn queue_route_keepalive(&mut self, now: Instant, id: u32) {
+        let mut buf = self.relay_pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(relay::ROUTE_OVERHEAD, 0);
+        let Some((sid, n)) = self.routes.wrap(now, id, &mut buf, 0) else {
+            return;
+        };
+        let Some(dest) = self.sessions.get(&sid).map(|s| s.dest) else {
+            return;
+        };
+        buf.truncate(n);
+        self.relay_out.push_back((dest, buf));
+    }
+
     /// Give a delivered message buffer back for reuse.
     pub fn recycle(&mut self, session: SessionId, buf: Vec<u8>) {
         if let Some(s) = self.sessions.get_mut(&session.0) {
@@ -727,6 +899,13 @@ impl Endpoint {
         if stun::looks_like_stun(data) {
             return self.handle_stun(now, from, data);
         }
+        self.handle_rtmfp(now, from, data, true);
+    }
+
+    /// An RTMFP datagram: from the socket (`outer`), or the end-to-end
+    /// packet out of a route datagram (`from` is then the route's address,
+    /// and it may not be a route datagram itself).
+    fn handle_rtmfp(&mut self, now: Instant, from: SocketAddr, data: &mut [u8], outer: bool) {
         let Ok((ssid, enc)) = split_multiplex(data) else {
             return self.drop_packet(DropReason::Malformed);
         };
@@ -735,6 +914,9 @@ impl Endpoint {
         let enc = &mut data[MULTIPLEX_HEADER_LEN..];
         if sid == 0 {
             return self.handle_startup_datagram(now, from, enc, len);
+        }
+        if outer && !self.sessions.contains_key(&sid) && self.routes.contains(sid) {
+            return self.handle_route_datagram(now, sid, data);
         }
         let Some(s) = self.sessions.get_mut(&sid) else {
             return self.drop_packet(DropReason::UnknownSession);
@@ -784,6 +966,33 @@ impl Endpoint {
             // reply address. No datagram size to compare with: the FIHello
             // came over an authenticated session, so use the minimum.
             self.answer_ihello(now, reply, &epd, &tag, IHELLO_MIN_DATAGRAM, false);
+        }
+    }
+
+    /// A datagram for one of our route ids ([`crate::relay`]): deliver
+    /// the end-to-end packet, or forward it to the next hop.
+    fn handle_route_datagram(&mut self, now: Instant, id: u32, data: &mut [u8]) {
+        let sessions = &self.sessions;
+        let hop_open = |sid: u32| sessions.get(&sid).is_some_and(Session::is_open);
+        match self.routes.input(now, id, data, hop_open) {
+            RouteInput::Deliver { id, range } => {
+                self.handle_rtmfp(now, route_addr(id), &mut data[range], false)
+            }
+            RouteInput::Keepalive => {}
+            RouteInput::Forward { session } => {
+                let Some(dest) = self.sessions.get(&session).map(|s| s.dest) else {
+                    return self.drop_packet(DropReason::Route);
+                };
+                if relay::is_route_addr(&dest) {
+                    // Hops run over direct sessions only.
+                    return self.drop_packet(DropReason::Route);
+                }
+                let mut buf = self.relay_pool.pop().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(data);
+                self.relay_out.push_back((dest, buf));
+            }
+            RouteInput::Dropped(_) | RouteInput::NotRoute => self.drop_packet(DropReason::Route),
         }
     }
 
@@ -1060,7 +1269,7 @@ impl Endpoint {
             return;
         };
         k.chunk = chunk;
-        s.dest = from;
+        s.set_dest(now, from);
         s.state = SessionState::KeyingSent;
         s.far_cert = Some(k.far_cert.clone());
         if let Some(o) = s.opening.as_mut() {
@@ -1311,6 +1520,7 @@ impl Endpoint {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = earliest(self.reassembly.poll_timeout(), self.stun.poll_timeout());
+        t = earliest(t, self.routes.poll_timeout());
         for s in self.sessions.values() {
             if let Some(x) = s.poll_timeout() {
                 t = Some(t.map_or(x, |t| t.min(x)));
@@ -1321,6 +1531,13 @@ impl Endpoint {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.reassembly.handle_timeout(now);
+        if self.routes.poll_timeout().is_some_and(|t| t <= now) {
+            self.routes.handle_timeout(now);
+            for id in self.routes.take_keepalives() {
+                self.queue_route_keepalive(now, id);
+            }
+            self.push_route_closed();
+        }
         if self.stun.poll_timeout().is_some_and(|t| t <= now) {
             self.stun.handle_timeout(now);
             self.drain_stun();
@@ -1352,6 +1569,14 @@ impl Endpoint {
                 }
                 Some(TimerOutcome::Finished) | None => {}
             }
+            if let Some(s) = self.sessions.get_mut(&id) {
+                if s.take_stalled() {
+                    self.events.push_back(Event::PathStalled {
+                        session: SessionId(id),
+                        path: s.dest,
+                    });
+                }
+            }
             self.drain_flow_events(id);
         }
         self.reap();
@@ -1377,12 +1602,60 @@ impl Endpoint {
     // ===== output ========================================================
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let ev = self.events.pop_front()?;
+        if let Event::SessionClosed { session, .. } = &ev {
+            // Routes over a closed hop session are gone with it.
+            self.routes.session_closed(session.0);
+            self.push_route_closed();
+        }
+        Some(ev)
+    }
+
+    fn push_route_closed(&mut self) {
+        for id in self.routes.take_closed() {
+            self.events.push_back(Event::RouteClosed { id });
+        }
     }
 
     /// The next datagram to send, written into `buf` (at least the path
     /// MTU in size, 1500 is plenty).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some((dest, pkt)) = self.relay_out.pop_front() {
+            let n = pkt.len().min(buf.len());
+            buf[..n].copy_from_slice(&pkt[..n]);
+            if self.relay_pool.len() < 256 {
+                self.relay_pool.push(pkt);
+            }
+            self.stats.datagrams_sent += 1;
+            return Some(Transmit {
+                destination: dest,
+                size: n,
+            });
+        }
+        loop {
+            let t = self.poll_transmit_inner(now, buf)?;
+            let Some(id) = route_id_of(&t.destination) else {
+                return Some(t);
+            };
+            // A packet for a route end: wrap it for the first hop.
+            let hop = self.routes.wrap(now, id, buf, t.size);
+            let dest = hop.and_then(|(sid, n)| Some((self.sessions.get(&sid)?.dest, n)));
+            match dest {
+                Some((dest, n)) if !relay::is_route_addr(&dest) => {
+                    return Some(Transmit {
+                        destination: dest,
+                        size: n,
+                    })
+                }
+                _ => {
+                    self.stats.datagrams_sent -= 1;
+                    self.drop_packet(DropReason::Route);
+                }
+            }
+        }
+    }
+
+    fn poll_transmit_inner(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.queue_opening_packets(now);
         if let Some((dest, pkt)) = self.startup_out.pop_front() {
             let n = pkt.len().min(buf.len());

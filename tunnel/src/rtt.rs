@@ -242,6 +242,12 @@ impl RttEstimator {
         self.ert0 = backoff.min(MAX_ERT0_BACKOFF).max(self.mrt0);
     }
 
+    /// Forget the retransmission backoff (ERT0 = MRT0): the path changed,
+    /// so the timeouts seen on the old one say nothing about the new one.
+    pub fn reset_backoff(&mut self) {
+        self.ert0 = self.mrt0;
+    }
+
     /// SRTT, once a valid measurement has been made.
     pub fn srtt(&self) -> Option<Duration> {
         self.srtt

@@ -14,6 +14,7 @@ use crate::crypto::{
 };
 use crate::flow::{ChunkSink, FlowConfig, FlowSet};
 use crate::pmtu::{Pmtu, PmtuConfig};
+use crate::relay;
 use crate::rtt::Timestamps;
 use crate::wire::packet::MULTIPLEX_HEADER_LEN;
 use crate::wire::{Chunk, PacketHeader, PacketMode};
@@ -198,8 +199,9 @@ pub(crate) struct Session {
     cc: Congestion,
     pub flows: FlowSet,
     pmtu: Pmtu,
-    /// Ping Replies owed (message copies); bounded.
-    ping_replies: VecDeque<Vec<u8>>,
+    /// Ping Replies owed (message copies) and the address each Ping came
+    /// from; bounded.
+    ping_replies: VecDeque<(SocketAddr, Vec<u8>)>,
     mobility: Mobility,
     keepalive_due: Instant,
     last_recv: Instant,
@@ -214,6 +216,10 @@ pub(crate) struct Session {
     /// Retransmission timeouts with loss since the last packet from the
     /// far end: a peer that stopped answering while we had data for it.
     silent_rtos: u32,
+    /// A stall was reached and not yet reported (see `take_stalled`).
+    stalled: bool,
+    /// Last packet received from DESTADDR itself.
+    last_recv_dest: Instant,
     /// TCR flag for outgoing packets (set by the endpoint, RFC 7016 2.2.4).
     tcr_out: bool,
     /// Encoded chunks queued by the endpoint (FIHello), sent in order.
@@ -236,6 +242,52 @@ fn near_mode(role: Role) -> PacketMode {
         Role::Responder => PacketMode::Responder,
     }
 }
+
+/// PMTU discovery bounds for a path to `dest`. A relayed route
+/// ([`crate::relay::route_addr`]) adds [`crate::relay::ROUTE_OVERHEAD`]
+/// bytes on every hop, whose underlay may be IPv4 or IPv6.
+fn pmtu_config(dest: SocketAddr, max_datagram: usize) -> PmtuConfig {
+    let base = if relay::is_route_addr(&dest) {
+        PmtuConfig {
+            max: crate::pmtu::MAX_IPV6_UDP - relay::ROUTE_OVERHEAD,
+            ..PmtuConfig::ipv6()
+        }
+    } else if dest.is_ipv4() {
+        PmtuConfig::ipv4()
+    } else {
+        PmtuConfig::ipv6()
+    };
+    let max = max_datagram.max(crate::pmtu::BASE_SIZE);
+    PmtuConfig {
+        max: if relay::is_route_addr(&dest) {
+            max.min(base.max)
+        } else {
+            max
+        },
+        ..base
+    }
+}
+
+/// What kind of path an address is, for PMTU purposes.
+fn path_class(dest: &SocketAddr) -> u8 {
+    if relay::is_route_addr(dest) {
+        2
+    } else if dest.is_ipv4() {
+        0
+    } else {
+        1
+    }
+}
+
+/// Retransmission timeouts in a row, with nothing received, after which the
+/// path counts as stalled ([`Session::take_stalled`]): the application may
+/// move the session to another route before it is declared dead.
+pub(crate) const STALL_AFTER_SILENT_RTOS: u32 = 2;
+
+/// Passive address mobility never moves a session from a direct path that
+/// delivered a packet this recently onto a relayed route: a late packet
+/// from a route being replaced must not pull the session back onto it.
+const DIRECT_PREFERRED_FOR: Duration = Duration::from_secs(2);
 
 /// A session whose data went unacknowledged through this many consecutive
 /// retransmission timeouts (ERT0 backing off from 250 ms: about 3 s), with
@@ -343,15 +395,7 @@ impl Session {
         mob_secret: [u8; 32],
         cfg: SessionConfig,
     ) -> Session {
-        let pcfg = PmtuConfig {
-            max: cfg.max_datagram.max(crate::pmtu::BASE_SIZE),
-            ..if dest.is_ipv4() {
-                PmtuConfig::ipv4()
-            } else {
-                PmtuConfig::ipv6()
-            }
-        };
-        let pmtu = Pmtu::new(now, pcfg);
+        let pmtu = Pmtu::new(now, pmtu_config(dest, cfg.max_datagram));
         let mss = pmtu.safe_size().saturating_sub(SESSION_DATAGRAM_OVERHEAD);
         Session {
             id,
@@ -388,6 +432,8 @@ impl Session {
             pending_pmtu_probe: None,
             pending_keepalive: false,
             silent_rtos: 0,
+            stalled: false,
+            last_recv_dest: now,
             tcr_out: false,
             control_out: VecDeque::new(),
             stats: SessionStats::default(),
@@ -487,7 +533,11 @@ impl Session {
         self.stats.packets_received += 1;
         self.stats.bytes_received += datagram_len as u64;
         self.last_recv = now;
+        if from == self.dest {
+            self.last_recv_dest = now;
+        }
         self.silent_rtos = 0;
+        self.stalled = false;
         self.ping_outstanding = None;
         if let Some(ts) = self.ts.as_mut() {
             ts.on_packet_received(now, header.timestamp, header.timestamp_echo);
@@ -505,7 +555,7 @@ impl Session {
             let Ok(chunk) = chunk else { break };
             match chunk {
                 Chunk::Ping { message } if self.ping_replies.len() < 8 && message.len() <= 1400 => {
-                    self.ping_replies.push_back(message.to_vec());
+                    self.ping_replies.push_back((from, message.to_vec()));
                 }
                 Chunk::PingReply { message_echo } => {
                     self.handle_ping_reply(now, from, message_echo)
@@ -554,7 +604,10 @@ impl Session {
         }
         // RFC 7016 3.5.4.2: a valid packet from an address other than
         // DESTADDR starts a verification, never an immediate move.
-        if self.state == SessionState::Open && from != self.dest {
+        let sticky = relay::is_route_addr(&from)
+            && !relay::is_route_addr(&self.dest)
+            && now.saturating_duration_since(self.last_recv_dest) < DIRECT_PREFERRED_FOR;
+        if self.state == SessionState::Open && from != self.dest && !sticky {
             let due = self
                 .mobility
                 .tx_ts
@@ -598,8 +651,7 @@ impl Session {
                 if crypto::mobility_check(&self.mobility.secret, ts, from, &msg[9..]) {
                     self.mobility.rx_ts = ts;
                     if from != self.dest {
-                        self.dest = from;
-                        self.stats.address_changes += 1;
+                        self.set_dest(now, from);
                     }
                 }
             }
@@ -643,6 +695,52 @@ impl Session {
         self.mobility.tx_ts = Some(now);
         self.mobility.pending = Some(addr);
         true
+    }
+
+    /// Change DESTADDR. A change of path kind (IPv4, IPv6, relayed route)
+    /// restarts PMTU discovery from its base size for the new path.
+    pub fn set_dest(&mut self, now: Instant, addr: SocketAddr) {
+        if addr == self.dest {
+            return;
+        }
+        if path_class(&addr) != path_class(&self.dest) {
+            self.pmtu = Pmtu::new(now, pmtu_config(addr, self.cfg.max_datagram));
+            self.pending_pmtu_probe = None;
+            self.cc.set_mss(self.max_plain());
+        }
+        self.dest = addr;
+        self.last_recv_dest = now;
+        self.stats.address_changes += 1;
+    }
+
+    /// Move the session onto the path `addr` at once, without the
+    /// verification of RFC 7016 3.5.4.2: for a path this end set up itself
+    /// (a relayed route through members it authenticated). Anything in
+    /// flight on the old path is retransmitted on the new one and a Ping
+    /// goes out so the far end sees the new path. False unless OPEN.
+    pub fn migrate(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if self.state != SessionState::Open {
+            return false;
+        }
+        self.set_dest(now, addr);
+        self.mobility.pending = None;
+        self.silent_rtos = 0;
+        self.stalled = false;
+        if let Some(ts) = self.ts.as_mut() {
+            ts.rtt.reset_backoff();
+        }
+        if self.flows.outstanding_bytes() > 0 {
+            self.rto_deadline = Some(now);
+        }
+        self.ping_outstanding = None;
+        self.keepalive_due = now;
+        true
+    }
+
+    /// Whether the path stalled since the last call: data went unanswered
+    /// through [`STALL_AFTER_SILENT_RTOS`] timeouts with nothing received.
+    pub fn take_stalled(&mut self) -> bool {
+        std::mem::take(&mut self.stalled)
     }
 
     /// Orderly close (RFC 7016 3.5.5): NEARCLOSE, Close Request every 5 s.
@@ -735,6 +833,9 @@ impl Session {
                         let any_loss = self.flows.on_retransmit_timeout(now);
                         if any_loss {
                             self.silent_rtos += 1;
+                            if self.silent_rtos == STALL_AFTER_SILENT_RTOS {
+                                self.stalled = true;
+                            }
                         }
                         if let Some(ts) = self.ts.as_mut() {
                             if any_loss {
@@ -826,6 +927,18 @@ impl Session {
                 return Some(r);
             }
         }
+        // A Ping that came over another path than DESTADDR is answered on
+        // that path: with relayed routes a node is reachable at several
+        // addresses, and the mobility check of RFC 7016 3.5.4.2 verifies the
+        // path the Ping Reply's source address names, so the reply must
+        // travel back the way the Ping came.
+        if let Some(pos) = self.ping_replies.iter().position(|(a, _)| *a != self.dest) {
+            if let Some((addr, msg)) = self.ping_replies.remove(pos) {
+                if let Some(r) = self.build(now, buf, addr, Content::PingReply(&msg)) {
+                    return Some(r);
+                }
+            }
+        }
         if let Some(size) = self.pending_pmtu_probe.take() {
             if let Some(r) = self.build(now, buf, self.dest, Content::PmtuProbe(size)) {
                 return Some(r);
@@ -839,7 +952,7 @@ impl Session {
         now: Instant,
         buf: &mut [u8],
         to: SocketAddr,
-        content: Content,
+        content: Content<'_>,
     ) -> Option<(SocketAddr, usize)> {
         let limit = match content {
             Content::PmtuProbe(p) => p.size,
@@ -869,6 +982,9 @@ impl Session {
         match content {
             Content::CloseAck => {
                 sink.push(&Chunk::CloseAck);
+            }
+            Content::PingReply(m) => {
+                sink.push(&Chunk::PingReply { message_echo: m });
             }
             Content::MobilityPing(addr) => {
                 let ts = self.ms_since_created(now);
@@ -917,11 +1033,13 @@ impl Session {
                         }
                     }
                 }
-                while let Some(m) = self.ping_replies.front() {
+                while let Some((_, m)) = self.ping_replies.front() {
                     if sink.remaining() < m.len() + 3 {
                         break;
                     }
-                    let m = self.ping_replies.pop_front().unwrap_or_default();
+                    let Some((_, m)) = self.ping_replies.pop_front() else {
+                        break;
+                    };
                     sink.push(&Chunk::PingReply { message_echo: &m });
                 }
                 if self.pending_keepalive {
@@ -1020,9 +1138,10 @@ impl Session {
     }
 }
 
-enum Content {
+enum Content<'a> {
     Normal,
     CloseAck,
+    PingReply(&'a [u8]),
     MobilityPing(SocketAddr),
     PmtuProbe(crate::pmtu::Probe),
 }

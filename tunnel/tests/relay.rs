@@ -1,0 +1,331 @@
+//! Relayed flow routes over the simulated network: an end-to-end session
+//! between two nodes with no direct path runs over a relay, survives the
+//! relay's death by moving to another route, and moves to the direct path
+//! once one exists — one RTMFP session and one reliable flow throughout.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{config, LinkModel, Net};
+use ringlan_tunnel::endpoint::{Event, Target};
+use ringlan_tunnel::flow::{FlowEvent, FlowId, Reliability};
+use ringlan_tunnel::relay::{self, route_addr, RelayLimits, RouteRole};
+use ringlan_tunnel::session::SessionId;
+
+const A: usize = 0;
+const R1: usize = 1;
+const R2: usize = 2;
+const B: usize = 3;
+
+fn opened_with(net: &Net, i: usize, j: usize) -> Option<SessionId> {
+    let peer = net.nodes[j].ep.node_id();
+    net.nodes[i].ep.session_for(peer).filter(|s| {
+        net.nodes[i]
+            .ep
+            .session_info(*s)
+            .is_some_and(|info| info.state == ringlan_tunnel::session::SessionState::Open)
+    })
+}
+
+fn connect_direct(net: &mut Net, a: usize, b: usize) -> (SessionId, SessionId) {
+    let peer = net.nodes[b].ep.node_id();
+    let addr = net.nodes[b].addr;
+    let now = net.now;
+    net.nodes[a]
+        .ep
+        .connect(now, Target::Node(peer), &[addr])
+        .unwrap();
+    net.flush(a);
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| opened_with(n, a, b).is_some()
+            && opened_with(n, b, a).is_some())
+    );
+    (
+        opened_with(net, a, b).unwrap(),
+        opened_with(net, b, a).unwrap(),
+    )
+}
+
+/// Set up a route a -> r -> b the way the agents' setup request does,
+/// hop by hop over the existing sessions. Returns the route ids at a and b.
+fn route(net: &mut Net, a: usize, r: usize, b: usize) -> (u32, u32) {
+    let now = net.now;
+    let a_r = opened_with(net, a, r).unwrap();
+    let r_a = opened_with(net, r, a).unwrap();
+    let r_b = opened_with(net, r, b).unwrap();
+    let b_r = opened_with(net, b, r).unwrap();
+    let offer = net.nodes[a].ep.route_begin(now, a_r).unwrap();
+    let (up_in, down) = net.nodes[r]
+        .ep
+        .route_transit(now, r_a, &offer, r_b)
+        .unwrap();
+    let b_id = net.nodes[b].ep.route_accept(now, b_r, &down).unwrap();
+    net.nodes[r].ep.route_finish(up_in, b_id).unwrap();
+    net.nodes[a].ep.route_finish(offer.id, up_in).unwrap();
+    (offer.id, b_id)
+}
+
+fn relay_cfg(seed: u8) -> ringlan_tunnel::endpoint::EndpointConfig {
+    let mut c = config(seed);
+    c.relay = RelayLimits {
+        enabled: true,
+        ..RelayLimits::default()
+    };
+    c
+}
+
+fn lab(loss: f64) -> Net {
+    let mut net = Net::new(
+        11,
+        LinkModel {
+            delay: Duration::from_millis(5),
+            loss,
+            ..LinkModel::default()
+        },
+    );
+    assert_eq!(net.add(config(1)), A);
+    assert_eq!(net.add(relay_cfg(2)), R1);
+    assert_eq!(net.add(relay_cfg(3)), R2);
+    assert_eq!(net.add(config(4)), B);
+    net
+}
+
+fn block_direct(net: &mut Net) {
+    let a = net.nodes[A].addr;
+    let b = net.nodes[B].addr;
+    net.drop_filter = Some(Box::new(move |from, to, _| {
+        (from == a && to == b) || (from == b && to == a)
+    }));
+}
+
+fn pattern(i: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|k| (i.wrapping_mul(31).wrapping_add(k as u64 * 7)) as u8)
+        .collect()
+}
+
+/// Drives a reliable transfer a -> b message by message and reacts to
+/// path events the way the agent does.
+struct Transfer {
+    sa: SessionId,
+    flow: FlowId,
+    next: u64,
+    got: Vec<Vec<u8>>,
+    stalls: Vec<SocketAddr>,
+    standby: Option<SocketAddr>,
+}
+
+impl Transfer {
+    fn new(net: &mut Net, sa: SessionId) -> Transfer {
+        let flow = net.nodes[A].ep.open_flow(sa, b"bulk", None).unwrap();
+        Transfer {
+            sa,
+            flow,
+            next: 0,
+            got: Vec::new(),
+            stalls: Vec::new(),
+            standby: None,
+        }
+    }
+
+    fn run(&mut self, net: &mut Net, until_msgs: usize, limit: Duration) {
+        let deadline = net.now + limit;
+        while self.got.len() < until_msgs {
+            while (self.next as usize) < until_msgs {
+                let now = net.now;
+                match net.nodes[A].ep.send(
+                    now,
+                    self.sa,
+                    self.flow,
+                    &pattern(self.next, 1000),
+                    Reliability::Reliable,
+                ) {
+                    Ok(()) => self.next += 1,
+                    Err(_) => break,
+                }
+            }
+            net.flush(A);
+            assert!(net.step(), "idle network");
+            for e in net.take_events(A) {
+                if let Event::PathStalled { session, path } = e {
+                    self.stalls.push(path);
+                    if let Some(s) = self.standby.take() {
+                        let now = net.now;
+                        assert!(net.nodes[A].ep.migrate(now, session, s));
+                    }
+                }
+            }
+            for e in net.take_events(B) {
+                if let Event::Flow {
+                    event: FlowEvent::Message { data, .. },
+                    ..
+                } = e
+                {
+                    self.got.push(data);
+                }
+            }
+            assert!(
+                net.now < deadline,
+                "stuck at {} of {until_msgs}",
+                self.got.len()
+            );
+        }
+    }
+
+    fn check(&self) {
+        for (i, m) in self.got.iter().enumerate() {
+            assert_eq!(m, &pattern(i as u64, 1000), "message {i}");
+        }
+    }
+}
+
+fn remote(net: &Net, i: usize, s: SessionId) -> SocketAddr {
+    net.nodes[i].ep.session_info(s).unwrap().remote
+}
+
+fn transit_bytes(net: &Net, r: usize) -> u64 {
+    net.nodes[r]
+        .ep
+        .routes(net.now)
+        .iter()
+        .filter(|i| matches!(i.role, RouteRole::Transit { .. }))
+        .map(|i| i.tx.bytes)
+        .sum()
+}
+
+#[test]
+fn a_session_opens_and_carries_a_reliable_flow_over_a_relay_under_loss() {
+    let mut net = lab(0.02);
+    block_direct(&mut net);
+    connect_direct(&mut net, A, R1);
+    connect_direct(&mut net, B, R1);
+    let (ra, rb) = route(&mut net, A, R1, B);
+    // The initiator knows the target only through the route.
+    let now = net.now;
+    let peer = net.nodes[B].ep.node_id();
+    net.nodes[A]
+        .ep
+        .connect(now, Target::Node(peer), &[route_addr(ra)])
+        .unwrap();
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| opened_with(n, A, B).is_some()
+            && opened_with(n, B, A).is_some())
+    );
+    let sa = opened_with(&net, A, B).unwrap();
+    let sb = opened_with(&net, B, A).unwrap();
+    assert_eq!(remote(&net, A, sa), route_addr(ra));
+    assert_eq!(remote(&net, B, sb), route_addr(rb));
+    let mut t = Transfer::new(&mut net, sa);
+    t.run(&mut net, 4096, Duration::from_secs(300));
+    t.check();
+    // Everything went through the relay, whose transit entries counted it.
+    assert!(
+        transit_bytes(&net, R1) > 4096 * 1000,
+        "{}",
+        transit_bytes(&net, R1)
+    );
+    // PMTU on the route leaves room for the route header on every hop.
+    let info = net.nodes[A].ep.session_info(sa).unwrap();
+    assert!(info.pmtu + relay::ROUTE_OVERHEAD <= 1472, "{}", info.pmtu);
+}
+
+#[test]
+fn the_session_moves_to_a_standby_route_when_the_relay_dies_and_then_to_direct() {
+    let mut net = lab(0.0);
+    block_direct(&mut net);
+    connect_direct(&mut net, A, R1);
+    connect_direct(&mut net, B, R1);
+    connect_direct(&mut net, A, R2);
+    connect_direct(&mut net, B, R2);
+    let (ra1, _) = route(&mut net, A, R1, B);
+    let (ra2, rb2) = route(&mut net, A, R2, B);
+    let now = net.now;
+    let peer = net.nodes[B].ep.node_id();
+    net.nodes[A]
+        .ep
+        .connect(now, Target::Node(peer), &[route_addr(ra1)])
+        .unwrap();
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| opened_with(n, A, B).is_some()
+            && opened_with(n, B, A).is_some())
+    );
+    let sa = opened_with(&net, A, B).unwrap();
+    let sb = opened_with(&net, B, A).unwrap();
+    let mut t = Transfer::new(&mut net, sa);
+    t.standby = Some(route_addr(ra2));
+    t.run(&mut net, 1000, Duration::from_secs(60));
+
+    // The relay dies mid-transfer: A sees the path stall, moves to the
+    // standby route, B follows; no message is lost or duplicated.
+    net.nodes[R1].up = false;
+    let killed = net.now;
+    t.run(&mut net, 3000, Duration::from_secs(60));
+    t.check();
+    assert_eq!(t.stalls, vec![route_addr(ra1)]);
+    assert_eq!(remote(&net, A, sa), route_addr(ra2));
+    assert!(net.run_until(Duration::from_secs(5), |n| remote(n, B, sb)
+        == route_addr(rb2)));
+    assert!(net.now - killed < Duration::from_secs(10));
+    assert!(
+        opened_with(&net, A, B) == Some(sa),
+        "same session throughout"
+    );
+
+    // A direct path appears (say a NAT became cone-like): a probe from A
+    // moves both ends onto it, and the transfer goes on.
+    net.drop_filter = None;
+    let now = net.now;
+    let b_addr = net.nodes[B].addr;
+    assert!(net.nodes[A].ep.probe_path(now, sa, b_addr));
+    t.run(&mut net, 5000, Duration::from_secs(60));
+    let ok = net.run_until(Duration::from_secs(10), |n| {
+        remote(n, A, sa) == b_addr && remote(n, B, sb) == n.nodes[A].addr
+    });
+    assert!(
+        ok,
+        "A at {} B at {}",
+        remote(&net, A, sa),
+        remote(&net, B, sb)
+    );
+    let before = transit_bytes(&net, R2);
+    t.run(&mut net, 7000, Duration::from_secs(60));
+    t.check();
+    // Only route keepalives (if any) cross the relay after the move.
+    assert!(transit_bytes(&net, R2) - before < 10_000);
+    assert_eq!(opened_with(&net, A, B), Some(sa));
+}
+
+#[test]
+fn a_node_that_does_not_relay_refuses_and_hops_need_open_sessions() {
+    let mut net = lab(0.0);
+    connect_direct(&mut net, A, B);
+    connect_direct(&mut net, A, R1);
+    let now = net.now;
+    let a_b = opened_with(&net, A, B).unwrap();
+    let b_a = opened_with(&net, B, A).unwrap();
+    let offer = net.nodes[A].ep.route_begin(now, a_b).unwrap();
+    // B does not relay (relay disabled by default).
+    assert_eq!(
+        net.nodes[B].ep.route_transit(now, b_a, &offer, b_a),
+        Err(ringlan_tunnel::relay::RouteError::RelayDisabled)
+    );
+    // R1 relays, but has no session to B.
+    let r_a = opened_with(&net, R1, A).unwrap();
+    assert_eq!(
+        net.nodes[R1]
+            .ep
+            .route_transit(now, r_a, &offer, SessionId(12345)),
+        Err(ringlan_tunnel::relay::RouteError::NoSession)
+    );
+    // Garbage at a relay's port changes nothing.
+    let from: SocketAddr = "198.51.100.9:777".parse().unwrap();
+    let before = net.nodes[R1].ep.routes(now).len();
+    for n in 0..64u8 {
+        let mut d = vec![n; 20 + n as usize];
+        net.nodes[R1].ep.handle_datagram(now, from, &mut d);
+    }
+    assert_eq!(net.nodes[R1].ep.routes(now).len(), before);
+    assert!(opened_with(&net, R1, A).is_some());
+}
