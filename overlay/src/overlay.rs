@@ -194,6 +194,12 @@ pub enum Event {
     OnDemandWanted {
         node: NodeId,
     },
+    /// A relayed-route message (`RouteSetup` / `RouteReply`) from a link,
+    /// for the agent's route handling.
+    Route {
+        from: NodeId,
+        msg: Message,
+    },
     /// A control message that did not decode (counted, otherwise ignored).
     BadControl {
         from: NodeId,
@@ -845,6 +851,11 @@ impl Overlay {
             Message::LinkReject { kind, reason } => self.on_link_reject(now, from, kind, reason),
             Message::Ring(list) => self.on_ring(now, from, list),
             Message::Moved { node, addr } => self.on_moved(now, node, addr),
+            Message::RouteSetup(_) | Message::RouteReply(_) => {
+                // Relayed routes are the agent's (they drive the endpoint).
+                self.events.push_back(Event::Route { from, msg });
+                return;
+            }
         }
         self.run_policy(now);
     }

@@ -43,6 +43,11 @@ const T_LINK_REQUEST: u8 = 0x09;
 const T_LINK_REJECT: u8 = 0x0a;
 const T_RING: u8 = 0x0b;
 const T_MOVED: u8 = 0x0c;
+const T_ROUTE_SETUP: u8 = 0x0d;
+const T_ROUTE_REPLY: u8 = 0x0e;
+
+/// Most relays on one relayed flow route.
+pub const MAX_ROUTE_RELAYS: usize = 3;
 
 const F_INTRODUCER: u8 = 0x01;
 const F_TAP: u8 = 0x02;
@@ -177,6 +182,75 @@ pub enum Message {
         node: NodeId,
         addr: SocketAddr,
     },
+    /// Set up a relayed flow route (DESIGN.md "Relayed flow routes"): sent
+    /// by the route's origin to its first relay and by each relay to the
+    /// next node, always over their own session.
+    RouteSetup(RouteSetup),
+    /// The answer to a `RouteSetup`, sent back hop by hop.
+    RouteReply(RouteReply),
+}
+
+/// One hop of a route setup request. The sender receives the route's
+/// datagrams from the receiver under `id` and chose `key` for this hop
+/// (`ringlan_tunnel::relay`); both travel only inside the encrypted
+/// session between the two.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RouteSetup {
+    /// Chosen by the origin; with `origin` it names the route.
+    pub nonce: u64,
+    pub origin: NodeId,
+    pub target: NodeId,
+    /// Relays that may still be added after the receiver.
+    pub relays_left: u8,
+    pub id: u32,
+    pub key: [u8; 32],
+    /// The relays so far (the sender last, unless it is the origin).
+    pub path: Vec<NodeId>,
+}
+
+impl std::fmt::Debug for RouteSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteSetup")
+            .field("nonce", &self.nonce)
+            .field("origin", &self.origin)
+            .field("target", &self.target)
+            .field("relays_left", &self.relays_left)
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer to a [`RouteSetup`], from the node it was sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteReply {
+    pub nonce: u64,
+    pub origin: NodeId,
+    pub outcome: RouteOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteOutcome {
+    /// Installed: the sender of the reply receives under `id`; `relays`
+    /// are the route's relays in order from the origin.
+    Accepted {
+        id: u32,
+        relays: Vec<NodeId>,
+    },
+    Refused(RouteRefusal),
+}
+
+/// Why a route could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteRefusal {
+    /// No next hop toward the target within the relay budget.
+    NoPath = 1,
+    /// The node does not relay.
+    RelayDisabled = 2,
+    /// The relay carries its maximum of routes.
+    Limit = 3,
+    /// A hop session went away during setup.
+    Gone = 4,
 }
 
 /// A lookup for the node managing `target` (Symphony's routing of a join or
@@ -533,6 +607,29 @@ impl Message {
                 out.extend_from_slice(&node.to_bytes());
                 put_addr(out, addr);
             }
+            Message::RouteSetup(r) => {
+                out.push(T_ROUTE_SETUP);
+                out.extend_from_slice(&r.nonce.to_be_bytes());
+                out.extend_from_slice(&r.origin.to_bytes());
+                out.extend_from_slice(&r.target.to_bytes());
+                out.push(r.relays_left);
+                out.extend_from_slice(&r.id.to_be_bytes());
+                out.extend_from_slice(&r.key);
+                put_ids(out, "route relays", &r.path, MAX_ROUTE_RELAYS)?;
+            }
+            Message::RouteReply(r) => {
+                out.push(T_ROUTE_REPLY);
+                out.extend_from_slice(&r.nonce.to_be_bytes());
+                out.extend_from_slice(&r.origin.to_bytes());
+                match &r.outcome {
+                    RouteOutcome::Accepted { id, relays } => {
+                        out.push(0);
+                        out.extend_from_slice(&id.to_be_bytes());
+                        put_ids(out, "route relays", relays, MAX_ROUTE_RELAYS)?;
+                    }
+                    RouteOutcome::Refused(why) => out.push(*why as u8),
+                }
+            }
         }
         Ok(())
     }
@@ -612,6 +709,35 @@ impl Message {
                 node: r.node_id()?,
                 addr: r.addr()?,
             },
+            T_ROUTE_SETUP => Message::RouteSetup(RouteSetup {
+                nonce: r.u64()?,
+                origin: r.node_id()?,
+                target: r.node_id()?,
+                relays_left: r.u8()?,
+                id: u32::from_be_bytes(r.array()?),
+                key: r.array()?,
+                path: r.ids("route relays", MAX_ROUTE_RELAYS)?,
+            }),
+            T_ROUTE_REPLY => {
+                let nonce = r.u64()?;
+                let origin = r.node_id()?;
+                let outcome = match r.u8()? {
+                    0 => RouteOutcome::Accepted {
+                        id: u32::from_be_bytes(r.array()?),
+                        relays: r.ids("route relays", MAX_ROUTE_RELAYS)?,
+                    },
+                    1 => RouteOutcome::Refused(RouteRefusal::NoPath),
+                    2 => RouteOutcome::Refused(RouteRefusal::RelayDisabled),
+                    3 => RouteOutcome::Refused(RouteRefusal::Limit),
+                    4 => RouteOutcome::Refused(RouteRefusal::Gone),
+                    b => return Err(WireError::BadReason(b)),
+                };
+                Message::RouteReply(RouteReply {
+                    nonce,
+                    origin,
+                    outcome,
+                })
+            }
             t => return Err(WireError::UnknownType(t)),
         };
         r.finish()?;
@@ -786,6 +912,53 @@ mod tests {
         let b6 = v6.encode().unwrap();
         assert_eq!(b6.len(), 2 + 16 + 1 + 16 + 2);
         assert_eq!(Message::decode(&b6).unwrap(), v6);
+    }
+
+    #[test]
+    fn route_messages_golden_bytes() {
+        let setup = Message::RouteSetup(RouteSetup {
+            nonce: 0x1122_3344_5566_7788,
+            origin: NodeId(1),
+            target: NodeId(2),
+            relays_left: 2,
+            id: 0xa1b2_c3d4,
+            key: [0x5a; 32],
+            path: vec![NodeId(3)],
+        });
+        let b = setup.encode().unwrap();
+        let mut want = vec![1, 0x0d, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+        want.extend(NodeId(1).to_bytes());
+        want.extend(NodeId(2).to_bytes());
+        want.extend([2, 0xa1, 0xb2, 0xc3, 0xd4]);
+        want.extend([0x5a; 32]);
+        want.push(1);
+        want.extend(NodeId(3).to_bytes());
+        assert_eq!(b, want);
+        assert_eq!(Message::decode(&b).unwrap(), setup);
+        // The key never shows in logs.
+        assert!(!format!("{setup:?}").contains("90, 90"));
+        let too_long = Message::RouteSetup(RouteSetup {
+            nonce: 0,
+            origin: NodeId(1),
+            target: NodeId(2),
+            relays_left: 0,
+            id: 1,
+            key: [0; 32],
+            path: vec![NodeId(3); MAX_ROUTE_RELAYS + 1],
+        });
+        assert!(too_long.encode().is_err());
+        let refused = Message::RouteReply(RouteReply {
+            nonce: 9,
+            origin: NodeId(1),
+            outcome: RouteOutcome::Refused(RouteRefusal::Limit),
+        });
+        let b = refused.encode().unwrap();
+        assert_eq!(b.len(), 2 + 8 + 16 + 1);
+        assert_eq!(b[b.len() - 1], 3);
+        assert_eq!(Message::decode(&b).unwrap(), refused);
+        let mut bad = b.clone();
+        *bad.last_mut().unwrap() = 9;
+        assert_eq!(Message::decode(&bad), Err(WireError::BadReason(9)));
     }
 
     #[test]
@@ -1057,6 +1230,44 @@ mod tests {
                 node: NodeId(n),
                 addr
             }),
+            (
+                (any::<u64>(), any::<u128>(), any::<u128>(), any::<u8>()),
+                (any::<u32>(), any::<[u8; 32]>()),
+                proptest::collection::vec(any::<u128>().prop_map(NodeId), 0..=MAX_ROUTE_RELAYS)
+            )
+                .prop_map(|((nonce, o, t, left), (id, key), path)| {
+                    Message::RouteSetup(RouteSetup {
+                        nonce,
+                        origin: NodeId(o),
+                        target: NodeId(t),
+                        relays_left: left,
+                        id,
+                        key,
+                        path,
+                    })
+                }),
+            (
+                any::<u64>(),
+                any::<u128>(),
+                proptest::option::of((
+                    any::<u32>(),
+                    proptest::collection::vec(any::<u128>().prop_map(NodeId), 0..=MAX_ROUTE_RELAYS)
+                )),
+                1u8..=4
+            )
+                .prop_map(|(nonce, o, ok, why)| Message::RouteReply(RouteReply {
+                    nonce,
+                    origin: NodeId(o),
+                    outcome: match ok {
+                        Some((id, relays)) => RouteOutcome::Accepted { id, relays },
+                        None => RouteOutcome::Refused(match why {
+                            1 => RouteRefusal::NoPath,
+                            2 => RouteRefusal::RelayDisabled,
+                            3 => RouteRefusal::Limit,
+                            _ => RouteRefusal::Gone,
+                        }),
+                    },
+                })),
         ]
     }
 
