@@ -283,6 +283,8 @@ pub struct Config {
     /// Session keepalive interval (`keepalive: 25s`); holds NAT mappings.
     pub keepalive: Duration,
     pub role: Role,
+    /// Carrying relayed flow routes for other members (`relay:`).
+    pub relay: RelayConfig,
     pub control: ControlConfig,
     pub metrics: Option<MetricsConfig>,
     pub log: LogConfig,
@@ -326,6 +328,23 @@ impl ListenConfig {
     }
 }
 
+/// `relay: {enabled, max_routes, max_mbps, max_total_mbps}`: whether this
+/// node carries relayed routes for other members, and its limits. An
+/// introducer relays by default, an ordinary node only when enabled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayConfig {
+    pub enabled: bool,
+    /// Routes carried at once.
+    pub max_routes: usize,
+    /// Bandwidth per route and direction in Mbit/s (0: unlimited).
+    pub max_mbps: f64,
+    /// Bandwidth over all carried routes in Mbit/s (0: unlimited).
+    pub max_total_mbps: f64,
+}
+
+/// Default `relay.max_routes`.
+pub const DEFAULT_RELAY_ROUTES: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlConfig {
     pub socket: PathBuf,
@@ -362,6 +381,8 @@ struct RawConfig {
     keepalive: Option<S<RawDuration>>,
     #[serde(default)]
     role: Option<S<String>>,
+    #[serde(default)]
+    relay: Option<S<RawRelay>>,
     #[serde(default)]
     control: Option<S<RawControl>>,
     #[serde(default)]
@@ -434,6 +455,19 @@ struct RawListen {
     address: Option<S<String>>,
     #[serde(default)]
     port: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    #[serde(default)]
+    enabled: Option<S<bool>>,
+    #[serde(default)]
+    max_routes: Option<S<i64>>,
+    #[serde(default)]
+    max_mbps: Option<S<f64>>,
+    #[serde(default)]
+    max_total_mbps: Option<S<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -786,6 +820,54 @@ impl Config {
             }
         };
 
+        // relay
+        let mut relay = RelayConfig {
+            enabled: role == Role::Introducer,
+            max_routes: DEFAULT_RELAY_ROUTES,
+            max_mbps: 0.0,
+            max_total_mbps: 0.0,
+        };
+        if let Some(r) = &raw.relay {
+            let r = &r.value;
+            if let Some(e) = &r.enabled {
+                relay.enabled = e.value;
+            }
+            if let Some(m) = &r.max_routes {
+                relay.max_routes = usize::try_from(m.value)
+                    .ok()
+                    .filter(|n| (1..=65_536).contains(n))
+                    .ok_or_else(|| {
+                        cx.err(
+                            &m.referenced,
+                            "relay.max_routes",
+                            format!("{} is out of range, expected 1-65536", m.value),
+                        )
+                    })?;
+            }
+            for (v, key, slot) in [
+                (&r.max_mbps, "relay.max_mbps", &mut relay.max_mbps),
+                (
+                    &r.max_total_mbps,
+                    "relay.max_total_mbps",
+                    &mut relay.max_total_mbps,
+                ),
+            ] {
+                if let Some(v) = v {
+                    if !v.value.is_finite() || v.value < 0.0 {
+                        return Err(cx.err(
+                            &v.referenced,
+                            key,
+                            format!(
+                                "{} is not a bandwidth, expected Mbit/s >= 0 (0: unlimited)",
+                                v.value
+                            ),
+                        ));
+                    }
+                    *slot = v.value;
+                }
+            }
+        }
+
         // control
         let control = match &raw.control {
             Some(c) => ControlConfig {
@@ -850,6 +932,7 @@ impl Config {
             stun_servers,
             keepalive,
             role,
+            relay,
             control,
             metrics,
             log: LogConfig { level },
@@ -939,6 +1022,46 @@ log:
         assert_eq!(c.role, Role::Node);
         assert_eq!(c.metrics.unwrap().listen.to_string(), "127.0.0.1:9910");
         assert_eq!(c.log.level, LogLevel::Info);
+    }
+
+    #[test]
+    fn relay_defaults_by_role_and_limits() {
+        let c = parse(GOOD).unwrap();
+        assert!(!c.relay.enabled, "ordinary nodes relay only when enabled");
+        assert_eq!(c.relay.max_routes, DEFAULT_RELAY_ROUTES);
+        let t = GOOD.replace("role: node", "role: introducer");
+        assert!(
+            parse(&t).unwrap().relay.enabled,
+            "introducers relay by default"
+        );
+        let t = GOOD.replace(
+            "role: node",
+            "role: node\nrelay:\n  enabled: true\n  max_routes: 8\n  max_mbps: 100\n  max_total_mbps: 250.5",
+        );
+        let r = parse(&t).unwrap().relay;
+        assert_eq!(
+            r,
+            RelayConfig {
+                enabled: true,
+                max_routes: 8,
+                max_mbps: 100.0,
+                max_total_mbps: 250.5
+            }
+        );
+        let t = GOOD.replace("role: node", "role: node\nrelay:\n  max_routes: 0");
+        assert!(
+            err(&t).contains(":18:15: relay.max_routes: 0 is out of range"),
+            "{}",
+            err(&t)
+        );
+        let t = GOOD.replace("role: node", "role: node\nrelay:\n  max_mbps: -1");
+        assert!(
+            err(&t).contains("relay.max_mbps: -1 is not a bandwidth"),
+            "{}",
+            err(&t)
+        );
+        let t = GOOD.replace("role: node", "role: node\nrelay:\n  enable: true");
+        assert!(err(&t).contains("enable"), "{}", err(&t));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod control;
 pub mod identity;
 pub mod metrics;
 pub mod node;
+pub mod routes;
 pub mod service;
 pub mod status;
 pub mod tap;

@@ -39,6 +39,7 @@ use ringlan_tunnel::crypto::{self, Identity, NetworkName};
 use ringlan_tunnel::driver::{os_seed, Driver};
 use ringlan_tunnel::endpoint::{EndpointConfig, Event, SessionInfo, Target, REDIRECT_THRESHOLD};
 use ringlan_tunnel::flow::{FlowEvent, FlowId, RecvFlowId, Reliability};
+use ringlan_tunnel::relay::{self, RelayLimits};
 use ringlan_tunnel::session::{OpenFailure, SessionId, SessionState as TState};
 use ringlan_tunnel::stun::{self, StunTxId};
 use ringlan_tunnel::{NodeId, Rng};
@@ -46,9 +47,11 @@ use tokio::sync::watch;
 
 use crate::config::{Config, Role};
 use crate::identity::{hex, NetworkSecret, NodeKey};
+use crate::routes::{self as routes_mod, Routes};
 use crate::status::{
-    AddressKind, KnownAddress, LinkKind, NatMapping, NatStatus, Neighbour, PathKind, SessionState,
-    SessionStatus, Status, StatusBoard, TapStatus, Traffic,
+    AddressKind, CarriedRoute, KnownAddress, LinkKind, NatMapping, NatStatus, Neighbour, PathKind,
+    RelayStatus, RouteTraffic, SessionState, SessionStatus, Status, StatusBoard, TapStatus,
+    Traffic,
 };
 use crate::tap::{format_mac, Tap, VnetHdr, TAP_MAX_FRAME, VNET_HDR_LEN};
 
@@ -299,6 +302,7 @@ pub fn initial_status(ctx: &NodeContext) -> Status {
         neighbours: None,
         uptime_secs: 0,
         drops: BTreeMap::new(),
+        relay: None,
     }
 }
 
@@ -366,6 +370,8 @@ struct Node {
     peer_addrs: HashMap<NodeId, Vec<SocketAddr>>,
     /// Members listed as unreachable in status, since when.
     unreachable_since: HashMap<NodeId, Instant>,
+    /// Relayed flow routes (ends we use, routes we carry).
+    routes: Routes,
 }
 
 const HEAD: usize = FrameHeader::MAX_LEN;
@@ -386,6 +392,12 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
     // Keepalives hold NAT mappings; a peer is dead after three missed.
     ecfg.session.keepalive = cfg.keepalive;
     ecfg.session.dead_after = cfg.keepalive * 3;
+    ecfg.relay = RelayLimits {
+        enabled: cfg.relay.enabled,
+        max_routes: cfg.relay.max_routes,
+        max_mbps: cfg.relay.max_mbps,
+        max_total_mbps: cfg.relay.max_total_mbps,
+    };
     let driver = Driver::bind(cfg.listen.socket_addr(), ecfg)
         .await
         .with_context(|| format!("binding UDP {}", cfg.listen.socket_addr()))?;
@@ -479,6 +491,7 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
         next_stun: now,
         peer_addrs: HashMap::new(),
         unreachable_since: HashMap::new(),
+        routes: Routes::new(node_id, Rng::from_seed(os_seed()?)),
     };
     node.housekeeping(now);
     if cfg.role == Role::Introducer {
@@ -705,11 +718,19 @@ impl Node {
                 tracing::info!(?session, %from, %to, "peer address changed");
                 // Tell the other links (RFC 7016 3.5.1.5 re-introduction):
                 // a peer whose NAT only lets the old address in probes it.
+                // Route addresses mean something only here.
                 if let Some(node) = self.peers.get(&session).map(|p| p.node) {
-                    if self.by_node.get(&node) == Some(&session) {
+                    if self.by_node.get(&node) == Some(&session) && !relay::is_route_addr(&to) {
                         self.overlay.peer_moved(now, node, to);
                     }
                 }
+            }
+            Event::RouteClosed { id } => {
+                self.with_routes(now, |r, cx| r.on_route_closed(now, cx, id));
+            }
+            Event::PathStalled { session, path } => {
+                tracing::info!(?session, %path, "path stalled");
+                self.with_routes(now, |r, cx| r.on_stalled(now, cx, session, path));
             }
             Event::StunResult { tx, server, mapped } => {
                 self.stun_pending.remove(&tx);
@@ -876,25 +897,7 @@ impl Node {
                         tracing::info!(%node, %addr, "probing a peer's new address");
                     }
                 }
-                overlay::Action::SendControl { to, bytes } => {
-                    let Some(&sid) = self.by_node.get(&to) else {
-                        tracing::debug!(%to, "control message for a node without session");
-                        continue;
-                    };
-                    let Some(p) = self.peers.get(&sid) else {
-                        continue;
-                    };
-                    let control = p.control;
-                    if let Err(e) = self.driver.endpoint().send(
-                        now,
-                        sid,
-                        control,
-                        &bytes,
-                        Reliability::Reliable,
-                    ) {
-                        tracing::warn!(%to, error = %e, "control message not sent");
-                    }
-                }
+                overlay::Action::SendControl { to, bytes } => self.send_control(now, to, &bytes),
             }
         }
         while let Some(ev) = self.overlay.poll_event() {
@@ -902,8 +905,52 @@ impl Node {
                 overlay::Event::BadControl { from, error } => {
                     tracing::debug!(%from, %error, "bad control message")
                 }
+                overlay::Event::Route { from, msg } => {
+                    self.with_routes(now, |r, cx| r.on_message(now, cx, from, msg));
+                }
                 other => tracing::info!(event = ?other, "overlay"),
             }
+        }
+    }
+
+    fn send_control(&mut self, now: Instant, to: NodeId, bytes: &[u8]) {
+        let Some(&sid) = self.by_node.get(&to) else {
+            tracing::debug!(%to, "control message for a node without session");
+            return;
+        };
+        let Some(p) = self.peers.get(&sid) else {
+            return;
+        };
+        let control = p.control;
+        if let Err(e) = self
+            .driver
+            .endpoint()
+            .send(now, sid, control, bytes, Reliability::Reliable)
+        {
+            tracing::warn!(%to, error = %e, "control message not sent");
+        }
+    }
+
+    /// Run `f` on the relayed routes with the endpoint and session maps,
+    /// then send what it produced.
+    fn with_routes(&mut self, now: Instant, f: impl FnOnce(&mut Routes, &mut routes_mod::Ctx<'_>)) {
+        let mut cx = routes_mod::Ctx {
+            ep: self.driver.endpoint(),
+            overlay: &self.overlay,
+            by_node: &self.by_node,
+            opening: &self.opening,
+        };
+        f(&mut self.routes, &mut cx);
+        for (to, msg) in self.routes.take_outbox() {
+            match msg.encode() {
+                Ok(bytes) => self.send_control(now, to, &bytes),
+                Err(e) => tracing::warn!(%to, error = %e, "route message not encoded"),
+            }
+        }
+        for c in self.routes.take_connects() {
+            self.opening
+                .entry(c.session)
+                .or_insert((Some(c.node), Vec::new()));
         }
     }
 
@@ -946,7 +993,25 @@ impl Node {
                         .cloned()
                         .or_else(|| self.overlay.member(p.node).map(|m| m.name.clone())),
                     remote: Some(info.remote),
-                    path: if in_local_subnet(&self.ifs, info.remote.ip()) {
+                    path: if let Some(v) = self.routes.view(p.node, info.remote) {
+                        let name = |n: NodeId| {
+                            names
+                                .get(&n)
+                                .cloned()
+                                .or_else(|| self.overlay.member(n).map(|m| m.name.clone()))
+                                .unwrap_or_else(|| n.short())
+                        };
+                        let relays: Vec<String> = v.relays.iter().map(|n| name(*n)).collect();
+                        PathKind::Relayed {
+                            via: relays.join(">"),
+                            standby: v.standby,
+                        }
+                    } else if relay::is_route_addr(&info.remote) {
+                        PathKind::Relayed {
+                            via: "?".into(),
+                            standby: 0,
+                        }
+                    } else if in_local_subnet(&self.ifs, info.remote.ip()) {
                         PathKind::DirectLan
                     } else {
                         PathKind::DirectNat
@@ -1031,7 +1096,51 @@ impl Node {
             neighbours: Some(neighbours),
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),
             drops: self.node_drops(),
+            relay: Some(self.relay_status(now, &names)),
             ..base.clone()
+        }
+    }
+
+    /// The routes this node carries, with the endpoint's counters.
+    fn relay_status(&self, now: Instant, names: &HashMap<NodeId, String>) -> RelayStatus {
+        let ep = self.driver.endpoint_ref();
+        let limits = ep.relay_limits();
+        let entries: HashMap<u32, ringlan_tunnel::relay::RouteInfo> =
+            ep.routes(now).into_iter().map(|i| (i.id, i)).collect();
+        let traffic = |id: u32| {
+            entries
+                .get(&id)
+                .map_or(RouteTraffic::default(), |i| RouteTraffic {
+                    packets: i.tx.packets,
+                    bytes: i.tx.bytes,
+                    dropped: i.rx.dropped + i.tx.dropped,
+                })
+        };
+        let name = |n: NodeId| {
+            names
+                .get(&n)
+                .cloned()
+                .or_else(|| self.overlay.member(n).map(|m| m.name.clone()))
+                .unwrap_or_else(|| n.short())
+        };
+        RelayStatus {
+            enabled: limits.enabled,
+            max_routes: limits.max_routes,
+            routes: self
+                .routes
+                .carried(now)
+                .into_iter()
+                .map(|c| CarriedRoute {
+                    origin: c.origin.to_string(),
+                    target: c.target.to_string(),
+                    from: name(c.up),
+                    to: name(c.down),
+                    ready: c.ready,
+                    forward: traffic(c.up_in),
+                    back: traffic(c.down_in),
+                    age_secs: c.age.as_secs(),
+                })
+                .collect(),
         }
     }
 
@@ -1072,6 +1181,7 @@ impl Node {
         for a in attempts {
             self.unreachable_since.entry(a.node).or_insert(now);
         }
+        self.with_routes(now, |r, cx| r.tick(now, cx));
     }
 
     /// Register a peer's local addresses with the endpoint so Redirects
@@ -1126,7 +1236,10 @@ impl Node {
             // Forwarders would answer with Redirects to the public address.
             return assemble_candidates(member, addrs, &[], &own, &public);
         }
-        assemble_candidates(member, addrs, &forwarders, &own, &[])
+        let mut c = assemble_candidates(member, addrs, &forwarders, &own, &[]);
+        // Relayed routes already set up to it (RELAY_AFTER a failing punch).
+        c.extend(self.routes.addrs_for(id));
+        c
     }
 
     /// A note for a session through NAT to a peer that has a local address

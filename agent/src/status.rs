@@ -41,6 +41,42 @@ pub struct Status {
     /// frames that had no session to go to.
     #[serde(default)]
     pub drops: BTreeMap<String, u64>,
+    /// Relaying for other members (`None` before the node runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayStatus>,
+}
+
+/// This node as a relay: its policy and the routes it carries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayStatus {
+    pub enabled: bool,
+    pub max_routes: usize,
+    pub routes: Vec<CarriedRoute>,
+}
+
+/// One route this node relays: `origin` set it up toward `target`;
+/// packets arrive from `from` and leave to `to` (and back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarriedRoute {
+    pub origin: String,
+    pub target: String,
+    pub from: String,
+    pub to: String,
+    /// Setup answered by the far end.
+    pub ready: bool,
+    /// Origin -> target.
+    pub forward: RouteTraffic,
+    /// Target -> origin.
+    pub back: RouteTraffic,
+    pub age_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTraffic {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Refused: failed hop check, over the limit, or no next hop.
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,8 +179,13 @@ pub enum PathKind {
     DirectLan,
     /// Direct through NAT (punched, reflexive addresses).
     DirectNat,
-    /// Through relays; `via` names the first relay (node name or short id).
-    Relayed { via: String },
+    /// Through relays: `via` names them from this end, `>`-separated
+    /// (node name or short id); `standby` counts further ready routes.
+    Relayed {
+        via: String,
+        #[serde(default)]
+        standby: usize,
+    },
     /// No path (yet): a member the overlay wants but cannot reach.
     None,
 }
@@ -155,7 +196,8 @@ impl fmt::Display for PathKind {
             PathKind::Direct => f.write_str("direct"),
             PathKind::DirectLan => f.write_str("direct-lan"),
             PathKind::DirectNat => f.write_str("direct-nat"),
-            PathKind::Relayed { via } => write!(f, "relayed via {via}"),
+            PathKind::Relayed { via, standby: 0 } => write!(f, "relayed via {via}"),
+            PathKind::Relayed { via, standby } => write!(f, "relayed via {via} (+{standby})"),
             PathKind::None => f.write_str("none"),
         }
     }
@@ -467,6 +509,33 @@ impl Status {
             let _ = writeln!(o, "drops     {}", d.join(", "));
         }
 
+        if let Some(r) = &self.relay {
+            let _ = writeln!(
+                o,
+                "relay     {}, {} of {} routes",
+                if r.enabled { "enabled" } else { "disabled" },
+                r.routes.len(),
+                r.max_routes
+            );
+            for c in &r.routes {
+                let _ = writeln!(
+                    o,
+                    "  {} -> {}  via {} -> {}  {}  fwd {} pkts {}  back {} pkts {}  dropped {}  {}",
+                    short_id(&c.origin),
+                    short_id(&c.target),
+                    c.from,
+                    c.to,
+                    if c.ready { "ready" } else { "setting up" },
+                    c.forward.packets,
+                    format_bytes(c.forward.bytes),
+                    c.back.packets,
+                    format_bytes(c.back.bytes),
+                    c.forward.dropped + c.back.dropped,
+                    format_duration(c.age_secs),
+                );
+            }
+        }
+
         o.push('\n');
         let _ = writeln!(o, "sessions: {}", self.sessions.len());
         if !self.sessions.is_empty() {
@@ -610,6 +679,7 @@ pub(crate) mod tests {
                     remote: None,
                     path: PathKind::Relayed {
                         via: "intro1".into(),
+                        standby: 0,
                     },
                     state: SessionState::Opening,
                     rtt_ms: None,
@@ -634,6 +704,7 @@ pub(crate) mod tests {
             ]),
             uptime_secs: 90061,
             drops: BTreeMap::from([("udp_not_member".to_string(), 3)]),
+            relay: None,
         }
     }
 
