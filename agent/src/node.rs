@@ -431,6 +431,7 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
         Some(Mac(ctx.tap.mac())),
     );
     ocfg.introducers = introducers;
+    ocfg.relays = cfg.relay.enabled;
     let mut ov = Overlay::new(now, ocfg, Rng::from_seed(os_seed()?))
         .map_err(|e| anyhow::anyhow!("overlay config: {e}"))?;
     let tap_name = ctx.tap.name().to_string();
@@ -1027,7 +1028,11 @@ impl Node {
                     rx: p.rx,
                     drops,
                     age_secs: now.saturating_duration_since(p.opened).as_secs(),
-                    reason: self.lan_hint(p.node, info.remote),
+                    reason: if relay::is_route_addr(&info.remote) {
+                        Some("no direct path".into())
+                    } else {
+                        self.lan_hint(p.node, info.remote)
+                    },
                 })
             })
             .collect();

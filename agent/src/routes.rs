@@ -10,12 +10,13 @@
 //!   A relayed session keeps [`ROUTES_PER_PEER`] routes (one standby) and
 //!   keeps trying the peer's direct addresses every [`DIRECT_RETRY`]; once it
 //!   is direct again for [`ROUTE_RELEASE`], its routes are closed.
-//! - **Which relays.** Nodes we have a direct session with that can reach
-//!   the target: introducers (every member keeps a session to them) and
-//!   links whose neighbour lists name it, lowest RTT first, each route over
-//!   another first hop; else the greedy overlay next hop, which may add up to
-//!   [`MAX_ROUTE_RELAYS`] relays. A refusing relay is skipped for
-//!   [`REFUSED_BACKOFF`].
+//! - **Which relays.** Links over direct sessions whose `Hello` says they
+//!   relay: first those that reach the target (introducers, with whom every
+//!   member keeps a session, and links whose neighbour lists name it),
+//!   lowest RTT first, each route over another first hop; then the others
+//!   nearest to the target on the ring, which extend the route with relays
+//!   of their own (up to [`MAX_ROUTE_RELAYS`]). A refusing relay is skipped
+//!   for [`REFUSED_BACKOFF`].
 //! - **Setup.** `RouteSetup` walks the route over the hops' own sessions
 //!   (the control flow): each node installs its entry and offers its route
 //!   id and a fresh hop key to the next; `RouteReply` comes back hop by hop.
@@ -363,33 +364,27 @@ impl Routes {
         if need == 0 {
             return;
         }
-        // Direct sessions that reach the target, lowest RTT first.
-        let mut hops: Vec<(Duration, NodeId, u8)> = cx
+        // Relaying links over direct sessions: those that reach the target
+        // by lowest RTT, then the others nearest to it on the ring (they
+        // extend the route with relays of their own).
+        let cands: Vec<NodeId> = cx
             .overlay
-            .forwarders_for(target)
+            .relays_for(target)
             .into_iter()
-            .filter(|h| *h != target && *h != self.me && !have.contains(h))
+            .filter(|h| *h != self.me && !have.contains(h))
             .filter(|h| !self.refused.contains_key(&(target, *h)))
-            .filter_map(|h| {
-                cx.direct(h)
-                    .map(|sid| (cx.srtt(sid), h, MAX_ROUTE_RELAYS as u8 - 1))
-            })
+            .filter(|h| cx.direct(*h).is_some())
             .collect();
-        hops.sort();
-        if hops.is_empty() {
-            // Nobody we know reaches it: start along the greedy overlay
-            // path and let relays extend the route.
-            if let Some(h) = cx.overlay.next_hop(target) {
-                if h != target
-                    && !have.contains(&h)
-                    && !self.refused.contains_key(&(target, h))
-                    && cx.direct(h).is_some()
-                {
-                    hops.push((Duration::ZERO, h, MAX_ROUTE_RELAYS as u8 - 1));
-                }
-            }
-        }
-        for (_, hop, left) in hops {
+        let mut near: Vec<(Duration, NodeId)> = cands
+            .iter()
+            .filter(|h| cx.overlay.reaches(**h, target))
+            .filter_map(|h| cx.direct(*h).map(|sid| (cx.srtt(sid), *h)))
+            .collect();
+        near.sort();
+        let mut hops: Vec<NodeId> = near.into_iter().map(|(_, h)| h).collect();
+        hops.extend(cands.iter().filter(|h| !cx.overlay.reaches(**h, target)));
+        let left = MAX_ROUTE_RELAYS as u8 - 1;
+        for hop in hops {
             if need == 0 {
                 break;
             }
@@ -615,21 +610,23 @@ impl Routes {
         let next = if cx.direct(s.target).is_some() {
             Some((s.target, s.relays_left))
         } else if s.relays_left > 0 {
-            let mut hops: Vec<(Duration, NodeId)> = cx
+            // The relaying link that reaches the target with the lowest
+            // RTT, else the relaying link nearest to it on the ring.
+            let cands: Vec<NodeId> = cx
                 .overlay
-                .forwarders_for(s.target)
+                .relays_for(s.target)
                 .into_iter()
-                .filter(|h| !excluded(h))
-                .filter_map(|h| cx.direct(h).map(|sid| (cx.srtt(sid), h)))
+                .filter(|h| !excluded(h) && cx.direct(*h).is_some())
                 .collect();
-            hops.sort();
-            hops.first()
+            let mut near: Vec<(Duration, NodeId)> = cands
+                .iter()
+                .filter(|h| cx.overlay.reaches(**h, s.target))
+                .filter_map(|h| cx.direct(*h).map(|sid| (cx.srtt(sid), *h)))
+                .collect();
+            near.sort();
+            near.first()
                 .map(|(_, h)| *h)
-                .or_else(|| {
-                    cx.overlay
-                        .next_hop(s.target)
-                        .filter(|h| !excluded(h) && cx.direct(*h).is_some())
-                })
+                .or_else(|| cands.first().copied())
                 .map(|h| (h, s.relays_left - 1))
         } else {
             None

@@ -752,7 +752,7 @@ fedcba98  -        long
         let s = sample();
         let j = serde_json::to_string(&s).unwrap();
         assert!(
-            j.contains(r#""path":{"kind":"relayed","via":"intro1"}"#),
+            j.contains(r#""path":{"kind":"relayed","via":"intro1","standby":0}"#),
             "{j}"
         );
         assert!(j.contains(r#""path":{"kind":"direct-lan"}"#), "{j}");

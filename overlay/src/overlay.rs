@@ -46,6 +46,8 @@ pub struct Config {
     pub introducers: Vec<SocketAddr>,
     /// Successor and predecessor links kept on each side (default 2).
     pub ring_links: usize,
+    /// This node carries relayed routes for members (said in `Hello`).
+    pub relays: bool,
     /// Bounds on the number `k` of long-distance links, which is otherwise
     /// `round(log2(n))` for the estimated size `n` (defaults 1 and 16; set
     /// both to the same value for a fixed `k`). Incoming long links are
@@ -95,6 +97,7 @@ impl Config {
             mac,
             introducers: Vec::new(),
             ring_links: 2,
+            relays: false,
             long_links_min: 1,
             long_links_max: 16,
             keepalive_interval: Duration::from_secs(30),
@@ -760,6 +763,37 @@ impl Overlay {
             .collect();
         out.truncate(MAX_NEIGHBOURS);
         out
+    }
+
+    /// Links that relay (their `Hello` said so) and can carry a route to
+    /// `target`: those with a session to it (introducers, links whose last
+    /// `Neighbours` list names it) first, then the other relaying links
+    /// nearest to `target` on the ring (a route through them may need more
+    /// relays). Never `target` itself.
+    pub fn relays_for(&self, target: NodeId) -> Vec<NodeId> {
+        let relaying = |l: &Link| l.hello.as_ref().is_some_and(|h| h.relays);
+        let mut near: Vec<NodeId> = Vec::new();
+        let mut far: Vec<NodeId> = Vec::new();
+        for (id, l) in &self.links {
+            if *id == target || !relaying(l) {
+                continue;
+            }
+            if l.is_introducer() || l.neighbours.contains(&target) {
+                near.push(*id);
+            } else {
+                far.push(*id);
+            }
+        }
+        far.sort_by_key(|id| ring::ring_distance(*id, target));
+        near.extend(far);
+        near
+    }
+
+    /// Whether `target` is known to have a session with link `via`.
+    pub fn reaches(&self, via: NodeId, target: NodeId) -> bool {
+        self.links
+            .get(&via)
+            .is_some_and(|l| l.is_introducer() || l.neighbours.contains(&target))
     }
 
     /// Nodes whose opens failed and that have no link yet. An entry stays
@@ -1517,6 +1551,7 @@ impl Overlay {
             role: self.cfg.role,
             addrs: self.local_addrs.clone(),
             mac: self.cfg.mac,
+            relays: self.cfg.relays,
         })
     }
 
@@ -2252,6 +2287,7 @@ mod tests {
                 role: Role::Node,
                 addrs: vec![],
                 mac: Some(Mac([2, 0, 0, 0, 1, id as u8])),
+                relays: false,
             })
             .encode()
             .unwrap()
@@ -2324,6 +2360,7 @@ mod tests {
                 role: Role::Node,
                 addrs: vec![sa("10.0.0.2:4910")],
                 mac: Some(Mac([2, 0, 0, 0, 0, id as u8])),
+                relays: false,
             })
             .encode()
             .unwrap()
@@ -2418,6 +2455,7 @@ mod tests {
             role: Role::Node,
             addrs: vec![],
             mac: None,
+            relays: false,
         });
         o.handle_control(t0, NodeId(7), &h.encode().unwrap());
         assert!(o.member(NodeId(8)).is_none());

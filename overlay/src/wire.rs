@@ -51,6 +51,8 @@ pub const MAX_ROUTE_RELAYS: usize = 3;
 
 const F_INTRODUCER: u8 = 0x01;
 const F_TAP: u8 = 0x02;
+/// `Hello` only: the sender relays routes for members (`relay.enabled`).
+const F_RELAY: u8 = 0x04;
 
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
@@ -130,6 +132,8 @@ pub struct Hello {
     /// The TAP's MAC; `None` for a node without TAP (an introducer may run
     /// without one and then receives no frames).
     pub mac: Option<Mac>,
+    /// The sender carries relayed routes for members.
+    pub relays: bool,
 }
 
 /// One entry of the membership list.
@@ -540,7 +544,8 @@ impl Message {
             Message::Hello(h) => {
                 out.push(T_HELLO);
                 out.extend_from_slice(&h.node_id.to_bytes());
-                out.push(flags_of(h.role, h.mac.is_some()));
+                let relay = if h.relays { F_RELAY } else { 0 };
+                out.push(flags_of(h.role, h.mac.is_some()) | relay);
                 if let Some(mac) = h.mac {
                     out.extend_from_slice(&mac.0);
                 }
@@ -669,6 +674,7 @@ impl Message {
                     role: role_of(flags),
                     addrs,
                     mac,
+                    relays: flags & F_RELAY != 0,
                 })
             }
             T_MEMBERS => {
@@ -872,6 +878,7 @@ mod tests {
             role: Role::Introducer,
             addrs: vec![sa("192.0.2.1:4910")],
             mac: Some(Mac([2, 0, 0, 0, 0, 1])),
+            relays: false,
         });
         let b = m.encode().unwrap();
         let mut want = vec![1, 1];
@@ -1116,6 +1123,7 @@ mod tests {
             role: Role::Node,
             addrs: vec![],
             mac: None,
+            relays: false,
         });
         assert_eq!(long.encode(), Err(WireError::NameTooLong(65)));
         let many = Message::Neighbours(vec![NodeId(0); MAX_NEIGHBOURS + 1]);
@@ -1188,6 +1196,7 @@ mod tests {
                     name,
                     role,
                     addrs,
+                    relays: mac.is_some_and(|m| m[0] & 1 == 1),
                     mac: mac.map(Mac),
                 })),
             proptest::collection::vec(arb_member(), 0..8).prop_map(Message::Members),
