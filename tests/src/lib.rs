@@ -616,6 +616,41 @@ impl Lab {
         self.flush_conntrack(&router.ns)
     }
 
+    /// Changes the router's NAT behaviour (say, a symmetric-like router
+    /// reconfigured to `masquerade`) and flushes conntrack so every new
+    /// mapping follows the new rule.
+    pub fn set_nat_kind(&self, router: &mut Router, kind: NatKind) -> Result<()> {
+        let masq = match kind {
+            NatKind::Masquerade => "masquerade",
+            NatKind::FullyRandom => "masquerade fully-random",
+        };
+        self.nft(
+            &router.ns,
+            &format!(
+                "flush chain ip rl_nat nat_post\n\
+                 add rule ip rl_nat nat_post oifname \"out0\" {masq}\n"
+            ),
+        )?;
+        router.kind = kind;
+        self.flush_conntrack(&router.ns)
+    }
+
+    /// Makes `ip` unreachable from behind the router (both directions are
+    /// dropped in its forward path), as a firewall would.
+    pub fn block(&self, router: &Router, ip: IpAddr) -> Result<()> {
+        self.nft(
+            &router.ns,
+            &format!(
+                "table ip rl_block {{\n\
+                 \x20 chain fwd {{ type filter hook forward priority filter - 10; policy accept;\n\
+                 \x20   ip daddr {ip} drop\n\
+                 \x20   ip saddr {ip} drop\n\
+                 \x20 }}\n\
+                 }}\n"
+            ),
+        )
+    }
+
     /// `conntrack -F` inside `ns`: forget every NAT mapping.
     pub fn flush_conntrack(&self, ns: &Ns) -> Result<()> {
         let out = self.exec(ns, &["conntrack", "-F"])?;

@@ -305,6 +305,43 @@ impl NatLab {
         self.member(name, idx, host, Role::Node, &intros)
     }
 
+    /// An ordinary node on the public segment at 198.51.100.N (no NAT),
+    /// overlay 10.77.0.IDX.
+    pub fn public_node(&self, name: &str, n: u8, idx: u8, intros: &[u8]) -> Member {
+        let host = self
+            .lab
+            .host(name, &self.public, &format!("198.51.100.{n}/24"), None)
+            .unwrap_or_else(|e| panic!("host {name}: {e:#}"));
+        let intros: Vec<SocketAddr> = intros.iter().map(|&p| introducer_addr(p)).collect();
+        self.member(name, idx, host, Role::Node, &intros)
+    }
+
+    /// Appends `yaml` (top-level keys, e.g. `relay:` settings) to a
+    /// member's config; takes effect at its next start.
+    pub fn add_config(&self, m: &Member, yaml: &str) {
+        let mut text = std::fs::read_to_string(&m.node.config)
+            .unwrap_or_else(|e| panic!("config of {}: {e}", m.name));
+        text.push_str(yaml);
+        m.node
+            .write_config(&text)
+            .unwrap_or_else(|e| panic!("config of {}: {e:#}", m.name));
+    }
+
+    /// A node on `site` configured with a network secret of its own: not a
+    /// member of the lab's network.
+    pub fn outsider(&self, name: &str, idx: u8, site: &Site, intros: &[u8]) -> Member {
+        let m = self.node(name, idx, site, intros);
+        let other = self.lab.dir().join(format!("{name}.secret"));
+        make_secret(&other).expect("outsider secret");
+        let text = std::fs::read_to_string(&m.node.config).expect("outsider config");
+        let text = text.replace(
+            &format!("secret_file: {}", self.secret.display()),
+            &format!("secret_file: {}", other.display()),
+        );
+        m.node.write_config(&text).expect("outsider config");
+        m
+    }
+
     fn member(&self, name: &str, idx: u8, host: Host, role: Role, intros: &[SocketAddr]) -> Member {
         let node = self
             .lab

@@ -1,0 +1,426 @@
+//! Relayed flow routes end to end, in the NAT lab of `natlab/mod.rs`: real
+//! agents behind `masquerade fully-random` routers (symmetric-like: no
+//! punch can work between two of them) reach each other through relays.
+//!
+//! - two symmetric NATs: a relayed session (status names the relay and
+//!   says why), ping, 100 MiB intact; the relay reports the route it
+//!   carries with its byte counts; a non-member gets nothing from the relay
+//!   and garbage at its port changes nothing;
+//! - the relay in use is killed in the middle of a TCP stream: the session
+//!   moves to the standby route through the other relay and the stream
+//!   completes intact (the interruption is printed);
+//! - both NATs become cone-like mid-stream: the session moves to a direct
+//!   path without breaking the stream;
+//! - no single node reaches both ends (firewalled relays, an introducer
+//!   that does not relay): the route goes through two relays.
+//!
+//! The `#[ignore]`d benchmark prints time to first ping, relayed vs direct
+//! throughput, and the relay failover interruption (`tests/bench/relay.sh`).
+
+mod natlab;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use natlab::*;
+use ringlan_lab::{wait_for, NatKind};
+use serde_json::Value;
+
+const RELAY_ON: &str = "relay:\n  enabled: true\n";
+const RELAY_OFF: &str = "relay:\n  enabled: false\n";
+
+fn relayed_via(s: &Value) -> Option<String> {
+    (path_kind(s) == Some("relayed")).then(|| s["path"]["via"].as_str().unwrap_or("").to_string())
+}
+
+/// Waits until `a` has an open relayed session with `b`; returns it.
+fn wait_relayed(a: &Member, b: &Member) -> Value {
+    let pb = b.peer();
+    let st = a
+        .node
+        .wait_status(SETTLE, |v| {
+            open_session(v, &pb).is_some_and(|s| relayed_via(s).is_some())
+        })
+        .unwrap_or_else(|e| panic!("{} has no relayed session with {}: {e:#}", a.name, b.name));
+    open_session(&st, &pb).cloned().expect("session")
+}
+
+fn carried(v: &Value) -> Vec<Value> {
+    v["relay"]["routes"].as_array().cloned().unwrap_or_default()
+}
+
+fn carried_bytes(v: &Value) -> u64 {
+    carried(v)
+        .iter()
+        .map(|r| {
+            r["forward"]["bytes"].as_u64().unwrap_or(0) + r["back"]["bytes"].as_u64().unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Samples a stream's progress and returns the longest stretch without
+/// any, from now until `done` holds.
+fn longest_stall(job: &ringlan_lab::TcpStreamJob, mut done: impl FnMut() -> bool) -> Duration {
+    let mut last = job.received();
+    let mut last_at = Instant::now();
+    let mut worst = Duration::ZERO;
+    let t0 = Instant::now();
+    while !done() && t0.elapsed() < SETTLE {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = job.received();
+        if now != last {
+            worst = worst.max(last_at.elapsed());
+            last = now;
+            last_at = Instant::now();
+        }
+    }
+    worst.max(last_at.elapsed().min(Duration::from_millis(20)))
+}
+
+#[test]
+fn symmetric_nats_talk_through_a_relay() {
+    let _serial = serial();
+    let Some(w) = NatLab::new() else { return };
+    w.coturn();
+    let sa = w.site("a", NatKind::FullyRandom);
+    let sb = w.site("b", NatKind::FullyRandom);
+    let mut intro = w.introducer("intro1", 1, &[]);
+    let mut a = w.node("a", 11, &sa, &[1]);
+    let mut b = w.node("b", 21, &sb, &[1]);
+    w.start(&mut intro);
+    let t0 = Instant::now();
+    w.start(&mut a);
+    w.start(&mut b);
+    w.wait_ping(&a, &b, SETTLE);
+    let first = t0.elapsed();
+    wait_relayed(&a, &b);
+    eprintln!(
+        "a -> b across two symmetric NATs: first ping {first:?} (overlay-routed frames), \
+         relayed session {:?} after the agents started",
+        t0.elapsed()
+    );
+    w.wait_ping(&b, &a, SETTLE);
+
+    // Status names the relay and why; the session is the only one.
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        let s = wait_relayed(x, y);
+        assert_eq!(relayed_via(&s).as_deref(), Some("intro1"), "{s}");
+        assert_eq!(s["reason"], "no direct path", "{s}");
+        let v = x.status().unwrap();
+        assert_eq!(entries_with(&v, &y.peer()).len(), 1, "{v}");
+    }
+    let human = String::from_utf8(
+        std::process::Command::new(BIN)
+            .args(["status", "--socket"])
+            .arg(&a.node.socket)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(human.contains("relayed via intro1"), "{human}");
+
+    w.transfer(&a, &b, 5001, 100);
+
+    // The relay shows what it carries (status is published every second).
+    let v = intro
+        .node
+        .wait_status(Duration::from_secs(5), |v| carried_bytes(v) > 100 * MIB)
+        .unwrap_or_else(|e| panic!("the relay does not count the transfer: {e:#}"));
+    assert!(v["relay"]["enabled"].as_bool().unwrap(), "{v}");
+    assert!(!carried(&v).is_empty(), "{v}");
+    let human = String::from_utf8(
+        std::process::Command::new(BIN)
+            .args(["status", "--socket"])
+            .arg(&intro.node.socket)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(human.contains("relay     enabled"), "{human}");
+
+    // A non-member behind a's NAT gets no session with the relay, so no
+    // route; garbage at the relay's port changes nothing.
+    let mut x = w.outsider("x", 12, &sa, &[1]);
+    w.start(&mut x);
+    let routes_before = carried(&intro.status().unwrap()).len();
+    let relay_addr = introducer_addr(1);
+    w.lab
+        .in_ns(&b.host.ns, move || -> anyhow::Result<()> {
+            let sock = UdpSocket::bind("0.0.0.0:0")?;
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            for i in 0..2000usize {
+                let len = 1 + i % 1400;
+                let d: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed as u8
+                    })
+                    .collect();
+                sock.send_to(&d, relay_addr)?;
+            }
+            Ok(())
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let xs = x.status().unwrap();
+    assert!(
+        sessions(&xs).iter().all(|s| s["state"] != "open"),
+        "the outsider got a session: {xs}"
+    );
+    let v = intro.status().unwrap();
+    assert_eq!(carried(&v).len(), routes_before, "{v}");
+    assert!(
+        v["drops"]["udp_not_member"].as_u64().unwrap_or(0) > 0,
+        "the relay should count the outsider's and the garbage's datagrams: {v}"
+    );
+    w.wait_ping(&a, &b, Duration::from_secs(5));
+}
+
+#[test]
+fn a_dying_relay_hands_the_stream_to_another() {
+    let _serial = serial();
+    let Some(w) = NatLab::new() else { return };
+    w.coturn();
+    let sa = w.site("a", NatKind::FullyRandom);
+    let sb = w.site("b", NatKind::FullyRandom);
+    let mut i1 = w.introducer("intro1", 1, &[2]);
+    let mut i2 = w.introducer("intro2", 2, &[1]);
+    let mut a = w.node("a", 11, &sa, &[1, 2]);
+    let mut b = w.node("b", 21, &sb, &[1, 2]);
+    w.start(&mut i1);
+    w.start(&mut i2);
+    w.start(&mut a);
+    w.start(&mut b);
+    w.wait_ping(&a, &b, SETTLE);
+    // A standby route is ready before anything fails.
+    let pb = b.peer();
+    a.node
+        .wait_status(SETTLE, |v| {
+            open_session(v, &pb).is_some_and(|s| s["path"]["standby"].as_u64().unwrap_or(0) >= 1)
+        })
+        .unwrap_or_else(|e| panic!("a has no standby route to b: {e:#}"));
+
+    let job = w
+        .lab
+        .tcp_stream(
+            &a.host.ns,
+            &b.host.ns,
+            b.overlay(),
+            5002,
+            Duration::from_secs(150),
+        )
+        .unwrap();
+    wait_for(SETTLE, "stream flowing", || {
+        ensure!(job.is_running(), "the stream ended");
+        Ok((job.received() > 8 * MIB).then_some(()))
+    })
+    .unwrap();
+    let via = relayed_via(&open_session(&a.status().unwrap(), &pb).cloned().unwrap()).unwrap();
+    let (dead, alive) = if via == "intro1" {
+        (&mut i1, "intro2")
+    } else {
+        (&mut i2, "intro1")
+    };
+    eprintln!("killing the relay in use ({via})");
+    let killed = Instant::now();
+    let at = job.received();
+    w.lab.stop_node(&mut dead.node).unwrap();
+    let stall = longest_stall(&job, || job.received() > at + 16 * MIB);
+    assert!(
+        job.received() > at + 16 * MIB,
+        "the stream did not resume after the relay died"
+    );
+    eprintln!(
+        "relay killed: stream resumed, longest interruption {stall:?} ({:?} to move 16 MiB on)",
+        killed.elapsed()
+    );
+    let s = open_session(&a.status().unwrap(), &pb).cloned().unwrap();
+    assert_eq!(relayed_via(&s).as_deref(), Some(alive), "{s}");
+    let t = job.finish().unwrap_or_else(|e| panic!("stream: {e:#}"));
+    assert!(t.intact(), "stream damaged: {t:?}");
+    eprintln!("stream a -> b: {} MiB intact", t.bytes_received / MIB);
+}
+
+#[test]
+fn a_relayed_pair_moves_to_direct_when_its_nats_become_cone_like() {
+    let _serial = serial();
+    let Some(w) = NatLab::new() else { return };
+    w.coturn();
+    let mut sa = w.site("a", NatKind::FullyRandom);
+    let mut sb = w.site("b", NatKind::FullyRandom);
+    let mut intro = w.introducer("intro1", 1, &[]);
+    let mut a = w.node("a", 11, &sa, &[1]);
+    let mut b = w.node("b", 21, &sb, &[1]);
+    w.start(&mut intro);
+    w.start(&mut a);
+    w.start(&mut b);
+    w.wait_ping(&a, &b, SETTLE);
+    wait_relayed(&a, &b);
+
+    let job = w
+        .lab
+        .tcp_stream(
+            &a.host.ns,
+            &b.host.ns,
+            b.overlay(),
+            5003,
+            Duration::from_secs(150),
+        )
+        .unwrap();
+    wait_for(SETTLE, "stream flowing", || {
+        ensure!(job.is_running(), "the stream ended");
+        Ok((job.received() > 8 * MIB).then_some(()))
+    })
+    .unwrap();
+    let t0 = Instant::now();
+    w.lab
+        .set_nat_kind(&mut sa.router, NatKind::Masquerade)
+        .unwrap();
+    w.lab
+        .set_nat_kind(&mut sb.router, NatKind::Masquerade)
+        .unwrap();
+    let (pa, pb) = (a.peer(), b.peer());
+    for (x, p, nat) in [(&a, &pb, sb.public_ip()), (&b, &pa, sa.public_ip())] {
+        x.node
+            .wait_status(SETTLE, |v| {
+                open_session(v, p).is_some_and(|s| {
+                    path_kind(s) == Some("direct-nat") && remote_ip(s) == Some(nat)
+                })
+            })
+            .unwrap_or_else(|e| panic!("{}'s session did not go direct: {e:#}", x.name));
+    }
+    eprintln!(
+        "relayed -> direct {:?} after the NATs turned cone-like",
+        t0.elapsed()
+    );
+    let at = job.received();
+    wait_for(SETTLE, "stream flowing on the direct path", || {
+        ensure!(job.is_running(), "the stream ended");
+        Ok((job.received() > at + 8 * MIB).then_some(()))
+    })
+    .unwrap();
+    let t = job.finish().unwrap_or_else(|e| panic!("stream: {e:#}"));
+    assert!(t.intact(), "stream damaged: {t:?}");
+}
+
+#[test]
+fn a_route_through_two_relays_when_no_single_node_reaches_both_ends() {
+    let _serial = serial();
+    let Some(w) = NatLab::new() else { return };
+    w.coturn();
+    let sa = w.site("a", NatKind::FullyRandom);
+    let sb = w.site("b", NatKind::FullyRandom);
+    let mut intro = w.introducer("intro1", 1, &[]);
+    w.add_config(&intro, RELAY_OFF);
+    let mut r1 = w.public_node("r1", 5, 5, &[1]);
+    let mut r2 = w.public_node("r2", 6, 6, &[1]);
+    w.add_config(&r1, RELAY_ON);
+    w.add_config(&r2, RELAY_ON);
+    // a cannot reach r2, b cannot reach r1.
+    w.lab.block(&sa.router, public_ip(6)).unwrap();
+    w.lab.block(&sb.router, public_ip(5)).unwrap();
+    let mut a = w.node("a", 11, &sa, &[1]);
+    let mut b = w.node("b", 21, &sb, &[1]);
+    w.start(&mut intro);
+    w.start(&mut r1);
+    w.start(&mut r2);
+    w.wait_mesh(&[&intro, &r1, &r2]);
+    w.start(&mut a);
+    w.start(&mut b);
+    w.wait_ping(&a, &b, SETTLE);
+    let s = wait_relayed(&a, &b);
+    assert_eq!(relayed_via(&s).as_deref(), Some("r1>r2"), "{s}");
+    let s = wait_relayed(&b, &a);
+    assert_eq!(relayed_via(&s).as_deref(), Some("r2>r1"), "{s}");
+    for r in [&r1, &r2] {
+        let v = r.status().unwrap();
+        assert!(!carried(&v).is_empty(), "{} carries nothing: {v}", r.name);
+    }
+    assert!(carried(&intro.status().unwrap()).is_empty());
+    w.transfer(&a, &b, 5004, 16);
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture (tests/bench/relay.sh)"]
+fn bench_relay_first_ping_throughput_and_failover() {
+    let _serial = serial();
+    // Direct, for reference: two cone-like NATs.
+    let direct = {
+        let Some(w) = NatLab::new() else { return };
+        w.coturn();
+        let sa = w.site("a", NatKind::Masquerade);
+        let sb = w.site("b", NatKind::Masquerade);
+        let mut intro = w.introducer("intro1", 1, &[]);
+        let mut a = w.node("a", 11, &sa, &[1]);
+        let mut b = w.node("b", 21, &sb, &[1]);
+        w.start(&mut intro);
+        w.start(&mut a);
+        w.start(&mut b);
+        w.wait_ping(&a, &b, SETTLE);
+        w.wait_open(&a, &b);
+        w.transfer(&a, &b, 5101, 200).mbit_per_s()
+    };
+    let Some(w) = NatLab::new() else { return };
+    w.coturn();
+    let sa = w.site("a", NatKind::FullyRandom);
+    let sb = w.site("b", NatKind::FullyRandom);
+    let mut i1 = w.introducer("intro1", 1, &[2]);
+    let mut i2 = w.introducer("intro2", 2, &[1]);
+    let mut a = w.node("a", 11, &sa, &[1, 2]);
+    let mut b = w.node("b", 21, &sb, &[1, 2]);
+    w.start(&mut i1);
+    w.start(&mut i2);
+    w.wait_mesh(&[&i1, &i2]);
+    let t0 = Instant::now();
+    w.start(&mut a);
+    w.start(&mut b);
+    w.wait_ping(&a, &b, SETTLE);
+    let first = t0.elapsed();
+    wait_relayed(&a, &b);
+    let session = t0.elapsed();
+    let relayed = w.transfer(&a, &b, 5102, 200).mbit_per_s();
+    let pb = b.peer();
+    a.node
+        .wait_status(SETTLE, |v| {
+            open_session(v, &pb).is_some_and(|s| s["path"]["standby"].as_u64().unwrap_or(0) >= 1)
+        })
+        .unwrap();
+    let job = w
+        .lab
+        .tcp_stream(
+            &a.host.ns,
+            &b.host.ns,
+            b.overlay(),
+            5103,
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    wait_for(SETTLE, "stream flowing", || {
+        Ok((job.received() > 8 * MIB).then_some(()))
+    })
+    .unwrap();
+    let via = relayed_via(&open_session(&a.status().unwrap(), &pb).cloned().unwrap()).unwrap();
+    let dead = if via == "intro1" { &mut i1 } else { &mut i2 };
+    let at = job.received();
+    w.lab.stop_node(&mut dead.node).unwrap();
+    let stall = longest_stall(&job, || job.received() > at + 16 * MIB);
+    let t = job.finish().unwrap();
+    assert!(t.intact());
+    println!("relay bench (two symmetric NATs, relays = introducers):");
+    println!(
+        "  time to first ping from agent start: {first:?}; to the relayed session: {session:?} (goal < 3 s)"
+    );
+    println!(
+        "  throughput direct (cone NATs) {direct:.0} Mbit/s, through one relay {relayed:.0} Mbit/s: {:.0}% (goal >= 80%)",
+        100.0 * relayed / direct
+    );
+    println!("  interruption when the relay in use dies: {stall:?} (goal < 1 s)");
+}
