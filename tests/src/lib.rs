@@ -642,7 +642,7 @@ impl Lab {
             &router.ns,
             &format!(
                 "table ip rl_block {{\n\
-                 \x20 chain fwd {{ type filter hook forward priority filter - 10; policy accept;\n\
+                 \x20 chain blocked {{ type filter hook forward priority filter - 10; policy accept;\n\
                  \x20   ip daddr {ip} drop\n\
                  \x20   ip saddr {ip} drop\n\
                  \x20 }}\n\

@@ -329,3 +329,54 @@ fn a_node_that_does_not_relay_refuses_and_hops_need_open_sessions() {
     assert_eq!(net.nodes[R1].ep.routes(now).len(), before);
     assert!(opened_with(&net, R1, A).is_some());
 }
+
+#[test]
+fn a_route_through_two_relays_carries_the_handshake_and_data() {
+    let mut net = lab(0.01);
+    block_direct(&mut net);
+    connect_direct(&mut net, A, R1);
+    connect_direct(&mut net, R1, R2);
+    connect_direct(&mut net, R2, B);
+    let now = net.now;
+    let a_r1 = opened_with(&net, A, R1).unwrap();
+    let r1_a = opened_with(&net, R1, A).unwrap();
+    let r1_r2 = opened_with(&net, R1, R2).unwrap();
+    let r2_r1 = opened_with(&net, R2, R1).unwrap();
+    let r2_b = opened_with(&net, R2, B).unwrap();
+    let b_r2 = opened_with(&net, B, R2).unwrap();
+    let offer = net.nodes[A].ep.route_begin(now, a_r1).unwrap();
+    let (r1_up, o1) = net.nodes[R1]
+        .ep
+        .route_transit(now, r1_a, &offer, r1_r2)
+        .unwrap();
+    let (r2_up, o2) = net.nodes[R2]
+        .ep
+        .route_transit(now, r2_r1, &o1, r2_b)
+        .unwrap();
+    let b_id = net.nodes[B].ep.route_accept(now, b_r2, &o2).unwrap();
+    net.nodes[R2].ep.route_finish(r2_up, b_id).unwrap();
+    net.nodes[R1].ep.route_finish(r1_up, r2_up).unwrap();
+    net.nodes[A].ep.route_finish(offer.id, r1_up).unwrap();
+    // B opens toward A this time, with a direct candidate that cannot
+    // work first and the route added later, as the agent does.
+    let peer = net.nodes[A].ep.node_id();
+    let a_addr = net.nodes[A].addr;
+    let now = net.now;
+    let sb = net.nodes[B]
+        .ep
+        .connect(now, Target::Node(peer), &[a_addr])
+        .unwrap();
+    net.flush(B);
+    net.run_for(Duration::from_secs(2));
+    let now = net.now;
+    net.nodes[B].ep.add_candidates(now, sb, &[route_addr(b_id)]);
+    net.flush(B);
+    assert!(net.run_until(Duration::from_secs(30), |n| opened_with(n, A, B).is_some()
+        && opened_with(n, B, A).is_some()));
+    let sa = opened_with(&net, A, B).unwrap();
+    assert_eq!(remote(&net, A, sa), route_addr(offer.id));
+    let mut t = Transfer::new(&mut net, sa);
+    t.run(&mut net, 2000, Duration::from_secs(120));
+    t.check();
+    assert!(transit_bytes(&net, R1) > 2_000_000 && transit_bytes(&net, R2) > 2_000_000);
+}
