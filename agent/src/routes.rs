@@ -299,6 +299,17 @@ impl Routes {
         self.transits
             .retain(|_, t| !t.ready || cx.ep.has_route(t.up_in) || cx.ep.has_route(t.down_in));
 
+        // Ready routes are candidates of every session still opening to
+        // their peer (the first add can miss a session that was replaced).
+        for (sid, (node, _)) in cx.opening.iter() {
+            if let Some(node) = node {
+                let addrs = self.addrs_for(*node);
+                if !addrs.is_empty() {
+                    cx.ep.add_candidates(now, *sid, &addrs);
+                }
+            }
+        }
+
         let peers: Vec<NodeId> = self
             .want
             .keys()
