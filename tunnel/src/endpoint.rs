@@ -670,6 +670,38 @@ impl Endpoint {
             .is_some_and(|s| s.probe_path(now, addr))
     }
 
+    /// The IHello datagram (RFC 7016 2.3.2, 3.5.1.1.1) of a session in
+    /// IHELLO_SENT, sealed with the Default Session Key and padded like the
+    /// endpoint's own IHellos, for the driver to send to addresses the
+    /// session does not list as candidates: birthday punching
+    /// ([`crate::punch`]) sends it from many sockets or to many ports. An
+    /// RHello from any address is accepted by its tag (as after a
+    /// Forwarder's introduction, 3.5.1.5). `None` unless IHELLO_SENT.
+    pub fn ihello_datagram(&mut self, session: SessionId) -> Option<Vec<u8>> {
+        let s = self.sessions.get(&session.0)?;
+        if s.state != SessionState::IHelloSent {
+            return None;
+        }
+        let o = s.opening.as_ref()?;
+        let ch = Chunk::IHello {
+            epd: &o.epd,
+            tag: &o.tag,
+        };
+        let mut chunk = vec![0u8; ch.encoded_len()];
+        ch.emit(&mut chunk).ok()?;
+        let before = self.startup_out.len();
+        let probe = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.queue_startup_raw_padded(probe, 0, &[&chunk], IHELLO_MIN_DATAGRAM);
+        if self.startup_out.len() != before + 1 {
+            // Not queued (queue full) or fragmented (never: an IHello is small).
+            while self.startup_out.len() > before {
+                self.startup_out.pop_back();
+            }
+            return None;
+        }
+        self.startup_out.pop_back().map(|(_, d)| d)
+    }
+
     /// Give a delivered message buffer back for reuse.
     pub fn recycle(&mut self, session: SessionId, buf: Vec<u8>) {
         if let Some(s) = self.sessions.get_mut(&session.0) {
