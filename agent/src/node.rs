@@ -39,6 +39,7 @@ use ringlan_tunnel::crypto::{self, Identity, NetworkName};
 use ringlan_tunnel::driver::{os_seed, Driver};
 use ringlan_tunnel::endpoint::{EndpointConfig, Event, SessionInfo, Target, REDIRECT_THRESHOLD};
 use ringlan_tunnel::flow::{FlowEvent, FlowId, RecvFlowId, Reliability};
+use ringlan_tunnel::punch::{self, Birthday, BirthdayConfig};
 use ringlan_tunnel::session::{OpenFailure, SessionId, SessionState as TState};
 use ringlan_tunnel::stun::{self, StunTxId};
 use ringlan_tunnel::{NodeId, Rng};
@@ -366,6 +367,11 @@ struct Node {
     peer_addrs: HashMap<NodeId, Vec<SocketAddr>>,
     /// Members listed as unreachable in status, since when.
     unreachable_since: HashMap<NodeId, Instant>,
+    /// Birthday punching towards members behind the other kind of NAT
+    /// (symmetric vs cone-like; docs/nat.md).
+    birthday: Birthday,
+    punch_rng: Rng,
+    is_introducer: bool,
 }
 
 const HEAD: usize = FrameHeader::MAX_LEN;
@@ -479,6 +485,9 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
         next_stun: now,
         peer_addrs: HashMap::new(),
         unreachable_since: HashMap::new(),
+        birthday: Birthday::new(BirthdayConfig::default()),
+        punch_rng: Rng::from_seed(os_seed()?),
+        is_introducer: cfg.role == Role::Introducer,
     };
     node.housekeeping(now);
     if cfg.role == Role::Introducer {
@@ -669,6 +678,9 @@ impl Node {
                     },
                 );
                 self.overlay.peer_up(now, peer, remote, is_introducer);
+                // Punching towards this member is over (whatever opened it).
+                self.birthday.succeeded(peer);
+                self.driver.stop_punching(remote.ip());
                 if !self.ready {
                     self.ready = true;
                     crate::service::notify_ready("first session open");
@@ -1066,11 +1078,99 @@ impl Node {
             }
             self.driver.flush();
         }
+        self.birthday_punch(now);
         let attempts = self.overlay.open_attempts();
         self.unreachable_since
             .retain(|n, _| attempts.iter().any(|a| a.node == *n));
         for a in attempts {
             self.unreachable_since.entry(a.node).or_insert(now);
+        }
+    }
+
+    /// Birthday punching (tunnel `punch`, docs/nat.md): for every session
+    /// the overlay asked for that is still in IHELLO_SENT, hand the planner
+    /// the member's reflexive address; it answers, by our own NAT's mapping
+    /// behaviour, with extra sockets (symmetric side) or a spray of the
+    /// member's public IP (cone-like side) once the plain punch has had
+    /// its time, in bounded rounds. Only members (the overlay learnt them
+    /// from an authenticated session) are ever punched; never on the LAN
+    /// or behind our own NAT.
+    fn birthday_punch(&mut self, now: Instant) {
+        if self.is_introducer {
+            return;
+        }
+        let own = match nat_status(&self.mapped).mapping {
+            NatMapping::EndpointIndependent => stun::NatMapping::EndpointIndependent,
+            NatMapping::EndpointDependent => stun::NatMapping::EndpointDependent,
+            NatMapping::Unknown => stun::NatMapping::Unknown,
+        };
+        let public: Vec<IpAddr> = self.mapped.values().map(|a| a.ip()).collect();
+        let ep = self.driver.endpoint_ref();
+        let attempts: Vec<punch::Attempt> = self
+            .opening
+            .iter()
+            .filter_map(|(sid, (node, _))| {
+                let node = (*node)?;
+                if self.by_node.contains_key(&node) {
+                    return None;
+                }
+                if ep.session_info(*sid)?.state != TState::IHelloSent {
+                    return None;
+                }
+                let m = self.overlay.member(node)?;
+                let on_lan = m.addrs.iter().any(|a| {
+                    a.origin == AddrOrigin::Local && in_local_subnet(&self.ifs, a.addr.ip())
+                });
+                let reflexive = m
+                    .addrs
+                    .iter()
+                    .find(|a| a.origin == AddrOrigin::Reflexive)
+                    .map(|a| a.addr)
+                    .filter(|a| !on_lan && !public.contains(&a.ip()));
+                Some(punch::Attempt {
+                    peer: node,
+                    session: *sid,
+                    reflexive,
+                })
+            })
+            .collect();
+        let actions = self.birthday.poll(now, own, &attempts, &mut self.punch_rng);
+        for a in actions {
+            match a {
+                punch::Action::OpenSockets {
+                    peer,
+                    session,
+                    dest,
+                    count,
+                    lifetime,
+                } => {
+                    let Some(hello) = self.driver.endpoint().ihello_datagram(session) else {
+                        continue;
+                    };
+                    match self
+                        .driver
+                        .open_punch_sockets(dest, &hello, count, lifetime)
+                    {
+                        Ok(n) => {
+                            tracing::info!(%peer, %dest, sockets = n, "birthday punch: extra sockets opened")
+                        }
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "birthday punch: cannot open sockets")
+                        }
+                    }
+                }
+                punch::Action::Spray {
+                    peer,
+                    session,
+                    plan,
+                } => {
+                    let Some(hello) = self.driver.endpoint().ihello_datagram(session) else {
+                        continue;
+                    };
+                    tracing::info!(%peer, ip = %plan.ip(), probes = plan.remaining(), "birthday punch: spraying");
+                    self.driver.spray(plan, hello);
+                }
+            }
         }
     }
 
