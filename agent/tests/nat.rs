@@ -342,6 +342,9 @@ fn symmetric_and_cone_nat_still_connect_directly() {
          (this ping took {first:?})",
         t0.elapsed()
     );
+    if std::env::var("DBGPANIC").is_ok() {
+        panic!("debug");
+    }
 
     for (m, want) in [(&s, "endpoint-dependent"), (&c, "endpoint-independent")] {
         m.node

@@ -1149,7 +1149,23 @@ impl Endpoint {
         });
         if let Some(gid) = glare {
             if !crypto::certificate_overrides(&near, &cert) {
-                // We prevail: the far end aborts on our IIKeying.
+                // We prevail: the far end aborts on our IIKeying. If ours
+                // is still in IHELLO_SENT, its IHellos may not reach the far
+                // end at all (its IIKeying came on a path we have not tried,
+                // e.g. one opened by birthday punching): try that address
+                // too. It is proven: the cookie echo shows the far end got
+                // our RHello there and the IIKeying is signed by it.
+                let first = self.cfg.session.initial_retransmit;
+                if let Some(s) = self.sessions.get_mut(&gid) {
+                    if s.state == SessionState::IHelloSent {
+                        if let Some(o) = s.opening.as_mut() {
+                            if o.candidates.len() < REDIRECT_THRESHOLD {
+                                add_candidate(o, now, from, first);
+                                self.maybe_opening = true;
+                            }
+                        }
+                    }
+                }
                 return;
             }
             self.remove_session(gid);
