@@ -546,8 +546,7 @@ mod tests {
         let name = NetworkName::new("punch").unwrap();
         let mk = |seed: u8| {
             let id = Identity::from_secret_key_bytes([seed; 32], &name);
-            let cfg = EndpointConfig::new(id, name.clone(), NetworkSecret::from_bytes([9; 32]));
-            cfg
+            EndpointConfig::new(id, name.clone(), NetworkSecret::from_bytes([9; 32]))
         };
         let (ca, cb) = (mk(31), mk(32));
         // `w` prevails in glare, `l` loses.
