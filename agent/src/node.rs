@@ -39,6 +39,7 @@ use ringlan_tunnel::crypto::{self, Identity, NetworkName};
 use ringlan_tunnel::driver::{os_seed, Driver};
 use ringlan_tunnel::endpoint::{EndpointConfig, Event, SessionInfo, Target, REDIRECT_THRESHOLD};
 use ringlan_tunnel::flow::{FlowEvent, FlowId, RecvFlowId, Reliability};
+use ringlan_tunnel::punch::{self, Birthday, BirthdayConfig};
 use ringlan_tunnel::relay::{self, RelayLimits};
 use ringlan_tunnel::session::{OpenFailure, SessionId, SessionState as TState};
 use ringlan_tunnel::stun::{self, StunTxId};
@@ -372,6 +373,11 @@ struct Node {
     unreachable_since: HashMap<NodeId, Instant>,
     /// Relayed flow routes (ends we use, routes we carry).
     routes: Routes,
+    /// Birthday punching towards members behind the other kind of NAT
+    /// (symmetric vs cone-like; docs/nat.md).
+    birthday: Birthday,
+    punch_rng: Rng,
+    is_introducer: bool,
 }
 
 const HEAD: usize = FrameHeader::MAX_LEN;
@@ -493,6 +499,9 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
         peer_addrs: HashMap::new(),
         unreachable_since: HashMap::new(),
         routes: Routes::new(node_id, Rng::from_seed(os_seed()?)),
+        birthday: Birthday::new(BirthdayConfig::default()),
+        punch_rng: Rng::from_seed(os_seed()?),
+        is_introducer: cfg.role == Role::Introducer,
     };
     node.housekeeping(now);
     if cfg.role == Role::Introducer {
@@ -683,6 +692,12 @@ impl Node {
                     },
                 );
                 self.overlay.peer_up(now, peer, remote, is_introducer);
+                // Punching towards this member is over once a direct path
+                // opened it (a relayed session goes on punching to move).
+                if !relay::is_route_addr(&remote) {
+                    self.birthday.succeeded(peer);
+                    self.driver.stop_punching(remote.ip());
+                }
                 if !self.ready {
                     self.ready = true;
                     crate::service::notify_ready("first session open");
@@ -723,6 +738,11 @@ impl Node {
                 if let Some(node) = self.peers.get(&session).map(|p| p.node) {
                     if self.by_node.get(&node) == Some(&session) && !relay::is_route_addr(&to) {
                         self.overlay.peer_moved(now, node, to);
+                        if relay::is_route_addr(&from) {
+                            // A relayed session went direct.
+                            self.birthday.succeeded(node);
+                            self.driver.stop_punching(to.ip());
+                        }
                     }
                 }
             }
@@ -1180,6 +1200,7 @@ impl Node {
             }
             self.driver.flush();
         }
+        self.birthday_punch(now);
         let attempts = self.overlay.open_attempts();
         self.unreachable_since
             .retain(|n, _| attempts.iter().any(|a| a.node == *n));
@@ -1187,6 +1208,109 @@ impl Node {
             self.unreachable_since.entry(a.node).or_insert(now);
         }
         self.with_routes(now, |r, cx| r.tick(now, cx));
+    }
+
+    /// Birthday punching (tunnel `punch`, docs/nat.md): for every session
+    /// the overlay asked for that is still in IHELLO_SENT, hand the planner
+    /// the member's reflexive address; it answers, by our own NAT's mapping
+    /// behaviour, with extra sockets (symmetric side) or a spray of the
+    /// member's public IP (cone-like side) once the plain punch has had
+    /// its time, in bounded rounds. Only members (the overlay learnt them
+    /// from an authenticated session) are ever punched; never on the LAN
+    /// or behind our own NAT.
+    fn birthday_punch(&mut self, now: Instant) {
+        if self.is_introducer {
+            return;
+        }
+        let own = match nat_status(&self.mapped).mapping {
+            NatMapping::EndpointIndependent => stun::NatMapping::EndpointIndependent,
+            NatMapping::EndpointDependent => stun::NatMapping::EndpointDependent,
+            NatMapping::Unknown => stun::NatMapping::Unknown,
+        };
+        let public: Vec<IpAddr> = self.mapped.values().map(|a| a.ip()).collect();
+        let ep = self.driver.endpoint_ref();
+        // Sessions still opening, and sessions open over a relayed route
+        // (the punch moves them to a direct path).
+        let relayed = self.by_node.iter().filter_map(|(node, sid)| {
+            let info = ep.session_info(*sid)?;
+            (info.state == TState::Open && relay::is_route_addr(&info.remote))
+                .then_some((*sid, Some(*node)))
+        });
+        let opening = self.opening.iter().filter_map(|(sid, (node, _))| {
+            let node = (*node)?;
+            if self.by_node.contains_key(&node) {
+                return None;
+            }
+            (ep.session_info(*sid)?.state == TState::IHelloSent).then_some((*sid, Some(node)))
+        });
+        let candidates: Vec<(SessionId, Option<NodeId>)> = opening.chain(relayed).collect();
+        let attempts: Vec<punch::Attempt> = candidates
+            .iter()
+            .filter_map(|(sid, node)| {
+                let node = (*node)?;
+                let m = self.overlay.member(node)?;
+                let on_lan = m.addrs.iter().any(|a| {
+                    a.origin == AddrOrigin::Local && in_local_subnet(&self.ifs, a.addr.ip())
+                });
+                let reflexive = m
+                    .addrs
+                    .iter()
+                    .find(|a| a.origin == AddrOrigin::Reflexive)
+                    .map(|a| a.addr)
+                    .filter(|a| !on_lan && !public.contains(&a.ip()));
+                Some(punch::Attempt {
+                    peer: node,
+                    session: *sid,
+                    reflexive,
+                })
+            })
+            .collect();
+        let actions = self.birthday.poll(now, own, &attempts, &mut self.punch_rng);
+        for a in actions {
+            match a {
+                punch::Action::OpenSockets {
+                    peer,
+                    session,
+                    dest,
+                    count,
+                    lifetime,
+                } => {
+                    let ep = self.driver.endpoint();
+                    let Some(hello) = ep
+                        .ihello_datagram(session)
+                        .or_else(|| ep.probe_datagram(now, session))
+                    else {
+                        continue;
+                    };
+                    match self
+                        .driver
+                        .open_punch_sockets(dest, &hello, count, lifetime)
+                    {
+                        Ok(n) => {
+                            tracing::info!(%peer, %dest, sockets = n, "birthday punch: extra sockets opened")
+                        }
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "birthday punch: cannot open sockets")
+                        }
+                    }
+                }
+                punch::Action::Spray {
+                    peer,
+                    session,
+                    plan,
+                } => {
+                    let ep = self.driver.endpoint();
+                    let Some(hello) = ep
+                        .ihello_datagram(session)
+                        .or_else(|| ep.probe_datagram(now, session))
+                    else {
+                        continue;
+                    };
+                    tracing::info!(%peer, ip = %plan.ip(), probes = plan.remaining(), "birthday punch: spraying");
+                    self.driver.spray(plan, hello);
+                }
+            }
+        }
     }
 
     /// Register a peer's local addresses with the endpoint so Redirects

@@ -16,15 +16,29 @@
 //! datagrams here. The socket buffers are enlarged (4 MiB) so bursts are
 //! not dropped by the kernel. Elsewhere the driver falls back to one
 //! `send_to`/`recv_from` per datagram with the same batch bookkeeping.
+//!
+//! Birthday punching ([`crate::punch`]): the driver can open extra
+//! ephemeral sockets ([`Driver::open_punch_sockets`]) and spray a datagram
+//! at many ports ([`Driver::spray`]). Datagrams that arrive on an extra
+//! socket from the address it punched towards feed the endpoint like
+//! main-socket input, and from then on every datagram the endpoint sends
+//! to that address leaves through that socket (a per-destination socket
+//! override: the endpoint stays address-based and knows no sockets).
+//! Extra sockets close after their lifetime, or, once they carry traffic,
+//! after [`PINNED_IDLE`] without any.
 
+use std::collections::HashMap;
+use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::endpoint::{Endpoint, EndpointConfig, Event};
+use crate::punch::ProbePlan;
 use crate::Rng;
 
 /// Largest datagram the endpoint produces or we accept; RTMFP packets
@@ -34,6 +48,15 @@ const MAX_DATAGRAM: usize = 2048;
 const TX_BATCH: usize = 64;
 /// recvmmsg rounds per wake-up before events and timers are looked at.
 const RX_ROUNDS: usize = 4;
+/// Most extra (punch) sockets open at once.
+pub const MAX_PUNCH_SOCKETS: usize = 1024;
+/// An extra socket that carries a session stays open until nothing has
+/// arrived on it for this long (well above the session keepalive).
+pub const PINNED_IDLE: Duration = Duration::from_secs(300);
+/// Datagrams read from one extra socket per wake-up.
+const PUNCH_RX_BUDGET: usize = 64;
+/// Probes sent per wake-up at most (a late wake-up does not burst).
+const SPRAY_BURST: usize = 16;
 
 /// A fresh seed from the OS for the endpoint's random source.
 pub fn os_seed() -> io::Result<[u8; 32]> {
@@ -105,6 +128,65 @@ struct RxBatch {
     gro: bool,
 }
 
+/// An extra socket of birthday punching.
+struct PunchSocket {
+    socket: UdpSocket,
+    /// The same socket (a duplicated descriptor) for sending: a send on
+    /// it does not depend on the reactor having seen the socket writable,
+    /// which a fresh tokio socket has not.
+    tx: std::net::UdpSocket,
+    /// The address it punched towards; only datagrams from there pin it.
+    dest: SocketAddr,
+    /// Closed at this time unless traffic arrives (then `PINNED_IDLE`
+    /// after the last datagram).
+    expires: Instant,
+    /// It carries traffic to `dest` (the endpoint's sends to `dest` leave
+    /// through it).
+    pinned: bool,
+}
+
+/// A paced spray of one datagram at many addresses.
+struct Spray {
+    plan: ProbePlan,
+    payload: Vec<u8>,
+}
+
+/// Birthday punching state: extra sockets, the per-destination socket
+/// override, sprays under way.
+struct Punch {
+    sockets: Vec<PunchSocket>,
+    /// Destination -> index in `sockets` of the socket it leaves through.
+    routes: HashMap<SocketAddr, usize>,
+    sprays: Vec<Spray>,
+    buf: Vec<u8>,
+    /// Datagrams received on extra sockets.
+    received: u64,
+}
+
+impl Punch {
+    fn rebuild_routes(&mut self) {
+        self.routes.clear();
+        for (i, p) in self.sockets.iter().enumerate() {
+            if p.pinned {
+                self.routes.entry(p.dest).or_insert(i);
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let a = self
+            .sprays
+            .iter()
+            .filter_map(|s| s.plan.poll_timeout())
+            .min();
+        let b = self.sockets.iter().map(|p| p.expires).min();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// A UDP socket driving one [`Endpoint`].
 pub struct Driver {
     ep: Endpoint,
@@ -112,6 +194,7 @@ pub struct Driver {
     tx: TxBatch,
     rx: RxBatch,
     send_errors: u64,
+    punch: Punch,
 }
 
 /// Move the endpoint's datagrams into the transmit batch, handing full
@@ -122,6 +205,7 @@ fn collect(
     socket: &UdpSocket,
     tx: &mut TxBatch,
     send_errors: &mut u64,
+    punch: &Punch,
     now: Instant,
 ) -> bool {
     loop {
@@ -132,6 +216,22 @@ fn collect(
         let Some(t) = ep.poll_transmit(now, &mut tx.buf[off..off + MAX_DATAGRAM]) else {
             return true;
         };
+        if !punch.routes.is_empty() {
+            if let Some(p) = punch
+                .routes
+                .get(&t.destination)
+                .and_then(|&i| punch.sockets.get(i))
+            {
+                // The per-destination override: out through the extra
+                // socket that holds the punched path (one datagram per
+                // call; a full buffer is loss, as for the main socket).
+                if let Err(e) = p.tx.send_to(&tx.buf[off..off + t.size], t.destination) {
+                    tracing::trace!(dest = %t.destination, error = %e, "punch socket send failed");
+                    *send_errors += 1;
+                }
+                continue;
+            }
+        }
         tx.items.push(Queued {
             offset: off,
             len: t.size,
@@ -186,6 +286,8 @@ enum Wake {
     Readable,
     Timer,
     Writable,
+    PunchReadable(usize),
+    PunchTimer,
 }
 
 impl Driver {
@@ -226,6 +328,13 @@ impl Driver {
                 gro: caps.gro,
             },
             send_errors: 0,
+            punch: Punch {
+                sockets: Vec::new(),
+                routes: HashMap::new(),
+                sprays: Vec::new(),
+                buf: vec![0u8; MAX_DATAGRAM],
+                received: 0,
+            },
         })
     }
 
@@ -258,9 +367,165 @@ impl Driver {
             socket,
             tx,
             send_errors,
+            punch,
             ..
         } = self;
-        if collect(ep, socket, tx, send_errors, now) {
+        if collect(ep, socket, tx, send_errors, punch, now) {
+            send_queued(socket, tx, send_errors);
+        }
+    }
+
+    // ===== birthday punching (crate::punch) ================================
+
+    /// Open up to `count` extra ephemeral UDP sockets (same family and
+    /// address as the main socket), send `payload` from each to `dest` and
+    /// keep them for `lifetime`. A datagram arriving on one of them from
+    /// `dest` feeds the endpoint and pins `dest` to that socket (see the
+    /// module documentation). Returns how many were opened (bounded by
+    /// [`MAX_PUNCH_SOCKETS`] in all).
+    pub fn open_punch_sockets(
+        &mut self,
+        dest: SocketAddr,
+        payload: &[u8],
+        count: usize,
+        lifetime: Duration,
+    ) -> io::Result<usize> {
+        let local = self.socket.local_addr()?;
+        let bind = SocketAddr::new(local.ip(), 0);
+        let expires = Instant::now() + lifetime;
+        let room = MAX_PUNCH_SOCKETS.saturating_sub(self.punch.sockets.len());
+        let mut opened = 0;
+        for _ in 0..count.min(room) {
+            let std_socket = std::net::UdpSocket::bind(bind)?;
+            std_socket.set_nonblocking(true)?;
+            sys::enlarge_buffers(&std_socket);
+            if let Err(e) = std_socket.send_to(payload, dest) {
+                tracing::debug!(%dest, error = %e, "punch datagram not sent");
+                self.send_errors += 1;
+            }
+            let tx = std_socket.try_clone()?;
+            let socket = UdpSocket::from_std(std_socket)?;
+            self.punch.sockets.push(PunchSocket {
+                socket,
+                tx,
+                dest,
+                expires,
+                pinned: false,
+            });
+            opened += 1;
+        }
+        Ok(opened)
+    }
+
+    /// Send `payload` from the main socket to every address of `plan`, at
+    /// its pace (the cone-like side of birthday punching).
+    pub fn spray(&mut self, plan: ProbePlan, payload: Vec<u8>) {
+        self.punch.sprays.push(Spray { plan, payload });
+    }
+
+    /// Stop spraying `ip` and close the extra sockets towards `ip` that
+    /// carry nothing (the punch succeeded, or was given up).
+    pub fn stop_punching(&mut self, ip: IpAddr) {
+        self.punch.sprays.retain(|s| s.plan.ip() != ip);
+        let before = self.punch.sockets.len();
+        self.punch.sockets.retain(|p| p.pinned || p.dest.ip() != ip);
+        if self.punch.sockets.len() != before {
+            self.punch.rebuild_routes();
+        }
+    }
+
+    /// Extra sockets open now.
+    pub fn punch_sockets(&self) -> usize {
+        self.punch.sockets.len()
+    }
+
+    /// Destinations whose datagrams leave through an extra socket.
+    pub fn punched_paths(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.punch.routes.keys().copied()
+    }
+
+    /// Datagrams received on extra sockets so far.
+    pub fn punch_received(&self) -> u64 {
+        self.punch.received
+    }
+
+    /// Sprays not finished yet.
+    pub fn sprays(&self) -> usize {
+        self.punch.sprays.len()
+    }
+
+    /// Due probes, expired extra sockets.
+    fn punch_timer(&mut self, now: Instant) {
+        let Driver {
+            socket,
+            punch,
+            send_errors,
+            ..
+        } = self;
+        for s in &mut punch.sprays {
+            for _ in 0..SPRAY_BURST {
+                let Some(a) = s.plan.poll(now) else { break };
+                if let Err(e) = socket.try_send_to(&s.payload, a) {
+                    tracing::trace!(dest = %a, error = %e, "probe not sent");
+                    *send_errors += 1;
+                }
+            }
+        }
+        punch.sprays.retain(|s| !s.plan.is_done());
+        let before = punch.sockets.len();
+        punch.sockets.retain(|p| p.expires > now);
+        if punch.sockets.len() != before {
+            tracing::debug!(
+                closed = before - punch.sockets.len(),
+                open = punch.sockets.len(),
+                "punch sockets closed"
+            );
+            punch.rebuild_routes();
+        }
+    }
+
+    /// Read what extra socket `i` holds and feed it to the endpoint.
+    fn receive_punch(&mut self, i: usize) {
+        let Driver {
+            ep,
+            socket,
+            tx,
+            send_errors,
+            punch,
+            ..
+        } = self;
+        let mut draining = collect(ep, socket, tx, send_errors, punch, Instant::now());
+        for _ in 0..PUNCH_RX_BUDGET {
+            let Some(p) = punch.sockets.get_mut(i) else {
+                break;
+            };
+            let (n, from) = match p.socket.try_recv_from(&mut punch.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "punch socket recv failed");
+                    break;
+                }
+            };
+            let now = Instant::now();
+            punch.received += 1;
+            if from == p.dest {
+                p.expires = p.expires.max(now + PINNED_IDLE);
+                if !p.pinned && !punch.routes.contains_key(&from) {
+                    tracing::info!(peer = %from, local = ?p.socket.local_addr().ok(), "punched path open");
+                    p.pinned = true;
+                    punch.routes.insert(from, i);
+                }
+            }
+            let Some(data) = punch.buf.get_mut(..n) else {
+                continue;
+            };
+            ep.handle_datagram(now, from, data);
+            if draining {
+                draining = collect(ep, socket, tx, send_errors, punch, now);
+            }
+        }
+        if draining {
             send_queued(socket, tx, send_errors);
         }
     }
@@ -278,10 +543,11 @@ impl Driver {
             tx,
             rx,
             send_errors,
+            punch,
         } = self;
         // False once the socket's send buffer is full: the endpoint keeps
         // its output until the next flush.
-        let mut draining = collect(ep, socket, tx, send_errors, Instant::now());
+        let mut draining = collect(ep, socket, tx, send_errors, punch, Instant::now());
         for _ in 0..RX_ROUNDS {
             let got = match socket.try_io(Interest::READABLE, || sys::recv(socket, rx)) {
                 Ok(n) => n,
@@ -301,7 +567,7 @@ impl Driver {
                 for d in data.chunks_mut(seg.max(1)) {
                     ep.handle_datagram(now, from, d);
                     if draining {
-                        draining = collect(ep, socket, tx, send_errors, now);
+                        draining = collect(ep, socket, tx, send_errors, punch, now);
                     }
                 }
             }
@@ -342,15 +608,36 @@ impl Driver {
                     std::future::pending::<()>().await
                 }
             };
+            let punch_deadline = self.punch.poll_timeout();
+            let punch_sleep = async {
+                match punch_deadline {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let extra = &self.punch.sockets;
+            // Allocation-free: poll every extra socket's readiness.
+            let punch_readable = poll_fn(|cx| {
+                for (i, p) in extra.iter().enumerate() {
+                    if p.socket.poll_recv_ready(cx).is_ready() {
+                        return Poll::Ready(i);
+                    }
+                }
+                Poll::Pending
+            });
             let wake = tokio::select! {
                 _ = socket.readable() => Wake::Readable,
                 _ = sleep => Wake::Timer,
                 _ = writable => Wake::Writable,
+                i = punch_readable => Wake::PunchReadable(i),
+                _ = punch_sleep => Wake::PunchTimer,
             };
             match wake {
                 Wake::Readable => self.receive(),
                 Wake::Timer => self.ep.handle_timeout(Instant::now()),
                 Wake::Writable => {}
+                Wake::PunchReadable(i) => self.receive_punch(i),
+                Wake::PunchTimer => self.punch_timer(Instant::now()),
             }
         }
     }
@@ -410,9 +697,9 @@ mod sys {
         }
     }
 
-    /// Enlarge the socket buffers, switch on GRO and find out whether GSO
-    /// works. Failures only lose the optimisation.
-    pub(super) fn configure(s: &std::net::UdpSocket) -> Caps {
+    /// Enlarge the socket buffers (no GRO: extra sockets are read one
+    /// datagram at a time).
+    pub(super) fn enlarge_buffers(s: &std::net::UdpSocket) {
         let fd = s.as_raw_fd();
         let size = SOCKET_BUFFER as libc::c_int;
         // The FORCE variants pass rmem_max/wmem_max with CAP_NET_ADMIN
@@ -425,6 +712,13 @@ mod sys {
                 setsockopt_int(fd, libc::SOL_SOCKET, plain, size);
             }
         }
+    }
+
+    /// Enlarge the socket buffers, switch on GRO and find out whether GSO
+    /// works. Failures only lose the optimisation.
+    pub(super) fn configure(s: &std::net::UdpSocket) -> Caps {
+        let fd = s.as_raw_fd();
+        enlarge_buffers(s);
         let gro = setsockopt_int(fd, libc::SOL_UDP, UDP_GRO, 1);
         // Probe GSO on a throw-away socket: setting UDP_SEGMENT on ours
         // would make it the default for every send.
@@ -672,6 +966,8 @@ mod sys {
     pub(super) const GRO_SLOT: usize = MAX_DATAGRAM;
     pub(super) const RX_SLOTS: usize = 1;
 
+    pub(super) fn enlarge_buffers(_s: &std::net::UdpSocket) {}
+
     pub(super) fn configure(_s: &std::net::UdpSocket) -> Caps {
         Caps {
             gso: false,
@@ -887,5 +1183,120 @@ mod tests {
         assert_eq!(got, COUNT);
         assert_eq!(a.send_errors(), 0);
         assert_eq!(b.send_errors(), 0);
+    }
+
+    /// Birthday punching on loopback (no NAT, so what is checked is the
+    /// driver's part): the "symmetric" side opens extra sockets and sends
+    /// its IHello from each towards the peer; the peer's RHellos come back
+    /// to those sockets, the first pins the path, and the whole handshake
+    /// and a message then run through that extra socket (the peer sees
+    /// the session at the extra socket's port, not the main one). The
+    /// "cone" side sprays its IHello at a list of ports of which one is
+    /// the peer's: the session opens through the spray.
+    #[tokio::test]
+    async fn punch_sockets_pin_the_path_and_spray_reaches_the_peer() {
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut s = Driver::bind(lo, cfg(21)).await.unwrap();
+        let mut c = Driver::bind(lo, cfg(22)).await.unwrap();
+        let caddr = c.local_addr().unwrap();
+        let saddr = s.local_addr().unwrap();
+        // A candidate nobody answers: the IHello only reaches c through
+        // the punch.
+        let hole = std::net::UdpSocket::bind(lo).unwrap();
+        let nowhere = hole.local_addr().unwrap();
+        let cnode = c.endpoint().node_id();
+        let sid = s
+            .endpoint()
+            .connect(Instant::now(), Target::Node(cnode), &[nowhere])
+            .unwrap();
+        s.flush();
+        let hello = s.endpoint().ihello_datagram(sid).expect("IHELLO_SENT");
+        let n = s
+            .open_punch_sockets(caddr, &hello, 8, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(s.punch_sockets(), 8);
+        let run = async {
+            let mut flow = None;
+            let mut c_remote = None;
+            loop {
+                tokio::select! {
+                    ev = s.next_event() => {
+                        if let Event::SessionOpened { session, remote, .. } = ev {
+                            assert_eq!(session, sid);
+                            assert_eq!(remote, caddr);
+                            let f = s.endpoint().open_flow(sid, b"punch", None).unwrap();
+                            s.endpoint().send(Instant::now(), sid, f, b"through the punched path", Reliability::Reliable).unwrap();
+                            s.flush();
+                            flow = Some(f);
+                        }
+                    }
+                    ev = c.next_event() => match ev {
+                        Event::SessionOpened { remote, .. } => c_remote = Some(remote),
+                        Event::Flow { event: FlowEvent::Message { data, .. }, .. } => {
+                            assert_eq!(data, b"through the punched path");
+                            return (flow, c_remote);
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        };
+        let (flow, c_remote) = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .expect("timed out");
+        assert!(flow.is_some());
+        let c_remote = c_remote.expect("c saw the session open");
+        assert_ne!(c_remote, saddr, "the session must run on an extra socket");
+        assert_eq!(s.punched_paths().collect::<Vec<_>>(), vec![caddr]);
+        assert!(s.punch_received() > 0);
+        // Unpinned sockets go when punching stops; the pinned one stays.
+        s.stop_punching(caddr.ip());
+        assert_eq!(s.punch_sockets(), 1);
+
+        // The spray: a third endpoint sprays its IHello at three ports, the
+        // last of them c's.
+        let mut k = Driver::bind(lo, cfg(23)).await.unwrap();
+        let hole2 = std::net::UdpSocket::bind(lo).unwrap();
+        let ksid = k
+            .endpoint()
+            .connect(
+                Instant::now(),
+                Target::Node(cnode),
+                &[hole2.local_addr().unwrap()],
+            )
+            .unwrap();
+        k.flush();
+        let hello = k.endpoint().ihello_datagram(ksid).unwrap();
+        let ports = [
+            nowhere.port(),
+            hole2.local_addr().unwrap().port(),
+            caddr.port(),
+        ];
+        k.spray(
+            ProbePlan::from_ports(Instant::now(), lo.ip(), &ports, 100),
+            hello,
+        );
+        assert_eq!(k.sprays(), 1);
+        let run = async {
+            loop {
+                tokio::select! {
+                    ev = k.next_event() => {
+                        if let Event::SessionOpened { session, remote, .. } = ev {
+                            assert_eq!(session, ksid);
+                            return remote;
+                        }
+                    }
+                    _ = c.next_event() => {}
+                }
+            }
+        };
+        let remote = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .expect("spray did not open the session");
+        assert_eq!(remote, caddr);
+        assert_eq!(k.sprays(), 0, "a finished spray is dropped");
+        // Not an open session: no IHello to hand out.
+        assert!(k.endpoint().ihello_datagram(ksid).is_none());
     }
 }

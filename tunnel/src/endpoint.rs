@@ -842,6 +842,49 @@ impl Endpoint {
         self.relay_out.push_back((dest, buf));
     }
 
+    /// A sealed one-Ping datagram of an OPEN session (see
+    /// `Session::probe_datagram`), for the driver to send over paths the
+    /// session does not use yet: birthday punching of a relayed session.
+    pub fn probe_datagram(&mut self, now: Instant, session: SessionId) -> Option<Vec<u8>> {
+        let s = self.sessions.get_mut(&session.0)?;
+        let mut buf = vec![0u8; crate::pmtu::BASE_SIZE];
+        let n = s.probe_datagram(now, &mut buf)?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    /// The IHello datagram (RFC 7016 2.3.2, 3.5.1.1.1) of a session in
+    /// IHELLO_SENT, sealed with the Default Session Key and padded like the
+    /// endpoint's own IHellos, for the driver to send to addresses the
+    /// session does not list as candidates: birthday punching
+    /// ([`crate::punch`]) sends it from many sockets or to many ports. An
+    /// RHello from any address is accepted by its tag (as after a
+    /// Forwarder's introduction, 3.5.1.5). `None` unless IHELLO_SENT.
+    pub fn ihello_datagram(&mut self, session: SessionId) -> Option<Vec<u8>> {
+        let s = self.sessions.get(&session.0)?;
+        if s.state != SessionState::IHelloSent {
+            return None;
+        }
+        let o = s.opening.as_ref()?;
+        let ch = Chunk::IHello {
+            epd: &o.epd,
+            tag: &o.tag,
+        };
+        let mut chunk = vec![0u8; ch.encoded_len()];
+        ch.emit(&mut chunk).ok()?;
+        let before = self.startup_out.len();
+        let probe = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.queue_startup_raw_padded(probe, 0, &[&chunk], IHELLO_MIN_DATAGRAM);
+        if self.startup_out.len() != before + 1 {
+            // Not queued (queue full) or fragmented (never: an IHello is small).
+            while self.startup_out.len() > before {
+                self.startup_out.pop_back();
+            }
+            return None;
+        }
+        self.startup_out.pop_back().map(|(_, d)| d)
+    }
+
     /// Give a delivered message buffer back for reuse.
     pub fn recycle(&mut self, session: SessionId, buf: Vec<u8>) {
         if let Some(s) = self.sessions.get_mut(&session.0) {
@@ -1326,7 +1369,23 @@ impl Endpoint {
         });
         if let Some(gid) = glare {
             if !crypto::certificate_overrides(&near, &cert) {
-                // We prevail: the far end aborts on our IIKeying.
+                // We prevail: the far end aborts on our IIKeying. If ours
+                // is still in IHELLO_SENT, its IHellos may not reach the far
+                // end at all (its IIKeying came on a path we have not tried,
+                // e.g. one opened by birthday punching): try that address
+                // too. It is proven: the cookie echo shows the far end got
+                // our RHello there and the IIKeying is signed by it.
+                let first = self.cfg.session.initial_retransmit;
+                if let Some(s) = self.sessions.get_mut(&gid) {
+                    if s.state == SessionState::IHelloSent {
+                        if let Some(o) = s.opening.as_mut() {
+                            if o.candidates.len() < REDIRECT_THRESHOLD {
+                                add_candidate(o, now, from, first);
+                                self.maybe_opening = true;
+                            }
+                        }
+                    }
+                }
                 return;
             }
             self.remove_session(gid);

@@ -12,6 +12,7 @@ pub mod endpoint;
 pub mod flow;
 pub mod id;
 pub mod pmtu;
+pub mod punch;
 pub mod relay;
 pub mod rng;
 pub mod rtt;

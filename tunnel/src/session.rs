@@ -737,6 +737,20 @@ impl Session {
         true
     }
 
+    /// A sealed datagram holding one Ping, for probing paths the session
+    /// does not use (birthday punching of a relayed session, `punch`): the
+    /// far end answers on the path it arrived by and, as for any packet
+    /// from a new address, starts the mobility check of RFC 7016 3.5.4.2.
+    /// The same bytes may go to many addresses; the far end accepts one
+    /// copy (replay window). `None` unless OPEN.
+    pub fn probe_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.state != SessionState::Open {
+            return None;
+        }
+        self.build(now, buf, self.dest, Content::Ping)
+            .map(|(_, n)| n)
+    }
+
     /// Whether the path stalled since the last call: data went unanswered
     /// through [`STALL_AFTER_SILENT_RTOS`] timeouts with nothing received.
     pub fn take_stalled(&mut self) -> bool {
@@ -986,6 +1000,9 @@ impl Session {
             Content::PingReply(m) => {
                 sink.push(&Chunk::PingReply { message_echo: m });
             }
+            Content::Ping => {
+                sink.push(&Chunk::Ping { message: &[] });
+            }
             Content::MobilityPing(addr) => {
                 let ts = self.ms_since_created(now);
                 let mac = crypto::mobility_mac(&self.mobility.secret, ts, addr);
@@ -1141,6 +1158,8 @@ impl Session {
 enum Content<'a> {
     Normal,
     CloseAck,
+    /// A Ping alone (a probe of another path).
+    Ping,
     PingReply(&'a [u8]),
     MobilityPing(SocketAddr),
     PmtuProbe(crate::pmtu::Probe),

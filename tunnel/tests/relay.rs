@@ -371,8 +371,10 @@ fn a_route_through_two_relays_carries_the_handshake_and_data() {
     let now = net.now;
     net.nodes[B].ep.add_candidates(now, sb, &[route_addr(b_id)]);
     net.flush(B);
-    assert!(net.run_until(Duration::from_secs(30), |n| opened_with(n, A, B).is_some()
-        && opened_with(n, B, A).is_some()));
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| opened_with(n, A, B).is_some()
+            && opened_with(n, B, A).is_some())
+    );
     let sa = opened_with(&net, A, B).unwrap();
     assert_eq!(remote(&net, A, sa), route_addr(offer.id));
     let mut t = Transfer::new(&mut net, sa);
