@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# ringlan relay benchmark (printed, not asserted): in the NAT lab of
+# agent/tests/relay.rs, two nodes behind `masquerade fully-random` NAT
+# routers (no punch can work) and two introducers that relay: time from the
+# agents started to the first ping and to the relayed session, throughput of
+# a 200 MiB TCP transfer through one relay against a direct path between two
+# cone-like NATs measured in the same run, and the longest interruption of a
+# TCP stream when the relay in use is SIGKILLed.
+# Usage (root): tests/bench/relay.sh   Extra arguments go to the test binary.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench: needs root (network namespaces); run: sudo $0" >&2
+    exit 1
+fi
+for t in ip nft conntrack turnserver ping; do
+    command -v "$t" >/dev/null || { echo "bench: missing $t (apt-get install iproute2 nftables conntrack coturn iputils-ping)" >&2; exit 1; }
+done
+cd "$repo"
+exec cargo test --release -p ringlan-agent --test relay -- --ignored --nocapture --exact \
+    bench_relay_first_ping_throughput_and_failover "$@"
