@@ -470,7 +470,10 @@ impl Routes {
         let Some(peer) = cx.ep.session_info(session).and_then(|i| i.peer) else {
             return;
         };
-        if !self.move_to_standby(now, cx, session, path) {
+        // A direct path that stalls is usually loss, not death: it keeps
+        // the session (the routes are only prepared); a stalled route
+        // hands over to the standby at once.
+        if !relay::is_route_addr(&path) || !self.move_to_standby(now, cx, session, path) {
             // No standby: have routes built for next time (a direct path
             // that stalled may need them too).
             self.want.entry(peer).or_insert(now - RELAY_AFTER);

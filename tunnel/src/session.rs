@@ -218,6 +218,8 @@ pub(crate) struct Session {
     silent_rtos: u32,
     /// A stall was reached and not yet reported (see `take_stalled`).
     stalled: bool,
+    /// A stall was reported since the last packet received.
+    stall_reported: bool,
     /// Last packet received from DESTADDR itself.
     last_recv_dest: Instant,
     /// TCR flag for outgoing packets (set by the endpoint, RFC 7016 2.2.4).
@@ -281,8 +283,13 @@ fn path_class(dest: &SocketAddr) -> u8 {
 
 /// Retransmission timeouts in a row, with nothing received, after which the
 /// path counts as stalled ([`Session::take_stalled`]): the application may
-/// move the session to another route before it is declared dead.
-pub(crate) const STALL_AFTER_SILENT_RTOS: u32 = 2;
+/// move the session to another route before it is declared dead. One: a
+/// needless move to a working standby route costs nothing, a late one
+/// stacks up the inner TCP connections' own back-off.
+pub(crate) const STALL_AFTER_SILENT_RTOS: u32 = 1;
+/// ... and with nothing at all received for this long (an RTO on a path
+/// that still delivers acknowledgements is loss, not a stall).
+pub(crate) const STALL_MIN_SILENCE: Duration = Duration::from_millis(200);
 
 /// Passive address mobility never moves a session from a direct path that
 /// delivered a packet this recently onto a relayed route: a late packet
@@ -433,6 +440,7 @@ impl Session {
             pending_keepalive: false,
             silent_rtos: 0,
             stalled: false,
+            stall_reported: false,
             last_recv_dest: now,
             tcr_out: false,
             control_out: VecDeque::new(),
@@ -538,6 +546,7 @@ impl Session {
         }
         self.silent_rtos = 0;
         self.stalled = false;
+        self.stall_reported = false;
         self.ping_outstanding = None;
         if let Some(ts) = self.ts.as_mut() {
             ts.on_packet_received(now, header.timestamp, header.timestamp_echo);
@@ -711,6 +720,7 @@ impl Session {
         self.dest = addr;
         self.last_recv_dest = now;
         self.stats.address_changes += 1;
+        self.flows.reacknowledge();
     }
 
     /// Move the session onto the path `addr` at once, without the
@@ -726,11 +736,16 @@ impl Session {
         self.mobility.pending = None;
         self.silent_rtos = 0;
         self.stalled = false;
+        self.stall_reported = false;
         if let Some(ts) = self.ts.as_mut() {
             ts.rtt.reset_backoff();
         }
         if self.flows.outstanding_bytes() > 0 {
-            self.rto_deadline = Some(now);
+            // What was in flight on the old path is lost: resend it now
+            // (RFC 7016 3.6.2.6 as for a timeout, without counting one
+            // against the new path).
+            self.flows.on_retransmit_timeout(now);
+            self.rto_deadline = Some(now + self.ert0());
         }
         self.ping_outstanding = None;
         self.keepalive_due = now;
@@ -847,8 +862,13 @@ impl Session {
                         let any_loss = self.flows.on_retransmit_timeout(now);
                         if any_loss {
                             self.silent_rtos += 1;
-                            if self.silent_rtos == STALL_AFTER_SILENT_RTOS {
+                            let silence = now.saturating_duration_since(self.last_recv);
+                            if self.silent_rtos >= STALL_AFTER_SILENT_RTOS
+                                && silence >= STALL_MIN_SILENCE
+                                && !self.stall_reported
+                            {
                                 self.stalled = true;
+                                self.stall_reported = true;
                             }
                         }
                         if let Some(ts) = self.ts.as_mut() {

@@ -150,6 +150,7 @@ impl Transfer {
             assert!(net.step(), "idle network");
             for e in net.take_events(A) {
                 if let Event::PathStalled { session, path } = e {
+                    eprintln!("stall at {:?} on {path}", net.elapsed());
                     self.stalls.push(path);
                     if let Some(s) = self.standby.take() {
                         let now = net.now;
@@ -158,6 +159,9 @@ impl Transfer {
                 }
             }
             for e in net.take_events(B) {
+                if let Event::AddressChanged { to, .. } = &e {
+                    eprintln!("B moved at {:?} to {to}", net.elapsed());
+                }
                 if let Event::Flow {
                     event: FlowEvent::Message { data, .. },
                     ..

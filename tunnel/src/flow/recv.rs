@@ -582,6 +582,19 @@ impl FlowSet {
         }
     }
 
+    /// The session's path changed: acknowledge every receiving flow again
+    /// with the next packet, on the new path (acknowledgements sent on the
+    /// old one may never arrive, and a sender whose window is full of
+    /// unacknowledged data would otherwise wait for its timeout).
+    pub fn reacknowledge(&mut self) {
+        for f in self.recv.values_mut() {
+            f.should_ack = true;
+        }
+        if !self.recv.is_empty() {
+            self.ack_now = true;
+        }
+    }
+
     /// Set a receiving flow's BUFFER_CAPACITY (RFC 7016 3.6.3.1 step 9).
     pub fn set_recv_capacity(&mut self, flow: RecvFlowId, bytes: usize) {
         if let Some(f) = self.recv.get_mut(&flow.0) {
