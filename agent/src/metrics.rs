@@ -177,6 +177,44 @@ impl Collector for StatusCollector {
                 .iter()
                 .map(|(reason, &n)| (vec![("reason", reason.clone())], n)),
         )?;
+        let relayed = s
+            .sessions
+            .iter()
+            .filter(|x| matches!(x.path, crate::status::PathKind::Relayed { .. }))
+            .count();
+        gauge1(
+            &mut enc,
+            "ringlan_relayed_sessions",
+            "Open sessions carried by relays (no direct path)",
+            relayed as i64,
+        )?;
+        if let Some(r) = &s.relay {
+            gauge1(
+                &mut enc,
+                "ringlan_relay_routes",
+                "Routes this node relays for other members",
+                r.routes.len() as i64,
+            )?;
+            let sum = |f: fn(&crate::status::CarriedRoute) -> u64| -> u64 {
+                r.routes.iter().map(f).sum()
+            };
+            // A gauge: routes come and go, and their counters with them.
+            gauge(
+                &mut enc,
+                "ringlan_relay_route_bytes",
+                "Bytes forwarded so far on the routes this node relays now, by direction",
+                [
+                    (
+                        vec![("direction", "forward".to_string())],
+                        sum(|c| c.forward.bytes) as i64,
+                    ),
+                    (
+                        vec![("direction", "back".to_string())],
+                        sum(|c| c.back.bytes) as i64,
+                    ),
+                ],
+            )?;
+        }
         counter(
             &mut enc,
             "ringlan_peer_drops",
@@ -343,6 +381,9 @@ mod tests {
             "ringlan_peer_rx_bytes_total{peer=\"89abcdef\"} 830",
             "ringlan_peer_drops_total{peer=\"fedcba98\",reason=\"no-route\"} 2",
             "ringlan_drops_total{reason=\"udp_not_member\"} 3",
+            "ringlan_relayed_sessions 1",
+            "ringlan_relay_routes 1",
+            "ringlan_relay_route_bytes{direction=\"forward\"} 1400000",
             "ringlan_peer_rtt_seconds{peer=\"89abcdef\"} 0.00074",
             "ringlan_sessions{state=\"open\"} 1",
             "ringlan_neighbours 2",

@@ -704,7 +704,28 @@ pub(crate) mod tests {
             ]),
             uptime_secs: 90061,
             drops: BTreeMap::from([("udp_not_member".to_string(), 3)]),
-            relay: None,
+            relay: Some(RelayStatus {
+                enabled: true,
+                max_routes: 64,
+                routes: vec![CarriedRoute {
+                    origin: "89abcdef0123456789abcdef01234567".into(),
+                    target: "fedcba9876543210fedcba9876543210".into(),
+                    from: "desktop".into(),
+                    to: "fedcba98".into(),
+                    ready: true,
+                    forward: RouteTraffic {
+                        packets: 1000,
+                        bytes: 1_400_000,
+                        dropped: 1,
+                    },
+                    back: RouteTraffic {
+                        packets: 500,
+                        bytes: 40_000,
+                        dropped: 0,
+                    },
+                    age_secs: 65,
+                }],
+            }),
         }
     }
 
@@ -720,6 +741,8 @@ addresses 192.0.2.10:4910 (local), 203.0.113.5:61000 (reflexive)
 nat       endpoint-independent (203.0.113.5:61000)
 uptime    1d01h
 drops     udp_not_member 3
+relay     enabled, 1 of 64 routes
+  89abcdef -> fedcba98  via desktop -> fedcba98  ready  fwd 1000 pkts 1.3 MiB  back 500 pkts 39.1 KiB  dropped 1  1m05s
 
 sessions: 2
 PEER      NAME     REMOTE              PATH                STATE       RTT  TX FRAMES  TX BYTES  RX FRAMES  RX BYTES  DROPS                      AGE
