@@ -467,17 +467,17 @@ impl Routes {
         session: SessionId,
         path: SocketAddr,
     ) {
-        let Some(peer) = cx.ep.session_info(session).and_then(|i| i.peer) else {
+        // A direct path that stalls is usually loss, not death: the session
+        // stays on it (if it died, the session closes and the next open
+        // gets routes after RELAY_AFTER). A stalled route hands over to the
+        // standby at once, and a new standby is set up.
+        if !relay::is_route_addr(&path) {
             return;
-        };
-        // A direct path that stalls is usually loss, not death: it keeps
-        // the session (the routes are only prepared); a stalled route
-        // hands over to the standby at once.
-        if !relay::is_route_addr(&path) || !self.move_to_standby(now, cx, session, path) {
-            // No standby: have routes built for next time (a direct path
-            // that stalled may need them too).
-            self.want.entry(peer).or_insert(now - RELAY_AFTER);
-            self.ensure(now, cx, peer);
+        }
+        if !self.move_to_standby(now, cx, session, path) {
+            if let Some(peer) = cx.ep.session_info(session).and_then(|i| i.peer) {
+                self.ensure(now, cx, peer);
+            }
         }
     }
 
