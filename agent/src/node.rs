@@ -1015,14 +1015,11 @@ impl Node {
                         .or_else(|| self.overlay.member(p.node).map(|m| m.name.clone())),
                     remote: Some(info.remote),
                     path: if let Some(v) = self.routes.view(p.node, info.remote) {
-                        let name = |n: NodeId| {
-                            names
-                                .get(&n)
-                                .cloned()
-                                .or_else(|| self.overlay.member(n).map(|m| m.name.clone()))
-                                .unwrap_or_else(|| n.short())
-                        };
-                        let relays: Vec<String> = v.relays.iter().map(|n| name(*n)).collect();
+                        let relays: Vec<String> = v
+                            .relays
+                            .iter()
+                            .map(|n| self.node_name(&names, *n))
+                            .collect();
                         PathKind::Relayed {
                             via: relays.join(">"),
                             standby: v.standby,
@@ -1126,6 +1123,16 @@ impl Node {
         }
     }
 
+    /// A node's name for status: from its `Hello`, the member list, or
+    /// its short id.
+    fn node_name(&self, names: &HashMap<NodeId, String>, n: NodeId) -> String {
+        names
+            .get(&n)
+            .cloned()
+            .or_else(|| self.overlay.member(n).map(|m| m.name.clone()))
+            .unwrap_or_else(|| n.short())
+    }
+
     /// The routes this node carries, with the endpoint's counters.
     fn relay_status(&self, now: Instant, names: &HashMap<NodeId, String>) -> RelayStatus {
         let ep = self.driver.endpoint_ref();
@@ -1141,13 +1148,7 @@ impl Node {
                     dropped: i.rx.dropped + i.tx.dropped,
                 })
         };
-        let name = |n: NodeId| {
-            names
-                .get(&n)
-                .cloned()
-                .or_else(|| self.overlay.member(n).map(|m| m.name.clone()))
-                .unwrap_or_else(|| n.short())
-        };
+        let name = |n: NodeId| self.node_name(names, n);
         RelayStatus {
             enabled: limits.enabled,
             max_routes: limits.max_routes,
@@ -1218,6 +1219,14 @@ impl Node {
     /// its time, in bounded rounds. Only members (the overlay learnt them
     /// from an authenticated session) are ever punched; never on the LAN
     /// or behind our own NAT.
+    /// What a birthday punch sends: the IHello of a session still
+    /// opening, or a one-Ping probe of a relayed one.
+    fn punch_payload(&mut self, now: Instant, session: SessionId) -> Option<Vec<u8>> {
+        let ep = self.driver.endpoint();
+        ep.ihello_datagram(session)
+            .or_else(|| ep.probe_datagram(now, session))
+    }
+
     fn birthday_punch(&mut self, now: Instant) {
         if self.is_introducer {
             return;
@@ -1275,11 +1284,7 @@ impl Node {
                     count,
                     lifetime,
                 } => {
-                    let ep = self.driver.endpoint();
-                    let Some(hello) = ep
-                        .ihello_datagram(session)
-                        .or_else(|| ep.probe_datagram(now, session))
-                    else {
+                    let Some(hello) = self.punch_payload(now, session) else {
                         continue;
                     };
                     match self
@@ -1299,11 +1304,7 @@ impl Node {
                     session,
                     plan,
                 } => {
-                    let ep = self.driver.endpoint();
-                    let Some(hello) = ep
-                        .ihello_datagram(session)
-                        .or_else(|| ep.probe_datagram(now, session))
-                    else {
+                    let Some(hello) = self.punch_payload(now, session) else {
                         continue;
                     };
                     tracing::info!(%peer, ip = %plan.ip(), probes = plan.remaining(), "birthday punch: spraying");

@@ -59,6 +59,36 @@ fn carried_bytes(v: &Value) -> u64 {
         .sum()
 }
 
+/// `ringlan status` (the table) of a member.
+fn human_status(m: &Member) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&m.node.socket)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A TCP stream from `a` to `b` over the overlay, once 8 MiB went by.
+fn stream(w: &NatLab, a: &Member, b: &Member, port: u16) -> ringlan_lab::TcpStreamJob {
+    let job = w
+        .lab
+        .tcp_stream(
+            &a.host.ns,
+            &b.host.ns,
+            b.overlay(),
+            port,
+            Duration::from_secs(150),
+        )
+        .unwrap();
+    wait_for(SETTLE, "stream flowing", || {
+        ensure!(job.is_running(), "the stream ended");
+        Ok((job.received() > 8 * MIB).then_some(()))
+    })
+    .unwrap();
+    job
+}
+
 /// Samples a stream's progress and returns the longest stretch without
 /// any, from now until `done` holds.
 fn longest_stall(job: &ringlan_lab::TcpStreamJob, mut done: impl FnMut() -> bool) -> Duration {
@@ -110,15 +140,7 @@ fn symmetric_nats_talk_through_a_relay() {
         let v = x.status().unwrap();
         assert_eq!(entries_with(&v, &y.peer()).len(), 1, "{v}");
     }
-    let human = String::from_utf8(
-        std::process::Command::new(BIN)
-            .args(["status", "--socket"])
-            .arg(&a.node.socket)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let human = human_status(&a);
     assert!(human.contains("relayed via intro1"), "{human}");
 
     w.transfer(&a, &b, 5001, 100);
@@ -130,15 +152,7 @@ fn symmetric_nats_talk_through_a_relay() {
         .unwrap_or_else(|e| panic!("the relay does not count the transfer: {e:#}"));
     assert!(v["relay"]["enabled"].as_bool().unwrap(), "{v}");
     assert!(!carried(&v).is_empty(), "{v}");
-    let human = String::from_utf8(
-        std::process::Command::new(BIN)
-            .args(["status", "--socket"])
-            .arg(&intro.node.socket)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let human = human_status(&intro);
     assert!(human.contains("relay     enabled"), "{human}");
 
     // A non-member behind a's NAT gets no session with the relay, so no
@@ -208,21 +222,7 @@ fn a_dying_relay_hands_the_stream_to_another() {
         })
         .unwrap_or_else(|e| panic!("a has no standby route to b: {e:#}"));
 
-    let job = w
-        .lab
-        .tcp_stream(
-            &a.host.ns,
-            &b.host.ns,
-            b.overlay(),
-            5002,
-            Duration::from_secs(150),
-        )
-        .unwrap();
-    wait_for(SETTLE, "stream flowing", || {
-        ensure!(job.is_running(), "the stream ended");
-        Ok((job.received() > 8 * MIB).then_some(()))
-    })
-    .unwrap();
+    let job = stream(&w, &a, &b, 5002);
     let via = relayed_via(&open_session(&a.status().unwrap(), &pb).cloned().unwrap()).unwrap();
     let (dead, alive) = if via == "intro1" {
         (&mut i1, "intro2")
@@ -281,21 +281,7 @@ fn a_relayed_pair_moves_to_direct_when_its_nats_become_cone_like() {
     w.wait_ping(&a, &b, SETTLE);
     wait_relayed(&a, &b);
 
-    let job = w
-        .lab
-        .tcp_stream(
-            &a.host.ns,
-            &b.host.ns,
-            b.overlay(),
-            5003,
-            Duration::from_secs(150),
-        )
-        .unwrap();
-    wait_for(SETTLE, "stream flowing", || {
-        ensure!(job.is_running(), "the stream ended");
-        Ok((job.received() > 8 * MIB).then_some(()))
-    })
-    .unwrap();
+    let job = stream(&w, &a, &b, 5003);
     let t0 = Instant::now();
     w.lab
         .set_nat_kind(&mut sa.router, NatKind::Masquerade)

@@ -366,6 +366,41 @@ struct Entry {
 }
 
 impl Entry {
+    /// An entry receiving over session `in_session` with `open`, sending
+    /// over `out_session` to route id `out_id` (0: pending) with `seal`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        now: Instant,
+        role: RouteRole,
+        in_session: u32,
+        open: LessSafeKey,
+        out_session: u32,
+        out_id: u32,
+        seal: LessSafeKey,
+        bucket: Option<Bucket>,
+    ) -> Entry {
+        Entry {
+            role,
+            hop_in: HopIn {
+                key: open,
+                window: ReplayWindow::default(),
+            },
+            in_session,
+            out: HopOut {
+                session: out_session,
+                id: out_id,
+                key: seal,
+                seq: 0,
+            },
+            rx: RouteCounters::default(),
+            tx: RouteCounters::default(),
+            bucket,
+            created: now,
+            last_rx: now,
+            last_tx: now,
+        }
+    }
+
     fn pending(&self) -> bool {
         self.out.id == 0
     }
@@ -451,53 +486,19 @@ impl Routes {
     /// session `hop`. `id` must be unused (the endpoint allocates it).
     /// Returns the key to send to the first relay with `id`.
     pub fn begin_end(&mut self, now: Instant, id: u32, hop: u32, key: HopKey) {
-        let entry = Entry {
-            role: RouteRole::End,
-            hop_in: HopIn {
-                key: derive(&key, Dir::Up),
-                window: ReplayWindow::default(),
-            },
-            in_session: hop,
-            out: HopOut {
-                session: hop,
-                id: 0,
-                key: derive(&key, Dir::Down),
-                seq: 0,
-            },
-            rx: RouteCounters::default(),
-            tx: RouteCounters::default(),
-            bucket: None,
-            created: now,
-            last_rx: now,
-            last_tx: now,
-        };
-        self.entries.insert(id, entry);
+        let open = derive(&key, Dir::Up);
+        let seal = derive(&key, Dir::Down);
+        let e = Entry::new(now, RouteRole::End, hop, open, hop, 0, seal, None);
+        self.entries.insert(id, e);
     }
 
     /// The answering end: the upstream node (over session `hop`) offered
     /// `offer`; we receive under `id`. Complete at once.
     pub fn accept_end(&mut self, now: Instant, id: u32, hop: u32, offer: &RouteOffer) {
-        let entry = Entry {
-            role: RouteRole::End,
-            hop_in: HopIn {
-                key: derive(&offer.key, Dir::Down),
-                window: ReplayWindow::default(),
-            },
-            in_session: hop,
-            out: HopOut {
-                session: hop,
-                id: offer.id,
-                key: derive(&offer.key, Dir::Up),
-                seq: 0,
-            },
-            rx: RouteCounters::default(),
-            tx: RouteCounters::default(),
-            bucket: None,
-            created: now,
-            last_rx: now,
-            last_tx: now,
-        };
-        self.entries.insert(id, entry);
+        let open = derive(&offer.key, Dir::Down);
+        let seal = derive(&offer.key, Dir::Up);
+        let e = Entry::new(now, RouteRole::End, hop, open, hop, offer.id, seal, None);
+        self.entries.insert(id, e);
     }
 
     /// A relay: the upstream node (session `up`) offered `offer`; we go on
@@ -524,46 +525,26 @@ impl Routes {
         let bucket = Bucket::new(now, self.limits.max_mbps);
         // Upstream -> downstream: receive with the upstream hop's key,
         // send with ours (the downstream id comes with `finish`).
-        let toward_down = Entry {
-            role: RouteRole::Transit { partner: down_in },
-            hop_in: HopIn {
-                key: derive(&offer.key, Dir::Down),
-                window: ReplayWindow::default(),
-            },
-            in_session: up,
-            out: HopOut {
-                session: down,
-                id: 0,
-                key: derive(down_key, Dir::Down),
-                seq: 0,
-            },
-            rx: RouteCounters::default(),
-            tx: RouteCounters::default(),
-            bucket: bucket.clone(),
-            created: now,
-            last_rx: now,
-            last_tx: now,
-        };
-        let toward_up = Entry {
-            role: RouteRole::Transit { partner: up_in },
-            hop_in: HopIn {
-                key: derive(down_key, Dir::Up),
-                window: ReplayWindow::default(),
-            },
-            in_session: down,
-            out: HopOut {
-                session: up,
-                id: offer.id,
-                key: derive(&offer.key, Dir::Up),
-                seq: 0,
-            },
-            rx: RouteCounters::default(),
-            tx: RouteCounters::default(),
+        let toward_down = Entry::new(
+            now,
+            RouteRole::Transit { partner: down_in },
+            up,
+            derive(&offer.key, Dir::Down),
+            down,
+            0,
+            derive(down_key, Dir::Down),
+            bucket.clone(),
+        );
+        let toward_up = Entry::new(
+            now,
+            RouteRole::Transit { partner: up_in },
+            down,
+            derive(down_key, Dir::Up),
+            up,
+            offer.id,
+            derive(&offer.key, Dir::Up),
             bucket,
-            created: now,
-            last_rx: now,
-            last_tx: now,
-        };
+        );
         self.entries.insert(up_in, toward_down);
         self.entries.insert(down_in, toward_up);
         self.transit_routes += 1;

@@ -48,23 +48,42 @@ fn connect_direct(net: &mut Net, a: usize, b: usize) -> (SessionId, SessionId) {
     )
 }
 
-/// Set up a route a -> r -> b the way the agents' setup request does,
-/// hop by hop over the existing sessions. Returns the route ids at a and b.
-fn route(net: &mut Net, a: usize, r: usize, b: usize) -> (u32, u32) {
+/// Set up a route a -> relays... -> b the way the agents' setup request
+/// does, hop by hop over the existing sessions. Returns the route ids at a
+/// and b.
+fn route_via(net: &mut Net, a: usize, relays: &[usize], b: usize) -> (u32, u32) {
     let now = net.now;
-    let a_r = opened_with(net, a, r).unwrap();
-    let r_a = opened_with(net, r, a).unwrap();
-    let r_b = opened_with(net, r, b).unwrap();
-    let b_r = opened_with(net, b, r).unwrap();
-    let offer = net.nodes[a].ep.route_begin(now, a_r).unwrap();
-    let (up_in, down) = net.nodes[r]
-        .ep
-        .route_transit(now, r_a, &offer, r_b)
-        .unwrap();
-    let b_id = net.nodes[b].ep.route_accept(now, b_r, &down).unwrap();
-    net.nodes[r].ep.route_finish(up_in, b_id).unwrap();
-    net.nodes[a].ep.route_finish(offer.id, up_in).unwrap();
+    let first = opened_with(net, a, relays[0]).unwrap();
+    let offer = net.nodes[a].ep.route_begin(now, first).unwrap();
+    let mut up = a;
+    let mut to_next = offer.clone();
+    let mut pending = Vec::new();
+    for (i, &r) in relays.iter().enumerate() {
+        let next = relays.get(i + 1).copied().unwrap_or(b);
+        let r_up = opened_with(net, r, up).unwrap();
+        let r_down = opened_with(net, r, next).unwrap();
+        let (up_in, down) = net.nodes[r]
+            .ep
+            .route_transit(now, r_up, &to_next, r_down)
+            .unwrap();
+        pending.push((r, up_in));
+        to_next = down;
+        up = r;
+    }
+    let last = opened_with(net, b, up).unwrap();
+    let b_id = net.nodes[b].ep.route_accept(now, last, &to_next).unwrap();
+    // Answers walk back: each node learns its downstream id.
+    let mut next_id = b_id;
+    for (r, up_in) in pending.into_iter().rev() {
+        net.nodes[r].ep.route_finish(up_in, next_id).unwrap();
+        next_id = up_in;
+    }
+    net.nodes[a].ep.route_finish(offer.id, next_id).unwrap();
     (offer.id, b_id)
+}
+
+fn route(net: &mut Net, a: usize, r: usize, b: usize) -> (u32, u32) {
+    route_via(net, a, &[r], b)
 }
 
 fn relay_cfg(seed: u8) -> ringlan_tunnel::endpoint::EndpointConfig {
@@ -341,26 +360,7 @@ fn a_route_through_two_relays_carries_the_handshake_and_data() {
     connect_direct(&mut net, A, R1);
     connect_direct(&mut net, R1, R2);
     connect_direct(&mut net, R2, B);
-    let now = net.now;
-    let a_r1 = opened_with(&net, A, R1).unwrap();
-    let r1_a = opened_with(&net, R1, A).unwrap();
-    let r1_r2 = opened_with(&net, R1, R2).unwrap();
-    let r2_r1 = opened_with(&net, R2, R1).unwrap();
-    let r2_b = opened_with(&net, R2, B).unwrap();
-    let b_r2 = opened_with(&net, B, R2).unwrap();
-    let offer = net.nodes[A].ep.route_begin(now, a_r1).unwrap();
-    let (r1_up, o1) = net.nodes[R1]
-        .ep
-        .route_transit(now, r1_a, &offer, r1_r2)
-        .unwrap();
-    let (r2_up, o2) = net.nodes[R2]
-        .ep
-        .route_transit(now, r2_r1, &o1, r2_b)
-        .unwrap();
-    let b_id = net.nodes[B].ep.route_accept(now, b_r2, &o2).unwrap();
-    net.nodes[R2].ep.route_finish(r2_up, b_id).unwrap();
-    net.nodes[R1].ep.route_finish(r1_up, r2_up).unwrap();
-    net.nodes[A].ep.route_finish(offer.id, r1_up).unwrap();
+    let (ra, b_id) = route_via(&mut net, A, &[R1, R2], B);
     // B opens toward A this time, with a direct candidate that cannot
     // work first and the route added later, as the agent does.
     let peer = net.nodes[A].ep.node_id();
@@ -380,7 +380,7 @@ fn a_route_through_two_relays_carries_the_handshake_and_data() {
             && opened_with(n, B, A).is_some())
     );
     let sa = opened_with(&net, A, B).unwrap();
-    assert_eq!(remote(&net, A, sa), route_addr(offer.id));
+    assert_eq!(remote(&net, A, sa), route_addr(ra));
     let mut t = Transfer::new(&mut net, sa);
     t.run(&mut net, 2000, Duration::from_secs(120));
     t.check();
