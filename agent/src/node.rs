@@ -1264,7 +1264,7 @@ impl Node {
                 let reflexive = m
                     .addrs
                     .iter()
-                    .find(|a| a.origin == AddrOrigin::Reflexive)
+                    .find(|a| a.origin == AddrOrigin::Reflexive && !relay::is_route_addr(&a.addr))
                     .map(|a| a.addr)
                     .filter(|a| !on_lan && !public.contains(&a.ip()));
                 Some(punch::Attempt {

@@ -1665,7 +1665,9 @@ impl Overlay {
                 addr: *a,
             })
             .collect();
-        if !h.addrs.contains(&remote) {
+        // A relayed session's remote is a route address, meaningful only
+        // to this node's endpoint: never an address of the member.
+        if !h.addrs.contains(&remote) && !ringlan_tunnel::relay::is_route_addr(&remote) {
             addrs.push(TaggedAddr {
                 origin: AddrOrigin::Reflexive,
                 addr: remote,
@@ -2343,6 +2345,31 @@ mod tests {
         for n in o.neighbours() {
             assert!(succ.contains(&n.node) || pred.contains(&n.node), "{n:?}");
         }
+    }
+
+    #[test]
+    fn a_relayed_link_never_makes_its_route_address_a_member_address() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        o.peer_up(t0, NodeId(7), sa("198.51.100.7:4910"), true);
+        let route = ringlan_tunnel::relay::route_addr(0x1234_5678);
+        o.peer_up(t0, NodeId(200), route, false);
+        let hello = Message::Hello(Hello {
+            node_id: NodeId(200),
+            name: "n200".into(),
+            role: Role::Node,
+            addrs: vec![sa("10.0.0.2:4910")],
+            mac: Some(Mac([2, 0, 0, 0, 0, 200])),
+            relays: true,
+        });
+        o.handle_control(t0, NodeId(200), &hello.encode().unwrap());
+        let m = o.member(NodeId(200)).unwrap();
+        assert!(!m.addrs.iter().any(|a| a.addr == route), "{m:?}");
+        assert!(m.addrs.iter().any(|a| a.addr == sa("10.0.0.2:4910")));
+        // It relays: a relay candidate for other targets.
+        assert!(o.relays_for(NodeId(300)).contains(&NodeId(200)));
+        assert!(!o.relays_for(NodeId(200)).contains(&NodeId(200)));
     }
 
     #[test]

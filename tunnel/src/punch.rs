@@ -53,7 +53,9 @@ pub struct BirthdayConfig {
     pub sockets: usize,
     /// Probes the cone-like side sends per round, to distinct ports [1024].
     pub probes: usize,
-    /// Probes per second [500].
+    /// Probes per second [128]: a round's probes span most of the other
+    /// side's socket lifetime, so the two sides' rounds (each timed from
+    /// when that side saw the attempt) need not start together.
     pub probe_rate: u32,
     /// How long the extra sockets stay open without traffic [10 s]; one
     /// that carries a session stays while datagrams arrive on it.
@@ -77,7 +79,7 @@ impl Default for BirthdayConfig {
         BirthdayConfig {
             sockets: 256,
             probes: 1024,
-            probe_rate: 500,
+            probe_rate: 128,
             socket_lifetime: Duration::from_secs(10),
             delay: Duration::from_secs(2),
             round_interval: Duration::from_secs(10),
