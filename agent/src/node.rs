@@ -513,6 +513,10 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
 
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Relayed routes react faster than the status tick: a failing punch
+    // gets routes RELAY_AFTER after it started, not up to a second later.
+    let mut route_tick = tokio::time::interval(routes_mod::TICK);
+    route_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let odeadline = node.overlay.poll_timeout();
         let osleep = async {
@@ -544,6 +548,10 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
             _ = tick.tick() => {
                 node.housekeeping(Instant::now());
                 board.publish(node.status(&status));
+            }
+            _ = route_tick.tick() => {
+                let now = Instant::now();
+                node.with_routes(now, |r, cx| r.tick(now, cx));
             }
         }
         node.process_overlay(Instant::now()).await;
@@ -1208,7 +1216,6 @@ impl Node {
         for a in attempts {
             self.unreachable_since.entry(a.node).or_insert(now);
         }
-        self.with_routes(now, |r, cx| r.tick(now, cx));
     }
 
     /// Birthday punching (tunnel `punch`, docs/nat.md): for every session

@@ -41,8 +41,11 @@ use ringlan_tunnel::relay::{self, route_addr, route_id_of, HopKey, RouteError, R
 use ringlan_tunnel::session::{SessionId, SessionState};
 use ringlan_tunnel::{NodeId, Rng};
 
-/// An opening session without answer for this long gets relayed routes.
-pub const RELAY_AFTER: Duration = Duration::from_millis(1000);
+/// An opening session without answer for this long gets relayed routes
+/// (a punch between cone-like NATs answers within a few round trips).
+pub const RELAY_AFTER: Duration = Duration::from_millis(700);
+/// How often [`Routes::tick`] should run.
+pub const TICK: Duration = Duration::from_millis(250);
 /// Routes kept per relayed peer: one in use, one standby.
 pub const ROUTES_PER_PEER: usize = 2;
 /// A relayed session probes one of the peer's direct addresses this often.
@@ -258,8 +261,7 @@ impl Routes {
 
     // ----- periodic work --------------------------------------------------
 
-    /// Start, keep, retry and release routes. Call about every second and
-    /// after sessions open or close.
+    /// Start, keep, retry and release routes. Call every [`TICK`].
     pub fn tick(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         // Who is opening (and since when), who is relayed, who is direct.
         let opening: Vec<NodeId> = cx.opening.values().filter_map(|(n, _)| *n).collect();
