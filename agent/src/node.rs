@@ -47,8 +47,8 @@ use tokio::sync::watch;
 use crate::config::{Config, Role};
 use crate::identity::{hex, NetworkSecret, NodeKey};
 use crate::status::{
-    AddressKind, KnownAddress, LinkKind, NatMapping, NatStatus, Neighbour, PathKind, SessionState,
-    SessionStatus, Status, StatusBoard, TapStatus, Traffic,
+    AddressKind, KnownAddress, LinkKind, NatMapping, NatStatus, Neighbour, PathKind, RoutedPeer,
+    RoutedStatus, SessionState, SessionStatus, Status, StatusBoard, TapStatus, Traffic,
 };
 use crate::tap::{format_mac, Tap, VnetHdr, TAP_MAX_FRAME, VNET_HDR_LEN};
 
@@ -299,6 +299,7 @@ pub fn initial_status(ctx: &NodeContext) -> Status {
         neighbours: None,
         uptime_secs: 0,
         drops: BTreeMap::new(),
+        routed: RoutedStatus::default(),
     }
 }
 
@@ -1031,6 +1032,29 @@ impl Node {
             neighbours: Some(neighbours),
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),
             drops: self.node_drops(),
+            routed: RoutedStatus {
+                peers: self
+                    .overlay
+                    .routed_counters()
+                    .map(|(id, c)| RoutedPeer {
+                        peer_id: id.to_string(),
+                        peer_name: self
+                            .overlay
+                            .member(id)
+                            .map(|m| m.name.clone())
+                            .filter(|n| !n.is_empty()),
+                        tx: Traffic {
+                            frames: c.sent_frames,
+                            bytes: c.sent_bytes,
+                        },
+                        rx: Traffic {
+                            frames: c.delivered_frames,
+                            bytes: c.delivered_bytes,
+                        },
+                    })
+                    .collect(),
+                forwarded: self.overlay.stats().routed_forwarded,
+            },
             ..base.clone()
         }
     }

@@ -12,7 +12,7 @@ pub mod wire;
 
 pub use crate::overlay::{
     Action, Config, ConfigError, Event, FrameSend, LinkKind, Neighbour, OpenAttempt, Overlay,
-    Received, Stats,
+    Received, RoutedCounters, Stats,
 };
 pub use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig};
 pub use crate::wire::{FloodHeader, FrameHeader, Role, RoutedHeader};

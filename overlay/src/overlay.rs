@@ -234,6 +234,22 @@ pub struct Received<'m> {
     pub to_tap: bool,
 }
 
+/// Frames that travelled routed (over the overlay, hop by hop) between this
+/// node and one other end node, as opposed to on a direct session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoutedCounters {
+    /// Frames from the TAP sent routed towards the node, and their bytes.
+    pub sent_frames: u64,
+    pub sent_bytes: u64,
+    /// Routed frames from the node delivered to the TAP here.
+    pub delivered_frames: u64,
+    pub delivered_bytes: u64,
+}
+
+/// At most this many end nodes have [`RoutedCounters`]; past it, the entry
+/// with the least traffic makes room (the totals in [`Stats`] stay exact).
+const MAX_ROUTED_PEERS: usize = 256;
+
 /// Overlay counters (monotonic).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -417,6 +433,8 @@ pub struct Overlay {
     demand: HashMap<NodeId, Demand>,
     /// Nodes wanted on demand, with the instant they were wanted.
     on_demand: BTreeMap<NodeId, Instant>,
+    /// Routed traffic per end node (bounded by [`MAX_ROUTED_PEERS`]).
+    routed: BTreeMap<NodeId, RoutedCounters>,
     /// What the last `Neighbours` / `Ring` messages said.
     sent_neighbours: Vec<NodeId>,
     sent_ring: Vec<NodeId>,
@@ -489,6 +507,7 @@ impl Overlay {
             lookups: BTreeMap::new(),
             demand: HashMap::new(),
             on_demand: BTreeMap::new(),
+            routed: BTreeMap::new(),
             sent_neighbours: Vec::new(),
             sent_ring: Vec::new(),
             scratch: Vec::new(),
@@ -523,6 +542,28 @@ impl Overlay {
             switch: self.switch.counters(),
             ..self.stats
         }
+    }
+
+    /// Routed traffic between this node and each end node it exchanged
+    /// routed frames with (bounded; see [`RoutedCounters`]), by id.
+    pub fn routed_counters(&self) -> impl Iterator<Item = (NodeId, RoutedCounters)> + '_ {
+        self.routed.iter().map(|(id, c)| (*id, *c))
+    }
+
+    /// The counters of `node`, creating them (and evicting the quietest
+    /// entry when full). Allocates only for a new end node.
+    fn routed_entry(&mut self, node: NodeId) -> &mut RoutedCounters {
+        if !self.routed.contains_key(&node) && self.routed.len() >= MAX_ROUTED_PEERS {
+            let quietest = self
+                .routed
+                .iter()
+                .min_by_key(|(_, c)| c.sent_frames.saturating_add(c.delivered_frames))
+                .map(|(id, _)| *id);
+            if let Some(q) = quietest {
+                self.routed.remove(&q);
+            }
+        }
+        self.routed.entry(node).or_default()
     }
 
     /// Every known node (not including this one), by id: linked peers and
@@ -989,6 +1030,9 @@ impl Overlay {
                 self.count_demand(now, n, frame.len());
                 if let Some(hop) = self.route(n, &[]) {
                     self.stats.routed_sent += 1;
+                    let c = self.routed_entry(n);
+                    c.sent_frames += 1;
+                    c.sent_bytes += frame.len() as u64;
                     out.push(FrameSend {
                         to: hop,
                         header: FrameHeader::Routed(RoutedHeader {
@@ -1078,6 +1122,9 @@ impl Overlay {
                         return Err(r);
                     }
                     self.stats.routed_delivered += 1;
+                    let c = self.routed_entry(h.origin);
+                    c.delivered_frames += 1;
+                    c.delivered_bytes += frame.len() as u64;
                     return Ok(Received {
                         frame,
                         to_tap: true,
@@ -2532,8 +2579,36 @@ mod tests {
         };
         assert_eq!(kind(&sim, a, idb), Some(LinkKind::OnDemand));
         assert_eq!(kind(&sim, b, ida), Some(LinkKind::OnDemand));
+        // Every frame before the link went routed, and is counted per end
+        // node at both ends; the direct frame after it is not.
         let run = sim.send_frame(a, &frame);
         assert_eq!((run.messages, run.writes.get(&b)), (1, Some(&1)));
+        let routed = |sim: &Sim, x: u32, y: NodeId| {
+            sim.node(x)
+                .unwrap()
+                .routed_counters()
+                .find(|(n, _)| *n == y)
+                .map(|(_, c)| c)
+                .unwrap_or_default()
+        };
+        let frames = u64::from(threshold);
+        let bytes = frames * frame.len() as u64;
+        assert_eq!(
+            routed(&sim, a, idb),
+            RoutedCounters {
+                sent_frames: frames,
+                sent_bytes: bytes,
+                ..RoutedCounters::default()
+            }
+        );
+        assert_eq!(
+            routed(&sim, b, ida),
+            RoutedCounters {
+                delivered_frames: frames,
+                delivered_bytes: bytes,
+                ..RoutedCounters::default()
+            }
+        );
         // Idle: the on-demand link goes away again.
         sim.run_for(Duration::from_secs(200));
         assert!(!sim.node(a).unwrap().is_linked(idb));
