@@ -11,12 +11,22 @@
 use ringlan_overlay::sim::{Sim, SimConfig};
 use std::time::{Duration, Instant};
 
+/// Resident memory now, MiB.
 fn rss_mib() -> f64 {
+    proc_status_mib("VmRSS:")
+}
+
+/// Peak resident memory of the process so far, MiB.
+fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM:")
+}
+
+fn proc_status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
@@ -99,6 +109,17 @@ fn run(n: usize, k: Option<usize>) {
     );
     let (mean, max) = sim.link_stats();
     println!("  links/node: mean {mean:.2}, max {max}");
+    let (mut max_in_long, mut max_foreign) = (0, 0);
+    for i in sim.live() {
+        if let Some(c) = sim.node(i).map(|o| o.link_counts()) {
+            max_in_long = max_in_long.max(c.incoming_long);
+            max_foreign = max_foreign.max(c.incoming_long + c.incoming_ring);
+        }
+    }
+    println!(
+        "  bound 2 x (s + p + k) = {}; incoming long links max {max_in_long}, links only the peer wants max {max_foreign}",
+        2 * (2 + 2 + k.unwrap_or(0)),
+    );
     println!("  {}", floods(&mut sim, 10));
 
     let t_fail = Instant::now();
@@ -130,7 +151,11 @@ fn run(n: usize, k: Option<usize>) {
         sim.ring_errors()
     );
     println!("  after failure: {}", floods(&mut sim, 10));
-    println!("  wall total {:.0}s", wall.elapsed().as_secs_f64());
+    println!(
+        "  wall total {:.0}s, peak rss {:.0} MiB (process so far)",
+        wall.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
 }
 
 fn main() {

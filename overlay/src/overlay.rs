@@ -246,6 +246,31 @@ pub struct RoutedCounters {
     pub delivered_bytes: u64,
 }
 
+/// Frame-taking links of one node by why they exist (sessions to
+/// introducers excluded). See [`Overlay::link_counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounts {
+    /// Wanted here for the topology: ring neighbours and own long links.
+    pub own: usize,
+    /// Wanted only by the peer, which holds this node as a ring neighbour.
+    pub incoming_ring: usize,
+    /// Wanted only by the peer, as one of its long links.
+    pub incoming_long: usize,
+    /// On-demand links (unicast traffic, wanted by either end).
+    pub on_demand: usize,
+    /// Wanted by neither end (closed after `link_grace`) or not yet
+    /// announced (no `Hello` yet).
+    pub idle: usize,
+}
+
+impl LinkCounts {
+    /// Links that count towards the topology bound
+    /// 2 x (successors + predecessors + k): all but on-demand and idle.
+    pub fn topology(&self) -> usize {
+        self.own + self.incoming_ring + self.incoming_long
+    }
+}
+
 /// At most this many end nodes have [`RoutedCounters`]; past it, the entry
 /// with the least traffic makes room (the totals in [`Stats`] stay exact).
 const MAX_ROUTED_PEERS: usize = 256;
@@ -600,6 +625,25 @@ impl Overlay {
     /// counter-clockwise (nearest first).
     pub fn ring_view(&self) -> (Vec<NodeId>, Vec<NodeId>) {
         self.ring_neighbours(self.cfg.ring_links)
+    }
+
+    /// Frame-taking links by why they exist (what this node last announced
+    /// and what the peer last asked for).
+    pub fn link_counts(&self) -> LinkCounts {
+        let mut c = LinkCounts::default();
+        for l in self.links.values() {
+            if !l.takes_frames() || l.is_introducer() {
+                continue;
+            }
+            match (l.announced, l.peer_want) {
+                (LinkWant::OnDemand, _) | (_, LinkWant::OnDemand) => c.on_demand += 1,
+                (LinkWant::Ring | LinkWant::Long, _) => c.own += 1,
+                (LinkWant::Release, LinkWant::Ring) => c.incoming_ring += 1,
+                (LinkWant::Release, LinkWant::Long) => c.incoming_long += 1,
+                (LinkWant::Release, LinkWant::Release) => c.idle += 1,
+            }
+        }
+        c
     }
 
     /// Current links with their kinds, in ring order from this node.
@@ -1482,19 +1526,91 @@ impl Overlay {
         out
     }
 
+    /// The caps on links only the peer wants ("foreign" links), which make
+    /// the topology bound hold by construction: every node has at most
+    /// `s + p + k` links it wants itself, at most `2k` links peers hold as
+    /// long links (incoming long), and at most `s + p + k` foreign links,
+    /// so at most 2 x (s + p + k) links besides introducer and on-demand
+    /// sessions. Returns (incoming long cap, foreign cap).
+    fn link_caps(&self) -> (usize, usize) {
+        let k = self.long_target().max(1);
+        (2 * k, 2 * self.cfg.ring_links + k)
+    }
+
+    /// (incoming long, foreign) links, not counting `except`: links the
+    /// peer holds as a long link, and frame-taking links only the peer
+    /// wants (as ring or long link).
+    fn incoming_counts(&self, except: Option<NodeId>) -> (usize, usize) {
+        let mut long = 0;
+        let mut foreign = 0;
+        for (id, l) in &self.links {
+            if Some(*id) == except || l.is_introducer() {
+                continue;
+            }
+            if l.peer_want == LinkWant::Long {
+                long += 1;
+            }
+            if l.announced == LinkWant::Release
+                && matches!(l.peer_want, LinkWant::Long | LinkWant::Ring)
+            {
+                foreign += 1;
+            }
+        }
+        (long, foreign)
+    }
+
+    /// Rejects foreign long links (youngest first) while a cap of
+    /// [`Self::link_caps`] is exceeded: links become foreign after they
+    /// were accepted, when this node stops wanting them itself (a ring
+    /// neighbour moved away, a long link was redrawn), so checking
+    /// requests alone does not keep the bound.
+    fn enforce_link_caps(&mut self) {
+        let (long_cap, foreign_cap) = self.link_caps();
+        let (mut long, mut foreign) = self.incoming_counts(None);
+        while long > long_cap || foreign > foreign_cap {
+            let victim = self
+                .links
+                .iter()
+                .filter(|(_, l)| {
+                    !l.is_introducer()
+                        && l.announced == LinkWant::Release
+                        && l.peer_want == LinkWant::Long
+                })
+                .max_by_key(|(_, l)| l.since)
+                .map(|(id, _)| *id);
+            let Some(id) = victim else {
+                // Only links wanted here or ring links are left.
+                return;
+            };
+            if let Some(l) = self.links.get_mut(&id) {
+                l.peer_want = LinkWant::Release;
+            }
+            long -= 1;
+            foreign -= 1;
+            self.stats.link_rejects += 1;
+            self.send(
+                id,
+                &Message::LinkReject {
+                    kind: LinkWant::Long,
+                    reason: RejectReason::Capacity,
+                },
+            );
+        }
+    }
+
     fn on_link_request(&mut self, _now: Instant, from: NodeId, want: LinkWant) {
-        let cap = 2 * self.long_target().max(1);
-        let incoming_long = self
-            .links
-            .iter()
-            .filter(|(id, l)| **id != from && l.peer_want == LinkWant::Long)
-            .count();
+        let (long_cap, foreign_cap) = self.link_caps();
+        let (incoming_long, foreign) = self.incoming_counts(Some(from));
+        // Introducers accept every link (they are the bootstrap and keep
+        // no topology of their own).
+        let full =
+            incoming_long >= long_cap || (self.cfg.role == Role::Node && foreign >= foreign_cap);
         let Some(l) = self.links.get_mut(&from) else {
             return;
         };
         if want == LinkWant::Long
             && l.announced == LinkWant::Release
-            && (incoming_long >= cap || self.cfg.mac.is_none())
+            && (full || self.cfg.mac.is_none())
         {
             l.peer_want = LinkWant::Release;
             self.stats.link_rejects += 1;
@@ -2091,6 +2207,7 @@ impl Overlay {
         for (id, w) in announce {
             self.send(id, &Message::LinkRequest(w));
         }
+        self.enforce_link_caps();
         for id in close {
             self.links.remove(&id);
             self.switch.forget_node(id);
