@@ -119,16 +119,23 @@ fn run(n: usize, k: Option<usize>) {
     );
     let (mean, max) = sim.link_stats();
     println!("  links/node: mean {mean:.2}, max {max}");
-    let (mut max_in_long, mut max_foreign) = (0, 0);
+    let (mut max_in_long, mut max_foreign, mut over) = (0, 0, 0);
+    let (mut bound_min, mut bound_max) = (usize::MAX, 0);
     for i in sim.live() {
-        if let Some(c) = sim.node(i).map(|o| o.link_counts()) {
+        if let Some(o) = sim.node(i) {
+            let c = o.link_counts();
             max_in_long = max_in_long.max(c.incoming_long);
             max_foreign = max_foreign.max(c.incoming_long + c.incoming_ring);
+            let b = o.link_bound();
+            bound_min = bound_min.min(b);
+            bound_max = bound_max.max(b);
+            if c.topology() > b {
+                over += 1;
+            }
         }
     }
     println!(
-        "  bound 2 x (s + p + k) = {}; incoming long links max {max_in_long}, links only the peer wants max {max_foreign}",
-        2 * (2 + 2 + k.unwrap_or(0)),
+        "  per-node bound 2 x (s + p + k) = {bound_min}..{bound_max}: {over} nodes above it; incoming long links max {max_in_long}, links only the peer wants max {max_foreign}"
     );
     println!("  {}", floods(&mut sim, 10));
 

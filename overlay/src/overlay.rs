@@ -646,6 +646,12 @@ impl Overlay {
         c
     }
 
+    /// The most topology links ([`LinkCounts::topology`]) this node keeps:
+    /// 2 x (successors + predecessors + k), k its current long-link count.
+    pub fn link_bound(&self) -> usize {
+        2 * (2 * self.cfg.ring_links + self.long_target().max(1))
+    }
+
     /// Current links with their kinds, in ring order from this node.
     pub fn neighbours(&self) -> Vec<Neighbour> {
         let (succ, pred) = self.ring_neighbours(self.cfg.ring_links);
