@@ -280,7 +280,10 @@ impl Sim {
             c
         };
         let mut cfg = cfg;
-        cfg.switch.max_entries = 64;
+        // A small MAC table: the simulator floods from a few origins and
+        // a preallocated table of 64 entries was about a fifth of the
+        // memory per node.
+        cfg.switch.max_entries = 16;
         let mut seed = self.rng.bytes32();
         seed[0] ^= i as u8;
         let mut o = match Overlay::new(self.now, cfg, Rng::from_seed(seed)) {
