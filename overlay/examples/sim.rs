@@ -84,19 +84,12 @@ fn run(n: usize, k: Option<usize>) {
         );
     };
     sim.run_until_with(last, every, &mut progress);
-    // Settle: until the ring is consistent, at least 30 s and at most
-    // 120 s (virtual) after the last start, checked every 10 s.
-    let joined = sim.now();
-    loop {
-        let next = sim.now() + Duration::from_secs(10);
-        sim.run_until_with(next, every, &mut progress);
-        let settled = sim.now().saturating_duration_since(joined);
-        if (settled >= Duration::from_secs(30) && sim.ring_errors() == 0)
-            || settled >= Duration::from_secs(120)
-        {
-            break;
-        }
-    }
+    // Settle 120 s (virtual) after the last start. Stopping as soon as the
+    // ring is consistent (tried: 30 s after the last start at N = 32,768)
+    // left link churn going on (long links redrawn, links closing after
+    // their grace) and floods reached 99.97% instead of 100%.
+    let settle_until = sim.now() + Duration::from_secs(120);
+    sim.run_until_with(settle_until, every, &mut progress);
     let join_wall = wall.elapsed().as_secs_f64();
     let msgs_per_node = sim.control_messages as f64 / n as f64;
     println!(
