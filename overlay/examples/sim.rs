@@ -141,6 +141,12 @@ fn run(n: usize, k: Option<usize>) {
     println!(
         "  per-node bound 2 x (s + p + k) = {bound_min}..{bound_max}: {over} nodes above it; incoming long links max {max_in_long}, links only the peer wants max {max_foreign}"
     );
+    let rejects: u64 = sim
+        .live()
+        .iter()
+        .filter_map(|i| sim.node(*i).map(|o| o.stats().link_rejects))
+        .sum();
+    println!("  long-link requests refused or taken back (caps): {rejects}");
     println!("  {}", floods(&mut sim, 10));
 
     let t_fail = Instant::now();
