@@ -51,8 +51,8 @@ use crate::identity::{hex, NetworkSecret, NodeKey};
 use crate::routes::{self as routes_mod, Routes};
 use crate::status::{
     AddressKind, CarriedRoute, KnownAddress, LinkKind, NatMapping, NatStatus, Neighbour, PathKind,
-    RelayStatus, RouteTraffic, SessionState, SessionStatus, Status, StatusBoard, TapStatus,
-    Traffic,
+    RelayStatus, RouteTraffic, RoutedPeer, RoutedStatus, SessionState, SessionStatus, Status,
+    StatusBoard, TapStatus, Traffic,
 };
 use crate::tap::{format_mac, Tap, VnetHdr, TAP_MAX_FRAME, VNET_HDR_LEN};
 
@@ -304,6 +304,7 @@ pub fn initial_status(ctx: &NodeContext) -> Status {
         uptime_secs: 0,
         drops: BTreeMap::new(),
         relay: None,
+        routed: RoutedStatus::default(),
     }
 }
 
@@ -1127,6 +1128,29 @@ impl Node {
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),
             drops: self.node_drops(),
             relay: Some(self.relay_status(now, &names)),
+            routed: RoutedStatus {
+                peers: self
+                    .overlay
+                    .routed_counters()
+                    .map(|(id, c)| RoutedPeer {
+                        peer_id: id.to_string(),
+                        peer_name: self
+                            .overlay
+                            .member(id)
+                            .map(|m| m.name.clone())
+                            .filter(|n| !n.is_empty()),
+                        tx: Traffic {
+                            frames: c.sent_frames,
+                            bytes: c.sent_bytes,
+                        },
+                        rx: Traffic {
+                            frames: c.delivered_frames,
+                            bytes: c.delivered_bytes,
+                        },
+                    })
+                    .collect(),
+                forwarded: self.overlay.stats().routed_forwarded,
+            },
             ..base.clone()
         }
     }

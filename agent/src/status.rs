@@ -44,6 +44,10 @@ pub struct Status {
     /// Relaying for other members (`None` before the node runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayStatus>,
+    /// Frames that travelled over the overlay (routed hop by hop) instead
+    /// of on a direct session.
+    #[serde(default)]
+    pub routed: RoutedStatus,
 }
 
 /// This node as a relay: its policy and the routes it carries.
@@ -77,6 +81,25 @@ pub struct RouteTraffic {
     pub bytes: u64,
     /// Refused: failed hop check, over the limit, or no next hop.
     pub dropped: u64,
+}
+
+/// Routed (multi-hop overlay) traffic of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutedStatus {
+    /// Per end node: frames from our TAP sent routed to it (`tx`) and
+    /// routed frames from it written to our TAP (`rx`).
+    pub peers: Vec<RoutedPeer>,
+    /// Routed frames of other nodes this node passed on (a middle hop).
+    pub forwarded: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutedPeer {
+    /// End node id, 32 hex digits.
+    pub peer_id: String,
+    pub peer_name: Option<String>,
+    pub tx: Traffic,
+    pub rx: Traffic,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -590,6 +613,45 @@ impl Status {
                 &rows,
             );
         }
+        if !self.routed.peers.is_empty() || self.routed.forwarded > 0 {
+            o.push('\n');
+            let _ = writeln!(
+                o,
+                "routed: {} end nodes, {} frames forwarded for others",
+                self.routed.peers.len(),
+                self.routed.forwarded
+            );
+            if !self.routed.peers.is_empty() {
+                use Align::*;
+                let rows: Vec<Vec<String>> = self
+                    .routed
+                    .peers
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            short_id(&r.peer_id).to_string(),
+                            dash(r.peer_name.as_deref()),
+                            r.tx.frames.to_string(),
+                            format_bytes(r.tx.bytes),
+                            r.rx.frames.to_string(),
+                            format_bytes(r.rx.bytes),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &mut o,
+                    &[
+                        ("PEER", Left),
+                        ("NAME", Left),
+                        ("TX FRAMES", Right),
+                        ("TX BYTES", Right),
+                        ("RX FRAMES", Right),
+                        ("RX BYTES", Right),
+                    ],
+                    &rows,
+                );
+            }
+        }
         if let Some(n) = &self.neighbours {
             o.push('\n');
             let _ = writeln!(o, "neighbours: {}", n.len());
@@ -726,6 +788,21 @@ pub(crate) mod tests {
                     age_secs: 65,
                 }],
             }),
+            routed: RoutedStatus {
+                peers: vec![RoutedPeer {
+                    peer_id: "13579bdf13579bdf13579bdf13579bdf".into(),
+                    peer_name: Some("far".into()),
+                    tx: Traffic {
+                        frames: 64,
+                        bytes: 90_112,
+                    },
+                    rx: Traffic {
+                        frames: 60,
+                        bytes: 3_960,
+                    },
+                }],
+                forwarded: 17,
+            },
         }
     }
 
@@ -748,6 +825,10 @@ sessions: 2
 PEER      NAME     REMOTE              PATH                STATE       RTT  TX FRAMES  TX BYTES  RX FRAMES  RX BYTES  DROPS                      AGE
 89abcdef  desktop  198.51.100.20:4910  direct-lan          open     0.7 ms       1200   1.4 MiB        980     830 B  0                     1h02m03s
 fedcba98  -        -                   relayed via intro1  opening       -          0       0 B          0       0 B  3 (mtu=1,no-route=2)        7s
+
+routed: 1 end nodes, 17 frames forwarded for others
+PEER      NAME  TX FRAMES  TX BYTES  RX FRAMES  RX BYTES
+13579bdf  far          64  88.0 KiB         60   3.9 KiB
 
 neighbours: 2
 PEER      NAME     LINK
@@ -780,6 +861,7 @@ fedcba98  -        long
         );
         assert!(j.contains(r#""path":{"kind":"direct-lan"}"#), "{j}");
         assert!(j.contains(r#""link":"successor""#), "{j}");
+        assert!(j.contains(r#""forwarded":17"#), "{j}");
         assert!(
             j.contains(
                 r#""nat":{"mapping":"endpoint-independent","reflexive":["203.0.113.5:61000"]}"#

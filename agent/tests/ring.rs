@@ -20,12 +20,18 @@
 //! 4. UDP broadcasts to 10.77.0.255 from one node reach each of the other 15
 //!    exactly once (bounded flood, no duplicates).
 //!
-//! Test 2 (its own lab, agents with `keepalive: 2s`; ignored until dead
-//! peers are detected in seconds, see its `ignore` reason):
+//! Test 2 (its own lab, agents with `keepalive: 2s`):
 //!
 //! 5. 4 nodes (fixed seed) are SIGKILLed; within [`REPAIR_BOUND`] every
 //!    remaining pair pings again; then the ring re-forms among the
 //!    survivors (time printed, hang guard only).
+//!
+//! Test 3 (its own lab):
+//!
+//! 6. a bulk TCP stream between two nodes that are not linked starts over
+//!    the overlay (routed frames, forwarded by middle hops), an on-demand
+//!    session between the two opens, the stream moves to it (its tx grows,
+//!    no more routed frames) and completes with matching SHA-256.
 //!
 //! Waits poll `ringlan status --json` or traffic, with generous hang guards;
 //! the only bound asserted is the repair time after the kills, which is the
@@ -720,4 +726,219 @@ fn killing_four_of_sixteen_nodes_the_rest_ping_again_within_ten_seconds() {
         "surviving pairs needed {t_repair:?} (> {REPAIR_BOUND:?}) to ping again"
     );
     eprintln!("total {:?}", t_start.elapsed());
+}
+
+/// Port of the bulk TCP transfer.
+const TCP_PORT: u16 = 5201;
+/// After the move to the direct session, the transfer goes on for this
+/// many more bytes (all of them on the direct session).
+const AFTER_MOVE: u64 = 128 << 20;
+
+/// The routed counters of `status` for end node `id`: (tx frames, rx frames).
+fn routed_with(status: &Value, id: &str) -> (u64, u64) {
+    status["routed"]["peers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["peer_id"].as_str() == Some(id)))
+        .map_or((0, 0), |p| {
+            (
+                p["tx"]["frames"].as_u64().unwrap_or(0),
+                p["rx"]["frames"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+/// Frames sent on the open session with `id`, if there is one.
+fn session_tx(status: &Value, id: &str) -> Option<u64> {
+    sessions(status)
+        .iter()
+        .find(|s| s["peer_id"].as_str() == Some(id) && s["state"] == "open")
+        .and_then(|s| s["tx"]["frames"].as_u64())
+}
+
+#[test]
+fn bulk_tcp_between_non_neighbours_goes_routed_then_moves_to_a_direct_session() {
+    let _serial = serial();
+    let t_start = Instant::now();
+    let Some((w, _)) = ring_lab(None) else {
+        return;
+    };
+    let nodes: Vec<&Member> = w.members.iter().filter(|m| m.idx != INTRODUCER).collect();
+
+    // -- 6. two nodes that are not linked, in either direction ------------
+    let st: HashMap<String, Value> = nodes
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.status().unwrap_or_else(|e| panic!("{e:#}")),
+            )
+        })
+        .collect();
+    let unlinked = |a: &Member, b: &Member| {
+        let (sa, sb) = (&st[&a.name], &st[&b.name]);
+        !open_peers(sa).contains(&b.id)
+            && !open_peers(sb).contains(&a.id)
+            && link_of(sa, &b.id).is_none()
+            && link_of(sb, &a.id).is_none()
+            && sessions(sa)
+                .iter()
+                .all(|s| s["peer_id"].as_str() != Some(&b.id))
+    };
+    let (a, b) = nodes
+        .iter()
+        .flat_map(|a| nodes.iter().map(move |b| (*a, *b)))
+        .find(|(a, b)| a.name != b.name && unlinked(a, b))
+        .expect("some pair of the 16 nodes is not linked");
+    eprintln!(
+        "bulk TCP {} ({}) -> {} ({}): not linked",
+        a.name,
+        &a.id[..8],
+        b.name,
+        &b.id[..8]
+    );
+    let before: Vec<u64> = w
+        .members
+        .iter()
+        .map(|m| {
+            m.status()
+                .map_or(0, |v| v["routed"]["forwarded"].as_u64().unwrap_or(0))
+        })
+        .collect();
+
+    // -- 7. the transfer starts over the overlay, then moves ---------------
+    let job = w
+        .lab
+        .tcp_stream(&a.host.ns, &b.host.ns, b.overlay(), TCP_PORT, SETTLE * 2)
+        .unwrap_or_else(|e| panic!("start TCP stream: {e:#}"));
+    let t0 = Instant::now();
+    // Wait for the on-demand link with an open session whose tx counter
+    // grows between two polls: frames go direct now.
+    let mut last_tx = None;
+    let (routed_at_move, received_at_move) = loop {
+        assert!(
+            job.is_running(),
+            "TCP stream ended early after {} bytes",
+            job.received()
+        );
+        assert!(
+            t0.elapsed() < SETTLE,
+            "no on-demand session carrying the stream within {SETTLE:?}: {}",
+            a.status().map(|v| v.to_string()).unwrap_or_default()
+        );
+        let sa = a.status().unwrap_or_else(|e| panic!("{e:#}"));
+        let kind = link_of(&sa, &b.id);
+        let tx = session_tx(&sa, &b.id);
+        if kind == Some("on-demand") {
+            if let (Some(prev), Some(now)) = (last_tx, tx) {
+                if now > prev {
+                    break (routed_with(&sa, &b.id).0, job.received());
+                }
+            }
+            last_tx = tx;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "on-demand session {} -> {} carries the stream {:?} after the start, \
+         after {} KiB received; {routed_at_move} frames went routed before",
+        a.name,
+        b.name,
+        t0.elapsed(),
+        received_at_move >> 10
+    );
+    // (a) frames went routed first, over more than one hop.
+    assert!(routed_at_move > 0, "no frame to {} went routed", b.name);
+    // (b) the link is on-demand at both ends (b's snapshot may lag by a
+    // status tick).
+    let sb = wait_for(SETTLE, "the on-demand link at the receiver", || {
+        let sb = b.status()?;
+        Ok((link_of(&sb, &a.id) == Some("on-demand")).then_some(sb))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        routed_with(&sb, &a.id).1 > 0,
+        "{} got no routed frame from {}: {sb}",
+        b.name,
+        a.name
+    );
+    let forwarded: u64 = w
+        .members
+        .iter()
+        .zip(&before)
+        .map(|(m, b0)| {
+            m.status()
+                .map_or(0, |v| v["routed"]["forwarded"].as_u64().unwrap_or(0))
+                .saturating_sub(*b0)
+        })
+        .sum();
+    eprintln!("middle hops forwarded {forwarded} routed frames");
+    assert!(
+        forwarded > 0,
+        "no node forwarded a routed frame: not multi-hop"
+    );
+
+    // (c) from now on frames go on the direct session, none routed.
+    let tx_at_move = session_tx(&a.status().unwrap(), &b.id).unwrap_or(0);
+    wait_until_received(&job, received_at_move + AFTER_MOVE);
+    // Status snapshots are published on a tick: wait for one taken after
+    // the extra bytes went (the session's tx counter moved).
+    let sa = wait_for(
+        SETTLE,
+        "a status with the direct session's tx grown",
+        || {
+            let sa = a.status()?;
+            let tx = session_tx(&sa, &b.id).context("direct session closed")?;
+            Ok((tx > tx_at_move).then_some(sa))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let tx_after = session_tx(&sa, &b.id).expect("direct session still open");
+    let routed_after = routed_with(&sa, &b.id).0;
+    eprintln!(
+        "after {} MiB more: direct session tx {tx_at_move} -> {tx_after} frames, \
+         routed {routed_at_move} -> {routed_after}",
+        AFTER_MOVE >> 20
+    );
+    assert!(
+        tx_after > tx_at_move,
+        "direct session tx did not grow: {sa}"
+    );
+    assert_eq!(
+        routed_after, routed_at_move,
+        "frames still went routed after the move"
+    );
+    assert_eq!(link_of(&sa, &b.id), Some("on-demand"), "{sa}");
+
+    // (d) the stream completes intact.
+    let t = job
+        .finish()
+        .unwrap_or_else(|e| panic!("TCP stream failed: {e:#}"));
+    eprintln!(
+        "transfer: {} MiB in {:?} ({:.0} Mbit/s), sha256 {}",
+        t.bytes_received >> 20,
+        t.elapsed,
+        t.mbit_per_s(),
+        &t.received_sha256[..16]
+    );
+    assert!(t.intact(), "transfer damaged: {t:?}");
+    eprintln!("total {:?}", t_start.elapsed());
+}
+
+/// Waits until the stream's receiver has read `bytes` (hang guard
+/// [`SETTLE`]); fails if the stream ends first.
+fn wait_until_received(job: &ringlan_lab::TcpStreamJob, bytes: u64) {
+    let deadline = Instant::now() + SETTLE;
+    while job.received() < bytes {
+        assert!(
+            job.is_running(),
+            "TCP stream ended after {} bytes",
+            job.received()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "TCP stream stalled at {} bytes",
+            job.received()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

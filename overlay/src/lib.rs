@@ -11,8 +11,8 @@ pub mod symphony;
 pub mod wire;
 
 pub use crate::overlay::{
-    Action, Config, ConfigError, Event, FrameSend, LinkKind, Neighbour, OpenAttempt, Overlay,
-    Received, Stats,
+    Action, Config, ConfigError, Event, FrameSend, LinkCounts, LinkKind, Neighbour, OpenAttempt,
+    Overlay, Received, RoutedCounters, Stats,
 };
 pub use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig};
 pub use crate::wire::{FloodHeader, FrameHeader, Role, RoutedHeader};

@@ -73,7 +73,10 @@ pub struct Config {
     pub forget_for: Duration,
     /// A link neither end wants is closed once it is this old.
     pub link_grace: Duration,
-    /// Hop budget given to a broadcast at its origin.
+    /// Hop budget given to a broadcast at its origin. Bounded-flood trees
+    /// are deep with few long links: at N = 100,000, k = 4 the simulator
+    /// saw depth 54 on a settled ring and 64 (the old default, which cut
+    /// off 4 nodes) right after 10% of the nodes failed.
     pub flood_hop_limit: u8,
     /// Hop budget given to a routed unicast frame at its origin.
     pub route_hop_limit: u8,
@@ -108,7 +111,7 @@ impl Config {
             retry_max: Duration::from_secs(60),
             forget_for: Duration::from_secs(30),
             link_grace: Duration::from_secs(10),
-            flood_hop_limit: 64,
+            flood_hop_limit: 128,
             route_hop_limit: 32,
             on_demand_frames: 64,
             on_demand_bytes: 256 * 1024,
@@ -242,6 +245,47 @@ pub struct Received<'m> {
     /// False for a routed frame only passing through this node.
     pub to_tap: bool,
 }
+
+/// Frames that travelled routed (over the overlay, hop by hop) between this
+/// node and one other end node, as opposed to on a direct session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoutedCounters {
+    /// Frames from the TAP sent routed towards the node, and their bytes.
+    pub sent_frames: u64,
+    pub sent_bytes: u64,
+    /// Routed frames from the node delivered to the TAP here.
+    pub delivered_frames: u64,
+    pub delivered_bytes: u64,
+}
+
+/// Frame-taking links of one node by why they exist (sessions to
+/// introducers excluded). See [`Overlay::link_counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounts {
+    /// Wanted here for the topology: ring neighbours and own long links.
+    pub own: usize,
+    /// Wanted only by the peer, which holds this node as a ring neighbour.
+    pub incoming_ring: usize,
+    /// Wanted only by the peer, as one of its long links.
+    pub incoming_long: usize,
+    /// On-demand links (unicast traffic, wanted by either end).
+    pub on_demand: usize,
+    /// Wanted by neither end (closed after `link_grace`) or not yet
+    /// announced (no `Hello` yet).
+    pub idle: usize,
+}
+
+impl LinkCounts {
+    /// Links that count towards the topology bound
+    /// 2 x (successors + predecessors + k): all but on-demand and idle.
+    pub fn topology(&self) -> usize {
+        self.own + self.incoming_ring + self.incoming_long
+    }
+}
+
+/// At most this many end nodes have [`RoutedCounters`]; past it, the entry
+/// with the least traffic makes room (the totals in [`Stats`] stay exact).
+const MAX_ROUTED_PEERS: usize = 256;
 
 /// Overlay counters (monotonic).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -426,6 +470,8 @@ pub struct Overlay {
     demand: HashMap<NodeId, Demand>,
     /// Nodes wanted on demand, with the instant they were wanted.
     on_demand: BTreeMap<NodeId, Instant>,
+    /// Routed traffic per end node (bounded by [`MAX_ROUTED_PEERS`]).
+    routed: BTreeMap<NodeId, RoutedCounters>,
     /// What the last `Neighbours` / `Ring` messages said.
     sent_neighbours: Vec<NodeId>,
     sent_ring: Vec<NodeId>,
@@ -498,6 +544,7 @@ impl Overlay {
             lookups: BTreeMap::new(),
             demand: HashMap::new(),
             on_demand: BTreeMap::new(),
+            routed: BTreeMap::new(),
             sent_neighbours: Vec::new(),
             sent_ring: Vec::new(),
             scratch: Vec::new(),
@@ -534,6 +581,28 @@ impl Overlay {
         }
     }
 
+    /// Routed traffic between this node and each end node it exchanged
+    /// routed frames with (bounded; see [`RoutedCounters`]), by id.
+    pub fn routed_counters(&self) -> impl Iterator<Item = (NodeId, RoutedCounters)> + '_ {
+        self.routed.iter().map(|(id, c)| (*id, *c))
+    }
+
+    /// The counters of `node`, creating them (and evicting the quietest
+    /// entry when full). Allocates only for a new end node.
+    fn routed_entry(&mut self, node: NodeId) -> &mut RoutedCounters {
+        if !self.routed.contains_key(&node) && self.routed.len() >= MAX_ROUTED_PEERS {
+            let quietest = self
+                .routed
+                .iter()
+                .min_by_key(|(_, c)| c.sent_frames.saturating_add(c.delivered_frames))
+                .map(|(id, _)| *id);
+            if let Some(q) = quietest {
+                self.routed.remove(&q);
+            }
+        }
+        self.routed.entry(node).or_default()
+    }
+
     /// Every known node (not including this one), by id: linked peers and
     /// the nodes the policy currently cares about.
     pub fn members(&self) -> impl Iterator<Item = &Member> + '_ {
@@ -568,6 +637,31 @@ impl Overlay {
     /// counter-clockwise (nearest first).
     pub fn ring_view(&self) -> (Vec<NodeId>, Vec<NodeId>) {
         self.ring_neighbours(self.cfg.ring_links)
+    }
+
+    /// Frame-taking links by why they exist (what this node last announced
+    /// and what the peer last asked for).
+    pub fn link_counts(&self) -> LinkCounts {
+        let mut c = LinkCounts::default();
+        for l in self.links.values() {
+            if !l.takes_frames() || l.is_introducer() {
+                continue;
+            }
+            match (l.announced, l.peer_want) {
+                (LinkWant::OnDemand, _) | (_, LinkWant::OnDemand) => c.on_demand += 1,
+                (LinkWant::Ring | LinkWant::Long, _) => c.own += 1,
+                (LinkWant::Release, LinkWant::Ring) => c.incoming_ring += 1,
+                (LinkWant::Release, LinkWant::Long) => c.incoming_long += 1,
+                (LinkWant::Release, LinkWant::Release) => c.idle += 1,
+            }
+        }
+        c
+    }
+
+    /// The most topology links ([`LinkCounts::topology`]) this node keeps:
+    /// 2 x (successors + predecessors + k), k its current long-link count.
+    pub fn link_bound(&self) -> usize {
+        2 * (2 * self.cfg.ring_links + self.long_target().max(1))
     }
 
     /// Current links with their kinds, in ring order from this node.
@@ -1034,6 +1128,9 @@ impl Overlay {
                 self.count_demand(now, n, frame.len());
                 if let Some(hop) = self.route(n, &[]) {
                     self.stats.routed_sent += 1;
+                    let c = self.routed_entry(n);
+                    c.sent_frames += 1;
+                    c.sent_bytes += frame.len() as u64;
                     out.push(FrameSend {
                         to: hop,
                         header: FrameHeader::Routed(RoutedHeader {
@@ -1123,6 +1220,9 @@ impl Overlay {
                         return Err(r);
                     }
                     self.stats.routed_delivered += 1;
+                    let c = self.routed_entry(h.origin);
+                    c.delivered_frames += 1;
+                    c.delivered_bytes += frame.len() as u64;
                     return Ok(Received {
                         frame,
                         to_tap: true,
@@ -1480,19 +1580,91 @@ impl Overlay {
         out
     }
 
+    /// The caps on links only the peer wants ("foreign" links), which make
+    /// the topology bound hold by construction: every node has at most
+    /// `s + p + k` links it wants itself, at most `2k` links peers hold as
+    /// long links (incoming long), and at most `s + p + k` foreign links,
+    /// so at most 2 x (s + p + k) links besides introducer and on-demand
+    /// sessions. Returns (incoming long cap, foreign cap).
+    fn link_caps(&self) -> (usize, usize) {
+        let k = self.long_target().max(1);
+        (2 * k, 2 * self.cfg.ring_links + k)
+    }
+
+    /// (incoming long, foreign) links, not counting `except`: links the
+    /// peer holds as a long link, and frame-taking links only the peer
+    /// wants (as ring or long link).
+    fn incoming_counts(&self, except: Option<NodeId>) -> (usize, usize) {
+        let mut long = 0;
+        let mut foreign = 0;
+        for (id, l) in &self.links {
+            if Some(*id) == except || l.is_introducer() {
+                continue;
+            }
+            if l.peer_want == LinkWant::Long {
+                long += 1;
+            }
+            if l.announced == LinkWant::Release
+                && matches!(l.peer_want, LinkWant::Long | LinkWant::Ring)
+            {
+                foreign += 1;
+            }
+        }
+        (long, foreign)
+    }
+
+    /// Rejects foreign long links (youngest first) while a cap of
+    /// [`Self::link_caps`] is exceeded: links become foreign after they
+    /// were accepted, when this node stops wanting them itself (a ring
+    /// neighbour moved away, a long link was redrawn), so checking
+    /// requests alone does not keep the bound.
+    fn enforce_link_caps(&mut self) {
+        let (long_cap, foreign_cap) = self.link_caps();
+        let (mut long, mut foreign) = self.incoming_counts(None);
+        while long > long_cap || foreign > foreign_cap {
+            let victim = self
+                .links
+                .iter()
+                .filter(|(_, l)| {
+                    !l.is_introducer()
+                        && l.announced == LinkWant::Release
+                        && l.peer_want == LinkWant::Long
+                })
+                .max_by_key(|(_, l)| l.since)
+                .map(|(id, _)| *id);
+            let Some(id) = victim else {
+                // Only links wanted here or ring links are left.
+                return;
+            };
+            if let Some(l) = self.links.get_mut(&id) {
+                l.peer_want = LinkWant::Release;
+            }
+            long -= 1;
+            foreign -= 1;
+            self.stats.link_rejects += 1;
+            self.send(
+                id,
+                &Message::LinkReject {
+                    kind: LinkWant::Long,
+                    reason: RejectReason::Capacity,
+                },
+            );
+        }
+    }
+
     fn on_link_request(&mut self, _now: Instant, from: NodeId, want: LinkWant) {
-        let cap = 2 * self.long_target().max(1);
-        let incoming_long = self
-            .links
-            .iter()
-            .filter(|(id, l)| **id != from && l.peer_want == LinkWant::Long)
-            .count();
+        let (long_cap, foreign_cap) = self.link_caps();
+        let (incoming_long, foreign) = self.incoming_counts(Some(from));
+        // Introducers accept every link (they are the bootstrap and keep
+        // no topology of their own).
+        let full =
+            incoming_long >= long_cap || (self.cfg.role == Role::Node && foreign >= foreign_cap);
         let Some(l) = self.links.get_mut(&from) else {
             return;
         };
         if want == LinkWant::Long
             && l.announced == LinkWant::Release
-            && (incoming_long >= cap || self.cfg.mac.is_none())
+            && (full || self.cfg.mac.is_none())
         {
             l.peer_want = LinkWant::Release;
             self.stats.link_rejects += 1;
@@ -2092,6 +2264,7 @@ impl Overlay {
         for (id, w) in announce {
             self.send(id, &Message::LinkRequest(w));
         }
+        self.enforce_link_caps();
         for id in close {
             self.links.remove(&id);
             self.switch.forget_node(id);
@@ -2608,8 +2781,36 @@ mod tests {
         };
         assert_eq!(kind(&sim, a, idb), Some(LinkKind::OnDemand));
         assert_eq!(kind(&sim, b, ida), Some(LinkKind::OnDemand));
+        // Every frame before the link went routed, and is counted per end
+        // node at both ends; the direct frame after it is not.
         let run = sim.send_frame(a, &frame);
         assert_eq!((run.messages, run.writes.get(&b)), (1, Some(&1)));
+        let routed = |sim: &Sim, x: u32, y: NodeId| {
+            sim.node(x)
+                .unwrap()
+                .routed_counters()
+                .find(|(n, _)| *n == y)
+                .map(|(_, c)| c)
+                .unwrap_or_default()
+        };
+        let frames = u64::from(threshold);
+        let bytes = frames * frame.len() as u64;
+        assert_eq!(
+            routed(&sim, a, idb),
+            RoutedCounters {
+                sent_frames: frames,
+                sent_bytes: bytes,
+                ..RoutedCounters::default()
+            }
+        );
+        assert_eq!(
+            routed(&sim, b, ida),
+            RoutedCounters {
+                delivered_frames: frames,
+                delivered_bytes: bytes,
+                ..RoutedCounters::default()
+            }
+        );
         // Idle: the on-demand link goes away again.
         sim.run_for(Duration::from_secs(200));
         assert!(!sim.node(a).unwrap().is_linked(idb));
