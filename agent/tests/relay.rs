@@ -368,6 +368,8 @@ fn bench_relay_first_ping_throughput_and_failover() {
         w.start(&mut b);
         w.wait_ping(&a, &b, SETTLE);
         w.wait_open(&a, &b);
+        // Both sessions get the same few seconds for PMTU discovery.
+        std::thread::sleep(Duration::from_secs(5));
         w.transfer(&a, &b, 5101, 200).mbit_per_s()
     };
     let Some(w) = NatLab::new() else { return };
@@ -388,7 +390,25 @@ fn bench_relay_first_ping_throughput_and_failover() {
     let first = t0.elapsed();
     wait_relayed(&a, &b);
     let session = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(5));
+    let udp_errors = |m: &Member| -> String {
+        let out = w.lab.exec(&m.host.ns, &["cat", "/proc/net/snmp"]).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+        udp.get(1).map(|l| l.to_string()).unwrap_or_default()
+    };
     let relayed = w.transfer(&a, &b, 5102, 200).mbit_per_s();
+    if std::env::var_os("RELAY_BENCH_DEBUG").is_some() {
+        for m in [&a, &i1, &i2, &b] {
+            eprintln!("{}: {}", m.name, udp_errors(m));
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        eprintln!("a: {}", a.status().unwrap()["sessions"]);
+        for m in [&i1, &i2] {
+            let v = m.status().unwrap();
+            eprintln!("{}: relay {} drops {}", m.name, v["relay"], v["drops"]);
+        }
+    }
     let pb = b.peer();
     a.node
         .wait_status(SETTLE, |v| {

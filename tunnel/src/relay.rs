@@ -27,13 +27,14 @@
 //! - the end-to-end packet is the session's datagram, unchanged: still
 //!   encrypted and authenticated with the end-to-end session keys, so a
 //!   relay can neither read nor forge it.
-//! - hop tag: AES-256-GCM over an empty plaintext with bytes `0..n-16` as
-//!   associated data (GMAC), key derived from the hop key for this
-//!   direction, nonce `0u32 || sequence`.
+//! - hop tag: AES-256-GCM over an empty plaintext (GMAC) with associated
+//!   data = the 12-byte header, the end-to-end packet's length and its last
+//!   16 bytes (its own AEAD tag, see `tag_input`), key derived from the hop
+//!   key for this direction, nonce `0u32 || sequence`.
 //!
 //! A relay checks the tag and the replay window of the incoming hop, then
 //! rewrites the 12-byte header and the tag for the outgoing hop in place:
-//! forwarding costs two GMACs and one copy, never a decryption. A datagram
+//! forwarding costs two short GMACs and a copy, never a decryption. A datagram
 //! whose inner packet is empty is a route keepalive: it refreshes every
 //! entry on the way and is consumed by the far end.
 //!
@@ -163,6 +164,33 @@ fn nonce(seq: u64) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
+/// What the hop tag covers, from a datagram without its tag: the 12-byte
+/// header, the end-to-end packet's length (u32, big-endian) and its last
+/// [`E2E_TAG_LEN`] bytes — the end-to-end AEAD tag, which already commits to
+/// the whole packet under keys the relay does not have. Hashing the rest
+/// again on every hop would cost a relay most of its time (GHASH over
+/// ~1.2 KB twice per packet). Without the hop key nobody can make a datagram
+/// with a new sequence number (no injection, no use of the relay's
+/// bandwidth); an on-path attacker can at most alter the body of a datagram
+/// it intercepted, one for one, which the far end then refuses.
+fn tag_input(body: &[u8]) -> ([u8; TAG_INPUT_MAX], usize) {
+    let mut out = [0u8; TAG_INPUT_MAX];
+    let header = body.get(..ROUTE_HEADER_LEN).unwrap_or(body);
+    let inner = body.get(ROUTE_HEADER_LEN..).unwrap_or(&[]);
+    out[..header.len()].copy_from_slice(header);
+    let mut n = header.len();
+    out[n..n + 4].copy_from_slice(&(inner.len() as u32).to_be_bytes());
+    n += 4;
+    let tail = &inner[inner.len().saturating_sub(E2E_TAG_LEN)..];
+    out[n..n + tail.len()].copy_from_slice(tail);
+    (out, n + tail.len())
+}
+
+/// Trailing bytes of the end-to-end packet covered by the hop tag (the
+/// session's AEAD tag, `crypto::TAG_LEN`).
+pub const E2E_TAG_LEN: usize = crate::crypto::TAG_LEN;
+const TAG_INPUT_MAX: usize = ROUTE_HEADER_LEN + 4 + E2E_TAG_LEN;
+
 /// The sending side of a hop in one direction.
 struct HopOut {
     /// Our session with the next node (its address is the hop's address).
@@ -186,10 +214,11 @@ impl HopOut {
         buf[4..12].copy_from_slice(&seq.to_be_bytes());
         let sid = scramble_session_id(self.id, &buf[4..]);
         buf[..4].copy_from_slice(&sid.to_be_bytes());
-        let (authed, tag_out) = buf[..total].split_at_mut(ROUTE_HEADER_LEN + len);
+        let (body, tag_out) = buf[..total].split_at_mut(ROUTE_HEADER_LEN + len);
+        let (aad, n) = tag_input(body);
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce(seq), Aad::from(&*authed), &mut [])
+            .seal_in_place_separate_tag(nonce(seq), Aad::from(&aad[..n]), &mut [])
             .ok()?;
         tag_out.copy_from_slice(tag.as_ref());
         Some(total)
@@ -216,8 +245,9 @@ impl HopIn {
         let split = datagram.len() - ROUTE_TAG_LEN;
         let mut tag = [0u8; ROUTE_TAG_LEN];
         tag.copy_from_slice(&datagram[split..]);
+        let (aad, n) = tag_input(&datagram[..split]);
         self.key
-            .open_in_place(nonce(seq), Aad::from(&datagram[..split]), &mut tag)
+            .open_in_place(nonce(seq), Aad::from(&aad[..n]), &mut tag)
             .map_err(|_| RouteDrop::BadTag)?;
         self.window.update(seq);
         Ok(())
@@ -430,7 +460,9 @@ pub enum RouteInput {
 pub struct Routes {
     entries: HashMap<u32, Entry>,
     limits: RelayLimits,
-    total: Option<Bucket>,
+    /// The total bandwidth bucket, made on first use (`Some(None)`: no
+    /// total limit).
+    total: Option<Option<Bucket>>,
     transit_routes: usize,
     drops: HashMap<RouteDrop, u64>,
     /// Ends whose keepalive is due, collected by `handle_timeout`.
@@ -634,17 +666,14 @@ impl Routes {
                     return self.drop_reason(RouteDrop::NoHop);
                 }
                 let len = data.len();
-                let total = self
-                    .total
-                    .get_or_insert_with(|| {
-                        Bucket::new(now, self.limits.max_total_mbps).unwrap_or(Bucket {
-                            rate: f64::INFINITY,
-                            burst: f64::INFINITY,
-                            tokens: f64::INFINITY,
-                            last: now,
-                        })
-                    })
-                    .take(now, len);
+                if self.total.is_none() {
+                    self.total = Some(Bucket::new(now, self.limits.max_total_mbps));
+                }
+                // `Some(None)`: no total limit.
+                let total = match self.total.as_mut() {
+                    Some(Some(b)) => b.take(now, len),
+                    _ => true,
+                };
                 let per_route = e.bucket.as_mut().is_none_or(|b| b.take(now, len));
                 if !(total && per_route) {
                     e.tx.dropped += 1;
@@ -899,6 +928,35 @@ mod tests {
                 "byte {i}"
             );
         }
+        // A longer packet: header, length and the end-to-end tag are
+        // covered; a changed body passes the hop (the far end's AEAD
+        // refuses it) but only once per sequence number.
+        let mut big = vec![0u8; 2048];
+        let (_, m) = c.a.wrap(now, c.a_id, &mut big, 300).unwrap();
+        let genuine = big[..m].to_vec();
+        let body = ROUTE_HEADER_LEN..ROUTE_HEADER_LEN + 300 - E2E_TAG_LEN;
+        let mut big_bad = 0u64;
+        for i in (4..m).filter(|i| !body.contains(i)) {
+            big_bad += 1;
+            let mut d = genuine.clone();
+            d[i] ^= 0x01;
+            assert_eq!(
+                c.r.input(now, c.r_up, &mut d, |_| true),
+                RouteInput::Dropped(RouteDrop::BadTag),
+                "byte {i}"
+            );
+        }
+        let mut d = genuine.clone();
+        d[body.start + 5] ^= 0x01;
+        assert!(matches!(
+            c.r.input(now, c.r_up, &mut d, |_| true),
+            RouteInput::Forward { .. }
+        ));
+        let mut d = genuine.clone();
+        assert_eq!(
+            c.r.input(now, c.r_up, &mut d, |_| true),
+            RouteInput::Dropped(RouteDrop::Replayed)
+        );
         // Sent to the wrong entry (other direction's key): refused.
         let mut d = original.clone();
         assert_eq!(
@@ -922,7 +980,10 @@ mod tests {
             c.r.input(now, c.r_up, &mut d, |_| true),
             RouteInput::Dropped(RouteDrop::Replayed)
         );
-        assert_eq!(c.r.drops()[&RouteDrop::BadTag], (n - 4) as u64 + 1);
+        assert_eq!(
+            c.r.drops()[&RouteDrop::BadTag],
+            (n - 4) as u64 + 1 + big_bad
+        );
         // Unknown ids are not routes at all.
         let mut d = original.clone();
         assert_eq!(
