@@ -82,6 +82,28 @@ impl Ctx<'_> {
             .unwrap_or(Duration::from_secs(1))
     }
 
+    /// Relaying links over direct sessions that pass `keep`, in the order
+    /// to try them for a route to `target`: those that reach it by lowest
+    /// RTT, then the others nearest to it on the ring (they extend the
+    /// route with relays of their own).
+    fn relay_hops(&self, target: NodeId, keep: impl Fn(&NodeId) -> bool) -> Vec<NodeId> {
+        let cands: Vec<NodeId> = self
+            .overlay
+            .relays_for(target)
+            .into_iter()
+            .filter(|h| keep(h) && self.direct(*h).is_some())
+            .collect();
+        let mut near: Vec<(Duration, NodeId)> = cands
+            .iter()
+            .filter(|h| self.overlay.reaches(**h, target))
+            .filter_map(|h| self.direct(*h).map(|sid| (self.srtt(sid), *h)))
+            .collect();
+        near.sort();
+        let mut hops: Vec<NodeId> = near.into_iter().map(|(_, h)| h).collect();
+        hops.extend(cands.iter().filter(|h| !self.overlay.reaches(**h, target)));
+        hops
+    }
+
     fn opening_for(&self, node: NodeId) -> Option<SessionId> {
         self.opening
             .iter()
@@ -377,25 +399,9 @@ impl Routes {
         if need == 0 {
             return;
         }
-        // Relaying links over direct sessions: those that reach the target
-        // by lowest RTT, then the others nearest to it on the ring (they
-        // extend the route with relays of their own).
-        let cands: Vec<NodeId> = cx
-            .overlay
-            .relays_for(target)
-            .into_iter()
-            .filter(|h| *h != self.me && !have.contains(h))
-            .filter(|h| !self.refused.contains_key(&(target, *h)))
-            .filter(|h| cx.direct(*h).is_some())
-            .collect();
-        let mut near: Vec<(Duration, NodeId)> = cands
-            .iter()
-            .filter(|h| cx.overlay.reaches(**h, target))
-            .filter_map(|h| cx.direct(*h).map(|sid| (cx.srtt(sid), *h)))
-            .collect();
-        near.sort();
-        let mut hops: Vec<NodeId> = near.into_iter().map(|(_, h)| h).collect();
-        hops.extend(cands.iter().filter(|h| !cx.overlay.reaches(**h, target)));
+        let hops = cx.relay_hops(target, |h| {
+            *h != self.me && !have.contains(h) && !self.refused.contains_key(&(target, *h))
+        });
         let left = MAX_ROUTE_RELAYS as u8 - 1;
         for hop in hops {
             if need == 0 {
@@ -626,23 +632,9 @@ impl Routes {
         let next = if cx.direct(s.target).is_some() {
             Some((s.target, s.relays_left))
         } else if s.relays_left > 0 {
-            // The relaying link that reaches the target with the lowest
-            // RTT, else the relaying link nearest to it on the ring.
-            let cands: Vec<NodeId> = cx
-                .overlay
-                .relays_for(s.target)
-                .into_iter()
-                .filter(|h| !excluded(h) && cx.direct(*h).is_some())
-                .collect();
-            let mut near: Vec<(Duration, NodeId)> = cands
-                .iter()
-                .filter(|h| cx.overlay.reaches(**h, s.target))
-                .filter_map(|h| cx.direct(*h).map(|sid| (cx.srtt(sid), *h)))
-                .collect();
-            near.sort();
-            near.first()
-                .map(|(_, h)| *h)
-                .or_else(|| cands.first().copied())
+            cx.relay_hops(s.target, |h| !excluded(h))
+                .first()
+                .copied()
                 .map(|h| (h, s.relays_left - 1))
         } else {
             None

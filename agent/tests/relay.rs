@@ -59,6 +59,50 @@ fn carried_bytes(v: &Value) -> u64 {
         .sum()
 }
 
+/// Two members `a` (10.77.0.11) and `b` (.21) behind two
+/// `masquerade fully-random` NATs, joining through introducers `intros`
+/// (created here, relaying by default); coturn runs; nothing is started.
+struct SymmetricPair {
+    sa: Site,
+    sb: Site,
+    intros: Vec<Member>,
+    a: Member,
+    b: Member,
+}
+
+fn symmetric_pair(w: &NatLab, intros: &[u8]) -> SymmetricPair {
+    w.coturn();
+    let sa = w.site("a", NatKind::FullyRandom);
+    let sb = w.site("b", NatKind::FullyRandom);
+    let intros_v: Vec<Member> = intros
+        .iter()
+        .map(|&n| {
+            let peers: Vec<u8> = intros.iter().copied().filter(|&p| p != n).collect();
+            w.introducer(&format!("intro{n}"), n, &peers)
+        })
+        .collect();
+    let a = w.node("a", 11, &sa, intros);
+    let b = w.node("b", 21, &sb, intros);
+    SymmetricPair {
+        sa,
+        sb,
+        intros: intros_v,
+        a,
+        b,
+    }
+}
+
+/// Waits until `a`'s session with `b` has a standby route besides the one
+/// in use.
+fn wait_standby(a: &Member, b: &Member) {
+    let pb = b.peer();
+    a.node
+        .wait_status(SETTLE, |v| {
+            open_session(v, &pb).is_some_and(|s| s["path"]["standby"].as_u64().unwrap_or(0) >= 1)
+        })
+        .unwrap_or_else(|e| panic!("{} has no standby route to {}: {e:#}", a.name, b.name));
+}
+
 /// `ringlan status` (the table) of a member.
 fn human_status(m: &Member) -> String {
     let out = std::process::Command::new(BIN)
@@ -112,12 +156,14 @@ fn longest_stall(job: &ringlan_lab::TcpStreamJob, mut done: impl FnMut() -> bool
 fn symmetric_nats_talk_through_a_relay() {
     let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    w.coturn();
-    let sa = w.site("a", NatKind::FullyRandom);
-    let sb = w.site("b", NatKind::FullyRandom);
-    let mut intro = w.introducer("intro1", 1, &[]);
-    let mut a = w.node("a", 11, &sa, &[1]);
-    let mut b = w.node("b", 21, &sb, &[1]);
+    let SymmetricPair {
+        sa,
+        mut intros,
+        mut a,
+        mut b,
+        ..
+    } = symmetric_pair(&w, &[1]);
+    let mut intro = intros.remove(0);
     w.start(&mut intro);
     let t0 = Instant::now();
     w.start(&mut a);
@@ -202,25 +248,21 @@ fn symmetric_nats_talk_through_a_relay() {
 fn a_dying_relay_hands_the_stream_to_another() {
     let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    w.coturn();
-    let sa = w.site("a", NatKind::FullyRandom);
-    let sb = w.site("b", NatKind::FullyRandom);
-    let mut i1 = w.introducer("intro1", 1, &[2]);
-    let mut i2 = w.introducer("intro2", 2, &[1]);
-    let mut a = w.node("a", 11, &sa, &[1, 2]);
-    let mut b = w.node("b", 21, &sb, &[1, 2]);
+    let SymmetricPair {
+        mut intros,
+        mut a,
+        mut b,
+        ..
+    } = symmetric_pair(&w, &[1, 2]);
+    let (mut i1, mut i2) = (intros.remove(0), intros.remove(0));
     w.start(&mut i1);
     w.start(&mut i2);
     w.start(&mut a);
     w.start(&mut b);
     w.wait_ping(&a, &b, SETTLE);
     // A standby route is ready before anything fails.
+    wait_standby(&a, &b);
     let pb = b.peer();
-    a.node
-        .wait_status(SETTLE, |v| {
-            open_session(v, &pb).is_some_and(|s| s["path"]["standby"].as_u64().unwrap_or(0) >= 1)
-        })
-        .unwrap_or_else(|e| panic!("a has no standby route to b: {e:#}"));
 
     let job = stream(&w, &a, &b, 5002);
     let via = relayed_via(&open_session(&a.status().unwrap(), &pb).cloned().unwrap()).unwrap();
@@ -269,12 +311,14 @@ fn a_dying_relay_hands_the_stream_to_another() {
 fn a_relayed_pair_moves_to_direct_when_its_nats_become_cone_like() {
     let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    w.coturn();
-    let mut sa = w.site("a", NatKind::FullyRandom);
-    let mut sb = w.site("b", NatKind::FullyRandom);
-    let mut intro = w.introducer("intro1", 1, &[]);
-    let mut a = w.node("a", 11, &sa, &[1]);
-    let mut b = w.node("b", 21, &sb, &[1]);
+    let SymmetricPair {
+        mut sa,
+        mut sb,
+        mut intros,
+        mut a,
+        mut b,
+    } = symmetric_pair(&w, &[1]);
+    let mut intro = intros.remove(0);
     w.start(&mut intro);
     w.start(&mut a);
     w.start(&mut b);
@@ -373,13 +417,13 @@ fn bench_relay_first_ping_throughput_and_failover() {
         w.transfer(&a, &b, 5101, 200).mbit_per_s()
     };
     let Some(w) = NatLab::new() else { return };
-    w.coturn();
-    let sa = w.site("a", NatKind::FullyRandom);
-    let sb = w.site("b", NatKind::FullyRandom);
-    let mut i1 = w.introducer("intro1", 1, &[2]);
-    let mut i2 = w.introducer("intro2", 2, &[1]);
-    let mut a = w.node("a", 11, &sa, &[1, 2]);
-    let mut b = w.node("b", 21, &sb, &[1, 2]);
+    let SymmetricPair {
+        mut intros,
+        mut a,
+        mut b,
+        ..
+    } = symmetric_pair(&w, &[1, 2]);
+    let (mut i1, mut i2) = (intros.remove(0), intros.remove(0));
     w.start(&mut i1);
     w.start(&mut i2);
     w.wait_mesh(&[&i1, &i2]);
@@ -409,12 +453,8 @@ fn bench_relay_first_ping_throughput_and_failover() {
             eprintln!("{}: relay {} drops {}", m.name, v["relay"], v["drops"]);
         }
     }
+    wait_standby(&a, &b);
     let pb = b.peer();
-    a.node
-        .wait_status(SETTLE, |v| {
-            open_session(v, &pb).is_some_and(|s| s["path"]["standby"].as_u64().unwrap_or(0) >= 1)
-        })
-        .unwrap();
     let job = w
         .lab
         .tcp_stream(

@@ -291,13 +291,14 @@ impl Limiter {
     }
 }
 
-/// Hasher for the session table. Its keys are our own session ids, drawn
-/// from the seeded random source (`alloc_session_id`), so a peer cannot
+/// Hasher for the session and route tables. Their keys are our own session
+/// and route ids, drawn from the seeded random source (`alloc_session_id`),
+/// so a peer cannot
 /// choose colliding keys and SipHash's flooding resistance buys nothing;
 /// one multiplication (Fibonacci hashing) spreads the bits over the whole
 /// word, high bits included, which hashbrown's control bytes use.
 #[derive(Default, Clone, Copy)]
-struct SessionIdHasher(u64);
+pub(crate) struct SessionIdHasher(u64);
 
 impl std::hash::Hasher for SessionIdHasher {
     fn finish(&self) -> u64 {
@@ -315,7 +316,10 @@ impl std::hash::Hasher for SessionIdHasher {
     }
 }
 
-type SessionTable = HashMap<u32, Session, std::hash::BuildHasherDefault<SessionIdHasher>>;
+/// A table keyed by our own session or route ids.
+pub(crate) type IdMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<SessionIdHasher>>;
+
+type SessionTable = IdMap<Session>;
 
 /// The RTMFP endpoint.
 pub struct Endpoint {

@@ -54,6 +54,7 @@ use sha2::Sha256;
 use zeroize::Zeroize;
 
 use crate::crypto::ReplayWindow;
+use crate::endpoint::IdMap;
 use crate::wire::scramble_session_id;
 use crate::NodeId;
 
@@ -458,7 +459,8 @@ pub enum RouteInput {
 
 /// The route table of one endpoint (sans-IO).
 pub struct Routes {
-    entries: HashMap<u32, Entry>,
+    /// By our route id (the per-packet lookup: the session table's hasher).
+    entries: IdMap<Entry>,
     limits: RelayLimits,
     /// The total bandwidth bucket, made on first use (`Some(None)`: no
     /// total limit).
@@ -473,7 +475,7 @@ pub struct Routes {
 impl Routes {
     pub fn new(limits: RelayLimits) -> Routes {
         Routes {
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             limits,
             total: None,
             transit_routes: 0,

@@ -86,6 +86,25 @@ fn route(net: &mut Net, a: usize, r: usize, b: usize) -> (u32, u32) {
     route_via(net, a, &[r], b)
 }
 
+/// A opens a session to B with `path` as its only candidate; both ends
+/// OPEN.
+fn open_over(net: &mut Net, path: SocketAddr) -> (SessionId, SessionId) {
+    let now = net.now;
+    let peer = net.nodes[B].ep.node_id();
+    net.nodes[A]
+        .ep
+        .connect(now, Target::Node(peer), &[path])
+        .unwrap();
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| opened_with(n, A, B).is_some()
+            && opened_with(n, B, A).is_some())
+    );
+    (
+        opened_with(net, A, B).unwrap(),
+        opened_with(net, B, A).unwrap(),
+    )
+}
+
 fn relay_cfg(seed: u8) -> ringlan_tunnel::endpoint::EndpointConfig {
     let mut c = config(seed);
     c.relay = RelayLimits {
@@ -226,18 +245,7 @@ fn a_session_opens_and_carries_a_reliable_flow_over_a_relay_under_loss() {
     connect_direct(&mut net, B, R1);
     let (ra, rb) = route(&mut net, A, R1, B);
     // The initiator knows the target only through the route.
-    let now = net.now;
-    let peer = net.nodes[B].ep.node_id();
-    net.nodes[A]
-        .ep
-        .connect(now, Target::Node(peer), &[route_addr(ra)])
-        .unwrap();
-    assert!(
-        net.run_until(Duration::from_secs(30), |n| opened_with(n, A, B).is_some()
-            && opened_with(n, B, A).is_some())
-    );
-    let sa = opened_with(&net, A, B).unwrap();
-    let sb = opened_with(&net, B, A).unwrap();
+    let (sa, sb) = open_over(&mut net, route_addr(ra));
     assert_eq!(remote(&net, A, sa), route_addr(ra));
     assert_eq!(remote(&net, B, sb), route_addr(rb));
     let mut t = Transfer::new(&mut net, sa);
@@ -264,18 +272,7 @@ fn the_session_moves_to_a_standby_route_when_the_relay_dies_and_then_to_direct()
     connect_direct(&mut net, B, R2);
     let (ra1, _) = route(&mut net, A, R1, B);
     let (ra2, rb2) = route(&mut net, A, R2, B);
-    let now = net.now;
-    let peer = net.nodes[B].ep.node_id();
-    net.nodes[A]
-        .ep
-        .connect(now, Target::Node(peer), &[route_addr(ra1)])
-        .unwrap();
-    assert!(
-        net.run_until(Duration::from_secs(30), |n| opened_with(n, A, B).is_some()
-            && opened_with(n, B, A).is_some())
-    );
-    let sa = opened_with(&net, A, B).unwrap();
-    let sb = opened_with(&net, B, A).unwrap();
+    let (sa, sb) = open_over(&mut net, route_addr(ra1));
     let mut t = Transfer::new(&mut net, sa);
     t.standby = Some(route_addr(ra2));
     t.run(&mut net, 1000, Duration::from_secs(60));
