@@ -11,6 +11,7 @@ pub mod driver;
 pub mod endpoint;
 pub mod flow;
 pub mod id;
+pub mod machine;
 pub mod pmtu;
 pub mod punch;
 pub mod relay;
@@ -21,4 +22,5 @@ pub mod stun;
 pub mod wire;
 
 pub use id::NodeId;
+pub use machine::DatagramMachine;
 pub use rng::Rng;
