@@ -40,10 +40,10 @@ use ringlan_tunnel::driver::{os_seed, Driver};
 use ringlan_tunnel::endpoint::{EndpointConfig, Event, SessionInfo, Target, REDIRECT_THRESHOLD};
 use ringlan_tunnel::flow::{FlowEvent, FlowId, RecvFlowId, Reliability};
 use ringlan_tunnel::punch::{self, Birthday, BirthdayConfig};
-use ringlan_tunnel::relay::{self, RelayLimits};
+use ringlan_tunnel::relay::RelayLimits;
 use ringlan_tunnel::session::{OpenFailure, SessionId, SessionState as TState};
 use ringlan_tunnel::stun::{self, StunTxId};
-use ringlan_tunnel::{NodeId, Rng};
+use ringlan_tunnel::{NodeId, Path, Rng};
 use tokio::sync::watch;
 
 use crate::config::{Config, Role};
@@ -244,6 +244,17 @@ pub fn assemble_candidates(
         }
     }
     out
+}
+
+/// The address the overlay is told a session's far end is at. The overlay
+/// still takes an address; a relayed path is given as the address that
+/// stood for its route, which the overlay knows never to advertise.
+/// Transitional until the overlay takes a [`Path`].
+fn overlay_addr(path: Path) -> SocketAddr {
+    match path {
+        Path::Direct(a) => a,
+        Path::Route(id) => ringlan_tunnel::relay::route_addr(id.0),
+    }
 }
 
 /// Reflexive addresses and NAT mapping from the latest STUN answer of
@@ -664,7 +675,7 @@ impl Node {
             Event::SessionOpened {
                 session,
                 peer,
-                remote,
+                path,
                 role,
             } => {
                 let ep = self.driver.endpoint();
@@ -678,7 +689,7 @@ impl Node {
                 };
                 let requested = self.opening.remove(&session);
                 let is_introducer = requested.as_ref().is_some_and(|(n, _)| n.is_none());
-                tracing::info!(peer = %peer, %remote, ?role, is_introducer, "session open");
+                tracing::info!(peer = %peer, %path, ?role, is_introducer, "session open");
                 if let Some(old) = self.by_node.insert(peer, session) {
                     if old != session {
                         // A newer session replaced an older one to the same node.
@@ -700,10 +711,11 @@ impl Node {
                         opened: now,
                     },
                 );
-                self.overlay.peer_up(now, peer, remote, is_introducer);
+                self.overlay
+                    .peer_up(now, peer, overlay_addr(path), is_introducer);
                 // Punching towards this member is over once a direct path
                 // opened it (a relayed session goes on punching to move).
-                if !relay::is_route_addr(&remote) {
+                if let Path::Direct(remote) = path {
                     self.birthday.succeeded(peer);
                     self.driver.stop_punching(remote.ip());
                 }
@@ -745,9 +757,12 @@ impl Node {
                 // a peer whose NAT only lets the old address in probes it.
                 // Route addresses mean something only here.
                 if let Some(node) = self.peers.get(&session).map(|p| p.node) {
-                    if self.by_node.get(&node) == Some(&session) && !relay::is_route_addr(&to) {
+                    let direct = to
+                        .direct()
+                        .filter(|_| self.by_node.get(&node) == Some(&session));
+                    if let Some(to) = direct {
                         self.overlay.peer_moved(now, node, to);
-                        if relay::is_route_addr(&from) {
+                        if from.is_relayed() {
                             // A relayed session went direct.
                             self.birthday.succeeded(node);
                             self.driver.stop_punching(to.ip());
@@ -884,9 +899,9 @@ impl Node {
             match a {
                 overlay::Action::OpenSession { node, addrs } => {
                     let target = node.map(Target::Node).unwrap_or(Target::Any);
-                    let cands = match node {
+                    let cands: Vec<Path> = match node {
                         Some(id) => self.candidates_for(id, &addrs),
-                        None => addrs.clone(),
+                        None => addrs.iter().map(|&a| Path::Direct(a)).collect(),
                     };
                     match self.driver.endpoint().connect(now, target, &cands) {
                         Ok(sid) => {
@@ -896,7 +911,7 @@ impl Node {
                                     .driver
                                     .endpoint_ref()
                                     .session_info(sid)
-                                    .map(|i| i.remote);
+                                    .map(|i| overlay_addr(i.path));
                                 if let Some(remote) = remote {
                                     self.overlay.peer_up(now, p.node, remote, node.is_none());
                                 }
@@ -922,7 +937,7 @@ impl Node {
                         continue;
                     };
                     let ep = self.driver.endpoint();
-                    let remote = ep.session_info(sid).map(|i| i.remote);
+                    let remote = ep.session_info(sid).map(|i| i.path);
                     if remote.is_some_and(|r| r != addr) && ep.probe_path(now, sid, addr) {
                         tracing::info!(%node, %addr, "probing a peer's new address");
                     }
@@ -1022,8 +1037,8 @@ impl Node {
                         .get(&p.node)
                         .cloned()
                         .or_else(|| self.overlay.member(p.node).map(|m| m.name.clone())),
-                    remote: Some(info.remote),
-                    path: if let Some(v) = self.routes.view(p.node, info.remote) {
+                    remote: info.path.direct(),
+                    path: if let Some(v) = self.routes.view(p.node, info.path) {
                         let relays: Vec<String> = v
                             .relays
                             .iter()
@@ -1033,15 +1048,17 @@ impl Node {
                             via: relays.join(">"),
                             standby: v.standby,
                         }
-                    } else if relay::is_route_addr(&info.remote) {
-                        PathKind::Relayed {
-                            via: "?".into(),
-                            standby: 0,
-                        }
-                    } else if in_local_subnet(&self.ifs, info.remote.ip()) {
-                        PathKind::DirectLan
                     } else {
-                        PathKind::DirectNat
+                        match info.path {
+                            Path::Route(_) => PathKind::Relayed {
+                                via: "?".into(),
+                                standby: 0,
+                            },
+                            Path::Direct(a) if in_local_subnet(&self.ifs, a.ip()) => {
+                                PathKind::DirectLan
+                            }
+                            Path::Direct(_) => PathKind::DirectNat,
+                        }
                     },
                     state: match info.state {
                         TState::IHelloSent | TState::KeyingSent => SessionState::Opening,
@@ -1054,10 +1071,9 @@ impl Node {
                     rx: p.rx,
                     drops,
                     age_secs: now.saturating_duration_since(p.opened).as_secs(),
-                    reason: if relay::is_route_addr(&info.remote) {
-                        Some("no direct path".into())
-                    } else {
-                        self.lan_hint(p.node, info.remote)
+                    reason: match info.path {
+                        Path::Route(_) => Some("no direct path".into()),
+                        Path::Direct(a) => self.lan_hint(p.node, a),
                     },
                 })
             })
@@ -1169,9 +1185,9 @@ impl Node {
     fn relay_status(&self, now: Instant, names: &HashMap<NodeId, String>) -> RelayStatus {
         let ep = self.driver.endpoint_ref();
         let limits = ep.relay_limits();
-        let entries: HashMap<u32, ringlan_tunnel::relay::RouteInfo> =
+        let entries: HashMap<ringlan_tunnel::RouteId, ringlan_tunnel::relay::RouteInfo> =
             ep.routes(now).into_iter().map(|i| (i.id, i)).collect();
-        let traffic = |id: u32| {
+        let traffic = |id: ringlan_tunnel::RouteId| {
             entries
                 .get(&id)
                 .map_or(RouteTraffic::default(), |i| RouteTraffic {
@@ -1273,8 +1289,7 @@ impl Node {
         // (the punch moves them to a direct path).
         let relayed = self.by_node.iter().filter_map(|(node, sid)| {
             let info = ep.session_info(*sid)?;
-            (info.state == TState::Open && relay::is_route_addr(&info.remote))
-                .then_some((*sid, Some(*node)))
+            (info.state == TState::Open && info.path.is_relayed()).then_some((*sid, Some(*node)))
         });
         let opening = self.opening.iter().filter_map(|(sid, (node, _))| {
             let node = (*node)?;
@@ -1295,7 +1310,7 @@ impl Node {
                 let reflexive = m
                     .addrs
                     .iter()
-                    .find(|a| a.origin == AddrOrigin::Reflexive && !relay::is_route_addr(&a.addr))
+                    .find(|a| a.origin == AddrOrigin::Reflexive)
                     .map(|a| a.addr)
                     .filter(|a| !on_lan && !public.contains(&a.ip()));
                 Some(punch::Attempt {
@@ -1367,16 +1382,17 @@ impl Node {
 
     /// Candidates for a session to member `id` (see
     /// [`assemble_candidates`]).
-    fn candidates_for(&self, id: NodeId, addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    fn candidates_for(&self, id: NodeId, addrs: &[SocketAddr]) -> Vec<Path> {
         let ep = self.driver.endpoint_ref();
-        let forwarders: Vec<SocketAddr> = self
+        let (forwarders, relayed_forwarders): (Vec<Path>, Vec<Path>) = self
             .overlay
             .forwarders_for(id)
             .into_iter()
             .filter_map(|f| self.by_node.get(&f))
             .filter_map(|sid| ep.session_info(*sid))
-            .map(|i| i.remote)
-            .collect();
+            .map(|i| i.path)
+            .partition(|p| !p.is_relayed());
+        let forwarders: Vec<SocketAddr> = forwarders.iter().filter_map(|p| p.direct()).collect();
         let member: &[TaggedAddr] = self
             .overlay
             .member(id)
@@ -1395,11 +1411,19 @@ impl Node {
             .any(|a| a.origin == AddrOrigin::Local && in_local_subnet(&self.ifs, a.addr.ip()));
         if same_nat && on_lan {
             // Forwarders would answer with Redirects to the public address.
-            return assemble_candidates(member, addrs, &[], &own, &public);
+            return assemble_candidates(member, addrs, &[], &own, &public)
+                .into_iter()
+                .map(Path::Direct)
+                .collect();
         }
-        let mut c = assemble_candidates(member, addrs, &forwarders, &own, &[]);
+        let mut c: Vec<Path> = assemble_candidates(member, addrs, &forwarders, &own, &[])
+            .into_iter()
+            .map(Path::Direct)
+            .collect();
+        // Forwarders this node reaches only over a relayed route.
+        c.extend(relayed_forwarders);
         // Relayed routes already set up to it (RELAY_AFTER a failing punch).
-        c.extend(self.routes.addrs_for(id));
+        c.extend(self.routes.paths_for(id));
         c
     }
 

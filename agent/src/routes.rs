@@ -37,9 +37,9 @@ use ringlan_overlay::wire::{
 };
 use ringlan_overlay::Overlay;
 use ringlan_tunnel::endpoint::{Endpoint, Target};
-use ringlan_tunnel::relay::{self, route_addr, route_id_of, HopKey, RouteError, RouteOffer};
+use ringlan_tunnel::relay::{HopKey, RouteError, RouteOffer};
 use ringlan_tunnel::session::{SessionId, SessionState};
-use ringlan_tunnel::{NodeId, Rng};
+use ringlan_tunnel::{NodeId, Path, Rng, RouteId};
 
 /// An opening session without answer for this long gets relayed routes
 /// (a punch between cone-like NATs answers within a few round trips).
@@ -72,7 +72,7 @@ impl Ctx<'_> {
     fn direct(&self, node: NodeId) -> Option<SessionId> {
         let sid = *self.by_node.get(&node)?;
         let info = self.ep.session_info(sid)?;
-        (info.state == SessionState::Open && !relay::is_route_addr(&info.remote)).then_some(sid)
+        (info.state == SessionState::Open && !info.path.is_relayed()).then_some(sid)
     }
 
     fn srtt(&self, sid: SessionId) -> Duration {
@@ -112,10 +112,10 @@ impl Ctx<'_> {
     }
 
     /// The path of the session with `node`, if one is open.
-    fn path_of(&self, node: NodeId) -> Option<(SessionId, SocketAddr)> {
+    fn path_of(&self, node: NodeId) -> Option<(SessionId, Path)> {
         let sid = *self.by_node.get(&node)?;
         let info = self.ep.session_info(sid)?;
-        (info.state == SessionState::Open).then_some((sid, info.remote))
+        (info.state == SessionState::Open).then_some((sid, info.path))
     }
 }
 
@@ -125,8 +125,8 @@ struct End {
     nonce: u64,
     /// The node that set the route up (us, or the peer).
     origin: NodeId,
-    /// Our route id: the session runs at `route_addr(id)`.
-    id: u32,
+    /// Our route id: the session runs on `Path::Route(id)`.
+    id: RouteId,
     /// The adjacent node on the route.
     hop: NodeId,
     /// The relays, in order from the origin.
@@ -143,8 +143,8 @@ struct Transit {
     down: NodeId,
     /// Our ids: traffic from `up` arrives under `up_in`, from `down` under
     /// `down_in`.
-    up_in: u32,
-    down_in: u32,
+    up_in: RouteId,
+    down_in: RouteId,
     ready: bool,
     since: Instant,
 }
@@ -172,8 +172,8 @@ pub struct CarriedView {
     pub up: NodeId,
     pub down: NodeId,
     pub ready: bool,
-    pub up_in: u32,
-    pub down_in: u32,
+    pub up_in: RouteId,
+    pub down_in: RouteId,
     pub age: Duration,
 }
 
@@ -233,22 +233,22 @@ impl Routes {
         std::mem::take(&mut self.connects)
     }
 
-    /// Ready route addresses to `peer` (candidates for a session to it).
-    pub fn addrs_for(&self, peer: NodeId) -> Vec<SocketAddr> {
+    /// Ready route paths to `peer` (candidates for a session to it).
+    pub fn paths_for(&self, peer: NodeId) -> Vec<Path> {
         self.ends
             .get(&peer)
             .map(|v| {
                 v.iter()
                     .filter(|e| e.ready)
-                    .map(|e| route_addr(e.id))
+                    .map(|e| Path::Route(e.id))
                     .collect()
             })
             .unwrap_or_default()
     }
 
     /// The route under a relayed session's path, for status.
-    pub fn view(&self, peer: NodeId, path: SocketAddr) -> Option<RouteView> {
-        let id = route_id_of(&path)?;
+    pub fn view(&self, peer: NodeId, path: Path) -> Option<RouteView> {
+        let id = path.route()?;
         let ends = self.ends.get(&peer)?;
         let e = ends.iter().find(|e| e.id == id)?;
         let mut relays = e.relays.clone();
@@ -298,7 +298,7 @@ impl Routes {
             .retain(|_, t| now.saturating_duration_since(*t) < REFUSED_BACKOFF);
 
         // Abandon setups that were never answered.
-        let stale: Vec<(NodeId, u32)> = self
+        let stale: Vec<(NodeId, RouteId)> = self
             .ends
             .iter()
             .flat_map(|(p, v)| {
@@ -308,7 +308,7 @@ impl Routes {
             })
             .collect();
         for (peer, id) in stale {
-            tracing::debug!(%peer, id, "route setup unanswered");
+            tracing::debug!(%peer, %id, "route setup unanswered");
             cx.ep.route_close(id);
             self.forget_end(peer, id);
         }
@@ -327,9 +327,9 @@ impl Routes {
         // their peer (the first add can miss a session that was replaced).
         for (sid, (node, _)) in cx.opening.iter() {
             if let Some(node) = node {
-                let addrs = self.addrs_for(*node);
-                if !addrs.is_empty() {
-                    cx.ep.add_candidates(now, *sid, &addrs);
+                let paths = self.paths_for(*node);
+                if !paths.is_empty() {
+                    cx.ep.add_candidates(now, *sid, &paths);
                 }
             }
         }
@@ -344,9 +344,10 @@ impl Routes {
             .collect();
         for peer in peers {
             match cx.path_of(peer) {
-                Some((sid, path)) if relay::is_route_addr(&path) => {
+                Some((sid, Path::Route(id))) => {
                     self.direct_since.remove(&peer);
-                    if !cx.ep.has_route(route_id_of(&path).unwrap_or(0)) {
+                    let path = Path::Route(id);
+                    if !cx.ep.has_route(id) {
                         self.move_to_standby(now, cx, sid, path);
                     }
                     self.ensure(now, cx, peer);
@@ -381,7 +382,7 @@ impl Routes {
     fn release(&mut self, cx: &mut Ctx<'_>, peer: NodeId) {
         if let Some(ends) = self.ends.remove(&peer) {
             for e in ends {
-                tracing::info!(%peer, id = e.id, "route released");
+                tracing::info!(%peer, id = %e.id, "route released");
                 cx.ep.route_close(e.id);
             }
         }
@@ -432,7 +433,7 @@ impl Routes {
                     origin: self.me,
                     target,
                     relays_left: left,
-                    id: offer.id,
+                    id: offer.id.0,
                     key: offer.key.0,
                     path: Vec::new(),
                 }),
@@ -468,18 +469,12 @@ impl Routes {
 
     /// The session with `peer` stalled on `path`: move it to another ready
     /// route (or make sure routes are being set up).
-    pub fn on_stalled(
-        &mut self,
-        now: Instant,
-        cx: &mut Ctx<'_>,
-        session: SessionId,
-        path: SocketAddr,
-    ) {
+    pub fn on_stalled(&mut self, now: Instant, cx: &mut Ctx<'_>, session: SessionId, path: Path) {
         // A direct path that stalls is usually loss, not death: the session
         // stays on it (if it died, the session closes and the next open
         // gets routes after RELAY_AFTER). A stalled route hands over to the
         // standby at once, and a new standby is set up.
-        if !relay::is_route_addr(&path) {
+        if !path.is_relayed() {
             return;
         }
         if !self.move_to_standby(now, cx, session, path) {
@@ -495,7 +490,7 @@ impl Routes {
         now: Instant,
         cx: &mut Ctx<'_>,
         session: SessionId,
-        path: SocketAddr,
+        path: Path,
     ) -> bool {
         let Some(peer) = cx.ep.session_info(session).and_then(|i| i.peer) else {
             return false;
@@ -503,12 +498,13 @@ impl Routes {
         let Some(ends) = self.ends.get(&peer) else {
             return false;
         };
-        let bad_hop =
-            route_id_of(&path).and_then(|id| ends.iter().find(|e| e.id == id).map(|e| e.hop));
+        let bad_hop = path
+            .route()
+            .and_then(|id| ends.iter().find(|e| e.id == id).map(|e| e.hop));
         let mut best: Option<&End> = None;
         for e in ends
             .iter()
-            .filter(|e| e.ready && route_addr(e.id) != path && cx.ep.has_route(e.id))
+            .filter(|e| e.ready && Path::Route(e.id) != path && cx.ep.has_route(e.id))
         {
             let better = match best {
                 None => true,
@@ -521,7 +517,7 @@ impl Routes {
         let Some(e) = best else {
             return false;
         };
-        let to = route_addr(e.id);
+        let to = Path::Route(e.id);
         let hop = e.hop;
         if cx.ep.migrate(now, session, to) {
             self.stats.migrations += 1;
@@ -533,7 +529,7 @@ impl Routes {
     }
 
     /// A route entry is gone (endpoint event).
-    pub fn on_route_closed(&mut self, now: Instant, cx: &mut Ctx<'_>, id: u32) {
+    pub fn on_route_closed(&mut self, now: Instant, cx: &mut Ctx<'_>, id: RouteId) {
         self.transits
             .retain(|_, t| t.up_in != id && t.down_in != id);
         let Some(peer) = self
@@ -545,15 +541,15 @@ impl Routes {
             return;
         };
         self.forget_end(peer, id);
-        tracing::info!(%peer, id, "route closed");
+        tracing::info!(%peer, %id, "route closed");
         if let Some((sid, path)) = cx.path_of(peer) {
-            if path == route_addr(id) {
+            if path == Path::Route(id) {
                 self.move_to_standby(now, cx, sid, path);
             }
         }
     }
 
-    fn forget_end(&mut self, peer: NodeId, id: u32) {
+    fn forget_end(&mut self, peer: NodeId, id: RouteId) {
         if let Some(v) = self.ends.get_mut(&peer) {
             v.retain(|e| e.id != id);
             if v.is_empty() {
@@ -589,7 +585,7 @@ impl Routes {
             return self.refuse(from, &s, RouteRefusal::Gone);
         };
         let offer = RouteOffer {
-            id: s.id,
+            id: RouteId(s.id),
             key: HopKey(s.key),
         };
         if s.target == self.me {
@@ -615,7 +611,10 @@ impl Routes {
                 Message::RouteReply(RouteReply {
                     nonce: s.nonce,
                     origin: s.origin,
-                    outcome: RouteOutcome::Accepted { id, relays: s.path },
+                    outcome: RouteOutcome::Accepted {
+                        id: id.0,
+                        relays: s.path,
+                    },
                 }),
             ));
             return;
@@ -675,7 +674,7 @@ impl Routes {
                 origin: s.origin,
                 target: s.target,
                 relays_left: left,
-                id: down_offer.id,
+                id: down_offer.id.0,
                 key: down_offer.key.0,
                 path,
             }),
@@ -691,17 +690,22 @@ impl Routes {
             let up = t.up;
             let up_in = t.up_in;
             let outcome = match r.outcome {
-                RouteOutcome::Accepted { id, relays } => match cx.ep.route_finish(up_in, id) {
-                    Ok(()) => {
-                        t.ready = true;
-                        self.stats.carried += 1;
-                        RouteOutcome::Accepted { id: up_in, relays }
+                RouteOutcome::Accepted { id, relays } => {
+                    match cx.ep.route_finish(up_in, RouteId(id)) {
+                        Ok(()) => {
+                            t.ready = true;
+                            self.stats.carried += 1;
+                            RouteOutcome::Accepted {
+                                id: up_in.0,
+                                relays,
+                            }
+                        }
+                        Err(_) => {
+                            self.transits.remove(&(r.origin, r.nonce));
+                            RouteOutcome::Refused(RouteRefusal::Gone)
+                        }
                     }
-                    Err(_) => {
-                        self.transits.remove(&(r.origin, r.nonce));
-                        RouteOutcome::Refused(RouteRefusal::Gone)
-                    }
-                },
+                }
                 RouteOutcome::Refused(why) => {
                     cx.ep.route_close(up_in);
                     self.transits.remove(&(r.origin, r.nonce));
@@ -736,7 +740,7 @@ impl Routes {
                 let Some(e) = self.ends.get_mut(&target).and_then(|v| v.get_mut(idx)) else {
                     return;
                 };
-                if cx.ep.route_finish(e.id, next).is_err() {
+                if cx.ep.route_finish(e.id, RouteId(next)).is_err() {
                     let id = e.id;
                     self.forget_end(target, id);
                     return;
@@ -765,10 +769,10 @@ impl Routes {
     }
 
     /// A route to `target` became usable.
-    fn on_ready(&mut self, now: Instant, cx: &mut Ctx<'_>, target: NodeId, id: u32) {
-        let addr = route_addr(id);
+    fn on_ready(&mut self, now: Instant, cx: &mut Ctx<'_>, target: NodeId, id: RouteId) {
+        let addr = Path::Route(id);
         if let Some((sid, path)) = cx.path_of(target) {
-            let dead = route_id_of(&path).is_some_and(|p| !cx.ep.has_route(p));
+            let dead = path.route().is_some_and(|p| !cx.ep.has_route(p));
             if dead {
                 cx.ep.migrate(now, sid, addr);
             }
@@ -804,7 +808,7 @@ mod tests {
                 End {
                     nonce: 1,
                     origin: NodeId(2),
-                    id: 10,
+                    id: RouteId(10),
                     hop: NodeId(6),
                     relays: vec![NodeId(5), NodeId(6)],
                     ready: true,
@@ -813,7 +817,7 @@ mod tests {
                 End {
                     nonce: 2,
                     origin: me,
-                    id: 11,
+                    id: RouteId(11),
                     hop: NodeId(7),
                     relays: vec![NodeId(7)],
                     ready: true,
@@ -821,13 +825,14 @@ mod tests {
                 },
             ],
         );
-        let v = r.view(NodeId(2), route_addr(10)).unwrap();
+        let v = r.view(NodeId(2), Path::Route(RouteId(10))).unwrap();
         assert_eq!(v.relays, vec![NodeId(6), NodeId(5)]);
         assert_eq!(v.standby, 1);
-        let v = r.view(NodeId(2), route_addr(11)).unwrap();
+        let v = r.view(NodeId(2), Path::Route(RouteId(11))).unwrap();
         assert_eq!(v.relays, vec![NodeId(7)]);
-        assert!(r.view(NodeId(2), "10.0.0.1:1".parse().unwrap()).is_none());
-        assert_eq!(r.addrs_for(NodeId(2)).len(), 2);
-        assert!(r.addrs_for(NodeId(3)).is_empty());
+        let direct: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        assert!(r.view(NodeId(2), Path::Direct(direct)).is_none());
+        assert_eq!(r.paths_for(NodeId(2)).len(), 2);
+        assert!(r.paths_for(NodeId(3)).is_empty());
     }
 }

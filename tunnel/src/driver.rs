@@ -1222,7 +1222,7 @@ mod tests {
             loop {
                 tokio::select! {
                     ev = s.next_event() => {
-                        if let Event::SessionOpened { session, remote, .. } = ev {
+                        if let Event::SessionOpened { session, path: remote, .. } = ev {
                             assert_eq!(session, sid);
                             assert_eq!(remote, caddr);
                             let f = s.endpoint().open_flow(sid, b"punch", None).unwrap();
@@ -1232,7 +1232,7 @@ mod tests {
                         }
                     }
                     ev = c.next_event() => match ev {
-                        Event::SessionOpened { remote, .. } => c_remote = Some(remote),
+                        Event::SessionOpened { path: remote, .. } => c_remote = Some(remote),
                         Event::Flow { event: FlowEvent::Message { data, .. }, .. } => {
                             assert_eq!(data, b"through the punched path");
                             return (flow, c_remote);
@@ -1282,7 +1282,7 @@ mod tests {
             loop {
                 tokio::select! {
                     ev = k.next_event() => {
-                        if let Event::SessionOpened { session, remote, .. } = ev {
+                        if let Event::SessionOpened { session, path: remote, .. } = ev {
                             assert_eq!(session, ksid);
                             return remote;
                         }

@@ -16,9 +16,9 @@ use crate::crypto::{
     NetworkSecret, Role, DEFAULT_HEADER_LEN, TAG_LEN,
 };
 use crate::flow::{FlowEvent, FlowId, RecvFlowId, Reliability, SendError};
+use crate::path::{is_route_addr, route_addr, route_id_of, Path, RouteId};
 use crate::relay::{
-    self, route_addr, route_id_of, HopKey, RelayLimits, RouteError, RouteInfo, RouteInput,
-    RouteOffer, Routes,
+    self, HopKey, RelayLimits, RouteError, RouteInfo, RouteInput, RouteOffer, Routes,
 };
 use crate::session::{
     add_candidate, next_interval, CloseReason, Keying, OpenFailure, ResponderEcho, Session,
@@ -98,7 +98,7 @@ pub enum Event {
     SessionOpened {
         session: SessionId,
         peer: NodeId,
-        remote: SocketAddr,
+        path: Path,
         role: Role,
     },
     /// An opening session failed.
@@ -112,11 +112,12 @@ pub enum Event {
         peer: NodeId,
         reason: CloseReason,
     },
-    /// The far end's address changed and was verified (RFC 7016 3.5.4.2).
+    /// The far end's path changed: a new address verified (RFC 7016
+    /// 3.5.4.2), or a move onto or off a relayed route ([`Endpoint::migrate`]).
     AddressChanged {
         session: SessionId,
-        from: SocketAddr,
-        to: SocketAddr,
+        from: Path,
+        to: Path,
     },
     /// A flow event of a session (incoming flow, message, gap, ...).
     Flow {
@@ -133,16 +134,13 @@ pub enum Event {
     /// A STUN Binding query got no usable answer.
     StunFailed { tx: StunTxId, server: SocketAddr },
     /// A route entry (end or transit, [`crate::relay`]) is gone: expired,
-    /// closed, or its hop session closed. A session using
-    /// [`route_addr`]`(id)` as its path needs another path.
-    RouteClosed { id: u32 },
+    /// closed, or its hop session closed. A session on
+    /// [`Path::Route`]`(id)` needs another path.
+    RouteClosed { id: RouteId },
     /// An OPEN session's data went unanswered for a while on its current
     /// path (`path`): the application may [`Endpoint::migrate`] it onto
     /// another route before it is declared dead. Reported once per stall.
-    PathStalled {
-        session: SessionId,
-        path: SocketAddr,
-    },
+    PathStalled { session: SessionId, path: Path },
 }
 
 /// Why a datagram was dropped. Counted; visible in the agent's metrics.
@@ -450,11 +448,13 @@ impl Endpoint {
 
     /// Start opening a session (RFC 7016 3.5.1.1.1). If a session to that
     /// node is already open or opening, its handle is returned instead.
-    pub fn connect(
+    /// Candidates are paths ([`Path`], or plain addresses, which are direct
+    /// paths).
+    pub fn connect<P: Into<Path> + Copy>(
         &mut self,
         now: Instant,
         target: Target,
-        candidates: &[SocketAddr],
+        candidates: &[P],
     ) -> Result<SessionId, CommandError> {
         if let Target::Node(id) = target {
             if let Some(&sid) = self.by_peer.get(&id) {
@@ -475,7 +475,7 @@ impl Endpoint {
                 if let Some(o) = s.opening.as_mut() {
                     for &a in candidates {
                         if o.candidates.len() < REDIRECT_THRESHOLD {
-                            add_candidate(o, now, a, first);
+                            add_candidate(o, now, a.into().to_addr(), first);
                         }
                     }
                 }
@@ -499,7 +499,7 @@ impl Endpoint {
         let cands: Vec<SocketAddr> = candidates
             .iter()
             .take(REDIRECT_THRESHOLD)
-            .copied()
+            .map(|&p| p.into().to_addr())
             .collect();
         let s = Session::new_initiator(
             SessionId(id),
@@ -515,14 +515,19 @@ impl Endpoint {
     }
 
     /// Add candidate addresses to an opening session.
-    pub fn add_candidates(&mut self, now: Instant, session: SessionId, addrs: &[SocketAddr]) {
+    pub fn add_candidates<P: Into<Path> + Copy>(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        paths: &[P],
+    ) {
         let first = self.cfg.session.initial_retransmit;
         if let Some(s) = self.sessions.get_mut(&session.0) {
             if s.state == SessionState::IHelloSent {
                 if let Some(o) = s.opening.as_mut() {
-                    for &a in addrs {
+                    for &p in paths {
                         if o.candidates.len() < REDIRECT_THRESHOLD {
-                            add_candidate(o, now, a, first);
+                            add_candidate(o, now, p.into().to_addr(), first);
                         }
                     }
                 }
@@ -696,24 +701,25 @@ impl Endpoint {
     }
 
     /// Probe a new path to an OPEN session's far end: send the
-    /// address-mobility check Ping (RFC 7016 3.5.4.2) to `addr` now,
-    /// bypassing its rate limit once. If the far end answers from `addr`
+    /// address-mobility check Ping (RFC 7016 3.5.4.2) on `path` now,
+    /// bypassing its rate limit once. If the far end answers on `path`
     /// the verified Ping Reply moves DESTADDR there and
     /// [`Event::AddressChanged`] follows. This is how a node learns, through
     /// a third party such as an introducer (RFC 7016 3.5.1.5/3.5.1.6), that a
     /// peer's NAT renumbered while its own NAT still filters the peer's new
     /// address. Returns false if the session is unknown or not OPEN.
-    pub fn probe_path(&mut self, now: Instant, session: SessionId, addr: SocketAddr) -> bool {
+    pub fn probe_path(&mut self, now: Instant, session: SessionId, path: impl Into<Path>) -> bool {
+        let path: Path = path.into();
         self.sessions
             .get_mut(&session.0)
-            .is_some_and(|s| s.probe_path(now, addr))
+            .is_some_and(|s| s.probe_path(now, path.to_addr()))
     }
 
     // ----- relayed flow routes (crate::relay) ------------------------------
 
     fn open_session(&self, session: SessionId) -> Result<(), RouteError> {
         match self.sessions.get(&session.0) {
-            Some(s) if s.is_open() && !relay::is_route_addr(&s.dest) => Ok(()),
+            Some(s) if s.is_open() && !is_route_addr(&s.dest) => Ok(()),
             _ => Err(RouteError::NoSession),
         }
     }
@@ -730,7 +736,10 @@ impl Endpoint {
         let id = self.alloc_session_id();
         let key = self.hop_key();
         self.routes.begin_end(now, id, hop.0, key.clone());
-        Ok(RouteOffer { id, key })
+        Ok(RouteOffer {
+            id: RouteId(id),
+            key,
+        })
     }
 
     /// Relay a route: the upstream node (session `up`) offered `offer`, we
@@ -744,7 +753,7 @@ impl Endpoint {
         up: SessionId,
         offer: &RouteOffer,
         down: SessionId,
-    ) -> Result<(u32, RouteOffer), RouteError> {
+    ) -> Result<(RouteId, RouteOffer), RouteError> {
         if !self.cfg.relay.enabled {
             return Err(RouteError::RelayDisabled);
         }
@@ -761,33 +770,39 @@ impl Endpoint {
         let key = self.hop_key();
         self.routes
             .begin_transit(now, up_in, down_in, up.0, offer, down.0, &key)?;
-        Ok((up_in, RouteOffer { id: down_in, key }))
+        Ok((
+            RouteId(up_in),
+            RouteOffer {
+                id: RouteId(down_in),
+                key,
+            },
+        ))
     }
 
     /// The route's far end: the upstream node (session `up`) offered
     /// `offer`. Returns our id to answer with; the session to the
-    /// initiator runs at [`route_addr`] of it.
+    /// initiator runs on [`Path::Route`] of it.
     pub fn route_accept(
         &mut self,
         now: Instant,
         up: SessionId,
         offer: &RouteOffer,
-    ) -> Result<u32, RouteError> {
+    ) -> Result<RouteId, RouteError> {
         self.open_session(up)?;
         let id = self.alloc_session_id();
         self.routes.accept_end(now, id, up.0, offer);
-        Ok(id)
+        Ok(RouteId(id))
     }
 
     /// The downstream node answered route `id` with `next_id`: the route
-    /// entry is complete (an end: packets for [`route_addr`]`(id)` now flow).
-    pub fn route_finish(&mut self, id: u32, next_id: u32) -> Result<(), RouteError> {
-        self.routes.finish(id, next_id)
+    /// entry is complete (an end: packets on [`Path::Route`]`(id)` now flow).
+    pub fn route_finish(&mut self, id: RouteId, next_id: RouteId) -> Result<(), RouteError> {
+        self.routes.finish(id.0, next_id.0)
     }
 
     /// Tear down route entry `id` (with its other direction at a relay).
-    pub fn route_close(&mut self, id: u32) {
-        self.routes.remove(id);
+    pub fn route_close(&mut self, id: RouteId) {
+        self.routes.remove(id.0);
         self.push_route_closed();
     }
 
@@ -798,8 +813,8 @@ impl Endpoint {
     }
 
     /// Whether route entry `id` exists.
-    pub fn has_route(&self, id: u32) -> bool {
-        self.routes.contains(id)
+    pub fn has_route(&self, id: RouteId) -> bool {
+        self.routes.contains(id.0)
     }
 
     /// Relay limits in force.
@@ -811,21 +826,22 @@ impl Endpoint {
     /// or accepted, or a direct address): see `Session::migrate`. Anything
     /// unacknowledged is resent on the new path. False if the session is
     /// not OPEN or `path` is a route that does not exist here.
-    pub fn migrate(&mut self, now: Instant, session: SessionId, path: SocketAddr) -> bool {
-        if route_id_of(&path).is_some_and(|id| !self.routes.contains(id)) {
+    pub fn migrate(&mut self, now: Instant, session: SessionId, path: impl Into<Path>) -> bool {
+        let path: Path = path.into();
+        if path.route().is_some_and(|id| !self.routes.contains(id.0)) {
             return false;
         }
         let Some(s) = self.sessions.get_mut(&session.0) else {
             return false;
         };
         let before = s.dest;
-        if !s.migrate(now, path) {
+        if !s.migrate(now, path.to_addr()) {
             return false;
         }
-        if before != path {
+        if before != path.to_addr() {
             self.events.push_back(Event::AddressChanged {
                 session,
-                from: before,
+                from: Path::from_addr(before),
                 to: path,
             });
         }
@@ -910,7 +926,7 @@ impl Endpoint {
         Some(SessionInfo {
             id: session,
             peer: s.peer(),
-            remote: s.dest,
+            path: Path::from_addr(s.dest),
             state: s.state,
             role: s.role,
             srtt: s.srtt(),
@@ -991,8 +1007,8 @@ impl Endpoint {
         if before != after {
             self.events.push_back(Event::AddressChanged {
                 session: SessionId(sid),
-                from: before,
-                to: after,
+                from: Path::from_addr(before),
+                to: Path::from_addr(after),
             });
         }
         if was_open && !is_open {
@@ -1023,14 +1039,14 @@ impl Endpoint {
         let hop_open = |sid: u32| sessions.get(&sid).is_some_and(Session::is_open);
         match self.routes.input(now, id, data, hop_open) {
             RouteInput::Deliver { id, range } => {
-                self.handle_rtmfp(now, route_addr(id), &mut data[range], false)
+                self.handle_rtmfp(now, route_addr(RouteId(id)), &mut data[range], false)
             }
             RouteInput::Keepalive => {}
             RouteInput::Forward { session } => {
                 let Some(dest) = self.sessions.get(&session).map(|s| s.dest) else {
                     return self.drop_packet(DropReason::Route);
                 };
-                if relay::is_route_addr(&dest) {
+                if is_route_addr(&dest) {
                     // Hops run over direct sessions only.
                     return self.drop_packet(DropReason::Route);
                 }
@@ -1484,7 +1500,7 @@ impl Endpoint {
         self.events.push_back(Event::SessionOpened {
             session: SessionId(id),
             peer,
-            remote: from,
+            path: Path::from_addr(from),
             role: Role::Responder,
         });
     }
@@ -1542,13 +1558,13 @@ impl Endpoint {
                     s.send_sid = responder_session_id;
                     s.enter_open(now, sealer, opener);
                     let peer = s.peer().unwrap_or_default();
-                    let remote = s.dest;
+                    let path = Path::from_addr(s.dest);
                     let _ = from;
                     self.by_peer.insert(peer, sid);
                     self.events.push_back(Event::SessionOpened {
                         session: SessionId(sid),
                         peer,
-                        remote,
+                        path,
                         role: Role::Initiator,
                     });
                     return;
@@ -1636,7 +1652,7 @@ impl Endpoint {
                 if s.take_stalled() {
                     self.events.push_back(Event::PathStalled {
                         session: SessionId(id),
-                        path: s.dest,
+                        path: Path::from_addr(s.dest),
                     });
                 }
             }
@@ -1676,7 +1692,8 @@ impl Endpoint {
 
     fn push_route_closed(&mut self) {
         for id in self.routes.take_closed() {
-            self.events.push_back(Event::RouteClosed { id });
+            self.events
+                .push_back(Event::RouteClosed { id: RouteId(id) });
         }
     }
 
@@ -1701,10 +1718,10 @@ impl Endpoint {
                 return Some(t);
             };
             // A packet for a route end: wrap it for the first hop.
-            let hop = self.routes.wrap(now, id, buf, t.size);
+            let hop = self.routes.wrap(now, id.0, buf, t.size);
             let dest = hop.and_then(|(sid, n)| Some((self.sessions.get(&sid)?.dest, n)));
             match dest {
-                Some((dest, n)) if !relay::is_route_addr(&dest) => {
+                Some((dest, n)) if !is_route_addr(&dest) => {
                     return Some(Transmit {
                         destination: dest,
                         size: n,
@@ -1931,7 +1948,8 @@ impl Endpoint {
 pub struct SessionInfo {
     pub id: SessionId,
     pub peer: Option<NodeId>,
-    pub remote: SocketAddr,
+    /// The path the session's packets take (DESTADDR, RFC 7016 3.5).
+    pub path: Path,
     pub state: SessionState,
     pub role: Role,
     pub srtt: Option<Duration>,

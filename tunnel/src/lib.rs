@@ -12,6 +12,7 @@ pub mod endpoint;
 pub mod flow;
 pub mod id;
 pub mod machine;
+pub mod path;
 pub mod pmtu;
 pub mod punch;
 pub mod relay;
@@ -23,4 +24,5 @@ pub mod wire;
 
 pub use id::NodeId;
 pub use machine::DatagramMachine;
+pub use path::{Path, RouteId};
 pub use rng::Rng;

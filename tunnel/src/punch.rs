@@ -617,6 +617,6 @@ mod tests {
         assert_eq!(opened, (1, 1), "both ends open exactly one session");
         assert!(now < t0 + Duration::from_secs(5), "took {:?}", now - t0);
         let sw = w.session_for(lid).unwrap();
-        assert_eq!(w.session_info(sw).unwrap().remote, l_addr);
+        assert_eq!(w.session_info(sw).unwrap().path, l_addr);
     }
 }

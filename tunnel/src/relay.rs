@@ -38,14 +38,12 @@
 //! whose inner packet is empty is a route keepalive: it refreshes every
 //! entry on the way and is consumed by the far end.
 //!
-//! The ends see the route as an address: [`route_addr`] maps a route id to
-//! an address in the IPv6 discard prefix `100::/64` (RFC 6666), so the
-//! session logic (address mobility, RFC 7016 3.5.4.2, cookies, PMTU) runs
-//! unchanged over routes, and moving a session between routes or between
-//! a route and a direct path is a path change.
+//! The ends see a route as a path, [`crate::Path::Route`]: the session logic
+//! (address mobility, RFC 7016 3.5.4.2, cookies, PMTU) runs unchanged over
+//! routes, and moving a session between routes or between a route and a
+//! direct address is a path change (see [`crate::path`]).
 
 use std::collections::HashMap;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use hkdf::Hkdf;
@@ -55,6 +53,7 @@ use zeroize::Zeroize;
 
 use crate::crypto::ReplayWindow;
 use crate::endpoint::IdMap;
+use crate::path::RouteId;
 use crate::wire::scramble_session_id;
 use crate::NodeId;
 
@@ -74,38 +73,18 @@ pub const ROUTE_KEEPALIVE: Duration = Duration::from_secs(15);
 /// A route still waiting for its downstream answer is removed after this.
 pub const ROUTE_PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 
-const PREFIX: [u16; 6] = [0x0100, 0, 0, 0, 0, 0];
-
-/// The address that stands for route `id` at its end (the session sees its
-/// peer "at" this address).
-pub fn route_addr(id: u32) -> SocketAddr {
-    let ip = Ipv6Addr::new(
-        PREFIX[0],
-        PREFIX[1],
-        PREFIX[2],
-        PREFIX[3],
-        PREFIX[4],
-        PREFIX[5],
-        (id >> 16) as u16,
-        id as u16,
-    );
-    SocketAddr::V6(SocketAddrV6::new(ip, 1, 0, 0))
+/// Transitional, for `overlay/src/overlay.rs` only (it still receives a
+/// session's far end as an address from the agent): the address that
+/// stands for route `id`. Removed once the overlay takes a [`crate::Path`].
+#[doc(hidden)]
+pub fn route_addr(id: u32) -> std::net::SocketAddr {
+    crate::path::route_addr(RouteId(id))
 }
 
-/// The route id behind a [`route_addr`], if `addr` is one.
-pub fn route_id_of(addr: &SocketAddr) -> Option<u32> {
-    match addr {
-        SocketAddr::V6(a) if a.ip().segments()[..6] == PREFIX && a.port() == 1 => {
-            let s = a.ip().segments();
-            Some((u32::from(s[6]) << 16) | u32::from(s[7]))
-        }
-        _ => None,
-    }
-}
-
-/// Whether `addr` stands for a route rather than a real UDP address.
-pub fn is_route_addr(addr: &SocketAddr) -> bool {
-    route_id_of(addr).is_some()
+/// Transitional, see [`route_addr`]: whether `addr` stands for a route.
+#[doc(hidden)]
+pub fn is_route_addr(addr: &std::net::SocketAddr) -> bool {
+    crate::path::is_route_addr(addr)
 }
 
 /// The secret of one hop, chosen at random by the hop's upstream node and
@@ -129,7 +108,7 @@ impl std::fmt::Debug for HopKey {
 /// under, and (from the upstream side) the hop key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteOffer {
-    pub id: u32,
+    pub id: RouteId,
     pub key: HopKey,
 }
 
@@ -356,19 +335,20 @@ pub struct RouteCounters {
 /// What an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteRole {
-    /// One end of a route: packets addressed to [`route_addr`]`(id)` leave
-    /// through `hop`, packets arriving are the session's.
+    /// One end of a route: packets of a session on path
+    /// [`crate::Path::Route`]`(id)` leave through `hop`, packets arriving
+    /// are the session's.
     End,
     /// A relay's entry for one direction; `partner` is the entry for the
     /// other direction.
-    Transit { partner: u32 },
+    Transit { partner: RouteId },
 }
 
 /// A route entry as shown to status.
 #[derive(Debug, Clone)]
 pub struct RouteInfo {
     /// Our route id (receive side).
-    pub id: u32,
+    pub id: RouteId,
     pub role: RouteRole,
     /// The node we receive from on this entry.
     pub from: Option<NodeId>,
@@ -442,8 +422,8 @@ impl Entry {
 pub enum RouteInput {
     /// Not a route id: not ours to handle.
     NotRoute,
-    /// The end-to-end packet at `data[range]` arrived on route `id` (from
-    /// [`route_addr`]`(id)`).
+    /// The end-to-end packet at `data[range]` arrived on route `id` (path
+    /// [`crate::Path::Route`]`(id)`).
     Deliver {
         id: u32,
         range: std::ops::Range<usize>,
@@ -531,7 +511,7 @@ impl Routes {
     pub fn accept_end(&mut self, now: Instant, id: u32, hop: u32, offer: &RouteOffer) {
         let open = derive(&offer.key, Dir::Down);
         let seal = derive(&offer.key, Dir::Up);
-        let e = Entry::new(now, RouteRole::End, hop, open, hop, offer.id, seal, None);
+        let e = Entry::new(now, RouteRole::End, hop, open, hop, offer.id.0, seal, None);
         self.entries.insert(id, e);
     }
 
@@ -561,7 +541,9 @@ impl Routes {
         // send with ours (the downstream id comes with `finish`).
         let toward_down = Entry::new(
             now,
-            RouteRole::Transit { partner: down_in },
+            RouteRole::Transit {
+                partner: RouteId(down_in),
+            },
             up,
             derive(&offer.key, Dir::Down),
             down,
@@ -571,11 +553,13 @@ impl Routes {
         );
         let toward_up = Entry::new(
             now,
-            RouteRole::Transit { partner: up_in },
+            RouteRole::Transit {
+                partner: RouteId(up_in),
+            },
             down,
             derive(down_key, Dir::Up),
             up,
-            offer.id,
+            offer.id.0,
             derive(&offer.key, Dir::Up),
             bucket,
         );
@@ -604,8 +588,8 @@ impl Routes {
         };
         self.closed.push(id);
         if let RouteRole::Transit { partner } = e.role {
-            if self.entries.remove(&partner).is_some() {
-                self.closed.push(partner);
+            if self.entries.remove(&partner.0).is_some() {
+                self.closed.push(partner.0);
             }
             self.transit_routes = self.transit_routes.saturating_sub(1);
         }
@@ -773,7 +757,7 @@ impl Routes {
             .entries
             .iter()
             .map(|(id, e)| RouteInfo {
-                id: *id,
+                id: RouteId(*id),
                 role: e.role,
                 from: peer_of(e.in_session),
                 to: peer_of(e.out.session),
@@ -804,21 +788,6 @@ mod tests {
         HopKey([b; 32])
     }
 
-    #[test]
-    fn route_addresses_round_trip_and_are_not_real() {
-        for id in [1u32, 0xdead_beef, u32::MAX] {
-            let a = route_addr(id);
-            assert_eq!(route_id_of(&a), Some(id));
-        }
-        let real: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
-        assert_eq!(route_id_of(&real), None);
-        let v4: SocketAddr = "10.0.0.1:1".parse().unwrap();
-        assert!(!is_route_addr(&v4));
-        // Same prefix, other port: not ours.
-        let other: SocketAddr = "[100::5]:2".parse().unwrap();
-        assert!(!is_route_addr(&other));
-    }
-
     /// A - R - B over one relay: ids and keys exchanged as the setup would.
     struct Chain {
         a: Routes,
@@ -843,13 +812,13 @@ mod tests {
         let (a_id, r_up, r_down, b_id) = (100, 200, 201, 300);
         a.begin_end(now, a_id, 7, key(1));
         let offer_a = RouteOffer {
-            id: a_id,
+            id: RouteId(a_id),
             key: key(1),
         };
         r.begin_transit(now, r_up, r_down, 8, &offer_a, 9, &key(2))
             .unwrap();
         let offer_r = RouteOffer {
-            id: r_down,
+            id: RouteId(r_down),
             key: key(2),
         };
         b.accept_end(now, b_id, 10, &offer_r);
@@ -1018,7 +987,10 @@ mod tests {
     fn pending_routes_drop_and_relay_policy_is_enforced() {
         let now = Instant::now();
         let mut off = Routes::new(RelayLimits::default());
-        let offer = RouteOffer { id: 1, key: key(1) };
+        let offer = RouteOffer {
+            id: RouteId(1),
+            key: key(1),
+        };
         assert_eq!(
             off.begin_transit(now, 2, 3, 1, &offer, 2, &key(2)),
             Err(RouteError::RelayDisabled)
@@ -1068,7 +1040,7 @@ mod tests {
         // Re-create the transit with the new limits.
         c.r.remove(c.r_up);
         let offer_a = RouteOffer {
-            id: c.a_id,
+            id: RouteId(c.a_id),
             key: key(1),
         };
         c.r.begin_transit(now, c.r_up, c.r_down, 8, &offer_a, 9, &key(2))

@@ -13,6 +13,7 @@ use crate::crypto::{
     self, Certificate, InitiatorKeying, PacketOpener, PacketSealer, SESSION_HEADER_LEN, TAG_LEN,
 };
 use crate::flow::{ChunkSink, FlowConfig, FlowSet};
+use crate::path::is_route_addr;
 use crate::pmtu::{Pmtu, PmtuConfig};
 use crate::relay;
 use crate::rtt::Timestamps;
@@ -246,10 +247,10 @@ fn near_mode(role: Role) -> PacketMode {
 }
 
 /// PMTU discovery bounds for a path to `dest`. A relayed route
-/// ([`crate::relay::route_addr`]) adds [`crate::relay::ROUTE_OVERHEAD`]
+/// ([`crate::Path::Route`]) adds [`crate::relay::ROUTE_OVERHEAD`]
 /// bytes on every hop, whose underlay may be IPv4 or IPv6.
 fn pmtu_config(dest: SocketAddr, max_datagram: usize) -> PmtuConfig {
-    let base = if relay::is_route_addr(&dest) {
+    let base = if is_route_addr(&dest) {
         PmtuConfig {
             max: crate::pmtu::MAX_IPV6_UDP - relay::ROUTE_OVERHEAD,
             ..PmtuConfig::ipv6()
@@ -261,7 +262,7 @@ fn pmtu_config(dest: SocketAddr, max_datagram: usize) -> PmtuConfig {
     };
     let max = max_datagram.max(crate::pmtu::BASE_SIZE);
     PmtuConfig {
-        max: if relay::is_route_addr(&dest) {
+        max: if is_route_addr(&dest) {
             max.min(base.max)
         } else {
             max
@@ -272,7 +273,7 @@ fn pmtu_config(dest: SocketAddr, max_datagram: usize) -> PmtuConfig {
 
 /// What kind of path an address is, for PMTU purposes.
 fn path_class(dest: &SocketAddr) -> u8 {
-    if relay::is_route_addr(dest) {
+    if is_route_addr(dest) {
         2
     } else if dest.is_ipv4() {
         0
@@ -613,8 +614,8 @@ impl Session {
         }
         // RFC 7016 3.5.4.2: a valid packet from an address other than
         // DESTADDR starts a verification, never an immediate move.
-        let sticky = relay::is_route_addr(&from)
-            && !relay::is_route_addr(&self.dest)
+        let sticky = is_route_addr(&from)
+            && !is_route_addr(&self.dest)
             && now.saturating_duration_since(self.last_recv_dest) < DIRECT_PREFERRED_FOR;
         if self.state == SessionState::Open && from != self.dest && !sticky {
             let due = self

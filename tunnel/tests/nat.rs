@@ -17,6 +17,7 @@ use ringlan_tunnel::driver::Driver;
 use ringlan_tunnel::endpoint::{DropReason, EndpointConfig, Event, Target};
 use ringlan_tunnel::flow::{FlowEvent, Reliability};
 use ringlan_tunnel::session::{SessionId, SessionState};
+use ringlan_tunnel::Path;
 use stun_types::attribute::XorMappedAddress;
 use stun_types::message::{
     Message, MessageClass, MessageWrite, MessageWriteExt, MessageWriteVec, BINDING,
@@ -58,7 +59,8 @@ fn introducer(net: &mut Net) -> usize {
 fn observed(net: &Net, intro: usize, n: usize) -> SocketAddr {
     let id = net.nodes[n].ep.node_id();
     let s = net.nodes[intro].ep.session_for(id).unwrap();
-    net.nodes[intro].ep.session_info(s).unwrap().remote
+    let path = net.nodes[intro].ep.session_info(s).unwrap().path;
+    path.direct().expect("a direct path")
 }
 
 #[test]
@@ -91,10 +93,21 @@ fn two_nodes_behind_cone_nats_open_a_direct_session_through_the_forwarder() {
         "no direct session through the NATs"
     );
     let info = net.nodes[a].ep.session_info(s).unwrap();
-    assert_eq!(info.remote, b_public, "direct to B's public mapping");
+    assert_eq!(
+        info.path,
+        Path::Direct(b_public),
+        "direct to B's public mapping"
+    );
     let sb = opened_to(&net, b, ida).unwrap();
     assert_eq!(
-        net.nodes[b].ep.session_info(sb).unwrap().remote.ip(),
+        net.nodes[b]
+            .ep
+            .session_info(sb)
+            .unwrap()
+            .path
+            .direct()
+            .unwrap()
+            .ip(),
         net.nats[na].public_ip
     );
     let st = net.nodes[intro].ep.stats().clone();
@@ -176,7 +189,10 @@ fn a_probe_to_the_new_address_recovers_a_session_after_nat_renumbering() {
             && opened_to(n, b, ida).is_some())
     );
     let sb = opened_to(&net, b, ida).unwrap();
-    assert_eq!(net.nodes[b].ep.session_info(sb).unwrap().remote, a_old);
+    assert_eq!(
+        net.nodes[b].ep.session_info(sb).unwrap().path,
+        Path::Direct(a_old)
+    );
 
     net.nats[na].renumber("198.51.100.20".parse().unwrap());
     net.take_events(intro);
@@ -215,14 +231,17 @@ fn a_probe_to_the_new_address_recovers_a_session_after_nat_renumbering() {
     let a_new = observed(&net, intro, a);
     assert_eq!(a_new.ip().to_string(), "198.51.100.20");
     assert!(net.nodes[intro].events.iter().any(
-        |e| matches!(e, Event::AddressChanged { from, to, .. } if *from == a_old && *to == a_new)
+        |e| matches!(e, Event::AddressChanged { from, to, .. } if *from == Path::Direct(a_old) && *to == Path::Direct(a_new))
     ));
 
     // Without a probe B stays stuck on the dead address (for a while: with
     // data in flight and nothing coming back it would declare A dead after
     // a few seconds, so the probe has to come quickly).
     net.run_for(Duration::from_secs(2));
-    assert_eq!(net.nodes[b].ep.session_info(sb).unwrap().remote, a_old);
+    assert_eq!(
+        net.nodes[b].ep.session_info(sb).unwrap().path,
+        Path::Direct(a_old)
+    );
     assert!(!got(&net, a, b"from b"));
     assert!(!got(&net, b, b"from a"));
     assert!(net.nats[nb].filtered > 0, "B's NAT drops A's new address");
@@ -235,9 +254,12 @@ fn a_probe_to_the_new_address_recovers_a_session_after_nat_renumbering() {
         net.run_until(Duration::from_secs(10), |n| got(n, a, b"from b")
             && got(n, b, b"from a"))
     );
-    assert_eq!(net.nodes[b].ep.session_info(sb).unwrap().remote, a_new);
+    assert_eq!(
+        net.nodes[b].ep.session_info(sb).unwrap().path,
+        Path::Direct(a_new)
+    );
     assert!(net.nodes[b].events.iter().any(
-        |e| matches!(e, Event::AddressChanged { session, to, .. } if *session == sb && *to == a_new)
+        |e| matches!(e, Event::AddressChanged { session, to, .. } if *session == sb && *to == Path::Direct(a_new))
     ));
     assert_eq!(
         net.nodes[a].ep.session_info(sa).unwrap().state,
@@ -339,7 +361,10 @@ fn same_lan_nodes_use_the_local_address() {
         .unwrap();
     net.flush(a);
     assert!(net.run_until(Duration::from_secs(10), |n| opened_to(n, a, idc) == Some(s)));
-    assert_eq!(net.nodes[a].ep.session_info(s).unwrap().remote, c_local);
+    assert_eq!(
+        net.nodes[a].ep.session_info(s).unwrap().path,
+        Path::Direct(c_local)
+    );
 }
 
 #[test]

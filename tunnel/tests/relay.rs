@@ -11,8 +11,9 @@ use std::time::Duration;
 use common::{config, LinkModel, Net};
 use ringlan_tunnel::endpoint::{Event, Target};
 use ringlan_tunnel::flow::{FlowEvent, FlowId, Reliability};
-use ringlan_tunnel::relay::{self, route_addr, RelayLimits, RouteRole};
+use ringlan_tunnel::relay::{self, RelayLimits, RouteRole};
 use ringlan_tunnel::session::SessionId;
+use ringlan_tunnel::{Path, RouteId};
 
 const A: usize = 0;
 const R1: usize = 1;
@@ -51,7 +52,7 @@ fn connect_direct(net: &mut Net, a: usize, b: usize) -> (SessionId, SessionId) {
 /// Set up a route a -> relays... -> b the way the agents' setup request
 /// does, hop by hop over the existing sessions. Returns the route ids at a
 /// and b.
-fn route_via(net: &mut Net, a: usize, relays: &[usize], b: usize) -> (u32, u32) {
+fn route_via(net: &mut Net, a: usize, relays: &[usize], b: usize) -> (RouteId, RouteId) {
     let now = net.now;
     let first = opened_with(net, a, relays[0]).unwrap();
     let offer = net.nodes[a].ep.route_begin(now, first).unwrap();
@@ -82,13 +83,13 @@ fn route_via(net: &mut Net, a: usize, relays: &[usize], b: usize) -> (u32, u32) 
     (offer.id, b_id)
 }
 
-fn route(net: &mut Net, a: usize, r: usize, b: usize) -> (u32, u32) {
+fn route(net: &mut Net, a: usize, r: usize, b: usize) -> (RouteId, RouteId) {
     route_via(net, a, &[r], b)
 }
 
 /// A opens a session to B with `path` as its only candidate; both ends
 /// OPEN.
-fn open_over(net: &mut Net, path: SocketAddr) -> (SessionId, SessionId) {
+fn open_over(net: &mut Net, path: Path) -> (SessionId, SessionId) {
     let now = net.now;
     let peer = net.nodes[B].ep.node_id();
     net.nodes[A]
@@ -151,8 +152,8 @@ struct Transfer {
     flow: FlowId,
     next: u64,
     got: Vec<Vec<u8>>,
-    stalls: Vec<SocketAddr>,
-    standby: Option<SocketAddr>,
+    stalls: Vec<Path>,
+    standby: Option<Path>,
 }
 
 impl Transfer {
@@ -223,8 +224,8 @@ impl Transfer {
     }
 }
 
-fn remote(net: &Net, i: usize, s: SessionId) -> SocketAddr {
-    net.nodes[i].ep.session_info(s).unwrap().remote
+fn remote(net: &Net, i: usize, s: SessionId) -> Path {
+    net.nodes[i].ep.session_info(s).unwrap().path
 }
 
 fn transit_bytes(net: &Net, r: usize) -> u64 {
@@ -245,9 +246,9 @@ fn a_session_opens_and_carries_a_reliable_flow_over_a_relay_under_loss() {
     connect_direct(&mut net, B, R1);
     let (ra, rb) = route(&mut net, A, R1, B);
     // The initiator knows the target only through the route.
-    let (sa, sb) = open_over(&mut net, route_addr(ra));
-    assert_eq!(remote(&net, A, sa), route_addr(ra));
-    assert_eq!(remote(&net, B, sb), route_addr(rb));
+    let (sa, sb) = open_over(&mut net, Path::Route(ra));
+    assert_eq!(remote(&net, A, sa), Path::Route(ra));
+    assert_eq!(remote(&net, B, sb), Path::Route(rb));
     let mut t = Transfer::new(&mut net, sa);
     t.run(&mut net, 4096, Duration::from_secs(300));
     t.check();
@@ -272,9 +273,9 @@ fn the_session_moves_to_a_standby_route_when_the_relay_dies_and_then_to_direct()
     connect_direct(&mut net, B, R2);
     let (ra1, _) = route(&mut net, A, R1, B);
     let (ra2, rb2) = route(&mut net, A, R2, B);
-    let (sa, sb) = open_over(&mut net, route_addr(ra1));
+    let (sa, sb) = open_over(&mut net, Path::Route(ra1));
     let mut t = Transfer::new(&mut net, sa);
-    t.standby = Some(route_addr(ra2));
+    t.standby = Some(Path::Route(ra2));
     t.run(&mut net, 1000, Duration::from_secs(60));
 
     // The relay dies mid-transfer: A sees the path stall, moves to the
@@ -283,10 +284,10 @@ fn the_session_moves_to_a_standby_route_when_the_relay_dies_and_then_to_direct()
     let killed = net.now;
     t.run(&mut net, 3000, Duration::from_secs(60));
     t.check();
-    assert_eq!(t.stalls, vec![route_addr(ra1)]);
-    assert_eq!(remote(&net, A, sa), route_addr(ra2));
+    assert_eq!(t.stalls, vec![Path::Route(ra1)]);
+    assert_eq!(remote(&net, A, sa), Path::Route(ra2));
     assert!(net.run_until(Duration::from_secs(5), |n| remote(n, B, sb)
-        == route_addr(rb2)));
+        == Path::Route(rb2)));
     assert!(net.now - killed < Duration::from_secs(10));
     assert!(
         opened_with(&net, A, B) == Some(sa),
@@ -301,7 +302,8 @@ fn the_session_moves_to_a_standby_route_when_the_relay_dies_and_then_to_direct()
     assert!(net.nodes[A].ep.probe_path(now, sa, b_addr));
     t.run(&mut net, 5000, Duration::from_secs(60));
     let ok = net.run_until(Duration::from_secs(10), |n| {
-        remote(n, A, sa) == b_addr && remote(n, B, sb) == n.nodes[A].addr
+        remote(n, A, sa) == Path::Direct(b_addr)
+            && remote(n, B, sb) == Path::Direct(n.nodes[A].addr)
     });
     assert!(
         ok,
@@ -370,14 +372,16 @@ fn a_route_through_two_relays_carries_the_handshake_and_data() {
     net.flush(B);
     net.run_for(Duration::from_secs(2));
     let now = net.now;
-    net.nodes[B].ep.add_candidates(now, sb, &[route_addr(b_id)]);
+    net.nodes[B]
+        .ep
+        .add_candidates(now, sb, &[Path::Route(b_id)]);
     net.flush(B);
     assert!(
         net.run_until(Duration::from_secs(30), |n| opened_with(n, A, B).is_some()
             && opened_with(n, B, A).is_some())
     );
     let sa = opened_with(&net, A, B).unwrap();
-    assert_eq!(remote(&net, A, sa), route_addr(ra));
+    assert_eq!(remote(&net, A, sa), Path::Route(ra));
     let mut t = Transfer::new(&mut net, sa);
     t.run(&mut net, 2000, Duration::from_secs(120));
     t.check();

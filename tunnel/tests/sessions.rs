@@ -13,6 +13,7 @@ use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::endpoint::{DropReason, EndpointConfig, Event, Target};
 use ringlan_tunnel::flow::{FlowEvent, Reliability};
 use ringlan_tunnel::session::{CloseReason, OpenFailure, SessionId};
+use ringlan_tunnel::Path;
 
 fn opened(net: &Net, i: usize) -> Vec<SessionId> {
     net.nodes[i]
@@ -67,8 +68,8 @@ fn handshake_opens_both_ends_and_names_peers() {
     let ib = net.nodes[b].ep.session_info(sb).unwrap();
     assert_eq!(ia.peer, Some(net.nodes[b].ep.node_id()));
     assert_eq!(ib.peer, Some(net.nodes[a].ep.node_id()));
-    assert_eq!(ia.remote, net.nodes[b].addr);
-    assert_eq!(ib.remote, net.nodes[a].addr);
+    assert_eq!(ia.path, Path::Direct(net.nodes[b].addr));
+    assert_eq!(ib.path, Path::Direct(net.nodes[a].addr));
     // Two round trips of 10 ms each way.
     assert!(
         net.elapsed() < Duration::from_millis(100),
@@ -355,7 +356,7 @@ fn address_change_mid_transfer_keeps_the_session_and_spoofing_does_not_move_it()
     messages(&mut net, b, &mut got);
     assert_eq!(got.len(), 200);
     let info = net.nodes[b].ep.session_info(sb).unwrap();
-    assert_eq!(info.remote, "203.0.113.9:5000".parse().unwrap());
+    assert_eq!(info.path, Path::Direct("203.0.113.9:5000".parse().unwrap()));
     assert!(net.nodes[b]
         .events
         .iter()
@@ -380,7 +381,7 @@ fn address_change_mid_transfer_keeps_the_session_and_spoofing_does_not_move_it()
     net.flush(b);
     net.run_for(Duration::from_secs(3));
     let info = net.nodes[b].ep.session_info(sb).unwrap();
-    assert_eq!(info.remote, "203.0.113.9:5000".parse().unwrap());
+    assert_eq!(info.path, Path::Direct("203.0.113.9:5000".parse().unwrap()));
 }
 
 #[test]
@@ -517,7 +518,8 @@ fn bootstrap_by_address_then_introduction_through_forwarder_and_redirector() {
     let info = net.nodes[a].ep.session_info(s).unwrap();
     assert_eq!(info.peer, Some(idc));
     assert_eq!(
-        info.remote, net.nodes[c].addr,
+        info.path,
+        Path::Direct(net.nodes[c].addr),
         "direct path, not via the introducer"
     );
     let st = net.nodes[intro].ep.stats();
@@ -564,7 +566,10 @@ fn cookie_change_when_the_initiator_address_changes_during_the_handshake() {
     assert!(net.run_until(Duration::from_secs(20), |n| !opened(n, a).is_empty()));
     assert!(net.nodes[b].ep.stats().cookie_changes_sent >= 1);
     let sb = opened(&net, b)[0];
-    assert_eq!(net.nodes[b].ep.session_info(sb).unwrap().remote, new);
+    assert_eq!(
+        net.nodes[b].ep.session_info(sb).unwrap().path,
+        Path::Direct(new)
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+use ringlan_tunnel::RouteId;
 use ringlan_tunnel::relay::{
     HopKey, RelayLimits, RouteInput, RouteOffer, Routes, E2E_TAG_LEN, ROUTE_HEADER_LEN,
 };
@@ -27,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     });
     a.begin_end(now, 100, 7, HopKey([1; 32]));
     let offer = RouteOffer {
-        id: 100,
+        id: RouteId(100),
         key: HopKey([1; 32]),
     };
     if r
