@@ -289,33 +289,7 @@ impl Limiter {
     }
 }
 
-/// Hasher for the session and route tables. Their keys are our own session
-/// and route ids, drawn from the seeded random source (`alloc_session_id`),
-/// so a peer cannot
-/// choose colliding keys and SipHash's flooding resistance buys nothing;
-/// one multiplication (Fibonacci hashing) spreads the bits over the whole
-/// word, high bits included, which hashbrown's control bytes use.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct SessionIdHasher(u64);
-
-impl std::hash::Hasher for SessionIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-/// A table keyed by our own session or route ids.
-pub(crate) type IdMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<SessionIdHasher>>;
+use crate::ids::IdMap;
 
 type SessionTable = IdMap<Session>;
 

@@ -10,7 +10,7 @@ pub mod crypto;
 pub mod driver;
 pub mod endpoint;
 pub mod flow;
-pub mod id;
+pub mod ids;
 pub mod machine;
 pub mod path;
 pub mod pmtu;
@@ -22,7 +22,7 @@ pub mod session;
 pub mod stun;
 pub mod wire;
 
-pub use id::NodeId;
+pub use ids::{NodeId, RouteId, SessionId};
 pub use machine::DatagramMachine;
-pub use path::{Path, RouteId};
+pub use path::Path;
 pub use rng::Rng;

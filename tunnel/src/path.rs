@@ -15,19 +15,7 @@
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
-/// The id of a relayed flow route entry at this node: the id its far
-/// neighbour on the route addresses route datagrams to (`docs/relay.md`).
-/// Route ids come from the same random space as this node's session ids
-/// and never collide with them. It is a wire value: route setup carries it
-/// in the overlay's `RouteSetup`/`RouteReply` messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteId(pub u32);
-
-impl fmt::Display for RouteId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "route {:08x}", self.0)
-    }
-}
+pub use crate::ids::RouteId;
 
 /// Where a session's packets go and come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

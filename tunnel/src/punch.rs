@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::session::SessionId;
+use crate::ids::SessionId;
 use crate::stun::NatMapping;
 use crate::{NodeId, Rng};
 

@@ -52,8 +52,7 @@ use sha2::Sha256;
 use zeroize::Zeroize;
 
 use crate::crypto::ReplayWindow;
-use crate::endpoint::IdMap;
-use crate::path::RouteId;
+use crate::ids::{IdMap, RouteId};
 use crate::wire::scramble_session_id;
 use crate::NodeId;
 

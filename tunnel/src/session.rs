@@ -21,11 +21,7 @@ use crate::wire::packet::MULTIPLEX_HEADER_LEN;
 use crate::wire::{Chunk, PacketHeader, PacketMode};
 use crate::NodeId;
 
-/// Handle of a session: the receive session id this end chose (RFC 7016
-/// 2.2.2). Never 0; stays the same from `connect` to close, also when glare
-/// turns an opening session into a responder session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u32);
+pub use crate::ids::SessionId;
 
 /// Session states (RFC 7016 3.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
