@@ -1,0 +1,708 @@
+//! Session startup (RFC 7016 3.5.1): the initiator's IHello and IIKeying
+//! with their retransmissions, the responder's stateless RHello (cookies,
+//! 3.5.1.2) and RIKeying, glare (3.5.1.3), Redirects received, and the
+//! startup packets themselves (Default Session Key, fragmented when large,
+//! 3.4). Split from `mod.rs` because it is the one part of the endpoint
+//! that runs before a [`Session`] has keys: everything here is sealed with
+//! the Default Session Key and answers strangers, so it carries the
+//! amplification and rate limits.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{
+    DropReason, Endpoint, Event, AMPLIFICATION_FACTOR, IHELLO_MIN_DATAGRAM, REDIRECT_THRESHOLD,
+    STARTUP_MTU,
+};
+use crate::crypto::{
+    self, Certificate, CookieCheck, Epd, Identity, InitiatorKeying, Role, DEFAULT_HEADER_LEN,
+    TAG_LEN,
+};
+use crate::path::Path;
+use crate::session::{
+    add_candidate, next_interval, CloseReason, Keying, OpenFailure, ResponderEcho, Session,
+    SessionId, SessionState,
+};
+use crate::wire::chunk::{
+    iikeying_signed_len, rikeying_signed_portion_len, write_iikeying_signed,
+    write_rikeying_signed_portion,
+};
+use crate::wire::fragment::{Fragmenter, ReassemblyOutcome};
+use crate::wire::packet::{write_multiplex_header, MULTIPLEX_HEADER_LEN};
+use crate::wire::{Chunk, ChunkIter, PacketHeader, PacketMode};
+
+impl Endpoint {
+    /// The IHello datagram (RFC 7016 2.3.2, 3.5.1.1.1) of a session in
+    /// IHELLO_SENT, sealed with the Default Session Key and padded like the
+    /// endpoint's own IHellos, for the driver to send to addresses the
+    /// session does not list as candidates: birthday punching
+    /// ([`crate::punch`]) sends it from many sockets or to many ports. An
+    /// RHello from any address is accepted by its tag (as after a
+    /// Forwarder's introduction, 3.5.1.5). `None` unless IHELLO_SENT.
+    pub fn ihello_datagram(&mut self, session: SessionId) -> Option<Vec<u8>> {
+        let s = self.sessions.get(&session.0)?;
+        if s.state != SessionState::IHelloSent {
+            return None;
+        }
+        let o = s.opening.as_ref()?;
+        let ch = Chunk::IHello {
+            epd: &o.epd,
+            tag: &o.tag,
+        };
+        let mut chunk = vec![0u8; ch.encoded_len()];
+        ch.emit(&mut chunk).ok()?;
+        let before = self.startup_out.len();
+        let probe = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.queue_startup_raw_padded(probe, 0, &[&chunk], IHELLO_MIN_DATAGRAM);
+        if self.startup_out.len() != before + 1 {
+            // Not queued (queue full) or fragmented (never: an IHello is small).
+            while self.startup_out.len() > before {
+                self.startup_out.pop_back();
+            }
+            return None;
+        }
+        self.startup_out.pop_back().map(|(_, d)| d)
+    }
+    pub(super) fn handle_startup_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        enc: &mut [u8],
+        datagram_len: usize,
+    ) {
+        let Ok(range) = self.default.open(enc) else {
+            return self.drop_packet(DropReason::NotMember);
+        };
+        let plain = enc[range].to_vec();
+        self.handle_startup_plain(now, from, &plain, datagram_len, true);
+    }
+    fn handle_startup_plain(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        plain: &[u8],
+        datagram_len: usize,
+        allow_fragments: bool,
+    ) {
+        let Ok((header, n)) = PacketHeader::parse(plain) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        if header.mode != PacketMode::Startup {
+            return self.drop_packet(DropReason::WrongMode);
+        }
+        for chunk in ChunkIter::new(&plain[n..]) {
+            let Ok(chunk) = chunk else {
+                self.drop_packet(DropReason::Malformed);
+                break;
+            };
+            match chunk {
+                Chunk::IHello { epd, tag } => {
+                    if !self.limiter.allow(now, from.ip()) {
+                        self.drop_packet(DropReason::RateLimited);
+                        continue;
+                    }
+                    self.answer_ihello(now, from, epd, tag, datagram_len, true);
+                }
+                Chunk::RHello {
+                    tag_echo,
+                    cookie,
+                    responder_certificate,
+                } => self.handle_rhello(now, from, tag_echo, cookie, responder_certificate),
+                Chunk::Redirect {
+                    tag_echo,
+                    addresses,
+                } => self.handle_redirect(now, from, tag_echo, addresses),
+                Chunk::IIKeying { .. } => {
+                    if !self.limiter.allow(now, from.ip()) {
+                        self.drop_packet(DropReason::RateLimited);
+                        continue;
+                    }
+                    self.handle_iikeying(now, from, &chunk);
+                }
+                Chunk::PacketFragment { .. } if allow_fragments => {
+                    match self
+                        .reassembly
+                        .insert_chunk(now, from, PacketMode::Startup, &chunk)
+                    {
+                        ReassemblyOutcome::Complete(p) => {
+                            self.handle_startup_plain(now, from, &p, p.len(), false)
+                        }
+                        ReassemblyOutcome::Discarded(_) => self.drop_packet(DropReason::Malformed),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    /// IHello (or FIHello as IHello) from `from` (RFC 7016 3.5.1.1.2,
+    /// 3.5.1.4, 3.5.1.5).
+    pub(super) fn answer_ihello(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        epd: &[u8],
+        tag: &[u8],
+        request_len: usize,
+        direct: bool,
+    ) {
+        let Ok(parsed) = Epd::parse(epd) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        let budget = request_len.max(IHELLO_MIN_DATAGRAM) * AMPLIFICATION_FACTOR;
+        if parsed.selects(self.cfg.identity.certificate()) {
+            let cookie = self.cookies.make(self.now_secs(now), from);
+            let cert = self.cfg.identity.certificate().as_bytes().to_vec();
+            let chunk = Chunk::RHello {
+                tag_echo: tag,
+                cookie: &cookie,
+                responder_certificate: &cert,
+            };
+            if self.queue_startup(from, 0, &[chunk], 0, Some(budget)) {
+                self.stats.ihellos_answered += 1;
+            }
+            return;
+        }
+        if direct {
+            self.introduce(from, &parsed, epd, tag, budget);
+        }
+    }
+    fn opening_by_tag(&self, tag: &[u8]) -> Option<u32> {
+        self.sessions.values().find_map(|s| {
+            let o = s.opening.as_ref()?;
+            (o.tag.as_slice() == tag).then_some(s.id.0)
+        })
+    }
+    fn handle_redirect(&mut self, now: Instant, from: SocketAddr, tag: &[u8], addresses: &[u8]) {
+        let Some(sid) = self.opening_by_tag(tag) else {
+            return self.drop_packet(DropReason::Unsolicited);
+        };
+        let first = self.cfg.session.initial_retransmit;
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.state != SessionState::IHelloSent {
+            return;
+        }
+        let Some(o) = s.opening.as_mut() else { return };
+        let list: Vec<SocketAddr> = if addresses.is_empty() {
+            vec![from] // Implied Redirect (2.3.5)
+        } else {
+            crate::wire::address::AddressIter::new(addresses)
+                .filter_map(|a| a.ok().map(|a| a.addr))
+                .collect()
+        };
+        for a in list {
+            if o.candidates.len() >= REDIRECT_THRESHOLD {
+                break;
+            }
+            add_candidate(o, now, a, first);
+        }
+    }
+    fn handle_rhello(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tag: &[u8],
+        cookie: &[u8],
+        cert_bytes: &[u8],
+    ) {
+        let Some(sid) = self.opening_by_tag(tag) else {
+            return self.drop_packet(DropReason::Unsolicited);
+        };
+        let Ok(cert) = Certificate::parse(cert_bytes, &self.cfg.network) else {
+            return self.drop_packet(DropReason::BadCertificate);
+        };
+        if cert.fingerprint() == self.cfg.identity.fingerprint() {
+            // Our own RHello (we are at one of our candidates).
+            return self.drop_packet(DropReason::Unsolicited);
+        }
+        let peer = cert.node_id();
+        // Duplicate suppression (RFC 7016 3.5.1.1.1 step 1).
+        let dup = self.sessions.values().find_map(|s| {
+            (s.id.0 != sid
+                && matches!(s.state, SessionState::KeyingSent | SessionState::Open)
+                && s.peer() == Some(peer))
+            .then_some(s.id)
+        });
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.state != SessionState::IHelloSent {
+            return;
+        }
+        let Some(o) = s.opening.as_ref() else { return };
+        if !crypto::epd_matches(&cert, &o.epd) && Epd::parse(&o.epd) != Ok(Epd::Any) {
+            return self.drop_packet(DropReason::BadCertificate);
+        }
+        if let Some(other) = dup {
+            s.close(now);
+            self.events.push_back(Event::SessionFailed {
+                session: SessionId(sid),
+                reason: OpenFailure::Duplicate(other),
+            });
+            return;
+        }
+        let keying = InitiatorKeying::new(&mut self.rng, self.cfg.identity.certificate().suites());
+        let mut k = Keying {
+            far_cert: cert,
+            cookie: cookie.to_vec(),
+            cookie_changed: false,
+            keying,
+            chunk: Vec::new(),
+            next: now,
+            interval: self.cfg.session.initial_retransmit,
+        };
+        let Some(chunk) = build_iikeying(&self.cfg.identity, sid, &k) else {
+            return;
+        };
+        k.chunk = chunk;
+        s.set_dest(now, from);
+        s.state = SessionState::KeyingSent;
+        s.far_cert = Some(k.far_cert.clone());
+        if let Some(o) = s.opening.as_mut() {
+            o.keying = Some(k);
+        }
+    }
+    /// Responder side of IIKeying (RFC 7016 3.5.1.1.2, 3.5.1.2, 3.5.1.3).
+    fn handle_iikeying(&mut self, now: Instant, from: SocketAddr, chunk: &Chunk<'_>) {
+        let Chunk::IIKeying {
+            initiator_session_id,
+            cookie_echo,
+            initiator_certificate,
+            skic,
+            signed,
+            signature,
+        } = *chunk
+        else {
+            return;
+        };
+        match self.cookies.check(self.now_secs(now), from, cookie_echo) {
+            CookieCheck::Invalid => return self.drop_packet(DropReason::BadCookie),
+            CookieCheck::WrongAddress => {
+                let new_cookie = self.cookies.make(self.now_secs(now), from);
+                let c = Chunk::CookieChange {
+                    old_cookie: cookie_echo,
+                    new_cookie: &new_cookie,
+                };
+                self.queue_startup(from, initiator_session_id, &[c], 0, None);
+                self.stats.cookie_changes_sent += 1;
+                return;
+            }
+            CookieCheck::Valid => {}
+        }
+        let Ok(cert) = Certificate::parse(initiator_certificate, &self.cfg.network) else {
+            return self.drop_packet(DropReason::BadCertificate);
+        };
+        if crypto::verify_iikeying(&cert, signed, signature).is_err() {
+            return self.drop_packet(DropReason::BadSignature);
+        }
+        let near = self.cfg.identity.certificate().clone();
+        if cert.fingerprint() == near.fingerprint() {
+            return self.drop_packet(DropReason::BadCertificate);
+        }
+        let peer = cert.node_id();
+        // Glare (3.5.1.3): an opening session toward this identity/address.
+        let mut reuse_id = None;
+        let glare = self.sessions.values().find_map(|s| {
+            let o = s.opening.as_ref()?;
+            let to_it = Epd::parse(&o.epd).is_ok_and(|e| e != Epd::Any && e.selects(&cert))
+                || s.far_cert.as_ref().is_some_and(|c| c.node_id() == peer)
+                || (s.state == SessionState::KeyingSent && s.dest == from);
+            to_it.then_some(s.id.0)
+        });
+        if let Some(gid) = glare {
+            if !crypto::certificate_overrides(&near, &cert) {
+                // We prevail: the far end aborts on our IIKeying. If ours
+                // is still in IHELLO_SENT, its IHellos may not reach the far
+                // end at all (its IIKeying came on a path we have not tried,
+                // e.g. one opened by birthday punching): try that address
+                // too. It is proven: the cookie echo shows the far end got
+                // our RHello there and the IIKeying is signed by it.
+                let first = self.cfg.session.initial_retransmit;
+                if let Some(s) = self.sessions.get_mut(&gid) {
+                    if s.state == SessionState::IHelloSent {
+                        if let Some(o) = s.opening.as_mut() {
+                            if o.candidates.len() < REDIRECT_THRESHOLD {
+                                add_candidate(o, now, from, first);
+                                self.maybe_opening = true;
+                            }
+                        }
+                    }
+                }
+                return;
+            }
+            self.remove_session(gid);
+            reuse_id = Some(gid);
+        }
+        // An OPEN session with this identity or from this address.
+        let open = self.sessions.values().find_map(|s| {
+            (matches!(s.state, SessionState::Open) && (s.peer() == Some(peer) || s.dest == from))
+                .then_some(s.id.0)
+        });
+        if let Some(oid) = open {
+            let Some(s) = self.sessions.get_mut(&oid) else {
+                return;
+            };
+            if let Some(echo) = &s.responder_echo {
+                if s.role == Role::Responder
+                    && echo.far_session_id == initiator_session_id
+                    && echo.skic == skic
+                    && s.peer() == Some(peer)
+                {
+                    // Retransmitted IIKeying: resend the stored RIKeying.
+                    let rik = echo.rikeying.clone();
+                    let far = echo.far_session_id;
+                    self.queue_startup_raw(from, far, &[&rik], None);
+                    self.stats.rikeyings_resent += 1;
+                    return;
+                }
+            }
+            let same = s
+                .far_cert
+                .as_ref()
+                .is_some_and(|c| crypto::same_identity(c, &cert));
+            if !same {
+                return;
+            }
+            // A new session from the same identity: the old one is stale.
+            s.close_abruptly(now);
+            self.session_closed(oid, peer, CloseReason::Replaced);
+        }
+        if reuse_id.is_none() && self.sessions.len() >= self.cfg.max_sessions {
+            return self.drop_packet(DropReason::TooManySessions);
+        }
+        let Ok((skrc, keys)) = crypto::respond(&mut self.rng, &self.cfg.secret, &near, &cert, skic)
+        else {
+            return self.drop_packet(DropReason::BadKeying);
+        };
+        let id = reuse_id.unwrap_or_else(|| self.alloc_session_id());
+        // RIKeying (2.3.8).
+        let plen = rikeying_signed_portion_len(&skrc);
+        let mut portion = vec![0u8; plen];
+        if write_rikeying_signed_portion(&mut portion, id, &skrc).is_err() {
+            return;
+        }
+        let sig = crypto::sign_rikeying(&self.cfg.identity, &portion, skic);
+        let rik = Chunk::RIKeying {
+            responder_session_id: id,
+            skrc: &skrc,
+            signed_portion: &portion,
+            signature: &sig,
+        };
+        let mut rik_bytes = vec![0u8; rik.encoded_len()];
+        if rik.emit(&mut rik_bytes).is_err() {
+            return;
+        }
+        let (sealer, opener) = keys.ciphers();
+        let mob = self.rng.bytes32();
+        let echo = ResponderEcho {
+            far_session_id: initiator_session_id,
+            skic: skic.to_vec(),
+            rikeying: rik_bytes.clone(),
+        };
+        let s = Session::new_responder(
+            SessionId(id),
+            now,
+            from,
+            initiator_session_id,
+            cert,
+            sealer,
+            opener,
+            echo,
+            mob,
+            self.cfg.session.clone(),
+        );
+        self.insert_session(s);
+        self.by_peer.insert(peer, id);
+        self.queue_startup_raw(from, initiator_session_id, &[&rik_bytes], None);
+        self.events.push_back(Event::SessionOpened {
+            session: SessionId(id),
+            peer,
+            path: Path::from_addr(from),
+            role: Role::Responder,
+        });
+    }
+    /// RIKeying or Cookie Change for a KEYING_SENT session (default key,
+    /// our receive session id).
+    pub(super) fn handle_keying_reply(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sid: u32,
+        enc: &mut [u8],
+    ) {
+        let Ok(range) = self.default.open(enc) else {
+            return self.drop_packet(DropReason::BadSessionPacket);
+        };
+        let plain = &enc[range];
+        let Ok((header, n)) = PacketHeader::parse(plain) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        if header.mode != PacketMode::Startup {
+            return self.drop_packet(DropReason::WrongMode);
+        }
+        for chunk in ChunkIter::new(&plain[n..]) {
+            let Ok(chunk) = chunk else { break };
+            match chunk {
+                Chunk::RIKeying {
+                    responder_session_id,
+                    skrc,
+                    signed_portion,
+                    signature,
+                } => {
+                    let Some(s) = self.sessions.get_mut(&sid) else {
+                        return;
+                    };
+                    let Some(k) = s.opening.as_ref().and_then(|o| o.keying.as_ref()) else {
+                        return;
+                    };
+                    if crypto::verify_rikeying(
+                        &k.far_cert,
+                        signed_portion,
+                        k.keying.skic(),
+                        signature,
+                    )
+                    .is_err()
+                    {
+                        return self.drop_packet(DropReason::BadSignature);
+                    }
+                    let Ok(keys) = k.keying.complete(
+                        &self.cfg.secret,
+                        self.cfg.identity.certificate(),
+                        &k.far_cert,
+                        skrc,
+                    ) else {
+                        return self.drop_packet(DropReason::BadKeying);
+                    };
+                    if responder_session_id == 0 {
+                        return self.drop_packet(DropReason::BadKeying);
+                    }
+                    let (sealer, opener) = keys.ciphers();
+                    s.send_sid = responder_session_id;
+                    s.enter_open(now, sealer, opener);
+                    let peer = s.peer().unwrap_or_default();
+                    let path = Path::from_addr(s.dest);
+                    let _ = from;
+                    self.by_peer.insert(peer, sid);
+                    self.events.push_back(Event::SessionOpened {
+                        session: SessionId(sid),
+                        peer,
+                        path,
+                        role: Role::Initiator,
+                    });
+                    return;
+                }
+                Chunk::CookieChange {
+                    old_cookie,
+                    new_cookie,
+                } => {
+                    // RFC 7016 3.5.1.2.
+                    let Some(s) = self.sessions.get_mut(&sid) else {
+                        return;
+                    };
+                    let Some(k) = s.opening.as_mut().and_then(|o| o.keying.as_mut()) else {
+                        return;
+                    };
+                    if k.cookie_changed || k.cookie != old_cookie {
+                        continue;
+                    }
+                    k.cookie = new_cookie.to_vec();
+                    k.cookie_changed = true;
+                    if let Some(c) = build_iikeying(&self.cfg.identity, sid, k) {
+                        k.chunk = c;
+                        k.next = now;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    /// Queue due IHellos and IIKeyings of opening sessions.
+    pub(super) fn queue_opening_packets(&mut self, now: Instant) {
+        if !self.maybe_opening {
+            return;
+        }
+        let mut opening = false;
+        let mut out: Vec<(SocketAddr, u32, Vec<u8>, bool)> = Vec::new();
+        for s in self.sessions.values_mut() {
+            opening |= s.is_opening();
+            let state = s.state;
+            let dest = s.dest;
+            let Some(o) = s.opening.as_mut() else {
+                continue;
+            };
+            match state {
+                SessionState::IHelloSent => {
+                    let mut chunk = None;
+                    for c in o.candidates.iter_mut() {
+                        if c.next <= now {
+                            let bytes = chunk.get_or_insert_with(|| {
+                                let ch = Chunk::IHello {
+                                    epd: &o.epd,
+                                    tag: &o.tag,
+                                };
+                                let mut b = vec![0u8; ch.encoded_len()];
+                                let _ = ch.emit(&mut b);
+                                b
+                            });
+                            out.push((c.addr, 0, bytes.clone(), true));
+                            c.next = now + c.interval;
+                            c.interval = next_interval(c.interval);
+                        }
+                    }
+                }
+                SessionState::KeyingSent => {
+                    if let Some(k) = o.keying.as_mut() {
+                        if k.next <= now {
+                            out.push((dest, 0, k.chunk.clone(), false));
+                            k.next = now + k.interval;
+                            k.interval = next_interval(k.interval);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.maybe_opening = opening;
+        for (dest, sid, chunk, pad) in out {
+            let min = if pad { IHELLO_MIN_DATAGRAM } else { 0 };
+            self.queue_startup_raw_padded(dest, sid, &[&chunk], min);
+        }
+    }
+    /// Encode and queue a startup packet (Default Session Key, mode 3).
+    /// Returns false if it was not sent (amplification budget exceeded).
+    pub(super) fn queue_startup(
+        &mut self,
+        dest: SocketAddr,
+        sid: u32,
+        chunks: &[Chunk<'_>],
+        min_len: usize,
+        budget: Option<usize>,
+    ) -> bool {
+        let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let mut b = vec![0u8; c.encoded_len()];
+            if c.emit(&mut b).is_err() {
+                return false;
+            }
+            encoded.push(b);
+        }
+        let refs: Vec<&[u8]> = encoded.iter().map(|v| v.as_slice()).collect();
+        let size = startup_datagram_len(&refs);
+        if let Some(b) = budget {
+            if size > b {
+                self.drop_packet(DropReason::Amplification);
+                return false;
+            }
+        }
+        self.queue_startup_raw_padded(dest, sid, &refs, min_len);
+        true
+    }
+    fn queue_startup_raw(
+        &mut self,
+        dest: SocketAddr,
+        sid: u32,
+        chunks: &[&[u8]],
+        _budget: Option<usize>,
+    ) {
+        self.queue_startup_raw_padded(dest, sid, chunks, 0);
+    }
+    fn queue_startup_raw_padded(
+        &mut self,
+        dest: SocketAddr,
+        sid: u32,
+        chunks: &[&[u8]],
+        min_len: usize,
+    ) {
+        if self.startup_out.len() >= 1024 {
+            return;
+        }
+        let header = PacketHeader::new(PacketMode::Startup);
+        let mut plain = vec![0u8; header.encoded_len()];
+        if header.emit(&mut plain).is_err() {
+            return;
+        }
+        for c in chunks {
+            plain.extend_from_slice(c);
+        }
+        let overhead = MULTIPLEX_HEADER_LEN + DEFAULT_HEADER_LEN + TAG_LEN;
+        if plain.len() + overhead < min_len {
+            // Padding chunk (type 0xff, 2.3) up to the minimum size.
+            let pad = (min_len - plain.len() - overhead).saturating_sub(3);
+            plain.push(0xff);
+            plain.extend_from_slice(&(pad as u16).to_be_bytes());
+            plain.resize(plain.len() + pad, 0);
+        }
+        if plain.len() + overhead > STARTUP_MTU {
+            // RFC 7016 3.4: fragment unavoidably large startup packets.
+            let pid = self.next_packet_id;
+            self.next_packet_id += 1;
+            let max_chunk = STARTUP_MTU - overhead - header.encoded_len();
+            let Ok(frags) = Fragmenter::new(&plain, pid, max_chunk) else {
+                return;
+            };
+            let frags: Vec<Vec<u8>> = frags
+                .map(|c| {
+                    let mut b = vec![0u8; c.encoded_len()];
+                    let _ = c.emit(&mut b);
+                    b
+                })
+                .collect();
+            for f in frags {
+                let mut p = vec![0u8; header.encoded_len()];
+                let _ = header.emit(&mut p);
+                p.extend_from_slice(&f);
+                self.seal_startup(dest, sid, &p);
+            }
+            return;
+        }
+        self.seal_startup(dest, sid, &plain);
+    }
+    fn seal_startup(&mut self, dest: SocketAddr, sid: u32, plain: &[u8]) {
+        let start = MULTIPLEX_HEADER_LEN + DEFAULT_HEADER_LEN;
+        let mut buf = vec![0u8; start + plain.len() + TAG_LEN];
+        buf[start..start + plain.len()].copy_from_slice(plain);
+        let Ok(r) = self.default.seal(
+            &mut self.rng,
+            &mut buf[MULTIPLEX_HEADER_LEN..],
+            DEFAULT_HEADER_LEN,
+            plain.len(),
+        ) else {
+            return;
+        };
+        buf.truncate(MULTIPLEX_HEADER_LEN + r.end);
+        if write_multiplex_header(&mut buf, sid).is_err() {
+            return;
+        }
+        self.startup_out.push_back((dest, buf));
+    }
+}
+
+fn startup_datagram_len(chunks: &[&[u8]]) -> usize {
+    MULTIPLEX_HEADER_LEN
+        + DEFAULT_HEADER_LEN
+        + 1
+        + chunks.iter().map(|c| c.len()).sum::<usize>()
+        + TAG_LEN
+}
+
+/// Build and sign an IIKeying chunk (RFC 7016 2.3.7).
+fn build_iikeying(identity: &Identity, sid: u32, k: &Keying) -> Option<Vec<u8>> {
+    let cert = identity.certificate().as_bytes();
+    let skic = k.keying.skic();
+    let mut signed = vec![0u8; iikeying_signed_len(&k.cookie, cert, skic)];
+    write_iikeying_signed(&mut signed, sid, &k.cookie, cert, skic).ok()?;
+    let sig = crypto::sign_iikeying(identity, &signed);
+    let chunk = Chunk::IIKeying {
+        initiator_session_id: sid,
+        cookie_echo: &k.cookie,
+        initiator_certificate: cert,
+        skic,
+        signed: &signed,
+        signature: &sig,
+    };
+    let mut out = vec![0u8; chunk.encoded_len()];
+    chunk.emit(&mut out).ok()?;
+    Some(out)
+}
