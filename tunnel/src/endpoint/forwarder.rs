@@ -46,7 +46,7 @@ impl Endpoint {
         if self.cfg.redirector {
             let mut addrs = Vec::new();
             if let Some(s) = self.sessions.get(&sid) {
-                addrs.push(Address::new(s.dest, AddressOrigin::Reflexive));
+                addrs.push(Address::new(s.dest(), AddressOrigin::Reflexive));
             }
             if let Some(l) = self.peer_local_addrs.get(&peer) {
                 for &a in l {
@@ -81,8 +81,8 @@ impl Endpoint {
                 Some((sid, *id))
             }
             Epd::Fingerprint(_) => self.sessions.values().find_map(|s| {
-                let c = s.far_cert.as_ref()?;
-                (s.is_open() && epd.selects(c)).then(|| (s.id.0, c.node_id()))
+                let c = s.far_cert()?;
+                (s.is_open() && epd.selects(c)).then(|| (s.id().0, c.node_id()))
             }),
             Epd::Any => None,
         }

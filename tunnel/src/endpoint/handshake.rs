@@ -10,18 +10,14 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{
-    DropReason, Endpoint, Event, AMPLIFICATION_FACTOR, IHELLO_MIN_DATAGRAM, REDIRECT_THRESHOLD,
-    STARTUP_MTU,
-};
+use super::{DropReason, Endpoint, Event, AMPLIFICATION_FACTOR, IHELLO_MIN_DATAGRAM, STARTUP_MTU};
 use crate::crypto::{
     self, Certificate, CookieCheck, Epd, Identity, InitiatorKeying, Role, DEFAULT_HEADER_LEN,
     TAG_LEN,
 };
 use crate::path::Path;
 use crate::session::{
-    add_candidate, next_interval, CloseReason, Keying, OpenFailure, ResponderEcho, Session,
-    SessionId, SessionState,
+    CloseReason, Keying, OpenFailure, ResponderEcho, Session, SessionId, SessionState,
 };
 use crate::wire::chunk::{
     iikeying_signed_len, rikeying_signed_portion_len, write_iikeying_signed,
@@ -41,10 +37,10 @@ impl Endpoint {
     /// Forwarder's introduction, 3.5.1.5). `None` unless IHELLO_SENT.
     pub fn ihello_datagram(&mut self, session: SessionId) -> Option<Vec<u8>> {
         let s = self.sessions.get(&session.0)?;
-        if s.state != SessionState::IHelloSent {
+        if s.state() != SessionState::IHelloSent {
             return None;
         }
-        let o = s.opening.as_ref()?;
+        let o = s.opening()?;
         let ch = Chunk::IHello {
             epd: &o.epd,
             tag: &o.tag,
@@ -169,22 +165,20 @@ impl Endpoint {
     }
     fn opening_by_tag(&self, tag: &[u8]) -> Option<u32> {
         self.sessions.values().find_map(|s| {
-            let o = s.opening.as_ref()?;
-            (o.tag.as_slice() == tag).then_some(s.id.0)
+            let o = s.opening()?;
+            (o.tag.as_slice() == tag).then_some(s.id().0)
         })
     }
     fn handle_redirect(&mut self, now: Instant, from: SocketAddr, tag: &[u8], addresses: &[u8]) {
         let Some(sid) = self.opening_by_tag(tag) else {
             return self.drop_packet(DropReason::Unsolicited);
         };
-        let first = self.cfg.session.initial_retransmit;
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        if s.state != SessionState::IHelloSent {
+        if s.state() != SessionState::IHelloSent {
             return;
         }
-        let Some(o) = s.opening.as_mut() else { return };
         let list: Vec<SocketAddr> = if addresses.is_empty() {
             vec![from] // Implied Redirect (2.3.5)
         } else {
@@ -193,10 +187,7 @@ impl Endpoint {
                 .collect()
         };
         for a in list {
-            if o.candidates.len() >= REDIRECT_THRESHOLD {
-                break;
-            }
-            add_candidate(o, now, a, first);
+            s.add_candidate(now, a);
         }
     }
     fn handle_rhello(
@@ -220,18 +211,18 @@ impl Endpoint {
         let peer = cert.node_id();
         // Duplicate suppression (RFC 7016 3.5.1.1.1 step 1).
         let dup = self.sessions.values().find_map(|s| {
-            (s.id.0 != sid
-                && matches!(s.state, SessionState::KeyingSent | SessionState::Open)
+            (s.id().0 != sid
+                && matches!(s.state(), SessionState::KeyingSent | SessionState::Open)
                 && s.peer() == Some(peer))
-            .then_some(s.id)
+            .then_some(s.id())
         });
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        if s.state != SessionState::IHelloSent {
+        if s.state() != SessionState::IHelloSent {
             return;
         }
-        let Some(o) = s.opening.as_ref() else { return };
+        let Some(o) = s.opening() else { return };
         if !crypto::epd_matches(&cert, &o.epd) && Epd::parse(&o.epd) != Ok(Epd::Any) {
             return self.drop_packet(DropReason::BadCertificate);
         }
@@ -244,25 +235,13 @@ impl Endpoint {
             return;
         }
         let keying = InitiatorKeying::new(&mut self.rng, self.cfg.identity.certificate().suites());
-        let mut k = Keying {
-            far_cert: cert,
-            cookie: cookie.to_vec(),
-            cookie_changed: false,
-            keying,
-            chunk: Vec::new(),
-            next: now,
-            interval: self.cfg.session.initial_retransmit,
-        };
-        let Some(chunk) = build_iikeying(&self.cfg.identity, sid, &k) else {
+        let cookie = cookie.to_vec();
+        let Some(chunk) = build_iikeying(&self.cfg.identity, sid, &cookie, &keying) else {
             return;
         };
-        k.chunk = chunk;
-        s.set_dest(now, from);
-        s.state = SessionState::KeyingSent;
-        s.far_cert = Some(k.far_cert.clone());
-        if let Some(o) = s.opening.as_mut() {
-            o.keying = Some(k);
-        }
+        let first = self.cfg.session.initial_retransmit;
+        let k = Keying::new(now, cert, cookie, keying, chunk, first);
+        s.enter_keying(now, from, k);
     }
     /// Responder side of IIKeying (RFC 7016 3.5.1.1.2, 3.5.1.2, 3.5.1.3).
     fn handle_iikeying(&mut self, now: Instant, from: SocketAddr, chunk: &Chunk<'_>) {
@@ -305,11 +284,11 @@ impl Endpoint {
         // Glare (3.5.1.3): an opening session toward this identity/address.
         let mut reuse_id = None;
         let glare = self.sessions.values().find_map(|s| {
-            let o = s.opening.as_ref()?;
+            let o = s.opening()?;
             let to_it = Epd::parse(&o.epd).is_ok_and(|e| e != Epd::Any && e.selects(&cert))
-                || s.far_cert.as_ref().is_some_and(|c| c.node_id() == peer)
-                || (s.state == SessionState::KeyingSent && s.dest == from);
-            to_it.then_some(s.id.0)
+                || s.far_cert().is_some_and(|c| c.node_id() == peer)
+                || (s.state() == SessionState::KeyingSent && s.dest() == from);
+            to_it.then_some(s.id().0)
         });
         if let Some(gid) = glare {
             if !crypto::certificate_overrides(&near, &cert) {
@@ -319,15 +298,9 @@ impl Endpoint {
                 // e.g. one opened by birthday punching): try that address
                 // too. It is proven: the cookie echo shows the far end got
                 // our RHello there and the IIKeying is signed by it.
-                let first = self.cfg.session.initial_retransmit;
                 if let Some(s) = self.sessions.get_mut(&gid) {
-                    if s.state == SessionState::IHelloSent {
-                        if let Some(o) = s.opening.as_mut() {
-                            if o.candidates.len() < REDIRECT_THRESHOLD {
-                                add_candidate(o, now, from, first);
-                                self.maybe_opening = true;
-                            }
-                        }
+                    if s.state() == SessionState::IHelloSent && s.add_candidate(now, from) {
+                        self.maybe_opening = true;
                     }
                 }
                 return;
@@ -337,15 +310,16 @@ impl Endpoint {
         }
         // An OPEN session with this identity or from this address.
         let open = self.sessions.values().find_map(|s| {
-            (matches!(s.state, SessionState::Open) && (s.peer() == Some(peer) || s.dest == from))
-                .then_some(s.id.0)
+            (matches!(s.state(), SessionState::Open)
+                && (s.peer() == Some(peer) || s.dest() == from))
+                .then_some(s.id().0)
         });
         if let Some(oid) = open {
             let Some(s) = self.sessions.get_mut(&oid) else {
                 return;
             };
-            if let Some(echo) = &s.responder_echo {
-                if s.role == Role::Responder
+            if let Some(echo) = &s.responder_echo() {
+                if s.role() == Role::Responder
                     && echo.far_session_id == initiator_session_id
                     && echo.skic == skic
                     && s.peer() == Some(peer)
@@ -359,8 +333,7 @@ impl Endpoint {
                 }
             }
             let same = s
-                .far_cert
-                .as_ref()
+                .far_cert()
                 .is_some_and(|c| crypto::same_identity(c, &cert));
             if !same {
                 return;
@@ -454,7 +427,7 @@ impl Endpoint {
                     let Some(s) = self.sessions.get_mut(&sid) else {
                         return;
                     };
-                    let Some(k) = s.opening.as_ref().and_then(|o| o.keying.as_ref()) else {
+                    let Some(k) = s.keying() else {
                         return;
                     };
                     if crypto::verify_rikeying(
@@ -479,10 +452,9 @@ impl Endpoint {
                         return self.drop_packet(DropReason::BadKeying);
                     }
                     let (sealer, opener) = keys.ciphers();
-                    s.send_sid = responder_session_id;
-                    s.enter_open(now, sealer, opener);
+                    s.enter_open(now, responder_session_id, sealer, opener);
                     let peer = s.peer().unwrap_or_default();
-                    let path = Path::from_addr(s.dest);
+                    let path = Path::from_addr(s.dest());
                     let _ = from;
                     self.by_peer.insert(peer, sid);
                     self.events.push_back(Event::SessionOpened {
@@ -501,7 +473,7 @@ impl Endpoint {
                     let Some(s) = self.sessions.get_mut(&sid) else {
                         return;
                     };
-                    let Some(k) = s.opening.as_mut().and_then(|o| o.keying.as_mut()) else {
+                    let Some(k) = s.keying_mut() else {
                         return;
                     };
                     if k.cookie_changed || k.cookie != old_cookie {
@@ -509,9 +481,8 @@ impl Endpoint {
                     }
                     k.cookie = new_cookie.to_vec();
                     k.cookie_changed = true;
-                    if let Some(c) = build_iikeying(&self.cfg.identity, sid, k) {
-                        k.chunk = c;
-                        k.next = now;
+                    if let Some(c) = build_iikeying(&self.cfg.identity, sid, &k.cookie, &k.keying) {
+                        s.resend_iikeying(now, c);
                     }
                 }
                 _ => {}
@@ -524,50 +495,15 @@ impl Endpoint {
             return;
         }
         let mut opening = false;
-        let mut out: Vec<(SocketAddr, u32, Vec<u8>, bool)> = Vec::new();
+        let mut out: Vec<(SocketAddr, Vec<u8>, bool)> = Vec::new();
         for s in self.sessions.values_mut() {
             opening |= s.is_opening();
-            let state = s.state;
-            let dest = s.dest;
-            let Some(o) = s.opening.as_mut() else {
-                continue;
-            };
-            match state {
-                SessionState::IHelloSent => {
-                    let mut chunk = None;
-                    for c in o.candidates.iter_mut() {
-                        if c.next <= now {
-                            let bytes = chunk.get_or_insert_with(|| {
-                                let ch = Chunk::IHello {
-                                    epd: &o.epd,
-                                    tag: &o.tag,
-                                };
-                                let mut b = vec![0u8; ch.encoded_len()];
-                                let _ = ch.emit(&mut b);
-                                b
-                            });
-                            out.push((c.addr, 0, bytes.clone(), true));
-                            c.next = now + c.interval;
-                            c.interval = next_interval(c.interval);
-                        }
-                    }
-                }
-                SessionState::KeyingSent => {
-                    if let Some(k) = o.keying.as_mut() {
-                        if k.next <= now {
-                            out.push((dest, 0, k.chunk.clone(), false));
-                            k.next = now + k.interval;
-                            k.interval = next_interval(k.interval);
-                        }
-                    }
-                }
-                _ => {}
-            }
+            s.take_due_startup(now, &mut out);
         }
         self.maybe_opening = opening;
-        for (dest, sid, chunk, pad) in out {
+        for (dest, chunk, pad) in out {
             let min = if pad { IHELLO_MIN_DATAGRAM } else { 0 };
-            self.queue_startup_raw_padded(dest, sid, &[&chunk], min);
+            self.queue_startup_raw_padded(dest, 0, &[&chunk], min);
         }
     }
     /// Encode and queue a startup packet (Default Session Key, mode 3).
@@ -688,15 +624,20 @@ fn startup_datagram_len(chunks: &[&[u8]]) -> usize {
 }
 
 /// Build and sign an IIKeying chunk (RFC 7016 2.3.7).
-fn build_iikeying(identity: &Identity, sid: u32, k: &Keying) -> Option<Vec<u8>> {
+fn build_iikeying(
+    identity: &Identity,
+    sid: u32,
+    cookie: &[u8],
+    keying: &InitiatorKeying,
+) -> Option<Vec<u8>> {
     let cert = identity.certificate().as_bytes();
-    let skic = k.keying.skic();
-    let mut signed = vec![0u8; iikeying_signed_len(&k.cookie, cert, skic)];
-    write_iikeying_signed(&mut signed, sid, &k.cookie, cert, skic).ok()?;
+    let skic = keying.skic();
+    let mut signed = vec![0u8; iikeying_signed_len(cookie, cert, skic)];
+    write_iikeying_signed(&mut signed, sid, cookie, cert, skic).ok()?;
     let sig = crypto::sign_iikeying(identity, &signed);
     let chunk = Chunk::IIKeying {
         initiator_session_id: sid,
-        cookie_echo: &k.cookie,
+        cookie_echo: cookie,
         initiator_certificate: cert,
         skic,
         signed: &signed,

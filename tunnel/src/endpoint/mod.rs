@@ -38,8 +38,7 @@ use crate::ids::IdMap;
 use crate::path::{route_id_of, Path, RouteId};
 use crate::relay::{RelayLimits, Routes};
 use crate::session::{
-    add_candidate, CloseReason, OpenFailure, Session, SessionConfig, SessionId, SessionState,
-    TimerOutcome,
+    CloseReason, OpenFailure, Session, SessionConfig, SessionId, SessionState, TimerOutcome,
 };
 use crate::stun::{StunClient, StunClientConfig, StunError, StunTxId};
 use crate::wire::fragment::{Reassembler, ReassemblyLimits};
@@ -47,9 +46,7 @@ use crate::wire::packet::{scramble_session_id, split_multiplex, MULTIPLEX_HEADER
 use crate::wire::{ChunkIter, PacketHeader};
 use crate::{NodeId, Rng};
 
-/// RFC 7016 3.5.1.1.1: at most this many candidate addresses are added
-/// from Redirects.
-pub const REDIRECT_THRESHOLD: usize = 24;
+pub use crate::session::REDIRECT_THRESHOLD;
 /// Startup replies are never larger than this factor times the datagram
 /// that caused them (no amplification).
 pub const AMPLIFICATION_FACTOR: usize = 3;
@@ -374,7 +371,7 @@ impl Endpoint {
     }
 
     fn insert_session(&mut self, s: Session) {
-        let id = s.id.0;
+        let id = s.id().0;
         self.maybe_opening |= s.is_opening();
         if self.sessions.insert(id, s).is_none() {
             self.order.push(id);
@@ -429,20 +426,14 @@ impl Endpoint {
             }
             let existing = self.sessions.values_mut().find(|s| {
                 s.is_opening()
-                    && s.opening
-                        .as_ref()
+                    && s.opening()
                         .is_some_and(|o| Epd::parse(&o.epd) == Ok(Epd::Node(id)))
             });
             if let Some(s) = existing {
-                let first = self.cfg.session.initial_retransmit;
-                if let Some(o) = s.opening.as_mut() {
-                    for &a in candidates {
-                        if o.candidates.len() < REDIRECT_THRESHOLD {
-                            add_candidate(o, now, a.into().to_addr(), first);
-                        }
-                    }
+                for &a in candidates {
+                    s.add_candidate(now, a.into().to_addr());
                 }
-                return Ok(s.id);
+                return Ok(s.id());
             }
         }
         if candidates.is_empty() {
@@ -484,15 +475,10 @@ impl Endpoint {
         session: SessionId,
         paths: &[P],
     ) {
-        let first = self.cfg.session.initial_retransmit;
         if let Some(s) = self.sessions.get_mut(&session.0) {
-            if s.state == SessionState::IHelloSent {
-                if let Some(o) = s.opening.as_mut() {
-                    for &p in paths {
-                        if o.candidates.len() < REDIRECT_THRESHOLD {
-                            add_candidate(o, now, p.into().to_addr(), first);
-                        }
-                    }
+            if s.state() == SessionState::IHelloSent {
+                for &p in paths {
+                    s.add_candidate(now, p.into().to_addr());
                 }
             }
         }
@@ -559,7 +545,7 @@ impl Endpoint {
         return_association: Option<RecvFlowId>,
     ) -> Result<FlowId, CommandError> {
         let s = self.open_session_mut(session)?;
-        Ok(s.flows.open(metadata, return_association)?)
+        Ok(s.flows_mut().open(metadata, return_association)?)
     }
 
     /// Queue a message on a sending flow (RFC 7016 3.6.2.2).
@@ -572,21 +558,21 @@ impl Endpoint {
         reliability: Reliability,
     ) -> Result<(), CommandError> {
         let s = self.open_session_mut(session)?;
-        s.flows.send(now, flow, data, reliability)?;
+        s.flows_mut().send(now, flow, data, reliability)?;
         Ok(())
     }
 
     /// Finish a sending flow (FIN after the queued messages).
     pub fn close_flow(&mut self, session: SessionId, flow: FlowId) {
         if let Some(s) = self.sessions.get_mut(&session.0) {
-            s.flows.close(flow);
+            s.flows_mut().close(flow);
         }
     }
 
     /// Reject a receiving flow with an application exception code.
     pub fn reject_flow(&mut self, session: SessionId, flow: RecvFlowId, code: u64) {
         if let Some(s) = self.sessions.get_mut(&session.0) {
-            s.flows.reject(flow, code);
+            s.flows_mut().reject(flow, code);
         }
     }
 
@@ -619,7 +605,7 @@ impl Endpoint {
     /// Give a delivered message buffer back for reuse.
     pub fn recycle(&mut self, session: SessionId, buf: Vec<u8>) {
         if let Some(s) = self.sessions.get_mut(&session.0) {
-            s.flows.recycle(buf);
+            s.flows_mut().recycle(buf);
         }
     }
 
@@ -637,21 +623,21 @@ impl Endpoint {
         Some(SessionInfo {
             id: session,
             peer: s.peer(),
-            path: Path::from_addr(s.dest),
-            state: s.state,
-            role: s.role,
+            path: Path::from_addr(s.dest()),
+            state: s.state(),
+            role: s.role(),
             srtt: s.srtt(),
             ert0: s.ert0(),
             cwnd: s.cwnd(),
             pmtu: s.pmtu(),
-            opened: s.opened,
-            stats: s.stats,
+            opened: s.opened(),
+            stats: s.stats(),
         })
     }
 
     /// Flow-layer counters of a session.
     pub fn flow_stats(&self, session: SessionId) -> Option<crate::flow::FlowStats> {
-        Some(self.sessions.get(&session.0)?.flows.stats())
+        Some(self.sessions.get(&session.0)?.flows().stats())
     }
 
     /// Every session's handle.
@@ -695,7 +681,7 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return self.drop_packet(DropReason::UnknownSession);
         };
-        if s.state == SessionState::KeyingSent {
+        if s.state() == SessionState::KeyingSent {
             return self.handle_keying_reply(now, from, sid, enc);
         }
         let Some(range) = s.open_packet(enc) else {
@@ -709,10 +695,10 @@ impl Endpoint {
             self.tcr_until = Some(now + Duration::from_millis(800));
         }
         let body = ChunkIter::new(&plain[n..]);
-        let before = s.dest;
+        let before = s.dest();
         let was_open = s.is_open();
         let out = s.handle_packet(now, from, &header, body, len);
-        let after = s.dest;
+        let after = s.dest();
         let peer = s.peer();
         let is_open = s.is_open();
         if before != after {
@@ -739,7 +725,7 @@ impl Endpoint {
 
     fn drain_flow_events(&mut self, sid: u32) {
         if let Some(s) = self.sessions.get_mut(&sid) {
-            while let Some(ev) = s.flows.poll_event() {
+            while let Some(ev) = s.flows_mut().poll_event() {
                 self.events.push_back(Event::Flow {
                     session: SessionId(sid),
                     event: ev,
@@ -798,7 +784,7 @@ impl Endpoint {
                 if s.take_stalled() {
                     self.events.push_back(Event::PathStalled {
                         session: SessionId(id),
-                        path: Path::from_addr(s.dest),
+                        path: Path::from_addr(s.dest()),
                     });
                 }
             }

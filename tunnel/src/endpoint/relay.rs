@@ -16,7 +16,7 @@ use crate::session::{Session, SessionId};
 impl Endpoint {
     fn hop_session(&self, session: SessionId) -> Result<(), RouteError> {
         match self.sessions.get(&session.0) {
-            Some(s) if s.is_open() && !is_route_addr(&s.dest) => Ok(()),
+            Some(s) if s.is_open() && !is_route_addr(&s.dest()) => Ok(()),
             _ => Err(RouteError::NoSession),
         }
     }
@@ -121,7 +121,7 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&session.0) else {
             return false;
         };
-        let before = s.dest;
+        let before = s.dest();
         if !s.migrate(now, path.to_addr()) {
             return false;
         }
@@ -141,7 +141,7 @@ impl Endpoint {
         let Some((sid, n)) = self.routes.wrap(now, id, &mut buf, 0) else {
             return;
         };
-        let Some(dest) = self.sessions.get(&sid).map(|s| s.dest) else {
+        let Some(dest) = self.sessions.get(&sid).map(|s| s.dest()) else {
             return;
         };
         buf.truncate(n);
@@ -158,7 +158,7 @@ impl Endpoint {
         size: usize,
     ) -> Option<Transmit> {
         let hop = self.routes.wrap(now, id.0, buf, size);
-        let dest = hop.and_then(|(sid, n)| Some((self.sessions.get(&sid)?.dest, n)));
+        let dest = hop.and_then(|(sid, n)| Some((self.sessions.get(&sid)?.dest(), n)));
         match dest {
             Some((dest, n)) if !is_route_addr(&dest) => Some(Transmit {
                 destination: dest,
@@ -182,7 +182,7 @@ impl Endpoint {
             }
             RouteInput::Keepalive => {}
             RouteInput::Forward { session } => {
-                let Some(dest) = self.sessions.get(&session).map(|s| s.dest) else {
+                let Some(dest) = self.sessions.get(&session).map(|s| s.dest()) else {
                     return self.drop_packet(DropReason::Route);
                 };
                 if is_route_addr(&dest) {

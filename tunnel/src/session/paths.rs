@@ -1,0 +1,150 @@
+//! The session's path (DESTADDR, RFC 7016 3.5): address mobility
+//! (3.5.4.2: a packet from a new address starts a verification, a verified
+//! Ping Reply moves the session), probes of other paths, immediate moves
+//! onto a path this end set up ([`Session::migrate`], relayed routes), stall
+//! detection, and the PMTU discovery bounds of each kind of path (IPv4,
+//! IPv6, relayed route).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::send::Content;
+use super::timer::Timer;
+use super::Session;
+use super::SessionState;
+use crate::path::is_route_addr;
+use crate::pmtu::{Pmtu, PmtuConfig};
+use crate::relay;
+
+/// Address-mobility verification (RFC 7016 3.5.4.2).
+pub(super) struct Mobility {
+    pub(super) secret: [u8; 32],
+    pub(super) tx_ts: Option<Instant>,
+    pub(super) rx_ts: u64,
+    /// A check ping to send to this address.
+    pub(super) pending: Option<SocketAddr>,
+}
+
+/// PMTU discovery bounds for a path to `dest`. A relayed route
+/// ([`crate::Path::Route`]) adds [`crate::relay::ROUTE_OVERHEAD`]
+/// bytes on every hop, whose underlay may be IPv4 or IPv6.
+pub(super) fn pmtu_config(dest: SocketAddr, max_datagram: usize) -> PmtuConfig {
+    let base = if is_route_addr(&dest) {
+        PmtuConfig {
+            max: crate::pmtu::MAX_IPV6_UDP - relay::ROUTE_OVERHEAD,
+            ..PmtuConfig::ipv6()
+        }
+    } else if dest.is_ipv4() {
+        PmtuConfig::ipv4()
+    } else {
+        PmtuConfig::ipv6()
+    };
+    let max = max_datagram.max(crate::pmtu::BASE_SIZE);
+    PmtuConfig {
+        max: if is_route_addr(&dest) {
+            max.min(base.max)
+        } else {
+            max
+        },
+        ..base
+    }
+}
+
+/// What kind of path an address is, for PMTU purposes.
+fn path_class(dest: &SocketAddr) -> u8 {
+    if is_route_addr(dest) {
+        2
+    } else if dest.is_ipv4() {
+        0
+    } else {
+        1
+    }
+}
+
+impl Session {
+    /// Send the address-mobility check Ping (RFC 7016 3.5.4.2) to `addr`
+    /// with the next transmission, regardless of the once-a-second limit:
+    /// a verified Ping Reply from `addr` then moves DESTADDR there. Used
+    /// when a third party (a forwarder, RFC 7016 3.5.1.5) reports that the
+    /// far end is now reachable at `addr`. False unless the session is OPEN.
+    pub fn probe_path(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if self.state != SessionState::Open {
+            return false;
+        }
+        self.mobility.tx_ts = Some(now);
+        self.mobility.pending = Some(addr);
+        true
+    }
+
+    /// Change DESTADDR. A change of path kind (IPv4, IPv6, relayed route)
+    /// restarts PMTU discovery from its base size for the new path.
+    pub fn set_dest(&mut self, now: Instant, addr: SocketAddr) {
+        if addr == self.dest {
+            return;
+        }
+        if path_class(&addr) != path_class(&self.dest) {
+            self.pmtu = Pmtu::new(now, pmtu_config(addr, self.cfg.max_datagram));
+            self.pending_pmtu_probe = None;
+            self.cc.set_mss(self.max_plain());
+        }
+        self.dest = addr;
+        self.last_recv_dest = now;
+        self.stats.address_changes += 1;
+        self.flows.reacknowledge();
+    }
+
+    /// Move the session onto the path `addr` at once, without the
+    /// verification of RFC 7016 3.5.4.2: for a path this end set up itself
+    /// (a relayed route through members it authenticated). Anything in
+    /// flight on the old path is retransmitted on the new one and a Ping
+    /// goes out so the far end sees the new path. False unless OPEN.
+    pub fn migrate(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if self.state != SessionState::Open {
+            return false;
+        }
+        self.set_dest(now, addr);
+        self.mobility.pending = None;
+        self.silent_rtos = 0;
+        self.stalled = false;
+        self.stall_reported = false;
+        if let Some(ts) = self.ts.as_mut() {
+            ts.rtt.reset_backoff();
+        }
+        if self.flows.outstanding_bytes() > 0 {
+            // What was in flight on the old path is lost: resend it now
+            // (RFC 7016 3.6.2.6 as for a timeout, without counting one
+            // against the new path).
+            self.flows.on_retransmit_timeout(now);
+            self.timers.set(Timer::Rto, now + self.ert0());
+        }
+        self.ping_outstanding = None;
+        self.arm_idle();
+        self.timers.set(Timer::Keepalive, now);
+        true
+    }
+
+    /// A sealed datagram holding one Ping, for probing paths the session
+    /// does not use (birthday punching of a relayed session, `punch`): the
+    /// far end answers on the path it arrived by and, as for any packet
+    /// from a new address, starts the mobility check of RFC 7016 3.5.4.2.
+    /// The same bytes may go to many addresses; the far end accepts one
+    /// copy (replay window). `None` unless OPEN.
+    pub fn probe_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.state != SessionState::Open {
+            return None;
+        }
+        self.build(now, buf, self.dest, Content::Ping)
+            .map(|(_, n)| n)
+    }
+
+    /// Whether the path stalled since the last call: data went unanswered
+    /// through [`STALL_AFTER_SILENT_RTOS`] timeouts with nothing received.
+    pub fn take_stalled(&mut self) -> bool {
+        std::mem::take(&mut self.stalled)
+    }
+
+    pub(super) fn ms_since_created(&self, now: Instant) -> u64 {
+        // +1 so that the first check (at creation) is > the initial rx_ts 0.
+        now.saturating_duration_since(self.created).as_millis() as u64 + 1
+    }
+}
