@@ -1,67 +1,29 @@
-//! The few encodings the flow layer needs in order to size and fill chunks
-//! without depending on the wire module's encoders: VLU length and value
-//! (RFC 7016 2.1.2), User Data option lists (2.1.3, 2.1.4, 2.3.11.1) and the
-//! acknowledgement payloads (2.3.13, 2.3.14). Every reader is total.
+//! The flow layer's view of the wire codec: chunk sizes it needs before it
+//! builds a chunk, and the flow's STARTUP_OPTIONS (RFC 7016 3.6.2.1) as a
+//! User Data option list (2.1.3, 2.1.4, 2.3.11.1). Every encoding here is
+//! the wire module's ([`crate::wire::vlu`], [`crate::wire::option`]); this
+//! file only names what the flow layer uses.
 
-use crate::wire::Chunk;
+use crate::wire::option::{
+    option_list_encoded_len, write_option_list, OptionIter, UserDataOption,
+    OPT_MUST_UNDERSTAND_BELOW,
+};
 
-/// Chunk type (1 byte) plus chunkLength (2 bytes), RFC 7016 2.3.
-pub(crate) const CHUNK_HEADER: usize = 3;
-/// The longest VLU encoding of a 64-bit value.
-pub(crate) const VLU_MAX: usize = 10;
-/// User Data option type: User's Per-Flow Metadata (2.3.11.1.1).
-pub(crate) const OPT_METADATA: u64 = 0x00;
-/// User Data option type: Return Flow Association (2.3.11.1.2).
-pub(crate) const OPT_RETURN_ASSOCIATION: u64 = 0x0a;
-
-/// Encoded length of `v` as a VLU (RFC 7016 2.1.2).
-pub(crate) fn vlu_len(v: u64) -> usize {
-    let bits = 64 - v.leading_zeros() as usize;
-    if bits == 0 {
-        1
-    } else {
-        bits.div_ceil(7)
-    }
-}
-
-/// Append `v` as a VLU.
-pub(crate) fn vlu_push(out: &mut Vec<u8>, v: u64) {
-    let n = vlu_len(v);
-    for i in (0..n).rev() {
-        let digit = ((v >> (7 * i)) & 0x7f) as u8;
-        let more = if i > 0 { 0x80 } else { 0 };
-        out.push(digit | more);
-    }
-}
-
-/// Read one VLU; `None` if truncated or wider than 64 bits.
-pub(crate) fn vlu_read(buf: &[u8]) -> Option<(u64, usize)> {
-    let mut v: u64 = 0;
-    for (i, &b) in buf.iter().enumerate() {
-        if v > (u64::MAX >> 7) {
-            return None;
-        }
-        v = (v << 7) | u64::from(b & 0x7f);
-        if b & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
-}
+pub(crate) use crate::wire::chunk::CHUNK_HEADER_LEN as CHUNK_HEADER;
+pub(crate) use crate::wire::vlu::{encoded_len as vlu_len, push as vlu_push, MAX_LEN as VLU_MAX};
 
 /// Encode a flow's STARTUP_OPTIONS (RFC 7016 3.6.2.1) as an option list
 /// terminated by a Marker (2.1.4), ready to be carried in a User Data chunk.
 pub(crate) fn encode_startup_options(out: &mut Vec<u8>, metadata: &[u8], assoc: Option<u64>) {
+    let meta = UserDataOption::UserMetadata(metadata);
+    let list: &[UserDataOption<'_>] = match assoc {
+        Some(id) => &[meta, UserDataOption::ReturnFlowAssociation(id)],
+        None => &[meta],
+    };
     out.clear();
-    vlu_push(out, (vlu_len(OPT_METADATA) + metadata.len()) as u64);
-    vlu_push(out, OPT_METADATA);
-    out.extend_from_slice(metadata);
-    if let Some(id) = assoc {
-        vlu_push(out, (vlu_len(OPT_RETURN_ASSOCIATION) + vlu_len(id)) as u64);
-        vlu_push(out, OPT_RETURN_ASSOCIATION);
-        vlu_push(out, id);
-    }
-    out.push(0);
+    out.resize(option_list_encoded_len(list), 0);
+    let n = write_option_list(out, list).unwrap_or(0);
+    out.truncate(n);
 }
 
 /// What a User Data option list says (RFC 7016 2.3.11.1).
@@ -77,75 +39,28 @@ pub(crate) struct ParsedOptions<'a> {
 }
 
 /// Parse an option list up to its Marker. `None` if malformed.
-pub(crate) fn parse_options(mut buf: &[u8]) -> Option<ParsedOptions<'_>> {
+pub(crate) fn parse_options(buf: &[u8]) -> Option<ParsedOptions<'_>> {
     let mut out = ParsedOptions::default();
-    loop {
-        let (len, n) = vlu_read(buf)?;
-        buf = buf.get(n..)?;
-        if len == 0 {
-            return Some(out);
-        }
-        let len = usize::try_from(len).ok()?;
-        let payload = buf.get(..len)?;
-        buf = buf.get(len..)?;
-        let (ty, tn) = vlu_read(payload)?;
-        let value = payload.get(tn..)?;
-        match ty {
-            OPT_METADATA if out.metadata.is_none() => out.metadata = Some(value),
-            OPT_METADATA => {}
-            OPT_RETURN_ASSOCIATION => {
-                let (id, _) = vlu_read(value)?;
+    for item in OptionIter::new(buf) {
+        let (ty, value) = item.ok()?;
+        match UserDataOption::from_raw(ty, value).ok()? {
+            UserDataOption::UserMetadata(m) if out.metadata.is_none() => out.metadata = Some(m),
+            UserDataOption::UserMetadata(_) => {}
+            UserDataOption::ReturnFlowAssociation(id) => {
                 if out.return_association.is_some() {
                     out.multiple_associations = true;
                 }
                 out.return_association = Some(id);
             }
-            t if t < 8192 => out.unknown_mandatory = true,
-            _ => {}
+            UserDataOption::Other { option_type, .. } => {
+                if option_type < OPT_MUST_UNDERSTAND_BELOW {
+                    out.unknown_mandatory = true;
+                }
+            }
         }
     }
-}
-
-/// Exact encoded size of a flow-layer chunk including its 3-byte header
-/// (RFC 7016 2.3.11 - 2.3.16). `None` for chunk types the flow layer never
-/// emits.
-pub fn encoded_len(chunk: &Chunk<'_>) -> Option<usize> {
-    let payload = match chunk {
-        Chunk::UserData(u) => {
-            1 + vlu_len(u.flow_id)
-                + vlu_len(u.sequence_number)
-                + vlu_len(u.fsn_offset)
-                + u.options.map_or(0, <[u8]>::len)
-                + u.data.len()
-        }
-        Chunk::NextUserData(u) => 1 + u.options.map_or(0, <[u8]>::len) + u.data.len(),
-        Chunk::BitmapAck {
-            flow_id,
-            buffer_blocks_available,
-            cumulative_ack,
-            bitmap,
-        } => {
-            vlu_len(*flow_id)
-                + vlu_len(*buffer_blocks_available)
-                + vlu_len(*cumulative_ack)
-                + bitmap.len()
-        }
-        Chunk::RangeAck {
-            flow_id,
-            buffer_blocks_available,
-            cumulative_ack,
-            ranges,
-        } => {
-            vlu_len(*flow_id)
-                + vlu_len(*buffer_blocks_available)
-                + vlu_len(*cumulative_ack)
-                + ranges.len()
-        }
-        Chunk::BufferProbe { flow_id } => vlu_len(*flow_id),
-        Chunk::FlowException { flow_id, exception } => vlu_len(*flow_id) + vlu_len(*exception),
-        _ => return None,
-    };
-    Some(CHUNK_HEADER + payload)
+    // OptionIter ends without an error only after the Marker.
+    Some(out)
 }
 
 /// Size of a User Data chunk with the given fields (RFC 7016 2.3.11).
@@ -164,88 +79,12 @@ pub(crate) fn next_user_data_len(opts: usize, data: usize) -> usize {
     CHUNK_HEADER + 1 + opts + data
 }
 
-/// Walk the sequence numbers a Range Ack acknowledges above its cumAck
-/// (RFC 7016 2.3.14), as inclusive ranges. Stops silently at malformed or
-/// overflowing input (the prefix read so far is still a valid ack).
-pub(crate) fn for_each_range(cum: u64, mut ranges: &[u8], mut f: impl FnMut(u64, u64)) {
-    let mut cursor = cum;
-    while !ranges.is_empty() {
-        let Some((holes_m1, n1)) = vlu_read(ranges) else {
-            return;
-        };
-        let Some(rest) = ranges.get(n1..) else { return };
-        let Some((recv_m1, n2)) = vlu_read(rest) else {
-            return;
-        };
-        let Some(rest) = rest.get(n2..) else { return };
-        ranges = rest;
-        let Some(from) = cursor
-            .checked_add(1)
-            .and_then(|c| c.checked_add(holes_m1))
-            .and_then(|c| c.checked_add(1))
-        else {
-            return;
-        };
-        let Some(to) = from.checked_add(recv_m1) else {
-            return;
-        };
-        f(from, to);
-        cursor = to;
-    }
-}
-
-/// Walk the sequence numbers a Bitmap Ack acknowledges above its cumAck
-/// (RFC 7016 2.3.13): bit 0 of the first byte is cumAck + 2.
-pub(crate) fn for_each_bitmap(cum: u64, bitmap: &[u8], mut f: impl FnMut(u64)) {
-    let Some(base) = cum.checked_add(2) else {
-        return;
-    };
-    for (j, &byte) in bitmap.iter().enumerate() {
-        for bit in 0..8u64 {
-            if byte & (1 << bit) != 0 {
-                let Some(sn) = (j as u64)
-                    .checked_mul(8)
-                    .and_then(|o| o.checked_add(bit))
-                    .and_then(|o| base.checked_add(o))
-                else {
-                    return;
-                };
-                f(sn);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn vlu_examples() {
-        let mut v = Vec::new();
-        vlu_push(&mut v, 0);
-        vlu_push(&mut v, 127);
-        vlu_push(&mut v, 128);
-        vlu_push(&mut v, u64::MAX);
-        assert_eq!(&v[..4], &[0x00, 0x7f, 0x81, 0x00]);
-        assert_eq!(v.len(), 4 + VLU_MAX);
-        assert_eq!(vlu_read(&[0x81]), None);
-        // 11 bytes of 0xff..0x7f overflow 64 bits.
-        let mut big = vec![0xffu8; 10];
-        big.push(0x7f);
-        assert_eq!(vlu_read(&big), None);
-    }
-
     proptest! {
-        #[test]
-        fn vlu_round_trip(x: u64) {
-            let mut v = Vec::new();
-            vlu_push(&mut v, x);
-            prop_assert_eq!(v.len(), vlu_len(x));
-            prop_assert_eq!(vlu_read(&v), Some((x, v.len())));
-        }
-
         #[test]
         fn options_round_trip(meta in proptest::collection::vec(any::<u8>(), 0..600), assoc: Option<u64>) {
             let mut v = Vec::new();
@@ -259,21 +98,7 @@ mod tests {
         #[test]
         fn parse_options_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = parse_options(&bytes);
-            for_each_range(5, &bytes, |_, _| {});
-            for_each_bitmap(u64::MAX - 3, &bytes, |_| {});
         }
-    }
-
-    #[test]
-    fn spec_ack_examples() {
-        // RFC 7016 2.3.13 example: 18, 21..24, 27, 28 after cumAck 16.
-        let mut got = Vec::new();
-        for_each_bitmap(16, &[0x79, 0x06], |sn| got.push(sn));
-        assert_eq!(got, vec![18, 21, 22, 23, 24, 27, 28]);
-        // RFC 7016 2.3.14 example.
-        let mut got = Vec::new();
-        for_each_range(16, &[0x00, 0x00, 0x01, 0x03], |a, b| got.push((a, b)));
-        assert_eq!(got, vec![(18, 18), (21, 24)]);
     }
 
     #[test]
@@ -291,5 +116,35 @@ mod tests {
         assert_eq!(p.metadata, None);
         // Missing marker.
         assert_eq!(parse_options(&[0x01, 0x00]), None);
+    }
+
+    #[test]
+    fn sizes_match_the_emitted_chunks() {
+        use crate::wire::chunk::{NextUserData, UserData};
+        use crate::wire::{Chunk, FragmentControl};
+        let opts = [0x02, 0x00, 0xaa, 0x00];
+        let ud = UserData {
+            fragment_control: FragmentControl::Whole,
+            abandon: false,
+            final_: false,
+            flow_id: 300,
+            sequence_number: 70_000,
+            fsn_offset: 2,
+            options: Some(&opts),
+            data: b"hello",
+        };
+        let c = Chunk::UserData(ud);
+        assert_eq!(
+            user_data_len(300, 70_000, 2, opts.len(), 5),
+            c.encoded_len()
+        );
+        let next = Chunk::NextUserData(NextUserData {
+            fragment_control: FragmentControl::Whole,
+            abandon: false,
+            final_: false,
+            options: None,
+            data: b"hello",
+        });
+        assert_eq!(next_user_data_len(0, 5), next.encoded_len());
     }
 }

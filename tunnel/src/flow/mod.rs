@@ -44,8 +44,6 @@ use std::time::{Duration, Instant};
 
 use crate::wire::Chunk;
 
-pub use codec::encoded_len;
-
 use recv::RecvFlow;
 use send::SendFlow;
 
@@ -174,7 +172,7 @@ pub enum SendError {
 pub trait ChunkSink {
     /// Bytes still free for chunks in the packet being built.
     fn remaining(&self) -> usize;
-    /// Append `chunk`; its encoded size is [`encoded_len`] and never more
+    /// Append `chunk`; its encoded size is [`Chunk::encoded_len`] and never more
     /// than `remaining()` when the flow layer calls this. Return false if
     /// it did not fit after all (the flow layer then treats the packet as
     /// full and changes no state for that chunk).

@@ -8,7 +8,7 @@ use super::{
     ChunkSink, FlowEvent, FlowId, FlowSet, FlowStats, OpenError, Pool, Reliability, SendError,
     SEND_LINGER,
 };
-use crate::wire::chunk::{NextUserData, UserData};
+use crate::wire::chunk::{BitmapAckIter, NextUserData, RangeAckIter, UserData};
 use crate::wire::{Chunk, FragmentControl};
 
 /// RFC 7016 3.6.2: the initial RX_BUFFER_SIZE.
@@ -591,18 +591,21 @@ impl FlowSet {
             ack(f, sn);
         }
         match body {
-            AckBody::Ranges(r) => codec::for_each_range(cum, r, |a, b| {
-                let a = a.max(front);
-                let b = b.min(last);
-                for sn in a..=b {
-                    ack(f, sn);
+            // A malformed tail ends the walk; what was read is still valid.
+            AckBody::Ranges(r) => {
+                for (a, b) in RangeAckIter::new(cum, r).map_while(Result::ok) {
+                    for sn in a.max(front)..=b.min(last) {
+                        ack(f, sn);
+                    }
                 }
-            }),
-            AckBody::Bitmap(b) => codec::for_each_bitmap(cum, b, |sn| {
-                if sn >= front && sn <= last {
-                    ack(f, sn)
+            }
+            AckBody::Bitmap(b) => {
+                for sn in BitmapAckIter::new(cum, b).map_while(Result::ok) {
+                    if sn >= front && sn <= last {
+                        ack(f, sn)
+                    }
                 }
-            }),
+            }
         }
         self.max_tsn_ack = max_tsn;
         f.pop_acked();

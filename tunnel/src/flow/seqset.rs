@@ -148,8 +148,8 @@ impl SeqSet {
 
 #[cfg(test)]
 mod tests {
-    use super::super::codec::{for_each_bitmap, for_each_range};
     use super::*;
+    use crate::wire::chunk::{BitmapAckIter, RangeAckIter};
     use proptest::prelude::*;
 
     #[test]
@@ -199,14 +199,16 @@ mod tests {
             let mut b = Vec::new();
             s.write_bitmap(&mut b, usize::MAX);
             prop_assert_eq!(b.len() as u64, s.bitmap_payload_len());
-            let mut got = Vec::new();
-            for_each_bitmap(cum, &b, |x| got.push(x));
+            let got: Vec<u64> = BitmapAckIter::new(cum, &b).map(Result::unwrap).collect();
             prop_assert_eq!(&got, &expect);
             let mut r = Vec::new();
             s.write_ranges(&mut r, usize::MAX);
             prop_assert_eq!(r.len() as u64, s.range_payload_len());
             let mut got = Vec::new();
-            for_each_range(cum, &r, |a, z| got.extend(a..=z));
+            for x in RangeAckIter::new(cum, &r) {
+                let (a, z) = x.unwrap();
+                got.extend(a..=z);
+            }
             prop_assert_eq!(&got, &expect);
             for sn in 0..310u64 {
                 prop_assert_eq!(s.contains(sn), sn <= cum || sns.contains(&sn));

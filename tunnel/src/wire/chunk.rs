@@ -877,19 +877,6 @@ impl<'a> Chunk<'a> {
             _ => None,
         }
     }
-
-    /// Acknowledged ranges after the cumulative ack of either ack chunk, as
-    /// inclusive `(from, to)` runs in ascending order; `None` for other
-    /// chunks. Bitmap bits are merged into runs.
-    pub fn acked_ranges(&self) -> Option<AckedRanges<'a>> {
-        match self {
-            Chunk::RangeAck { .. } => self.ack_ranges().map(AckedRanges::Ranges),
-            Chunk::BitmapAck { .. } => self
-                .bitmap_acks()
-                .map(|b| AckedRanges::Bitmap(b.peekable())),
-            _ => None,
-        }
-    }
 }
 
 /// Range Ack run-length pairs decoded exactly as the pseudocode of RFC 7016
@@ -991,268 +978,6 @@ impl Iterator for BitmapAckIter<'_> {
                 };
             }
         }
-    }
-}
-
-/// Ranges acknowledged by either ack chunk; see [`Chunk::acked_ranges`].
-#[derive(Debug, Clone)]
-pub enum AckedRanges<'a> {
-    Ranges(RangeAckIter<'a>),
-    Bitmap(std::iter::Peekable<BitmapAckIter<'a>>),
-}
-
-impl Iterator for AckedRanges<'_> {
-    type Item = Result<(u64, u64), WireError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            AckedRanges::Ranges(r) => r.next(),
-            AckedRanges::Bitmap(b) => {
-                let from = match b.next()? {
-                    Ok(s) => s,
-                    Err(e) => return Some(Err(e)),
-                };
-                let mut to = from;
-                while let Some(Ok(s)) = b.peek() {
-                    if Some(*s) != to.checked_add(1) {
-                        break;
-                    }
-                    to = *s;
-                    b.next();
-                }
-                Some(Ok((from, to)))
-            }
-        }
-    }
-}
-
-/// Check that `ranges` describes received sequence numbers after a
-/// cumulative ack: ascending, disjoint, non-adjacent inclusive runs, the
-/// first starting at `cumulative_ack + 2` or later (`cumulative_ack + 1`
-/// would have advanced the cumulative ack).
-fn validate_ack_input(cumulative_ack: u64, ranges: &[(u64, u64)]) -> Result<(), WireError> {
-    let mut min_from = cumulative_ack.checked_add(2);
-    for &(from, to) in ranges {
-        match min_from {
-            Some(m) if from >= m && to >= from => {}
-            _ => return Err(WireError::Invalid),
-        }
-        // The next run must leave at least one hole after this one.
-        min_from = to.checked_add(2);
-    }
-    Ok(())
-}
-
-fn ack_header_len(flow_id: u64, buffer_blocks: u64, cumulative_ack: u64) -> usize {
-    CHUNK_HEADER_LEN
-        + vlu::encoded_len(flow_id)
-        + vlu::encoded_len(buffer_blocks)
-        + vlu::encoded_len(cumulative_ack)
-}
-
-/// Bytes of run-length pairs a Range Ack needs for `ranges`.
-fn range_pairs_len(cumulative_ack: u64, ranges: &[(u64, u64)]) -> usize {
-    let mut cursor = cumulative_ack;
-    let mut len = 0;
-    for &(from, to) in ranges {
-        let holes_minus_one = from.wrapping_sub(cursor).wrapping_sub(2);
-        len += vlu::encoded_len(holes_minus_one) + vlu::encoded_len(to.wrapping_sub(from));
-        cursor = to;
-    }
-    len
-}
-
-/// Bitmap bytes a Bitmap Ack needs for `ranges` (`u64` so that absurd
-/// spans do not overflow).
-fn bitmap_len(cumulative_ack: u64, ranges: &[(u64, u64)]) -> Option<u64> {
-    let len = match ranges.last() {
-        None => 0,
-        Some(&(_, to)) => to.checked_sub(cumulative_ack.checked_add(2)?)? / 8 + 1,
-    };
-    // The decoder's rule: every bit must name a representable number.
-    let bits = len.checked_mul(8)?;
-    cumulative_ack.checked_add(1)?.checked_add(bits)?;
-    Some(len)
-}
-
-/// Encoded size of a Range Ack chunk for these ranges (ranges must satisfy
-/// the rules of [`encode_ack`]).
-pub fn range_ack_encoded_len(
-    flow_id: u64,
-    buffer_blocks: u64,
-    cumulative_ack: u64,
-    ranges: &[(u64, u64)],
-) -> usize {
-    ack_header_len(flow_id, buffer_blocks, cumulative_ack) + range_pairs_len(cumulative_ack, ranges)
-}
-
-/// Encoded size of a Bitmap Ack chunk for these ranges, saturating at
-/// `usize::MAX` for spans no bitmap could represent.
-pub fn bitmap_ack_encoded_len(
-    flow_id: u64,
-    buffer_blocks: u64,
-    cumulative_ack: u64,
-    ranges: &[(u64, u64)],
-) -> usize {
-    let bitmap = bitmap_len(cumulative_ack, ranges)
-        .and_then(|l| usize::try_from(l).ok())
-        .unwrap_or(usize::MAX);
-    ack_header_len(flow_id, buffer_blocks, cumulative_ack).saturating_add(bitmap)
-}
-
-fn write_ack_header(
-    w: &mut Writer<'_>,
-    chunk_type: ChunkType,
-    payload_len: usize,
-    flow_id: u64,
-    buffer_blocks: u64,
-    cumulative_ack: u64,
-) -> Result<(), WireError> {
-    let len16 = u16::try_from(payload_len).map_err(|_| WireError::BadLength)?;
-    w.u8(chunk_type as u8)?;
-    w.u16(len16)?;
-    w.vlu(flow_id)?;
-    w.vlu(buffer_blocks)?;
-    w.vlu(cumulative_ack)
-}
-
-/// Write a Range Ack chunk (RFC 7016 2.3.14) acknowledging everything up to
-/// `cumulative_ack` plus the inclusive `ranges` (rules as for
-/// [`encode_ack`]); returns the bytes written.
-pub fn encode_range_ack(
-    flow_id: u64,
-    buffer_blocks: u64,
-    cumulative_ack: u64,
-    ranges: &[(u64, u64)],
-    out: &mut [u8],
-) -> Result<usize, WireError> {
-    validate_ack_input(cumulative_ack, ranges)?;
-    let total = range_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, ranges);
-    if out.len() < total {
-        return Err(WireError::BufferTooSmall);
-    }
-    let mut w = Writer::new(out);
-    write_ack_header(
-        &mut w,
-        ChunkType::RangeAck,
-        total - CHUNK_HEADER_LEN,
-        flow_id,
-        buffer_blocks,
-        cumulative_ack,
-    )?;
-    let mut cursor = cumulative_ack;
-    for &(from, to) in ranges {
-        w.vlu(from - cursor - 2)?;
-        w.vlu(to - from)?;
-        cursor = to;
-    }
-    Ok(w.pos())
-}
-
-/// Write a Bitmap Ack chunk (RFC 7016 2.3.13) acknowledging everything up
-/// to `cumulative_ack` plus the inclusive `ranges` (rules as for
-/// [`encode_ack`]); returns the bytes written.
-pub fn encode_bitmap_ack(
-    flow_id: u64,
-    buffer_blocks: u64,
-    cumulative_ack: u64,
-    ranges: &[(u64, u64)],
-    out: &mut [u8],
-) -> Result<usize, WireError> {
-    validate_ack_input(cumulative_ack, ranges)?;
-    let total = bitmap_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, ranges);
-    if total.saturating_sub(CHUNK_HEADER_LEN) > MAX_CHUNK_PAYLOAD {
-        return Err(WireError::BadLength);
-    }
-    if out.len() < total {
-        return Err(WireError::BufferTooSmall);
-    }
-    let mut w = Writer::new(out);
-    write_ack_header(
-        &mut w,
-        ChunkType::BitmapAck,
-        total - CHUNK_HEADER_LEN,
-        flow_id,
-        buffer_blocks,
-        cumulative_ack,
-    )?;
-    let start = w.pos();
-    w.fill(total - start, 0)?;
-    let bitmap = out.get_mut(start..total).ok_or(WireError::BufferTooSmall)?;
-    let base = cumulative_ack + 2;
-    for &(from, to) in ranges {
-        for seq in from..=to {
-            let bit = seq - base;
-            let byte = usize::try_from(bit / 8)
-                .ok()
-                .and_then(|i| bitmap.get_mut(i))
-                .ok_or(WireError::BadLength)?;
-            *byte |= 1 << (bit % 8);
-        }
-    }
-    Ok(total)
-}
-
-/// Write whichever of Bitmap Ack or Range Ack encodes the acknowledgement
-/// more compactly (RFC 7016 2.3.13, 3.6.3.4.3 SHOULD); Range Ack on a tie.
-///
-/// `ranges_after_cum` lists received sequence numbers beyond
-/// `cumulative_ack` as inclusive `(from, to)` runs: ascending, with at
-/// least one missing number before each run (so the first `from` is at
-/// least `cumulative_ack + 2`); anything else is [`WireError::Invalid`].
-/// Fails with [`WireError::BufferTooSmall`] if neither form fits in `out`;
-/// use [`encode_ack_truncated`] to drop trailing ranges instead.
-pub fn encode_ack(
-    flow_id: u64,
-    buffer_blocks: u64,
-    cumulative_ack: u64,
-    ranges_after_cum: &[(u64, u64)],
-    out: &mut [u8],
-) -> Result<usize, WireError> {
-    validate_ack_input(cumulative_ack, ranges_after_cum)?;
-    let r = range_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, ranges_after_cum);
-    let b = bitmap_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, ranges_after_cum);
-    if b < r {
-        encode_bitmap_ack(
-            flow_id,
-            buffer_blocks,
-            cumulative_ack,
-            ranges_after_cum,
-            out,
-        )
-    } else {
-        encode_range_ack(
-            flow_id,
-            buffer_blocks,
-            cumulative_ack,
-            ranges_after_cum,
-            out,
-        )
-    }
-}
-
-/// Like [`encode_ack`], but when the whole acknowledgement does not fit in
-/// `out` it drops trailing ranges until it does (RFC 7016 3.6.3.4.2
-/// truncation). Returns `(bytes written, ranges included)`; fails only if
-/// not even the cumulative ack fits.
-pub fn encode_ack_truncated(
-    flow_id: u64,
-    buffer_blocks: u64,
-    cumulative_ack: u64,
-    ranges_after_cum: &[(u64, u64)],
-    out: &mut [u8],
-) -> Result<(usize, usize), WireError> {
-    validate_ack_input(cumulative_ack, ranges_after_cum)?;
-    let mut n = ranges_after_cum.len();
-    loop {
-        let subset = ranges_after_cum.get(..n).unwrap_or(&[]);
-        let r = range_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, subset);
-        let b = bitmap_ack_encoded_len(flow_id, buffer_blocks, cumulative_ack, subset);
-        if r.min(b) <= out.len() || n == 0 {
-            return encode_ack(flow_id, buffer_blocks, cumulative_ack, subset, out)
-                .map(|len| (len, n));
-        }
-        n -= 1;
     }
 }
 
@@ -1437,16 +1162,7 @@ pub(crate) mod tests {
         );
         let seqs: Vec<u64> = c.bitmap_acks().unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(seqs, [18, 21, 22, 23, 24, 27, 28]);
-        let ranges: Vec<(u64, u64)> = c.acked_ranges().unwrap().collect::<Result<_, _>>().unwrap();
-        assert_eq!(ranges, [(18, 18), (21, 24), (27, 28)]);
         assert_eq!(emit_checked(&c), BITMAP_EXAMPLE);
-        let mut out = [0xaa; 8];
-        assert_eq!(encode_bitmap_ack(5, 127, 16, &ranges, &mut out), Ok(8));
-        assert_eq!(out, BITMAP_EXAMPLE);
-        // The bitmap is the more compact form here.
-        let mut out = [0xaa; 16];
-        assert_eq!(encode_ack(5, 127, 16, &ranges, &mut out), Ok(8));
-        assert_eq!(out[..8], BITMAP_EXAMPLE);
     }
 
     #[test]
@@ -1464,59 +1180,21 @@ pub(crate) mod tests {
         let ranges: Vec<(u64, u64)> = c.ack_ranges().unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(ranges, [(18, 18), (21, 24)]);
         assert_eq!(emit_checked(&c), RANGE_EXAMPLE);
-        let mut out = [0xaa; 10];
-        assert_eq!(encode_range_ack(5, 127, 16, &ranges, &mut out), Ok(10));
-        assert_eq!(out, RANGE_EXAMPLE);
-        // One bitmap byte beats four bytes of pairs.
-        let mut out = [0xaa; 16];
-        let n = encode_ack(5, 127, 16, &ranges, &mut out).unwrap();
-        assert_eq!(out[..n], [0x50, 0x00, 0x04, 0x05, 0x7f, 0x10, 0x79]);
-        // A far-away range favours the Range Ack.
-        let far = [(18, 18), (10_000, 10_001)];
-        let n = encode_ack(5, 127, 16, &far, &mut out).unwrap();
-        assert_eq!(out[0], 0x51);
-        let c = parse_whole(&out[..n]).unwrap();
-        let got: Vec<_> = c.acked_ranges().unwrap().collect::<Result<_, _>>().unwrap();
-        assert_eq!(got, far);
+        assert_eq!(range_pairs(16, &ranges), [0x00, 0x00, 0x01, 0x03]);
     }
 
-    #[test]
-    fn ack_input_rules() {
-        let mut out = [0u8; 64];
-        for bad in [
-            &[(17, 17)][..],
-            &[(20, 19)],
-            &[(18, 20), (21, 22)],
-            &[(30, 31), (18, 19)],
-        ] {
-            assert_eq!(
-                encode_ack(1, 1, 16, bad, &mut out),
-                Err(WireError::Invalid),
-                "{bad:?}"
-            );
+    /// The run-length pairs of a Range Ack (RFC 7016 2.3.14) for inclusive
+    /// `ranges` after `cum`, as the flow layer's `SeqSet::write_ranges`
+    /// writes them: for the tests' arbitrary acknowledgements.
+    fn range_pairs(cum: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut cursor = cum;
+        for &(from, to) in ranges {
+            vlu::push(&mut out, from - cursor - 2);
+            vlu::push(&mut out, to - from);
+            cursor = to;
         }
-        assert_eq!(
-            encode_ack(1, 1, u64::MAX - 1, &[(u64::MAX, u64::MAX)], &mut out),
-            Err(WireError::Invalid)
-        );
-        // Empty ranges: plain cumulative ack.
-        assert_eq!(encode_ack(1, 2, 3, &[], &mut out), Ok(6));
-        assert_eq!(out[..6], [0x51, 0x00, 0x03, 1, 2, 3]);
-        // Truncation drops trailing ranges until it fits.
-        let many: Vec<(u64, u64)> = (0..50).map(|i| (100 + 1000 * i, 100 + 1000 * i)).collect();
-        let (n, kept) = encode_ack_truncated(1, 1, 10, &many, &mut out).unwrap();
-        assert!(kept < many.len() && n <= out.len());
-        let got: Vec<_> = parse_whole(&out[..n])
-            .unwrap()
-            .acked_ranges()
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(got, many[..kept]);
-        assert_eq!(
-            encode_ack_truncated(1, 1, 10, &many, &mut out[..5]),
-            Err(WireError::BufferTooSmall)
-        );
+        out
     }
 
     #[test]
@@ -1881,13 +1559,11 @@ pub(crate) mod tests {
                 }
             ),
             (big(), big(), 0u64..(u64::MAX / 2)).prop_flat_map(|(flow_id, b, cum)| {
-                ranges_after(cum).prop_map(move |ranges| {
-                    let mut buf = vec![0u8; range_ack_encoded_len(flow_id, b, cum, &ranges)];
-                    encode_range_ack(flow_id, b, cum, &ranges, &mut buf).unwrap();
-                    let Ok(c) = parse_whole(leak(buf)) else {
-                        unreachable!()
-                    };
-                    c
+                ranges_after(cum).prop_map(move |ranges| Chunk::RangeAck {
+                    flow_id,
+                    buffer_blocks_available: b,
+                    cumulative_ack: cum,
+                    ranges: leak(range_pairs(cum, &ranges)),
                 })
             }),
             big().prop_map(|flow_id| Chunk::BufferProbe { flow_id }),
@@ -1928,18 +1604,18 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn ack_encoders_round_trip((cum, ranges) in (0u64..1_000_000).prop_flat_map(|c| (Just(c), ranges_after(c))), flow in big(), b in big()) {
-            let mut out = vec![0xaa; 4096];
-            for enc in [encode_ack, encode_range_ack, encode_bitmap_ack] {
-                let n = enc(flow, b, cum, &ranges, &mut out).unwrap();
-                let c = parse_whole(&out[..n]).unwrap();
-                let got: Vec<_> = c.acked_ranges().unwrap().collect::<Result<_, _>>().unwrap();
-                prop_assert_eq!(&got, &ranges);
-                prop_assert_eq!(emit_checked(&c), &out[..n]);
-            }
-            let r = range_ack_encoded_len(flow, b, cum, &ranges);
-            let bm = bitmap_ack_encoded_len(flow, b, cum, &ranges);
-            prop_assert_eq!(encode_ack(flow, b, cum, &ranges, &mut out), Ok(r.min(bm)));
+        fn range_acks_decode_what_was_acknowledged((cum, ranges) in (0u64..1_000_000).prop_flat_map(|c| (Just(c), ranges_after(c))), flow in big(), b in big()) {
+            let pairs = range_pairs(cum, &ranges);
+            let c = Chunk::RangeAck {
+                flow_id: flow,
+                buffer_blocks_available: b,
+                cumulative_ack: cum,
+                ranges: &pairs,
+            };
+            let bytes = emit_checked(&c);
+            let c = parse_whole(&bytes).unwrap();
+            let got: Vec<_> = c.ack_ranges().unwrap().collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(&got, &ranges);
         }
 
         #[test]
@@ -1947,7 +1623,8 @@ pub(crate) mod tests {
             if let Ok(c) = Chunk::parse(t, &payload) {
                 let bytes = emit_checked(&c);
                 prop_assert_eq!(Chunk::parse(t, &bytes[3..]), Ok(c.clone()));
-                let _ = c.acked_ranges().map(|it| it.count());
+                let _ = c.ack_ranges().map(|it| it.count());
+                let _ = c.bitmap_acks().map(|it| it.count());
                 let _ = c.redirect_addresses().map(|it| it.count());
             }
         }

@@ -134,24 +134,6 @@ impl<'b> Writer<'b> {
         Ok(())
     }
 
-    /// Let `f` write into the unwritten rest; advance by what it wrote.
-    pub(crate) fn with_rest(
-        &mut self,
-        f: impl FnOnce(&mut [u8]) -> Result<usize, WireError>,
-    ) -> Result<(), WireError> {
-        let rest = self
-            .buf
-            .get_mut(self.pos..)
-            .ok_or(WireError::BufferTooSmall)?;
-        let avail = rest.len();
-        let n = f(rest)?;
-        if n > avail {
-            return Err(WireError::BufferTooSmall);
-        }
-        self.pos += n;
-        Ok(())
-    }
-
     /// A VLU length followed by the bytes.
     pub(crate) fn vlu_bytes(&mut self, src: &[u8]) -> Result<(), WireError> {
         self.vlu(src.len() as u64)?;

@@ -34,12 +34,6 @@ pub fn split_multiplex(datagram: &[u8]) -> Result<(u32, &[u8]), WireError> {
     Ok((u32::from_be_bytes(*ssid), encrypted))
 }
 
-/// Session id of a received datagram: split and unscramble.
-pub fn demultiplex(datagram: &[u8]) -> Result<(u32, &[u8]), WireError> {
-    let (ssid, encrypted) = split_multiplex(datagram)?;
-    Ok((scramble_session_id(ssid, encrypted), encrypted))
-}
-
 /// Write the scrambled session id into the first four bytes of `datagram`,
 /// whose remaining bytes already hold the encrypted packet (so encryption
 /// happens in place after reserving [`MULTIPLEX_HEADER_LEN`] bytes).
@@ -160,14 +154,6 @@ impl PacketHeader {
     }
 }
 
-/// Decode a plain packet: its header and an iterator over its chunks
-/// (RFC 7016 2.2.4).
-pub fn parse_packet(plain: &[u8]) -> Result<(PacketHeader, super::ChunkIter<'_>), WireError> {
-    let (header, off) = PacketHeader::parse(plain)?;
-    let chunks = plain.get(off..).ok_or(WireError::Truncated)?;
-    Ok((header, super::ChunkIter::new(chunks)))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -230,7 +216,12 @@ pub(crate) mod tests {
     fn multiplex_in_place() {
         let mut dgram = [0xaa, 0xaa, 0xaa, 0xaa, 9, 8, 7, 6, 5, 4, 3, 2, 1];
         write_multiplex_header(&mut dgram, 0x0102_0304).unwrap();
-        assert_eq!(demultiplex(&dgram), Ok((0x0102_0304, &dgram[4..])));
+        let (ssid, enc) = split_multiplex(&dgram).unwrap();
+        assert_eq!(
+            (scramble_session_id(ssid, enc), enc),
+            (0x0102_0304, &dgram[4..])
+        );
+        assert_eq!(split_multiplex(&dgram[..3]), Err(WireError::Truncated));
         assert_eq!(
             write_multiplex_header(&mut [0; 3], 1),
             Err(WireError::BufferTooSmall)
@@ -277,7 +268,8 @@ pub(crate) mod tests {
             let mut dgram = vec![0u8; 4];
             dgram.extend_from_slice(&pkt);
             write_multiplex_header(&mut dgram, id).unwrap();
-            prop_assert_eq!(demultiplex(&dgram).map(|(s, _)| s), Ok(id));
+            let (ssid, enc) = split_multiplex(&dgram).unwrap();
+            prop_assert_eq!(scramble_session_id(ssid, enc), id);
         }
     }
 }

@@ -53,10 +53,30 @@ pub fn encode(value: u64, out: &mut [u8]) -> Result<usize, WireError> {
     Ok(len)
 }
 
+/// Append `value` to `out` (the flow layer builds acknowledgement payloads
+/// and option lists this way).
+pub fn push(out: &mut Vec<u8>, value: u64) {
+    let mut tmp = [0u8; MAX_LEN];
+    let n = encode(value, &mut tmp).unwrap_or(0);
+    out.extend_from_slice(tmp.get(..n).unwrap_or(&[]));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn push_appends_the_encoding() {
+        let mut v = vec![0xee];
+        push(&mut v, 0);
+        push(&mut v, 127);
+        push(&mut v, 128);
+        push(&mut v, u64::MAX);
+        assert_eq!(&v[..5], &[0xee, 0x00, 0x7f, 0x81, 0x00]);
+        assert_eq!(v.len(), 5 + MAX_LEN);
+        assert_eq!(decode(&v[5..]), Ok((u64::MAX, MAX_LEN)));
+    }
 
     #[test]
     fn golden() {
