@@ -37,13 +37,13 @@ use ringlan_overlay::wire::{AddrOrigin, TaggedAddr};
 use ringlan_overlay::{self as overlay, FrameHeader, Mac, Overlay};
 use ringlan_tunnel::crypto::{self, Identity, NetworkName};
 use ringlan_tunnel::driver::{os_seed, Driver};
-use ringlan_tunnel::endpoint::{EndpointConfig, Event, SessionInfo, Target, REDIRECT_THRESHOLD};
-use ringlan_tunnel::flow::{FlowEvent, FlowId, RecvFlowId, Reliability};
-use ringlan_tunnel::punch::{self, Birthday, BirthdayConfig};
-use ringlan_tunnel::relay::RelayLimits;
-use ringlan_tunnel::session::{OpenFailure, SessionId, SessionState as TState};
-use ringlan_tunnel::stun::{self, StunTxId};
+use ringlan_tunnel::RelayLimits;
+use ringlan_tunnel::StunTxId;
+use ringlan_tunnel::{Birthday, BirthdayConfig, PunchAction, PunchAttempt};
+use ringlan_tunnel::{EndpointConfig, Event, SessionInfo, Target, REDIRECT_THRESHOLD};
+use ringlan_tunnel::{FlowEvent, FlowId, RecvFlowId, Reliability};
 use ringlan_tunnel::{NodeId, Path, Rng};
+use ringlan_tunnel::{OpenFailure, SessionId, SessionState as TState};
 use tokio::sync::watch;
 
 use crate::config::{Config, Role};
@@ -261,10 +261,10 @@ fn overlay_addr(path: Path) -> SocketAddr {
 /// each server.
 pub fn nat_status(mapped: &BTreeMap<SocketAddr, SocketAddr>) -> NatStatus {
     let obs: Vec<(SocketAddr, SocketAddr)> = mapped.iter().map(|(s, m)| (*s, *m)).collect();
-    let mapping = match stun::classify_mapping(&obs) {
-        stun::NatMapping::EndpointIndependent => NatMapping::EndpointIndependent,
-        stun::NatMapping::EndpointDependent => NatMapping::EndpointDependent,
-        stun::NatMapping::Unknown => NatMapping::Unknown,
+    let mapping = match ringlan_tunnel::classify_mapping(&obs) {
+        ringlan_tunnel::NatMapping::EndpointIndependent => NatMapping::EndpointIndependent,
+        ringlan_tunnel::NatMapping::EndpointDependent => NatMapping::EndpointDependent,
+        ringlan_tunnel::NatMapping::Unknown => NatMapping::Unknown,
     };
     let mut reflexive: Vec<SocketAddr> = mapped.values().copied().collect();
     reflexive.sort();
@@ -1185,7 +1185,7 @@ impl Node {
     fn relay_status(&self, now: Instant, names: &HashMap<NodeId, String>) -> RelayStatus {
         let ep = self.driver.endpoint_ref();
         let limits = ep.relay_limits();
-        let entries: HashMap<ringlan_tunnel::RouteId, ringlan_tunnel::relay::RouteInfo> =
+        let entries: HashMap<ringlan_tunnel::RouteId, ringlan_tunnel::RouteInfo> =
             ep.routes(now).into_iter().map(|i| (i.id, i)).collect();
         let traffic = |id: ringlan_tunnel::RouteId| {
             entries
@@ -1279,9 +1279,9 @@ impl Node {
             return;
         }
         let own = match nat_status(&self.mapped).mapping {
-            NatMapping::EndpointIndependent => stun::NatMapping::EndpointIndependent,
-            NatMapping::EndpointDependent => stun::NatMapping::EndpointDependent,
-            NatMapping::Unknown => stun::NatMapping::Unknown,
+            NatMapping::EndpointIndependent => ringlan_tunnel::NatMapping::EndpointIndependent,
+            NatMapping::EndpointDependent => ringlan_tunnel::NatMapping::EndpointDependent,
+            NatMapping::Unknown => ringlan_tunnel::NatMapping::Unknown,
         };
         let public: Vec<IpAddr> = self.mapped.values().map(|a| a.ip()).collect();
         let ep = self.driver.endpoint_ref();
@@ -1299,7 +1299,7 @@ impl Node {
             (ep.session_info(*sid)?.state == TState::IHelloSent).then_some((*sid, Some(node)))
         });
         let candidates: Vec<(SessionId, Option<NodeId>)> = opening.chain(relayed).collect();
-        let attempts: Vec<punch::Attempt> = candidates
+        let attempts: Vec<PunchAttempt> = candidates
             .iter()
             .filter_map(|(sid, node)| {
                 let node = (*node)?;
@@ -1313,7 +1313,7 @@ impl Node {
                     .find(|a| a.origin == AddrOrigin::Reflexive)
                     .map(|a| a.addr)
                     .filter(|a| !on_lan && !public.contains(&a.ip()));
-                Some(punch::Attempt {
+                Some(PunchAttempt {
                     peer: node,
                     session: *sid,
                     reflexive,
@@ -1323,7 +1323,7 @@ impl Node {
         let actions = self.birthday.poll(now, own, &attempts, &mut self.punch_rng);
         for a in actions {
             match a {
-                punch::Action::OpenSockets {
+                PunchAction::OpenSockets {
                     peer,
                     session,
                     dest,
@@ -1345,7 +1345,7 @@ impl Node {
                         }
                     }
                 }
-                punch::Action::Spray {
+                PunchAction::Spray {
                     peer,
                     session,
                     plan,

@@ -1,6 +1,6 @@
 //! Relayed flow routes, the agent's half (DESIGN.md "Relayed flow routes").
 //!
-//! The tunnel forwards route datagrams ([`ringlan_tunnel::relay`]); this
+//! The tunnel forwards route datagrams (`docs/relay.md`); this
 //! module decides when a peer needs routes, picks relays, runs the setup
 //! protocol and moves sessions between paths:
 //!
@@ -26,7 +26,7 @@
 //!   route moves the session onto a standby route at once
 //!   ([`Endpoint::migrate`]); the far end follows by address mobility.
 //!
-//! [`Event::PathStalled`]: ringlan_tunnel::endpoint::Event::PathStalled
+//! [`Event::PathStalled`]: ringlan_tunnel::Event::PathStalled
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -36,10 +36,10 @@ use ringlan_overlay::wire::{
     Message, RouteOutcome, RouteRefusal, RouteReply, RouteSetup, MAX_ROUTE_RELAYS,
 };
 use ringlan_overlay::Overlay;
-use ringlan_tunnel::endpoint::{Endpoint, Target};
-use ringlan_tunnel::relay::{HopKey, RouteError, RouteOffer};
-use ringlan_tunnel::session::{SessionId, SessionState};
+use ringlan_tunnel::{Endpoint, Target};
+use ringlan_tunnel::{HopKey, RouteError, RouteOffer};
 use ringlan_tunnel::{NodeId, Path, Rng, RouteId};
+use ringlan_tunnel::{SessionId, SessionState};
 
 /// An opening session without answer for this long gets relayed routes
 /// (a punch between cone-like NATs answers within a few round trips).

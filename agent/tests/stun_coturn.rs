@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use ringlan_lab::{Lab, NatKind};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::driver::Driver;
-use ringlan_tunnel::endpoint::{EndpointConfig, Event};
-use ringlan_tunnel::stun::{classify_mapping, NatMapping};
+use ringlan_tunnel::{classify_mapping, NatMapping};
+use ringlan_tunnel::{EndpointConfig, Event};
 
 const STUN_IP: &str = "198.51.100.10";
 

@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use ringlan_tunnel::crypto::{AeadSuite, Identity, NetworkName, NetworkSecret, SuiteSet};
 use ringlan_tunnel::driver::Driver;
-use ringlan_tunnel::endpoint::{EndpointConfig, Event, Target};
-use ringlan_tunnel::flow::{FlowEvent, Reliability};
 use ringlan_tunnel::NodeId;
+use ringlan_tunnel::{EndpointConfig, Event, Target};
+use ringlan_tunnel::{FlowEvent, Reliability};
 
 /// CPU time (user + system) from getrusage(2).
 #[cfg(target_os = "linux")]

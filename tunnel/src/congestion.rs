@@ -31,16 +31,16 @@
 //!   between acknowledgements or retransmission timeouts (the
 //!   DATA_PACKET_COUNT method).
 //!
-//! Which sessions should carry TCR is an endpoint-wide question, answered
-//! by [`TimeCriticalMonitor`].
+//! Which sessions should carry TCR is an endpoint-wide question: the
+//! endpoint sets it on every session for 800 ms after any packet with TC
+//! ([`TIME_CRITICAL_HOLD`]).
 //!
 //! The controller knows nothing about flows: the session reports bytes sent,
 //! acknowledged and lost, and asks for a budget before sending.
 //!
 //! # How a session drives it
 //!
-//! - every received packet: `on_packet_received(now, header.tcr)`; if it
-//!   carried TC, `TimeCriticalMonitor::on_time_critical_received(now, id)`;
+//! - every received packet: `on_packet_received(now, header.tcr)`;
 //! - after processing the acknowledgement chunks of a packet (RFC 7016
 //!   3.6.2.4): `on_ack(now, acked_bytes, outstanding_before)` with the sum
 //!   over its flows, even when 0; then, for each fragment declared lost by
@@ -87,6 +87,7 @@ pub fn initial_window(mss: usize) -> usize {
 }
 
 /// A snapshot of the controller for status and metrics.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CongestionStats {
     /// Congestion window, bytes.
@@ -171,11 +172,13 @@ impl Congestion {
         self.cwnd
     }
 
+    #[cfg(test)]
     pub fn mss(&self) -> usize {
         self.mss
     }
 
     /// The slow start threshold; `None` while unbounded.
+    #[cfg(test)]
     pub fn ssthresh(&self) -> Option<usize> {
         (self.ssthresh != usize::MAX).then_some(self.ssthresh)
     }
@@ -343,6 +346,7 @@ impl Congestion {
     }
 
     /// Whether an acknowledgement now would grow the window by slow start.
+    #[cfg(test)]
     pub fn in_slow_start(&self, now: Instant) -> bool {
         !self.tcr_restrained(now) && self.cwnd < self.ssthresh
     }
@@ -357,6 +361,7 @@ impl Congestion {
         recent(self.last_tcr_rx) && !recent(self.last_tc_tx)
     }
 
+    #[cfg(test)]
     pub fn stats(&self) -> CongestionStats {
         CongestionStats {
             cwnd: self.cwnd,
@@ -375,63 +380,6 @@ impl Congestion {
     fn idle_expired(&self, now: Instant) -> bool {
         self.last_send
             .is_some_and(|t| now.saturating_duration_since(t) > self.idle_timeout)
-    }
-}
-
-/// Endpoint-wide Time Critical bookkeeping (RFC 7016 2.2.4, 3.5.2): a
-/// packet sent on a session carries the TCR flag when this endpoint is
-/// currently receiving packets with the TC flag on *other* sessions.
-///
-/// "Currently" is taken as within the last 800 ms. Only the two most recent
-/// distinct sessions that sent TC are remembered, which is enough to answer
-/// "some session other than S" exactly.
-#[derive(Clone, Debug)]
-pub struct TimeCriticalMonitor<K> {
-    latest: Option<(K, Instant)>,
-    second: Option<(K, Instant)>,
-}
-
-impl<K> Default for TimeCriticalMonitor<K> {
-    fn default() -> Self {
-        TimeCriticalMonitor {
-            latest: None,
-            second: None,
-        }
-    }
-}
-
-impl<K: Copy + Eq> TimeCriticalMonitor<K> {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A packet with the TC flag arrived on `session`.
-    pub fn on_time_critical_received(&mut self, now: Instant, session: K) {
-        match self.latest {
-            Some((k, _)) if k == session => {}
-            Some(prev) => self.second = Some(prev),
-            None => {}
-        }
-        self.latest = Some((session, now));
-    }
-
-    /// Whether a packet sent now on `session` should set TCR.
-    pub fn tcr_for(&self, now: Instant, session: K) -> bool {
-        let recent = |t: Instant| now.saturating_duration_since(t) < TIME_CRITICAL_HOLD;
-        [self.latest, self.second]
-            .into_iter()
-            .flatten()
-            .any(|(k, t)| k != session && recent(t))
-    }
-
-    /// A session closed: forget it.
-    pub fn forget(&mut self, session: K) {
-        if self.second.is_some_and(|(k, _)| k == session) {
-            self.second = None;
-        }
-        if self.latest.is_some_and(|(k, _)| k == session) {
-            self.latest = self.second.take();
-        }
     }
 }
 
@@ -790,30 +738,6 @@ mod tests {
         // TC sending stops mattering 800 ms later, TCR still fresh.
         cc.on_packet_received(t + ms(900), true);
         assert!(cc.tcr_restrained(t + ms(900)));
-    }
-
-    #[test]
-    fn monitor_sets_tcr_for_other_sessions_only() {
-        let t = Instant::now();
-        let mut m = TimeCriticalMonitor::<u32>::new();
-        assert!(!m.tcr_for(t, 1));
-        m.on_time_critical_received(t, 1);
-        assert!(!m.tcr_for(t, 1));
-        assert!(m.tcr_for(t, 2));
-        assert!(m.tcr_for(t + ms(799), 2));
-        assert!(!m.tcr_for(t + ms(800), 2));
-        // Two sessions sending TC: each gets TCR because of the other.
-        m.on_time_critical_received(t + ms(1000), 1);
-        m.on_time_critical_received(t + ms(1100), 2);
-        m.on_time_critical_received(t + ms(1200), 2);
-        assert!(m.tcr_for(t + ms(1300), 1));
-        assert!(m.tcr_for(t + ms(1300), 2));
-        assert!(m.tcr_for(t + ms(1300), 3));
-        // Session 1's TC ages out first.
-        assert!(!m.tcr_for(t + ms(1850), 2));
-        assert!(m.tcr_for(t + ms(1850), 1));
-        m.forget(2);
-        assert!(!m.tcr_for(t + ms(1850), 1));
     }
 
     #[test]

@@ -650,6 +650,7 @@ struct Caps {
 }
 
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // FFI to libc (sendmmsg, recvmmsg, setsockopt): the crate's one exception
 mod sys {
     //! Linux: sendmmsg with UDP GSO, recvmmsg with UDP GRO.
 

@@ -1,28 +1,102 @@
 //! `ringlan-tunnel`: an RTMFP endpoint (RFC 7016) with ringlan's
-//! cryptography profile.
+//! cryptography profile (`docs/crypto-profile.md`) and relayed flow routes
+//! (`docs/relay.md`).
 //!
 //! The protocol core is sans-IO: time and received datagrams go in;
-//! datagrams to send, events and the next timer deadline come out. The
-//! `driver` module is the thin tokio layer that owns sockets and timers.
+//! datagrams to send, events and the next timer deadline come out
+//! ([`DatagramMachine`] states the call order). [`Endpoint`] is the
+//! machine; [`driver`] is the thin tokio layer that owns sockets and
+//! timers.
+//!
+//! The crate root exports what a node needs: the endpoint, its
+//! configuration, events and commands' types ([`Path`], [`SessionId`],
+//! [`FlowId`], ...), the relay and STUN types the node's policy uses, and
+//! the birthday-punch planner. Two modules stay public because they are
+//! APIs of their own: [`crypto`] (identities, network secrets, the packet
+//! AEAD) and [`driver`]. Everything else is internal; `docs/ARCHITECTURE.md`
+//! maps the modules:
+//!
+//! - `endpoint/`: the [`Endpoint`] (demultiplexing, startup, forwarder,
+//!   relay glue, STUN), one struct over several files;
+//! - `session/`: one session's state machine with its timer table;
+//! - `flow/`: flows (RFC 7016 3.6), `congestion`, `rtt`, `pmtu`;
+//! - `wire/`: the codec (RFC 7016 2);
+//! - `route_table`: relayed flow route entries; `path`: [`Path`];
+//! - `ids`: handles and the id table; `punch`, `stun`, `rng`.
 
-pub mod congestion;
+#![deny(unsafe_code)]
+
+mod congestion;
 pub mod crypto;
 pub mod driver;
-pub mod endpoint;
-pub mod flow;
-pub mod ids;
-pub mod machine;
-pub mod path;
-pub mod pmtu;
-pub mod punch;
-pub mod relay;
-pub mod rng;
-pub mod rtt;
-pub mod session;
-pub mod stun;
-pub mod wire;
+mod endpoint;
+mod flow;
+mod ids;
+mod machine;
+mod path;
+mod pmtu;
+mod punch;
+mod rng;
+mod route_table;
+mod rtt;
+mod session;
+mod stun;
+mod wire;
 
+pub use crypto::{AeadSuite, Certificate, Identity, NetworkName, NetworkSecret, Role, SuiteSet};
+pub use endpoint::{
+    CommandError, DropReason, Endpoint, EndpointConfig, EndpointStats, Event, SessionInfo, Target,
+    Transmit, REDIRECT_THRESHOLD,
+};
+pub use flow::{
+    AcceptPolicy, Delivery, FlowConfig, FlowEvent, FlowId, FlowStats, OpenError as FlowOpenError,
+    RecvFlowId, Reliability, SendError,
+};
 pub use ids::{NodeId, RouteId, SessionId};
 pub use machine::DatagramMachine;
 pub use path::Path;
+pub use punch::{
+    Action as PunchAction, Attempt as PunchAttempt, Birthday, BirthdayConfig, ProbePlan,
+};
 pub use rng::Rng;
+pub use route_table::{
+    HopKey, RelayLimits, RouteCounters, RouteError, RouteInfo, RouteOffer, RouteRole,
+    ROUTE_OVERHEAD,
+};
+pub use session::{CloseReason, OpenFailure, SessionConfig, SessionState, SessionStats};
+pub use stun::{classify_mapping, NatMapping, StunError, StunTxId};
+
+/// Transitional, for `overlay/src/overlay.rs` only: the agent still hands
+/// the overlay a session's far end as an address, a relayed one as the
+/// address that stands for its route inside the endpoint (see `path`).
+/// Removed once the overlay takes a [`Path`]; nothing else may use it.
+#[doc(hidden)]
+pub mod relay {
+    use std::net::SocketAddr;
+
+    use crate::{path, RouteId};
+
+    /// The address that stands for route `id`.
+    pub fn route_addr(id: u32) -> SocketAddr {
+        path::route_addr(RouteId(id))
+    }
+
+    /// Whether `addr` stands for a route.
+    pub fn is_route_addr(addr: &SocketAddr) -> bool {
+        path::is_route_addr(addr)
+    }
+}
+
+/// The decoders and sub-machines the fuzz targets (`tunnel/fuzz`) drive
+/// directly. Not an API: it changes with the internals.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::flow::{ChunkSink, FlowSet};
+    pub use crate::route_table::{RouteInput, Routes, E2E_TAG_LEN, ROUTE_HEADER_LEN};
+    pub use crate::wire::packet::MULTIPLEX_HEADER_LEN;
+    pub use crate::wire::{
+        scramble_session_id, split_multiplex, write_multiplex_header, Address, AddressIter, Chunk,
+        ChunkIter, Fragmenter, OptionIter, PacketHeader, PacketMode, RawChunkIter, Reassembler,
+        ReassemblyLimits, ReassemblyOutcome, UserData, UserDataOption,
+    };
+}

@@ -150,6 +150,7 @@ impl Pmtu {
         }
     }
 
+    #[cfg(test)]
     pub fn config(&self) -> &PmtuConfig {
         &self.cfg
     }
@@ -160,10 +161,12 @@ impl Pmtu {
     }
 
     /// Whether the search has settled (until the next re-probe).
+    #[cfg(test)]
     pub fn is_settled(&self) -> bool {
         self.phase == Phase::Done
     }
 
+    #[cfg(test)]
     pub fn probes_sent(&self) -> u64 {
         self.probes_sent
     }

@@ -58,10 +58,6 @@ impl Clock {
         Clock { origin }
     }
 
-    pub fn origin(&self) -> Instant {
-        self.origin
-    }
-
     /// The current send timestamp: whole 4 ms periods since the origin,
     /// modulo 65536. Times before the origin count as the origin.
     pub fn ticks(&self, now: Instant) -> u16 {
@@ -135,11 +131,13 @@ impl EchoState {
     }
 
     /// TS_RX: the last timestamp received from the far end.
+    #[cfg(test)]
     pub fn ts_rx(&self) -> Option<u16> {
         self.ts_rx
     }
 
     /// TS_ECHO_TX: the last timestamp echo sent to the far end.
+    #[cfg(test)]
     pub fn ts_echo_tx(&self) -> Option<u16> {
         self.ts_echo_tx
     }
@@ -176,6 +174,7 @@ impl RttEstimator {
         }
     }
 
+    #[cfg(test)]
     pub fn clock(&self) -> Clock {
         self.clock
     }
@@ -254,11 +253,13 @@ impl RttEstimator {
     }
 
     /// RTTVAR (0 before any measurement).
+    #[cfg(test)]
     pub fn rttvar(&self) -> Duration {
         self.rttvar
     }
 
     /// MRT0: SRTT + 4 RTTVAR + 200 ms, initially 250 ms.
+    #[cfg(test)]
     pub fn mrt0(&self) -> Duration {
         self.mrt0
     }
@@ -269,17 +270,20 @@ impl RttEstimator {
     }
 
     /// The most recent valid RTT measurement.
+    #[cfg(test)]
     pub fn latest(&self) -> Option<Duration> {
         self.latest
     }
 
     /// Number of valid measurements taken.
+    #[cfg(test)]
     pub fn samples(&self) -> u64 {
         self.samples
     }
 
     /// A round trip estimate for once-per-round-trip rules (congestion
     /// reduction): SRTT when measured, otherwise ERT0.
+    #[cfg(test)]
     pub fn round_trip(&self) -> Duration {
         self.srtt.unwrap_or(self.ert0)
     }

@@ -319,6 +319,7 @@ impl StunClient {
     }
 
     /// Transactions in flight.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.txs.len()
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::driver::Driver;
-use ringlan_tunnel::endpoint::{EndpointConfig, Event, Target};
-use ringlan_tunnel::flow::{FlowEvent, Reliability};
+use ringlan_tunnel::{EndpointConfig, Event, Target};
+use ringlan_tunnel::{FlowEvent, Reliability};
 
 fn cfg(seed: u8) -> EndpointConfig {
     let name = NetworkName::new("loop").unwrap();

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use common::{config, LinkModel, Net};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::driver::Driver;
-use ringlan_tunnel::endpoint::{DropReason, EndpointConfig, Event, Target};
-use ringlan_tunnel::flow::{FlowEvent, Reliability};
-use ringlan_tunnel::session::{SessionId, SessionState};
 use ringlan_tunnel::Path;
+use ringlan_tunnel::{DropReason, EndpointConfig, Event, Target};
+use ringlan_tunnel::{FlowEvent, Reliability};
+use ringlan_tunnel::{SessionId, SessionState};
 use stun_types::attribute::XorMappedAddress;
 use stun_types::message::{
     Message, MessageClass, MessageWrite, MessageWriteExt, MessageWriteVec, BINDING,
@@ -442,7 +442,7 @@ fn stun_query_between_simulated_endpoints_learns_the_nat_mapping() {
         }
         seen.values().map(|v| v.len()).sum::<usize>() == 4
     });
-    use ringlan_tunnel::stun::{classify_mapping, NatMapping};
+    use ringlan_tunnel::{classify_mapping, NatMapping};
     assert_eq!(classify_mapping(&seen[&a]), NatMapping::EndpointIndependent);
     assert_eq!(classify_mapping(&seen[&b]), NatMapping::EndpointDependent);
     assert!(seen[&a]

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{config, LinkModel, Net};
-use ringlan_tunnel::endpoint::{Event, Target};
-use ringlan_tunnel::flow::{FlowEvent, FlowId, Reliability};
-use ringlan_tunnel::relay::{self, RelayLimits, RouteRole};
-use ringlan_tunnel::session::SessionId;
+use ringlan_tunnel::SessionId;
+use ringlan_tunnel::{Event, Target};
+use ringlan_tunnel::{FlowEvent, FlowId, Reliability};
 use ringlan_tunnel::{Path, RouteId};
+use ringlan_tunnel::{RelayLimits, RouteRole, ROUTE_OVERHEAD};
 
 const A: usize = 0;
 const R1: usize = 1;
@@ -26,7 +26,7 @@ fn opened_with(net: &Net, i: usize, j: usize) -> Option<SessionId> {
         net.nodes[i]
             .ep
             .session_info(*s)
-            .is_some_and(|info| info.state == ringlan_tunnel::session::SessionState::Open)
+            .is_some_and(|info| info.state == ringlan_tunnel::SessionState::Open)
     })
 }
 
@@ -106,7 +106,7 @@ fn open_over(net: &mut Net, path: Path) -> (SessionId, SessionId) {
     )
 }
 
-fn relay_cfg(seed: u8) -> ringlan_tunnel::endpoint::EndpointConfig {
+fn relay_cfg(seed: u8) -> ringlan_tunnel::EndpointConfig {
     let mut c = config(seed);
     c.relay = RelayLimits {
         enabled: true,
@@ -260,7 +260,7 @@ fn a_session_opens_and_carries_a_reliable_flow_over_a_relay_under_loss() {
     );
     // PMTU on the route leaves room for the route header on every hop.
     let info = net.nodes[A].ep.session_info(sa).unwrap();
-    assert!(info.pmtu + relay::ROUTE_OVERHEAD <= 1472, "{}", info.pmtu);
+    assert!(info.pmtu + ROUTE_OVERHEAD <= 1472, "{}", info.pmtu);
 }
 
 #[test]
@@ -331,7 +331,7 @@ fn a_node_that_does_not_relay_refuses_and_hops_need_open_sessions() {
     // B does not relay (relay disabled by default).
     assert_eq!(
         net.nodes[B].ep.route_transit(now, b_a, &offer, b_a),
-        Err(ringlan_tunnel::relay::RouteError::RelayDisabled)
+        Err(ringlan_tunnel::RouteError::RelayDisabled)
     );
     // R1 relays, but has no session to B.
     let r_a = opened_with(&net, R1, A).unwrap();
@@ -339,7 +339,7 @@ fn a_node_that_does_not_relay_refuses_and_hops_need_open_sessions() {
         net.nodes[R1]
             .ep
             .route_transit(now, r_a, &offer, SessionId(12345)),
-        Err(ringlan_tunnel::relay::RouteError::NoSession)
+        Err(ringlan_tunnel::RouteError::NoSession)
     );
     // Garbage at a relay's port changes nothing.
     let from: SocketAddr = "198.51.100.9:777".parse().unwrap();

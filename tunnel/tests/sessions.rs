@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use common::{config, LinkModel, Net};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
-use ringlan_tunnel::endpoint::{DropReason, EndpointConfig, Event, Target};
-use ringlan_tunnel::flow::{FlowEvent, Reliability};
-use ringlan_tunnel::session::{CloseReason, OpenFailure, SessionId};
 use ringlan_tunnel::Path;
+use ringlan_tunnel::{CloseReason, OpenFailure, SessionId};
+use ringlan_tunnel::{DropReason, EndpointConfig, Event, Target};
+use ringlan_tunnel::{FlowEvent, Reliability};
 
 fn opened(net: &Net, i: usize) -> Vec<SessionId> {
     net.nodes[i]

@@ -49,10 +49,10 @@ use libfuzzer_sys::fuzz_target;
 use ringlan_tunnel::crypto::{
     DefaultCipher, Identity, NetworkName, NetworkSecret, DEFAULT_HEADER_LEN, TAG_LEN,
 };
-use ringlan_tunnel::endpoint::{DropReason, Endpoint, EndpointConfig, Event, Target};
-use ringlan_tunnel::flow::{FlowEvent, FlowId, Reliability};
-use ringlan_tunnel::session::SessionId;
-use ringlan_tunnel::wire::packet::{write_multiplex_header, MULTIPLEX_HEADER_LEN};
+use ringlan_tunnel::{DropReason, Endpoint, EndpointConfig, Event, Target};
+use ringlan_tunnel::{FlowEvent, FlowId, Reliability};
+use ringlan_tunnel::SessionId;
+use ringlan_tunnel::fuzzing::{write_multiplex_header, MULTIPLEX_HEADER_LEN};
 use ringlan_tunnel::Rng;
 
 const MAX_QUEUE: usize = 256;

@@ -26,11 +26,9 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use ringlan_tunnel::flow::{
-    AcceptPolicy, ChunkSink, Delivery, FlowConfig, FlowId, FlowSet, RecvFlowId,
-    Reliability,
-};
-use ringlan_tunnel::wire::{Chunk, ChunkIter};
+use ringlan_tunnel::fuzzing::{ChunkSink, FlowSet};
+use ringlan_tunnel::{AcceptPolicy, Delivery, FlowConfig, FlowId, RecvFlowId, Reliability};
+use ringlan_tunnel::fuzzing::{Chunk, ChunkIter};
 
 /// A packet body being built: chunk bytes as on the wire.
 struct Sink {
@@ -109,7 +107,7 @@ fn receive(fs: &mut FlowSet, now: Instant, body: &[u8]) {
 
 fn drain_events(fs: &mut FlowSet) {
     while let Some(ev) = fs.poll_event() {
-        if let ringlan_tunnel::flow::FlowEvent::Message { data, .. } = ev {
+        if let ringlan_tunnel::FlowEvent::Message { data, .. } = ev {
             fs.recycle(data);
         }
     }

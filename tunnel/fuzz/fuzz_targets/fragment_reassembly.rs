@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use ringlan_tunnel::wire::{
+use ringlan_tunnel::fuzzing::{
     Chunk, Fragmenter, PacketMode, Reassembler, ReassemblyLimits, ReassemblyOutcome,
 };
 

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringlan_tunnel::wire::chunk::RawChunkIter;
-use ringlan_tunnel::wire::{
+use ringlan_tunnel::fuzzing::RawChunkIter;
+use ringlan_tunnel::fuzzing::{
     scramble_session_id, split_multiplex, Address, AddressIter, Chunk, OptionIter, PacketHeader,
     UserData, UserDataOption,
 };

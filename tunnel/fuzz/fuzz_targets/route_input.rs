@@ -13,10 +13,8 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use ringlan_tunnel::RouteId;
-use ringlan_tunnel::relay::{
-    HopKey, RelayLimits, RouteInput, RouteOffer, Routes, E2E_TAG_LEN, ROUTE_HEADER_LEN,
-};
+use ringlan_tunnel::fuzzing::{RouteInput, Routes, E2E_TAG_LEN, ROUTE_HEADER_LEN};
+use ringlan_tunnel::{HopKey, RelayLimits, RouteId, RouteOffer};
 
 fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();

@@ -36,7 +36,7 @@ use crate::crypto::{self, DefaultCipher, Epd, Identity, NetworkName, NetworkSecr
 use crate::flow::{FlowEvent, FlowId, RecvFlowId, Reliability, SendError};
 use crate::ids::IdMap;
 use crate::path::{route_id_of, Path, RouteId};
-use crate::relay::{RelayLimits, Routes};
+use crate::route_table::{RelayLimits, Routes};
 use crate::session::{
     CloseReason, OpenFailure, Session, SessionConfig, SessionId, SessionState, TimerOutcome,
 };
@@ -76,7 +76,7 @@ pub struct EndpointConfig {
     pub startup_rate: f64,
     /// Upper bound on sessions (opening + open + closing).
     pub max_sessions: usize,
-    /// Relaying for other members (relayed flow routes, [`crate::relay`]).
+    /// Relaying for other members (relayed flow routes, [`crate::route_table`]).
     pub relay: RelayLimits,
 }
 
@@ -140,7 +140,7 @@ pub enum Event {
     },
     /// A STUN Binding query got no usable answer.
     StunFailed { tx: StunTxId, server: SocketAddr },
-    /// A route entry (end or transit, [`crate::relay`]) is gone: expired,
+    /// A route entry (end or transit, [`crate::route_table`]) is gone: expired,
     /// closed, or its hop session closed. A session on
     /// [`Path::Route`]`(id)` needs another path.
     RouteClosed { id: RouteId },
@@ -169,7 +169,7 @@ pub enum DropReason {
     TooManySessions,
     Amplification,
     /// A route datagram that failed its hop check, was over a relay limit,
-    /// or had nowhere to go ([`crate::relay::RouteDrop`]).
+    /// or had nowhere to go ([`crate::route_table::RouteDrop`]).
     Route,
 }
 
@@ -692,7 +692,7 @@ impl Endpoint {
             return self.drop_packet(DropReason::Malformed);
         };
         if header.time_critical {
-            self.tcr_until = Some(now + Duration::from_millis(800));
+            self.tcr_until = Some(now + crate::congestion::TIME_CRITICAL_HOLD);
         }
         let body = ChunkIter::new(&plain[n..]);
         let before = s.dest();

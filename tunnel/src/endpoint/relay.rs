@@ -4,13 +4,15 @@
 //! end-to-end packet of a route datagram, forwarding it to the next hop,
 //! wrapping a session's packets for a route's first hop, and route
 //! keepalives. The route table itself (hop keys, replay windows, limits)
-//! is `crate::relay`; this file is the glue between it and the sessions.
+//! is `crate::route_table`; this file is the glue between it and the sessions.
 
 use std::time::Instant;
 
 use super::{DropReason, Endpoint, Event, Transmit};
 use crate::path::{is_route_addr, route_addr, Path, RouteId};
-use crate::relay::{self, HopKey, RelayLimits, RouteError, RouteInfo, RouteInput, RouteOffer};
+use crate::route_table::{
+    HopKey, RelayLimits, RouteError, RouteInfo, RouteInput, RouteOffer, ROUTE_OVERHEAD,
+};
 use crate::session::{Session, SessionId};
 
 impl Endpoint {
@@ -137,7 +139,7 @@ impl Endpoint {
     pub(super) fn queue_route_keepalive(&mut self, now: Instant, id: u32) {
         let mut buf = self.relay_pool.pop().unwrap_or_default();
         buf.clear();
-        buf.resize(relay::ROUTE_OVERHEAD, 0);
+        buf.resize(ROUTE_OVERHEAD, 0);
         let Some((sid, n)) = self.routes.wrap(now, id, &mut buf, 0) else {
             return;
         };
@@ -171,7 +173,7 @@ impl Endpoint {
             }
         }
     }
-    /// A datagram for one of our route ids ([`crate::relay`]): deliver
+    /// A datagram for one of our route ids ([`crate::route_table`]): deliver
     /// the end-to-end packet, or forward it to the next hop.
     pub(super) fn handle_route_datagram(&mut self, now: Instant, id: u32, data: &mut [u8]) {
         let sessions = &self.sessions;

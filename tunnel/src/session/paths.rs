@@ -14,7 +14,7 @@ use super::Session;
 use super::SessionState;
 use crate::path::is_route_addr;
 use crate::pmtu::{Pmtu, PmtuConfig};
-use crate::relay;
+use crate::route_table::ROUTE_OVERHEAD;
 
 /// Address-mobility verification (RFC 7016 3.5.4.2).
 pub(super) struct Mobility {
@@ -26,12 +26,12 @@ pub(super) struct Mobility {
 }
 
 /// PMTU discovery bounds for a path to `dest`. A relayed route
-/// ([`crate::Path::Route`]) adds [`crate::relay::ROUTE_OVERHEAD`]
+/// ([`crate::Path::Route`]) adds [`ROUTE_OVERHEAD`]
 /// bytes on every hop, whose underlay may be IPv4 or IPv6.
 pub(super) fn pmtu_config(dest: SocketAddr, max_datagram: usize) -> PmtuConfig {
     let base = if is_route_addr(&dest) {
         PmtuConfig {
-            max: crate::pmtu::MAX_IPV6_UDP - relay::ROUTE_OVERHEAD,
+            max: crate::pmtu::MAX_IPV6_UDP - ROUTE_OVERHEAD,
             ..PmtuConfig::ipv6()
         }
     } else if dest.is_ipv4() {

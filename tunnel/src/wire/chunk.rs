@@ -68,16 +68,6 @@ impl ChunkType {
             _ => return None,
         })
     }
-
-    /// Session startup chunks, which belong only in packets of mode 3
-    /// (RFC 7016 2.2.4).
-    pub fn is_startup(self) -> bool {
-        use ChunkType::*;
-        matches!(
-            self,
-            IHello | RHello | Redirect | CookieChange | IIKeying | RIKeying
-        )
-    }
 }
 
 /// Padding chunk type codes (section 2.3).

@@ -37,11 +37,8 @@ pub mod packet;
 pub mod vlu;
 
 pub use address::{Address, AddressIter, AddressOrigin};
-pub use chunk::{
-    BitmapAckIter, Chunk, ChunkIter, ChunkType, FragmentControl, NextUserData, RangeAckIter,
-    RawChunkIter, UserData,
-};
-pub use fragment::{DiscardReason, Fragmenter, Reassembler, ReassemblyLimits, ReassemblyOutcome};
+pub use chunk::{Chunk, ChunkIter, FragmentControl, RawChunkIter, UserData};
+pub use fragment::{Fragmenter, Reassembler, ReassemblyLimits, ReassemblyOutcome};
 pub use option::{OptionIter, UserDataOption};
 pub use packet::{
     scramble_session_id, split_multiplex, write_multiplex_header, PacketHeader, PacketMode,

@@ -12,8 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
-use ringlan_tunnel::endpoint::{Endpoint, EndpointConfig, Event};
 use ringlan_tunnel::Rng;
+use ringlan_tunnel::{Endpoint, EndpointConfig, Event};
 
 #[derive(Clone, Debug)]
 pub struct LinkModel {

@@ -1,5 +1,6 @@
-//! Relayed flow routes: forwarding state that carries one end-to-end RTMFP
-//! session over one or more relay nodes (DESIGN.md "Relayed flow routes").
+//! The route table of relayed flow routes: the forwarding state that
+//! carries one end-to-end RTMFP session over one or more relay nodes
+//! (`docs/relay.md` has the whole design: setup messages, policy, status).
 //!
 //! A route is a chain of *hops* between adjacent nodes that already share
 //! an OPEN, authenticated session. The route is set up by a request that
@@ -71,20 +72,6 @@ pub const ROUTE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const ROUTE_KEEPALIVE: Duration = Duration::from_secs(15);
 /// A route still waiting for its downstream answer is removed after this.
 pub const ROUTE_PENDING_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Transitional, for `overlay/src/overlay.rs` only (it still receives a
-/// session's far end as an address from the agent): the address that
-/// stands for route `id`. Removed once the overlay takes a [`crate::Path`].
-#[doc(hidden)]
-pub fn route_addr(id: u32) -> std::net::SocketAddr {
-    crate::path::route_addr(RouteId(id))
-}
-
-/// Transitional, see [`route_addr`]: whether `addr` stands for a route.
-#[doc(hidden)]
-pub fn is_route_addr(addr: &std::net::SocketAddr) -> bool {
-    crate::path::is_route_addr(addr)
-}
 
 /// The secret of one hop, chosen at random by the hop's upstream node and
 /// sent to the downstream node inside the (encrypted) route setup request.
