@@ -177,7 +177,7 @@ struct Transaction {
     rto: Duration,
 }
 
-/// Errors of [`StunClient::query`].
+/// Errors of a STUN query ([`crate::Endpoint::stun_query`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StunError {
     #[error("too many STUN transactions in flight")]

@@ -1,5 +1,5 @@
 //! Endpoint identity (RFC 7016 3.2): Ed25519 identities, certificates,
-//! fingerprints and node ids (DESIGN "Identity"), Endpoint Discriminators,
+//! fingerprints and node ids (`docs/crypto-profile.md` 3), Endpoint Discriminators,
 //! and the glare rule (RFC 7016 3.5.1.3).
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Session keying (RFC 7016 2.3.7, 2.3.8, 3.5.1.1; DESIGN "Session keying"):
+//! Session keying (RFC 7016 2.3.7, 2.3.8, 3.5.1.1; `docs/crypto-profile.md` 6):
 //! X25519 ephemeral keys in the Session Key Initiator / Responder Components,
 //! Ed25519 signatures over the signed parameters, and HKDF-SHA256 to
 //! per-direction packet keys, with the network secret mixed in.

@@ -1,5 +1,5 @@
 //! Network membership: the network name and the 32-byte network secret
-//! (DESIGN "Membership"), and the Default Session Key derived from them
+//! (`docs/crypto-profile.md` 1), and the Default Session Key derived from them
 //! (RFC 7016 2.2.3, 5).
 
 use std::fmt;
@@ -80,7 +80,7 @@ impl std::str::FromStr for NetworkName {
     }
 }
 
-/// The 32-byte secret that defines a network (DESIGN "Membership").
+/// The 32-byte secret that defines a network (`docs/crypto-profile.md` 1).
 /// Zeroized on drop; `Debug` does not print it.
 #[derive(Clone)]
 pub struct NetworkSecret(Zeroizing<[u8; 32]>);

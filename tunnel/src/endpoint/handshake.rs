@@ -32,7 +32,7 @@ impl Endpoint {
     /// IHELLO_SENT, sealed with the Default Session Key and padded like the
     /// endpoint's own IHellos, for the driver to send to addresses the
     /// session does not list as candidates: birthday punching
-    /// ([`crate::punch`]) sends it from many sockets or to many ports. An
+    /// ([`crate::Birthday`]) sends it from many sockets or to many ports. An
     /// RHello from any address is accepted by its tag (as after a
     /// Forwarder's introduction, 3.5.1.5). `None` unless IHELLO_SENT.
     pub fn ihello_datagram(&mut self, session: SessionId) -> Option<Vec<u8>> {

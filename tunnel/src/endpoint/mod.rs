@@ -76,7 +76,7 @@ pub struct EndpointConfig {
     pub startup_rate: f64,
     /// Upper bound on sessions (opening + open + closing).
     pub max_sessions: usize,
-    /// Relaying for other members (relayed flow routes, [`crate::route_table`]).
+    /// Relaying for other members (relayed flow routes, `docs/relay.md`).
     pub relay: RelayLimits,
 }
 
@@ -140,7 +140,7 @@ pub enum Event {
     },
     /// A STUN Binding query got no usable answer.
     StunFailed { tx: StunTxId, server: SocketAddr },
-    /// A route entry (end or transit, [`crate::route_table`]) is gone: expired,
+    /// A route entry (end or transit, `docs/relay.md`) is gone: expired,
     /// closed, or its hop session closed. A session on
     /// [`Path::Route`]`(id)` needs another path.
     RouteClosed { id: RouteId },
@@ -169,7 +169,7 @@ pub enum DropReason {
     TooManySessions,
     Amplification,
     /// A route datagram that failed its hop check, was over a relay limit,
-    /// or had nowhere to go ([`crate::route_table::RouteDrop`]).
+    /// or had nowhere to go (counted by reason in the route table).
     Route,
 }
 
