@@ -44,15 +44,7 @@ impl ChunkSink for Sink {
 
     fn push(&mut self, chunk: &Chunk<'_>) -> bool {
         assert!(
-            matches!(
-                chunk,
-                Chunk::UserData(_)
-                    | Chunk::NextUserData(_)
-                    | Chunk::BitmapAck { .. }
-                    | Chunk::RangeAck { .. }
-                    | Chunk::BufferProbe { .. }
-                    | Chunk::FlowException { .. }
-            ),
+            chunk.is_flow_chunk(),
             "the flow layer writes only flow chunks"
         );
         let size = chunk.encoded_len();

@@ -179,26 +179,13 @@ impl Sink {
     }
 }
 
-/// The chunks the flow layer may write (RFC 7016 2.3.11 - 2.3.16).
-fn is_flow_chunk(chunk: &Chunk<'_>) -> bool {
-    matches!(
-        chunk,
-        Chunk::UserData(_)
-            | Chunk::NextUserData(_)
-            | Chunk::BitmapAck { .. }
-            | Chunk::RangeAck { .. }
-            | Chunk::BufferProbe { .. }
-            | Chunk::FlowException { .. }
-    )
-}
-
 impl ChunkSink for Sink {
     fn remaining(&self) -> usize {
         self.cap - self.used
     }
 
     fn push(&mut self, chunk: &Chunk<'_>) -> bool {
-        assert!(is_flow_chunk(chunk), "flow chunk: {chunk:?}");
+        assert!(chunk.is_flow_chunk(), "flow chunk: {chunk:?}");
         let size = chunk.encoded_len();
         assert!(size <= self.remaining(), "flow layer overfilled the packet");
         self.used += size;

@@ -108,15 +108,8 @@ impl Session {
                     out.fihellos
                         .push((epd.to_vec(), reply_address.addr, tag.to_vec()));
                 }
-                Chunk::UserData(_)
-                | Chunk::NextUserData(_)
-                | Chunk::BitmapAck { .. }
-                | Chunk::RangeAck { .. }
-                | Chunk::BufferProbe { .. }
-                | Chunk::FlowException { .. }
-                    if open =>
-                {
-                    self.flows.handle_chunk(now, &chunk);
+                ref c if open && c.is_flow_chunk() => {
+                    self.flows.handle_chunk(now, c);
                 }
                 _ => {}
             }

@@ -833,6 +833,21 @@ impl<'a> Chunk<'a> {
         }
     }
 
+    /// Whether this is a chunk of the flow layer (RFC 7016 2.3.11 - 2.3.16:
+    /// User Data, Next User Data, acknowledgements, Buffer Probe, Flow
+    /// Exception Report), the only chunks a `FlowSet` reads or writes.
+    pub fn is_flow_chunk(&self) -> bool {
+        matches!(
+            self,
+            Chunk::UserData(_)
+                | Chunk::NextUserData(_)
+                | Chunk::BitmapAck { .. }
+                | Chunk::RangeAck { .. }
+                | Chunk::BufferProbe { .. }
+                | Chunk::FlowException { .. }
+        )
+    }
+
     /// Redirect destinations (RFC 7016 2.3.5); `None` for other chunks.
     /// An empty iteration means an Implied Redirect.
     pub fn redirect_addresses(&self) -> Option<AddressIter<'a>> {
