@@ -22,5 +22,5 @@ pub mod stun;
 pub mod wire;
 
 pub use id::NodeId;
-pub use machine::DatagramMachine;
+pub use machine::{DatagramMachine, Outgoing, SocketId};
 pub use rng::Rng;
