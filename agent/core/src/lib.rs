@@ -2,3 +2,5 @@
 //! from the agent's runtime).
 
 #![forbid(unsafe_code)]
+
+pub mod sim;
