@@ -51,6 +51,7 @@
 //! Not modelled: bandwidth and queues (the tunnel crate's own simulator
 //! has a bottleneck), ICMP, IPv6, fragmentation, hairpinning.
 
+pub mod frames;
 mod link;
 mod machine;
 pub mod nat;
