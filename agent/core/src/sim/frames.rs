@@ -19,6 +19,9 @@ pub const ETHERTYPE: u16 = 0x88b5;
 /// The destination host of a broadcast frame.
 const BROADCAST: u32 = u32::MAX;
 const HEADER: usize = 14 + 4 + 4 + 4 + 2;
+/// The longest frame [`Ledger::next`] makes: within a TAP MTU of 1400
+/// (1414 bytes with the Ethernet header).
+pub const MAX_FRAME: usize = HEADER + 1350 + 8;
 
 /// The locally administered unicast MAC of a host in the simulation.
 pub fn mac(h: HostId) -> [u8; 6] {
@@ -114,12 +117,12 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// A new frame from `src` to `dst` (`None`: broadcast); its size
-    /// varies with its number between 46 and 1400 bytes of payload.
+    /// A new frame from `src` to `dst` (`None`: broadcast); its length
+    /// varies with its number from 82 to [`MAX_FRAME`] bytes.
     pub fn next(&mut self, src: HostId, dst: Option<HostId>) -> Vec<u8> {
         let seq = self.next_seq.entry((src, dst)).or_insert(0);
         *seq += 1;
-        let payload = 46 + (seq.wrapping_mul(7919) % 1355) as u16;
+        let payload = 46 + (seq.wrapping_mul(7919) % 1305) as u16;
         let f = frame(src, dst, *seq, payload);
         self.sent.insert((src, dst, *seq), f.clone());
         f
@@ -157,6 +160,19 @@ impl Ledger {
             .range((src, Some(dst), 0)..=(src, Some(dst), u32::MAX))
             .filter(|((s, d, q), _)| !self.received.contains(&(dst, *s, *d, *q)))
             .count()
+    }
+
+    /// Unicast frames not received (yet) by their addressee, as
+    /// (source, destination, sequence number, length), for failure
+    /// messages.
+    pub fn missing_frames(&self) -> Vec<(HostId, HostId, u32, usize)> {
+        self.sent
+            .iter()
+            .filter_map(|((s, d, q), f)| {
+                let d = (*d)?;
+                (!self.received.contains(&(d, *s, Some(d), *q))).then_some((*s, d, *q, f.len()))
+            })
+            .collect()
     }
 
     /// Unicast frames from `src` to `dst` received.
@@ -214,6 +230,9 @@ mod tests {
         let f2 = l.next(a, Some(b));
         let bc = l.next(a, None);
         assert_ne!(f1.len(), f2.len(), "sizes vary");
+        let mut other = Ledger::default();
+        let longest = (0..2000).map(|_| other.next(c, Some(a)).len()).max();
+        assert_eq!(longest, Some(MAX_FRAME));
         l.receive(b, &f1);
         l.receive(b, &f1);
         l.receive(c, &f1);
@@ -225,6 +244,7 @@ mod tests {
         forged[20] ^= 1;
         l.receive(b, &forged);
         assert_eq!(l.missing(a, b), 1);
+        assert_eq!(l.missing_frames(), vec![(a, b, 2, f2.len())]);
         assert_eq!(l.delivered(a, b), 1);
         let v = l.verdict();
         assert_eq!(
