@@ -200,10 +200,8 @@ impl Nat {
         inside: SocketAddr,
         dest: SocketAddr,
     ) -> Option<SocketAddr> {
-        let port = *self.by_inside.get(&(inside, self.key_dest(dest)))?;
-        let e = self.entries.get(&port)?;
-        self.alive(now, e)
-            .then_some(SocketAddr::new(self.public_ip, port))
+        self.lookup(now, inside, dest)
+            .map(|p| SocketAddr::new(self.public_ip, p))
     }
 
     fn key_dest(&self, dest: SocketAddr) -> Option<SocketAddr> {
@@ -243,6 +241,26 @@ impl Nat {
         false
     }
 
+    /// The live mapping datagrams from `inside` to `dest` use: one made
+    /// for this destination, else the endpoint-independent one if the
+    /// model is endpoint-independent or it has a permission for `dest`.
+    /// Conntrack keeps using an entry when the rules change, so after
+    /// [`Nat::set_model`] old destinations keep their mappings.
+    fn lookup(&self, now: Instant, inside: SocketAddr, dest: SocketAddr) -> Option<u16> {
+        let live = |key| {
+            let port = *self.by_inside.get(&key)?;
+            let e = self.entries.get(&port)?;
+            self.alive(now, e).then_some((port, e))
+        };
+        if let Some((p, _)) = live((inside, Some(dest))) {
+            return Some(p);
+        }
+        let (p, e) = live((inside, None))?;
+        let usable = self.model.mapping == Mapping::EndpointIndependent
+            || e.perms.get(&dest).is_some_and(|perm| self.fresh(now, perm));
+        usable.then_some(p)
+    }
+
     fn free_port(&self, rng: &mut Rng, want: Option<u16>) -> Option<u16> {
         if let Some(p) = want.filter(|p| !self.entries.contains_key(p)) {
             return Some(p);
@@ -273,14 +291,15 @@ impl Nat {
             return None;
         }
         let key = (inside, self.key_dest(dest));
-        let existing = self
-            .by_inside
-            .get(&key)
-            .copied()
-            .filter(|p| self.expire(now, *p));
-        let port = match existing {
+        let port = match self.lookup(now, inside, dest) {
             Some(p) => p,
             None => {
+                // Free the ports of this address's expired mappings.
+                for k in [(inside, Some(dest)), (inside, None)] {
+                    if let Some(p) = self.by_inside.get(&k).copied() {
+                        self.expire(now, p);
+                    }
+                }
                 let want = self.model.preserve_port.then_some(inside.port());
                 let p = self.free_port(rng, want)?;
                 self.entries.insert(

@@ -458,3 +458,52 @@ fn endpoints_behind_cone_nats_open_a_direct_session_through_a_forwarder() {
         .iter()
         .any(|e| matches!(e, Event::SessionOpened { peer, .. } if *peer == idb)));
 }
+
+#[test]
+fn a_nat_switched_to_cone_maps_new_destinations_to_one_port() {
+    let mut sim = Sim::new(11);
+    let site = sim.add_site(NatModel::symmetric());
+    let a = sim.add_host(Place::Site(site), probe);
+    let peers: Vec<HostId> = (0..3).map(|_| sim.add_public(probe)).collect();
+    let p0 = sim.addr(peers[0]);
+    send(&mut sim, a, SocketId::MAIN, p0, b"before");
+    settle(&mut sim);
+    let old = sim.public_addr(a, SocketId::MAIN, p0).unwrap();
+    sim.set_nat_model(site, NatModel::cone());
+    for &p in &peers[1..] {
+        let to = sim.addr(p);
+        send(&mut sim, a, SocketId::MAIN, to, b"after");
+    }
+    settle(&mut sim);
+    let (m1, m2) = (got(&sim, peers[1])[0].1, got(&sim, peers[2])[0].1);
+    assert_eq!(m1, m2, "one port for every new destination");
+    assert_eq!(m1.port(), LISTEN_PORT, "kept when free");
+    // The old endpoint-dependent mapping stays until it times out.
+    assert_eq!(sim.public_addr(a, SocketId::MAIN, p0), Some(old));
+}
+
+#[test]
+fn the_drop_filter_sees_public_addresses_and_drops_what_it_is_told() {
+    let mut sim = Sim::new(12);
+    let site = sim.add_site(NatModel::cone());
+    let a = sim.add_host(Place::Site(site), probe);
+    let (p, q) = (sim.add_public(probe), sim.add_public(probe));
+    let public = sim.nat(site).public_ip();
+    let blocked = sim.addr(p);
+    sim.set_drop_filter(Some(Box::new(move |from, to, data| {
+        assert_eq!(from.ip(), public, "translated before the internet");
+        to == blocked && data != b"let me through"
+    })));
+    let q_addr = sim.addr(q);
+    send(&mut sim, a, SocketId::MAIN, blocked, b"dropped");
+    send(&mut sim, a, SocketId::MAIN, blocked, b"let me through");
+    send(&mut sim, a, SocketId::MAIN, q_addr, b"elsewhere");
+    settle(&mut sim);
+    assert_eq!(sim.counters().dropped_by_filter, 1);
+    assert_eq!(got(&sim, p).len(), 1);
+    assert_eq!(got(&sim, q).len(), 1);
+    sim.set_drop_filter(None);
+    send(&mut sim, a, SocketId::MAIN, blocked, b"dropped");
+    settle(&mut sim);
+    assert_eq!(got(&sim, p).len(), 2);
+}
