@@ -214,7 +214,7 @@ mod tests {
     async fn status_round_trip_and_cleanup() {
         let path = sock_path("rt");
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
-        let board = Arc::new(StatusBoard::new(crate::status::tests::sample()));
+        let board = Arc::new(StatusBoard::new(crate::status::example()));
         let server = ControlServer::bind(&path, board.clone()).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -235,7 +235,7 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(server.serve(rx));
         let got = request_status(&path).await.unwrap();
-        let mut want = crate::status::tests::sample();
+        let mut want = crate::status::example();
         want.uptime_secs = got.uptime_secs;
         assert_eq!(got, want);
 

@@ -1,13 +1,14 @@
-//! `ringlan-agent`: the `ringlan` binary's library: config, identity files,
-//! TAP device, status model, control socket, metrics endpoint and the node
-//! runtime entry point ([`node::run`]).
+//! `ringlan-agent`: the `ringlan` binary's library, the thin runtime around
+//! the node core (`ringlan-node`): config, identity files, TAP device,
+//! interface addresses, the status board, control socket, metrics endpoint
+//! and the tokio loop that drives the node ([`runtime::run`]).
 
 pub mod config;
 pub mod control;
 pub mod identity;
+pub mod ifaddrs;
 pub mod metrics;
-pub mod node;
-pub mod routes;
+pub mod runtime;
 pub mod service;
 pub mod status;
 pub mod tap;

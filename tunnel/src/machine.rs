@@ -38,8 +38,25 @@ pub struct Outgoing {
     pub size: usize,
 }
 
+/// A socket the machine wants opened or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketAction {
+    /// Bind a new ephemeral UDP socket on the main socket's address (same
+    /// family, port 0) and know it as `id` from now on. Datagrams arriving
+    /// on it are input with this id.
+    Open { id: SocketId },
+    /// Close the socket `id`; the machine sends nothing more from it.
+    Close { id: SocketId },
+}
+
 /// A sans-IO UDP state machine.
 pub trait DatagramMachine {
+    /// The next socket to open or close. The caller drains these before
+    /// each round of [`DatagramMachine::poll_transmit`], so a datagram
+    /// never names a socket that was not opened.
+    fn poll_socket_action(&mut self) -> Option<SocketAction> {
+        None
+    }
     /// A datagram arrived on `socket` from `from`. `data` may be decrypted
     /// in place.
     fn handle_datagram(
