@@ -64,11 +64,11 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use ringlan_tunnel::{Rng, SocketId};
+use ringlan_tunnel::{Rng, SocketAction, SocketId};
 
 use link::Crossing;
 pub use link::LinkModel;
-pub use machine::{Machine, SocketAction};
+pub use machine::Machine;
 pub use nat::{Filtering, Mapping, Nat, NatCounters, NatModel};
 
 /// The port of every host's main socket.
@@ -597,7 +597,7 @@ impl<M: Machine> Sim<M> {
             while let Some(a) = self.hosts[h.0]
                 .machine
                 .as_mut()
-                .and_then(|m| m.poll_socket())
+                .and_then(|m| m.poll_socket_action())
             {
                 progressed = true;
                 self.socket_action(h, a);
@@ -636,7 +636,7 @@ impl<M: Machine> Sim<M> {
     fn socket_action(&mut self, h: HostId, a: SocketAction) {
         let host = &mut self.hosts[h.0];
         match a {
-            SocketAction::Open { id, .. } => {
+            SocketAction::Open { id } => {
                 if let Some(old) = host.sockets.remove(&id) {
                     host.ports.remove(&old);
                 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::endpoint::{Endpoint, EndpointConfig, Event, Target};
 use ringlan_tunnel::session::SessionState;
-use ringlan_tunnel::{DatagramMachine, Outgoing, Rng, SocketId};
+use ringlan_tunnel::{DatagramMachine, Outgoing, Rng, SocketAction, SocketId};
 
 use super::*;
 
@@ -26,6 +26,9 @@ struct Probe {
 }
 
 impl DatagramMachine for Probe {
+    fn poll_socket_action(&mut self) -> Option<SocketAction> {
+        self.actions.pop_front()
+    }
     fn handle_datagram(&mut self, _: Instant, socket: SocketId, from: SocketAddr, data: &mut [u8]) {
         self.got.push((socket, from, data.to_vec()));
         if self.echo {
@@ -51,9 +54,6 @@ impl Machine for Probe {
     type Event = ();
     fn poll_event(&mut self) -> Option<()> {
         None
-    }
-    fn poll_socket(&mut self) -> Option<SocketAction> {
-        self.actions.pop_front()
     }
 }
 
@@ -104,10 +104,7 @@ fn cone_nat_keeps_one_port_for_every_destination_and_filters_by_endpoint() {
     // Unsolicited: a stranger, and p from another port of its own.
     send(&mut sim, stranger, SocketId::MAIN, want, b"hi");
     sim.with(p, |m, _| {
-        m.actions.push_back(SocketAction::Open {
-            id: SocketId(1),
-            dest: want,
-        })
+        m.actions.push_back(SocketAction::Open { id: SocketId(1) })
     });
     send(&mut sim, p, SocketId(1), want, b"other port");
     settle(&mut sim);
@@ -162,10 +159,7 @@ fn an_extra_socket_gets_its_own_mapping_and_its_own_replies() {
     let p = sim.add_public(echo);
     let to = sim.addr(p);
     sim.with(a, |m, _| {
-        m.actions.push_back(SocketAction::Open {
-            id: SocketId(7),
-            dest: to,
-        });
+        m.actions.push_back(SocketAction::Open { id: SocketId(7) });
         m.out.push_back((SocketId(7), to, b"extra".to_vec()));
         m.out.push_back((SocketId::MAIN, to, b"main".to_vec()));
     });
@@ -344,10 +338,7 @@ fn a_killed_host_receives_nothing_and_restarts_with_a_new_seed() {
     let b = sim.add_public(probe);
     let to = sim.addr(a);
     sim.with(a, |m, _| {
-        m.actions.push_back(SocketAction::Open {
-            id: SocketId(3),
-            dest: to,
-        })
+        m.actions.push_back(SocketAction::Open { id: SocketId(3) })
     });
     assert_eq!(sim.open_sockets(a), 2);
     sim.kill(a);
