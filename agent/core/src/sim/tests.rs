@@ -77,15 +77,21 @@ fn got(sim: &Sim<Probe>, h: HostId) -> &[(SocketId, SocketAddr, Vec<u8>)] {
     &sim.machine(h).got
 }
 
+/// A simulation with one probe host `a` behind a NAT of `model`.
+fn behind(seed: u64, model: NatModel) -> (Sim<Probe>, SiteId, HostId) {
+    let mut sim = Sim::new(seed);
+    let site = sim.add_site(model);
+    let a = sim.add_host(Place::Site(site), probe);
+    (sim, site, a)
+}
+
 fn settle(sim: &mut Sim<Probe>) {
     sim.run_for(Duration::from_millis(200));
 }
 
 #[test]
 fn cone_nat_keeps_one_port_for_every_destination_and_filters_by_endpoint() {
-    let mut sim = Sim::new(1);
-    let site = sim.add_site(NatModel::cone());
-    let a = sim.add_host(Place::Site(site), probe);
+    let (mut sim, site, a) = behind(1, NatModel::cone());
     let (p, q) = (sim.add_public(echo), sim.add_public(echo));
     let stranger = sim.add_public(probe);
     let (pa, qa) = (sim.addr(p), sim.addr(q));
@@ -116,9 +122,7 @@ fn cone_nat_keeps_one_port_for_every_destination_and_filters_by_endpoint() {
 
 #[test]
 fn symmetric_nat_maps_each_destination_to_its_own_port() {
-    let mut sim = Sim::new(2);
-    let site = sim.add_site(NatModel::symmetric());
-    let a = sim.add_host(Place::Site(site), probe);
+    let (mut sim, site, a) = behind(2, NatModel::symmetric());
     let peers: Vec<HostId> = (0..4).map(|_| sim.add_public(echo)).collect();
     for &p in &peers {
         let to = sim.addr(p);
@@ -153,9 +157,7 @@ fn symmetric_nat_maps_each_destination_to_its_own_port() {
 
 #[test]
 fn an_extra_socket_gets_its_own_mapping_and_its_own_replies() {
-    let mut sim = Sim::new(3);
-    let site = sim.add_site(NatModel::cone());
-    let a = sim.add_host(Place::Site(site), probe);
+    let (mut sim, _, a) = behind(3, NatModel::cone());
     let p = sim.add_public(echo);
     let to = sim.addr(p);
     sim.with(a, |m, _| {
@@ -185,9 +187,7 @@ fn an_extra_socket_gets_its_own_mapping_and_its_own_replies() {
 
 #[test]
 fn mappings_time_out_sooner_without_replies() {
-    let mut sim = Sim::new(4);
-    let site = sim.add_site(NatModel::symmetric());
-    let a = sim.add_host(Place::Site(site), probe);
+    let (mut sim, site, a) = behind(4, NatModel::symmetric());
     let silent = sim.add_public(probe);
     let talker = sim.add_public(echo);
     let (s_addr, t_addr) = (sim.addr(silent), sim.addr(talker));
@@ -452,9 +452,7 @@ fn endpoints_behind_cone_nats_open_a_direct_session_through_a_forwarder() {
 
 #[test]
 fn a_nat_switched_to_cone_maps_new_destinations_to_one_port() {
-    let mut sim = Sim::new(11);
-    let site = sim.add_site(NatModel::symmetric());
-    let a = sim.add_host(Place::Site(site), probe);
+    let (mut sim, site, a) = behind(11, NatModel::symmetric());
     let peers: Vec<HostId> = (0..3).map(|_| sim.add_public(probe)).collect();
     let p0 = sim.addr(peers[0]);
     send(&mut sim, a, SocketId::MAIN, p0, b"before");
@@ -475,9 +473,7 @@ fn a_nat_switched_to_cone_maps_new_destinations_to_one_port() {
 
 #[test]
 fn the_drop_filter_sees_public_addresses_and_drops_what_it_is_told() {
-    let mut sim = Sim::new(12);
-    let site = sim.add_site(NatModel::cone());
-    let a = sim.add_host(Place::Site(site), probe);
+    let (mut sim, site, a) = behind(12, NatModel::cone());
     let (p, q) = (sim.add_public(probe), sim.add_public(probe));
     let public = sim.nat(site).public_ip();
     let blocked = sim.addr(p);
