@@ -58,8 +58,7 @@ pub mod nat;
 #[cfg(test)]
 mod tests;
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -217,30 +216,10 @@ enum Stage {
 }
 
 struct InFlight {
-    at: Instant,
-    seq: u64,
     stage: Stage,
     from: SocketAddr,
     to: SocketAddr,
     data: Vec<u8>,
-}
-
-impl PartialEq for InFlight {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for InFlight {}
-impl PartialOrd for InFlight {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for InFlight {
-    /// Reversed: the earliest is the greatest (a min-heap).
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
 }
 
 /// The simulated network and its hosts.
@@ -256,7 +235,8 @@ pub struct Sim<M: Machine> {
     /// Router public addresses.
     routers: BTreeMap<IpAddr, SiteId>,
     next_router: u32,
-    queue: BinaryHeap<InFlight>,
+    /// Datagrams on links by (arrival, sequence number).
+    queue: BTreeMap<(Instant, u64), InFlight>,
     seq: u64,
     counters: Counters,
     drop_filter: Option<DropFilter>,
@@ -284,7 +264,7 @@ impl<M: Machine> Sim<M> {
             public: BTreeMap::new(),
             routers: BTreeMap::new(),
             next_router: 0,
-            queue: BinaryHeap::new(),
+            queue: BTreeMap::new(),
             seq: 0,
             counters: Counters::default(),
             drop_filter: None,
@@ -693,14 +673,16 @@ impl<M: Machine> Sim<M> {
         }
         for d in &delays {
             self.seq += 1;
-            self.queue.push(InFlight {
-                at: self.now + *d,
-                seq: self.seq,
-                stage,
-                from,
-                to,
-                data: data.to_vec(),
-            });
+            let key = (self.now + *d, self.seq);
+            self.queue.insert(
+                key,
+                InFlight {
+                    stage,
+                    from,
+                    to,
+                    data: data.to_vec(),
+                },
+            );
         }
         self.delays = delays;
     }
@@ -797,7 +779,7 @@ impl<M: Machine> Sim<M> {
     /// The earliest wake-up: a datagram reaching the end of a link or a
     /// machine's deadline.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let pkt = self.queue.peek().map(|p| p.at);
+        let pkt = self.queue.first_key_value().map(|(k, _)| k.0);
         let timer = self.hosts.iter().filter_map(|h| h.deadline).min();
         match (pkt, timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -823,8 +805,12 @@ impl<M: Machine> Sim<M> {
             return false;
         };
         self.now = self.now.max(next);
-        while self.queue.peek().is_some_and(|p| p.at <= self.now) {
-            if let Some(p) = self.queue.pop() {
+        while self
+            .queue
+            .first_key_value()
+            .is_some_and(|(k, _)| k.0 <= self.now)
+        {
+            if let Some((_, p)) = self.queue.pop_first() {
                 self.arrive(p);
             }
         }
