@@ -700,7 +700,8 @@ impl Node {
                         opened: now,
                     },
                 );
-                self.overlay.peer_up(now, peer, remote, is_introducer);
+                let direct = (!relay::is_route_addr(&remote)).then_some(remote);
+                self.overlay.peer_up(now, peer, direct, is_introducer);
                 // Punching towards this member is over once a direct path
                 // opened it (a relayed session goes on punching to move).
                 if !relay::is_route_addr(&remote) {
@@ -745,9 +746,10 @@ impl Node {
                 // a peer whose NAT only lets the old address in probes it.
                 // Route addresses mean something only here.
                 if let Some(node) = self.peers.get(&session).map(|p| p.node) {
-                    if self.by_node.get(&node) == Some(&session) && !relay::is_route_addr(&to) {
-                        self.overlay.peer_moved(now, node, to);
-                        if relay::is_route_addr(&from) {
+                    if self.by_node.get(&node) == Some(&session) {
+                        let direct = (!relay::is_route_addr(&to)).then_some(to);
+                        self.overlay.peer_moved(now, node, direct);
+                        if direct.is_some() && relay::is_route_addr(&from) {
                             // A relayed session went direct.
                             self.birthday.succeeded(node);
                             self.driver.stop_punching(to.ip());
@@ -898,7 +900,8 @@ impl Node {
                                     .session_info(sid)
                                     .map(|i| i.remote);
                                 if let Some(remote) = remote {
-                                    self.overlay.peer_up(now, p.node, remote, node.is_none());
+                                    let direct = (!relay::is_route_addr(&remote)).then_some(remote);
+                                    self.overlay.peer_up(now, p.node, direct, node.is_none());
                                 }
                             } else {
                                 self.opening.insert(sid, (node, addrs));

@@ -14,15 +14,17 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 impl Overlay {
-    /// A session to `node` is up (opened by either side). `remote_addr` is
-    /// the address the session runs to; `is_introducer` is true when it
-    /// answers an `OpenSession { node: None, .. }` to an introducer
-    /// address. A second session to a node already linked is ignored.
+    /// A session to `node` is up (opened by either side). `direct` is the
+    /// address the session runs to, or `None` when it runs over a relayed
+    /// route (a relayed path is never taken for an address of the node);
+    /// `is_introducer` is true when it answers an `OpenSession { node: None,
+    /// .. }` to an introducer address. A second session to a node already
+    /// linked is ignored.
     pub fn peer_up(
         &mut self,
         now: Instant,
         node: NodeId,
-        remote_addr: SocketAddr,
+        direct: Option<SocketAddr>,
         is_introducer: bool,
     ) {
         self.failed_opens.remove(&node);
@@ -35,7 +37,7 @@ impl Overlay {
             let idx = self
                 .introducers
                 .iter()
-                .position(|i| i.node.is_none() && i.addr == remote_addr)
+                .position(|i| i.node.is_none() && Some(i.addr) == direct)
                 .or_else(|| {
                     self.introducers
                         .iter()
@@ -59,7 +61,8 @@ impl Overlay {
         self.links.insert(
             node,
             Link {
-                addr: remote_addr,
+                direct,
+                observed: direct,
                 since: now,
                 to_introducer: is_introducer,
                 hello: None,

@@ -326,7 +326,7 @@ mod tests {
         o.handle_timeout(t1);
         assert_eq!(drain(&mut o).len(), 1);
         // Up: Hello, then the join lookup for our own id.
-        o.peer_up(t1, NodeId(7), intro, true);
+        o.peer_up(t1, NodeId(7), Some(intro), true);
         let sent = decode_sends(&drain(&mut o));
         assert!(matches!(sent[0], (NodeId(7), Message::Hello(_))));
         let Some((_, Message::Lookup(l))) = sent.get(1).cloned() else {
@@ -367,7 +367,7 @@ mod tests {
         o.open_failed(t1, Some(NodeId(200)), &[]);
         assert!(o.member(NodeId(200)).is_none());
         let ring = Message::Ring(vec![m(200, "203.0.113.2:4910")]);
-        o.peer_up(t1, NodeId(50), "203.0.113.3:4910".parse().unwrap(), false);
+        o.peer_up(t1, NodeId(50), "203.0.113.3:4910".parse().ok(), false);
         o.handle_control(t1, NodeId(50), &ring.encode().unwrap());
         assert!(o.member(NodeId(200)).is_none());
         o.handle_timeout(t1 + Duration::from_secs(31));

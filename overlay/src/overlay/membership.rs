@@ -26,7 +26,7 @@ impl Overlay {
         let Some(link) = self.links.get_mut(&from) else {
             return;
         };
-        let remote = link.addr;
+        let direct = link.direct;
         link.hello = Some(h.clone());
         let mut addrs: Vec<TaggedAddr> = h
             .addrs
@@ -36,9 +36,10 @@ impl Overlay {
                 addr: *a,
             })
             .collect();
-        // A relayed session's remote is a route address, meaningful only
-        // to this node's endpoint: never an address of the member.
-        if !h.addrs.contains(&remote) && !ringlan_tunnel::relay::is_route_addr(&remote) {
+        // The session's direct address is the member's reflexive address;
+        // a relayed session has none (its path means something only to
+        // this node's endpoint).
+        if let Some(remote) = direct.filter(|a| !h.addrs.contains(a)) {
             addrs.push(TaggedAddr {
                 origin: AddrOrigin::Reflexive,
                 addr: remote,
@@ -303,25 +304,45 @@ mod tests {
     use std::net::SocketAddr;
 
     #[test]
-    fn a_relayed_link_never_makes_its_route_address_a_member_address() {
+    fn a_relayed_link_never_records_its_path_as_a_member_address() {
         let t0 = Instant::now();
         let mut o = node(t0);
         let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        o.peer_up(t0, NodeId(7), sa("198.51.100.7:4910"), true);
-        let route = ringlan_tunnel::relay::route_addr(0x1234_5678);
-        o.peer_up(t0, NodeId(200), route, false);
-        let hello = Message::Hello(Hello {
-            node_id: NodeId(200),
-            name: "n200".into(),
-            role: Role::Node,
-            addrs: vec![sa("10.0.0.2:4910")],
-            mac: Some(Mac([2, 0, 0, 0, 0, 200])),
-            relays: true,
-        });
-        o.handle_control(t0, NodeId(200), &hello.encode().unwrap());
+        let hello = |id: u128| {
+            Message::Hello(Hello {
+                node_id: NodeId(id),
+                name: format!("n{id}"),
+                role: Role::Node,
+                addrs: vec![sa("10.0.0.2:4910")],
+                mac: Some(Mac([2, 0, 0, 0, 0, id as u8])),
+                relays: true,
+            })
+            .encode()
+            .unwrap()
+        };
+        let local = TaggedAddr {
+            origin: AddrOrigin::Local,
+            addr: sa("10.0.0.2:4910"),
+        };
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        // 200's session runs over a relayed route: the member has only the
+        // addresses it announced itself.
+        o.peer_up(t0, NodeId(200), None, false);
+        o.handle_control(t0, NodeId(200), &hello(200));
         let m = o.member(NodeId(200)).unwrap();
-        assert!(!m.addrs.iter().any(|a| a.addr == route), "{m:?}");
-        assert!(m.addrs.iter().any(|a| a.addr == sa("10.0.0.2:4910")));
+        assert_eq!(m.addrs, vec![local], "{m:?}");
+        let n = o.neighbours().into_iter().find(|n| n.node == NodeId(200));
+        assert_eq!(n.map(|n| n.direct), Some(None));
+        // The same Hello over a direct session adds the session's address.
+        let direct = sa("203.0.113.2:4910");
+        o.peer_up(t0, NodeId(201), Some(direct), false);
+        o.handle_control(t0, NodeId(201), &hello(201));
+        let m = o.member(NodeId(201)).unwrap();
+        let reflexive = TaggedAddr {
+            origin: AddrOrigin::Reflexive,
+            addr: direct,
+        };
+        assert_eq!(m.addrs, vec![local, reflexive], "{m:?}");
         // It relays: a relay candidate for other targets.
         assert!(o.relays_for(NodeId(300)).contains(&NodeId(200)));
         assert!(!o.relays_for(NodeId(200)).contains(&NodeId(200)));

@@ -167,7 +167,14 @@ pub enum Event {
 
 #[derive(Debug)]
 struct Link {
-    addr: SocketAddr,
+    /// The address the session runs to; `None` while it runs over a
+    /// relayed route (whose address means something only to the agent's
+    /// endpoint, never to other nodes).
+    direct: Option<SocketAddr>,
+    /// The last direct address the session ran to: what this node recorded
+    /// as the member's reflexive address, replaced when the session moves
+    /// to another direct address. Kept while the session runs relayed.
+    observed: Option<SocketAddr>,
     since: Instant,
     to_introducer: bool,
     hello: Option<Hello>,

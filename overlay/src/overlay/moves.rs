@@ -11,19 +11,25 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 impl Overlay {
-    /// The session to `node` moved to `addr` (the transport verified the
-    /// new address, RFC 7016 3.5.4.2). Records it and, as the forwarder
-    /// that saw the move (RFC 7016 3.5.1.5), tells every other link with
-    /// `Moved` so that a peer whose NAT only lets the old address in can
-    /// probe the new one.
-    pub fn peer_moved(&mut self, now: Instant, node: NodeId, addr: SocketAddr) {
+    /// The session to `node` moved to another path (the transport verified
+    /// it, RFC 7016 3.5.4.2): `direct` is its new address, or `None` when
+    /// it now runs over a relayed route. A new direct address replaces the
+    /// member's reflexive address and, as the forwarder that saw the move
+    /// (RFC 7016 3.5.1.5), this node tells every other link with `Moved` so
+    /// that a peer whose NAT only lets the old address in can probe the new
+    /// one. A move onto a relayed route only marks the link relayed: there
+    /// is no address to tell, and the member keeps its addresses.
+    pub fn peer_moved(&mut self, now: Instant, node: NodeId, direct: Option<SocketAddr>) {
         let Some(link) = self.links.get_mut(&node) else {
             return;
         };
-        let old = link.addr;
-        link.addr = addr;
+        link.direct = direct;
         link.probed = None;
-        if old == addr {
+        let Some(addr) = direct else {
+            return;
+        };
+        let old = link.observed.replace(addr);
+        if old == Some(addr) {
             return;
         }
         if let Some(m) = self.members.get_mut(&node) {
@@ -34,7 +40,7 @@ impl Overlay {
                 .any(|a| a.origin == AddrOrigin::Local && a.addr == addr);
             m.info
                 .addrs
-                .retain(|a| !(a.origin == AddrOrigin::Reflexive && a.addr == old));
+                .retain(|a| !(a.origin == AddrOrigin::Reflexive && Some(a.addr) == old));
             if !local && m.info.addrs.len() < MAX_ADDRS {
                 m.info.addrs.push(TaggedAddr {
                     origin: AddrOrigin::Reflexive,
@@ -65,9 +71,10 @@ impl Overlay {
     }
 
     /// A linked peer says `node` is now at `addr`: probe it if our session
-    /// runs elsewhere. At most one probe per address and second, so a
-    /// chatty peer cannot turn us into a Ping source; the probe itself
-    /// proves nothing until the far end answers it (RFC 7016 3.5.4.2).
+    /// runs elsewhere (another address, or a relayed route). At most one
+    /// probe per address and second, so a chatty peer cannot turn us into
+    /// a Ping source; the probe itself proves nothing until the far end
+    /// answers it (RFC 7016 3.5.4.2).
     pub(super) fn on_moved(&mut self, now: Instant, node: NodeId, addr: SocketAddr) {
         if node == self.cfg.node_id {
             return;
@@ -75,7 +82,7 @@ impl Overlay {
         let Some(link) = self.links.get_mut(&node) else {
             return;
         };
-        if link.addr == addr {
+        if link.direct == Some(addr) {
             return;
         }
         let recent = link.probed.is_some_and(|(a, t)| {
@@ -102,9 +109,9 @@ mod tests {
         let t0 = Instant::now();
         let mut o = node(t0);
         let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        o.peer_up(t0, NodeId(7), sa("198.51.100.7:4910"), true);
-        o.peer_up(t0, NodeId(200), sa("203.0.113.2:4910"), false);
-        o.peer_up(t0, NodeId(300), sa("203.0.113.3:4910"), false);
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        o.peer_up(t0, NodeId(200), Some(sa("203.0.113.2:4910")), false);
+        o.peer_up(t0, NodeId(300), Some(sa("203.0.113.3:4910")), false);
         let hello = |id: u128| {
             Message::Hello(Hello {
                 node_id: NodeId(id),
@@ -122,7 +129,7 @@ mod tests {
 
         // Our session with 200 verified a new address: everybody else hears.
         let new = sa("198.51.100.20:4910");
-        o.peer_moved(t0, NodeId(200), new);
+        o.peer_moved(t0, NodeId(200), Some(new));
         let mut moved: Vec<NodeId> = decode_sends(&drain(&mut o))
             .into_iter()
             .filter_map(|(to, m)| match m {
@@ -139,7 +146,7 @@ mod tests {
             .any(|a| a.addr == new && a.origin == AddrOrigin::Reflexive));
         assert!(!m.addrs.iter().any(|a| a.addr == sa("203.0.113.2:4910")));
         // The same address again is no news.
-        o.peer_moved(t0, NodeId(200), new);
+        o.peer_moved(t0, NodeId(200), Some(new));
         assert!(decode_sends(&drain(&mut o)).is_empty());
         assert_eq!(o.stats().moves_announced, 1);
 
@@ -186,5 +193,78 @@ mod tests {
             .filter(|(_, m)| matches!(m, Message::Moved { node, .. } if *node == NodeId(100)))
             .count();
         assert_eq!(own, 3);
+    }
+
+    #[test]
+    fn a_move_onto_a_relay_is_recorded_but_not_announced() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let first = sa("203.0.113.2:4910");
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        o.peer_up(t0, NodeId(200), Some(first), false);
+        let hello = Message::Hello(Hello {
+            node_id: NodeId(200),
+            name: "n200".into(),
+            role: Role::Node,
+            addrs: vec![],
+            mac: Some(Mac([2, 0, 0, 0, 0, 200])),
+            relays: false,
+        });
+        o.handle_control(t0, NodeId(200), &hello.encode().unwrap());
+        drain(&mut o);
+        let direct = |o: &Overlay| {
+            o.neighbours()
+                .into_iter()
+                .find(|n| n.node == NodeId(200))
+                .and_then(|n| n.direct)
+        };
+        let reflexive = |o: &Overlay| -> Vec<SocketAddr> {
+            o.member(NodeId(200))
+                .map(|m| m.addrs.iter().map(|a| a.addr).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(direct(&o), Some(first));
+
+        // Onto a relayed route: nothing to tell, the member keeps the
+        // address it was last seen at.
+        o.peer_moved(t0, NodeId(200), None);
+        assert!(decode_sends(&drain(&mut o)).is_empty());
+        assert_eq!(o.stats().moves_announced, 0);
+        assert_eq!(direct(&o), None);
+        assert_eq!(reflexive(&o), vec![first]);
+
+        // A peer reports 200 at its old address: the session runs
+        // relayed, so that address is worth a probe.
+        let report = Message::Moved {
+            node: NodeId(200),
+            addr: first,
+        };
+        o.handle_control(t0, NodeId(7), &report.encode().unwrap());
+        assert_eq!(
+            drain(&mut o),
+            vec![Action::ProbePath {
+                node: NodeId(200),
+                addr: first
+            }]
+        );
+
+        // Back to direct at a new address: it replaces the old one and is
+        // announced to the other links.
+        let new = sa("198.51.100.20:4910");
+        o.peer_moved(t0, NodeId(200), Some(new));
+        let moved: Vec<(NodeId, Message)> = decode_sends(&drain(&mut o));
+        assert_eq!(
+            moved,
+            vec![(
+                NodeId(7),
+                Message::Moved {
+                    node: NodeId(200),
+                    addr: new
+                }
+            )]
+        );
+        assert_eq!(direct(&o), Some(new));
+        assert_eq!(reflexive(&o), vec![new]);
     }
 }

@@ -320,12 +320,12 @@ mod tests {
         // 2 incoming long links on links not wanted here.
         let long = Message::LinkRequest(LinkWant::Long).encode().unwrap();
         for id in [110u128, 120, u128::MAX - 10, u128::MAX - 20] {
-            o.peer_up(t0, NodeId(id), "203.0.113.9:1".parse().unwrap(), false);
+            o.peer_up(t0, NodeId(id), "203.0.113.9:1".parse().ok(), false);
             o.handle_control(t0, NodeId(id), &tap_hello(id));
         }
         for k in 1..=4u128 {
             let id = k << 120;
-            o.peer_up(t0, NodeId(id), "203.0.113.9:1".parse().unwrap(), false);
+            o.peer_up(t0, NodeId(id), "203.0.113.9:1".parse().ok(), false);
             o.handle_control(t0, NodeId(id), &tap_hello(id));
             o.handle_control(t0, NodeId(id), &long);
         }

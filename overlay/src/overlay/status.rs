@@ -37,7 +37,9 @@ pub struct Neighbour {
     /// `None` until the peer's `Hello` arrived.
     pub role: Option<Role>,
     pub mac: Option<Mac>,
-    pub addr: SocketAddr,
+    /// The address the session runs to; `None` while it runs over a
+    /// relayed route.
+    pub direct: Option<SocketAddr>,
     pub since: Instant,
     pub takes_frames: bool,
 }
@@ -216,7 +218,7 @@ impl Overlay {
                 kind: self.kind_of(*id, l, &succ, &pred),
                 role: l.hello.as_ref().map(|h| h.role),
                 mac: l.hello.as_ref().and_then(|h| h.mac),
-                addr: l.addr,
+                direct: l.direct,
                 since: l.since,
                 takes_frames: l.takes_frames(),
             })

@@ -34,7 +34,7 @@ pub(super) fn decode_sends(actions: &[Action]) -> Vec<(NodeId, Message)> {
 fn garbage_control_is_counted_not_fatal() {
     let t0 = Instant::now();
     let mut o = node(t0);
-    o.peer_up(t0, NodeId(7), "198.51.100.7:4910".parse().unwrap(), true);
+    o.peer_up(t0, NodeId(7), "198.51.100.7:4910".parse().ok(), true);
     drain(&mut o);
     o.handle_control(t0, NodeId(7), &[1, 0x99, 1, 2, 3]);
     o.handle_control(t0, NodeId(7), &[]);
