@@ -244,7 +244,7 @@ impl Overlay {
         self.plan_flood(me, self.flood_seq, me, self.cfg.flood_hop_limit, None, out);
     }
 
-    /// Bounded flood (DESIGN.md "Bounded flood"): the frame-taking links
+    /// Bounded flood (docs/overlay.md "Bounded flood"): the frame-taking links
     /// strictly inside the arc (self, bound), in ring order, each with the
     /// sub-arc up to the next one (the last up to `bound`).
     fn plan_flood(
