@@ -298,9 +298,7 @@ pub(super) fn nearest_members(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overlay::tests::node;
-    use crate::switch::Mac;
-    use crate::wire::Role;
+    use crate::overlay::tests::{node, tap_hello};
     use std::net::SocketAddr;
 
     #[test]
@@ -308,18 +306,7 @@ mod tests {
         let t0 = Instant::now();
         let mut o = node(t0);
         let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        let hello = |id: u128| {
-            Message::Hello(Hello {
-                node_id: NodeId(id),
-                name: format!("n{id}"),
-                role: Role::Node,
-                addrs: vec![sa("10.0.0.2:4910")],
-                mac: Some(Mac([2, 0, 0, 0, 0, id as u8])),
-                relays: true,
-            })
-            .encode()
-            .unwrap()
-        };
+        let hello = |id: u128| tap_hello(id, &[sa("10.0.0.2:4910")], true);
         let local = TaggedAddr {
             origin: AddrOrigin::Local,
             addr: sa("10.0.0.2:4910"),

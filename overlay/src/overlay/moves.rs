@@ -100,9 +100,7 @@ impl Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overlay::tests::{decode_sends, drain, node};
-    use crate::switch::Mac;
-    use crate::wire::{Hello, Role};
+    use crate::overlay::tests::{decode_sends, drain, node, tap_hello};
 
     #[test]
     fn a_verified_move_is_announced_and_a_reported_move_is_probed() {
@@ -112,18 +110,7 @@ mod tests {
         o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
         o.peer_up(t0, NodeId(200), Some(sa("203.0.113.2:4910")), false);
         o.peer_up(t0, NodeId(300), Some(sa("203.0.113.3:4910")), false);
-        let hello = |id: u128| {
-            Message::Hello(Hello {
-                node_id: NodeId(id),
-                name: format!("n{id}"),
-                role: Role::Node,
-                addrs: vec![sa("10.0.0.2:4910")],
-                mac: Some(Mac([2, 0, 0, 0, 0, id as u8])),
-                relays: false,
-            })
-            .encode()
-            .unwrap()
-        };
+        let hello = |id: u128| tap_hello(id, &[sa("10.0.0.2:4910")], false);
         o.handle_control(t0, NodeId(200), &hello(200));
         drain(&mut o);
 
@@ -203,15 +190,7 @@ mod tests {
         let first = sa("203.0.113.2:4910");
         o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
         o.peer_up(t0, NodeId(200), Some(first), false);
-        let hello = Message::Hello(Hello {
-            node_id: NodeId(200),
-            name: "n200".into(),
-            role: Role::Node,
-            addrs: vec![],
-            mac: Some(Mac([2, 0, 0, 0, 0, 200])),
-            relays: false,
-        });
-        o.handle_control(t0, NodeId(200), &hello.encode().unwrap());
+        o.handle_control(t0, NodeId(200), &tap_hello(200, &[], false));
         drain(&mut o);
         let direct = |o: &Overlay| {
             o.neighbours()

@@ -16,6 +16,21 @@ pub(super) fn node(now: Instant) -> Overlay {
     Overlay::new(now, cfg, rng(9)).unwrap()
 }
 
+/// An encoded `Hello` from ring node `id` (name `n<id>`, a TAP whose MAC
+/// ends in `id`) announcing `addrs`.
+pub(super) fn tap_hello(id: u128, addrs: &[SocketAddr], relays: bool) -> Vec<u8> {
+    Message::Hello(Hello {
+        node_id: NodeId(id),
+        name: format!("n{id}"),
+        role: Role::Node,
+        addrs: addrs.to_vec(),
+        mac: Some(Mac([2, 0, 0, 0, 0, id as u8])),
+        relays,
+    })
+    .encode()
+    .unwrap()
+}
+
 pub(super) fn drain(o: &mut Overlay) -> Vec<Action> {
     std::iter::from_fn(|| o.poll_action()).collect()
 }
