@@ -33,7 +33,7 @@ pub struct Received<'m> {
 }
 
 /// At most this many end nodes have [`RoutedCounters`]; past it, the entry
-/// with the least traffic makes room (the totals in [`Stats`] stay exact).
+/// with the least traffic makes room (the totals in [`Stats`](super::Stats) stay exact).
 const MAX_ROUTED_PEERS: usize = 256;
 
 /// Duplicate suppression for floods: the last `cap` (origin, seq) pairs.

@@ -92,7 +92,7 @@ pub struct Overlay {
     demand: HashMap<NodeId, Demand>,
     /// Nodes wanted on demand, with the instant they were wanted.
     on_demand: BTreeMap<NodeId, Instant>,
-    /// Routed traffic per end node (bounded by [`MAX_ROUTED_PEERS`]).
+    /// Routed traffic per end node (bounded by `MAX_ROUTED_PEERS` in `datapath.rs`).
     routed: BTreeMap<NodeId, RoutedCounters>,
     /// What the last `Neighbours` / `Ring` messages said.
     sent_neighbours: Vec<NodeId>,
