@@ -64,13 +64,14 @@ impl Node {
                 tracing::info!(?session, %from, %to, "peer address changed");
                 // Tell the other links (RFC 7016 3.5.1.5 re-introduction):
                 // a peer whose NAT only lets the old address in probes it.
-                // Route addresses mean something only here.
+                // A relayed path is recorded as such, never announced.
                 let Some(node) = self.peers.get(session).map(|p| p.node) else {
                     return;
                 };
-                if self.peers.session_of(node) == Some(session) && !relay::is_route_addr(&to) {
-                    self.overlay.peer_moved(now, node, to);
-                    if relay::is_route_addr(&from) {
+                if self.peers.session_of(node) == Some(session) {
+                    let direct = (!relay::is_route_addr(&to)).then_some(to);
+                    self.overlay.peer_moved(now, node, direct);
+                    if direct.is_some() && relay::is_route_addr(&from) {
                         // A relayed session went direct.
                         self.punch_succeeded(node, to);
                     }
@@ -136,7 +137,8 @@ impl Node {
             // A newer session replaced an older one to the same node.
             self.endpoint.close(now, old, false);
         }
-        self.overlay.peer_up(now, peer, remote, is_introducer);
+        let direct = (!relay::is_route_addr(&remote)).then_some(remote);
+        self.overlay.peer_up(now, peer, direct, is_introducer);
         // Punching towards this member is over once a direct path opened
         // it (a relayed session goes on punching to move).
         if !relay::is_route_addr(&remote) {
@@ -234,7 +236,8 @@ impl Node {
                     // Already open: remind the overlay.
                     let peer = p.node;
                     if let Some(remote) = self.endpoint.session_info(sid).map(|i| i.remote) {
-                        self.overlay.peer_up(now, peer, remote, node.is_none());
+                        let direct = (!relay::is_route_addr(&remote)).then_some(remote);
+                        self.overlay.peer_up(now, peer, direct, node.is_none());
                     }
                 } else {
                     self.peers.asked(sid, Opening { node, addrs }, true);
