@@ -25,7 +25,8 @@
 //!   public address in 203.0.113.0/24 and on. Hosts of one site reach
 //!   each other's LAN addresses directly; nobody else can.
 //! - **Links** ([`LinkModel`]: delay, jitter, loss, duplication, size
-//!   limit): every host has an access link, every site a WAN link. A
+//!   limit): every host has an access link (by default 0.5 ms in a site,
+//!   10 ms for a public host), every site a WAN link (10 ms). A
 //!   datagram crosses the sender's access link, then (leaving a site) the
 //!   NAT and the site's WAN link, then (entering a site) the other site's
 //!   WAN link and NAT, and last the receiver's access link; each NAT acts
@@ -242,8 +243,11 @@ pub struct Sim<M: Machine> {
     drop_filter: Option<DropFilter>,
     delays: Vec<Duration>,
     buf: Vec<u8>,
-    /// Access link of hosts added from now on.
+    /// Access link of hosts added to sites from now on (a LAN).
     pub default_access: LinkModel,
+    /// Access link of public hosts added from now on (their way into the
+    /// internet, like a site's WAN link).
+    pub default_public_access: LinkModel,
     /// WAN link of sites added from now on.
     pub default_wan: LinkModel,
 }
@@ -271,6 +275,7 @@ impl<M: Machine> Sim<M> {
             delays: Vec::new(),
             buf: vec![0; MAX_DATAGRAM],
             default_access: LinkModel::lan(),
+            default_public_access: LinkModel::wan(),
             default_wan: LinkModel::wan(),
         }
     }
@@ -326,6 +331,10 @@ impl<M: Machine> Sim<M> {
                 (ip, site.prefix)
             }
         };
+        let access = match place {
+            Place::Internet => self.default_public_access,
+            Place::Site(_) => self.default_access,
+        };
         let first_port = 32768 + (self.rng.u32() % 16384) as u16;
         self.hosts.push(Host {
             place,
@@ -335,7 +344,7 @@ impl<M: Machine> Sim<M> {
             sockets: BTreeMap::new(),
             ports: BTreeMap::new(),
             next_port: first_port,
-            access: self.default_access,
+            access,
             events: Vec::new(),
             frames: Vec::new(),
             counters: HostCounters::default(),

@@ -288,7 +288,7 @@ fn lans_are_private_and_the_nat_does_not_hairpin() {
 fn links_lose_duplicate_delay_and_reorder_deterministically() {
     fn run(seed: u64) -> (Vec<Vec<u8>>, Counters, Duration) {
         let mut sim = Sim::new(seed);
-        sim.default_access = LinkModel {
+        sim.default_public_access = LinkModel {
             delay: Duration::from_millis(5),
             jitter: Duration::from_millis(20),
             loss: 0.2,

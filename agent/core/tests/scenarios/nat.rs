@@ -249,8 +249,8 @@ fn a_punched_pair_recovers_when_the_symmetric_nat_forgets_everything() {
 #[test]
 fn frames_cross_lossy_jittery_links_intact_and_once() {
     let mut w = World::new(25);
-    // Every access and WAN link: 1% loss, 1% duplication, up to 5 ms of
-    // jitter (reordering).
+    // Every link: 1% loss, 1% duplication, up to 5 ms of jitter
+    // (reordering).
     let lossy = |l: LinkModel| LinkModel {
         loss: 0.01,
         duplicate: 0.01,
@@ -258,6 +258,7 @@ fn frames_cross_lossy_jittery_links_intact_and_once() {
         ..l
     };
     w.sim.default_access = lossy(LinkModel::lan());
+    w.sim.default_public_access = lossy(LinkModel::wan());
     w.sim.default_wan = lossy(LinkModel::wan());
     let (mut w, e) = pair_in(w, NatModel::cone(), NatModel::cone());
     wait_direct(&mut w, e, Duration::from_secs(60));
