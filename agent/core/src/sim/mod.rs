@@ -50,7 +50,8 @@
 //! far as the machines themselves are deterministic.
 //!
 //! Not modelled: bandwidth and queues (the tunnel crate's own simulator
-//! has a bottleneck), ICMP, IPv6, fragmentation, hairpinning.
+//! has a bottleneck), ICMP, IPv6, fragmentation; a NAT never hairpins (it
+//! drops datagrams from inside to its own public address).
 
 pub mod frames;
 mod link;

@@ -32,6 +32,8 @@ pub struct World {
     pub sim: Sim<Node>,
     pub ledger: Ledger,
     specs: BTreeMap<HostId, Spec>,
+    /// Node ids (kept across restarts: the key is).
+    ids: BTreeMap<HostId, NodeId>,
     introducers: Vec<SocketAddr>,
     /// Session keepalive of nodes added from now on.
     pub keepalive: Duration,
@@ -43,6 +45,7 @@ impl World {
             sim: Sim::new(seed),
             ledger: Ledger::default(),
             specs: BTreeMap::new(),
+            ids: BTreeMap::new(),
             introducers: Vec::new(),
             keepalive: KEEPALIVE,
         }
@@ -54,6 +57,7 @@ impl World {
             .sim
             .add_host(place, |ctx| start(&introducers, ctx, &spec));
         self.specs.insert(h, spec);
+        self.ids.insert(h, self.sim.machine(h).node_id());
         h
     }
 
@@ -106,8 +110,9 @@ impl World {
         &self.specs[&h].name
     }
 
+    /// The node id of host `h` (up or not).
     pub fn id(&self, h: HostId) -> NodeId {
-        self.sim.machine(h).node_id()
+        self.ids[&h]
     }
 
     pub fn status(&self, h: HostId) -> Status {
