@@ -110,26 +110,15 @@ impl ControlServer {
 
     /// Accepts connections until `shutdown` turns true (or its sender is
     /// dropped); each connection is served by its own task.
-    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok((stream, _)) => {
-                        let source = self.source.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = handle(stream, source).await {
-                                tracing::debug!("control connection: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("control socket accept: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                },
-                () = crate::wait_for_shutdown(&mut shutdown) => break,
-            }
-        }
+    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+        crate::serve::accept_loop(
+            "control socket",
+            &self.listener,
+            &self.source,
+            shutdown,
+            handle,
+        )
+        .await
     }
 }
 

@@ -267,26 +267,8 @@ impl MetricsServer {
     }
 
     /// Serves until `shutdown` turns true.
-    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok((stream, _)) => {
-                        let source = self.source.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = handle(stream, source).await {
-                                tracing::debug!("metrics connection: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("metrics accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                () = crate::wait_for_shutdown(&mut shutdown) => break,
-            }
-        }
+    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+        crate::serve::accept_loop("metrics", &self.listener, &self.source, shutdown, handle).await
     }
 }
 
