@@ -7,15 +7,15 @@
 //! coming out of the other intact, once, and all of them when links are
 //! lossless ([`ringlan_node::sim::frames`]).
 //!
-//! - [`ring`]: join and ring repair (introducer + 14 nodes; 4 killed; the
-//!   killed ones come back);
+//! - [`ring`]: join and ring repair (introducer + 14 nodes; broadcasts
+//!   reach everyone once; 4 killed; the killed ones come back);
 //! - [`nat`]: cone <-> cone direct with the introducers carrying no
 //!   frames; symmetric <-> cone made direct by birthday punching;
 //!   symmetric <-> symmetric relayed via an introducer, without flapping;
 //!   NAT rebinding (mappings flushed, then a new public address) keeping
 //!   the session; a punched pair recovering from its symmetric NAT's
-//!   flush; frames over lossy, duplicating, reordering links intact and
-//!   once;
+//!   flush; two nodes behind one NAT on the LAN path; frames over lossy,
+//!   duplicating, reordering links intact and once;
 //! - [`relay`]: the relay in use dies -> standby route -> direct once the
 //!   NATs turn cone-like, one session throughout.
 //!

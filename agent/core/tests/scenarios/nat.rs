@@ -12,11 +12,12 @@
 //! - NAT rebinding (the router forgets its mappings; then it gets a new
 //!   public address): the same session carries on, on a new direct path;
 //! - a punched pair whose symmetric NAT forgets its mappings recovers;
+//! - two nodes behind one NAT: the LAN path (`direct-lan`), no hairpin;
 //! - lossy, duplicating, reordering links: frames intact and once.
 
 use std::time::Duration;
 
-use ringlan_node::sim::{HostId, LinkModel, NatModel, SiteId};
+use ringlan_node::sim::{HostId, LinkModel, NatModel, Place, SiteId};
 use ringlan_node::status::PathKind;
 use ringlan_tunnel::session::SessionId;
 use ringlan_tunnel::SocketId;
@@ -273,5 +274,35 @@ fn frames_cross_lossy_jittery_links_intact_and_once() {
     let sent = w.ledger.sent() as u64;
     eprintln!("lossy links: {v:?} of {sent} frames; {c:?}");
     assert!(v.missing * 100 < sent * 8, "{v:?} of {sent}");
+    assert_eq!(sessions(&w, e), sid, "one session");
+}
+
+#[test]
+fn nodes_behind_one_nat_use_the_lan_path_not_a_hairpin() {
+    let mut w = World::new(27);
+    let intros = [w.introducer("intro1"), w.introducer("intro2")];
+    let (a, site) = w.behind("a", NatModel::cone());
+    let b = w.node("b", Place::Site(site), false);
+    let e = Ends {
+        intros,
+        a,
+        b,
+        sa: site,
+        sb: site,
+    };
+    for (x, y) in [(a, b), (b, a)] {
+        w.wait_path(x, y, Duration::from_secs(30), |p| *p == PathKind::DirectLan);
+        let remote = w.session(x, y).and_then(|s| s.remote);
+        assert_eq!(
+            remote,
+            Some(w.sim.addr(y)),
+            "{} reaches {} on the LAN",
+            w.name(x),
+            w.name(y)
+        );
+    }
+    let sid = sessions(&w, e);
+    w.assert_delivers("on the LAN", |w| talk(w, e, FRAMES));
+    assert_eq!(w.sim.nat(site).counters().hairpin, 0);
     assert_eq!(sessions(&w, e), sid, "one session");
 }

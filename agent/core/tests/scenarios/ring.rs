@@ -1,6 +1,7 @@
 //! Join and ring repair: an introducer and 14 public nodes form the
 //! Symphony ring (every member's nearest successor and predecessor linked),
-//! every pair exchanges frames; 4 nodes die, the ring re-forms among the
+//! a broadcast from each reaches every other member once, every pair
+//! exchanges frames; 4 nodes die, the ring re-forms among the
 //! rest and every remaining pair exchanges frames again; the dead come
 //! back and find their places.
 
@@ -35,6 +36,10 @@ fn the_ring_forms_and_repairs_itself_after_kills() {
     for &h in &all {
         w.send_frames(h, None, 1, Duration::from_millis(5));
     }
+    // The bounded flood brings every broadcast to every other member once.
+    let v = w.settle_frames(Duration::from_secs(2));
+    assert!(v.is_clean(), "{v:?}");
+    assert_eq!(v.delivered as usize, all.len() * (all.len() - 1), "{v:?}");
     w.exchange(&all, 2);
     let v = w.settle_frames(Duration::from_secs(10));
     assert!(v.is_clean(), "{v:?}");
