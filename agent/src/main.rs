@@ -1,5 +1,7 @@
 //! `ringlan`: the peer-to-peer overlay VPN agent (see DESIGN.md "CLI").
 
+#![forbid(unsafe_code)]
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

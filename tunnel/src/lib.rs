@@ -11,7 +11,7 @@
 //! The crate root exports what a node needs: the endpoint, its
 //! configuration, events and commands' types ([`Path`], [`SessionId`],
 //! [`FlowId`], ...), the relay and STUN types the node's policy uses, and
-//! the birthday-punch planner. Two modules stay public because they are
+//! the birthday-punch planner and its extra sockets. Two modules stay public because they are
 //! APIs of their own: [`crypto`] (identities, network secrets, the packet
 //! AEAD) and [`driver`]. Everything else is internal; `docs/ARCHITECTURE.md`
 //! maps the modules:
@@ -22,7 +22,8 @@
 //! - `flow/`: flows (RFC 7016 3.6), `congestion`, `rtt`, `pmtu`;
 //! - `wire/`: the codec (RFC 7016 2);
 //! - `route_table`: relayed flow route entries; `path`: [`Path`];
-//! - `ids`: handles and the id table; `punch`, `stun`, `rng`.
+//! - `ids`: handles and the id table; `punch` and `extra_sockets`
+//!   (birthday punching), `stun`, `rng`.
 
 #![deny(unsafe_code)]
 
@@ -30,6 +31,7 @@ mod congestion;
 pub mod crypto;
 pub mod driver;
 mod endpoint;
+mod extra_sockets;
 mod flow;
 mod ids;
 mod machine;
@@ -48,12 +50,13 @@ pub use endpoint::{
     CommandError, DropReason, Endpoint, EndpointConfig, EndpointStats, Event, SessionInfo, Target,
     Transmit, REDIRECT_THRESHOLD,
 };
+pub use extra_sockets::ExtraSockets;
 pub use flow::{
     AcceptPolicy, Delivery, FlowConfig, FlowEvent, FlowId, FlowStats, OpenError as FlowOpenError,
     RecvFlowId, Reliability, SendError,
 };
 pub use ids::{NodeId, RouteId, SessionId};
-pub use machine::DatagramMachine;
+pub use machine::{DatagramMachine, Outgoing, SocketAction, SocketId};
 pub use path::Path;
 pub use punch::{
     Action as PunchAction, Attempt as PunchAttempt, Birthday, BirthdayConfig, ProbePlan,
@@ -65,27 +68,6 @@ pub use route_table::{
 };
 pub use session::{CloseReason, OpenFailure, SessionConfig, SessionState, SessionStats};
 pub use stun::{classify_mapping, NatMapping, StunError, StunTxId};
-
-/// Transitional, for `overlay/src/overlay.rs` only: the agent still hands
-/// the overlay a session's far end as an address, a relayed one as the
-/// address that stands for its route inside the endpoint (see `path`).
-/// Removed once the overlay takes a [`Path`]; nothing else may use it.
-#[doc(hidden)]
-pub mod relay {
-    use std::net::SocketAddr;
-
-    use crate::{path, RouteId};
-
-    /// The address that stands for route `id`.
-    pub fn route_addr(id: u32) -> SocketAddr {
-        path::route_addr(RouteId(id))
-    }
-
-    /// Whether `addr` stands for a route.
-    pub fn is_route_addr(addr: &SocketAddr) -> bool {
-        path::is_route_addr(addr)
-    }
-}
 
 /// The decoders and sub-machines the fuzz targets (`tunnel/fuzz`) drive
 /// directly. Not an API: it changes with the internals.
