@@ -150,7 +150,7 @@ pub enum Message {
 
 /// One hop of a route setup request. The sender receives the route's
 /// datagrams from the receiver under `id` and chose `key` for this hop
-/// (`ringlan_tunnel::relay`); both travel only inside the encrypted
+/// (`docs/relay.md`); both travel only inside the encrypted
 /// session between the two.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RouteSetup {
