@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use ringlan_node::sim::{HostId, LinkModel, NatModel, Place, SiteId};
-use ringlan_node::status::PathKind;
+use ringlan_node::status::{PathKind, SessionPhase};
 use ringlan_tunnel::SessionId;
 use ringlan_tunnel::SocketId;
 
@@ -229,7 +229,10 @@ fn the_session_survives_nat_rebinding() {
 /// direct path is dead; nothing moves an established direct session onto
 /// a relay (docs/relay.md: a stalled direct path is left alone), so the
 /// session dies after its keepalives go unanswered and a new one opens,
-/// relayed or punched again. Checked: the pair recovers and frames flow.
+/// relayed or punched again. Checked: the pair recovers, frames flow, and
+/// a fresh punch makes it direct again (the newly punched socket takes
+/// over the destination from the dead pinned one; until then the two ends
+/// may take turns between the route and the new direct path).
 #[test]
 fn a_punched_pair_recovers_when_the_symmetric_nat_forgets_everything() {
     let (mut w, e) = pair(26, NatModel::symmetric(), NatModel::cone());
@@ -245,6 +248,19 @@ fn a_punched_pair_recovers_when_the_symmetric_nat_forgets_everything() {
         w.path(e.b, e.a).map(|p| p.to_string())
     );
     w.assert_delivers("recovered", |w| talk(w, e, FRAMES));
+    // Punched again well before the dead pin's idle timeout (300 s): both
+    // ends direct at once.
+    let t = w.run_until(Duration::from_secs(90), "both ends direct again", |w| {
+        let direct = |x, y| {
+            w.session(x, y)
+                .is_some_and(|s| s.state == SessionPhase::Open && is_direct_nat(&s.path))
+        };
+        direct(e.a, e.b) && direct(e.b, e.a)
+    });
+    eprintln!("punched again after {t:?}");
+    assert_direct_to(&w, e.a, e.b, e.sb);
+    assert_direct_to(&w, e.b, e.a, e.sa);
+    w.assert_delivers("punched again", |w| talk(w, e, FRAMES));
 }
 
 #[test]
