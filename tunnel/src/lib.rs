@@ -29,6 +29,7 @@
 
 mod congestion;
 pub mod crypto;
+#[cfg(feature = "driver")]
 pub mod driver;
 mod endpoint;
 mod extra_sockets;
