@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use natlab::*;
+use ringlan_lab::agents::*;
 use ringlan_lab::{wait_for, NatKind};
 use serde_json::Value;
 
@@ -674,7 +675,10 @@ fn bench_nat_first_ping_and_rebinding_recovery() {
         let mut pings = 0u32;
         let r = wait_for(SETTLE, "ping after rebinding", || {
             pings += 1;
-            Ok(ping_once(&w.lab, &a.host.ns, b.overlay(), "0.2").then_some(()))
+            Ok(
+                ping_once(&w.lab, &a.host.ns, b.overlay(), Duration::from_millis(200))
+                    .then_some(()),
+            )
         });
         let d = t.elapsed();
         if let Err(e) = r {

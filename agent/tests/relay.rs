@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use natlab::*;
+use ringlan_lab::agents::*;
 use ringlan_lab::{wait_for, NatKind};
 use serde_json::Value;
 

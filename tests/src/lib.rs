@@ -20,6 +20,10 @@
 //! the namespace with `setns(2)` (the network namespace is per thread on
 //! Linux), so they need no extra binary or package.
 //!
+//! [`agents`] runs real `ringlan` agents in a lab: the config writer,
+//! members, status readers and waits that the agent's end-to-end tests and
+//! `ringlan demo` share.
+//!
 //! See `docs/lab.md`.
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -37,6 +41,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+pub mod agents;
 
 /// Environment variable that turns "not root" from a test failure into a skip.
 pub const SKIP_ENV: &str = "RINGLAN_SKIP_ROOT_TESTS";
@@ -385,8 +391,7 @@ impl Lab {
     /// root and `RINGLAN_SKIP_ROOT_TESTS=1`; panics with a clear message
     /// otherwise.
     pub fn for_test() -> Option<Lab> {
-        if !is_root() && std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
-            eprintln!("skipping: not root and {SKIP_ENV}=1");
+        if skip_root_test() {
             return None;
         }
         match Lab::new() {
@@ -1573,6 +1578,29 @@ pub fn parse_cidr(cidr: &str) -> Result<(IpAddr, u8)> {
         bail!("prefix length {len} > {max} in `{cidr}`");
     }
     Ok((addr, len))
+}
+
+/// For a root test that builds no [`Lab`]: true as root; false (skip, with
+/// a message) when not root and `RINGLAN_SKIP_ROOT_TESTS=1`; panics with a
+/// clear message otherwise.
+pub fn root_or_skip() -> bool {
+    if skip_root_test() {
+        return false;
+    }
+    assert!(
+        is_root(),
+        "this test needs root (network namespaces, TAP); run as root or set {SKIP_ENV}=1"
+    );
+    true
+}
+
+/// Not root and root tests are to be skipped (says so).
+fn skip_root_test() -> bool {
+    let skip = !is_root() && std::env::var(SKIP_ENV).is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("skipping: not root and {SKIP_ENV}=1");
+    }
+    skip
 }
 
 /// Whether the process runs as root (euid 0).
