@@ -6,36 +6,15 @@
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
+use ringlan_lab::{is_root, netns_with_prefix, root_or_skip};
 
-fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("RINGLAN_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipping: not root and RINGLAN_SKIP_ROOT_TESTS=1");
-        return false;
-    }
-    panic!(
-        "this test needs root (network namespaces, TAP); run as root or set \
-         RINGLAN_SKIP_ROOT_TESTS=1"
-    );
-}
+const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
 
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-fn netns_list() -> String {
-    let o = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
@@ -81,11 +60,8 @@ fn demo_forms_a_lan_moves_traffic_and_cleans_up() {
     assert!(stdout.contains("checksums match"), "{all}");
 
     // Nothing left behind.
-    let left = netns_list();
-    assert!(
-        !left.lines().any(|l| l.starts_with(&prefix)),
-        "namespaces left:\n{left}"
-    );
+    let left = netns_with_prefix(&prefix).expect("ip netns list");
+    assert!(left.is_empty(), "namespaces left: {left:?}");
     let dirs = std::fs::read_dir(std::env::temp_dir().join("ringlan-lab"))
         .map(|d| {
             d.flatten()
@@ -101,8 +77,7 @@ fn demo_forms_a_lan_moves_traffic_and_cleans_up() {
 fn demo_refuses_without_root() {
     let mut cmd = Command::new(BIN);
     cmd.arg("demo");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         // Run it as `nobody`.
         cmd.uid(65534).gid(65534);
     }
