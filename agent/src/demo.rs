@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ringlan_agent::config::Config;
+use ringlan_agent::config::Role;
 use ringlan_agent::identity::{self, NetworkSecret, NodeKey};
 use ringlan_agent::status::{format_bytes, format_duration, SessionState, Status};
-use ringlan_lab::agents::{AgentConfig, Role};
+use ringlan_lab::agents::AgentConfig;
 use ringlan_lab::{Lab, Node};
 
 /// Most nodes `--nodes` accepts (plus the introducer).
@@ -169,7 +170,7 @@ pub fn render_config(topo: &Topology, m: &Member, paths: &MemberPaths) -> String
     if m.role == Role::Node {
         c.introducers = topo.introducer_endpoints();
     }
-    c.role = Some(m.role);
+    c.role = Some(m.role.as_str().into());
     c.log_level = Some("info".into());
     c.render()
 }
@@ -947,12 +948,12 @@ mod tests {
             match m.role {
                 Role::Introducer => {
                     assert!(c.introducers.is_empty());
-                    assert_eq!(c.role, ringlan_agent::config::Role::Introducer);
+                    assert_eq!(c.role, Role::Introducer);
                 }
                 Role::Node => {
                     let intro: Vec<String> = c.introducers.iter().map(|h| h.to_string()).collect();
                     assert_eq!(intro, ["192.0.2.1:4910"]);
-                    assert_eq!(c.role, ringlan_agent::config::Role::Node);
+                    assert_eq!(c.role, Role::Node);
                 }
             }
         }

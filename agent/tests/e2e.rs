@@ -19,12 +19,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
+use ringlan_agent::config::Role;
 use ringlan_lab::agents::{
-    make_secret, open_with, serial, sessions, Member, Role, World, LAN_INTRODUCER as INTRODUCER,
-    PORT,
+    make_secret, open_with, serial, sessions, Member, World, LAN_INTRODUCER as INTRODUCER, PORT,
 };
-use ringlan_lab::wait_for;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
@@ -46,7 +44,7 @@ fn world() -> Option<World> {
 
 /// A member at 192.0.2.IDX / 10.77.0.IDX with the network's secret.
 fn member(w: &World, name: &str, idx: u8, role: Role) -> Member {
-    w.lan_member(name, idx, role, |_| {})
+    w.lan_member(name, idx, role.as_str(), |_| {})
 }
 
 /// The introducer (192.0.2.1) and nodes n1 (.11) and n2 (.12), started,
@@ -121,21 +119,7 @@ fn third_node_joins_while_traffic_flows() {
     let mut n3 = member(&w, "n3", 13, Role::Node);
 
     // A TCP stream n1 -> n2 runs until we stop it.
-    let job = w
-        .lab
-        .tcp_stream(
-            &n1.host.ns,
-            &n2.host.ns,
-            n2.overlay(),
-            5002,
-            Duration::from_secs(180),
-        )
-        .unwrap();
-    wait_for(SETTLE, "stream flowing", || {
-        ensure!(job.is_running(), "stream ended early");
-        Ok((job.received() > MIB).then_some(()))
-    })
-    .unwrap_or_else(|e| panic!("n1 -> n2 stream: {e:#}"));
+    let job = w.stream(&n1, &n2, 5002);
 
     // n3 joins the LAN meanwhile.
     let before_join = job.received();
@@ -148,11 +132,7 @@ fn third_node_joins_while_traffic_flows() {
 
     // The stream keeps going after the join.
     let after_join = job.received();
-    wait_for(SETTLE, "stream still flowing", || {
-        ensure!(job.is_running(), "stream ended");
-        Ok((job.received() > after_join + MIB).then_some(()))
-    })
-    .unwrap_or_else(|e| panic!("n1 -> n2 stream after n3 joined: {e:#}"));
+    w.wait_flowing(&job, after_join, MIB, "n1 -> n2 stream after n3 joined");
 
     // Every pair, both ways.
     for (a, b) in [(&n1, &n2), (&n1, &n3), (&n2, &n3)] {
@@ -160,17 +140,12 @@ fn third_node_joins_while_traffic_flows() {
         w.wait_ping(b, a, SETTLE);
     }
 
-    let t = job
-        .finish()
-        .unwrap_or_else(|e| panic!("n1 -> n2 stream: {e:#}"));
+    let t = w.finish_stream(job, &n1, &n2);
     eprintln!(
-        "stream n1 -> n2: {} MiB in {:?} ({} MiB before n3 started, {} MiB when meshed)",
-        t.bytes_received / MIB,
-        t.elapsed,
+        "({} MiB before n3 started, {} MiB when meshed)",
         before_join / MIB,
         after_join / MIB
     );
-    assert!(t.intact(), "stream n1 -> n2 damaged: {t:?}");
     assert!(t.bytes_received > after_join);
 }
 
@@ -256,7 +231,9 @@ fn node_with_another_secret_never_joins() {
     // Same network name, same introducer, same everything but the secret.
     let other = w.lab.dir().join("other.secret");
     make_secret(w.bin(), &other).unwrap();
-    let mut rogue = w.lan_member("rogue", 66, Role::Node, |c| c.secret_file = other.clone());
+    let mut rogue = w.lan_member("rogue", 66, Role::Node.as_str(), |c| {
+        c.secret_file = other.clone()
+    });
     // Underlay counters: the rogue's UDP reaching the introducer, and any
     // UDP a member sends to the rogue (a non-member cannot even elicit a
     // Responder Hello). STUN Binding responses are left out: the introducer
@@ -400,7 +377,7 @@ fn bad_configs_fail_cleanly() {
         let ns = w.lab.add_ns(case).unwrap();
         let node = w.lab.node(&ns, case, Path::new(BIN)).unwrap();
         let intro = SocketAddr::from(([192, 0, 2, INTRODUCER], PORT));
-        let mut cfg = w.config(&node, 9, Role::Node, &[intro]);
+        let mut cfg = w.config(&node, 9, Role::Node.as_str(), &[intro]);
         cfg.secret_file = secret.to_path_buf();
         let yaml = cfg.render();
         assert!(yaml.contains(from), "{case}: edit target missing");

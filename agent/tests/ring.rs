@@ -40,12 +40,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
+use ringlan_agent::config::Role;
 use ringlan_lab::agents::{
-    ping_once, serial, sessions, Member, Role, World, LAN_INTRODUCER as INTRODUCER,
+    ping_once, serial, sessions, Member, World, LAN_INTRODUCER as INTRODUCER,
 };
 use ringlan_lab::{wait_for, Lab, SplitMix64};
 use serde_json::Value;
@@ -304,10 +305,14 @@ fn broadcast_counts(
     Ok(out)
 }
 
-/// The lab: the world and its members, the introducer first.
+/// The lab: the world and its members, the introducer first. Holds the
+/// test binary's [`serial`] lock until the lab is gone.
 struct Ring {
     members: Vec<Member>,
+    /// When the test began building the lab.
+    started: Instant,
     w: World,
+    _serial: MutexGuard<'static, ()>,
 }
 
 impl std::ops::Deref for Ring {
@@ -321,23 +326,29 @@ impl std::ops::Deref for Ring {
 /// given), starts every agent and waits for the ring; returns the world and
 /// every member's status at that point.
 fn ring_lab(keepalive: Option<&str>) -> Option<(Ring, HashMap<String, Value>)> {
+    let serial = serial();
     let t_start = Instant::now();
     let w = World::new(BIN, "ring", "rl-ring", "lan", SETTLE)?;
-    let add = |name: &str, idx: u8, role: Role| {
+    let add = |name: &str, idx: u8, role: &str| {
         w.lan_member(name, idx, role, |c| {
             if let Some(k) = keepalive {
                 c.extra = format!("keepalive: {k}\n");
             }
         })
     };
-    let mut members = vec![add("intro", INTRODUCER, Role::Introducer)];
+    let mut members = vec![add("intro", INTRODUCER, Role::Introducer.as_str())];
     for i in 0..NODES {
-        members.push(add(&format!("n{i:02}"), FIRST + i, Role::Node));
+        members.push(add(&format!("n{i:02}"), FIRST + i, Role::Node.as_str()));
     }
     for m in &mut members {
         w.start_with_id(m);
     }
-    let w = Ring { members, w };
+    let w = Ring {
+        members,
+        started: t_start,
+        w,
+        _serial: serial,
+    };
     eprintln!("17 agents started in {:?}", t_start.elapsed());
     let t0 = Instant::now();
     let all: Vec<&Member> = w.members.iter().collect();
@@ -348,8 +359,6 @@ fn ring_lab(keepalive: Option<&str>) -> Option<(Ring, HashMap<String, Value>)> {
 
 #[test]
 fn sixteen_nodes_form_a_log_n_ring_ping_all_pairs_and_flood_exactly_once() {
-    let _serial = serial();
-    let t_start = Instant::now();
     let Some((w, statuses)) = ring_lab(None) else {
         return;
     };
@@ -499,13 +508,11 @@ fn sixteen_nodes_form_a_log_n_ring_ping_all_pairs_and_flood_exactly_once() {
         );
     }
 
-    eprintln!("total {:?}", t_start.elapsed());
+    eprintln!("total {:?}", w.started.elapsed());
 }
 
 #[test]
 fn killing_four_of_sixteen_nodes_the_rest_ping_again_within_ten_seconds() {
-    let _serial = serial();
-    let t_start = Instant::now();
     // A short keepalive so that dead peers can be noticed in seconds
     // (3 missed keepalives).
     let Some((w, _)) = ring_lab(Some("2s")) else {
@@ -562,7 +569,7 @@ fn killing_four_of_sixteen_nodes_the_rest_ping_again_within_ten_seconds() {
         t_repair <= REPAIR_BOUND,
         "surviving pairs needed {t_repair:?} (> {REPAIR_BOUND:?}) to ping again"
     );
-    eprintln!("total {:?}", t_start.elapsed());
+    eprintln!("total {:?}", w.started.elapsed());
 }
 
 /// Port of the bulk TCP transfer.
@@ -594,8 +601,6 @@ fn session_tx(status: &Value, id: &str) -> Option<u64> {
 
 #[test]
 fn bulk_tcp_between_non_neighbours_goes_routed_then_moves_to_a_direct_session() {
-    let _serial = serial();
-    let t_start = Instant::now();
     let Some((w, _)) = ring_lab(None) else {
         return;
     };
@@ -758,7 +763,7 @@ fn bulk_tcp_between_non_neighbours_goes_routed_then_moves_to_a_direct_session() 
         &t.received_sha256[..16]
     );
     assert!(t.intact(), "transfer damaged: {t:?}");
-    eprintln!("total {:?}", t_start.elapsed());
+    eprintln!("total {:?}", w.started.elapsed());
 }
 
 /// Waits until the stream's receiver has read `bytes` (hang guard

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use ringlan_lab::{Lab, NatKind};
+use ringlan_lab::{Lab, NatKind, Natted};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::driver::Driver;
 use ringlan_tunnel::endpoint::{EndpointConfig, Event};
@@ -72,23 +72,16 @@ fn run(kind: NatKind) -> Option<(Vec<(SocketAddr, SocketAddr)>, IpAddr)> {
     let Some(bin) = turnserver() else {
         panic!("turnserver not found: install the Debian package coturn");
     };
-    let public = lab.switch("pub").unwrap();
-    let private = lab.switch("lan").unwrap();
+    let Natted {
+        wan,
+        router,
+        host: client,
+        ..
+    } = lab
+        .natted_host(kind, "10.0.0.1/24", "198.51.100.1/24", "10.0.0.2/24")
+        .unwrap();
     let stun = lab
-        .host("stun", &public, &format!("{STUN_IP}/24"), None)
-        .unwrap();
-    let router = lab
-        .nat_router(
-            "nat",
-            kind,
-            &private,
-            "10.0.0.1/24",
-            &public,
-            "198.51.100.1/24",
-        )
-        .unwrap();
-    let client = lab
-        .host("client", &private, "10.0.0.2/24", Some(router.inside_addr))
+        .host("stun", &wan, &format!("{STUN_IP}/24"), None)
         .unwrap();
     for port in ["3478", "3479"] {
         lab.spawn(

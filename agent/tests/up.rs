@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::bail;
-use ringlan_lab::agents::{make_secret, AgentConfig, Role};
+use ringlan_agent::config::Role;
+use ringlan_lab::agents::{make_secret, AgentConfig};
 use ringlan_lab::{status_json, wait_for, Lab};
 
 /// Hang guard for the agent to answer (not a timing assertion).
@@ -30,7 +31,7 @@ fn up_status_metrics_and_clean_exit() {
     c.tap = "rl-t".into();
     c.mtu = 1300;
     c.addresses = vec!["10.77.3.1/24".into()];
-    c.role = Some(Role::Introducer);
+    c.role = Some(Role::Introducer.as_str().into());
     c.extra = "metrics: {listen: 127.0.0.1:9910}\n".into();
     std::fs::write(&cfg, c.render()).unwrap();
 

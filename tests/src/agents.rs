@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
-use crate::{status_json, wait_for, Host, Lab, Node, Ns, Proc, Switch, Transfer};
+use crate::{status_json, wait_for, Host, Lab, Node, Ns, Proc, Switch, TcpStreamJob, Transfer};
 
 /// RTMFP UDP port of every lab agent.
 pub const PORT: u16 = 4910;
@@ -46,23 +46,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// hang guards: one at a time. A panicking test does not poison the rest.
 pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// An agent's role in its config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Node,
-    Introducer,
-}
-
-impl Role {
-    /// The config value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Node => "node",
-            Role::Introducer => "introducer",
-        }
-    }
 }
 
 /// The config file of one agent; [`AgentConfig::render`] writes it.
@@ -85,7 +68,8 @@ pub struct AgentConfig {
     pub port: Option<u16>,
     pub introducers: Vec<SocketAddr>,
     pub stun_servers: Option<Vec<SocketAddr>>,
-    pub role: Option<Role>,
+    /// `role`: `node` or `introducer`.
+    pub role: Option<String>,
     pub socket: PathBuf,
     pub log_level: Option<String>,
     /// Further top-level keys, appended as they are.
@@ -160,8 +144,8 @@ impl AgentConfig {
         if let Some(s) = &self.stun_servers {
             let _ = writeln!(o, "stun_servers: {}", list(s));
         }
-        if let Some(r) = self.role {
-            let _ = writeln!(o, "role: {}", r.as_str());
+        if let Some(r) = &self.role {
+            let _ = writeln!(o, "role: {r}");
         }
         let _ = writeln!(o, "control:\n  socket: {}", self.socket.display());
         if let Some(l) = &self.log_level {
@@ -232,7 +216,6 @@ pub struct Member {
     pub idx: u8,
     pub host: Host,
     pub node: Node,
-    pub role: Role,
     /// The node id, once a start saw it in the status.
     pub id: String,
 }
@@ -429,12 +412,12 @@ impl World {
 
     /// The config of member `idx` on `node`: the network's secret, TAP
     /// 10.77.0.IDX/24, port [`PORT`], `introducers`, log level from
-    /// [`LOG_ENV`].
+    /// [`LOG_ENV`]. `role` is `node` or `introducer`.
     pub fn config(
         &self,
         node: &Node,
         idx: u8,
-        role: Role,
+        role: &str,
         introducers: &[SocketAddr],
     ) -> AgentConfig {
         let mut c = AgentConfig::new(
@@ -448,7 +431,7 @@ impl World {
         c.addresses = vec![format!("10.77.0.{idx}/24")];
         c.port = Some(PORT);
         c.introducers = introducers.to_vec();
-        c.role = Some(role);
+        c.role = Some(role.into());
         c.log_level = Some(std::env::var(LOG_ENV).unwrap_or_else(|_| "info".into()));
         c
     }
@@ -460,7 +443,7 @@ impl World {
         name: &str,
         idx: u8,
         host: Host,
-        role: Role,
+        role: &str,
         introducers: &[SocketAddr],
         edit: impl FnOnce(&mut AgentConfig),
     ) -> Member {
@@ -480,7 +463,6 @@ impl World {
             idx,
             host,
             node,
-            role,
             id: String::new(),
         }
     }
@@ -492,7 +474,7 @@ impl World {
         &self,
         name: &str,
         idx: u8,
-        role: Role,
+        role: &str,
         edit: impl FnOnce(&mut AgentConfig),
     ) -> Member {
         let host = self
@@ -500,10 +482,7 @@ impl World {
             .host(name, &self.underlay, &format!("192.0.2.{idx}/24"), None)
             .unwrap_or_else(|e| panic!("host {name}: {e:#}"));
         let intro = SocketAddr::from((Ipv4Addr::new(192, 0, 2, LAN_INTRODUCER), PORT));
-        let intros: &[SocketAddr] = match role {
-            Role::Node => &[intro],
-            Role::Introducer => &[],
-        };
+        let intros: &[SocketAddr] = if role == "introducer" { &[] } else { &[intro] };
         self.member_with(name, idx, host, role, intros, edit)
     }
 
@@ -660,6 +639,50 @@ impl World {
         t
     }
 
+    /// A TCP stream from `a` to `b` over the overlay (hang guard 150 s),
+    /// once more than 8 MiB went by.
+    pub fn stream(&self, a: &Member, b: &Member, port: u16) -> TcpStreamJob {
+        let job = self
+            .lab
+            .tcp_stream(
+                &a.host.ns,
+                &b.host.ns,
+                b.overlay(),
+                port,
+                Duration::from_secs(150),
+            )
+            .unwrap_or_else(|e| panic!("stream {} -> {}: {e:#}", a.name, b.name));
+        self.wait_flowing(&job, 0, 8 << 20, "stream flowing");
+        job
+    }
+
+    /// Waits until the stream has received more than `from + more` bytes;
+    /// fails if it ends first. `what` names the wait in the failure.
+    pub fn wait_flowing(&self, job: &TcpStreamJob, from: u64, more: u64, what: &str) {
+        wait_for(self.settle, what, || {
+            ensure!(job.is_running(), "the stream ended");
+            Ok((job.received() > from + more).then_some(()))
+        })
+        .unwrap_or_else(|e| panic!("{what}: {e:#} ({} MiB received)", job.received() >> 20));
+    }
+
+    /// Ends a stream from [`World::stream`]: prints how much went in how
+    /// long and checks it arrived intact.
+    pub fn finish_stream(&self, job: TcpStreamJob, a: &Member, b: &Member) -> Transfer {
+        let t = job
+            .finish()
+            .unwrap_or_else(|e| panic!("stream {} -> {}: {e:#}", a.name, b.name));
+        eprintln!(
+            "stream {} -> {}: {} MiB in {:?}",
+            a.name,
+            b.name,
+            t.bytes_received >> 20,
+            t.elapsed
+        );
+        assert!(t.intact(), "stream {} -> {} damaged: {t:?}", a.name, b.name);
+        t
+    }
+
     /// Waits until `m`'s open session with `from` has received at least
     /// `bytes` (the traffic went on that session).
     pub fn wait_rx_from(&self, m: &Member, from: &Member, bytes: u64) {
@@ -756,7 +779,7 @@ mod tests {
         c.listen_address = Some("0.0.0.0".parse().unwrap());
         c.port = Some(PORT);
         c.stun_servers = Some(Vec::new());
-        c.role = Some(Role::Introducer);
+        c.role = Some("introducer".into());
         c.log_level = Some("info".into());
         c.extra = "keepalive: 2s\n".into();
         let text = c.render();

@@ -44,6 +44,10 @@ use std::time::{Duration, Instant};
 
 pub mod agents;
 
+/// Reads the address a UDP service reports in its answer (see
+/// [`Lab::udp_observe`], [`Lab::stun_binding`]); `None` ignores the datagram.
+type AnswerParser = Box<dyn Fn(&[u8]) -> Option<SocketAddr> + Send>;
+
 /// Environment variable that turns "not root" from a test failure into a skip.
 pub const SKIP_ENV: &str = "RINGLAN_SKIP_ROOT_TESTS";
 /// Environment variable that keeps the lab directory (logs, configs) after drop.
@@ -153,6 +157,15 @@ impl Router {
             .map(|(a, _)| a)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     }
+}
+
+/// A host behind a NAT router, from [`Lab::natted_host`].
+#[derive(Clone, Debug)]
+pub struct Natted {
+    pub lan: Switch,
+    pub wan: Switch,
+    pub router: Router,
+    pub host: Host,
 }
 
 /// Which traffic of an interface loss injection applies to.
@@ -608,6 +621,28 @@ impl Lab {
             outside: out_port,
             inside_addr,
             public_cidr: public_cidr.into(),
+        })
+    }
+
+    /// Switches `lan` and `wan`, a NAT router `nat` of `kind` between them
+    /// (`inside_cidr` on the LAN, `public_cidr` outside) and host `h` at
+    /// `host_cidr` on the LAN, its default route through the router.
+    pub fn natted_host(
+        &self,
+        kind: NatKind,
+        inside_cidr: &str,
+        public_cidr: &str,
+        host_cidr: &str,
+    ) -> Result<Natted> {
+        let lan = self.switch("lan")?;
+        let wan = self.switch("wan")?;
+        let router = self.nat_router("nat", kind, &lan, inside_cidr, &wan, public_cidr)?;
+        let host = self.host("h", &lan, host_cidr, Some(router.inside_addr))?;
+        Ok(Natted {
+            lan,
+            wan,
+            router,
+            host,
         })
     }
 
@@ -1176,6 +1211,26 @@ impl Lab {
         targets: &[SocketAddr],
         timeout: Duration,
     ) -> Result<Vec<SocketAddr>> {
+        self.udp_ask(ns, bind, targets, timeout, "echo", |_| {
+            let parse: AnswerParser =
+                Box::new(|b: &[u8]| std::str::from_utf8(b).ok()?.parse::<SocketAddr>().ok());
+            (b"probe".to_vec(), parse)
+        })
+    }
+
+    /// From ONE UDP socket bound to `bind` in `ns`, asks each target in
+    /// turn: sends the request `ask` makes for it every 200 ms until a
+    /// datagram from the target that the parser accepts arrives; fails
+    /// after `timeout` (`what` names the service).
+    fn udp_ask(
+        &self,
+        ns: &Ns,
+        bind: SocketAddr,
+        targets: &[SocketAddr],
+        timeout: Duration,
+        what: &'static str,
+        mut ask: impl FnMut(SocketAddr) -> (Vec<u8>, AnswerParser) + Send + 'static,
+    ) -> Result<Vec<SocketAddr>> {
         let targets = targets.to_vec();
         let stop = self.stop.clone();
         let h = self.in_ns(ns, move || -> Result<Vec<SocketAddr>> {
@@ -1183,17 +1238,19 @@ impl Lab {
             let sock = UdpSocket::bind(bind).with_context(|| format!("bind {bind}"))?;
             sock.set_read_timeout(Some(Duration::from_millis(200)))?;
             let mut seen = Vec::with_capacity(targets.len());
-            let mut buf = [0u8; 256];
+            let mut buf = [0u8; 1500];
             for t in targets {
+                let (req, parse) = ask(t);
                 let got = loop {
                     if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
-                        bail!("no answer from {t} within timeout");
+                        bail!("no {what} answer from {t} within {timeout:?}");
                     }
-                    sock.send_to(b"probe", t)?;
+                    sock.send_to(&req, t)?;
                     match sock.recv_from(&mut buf) {
                         Ok((n, src)) if src == t => {
-                            let text = std::str::from_utf8(&buf[..n])?;
-                            break text.parse::<SocketAddr>()?;
+                            if let Some(m) = parse(&buf[..n]) {
+                                break m;
+                            }
                         }
                         Ok(_) => {}
                         Err(e)
@@ -1201,8 +1258,8 @@ impl Lab {
                                 e.kind(),
                                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                             ) => {}
-                        // ICMP errors (e.g. port unreachable while the echo
-                        // starts) surface as ConnectionRefused: retry.
+                        // ICMP errors (e.g. port unreachable while the
+                        // server starts) surface as ConnectionRefused: retry.
                         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                             std::thread::sleep(POLL);
                         }
@@ -1287,49 +1344,15 @@ impl Lab {
         servers: &[SocketAddr],
         timeout: Duration,
     ) -> Result<Vec<SocketAddr>> {
-        let servers = servers.to_vec();
-        let stop = self.stop.clone();
         let seed = (u64::from(std::process::id()) << 32) ^ STUN_SEQ.fetch_add(1, Ordering::SeqCst);
-        let h = self.in_ns(ns, move || -> Result<Vec<SocketAddr>> {
-            let deadline = Instant::now() + timeout;
-            let sock = UdpSocket::bind(bind).with_context(|| format!("bind {bind}"))?;
-            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let mut rng = SplitMix64(seed);
-            let mut seen = Vec::with_capacity(servers.len());
-            let mut buf = [0u8; 1500];
-            for server in servers {
-                let mut txid = [0u8; 12];
-                rng.fill(&mut txid);
-                let req = stun_binding_request(&txid);
-                let got = loop {
-                    if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
-                        bail!("no STUN answer from {server} within {timeout:?}");
-                    }
-                    sock.send_to(&req, server)?;
-                    match sock.recv_from(&mut buf) {
-                        Ok((n, src)) if src == server => {
-                            if let Some(m) = parse_stun_binding_response(&buf[..n], &txid) {
-                                break m;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) => {}
-                        // Port unreachable while the server starts.
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                            std::thread::sleep(POLL);
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                };
-                seen.push(got);
-            }
-            Ok(seen)
-        })?;
-        join(h)
+        let mut rng = SplitMix64(seed);
+        self.udp_ask(ns, bind, servers, timeout, "STUN", move |_| {
+            let mut txid = [0u8; 12];
+            rng.fill(&mut txid);
+            let parse: AnswerParser =
+                Box::new(move |b: &[u8]| parse_stun_binding_response(b, &txid));
+            (stun_binding_request(&txid).to_vec(), parse)
+        })
     }
 
     /// Packets counted so far by the named counter object `name` of nftables

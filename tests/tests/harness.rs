@@ -1,7 +1,7 @@
 //! Tests of the lab harness itself, on real network namespaces (need root;
 //! `RINGLAN_SKIP_ROOT_TESTS=1` skips them when not root).
 
-use ringlan_lab::{Direction, Lab, NatKind};
+use ringlan_lab::{Direction, Lab, NatKind, Natted};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
@@ -72,20 +72,18 @@ fn tcp_transfer_of_20_mib_arrives_intact() {
 #[test]
 fn masquerade_nat_maps_endpoint_independently() {
     let Some(lab) = Lab::for_test() else { return };
-    let lan = lab.switch("lan").unwrap();
-    let wan = lab.switch("wan").unwrap();
-    let nat = lab
-        .nat_router(
-            "nat",
+    let Natted {
+        wan,
+        router: nat,
+        host: h,
+        ..
+    } = lab
+        .natted_host(
             NatKind::Masquerade,
-            &lan,
             "192.0.2.1/24",
-            &wan,
             "198.51.100.2/24",
+            "192.0.2.10/24",
         )
-        .unwrap();
-    let h = lab
-        .host("h", &lan, "192.0.2.10/24", Some(nat.inside_addr))
         .unwrap();
     let p1 = lab.host("p1", &wan, "198.51.100.10/24", None).unwrap();
     let p2 = lab.host("p2", &wan, "198.51.100.11/24", None).unwrap();
@@ -113,20 +111,18 @@ fn masquerade_nat_maps_endpoint_independently() {
 #[test]
 fn fully_random_nat_maps_per_destination() {
     let Some(lab) = Lab::for_test() else { return };
-    let lan = lab.switch("lan").unwrap();
-    let wan = lab.switch("wan").unwrap();
-    let nat = lab
-        .nat_router(
-            "nat",
+    let Natted {
+        wan,
+        router: nat,
+        host: h,
+        ..
+    } = lab
+        .natted_host(
             NatKind::FullyRandom,
-            &lan,
             "192.0.2.1/24",
-            &wan,
             "198.51.100.2/24",
+            "192.0.2.10/24",
         )
-        .unwrap();
-    let h = lab
-        .host("h", &lan, "192.0.2.10/24", Some(nat.inside_addr))
         .unwrap();
     let mut echoes = Vec::new();
     for i in 0..3 {
@@ -152,20 +148,18 @@ fn fully_random_nat_maps_per_destination() {
 #[test]
 fn router_renumbering_changes_the_mapped_address() {
     let Some(lab) = Lab::for_test() else { return };
-    let lan = lab.switch("lan").unwrap();
-    let wan = lab.switch("wan").unwrap();
-    let mut nat = lab
-        .nat_router(
-            "nat",
+    let Natted {
+        wan,
+        router: mut nat,
+        host: h,
+        ..
+    } = lab
+        .natted_host(
             NatKind::Masquerade,
-            &lan,
             "192.0.2.1/24",
-            &wan,
             "198.51.100.2/24",
+            "192.0.2.10/24",
         )
-        .unwrap();
-    let h = lab
-        .host("h", &lan, "192.0.2.10/24", Some(nat.inside_addr))
         .unwrap();
     let p = lab.host("p", &wan, "198.51.100.10/24", None).unwrap();
     let echo = lab.udp_echo(&p.ns, sa("198.51.100.10:7000")).unwrap();
@@ -246,20 +240,13 @@ fn drop_removes_everything_even_with_running_processes() {
     let Some(lab) = Lab::for_test() else { return };
     let prefix = lab.prefix().to_string();
     let dir = lab.dir().to_path_buf();
-    let lan = lab.switch("lan").unwrap();
-    let wan = lab.switch("wan").unwrap();
-    let nat = lab
-        .nat_router(
-            "nat",
+    let Natted { host: h, .. } = lab
+        .natted_host(
             NatKind::FullyRandom,
-            &lan,
             "192.0.2.1/24",
-            &wan,
             "203.0.113.2/24",
+            "192.0.2.10/24",
         )
-        .unwrap();
-    let h = lab
-        .host("h", &lan, "192.0.2.10/24", Some(nat.inside_addr))
         .unwrap();
     let p = lab.spawn(&h.ns, "sleeper", &["sleep", "600"]).unwrap();
     let (before, _) = host_lists();

@@ -12,8 +12,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Deref;
 use std::time::Duration;
 
-use ringlan_lab::agents::{AgentConfig, Member, Role, World, PORT};
-use ringlan_lab::{NatKind, Router, Switch};
+use std::sync::MutexGuard;
+
+use ringlan_agent::config::Role;
+use ringlan_lab::agents::{serial, AgentConfig, Member, World, PORT};
+use ringlan_lab::{Host, NatKind, Router, Switch};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
 pub const NETWORK: &str = "natlab";
@@ -53,12 +56,25 @@ impl Site {
     }
 }
 
+/// Two members `a` (10.77.0.11) and `b` (.21) on sites `a` and `b` behind
+/// NATs of the given kinds, joining through introducers `intros` (on the public
+/// segment, relaying by default); see [`NatLab::pair`].
+pub struct Pair {
+    pub sa: Site,
+    pub sb: Site,
+    pub intros: Vec<Member>,
+    pub a: Member,
+    pub b: Member,
+}
+
 /// The lab: a [`World`] whose underlay switch is the public segment, its
-/// sites and its STUN server. Derefs to the world.
+/// sites and its STUN server. Derefs to the world. Holds the test binary's
+/// [`serial`] lock until the lab is gone.
 pub struct NatLab {
     stun: RefCell<Option<SocketAddr>>,
     sites: Cell<u8>,
     w: World,
+    _serial: MutexGuard<'static, ()>,
 }
 
 impl Deref for NatLab {
@@ -71,12 +87,14 @@ impl Deref for NatLab {
 impl NatLab {
     /// A lab with the public segment; `None` when root tests are skipped.
     pub fn new() -> Option<NatLab> {
+        let serial = serial();
         let mut w = World::new(BIN, NETWORK, TAP, "public", SETTLE)?;
         w.ping_wait = Duration::from_millis(500);
         Some(NatLab {
             stun: RefCell::new(None),
             sites: Cell::new(0),
             w,
+            _serial: serial,
         })
     }
 
@@ -132,11 +150,8 @@ impl NatLab {
     /// An introducer on the public segment at 198.51.100.N (N = 1 or 2),
     /// overlay 10.77.0.N; it lists the introducers `peers` (1, 2) as its own.
     pub fn introducer(&self, name: &str, n: u8, peers: &[u8]) -> Member {
-        let host = self
-            .lab
-            .host(name, &self.underlay, &format!("198.51.100.{n}/24"), None)
-            .unwrap_or_else(|e| panic!("host {name}: {e:#}"));
-        self.member(name, n, host, Role::Introducer, peers, |_| {})
+        let host = self.public_host(name, n);
+        self.member(name, n, host, Role::Introducer.as_str(), peers, |_| {})
     }
 
     /// A node on `site`'s LAN (next free host address, gateway the router),
@@ -148,11 +163,22 @@ impl NatLab {
     /// An ordinary node on the public segment at 198.51.100.N (no NAT),
     /// overlay 10.77.0.IDX.
     pub fn public_node(&self, name: &str, n: u8, idx: u8, intros: &[u8]) -> Member {
-        let host = self
-            .lab
+        let host = self.public_host(name, n);
+        self.member(name, idx, host, Role::Node.as_str(), intros, |_| {})
+    }
+
+    /// A host on the public segment at 198.51.100.N.
+    fn public_host(&self, name: &str, n: u8) -> Host {
+        self.lab
             .host(name, &self.underlay, &format!("198.51.100.{n}/24"), None)
-            .unwrap_or_else(|e| panic!("host {name}: {e:#}"));
-        self.member(name, idx, host, Role::Node, intros, |_| {})
+            .unwrap_or_else(|e| panic!("host {name}: {e:#}"))
+    }
+
+    /// A plain host (no agent) on `site`'s LAN at `cidr`, gateway the router.
+    pub fn probe(&self, name: &str, site: &Site, cidr: &str) -> Host {
+        self.lab
+            .host(name, &site.lan, cidr, Some(site.router.inside_addr))
+            .unwrap_or_else(|e| panic!("host {name}: {e:#}"))
     }
 
     /// A node on `site` configured with a network secret of its own: not a
@@ -173,16 +199,8 @@ impl NatLab {
     ) -> Member {
         let h = site.next_host.get();
         site.next_host.set(h + 1);
-        let host = self
-            .lab
-            .host(
-                name,
-                &site.lan,
-                &format!("192.0.2.{}/25", site.base + h),
-                Some(site.router.inside_addr),
-            )
-            .unwrap_or_else(|e| panic!("host {name}: {e:#}"));
-        self.member(name, idx, host, Role::Node, intros, edit)
+        let host = self.probe(name, site, &format!("192.0.2.{}/25", site.base + h));
+        self.member(name, idx, host, Role::Node.as_str(), intros, edit)
     }
 
     /// A member whose config lists introducers `intros` (1, 2) and the STUN
@@ -191,8 +209,8 @@ impl NatLab {
         &self,
         name: &str,
         idx: u8,
-        host: ringlan_lab::Host,
-        role: Role,
+        host: Host,
+        role: &str,
         intros: &[u8],
         edit: impl FnOnce(&mut AgentConfig),
     ) -> Member {
@@ -202,6 +220,40 @@ impl NatLab {
             c.stun_servers = Some(stun);
             edit(c);
         })
+    }
+
+    /// Starts coturn and builds a [`Pair`] behind NATs of `kinds` (site `a`,
+    /// site `b`), with introducers `intros` (1, 2) that list each other;
+    /// nothing is started.
+    pub fn pair(&self, kinds: [NatKind; 2], intros: &[u8]) -> Pair {
+        self.coturn();
+        let sa = self.site("a", kinds[0]);
+        let sb = self.site("b", kinds[1]);
+        let intros_v: Vec<Member> = intros
+            .iter()
+            .map(|&n| {
+                let peers: Vec<u8> = intros.iter().copied().filter(|&p| p != n).collect();
+                self.introducer(&format!("intro{n}"), n, &peers)
+            })
+            .collect();
+        let a = self.node("a", 11, &sa, intros);
+        let b = self.node("b", 21, &sb, intros);
+        Pair {
+            sa,
+            sb,
+            intros: intros_v,
+            a,
+            b,
+        }
+    }
+
+    /// [`NatLab::pair`], started: the introducers in order, then `a`, `b`.
+    pub fn started_pair(&self, kinds: [NatKind; 2], intros: &[u8]) -> Pair {
+        let mut p = self.pair(kinds, intros);
+        for m in p.intros.iter_mut().chain([&mut p.a, &mut p.b]) {
+            self.start(m);
+        }
+        p
     }
 
     /// Installs counters on a site's router (table `ip rl_natlab`):
