@@ -1,11 +1,13 @@
 //! `ringlan demo` end to end: as root it builds its namespace lab, joins the
 //! agents into one LAN, prints every status table and a verified transfer,
 //! exits 0 and leaves no namespace or lab directory behind; without root it
-//! refuses clearly.
+//! refuses clearly. A binary built without the `demo` feature says so.
 
+#[cfg(feature = "demo")]
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Output};
 
+#[cfg(feature = "demo")]
 use ringlan_lab::{is_root, netns_with_prefix, root_or_skip};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
@@ -17,6 +19,7 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_forms_a_lan_moves_traffic_and_cleans_up() {
     if !root_or_skip() {
@@ -73,6 +76,7 @@ fn demo_forms_a_lan_moves_traffic_and_cleans_up() {
     assert!(dirs.is_empty(), "lab directories left: {dirs:?}");
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_refuses_without_root() {
     let mut cmd = Command::new(BIN);
@@ -91,6 +95,7 @@ fn demo_refuses_without_root() {
     assert!(stdout.is_empty(), "{stdout}");
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_rejects_more_than_eight_nodes() {
     let out = Command::new(BIN)
@@ -100,4 +105,20 @@ fn demo_rejects_more_than_eight_nodes() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("1..=8"), "{stderr}");
+}
+
+#[cfg(not(feature = "demo"))]
+#[test]
+fn demo_without_the_feature_says_so() {
+    let out = Command::new(BIN)
+        .args(["demo", "--nodes", "2"])
+        .output()
+        .expect("run ringlan demo");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("built without the `demo` feature"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
 }
