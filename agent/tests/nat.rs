@@ -307,8 +307,8 @@ fn symmetric_and_cone_nat_still_connect_directly() {
         a: mut s,
         b: mut c,
     } = w.pair([NatKind::FullyRandom, NatKind::Masquerade], &[1]);
-    let intro = &mut intros[0];
-    w.start(intro);
+    let mut intro = intros.remove(0);
+    w.start(&mut intro);
     let t0 = Instant::now();
     w.start(&mut s);
     w.start(&mut c);
@@ -553,9 +553,9 @@ fn bench_nat_first_ping_and_rebinding_recovery() {
         mut b,
         ..
     } = w.pair([NatKind::Masquerade; 2], &[1]);
-    let intro = &mut intros[0];
-    w.start(intro);
-    w.wait_answers(intro);
+    let mut intro = intros.remove(0);
+    w.start(&mut intro);
+    w.wait_answers(&intro);
 
     let t0 = Instant::now();
     w.lab.start_node(&mut a.node).unwrap();

@@ -292,8 +292,8 @@ fn a_route_through_two_relays_when_no_single_node_reaches_both_ends() {
         mut a,
         mut b,
     } = w.pair([NatKind::FullyRandom; 2], &[1]);
-    let intro = &mut intros[0];
-    w.add_config(intro, RELAY_OFF);
+    let mut intro = intros.remove(0);
+    w.add_config(&intro, RELAY_OFF);
     let mut r1 = w.public_node("r1", 5, 5, &[1]);
     let mut r2 = w.public_node("r2", 6, 6, &[1]);
     w.add_config(&r1, RELAY_ON);
@@ -301,7 +301,7 @@ fn a_route_through_two_relays_when_no_single_node_reaches_both_ends() {
     // a cannot reach r2, b cannot reach r1.
     w.lab.block(&sa.router, public_ip(6)).unwrap();
     w.lab.block(&sb.router, public_ip(5)).unwrap();
-    w.start(intro);
+    w.start(&mut intro);
     w.start(&mut r1);
     w.start(&mut r2);
     w.wait_mesh(&[&intro, &r1, &r2]);
