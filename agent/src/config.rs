@@ -570,18 +570,14 @@ pub fn check_interface_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The host name of this UTS namespace (what gethostname(2) returns),
+/// read without FFI from procfs.
 fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most
-    // that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = std::str::from_utf8(buf.get(..end)?).ok()?;
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = raw.trim();
     // Only the first label: `laptop.example.net` -> `laptop`.
-    Some(name.split('.').next().unwrap_or(name).to_string())
+    let first = name.split('.').next().unwrap_or(name);
+    (!first.is_empty()).then(|| first.to_string())
 }
 
 impl Config {

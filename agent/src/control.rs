@@ -110,26 +110,15 @@ impl ControlServer {
 
     /// Accepts connections until `shutdown` turns true (or its sender is
     /// dropped); each connection is served by its own task.
-    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok((stream, _)) => {
-                        let source = self.source.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = handle(stream, source).await {
-                                tracing::debug!("control connection: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("control socket accept: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                },
-                () = crate::wait_for_shutdown(&mut shutdown) => break,
-            }
-        }
+    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+        crate::serve::accept_loop(
+            "control socket",
+            &self.listener,
+            &self.source,
+            shutdown,
+            handle,
+        )
+        .await
     }
 }
 
@@ -214,7 +203,7 @@ mod tests {
     async fn status_round_trip_and_cleanup() {
         let path = sock_path("rt");
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
-        let board = Arc::new(StatusBoard::new(crate::status::tests::sample()));
+        let board = Arc::new(StatusBoard::new(crate::status::example()));
         let server = ControlServer::bind(&path, board.clone()).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -235,7 +224,7 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(server.serve(rx));
         let got = request_status(&path).await.unwrap();
-        let mut want = crate::status::tests::sample();
+        let mut want = crate::status::example();
         want.uptime_secs = got.uptime_secs;
         assert_eq!(got, want);
 

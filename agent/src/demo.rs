@@ -28,7 +28,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use ringlan_agent::config::Config;
 use ringlan_agent::config::Role;
 use ringlan_agent::identity::{self, NetworkSecret, NodeKey};
-use ringlan_agent::status::{format_bytes, format_duration, SessionState, Status};
+use ringlan_agent::status::{format_bytes, format_duration, SessionPhase, Status};
 use ringlan_lab::agents::AgentConfig;
 use ringlan_lab::{Lab, Node};
 
@@ -679,7 +679,7 @@ impl Demo {
                     let open = s
                         .sessions
                         .iter()
-                        .filter(|x| x.state == SessionState::Open)
+                        .filter(|x| x.state == SessionPhase::Open)
                         .count();
                     let tx: u64 = s.sessions.iter().map(|x| x.tx.bytes).sum();
                     let rx: u64 = s.sessions.iter().map(|x| x.rx.bytes).sum();
@@ -823,7 +823,7 @@ fn open_edges(statuses: &[Option<Status>], names: &[&str]) -> Vec<Edge> {
     let mut edges = Vec::new();
     for (a, s) in statuses.iter().enumerate() {
         let Some(s) = s else { continue };
-        for sess in s.sessions.iter().filter(|x| x.state == SessionState::Open) {
+        for sess in s.sessions.iter().filter(|x| x.state == SessionPhase::Open) {
             let b = statuses.iter().position(|o| {
                 o.as_ref()
                     .is_some_and(|o| o.node_id.as_deref() == Some(sess.peer_id.as_str()))
@@ -959,7 +959,7 @@ mod tests {
         }
     }
 
-    fn status(id: &str, name: &str, open_to: &[(&str, SessionState)]) -> Status {
+    fn status(id: &str, name: &str, open_to: &[(&str, SessionPhase)]) -> Status {
         Status {
             node_id: Some(id.into()),
             node_name: name.into(),
@@ -985,7 +985,7 @@ mod tests {
 
     #[test]
     fn mesh_is_formed_when_open_sessions_connect_everyone() {
-        use SessionState::*;
+        use SessionPhase::*;
         let names = ["intro", "node-1", "node-2"];
         let mut st = vec![
             Some(status("i0", "intro", &[("n1", Open), ("n2", Opening)])),

@@ -1,15 +1,21 @@
-//! `ringlan-agent`: the `ringlan` binary's library: config, identity files,
-//! TAP device, status model, control socket, metrics endpoint and the node
-//! runtime entry point ([`node::run`]).
+//! `ringlan-agent`: the `ringlan` binary's library, the thin runtime around
+//! the node core (`ringlan-node`): config, identity files, TAP device,
+//! interface addresses, the status board, control socket, metrics endpoint
+//! and the tokio loop that drives the node ([`runtime::run`]).
+
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod control;
 pub mod identity;
+#[allow(unsafe_code)] // getifaddrs(3)
+pub mod ifaddrs;
 pub mod metrics;
-pub mod node;
-pub mod routes;
+pub mod runtime;
+pub mod serve;
 pub mod service;
 pub mod status;
+#[allow(unsafe_code)] // TUNSETOFFLOAD and friends on the TAP descriptor
 pub mod tap;
 pub mod up;
 

@@ -2,6 +2,8 @@
 //! "CLI"). `ringlan demo` is compiled only with the `demo` feature (on by
 //! default).
 
+#![forbid(unsafe_code)]
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::status::{short_id, SessionState, StatusSource};
+use crate::status::{short_id, SessionPhase, StatusSource};
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8192;
@@ -101,7 +101,7 @@ impl Collector for StatusCollector {
         let open = s
             .sessions
             .iter()
-            .filter(|x| x.state == SessionState::Open)
+            .filter(|x| x.state == SessionPhase::Open)
             .count();
         gauge(
             &mut enc,
@@ -267,26 +267,8 @@ impl MetricsServer {
     }
 
     /// Serves until `shutdown` turns true.
-    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok((stream, _)) => {
-                        let source = self.source.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = handle(stream, source).await {
-                                tracing::debug!("metrics connection: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("metrics accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                () = crate::wait_for_shutdown(&mut shutdown) => break,
-            }
-        }
+    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+        crate::serve::accept_loop("metrics", &self.listener, &self.source, shutdown, handle).await
     }
 }
 
@@ -357,7 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_status_counters() {
-        let board = Arc::new(StatusBoard::new(crate::status::tests::sample()));
+        let board = Arc::new(StatusBoard::new(crate::status::example()));
         let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), board)
             .await
             .unwrap();

@@ -10,7 +10,7 @@ use crate::config::{Config, MacSetting};
 use crate::control::ControlServer;
 use crate::identity;
 use crate::metrics::MetricsServer;
-use crate::node::{self, NodeContext};
+use crate::runtime::{self, NodeContext};
 use crate::status::{Status, StatusBoard};
 use crate::tap::{derive_mac, Tap, TapConfig};
 
@@ -76,7 +76,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         tap,
         status: board,
     };
-    let result = node::run(ctx, stop_rx).await;
+    let result = runtime::run(ctx, stop_rx).await;
     if let Err(e) = &result {
         tracing::error!("node failed: {e:#}");
     }

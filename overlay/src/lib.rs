@@ -2,6 +2,8 @@
 //! spread, and the learning Ethernet switch. Sans-IO: events and messages
 //! go in; actions, events and one deadline come out. See `docs/overlay.md`.
 
+#![forbid(unsafe_code)]
+
 pub mod overlay;
 pub mod ring;
 pub mod routing;

@@ -420,11 +420,11 @@ impl Sim {
                 let fresh = self.adj[a as usize].insert(b);
                 self.adj[b as usize].insert(a);
                 if let Some(o) = self.node_mut(a) {
-                    o.peer_up(now, idb, addr_of(b), intro);
+                    o.peer_up(now, idb, Some(addr_of(b)), intro);
                 }
                 if fresh {
                     if let Some(o) = self.node_mut(b) {
-                        o.peer_up(now, ida, addr_of(a), false);
+                        o.peer_up(now, ida, Some(addr_of(a)), false);
                     }
                 }
                 self.drain(a);

@@ -2,10 +2,12 @@
 //! sans-IO [`Endpoint`] and sends what it produces. No protocol logic lives
 //! here.
 //!
-//! Use: issue commands on [`Driver::endpoint`] (connect, open_flow, send,
-//! close), then call [`Driver::flush`]; await [`Driver::next_event`] for
-//! sessions opening and closing and messages arriving. `next_event` is
-//! cancel-safe, so it can sit in a `tokio::select!` next to a TAP read.
+//! Use: issue commands on [`Driver::machine`] (for an endpoint:
+//! [`Driver::endpoint`]: connect, open_flow, send, close), then call
+//! [`Driver::flush`]; await [`Driver::wait`] for the next socket or timer
+//! wake-up (or, with a bare endpoint, [`Driver::next_event`] for sessions
+//! opening and closing and messages arriving). Both are cancel-safe, so
+//! they can sit in a `tokio::select!` next to a TAP read.
 //!
 //! The data path is batched (the kernel's per-datagram cost dominates a
 //! VPN's CPU time): on Linux, datagrams the endpoint produces are
@@ -17,28 +19,27 @@
 //! not dropped by the kernel. Elsewhere the driver falls back to one
 //! `send_to`/`recv_from` per datagram with the same batch bookkeeping.
 //!
-//! Birthday punching ([`crate::punch`]): the driver can open extra
-//! ephemeral sockets ([`Driver::open_punch_sockets`]) and spray a datagram
-//! at many ports ([`Driver::spray`]). Datagrams that arrive on an extra
-//! socket from the address it punched towards feed the endpoint like
-//! main-socket input, and from then on every datagram the endpoint sends
-//! to that address leaves through that socket (a per-destination socket
-//! override: the endpoint stays address-based and knows no sockets).
-//! Extra sockets close after their lifetime, or, once they carry traffic,
-//! after [`PINNED_IDLE`] without any.
+//! The driver is generic over the machine it drives
+//! ([`DatagramMachine`]): a bare [`Endpoint`] (tests, benches, tools) or
+//! the node core. A machine may ask for extra ephemeral sockets
+//! ([`SocketAction`], birthday punching); the driver binds them, reads
+//! them like the main socket (telling the machine which socket a datagram
+//! came on) and sends from the socket each datagram names. Which socket
+//! to use, pinning and expiry are the machine's decisions
+//! ([`crate::extra_sockets`]).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::endpoint::{Endpoint, EndpointConfig, Event};
-use crate::punch::ProbePlan;
+use crate::machine::{DatagramMachine, SocketAction, SocketId};
 use crate::Rng;
 
 /// Largest datagram the endpoint produces or we accept; RTMFP packets
@@ -48,15 +49,10 @@ const MAX_DATAGRAM: usize = 2048;
 const TX_BATCH: usize = 64;
 /// recvmmsg rounds per wake-up before events and timers are looked at.
 const RX_ROUNDS: usize = 4;
-/// Most extra (punch) sockets open at once.
-pub const MAX_PUNCH_SOCKETS: usize = 1024;
-/// An extra socket that carries a session stays open until nothing has
-/// arrived on it for this long (well above the session keepalive).
-pub const PINNED_IDLE: Duration = Duration::from_secs(300);
+/// Most extra sockets open at once (further requests are refused).
+pub const MAX_EXTRA_SOCKETS: usize = 1024;
 /// Datagrams read from one extra socket per wake-up.
-const PUNCH_RX_BUDGET: usize = 64;
-/// Probes sent per wake-up at most (a late wake-up does not burst).
-const SPRAY_BURST: usize = 16;
+const EXTRA_RX_BUDGET: usize = 64;
 
 /// A fresh seed from the OS for the endpoint's random source.
 pub fn os_seed() -> io::Result<[u8; 32]> {
@@ -128,109 +124,107 @@ struct RxBatch {
     gro: bool,
 }
 
-/// An extra socket of birthday punching.
-struct PunchSocket {
+/// An extra socket the machine asked for.
+struct Extra {
+    id: SocketId,
     socket: UdpSocket,
     /// The same socket (a duplicated descriptor) for sending: a send on
     /// it does not depend on the reactor having seen the socket writable,
     /// which a fresh tokio socket has not.
     tx: std::net::UdpSocket,
-    /// The address it punched towards; only datagrams from there pin it.
-    dest: SocketAddr,
-    /// Closed at this time unless traffic arrives (then `PINNED_IDLE`
-    /// after the last datagram).
-    expires: Instant,
-    /// It carries traffic to `dest` (the endpoint's sends to `dest` leave
-    /// through it).
-    pinned: bool,
 }
 
-/// A paced spray of one datagram at many addresses.
-struct Spray {
-    plan: ProbePlan,
-    payload: Vec<u8>,
-}
-
-/// Birthday punching state: extra sockets, the per-destination socket
-/// override, sprays under way.
-struct Punch {
-    sockets: Vec<PunchSocket>,
-    /// Destination -> index in `sockets` of the socket it leaves through.
-    routes: HashMap<SocketAddr, usize>,
-    sprays: Vec<Spray>,
+/// The extra sockets, by id.
+struct Extras {
+    sockets: Vec<Extra>,
+    index: HashMap<SocketId, usize>,
     buf: Vec<u8>,
-    /// Datagrams received on extra sockets.
-    received: u64,
 }
 
-impl Punch {
-    fn rebuild_routes(&mut self) {
-        self.routes.clear();
-        for (i, p) in self.sockets.iter().enumerate() {
-            if p.pinned {
-                self.routes.entry(p.dest).or_insert(i);
-            }
-        }
+impl Extras {
+    fn get(&self, id: SocketId) -> Option<&Extra> {
+        self.index.get(&id).and_then(|&i| self.sockets.get(i))
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
-        let a = self
-            .sprays
-            .iter()
-            .filter_map(|s| s.plan.poll_timeout())
-            .min();
-        let b = self.sockets.iter().map(|p| p.expires).min();
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    fn open(&mut self, main: &UdpSocket, id: SocketId) -> io::Result<()> {
+        if self.sockets.len() >= MAX_EXTRA_SOCKETS {
+            return Err(io::Error::other("too many extra sockets"));
+        }
+        let local = main.local_addr()?;
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
+        std_socket.set_nonblocking(true)?;
+        sys::enlarge_buffers(&std_socket);
+        let tx = std_socket.try_clone()?;
+        let socket = UdpSocket::from_std(std_socket)?;
+        self.index.insert(id, self.sockets.len());
+        self.sockets.push(Extra { id, socket, tx });
+        Ok(())
+    }
+
+    fn close(&mut self, id: SocketId) {
+        let Some(i) = self.index.remove(&id) else {
+            return;
+        };
+        self.sockets.swap_remove(i);
+        if let Some(moved) = self.sockets.get(i) {
+            self.index.insert(moved.id, i);
         }
     }
 }
 
-/// A UDP socket driving one [`Endpoint`].
-pub struct Driver {
-    ep: Endpoint,
+/// A UDP socket (and the extra sockets it asks for) driving one
+/// [`DatagramMachine`].
+pub struct Driver<M = Endpoint> {
+    machine: M,
     socket: UdpSocket,
     tx: TxBatch,
     rx: RxBatch,
     send_errors: u64,
-    punch: Punch,
+    extras: Extras,
 }
 
-/// Move the endpoint's datagrams into the transmit batch, handing full
-/// batches to the kernel. Returns false if the socket's buffer is full
-/// (what is queued stays queued; the endpoint keeps the rest).
-fn collect(
-    ep: &mut Endpoint,
+/// Carry out the machine's socket actions, then move its datagrams into
+/// the transmit batch (datagrams for extra sockets leave at once), handing
+/// full batches to the kernel. Returns false if the socket's buffer is
+/// full (what is queued stays queued; the machine keeps the rest).
+fn collect<M: DatagramMachine>(
+    m: &mut M,
     socket: &UdpSocket,
     tx: &mut TxBatch,
     send_errors: &mut u64,
-    punch: &Punch,
+    extras: &mut Extras,
     now: Instant,
 ) -> bool {
     loop {
+        while let Some(a) = m.poll_socket_action() {
+            match a {
+                SocketAction::Open { id } => {
+                    if let Err(e) = extras.open(socket, id) {
+                        tracing::debug!(socket = id.0, error = %e, "extra socket not opened");
+                    }
+                }
+                SocketAction::Close { id } => extras.close(id),
+            }
+        }
         if tx.items.len() == TX_BATCH && !send_queued(socket, tx, send_errors) {
             return false;
         }
         let off = tx.used;
-        let Some(t) = ep.poll_transmit(now, &mut tx.buf[off..off + MAX_DATAGRAM]) else {
+        let Some(t) = m.poll_transmit(now, &mut tx.buf[off..off + MAX_DATAGRAM]) else {
             return true;
         };
-        if !punch.routes.is_empty() {
-            if let Some(p) = punch
-                .routes
-                .get(&t.destination)
-                .and_then(|&i| punch.sockets.get(i))
-            {
-                // The per-destination override: out through the extra
-                // socket that holds the punched path (one datagram per
-                // call; a full buffer is loss, as for the main socket).
-                if let Err(e) = p.tx.send_to(&tx.buf[off..off + t.size], t.destination) {
-                    tracing::trace!(dest = %t.destination, error = %e, "punch socket send failed");
-                    *send_errors += 1;
-                }
-                continue;
+        if t.socket != SocketId::MAIN {
+            // One datagram per call; a full buffer or a socket that could
+            // not be opened is loss, as for the main socket.
+            let sent = match extras.get(t.socket) {
+                Some(x) => x.tx.send_to(&tx.buf[off..off + t.size], t.destination),
+                None => Err(io::Error::other("no such socket")),
+            };
+            if let Err(e) = sent {
+                tracing::trace!(dest = %t.destination, socket = t.socket.0, error = %e, "extra socket send failed");
+                *send_errors += 1;
             }
+            continue;
         }
         tx.items.push(Queued {
             offset: off,
@@ -286,18 +280,58 @@ enum Wake {
     Readable,
     Timer,
     Writable,
-    PunchReadable(usize),
-    PunchTimer,
+    ExtraReadable(usize),
 }
 
-impl Driver {
+impl Driver<Endpoint> {
     /// Bind `addr` and start an endpoint on it.
     pub async fn bind(addr: SocketAddr, cfg: EndpointConfig) -> io::Result<Driver> {
+        let seed = os_seed()?;
+        Driver::bind_with(addr, |_| {
+            Ok(Endpoint::new(Instant::now(), cfg, Rng::from_seed(seed)))
+        })
+        .await
+    }
+
+    /// The sans-IO endpoint, for commands and status. Call [`Driver::flush`]
+    /// after commands.
+    pub fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.machine
+    }
+
+    pub fn endpoint_ref(&self) -> &Endpoint {
+        &self.machine
+    }
+
+    /// Run the socket and timers until the endpoint has an event.
+    /// Cancel-safe: no input is lost if the future is dropped (a receive
+    /// batch is handled completely before any await).
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            if let Some(ev) = self.machine.poll_event() {
+                return ev;
+            }
+            self.flush();
+            if let Some(ev) = self.machine.poll_event() {
+                return ev;
+            }
+            self.wait().await;
+        }
+    }
+}
+
+impl<M: DatagramMachine> Driver<M> {
+    /// Bind `addr`, then build the machine for the bound address (`addr`
+    /// with port 0 binds an ephemeral port).
+    pub async fn bind_with(
+        addr: SocketAddr,
+        make: impl FnOnce(SocketAddr) -> io::Result<M>,
+    ) -> io::Result<Driver<M>> {
         let std_socket = std::net::UdpSocket::bind(addr)?;
         std_socket.set_nonblocking(true)?;
         let caps = sys::configure(&std_socket);
         let socket = UdpSocket::from_std(std_socket)?;
-        let ep = Endpoint::new(Instant::now(), cfg, Rng::from_seed(os_seed()?));
+        let machine = make(socket.local_addr()?)?;
         let slot = if caps.gro {
             sys::GRO_SLOT
         } else {
@@ -309,7 +343,7 @@ impl Driver {
             sys::RX_SLOTS
         };
         Ok(Driver {
-            ep,
+            machine,
             socket,
             tx: TxBatch {
                 buf: vec![0u8; TX_BATCH * MAX_DATAGRAM],
@@ -328,12 +362,10 @@ impl Driver {
                 gro: caps.gro,
             },
             send_errors: 0,
-            punch: Punch {
+            extras: Extras {
                 sockets: Vec::new(),
-                routes: HashMap::new(),
-                sprays: Vec::new(),
+                index: HashMap::new(),
                 buf: vec![0u8; MAX_DATAGRAM],
-                received: 0,
             },
         })
     }
@@ -342,14 +374,13 @@ impl Driver {
         self.socket.local_addr()
     }
 
-    /// The sans-IO endpoint, for commands and status. Call [`Driver::flush`]
-    /// after commands.
-    pub fn endpoint(&mut self) -> &mut Endpoint {
-        &mut self.ep
+    /// The machine, for commands. Call [`Driver::flush`] after commands.
+    pub fn machine(&mut self) -> &mut M {
+        &mut self.machine
     }
 
-    pub fn endpoint_ref(&self) -> &Endpoint {
-        &self.ep
+    pub fn machine_ref(&self) -> &M {
+        &self.machine
     }
 
     /// Datagrams the OS refused (other than a full buffer).
@@ -357,172 +388,60 @@ impl Driver {
         self.send_errors
     }
 
-    /// Send everything the endpoint has to send now, without waiting.
+    /// Extra sockets open now.
+    pub fn extra_sockets(&self) -> usize {
+        self.extras.sockets.len()
+    }
+
+    /// Send everything the machine has to send now, without waiting.
     /// Datagrams that meet a full socket buffer are kept and sent by the
-    /// next [`Driver::next_event`].
+    /// next [`Driver::wait`].
     pub fn flush(&mut self) {
         let now = Instant::now();
         let Driver {
-            ep,
+            machine,
             socket,
             tx,
             send_errors,
-            punch,
+            extras,
             ..
         } = self;
-        if collect(ep, socket, tx, send_errors, punch, now) {
+        if collect(machine, socket, tx, send_errors, extras, now) {
             send_queued(socket, tx, send_errors);
         }
     }
 
-    // ===== birthday punching (crate::punch) ================================
-
-    /// Open up to `count` extra ephemeral UDP sockets (same family and
-    /// address as the main socket), send `payload` from each to `dest` and
-    /// keep them for `lifetime`. A datagram arriving on one of them from
-    /// `dest` feeds the endpoint and pins `dest` to that socket (see the
-    /// module documentation). Returns how many were opened (bounded by
-    /// [`MAX_PUNCH_SOCKETS`] in all).
-    pub fn open_punch_sockets(
-        &mut self,
-        dest: SocketAddr,
-        payload: &[u8],
-        count: usize,
-        lifetime: Duration,
-    ) -> io::Result<usize> {
-        let local = self.socket.local_addr()?;
-        let bind = SocketAddr::new(local.ip(), 0);
-        let expires = Instant::now() + lifetime;
-        let room = MAX_PUNCH_SOCKETS.saturating_sub(self.punch.sockets.len());
-        let mut opened = 0;
-        for _ in 0..count.min(room) {
-            let std_socket = std::net::UdpSocket::bind(bind)?;
-            std_socket.set_nonblocking(true)?;
-            sys::enlarge_buffers(&std_socket);
-            if let Err(e) = std_socket.send_to(payload, dest) {
-                tracing::debug!(%dest, error = %e, "punch datagram not sent");
-                self.send_errors += 1;
-            }
-            let tx = std_socket.try_clone()?;
-            let socket = UdpSocket::from_std(std_socket)?;
-            self.punch.sockets.push(PunchSocket {
-                socket,
-                tx,
-                dest,
-                expires,
-                pinned: false,
-            });
-            opened += 1;
-        }
-        Ok(opened)
-    }
-
-    /// Send `payload` from the main socket to every address of `plan`, at
-    /// its pace (the cone-like side of birthday punching).
-    pub fn spray(&mut self, plan: ProbePlan, payload: Vec<u8>) {
-        self.punch.sprays.push(Spray { plan, payload });
-    }
-
-    /// Stop spraying `ip` and close the extra sockets towards `ip` that
-    /// carry nothing (the punch succeeded, or was given up).
-    pub fn stop_punching(&mut self, ip: IpAddr) {
-        self.punch.sprays.retain(|s| s.plan.ip() != ip);
-        let before = self.punch.sockets.len();
-        self.punch.sockets.retain(|p| p.pinned || p.dest.ip() != ip);
-        if self.punch.sockets.len() != before {
-            self.punch.rebuild_routes();
-        }
-    }
-
-    /// Extra sockets open now.
-    pub fn punch_sockets(&self) -> usize {
-        self.punch.sockets.len()
-    }
-
-    /// Destinations whose datagrams leave through an extra socket.
-    pub fn punched_paths(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.punch.routes.keys().copied()
-    }
-
-    /// Datagrams received on extra sockets so far.
-    pub fn punch_received(&self) -> u64 {
-        self.punch.received
-    }
-
-    /// Sprays not finished yet.
-    pub fn sprays(&self) -> usize {
-        self.punch.sprays.len()
-    }
-
-    /// Due probes, expired extra sockets.
-    fn punch_timer(&mut self, now: Instant) {
+    /// Read what extra socket `i` holds and feed it to the machine.
+    fn receive_extra(&mut self, i: usize) {
         let Driver {
-            socket,
-            punch,
-            send_errors,
-            ..
-        } = self;
-        for s in &mut punch.sprays {
-            for _ in 0..SPRAY_BURST {
-                let Some(a) = s.plan.poll(now) else { break };
-                if let Err(e) = socket.try_send_to(&s.payload, a) {
-                    tracing::trace!(dest = %a, error = %e, "probe not sent");
-                    *send_errors += 1;
-                }
-            }
-        }
-        punch.sprays.retain(|s| !s.plan.is_done());
-        let before = punch.sockets.len();
-        punch.sockets.retain(|p| p.expires > now);
-        if punch.sockets.len() != before {
-            tracing::debug!(
-                closed = before - punch.sockets.len(),
-                open = punch.sockets.len(),
-                "punch sockets closed"
-            );
-            punch.rebuild_routes();
-        }
-    }
-
-    /// Read what extra socket `i` holds and feed it to the endpoint.
-    fn receive_punch(&mut self, i: usize) {
-        let Driver {
-            ep,
+            machine,
             socket,
             tx,
             send_errors,
-            punch,
+            extras,
             ..
         } = self;
-        let mut draining = collect(ep, socket, tx, send_errors, punch, Instant::now());
-        for _ in 0..PUNCH_RX_BUDGET {
-            let Some(p) = punch.sockets.get_mut(i) else {
+        let mut draining = collect(machine, socket, tx, send_errors, extras, Instant::now());
+        for _ in 0..EXTRA_RX_BUDGET {
+            let Some(x) = extras.sockets.get(i) else {
                 break;
             };
-            let (n, from) = match p.socket.try_recv_from(&mut punch.buf) {
+            let id = x.id;
+            let (n, from) = match x.socket.try_recv_from(&mut extras.buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    tracing::debug!(error = %e, "punch socket recv failed");
+                    tracing::debug!(error = %e, "extra socket recv failed");
                     break;
                 }
             };
             let now = Instant::now();
-            punch.received += 1;
-            if from == p.dest {
-                p.expires = p.expires.max(now + PINNED_IDLE);
-                if !p.pinned && !punch.routes.contains_key(&from) {
-                    tracing::info!(peer = %from, local = ?p.socket.local_addr().ok(), "punched path open");
-                    p.pinned = true;
-                    punch.routes.insert(from, i);
-                }
-            }
-            let Some(data) = punch.buf.get_mut(..n) else {
+            let Some(data) = extras.buf.get_mut(..n) else {
                 continue;
             };
-            ep.handle_datagram(now, from, data);
+            machine.handle_datagram(now, id, from, data);
             if draining {
-                draining = collect(ep, socket, tx, send_errors, punch, now);
+                draining = collect(machine, socket, tx, send_errors, extras, now);
             }
         }
         if draining {
@@ -531,23 +450,23 @@ impl Driver {
     }
 
     /// Read what the socket holds (a few batches) and feed it to the
-    /// endpoint, one datagram at a time, draining the endpoint's output
+    /// machine, one datagram at a time, draining the machine's output
     /// after each (acknowledgements leave as often as the protocol asks;
     /// RFC 7016 3.6.3.4) into the transmit batch, which goes to the kernel
     /// when full and at the end. Everything read is handled before
     /// returning.
     fn receive(&mut self) {
         let Driver {
-            ep,
+            machine,
             socket,
             tx,
             rx,
             send_errors,
-            punch,
+            extras,
         } = self;
-        // False once the socket's send buffer is full: the endpoint keeps
+        // False once the socket's send buffer is full: the machine keeps
         // its output until the next flush.
-        let mut draining = collect(ep, socket, tx, send_errors, punch, Instant::now());
+        let mut draining = collect(machine, socket, tx, send_errors, extras, Instant::now());
         for _ in 0..RX_ROUNDS {
             let got = match socket.try_io(Interest::READABLE, || sys::recv(socket, rx)) {
                 Ok(n) => n,
@@ -565,9 +484,9 @@ impl Driver {
                 };
                 let seg = if seg == 0 { len } else { seg };
                 for d in data.chunks_mut(seg.max(1)) {
-                    ep.handle_datagram(now, from, d);
+                    machine.handle_datagram(now, SocketId::MAIN, from, d);
                     if draining {
-                        draining = collect(ep, socket, tx, send_errors, punch, now);
+                        draining = collect(machine, socket, tx, send_errors, extras, now);
                     }
                 }
             }
@@ -580,66 +499,51 @@ impl Driver {
         }
     }
 
-    /// Run the socket and timers until the endpoint has an event.
-    /// Cancel-safe: no input is lost if the future is dropped (a receive
-    /// batch is handled completely before any await).
-    pub async fn next_event(&mut self) -> Event {
-        loop {
-            if let Some(ev) = self.ep.poll_event() {
-                return ev;
+    /// Flush, then wait for one wake-up of the sockets or the machine's
+    /// timer and handle it (datagrams read and fed, timers run, output
+    /// collected). Cancel-safe: no input is lost if the future is dropped
+    /// (a receive batch is handled completely before any await).
+    pub async fn wait(&mut self) {
+        self.flush();
+        let deadline = self.machine.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
             }
-            self.flush();
-            if let Some(ev) = self.ep.poll_event() {
-                return ev;
+        };
+        let blocked = !self.tx.is_drained();
+        let socket = &self.socket;
+        let writable = async {
+            if blocked {
+                let _ = socket.writable().await;
+            } else {
+                std::future::pending::<()>().await
             }
-            let deadline = self.ep.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-                    None => std::future::pending().await,
+        };
+        let extra = &self.extras.sockets;
+        // Allocation-free: poll every extra socket's readiness.
+        let extra_readable = poll_fn(|cx| {
+            for (i, x) in extra.iter().enumerate() {
+                if x.socket.poll_recv_ready(cx).is_ready() {
+                    return Poll::Ready(i);
                 }
-            };
-            let blocked = !self.tx.is_drained();
-            let socket = &self.socket;
-            let writable = async {
-                if blocked {
-                    let _ = socket.writable().await;
-                } else {
-                    std::future::pending::<()>().await
-                }
-            };
-            let punch_deadline = self.punch.poll_timeout();
-            let punch_sleep = async {
-                match punch_deadline {
-                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let extra = &self.punch.sockets;
-            // Allocation-free: poll every extra socket's readiness.
-            let punch_readable = poll_fn(|cx| {
-                for (i, p) in extra.iter().enumerate() {
-                    if p.socket.poll_recv_ready(cx).is_ready() {
-                        return Poll::Ready(i);
-                    }
-                }
-                Poll::Pending
-            });
-            let wake = tokio::select! {
-                _ = socket.readable() => Wake::Readable,
-                _ = sleep => Wake::Timer,
-                _ = writable => Wake::Writable,
-                i = punch_readable => Wake::PunchReadable(i),
-                _ = punch_sleep => Wake::PunchTimer,
-            };
-            match wake {
-                Wake::Readable => self.receive(),
-                Wake::Timer => self.ep.handle_timeout(Instant::now()),
-                Wake::Writable => {}
-                Wake::PunchReadable(i) => self.receive_punch(i),
-                Wake::PunchTimer => self.punch_timer(Instant::now()),
             }
+            Poll::Pending
+        });
+        let wake = tokio::select! {
+            _ = socket.readable() => Wake::Readable,
+            _ = sleep => Wake::Timer,
+            _ = writable => Wake::Writable,
+            i = extra_readable => Wake::ExtraReadable(i),
+        };
+        match wake {
+            Wake::Readable => self.receive(),
+            Wake::Timer => self.machine.handle_timeout(Instant::now()),
+            Wake::Writable => {}
+            Wake::ExtraReadable(i) => self.receive_extra(i),
         }
+        self.flush();
     }
 }
 
@@ -1009,6 +913,7 @@ mod tests {
     use crate::crypto::{Identity, NetworkName, NetworkSecret};
     use crate::endpoint::Target;
     use crate::flow::{FlowEvent, Reliability};
+    use crate::punch::ProbePlan;
 
     fn cfg(seed: u8) -> EndpointConfig {
         let name = NetworkName::new("drv").unwrap();
@@ -1185,18 +1090,90 @@ mod tests {
         assert_eq!(b.send_errors(), 0);
     }
 
-    /// Birthday punching on loopback (no NAT, so what is checked is the
-    /// driver's part): the "symmetric" side opens extra sockets and sends
-    /// its IHello from each towards the peer; the peer's RHellos come back
-    /// to those sockets, the first pins the path, and the whole handshake
-    /// and a message then run through that extra socket (the peer sees
-    /// the session at the extra socket's port, not the main one). The
-    /// "cone" side sprays its IHello at a list of ports of which one is
-    /// the peer's: the session opens through the spray.
-    #[tokio::test]
-    async fn punch_sockets_pin_the_path_and_spray_reaches_the_peer() {
+    /// An endpoint with extra sockets (what the node core does for
+    /// birthday punching, without its policy).
+    struct Punching {
+        ep: Endpoint,
+        x: crate::extra_sockets::ExtraSockets,
+    }
+
+    impl DatagramMachine for Punching {
+        fn handle_datagram(
+            &mut self,
+            now: Instant,
+            socket: SocketId,
+            from: SocketAddr,
+            data: &mut [u8],
+        ) {
+            if socket != SocketId::MAIN {
+                self.x.received(now, socket, from);
+            }
+            self.ep.handle_datagram(now, from, data);
+        }
+        fn poll_transmit(
+            &mut self,
+            now: Instant,
+            buf: &mut [u8],
+        ) -> Option<crate::machine::Outgoing> {
+            if let Some(o) = self.x.poll_probe(buf) {
+                return Some(o);
+            }
+            let t = self.ep.poll_transmit(now, buf)?;
+            Some(crate::machine::Outgoing {
+                socket: self.x.socket_for(t.destination),
+                destination: t.destination,
+                size: t.size,
+            })
+        }
+        fn poll_socket_action(&mut self) -> Option<SocketAction> {
+            self.x.poll_action()
+        }
+        fn poll_timeout(&mut self) -> Option<Instant> {
+            [self.ep.poll_timeout(), self.x.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            self.ep.handle_timeout(now);
+            self.x.handle_timeout(now);
+        }
+    }
+
+    async fn punching(seed: u8) -> Driver<Punching> {
         let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let mut s = Driver::bind(lo, cfg(21)).await.unwrap();
+        Driver::bind_with(lo, |_| {
+            Ok(Punching {
+                ep: Endpoint::new(Instant::now(), cfg(seed), Rng::from_seed([seed; 32])),
+                x: Default::default(),
+            })
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn next_event(d: &mut Driver<Punching>) -> Event {
+        loop {
+            if let Some(ev) = d.machine().ep.poll_event() {
+                return ev;
+            }
+            d.wait().await;
+        }
+    }
+
+    /// Extra sockets on loopback (no NAT, so what is checked is the
+    /// driver's part and the socket table's pinning): the "symmetric" side
+    /// opens extra sockets and sends its IHello from each towards the
+    /// peer; the peer's RHellos come back to those sockets, the first pins
+    /// the path, and the whole handshake and a message then run through
+    /// that extra socket (the peer sees the session at the extra socket's
+    /// port, not the main one). The "cone" side sprays its IHello at a
+    /// list of ports of which one is the peer's: the session opens through
+    /// the spray.
+    #[tokio::test]
+    async fn extra_sockets_pin_the_path_and_spray_reaches_the_peer() {
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut s = punching(21).await;
         let mut c = Driver::bind(lo, cfg(22)).await.unwrap();
         let caddr = c.local_addr().unwrap();
         let saddr = s.local_addr().unwrap();
@@ -1206,27 +1183,32 @@ mod tests {
         let nowhere = hole.local_addr().unwrap();
         let cnode = c.endpoint().node_id();
         let sid = s
-            .endpoint()
+            .machine()
+            .ep
             .connect(Instant::now(), Target::Node(cnode), &[nowhere])
             .unwrap();
         s.flush();
-        let hello = s.endpoint().ihello_datagram(sid).expect("IHELLO_SENT");
+        let hello = s.machine().ep.ihello_datagram(sid).expect("IHELLO_SENT");
+        let now = Instant::now();
         let n = s
-            .open_punch_sockets(caddr, &hello, 8, Duration::from_secs(10))
-            .unwrap();
+            .machine()
+            .x
+            .open(now, caddr, &hello, 8, Duration::from_secs(10));
         assert_eq!(n, 8);
-        assert_eq!(s.punch_sockets(), 8);
+        s.flush();
+        assert_eq!(s.extra_sockets(), 8);
         let run = async {
             let mut flow = None;
             let mut c_remote = None;
             loop {
                 tokio::select! {
-                    ev = s.next_event() => {
+                    ev = next_event(&mut s) => {
                         if let Event::SessionOpened { session, remote, .. } = ev {
                             assert_eq!(session, sid);
                             assert_eq!(remote, caddr);
-                            let f = s.endpoint().open_flow(sid, b"punch", None).unwrap();
-                            s.endpoint().send(Instant::now(), sid, f, b"through the punched path", Reliability::Reliable).unwrap();
+                            let ep = &mut s.machine().ep;
+                            let f = ep.open_flow(sid, b"punch", None).unwrap();
+                            ep.send(Instant::now(), sid, f, b"through the punched path", Reliability::Reliable).unwrap();
                             s.flush();
                             flow = Some(f);
                         }
@@ -1248,18 +1230,23 @@ mod tests {
         assert!(flow.is_some());
         let c_remote = c_remote.expect("c saw the session open");
         assert_ne!(c_remote, saddr, "the session must run on an extra socket");
-        assert_eq!(s.punched_paths().collect::<Vec<_>>(), vec![caddr]);
-        assert!(s.punch_received() > 0);
+        assert_eq!(
+            s.machine_ref().x.pinned_paths().collect::<Vec<_>>(),
+            vec![caddr]
+        );
+        assert!(s.machine_ref().x.received_count() > 0);
         // Unpinned sockets go when punching stops; the pinned one stays.
-        s.stop_punching(caddr.ip());
-        assert_eq!(s.punch_sockets(), 1);
+        s.machine().x.stop(caddr.ip());
+        s.flush();
+        assert_eq!(s.extra_sockets(), 1);
 
         // The spray: a third endpoint sprays its IHello at three ports, the
         // last of them c's.
-        let mut k = Driver::bind(lo, cfg(23)).await.unwrap();
+        let mut k = punching(23).await;
         let hole2 = std::net::UdpSocket::bind(lo).unwrap();
         let ksid = k
-            .endpoint()
+            .machine()
+            .ep
             .connect(
                 Instant::now(),
                 Target::Node(cnode),
@@ -1267,21 +1254,21 @@ mod tests {
             )
             .unwrap();
         k.flush();
-        let hello = k.endpoint().ihello_datagram(ksid).unwrap();
+        let hello = k.machine().ep.ihello_datagram(ksid).unwrap();
         let ports = [
             nowhere.port(),
             hole2.local_addr().unwrap().port(),
             caddr.port(),
         ];
-        k.spray(
+        k.machine().x.spray(
             ProbePlan::from_ports(Instant::now(), lo.ip(), &ports, 100),
-            hello,
+            &hello,
         );
-        assert_eq!(k.sprays(), 1);
+        assert_eq!(k.machine_ref().x.sprays(), 1);
         let run = async {
             loop {
                 tokio::select! {
-                    ev = k.next_event() => {
+                    ev = next_event(&mut k) => {
                         if let Event::SessionOpened { session, remote, .. } = ev {
                             assert_eq!(session, ksid);
                             return remote;
@@ -1295,8 +1282,8 @@ mod tests {
             .await
             .expect("spray did not open the session");
         assert_eq!(remote, caddr);
-        assert_eq!(k.sprays(), 0, "a finished spray is dropped");
+        assert_eq!(k.machine_ref().x.sprays(), 0, "a finished spray is dropped");
         // Not an open session: no IHello to hand out.
-        assert!(k.endpoint().ihello_datagram(ksid).is_none());
+        assert!(k.machine().ep.ihello_datagram(ksid).is_none());
     }
 }

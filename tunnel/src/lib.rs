@@ -9,6 +9,7 @@ pub mod congestion;
 pub mod crypto;
 pub mod driver;
 pub mod endpoint;
+pub mod extra_sockets;
 pub mod flow;
 pub mod id;
 pub mod machine;
@@ -22,5 +23,5 @@ pub mod stun;
 pub mod wire;
 
 pub use id::NodeId;
-pub use machine::DatagramMachine;
+pub use machine::{DatagramMachine, Outgoing, SocketAction, SocketId};
 pub use rng::Rng;

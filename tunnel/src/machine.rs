@@ -2,37 +2,97 @@
 //! thing that moves its datagrams: the tokio [`crate::driver::Driver`] in
 //! production, a simulated network in tests.
 //!
-//! [`crate::endpoint::Endpoint`] implements it, and so does the node core
-//! (crate `ringlan-node`), which owns an endpoint and adds the overlay and
-//! the node's policy on top. The call order is the house rule (quinn-proto,
-//! str0m): after every input (`handle_datagram`, `handle_timeout`) drain
-//! `poll_transmit` until it returns `None`, then ask `poll_timeout` for the
-//! next deadline. `now` is always the first argument; nothing here reads a
-//! clock.
+//! [`crate::endpoint::Endpoint`] implements it (on the main socket only),
+//! and so does the node core (crate `ringlan-node`), which owns an endpoint
+//! and adds the overlay, NAT traversal and the node's policy on top. The
+//! node core may ask its driver for extra sockets (birthday punching); the
+//! driver then tells on which socket each datagram arrived, and the machine
+//! tells on which socket each datagram leaves.
+//!
+//! The call order is the house rule (quinn-proto, str0m): after every input
+//! (`handle_datagram`, `handle_timeout`) drain `poll_transmit` until it
+//! returns `None`, then ask `poll_timeout` for the next deadline. `now` is
+//! always the first argument; nothing here reads a clock.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::endpoint::Transmit;
+/// A UDP socket of the machine. [`SocketId::MAIN`] is the socket bound to
+/// the configured listen address; others are extra sockets the machine
+/// asked its driver to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub u32);
+
+impl SocketId {
+    /// The listening socket.
+    pub const MAIN: SocketId = SocketId(0);
+}
+
+/// A datagram the machine wrote into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The socket to send it from.
+    pub socket: SocketId,
+    pub destination: SocketAddr,
+    /// Its length at the start of the buffer.
+    pub size: usize,
+}
+
+/// A socket the machine wants opened or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketAction {
+    /// Bind a new ephemeral UDP socket on the main socket's address (same
+    /// family, port 0) and know it as `id` from now on. Datagrams arriving
+    /// on it are input with this id.
+    Open { id: SocketId },
+    /// Close the socket `id`; the machine sends nothing more from it.
+    Close { id: SocketId },
+}
 
 /// A sans-IO UDP state machine.
 pub trait DatagramMachine {
-    /// A datagram arrived from `from`. `data` may be decrypted in place.
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]);
+    /// The next socket to open or close. The caller drains these before
+    /// each round of [`DatagramMachine::poll_transmit`], so a datagram
+    /// never names a socket that was not opened.
+    fn poll_socket_action(&mut self) -> Option<SocketAction> {
+        None
+    }
+    /// A datagram arrived on `socket` from `from`. `data` may be decrypted
+    /// in place.
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        data: &mut [u8],
+    );
     /// Write the next datagram to send into `buf` (at least 2048 bytes).
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing>;
     /// The earliest time `handle_timeout` must be called.
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// Time passed: run due timers.
     fn handle_timeout(&mut self, now: Instant);
 }
 
+/// The bare endpoint lives on the main socket: datagrams from any socket
+/// are its input, and everything it sends leaves from the main socket.
 impl DatagramMachine for crate::endpoint::Endpoint {
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        _socket: SocketId,
+        from: SocketAddr,
+        data: &mut [u8],
+    ) {
         crate::endpoint::Endpoint::handle_datagram(self, now, from, data)
     }
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        crate::endpoint::Endpoint::poll_transmit(self, now, buf)
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
+        let t = crate::endpoint::Endpoint::poll_transmit(self, now, buf)?;
+        Some(Outgoing {
+            socket: SocketId::MAIN,
+            destination: t.destination,
+            size: t.size,
+        })
     }
     fn poll_timeout(&mut self) -> Option<Instant> {
         crate::endpoint::Endpoint::poll_timeout(self)

@@ -1,4 +1,327 @@
-//! `ringlan-node`: the node as one sans-IO state machine (being extracted
-//! from the agent's runtime).
+//! `ringlan-node`: the node as one sans-IO state machine.
+//!
+//! A [`Node`] owns everything a ringlan member decides: the RTMFP endpoint
+//! (tunnel), the Symphony overlay, the relayed-route control plane, the
+//! candidate and NAT traversal policy (STUN, birthday punching) and the one
+//! peer table. It never reads a clock, touches a socket or a device, or
+//! spawns: the agent's runtime (or a simulator) feeds it and carries out
+//! what it asks for.
+//!
+//! Inputs (`now` first, always):
+//! - datagrams, with the socket they came on ([`DatagramMachine::handle_datagram`]);
+//! - frames read from the TAP ([`Node::handle_tap_read`], [`Node::handle_frame`]);
+//! - time ([`DatagramMachine::handle_timeout`]);
+//! - local interface address changes ([`Node::set_interfaces`]);
+//! - commands: [`Node::status`], [`Node::leave`], [`Node::close_all`].
+//!
+//! Outputs, drained after every input in this order:
+//! - socket actions ([`DatagramMachine::poll_socket_action`]: open or close
+//!   an extra socket for birthday punching);
+//! - datagrams ([`DatagramMachine::poll_transmit`], naming the socket);
+//! - TAP writes ([`Node::poll_tap`]; hand each back with [`Node::recycle`]);
+//! - events ([`Node::poll_event`]: ready);
+//! - the next deadline ([`DatagramMachine::poll_timeout`]).
+//!
+//! Where each decision is made:
+//!
+//! | file | decides |
+//! |---|---|
+//! | [`peers`] | who we have a session with (the one peer table) |
+//! | [`sessions`] | what a session opening, closing or moving means for the overlay, routes and punching; which flows a session carries |
+//! | [`dataplane`] | where a frame from the TAP or a peer goes |
+//! | [`candidates`] | which addresses to tell members and to try when opening a session; our NAT |
+//! | [`punching`] | birthday punching: when, whom, with which payload |
+//! | [`routes`] | when a session needs relayed routes, which relays, failover |
+//! | [`snapshot`] / [`status`] | what `ringlan status` shows |
 
 #![forbid(unsafe_code)]
+
+pub mod candidates;
+mod config;
+pub mod dataplane;
+pub mod peers;
+pub mod punching;
+pub mod routes;
+pub mod sessions;
+pub mod snapshot;
+pub mod status;
+mod timer;
+pub mod vnet;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ringlan_overlay::{self as overlay, Mac, Overlay};
+use ringlan_tunnel::crypto::{self, Identity, NetworkName};
+use ringlan_tunnel::endpoint::{Endpoint, EndpointConfig};
+use ringlan_tunnel::extra_sockets::ExtraSockets;
+use ringlan_tunnel::punch::Birthday;
+use ringlan_tunnel::stun::StunTxId;
+use ringlan_tunnel::{DatagramMachine, NodeId, Outgoing, Rng, SocketAction, SocketId};
+
+pub use candidates::LocalIf;
+pub use config::{NodeError, NodeSetup};
+pub use dataplane::{TapWrite, TAP_READ_OFFSET, TAP_READ_ROOM};
+pub use status::{Role, Status};
+
+use crate::candidates::local_candidates;
+use crate::dataplane::DataPlane;
+use crate::peers::Peers;
+use crate::routes::RouteControl;
+use crate::timer::{Timer, TimerTable};
+
+/// Flow metadata of the control flow (reliable: overlay control messages).
+pub const CONTROL_FLOW: &[u8] = b"ringlan/control/1";
+/// Flow metadata of the frame flow. Its messages are `virtio_net_hdr`
+/// (10 bytes, little-endian), overlay frame header, Ethernet frame
+/// (docs/dataplane.md); it replaced `ringlan/frames/1`, which carried no
+/// virtio header. Never retransmitted: late frames are worse than lost ones.
+pub const FRAMES_FLOW: &[u8] = b"ringlan/frames-vnet/1";
+
+/// Something the runtime should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// The node is useful now (an introducer listens; a node has its first
+    /// session): time to tell systemd.
+    Ready { reason: String },
+}
+
+/// One ringlan member.
+pub struct Node {
+    endpoint: Endpoint,
+    overlay: Overlay,
+    peers: Peers,
+    routes: RouteControl,
+    data: DataPlane,
+    punch: ExtraSockets,
+    birthday: Birthday,
+    punch_rng: Rng,
+    timers: TimerTable,
+    events: VecDeque<NodeEvent>,
+    role: Role,
+    ready: bool,
+    started: Instant,
+    listen: SocketAddr,
+    /// Interface addresses, as last given by the runtime.
+    ifs: Vec<LocalIf>,
+    /// Our local candidates, as given to the overlay.
+    local_addrs: Vec<SocketAddr>,
+    /// Introducers and `stun_servers`: asked for our reflexive address.
+    stun_servers: Vec<SocketAddr>,
+    stun_pending: HashMap<StunTxId, SocketAddr>,
+    /// Latest mapped address per server.
+    mapped: BTreeMap<SocketAddr, SocketAddr>,
+    next_stun: Instant,
+    /// Local addresses registered with the endpoint per peer (Redirects).
+    peer_addrs: HashMap<NodeId, Vec<SocketAddr>>,
+    /// Members listed as unreachable in status, since when.
+    unreachable_since: HashMap<NodeId, Instant>,
+    /// The parts of the status that never change.
+    base: Status,
+}
+
+impl Node {
+    /// A node that starts joining at `now`; `seed` feeds every random
+    /// choice it makes.
+    pub fn new(now: Instant, setup: NodeSetup, seed: [u8; 32]) -> Result<Node, NodeError> {
+        let name = NetworkName::new(&setup.network).map_err(|_| NodeError::NetworkName)?;
+        let identity = Identity::from_secret_key_bytes(setup.key, &name);
+        let node_id = identity.node_id();
+        let public_key = identity.certificate().public_key();
+        let secret = crypto::NetworkSecret::from_bytes(setup.secret);
+        let mut ecfg = EndpointConfig::new(identity, name, secret);
+        let introducer = setup.role == Role::Introducer;
+        ecfg.redirector = introducer;
+        ecfg.stun_responder = introducer;
+        // Keepalives hold NAT mappings; a peer is dead after three missed.
+        ecfg.session.keepalive = setup.keepalive;
+        ecfg.session.dead_after = setup.keepalive * 3;
+        ecfg.relay = setup.relay.clone();
+        let mut rng = Rng::from_seed(seed);
+        let mut sub_seed = || rng.bytes32();
+        let endpoint = Endpoint::new(now, ecfg, Rng::from_seed(sub_seed()));
+        let orole = match setup.role {
+            Role::Node => overlay::Role::Node,
+            Role::Introducer => overlay::Role::Introducer,
+        };
+        let mut ocfg =
+            overlay::Config::new(node_id, setup.name.clone(), orole, Some(Mac(setup.mac)));
+        ocfg.introducers = setup.introducers.clone();
+        ocfg.relays = setup.relay.enabled;
+        let mut ov = Overlay::new(now, ocfg, Rng::from_seed(sub_seed()))
+            .map_err(|e| NodeError::Overlay(e.to_string()))?;
+        let local_addrs = local_candidates(&setup.interfaces, setup.listen);
+        ov.set_local_addresses(now, &local_addrs);
+        let mut stun_servers = setup.introducers.clone();
+        stun_servers.extend(setup.stun_servers.iter().copied());
+        stun_servers.retain(|a| *a != setup.listen);
+        stun_servers.dedup();
+        let base = setup.base_status(node_id, &public_key);
+        let mut node = Node {
+            endpoint,
+            overlay: ov,
+            peers: Peers::default(),
+            routes: RouteControl::new(node_id, Rng::from_seed(sub_seed())),
+            data: DataPlane::new(setup.mtu),
+            punch: ExtraSockets::default(),
+            birthday: Birthday::new(setup.birthday.clone()),
+            punch_rng: Rng::from_seed(sub_seed()),
+            timers: TimerTable::default(),
+            events: VecDeque::new(),
+            role: setup.role,
+            ready: false,
+            started: now,
+            listen: setup.listen,
+            ifs: setup.interfaces,
+            local_addrs,
+            stun_servers,
+            stun_pending: HashMap::new(),
+            mapped: BTreeMap::new(),
+            next_stun: now,
+            peer_addrs: HashMap::new(),
+            unreachable_since: HashMap::new(),
+            base,
+        };
+        node.timers.set(Timer::Housekeeping, now);
+        node.timers.set(Timer::Routes, now + routes::TICK);
+        if introducer {
+            node.set_ready(format!("introducer listening on {}", node.listen));
+        }
+        node.process_overlay(now);
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.overlay.node_id()
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The next thing the runtime should know about.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// The interfaces' addresses changed (the runtime re-reads them
+    /// periodically): new local candidates go to the overlay.
+    pub fn set_interfaces(&mut self, now: Instant, ifs: Vec<LocalIf>) {
+        self.ifs = ifs;
+        let local = local_candidates(&self.ifs, self.listen);
+        if local != self.local_addrs {
+            tracing::info!(addresses = ?local, "local addresses changed");
+            self.local_addrs = local;
+            self.overlay.set_local_addresses(now, &self.local_addrs);
+            self.process_overlay(now);
+        }
+    }
+
+    /// Orderly leave: tell the overlay neighbours, then close every
+    /// session so peers notice at once.
+    pub fn leave(&mut self, now: Instant) {
+        self.overlay.leave(now);
+        self.process_overlay(now);
+    }
+
+    /// Close every session (after [`Node::leave`], before exiting).
+    pub fn close_all(&mut self, now: Instant) {
+        self.endpoint.close_all(now, false);
+    }
+
+    /// The endpoint, for read-only questions (tests, benches).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The overlay, for read-only questions (tests, benches).
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    fn set_ready(&mut self, reason: String) {
+        if !self.ready {
+            self.ready = true;
+            self.events.push_back(NodeEvent::Ready { reason });
+        }
+    }
+
+    /// Periodic work: ask the STUN servers again, birthday punching,
+    /// remember since when members have been unreachable.
+    fn housekeeping(&mut self, now: Instant) {
+        self.timers
+            .set(Timer::Housekeeping, now + timer::HOUSEKEEPING);
+        self.stun_tick(now);
+        self.birthday_punch(now);
+        let attempts = self.overlay.open_attempts();
+        self.unreachable_since
+            .retain(|n, _| attempts.iter().any(|a| a.node == *n));
+        for a in attempts {
+            self.unreachable_since.entry(a.node).or_insert(now);
+        }
+    }
+}
+
+impl DatagramMachine for Node {
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        data: &mut [u8],
+    ) {
+        if socket != SocketId::MAIN {
+            self.punch.received(now, socket, from);
+        }
+        self.endpoint.handle_datagram(now, from, data);
+        self.process_endpoint(now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
+        if let Some(o) = self.punch.poll_probe(buf) {
+            return Some(o);
+        }
+        let t = self.endpoint.poll_transmit(now, buf)?;
+        Some(Outgoing {
+            socket: self.punch.socket_for(t.destination),
+            destination: t.destination,
+            size: t.size,
+        })
+    }
+
+    fn poll_socket_action(&mut self) -> Option<SocketAction> {
+        self.punch.poll_action()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        [
+            self.endpoint.poll_timeout(),
+            self.overlay.poll_timeout(),
+            self.punch.poll_timeout(),
+            self.timers.next(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.endpoint.handle_timeout(now);
+        self.process_endpoint(now);
+        if self.overlay.poll_timeout().is_some_and(|t| t <= now) {
+            self.overlay.handle_timeout(now);
+            self.process_overlay(now);
+        }
+        self.punch.handle_timeout(now);
+        while let Some(t) = self.timers.expired(now) {
+            match t {
+                Timer::Housekeeping => self.housekeeping(now),
+                Timer::Routes => {
+                    self.timers.set(Timer::Routes, now + routes::TICK);
+                    self.with_routes(now, |r, cx| r.tick(now, cx));
+                }
+            }
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Split arbitrary bytes into a frame-flow header and the Ethernet frame
-//! (`docs/overlay.md`, `docs/design.md` "Bounded flood"). A header that decodes
+//! (`docs/overlay.md` "Bounded flood"). A header that decodes
 //! encodes to exactly the bytes it was decoded from, and the frame is the
 //! rest of the message.
 #![no_main]

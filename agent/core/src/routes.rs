@@ -1,4 +1,4 @@
-//! Relayed flow routes, the agent's half (DESIGN.md "Relayed flow routes").
+//! Relayed flow routes, the node's half (docs/relay.md).
 //!
 //! The tunnel forwards route datagrams ([`ringlan_tunnel::relay`]); this
 //! module decides when a peer needs routes, picks relays, runs the setup
@@ -41,10 +41,12 @@ use ringlan_tunnel::relay::{self, route_addr, route_id_of, HopKey, RouteError, R
 use ringlan_tunnel::session::{SessionId, SessionState};
 use ringlan_tunnel::{NodeId, Rng};
 
+use crate::peers::Peers;
+
 /// An opening session without answer for this long gets relayed routes
 /// (a punch between cone-like NATs answers within a few round trips).
 pub const RELAY_AFTER: Duration = Duration::from_millis(700);
-/// How often [`Routes::tick`] should run.
+/// How often [`RouteControl::tick`] should run.
 pub const TICK: Duration = Duration::from_millis(250);
 /// Routes kept per relayed peer: one in use, one standby.
 pub const ROUTES_PER_PEER: usize = 2;
@@ -61,16 +63,14 @@ pub const REFUSED_BACKOFF: Duration = Duration::from_secs(20);
 pub struct Ctx<'a> {
     pub ep: &'a mut Endpoint,
     pub overlay: &'a Overlay,
-    /// Open sessions by peer.
-    pub by_node: &'a HashMap<NodeId, SessionId>,
-    /// Sessions being opened, with the member they are for.
-    pub opening: &'a HashMap<SessionId, (Option<NodeId>, Vec<SocketAddr>)>,
+    /// The node's peer table (open sessions, sessions being opened).
+    pub peers: &'a Peers,
 }
 
 impl Ctx<'_> {
     /// Our OPEN session with `node` if its path is direct (hops must be).
     fn direct(&self, node: NodeId) -> Option<SessionId> {
-        let sid = *self.by_node.get(&node)?;
+        let sid = self.peers.session_of(node)?;
         let info = self.ep.session_info(sid)?;
         (info.state == SessionState::Open && !relay::is_route_addr(&info.remote)).then_some(sid)
     }
@@ -105,15 +105,12 @@ impl Ctx<'_> {
     }
 
     fn opening_for(&self, node: NodeId) -> Option<SessionId> {
-        self.opening
-            .iter()
-            .find(|(_, (n, _))| *n == Some(node))
-            .map(|(sid, _)| *sid)
+        self.peers.opening_for(node)
     }
 
     /// The path of the session with `node`, if one is open.
     fn path_of(&self, node: NodeId) -> Option<(SessionId, SocketAddr)> {
-        let sid = *self.by_node.get(&node)?;
+        let sid = self.peers.session_of(node)?;
         let info = self.ep.session_info(sid)?;
         (info.state == SessionState::Open).then_some((sid, info.remote))
     }
@@ -188,7 +185,7 @@ pub struct RouteStats {
 }
 
 /// Relayed routes of one node.
-pub struct Routes {
+pub struct RouteControl {
     me: NodeId,
     rng: Rng,
     ends: BTreeMap<NodeId, Vec<End>>,
@@ -205,9 +202,9 @@ pub struct Routes {
     pub stats: RouteStats,
 }
 
-impl Routes {
-    pub fn new(me: NodeId, rng: Rng) -> Routes {
-        Routes {
+impl RouteControl {
+    pub fn new(me: NodeId, rng: Rng) -> RouteControl {
+        RouteControl {
             me,
             rng,
             ends: BTreeMap::new(),
@@ -286,11 +283,11 @@ impl Routes {
     /// Start, keep, retry and release routes. Call every [`TICK`].
     pub fn tick(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         // Who is opening (and since when), who is relayed, who is direct.
-        let opening: Vec<NodeId> = cx.opening.values().filter_map(|(n, _)| *n).collect();
+        let opening: Vec<NodeId> = cx.peers.opening().filter_map(|(_, o)| o.node).collect();
         self.want
-            .retain(|n, _| opening.contains(n) || cx.by_node.contains_key(n));
+            .retain(|n, _| opening.contains(n) || cx.peers.is_connected(*n));
         for n in &opening {
-            if !cx.by_node.contains_key(n) {
+            if !cx.peers.is_connected(*n) {
                 self.want.entry(*n).or_insert(now);
             }
         }
@@ -325,12 +322,15 @@ impl Routes {
 
         // Ready routes are candidates of every session still opening to
         // their peer (the first add can miss a session that was replaced).
-        for (sid, (node, _)) in cx.opening.iter() {
-            if let Some(node) = node {
-                let addrs = self.addrs_for(*node);
-                if !addrs.is_empty() {
-                    cx.ep.add_candidates(now, *sid, &addrs);
-                }
+        let opening: Vec<(SessionId, NodeId)> = cx
+            .peers
+            .opening()
+            .filter_map(|(sid, o)| Some((sid, o.node?)))
+            .collect();
+        for (sid, node) in opening {
+            let addrs = self.addrs_for(node);
+            if !addrs.is_empty() {
+                cx.ep.add_candidates(now, sid, &addrs);
             }
         }
 
@@ -794,7 +794,7 @@ mod tests {
     #[test]
     fn view_orders_relays_from_this_end() {
         let me = NodeId(1);
-        let mut r = Routes::new(me, Rng::from_seed([1; 32]));
+        let mut r = RouteControl::new(me, Rng::from_seed([1; 32]));
         let now = Instant::now();
         // A route set up by the peer (2) through relays 5 then 6: from
         // here the first relay is 6.

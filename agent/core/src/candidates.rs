@@ -1,0 +1,354 @@
+//! Local addresses, candidates and our NAT: what this node tells members
+//! about itself, and which addresses it tries when it opens a session.
+//!
+//! NAT traversal (RFC 7016 3.5.1.5, 3.5.1.6; docs/nat.md): the node
+//! registers its local interface addresses with every peer (overlay
+//! `Hello`), learns its reflexive address by STUN from the introducers and
+//! `stun_servers` (and classifies its NAT's mapping from two answers), and
+//! opens a session to a member with every candidate at once
+//! ([`assemble_candidates`]): the member's local addresses, its reflexive
+//! addresses, and the introducers and other peers that have a session to
+//! it, so a Forwarder relays our IHello and the member's RHello punches its
+//! NAT while our IHello to its public address punches ours.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ringlan_overlay::wire::{AddrOrigin, TaggedAddr};
+use ringlan_tunnel::endpoint::REDIRECT_THRESHOLD;
+use ringlan_tunnel::stun;
+use ringlan_tunnel::NodeId;
+
+use crate::status::{NatBehaviour, NatStatus};
+use crate::Node;
+
+/// How often STUN servers (and introducers) are asked for our reflexive
+/// address; sooner while none answered yet.
+pub const STUN_PERIOD: Duration = Duration::from_secs(60);
+pub const STUN_RETRY: Duration = Duration::from_secs(10);
+
+/// An interface address with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalIf {
+    pub ip: IpAddr,
+    pub prefix: u8,
+}
+
+impl LocalIf {
+    /// Whether `ip` lies in this interface's subnet.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.ip, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let p = u32::from(self.prefix.min(32));
+                let mask = u32::MAX.checked_shl(32 - p).unwrap_or(0);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let p = u32::from(self.prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - p).unwrap_or(0);
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Addresses worth telling peers about: not loopback, link-local,
+/// unspecified or multicast.
+pub fn usable_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_multicast())
+        }
+        IpAddr::V6(a) => {
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Our local candidate addresses: `listen` itself when bound to one
+/// address, else every interface address of a family the socket serves
+/// (an IPv6 wildcard socket also serves IPv4), with the listen port.
+pub fn local_candidates(ifs: &[LocalIf], listen: SocketAddr) -> Vec<SocketAddr> {
+    if !listen.ip().is_unspecified() {
+        return vec![listen];
+    }
+    ifs.iter()
+        .filter(|l| listen.is_ipv6() || l.ip.is_ipv4())
+        .map(|l| SocketAddr::new(l.ip, listen.port()))
+        .collect()
+}
+
+/// Whether `ip` is on one of our LANs (a direct LAN path).
+pub fn in_local_subnet(ifs: &[LocalIf], ip: IpAddr) -> bool {
+    ifs.iter().any(|l| l.contains(ip))
+}
+
+/// Every candidate address for a session to a member, in the order they
+/// are worth trying (all are tried at once; the first RHello wins):
+/// the member's local addresses (same LAN), its reflexive addresses, the
+/// rest of what the overlay gave, then forwarders (introducers and peers
+/// with a session to it, RFC 7016 3.5.1.5). Our own addresses,
+/// duplicates and addresses on `avoid` (our own NAT's public address when
+/// the member is on our LAN: no hairpin) are left out; at most
+/// [`REDIRECT_THRESHOLD`].
+pub fn assemble_candidates(
+    member: &[TaggedAddr],
+    overlay_addrs: &[SocketAddr],
+    forwarders: &[SocketAddr],
+    own: &[SocketAddr],
+    avoid: &[IpAddr],
+) -> Vec<SocketAddr> {
+    let local = member
+        .iter()
+        .filter(|a| a.origin == AddrOrigin::Local)
+        .map(|a| a.addr);
+    let reflexive = member
+        .iter()
+        .filter(|a| a.origin == AddrOrigin::Reflexive)
+        .map(|a| a.addr);
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in local
+        .chain(reflexive)
+        .chain(overlay_addrs.iter().copied())
+        .chain(forwarders.iter().copied())
+    {
+        if out.len() >= REDIRECT_THRESHOLD {
+            break;
+        }
+        if !out.contains(&a)
+            && !own.contains(&a)
+            && !avoid.contains(&a.ip())
+            && !a.ip().is_unspecified()
+            && a.port() != 0
+        {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Reflexive addresses and NAT mapping from the latest STUN answer of
+/// each server.
+pub fn nat_status(mapped: &BTreeMap<SocketAddr, SocketAddr>) -> NatStatus {
+    let obs: Vec<(SocketAddr, SocketAddr)> = mapped.iter().map(|(s, m)| (*s, *m)).collect();
+    let mapping = match stun::classify_mapping(&obs) {
+        stun::NatMapping::EndpointIndependent => NatBehaviour::EndpointIndependent,
+        stun::NatMapping::EndpointDependent => NatBehaviour::EndpointDependent,
+        stun::NatMapping::Unknown => NatBehaviour::Unknown,
+    };
+    let mut reflexive: Vec<SocketAddr> = mapped.values().copied().collect();
+    reflexive.sort();
+    reflexive.dedup();
+    NatStatus { mapping, reflexive }
+}
+
+impl Node {
+    /// Candidates for a session to member `id` (see
+    /// [`assemble_candidates`]).
+    pub(crate) fn candidates_for(&self, id: NodeId, addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+        let forwarders: Vec<SocketAddr> = self
+            .overlay
+            .forwarders_for(id)
+            .into_iter()
+            .filter_map(|f| self.peers.session_of(f))
+            .filter_map(|sid| self.endpoint.session_info(sid))
+            .map(|i| i.remote)
+            .collect();
+        let member: &[TaggedAddr] = self
+            .overlay
+            .member(id)
+            .map(|m| m.addrs.as_slice())
+            .unwrap_or(&[]);
+        let mut own = self.local_addrs.clone();
+        own.extend(self.mapped.values().copied());
+        // Behind our own NAT (its reflexive address has our public IP) and
+        // on one of our LANs: the LAN path only, no hairpin through the NAT.
+        let public: Vec<IpAddr> = self.mapped.values().map(|a| a.ip()).collect();
+        let same_nat = member
+            .iter()
+            .any(|a| a.origin == AddrOrigin::Reflexive && public.contains(&a.addr.ip()));
+        let on_lan = member
+            .iter()
+            .any(|a| a.origin == AddrOrigin::Local && in_local_subnet(&self.ifs, a.addr.ip()));
+        if same_nat && on_lan {
+            // Forwarders would answer with Redirects to the public address.
+            return assemble_candidates(member, addrs, &[], &own, &public);
+        }
+        let mut c = assemble_candidates(member, addrs, &forwarders, &own, &[]);
+        // Relayed routes already set up to it (RELAY_AFTER a failing punch).
+        c.extend(self.routes.addrs_for(id));
+        c
+    }
+
+    /// A note for a session through NAT to a peer that has a local address
+    /// on one of our LANs (a hairpin path; we do not move the session).
+    pub(crate) fn lan_hint(&self, peer: NodeId, remote: SocketAddr) -> Option<String> {
+        if in_local_subnet(&self.ifs, remote.ip()) {
+            return None;
+        }
+        let m = self.overlay.member(peer)?;
+        let lan = m.addrs.iter().find(|a| {
+            a.origin == AddrOrigin::Local
+                && a.addr != remote
+                && in_local_subnet(&self.ifs, a.addr.ip())
+        })?;
+        Some(format!("LAN address {} not used", lan.addr))
+    }
+
+    /// Ask the STUN servers (introducers and `stun_servers`) for our
+    /// reflexive address: every [`STUN_PERIOD`], every [`STUN_RETRY`]
+    /// while none has answered yet.
+    pub(crate) fn stun_tick(&mut self, now: Instant) {
+        if now < self.next_stun || self.stun_servers.is_empty() {
+            return;
+        }
+        let answered = !self.mapped.is_empty();
+        self.next_stun = now + if answered { STUN_PERIOD } else { STUN_RETRY };
+        for i in 0..self.stun_servers.len() {
+            let server = self.stun_servers[i];
+            if self.stun_pending.values().any(|s| *s == server) {
+                continue;
+            }
+            match self.endpoint.stun_query(now, server) {
+                Ok(tx) => {
+                    self.stun_pending.insert(tx, server);
+                }
+                Err(e) => tracing::debug!(%server, error = %e, "STUN query not sent"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn tagged(origin: AddrOrigin, a: &str) -> TaggedAddr {
+        TaggedAddr {
+            origin,
+            addr: sa(a),
+        }
+    }
+
+    #[test]
+    fn candidates_local_first_then_reflexive_then_forwarders() {
+        let member = [
+            tagged(AddrOrigin::Reflexive, "203.0.113.2:40000"),
+            tagged(AddrOrigin::Local, "10.0.2.2:4910"),
+            tagged(AddrOrigin::Local, "192.168.1.5:4910"),
+        ];
+        let overlay = [sa("203.0.113.2:40000"), sa("198.51.100.50:4910")];
+        let forwarders = [sa("198.51.100.7:4910"), sa("203.0.113.9:4910")];
+        let own = [sa("192.168.1.5:4910")];
+        assert_eq!(
+            assemble_candidates(&member, &overlay, &forwarders, &own, &[]),
+            vec![
+                sa("10.0.2.2:4910"),
+                sa("203.0.113.2:40000"),
+                sa("198.51.100.50:4910"),
+                sa("198.51.100.7:4910"),
+                sa("203.0.113.9:4910"),
+            ]
+        );
+        // Same NAT as ours: no hairpin to its public address.
+        let avoid = ["203.0.113.2".parse().unwrap()];
+        assert_eq!(
+            assemble_candidates(&member, &overlay, &forwarders, &own, &avoid),
+            vec![
+                sa("10.0.2.2:4910"),
+                sa("198.51.100.50:4910"),
+                sa("198.51.100.7:4910"),
+                sa("203.0.113.9:4910"),
+            ]
+        );
+    }
+
+    #[test]
+    fn candidates_are_capped_and_skip_unusable() {
+        let member: Vec<TaggedAddr> = (0..30)
+            .map(|i| tagged(AddrOrigin::Local, &format!("10.0.0.{}:4910", i + 1)))
+            .collect();
+        let fwd = [sa("198.51.100.7:4910")];
+        let c = assemble_candidates(&member, &[sa("0.0.0.0:4910")], &fwd, &[], &[]);
+        assert_eq!(c.len(), REDIRECT_THRESHOLD);
+        assert!(!c.contains(&sa("0.0.0.0:4910")));
+        // With few member addresses the forwarder is always included.
+        let c = assemble_candidates(&member[..3], &[sa("10.0.0.9:0")], &fwd, &[], &[]);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c[3], fwd[0]);
+    }
+
+    #[test]
+    fn subnets_and_local_candidates() {
+        let ifs = [
+            LocalIf {
+                ip: "192.168.1.5".parse().unwrap(),
+                prefix: 24,
+            },
+            LocalIf {
+                ip: "2001:db8:1::5".parse().unwrap(),
+                prefix: 64,
+            },
+        ];
+        assert!(in_local_subnet(&ifs, "192.168.1.200".parse().unwrap()));
+        assert!(!in_local_subnet(&ifs, "192.168.2.1".parse().unwrap()));
+        assert!(in_local_subnet(&ifs, "2001:db8:1::99".parse().unwrap()));
+        assert!(!in_local_subnet(&ifs, "2001:db8:2::1".parse().unwrap()));
+        assert!(!in_local_subnet(
+            &ifs,
+            "::ffff:192.168.1.1".parse().unwrap()
+        ));
+        let all = LocalIf {
+            ip: "10.0.0.1".parse().unwrap(),
+            prefix: 0,
+        };
+        assert!(all.contains("198.51.100.1".parse().unwrap()));
+        assert_eq!(
+            local_candidates(&ifs, sa("0.0.0.0:4910")),
+            vec![sa("192.168.1.5:4910")]
+        );
+        assert_eq!(
+            local_candidates(&ifs, sa("[::]:4910")),
+            vec![sa("192.168.1.5:4910"), sa("[2001:db8:1::5]:4910")]
+        );
+        assert_eq!(
+            local_candidates(&ifs, sa("192.0.2.1:7")),
+            vec![sa("192.0.2.1:7")]
+        );
+        assert!(!usable_local("127.0.0.1".parse().unwrap()));
+        assert!(!usable_local("169.254.1.1".parse().unwrap()));
+        assert!(!usable_local("fe80::1".parse().unwrap()));
+        assert!(!usable_local("::1".parse().unwrap()));
+        assert!(usable_local("10.1.2.3".parse().unwrap()));
+        assert!(usable_local("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn nat_status_from_two_servers() {
+        let mut m = BTreeMap::new();
+        assert_eq!(nat_status(&m).mapping, NatBehaviour::Unknown);
+        m.insert(sa("198.51.100.7:4910"), sa("203.0.113.1:40000"));
+        let n = nat_status(&m);
+        assert_eq!(n.mapping, NatBehaviour::Unknown);
+        assert_eq!(n.reflexive, vec![sa("203.0.113.1:40000")]);
+        m.insert(sa("198.51.100.8:3478"), sa("203.0.113.1:40000"));
+        let n = nat_status(&m);
+        assert_eq!(n.mapping, NatBehaviour::EndpointIndependent);
+        assert_eq!(n.reflexive.len(), 1);
+        m.insert(sa("198.51.100.8:3478"), sa("203.0.113.1:40001"));
+        let n = nat_status(&m);
+        assert_eq!(n.mapping, NatBehaviour::EndpointDependent);
+        assert_eq!(n.reflexive.len(), 2);
+        let j = serde_json::to_string(&n).unwrap();
+        assert!(j.contains(r#""mapping":"endpoint-dependent""#), "{j}");
+    }
+}

@@ -1,0 +1,81 @@
+//! What a node is started with: plain data, already validated and resolved
+//! by the agent (YAML, files, DNS names and the TAP live there).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringlan_tunnel::punch::BirthdayConfig;
+use ringlan_tunnel::relay::RelayLimits;
+use ringlan_tunnel::NodeId;
+
+use crate::candidates::LocalIf;
+use crate::status::{NatStatus, Role, RoutedStatus, Status, TapStatus};
+
+/// Everything a [`crate::Node`] needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeSetup {
+    /// Network name (1-32 characters `[a-z0-9-]`).
+    pub network: String,
+    /// The network membership secret.
+    pub secret: [u8; 32],
+    /// The node's Ed25519 secret key.
+    pub key: [u8; 32],
+    /// The node's name (shown to other members).
+    pub name: String,
+    pub role: Role,
+    /// The TAP's MAC address.
+    pub mac: [u8; 6],
+    /// The TAP's MTU: frames up to this plus an Ethernet header and one
+    /// VLAN tag travel; larger ones are dropped (never truncated).
+    pub mtu: u16,
+    /// The TAP as status shows it.
+    pub tap: TapStatus,
+    /// The address the main socket is bound to (after binding: port 0 is
+    /// resolved).
+    pub listen: SocketAddr,
+    /// Introducers (resolved).
+    pub introducers: Vec<SocketAddr>,
+    /// Extra STUN servers (resolved); introducers are asked too.
+    pub stun_servers: Vec<SocketAddr>,
+    /// Session keepalive; a peer is dead after three missed.
+    pub keepalive: Duration,
+    /// Relaying for other members.
+    pub relay: RelayLimits,
+    /// Birthday punching knobs (docs/nat.md).
+    pub birthday: BirthdayConfig,
+    /// The machine's interface addresses at start.
+    pub interfaces: Vec<LocalIf>,
+}
+
+/// Why a node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid network name (1-32 characters a-z, 0-9, -)")]
+    NetworkName,
+    #[error("overlay config: {0}")]
+    Overlay(String),
+}
+
+impl NodeSetup {
+    /// The parts of the status that never change.
+    pub(crate) fn base_status(&self, node_id: NodeId, public_key: &[u8; 32]) -> Status {
+        Status {
+            node_id: Some(node_id.to_string()),
+            node_name: self.name.clone(),
+            network: self.network.clone(),
+            role: self.role,
+            public_key: public_key.iter().map(|b| format!("{b:02x}")).collect(),
+            tap: self.tap.clone(),
+            listen: vec![self.listen],
+            addresses: Vec::new(),
+            nat: NatStatus::default(),
+            sessions: Vec::new(),
+            neighbours: None,
+            uptime_secs: 0,
+            drops: BTreeMap::new(),
+            relay: None,
+            routed: RoutedStatus::default(),
+        }
+    }
+}

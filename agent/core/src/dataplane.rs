@@ -1,0 +1,284 @@
+//! The data plane: where a frame from the TAP or from a peer goes.
+//!
+//! TAP -> peers: the runtime reads `virtio_net_hdr` + frame into its read
+//! buffer at [`TAP_READ_OFFSET`] ([`Node::handle_tap_read`]); the head room
+//! in front lets the frame-flow message's virtio and overlay headers be
+//! written in place, so the frame is handed to the endpoint without a copy.
+//! The overlay's switch decides the peers (learnt MAC, bounded flood,
+//! routed hop); each gets one message on its session's frame flow
+//! (never retransmitted).
+//!
+//! Peer -> TAP: a frame-flow message is virtio header, overlay frame
+//! header, frame. The overlay decides whether it is ours (a [`TapWrite`]:
+//! the message buffer itself, no copy) and where it goes on (flood or
+//! routed forwards of the same frame, sent from the node's own buffer).
+//! Frames are never truncated: one our TAP cannot carry is dropped, and
+//! only TCP GSO super-frames may exceed the MTU.
+//!
+//! Drops are counted per session (or node-wide before a session is known)
+//! under fixed labels.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use ringlan_overlay::{self as overlay, DropReason, FrameHeader};
+use ringlan_tunnel::flow::Reliability;
+use ringlan_tunnel::session::SessionId;
+use ringlan_tunnel::NodeId;
+
+use crate::peers::Drops;
+use crate::vnet::{VnetHdr, TAP_MAX_FRAME, VNET_HDR_LEN};
+use crate::Node;
+
+/// Where the runtime reads a TAP frame (virtio header first) into its
+/// buffer: the room in front is for the headers written in place.
+pub const TAP_READ_OFFSET: usize = FrameHeader::MAX_LEN;
+/// The size of a TAP read buffer: head room, virtio header, largest frame.
+pub const TAP_READ_ROOM: usize = TAP_READ_OFFSET + VNET_HDR_LEN + TAP_MAX_FRAME;
+/// Where the Ethernet frame starts in a TAP read buffer.
+const ETH: usize = TAP_READ_OFFSET + VNET_HDR_LEN;
+/// Ethernet header plus one VLAN tag on top of the TAP MTU.
+const FRAME_OVERHEAD: usize = 18;
+/// TAP writes waiting for the runtime at most: beyond it frames are
+/// dropped (`tap_queue`) rather than queued without bound. The runtime
+/// drains the queue after every input; one receive batch is far smaller.
+pub const MAX_TAP_QUEUE: usize = 4096;
+
+/// A frame for the TAP: the frame-flow message as it arrived (virtio
+/// header at the start, the frame at its end). Hand it back with
+/// [`Node::recycle`] once written.
+#[derive(Debug)]
+pub struct TapWrite {
+    session: SessionId,
+    buf: Vec<u8>,
+    frame_at: usize,
+}
+
+impl TapWrite {
+    /// The virtio header to write in front of the frame.
+    pub fn vnet(&self) -> &[u8; VNET_HDR_LEN] {
+        self.buf
+            .first_chunk::<VNET_HDR_LEN>()
+            .expect("a TapWrite holds a checked message")
+    }
+
+    /// The Ethernet frame.
+    pub fn frame(&self) -> &[u8] {
+        self.buf.get(self.frame_at..).unwrap_or(&[])
+    }
+}
+
+/// The data plane's own state.
+#[derive(Debug)]
+pub(crate) struct DataPlane {
+    /// Largest frame carried without GSO.
+    max_frame: usize,
+    /// The overlay's forwarding decisions for the frame at hand.
+    sends: Vec<overlay::FrameSend>,
+    /// Frames forwarded on (flood, routed) and [`Node::handle_frame`]
+    /// input live here, laid out like a TAP read buffer.
+    buf: Vec<u8>,
+    to_tap: VecDeque<TapWrite>,
+    /// Frames dropped before a session was known (no link, oversize).
+    pub(crate) local_drops: Drops,
+}
+
+impl DataPlane {
+    pub(crate) fn new(mtu: u16) -> DataPlane {
+        DataPlane {
+            max_frame: usize::from(mtu) + FRAME_OVERHEAD,
+            sends: Vec::new(),
+            buf: vec![0u8; TAP_READ_ROOM],
+            to_tap: VecDeque::new(),
+            local_drops: Drops::new(),
+        }
+    }
+
+    fn drop_local(&mut self, reason: &'static str) {
+        *self.local_drops.entry(reason).or_insert(0) += 1;
+    }
+}
+
+/// The drop-counter label of an overlay drop reason.
+fn drop_label(r: DropReason) -> &'static str {
+    match r {
+        DropReason::Runt => "runt",
+        DropReason::OwnSource => "ownsource",
+        DropReason::ToSelf => "toself",
+        DropReason::NoTap => "notap",
+        DropReason::BadHeader => "badheader",
+        DropReason::Duplicate => "duplicate",
+        DropReason::NoRoute => "noroute",
+    }
+}
+
+impl Node {
+    /// A TAP read of `n` bytes (virtio header and frame) sits at
+    /// `buf[TAP_READ_OFFSET..TAP_READ_OFFSET + n]`; `buf` is the runtime's
+    /// read buffer of [`TAP_READ_ROOM`] bytes. The head room in front of
+    /// it is overwritten.
+    pub fn handle_tap_read(&mut self, now: Instant, buf: &mut [u8], n: usize) {
+        let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
+            self.data.drop_local("short");
+            return;
+        };
+        let Some(vnet) = buf.get(TAP_READ_OFFSET..ETH) else {
+            self.data.drop_local("short");
+            return;
+        };
+        let vnet: [u8; VNET_HDR_LEN] = vnet
+            .try_into()
+            .expect("ETH - TAP_READ_OFFSET == VNET_HDR_LEN");
+        if let Err(r) = VnetHdr::parse(&vnet).check(len, self.data.max_frame) {
+            self.data.drop_local(r.as_str());
+            return;
+        }
+        let Some(frame) = buf.get(ETH..ETH + len) else {
+            self.data.drop_local("short");
+            return;
+        };
+        let mut sends = std::mem::take(&mut self.data.sends);
+        self.overlay.frame_from_tap(now, frame, &mut sends);
+        for s in &sends {
+            self.send_frame(now, buf, s, len);
+        }
+        sends.clear();
+        self.data.sends = sends;
+        self.process_overlay(now);
+    }
+
+    /// An Ethernet frame from the TAP without a virtio header (simulators,
+    /// tests): copied into the node's own buffer, then as
+    /// [`Node::handle_tap_read`].
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+        let mut buf = std::mem::take(&mut self.data.buf);
+        let n = VNET_HDR_LEN + frame.len();
+        match buf.get_mut(TAP_READ_OFFSET..TAP_READ_OFFSET + n) {
+            Some(dst) => {
+                dst[..VNET_HDR_LEN].fill(0);
+                dst[VNET_HDR_LEN..].copy_from_slice(frame);
+                self.handle_tap_read(now, &mut buf, n);
+            }
+            None => self.data.drop_local("oversize"),
+        }
+        self.data.buf = buf;
+    }
+
+    /// The next frame for the TAP.
+    pub fn poll_tap(&mut self) -> Option<TapWrite> {
+        self.data.to_tap.pop_front()
+    }
+
+    /// A written (or abandoned) TAP frame's buffer goes back to its
+    /// session's pool.
+    pub fn recycle(&mut self, w: TapWrite) {
+        self.endpoint.recycle(w.session, w.buf);
+    }
+
+    /// Send the frame at `buf[ETH..ETH + len]` (virtio header in front of
+    /// it) as one frame-flow message: the header of `s` is written in
+    /// place in front of the virtio header, which moves forward by it.
+    fn send_frame(&mut self, now: Instant, buf: &mut [u8], s: &overlay::FrameSend, len: usize) {
+        let Some((sid, peer)) = self.peers.current_mut(s.to) else {
+            self.data.drop_local("no_session");
+            return;
+        };
+        let mut hdr = [0u8; TAP_READ_OFFSET];
+        let Ok(h) = s.header.encode(&mut hdr) else {
+            return;
+        };
+        // h <= TAP_READ_OFFSET, so the message starts at
+        // TAP_READ_OFFSET - h >= 0: [vnet | overlay header | frame].
+        let start = TAP_READ_OFFSET - h;
+        buf.copy_within(TAP_READ_OFFSET..ETH, start);
+        buf[start + VNET_HDR_LEN..ETH].copy_from_slice(&hdr[..h]);
+        let msg = &buf[start..ETH + len];
+        match self
+            .endpoint
+            .send(now, sid, peer.frames, msg, Reliability::NoRetransmit)
+        {
+            Ok(()) => {
+                peer.tx.frames += 1;
+                peer.tx.bytes += len as u64;
+            }
+            Err(e) => {
+                tracing::trace!(error = %e, "frame not queued");
+                peer.drop_frame("send_queue");
+            }
+        }
+        // Restore the virtio header where the next send expects it.
+        buf.copy_within(start..start + VNET_HDR_LEN, TAP_READ_OFFSET);
+    }
+
+    /// A frame-flow message from `from` on `session`.
+    pub(crate) fn frame_from_peer(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        from: NodeId,
+        msg: Vec<u8>,
+    ) {
+        let max = self.data.max_frame;
+        let mut sends = std::mem::take(&mut self.data.sends);
+        let verdict = match msg.split_first_chunk::<VNET_HDR_LEN>() {
+            None => Err("short"),
+            Some((vnet, rest)) => match self.overlay.frame_from_peer(now, from, rest, &mut sends) {
+                Err(r) => Err(drop_label(r)),
+                Ok(r) => match VnetHdr::parse(vnet).check(r.frame.len(), max) {
+                    Err(c) => Err(c.as_str()),
+                    Ok(()) => Ok((msg.len() - r.frame.len(), r.to_tap)),
+                },
+            },
+        };
+        let Some(p) = self.peers.get_mut(session) else {
+            sends.clear();
+            self.data.sends = sends;
+            self.endpoint.recycle(session, msg);
+            return;
+        };
+        let (frame_at, to_tap) = match verdict {
+            Ok(v) => v,
+            Err(reason) => {
+                p.drop_frame(reason);
+                sends.clear();
+                self.data.sends = sends;
+                self.endpoint.recycle(session, msg);
+                return;
+            }
+        };
+        let n = msg.len() - frame_at;
+        if !sends.is_empty() {
+            // Bounded-flood or routed forwards of the same frame, from
+            // our own buffer laid out like a TAP read.
+            let mut buf = std::mem::take(&mut self.data.buf);
+            buf[TAP_READ_OFFSET..ETH].copy_from_slice(&msg[..VNET_HDR_LEN]);
+            buf[ETH..ETH + n].copy_from_slice(&msg[frame_at..]);
+            for s in &sends {
+                self.send_frame(now, &mut buf, s, n);
+            }
+            self.data.buf = buf;
+            sends.clear();
+        }
+        self.data.sends = sends;
+        let Some(p) = self.peers.get_mut(session) else {
+            self.endpoint.recycle(session, msg);
+            return;
+        };
+        if !to_tap {
+            self.endpoint.recycle(session, msg);
+            return;
+        }
+        if self.data.to_tap.len() >= MAX_TAP_QUEUE {
+            p.drop_frame("tap_queue");
+            self.endpoint.recycle(session, msg);
+            return;
+        }
+        p.rx.frames += 1;
+        p.rx.bytes += n as u64;
+        self.data.to_tap.push_back(TapWrite {
+            session,
+            buf: msg,
+            frame_at,
+        });
+    }
+}

@@ -1,0 +1,130 @@
+//! Birthday punching (tunnel [`ringlan_tunnel::punch`], docs/nat.md): the
+//! policy that decides when, and the extra sockets and sprays it uses.
+//!
+//! For every session the overlay asked for that is still in IHELLO_SENT,
+//! and every session running over a relayed route, the planner gets the
+//! member's reflexive address; it answers, by our own NAT's mapping
+//! behaviour, with extra sockets (symmetric side) or a spray of the
+//! member's public IP (cone-like side) once the plain punch has had its
+//! time, in bounded rounds. Only members (the overlay learnt them from an
+//! authenticated session) are ever punched; never on the LAN or behind our
+//! own NAT. The payload is the opening session's IHello, or a one-Ping
+//! probe of the relayed session (which moves it by address mobility).
+//!
+//! The extra sockets and sprays themselves are the tunnel's
+//! [`ExtraSockets`] (sans-IO: it asks the runtime to open and close
+//! sockets and pins a punched path to the socket that opened it).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use ringlan_overlay::wire::AddrOrigin;
+use ringlan_tunnel::extra_sockets::ExtraSockets;
+use ringlan_tunnel::punch;
+use ringlan_tunnel::relay;
+use ringlan_tunnel::session::{SessionId, SessionState};
+use ringlan_tunnel::stun;
+use ringlan_tunnel::NodeId;
+
+use crate::candidates::{in_local_subnet, nat_status};
+use crate::status::{NatBehaviour, Role};
+use crate::Node;
+
+impl Node {
+    /// The extra sockets and sprays (tests, status).
+    pub fn punch_sockets(&self) -> &ExtraSockets {
+        &self.punch
+    }
+
+    /// A direct path to `node` at `addr` works: no more punching there.
+    pub(crate) fn punch_succeeded(&mut self, node: NodeId, addr: SocketAddr) {
+        self.birthday.succeeded(node);
+        self.punch.stop(addr.ip());
+    }
+
+    /// What a birthday punch sends: the IHello of a session still
+    /// opening, or a one-Ping probe of a relayed one.
+    fn punch_payload(&mut self, now: Instant, session: SessionId) -> Option<Vec<u8>> {
+        self.endpoint
+            .ihello_datagram(session)
+            .or_else(|| self.endpoint.probe_datagram(now, session))
+    }
+
+    /// One planner round (every housekeeping tick).
+    pub(crate) fn birthday_punch(&mut self, now: Instant) {
+        if self.role == Role::Introducer {
+            return;
+        }
+        let own = match nat_status(&self.mapped).mapping {
+            NatBehaviour::EndpointIndependent => stun::NatMapping::EndpointIndependent,
+            NatBehaviour::EndpointDependent => stun::NatMapping::EndpointDependent,
+            NatBehaviour::Unknown => stun::NatMapping::Unknown,
+        };
+        let public: Vec<IpAddr> = self.mapped.values().map(|a| a.ip()).collect();
+        let ep = &self.endpoint;
+        // Sessions still opening, and sessions open over a relayed route
+        // (the punch moves them to a direct path).
+        let relayed = self.peers.current().filter_map(|(node, sid)| {
+            let info = ep.session_info(sid)?;
+            (info.state == SessionState::Open && relay::is_route_addr(&info.remote))
+                .then_some((sid, node))
+        });
+        let opening = self.peers.opening().filter_map(|(sid, o)| {
+            let node = o.node?;
+            if self.peers.is_connected(node) {
+                return None;
+            }
+            (ep.session_info(sid)?.state == SessionState::IHelloSent).then_some((sid, node))
+        });
+        let candidates: Vec<(SessionId, NodeId)> = opening.chain(relayed).collect();
+        let attempts: Vec<punch::Attempt> = candidates
+            .iter()
+            .filter_map(|&(sid, node)| {
+                let m = self.overlay.member(node)?;
+                let on_lan = m.addrs.iter().any(|a| {
+                    a.origin == AddrOrigin::Local && in_local_subnet(&self.ifs, a.addr.ip())
+                });
+                let reflexive = m
+                    .addrs
+                    .iter()
+                    .find(|a| a.origin == AddrOrigin::Reflexive && !relay::is_route_addr(&a.addr))
+                    .map(|a| a.addr)
+                    .filter(|a| !on_lan && !public.contains(&a.ip()));
+                Some(punch::Attempt {
+                    peer: node,
+                    session: sid,
+                    reflexive,
+                })
+            })
+            .collect();
+        let actions = self.birthday.poll(now, own, &attempts, &mut self.punch_rng);
+        for a in actions {
+            match a {
+                punch::Action::OpenSockets {
+                    peer,
+                    session,
+                    dest,
+                    count,
+                    lifetime,
+                } => {
+                    let Some(hello) = self.punch_payload(now, session) else {
+                        continue;
+                    };
+                    let n = self.punch.open(now, dest, &hello, count, lifetime);
+                    tracing::info!(%peer, %dest, sockets = n, "birthday punch: extra sockets opened");
+                }
+                punch::Action::Spray {
+                    peer,
+                    session,
+                    plan,
+                } => {
+                    let Some(hello) = self.punch_payload(now, session) else {
+                        continue;
+                    };
+                    tracing::info!(%peer, ip = %plan.ip(), probes = plan.remaining(), "birthday punch: spraying");
+                    self.punch.spray(plan, &hello);
+                }
+            }
+        }
+    }
+}

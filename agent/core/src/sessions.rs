@@ -1,0 +1,315 @@
+//! Sessions and the overlay: what the endpoint's events mean for the peer
+//! table, the overlay, the routes and punching, and how the overlay's
+//! requests (open or close a session, probe a path, send a control
+//! message) are carried out.
+//!
+//! Per session two flows go each way (flow metadata names the purpose,
+//! RFC 7016 3.6.2.1): [`CONTROL_FLOW`] (reliable: overlay control
+//! messages) and [`FRAMES_FLOW`] (never retransmitted: Ethernet frames).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ringlan_overlay::{self as overlay};
+use ringlan_tunnel::endpoint::{Event, Target};
+use ringlan_tunnel::flow::{FlowEvent, Reliability};
+use ringlan_tunnel::relay;
+use ringlan_tunnel::session::{OpenFailure, SessionId};
+use ringlan_tunnel::NodeId;
+
+use crate::peers::{Drops, FlowKind, Opening, Peer};
+use crate::routes::{self, RouteControl};
+use crate::status::Traffic;
+use crate::{Node, CONTROL_FLOW, FRAMES_FLOW};
+
+impl Node {
+    /// Handle everything the endpoint has to say, then what the overlay
+    /// asks for in turn.
+    pub(crate) fn process_endpoint(&mut self, now: Instant) {
+        while let Some(ev) = self.endpoint.poll_event() {
+            self.handle_event(now, ev);
+        }
+        self.process_overlay(now);
+    }
+
+    fn handle_event(&mut self, now: Instant, ev: Event) {
+        match ev {
+            Event::SessionOpened {
+                session,
+                peer,
+                remote,
+                role,
+            } => self.session_opened(now, session, peer, remote, role),
+            Event::SessionFailed { session, reason } => {
+                let asked = self.peers.failed(session);
+                if matches!(reason, OpenFailure::Duplicate(_)) {
+                    return;
+                }
+                if let Some(o) = asked {
+                    tracing::info!(node = ?o.node, addrs = ?o.addrs, ?reason, "session failed to open");
+                    self.overlay.open_failed(now, o.node, &o.addrs);
+                }
+            }
+            Event::SessionClosed {
+                session,
+                peer,
+                reason,
+            } => {
+                tracing::info!(%peer, ?reason, "session closed");
+                if self.peers.closed(session, peer) {
+                    self.overlay.peer_down(now, peer);
+                }
+            }
+            Event::AddressChanged { session, from, to } => {
+                tracing::info!(?session, %from, %to, "peer address changed");
+                // Tell the other links (RFC 7016 3.5.1.5 re-introduction):
+                // a peer whose NAT only lets the old address in probes it.
+                // A relayed path is recorded as such, never announced.
+                let Some(node) = self.peers.get(session).map(|p| p.node) else {
+                    return;
+                };
+                if self.peers.session_of(node) == Some(session) {
+                    let direct = (!relay::is_route_addr(&to)).then_some(to);
+                    self.overlay.peer_moved(now, node, direct);
+                    if direct.is_some() && relay::is_route_addr(&from) {
+                        // A relayed session went direct.
+                        self.punch_succeeded(node, to);
+                    }
+                }
+            }
+            Event::RouteClosed { id } => {
+                self.with_routes(now, |r, cx| r.on_route_closed(now, cx, id));
+            }
+            Event::PathStalled { session, path } => {
+                tracing::info!(?session, %path, "path stalled");
+                self.with_routes(now, |r, cx| r.on_stalled(now, cx, session, path));
+            }
+            Event::StunResult { tx, server, mapped } => {
+                self.stun_pending.remove(&tx);
+                match self.mapped.insert(server, mapped) {
+                    Some(old) if old != mapped => {
+                        tracing::info!(%server, %old, %mapped, "reflexive address changed");
+                        self.overlay.reflexive_changed(now, mapped);
+                    }
+                    Some(_) => {}
+                    None => tracing::info!(%server, %mapped, "reflexive address"),
+                }
+            }
+            Event::StunFailed { tx, server } => {
+                self.stun_pending.remove(&tx);
+                tracing::debug!(%server, "STUN query unanswered");
+            }
+            Event::Flow { session, event } => self.handle_flow(now, session, event),
+        }
+    }
+
+    fn session_opened(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        peer: NodeId,
+        remote: SocketAddr,
+        role: ringlan_tunnel::session::Role,
+    ) {
+        let (Ok(control), Ok(frames)) = (
+            self.endpoint.open_flow(session, CONTROL_FLOW, None),
+            self.endpoint.open_flow(session, FRAMES_FLOW, None),
+        ) else {
+            tracing::warn!(%peer, "cannot open flows; closing session");
+            self.peers.failed(session);
+            self.endpoint.close(now, session, false);
+            return;
+        };
+        let p = Peer {
+            node: peer,
+            control,
+            frames,
+            recv: Default::default(),
+            tx: Traffic::default(),
+            rx: Traffic::default(),
+            drops: Drops::new(),
+            opened: now,
+        };
+        let (asked, replaced) = self.peers.opened(session, p);
+        let is_introducer = asked.is_some_and(|o| o.node.is_none());
+        tracing::info!(peer = %peer, %remote, ?role, is_introducer, "session open");
+        if let Some(old) = replaced {
+            // A newer session replaced an older one to the same node.
+            self.endpoint.close(now, old, false);
+        }
+        let direct = (!relay::is_route_addr(&remote)).then_some(remote);
+        self.overlay.peer_up(now, peer, direct, is_introducer);
+        // Punching towards this member is over once a direct path opened
+        // it (a relayed session goes on punching to move).
+        if !relay::is_route_addr(&remote) {
+            self.punch_succeeded(peer, remote);
+        }
+        self.set_ready("first session open".into());
+    }
+
+    fn handle_flow(&mut self, now: Instant, session: SessionId, event: FlowEvent) {
+        match event {
+            FlowEvent::IncomingFlow { flow, metadata, .. } => {
+                let kind = match metadata.as_slice() {
+                    CONTROL_FLOW => Some(FlowKind::Control),
+                    FRAMES_FLOW => Some(FlowKind::Frames),
+                    _ => None,
+                };
+                match (kind, self.peers.get_mut(session)) {
+                    (Some(k), Some(p)) => {
+                        p.recv.insert(flow, k);
+                    }
+                    _ => self.endpoint.reject_flow(session, flow, 1),
+                }
+            }
+            FlowEvent::Message { flow, data } => {
+                let Some(p) = self.peers.get(session) else {
+                    self.endpoint.recycle(session, data);
+                    return;
+                };
+                let from = p.node;
+                match p.recv.get(&flow) {
+                    Some(FlowKind::Control) => {
+                        self.overlay.handle_control(now, from, &data);
+                        self.sync_peer_addresses(from);
+                        self.endpoint.recycle(session, data);
+                    }
+                    Some(FlowKind::Frames) => self.frame_from_peer(now, session, from, data),
+                    None => self.endpoint.recycle(session, data),
+                }
+            }
+            FlowEvent::RecvFlowComplete { .. }
+            | FlowEvent::RecvFlowAborted { .. }
+            | FlowEvent::Gap { .. }
+            | FlowEvent::SendFlowComplete { .. } => {}
+            FlowEvent::SendFlowRejected { flow, code } => {
+                tracing::warn!(?session, ?flow, code, "peer rejected a flow");
+            }
+        }
+    }
+
+    /// Carry out what the overlay asked for.
+    pub(crate) fn process_overlay(&mut self, now: Instant) {
+        while let Some(a) = self.overlay.poll_action() {
+            match a {
+                overlay::Action::OpenSession { node, addrs } => self.open_session(now, node, addrs),
+                overlay::Action::CloseSession { node } => {
+                    if let Some(sid) = self.peers.close(node) {
+                        self.endpoint.close(now, sid, false);
+                    }
+                }
+                overlay::Action::ProbePath { node, addr } => {
+                    let Some(sid) = self.peers.session_of(node) else {
+                        continue;
+                    };
+                    let remote = self.endpoint.session_info(sid).map(|i| i.remote);
+                    if remote.is_some_and(|r| r != addr) && self.endpoint.probe_path(now, sid, addr)
+                    {
+                        tracing::info!(%node, %addr, "probing a peer's new address");
+                    }
+                }
+                overlay::Action::SendControl { to, bytes } => self.send_control(now, to, &bytes),
+            }
+        }
+        while let Some(ev) = self.overlay.poll_event() {
+            match ev {
+                overlay::Event::BadControl { from, error } => {
+                    tracing::debug!(%from, %error, "bad control message")
+                }
+                overlay::Event::Route { from, msg } => {
+                    self.with_routes(now, |r, cx| r.on_message(now, cx, from, msg));
+                }
+                other => tracing::info!(event = ?other, "overlay"),
+            }
+        }
+    }
+
+    fn open_session(&mut self, now: Instant, node: Option<NodeId>, addrs: Vec<SocketAddr>) {
+        let target = node.map(Target::Node).unwrap_or(Target::Any);
+        let cands = match node {
+            Some(id) => self.candidates_for(id, &addrs),
+            None => addrs.clone(),
+        };
+        match self.endpoint.connect(now, target, &cands) {
+            Ok(sid) => {
+                if let Some(p) = self.peers.get(sid) {
+                    // Already open: remind the overlay.
+                    let peer = p.node;
+                    if let Some(remote) = self.endpoint.session_info(sid).map(|i| i.remote) {
+                        let direct = (!relay::is_route_addr(&remote)).then_some(remote);
+                        self.overlay.peer_up(now, peer, direct, node.is_none());
+                    }
+                } else {
+                    self.peers.asked(sid, Opening { node, addrs }, true);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(?node, error = %e, "cannot open session");
+                self.overlay.open_failed(now, node, &addrs);
+            }
+        }
+    }
+
+    fn send_control(&mut self, now: Instant, to: NodeId, bytes: &[u8]) {
+        let Some((sid, p)) = self.peers.current_mut(to) else {
+            tracing::debug!(%to, "control message for a node without session");
+            return;
+        };
+        let control = p.control;
+        if let Err(e) = self
+            .endpoint
+            .send(now, sid, control, bytes, Reliability::Reliable)
+        {
+            tracing::warn!(%to, error = %e, "control message not sent");
+        }
+    }
+
+    /// Run `f` on the relayed routes with the endpoint and the peer table,
+    /// then send what it produced.
+    pub(crate) fn with_routes(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut RouteControl, &mut routes::Ctx<'_>),
+    ) {
+        let mut cx = routes::Ctx {
+            ep: &mut self.endpoint,
+            overlay: &self.overlay,
+            peers: &self.peers,
+        };
+        f(&mut self.routes, &mut cx);
+        for (to, msg) in self.routes.take_outbox() {
+            match msg.encode() {
+                Ok(bytes) => self.send_control(now, to, &bytes),
+                Err(e) => tracing::warn!(%to, error = %e, "route message not encoded"),
+            }
+        }
+        for c in self.routes.take_connects() {
+            self.peers.asked(
+                c.session,
+                Opening {
+                    node: Some(c.node),
+                    addrs: Vec::new(),
+                },
+                false,
+            );
+        }
+    }
+
+    /// Register a peer's local addresses with the endpoint so Redirects
+    /// (introducers) list them next to the observed address.
+    fn sync_peer_addresses(&mut self, peer: NodeId) {
+        let Some(m) = self.overlay.member(peer) else {
+            return;
+        };
+        let local: Vec<SocketAddr> = m
+            .addrs
+            .iter()
+            .filter(|a| a.origin == overlay::wire::AddrOrigin::Local)
+            .map(|a| a.addr)
+            .collect();
+        if self.peer_addrs.get(&peer) != Some(&local) {
+            self.endpoint.set_peer_addresses(peer, local.clone());
+            self.peer_addrs.insert(peer, local);
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Building a status snapshot ([`crate::status::Status`]) from the node's
+//! state: sessions with their path (direct on the LAN, direct through NAT,
+//! relayed via whom), members we cannot reach, addresses, NAT, overlay
+//! neighbours, relaying and routed frames, drops.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use ringlan_overlay as overlay;
+use ringlan_tunnel::relay::{self, RouteInfo};
+use ringlan_tunnel::session::SessionState;
+use ringlan_tunnel::NodeId;
+
+use crate::candidates::{in_local_subnet, nat_status};
+use crate::status::{
+    AddressKind, CarriedRoute, KnownAddress, NeighbourLink, NeighbourStatus, PathKind, RelayStatus,
+    RouteTraffic, RoutedPeer, RoutedStatus, SessionPhase, SessionStatus, Status, Traffic,
+};
+use crate::Node;
+
+/// Open attempts that failed in a row before status says "failed".
+pub const FAILED_AFTER: u32 = 2;
+
+impl Node {
+    /// The node's status now.
+    pub fn status(&self, now: Instant) -> Status {
+        let names: HashMap<NodeId, String> = self
+            .overlay
+            .neighbours()
+            .into_iter()
+            .filter(|n| !n.name.is_empty())
+            .map(|n| (n.node, n.name))
+            .collect();
+        let mut sessions: Vec<SessionStatus> = self
+            .peers
+            .open()
+            .filter_map(|(sid, p)| self.session_status(now, &names, sid, p))
+            .collect();
+        for a in self.overlay.open_attempts() {
+            if self.peers.is_connected(a.node) {
+                continue;
+            }
+            let since = self.unreachable_since.get(&a.node).copied().unwrap_or(now);
+            sessions.push(SessionStatus {
+                peer_id: a.node.to_string(),
+                peer_name: self.overlay.member(a.node).map(|m| m.name.clone()),
+                remote: None,
+                path: PathKind::None,
+                state: if a.failures >= FAILED_AFTER {
+                    SessionPhase::Failed
+                } else {
+                    SessionPhase::Opening
+                },
+                rtt_ms: None,
+                tx: Traffic::default(),
+                rx: Traffic::default(),
+                drops: BTreeMap::new(),
+                age_secs: now.saturating_duration_since(since).as_secs(),
+                reason: Some("no direct path".into()),
+            });
+        }
+        sessions.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let nat = nat_status(&self.mapped);
+        let mut addresses: Vec<KnownAddress> = self
+            .local_addrs
+            .iter()
+            .map(|&addr| KnownAddress {
+                addr,
+                kind: AddressKind::Local,
+            })
+            .collect();
+        for &addr in &nat.reflexive {
+            if !self.local_addrs.contains(&addr) {
+                addresses.push(KnownAddress {
+                    addr,
+                    kind: AddressKind::Reflexive,
+                });
+            }
+        }
+        let neighbours = self
+            .overlay
+            .neighbours()
+            .into_iter()
+            .map(|n| NeighbourStatus {
+                node_id: n.node.to_string(),
+                name: (!n.name.is_empty()).then_some(n.name),
+                link: match n.kind {
+                    overlay::LinkKind::Successor => NeighbourLink::Successor,
+                    overlay::LinkKind::Predecessor => NeighbourLink::Predecessor,
+                    overlay::LinkKind::Introducer => NeighbourLink::Introducer,
+                    overlay::LinkKind::Long => NeighbourLink::Long,
+                    overlay::LinkKind::OnDemand => NeighbourLink::OnDemand,
+                    overlay::LinkKind::Other => NeighbourLink::Other,
+                },
+            })
+            .collect();
+        Status {
+            addresses,
+            nat,
+            sessions,
+            neighbours: Some(neighbours),
+            uptime_secs: now.saturating_duration_since(self.started).as_secs(),
+            drops: self.node_drops(),
+            relay: Some(self.relay_status(now, &names)),
+            routed: self.routed_status(),
+            ..self.base.clone()
+        }
+    }
+
+    fn session_status(
+        &self,
+        now: Instant,
+        names: &HashMap<NodeId, String>,
+        sid: ringlan_tunnel::session::SessionId,
+        p: &crate::peers::Peer,
+    ) -> Option<SessionStatus> {
+        let info = self.endpoint.session_info(sid)?;
+        let relayed = relay::is_route_addr(&info.remote);
+        Some(SessionStatus {
+            peer_id: p.node.to_string(),
+            peer_name: names
+                .get(&p.node)
+                .cloned()
+                .or_else(|| self.overlay.member(p.node).map(|m| m.name.clone())),
+            remote: Some(info.remote),
+            path: if let Some(v) = self.routes.view(p.node, info.remote) {
+                let relays: Vec<String> =
+                    v.relays.iter().map(|n| self.node_name(names, *n)).collect();
+                PathKind::Relayed {
+                    via: relays.join(">"),
+                    standby: v.standby,
+                }
+            } else if relayed {
+                PathKind::Relayed {
+                    via: "?".into(),
+                    standby: 0,
+                }
+            } else if in_local_subnet(&self.ifs, info.remote.ip()) {
+                PathKind::DirectLan
+            } else {
+                PathKind::DirectNat
+            },
+            state: match info.state {
+                SessionState::IHelloSent | SessionState::KeyingSent => SessionPhase::Opening,
+                SessionState::Open => SessionPhase::Open,
+                SessionState::NearClose | SessionState::FarCloseLinger => SessionPhase::Closing,
+                SessionState::Closed | SessionState::OpenFailed => SessionPhase::Closed,
+            },
+            rtt_ms: info.srtt.map(|d| d.as_secs_f64() * 1000.0),
+            tx: p.tx,
+            rx: p.rx,
+            drops: p.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            age_secs: now.saturating_duration_since(p.opened).as_secs(),
+            reason: if relayed {
+                Some("no direct path".into())
+            } else {
+                self.lan_hint(p.node, info.remote)
+            },
+        })
+    }
+
+    /// Node-wide drops: the endpoint's refused datagrams (`udp_` reason)
+    /// and frames dropped before reaching a session.
+    fn node_drops(&self) -> BTreeMap<String, u64> {
+        let mut d: BTreeMap<String, u64> = self
+            .data
+            .local_drops
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        for (reason, n) in &self.endpoint.stats().drops {
+            if *n > 0 {
+                d.insert(format!("udp_{}", reason.as_str()), *n);
+            }
+        }
+        d
+    }
+
+    /// A node's name for status: from its `Hello`, the member list, or
+    /// its short id.
+    fn node_name(&self, names: &HashMap<NodeId, String>, n: NodeId) -> String {
+        names
+            .get(&n)
+            .cloned()
+            .or_else(|| self.overlay.member(n).map(|m| m.name.clone()))
+            .unwrap_or_else(|| n.short())
+    }
+
+    /// The routes this node carries, with the endpoint's counters.
+    fn relay_status(&self, now: Instant, names: &HashMap<NodeId, String>) -> RelayStatus {
+        let limits = self.endpoint.relay_limits();
+        let entries: HashMap<u32, RouteInfo> = self
+            .endpoint
+            .routes(now)
+            .into_iter()
+            .map(|i| (i.id, i))
+            .collect();
+        let traffic = |id: u32| {
+            entries
+                .get(&id)
+                .map_or(RouteTraffic::default(), |i| RouteTraffic {
+                    packets: i.tx.packets,
+                    bytes: i.tx.bytes,
+                    dropped: i.rx.dropped + i.tx.dropped,
+                })
+        };
+        let name = |n: NodeId| self.node_name(names, n);
+        RelayStatus {
+            enabled: limits.enabled,
+            max_routes: limits.max_routes,
+            routes: self
+                .routes
+                .carried(now)
+                .into_iter()
+                .map(|c| CarriedRoute {
+                    origin: c.origin.to_string(),
+                    target: c.target.to_string(),
+                    from: name(c.up),
+                    to: name(c.down),
+                    ready: c.ready,
+                    forward: traffic(c.up_in),
+                    back: traffic(c.down_in),
+                    age_secs: c.age.as_secs(),
+                })
+                .collect(),
+        }
+    }
+
+    fn routed_status(&self) -> RoutedStatus {
+        RoutedStatus {
+            peers: self
+                .overlay
+                .routed_counters()
+                .map(|(id, c)| RoutedPeer {
+                    peer_id: id.to_string(),
+                    peer_name: self
+                        .overlay
+                        .member(id)
+                        .map(|m| m.name.clone())
+                        .filter(|n| !n.is_empty()),
+                    tx: Traffic {
+                        frames: c.sent_frames,
+                        bytes: c.sent_bytes,
+                    },
+                    rx: Traffic {
+                        frames: c.delivered_frames,
+                        bytes: c.delivered_bytes,
+                    },
+                })
+                .collect(),
+            forwarded: self.overlay.stats().routed_forwarded,
+        }
+    }
+}

@@ -1,0 +1,822 @@
+//! The status model: what `ringlan status` shows, what the control socket
+//! returns as JSON and what the metrics endpoint exports.
+//!
+//! The node core builds snapshots ([`crate::Node::status`]); the agent
+//! publishes them to its status board, where the control socket and the
+//! metrics endpoint read them without touching the node's state.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A snapshot of one node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Node id (32 hex digits), once the crypto profile has computed it.
+    pub node_id: Option<String>,
+    pub node_name: String,
+    pub network: String,
+    pub role: Role,
+    /// Ed25519 public key, 64 hex digits.
+    pub public_key: String,
+    pub tap: TapStatus,
+    /// Local sockets the RTMFP endpoint is bound to.
+    pub listen: Vec<SocketAddr>,
+    /// Addresses this node is known by (local interface addresses,
+    /// reflexive addresses learnt from STUN or introducers).
+    pub addresses: Vec<KnownAddress>,
+    /// NAT behaviour as seen through STUN (introducers and `stun_servers`).
+    #[serde(default)]
+    pub nat: NatStatus,
+    pub sessions: Vec<SessionStatus>,
+    /// Overlay neighbours; `None` until the overlay reports them.
+    pub neighbours: Option<Vec<NeighbourStatus>>,
+    pub uptime_secs: u64,
+    /// Node-wide drops by reason: datagrams the endpoint refused
+    /// (`udp_*`: not a member, malformed, replayed, rate limited, ...) and
+    /// frames that had no session to go to.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
+    /// Relaying for other members (`None` before the node runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayStatus>,
+    /// Frames that travelled over the overlay (routed hop by hop) instead
+    /// of on a direct session.
+    #[serde(default)]
+    pub routed: RoutedStatus,
+}
+
+/// This node as a relay: its policy and the routes it carries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayStatus {
+    pub enabled: bool,
+    pub max_routes: usize,
+    pub routes: Vec<CarriedRoute>,
+}
+
+/// One route this node relays: `origin` set it up toward `target`;
+/// packets arrive from `from` and leave to `to` (and back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarriedRoute {
+    pub origin: String,
+    pub target: String,
+    pub from: String,
+    pub to: String,
+    /// Setup answered by the far end.
+    pub ready: bool,
+    /// Origin -> target.
+    pub forward: RouteTraffic,
+    /// Target -> origin.
+    pub back: RouteTraffic,
+    pub age_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTraffic {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Refused: failed hop check, over the limit, or no next hop.
+    pub dropped: u64,
+}
+
+/// Routed (multi-hop overlay) traffic of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutedStatus {
+    /// Per end node: frames from our TAP sent routed to it (`tx`) and
+    /// routed frames from it written to our TAP (`rx`).
+    pub peers: Vec<RoutedPeer>,
+    /// Routed frames of other nodes this node passed on (a middle hop).
+    pub forwarded: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutedPeer {
+    /// End node id, 32 hex digits.
+    pub peer_id: String,
+    pub peer_name: Option<String>,
+    pub tx: Traffic,
+    pub rx: Traffic,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Node,
+    Introducer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Node => "node",
+            Role::Introducer => "introducer",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TapStatus {
+    pub name: String,
+    /// `aa:bb:cc:dd:ee:ff`
+    pub mac: String,
+    pub mtu: u16,
+    /// `addr/prefix`
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownAddress {
+    pub addr: SocketAddr,
+    pub kind: AddressKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressKind {
+    Local,
+    Reflexive,
+}
+
+impl fmt::Display for AddressKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AddressKind::Local => "local",
+            AddressKind::Reflexive => "reflexive",
+        })
+    }
+}
+
+/// NAT mapping behaviour (RFC 4787 4.1), from comparing the reflexive
+/// addresses two different servers saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatBehaviour {
+    /// Same mapped address towards different servers ("cone-like"), or no
+    /// NAT at all.
+    EndpointIndependent,
+    /// Different mapped addresses per server ("symmetric-like").
+    EndpointDependent,
+    /// Fewer than two servers answered.
+    #[default]
+    Unknown,
+}
+
+impl fmt::Display for NatBehaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NatBehaviour::EndpointIndependent => "endpoint-independent",
+            NatBehaviour::EndpointDependent => "endpoint-dependent",
+            NatBehaviour::Unknown => "unknown",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatStatus {
+    pub mapping: NatBehaviour,
+    /// Reflexive addresses servers reported (distinct).
+    pub reflexive: Vec<SocketAddr>,
+}
+
+/// How a session's packets travel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PathKind {
+    /// Direct, how it was reached not (yet) classified.
+    Direct,
+    /// Direct on the same LAN (local addresses).
+    DirectLan,
+    /// Direct through NAT (punched, reflexive addresses).
+    DirectNat,
+    /// Through relays: `via` names them from this end, `>`-separated
+    /// (node name or short id); `standby` counts further ready routes.
+    Relayed {
+        via: String,
+        #[serde(default)]
+        standby: usize,
+    },
+    /// No path (yet): a member the overlay wants but cannot reach.
+    None,
+}
+
+impl fmt::Display for PathKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathKind::Direct => f.write_str("direct"),
+            PathKind::DirectLan => f.write_str("direct-lan"),
+            PathKind::DirectNat => f.write_str("direct-nat"),
+            PathKind::Relayed { via, standby: 0 } => write!(f, "relayed via {via}"),
+            PathKind::Relayed { via, standby } => write!(f, "relayed via {via} (+{standby})"),
+            PathKind::None => f.write_str("none"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionPhase {
+    /// Handshake in progress (RFC 7016 3.5.1).
+    Opening,
+    Open,
+    /// Close requested (RFC 7016 3.5.5).
+    Closing,
+    Closed,
+    /// Repeated open attempts failed; retries continue with back-off.
+    Failed,
+}
+
+impl fmt::Display for SessionPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SessionPhase::Opening => "opening",
+            SessionPhase::Open => "open",
+            SessionPhase::Closing => "closing",
+            SessionPhase::Closed => "closed",
+            SessionPhase::Failed => "failed",
+        })
+    }
+}
+
+/// Frames and bytes in one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    /// Peer node id, 32 hex digits.
+    pub peer_id: String,
+    pub peer_name: Option<String>,
+    pub remote: Option<SocketAddr>,
+    pub path: PathKind,
+    pub state: SessionPhase,
+    pub rtt_ms: Option<f64>,
+    /// Towards the peer.
+    pub tx: Traffic,
+    /// From the peer.
+    pub rx: Traffic,
+    /// Dropped frames by reason.
+    pub drops: BTreeMap<String, u64>,
+    pub age_secs: u64,
+    /// Why there is no session (entries with path `none`), e.g.
+    /// "no direct path".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Overlay link kinds (Symphony: ring links, long-distance links; plus
+/// on-demand links and the introducer a node joined through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NeighbourLink {
+    Successor,
+    Predecessor,
+    Long,
+    OnDemand,
+    Introducer,
+    /// Linked but not (or no longer) wanted by the topology.
+    Other,
+}
+
+impl fmt::Display for NeighbourLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NeighbourLink::Successor => "successor",
+            NeighbourLink::Predecessor => "predecessor",
+            NeighbourLink::Long => "long",
+            NeighbourLink::OnDemand => "on-demand",
+            NeighbourLink::Introducer => "introducer",
+            NeighbourLink::Other => "other",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighbourStatus {
+    pub node_id: String,
+    pub name: Option<String>,
+    pub link: NeighbourLink,
+}
+
+/// The first 8 hex digits of a node id (same form as `NodeId::short`).
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+// ---- human rendering ----------------------------------------------------
+
+/// `1h02m03s`, `3m07s`, `45s`, `2d04h`.
+pub fn format_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h")
+    } else if h > 0 {
+        format!("{h}h{m:02}m{s:02}s")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `12.0 MiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in UNITS.iter().skip(1) {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Renders rows as columns separated by two spaces, without trailing
+/// blanks.
+fn table(out: &mut String, header: &[(&str, Align)], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = header.iter().map(|(h, _)| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let heads: Vec<String> = header.iter().map(|(h, _)| h.to_string()).collect();
+    for r in std::iter::once(&heads).chain(rows) {
+        let mut line = String::new();
+        for (i, ((c, (_, align)), w)) in r.iter().zip(header).zip(&width).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = w.saturating_sub(c.chars().count());
+            match align {
+                Align::Left => {
+                    line.push_str(c);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+                Align::Right => {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(c);
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+impl Status {
+    /// The human form of `ringlan status`.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let dash = |s: Option<&str>| s.unwrap_or("-").to_string();
+        let _ = writeln!(
+            o,
+            "node      {}  {}",
+            self.node_name,
+            dash(self.node_id.as_deref())
+        );
+        let _ = writeln!(o, "network   {} ({})", self.network, self.role);
+        let _ = writeln!(o, "key       {}", self.public_key);
+        let mut tap = format!(
+            "tap       {}  {}  mtu {}",
+            self.tap.name, self.tap.mac, self.tap.mtu
+        );
+        for a in &self.tap.addresses {
+            tap.push_str("  ");
+            tap.push_str(a);
+        }
+        let _ = writeln!(o, "{tap}");
+        let listen: Vec<String> = self.listen.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "listen    {}",
+            if listen.is_empty() {
+                "-".into()
+            } else {
+                listen.join(", ")
+            }
+        );
+        let addrs: Vec<String> = self
+            .addresses
+            .iter()
+            .map(|a| format!("{} ({})", a.addr, a.kind))
+            .collect();
+        let _ = writeln!(
+            o,
+            "addresses {}",
+            if addrs.is_empty() {
+                "-".into()
+            } else {
+                addrs.join(", ")
+            }
+        );
+        let mut nat = self.nat.mapping.to_string();
+        if !self.nat.reflexive.is_empty() {
+            let r: Vec<String> = self.nat.reflexive.iter().map(|a| a.to_string()).collect();
+            nat.push_str(&format!(" ({})", r.join(", ")));
+        }
+        let _ = writeln!(o, "nat       {nat}");
+        let _ = writeln!(o, "uptime    {}", format_duration(self.uptime_secs));
+        if !self.drops.is_empty() {
+            let d: Vec<String> = self.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(o, "drops     {}", d.join(", "));
+        }
+
+        if let Some(r) = &self.relay {
+            let _ = writeln!(
+                o,
+                "relay     {}, {} of {} routes",
+                if r.enabled { "enabled" } else { "disabled" },
+                r.routes.len(),
+                r.max_routes
+            );
+            for c in &r.routes {
+                let _ = writeln!(
+                    o,
+                    "  {} -> {}  via {} -> {}  {}  fwd {} pkts {}  back {} pkts {}  dropped {}  {}",
+                    short_id(&c.origin),
+                    short_id(&c.target),
+                    c.from,
+                    c.to,
+                    if c.ready { "ready" } else { "setting up" },
+                    c.forward.packets,
+                    format_bytes(c.forward.bytes),
+                    c.back.packets,
+                    format_bytes(c.back.bytes),
+                    c.forward.dropped + c.back.dropped,
+                    format_duration(c.age_secs),
+                );
+            }
+        }
+
+        o.push('\n');
+        let _ = writeln!(o, "sessions: {}", self.sessions.len());
+        if !self.sessions.is_empty() {
+            use Align::*;
+            let rows: Vec<Vec<String>> = self
+                .sessions
+                .iter()
+                .map(|s| {
+                    let drops: u64 = s.drops.values().sum();
+                    let drops = if s.drops.is_empty() {
+                        "0".to_string()
+                    } else {
+                        let reasons: Vec<String> =
+                            s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        format!("{drops} ({})", reasons.join(","))
+                    };
+                    vec![
+                        short_id(&s.peer_id).to_string(),
+                        dash(s.peer_name.as_deref()),
+                        s.remote.map_or("-".into(), |a| a.to_string()),
+                        match &s.reason {
+                            Some(r) => format!("{} ({r})", s.path),
+                            None => s.path.to_string(),
+                        },
+                        s.state.to_string(),
+                        s.rtt_ms.map_or("-".into(), |r| format!("{r:.1} ms")),
+                        s.tx.frames.to_string(),
+                        format_bytes(s.tx.bytes),
+                        s.rx.frames.to_string(),
+                        format_bytes(s.rx.bytes),
+                        drops,
+                        format_duration(s.age_secs),
+                    ]
+                })
+                .collect();
+            table(
+                &mut o,
+                &[
+                    ("PEER", Left),
+                    ("NAME", Left),
+                    ("REMOTE", Left),
+                    ("PATH", Left),
+                    ("STATE", Left),
+                    ("RTT", Right),
+                    ("TX FRAMES", Right),
+                    ("TX BYTES", Right),
+                    ("RX FRAMES", Right),
+                    ("RX BYTES", Right),
+                    ("DROPS", Left),
+                    ("AGE", Right),
+                ],
+                &rows,
+            );
+        }
+        if !self.routed.peers.is_empty() || self.routed.forwarded > 0 {
+            o.push('\n');
+            let _ = writeln!(
+                o,
+                "routed: {} end nodes, {} frames forwarded for others",
+                self.routed.peers.len(),
+                self.routed.forwarded
+            );
+            if !self.routed.peers.is_empty() {
+                use Align::*;
+                let rows: Vec<Vec<String>> = self
+                    .routed
+                    .peers
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            short_id(&r.peer_id).to_string(),
+                            dash(r.peer_name.as_deref()),
+                            r.tx.frames.to_string(),
+                            format_bytes(r.tx.bytes),
+                            r.rx.frames.to_string(),
+                            format_bytes(r.rx.bytes),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &mut o,
+                    &[
+                        ("PEER", Left),
+                        ("NAME", Left),
+                        ("TX FRAMES", Right),
+                        ("TX BYTES", Right),
+                        ("RX FRAMES", Right),
+                        ("RX BYTES", Right),
+                    ],
+                    &rows,
+                );
+            }
+        }
+        if let Some(n) = &self.neighbours {
+            o.push('\n');
+            let _ = writeln!(o, "neighbours: {}", n.len());
+            if !n.is_empty() {
+                let rows: Vec<Vec<String>> = n
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            short_id(&n.node_id).to_string(),
+                            dash(n.name.as_deref()),
+                            n.link.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &mut o,
+                    &[
+                        ("PEER", Align::Left),
+                        ("NAME", Align::Left),
+                        ("LINK", Align::Left),
+                    ],
+                    &rows,
+                );
+            }
+        }
+        o
+    }
+}
+
+/// A status with two sessions and three neighbours: the example the
+/// control socket, metrics and rendering tests share.
+pub fn example() -> Status {
+    Status {
+        node_id: Some("0123456789abcdef0123456789abcdef".into()),
+        node_name: "laptop".into(),
+        network: "home".into(),
+        role: Role::Node,
+        public_key: "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".into(),
+        tap: TapStatus {
+            name: "rl-home".into(),
+            mac: "02:11:22:33:44:55".into(),
+            mtu: 1400,
+            addresses: vec!["10.77.0.2/24".into(), "fd77::2/64".into()],
+        },
+        listen: vec!["0.0.0.0:4910".parse().unwrap()],
+        addresses: vec![
+            KnownAddress {
+                addr: "192.0.2.10:4910".parse().unwrap(),
+                kind: AddressKind::Local,
+            },
+            KnownAddress {
+                addr: "203.0.113.5:61000".parse().unwrap(),
+                kind: AddressKind::Reflexive,
+            },
+        ],
+        nat: NatStatus {
+            mapping: NatBehaviour::EndpointIndependent,
+            reflexive: vec!["203.0.113.5:61000".parse().unwrap()],
+        },
+        sessions: vec![
+            SessionStatus {
+                peer_id: "89abcdef0123456789abcdef01234567".into(),
+                peer_name: Some("desktop".into()),
+                remote: Some("198.51.100.20:4910".parse().unwrap()),
+                path: PathKind::DirectLan,
+                state: SessionPhase::Open,
+                rtt_ms: Some(0.74),
+                tx: Traffic {
+                    frames: 1200,
+                    bytes: 1_500_000,
+                },
+                rx: Traffic {
+                    frames: 980,
+                    bytes: 830,
+                },
+                drops: BTreeMap::new(),
+                age_secs: 3723,
+                reason: None,
+            },
+            SessionStatus {
+                peer_id: "fedcba9876543210fedcba9876543210".into(),
+                peer_name: None,
+                remote: None,
+                path: PathKind::Relayed {
+                    via: "intro1".into(),
+                    standby: 0,
+                },
+                state: SessionPhase::Opening,
+                rtt_ms: None,
+                tx: Traffic::default(),
+                rx: Traffic::default(),
+                drops: BTreeMap::from([("mtu".into(), 1), ("no-route".into(), 2)]),
+                age_secs: 7,
+                reason: None,
+            },
+        ],
+        neighbours: Some(vec![
+            NeighbourStatus {
+                node_id: "89abcdef0123456789abcdef01234567".into(),
+                name: Some("desktop".into()),
+                link: NeighbourLink::Successor,
+            },
+            NeighbourStatus {
+                node_id: "fedcba9876543210fedcba9876543210".into(),
+                name: None,
+                link: NeighbourLink::Long,
+            },
+        ]),
+        uptime_secs: 90061,
+        drops: BTreeMap::from([("udp_not_member".to_string(), 3)]),
+        relay: Some(RelayStatus {
+            enabled: true,
+            max_routes: 64,
+            routes: vec![CarriedRoute {
+                origin: "89abcdef0123456789abcdef01234567".into(),
+                target: "fedcba9876543210fedcba9876543210".into(),
+                from: "desktop".into(),
+                to: "fedcba98".into(),
+                ready: true,
+                forward: RouteTraffic {
+                    packets: 1000,
+                    bytes: 1_400_000,
+                    dropped: 1,
+                },
+                back: RouteTraffic {
+                    packets: 500,
+                    bytes: 40_000,
+                    dropped: 0,
+                },
+                age_secs: 65,
+            }],
+        }),
+        routed: RoutedStatus {
+            peers: vec![RoutedPeer {
+                peer_id: "13579bdf13579bdf13579bdf13579bdf".into(),
+                peer_name: Some("far".into()),
+                tx: Traffic {
+                    frames: 64,
+                    bytes: 90_112,
+                },
+                rx: Traffic {
+                    frames: 60,
+                    bytes: 3_960,
+                },
+            }],
+            forwarded: 17,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::status::example as sample;
+
+    #[test]
+    fn render_golden() {
+        let want = "\
+node      laptop  0123456789abcdef0123456789abcdef
+network   home (node)
+key       d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a
+tap       rl-home  02:11:22:33:44:55  mtu 1400  10.77.0.2/24  fd77::2/64
+listen    0.0.0.0:4910
+addresses 192.0.2.10:4910 (local), 203.0.113.5:61000 (reflexive)
+nat       endpoint-independent (203.0.113.5:61000)
+uptime    1d01h
+drops     udp_not_member 3
+relay     enabled, 1 of 64 routes
+  89abcdef -> fedcba98  via desktop -> fedcba98  ready  fwd 1000 pkts 1.3 MiB  back 500 pkts 39.1 KiB  dropped 1  1m05s
+
+sessions: 2
+PEER      NAME     REMOTE              PATH                STATE       RTT  TX FRAMES  TX BYTES  RX FRAMES  RX BYTES  DROPS                      AGE
+89abcdef  desktop  198.51.100.20:4910  direct-lan          open     0.7 ms       1200   1.4 MiB        980     830 B  0                     1h02m03s
+fedcba98  -        -                   relayed via intro1  opening       -          0       0 B          0       0 B  3 (mtu=1,no-route=2)        7s
+
+routed: 1 end nodes, 17 frames forwarded for others
+PEER      NAME  TX FRAMES  TX BYTES  RX FRAMES  RX BYTES
+13579bdf  far          64  88.0 KiB         60   3.9 KiB
+
+neighbours: 2
+PEER      NAME     LINK
+89abcdef  desktop  successor
+fedcba98  -        long
+";
+        let got = sample().render();
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn render_without_sessions_or_neighbours() {
+        let s = Status {
+            node_name: "n".into(),
+            ..Status::default()
+        };
+        let r = s.render();
+        assert!(r.contains("sessions: 0\n"), "{r}");
+        assert!(!r.contains("neighbours"), "{r}");
+        assert!(r.starts_with("node      n  -\n"), "{r}");
+    }
+
+    #[test]
+    fn json_round_trip_and_shape() {
+        let s = sample();
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(
+            j.contains(r#""path":{"kind":"relayed","via":"intro1","standby":0}"#),
+            "{j}"
+        );
+        assert!(j.contains(r#""path":{"kind":"direct-lan"}"#), "{j}");
+        assert!(j.contains(r#""link":"successor""#), "{j}");
+        assert!(j.contains(r#""forwarded":17"#), "{j}");
+        assert!(
+            j.contains(
+                r#""nat":{"mapping":"endpoint-independent","reflexive":["203.0.113.5:61000"]}"#
+            ),
+            "{j}"
+        );
+        assert!(!j.contains("reason"), "{j}");
+        let back: Status = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn unreachable_member_shape() {
+        let s = SessionStatus {
+            peer_id: "fedcba9876543210fedcba9876543210".into(),
+            peer_name: Some("far".into()),
+            remote: None,
+            path: PathKind::None,
+            state: SessionPhase::Failed,
+            rtt_ms: None,
+            tx: Traffic::default(),
+            rx: Traffic::default(),
+            drops: BTreeMap::new(),
+            age_secs: 40,
+            reason: Some("no direct path".into()),
+        };
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(j.contains(r#""path":{"kind":"none"}"#), "{j}");
+        assert!(j.contains(r#""state":"failed""#), "{j}");
+        assert!(j.contains(r#""reason":"no direct path""#), "{j}");
+        let st = Status {
+            sessions: vec![s],
+            ..Status::default()
+        };
+        let r = st.render();
+        assert!(r.contains("none (no direct path)  failed"), "{r}");
+        assert!(r.contains("nat       unknown\n"), "{r}");
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(format_duration(0), "0s");
+        assert_eq!(format_duration(187), "3m07s");
+        assert_eq!(format_duration(3723), "1h02m03s");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(3 << 30), "3.0 GiB");
+    }
+}

@@ -1,0 +1,242 @@
+//! The runtime: the tokio loop that drives the node core
+//! ([`ringlan_node::Node`]) and carries out what it asks for. No decisions
+//! are made here.
+//!
+//! `ringlan up` ([`crate::up`]) loads the config and identity, opens the
+//! TAP and starts the control socket and metrics, then hands everything to
+//! [`run`]. One task owns the node (no locks on the data path); it waits
+//! on:
+//! - the UDP sockets and the node's timer, through the tunnel's driver
+//!   ([`Driver::wait`]), which feeds datagrams and timeouts to the node and
+//!   sends what it produces (batched: sendmmsg/GSO, recvmmsg/GRO);
+//! - the TAP: one wake-up reads up to [`TAP_BATCH`] frames into the read
+//!   buffer (with the head room the node writes its headers into) before
+//!   the driver is flushed, so their datagrams leave together;
+//! - a one-second tick: publish the status snapshot, re-read interface
+//!   addresses every [`IFSCAN_PERIOD`];
+//! - shutdown.
+//!
+//! After every wake-up the node's outputs are drained: frames for the TAP
+//! (written, then handed back to the node's buffer pools) and events
+//! (readiness, for systemd); the driver then flushes datagrams.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ringlan_node::{Node, NodeEvent, NodeSetup, Role, Status, TAP_READ_OFFSET, TAP_READ_ROOM};
+use ringlan_tunnel::driver::{os_seed, Driver};
+use ringlan_tunnel::punch::BirthdayConfig;
+use ringlan_tunnel::relay::RelayLimits;
+use tokio::sync::watch;
+
+use crate::config::{self, Config};
+use crate::identity::{NetworkSecret, NodeKey};
+use crate::ifaddrs::interface_addresses;
+use crate::status::{StatusBoard, TapStatus};
+use crate::tap::{format_mac, Tap};
+
+/// Frames read from the TAP per wake-up before the driver is flushed.
+const TAP_BATCH: usize = 64;
+/// How often interface addresses are re-read.
+const IFSCAN_PERIOD: Duration = Duration::from_secs(10);
+/// How long Close Requests get to leave on shutdown.
+const LINGER: Duration = Duration::from_millis(300);
+
+/// Everything the runtime needs, owned.
+pub struct NodeContext {
+    /// The validated config (the secret and key files were checked).
+    pub config: Config,
+    /// The node's Ed25519 identity.
+    pub key: NodeKey,
+    /// The network membership secret.
+    pub secret: NetworkSecret,
+    /// The open TAP device; dropping it removes the interface.
+    pub tap: Tap,
+    /// Where to publish status snapshots; read by the control socket and
+    /// the metrics endpoint.
+    pub status: Arc<StatusBoard>,
+}
+
+impl From<config::Role> for Role {
+    fn from(r: config::Role) -> Self {
+        match r {
+            config::Role::Node => Role::Node,
+            config::Role::Introducer => Role::Introducer,
+        }
+    }
+}
+
+/// Resolve `host:port` entries, warning about those that do not resolve.
+async fn resolve_all(what: &str, hosts: &[config::HostPort]) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for hp in hosts {
+        match hp.resolve().await {
+            Ok(a) => out.extend(a),
+            Err(e) => tracing::warn!(%what, host = %hp, error = %e, "cannot resolve"),
+        }
+    }
+    out
+}
+
+/// The node core's setup from the config, the identity and the TAP.
+async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
+    let cfg = &ctx.config;
+    NodeSetup {
+        network: cfg.network.name.clone(),
+        secret: *ctx.secret.bytes(),
+        key: *ctx.key.secret_bytes(),
+        name: cfg.node.name.clone(),
+        role: cfg.role.into(),
+        mac: ctx.tap.mac(),
+        mtu: ctx.tap.mtu(),
+        tap: TapStatus {
+            name: ctx.tap.name().to_string(),
+            mac: format_mac(&ctx.tap.mac()),
+            mtu: ctx.tap.mtu(),
+            addresses: cfg
+                .interface
+                .addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+        },
+        listen,
+        introducers: resolve_all("introducer", &cfg.introducers).await,
+        stun_servers: resolve_all("STUN server", &cfg.stun_servers).await,
+        keepalive: cfg.keepalive,
+        relay: RelayLimits {
+            enabled: cfg.relay.enabled,
+            max_routes: cfg.relay.max_routes,
+            max_mbps: cfg.relay.max_mbps,
+            max_total_mbps: cfg.relay.max_total_mbps,
+        },
+        birthday: BirthdayConfig::default(),
+        interfaces: interface_addresses(ctx.tap.name()),
+    }
+}
+
+/// The node's status plus what only the runtime knows.
+fn snapshot(driver: &Driver<Node>) -> Status {
+    let mut s = driver.machine_ref().status(Instant::now());
+    let errs = driver.send_errors();
+    if errs > 0 {
+        s.drops.insert("udp_send_error".into(), errs);
+    }
+    s
+}
+
+/// Write the node's frames to the TAP and tell systemd what it should
+/// know.
+async fn drain_outputs(driver: &mut Driver<Node>, tap: &Tap) {
+    let node = driver.machine();
+    while let Some(w) = node.poll_tap() {
+        if let Err(e) = tap.send(w.vnet(), w.frame()).await {
+            tracing::debug!(error = %e, "TAP write failed");
+        }
+        node.recycle(w);
+    }
+    while let Some(ev) = node.poll_event() {
+        match ev {
+            NodeEvent::Ready { reason } => crate::service::notify_ready(&reason),
+        }
+    }
+}
+
+/// Runs the node until `shutdown` turns true. Returns when everything it
+/// started has stopped; the TAP is removed when `ctx` is dropped on return.
+pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let bind = ctx.config.listen.socket_addr();
+    let seed = os_seed()?;
+    // Resolve first (async), then bind and build the node for the bound
+    // address.
+    let mut setup = setup(&ctx, bind).await;
+    let mut driver = Driver::bind_with(bind, move |listen| {
+        setup.listen = listen;
+        Node::new(Instant::now(), setup, seed).map_err(std::io::Error::other)
+    })
+    .await
+    .with_context(|| format!("binding UDP {bind}"))?;
+    let listen = driver.local_addr()?;
+    let board = ctx.status.clone();
+    board.publish(snapshot(&driver));
+    tracing::info!(
+        node = %driver.machine_ref().node_id(),
+        tap = ctx.tap.name(),
+        mac = %format_mac(&ctx.tap.mac()),
+        role = ctx.config.role.as_str(),
+        %listen,
+        "node up"
+    );
+    let tap = &ctx.tap;
+    let mut tap_buf = vec![0u8; TAP_READ_ROOM];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_ifscan = Instant::now() + IFSCAN_PERIOD;
+    drain_outputs(&mut driver, tap).await;
+    loop {
+        tokio::select! {
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() { break; }
+            }
+            _ = driver.wait() => {}
+            r = tap.recv(&mut tap_buf[TAP_READ_OFFSET..]) => match r {
+                Ok(n) => {
+                    let node = driver.machine();
+                    node.handle_tap_read(Instant::now(), &mut tap_buf, n);
+                    // What else the TAP has queued, so the datagrams of
+                    // the whole batch leave together.
+                    for _ in 1..TAP_BATCH {
+                        match tap.try_recv(&mut tap_buf[TAP_READ_OFFSET..]) {
+                            Ok(n) => node.handle_tap_read(Instant::now(), &mut tap_buf, n),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "TAP read failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "TAP read failed");
+                    break;
+                }
+            },
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if now >= next_ifscan {
+                    next_ifscan = now + IFSCAN_PERIOD;
+                    let ifs = interface_addresses(tap.name());
+                    driver.machine().set_interfaces(now, ifs);
+                }
+                board.publish(snapshot(&driver));
+            }
+        }
+        drain_outputs(&mut driver, tap).await;
+        driver.flush();
+    }
+
+    // Orderly shutdown: tell the overlay neighbours, close every session so
+    // peers notice at once, give the Close Requests a moment to leave.
+    tracing::info!("node stopping");
+    let now = Instant::now();
+    driver.machine().leave(now);
+    driver.flush();
+    driver.machine().close_all(now);
+    driver.flush();
+    let linger = tokio::time::sleep(LINGER);
+    tokio::pin!(linger);
+    loop {
+        tokio::select! {
+            _ = &mut linger => break,
+            _ = driver.wait() => {}
+        }
+        drain_outputs(&mut driver, tap).await;
+    }
+    driver.flush();
+    board.publish(Status {
+        sessions: Vec::new(),
+        ..snapshot(&driver)
+    });
+    Ok(())
+}

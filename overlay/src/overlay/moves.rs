@@ -1,0 +1,249 @@
+//! Address mobility (RFC 7016 3.5.4.2, 3.5.1.5): when a session to a peer
+//! moves to a new verified address, or this node's own reflexive address
+//! changes, every other link hears `Moved`; when a peer reports that a
+//! linked node moved, this node asks the agent to probe the new address
+//! (rate-limited), which moves the session only if the far end answers.
+
+use super::{Action, Overlay};
+use crate::wire::{AddrOrigin, Message, TaggedAddr, MAX_ADDRS};
+use ringlan_tunnel::NodeId;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+impl Overlay {
+    /// The session to `node` moved to another path (the transport verified
+    /// it, RFC 7016 3.5.4.2): `direct` is its new address, or `None` when
+    /// it now runs over a relayed route. A new direct address replaces the
+    /// member's reflexive address and, as the forwarder that saw the move
+    /// (RFC 7016 3.5.1.5), this node tells every other link with `Moved` so
+    /// that a peer whose NAT only lets the old address in can probe the new
+    /// one. A move onto a relayed route only marks the link relayed: there
+    /// is no address to tell, and the member keeps its addresses.
+    pub fn peer_moved(&mut self, now: Instant, node: NodeId, direct: Option<SocketAddr>) {
+        let Some(link) = self.links.get_mut(&node) else {
+            return;
+        };
+        link.direct = direct;
+        link.probed = None;
+        let Some(addr) = direct else {
+            return;
+        };
+        let old = link.observed.replace(addr);
+        if old == Some(addr) {
+            return;
+        }
+        if let Some(m) = self.members.get_mut(&node) {
+            let local = m
+                .info
+                .addrs
+                .iter()
+                .any(|a| a.origin == AddrOrigin::Local && a.addr == addr);
+            m.info
+                .addrs
+                .retain(|a| !(a.origin == AddrOrigin::Reflexive && Some(a.addr) == old));
+            if !local && m.info.addrs.len() < MAX_ADDRS {
+                m.info.addrs.push(TaggedAddr {
+                    origin: AddrOrigin::Reflexive,
+                    addr,
+                });
+            }
+        }
+        self.stats.moves_announced += 1;
+        self.announce_move(node, addr);
+        self.run_policy(now);
+    }
+
+    /// This node's own reflexive address (STUN) changed: tell every link,
+    /// so that peers whose NAT filters the new address probe it.
+    pub fn reflexive_changed(&mut self, now: Instant, addr: SocketAddr) {
+        self.stats.moves_announced += 1;
+        self.announce_move(self.cfg.node_id, addr);
+        self.run_policy(now);
+    }
+
+    /// `Moved { node, addr }` to every link except `node` itself.
+    fn announce_move(&mut self, node: NodeId, addr: SocketAddr) {
+        let msg = Message::Moved { node, addr };
+        let to: Vec<NodeId> = self.links.keys().copied().filter(|n| *n != node).collect();
+        for n in to {
+            self.send(n, &msg);
+        }
+    }
+
+    /// A linked peer says `node` is now at `addr`: probe it if our session
+    /// runs elsewhere (another address, or a relayed route). At most one
+    /// probe per address and second, so a chatty peer cannot turn us into
+    /// a Ping source; the probe itself proves nothing until the far end
+    /// answers it (RFC 7016 3.5.4.2).
+    pub(super) fn on_moved(&mut self, now: Instant, node: NodeId, addr: SocketAddr) {
+        if node == self.cfg.node_id {
+            return;
+        }
+        let Some(link) = self.links.get_mut(&node) else {
+            return;
+        };
+        if link.direct == Some(addr) {
+            return;
+        }
+        let recent = link.probed.is_some_and(|(a, t)| {
+            a == addr && now.saturating_duration_since(t) < Duration::from_secs(1)
+        });
+        if recent {
+            return;
+        }
+        link.probed = Some((addr, now));
+        self.stats.probes += 1;
+        self.actions.push_back(Action::ProbePath { node, addr });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::tests::{decode_sends, drain, node, tap_hello};
+
+    #[test]
+    fn a_verified_move_is_announced_and_a_reported_move_is_probed() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        o.peer_up(t0, NodeId(200), Some(sa("203.0.113.2:4910")), false);
+        o.peer_up(t0, NodeId(300), Some(sa("203.0.113.3:4910")), false);
+        let hello = |id: u128| tap_hello(id, &[sa("10.0.0.2:4910")], false);
+        o.handle_control(t0, NodeId(200), &hello(200));
+        drain(&mut o);
+
+        // Our session with 200 verified a new address: everybody else hears.
+        let new = sa("198.51.100.20:4910");
+        o.peer_moved(t0, NodeId(200), Some(new));
+        let mut moved: Vec<NodeId> = decode_sends(&drain(&mut o))
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                Message::Moved { node, addr } if node == NodeId(200) && addr == new => Some(to),
+                _ => None,
+            })
+            .collect();
+        moved.sort();
+        assert_eq!(moved, vec![NodeId(7), NodeId(300)]);
+        let m = o.member(NodeId(200)).unwrap();
+        assert!(m
+            .addrs
+            .iter()
+            .any(|a| a.addr == new && a.origin == AddrOrigin::Reflexive));
+        assert!(!m.addrs.iter().any(|a| a.addr == sa("203.0.113.2:4910")));
+        // The same address again is no news.
+        o.peer_moved(t0, NodeId(200), Some(new));
+        assert!(decode_sends(&drain(&mut o)).is_empty());
+        assert_eq!(o.stats().moves_announced, 1);
+
+        // A peer reports that 300 moved: probe it, once per second.
+        let to = sa("198.51.100.30:4910");
+        let report = |node: u128, addr: SocketAddr| {
+            Message::Moved {
+                node: NodeId(node),
+                addr,
+            }
+            .encode()
+            .unwrap()
+        };
+        o.handle_control(t0, NodeId(7), &report(300, to));
+        let probes = |acts: Vec<Action>| -> Vec<Action> {
+            acts.into_iter()
+                .filter(|a| matches!(a, Action::ProbePath { .. }))
+                .collect()
+        };
+        assert_eq!(
+            probes(drain(&mut o)),
+            vec![Action::ProbePath {
+                node: NodeId(300),
+                addr: to
+            }]
+        );
+        o.handle_control(t0, NodeId(7), &report(300, to));
+        assert!(probes(drain(&mut o)).is_empty(), "rate limited");
+        let t1 = t0 + Duration::from_secs(1);
+        o.handle_control(t1, NodeId(7), &report(300, to));
+        assert_eq!(probes(drain(&mut o)).len(), 1);
+        // Nothing to probe: the session already runs there, the node is
+        // not linked, or it is this node.
+        o.handle_control(t1, NodeId(7), &report(200, new));
+        o.handle_control(t1, NodeId(7), &report(999, to));
+        o.handle_control(t1, NodeId(7), &report(100, to));
+        assert!(probes(drain(&mut o)).is_empty());
+        assert_eq!(o.stats().probes, 2);
+
+        // Our own reflexive address changed: every link hears.
+        o.reflexive_changed(t1, sa("198.51.100.99:4910"));
+        let own = decode_sends(&drain(&mut o))
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Message::Moved { node, .. } if *node == NodeId(100)))
+            .count();
+        assert_eq!(own, 3);
+    }
+
+    #[test]
+    fn a_move_onto_a_relay_is_recorded_but_not_announced() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let first = sa("203.0.113.2:4910");
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        o.peer_up(t0, NodeId(200), Some(first), false);
+        o.handle_control(t0, NodeId(200), &tap_hello(200, &[], false));
+        drain(&mut o);
+        let direct = |o: &Overlay| {
+            o.neighbours()
+                .into_iter()
+                .find(|n| n.node == NodeId(200))
+                .and_then(|n| n.direct)
+        };
+        let reflexive = |o: &Overlay| -> Vec<SocketAddr> {
+            o.member(NodeId(200))
+                .map(|m| m.addrs.iter().map(|a| a.addr).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(direct(&o), Some(first));
+
+        // Onto a relayed route: nothing to tell, the member keeps the
+        // address it was last seen at.
+        o.peer_moved(t0, NodeId(200), None);
+        assert!(decode_sends(&drain(&mut o)).is_empty());
+        assert_eq!(o.stats().moves_announced, 0);
+        assert_eq!(direct(&o), None);
+        assert_eq!(reflexive(&o), vec![first]);
+
+        // A peer reports 200 at its old address: the session runs
+        // relayed, so that address is worth a probe.
+        let report = Message::Moved {
+            node: NodeId(200),
+            addr: first,
+        };
+        o.handle_control(t0, NodeId(7), &report.encode().unwrap());
+        assert_eq!(
+            drain(&mut o),
+            vec![Action::ProbePath {
+                node: NodeId(200),
+                addr: first
+            }]
+        );
+
+        // Back to direct at a new address: it replaces the old one and is
+        // announced to the other links.
+        let new = sa("198.51.100.20:4910");
+        o.peer_moved(t0, NodeId(200), Some(new));
+        let moved: Vec<(NodeId, Message)> = decode_sends(&drain(&mut o));
+        assert_eq!(
+            moved,
+            vec![(
+                NodeId(7),
+                Message::Moved {
+                    node: NodeId(200),
+                    addr: new
+                }
+            )]
+        );
+        assert_eq!(direct(&o), Some(new));
+        assert_eq!(reflexive(&o), vec![new]);
+    }
+}
