@@ -19,6 +19,20 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// Runs `cmd` (a `ringlan demo` that must fail); returns stdout and stderr.
+fn fails(mut cmd: Command) -> (String, String) {
+    let out = cmd.output().expect("run ringlan demo");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    (stdout, stderr)
+}
+
+fn demo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("demo").args(args);
+    cmd
+}
+
 #[cfg(feature = "demo")]
 #[test]
 fn demo_forms_a_lan_moves_traffic_and_cleans_up() {
@@ -79,15 +93,12 @@ fn demo_forms_a_lan_moves_traffic_and_cleans_up() {
 #[cfg(feature = "demo")]
 #[test]
 fn demo_refuses_without_root() {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("demo");
+    let mut cmd = demo(&[]);
     if is_root() {
         // Run it as `nobody`.
         cmd.uid(65534).gid(65534);
     }
-    let out = cmd.output().expect("run ringlan demo");
-    let (stdout, stderr) = text(&out);
-    assert!(!out.status.success(), "{stdout}{stderr}");
+    let (stdout, stderr) = fails(cmd);
     assert!(
         stderr.contains("ringlan demo builds network namespaces and needs root: sudo ringlan demo"),
         "{stderr}"
@@ -98,24 +109,14 @@ fn demo_refuses_without_root() {
 #[cfg(feature = "demo")]
 #[test]
 fn demo_rejects_more_than_eight_nodes() {
-    let out = Command::new(BIN)
-        .args(["demo", "--nodes", "9"])
-        .output()
-        .expect("run ringlan demo");
-    let (_, stderr) = text(&out);
-    assert!(!out.status.success());
+    let (_, stderr) = fails(demo(&["--nodes", "9"]));
     assert!(stderr.contains("1..=8"), "{stderr}");
 }
 
 #[cfg(not(feature = "demo"))]
 #[test]
 fn demo_without_the_feature_says_so() {
-    let out = Command::new(BIN)
-        .args(["demo", "--nodes", "2"])
-        .output()
-        .expect("run ringlan demo");
-    let (stdout, stderr) = text(&out);
-    assert!(!out.status.success(), "{stdout}{stderr}");
+    let (stdout, stderr) = fails(demo(&["--nodes", "2"]));
     assert!(
         stderr.contains("built without the `demo` feature"),
         "{stderr}"
