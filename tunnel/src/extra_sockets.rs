@@ -118,13 +118,24 @@ impl ExtraSockets {
         let Some(p) = self.sockets.iter_mut().find(|p| p.id == socket) else {
             return;
         };
-        if from == p.dest {
-            p.expires = p.expires.max(now + PINNED_IDLE);
-            if !p.pinned && !self.pinned.contains_key(&from) {
-                tracing::info!(peer = %from, socket = socket.0, "punched path open");
-                p.pinned = true;
-                self.pinned.insert(from, socket);
-            }
+        if from != p.dest {
+            return;
+        }
+        p.expires = p.expires.max(now + PINNED_IDLE);
+        if p.pinned {
+            return;
+        }
+        tracing::info!(peer = %from, socket = socket.0, "punched path open");
+        p.pinned = true;
+        // The newest punched path wins: an older pin to the same peer is
+        // most likely dead (its NAT mapping forgotten, which is why we
+        // punched again). It is closed, so the two never take turns; if
+        // it still worked, the peer follows our new source address by
+        // address mobility.
+        if let Some(old) = self.pinned.insert(from, socket) {
+            tracing::info!(peer = %from, old = old.0, new = socket.0, "punched path replaced");
+            self.sockets.retain(|x| x.id != old);
+            self.actions.push_back(SocketAction::Close { id: old });
         }
     }
 
@@ -273,6 +284,35 @@ mod tests {
         assert_eq!(p.sprays(), 0);
         p.handle_timeout(t0 + Duration::from_secs(5));
         assert!(p.poll_probe(&mut buf).is_none());
+    }
+
+    #[test]
+    fn a_newer_punched_path_replaces_a_dead_pin() {
+        let t0 = Instant::now();
+        let mut p = ExtraSockets::default();
+        let dest = sa("203.0.113.5:40000");
+        p.open(t0, dest, b"first", 1, Duration::from_secs(10));
+        let old = match p.poll_action() {
+            Some(SocketAction::Open { id }) => id,
+            other => panic!("{other:?}"),
+        };
+        p.received(t0, old, dest);
+        assert_eq!(p.socket_for(dest), old);
+        // The NAT forgot the mapping; a later round punches anew.
+        let t1 = t0 + Duration::from_secs(60);
+        p.open(t1, dest, b"again", 1, Duration::from_secs(10));
+        let new = match p.poll_action() {
+            Some(SocketAction::Open { id }) => id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(p.socket_for(dest), old, "not before the new path answers");
+        p.received(t1, new, dest);
+        assert_eq!(p.socket_for(dest), new);
+        assert_eq!(p.poll_action(), Some(SocketAction::Close { id: old }));
+        assert_eq!(p.open_sockets(), 1);
+        // More answers on the new path change nothing.
+        p.received(t1, new, dest);
+        assert_eq!(p.poll_action(), None);
     }
 
     #[test]

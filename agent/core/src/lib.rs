@@ -43,6 +43,7 @@ pub mod peers;
 pub mod punching;
 pub mod routes;
 pub mod sessions;
+pub mod sim;
 pub mod snapshot;
 pub mod status;
 mod timer;

@@ -1,0 +1,103 @@
+//! Relay failover of whole nodes: two members behind symmetric NATs run
+//! over a relay (one of two relaying introducers) with a standby route
+//! through the other. The relay in use dies: the session moves to the
+//! standby route. Then both NATs turn cone-like: the session moves to a
+//! direct path. One session throughout; frames sent while a path is dead
+//! may be lost (the frame flow never retransmits), none is damaged or
+//! duplicated, and every frame sent on a working path arrives.
+
+use std::time::Duration;
+
+use ringlan_node::sim::NatModel;
+use ringlan_node::status::PathKind;
+
+use crate::world::{is_direct_nat, is_relayed, World};
+
+const FRAMES: usize = 100;
+const EVERY: Duration = Duration::from_millis(10);
+
+fn via(w: &World, a: ringlan_node::sim::HostId, b: ringlan_node::sim::HostId) -> (String, usize) {
+    match w.path(a, b) {
+        Some(PathKind::Relayed { via, standby }) => (via, standby),
+        p => panic!("not relayed: {p:?}"),
+    }
+}
+
+#[test]
+fn relay_death_moves_the_session_to_the_standby_then_to_direct() {
+    let mut w = World::new(31);
+    let i1 = w.introducer("intro1");
+    let i2 = w.introducer("intro2");
+    let (a, sa) = w.behind("a", NatModel::symmetric());
+    let (b, sb) = w.behind("b", NatModel::symmetric());
+    w.wait_path(a, b, Duration::from_secs(30), is_relayed);
+    let t = w.run_until(
+        Duration::from_secs(60),
+        "a standby route",
+        |w| matches!(w.path(a, b), Some(PathKind::Relayed { standby, .. }) if standby >= 1),
+    );
+    eprintln!("relayed with a standby route after {t:?}");
+    let sid = (w.session_id(a, b), w.session_id(b, a));
+    w.assert_delivers("relayed", |w| {
+        for h in [a, b] {
+            w.send_frames(h, None, 1, EVERY);
+        }
+        w.send_frames(a, Some(b), FRAMES, EVERY);
+    });
+
+    // Kill the relay in use, mid-stream.
+    let (used, _) = via(&w, a, b);
+    let (dead, alive) = if used == "intro1" {
+        (i1, "intro2")
+    } else {
+        (i2, "intro1")
+    };
+    w.kill(dead);
+    let t0 = w.sim.now();
+    let on_standby =
+        |w: &World| matches!(w.path(a, b), Some(PathKind::Relayed { via, .. }) if via == alive);
+    // Frames keep coming while the session moves.
+    let mut moved = None;
+    for _ in 0..FRAMES {
+        w.send_frames(a, Some(b), 1, EVERY);
+        if moved.is_none() && on_standby(&w) {
+            moved = Some(w.sim.now() - t0);
+        }
+    }
+    if moved.is_none() {
+        w.run_until(
+            Duration::from_secs(30),
+            "moved to the standby route",
+            on_standby,
+        );
+    }
+    eprintln!(
+        "relay {used} killed: on {alive} after {:?}",
+        moved.unwrap_or(w.sim.now() - t0)
+    );
+    assert_eq!((w.session_id(a, b), w.session_id(b, a)), sid, "one session");
+    w.assert_delivers("on the standby route", |w| {
+        w.send_frames(a, Some(b), FRAMES, EVERY)
+    });
+
+    // Both NATs turn cone-like, their conntrack flushed as the netns lab
+    // does (`Lab::set_nat_kind`): the periodic direct probes find a
+    // direct path. (Without the flush the probes themselves would keep
+    // the old endpoint-dependent entries alive.)
+    for site in [sa, sb] {
+        w.sim.set_nat_model(site, NatModel::cone());
+        w.sim.flush_nat(site);
+    }
+    let t = w.wait_path(a, b, Duration::from_secs(120), is_direct_nat);
+    w.wait_path(b, a, Duration::from_secs(10), is_direct_nat);
+    eprintln!("relayed -> direct after {t:?}");
+    assert_eq!(
+        w.session(a, b).and_then(|s| s.remote).map(|r| r.ip()),
+        Some(w.nat_ip(sb))
+    );
+    assert_eq!((w.session_id(a, b), w.session_id(b, a)), sid, "one session");
+    w.assert_delivers("direct", |w| {
+        w.send_frames(a, Some(b), FRAMES, EVERY);
+        w.send_frames(b, Some(a), FRAMES, EVERY);
+    });
+}
