@@ -1,4 +1,5 @@
-//! The network config file (one YAML file per network; see DESIGN.md "Config").
+//! The network config file (one YAML file per network; see `docs/design.md`,
+//! "Config").
 //!
 //! Loading happens in two steps so that the examples in `configs/` can be
 //! validated on any machine:

@@ -1,4 +1,6 @@
-//! `ringlan`: the peer-to-peer overlay VPN agent (see DESIGN.md "CLI").
+//! `ringlan`: the peer-to-peer overlay VPN agent (see `docs/design.md`,
+//! "CLI"). `ringlan demo` is compiled only with the `demo` feature (on by
+//! default).
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +14,7 @@ use ringlan_agent::config::Config;
 use ringlan_agent::identity::{self, NetworkSecret, NodeKey};
 use ringlan_agent::{control, service, up};
 
+#[cfg(feature = "demo")]
 mod demo;
 
 #[derive(Parser)]
@@ -72,8 +75,22 @@ enum Cmd {
     /// Build a throw-away lab of network namespaces on this machine, join
     /// agents into one virtual LAN, show status and traffic, remove it all
     /// (needs root).
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
+    /// Not in this build: it was built without the `demo` feature.
+    #[cfg(not(feature = "demo"))]
+    #[command(hide = true)]
+    Demo {
+        /// Ignored.
+        #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
 }
+
+/// `ringlan demo` in a binary built without the `demo` feature.
+#[cfg(not(feature = "demo"))]
+const NO_DEMO: &str = "ringlan demo: this ringlan was built without the `demo` feature \
+     (cargo build -p ringlan-agent --features demo)";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -86,7 +103,13 @@ fn main() -> ExitCode {
         } => cmd_status(config.as_deref(), socket, json),
         Cmd::Keygen { output, force } => cmd_keygen(output.as_deref(), force),
         Cmd::Secret { output, force } => cmd_secret(output.as_deref(), force),
+        #[cfg(feature = "demo")]
         Cmd::Demo(args) => return demo::run(&args),
+        #[cfg(not(feature = "demo"))]
+        Cmd::Demo { .. } => {
+            eprintln!("{NO_DEMO}");
+            return ExitCode::FAILURE;
+        }
         Cmd::CheckConfig { file } => match Config::load_and_check(&file) {
             Ok(_) => {
                 println!("{}: OK", file.display());

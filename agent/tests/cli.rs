@@ -4,11 +4,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use ringlan_lab::agents::{self, AgentConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
+
 fn ringlan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ringlan"))
-        .args(args)
-        .output()
-        .expect("run ringlan")
+    Command::new(BIN).args(args).output().expect("run ringlan")
 }
 
 struct TempDir(PathBuf);
@@ -44,26 +45,19 @@ fn stdout(o: &Output) -> String {
 }
 
 /// A valid config whose secret lives in `dir`; `secret_file` is line 3,
-/// column 16; `mtu` line 9, column 8.
+/// column 16; `mtu` line 9, column 8 (the lab's config writer keeps them
+/// there).
 fn config_text(dir: &TempDir) -> String {
-    format!(
-        "network:
-  name: home
-  secret_file: {}
-node:
-  name: laptop
-  key_file: {}
-interface:
-  name: rl-home
-  mtu: 1400
-  addresses: [10.77.0.2/24]
-introducers: [198.51.100.7:4910]
-control:
-  socket: /run/ringlan/home.sock
-",
-        dir.path("home.secret").display(),
-        dir.path("home.key").display()
-    )
+    let mut c = AgentConfig::new(
+        "home",
+        &dir.path("home.secret"),
+        "laptop",
+        &dir.path("home.key"),
+        Path::new("/run/ringlan/home.sock"),
+    );
+    c.addresses = vec!["10.77.0.2/24".into()];
+    c.introducers = vec!["198.51.100.7:4910".parse().unwrap()];
+    c.render()
 }
 
 /// Writes `text` as the config and returns its path.
@@ -74,8 +68,7 @@ fn write_config(dir: &TempDir, text: &str) -> PathBuf {
 }
 
 fn make_secret(dir: &TempDir) {
-    let o = ringlan(&["secret", "-o", dir.path("home.secret").to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    agents::make_secret(Path::new(BIN), &dir.path("home.secret")).unwrap();
 }
 
 /// Runs check-config and returns (success, stdout + stderr).

@@ -1,27 +1,16 @@
 //! `ringlan demo` end to end: as root it builds its namespace lab, joins the
 //! agents into one LAN, prints every status table and a verified transfer,
 //! exits 0 and leaves no namespace or lab directory behind; without root it
-//! refuses clearly.
+//! refuses clearly. A binary built without the `demo` feature says so.
 
+#[cfg(feature = "demo")]
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
+#[cfg(feature = "demo")]
+use ringlan_lab::{is_root, netns_with_prefix, root_or_skip};
 
-fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("RINGLAN_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipping: not root and RINGLAN_SKIP_ROOT_TESTS=1");
-        return false;
-    }
-    panic!(
-        "this test needs root (network namespaces, TAP); run as root or set \
-         RINGLAN_SKIP_ROOT_TESTS=1"
-    );
-}
+const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
 
 fn text(o: &Output) -> (String, String) {
     (
@@ -30,14 +19,21 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
-fn netns_list() -> String {
-    let o = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&o.stdout).into_owned()
+/// Runs `cmd` (a `ringlan demo` that must fail); returns stdout and stderr.
+fn fails(mut cmd: Command) -> (String, String) {
+    let out = cmd.output().expect("run ringlan demo");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    (stdout, stderr)
 }
 
+fn demo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("demo").args(args);
+    cmd
+}
+
+#[cfg(feature = "demo")]
 #[test]
 fn demo_forms_a_lan_moves_traffic_and_cleans_up() {
     if !root_or_skip() {
@@ -81,11 +77,8 @@ fn demo_forms_a_lan_moves_traffic_and_cleans_up() {
     assert!(stdout.contains("checksums match"), "{all}");
 
     // Nothing left behind.
-    let left = netns_list();
-    assert!(
-        !left.lines().any(|l| l.starts_with(&prefix)),
-        "namespaces left:\n{left}"
-    );
+    let left = netns_with_prefix(&prefix).expect("ip netns list");
+    assert!(left.is_empty(), "namespaces left: {left:?}");
     let dirs = std::fs::read_dir(std::env::temp_dir().join("ringlan-lab"))
         .map(|d| {
             d.flatten()
@@ -97,18 +90,15 @@ fn demo_forms_a_lan_moves_traffic_and_cleans_up() {
     assert!(dirs.is_empty(), "lab directories left: {dirs:?}");
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_refuses_without_root() {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("demo");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    let mut cmd = demo(&[]);
+    if is_root() {
         // Run it as `nobody`.
         cmd.uid(65534).gid(65534);
     }
-    let out = cmd.output().expect("run ringlan demo");
-    let (stdout, stderr) = text(&out);
-    assert!(!out.status.success(), "{stdout}{stderr}");
+    let (stdout, stderr) = fails(cmd);
     assert!(
         stderr.contains("ringlan demo builds network namespaces and needs root: sudo ringlan demo"),
         "{stderr}"
@@ -116,13 +106,20 @@ fn demo_refuses_without_root() {
     assert!(stdout.is_empty(), "{stdout}");
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_rejects_more_than_eight_nodes() {
-    let out = Command::new(BIN)
-        .args(["demo", "--nodes", "9"])
-        .output()
-        .expect("run ringlan demo");
-    let (_, stderr) = text(&out);
-    assert!(!out.status.success());
+    let (_, stderr) = fails(demo(&["--nodes", "9"]));
     assert!(stderr.contains("1..=8"), "{stderr}");
+}
+
+#[cfg(not(feature = "demo"))]
+#[test]
+fn demo_without_the_feature_says_so() {
+    let (stdout, stderr) = fails(demo(&["--nodes", "2"]));
+    assert!(
+        stderr.contains("built without the `demo` feature"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
 }

@@ -31,8 +31,8 @@ mod natlab;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
 use natlab::*;
+use ringlan_lab::agents::*;
 use ringlan_lab::{wait_for, NatKind};
 use serde_json::Value;
 
@@ -58,36 +58,61 @@ fn assert_direct_nat(who: &str, peer: &str, s: &Value, peer_nat: IpAddr) {
     );
 }
 
+/// Waits until `a` and `b` each have a direct NAT-crossing session with the
+/// other, to the other's site's public address.
+fn assert_direct_pair(w: &NatLab, (a, sa): (&Member, &Site), (b, sb): (&Member, &Site)) {
+    let s = w.wait_open(a, b);
+    assert_direct_nat(&a.name, &b.name, &s, sb.public_ip());
+    let s = w.wait_open(b, a);
+    assert_direct_nat(&b.name, &a.name, &s, sa.public_ip());
+}
+
+/// Runs `traffic`, which moves `mib` MiB from `from` to `to`; checks that
+/// it went on the `from`-`to` session (`to` counts at least that much from
+/// `from`) and that the introducer's sessions with both carried (almost)
+/// none of it.
+fn assert_introducer_idle(
+    w: &NatLab,
+    intro: &Member,
+    from: &Member,
+    to: &Member,
+    mib: u64,
+    traffic: impl FnOnce(),
+) {
+    let (pf, pt) = (from.peer(), to.peer());
+    let intro_frames = |v: &Value| -> (u64, u64) {
+        let f = |p| entries_with(v, p).iter().map(|s| frames(s)).sum();
+        (f(&pf), f(&pt))
+    };
+    let before = intro_frames(&intro.status().unwrap());
+    traffic();
+    w.wait_rx_from(to, from, mib * MIB);
+    // Status snapshots are published once a second: take one at least two
+    // seconds younger than the transfer's end.
+    let after = intro_frames(&w.fresh_status(intro));
+    let pair = format!("({}, {})", from.name, to.name);
+    eprintln!("introducer frames with {pair}: before {before:?}, after {after:?}");
+    assert!(
+        after.0 < before.0 + STRAY_FRAMES && after.1 < before.1 + STRAY_FRAMES,
+        "the introducer carried {}-{} traffic: frames with {pair} {before:?} -> {after:?}",
+        from.name,
+        to.name
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 0. The lab: NAT kinds as documented (coturn); the introducer's STUN.
 // ---------------------------------------------------------------------------
 
 #[test]
 fn lab_nats_map_as_documented() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
     let stun1 = w.coturn();
     let stun2 = w.coturn_at("stun2", "198.51.100.4".parse().unwrap());
     let cone = w.site("cone", NatKind::Masquerade);
     let sym = w.site("sym", NatKind::FullyRandom);
-    let ha = w
-        .lab
-        .host(
-            "probe-a",
-            &cone.lan,
-            "192.0.2.50/25",
-            Some(cone.router.inside_addr),
-        )
-        .unwrap();
-    let hb = w
-        .lab
-        .host(
-            "probe-b",
-            &sym.lan,
-            "192.0.2.150/25",
-            Some(sym.router.inside_addr),
-        )
-        .unwrap();
+    let ha = w.probe("probe-a", &cone, "192.0.2.50/25");
+    let hb = w.probe("probe-b", &sym, "192.0.2.150/25");
     let t = Duration::from_secs(10);
     let bind: SocketAddr = "0.0.0.0:4910".parse().unwrap();
 
@@ -112,19 +137,10 @@ fn lab_nats_map_as_documented() {
 
 #[test]
 fn introducer_answers_stun_on_its_rtmfp_port() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
     let stun1 = w.coturn();
     let cone = w.site("cone", NatKind::Masquerade);
-    let ha = w
-        .lab
-        .host(
-            "probe-a",
-            &cone.lan,
-            "192.0.2.50/25",
-            Some(cone.router.inside_addr),
-        )
-        .unwrap();
+    let ha = w.probe("probe-a", &cone, "192.0.2.50/25");
     let t = Duration::from_secs(10);
 
     // The introducer answers STUN Binding on its RTMFP port with the same
@@ -150,22 +166,14 @@ fn introducer_answers_stun_on_its_rtmfp_port() {
 
 #[test]
 fn cone_nats_connect_directly_and_introducers_carry_no_frames() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    w.coturn();
-    let sa = w.site("a", NatKind::Masquerade);
-    let sb = w.site("b", NatKind::Masquerade);
-    let mut intro = w.introducer("intro1", 1, &[]);
-    let mut a = w.node("a", 11, &sa, &[1]);
-    let mut b = w.node("b", 21, &sb, &[1]);
-    w.start(&mut intro);
-    w.start(&mut a);
-    w.start(&mut b);
-    w.wait_mesh(&[&intro, &a, &b]);
+    let p = w.started_pair([NatKind::Masquerade; 2], &[1]);
+    let (intro, a, b, sa, sb) = (&p.intros[0], &p.a, &p.b, &p.sa, &p.sb);
+    w.wait_mesh(&[intro, a, b]);
 
     // Each learnt its reflexive address (STUN: coturn, the introducer) and
     // that its NAT maps endpoint-independently.
-    for (m, site) in [(&a, &sa), (&b, &sb)] {
+    for (m, site) in [(a, sa), (b, sb)] {
         let want = SocketAddr::new(site.public_ip(), PORT).to_string();
         let st = m
             .node
@@ -188,51 +196,19 @@ fn cone_nats_connect_directly_and_introducers_carry_no_frames() {
     }
 
     // The a-b session is direct, from NAT to NAT.
-    let s = w.wait_open(&a, &b);
-    assert_direct_nat("a", "b", &s, sb.public_ip());
-    let s = w.wait_open(&b, &a);
-    assert_direct_nat("b", "a", &s, sa.public_ip());
-    w.wait_ping(&a, &b, SETTLE);
-    w.wait_ping(&b, &a, SETTLE);
+    assert_direct_pair(&w, (a, sa), (b, sb));
+    w.wait_ping(a, b, SETTLE);
+    w.wait_ping(b, a, SETTLE);
 
     // Setup is over: from now on the introducer's sessions with a and b
     // carry (almost) nothing.
-    let (pa, pb) = (a.peer(), b.peer());
-    let intro_frames = |v: &Value| -> (u64, u64) {
-        let f = |p| entries_with(v, p).iter().map(|s| frames(s)).sum();
-        (f(&pa), f(&pb))
-    };
-    let before = intro_frames(&intro.status().unwrap());
-
-    let st = w.lab.ping_stats(&a.host.ns, b.overlay(), 50).unwrap();
-    assert!(st.received >= 45, "a -> b: {st:?}");
-    w.transfer(&a, &b, 5001, 100);
-
-    // The frames went on the a-b session (b counts at least 100 MiB from a).
-    b.node
-        .wait_status(SETTLE, |v| {
-            open_session(v, &pa)
-                .and_then(|s| s["rx"]["bytes"].as_u64())
-                .is_some_and(|n| n >= 100 * MIB)
-        })
-        .unwrap_or_else(|e| panic!("b's rx counters from a: {e:#}"));
-    // Status snapshots are published once a second: take one at least two
-    // seconds younger than the transfer's end.
-    let up = intro.status().unwrap()["uptime_secs"].as_u64().unwrap_or(0);
-    let v = intro
-        .node
-        .wait_status(SETTLE, |v| {
-            v["uptime_secs"].as_u64().is_some_and(|u| u >= up + 2)
-        })
-        .unwrap();
-    let after = intro_frames(&v);
-    eprintln!("introducer frames with (a, b): before {before:?}, after {after:?}");
-    assert!(
-        after.0 < before.0 + STRAY_FRAMES && after.1 < before.1 + STRAY_FRAMES,
-        "the introducer carried a-b traffic: frames with (a, b) {before:?} -> {after:?}"
-    );
+    assert_introducer_idle(&w, intro, a, b, 100, || {
+        let st = w.lab.ping_stats(&a.host.ns, b.overlay(), 50).unwrap();
+        assert!(st.received >= 45, "a -> b: {st:?}");
+        w.transfer(a, b, 5001, 100);
+    });
     // The sessions are still direct.
-    let s = w.wait_open(&a, &b);
+    let s = w.wait_open(a, b);
     assert_direct_nat("a", "b", &s, sb.public_ip());
 }
 
@@ -242,7 +218,6 @@ fn cone_nats_connect_directly_and_introducers_carry_no_frames() {
 
 #[test]
 fn same_nat_uses_the_lan_path_not_a_hairpin() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
     w.coturn();
     let sa = w.site("a", NatKind::Masquerade);
@@ -323,14 +298,16 @@ fn same_nat_uses_the_lan_path_not_a_hairpin() {
 /// introducer), ping works, and 16 MiB of TCP arrive intact.
 #[test]
 fn symmetric_and_cone_nat_still_connect_directly() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    w.coturn();
-    let ss = w.site("sym", NatKind::FullyRandom);
-    let sc = w.site("cone", NatKind::Masquerade);
-    let mut intro = w.introducer("intro1", 1, &[]);
-    let mut s = w.node("s", 11, &ss, &[1]);
-    let mut c = w.node("c", 21, &sc, &[1]);
+    // s behind the symmetric-like NAT, c behind the cone-like one.
+    let Pair {
+        sa: ss,
+        sb: sc,
+        mut intros,
+        a: mut s,
+        b: mut c,
+    } = w.pair([NatKind::FullyRandom, NatKind::Masquerade], &[1]);
+    let mut intro = intros.remove(0);
     w.start(&mut intro);
     let t0 = Instant::now();
     w.start(&mut s);
@@ -361,47 +338,17 @@ fn symmetric_and_cone_nat_still_connect_directly() {
         "symmetric <-> cone: direct session {:?} after both agents started",
         t0.elapsed()
     );
-    let x = w.wait_open(&s, &c);
-    assert_direct_nat("s", "c", &x, sc.public_ip());
-    let x = w.wait_open(&c, &s);
-    assert_direct_nat("c", "s", &x, ss.public_ip());
+    assert_direct_pair(&w, (&s, &ss), (&c, &sc));
     w.wait_ping(&s, &c, SETTLE);
     w.wait_ping(&c, &s, SETTLE);
     let st = w.lab.ping_stats(&s.host.ns, c.overlay(), 50).unwrap();
     assert!(st.received >= 45, "s -> c: {st:?}");
 
     // The traffic runs on the s-c session, not through the introducer.
-    let (ps, pc) = (s.peer(), c.peer());
-    let intro_frames = |v: &Value| -> (u64, u64) {
-        let f = |p| entries_with(v, p).iter().map(|x| frames(x)).sum();
-        (f(&ps), f(&pc))
-    };
-    let before = intro_frames(&intro.status().unwrap());
-    w.transfer(&c, &s, 5004, 16);
-    s.node
-        .wait_status(SETTLE, |v| {
-            open_session(v, &pc)
-                .and_then(|x| x["rx"]["bytes"].as_u64())
-                .is_some_and(|n| n >= 16 * MIB)
-        })
-        .unwrap_or_else(|e| panic!("s's rx counters from c: {e:#}"));
-    let up = intro.status().unwrap()["uptime_secs"].as_u64().unwrap_or(0);
-    let v = intro
-        .node
-        .wait_status(SETTLE, |v| {
-            v["uptime_secs"].as_u64().is_some_and(|u| u >= up + 2)
-        })
-        .unwrap();
-    let after = intro_frames(&v);
-    eprintln!("introducer frames with (s, c): before {before:?}, after {after:?}");
-    assert!(
-        after.0 < before.0 + STRAY_FRAMES && after.1 < before.1 + STRAY_FRAMES,
-        "the introducer carried s-c traffic: frames with (s, c) {before:?} -> {after:?}"
-    );
-    let x = w.wait_open(&s, &c);
-    assert_direct_nat("s", "c", &x, sc.public_ip());
-    let x = w.wait_open(&c, &s);
-    assert_direct_nat("c", "s", &x, ss.public_ip());
+    assert_introducer_idle(&w, &intro, &c, &s, 16, || {
+        w.transfer(&c, &s, 5004, 16);
+    });
+    assert_direct_pair(&w, (&s, &ss), (&c, &sc));
 }
 
 // ---------------------------------------------------------------------------
@@ -410,21 +357,13 @@ fn symmetric_and_cone_nat_still_connect_directly() {
 
 #[test]
 fn symmetric_nats_report_no_direct_path_without_flapping() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    w.coturn();
-    let sa = w.site("a", NatKind::FullyRandom);
-    let sb = w.site("b", NatKind::FullyRandom);
-    let mut intro = w.introducer("intro1", 1, &[]);
-    let mut a = w.node("a", 11, &sa, &[1]);
-    let mut b = w.node("b", 21, &sb, &[1]);
-    w.start(&mut intro);
-    w.start(&mut a);
-    w.start(&mut b);
-    w.wait_mesh(&[&intro, &a]);
-    w.wait_mesh(&[&intro, &b]);
+    let p = w.started_pair([NatKind::FullyRandom; 2], &[1]);
+    let (intro, a, b) = (&p.intros[0], &p.a, &p.b);
+    w.wait_mesh(&[intro, a]);
+    w.wait_mesh(&[intro, b]);
 
-    for m in [&a, &b] {
+    for m in [a, b] {
         m.node
             .wait_status(SETTLE, |v| nat_mapping(v) == Some("endpoint-dependent"))
             .unwrap_or_else(|e| panic!("{}: nat.mapping endpoint-dependent: {e:#}", m.name));
@@ -440,7 +379,7 @@ fn symmetric_nats_report_no_direct_path_without_flapping() {
             && path_kind(e[0]) == Some("relayed")
             && e[0]["reason"] == "no direct path"
     };
-    for (m, p) in [(&a, &pb), (&b, &pa)] {
+    for (m, p) in [(a, &pb), (b, &pa)] {
         m.node
             .wait_status(SETTLE, |v| no_path(v, p))
             .unwrap_or_else(|e| {
@@ -455,7 +394,7 @@ fn symmetric_nats_report_no_direct_path_without_flapping() {
     let t0 = Instant::now();
     let mut samples = 0;
     while t0.elapsed() < OBSERVE {
-        for (m, p) in [(&a, &pb), (&b, &pa)] {
+        for (m, p) in [(a, &pb), (b, &pa)] {
             let v = m.status().unwrap();
             assert!(
                 no_path(&v, p),
@@ -491,8 +430,8 @@ fn symmetric_nats_report_no_direct_path_without_flapping() {
         "`ringlan status` row for b should say `relayed via intro1 ({reason})`:\n{text}"
     );
     // The introducer still serves both.
-    w.wait_mesh(&[&intro, &a]);
-    w.wait_mesh(&[&intro, &b]);
+    w.wait_mesh(&[intro, a]);
+    w.wait_mesh(&[intro, b]);
 }
 
 // ---------------------------------------------------------------------------
@@ -504,38 +443,14 @@ fn symmetric_nats_report_no_direct_path_without_flapping() {
 /// the new address (`Endpoint::probe_path`), which opens b's NAT to it.
 #[test]
 fn tcp_inside_the_lan_survives_nat_rebinding() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    w.coturn();
-    let mut sa = w.site("a", NatKind::Masquerade);
-    let sb = w.site("b", NatKind::Masquerade);
-    let mut intro = w.introducer("intro1", 1, &[]);
-    let mut a = w.node("a", 11, &sa, &[1]);
-    let mut b = w.node("b", 21, &sb, &[1]);
-    w.start(&mut intro);
-    w.start(&mut a);
-    w.start(&mut b);
-    w.wait_mesh(&[&intro, &a, &b]);
-    w.wait_ping(&a, &b, SETTLE);
+    let mut pair = w.started_pair([NatKind::Masquerade; 2], &[1]);
+    let (intro, a, b, sb) = (&pair.intros[0], &pair.a, &pair.b, &pair.sb);
+    w.wait_mesh(&[intro, a, b]);
+    w.wait_ping(a, b, SETTLE);
 
-    let job = w
-        .lab
-        .tcp_stream(
-            &a.host.ns,
-            &b.host.ns,
-            b.overlay(),
-            5003,
-            Duration::from_secs(150),
-        )
-        .unwrap();
-    let flowing = |what: &str, from: u64| {
-        wait_for(SETTLE, what, || {
-            ensure!(job.is_running(), "the a -> b stream ended");
-            Ok((job.received() > from + 4 * MIB).then_some(()))
-        })
-        .unwrap_or_else(|e| panic!("{what}: {e:#} ({} MiB received)", job.received() / MIB));
-    };
-    flowing("stream flowing", 0);
+    let job = w.stream(a, b, 5003);
+    let flowing = |what: &str, from: u64| w.wait_flowing(&job, from, 4 * MIB, what);
 
     // 1. b's NAT forgets every mapping (conntrack flush).
     let t0 = Instant::now();
@@ -551,7 +466,7 @@ fn tcp_inside_the_lan_survives_nat_rebinding() {
     let t0 = Instant::now();
     let at = job.received();
     w.lab
-        .set_public_addr(&mut sa.router, "198.51.100.20/24")
+        .set_public_addr(&mut pair.sa.router, "198.51.100.20/24")
         .unwrap();
     flowing(
         "stream flowing after a's NAT changed its public address",
@@ -560,22 +475,14 @@ fn tcp_inside_the_lan_survives_nat_rebinding() {
     eprintln!(
         "stream resumed {:?} after a's NAT moved to {}",
         t0.elapsed(),
-        sa.public_ip()
+        pair.sa.public_ip()
     );
 
-    let t = job
-        .finish()
-        .unwrap_or_else(|e| panic!("a -> b stream: {e:#}"));
-    eprintln!(
-        "stream a -> b: {} MiB in {:?}",
-        t.bytes_received / MIB,
-        t.elapsed
-    );
-    assert!(t.intact(), "stream a -> b damaged: {t:?}");
+    w.finish_stream(job, a, b);
 
     // The path is direct again, to a's new public address.
     let pa = a.peer();
-    let new_a = sa.public_ip();
+    let new_a = pair.sa.public_ip();
     b.node
         .wait_status(SETTLE, |v| {
             open_session(v, &pa)
@@ -590,7 +497,6 @@ fn tcp_inside_the_lan_survives_nat_rebinding() {
 
 #[test]
 fn new_nodes_join_through_the_remaining_introducer() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
     w.coturn();
     let sa = w.site("a", NatKind::Masquerade);
@@ -639,14 +545,15 @@ fn new_nodes_join_through_the_remaining_introducer() {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture (tests/bench/nat.sh)"]
 fn bench_nat_first_ping_and_rebinding_recovery() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    w.coturn();
-    let mut sa = w.site("a", NatKind::Masquerade);
-    let sb = w.site("b", NatKind::Masquerade);
-    let mut intro = w.introducer("intro1", 1, &[]);
-    let mut a = w.node("a", 11, &sa, &[1]);
-    let mut b = w.node("b", 21, &sb, &[1]);
+    let Pair {
+        mut sa,
+        mut intros,
+        mut a,
+        mut b,
+        ..
+    } = w.pair([NatKind::Masquerade; 2], &[1]);
+    let mut intro = intros.remove(0);
     w.start(&mut intro);
     w.wait_answers(&intro);
 
@@ -674,7 +581,10 @@ fn bench_nat_first_ping_and_rebinding_recovery() {
         let mut pings = 0u32;
         let r = wait_for(SETTLE, "ping after rebinding", || {
             pings += 1;
-            Ok(ping_once(&w.lab, &a.host.ns, b.overlay(), "0.2").then_some(()))
+            Ok(
+                ping_once(&w.lab, &a.host.ns, b.overlay(), Duration::from_millis(200))
+                    .then_some(()),
+            )
         });
         let d = t.elapsed();
         if let Err(e) = r {

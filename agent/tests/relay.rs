@@ -22,9 +22,9 @@ mod natlab;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
 use natlab::*;
-use ringlan_lab::{wait_for, NatKind};
+use ringlan_lab::agents::*;
+use ringlan_lab::NatKind;
 use serde_json::Value;
 
 const RELAY_ON: &str = "relay:\n  enabled: true\n";
@@ -46,6 +46,18 @@ fn wait_relayed(a: &Member, b: &Member) -> Value {
     open_session(&st, &pb).cloned().expect("session")
 }
 
+/// Starts `a` and `b`; returns the time from there to the first ping
+/// answered a -> b and to a relayed session.
+fn start_relayed(w: &NatLab, a: &mut Member, b: &mut Member) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    w.start(a);
+    w.start(b);
+    w.wait_ping(a, b, SETTLE);
+    let first = t0.elapsed();
+    wait_relayed(a, b);
+    (first, t0.elapsed())
+}
+
 fn carried(v: &Value) -> Vec<Value> {
     v["relay"]["routes"].as_array().cloned().unwrap_or_default()
 }
@@ -57,39 +69,6 @@ fn carried_bytes(v: &Value) -> u64 {
             r["forward"]["bytes"].as_u64().unwrap_or(0) + r["back"]["bytes"].as_u64().unwrap_or(0)
         })
         .sum()
-}
-
-/// Two members `a` (10.77.0.11) and `b` (.21) behind two
-/// `masquerade fully-random` NATs, joining through introducers `intros`
-/// (created here, relaying by default); coturn runs; nothing is started.
-struct SymmetricPair {
-    sa: Site,
-    sb: Site,
-    intros: Vec<Member>,
-    a: Member,
-    b: Member,
-}
-
-fn symmetric_pair(w: &NatLab, intros: &[u8]) -> SymmetricPair {
-    w.coturn();
-    let sa = w.site("a", NatKind::FullyRandom);
-    let sb = w.site("b", NatKind::FullyRandom);
-    let intros_v: Vec<Member> = intros
-        .iter()
-        .map(|&n| {
-            let peers: Vec<u8> = intros.iter().copied().filter(|&p| p != n).collect();
-            w.introducer(&format!("intro{n}"), n, &peers)
-        })
-        .collect();
-    let a = w.node("a", 11, &sa, intros);
-    let b = w.node("b", 21, &sb, intros);
-    SymmetricPair {
-        sa,
-        sb,
-        intros: intros_v,
-        a,
-        b,
-    }
 }
 
 /// Waits until `a`'s session with `b` has a standby route besides the one
@@ -113,26 +92,6 @@ fn human_status(m: &Member) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A TCP stream from `a` to `b` over the overlay, once 8 MiB went by.
-fn stream(w: &NatLab, a: &Member, b: &Member, port: u16) -> ringlan_lab::TcpStreamJob {
-    let job = w
-        .lab
-        .tcp_stream(
-            &a.host.ns,
-            &b.host.ns,
-            b.overlay(),
-            port,
-            Duration::from_secs(150),
-        )
-        .unwrap();
-    wait_for(SETTLE, "stream flowing", || {
-        ensure!(job.is_running(), "the stream ended");
-        Ok((job.received() > 8 * MIB).then_some(()))
-    })
-    .unwrap();
-    job
-}
-
 /// Samples a stream's progress and returns the longest stretch without
 /// any, from now until `done` holds.
 fn longest_stall(job: &ringlan_lab::TcpStreamJob, mut done: impl FnMut() -> bool) -> Duration {
@@ -154,27 +113,20 @@ fn longest_stall(job: &ringlan_lab::TcpStreamJob, mut done: impl FnMut() -> bool
 
 #[test]
 fn symmetric_nats_talk_through_a_relay() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    let SymmetricPair {
+    let Pair {
         sa,
         mut intros,
         mut a,
         mut b,
         ..
-    } = symmetric_pair(&w, &[1]);
+    } = w.pair([NatKind::FullyRandom; 2], &[1]);
     let mut intro = intros.remove(0);
     w.start(&mut intro);
-    let t0 = Instant::now();
-    w.start(&mut a);
-    w.start(&mut b);
-    w.wait_ping(&a, &b, SETTLE);
-    let first = t0.elapsed();
-    wait_relayed(&a, &b);
+    let (first, session) = start_relayed(&w, &mut a, &mut b);
     eprintln!(
         "a -> b across two symmetric NATs: first ping {first:?} (overlay-routed frames), \
-         relayed session {:?} after the agents started",
-        t0.elapsed()
+         relayed session {session:?} after the agents started"
     );
     w.wait_ping(&b, &a, SETTLE);
 
@@ -246,30 +198,20 @@ fn symmetric_nats_talk_through_a_relay() {
 
 #[test]
 fn a_dying_relay_hands_the_stream_to_another() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    let SymmetricPair {
-        mut intros,
-        mut a,
-        mut b,
-        ..
-    } = symmetric_pair(&w, &[1, 2]);
-    let (mut i1, mut i2) = (intros.remove(0), intros.remove(0));
-    w.start(&mut i1);
-    w.start(&mut i2);
-    w.start(&mut a);
-    w.start(&mut b);
-    w.wait_ping(&a, &b, SETTLE);
+    let pair = w.started_pair([NatKind::FullyRandom; 2], &[1, 2]);
+    let (i1, i2, a, b) = (&pair.intros[0], &pair.intros[1], &pair.a, &pair.b);
+    w.wait_ping(a, b, SETTLE);
     // A standby route is ready before anything fails.
-    wait_standby(&a, &b);
+    wait_standby(a, b);
     let pb = b.peer();
 
-    let job = stream(&w, &a, &b, 5002);
+    let job = w.stream(a, b, 5002);
     let via = relayed_via(&open_session(&a.status().unwrap(), &pb).cloned().unwrap()).unwrap();
     let (dead, alive) = if via == "intro1" {
-        (&mut i1, "intro2")
+        (i1, "intro2")
     } else {
-        (&mut i2, "intro1")
+        (i2, "intro1")
     };
     // SIGKILL: the relay vanishes without closing anything.
     eprintln!("killing the relay in use ({via})");
@@ -302,39 +244,27 @@ fn a_dying_relay_hands_the_stream_to_another() {
         s["tx"]["bytes"].as_u64().unwrap() > tx_before,
         "same session throughout: {s} (tx before: {tx_before})"
     );
-    let t = job.finish().unwrap_or_else(|e| panic!("stream: {e:#}"));
-    assert!(t.intact(), "stream damaged: {t:?}");
-    eprintln!("stream a -> b: {} MiB intact", t.bytes_received / MIB);
+    w.finish_stream(job, a, b);
 }
 
 #[test]
 fn a_relayed_pair_moves_to_direct_when_its_nats_become_cone_like() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    let SymmetricPair {
-        mut sa,
-        mut sb,
-        mut intros,
-        mut a,
-        mut b,
-    } = symmetric_pair(&w, &[1]);
-    let mut intro = intros.remove(0);
-    w.start(&mut intro);
-    w.start(&mut a);
-    w.start(&mut b);
-    w.wait_ping(&a, &b, SETTLE);
-    wait_relayed(&a, &b);
+    let mut pair = w.started_pair([NatKind::FullyRandom; 2], &[1]);
+    let (a, b) = (&pair.a, &pair.b);
+    w.wait_ping(a, b, SETTLE);
+    wait_relayed(a, b);
 
-    let job = stream(&w, &a, &b, 5003);
+    let job = w.stream(a, b, 5003);
     let t0 = Instant::now();
     w.lab
-        .set_nat_kind(&mut sa.router, NatKind::Masquerade)
+        .set_nat_kind(&mut pair.sa.router, NatKind::Masquerade)
         .unwrap();
     w.lab
-        .set_nat_kind(&mut sb.router, NatKind::Masquerade)
+        .set_nat_kind(&mut pair.sb.router, NatKind::Masquerade)
         .unwrap();
     let (pa, pb) = (a.peer(), b.peer());
-    for (x, p, nat) in [(&a, &pb, sb.public_ip()), (&b, &pa, sa.public_ip())] {
+    for (x, p, nat) in [(a, &pb, pair.sb.public_ip()), (b, &pa, pair.sa.public_ip())] {
         x.node
             .wait_status(SETTLE, |v| {
                 open_session(v, p).is_some_and(|s| {
@@ -348,23 +278,21 @@ fn a_relayed_pair_moves_to_direct_when_its_nats_become_cone_like() {
         t0.elapsed()
     );
     let at = job.received();
-    wait_for(SETTLE, "stream flowing on the direct path", || {
-        ensure!(job.is_running(), "the stream ended");
-        Ok((job.received() > at + 8 * MIB).then_some(()))
-    })
-    .unwrap();
-    let t = job.finish().unwrap_or_else(|e| panic!("stream: {e:#}"));
-    assert!(t.intact(), "stream damaged: {t:?}");
+    w.wait_flowing(&job, at, 8 * MIB, "stream flowing on the direct path");
+    w.finish_stream(job, a, b);
 }
 
 #[test]
 fn a_route_through_two_relays_when_no_single_node_reaches_both_ends() {
-    let _serial = serial();
     let Some(w) = NatLab::new() else { return };
-    w.coturn();
-    let sa = w.site("a", NatKind::FullyRandom);
-    let sb = w.site("b", NatKind::FullyRandom);
-    let mut intro = w.introducer("intro1", 1, &[]);
+    let Pair {
+        sa,
+        sb,
+        mut intros,
+        mut a,
+        mut b,
+    } = w.pair([NatKind::FullyRandom; 2], &[1]);
+    let mut intro = intros.remove(0);
     w.add_config(&intro, RELAY_OFF);
     let mut r1 = w.public_node("r1", 5, 5, &[1]);
     let mut r2 = w.public_node("r2", 6, 6, &[1]);
@@ -373,8 +301,6 @@ fn a_route_through_two_relays_when_no_single_node_reaches_both_ends() {
     // a cannot reach r2, b cannot reach r1.
     w.lab.block(&sa.router, public_ip(6)).unwrap();
     w.lab.block(&sb.router, public_ip(5)).unwrap();
-    let mut a = w.node("a", 11, &sa, &[1]);
-    let mut b = w.node("b", 21, &sb, &[1]);
     w.start(&mut intro);
     w.start(&mut r1);
     w.start(&mut r2);
@@ -397,43 +323,28 @@ fn a_route_through_two_relays_when_no_single_node_reaches_both_ends() {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture (tests/bench/relay.sh)"]
 fn bench_relay_first_ping_throughput_and_failover() {
-    let _serial = serial();
     // Direct, for reference: two cone-like NATs.
     let direct = {
         let Some(w) = NatLab::new() else { return };
-        w.coturn();
-        let sa = w.site("a", NatKind::Masquerade);
-        let sb = w.site("b", NatKind::Masquerade);
-        let mut intro = w.introducer("intro1", 1, &[]);
-        let mut a = w.node("a", 11, &sa, &[1]);
-        let mut b = w.node("b", 21, &sb, &[1]);
-        w.start(&mut intro);
-        w.start(&mut a);
-        w.start(&mut b);
-        w.wait_ping(&a, &b, SETTLE);
-        w.wait_open(&a, &b);
+        let p = w.started_pair([NatKind::Masquerade; 2], &[1]);
+        w.wait_ping(&p.a, &p.b, SETTLE);
+        w.wait_open(&p.a, &p.b);
         // Both sessions get the same few seconds for PMTU discovery.
         std::thread::sleep(Duration::from_secs(5));
-        w.transfer(&a, &b, 5101, 200).mbit_per_s()
+        w.transfer(&p.a, &p.b, 5101, 200).mbit_per_s()
     };
     let Some(w) = NatLab::new() else { return };
-    let SymmetricPair {
+    let Pair {
         mut intros,
         mut a,
         mut b,
         ..
-    } = symmetric_pair(&w, &[1, 2]);
+    } = w.pair([NatKind::FullyRandom; 2], &[1, 2]);
     let (mut i1, mut i2) = (intros.remove(0), intros.remove(0));
     w.start(&mut i1);
     w.start(&mut i2);
     w.wait_mesh(&[&i1, &i2]);
-    let t0 = Instant::now();
-    w.start(&mut a);
-    w.start(&mut b);
-    w.wait_ping(&a, &b, SETTLE);
-    let first = t0.elapsed();
-    wait_relayed(&a, &b);
-    let session = t0.elapsed();
+    let (first, session) = start_relayed(&w, &mut a, &mut b);
     std::thread::sleep(Duration::from_secs(5));
     let udp_errors = |m: &Member| -> String {
         let out = w.lab.exec(&m.host.ns, &["cat", "/proc/net/snmp"]).unwrap();
@@ -455,20 +366,7 @@ fn bench_relay_first_ping_throughput_and_failover() {
     }
     wait_standby(&a, &b);
     let pb = b.peer();
-    let job = w
-        .lab
-        .tcp_stream(
-            &a.host.ns,
-            &b.host.ns,
-            b.overlay(),
-            5103,
-            Duration::from_secs(120),
-        )
-        .unwrap();
-    wait_for(SETTLE, "stream flowing", || {
-        Ok((job.received() > 8 * MIB).then_some(()))
-    })
-    .unwrap();
+    let job = w.stream(&a, &b, 5103);
     let via = relayed_via(&open_session(&a.status().unwrap(), &pb).cloned().unwrap()).unwrap();
     let dead = if via == "intro1" { &mut i1 } else { &mut i2 };
     let at = job.received();

@@ -39,21 +39,19 @@
 //! not root; `RINGLAN_E2E_LOG=debug` raises the agents' log level.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::Command;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use ringlan_lab::{status_json, wait_for, Host, Lab, Node, SplitMix64, Switch};
+use ringlan_agent::config::Role;
+use ringlan_lab::agents::{
+    ping_once, serial, sessions, Member, World, LAN_INTRODUCER as INTRODUCER,
+};
+use ringlan_lab::{wait_for, Lab, SplitMix64};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
-const NETWORK: &str = "ring";
-const TAP: &str = "rl-ring";
-const PORT: u16 = 4910;
-const INTRODUCER: u8 = 1;
 /// Number of (non-introducer) nodes.
 const NODES: u8 = 16;
 /// First node index: node i is 192.0.2.(FIRST+i) / 10.77.0.(FIRST+i).
@@ -78,38 +76,6 @@ const BCAST_PORT: u16 = 5353 + 100;
 const BCAST_COUNT: usize = 5;
 /// Status poll interval (17 `ringlan status` processes per round).
 const POLL: Duration = Duration::from_millis(500);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One agent of the lab.
-struct Member {
-    name: String,
-    idx: u8,
-    host: Host,
-    node: Node,
-    /// Filled after start.
-    id: String,
-}
-
-impl Member {
-    fn overlay(&self) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(10, 77, 0, self.idx))
-    }
-
-    fn status(&self) -> Result<Value> {
-        self.node
-            .status()
-            .with_context(|| format!("status of {}", self.name))
-    }
-}
-
-fn sessions(status: &Value) -> &[Value] {
-    status["sessions"].as_array().map_or(&[], Vec::as_slice)
-}
 
 fn neighbours(status: &Value) -> &[Value] {
     status["neighbours"].as_array().map_or(&[], Vec::as_slice)
@@ -203,15 +169,6 @@ fn wait_ring(members: &[&Member], within: Duration) -> Result<HashMap<String, Va
     }
 }
 
-/// One ping (`-W 1`) from `ns` to `addr`, answered or not.
-fn ping_once(lab: &Lab, from: &Member, to: IpAddr) -> bool {
-    lab.exec(
-        &from.host.ns,
-        &["ping", "-n", "-q", "-c", "1", "-W", "1", &to.to_string()],
-    )
-    .is_ok_and(|o| o.status.success())
-}
-
 /// Pings every unordered pair of `members` in parallel (one thread per
 /// source, each pinging the members after it), retrying each failed pair
 /// until `within` passes. Returns the time the last pair first answered,
@@ -234,7 +191,9 @@ fn ping_all_pairs(
             s.spawn(move || {
                 let mut pending = targets;
                 loop {
-                    pending.retain(|b| !ping_once(lab, a, b.overlay()));
+                    pending.retain(|b| {
+                        !ping_once(lab, &a.host.ns, b.overlay(), Duration::from_secs(1))
+                    });
                     if pending.is_empty() {
                         let mut l = last.lock().unwrap();
                         *l = (*l).max(t0.elapsed());
@@ -346,161 +305,50 @@ fn broadcast_counts(
     Ok(out)
 }
 
-fn config_yaml(node: &Node, idx: u8, introducer: bool, secret: &Path) -> String {
-    let level = std::env::var("RINGLAN_E2E_LOG").unwrap_or_else(|_| "info".into());
-    let (role, introducers) = if introducer {
-        ("introducer", "[]".to_string())
-    } else {
-        ("node", format!("[192.0.2.{INTRODUCER}:{PORT}]"))
-    };
-    format!(
-        "network:
-  name: {NETWORK}
-  secret_file: {secret}
-node:
-  name: {name}
-  key_file: {key}
-interface:
-  name: {TAP}
-  mtu: 1400
-  addresses: [10.77.0.{idx}/24]
-listen:
-  port: {PORT}
-introducers: {introducers}
-role: {role}
-control:
-  socket: {socket}
-log:
-  level: {level}
-",
-        secret = secret.display(),
-        name = node.name,
-        key = node.key_file.display(),
-        socket = node.socket.display(),
-    )
-}
-
-fn make_secret(path: &Path) -> Result<()> {
-    let out = Command::new(BIN)
-        .args(["secret", "-o"])
-        .arg(path)
-        .output()
-        .context("run ringlan secret")?;
-    ensure!(
-        out.status.success(),
-        "ringlan secret: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// The lab; on a panic prints every member's last status (then the lab
-/// prints the process logs and keeps its directory).
-struct World {
+/// The lab: the world and its members, the introducer first. Holds the
+/// test binary's [`serial`] lock until the lab is gone.
+struct Ring {
     members: Vec<Member>,
-    lan: Switch,
-    secret: std::path::PathBuf,
-    /// `keepalive:` of every config, when set.
-    keepalive: Option<String>,
-    lab: Lab,
+    /// When the test began building the lab.
+    started: Instant,
+    w: World,
+    _serial: MutexGuard<'static, ()>,
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("==== ring: last status of every member");
-            for m in &self.members {
-                match status_json(Path::new(BIN), &m.node.socket) {
-                    Ok(v) => eprintln!("---- {}: {v}", m.name),
-                    Err(e) => eprintln!("---- {}: {e:#}", m.name),
-                }
-            }
-        }
+impl std::ops::Deref for Ring {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.w
     }
-}
-
-impl World {
-    fn add(&mut self, name: &str, idx: u8, introducer: bool) {
-        let r = (|| -> Result<Member> {
-            let host = self
-                .lab
-                .host(name, &self.lan, &format!("192.0.2.{idx}/24"), None)?;
-            let node = self.lab.node(&host.ns, name, Path::new(BIN))?;
-            let mut yaml = config_yaml(&node, idx, introducer, &self.secret);
-            if let Some(k) = &self.keepalive {
-                yaml.push_str(&format!("keepalive: {k}\n"));
-            }
-            node.write_config(&yaml)?;
-            Ok(Member {
-                name: name.to_string(),
-                idx,
-                host,
-                node,
-                id: String::new(),
-            })
-        })();
-        self.members
-            .push(r.unwrap_or_else(|e| panic!("create member {name}: {e:#}")));
-    }
-
-    /// Starts member `i` and waits until it answers status with a node id.
-    fn start(&mut self, i: usize) {
-        let m = &mut self.members[i];
-        self.lab
-            .start_node(&mut m.node)
-            .unwrap_or_else(|e| panic!("start {}: {e:#}", m.name));
-        let p = m.node.proc.clone().expect("started");
-        let lab = &self.lab;
-        let v = wait_for(SETTLE, "agent answers status", || {
-            if let Some(st) = lab.try_status(&p)? {
-                bail!("{} exited ({st}):\n{}", m.name, lab.log(&p));
-            }
-            Ok(m.node.status().ok().filter(|v| v["node_id"].is_string()))
-        })
-        .unwrap_or_else(|e| panic!("{}: {e:#}", m.name));
-        m.id = v["node_id"].as_str().unwrap().to_string();
-    }
-}
-
-/// `ringlan status --socket SOCKET` (the table form).
-fn status_text(m: &Member) -> String {
-    let out = Command::new(BIN)
-        .args(["status", "--socket"])
-        .arg(&m.node.socket)
-        .output()
-        .expect("run ringlan status");
-    assert!(
-        out.status.success(),
-        "{}: ringlan status: {}",
-        m.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Builds the lab (introducer + 16 nodes, `keepalive` in every config when
 /// given), starts every agent and waits for the ring; returns the world and
 /// every member's status at that point.
-fn ring_lab(keepalive: Option<&str>) -> Option<(World, HashMap<String, Value>)> {
-    let lab = Lab::for_test()?;
+fn ring_lab(keepalive: Option<&str>) -> Option<(Ring, HashMap<String, Value>)> {
+    let serial = serial();
     let t_start = Instant::now();
-    let lan = lab.switch("lan").expect("underlay switch");
-    let secret = lab.dir().join("ring.secret");
-    make_secret(&secret).expect("network secret");
-    let mut w = World {
-        members: Vec::new(),
-        lan,
-        secret,
-        keepalive: keepalive.map(str::to_string),
-        lab,
+    let w = World::new(BIN, "ring", "rl-ring", "lan", SETTLE)?;
+    let add = |name: &str, idx: u8, role: &str| {
+        w.lan_member(name, idx, role, |c| {
+            if let Some(k) = keepalive {
+                c.extra = format!("keepalive: {k}\n");
+            }
+        })
     };
-    w.add("intro", INTRODUCER, true);
+    let mut members = vec![add("intro", INTRODUCER, Role::Introducer.as_str())];
     for i in 0..NODES {
-        w.add(&format!("n{i:02}"), FIRST + i, false);
+        members.push(add(&format!("n{i:02}"), FIRST + i, Role::Node.as_str()));
     }
-    for i in 0..w.members.len() {
-        w.start(i);
+    for m in &mut members {
+        w.start_with_id(m);
     }
+    let w = Ring {
+        members,
+        started: t_start,
+        w,
+        _serial: serial,
+    };
     eprintln!("17 agents started in {:?}", t_start.elapsed());
     let t0 = Instant::now();
     let all: Vec<&Member> = w.members.iter().collect();
@@ -511,8 +359,6 @@ fn ring_lab(keepalive: Option<&str>) -> Option<(World, HashMap<String, Value>)> 
 
 #[test]
 fn sixteen_nodes_form_a_log_n_ring_ping_all_pairs_and_flood_exactly_once() {
-    let _serial = serial();
-    let t_start = Instant::now();
     let Some((w, statuses)) = ring_lab(None) else {
         return;
     };
@@ -612,7 +458,7 @@ fn sixteen_nodes_form_a_log_n_ring_ping_all_pairs_and_flood_exactly_once() {
         .map(|m| (m.id.as_str(), m.name.as_str()))
         .collect();
     for m in &w.members {
-        let text = status_text(m);
+        let text = m.status_text();
         assert!(
             text.lines().any(|l| l.starts_with("neighbours: ")),
             "{}: no neighbours section:\n{text}",
@@ -636,7 +482,7 @@ fn sixteen_nodes_form_a_log_n_ring_ping_all_pairs_and_flood_exactly_once() {
     }
     eprintln!(
         "----- `ringlan status` of n00:\n{}",
-        status_text(&w.members[1])
+        w.members[1].status_text()
     );
 
     // -- 3. every pair pings ------------------------------------------------
@@ -662,13 +508,11 @@ fn sixteen_nodes_form_a_log_n_ring_ping_all_pairs_and_flood_exactly_once() {
         );
     }
 
-    eprintln!("total {:?}", t_start.elapsed());
+    eprintln!("total {:?}", w.started.elapsed());
 }
 
 #[test]
 fn killing_four_of_sixteen_nodes_the_rest_ping_again_within_ten_seconds() {
-    let _serial = serial();
-    let t_start = Instant::now();
     // A short keepalive so that dead peers can be noticed in seconds
     // (3 missed keepalives).
     let Some((w, _)) = ring_lab(Some("2s")) else {
@@ -725,7 +569,7 @@ fn killing_four_of_sixteen_nodes_the_rest_ping_again_within_ten_seconds() {
         t_repair <= REPAIR_BOUND,
         "surviving pairs needed {t_repair:?} (> {REPAIR_BOUND:?}) to ping again"
     );
-    eprintln!("total {:?}", t_start.elapsed());
+    eprintln!("total {:?}", w.started.elapsed());
 }
 
 /// Port of the bulk TCP transfer.
@@ -757,8 +601,6 @@ fn session_tx(status: &Value, id: &str) -> Option<u64> {
 
 #[test]
 fn bulk_tcp_between_non_neighbours_goes_routed_then_moves_to_a_direct_session() {
-    let _serial = serial();
-    let t_start = Instant::now();
     let Some((w, _)) = ring_lab(None) else {
         return;
     };
@@ -921,7 +763,7 @@ fn bulk_tcp_between_non_neighbours_goes_routed_then_moves_to_a_direct_session() 
         &t.received_sha256[..16]
     );
     assert!(t.intact(), "transfer damaged: {t:?}");
-    eprintln!("total {:?}", t_start.elapsed());
+    eprintln!("total {:?}", w.started.elapsed());
 }
 
 /// Waits until the stream's receiver has read `bytes` (hang guard

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use ringlan_lab::{Lab, NatKind};
+use ringlan_lab::{Lab, NatKind, Natted};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::driver::Driver;
 use ringlan_tunnel::{classify_mapping, NatMapping};
@@ -72,23 +72,16 @@ fn run(kind: NatKind) -> Option<(Vec<(SocketAddr, SocketAddr)>, IpAddr)> {
     let Some(bin) = turnserver() else {
         panic!("turnserver not found: install the Debian package coturn");
     };
-    let public = lab.switch("pub").unwrap();
-    let private = lab.switch("lan").unwrap();
+    let Natted {
+        wan,
+        router,
+        host: client,
+        ..
+    } = lab
+        .natted_host(kind, "10.0.0.1/24", "198.51.100.1/24", "10.0.0.2/24")
+        .unwrap();
     let stun = lab
-        .host("stun", &public, &format!("{STUN_IP}/24"), None)
-        .unwrap();
-    let router = lab
-        .nat_router(
-            "nat",
-            kind,
-            &private,
-            "10.0.0.1/24",
-            &public,
-            "198.51.100.1/24",
-        )
-        .unwrap();
-    let client = lab
-        .host("client", &private, "10.0.0.2/24", Some(router.inside_addr))
+        .host("stun", &wan, &format!("{STUN_IP}/24"), None)
         .unwrap();
     for port in ["3478", "3479"] {
         lab.spawn(
@@ -136,30 +129,23 @@ fn run(kind: NatKind) -> Option<(Vec<(SocketAddr, SocketAddr)>, IpAddr)> {
     Some((got, router.public_addr()))
 }
 
-#[test]
-fn coturn_sees_the_masquerade_address_and_the_mapping_is_endpoint_independent() {
-    let Some((got, public)) = run(NatKind::Masquerade) else {
+/// Both coturn ports see the router's public address, and the mapping
+/// classifies as `want`.
+fn check(kind: NatKind, want: NatMapping) {
+    let Some((got, public)) = run(kind) else {
         return;
     };
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got.iter().all(|(_, m)| m.ip() == public), "{got:?}");
-    assert_eq!(
-        classify_mapping(&got),
-        NatMapping::EndpointIndependent,
-        "{got:?}"
-    );
+    assert_eq!(classify_mapping(&got), want, "{got:?}");
+}
+
+#[test]
+fn coturn_sees_the_masquerade_address_and_the_mapping_is_endpoint_independent() {
+    check(NatKind::Masquerade, NatMapping::EndpointIndependent);
 }
 
 #[test]
 fn coturn_through_fully_random_masquerade_is_endpoint_dependent() {
-    let Some((got, public)) = run(NatKind::FullyRandom) else {
-        return;
-    };
-    assert_eq!(got.len(), 2, "{got:?}");
-    assert!(got.iter().all(|(_, m)| m.ip() == public), "{got:?}");
-    assert_eq!(
-        classify_mapping(&got),
-        NatMapping::EndpointDependent,
-        "{got:?}"
-    );
+    check(NatKind::FullyRandom, NatMapping::EndpointDependent);
 }

@@ -3,138 +3,50 @@
 //! endpoint answer, SIGTERM stops the agent, and the control socket and the
 //! TAP are gone afterwards.
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("RINGLAN_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipping: not root and RINGLAN_SKIP_ROOT_TESTS=1");
-        return false;
-    }
-    panic!("this test needs root (network namespace, TAP); run as root or set RINGLAN_SKIP_ROOT_TESTS=1");
-}
+use anyhow::bail;
+use ringlan_agent::config::Role;
+use ringlan_lab::agents::{make_secret, AgentConfig};
+use ringlan_lab::{status_json, wait_for, Lab};
 
-struct Lab {
-    ns: String,
-    dir: PathBuf,
-    agent: Option<Child>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// Polls `f` until it returns Some; gives up after 20 s (a hung agent, not a
-/// timing assertion).
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// Hang guard for the agent to answer (not a timing assertion).
+const SETTLE: Duration = Duration::from_secs(20);
 
 #[test]
 fn up_status_metrics_and_clean_exit() {
-    if !root_or_skip() {
-        return;
-    }
+    let Some(lab) = Lab::for_test() else { return };
     let bin = env!("CARGO_BIN_EXE_ringlan");
-    let pid = std::process::id();
-    let mut lab = Lab {
-        ns: format!("rl-up-test-{pid}"),
-        dir: std::env::temp_dir().join(format!("ringlan-up-{pid}")),
-        agent: None,
-    };
-    let _ = std::fs::remove_dir_all(&lab.dir);
-    std::fs::create_dir_all(&lab.dir).unwrap();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &lab.ns])
-        .status()
-        .unwrap()
-        .success());
-    assert!(in_ns(&lab.ns, &["ip", "link", "set", "lo", "up"])
-        .status
-        .success());
+    let ns = lab.add_ns("up").unwrap();
+    let in_ns = |args: &[&str]| lab.exec(&ns, args).unwrap();
 
-    let d = &lab.dir;
+    let d = lab.dir();
     let secret = d.join("t.secret");
-    assert!(Command::new(bin)
-        .args(["secret", "-o", secret.to_str().unwrap()])
-        .status()
-        .unwrap()
-        .success());
+    make_secret(Path::new(bin), &secret).unwrap();
     let sock = d.join("run/t.sock");
     let key = d.join("state/t.key");
     let cfg = d.join("t.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "network: {{name: t, secret_file: {}}}
-node: {{name: n1, key_file: {}}}
-interface: {{name: rl-t, mtu: 1300, addresses: [10.77.3.1/24]}}
-role: introducer
-control: {{socket: {}}}
-metrics: {{listen: 127.0.0.1:9910}}
-",
-            secret.display(),
-            key.display(),
-            sock.display()
-        ),
-    )
-    .unwrap();
+    let mut c = AgentConfig::new("t", &secret, "n1", &key, &sock);
+    c.tap = "rl-t".into();
+    c.mtu = 1300;
+    c.addresses = vec!["10.77.3.1/24".into()];
+    c.role = Some(Role::Introducer.as_str().into());
+    c.extra = "metrics: {listen: 127.0.0.1:9910}\n".into();
+    std::fs::write(&cfg, c.render()).unwrap();
 
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns,
-            bin,
-            "up",
-            "-c",
-            cfg.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let agent = lab
+        .spawn(&ns, "agent", &[bin, "up", "-c", cfg.to_str().unwrap()])
         .unwrap();
-    lab.agent = Some(child);
 
     // ready: the control socket answers with the node's status
-    let status = wait_for("ringlan status", || {
-        let o = Command::new(bin)
-            .args(["status", "--json", "--socket", sock.to_str().unwrap()])
-            .output()
-            .unwrap();
-        o.status
-            .success()
-            .then(|| String::from_utf8(o.stdout).unwrap())
-    });
-    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let v = wait_for(SETTLE, "ringlan status", || {
+        if let Some(st) = lab.try_status(&agent)? {
+            bail!("the agent exited ({st}):\n{}", lab.log(&agent));
+        }
+        Ok(status_json(Path::new(bin), &sock).ok())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(v["node_name"], "n1");
     assert_eq!(v["role"], "introducer");
     assert_eq!(v["tap"]["name"], "rl-t");
@@ -162,18 +74,14 @@ metrics: {{listen: 127.0.0.1:9910}}
     );
 
     // the TAP exists in the namespace
-    let link = in_ns(&lab.ns, &["ip", "-j", "link", "show", "dev", "rl-t"]);
+    let link = in_ns(&["ip", "-j", "link", "show", "dev", "rl-t"]);
     assert!(link.status.success());
     let link: serde_json::Value = serde_json::from_slice(&link.stdout).unwrap();
     assert_eq!(link[0]["address"], mac.as_str());
     assert_eq!(link[0]["mtu"], 1300);
 
     // human status
-    let o = Command::new(bin)
-        .args(["status", "--socket", sock.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(o.stdout).unwrap();
+    let text = ringlan_lab::agents::status_text(Path::new(bin), &sock).unwrap();
     assert!(
         text.contains(&format!("tap       rl-t  {mac}  mtu 1300  10.77.3.1/24")),
         "{text}"
@@ -181,14 +89,11 @@ metrics: {{listen: 127.0.0.1:9910}}
 
     // metrics, fetched from inside the namespace by a child of this test
     // binary would need a runtime; use bash's /dev/tcp instead.
-    let m = in_ns(
-        &lab.ns,
-        &[
-            "bash",
-            "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/9910; printf 'GET /metrics HTTP/1.1\\r\\n\\r\\n' >&3; cat <&3",
-        ],
-    );
+    let m = in_ns(&[
+        "bash",
+        "-c",
+        "exec 3<>/dev/tcp/127.0.0.1/9910; printf 'GET /metrics HTTP/1.1\\r\\n\\r\\n' >&3; cat <&3",
+    ]);
     let m = String::from_utf8_lossy(&m.stdout);
     assert!(m.starts_with("HTTP/1.1 200 OK"), "{m}");
     let id = v["node_id"].as_str().expect("node id in status");
@@ -200,23 +105,13 @@ metrics: {{listen: 127.0.0.1:9910}}
         "{m}"
     );
 
-    // SIGTERM: clean exit, socket and TAP gone. `ip netns exec` execs the
-    // agent, so the child's pid is the agent's.
-    let mut child = lab.agent.take().unwrap();
-    // SAFETY: plain kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let st = child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    // SIGTERM: clean exit, socket and TAP gone.
+    lab.signal(&agent, libc::SIGTERM).unwrap();
+    let st = lab.wait(&agent, SETTLE).unwrap();
+    let log = lab.log(&agent);
     assert!(st.success(), "agent exit {st}:\n{log}");
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(!sock.exists(), "control socket left behind");
-    let link = in_ns(&lab.ns, &["ip", "link", "show", "dev", "rl-t"]);
+    let link = in_ns(&["ip", "link", "show", "dev", "rl-t"]);
     assert!(!link.status.success(), "TAP left behind");
-    let _ = std::io::stdout().flush();
 }

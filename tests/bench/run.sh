@@ -223,7 +223,7 @@ ringlan_tx() {
 }
 
 # Two agents on the same veth: A is the introducer (with a TAP like any
-# node), B joins it; the config follows DESIGN.md ("Config"). Overlay
+# node), B joins it; the config follows docs/design.md ("Config"). Overlay
 # addresses 10.77.0.1/.2.
 RL_A="" RL_B=""
 start_ringlan() {

@@ -20,47 +20,51 @@
 //! the namespace with `setns(2)` (the network namespace is per thread on
 //! Linux), so they need no extra binary or package.
 //!
+//! The crate root holds the lab itself (names, topology, commands,
+//! processes, nodes, cleanup). `traffic.rs` adds the traffic helpers and
+//! `stun.rs` coturn and STUN Binding (both as further `impl Lab` blocks).
+//! [`agents`] runs real `ringlan` agents in a lab: the config writer,
+//! members, status readers and waits that the agent's end-to-end tests and
+//! `ringlan demo` share.
+//!
 //! See `docs/lab.md`.
 
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+pub mod agents;
+mod stun;
+mod traffic;
+
+pub use stun::*;
+pub use traffic::*;
 
 /// Environment variable that turns "not root" from a test failure into a skip.
 pub const SKIP_ENV: &str = "RINGLAN_SKIP_ROOT_TESTS";
 /// Environment variable that keeps the lab directory (logs, configs) after drop.
 pub const KEEP_ENV: &str = "RINGLAN_LAB_KEEP";
-
 /// Every lab object name starts with this marker, then the owner pid, `x`,
 /// a per-process counter and `-`.
 const MARK: &str = "rl";
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
-/// Seeds STUN transaction ids ([`Lab::stun_binding`]).
-static STUN_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Poll interval of [`wait_until`] and process waits.
 const POLL: Duration = Duration::from_millis(20);
 /// Grace period between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Lines of each process log printed by [`Lab::dump_logs`].
 const LOG_TAIL_LINES: usize = 40;
-/// The STUN port coturn listens on ([`Lab::coturn`]).
-pub const STUN_PORT: u16 = 3478;
-/// How long [`Lab::coturn`] waits for the server's first answer.
-const COTURN_START: Duration = Duration::from_secs(20);
-/// STUN magic cookie (RFC 8489 section 5).
-const STUN_COOKIE: u32 = 0x2112_a442;
 
 // ---------------------------------------------------------------------------
 // Names and handles
@@ -149,6 +153,15 @@ impl Router {
     }
 }
 
+/// A host behind a NAT router, from [`Lab::natted_host`].
+#[derive(Clone, Debug)]
+pub struct Natted {
+    pub lan: Switch,
+    pub wan: Switch,
+    pub router: Router,
+    pub host: Host,
+}
+
 /// Which traffic of an interface loss injection applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -212,106 +225,6 @@ pub struct PingStats {
 impl PingStats {
     pub fn lost(&self) -> u32 {
         self.transmitted.saturating_sub(self.received)
-    }
-}
-
-/// Result of [`Lab::tcp_transfer`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transfer {
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub sent_sha256: String,
-    pub received_sha256: String,
-    /// From connect to the receiver seeing EOF.
-    pub elapsed: Duration,
-}
-
-impl Transfer {
-    /// Every byte arrived, unchanged.
-    pub fn intact(&self) -> bool {
-        self.bytes_sent == self.bytes_received && self.sent_sha256 == self.received_sha256
-    }
-    /// Goodput in Mbit/s (informational; tests must not assert on it).
-    pub fn mbit_per_s(&self) -> f64 {
-        let secs = self.elapsed.as_secs_f64().max(1e-9);
-        self.bytes_received as f64 * 8.0 / secs / 1e6
-    }
-}
-
-/// A UDP echo thread started by [`Lab::udp_echo`]. It answers every datagram
-/// with the sender's address as seen by the echo (`ip:port` text). Stops when
-/// dropped.
-pub struct UdpEcho {
-    pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<()>>>,
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A background TCP stream started by [`Lab::tcp_stream`].
-pub struct TcpStreamJob {
-    received: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    sender: Option<JoinHandle<Result<(u64, String, Instant)>>>,
-    receiver: Option<JoinHandle<Result<(u64, String, Instant)>>>,
-}
-
-impl TcpStreamJob {
-    /// Bytes the receiver has read so far.
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::SeqCst)
-    }
-
-    /// True while neither side has ended (by EOF or error).
-    pub fn is_running(&self) -> bool {
-        self.sender.as_ref().is_some_and(|t| !t.is_finished())
-            && self.receiver.as_ref().is_some_and(|t| !t.is_finished())
-    }
-
-    /// Stops sending, waits for the receiver to see EOF and returns what
-    /// both sides saw. Fails if either side failed (reset, timeout).
-    pub fn finish(mut self) -> Result<Transfer> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.join()
-    }
-
-    fn join(&mut self) -> Result<Transfer> {
-        let sender = self
-            .sender
-            .take()
-            .ok_or_else(|| anyhow!("already joined"))?;
-        let receiver = self
-            .receiver
-            .take()
-            .ok_or_else(|| anyhow!("already joined"))?;
-        // A failed sender (e.g. no connection) leaves the receiver waiting
-        // until its deadline: report at once and let it run out detached.
-        let (sent, sent_sha, start) = join(sender).context("sender")?;
-        let (received, recv_sha, end) = join(receiver).context("receiver")?;
-        Ok(Transfer {
-            bytes_sent: sent,
-            bytes_received: received,
-            sent_sha256: sent_sha,
-            received_sha256: recv_sha,
-            elapsed: end.saturating_duration_since(start),
-        })
-    }
-}
-
-impl Drop for TcpStreamJob {
-    /// Stops the sender; the threads end on their own (EOF, error or their
-    /// deadline), detached, so a failing test is not held up by a stalled
-    /// stream.
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
@@ -385,8 +298,7 @@ impl Lab {
     /// root and `RINGLAN_SKIP_ROOT_TESTS=1`; panics with a clear message
     /// otherwise.
     pub fn for_test() -> Option<Lab> {
-        if !is_root() && std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
-            eprintln!("skipping: not root and {SKIP_ENV}=1");
+        if skip_root_test() {
             return None;
         }
         match Lab::new() {
@@ -603,6 +515,28 @@ impl Lab {
             outside: out_port,
             inside_addr,
             public_cidr: public_cidr.into(),
+        })
+    }
+
+    /// Switches `lan` and `wan`, a NAT router `nat` of `kind` between them
+    /// (`inside_cidr` on the LAN, `public_cidr` outside) and host `h` at
+    /// `host_cidr` on the LAN, its default route through the router.
+    pub fn natted_host(
+        &self,
+        kind: NatKind,
+        inside_cidr: &str,
+        public_cidr: &str,
+        host_cidr: &str,
+    ) -> Result<Natted> {
+        let lan = self.switch("lan")?;
+        let wan = self.switch("wan")?;
+        let router = self.nat_router("nat", kind, &lan, inside_cidr, &wan, public_cidr)?;
+        let host = self.host("h", &lan, host_cidr, Some(router.inside_addr))?;
+        Ok(Natted {
+            lan,
+            wan,
+            router,
+            host,
         })
     }
 
@@ -967,365 +901,7 @@ impl Lab {
         Ok(())
     }
 
-    // -- traffic -------------------------------------------------------------
-
-    /// Runs `f` in a new thread whose network namespace is `ns`.
-    pub fn in_ns<T, F>(&self, ns: &Ns, f: F) -> Result<JoinHandle<Result<T>>>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> Result<T> + Send + 'static,
-    {
-        let path = ns.path();
-        std::thread::Builder::new()
-            .name(format!("in-{ns}"))
-            .spawn(move || {
-                enter_netns(&path)?;
-                f()
-            })
-            .context("spawn thread")
-    }
-
-    /// Sends `mib` MiB of deterministic pseudo-random bytes over TCP from
-    /// `from` to `to_addr:port` (a listener in `to`) and hashes both sides.
-    /// Fails on I/O errors or when `timeout` passes; check
-    /// [`Transfer::intact`] for integrity.
-    pub fn tcp_transfer(
-        &self,
-        from: &Ns,
-        to: &Ns,
-        to_addr: IpAddr,
-        port: u16,
-        mib: u64,
-        timeout: Duration,
-    ) -> Result<Transfer> {
-        let total = mib * 1024 * 1024;
-        self.start_tcp(from, to, to_addr, port, Some(total), timeout)?
-            .join()
-    }
-
-    /// Starts a TCP stream of deterministic pseudo-random bytes from `from`
-    /// to `to_addr:port` (a listener in `to`) that runs in the background
-    /// until [`TcpStreamJob::finish`]; both sides hash what they see. Watch
-    /// its progress with [`TcpStreamJob::received`]. `timeout` bounds the
-    /// whole stream (connect to EOF).
-    pub fn tcp_stream(
-        &self,
-        from: &Ns,
-        to: &Ns,
-        to_addr: IpAddr,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<TcpStreamJob> {
-        self.start_tcp(from, to, to_addr, port, None, timeout)
-    }
-
-    /// The sender and receiver threads of [`Lab::tcp_transfer`] and
-    /// [`Lab::tcp_stream`]; `total` bytes, or until the job's stop flag.
-    fn start_tcp(
-        &self,
-        from: &Ns,
-        to: &Ns,
-        to_addr: IpAddr,
-        port: u16,
-        total: Option<u64>,
-        timeout: Duration,
-    ) -> Result<TcpStreamJob> {
-        let deadline = Instant::now() + timeout;
-        let lab_stop = self.stop.clone();
-        let job_stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(AtomicU64::new(0));
-        let counter = received.clone();
-        let (ready_tx, ready_rx) = mpsc::channel::<()>();
-        let stop = lab_stop.clone();
-        let receiver = self.in_ns(to, move || -> Result<(u64, String, Instant)> {
-            let l = TcpListener::bind(SocketAddr::new(to_addr, port))
-                .with_context(|| format!("bind {to_addr}:{port}"))?;
-            l.set_nonblocking(true)?;
-            let _ = ready_tx.send(());
-            let mut s = loop {
-                match l.accept() {
-                    Ok((s, _)) => break s,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
-                            bail!("no connection within timeout");
-                        }
-                        std::thread::sleep(POLL);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            s.set_nonblocking(false)?;
-            s.set_read_timeout(Some(remaining(deadline)?))?;
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut n = 0u64;
-            loop {
-                let r = s.read(&mut buf).context("receive")?;
-                if r == 0 {
-                    break;
-                }
-                h.update(&buf[..r]);
-                n += r as u64;
-                counter.store(n, Ordering::SeqCst);
-            }
-            Ok((n, hex(&h.finalize()), Instant::now()))
-        })?;
-        if ready_rx.recv_timeout(timeout).is_err() {
-            // The receiver ended (bind failed) or never got going.
-            return Err(match join(receiver) {
-                Err(e) => e,
-                Ok(_) => anyhow!("receiver in {to} did not start"),
-            });
-        }
-        let stop = lab_stop;
-        let until = job_stop.clone();
-        let sender = self.in_ns(from, move || -> Result<(u64, String, Instant)> {
-            let dst = SocketAddr::new(to_addr, port);
-            let mut s = TcpStream::connect_timeout(&dst, remaining(deadline)?)
-                .with_context(|| format!("connect {dst}"))?;
-            let start = Instant::now();
-            s.set_write_timeout(Some(remaining(deadline)?))?;
-            let mut rng = SplitMix64(0x5eed_1ab0 ^ total.unwrap_or(0));
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut sent = 0u64;
-            loop {
-                if stop.load(Ordering::SeqCst) {
-                    bail!("lab stopped");
-                }
-                let left = match total {
-                    Some(t) if sent >= t => break,
-                    Some(t) => t - sent,
-                    None if until.load(Ordering::SeqCst) => break,
-                    None => u64::MAX,
-                };
-                if Instant::now() > deadline {
-                    bail!("stream still sending at its deadline");
-                }
-                let len = usize::try_from(left.min(buf.len() as u64))?;
-                rng.fill(&mut buf[..len]);
-                s.write_all(&buf[..len]).context("send")?;
-                h.update(&buf[..len]);
-                sent += len as u64;
-            }
-            s.shutdown(std::net::Shutdown::Write)?;
-            Ok((sent, hex(&h.finalize()), start))
-        })?;
-        Ok(TcpStreamJob {
-            received,
-            stop: job_stop,
-            sender: Some(sender),
-            receiver: Some(receiver),
-        })
-    }
-
-    /// Starts a UDP echo in `ns` bound to `bind`: every datagram is answered
-    /// with the source address the echo saw, as `ip:port` text.
-    pub fn udp_echo(&self, ns: &Ns, bind: SocketAddr) -> Result<UdpEcho> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, lab_stop) = (stop.clone(), self.stop.clone());
-        let (tx, rx) = mpsc::channel::<Result<SocketAddr>>();
-        let thread = self.in_ns(ns, move || -> Result<()> {
-            let sock = match UdpSocket::bind(bind) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.send(Err(anyhow!("bind {bind}: {e}")));
-                    return Ok(());
-                }
-            };
-            sock.set_read_timeout(Some(Duration::from_millis(50)))?;
-            let _ = tx.send(Ok(sock.local_addr()?));
-            let mut buf = [0u8; 2048];
-            while !stop2.load(Ordering::SeqCst) && !lab_stop.load(Ordering::SeqCst) {
-                match sock.recv_from(&mut buf) {
-                    Ok((_, src)) => {
-                        let _ = sock.send_to(src.to_string().as_bytes(), src);
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(())
-        })?;
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| anyhow!("udp echo in {ns} did not start"))??;
-        Ok(UdpEcho {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// From ONE UDP socket bound to `bind` in `ns`, asks each echo in
-    /// `targets` (see [`Lab::udp_echo`]) which source address it sees.
-    /// Retries each probe until `timeout`.
-    pub fn udp_observe(
-        &self,
-        ns: &Ns,
-        bind: SocketAddr,
-        targets: &[SocketAddr],
-        timeout: Duration,
-    ) -> Result<Vec<SocketAddr>> {
-        let targets = targets.to_vec();
-        let stop = self.stop.clone();
-        let h = self.in_ns(ns, move || -> Result<Vec<SocketAddr>> {
-            let deadline = Instant::now() + timeout;
-            let sock = UdpSocket::bind(bind).with_context(|| format!("bind {bind}"))?;
-            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let mut seen = Vec::with_capacity(targets.len());
-            let mut buf = [0u8; 256];
-            for t in targets {
-                let got = loop {
-                    if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
-                        bail!("no answer from {t} within timeout");
-                    }
-                    sock.send_to(b"probe", t)?;
-                    match sock.recv_from(&mut buf) {
-                        Ok((n, src)) if src == t => {
-                            let text = std::str::from_utf8(&buf[..n])?;
-                            break text.parse::<SocketAddr>()?;
-                        }
-                        Ok(_) => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) => {}
-                        // ICMP errors (e.g. port unreachable while the echo
-                        // starts) surface as ConnectionRefused: retry.
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                            std::thread::sleep(POLL);
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                };
-                seen.push(got);
-            }
-            Ok(seen)
-        })?;
-        join(h)
-    }
-
-    // -- STUN ------------------------------------------------------------------
-
-    /// Starts coturn (`turnserver`) in `ns` as a plain STUN server (RFC 8489
-    /// Binding only: `stun-only`, no authentication, no TLS/DTLS, no CLI)
-    /// listening on `addr:3478`, with a generated config and its log in the
-    /// lab directory. Returns once the server answers a Binding request sent
-    /// from inside `ns`; fails (with the log) if it exits or stays silent.
-    pub fn coturn(&self, ns: &Ns, addr: IpAddr) -> Result<Proc> {
-        if which("turnserver").is_none() {
-            bail!("`turnserver` not found: install coturn (tests/run-all.sh does)");
-        }
-        let short = ns.name().strip_prefix(&self.prefix).unwrap_or(ns.name());
-        let name = format!("coturn-{short}");
-        let dir = self.dir.join(&name);
-        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let conf = dir.join("turnserver.conf");
-        let text = format!(
-            "# ringlan-lab: STUN only, no auth, one listener, nothing else.\n\
-             listening-ip={addr}\n\
-             listening-port={STUN_PORT}\n\
-             stun-only\n\
-             no-auth\n\
-             no-cli\n\
-             no-tls\n\
-             no-dtls\n\
-             no-rfc5780\n\
-             no-software-attribute\n\
-             simple-log\n\
-             log-file={log}\n\
-             pidfile={pid}\n\
-             userdb={db}\n",
-            log = dir.join("turnserver.log").display(),
-            pid = dir.join("turnserver.pid").display(),
-            db = dir.join("turndb").display(),
-        );
-        fs::write(&conf, text).with_context(|| format!("write {}", conf.display()))?;
-        let conf_s = conf.to_string_lossy().into_owned();
-        let p = self.spawn(ns, &name, &["turnserver", "-c", &conf_s])?;
-        let server = SocketAddr::new(addr, STUN_PORT);
-        let bind = SocketAddr::new(addr, 0);
-        let r = wait_for(COTURN_START, "coturn answers STUN", || {
-            if let Some(st) = self.try_status(&p)? {
-                bail!("turnserver exited ({st}):\n{}", self.log(&p));
-            }
-            match self.stun_binding(ns, bind, &[server], Duration::from_millis(300)) {
-                Ok(m) => Ok(Some(m)),
-                Err(_) => Ok(None),
-            }
-        });
-        if let Err(e) = r {
-            let _ = self.kill(&p);
-            return Err(e.context(format!(
-                "coturn in {ns} at {server}: log:\n{}",
-                self.log(&p)
-            )));
-        }
-        Ok(p)
-    }
-
-    /// From ONE UDP socket bound to `bind` in `ns`, sends a STUN Binding
-    /// request (RFC 8489 section 6, no attributes) to each server in turn and
-    /// returns the mapped address each reports (XOR-MAPPED-ADDRESS, or
-    /// MAPPED-ADDRESS from old servers). Retries each request every 200 ms
-    /// until `timeout`.
-    pub fn stun_binding(
-        &self,
-        ns: &Ns,
-        bind: SocketAddr,
-        servers: &[SocketAddr],
-        timeout: Duration,
-    ) -> Result<Vec<SocketAddr>> {
-        let servers = servers.to_vec();
-        let stop = self.stop.clone();
-        let seed = (u64::from(std::process::id()) << 32) ^ STUN_SEQ.fetch_add(1, Ordering::SeqCst);
-        let h = self.in_ns(ns, move || -> Result<Vec<SocketAddr>> {
-            let deadline = Instant::now() + timeout;
-            let sock = UdpSocket::bind(bind).with_context(|| format!("bind {bind}"))?;
-            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let mut rng = SplitMix64(seed);
-            let mut seen = Vec::with_capacity(servers.len());
-            let mut buf = [0u8; 1500];
-            for server in servers {
-                let mut txid = [0u8; 12];
-                rng.fill(&mut txid);
-                let req = stun_binding_request(&txid);
-                let got = loop {
-                    if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
-                        bail!("no STUN answer from {server} within {timeout:?}");
-                    }
-                    sock.send_to(&req, server)?;
-                    match sock.recv_from(&mut buf) {
-                        Ok((n, src)) if src == server => {
-                            if let Some(m) = parse_stun_binding_response(&buf[..n], &txid) {
-                                break m;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) => {}
-                        // Port unreachable while the server starts.
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                            std::thread::sleep(POLL);
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                };
-                seen.push(got);
-            }
-            Ok(seen)
-        })?;
-        join(h)
-    }
+    // -- nftables counters ---------------------------------------------------
 
     /// Packets counted so far by the named counter object `name` of nftables
     /// table `family table` in `ns` (`nft -j list counter`).
@@ -1575,6 +1151,29 @@ pub fn parse_cidr(cidr: &str) -> Result<(IpAddr, u8)> {
     Ok((addr, len))
 }
 
+/// For a root test that builds no [`Lab`]: true as root; false (skip, with
+/// a message) when not root and `RINGLAN_SKIP_ROOT_TESTS=1`; panics with a
+/// clear message otherwise.
+pub fn root_or_skip() -> bool {
+    if skip_root_test() {
+        return false;
+    }
+    assert!(
+        is_root(),
+        "this test needs root (network namespaces, TAP); run as root or set {SKIP_ENV}=1"
+    );
+    true
+}
+
+/// Not root and root tests are to be skipped (says so).
+fn skip_root_test() -> bool {
+    let skip = !is_root() && std::env::var(SKIP_ENV).is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("skipping: not root and {SKIP_ENV}=1");
+    }
+    skip
+}
+
 /// Whether the process runs as root (euid 0).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -1599,80 +1198,6 @@ impl SplitMix64 {
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
-}
-
-/// A STUN Binding request without attributes (RFC 8489 sections 5 and 6):
-/// type 0x0001, length 0, the magic cookie, the transaction id.
-pub fn stun_binding_request(txid: &[u8; 12]) -> [u8; 20] {
-    let mut m = [0u8; 20];
-    m[0..2].copy_from_slice(&0x0001u16.to_be_bytes());
-    m[4..8].copy_from_slice(&STUN_COOKIE.to_be_bytes());
-    m[8..20].copy_from_slice(txid);
-    m
-}
-
-/// The mapped address of a STUN Binding success response (type 0x0101) to
-/// the request with `txid`: XOR-MAPPED-ADDRESS (0x0020), else MAPPED-ADDRESS
-/// (0x0001). `None` for anything else or anything malformed (total: checked
-/// lengths, no panics).
-pub fn parse_stun_binding_response(msg: &[u8], txid: &[u8; 12]) -> Option<SocketAddr> {
-    let header = msg.get(..20)?;
-    if u16::from_be_bytes([header[0], header[1]]) != 0x0101
-        || header.get(4..8)? != STUN_COOKIE.to_be_bytes()
-        || header.get(8..20)? != txid
-    {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    let mut attrs = msg.get(20..20usize.checked_add(len)?)?;
-    let mut mapped = None;
-    while attrs.len() >= 4 {
-        let ty = u16::from_be_bytes([attrs[0], attrs[1]]);
-        let alen = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
-        let value = attrs.get(4..4usize.checked_add(alen)?)?;
-        match ty {
-            0x0020 => return stun_address(value, true, txid),
-            0x0001 => mapped = stun_address(value, false, txid),
-            _ => {}
-        }
-        // Attributes are padded to 4 bytes.
-        let next = 4usize.checked_add(alen.checked_add(3)? & !3)?;
-        attrs = attrs.get(next..).unwrap_or(&[]);
-    }
-    mapped
-}
-
-/// An address attribute value: reserved, family, port, address (RFC 8489
-/// sections 14.1 and 14.2), XOR-ed with the cookie (and txid for IPv6).
-fn stun_address(v: &[u8], xor: bool, txid: &[u8; 12]) -> Option<SocketAddr> {
-    let family = *v.get(1)?;
-    let mut port = u16::from_be_bytes([*v.get(2)?, *v.get(3)?]);
-    let cookie = STUN_COOKIE.to_be_bytes();
-    if xor {
-        port ^= u16::from_be_bytes([cookie[0], cookie[1]]);
-    }
-    let ip = match family {
-        0x01 => {
-            let mut a: [u8; 4] = v.get(4..8)?.try_into().ok()?;
-            if xor {
-                for (b, k) in a.iter_mut().zip(cookie) {
-                    *b ^= k;
-                }
-            }
-            IpAddr::from(a)
-        }
-        0x02 => {
-            let mut a: [u8; 16] = v.get(4..20)?.try_into().ok()?;
-            if xor {
-                for (b, k) in a.iter_mut().zip(cookie.iter().chain(txid.iter())) {
-                    *b ^= k;
-                }
-            }
-            IpAddr::from(a)
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1847,6 +1372,7 @@ fn parse_ping(text: &str) -> Option<PingStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     #[test]
     fn owner_pid_parses_only_lab_names() {

@@ -1,7 +1,7 @@
 //! Tests of the lab harness itself, on real network namespaces (need root;
 //! `RINGLAN_SKIP_ROOT_TESTS=1` skips them when not root).
 
-use ringlan_lab::{Direction, Lab, NatKind};
+use ringlan_lab::{Direction, Host, Lab, NatKind, Natted};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
@@ -69,35 +69,38 @@ fn tcp_transfer_of_20_mib_arrives_intact() {
     assert!(t.intact());
 }
 
+/// Host `h` behind a NAT router of `kind` asks `n` UDP echoes on the public
+/// side (hosts `p0`.. at 198.51.100.10..) from one socket which source
+/// address each sees. Returns the NAT, the echo hosts and what they saw.
+fn observe_through_nat(lab: &Lab, kind: NatKind, n: u8) -> (Natted, Vec<Host>, Vec<SocketAddr>) {
+    let nat = lab
+        .natted_host(kind, "192.0.2.1/24", "198.51.100.2/24", "192.0.2.10/24")
+        .unwrap();
+    let mut hosts = Vec::new();
+    let mut echoes = Vec::new();
+    for i in 0..n {
+        let addr = format!("198.51.100.{}", 10 + i);
+        let p = lab
+            .host(&format!("p{i}"), &nat.wan, &format!("{addr}/24"), None)
+            .unwrap();
+        echoes.push(lab.udp_echo(&p.ns, sa(&format!("{addr}:7000"))).unwrap());
+        hosts.push(p);
+    }
+    let targets: Vec<SocketAddr> = echoes.iter().map(|e| e.addr).collect();
+    let seen = lab
+        .udp_observe(&nat.host.ns, sa("0.0.0.0:40000"), &targets, T)
+        .unwrap();
+    (nat, hosts, seen)
+}
+
 #[test]
 fn masquerade_nat_maps_endpoint_independently() {
     let Some(lab) = Lab::for_test() else { return };
-    let lan = lab.switch("lan").unwrap();
-    let wan = lab.switch("wan").unwrap();
-    let nat = lab
-        .nat_router(
-            "nat",
-            NatKind::Masquerade,
-            &lan,
-            "192.0.2.1/24",
-            &wan,
-            "198.51.100.2/24",
-        )
-        .unwrap();
-    let h = lab
-        .host("h", &lan, "192.0.2.10/24", Some(nat.inside_addr))
-        .unwrap();
-    let p1 = lab.host("p1", &wan, "198.51.100.10/24", None).unwrap();
-    let p2 = lab.host("p2", &wan, "198.51.100.11/24", None).unwrap();
-    let _e1 = lab.udp_echo(&p1.ns, sa("198.51.100.10:7000")).unwrap();
-    let _e2 = lab.udp_echo(&p2.ns, sa("198.51.100.11:7000")).unwrap();
-    let seen = lab
-        .udp_observe(&h.ns, sa("0.0.0.0:40000"), &[_e1.addr, _e2.addr], T)
-        .unwrap();
+    let (nat, p, seen) = observe_through_nat(&lab, NatKind::Masquerade, 2);
     for s in &seen {
         assert_eq!(
             s.ip(),
-            nat.public_addr(),
+            nat.router.public_addr(),
             "public side must see the router: {seen:?}"
         );
     }
@@ -107,40 +110,15 @@ fn masquerade_nat_maps_endpoint_independently() {
         "masquerade keeps one mapping: {seen:?}"
     );
     // The public side cannot reach the inside network directly.
-    assert!(!lab.ping(&p1.ns, h.addr, 1));
+    assert!(!lab.ping(&p[0].ns, nat.host.addr, 1));
 }
 
 #[test]
 fn fully_random_nat_maps_per_destination() {
     let Some(lab) = Lab::for_test() else { return };
-    let lan = lab.switch("lan").unwrap();
-    let wan = lab.switch("wan").unwrap();
-    let nat = lab
-        .nat_router(
-            "nat",
-            NatKind::FullyRandom,
-            &lan,
-            "192.0.2.1/24",
-            &wan,
-            "198.51.100.2/24",
-        )
-        .unwrap();
-    let h = lab
-        .host("h", &lan, "192.0.2.10/24", Some(nat.inside_addr))
-        .unwrap();
-    let mut echoes = Vec::new();
-    for i in 0..3 {
-        let addr = format!("198.51.100.{}", 10 + i);
-        let p = lab
-            .host(&format!("p{i}"), &wan, &format!("{addr}/24"), None)
-            .unwrap();
-        echoes.push(lab.udp_echo(&p.ns, sa(&format!("{addr}:7000"))).unwrap());
-    }
-    let targets: Vec<SocketAddr> = echoes.iter().map(|e| e.addr).collect();
-    let seen = lab
-        .udp_observe(&h.ns, sa("0.0.0.0:40000"), &targets, T)
-        .unwrap();
-    assert!(seen.iter().all(|s| s.ip() == nat.public_addr()), "{seen:?}");
+    let (nat, _, seen) = observe_through_nat(&lab, NatKind::FullyRandom, 3);
+    let public = nat.router.public_addr();
+    assert!(seen.iter().all(|s| s.ip() == public), "{seen:?}");
     // Three random ports: equal by chance with probability ~ 2^-32.
     let ports: HashSet<u16> = seen.iter().map(|s| s.port()).collect();
     assert!(
@@ -152,20 +130,18 @@ fn fully_random_nat_maps_per_destination() {
 #[test]
 fn router_renumbering_changes_the_mapped_address() {
     let Some(lab) = Lab::for_test() else { return };
-    let lan = lab.switch("lan").unwrap();
-    let wan = lab.switch("wan").unwrap();
-    let mut nat = lab
-        .nat_router(
-            "nat",
+    let Natted {
+        wan,
+        router: mut nat,
+        host: h,
+        ..
+    } = lab
+        .natted_host(
             NatKind::Masquerade,
-            &lan,
             "192.0.2.1/24",
-            &wan,
             "198.51.100.2/24",
+            "192.0.2.10/24",
         )
-        .unwrap();
-    let h = lab
-        .host("h", &lan, "192.0.2.10/24", Some(nat.inside_addr))
         .unwrap();
     let p = lab.host("p", &wan, "198.51.100.10/24", None).unwrap();
     let echo = lab.udp_echo(&p.ns, sa("198.51.100.10:7000")).unwrap();
@@ -246,20 +222,13 @@ fn drop_removes_everything_even_with_running_processes() {
     let Some(lab) = Lab::for_test() else { return };
     let prefix = lab.prefix().to_string();
     let dir = lab.dir().to_path_buf();
-    let lan = lab.switch("lan").unwrap();
-    let wan = lab.switch("wan").unwrap();
-    let nat = lab
-        .nat_router(
-            "nat",
+    let Natted { host: h, .. } = lab
+        .natted_host(
             NatKind::FullyRandom,
-            &lan,
             "192.0.2.1/24",
-            &wan,
             "203.0.113.2/24",
+            "192.0.2.10/24",
         )
-        .unwrap();
-    let h = lab
-        .host("h", &lan, "192.0.2.10/24", Some(nat.inside_addr))
         .unwrap();
     let p = lab.spawn(&h.ns, "sleeper", &["sleep", "600"]).unwrap();
     let (before, _) = host_lists();
