@@ -2,7 +2,7 @@
 //! minimal HTTP/1.1 responder (one request per connection).
 //!
 //! The metrics are the status counters: on every scrape a prometheus-client
-//! [`Collector`] takes a [`Status`] snapshot and encodes it, so the numbers
+//! [`Collector`] takes a [`Status`](crate::status::Status) snapshot and encodes it, so the numbers
 //! are exactly those `ringlan status` shows. Per-peer series carry
 //! `peer="<short node id>"`.
 

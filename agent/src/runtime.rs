@@ -9,11 +9,11 @@
 //! - the UDP sockets and the node's timer, through the tunnel's driver
 //!   ([`Driver::wait`]), which feeds datagrams and timeouts to the node and
 //!   sends what it produces (batched: sendmmsg/GSO, recvmmsg/GRO);
-//! - the TAP: one wake-up reads up to [`TAP_BATCH`] frames into the read
+//! - the TAP: one wake-up reads up to `TAP_BATCH` (64) frames into the read
 //!   buffer (with the head room the node writes its headers into) before
 //!   the driver is flushed, so their datagrams leave together;
 //! - a one-second tick: publish the status snapshot, re-read interface
-//!   addresses every [`IFSCAN_PERIOD`];
+//!   addresses every `IFSCAN_PERIOD` (10 s);
 //! - shutdown.
 //!
 //! After every wake-up the node's outputs are drained: frames for the TAP

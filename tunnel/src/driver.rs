@@ -26,7 +26,7 @@
 //! them like the main socket (telling the machine which socket a datagram
 //! came on) and sends from the socket each datagram names. Which socket
 //! to use, pinning and expiry are the machine's decisions
-//! ([`crate::extra_sockets`]).
+//! (`ExtraSockets`, `tunnel/src/extra_sockets.rs`).
 
 use std::collections::HashMap;
 use std::future::poll_fn;

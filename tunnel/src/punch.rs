@@ -49,11 +49,11 @@ pub const LOWEST_PORT: u16 = 1024;
 /// The knobs (defaults in brackets).
 #[derive(Debug, Clone)]
 pub struct BirthdayConfig {
-    /// Extra sockets the symmetric side opens per round [256].
+    /// Extra sockets the symmetric side opens per round (default 256).
     pub sockets: usize,
-    /// Probes the cone-like side sends per round, to distinct ports [1024].
+    /// Probes the cone-like side sends per round, to distinct ports (default 1024).
     pub probes: usize,
-    /// Probes per second [128]: a round's probes span most of the other
+    /// Probes per second (default 128): a round's probes span most of the other
     /// side's socket lifetime, so the two sides' rounds (each timed from
     /// when that side saw the attempt) need not start together.
     pub probe_rate: u32,
@@ -65,12 +65,12 @@ pub struct BirthdayConfig {
     pub delay: Duration,
     /// Time between rounds of one attempt [10 s].
     pub round_interval: Duration,
-    /// Rounds per attempt [3].
+    /// Rounds per attempt (default 3).
     pub rounds: u32,
     /// After the last round, time before the same member is tried again
     /// [60 s].
     pub cooldown: Duration,
-    /// Members punched at the same time [2].
+    /// Members punched at the same time (default 2).
     pub max_concurrent: usize,
 }
 

@@ -1,4 +1,4 @@
-//! Birthday punching (tunnel [`ringlan_tunnel::punch`], docs/nat.md): the
+//! Birthday punching (the tunnel's planner `Birthday`, docs/nat.md): the
 //! policy that decides when, and the extra sockets and sprays it uses.
 //!
 //! For every session the overlay asked for that is still in IHELLO_SENT,

@@ -131,7 +131,7 @@ pub enum Chunk<'a> {
     },
     /// 2.3.7; `signed` is the initiatorSignedParameters byte range. On
     /// emit it must equal the encoding of the other fields (build it with
-    /// [`write_iikeying_signed`] before signing).
+    /// `write_iikeying_signed` before signing).
     IIKeying {
         initiator_session_id: u32,
         cookie_echo: &'a [u8],
@@ -142,7 +142,7 @@ pub enum Chunk<'a> {
     },
     /// 2.3.8; `signed_portion` is the responderSignedParametersPortion. On
     /// emit it must equal the encoding of the other fields (build it with
-    /// [`write_rikeying_signed_portion`] before signing).
+    /// `write_rikeying_signed_portion` before signing).
     RIKeying {
         responder_session_id: u32,
         skrc: &'a [u8],

@@ -19,7 +19,7 @@
 //!   behind a NAT gets its own mapping). It sits on the internet
 //!   ([`Place::Internet`], a /24 of its own in 198.18.0.0/15) or in a
 //!   site ([`Place::Site`]).
-//! - A **site** ([`SiteId`]) is a LAN (10.<n>.0.0/24 unless given) behind
+//! - A **site** ([`SiteId`]) is a LAN (`10.N.0.0/24` unless given) behind
 //!   a NAT router ([`nat`]: endpoint-independent or endpoint-dependent
 //!   mapping, port-restricted filtering, timeouts, rebinding) with a
 //!   public address in 203.0.113.0/24 and on. Hosts of one site reach
@@ -36,7 +36,7 @@
 //!
 //! # Driving
 //!
-//! The house rule of [`ringlan_tunnel::machine`]: after every input the
+//! The house rule of [`ringlan_tunnel::DatagramMachine`]: after every input the
 //! simulator drains the machine's outputs ([`Machine`] names the order)
 //! and reads its next deadline. [`Sim::step`] jumps to the earliest
 //! wake-up (a datagram reaching a router or host, or a machine's deadline)
@@ -289,7 +289,7 @@ impl<M: Machine> Sim<M> {
         IpAddr::V4(Ipv4Addr::from(base + self.next_router))
     }
 
-    /// A site with LAN 10.<n>.0.0/24 behind a NAT of `model`.
+    /// A site with LAN `10.N.0.0/24` behind a NAT of `model`.
     pub fn add_site(&mut self, model: NatModel) -> SiteId {
         let n = self.sites.len() as u32 + 1;
         assert!(n < 256, "at most 255 sites with default LANs");
