@@ -3,7 +3,14 @@
 //!
 //! Request: `{"cmd":"status"}`. Response: `{"ok":true,"status":{...}}` or
 //! `{"ok":false,"error":"..."}`. A connection may send several requests;
-//! each gets one response line.
+//! each gets one response line. A line longer than [`MAX_REQUEST`] gets an
+//! error and the connection is closed.
+//!
+//! Connections are capped and timed out ([`CONTROL_LIMITS`]: 16 at once, 5 s
+//! per request line and per response, 60 s per connection; see
+//! [`crate::serve`]). Over the cap, the oldest connection still waiting for a
+//! request is closed; when all are busy, the new one gets
+//! `{"ok":false,"error":"busy: ..."}` and is closed.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -15,6 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
+use crate::serve::{Conn, Limits, ServeStats, Server, CONTROL_LIMITS};
 use crate::status::{Status, StatusSource};
 
 /// Longest request line accepted.
@@ -64,6 +72,8 @@ pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
     source: Arc<dyn StatusSource>,
+    limits: Limits,
+    stats: Arc<ServeStats>,
 }
 
 impl ControlServer {
@@ -99,6 +109,8 @@ impl ControlServer {
             listener,
             path: path.to_path_buf(),
             source,
+            limits: CONTROL_LIMITS,
+            stats: Arc::default(),
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
         Ok(server)
@@ -108,13 +120,30 @@ impl ControlServer {
         &self.path
     }
 
+    /// Replaces [`CONTROL_LIMITS`] (tests use short timeouts).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Refused, evicted and timed-out connections, for the metrics endpoint.
+    pub fn stats(&self) -> Arc<ServeStats> {
+        self.stats.clone()
+    }
+
     /// Accepts connections until `shutdown` turns true (or its sender is
     /// dropped); each connection is served by its own task.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+        let server = Server {
+            name: "control socket",
+            limits: self.limits,
+            busy: BUSY,
+        };
         crate::serve::accept_loop(
-            "control socket",
+            server,
             &self.listener,
             &self.source,
+            &self.stats,
             shutdown,
             handle,
         )
@@ -128,15 +157,21 @@ impl Drop for ControlServer {
     }
 }
 
-async fn handle(stream: UnixStream, source: Arc<dyn StatusSource>) -> io::Result<()> {
+/// The reply to a connection refused because every slot is busy.
+const BUSY: &[u8] = b"{\"ok\":false,\"error\":\"busy: too many control connections\"}\n";
+
+async fn handle(stream: UnixStream, conn: Conn) -> io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut r)
-            .take(MAX_REQUEST as u64 + 1)
-            .read_until(b'\n', &mut line)
+        let n = conn
+            .read_request(
+                (&mut r)
+                    .take(MAX_REQUEST as u64 + 1)
+                    .read_until(b'\n', &mut line),
+            )
             .await?;
         if n == 0 {
             return Ok(());
@@ -148,7 +183,7 @@ async fn handle(stream: UnixStream, source: Arc<dyn StatusSource>) -> io::Result
             match serde_json::from_slice::<Request>(&line) {
                 Ok(Request::Status) => Response {
                     ok: true,
-                    status: Some(source.snapshot()),
+                    status: Some(conn.source().snapshot()),
                     error: None,
                 },
                 Err(e) => Response::error(format!("bad request: {e}")),
@@ -156,7 +191,7 @@ async fn handle(stream: UnixStream, source: Arc<dyn StatusSource>) -> io::Result
         };
         let mut out = serde_json::to_vec(&resp).map_err(io::Error::other)?;
         out.push(b'\n');
-        w.write_all(&out).await?;
+        conn.write_response(w.write_all(&out)).await?;
         if too_long {
             return Ok(());
         }

@@ -5,11 +5,18 @@
 //! [`Collector`] takes a [`Status`](crate::status::Status) snapshot and encodes it, so the numbers
 //! are exactly those `ringlan status` shows. Per-peer series carry
 //! `peer="<short node id>"`.
+//!
+//! Connections are capped and timed out ([`METRICS_LIMITS`]: 32 at once,
+//! 10 s for the request head and for the response, 30 s per connection; see
+//! [`crate::serve`]). Over the cap, the oldest connection still waiting for
+//! its head is closed; when all are busy, the new one gets a `503` and is
+//! closed. A head longer than 8 KiB closes the connection without a reply.
+//! The refusals, evictions and timeouts of this endpoint and of the control
+//! socket are exported as `ringlan_socket_*_total{socket="..."}`.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -20,14 +27,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::serve::{Conn, Limits, ServeStats, Server, METRICS_LIMITS};
 use crate::status::{short_id, SessionPhase, StatusSource};
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8192;
-/// A client that has not sent its request head by then is dropped.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct StatusCollector(Arc<dyn StatusSource>);
+/// The reply to a connection refused because every slot is busy.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n";
+
+/// The servers whose connection counters are exported, by `socket` label.
+type Sockets = Vec<(&'static str, Arc<ServeStats>)>;
+
+struct StatusCollector {
+    source: Arc<dyn StatusSource>,
+    sockets: Sockets,
+}
 
 impl std::fmt::Debug for StatusCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,9 +89,41 @@ fn gauge1(
     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
+impl StatusCollector {
+    fn encode_sockets(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if self.sockets.is_empty() {
+            return Ok(());
+        }
+        let each = |f: fn(&ServeStats) -> u64| {
+            self.sockets
+                .iter()
+                .map(move |(name, st)| (vec![("socket", name.to_string())], f(st)))
+        };
+        counter(
+            enc,
+            "ringlan_socket_refused",
+            "Local server connections refused at once because every slot was busy",
+            each(ServeStats::refused),
+        )?;
+        counter(
+            enc,
+            "ringlan_socket_evicted",
+            "Local server connections closed while idle to make room for a new one",
+            each(ServeStats::evicted),
+        )?;
+        counter(
+            enc,
+            "ringlan_socket_timeouts",
+            "Local server connections closed by a read or write timeout or the deadline",
+            each(ServeStats::timed_out),
+        )
+    }
+}
+
 impl Collector for StatusCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.0.snapshot();
+        self.encode_sockets(&mut enc)?;
+        let s = self.source.snapshot();
         let peer = |id: &str| vec![("peer", short_id(id).to_string())];
         gauge(
             &mut enc,
@@ -237,8 +284,13 @@ impl Collector for StatusCollector {
 
 /// Renders the OpenMetrics text for `source`'s current snapshot.
 pub fn render(source: Arc<dyn StatusSource>) -> String {
+    render_with(source, Vec::new())
+}
+
+/// [`render`] plus the connection counters of `sockets`.
+fn render_with(source: Arc<dyn StatusSource>, sockets: Sockets) -> String {
     let mut reg = Registry::default();
-    reg.register_collector(Box::new(StatusCollector(source)));
+    reg.register_collector(Box::new(StatusCollector { source, sockets }));
     let mut out = String::new();
     // Writing into a String cannot fail; an encoder error would be a bug in
     // our collector and yields a truncated page rather than a panic.
@@ -252,6 +304,10 @@ pub fn render(source: Arc<dyn StatusSource>) -> String {
 pub struct MetricsServer {
     listener: TcpListener,
     source: Arc<dyn StatusSource>,
+    limits: Limits,
+    stats: Arc<ServeStats>,
+    /// Other servers whose counters are exported besides our own.
+    others: Sockets,
 }
 
 impl MetricsServer {
@@ -259,7 +315,28 @@ impl MetricsServer {
         Ok(MetricsServer {
             listener: TcpListener::bind(addr).await?,
             source,
+            limits: METRICS_LIMITS,
+            stats: Arc::default(),
+            others: Vec::new(),
         })
+    }
+
+    /// Replaces [`METRICS_LIMITS`] (tests use short timeouts).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Also exports `stats` (e.g. [`ControlServer::stats`](crate::control::ControlServer::stats))
+    /// with label `socket="<name>"`.
+    pub fn report(mut self, name: &'static str, stats: Arc<ServeStats>) -> Self {
+        self.others.push((name, stats));
+        self
+    }
+
+    /// Refused, evicted and timed-out connections of this endpoint.
+    pub fn stats(&self) -> Arc<ServeStats> {
+        self.stats.clone()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -268,7 +345,23 @@ impl MetricsServer {
 
     /// Serves until `shutdown` turns true.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) {
-        crate::serve::accept_loop("metrics", &self.listener, &self.source, shutdown, handle).await
+        let server = Server {
+            name: "metrics",
+            limits: self.limits,
+            busy: BUSY,
+        };
+        let mut sockets = self.others;
+        sockets.push(("metrics", self.stats.clone()));
+        let sockets: Arc<Sockets> = Arc::new(sockets);
+        crate::serve::accept_loop(
+            server,
+            &self.listener,
+            &self.source,
+            &self.stats,
+            shutdown,
+            move |stream, conn| handle(stream, conn, sockets.clone()),
+        )
+        .await
     }
 }
 
@@ -294,10 +387,8 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
-async fn handle(mut stream: TcpStream, source: Arc<dyn StatusSource>) -> io::Result<()> {
-    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head timeout"))??;
+async fn handle(mut stream: TcpStream, conn: Conn, sockets: Arc<Sockets>) -> io::Result<()> {
+    let head = conn.read_request(read_head(&mut stream)).await?;
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split(' ');
@@ -307,7 +398,7 @@ async fn handle(mut stream: TcpStream, source: Arc<dyn StatusSource>) -> io::Res
         ("GET", "/metrics") => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(source),
+            render_with(conn.source().clone(), sockets.to_vec()),
         ),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
@@ -320,8 +411,11 @@ async fn handle(mut stream: TcpStream, source: Arc<dyn StatusSource>) -> io::Res
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(resp.as_bytes()).await?;
-    stream.shutdown().await
+    conn.write_response(async {
+        stream.write_all(resp.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await
 }
 
 #[cfg(test)]

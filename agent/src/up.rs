@@ -42,13 +42,15 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
 
     let control = ControlServer::bind(&config.control.socket, board.clone()).await?;
     tracing::info!(path = %control.path().display(), "control socket");
+    let control_stats = control.stats();
     let control_task = tokio::spawn(control.serve(stop_rx.clone()));
 
     let metrics_task = match &config.metrics {
         Some(m) => {
             let server = MetricsServer::bind(m.listen, board.clone())
                 .await
-                .with_context(|| format!("cannot listen on {} for metrics", m.listen))?;
+                .with_context(|| format!("cannot listen on {} for metrics", m.listen))?
+                .report("control", control_stats);
             tracing::info!(addr = %server.local_addr()?, "metrics endpoint");
             Some(tokio::spawn(server.serve(stop_rx.clone())))
         }
