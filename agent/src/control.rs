@@ -227,6 +227,7 @@ pub async fn request_status(path: &Path) -> Result<Status, ControlError> {
 mod tests {
     use super::*;
     use crate::status::StatusBoard;
+    use std::time::{Duration, Instant};
 
     fn sock_path(name: &str) -> PathBuf {
         std::env::temp_dir()
@@ -280,6 +281,146 @@ mod tests {
         task.await.unwrap();
         assert!(!path.exists(), "socket removed on shutdown");
         std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    /// A bound server on a fresh path, its counters, its shutdown switch.
+    async fn start(name: &str, limits: Limits) -> (PathBuf, Arc<ServeStats>, watch::Sender<bool>) {
+        let path = sock_path(name);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        let board = Arc::new(StatusBoard::new(crate::status::example()));
+        let server = ControlServer::bind(&path, board)
+            .await
+            .unwrap()
+            .with_limits(limits);
+        let stats = server.stats();
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(server.serve(rx));
+        (path, stats, tx)
+    }
+
+    fn cleanup(path: &Path) {
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    /// Reads until the server closes; `None` if it has not within 5 s.
+    async fn until_closed(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
+        let mut got = Vec::new();
+        match tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut got)).await {
+            Ok(_) => Some(got),
+            Err(_) => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_connections_over_the_cap_do_not_lock_out_status() {
+        let (path, stats, tx) = start("cap", CONTROL_LIMITS).await;
+        let mut idle = Vec::new();
+        for _ in 0..100 {
+            idle.push(UnixStream::connect(&path).await.unwrap());
+        }
+        // The real limits: an honest client is answered at once, not after
+        // the idle ones time out.
+        let t0 = Instant::now();
+        request_status(&path).await.unwrap();
+        assert!(t0.elapsed() < CONTROL_LIMITS.read_timeout);
+        // 100 + 1 connections for 16 slots: the 85 oldest idle ones were closed.
+        assert_eq!(stats.evicted(), 85);
+        assert_eq!(stats.refused(), 0);
+        for s in &mut idle[..85] {
+            assert_eq!(until_closed(s).await, Some(Vec::new()));
+        }
+        // The 15 youngest still hold their slots.
+        let mut b = [0u8; 1];
+        let still = tokio::time::timeout(Duration::from_millis(100), idle[99].read(&mut b)).await;
+        assert!(still.is_err(), "young idle connection closed early");
+        tx.send(true).unwrap();
+        cleanup(&path);
+    }
+
+    #[tokio::test]
+    async fn silent_and_trickling_clients_time_out() {
+        let limits = Limits {
+            read_timeout: Duration::from_millis(300),
+            ..CONTROL_LIMITS
+        };
+        let (path, stats, tx) = start("slowloris", limits).await;
+        let t0 = Instant::now();
+        let mut silent = UnixStream::connect(&path).await.unwrap();
+        assert_eq!(until_closed(&mut silent).await, Some(Vec::new()));
+        let waited = t0.elapsed();
+        assert!(waited >= limits.read_timeout, "{waited:?}");
+
+        // One byte every 100 ms, never a newline: each read is quick, the
+        // line is not.
+        let (mut r, mut w) = UnixStream::connect(&path).await.unwrap().into_split();
+        let t0 = Instant::now();
+        let trickle = tokio::spawn(async move {
+            while w.write_all(b"{").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        assert_eq!(until_closed(&mut r).await, Some(Vec::new()));
+        let waited = t0.elapsed();
+        assert!(waited >= limits.read_timeout, "{waited:?}");
+        trickle.abort();
+        assert_eq!(stats.timed_out(), 2);
+
+        // A well-behaved client is still answered.
+        request_status(&path).await.unwrap();
+        tx.send(true).unwrap();
+        cleanup(&path);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_dropped() {
+        let limits = Limits {
+            write_timeout: Duration::from_millis(300),
+            ..CONTROL_LIMITS
+        };
+        let (path, stats, tx) = start("slowreader", limits).await;
+        let s = UnixStream::connect(&path).await.unwrap();
+        // Pipelined requests, responses never read: the server's writes
+        // block once the socket buffers are full, then it gives up.
+        let (_r, mut w) = s.into_split();
+        let t0 = Instant::now();
+        let failed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Err(e) = w.write_all(b"{\"cmd\":\"status\"}\n").await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("server still reading after 10 s");
+        assert!(
+            matches!(
+                failed.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{failed}"
+        );
+        assert!(t0.elapsed() >= limits.write_timeout);
+        assert_eq!(stats.timed_out(), 1);
+        request_status(&path).await.unwrap();
+        tx.send(true).unwrap();
+        cleanup(&path);
+    }
+
+    #[tokio::test]
+    async fn oversized_request_gets_an_error_and_is_closed() {
+        let (path, stats, tx) = start("big", CONTROL_LIMITS).await;
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(&[b' '; MAX_REQUEST + 100]).await.unwrap();
+        let got = until_closed(&mut s).await.expect("closed");
+        let resp: Response = serde_json::from_slice(&got).unwrap();
+        assert!(!resp.ok);
+        assert_eq!(
+            resp.error.unwrap(),
+            format!("request longer than {MAX_REQUEST} bytes")
+        );
+        assert_eq!(stats.timed_out(), 0);
+        tx.send(true).unwrap();
+        cleanup(&path);
     }
 
     #[tokio::test]

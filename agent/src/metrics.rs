@@ -421,7 +421,9 @@ async fn handle(mut stream: TcpStream, conn: Conn, sockets: Arc<Sockets>) -> io:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::Limits;
     use crate::status::StatusBoard;
+    use std::time::{Duration, Instant};
 
     async fn get(addr: SocketAddr, req: &str) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -477,5 +479,111 @@ mod tests {
 
         tx.send(true).unwrap();
         task.await.unwrap();
+    }
+
+    async fn start(
+        limits: Limits,
+        control: Arc<ServeStats>,
+    ) -> (SocketAddr, Arc<ServeStats>, watch::Sender<bool>) {
+        let board = Arc::new(StatusBoard::new(crate::status::example()));
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), board)
+            .await
+            .unwrap()
+            .with_limits(limits)
+            .report("control", control);
+        let addr = server.local_addr().unwrap();
+        let stats = server.stats();
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(server.serve(rx));
+        (addr, stats, tx)
+    }
+
+    /// Reads until the server closes (a reset counts as closed); `None` if
+    /// it has not within 5 s.
+    async fn until_closed(s: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut got = Vec::new();
+        match tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await {
+            Ok(_) => Some(got),
+            Err(_) => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_connections_over_the_cap_do_not_block_a_scrape() {
+        let (addr, stats, _tx) = start(METRICS_LIMITS, Arc::default()).await;
+        let mut idle = Vec::new();
+        for _ in 0..100 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let t0 = Instant::now();
+        let r = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(t0.elapsed() < METRICS_LIMITS.read_timeout);
+        // 100 + 1 connections for 32 slots.
+        assert_eq!(stats.evicted(), 69);
+        assert!(
+            r.contains("ringlan_socket_evicted_total{socket=\"metrics\"} 69\n"),
+            "{r}"
+        );
+        for s in &mut idle[..69] {
+            assert_eq!(until_closed(s).await, Some(Vec::new()));
+        }
+    }
+
+    #[tokio::test]
+    async fn trickled_head_times_out_and_is_counted() {
+        let limits = Limits {
+            read_timeout: Duration::from_millis(300),
+            ..METRICS_LIMITS
+        };
+        let control = Arc::new(ServeStats::default());
+        let (addr, stats, _tx) = start(limits, control).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let t0 = Instant::now();
+        assert_eq!(until_closed(&mut silent).await, Some(Vec::new()));
+        assert!(t0.elapsed() >= limits.read_timeout);
+
+        // One byte every 100 ms: each read is quick, the head is not.
+        let (mut r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+        let t0 = Instant::now();
+        let trickle = tokio::spawn(async move {
+            for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".iter().cycle() {
+                if w.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut got)).await;
+        assert!(closed.is_ok(), "trickling client still connected");
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+        assert!(t0.elapsed() >= limits.read_timeout);
+        trickle.abort();
+        assert_eq!(stats.timed_out(), 2);
+
+        let r = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        for want in [
+            "# TYPE ringlan_socket_timeouts counter",
+            "ringlan_socket_timeouts_total{socket=\"metrics\"} 2\n",
+            "ringlan_socket_timeouts_total{socket=\"control\"} 0\n",
+            "ringlan_socket_refused_total{socket=\"metrics\"} 0\n",
+            "ringlan_socket_evicted_total{socket=\"control\"} 0\n",
+        ] {
+            assert!(r.contains(want), "missing `{want}` in\n{r}");
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_head_is_refused() {
+        let (addr, stats, _tx) = start(METRICS_LIMITS, Arc::default()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut req = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        req.extend(std::iter::repeat_n(b'x', MAX_HEAD + 100));
+        // The server may close (and reset) before it has read it all.
+        let _ = s.write_all(&req).await;
+        assert_eq!(until_closed(&mut s).await, Some(Vec::new()));
+        assert_eq!(stats.timed_out(), 0);
     }
 }
