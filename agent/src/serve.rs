@@ -11,12 +11,13 @@
 //!
 //! - **Cap.** At most [`Limits::max_conns`] connections are served at once
 //!   ([`CONTROL_LIMITS`]: 16, [`METRICS_LIMITS`]: 32). Both servers answer a
-//!   request from an in-memory snapshot in well under a millisecond, so their
+//!   request from an in-memory snapshot within milliseconds, so their
 //!   legitimate load is a handful of connections: `ringlan status` opens one
 //!   per call, a Prometheus server one per scrape (HA pairs and a `curl`
 //!   included, 32 is several times what a node ever sees). Each connection
-//!   costs a task, a file descriptor and at most a request-sized buffer, so
-//!   the caps bound memory to well under 1 MiB per server.
+//!   costs a task, a file descriptor, its request buffers (an 8 KiB reader and a
+//!   line of at most 4 KiB for control, a head of at most 9 KiB for HTTP) and one response, so the caps
+//!   bound what a flood of connections can take.
 //! - **Eviction before refusal.** When the cap is reached, the oldest
 //!   connection that is *waiting for a request* (connected but idle, or
 //!   trickling bytes) is closed to make room for the new one; only when every
