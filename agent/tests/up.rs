@@ -104,6 +104,11 @@ fn up_status_metrics_and_clean_exit() {
         )),
         "{m}"
     );
+    // the connection counters of both local servers
+    for socket in ["control", "metrics"] {
+        let series = format!("ringlan_socket_timeouts_total{{socket=\"{socket}\"}} ");
+        assert!(m.contains(&series), "missing {series} in\n{m}");
+    }
 
     // SIGTERM: clean exit, socket and TAP gone.
     lab.signal(&agent, libc::SIGTERM).unwrap();
