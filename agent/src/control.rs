@@ -71,9 +71,7 @@ pub enum ControlError {
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
-    source: Arc<dyn StatusSource>,
-    limits: Limits,
-    stats: Arc<ServeStats>,
+    server: Server,
 }
 
 impl ControlServer {
@@ -108,9 +106,7 @@ impl ControlServer {
         let server = ControlServer {
             listener,
             path: path.to_path_buf(),
-            source,
-            limits: CONTROL_LIMITS,
-            stats: Arc::default(),
+            server: Server::new("control socket", CONTROL_LIMITS, BUSY, source),
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
         Ok(server)
@@ -122,32 +118,19 @@ impl ControlServer {
 
     /// Replaces [`CONTROL_LIMITS`] (tests use short timeouts).
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.server.limits = limits;
         self
     }
 
     /// Refused, evicted and timed-out connections, for the metrics endpoint.
     pub fn stats(&self) -> Arc<ServeStats> {
-        self.stats.clone()
+        self.server.stats.clone()
     }
 
     /// Accepts connections until `shutdown` turns true (or its sender is
     /// dropped); each connection is served by its own task.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) {
-        let server = Server {
-            name: "control socket",
-            limits: self.limits,
-            busy: BUSY,
-        };
-        crate::serve::accept_loop(
-            server,
-            &self.listener,
-            &self.source,
-            &self.stats,
-            shutdown,
-            handle,
-        )
-        .await
+        crate::serve::accept_loop(&self.listener, self.server.clone(), shutdown, handle).await
     }
 }
 
@@ -226,6 +209,7 @@ pub async fn request_status(path: &Path) -> Result<Status, ControlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::testing::{closes_silently_after, until_closed};
     use crate::status::StatusBoard;
     use std::time::{Duration, Instant};
 
@@ -283,8 +267,14 @@ mod tests {
         std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
     }
 
-    /// A bound server on a fresh path, its counters, its shutdown switch.
-    async fn start(name: &str, limits: Limits) -> (PathBuf, Arc<ServeStats>, watch::Sender<bool>) {
+    /// A bound server on a fresh path (under [`CONTROL_LIMITS`] changed by
+    /// `tweak`), its counters, its shutdown switch.
+    async fn start(
+        name: &str,
+        tweak: impl FnOnce(&mut Limits),
+    ) -> (PathBuf, Arc<ServeStats>, watch::Sender<bool>) {
+        let mut limits = CONTROL_LIMITS;
+        tweak(&mut limits);
         let path = sock_path(name);
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
         let board = Arc::new(StatusBoard::new(crate::status::example()));
@@ -298,22 +288,20 @@ mod tests {
         (path, stats, tx)
     }
 
-    fn cleanup(path: &Path) {
-        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
-    }
+    /// The timeout under test, short enough for a unit test.
+    const SHORT: Duration = Duration::from_millis(300);
 
-    /// Reads until the server closes; `None` if it has not within 5 s.
-    async fn until_closed(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
-        let mut got = Vec::new();
-        match tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut got)).await {
-            Ok(_) => Some(got),
-            Err(_) => None,
-        }
+    /// Checks that a well-behaved client is still answered, then stops the
+    /// server and removes its directory.
+    async fn still_answers_then_stop(path: &Path, stop: watch::Sender<bool>) {
+        request_status(path).await.unwrap();
+        stop.send(true).unwrap();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }
 
     #[tokio::test]
     async fn idle_connections_over_the_cap_do_not_lock_out_status() {
-        let (path, stats, tx) = start("cap", CONTROL_LIMITS).await;
+        let (path, stats, tx) = start("cap", |_| {}).await;
         let mut idle = Vec::new();
         for _ in 0..100 {
             idle.push(UnixStream::connect(&path).await.unwrap());
@@ -327,57 +315,40 @@ mod tests {
         assert_eq!(stats.evicted(), 85);
         assert_eq!(stats.refused(), 0);
         for s in &mut idle[..85] {
-            assert_eq!(until_closed(s).await, Some(Vec::new()));
+            closes_silently_after(s, Duration::ZERO).await;
         }
         // The 15 youngest still hold their slots.
         let mut b = [0u8; 1];
         let still = tokio::time::timeout(Duration::from_millis(100), idle[99].read(&mut b)).await;
         assert!(still.is_err(), "young idle connection closed early");
-        tx.send(true).unwrap();
-        cleanup(&path);
+        still_answers_then_stop(&path, tx).await;
     }
 
     #[tokio::test]
     async fn silent_and_trickling_clients_time_out() {
-        let limits = Limits {
-            read_timeout: Duration::from_millis(300),
-            ..CONTROL_LIMITS
-        };
-        let (path, stats, tx) = start("slowloris", limits).await;
-        let t0 = Instant::now();
+        let (path, stats, tx) = start("slowloris", |l| l.read_timeout = SHORT).await;
+        // Silent: closed once the first line is overdue.
         let mut silent = UnixStream::connect(&path).await.unwrap();
-        assert_eq!(until_closed(&mut silent).await, Some(Vec::new()));
-        let waited = t0.elapsed();
-        assert!(waited >= limits.read_timeout, "{waited:?}");
+        closes_silently_after(&mut silent, SHORT).await;
 
         // One byte every 100 ms, never a newline: each read is quick, the
         // line is not.
         let (mut r, mut w) = UnixStream::connect(&path).await.unwrap().into_split();
-        let t0 = Instant::now();
         let trickle = tokio::spawn(async move {
             while w.write_all(b"{").await.is_ok() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        assert_eq!(until_closed(&mut r).await, Some(Vec::new()));
-        let waited = t0.elapsed();
-        assert!(waited >= limits.read_timeout, "{waited:?}");
+        closes_silently_after(&mut r, SHORT).await;
         trickle.abort();
         assert_eq!(stats.timed_out(), 2);
 
-        // A well-behaved client is still answered.
-        request_status(&path).await.unwrap();
-        tx.send(true).unwrap();
-        cleanup(&path);
+        still_answers_then_stop(&path, tx).await;
     }
 
     #[tokio::test]
     async fn a_client_that_stops_reading_is_dropped() {
-        let limits = Limits {
-            write_timeout: Duration::from_millis(300),
-            ..CONTROL_LIMITS
-        };
-        let (path, stats, tx) = start("slowreader", limits).await;
+        let (path, stats, tx) = start("slowreader", |l| l.write_timeout = SHORT).await;
         let s = UnixStream::connect(&path).await.unwrap();
         // Pipelined requests, responses never read: the server's writes
         // block once the socket buffers are full, then it gives up.
@@ -399,19 +370,17 @@ mod tests {
             ),
             "{failed}"
         );
-        assert!(t0.elapsed() >= limits.write_timeout);
+        assert!(t0.elapsed() >= SHORT);
         assert_eq!(stats.timed_out(), 1);
-        request_status(&path).await.unwrap();
-        tx.send(true).unwrap();
-        cleanup(&path);
+        still_answers_then_stop(&path, tx).await;
     }
 
     #[tokio::test]
     async fn oversized_request_gets_an_error_and_is_closed() {
-        let (path, stats, tx) = start("big", CONTROL_LIMITS).await;
+        let (path, stats, tx) = start("big", |_| {}).await;
         let mut s = UnixStream::connect(&path).await.unwrap();
         s.write_all(&[b' '; MAX_REQUEST + 100]).await.unwrap();
-        let got = until_closed(&mut s).await.expect("closed");
+        let (got, _) = until_closed(&mut s).await.expect("closed");
         let resp: Response = serde_json::from_slice(&got).unwrap();
         assert!(!resp.ok);
         assert_eq!(
@@ -419,8 +388,7 @@ mod tests {
             format!("request longer than {MAX_REQUEST} bytes")
         );
         assert_eq!(stats.timed_out(), 0);
-        tx.send(true).unwrap();
-        cleanup(&path);
+        still_answers_then_stop(&path, tx).await;
     }
 
     #[tokio::test]

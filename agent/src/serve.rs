@@ -90,13 +90,34 @@ pub const METRICS_LIMITS: Limits = Limits {
     deadline: Duration::from_secs(30),
 };
 
-/// What one server is: its name in logs and metrics, its limits, and the
-/// reply written to a connection refused because every slot is busy.
-#[derive(Debug, Clone, Copy)]
+/// What one server is: its name in logs, its limits, the reply written to a
+/// connection refused because every slot is busy, the status it serves and
+/// its counters.
+#[derive(Clone)]
 pub struct Server {
     pub name: &'static str,
     pub limits: Limits,
     pub busy: &'static [u8],
+    pub source: Arc<dyn StatusSource>,
+    pub stats: Arc<ServeStats>,
+}
+
+impl Server {
+    /// A server with fresh counters.
+    pub fn new(
+        name: &'static str,
+        limits: Limits,
+        busy: &'static [u8],
+        source: Arc<dyn StatusSource>,
+    ) -> Self {
+        Server {
+            name,
+            limits,
+            busy,
+            source,
+            stats: Arc::default(),
+        }
+    }
 }
 
 /// Counters of one server, shared with the metrics endpoint.
@@ -209,10 +230,8 @@ struct Live {
 /// task, under `server`'s limits (see the module doc). Connections still
 /// open at shutdown are closed.
 pub async fn accept_loop<L, H, F>(
-    server: Server,
     listener: &L,
-    source: &Arc<dyn StatusSource>,
-    stats: &Arc<ServeStats>,
+    server: Server,
     mut shutdown: watch::Receiver<bool>,
     handle: H,
 ) where
@@ -220,7 +239,13 @@ pub async fn accept_loop<L, H, F>(
     H: Fn(L::Conn, Conn) -> F,
     F: Future<Output = io::Result<()>> + Send + 'static,
 {
-    let Server { name, limits, busy } = server;
+    let Server {
+        name,
+        limits,
+        busy,
+        source,
+        stats,
+    } = server;
     let mut live: VecDeque<Live> = VecDeque::with_capacity(limits.max_conns);
     loop {
         tokio::select! {
@@ -278,39 +303,60 @@ pub async fn accept_loop<L, H, F>(
     }
 }
 
+/// Helpers for the tests of the servers.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncRead, AsyncReadExt};
+
+    /// Reads until the peer closes (a reset counts as closed), at most 5 s:
+    /// what was read and how long that took, or `None` if still open.
+    pub(crate) async fn until_closed(
+        r: &mut (impl AsyncRead + Unpin),
+    ) -> Option<(Vec<u8>, Duration)> {
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut got)).await;
+        read.ok().map(|_| (got, t0.elapsed()))
+    }
+
+    /// Asserts that the peer closes without a byte, no sooner than `min`.
+    pub(crate) async fn closes_silently_after(r: &mut (impl AsyncRead + Unpin), min: Duration) {
+        let (got, waited) = until_closed(r).await.expect("still open after 5 s");
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+        assert!(waited >= min, "closed after {waited:?}, before {min:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{closes_silently_after, until_closed};
     use super::*;
     use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
-    const TEST: Server = Server {
-        name: "test",
-        limits: Limits {
-            max_conns: 2,
-            read_timeout: Duration::from_millis(300),
-            write_timeout: Duration::from_millis(300),
-            deadline: Duration::from_secs(30),
-        },
-        busy: b"busy\n",
+    const TEST: Limits = Limits {
+        max_conns: 2,
+        read_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_millis(300),
+        deadline: Duration::from_secs(30),
     };
 
     /// A server whose handler answers `ok\n` to every byte `b` and to
     /// `h` (hold) by keeping the slot busy until the client closes.
-    async fn start(server: Server) -> (std::net::SocketAddr, Arc<ServeStats>, watch::Sender<bool>) {
+    async fn start(limits: Limits) -> (std::net::SocketAddr, Arc<ServeStats>, watch::Sender<bool>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let stats = Arc::new(ServeStats::default());
         let (tx, rx) = watch::channel(false);
-        let source: Arc<dyn StatusSource> = Arc::new(crate::status::Status::default);
-        let st = stats.clone();
+        let source = Arc::new(crate::status::Status::default);
+        let server = Server::new("test", limits, b"busy\n", source);
+        let stats = server.stats.clone();
         tokio::spawn(async move {
             accept_loop(
-                server,
                 &listener,
-                &source,
-                &st,
+                server,
                 rx,
                 |mut s: TcpStream, c: Conn| async move {
                     loop {
@@ -337,14 +383,6 @@ mod tests {
         Ok(r.to_vec())
     }
 
-    async fn closed(s: &mut TcpStream) -> bool {
-        let mut rest = Vec::new();
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
-    }
-
     #[tokio::test]
     async fn over_cap_idle_connections_are_evicted_oldest_first() {
         let (addr, stats, _tx) = start(TEST).await;
@@ -352,12 +390,12 @@ mod tests {
         for _ in 0..5 {
             idle.push(TcpStream::connect(addr).await.unwrap());
         }
-        // The honest client is served; the three oldest idle ones were closed.
+        // The honest client is served; the four oldest idle ones were closed.
         let mut honest = TcpStream::connect(addr).await.unwrap();
         assert_eq!(ask(&mut honest).await.unwrap(), b"ok\n");
         assert_eq!(stats.evicted(), 4);
         for s in &mut idle[..4] {
-            assert!(closed(s).await);
+            closes_silently_after(s, Duration::ZERO).await;
         }
         assert_eq!(stats.refused(), 0);
     }
@@ -374,8 +412,7 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut late = TcpStream::connect(addr).await.unwrap();
-        let mut got = Vec::new();
-        late.read_to_end(&mut got).await.unwrap();
+        let (got, _) = until_closed(&mut late).await.unwrap();
         assert_eq!(got, b"busy\n");
         assert_eq!((stats.refused(), stats.evicted()), (1, 0));
         // A freed slot is reused.
@@ -387,32 +424,20 @@ mod tests {
 
     #[tokio::test]
     async fn silent_client_times_out() {
-        let (addr, stats, _tx) = start(Server {
-            limits: Limits {
-                max_conns: 8,
-                ..TEST.limits
-            },
+        let (addr, stats, _tx) = start(Limits {
+            max_conns: 8,
             ..TEST
         })
         .await;
-        let t0 = Instant::now();
         let mut silent = TcpStream::connect(addr).await.unwrap();
-        assert!(closed(&mut silent).await);
-        let waited = t0.elapsed();
-        assert!(
-            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
-            "{waited:?}"
-        );
+        closes_silently_after(&mut silent, TEST.read_timeout).await;
         assert_eq!(stats.timed_out(), 1);
     }
 
     #[tokio::test]
     async fn deadline_ends_a_busy_connection() {
-        let (addr, stats, _tx) = start(Server {
-            limits: Limits {
-                deadline: Duration::from_millis(400),
-                ..TEST.limits
-            },
+        let (addr, stats, _tx) = start(Limits {
+            deadline: Duration::from_millis(400),
             ..TEST
         })
         .await;
@@ -434,6 +459,6 @@ mod tests {
         assert_eq!(ask(&mut s).await.unwrap(), b"ok\n");
         s.write_all(b"h").await.unwrap();
         tx.send(true).unwrap();
-        assert!(closed(&mut s).await);
+        closes_silently_after(&mut s, Duration::ZERO).await;
     }
 }
