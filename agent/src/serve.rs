@@ -15,9 +15,10 @@
 //!   legitimate load is a handful of connections: `ringlan status` opens one
 //!   per call, a Prometheus server one per scrape (HA pairs and a `curl`
 //!   included, 32 is several times what a node ever sees). Each connection
-//!   costs a task, a file descriptor, its request buffers (an 8 KiB reader and a
-//!   line of at most 4 KiB for control, a head of at most 9 KiB for HTTP) and one response, so the caps
-//!   bound what a flood of connections can take.
+//!   costs a task, a file descriptor, its request buffers (an 8 KiB reader
+//!   and a line of at most 4 KiB for control, a head of at most 9 KiB for
+//!   HTTP) and one response, so the caps bound what a flood of connections
+//!   can take.
 //! - **Eviction before refusal.** When the cap is reached, the oldest
 //!   connection that is *waiting for a request* (connected but idle, or
 //!   trickling bytes) is closed to make room for the new one; only when every
@@ -26,8 +27,9 @@
 //!   for metrics, an `{"ok":false,...}` line for control). A plain cap would
 //!   let anyone hold all slots with idle sockets and re-open them as they time
 //!   out, denying service to every honest client; with eviction an attacker
-//!   must open `max_conns` connections inside the few microseconds between an
-//!   honest client's connect and its request to displace it.
+//!   must open `max_conns` connections in the moment (well under a
+//!   millisecond locally) between an honest client's connect and its request
+//!   to displace it.
 //! - **Read timeout.** A whole request (the control line, the HTTP head) must
 //!   arrive within [`Limits::read_timeout`] of the server starting to wait for
 //!   it: the timer covers the request, not each `read`, so one byte per second
