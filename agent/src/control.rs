@@ -391,6 +391,15 @@ mod tests {
         still_answers_then_stop(&path, tx).await;
     }
 
+    #[test]
+    fn busy_reply_is_a_response_line() {
+        let (line, rest) = BUSY.split_at(BUSY.len() - 1);
+        assert_eq!(rest, b"\n");
+        let r: Response = serde_json::from_slice(line).unwrap();
+        assert!(!r.ok && r.status.is_none());
+        assert!(r.error.unwrap().starts_with("busy: "));
+    }
+
     #[tokio::test]
     async fn stale_socket_is_replaced() {
         let path = sock_path("stale");

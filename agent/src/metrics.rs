@@ -483,6 +483,14 @@ mod tests {
         (addr, stats, tx)
     }
 
+    #[test]
+    fn busy_reply_is_a_complete_503() {
+        let text = std::str::from_utf8(BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+
     #[tokio::test]
     async fn idle_connections_over_the_cap_do_not_block_a_scrape() {
         let (addr, stats, _tx) = start(METRICS_LIMITS, Arc::default()).await;
