@@ -183,6 +183,31 @@ async fn handle(stream: UnixStream, conn: Conn) -> io::Result<()> {
 
 /// Client side: asks the agent behind `path` for its status.
 pub async fn request_status(path: &Path) -> Result<Status, ControlError> {
+    request_status_within(path, CLIENT_TIMEOUT).await
+}
+
+/// [`request_status`] with another patience.
+pub async fn request_status_within(
+    path: &Path,
+    limit: std::time::Duration,
+) -> Result<Status, ControlError> {
+    match tokio::time::timeout(limit, ask_status(path)).await {
+        Ok(r) => r,
+        Err(_) => Err(ControlError::Io {
+            path: path.to_path_buf(),
+            error: io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {limit:?}"),
+            ),
+        }),
+    }
+}
+
+/// How long `ringlan status` waits for the agent to answer (the agent
+/// answers from a published snapshot, in milliseconds).
+pub const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn ask_status(path: &Path) -> Result<Status, ControlError> {
     let io_err = |error| ControlError::Io {
         path: path.to_path_buf(),
         error,
@@ -209,6 +234,26 @@ pub async fn request_status(path: &Path) -> Result<Status, ControlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_status_client_gives_up_on_a_silent_agent() {
+        let dir = std::env::temp_dir().join(format!("ringlan-ctl-silent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("silent.sock");
+        let _ = std::fs::remove_file(&path);
+        // Accepts, reads, never answers.
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (_conn, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let err = request_status_within(&path, std::time::Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no answer within 200ms"), "{err}");
+        server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use crate::serve::testing::{closes_silently_after, until_closed};
     use crate::status::StatusBoard;
     use std::time::{Duration, Instant};
