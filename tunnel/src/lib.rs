@@ -48,6 +48,7 @@ mod wire;
 
 pub use crypto::{AeadSuite, Certificate, Identity, NetworkName, NetworkSecret, Role, SuiteSet};
 pub use endpoint::{
+    Budget, PreAuthLimits, PreAuthStats, TableStats,
     CommandError, DropReason, Endpoint, EndpointConfig, EndpointStats, Event, SessionInfo, Target,
     Transmit, REDIRECT_THRESHOLD,
 };

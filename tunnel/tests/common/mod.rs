@@ -101,6 +101,14 @@ impl Nat {
         self.perms.clear();
     }
 
+    /// The NAT forgets its mappings (a reboot, or a mapping that timed
+    /// out): the next datagram from inside leaves from a new public port.
+    pub fn rebind(&mut self) {
+        self.map.clear();
+        self.rev.clear();
+        self.perms.clear();
+    }
+
     fn inbound(&mut self, now: Instant, port: u16, from: SocketAddr) -> Option<SocketAddr> {
         let fresh = self
             .perms
