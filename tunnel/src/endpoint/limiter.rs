@@ -413,7 +413,9 @@ mod tests {
         let t1 = t0 + Duration::from_secs(1);
         let mut later = 0;
         for _ in 0..1000 {
-            later += l.allow(t1, Kind::Startup, v4(0xc633_6401, 9), false).is_ok() as u32;
+            later += l
+                .allow(t1, Kind::Startup, v4(0xc633_6401, 9), false)
+                .is_ok() as u32;
         }
         assert_eq!(f64::from(later), b.rate);
     }
@@ -447,7 +449,10 @@ mod tests {
             l.allow(t0, Kind::Stun, v4(0xcb00_7101, 1), false),
             Err(Refused::Global(Kind::Stun))
         );
-        assert_eq!(l.allow(t0, Kind::Startup, v4(0xcb00_7101, 1), false), Ok(()));
+        assert_eq!(
+            l.allow(t0, Kind::Startup, v4(0xcb00_7101, 1), false),
+            Ok(())
+        );
     }
 
     #[test]
@@ -499,7 +504,12 @@ mod tests {
         let n = 200_000u64;
         for i in 0..n {
             let t = t0 + Duration::from_micros(i * 50); // 20,000/s
-            let _ = l.allow(t, Kind::Stun, v4((i as u32).wrapping_mul(2_654_435_761), 1), false);
+            let _ = l.allow(
+                t,
+                Kind::Stun,
+                v4((i as u32).wrapping_mul(2_654_435_761), 1),
+                false,
+            );
         }
         let s = l.stats().stun;
         assert_eq!(s.lookups, n, "one lookup per datagram");

@@ -31,8 +31,8 @@ mod limiter;
 mod relay;
 mod stun;
 
-use limiter::{Kind, PreAuthLimiter, Refused};
 pub use limiter::{Budget, PreAuthLimits, PreAuthStats, TableStats};
+use limiter::{Kind, PreAuthLimiter, Refused};
 
 use crate::crypto::{self, DefaultCipher, Epd, Identity, NetworkName, NetworkSecret, Role};
 use crate::flow::{FlowEvent, FlowId, RecvFlowId, Reliability, SendError};
