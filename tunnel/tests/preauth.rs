@@ -83,7 +83,7 @@ fn flooded(
 /// many addresses in a single IPv6 /64.
 fn spoofed_source(k: u64, r: u64) -> SocketAddr {
     let port = 1024 + (r % 60_000) as u16;
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         let v4 = 0x6440_0000u32 | (r as u32 & 0x003f_ffff); // 100.64.0.0/10
         SocketAddr::new(IpAddr::V4(Ipv4Addr::from(v4)), port)
     } else {
@@ -205,7 +205,7 @@ fn spoofed_ihellos_from_a_members_ip_do_not_lock_the_member_out() {
     };
     let member_ip = old.ip();
     let spoof = move |k: u64| {
-        let port = if k % 4 == 0 {
+        let port = if k.is_multiple_of(4) {
             old.port()
         } else {
             1024 + (mix(k) % 60_000) as u16
