@@ -75,8 +75,8 @@ pub struct PreAuthLimits {
     /// Startup packets and STUN requests from the exact address of an OPEN
     /// session's peer (each such address its own bucket).
     pub peer_address: Budget,
-    /// Prefix buckets kept per kind (rounded up to a multiple of [`WAYS`]
-    /// and a power of two).
+    /// Prefix buckets kept per kind (rounded up to a power of two, at
+    /// least 4: one set).
     pub prefix_slots: usize,
     /// Peer-address buckets kept.
     pub peer_slots: usize,
