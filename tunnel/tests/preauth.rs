@@ -294,3 +294,63 @@ fn spoofed_ihellos_from_a_members_ip_do_not_lock_the_member_out() {
         .iter()
         .all(|e| !matches!(e, Event::SessionClosed { .. })));
 }
+
+/// A captured IIKeying replayed from 1,000 addresses of one /24: each
+/// would earn a Cookie Change (RFC 7016 3.5.1.2, the cookie was made for
+/// another address), but only the prefix's burst is answered. Replayed from
+/// the initiator's own address (now an open session's peer), it is a
+/// retransmission and gets the stored RIKeying from the peer allowance.
+#[test]
+fn replayed_iikeyings_earn_cookie_changes_only_within_the_prefix_budget() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut net = Net::new(63, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (aaddr, baddr) = (net.nodes[a].addr, net.nodes[b].addr);
+    let seen: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let log = seen.clone();
+    net.drop_filter = Some(Box::new(move |from, to, data| {
+        // IHellos are padded to 160 bytes; an IIKeying carries a
+        // certificate, a public key and a signature.
+        if from == aaddr && to == baddr && data.len() > 200 {
+            log.borrow_mut().push(data.to_vec());
+        }
+        false
+    }));
+    let bid = net.nodes[b].ep.node_id();
+    let now = net.now;
+    net.nodes[a]
+        .ep
+        .connect(now, Target::Node(bid), &[baddr])
+        .unwrap();
+    net.flush(a);
+    assert!(net.run_until(Duration::from_secs(5), |n| opened_to(n, a, bid).is_some()));
+    net.drop_filter = None;
+    let iikeying = seen.borrow().first().cloned().expect("an IIKeying");
+
+    let before = net.nodes[b].ep.stats().clone();
+    let now = net.now;
+    for k in 0..1000u32 {
+        let from = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::from(0xc633_6400 | (k & 0xff))),
+            2000 + k as u16,
+        );
+        net.nodes[b]
+            .ep
+            .handle_datagram(now, from, &mut iikeying.clone());
+    }
+    net.nodes[b]
+        .ep
+        .handle_datagram(now, aaddr, &mut iikeying.clone());
+    let st = net.nodes[b].ep.stats();
+    let burst = net.nodes[b].ep.config().limits.startup_per_prefix.burst as u64;
+    assert_eq!(st.cookie_changes_sent - before.cookie_changes_sent, burst);
+    assert_eq!(
+        drops(&net, b, DropReason::StartupPrefixLimit),
+        1000 - burst,
+        "{st:?}"
+    );
+    assert_eq!(st.rikeyings_resent - before.rikeyings_resent, 1);
+    assert_eq!(net.nodes[b].ep.preauth_stats().peer.lookups, 1);
+}
