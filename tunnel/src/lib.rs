@@ -48,8 +48,8 @@ mod wire;
 
 pub use crypto::{AeadSuite, Certificate, Identity, NetworkName, NetworkSecret, Role, SuiteSet};
 pub use endpoint::{
-    CommandError, DropReason, Endpoint, EndpointConfig, EndpointStats, Event, SessionInfo, Target,
-    Transmit, REDIRECT_THRESHOLD,
+    Budget, CommandError, DropReason, Endpoint, EndpointConfig, EndpointStats, Event,
+    PreAuthLimits, PreAuthStats, SessionInfo, TableStats, Target, Transmit, REDIRECT_THRESHOLD,
 };
 pub use extra_sockets::ExtraSockets;
 pub use flow::{

@@ -5,8 +5,9 @@
 //!
 //! Inside the endpoint a route path travels as an address in the IPv6
 //! discard prefix `100::/64` (RFC 6666): the session logic keyed by
-//! address (cookies, RFC 7016 3.5.1.2; the per-source startup limiter;
-//! fragment reassembly, 3.4; address mobility, 3.5.4.2) then runs unchanged
+//! address (cookies, RFC 7016 3.5.1.2; the pre-authentication limiter,
+//! which counts each route on its own; fragment reassembly, 3.4; address
+//! mobility, 3.5.4.2) then runs unchanged
 //! over routes, and moving a session between routes, or between a route
 //! and a direct address, is an ordinary path change. That encoding is
 //! private to this crate: [`Path::to_addr`] and [`Path::from_addr`] are the

@@ -10,7 +10,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{DropReason, Endpoint, Event, AMPLIFICATION_FACTOR, IHELLO_MIN_DATAGRAM, STARTUP_MTU};
+use super::{
+    DropReason, Endpoint, Event, Kind, AMPLIFICATION_FACTOR, IHELLO_MIN_DATAGRAM, STARTUP_MTU,
+};
 use crate::crypto::{
     self, Certificate, CookieCheck, Epd, Identity, InitiatorKeying, Role, DEFAULT_HEADER_LEN,
     TAG_LEN,
@@ -93,8 +95,7 @@ impl Endpoint {
             };
             match chunk {
                 Chunk::IHello { epd, tag } => {
-                    if !self.limiter.allow(now, from.ip()) {
-                        self.drop_packet(DropReason::RateLimited);
+                    if !self.preauth(now, Kind::Startup, from) {
                         continue;
                     }
                     self.answer_ihello(now, from, epd, tag, datagram_len, true);
@@ -108,13 +109,7 @@ impl Endpoint {
                     tag_echo,
                     addresses,
                 } => self.handle_redirect(now, from, tag_echo, addresses),
-                Chunk::IIKeying { .. } => {
-                    if !self.limiter.allow(now, from.ip()) {
-                        self.drop_packet(DropReason::RateLimited);
-                        continue;
-                    }
-                    self.handle_iikeying(now, from, &chunk);
-                }
+                Chunk::IIKeying { .. } => self.handle_iikeying(now, from, &chunk),
                 Chunk::PacketFragment { .. } if allow_fragments => {
                     match self
                         .reassembly
@@ -256,8 +251,17 @@ impl Endpoint {
         else {
             return;
         };
-        match self.cookies.check(self.now_secs(now), from, cookie_echo) {
-            CookieCheck::Invalid => return self.drop_packet(DropReason::BadCookie),
+        // The cookie first: a MAC, and stateless (3.5.1.2). Only then the
+        // startup budget, before a reply or a signature check.
+        let check = self.cookies.check(self.now_secs(now), from, cookie_echo);
+        if check == CookieCheck::Invalid {
+            return self.drop_packet(DropReason::BadCookie);
+        }
+        if !self.preauth(now, Kind::Startup, from) {
+            return;
+        }
+        match check {
+            CookieCheck::Invalid => {}
             CookieCheck::WrongAddress => {
                 let new_cookie = self.cookies.make(self.now_secs(now), from);
                 let c = Chunk::CookieChange {
@@ -388,6 +392,7 @@ impl Endpoint {
         );
         self.insert_session(s);
         self.by_peer.insert(peer, id);
+        self.note_peer_address(id, from);
         self.queue_startup_raw(from, initiator_session_id, &[&rik_bytes], None);
         self.events.push_back(Event::SessionOpened {
             session: SessionId(id),
@@ -454,9 +459,11 @@ impl Endpoint {
                     let (sealer, opener) = keys.ciphers();
                     s.enter_open(now, responder_session_id, sealer, opener);
                     let peer = s.peer().unwrap_or_default();
-                    let path = Path::from_addr(s.dest());
+                    let dest = s.dest();
+                    let path = Path::from_addr(dest);
                     let _ = from;
                     self.by_peer.insert(peer, sid);
+                    self.note_peer_address(sid, dest);
                     self.events.push_back(Event::SessionOpened {
                         session: SessionId(sid),
                         peer,

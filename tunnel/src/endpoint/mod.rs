@@ -18,7 +18,8 @@
 //! - `relay.rs`: relayed flow routes (route commands, [`Endpoint::migrate`],
 //!   delivering, forwarding and wrapping route datagrams);
 //! - `stun.rs`: STUN Binding on the RTMFP port;
-//! - `limiter.rs`: the per-source rate limit for answers to strangers.
+//! - `limiter.rs`: the pre-authentication limits (STUN and startup budgets
+//!   per prefix, global, and per peer address; `docs/limits.md`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,7 +31,8 @@ mod limiter;
 mod relay;
 mod stun;
 
-use limiter::Limiter;
+pub use limiter::{Budget, PreAuthLimits, PreAuthStats, TableStats};
+use limiter::{Kind, PreAuthLimiter, Refused};
 
 use crate::crypto::{self, DefaultCipher, Epd, Identity, NetworkName, NetworkSecret, Role};
 use crate::flow::{FlowEvent, FlowId, RecvFlowId, Reliability, SendError};
@@ -71,9 +73,9 @@ pub struct EndpointConfig {
     /// ordinary nodes: a non-member must get no answer at all from them
     /// (port-scan resistance).
     pub stun_responder: bool,
-    /// Startup packets answered per source IP: burst and refill per second.
-    pub startup_burst: f64,
-    pub startup_rate: f64,
+    /// How much work datagrams without a session may cost (STUN and
+    /// session startup budgets, `docs/limits.md`).
+    pub limits: PreAuthLimits,
     /// Upper bound on sessions (opening + open + closing).
     pub max_sessions: usize,
     /// Relaying for other members (relayed flow routes, `docs/relay.md`).
@@ -90,8 +92,7 @@ impl EndpointConfig {
             redirector: false,
             forwarder: true,
             stun_responder: false,
-            startup_burst: 32.0,
-            startup_rate: 16.0,
+            limits: PreAuthLimits::default(),
             max_sessions: 4096,
             relay: RelayLimits::default(),
         }
@@ -159,7 +160,17 @@ pub enum DropReason {
     NotMember,
     /// Failed to authenticate with the session keys (or replayed).
     BadSessionPacket,
-    RateLimited,
+    /// A STUN Binding request over its source prefix's budget.
+    StunPrefixLimit,
+    /// A STUN Binding request over the endpoint's total STUN budget.
+    StunGlobalLimit,
+    /// An IHello or IIKeying over its source prefix's budget.
+    StartupPrefixLimit,
+    /// An IHello or IIKeying over the endpoint's total startup budget.
+    StartupGlobalLimit,
+    /// A STUN or startup datagram from an OPEN session's peer address over
+    /// that address's own budget.
+    PeerAddressLimit,
     BadCookie,
     BadCertificate,
     BadSignature,
@@ -174,12 +185,16 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::UnknownSession,
         DropReason::NotMember,
         DropReason::BadSessionPacket,
-        DropReason::RateLimited,
+        DropReason::StunPrefixLimit,
+        DropReason::StunGlobalLimit,
+        DropReason::StartupPrefixLimit,
+        DropReason::StartupGlobalLimit,
+        DropReason::PeerAddressLimit,
         DropReason::BadCookie,
         DropReason::BadCertificate,
         DropReason::BadSignature,
@@ -197,7 +212,11 @@ impl DropReason {
             DropReason::UnknownSession => "unknown_session",
             DropReason::NotMember => "not_member",
             DropReason::BadSessionPacket => "bad_session_packet",
-            DropReason::RateLimited => "rate_limited",
+            DropReason::StunPrefixLimit => "stun_prefix_limit",
+            DropReason::StunGlobalLimit => "stun_global_limit",
+            DropReason::StartupPrefixLimit => "startup_prefix_limit",
+            DropReason::StartupGlobalLimit => "startup_global_limit",
+            DropReason::PeerAddressLimit => "peer_address_limit",
             DropReason::BadCookie => "bad_cookie",
             DropReason::BadCertificate => "bad_certificate",
             DropReason::BadSignature => "bad_signature",
@@ -287,7 +306,11 @@ pub struct Endpoint {
     peer_local_addrs: HashMap<NodeId, Vec<SocketAddr>>,
     startup_out: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
-    limiter: Limiter,
+    limiter: PreAuthLimiter,
+    /// Where OPEN sessions' far ends are (address -> session id), for the
+    /// peer-address budget. Entries are checked against the session on
+    /// use, so a stale one is harmless; pruned when it outgrows the table.
+    peer_addrs: HashMap<SocketAddr, u32>,
     reassembly: Reassembler<SocketAddr>,
     next_packet_id: u64,
     stats: EndpointStats,
@@ -305,11 +328,7 @@ impl Endpoint {
     pub fn new(now: Instant, cfg: EndpointConfig, mut rng: Rng) -> Endpoint {
         let default = DefaultCipher::new(&cfg.secret, &cfg.network);
         let cookies = crypto::CookieJar::new(&mut rng);
-        let limiter = Limiter {
-            buckets: HashMap::new(),
-            burst: cfg.startup_burst,
-            rate: cfg.startup_rate,
-        };
+        let limiter = PreAuthLimiter::new(now, &cfg.limits, &mut rng);
         let routes = Routes::new(cfg.relay.clone());
         Endpoint {
             cfg,
@@ -326,6 +345,7 @@ impl Endpoint {
             startup_out: VecDeque::new(),
             events: VecDeque::new(),
             limiter,
+            peer_addrs: HashMap::new(),
             reassembly: Reassembler::new(ReassemblyLimits::default()),
             next_packet_id: 1,
             stats: EndpointStats::default(),
@@ -355,6 +375,54 @@ impl Endpoint {
 
     fn drop_packet(&mut self, r: DropReason) {
         *self.stats.drops.entry(r).or_insert(0) += 1;
+    }
+
+    /// Counters of the pre-authentication tables (`docs/limits.md`).
+    pub fn preauth_stats(&self) -> PreAuthStats {
+        self.limiter.stats()
+    }
+
+    /// May the endpoint spend work on a datagram of `kind` from `from`
+    /// that no session authenticates? Counts the refusal by reason.
+    fn preauth(&mut self, now: Instant, kind: Kind, from: SocketAddr) -> bool {
+        let peer = self.is_peer_address(from);
+        match self.limiter.allow(now, kind, from, peer) {
+            Ok(()) => true,
+            Err(r) => {
+                self.drop_packet(match r {
+                    Refused::Prefix(Kind::Stun) => DropReason::StunPrefixLimit,
+                    Refused::Global(Kind::Stun) => DropReason::StunGlobalLimit,
+                    Refused::Prefix(Kind::Startup) => DropReason::StartupPrefixLimit,
+                    Refused::Global(Kind::Startup) => DropReason::StartupGlobalLimit,
+                    Refused::PeerAddress => DropReason::PeerAddressLimit,
+                });
+                false
+            }
+        }
+    }
+
+    /// Whether `from` is where an OPEN session's far end is now.
+    fn is_peer_address(&self, from: SocketAddr) -> bool {
+        self.peer_addrs.get(&from).is_some_and(|sid| {
+            self.sessions
+                .get(sid)
+                .is_some_and(|s| s.is_open() && s.dest() == from)
+        })
+    }
+
+    /// An OPEN session's far end is (now) at `addr`.
+    fn note_peer_address(&mut self, sid: u32, addr: SocketAddr) {
+        self.peer_addrs.insert(addr, sid);
+        if self.peer_addrs.len() > 2 * self.cfg.max_sessions + 64 {
+            // Amortized: at most once per `max_sessions` insertions, and
+            // insertions come only from authenticated events.
+            let sessions = &self.sessions;
+            self.peer_addrs.retain(|a, sid| {
+                sessions
+                    .get(sid)
+                    .is_some_and(|s| s.is_open() && s.dest() == *a)
+            });
+        }
     }
 
     fn now_secs(&self, now: Instant) -> u64 {
@@ -702,6 +770,9 @@ impl Endpoint {
         let peer = s.peer();
         let is_open = s.is_open();
         if before != after {
+            if is_open {
+                self.note_peer_address(sid, after);
+            }
             self.events.push_back(Event::AddressChanged {
                 session: SessionId(sid),
                 from: Path::from_addr(before),

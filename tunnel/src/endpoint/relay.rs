@@ -128,6 +128,7 @@ impl Endpoint {
             return false;
         }
         if before != path.to_addr() {
+            self.note_peer_address(session.0, path.to_addr());
             self.events.push_back(Event::AddressChanged {
                 session,
                 from: Path::from_addr(before),

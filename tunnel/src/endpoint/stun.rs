@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{CommandError, DropReason, Endpoint, Event, AMPLIFICATION_FACTOR};
+use super::{CommandError, DropReason, Endpoint, Event, Kind, AMPLIFICATION_FACTOR};
 use crate::stun::{self, StunEvent, StunKind, StunTxId};
 
 impl Endpoint {
@@ -43,7 +43,7 @@ impl Endpoint {
         }
     }
     /// A datagram that [`stun::looks_like_stun`]: answer Binding requests
-    /// (rate-limited per source like IHellos, never larger than
+    /// (within the STUN budgets of `limiter.rs`, never larger than
     /// [`AMPLIFICATION_FACTOR`] times the request), hand responses to the
     /// client.
     pub(super) fn handle_stun(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
@@ -52,8 +52,8 @@ impl Endpoint {
                 if !self.cfg.stun_responder {
                     return self.drop_packet(DropReason::Unsolicited);
                 }
-                if !self.limiter.allow(now, from.ip()) {
-                    return self.drop_packet(DropReason::RateLimited);
+                if !self.preauth(now, Kind::Stun, from) {
+                    return;
                 }
                 let budget = data.len().saturating_mul(AMPLIFICATION_FACTOR);
                 match stun::answer_binding(data, from, budget) {

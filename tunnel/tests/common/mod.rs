@@ -101,6 +101,14 @@ impl Nat {
         self.perms.clear();
     }
 
+    /// The NAT forgets its mappings (a reboot, or a mapping that timed
+    /// out): the next datagram from inside leaves from a new public port.
+    pub fn rebind(&mut self) {
+        self.map.clear();
+        self.rev.clear();
+        self.perms.clear();
+    }
+
     fn inbound(&mut self, now: Instant, port: u16, from: SocketAddr) -> Option<SocketAddr> {
         let fresh = self
             .perms
@@ -343,16 +351,18 @@ impl Net {
         }
     }
 
+    /// The earliest packet arrival or endpoint timer.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let next_pkt = self.queue.peek().map(|r| r.0.at);
+        let next_timer = self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min();
+        next_pkt.into_iter().chain(next_timer).min()
+    }
+
     /// Advance to the next wake-up and process it. Returns false if nothing
     /// is scheduled at all.
     pub fn step(&mut self) -> bool {
-        let next_pkt = self.queue.peek().map(|r| r.0.at);
-        let next_timer = self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min();
-        let next = match (next_pkt, next_timer) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) => a,
-            (None, Some(b)) => b,
-            (None, None) => return false,
+        let Some(next) = self.next_wakeup() else {
+            return false;
         };
         if next > self.now {
             self.now = next;
