@@ -29,6 +29,8 @@
 pub mod armor;
 pub mod cert;
 pub mod revocation;
+#[cfg(test)]
+mod vectors;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
