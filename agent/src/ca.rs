@@ -22,7 +22,7 @@ use ed25519_dalek::SigningKey;
 use ringlan_node::membership::cert::valid_node_name;
 use ringlan_node::membership::{
     armor, format_utc, hex, parse_hex, CaKey, CertBody, IpNet, Kind, ListBody, MacPolicy, NodeCert,
-    RevocationList, Revoked, Roles,
+    RevocationList, Revoked, Roles, SignedBody,
 };
 use ringlan_tunnel::crypto::{Certificate, NetworkName};
 use ringlan_tunnel::SuiteSet;
@@ -341,7 +341,7 @@ pub fn revoke(
             );
         }
         old.check(&ca_pub, &register.network)
-            .map_err(|e| anyhow!("{}: {e}", out.display()))?;
+            .map_err(|e| anyhow!("{}: refused: {e}", out.display()))?;
         old.body()
             .next(add, now)
             .ok_or_else(|| anyhow!("{}: the version cannot grow", out.display()))?

@@ -308,74 +308,22 @@ fn ca_init_sign_show_revoke() {
     assert!(!o.status.success());
 
     // Bad input names the argument or the file.
-    let e = fails(&[
-        "ca",
-        "sign",
-        "--ca",
-        &ca,
-        "--name",
-        "x",
-        "--key",
-        node_pub,
-        "--ip",
-        "10.77.0.2/24",
-        "--out",
-        &s("x.cert"),
-    ]);
+    let x_cert = s("x.cert");
+    let sign_fails = |ca: &str, key: &str, extra: &[&str]| {
+        let mut args = vec!["ca", "sign", "--ca", ca, "--name", "x", "--key", key];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", &x_cert]);
+        fails(&args)
+    };
+    let e = sign_fails(&ca, node_pub, &["--ip", "10.77.0.2/24"]);
     assert!(e.contains("--ip `10.77.0.2/24` has host bits set"), "{e}");
-    let e = fails(&[
-        "ca",
-        "sign",
-        "--ca",
-        &ca,
-        "--name",
-        "x",
-        "--key",
-        "abc",
-        "--out",
-        &s("x.cert"),
-    ]);
+    let e = sign_fails(&ca, "abc", &[]);
     assert!(e.contains("--key `abc`"), "{e}");
-    let e = fails(&[
-        "ca",
-        "sign",
-        "--ca",
-        &ca,
-        "--name",
-        "x",
-        "--key",
-        &"0".repeat(64),
-        "--out",
-        &s("x.cert"),
-    ]);
+    let e = sign_fails(&ca, &"0".repeat(64), &[]);
     assert!(e.contains("not a valid Ed25519 public key"), "{e}");
-    let e = fails(&[
-        "ca",
-        "sign",
-        "--ca",
-        &s("none.ca"),
-        "--name",
-        "x",
-        "--key",
-        node_pub,
-        "--out",
-        &s("x.cert"),
-    ]);
+    let e = sign_fails(&s("none.ca"), node_pub, &[]);
     assert!(e.contains("none.ca: CA key does not exist"), "{e}");
-    let e = fails(&[
-        "ca",
-        "sign",
-        "--ca",
-        &ca,
-        "--name",
-        "x",
-        "--key",
-        node_pub,
-        "--expires",
-        "1y",
-        "--out",
-        &s("x.cert"),
-    ]);
+    let e = sign_fails(&ca, node_pub, &["--expires", "1y"]);
     assert!(e.contains("`1y` is not a duration"), "{e}");
     let e = fails(&["cert", "show", &s("laptop.key")]);
     assert!(e.contains("laptop.key: not a ringlan certificate"), "{e}");

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringlan_node::membership::{CertBody, NodeCert, CLOCK_SKEW};
+use ringlan_node::membership::{CertBody, NodeCert, SignedBody, CLOCK_SKEW};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(cert) = NodeCert::decode(data) else {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringlan_node::membership::RevocationList;
+use ringlan_node::membership::{RevocationList, SignedBody};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(list) = RevocationList::decode(data) else {

@@ -27,11 +27,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
 use ringlan_tunnel::crypto::{Certificate, NetworkName};
 use ringlan_tunnel::{NodeId, SuiteSet};
 
-use super::{split_signature, strict_key, CaKey, DecodeError, IpNet, Reader, SIGNATURE_LEN};
+use super::{
+    encode_head, strict_key, CaKey, DecodeError, IpNet, Reader, Rejected, Signed, SignedBody,
+};
 
 /// Format version of node certificates.
 pub const VERSION: u8 = 1;
@@ -106,21 +107,6 @@ pub enum CertError {
     IpsNotCanonical,
 }
 
-/// Why a well-formed certificate is not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejected {
-    #[error("certificate issued by another CA ({0:?})")]
-    WrongIssuer(CaKey),
-    #[error("certificate signature does not verify")]
-    BadSignature,
-    #[error("certificate is for network `{0}`")]
-    WrongNetwork(NetworkName),
-    #[error("certificate is not valid before {}", super::format_utc(*.0))]
-    NotYetValid(u64),
-    #[error("certificate expired at {}", super::format_utc(*.0))]
-    Expired(u64),
-}
-
 /// Node names: as `node.name` in the agent's config.
 pub fn valid_node_name(name: &[u8]) -> bool {
     (1..=MAX_NODE_NAME).contains(&name.len())
@@ -129,10 +115,26 @@ pub fn valid_node_name(name: &[u8]) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-impl CertBody {
-    /// The encoded body (everything the signature covers, without the
-    /// domain). Fails when a field is out of its bounds.
-    pub fn encode(&self) -> Result<Vec<u8>, CertError> {
+/// A certificate with its signature.
+pub type NodeCert = Signed<CertBody>;
+
+impl SignedBody for CertBody {
+    const DOMAIN: &'static [u8] = DOMAIN;
+    type Error = CertError;
+
+    fn issuer(&self) -> CaKey {
+        self.issuer
+    }
+
+    fn set_issuer(&mut self, ca: CaKey) {
+        self.issuer = ca;
+    }
+
+    fn network(&self) -> &NetworkName {
+        &self.network
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, CertError> {
         if !valid_node_name(self.name.as_bytes()) {
             return Err(CertError::BadNodeName);
         }
@@ -145,14 +147,10 @@ impl CertBody {
         if !self.ips.windows(2).all(|w| w[0] < w[1]) {
             return Err(CertError::IpsNotCanonical);
         }
-        let net = self.network.as_bytes();
-        let mut b = Vec::with_capacity(2 + net.len() + 64 + 1 + self.name.len() + 18 + 18 * 32);
-        b.push(VERSION);
-        // NetworkName guarantees 1..=32 bytes; the name was checked above.
-        b.push(net.len() as u8);
-        b.extend_from_slice(net);
-        b.extend_from_slice(&self.issuer.0);
+        let mut b = Vec::with_capacity(200 + 18 * self.ips.len());
+        encode_head(&mut b, VERSION, &self.network, &self.issuer);
         b.extend_from_slice(&self.node_key);
+        // The name was checked above.
         b.push(self.name.len() as u8);
         b.extend_from_slice(self.name.as_bytes());
         let mut flags = 0;
@@ -185,16 +183,9 @@ impl CertBody {
         Ok(b)
     }
 
-    /// Decodes a body; total.
-    pub fn decode(bytes: &[u8]) -> Result<CertBody, CertError> {
+    fn decode(bytes: &[u8]) -> Result<CertBody, CertError> {
         let mut r = Reader::new(bytes);
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(DecodeError::UnsupportedVersion(version).into());
-        }
-        let network =
-            NetworkName::from_bytes(r.short_bytes()?).map_err(|_| DecodeError::BadNetworkName)?;
-        let issuer = r.array::<32>()?;
+        let (network, issuer) = r.head(VERSION)?;
         let node_key = r.array::<32>()?;
         let name = r.short_bytes()?;
         if !valid_node_name(name) {
@@ -230,15 +221,12 @@ impl CertBody {
             ips.push(ip);
         }
         r.finish()?;
-        if strict_key(&issuer).is_none() {
-            return Err(DecodeError::BadKey("issuer").into());
-        }
         if strict_key(&node_key).is_none() {
             return Err(DecodeError::BadKey("node key").into());
         }
         Ok(CertBody {
             network,
-            issuer: CaKey(issuer),
+            issuer,
             node_key,
             name,
             ips,
@@ -255,66 +243,9 @@ impl CertBody {
             not_after,
         })
     }
-
-    /// Signs the body with the CA key (setting [`CertBody::issuer`] to its
-    /// public key).
-    pub fn sign(mut self, ca: &SigningKey) -> Result<NodeCert, CertError> {
-        self.issuer = CaKey(ca.verifying_key().to_bytes());
-        let mut bytes = self.encode()?;
-        let signature = super::sign(ca, DOMAIN, &bytes);
-        bytes.extend_from_slice(&signature);
-        Ok(NodeCert {
-            body: self,
-            signature,
-            bytes,
-        })
-    }
-}
-
-/// A decoded certificate with its signature (not yet checked: see
-/// [`NodeCert::check`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeCert {
-    body: CertBody,
-    signature: [u8; SIGNATURE_LEN],
-    bytes: Vec<u8>,
 }
 
 impl NodeCert {
-    /// Decodes a signed certificate; total. The signature is not checked.
-    pub fn decode(bytes: &[u8]) -> Result<NodeCert, CertError> {
-        let (body, signature) = split_signature(bytes)?;
-        Ok(NodeCert {
-            body: CertBody::decode(body)?,
-            signature,
-            bytes: bytes.to_vec(),
-        })
-    }
-
-    /// The encoding, as decoded or signed.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    pub fn body(&self) -> &CertBody {
-        &self.body
-    }
-
-    pub fn signature(&self) -> &[u8; SIGNATURE_LEN] {
-        &self.signature
-    }
-
-    /// Whether `ca` signed this certificate.
-    pub fn signed_by(&self, ca: &CaKey) -> bool {
-        self.body.issuer == *ca
-            && super::verify(
-                &ca.0,
-                DOMAIN,
-                &self.bytes[..self.bytes.len() - SIGNATURE_LEN],
-                &self.signature,
-            )
-    }
-
     /// The whole check a member makes (without revocation): signed by `ca`,
     /// for `network`, and valid at `now` (seconds since the Unix epoch)
     /// give or take `skew` (normally [`super::CLOCK_SKEW`]).
@@ -325,26 +256,18 @@ impl NodeCert {
         now: u64,
         skew: Duration,
     ) -> Result<(), Rejected> {
-        if self.body.issuer != *ca {
-            return Err(Rejected::WrongIssuer(self.body.issuer));
-        }
-        if !self.signed_by(ca) {
-            return Err(Rejected::BadSignature);
-        }
-        if self.body.network != *network {
-            return Err(Rejected::WrongNetwork(self.body.network.clone()));
-        }
+        self.check_origin(ca, network)?;
         self.check_time(now, skew)
     }
 
     /// Valid at `now` give or take `skew`.
     pub fn check_time(&self, now: u64, skew: Duration) -> Result<(), Rejected> {
         let skew = skew.as_secs();
-        if now.saturating_add(skew) < self.body.not_before {
-            return Err(Rejected::NotYetValid(self.body.not_before));
+        if now.saturating_add(skew) < self.body().not_before {
+            return Err(Rejected::NotYetValid(self.body().not_before));
         }
-        if now.saturating_sub(skew) > self.body.not_after {
-            return Err(Rejected::Expired(self.body.not_after));
+        if now.saturating_sub(skew) > self.body().not_after {
+            return Err(Rejected::Expired(self.body().not_after));
         }
         Ok(())
     }
@@ -352,7 +275,7 @@ impl NodeCert {
     /// The node id of the certified key when it offers every AEAD suite (as
     /// the agent does): `None` only for a key the decoder would not accept.
     pub fn node_id(&self) -> Option<NodeId> {
-        Certificate::for_public_key(&self.body.node_key, &self.body.network, SuiteSet::ALL)
+        Certificate::for_public_key(&self.body().node_key, &self.body().network, SuiteSet::ALL)
             .ok()
             .map(|c| c.node_id())
     }
@@ -361,7 +284,8 @@ impl NodeCert {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::membership::CLOCK_SKEW;
+    use crate::membership::{parse_hex, CLOCK_SKEW};
+    use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
 
     pub(crate) fn ca() -> SigningKey {
@@ -374,11 +298,16 @@ pub(crate) mod tests {
             .to_bytes()
     }
 
+    /// The node of the test vectors: the public key of RFC 8032 7.1 TEST 2.
+    pub(crate) const NODE_KEY: &str =
+        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+    /// The certificate of the test vectors (`docs/membership.md` 6), unsigned.
     pub(crate) fn body() -> CertBody {
         CertBody {
             network: NetworkName::new("home").unwrap(),
             issuer: CaKey([0; 32]),
-            node_key: node_key(1),
+            node_key: parse_hex(NODE_KEY).unwrap(),
             name: "laptop".into(),
             ips: vec![
                 "10.77.0.2/32".parse().unwrap(),
@@ -390,7 +319,7 @@ pub(crate) mod tests {
                 relay: false,
             },
             not_before: 1_800_000_000,
-            not_after: 1_800_000_000 + 365 * 86_400,
+            not_after: 1_831_536_000,
         }
     }
 
@@ -414,9 +343,10 @@ pub(crate) mod tests {
             Err(Rejected::WrongNetwork(home.clone()))
         );
         // Signed by another key that claims to be the CA: bad signature.
-        let mut forged = body().sign(&SigningKey::from_bytes(&[8; 32])).unwrap();
-        forged.body.issuer = pk;
-        let mut bytes = forged.body.encode().unwrap();
+        let forged = body().sign(&SigningKey::from_bytes(&[8; 32])).unwrap();
+        let mut claimed = forged.body().clone();
+        claimed.issuer = pk;
+        let mut bytes = claimed.encode().unwrap();
         bytes.extend_from_slice(forged.signature());
         let forged = NodeCert::decode(&bytes).unwrap();
         assert_eq!(
@@ -450,34 +380,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn every_flipped_bit_fails() {
+    fn truncated_extended_or_flipped_fails() {
         let cert = body().sign(&ca()).unwrap();
         let pk = CaKey(ca().verifying_key().to_bytes());
         let home = NetworkName::new("home").unwrap();
         let t = 1_800_000_000 + 86_400;
-        let mut b = cert.as_bytes().to_vec();
-        for i in 0..b.len() * 8 {
-            b[i / 8] ^= 1 << (i % 8);
-            if let Ok(c) = NodeCert::decode(&b) {
-                assert!(
-                    c.check(&pk, &home, t, CLOCK_SKEW).is_err(),
-                    "bit {i} flipped still verifies"
-                );
-            }
-            b[i / 8] ^= 1 << (i % 8);
-        }
-        assert_eq!(NodeCert::decode(&b).unwrap(), cert);
+        crate::membership::signed::assert_tamper_evident(&cert, |c| {
+            c.check(&pk, &home, t, CLOCK_SKEW).is_ok()
+        });
     }
 
     #[test]
     fn malformed() {
-        let good = body().sign(&ca()).unwrap().as_bytes().to_vec();
-        for n in 0..good.len() {
-            assert!(NodeCert::decode(&good[..n]).is_err(), "prefix {n} decodes");
-        }
-        let mut long = good.clone();
-        long.push(0);
-        assert!(NodeCert::decode(&long).is_err());
         let body_bytes = body().encode().unwrap();
         let mut v = body_bytes.clone();
         v[0] = 2;

@@ -29,6 +29,7 @@
 pub mod armor;
 pub mod cert;
 pub mod revocation;
+mod signed;
 #[cfg(test)]
 mod vectors;
 
@@ -36,11 +37,13 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
+use ringlan_tunnel::crypto::NetworkName;
 
 pub use armor::{ArmorError, Kind};
-pub use cert::{CertBody, CertError, MacPolicy, NodeCert, Rejected, Roles};
-pub use revocation::{ListBody, ListError, ListRejected, RevocationList, Revoked};
+pub use cert::{CertBody, CertError, MacPolicy, NodeCert, Roles};
+pub use revocation::{ListBody, ListError, RevocationList, Revoked};
+pub use signed::{Signed, SignedBody};
 
 /// Clock skew tolerated when checking validity periods: a certificate is
 /// accepted from `not_before - CLOCK_SKEW` until `not_after + CLOCK_SKEW`.
@@ -72,6 +75,32 @@ pub enum DecodeError {
     BadNetworkName,
     #[error("{0} is not a valid Ed25519 public key")]
     BadKey(&'static str),
+}
+
+/// Why a well-formed certificate or revocation list is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("issued by another CA ({0:?})")]
+    WrongIssuer(CaKey),
+    #[error("bad signature")]
+    BadSignature,
+    #[error("for another network (`{0}`)")]
+    WrongNetwork(NetworkName),
+    #[error("not valid before {}", format_utc(*.0))]
+    NotYetValid(u64),
+    #[error("expired at {}", format_utc(*.0))]
+    Expired(u64),
+}
+
+/// Every signed object starts with its format version, the network name
+/// (a length byte, 1..=32, and the name) and the issuer.
+pub(crate) fn encode_head(b: &mut Vec<u8>, version: u8, network: &NetworkName, issuer: &CaKey) {
+    let net = network.as_bytes();
+    b.push(version);
+    // NetworkName guarantees 1..=32 bytes.
+    b.push(net.len() as u8);
+    b.extend_from_slice(net);
+    b.extend_from_slice(&issuer.0);
 }
 
 /// An IP prefix in a certificate: the addresses a node may use as source.
@@ -206,6 +235,21 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    /// The head written by [`encode_head`]; the issuer must be a valid key.
+    pub(crate) fn head(&mut self, version: u8) -> Result<(NetworkName, CaKey), DecodeError> {
+        let v = self.u8()?;
+        if v != version {
+            return Err(DecodeError::UnsupportedVersion(v));
+        }
+        let network = NetworkName::from_bytes(self.short_bytes()?)
+            .map_err(|_| DecodeError::BadNetworkName)?;
+        let issuer = self.array::<32>()?;
+        if strict_key(&issuer).is_none() {
+            return Err(DecodeError::BadKey("issuer"));
+        }
+        Ok((network, CaKey(issuer)))
+    }
+
     /// A length byte and that many bytes.
     pub(crate) fn short_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.u8()?;
@@ -225,39 +269,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Splits a signed object into its body and the trailing signature.
-pub(crate) fn split_signature(b: &[u8]) -> Result<(&[u8], [u8; SIGNATURE_LEN]), DecodeError> {
-    let (body, sig) = b
-        .split_last_chunk::<SIGNATURE_LEN>()
-        .ok_or(DecodeError::Truncated)?;
-    Ok((body, *sig))
-}
-
 /// An Ed25519 public key as the decoders accept it: a point on the curve,
 /// canonically encoded, not of small order (one key, one encoding).
 pub(crate) fn strict_key(b: &[u8; 32]) -> Option<VerifyingKey> {
     let key = VerifyingKey::from_bytes(b).ok()?;
     (!key.is_weak() && key.to_edwards().compress().to_bytes() == *b).then_some(key)
-}
-
-/// Strict Ed25519 verification of `sig` by `key` over `domain || body`.
-pub(crate) fn verify(key: &[u8; 32], domain: &[u8], body: &[u8], sig: &[u8; 64]) -> bool {
-    let Some(key) = strict_key(key) else {
-        return false;
-    };
-    let mut msg = Vec::with_capacity(domain.len() + body.len());
-    msg.extend_from_slice(domain);
-    msg.extend_from_slice(body);
-    key.verify_strict(&msg, &Signature::from_bytes(sig)).is_ok()
-}
-
-/// Ed25519 signature by `ca` over `domain || body`.
-pub(crate) fn sign(ca: &ed25519_dalek::SigningKey, domain: &[u8], body: &[u8]) -> [u8; 64] {
-    use ed25519_dalek::Signer;
-    let mut msg = Vec::with_capacity(domain.len() + body.len());
-    msg.extend_from_slice(domain);
-    msg.extend_from_slice(body);
-    ca.sign(&msg).to_bytes()
 }
 
 /// Lowercase hex.

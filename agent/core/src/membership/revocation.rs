@@ -22,11 +22,10 @@
 
 use std::collections::BTreeSet;
 
-use ed25519_dalek::SigningKey;
 use ringlan_tunnel::crypto::NetworkName;
 
 use super::cert::NodeCert;
-use super::{split_signature, strict_key, CaKey, DecodeError, Reader, SIGNATURE_LEN};
+use super::{encode_head, CaKey, DecodeError, Reader, Rejected, Signed, SignedBody};
 
 /// Format version of revocation lists.
 pub const VERSION: u8 = 1;
@@ -76,17 +75,6 @@ pub enum ListError {
     NotCanonical,
 }
 
-/// Why a well-formed list is not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ListRejected {
-    #[error("revocation list issued by another CA ({0:?})")]
-    WrongIssuer(CaKey),
-    #[error("revocation list signature does not verify")]
-    BadSignature,
-    #[error("revocation list is for network `{0}`")]
-    WrongNetwork(NetworkName),
-}
-
 impl ListBody {
     /// The first list of a network.
     pub fn first(network: NetworkName, issued_at: u64) -> ListBody {
@@ -111,9 +99,28 @@ impl ListBody {
             revoked: revoked.into_iter().collect(),
         })
     }
+}
 
-    /// The encoded body (what the signature covers, without the domain).
-    pub fn encode(&self) -> Result<Vec<u8>, ListError> {
+/// A revocation list with its signature.
+pub type RevocationList = Signed<ListBody>;
+
+impl SignedBody for ListBody {
+    const DOMAIN: &'static [u8] = DOMAIN;
+    type Error = ListError;
+
+    fn issuer(&self) -> CaKey {
+        self.issuer
+    }
+
+    fn set_issuer(&mut self, ca: CaKey) {
+        self.issuer = ca;
+    }
+
+    fn network(&self) -> &NetworkName {
+        &self.network
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, ListError> {
         if self.version == 0 {
             return Err(ListError::ZeroVersion);
         }
@@ -124,13 +131,8 @@ impl ListBody {
         if !self.revoked.windows(2).all(|w| w[0] < w[1]) {
             return Err(ListError::NotCanonical);
         }
-        let net = self.network.as_bytes();
-        let mut b = Vec::with_capacity(2 + net.len() + 50 + 33 * self.revoked.len());
-        b.push(VERSION);
-        // NetworkName guarantees 1..=32 bytes.
-        b.push(net.len() as u8);
-        b.extend_from_slice(net);
-        b.extend_from_slice(&self.issuer.0);
+        let mut b = Vec::with_capacity(100 + 33 * self.revoked.len());
+        encode_head(&mut b, VERSION, &self.network, &self.issuer);
         b.extend_from_slice(&self.version.to_be_bytes());
         b.extend_from_slice(&self.issued_at.to_be_bytes());
         b.extend_from_slice(&count.to_be_bytes());
@@ -149,16 +151,9 @@ impl ListBody {
         Ok(b)
     }
 
-    /// Decodes a body; total.
-    pub fn decode(bytes: &[u8]) -> Result<ListBody, ListError> {
+    fn decode(bytes: &[u8]) -> Result<ListBody, ListError> {
         let mut r = Reader::new(bytes);
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(DecodeError::UnsupportedVersion(version).into());
-        }
-        let network =
-            NetworkName::from_bytes(r.short_bytes()?).map_err(|_| DecodeError::BadNetworkName)?;
-        let issuer = r.array::<32>()?;
+        let (network, issuer) = r.head(VERSION)?;
         let list_version = r.u64()?;
         if list_version == 0 {
             return Err(ListError::ZeroVersion);
@@ -182,103 +177,39 @@ impl ListBody {
             revoked.push(entry);
         }
         r.finish()?;
-        if strict_key(&issuer).is_none() {
-            return Err(DecodeError::BadKey("issuer").into());
-        }
         Ok(ListBody {
             network,
-            issuer: CaKey(issuer),
+            issuer,
             version: list_version,
             issued_at,
             revoked,
         })
     }
-
-    /// Signs the body with the CA key (setting [`ListBody::issuer`]).
-    pub fn sign(mut self, ca: &SigningKey) -> Result<RevocationList, ListError> {
-        self.issuer = CaKey(ca.verifying_key().to_bytes());
-        let mut bytes = self.encode()?;
-        let signature = super::sign(ca, DOMAIN, &bytes);
-        bytes.extend_from_slice(&signature);
-        Ok(RevocationList {
-            body: self,
-            signature,
-            bytes,
-        })
-    }
-}
-
-/// A decoded revocation list with its signature (not yet checked: see
-/// [`RevocationList::check`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RevocationList {
-    body: ListBody,
-    signature: [u8; SIGNATURE_LEN],
-    bytes: Vec<u8>,
 }
 
 impl RevocationList {
-    /// Decodes a signed list; total. The signature is not checked.
-    pub fn decode(bytes: &[u8]) -> Result<RevocationList, ListError> {
-        let (body, signature) = split_signature(bytes)?;
-        Ok(RevocationList {
-            body: ListBody::decode(body)?,
-            signature,
-            bytes: bytes.to_vec(),
-        })
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    pub fn body(&self) -> &ListBody {
-        &self.body
-    }
-
-    pub fn signature(&self) -> &[u8; SIGNATURE_LEN] {
-        &self.signature
-    }
-
-    /// Whether `ca` signed this list.
-    pub fn signed_by(&self, ca: &CaKey) -> bool {
-        self.body.issuer == *ca
-            && super::verify(
-                &ca.0,
-                DOMAIN,
-                &self.bytes[..self.bytes.len() - SIGNATURE_LEN],
-                &self.signature,
-            )
-    }
-
     /// Signed by `ca` for `network`.
-    pub fn check(&self, ca: &CaKey, network: &NetworkName) -> Result<(), ListRejected> {
-        if self.body.issuer != *ca {
-            return Err(ListRejected::WrongIssuer(self.body.issuer));
-        }
-        if !self.signed_by(ca) {
-            return Err(ListRejected::BadSignature);
-        }
-        if self.body.network != *network {
-            return Err(ListRejected::WrongNetwork(self.body.network.clone()));
-        }
-        Ok(())
+    pub fn check(&self, ca: &CaKey, network: &NetworkName) -> Result<(), Rejected> {
+        self.check_origin(ca, network)
     }
 
     /// Whether this list replaces `older`: same CA and network, higher
     /// version. (Both must have passed [`RevocationList::check`].)
     pub fn supersedes(&self, older: &RevocationList) -> bool {
-        self.body.issuer == older.body.issuer
-            && self.body.network == older.body.network
-            && self.body.version > older.body.version
+        self.body().issuer == older.body().issuer
+            && self.body().network == older.body().network
+            && self.body().version > older.body().version
     }
 
     /// Whether the node with Ed25519 key `key` and node id `node_id` is
     /// revoked.
     pub fn revokes(&self, key: &[u8; 32], node_id: Option<[u8; 16]>) -> bool {
-        self.body.revoked.binary_search(&Revoked::Key(*key)).is_ok()
+        self.body()
+            .revoked
+            .binary_search(&Revoked::Key(*key))
+            .is_ok()
             || node_id.is_some_and(|id| {
-                self.body
+                self.body()
                     .revoked
                     .binary_search(&Revoked::NodeId(id))
                     .is_ok()
@@ -298,6 +229,7 @@ impl RevocationList {
 mod tests {
     use super::*;
     use crate::membership::cert::tests::{arb_network, body, ca, node_key};
+    use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
 
     fn home() -> NetworkName {
@@ -344,11 +276,11 @@ mod tests {
         assert!(!foreign.supersedes(&v3));
         assert!(matches!(
             foreign.check(&pk, &home()),
-            Err(ListRejected::WrongIssuer(_))
+            Err(Rejected::WrongIssuer(_))
         ));
         assert!(matches!(
             v3.check(&pk, &NetworkName::new("work").unwrap()),
-            Err(ListRejected::WrongNetwork(_))
+            Err(Rejected::WrongNetwork(_))
         ));
         let mut max = v3.body().clone();
         max.version = u64::MAX;
@@ -356,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn every_flipped_bit_fails() {
+    fn truncated_extended_or_flipped_fails() {
         let ca = ca();
         let pk = CaKey(ca.verifying_key().to_bytes());
         let list = ListBody::first(home(), 5)
@@ -364,18 +296,7 @@ mod tests {
             .unwrap()
             .sign(&ca)
             .unwrap();
-        let mut b = list.as_bytes().to_vec();
-        for i in 0..b.len() * 8 {
-            b[i / 8] ^= 1 << (i % 8);
-            if let Ok(l) = RevocationList::decode(&b) {
-                assert!(
-                    l.check(&pk, &home()).is_err(),
-                    "bit {i} flipped still verifies"
-                );
-            }
-            b[i / 8] ^= 1 << (i % 8);
-        }
-        assert_eq!(RevocationList::decode(&b).unwrap(), list);
+        crate::membership::signed::assert_tamper_evident(&list, |l| l.check(&pk, &home()).is_ok());
     }
 
     #[test]
@@ -385,10 +306,6 @@ mod tests {
             .unwrap()
             .sign(&ca())
             .unwrap();
-        let good = list.as_bytes();
-        for n in 0..good.len() {
-            assert!(RevocationList::decode(&good[..n]).is_err(), "prefix {n}");
-        }
         let mut b = list.body().clone();
         b.revoked = vec![Revoked::Key([1; 32]), Revoked::NodeId([1; 16])];
         assert_eq!(b.encode(), Err(ListError::NotCanonical));

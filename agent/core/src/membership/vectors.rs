@@ -6,15 +6,13 @@
 use ed25519_dalek::SigningKey;
 use ringlan_tunnel::crypto::NetworkName;
 
+use super::cert::tests::{body, NODE_KEY};
 use super::*;
 
 const DOC: &str = include_str!("../../../../docs/membership.md");
 
 /// The CA: the secret key of RFC 8032 7.1 TEST 1.
 const CA_SECRET: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
-/// The node: the public key of RFC 8032 7.1 TEST 2.
-const NODE_KEY: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
-
 fn ca() -> SigningKey {
     SigningKey::from_bytes(&parse_hex(CA_SECRET).unwrap())
 }
@@ -24,25 +22,7 @@ fn home() -> NetworkName {
 }
 
 fn cert() -> NodeCert {
-    CertBody {
-        network: home(),
-        issuer: CaKey([0; 32]),
-        node_key: parse_hex(NODE_KEY).unwrap(),
-        name: "laptop".into(),
-        ips: vec![
-            "10.77.0.2/32".parse().unwrap(),
-            "fd77::2/128".parse().unwrap(),
-        ],
-        mac: MacPolicy::Auto,
-        roles: Roles {
-            introducer: true,
-            relay: false,
-        },
-        not_before: 1_800_000_000,
-        not_after: 1_831_536_000,
-    }
-    .sign(&ca())
-    .unwrap()
+    body().sign(&ca()).unwrap()
 }
 
 fn list() -> RevocationList {
