@@ -421,17 +421,25 @@ fn node_id_hex(key: &[u8; 32], network: &NetworkName) -> String {
         .unwrap_or_else(|_| "- (not a usable key)".into())
 }
 
+fn days(n: u64) -> String {
+    if n == 1 {
+        "1 day".into()
+    } else {
+        format!("{n} days")
+    }
+}
+
 /// `valid` line: the period and how much of it is left at `now`.
 fn validity(not_before: u64, not_after: u64, now: u64) -> String {
     let state = if now < not_before {
         format!(
-            "not yet valid, starts in {} days",
-            (not_before - now).div_ceil(86_400)
+            "not yet valid, starts in {}",
+            days((not_before - now).div_ceil(86_400))
         )
     } else if now > not_after {
-        format!("EXPIRED {} days ago", (now - not_after) / 86_400)
+        format!("EXPIRED {} ago", days((now - not_after) / 86_400))
     } else {
-        format!("{} days left", (not_after - now) / 86_400)
+        format!("{} left", days((not_after - now) / 86_400))
     };
     format!(
         "{} to {} ({state})",
@@ -440,7 +448,8 @@ fn validity(not_before: u64, not_after: u64, now: u64) -> String {
     )
 }
 
-/// The signature line; `Err` when a CA was given and did not sign.
+/// The signature line, and whether the signature is good (against `ca`
+/// when given, else against the issuer key the object names).
 fn signature_line(
     issuer: &CaKey,
     signed_by: impl Fn(&CaKey) -> bool,
@@ -563,6 +572,6 @@ mod tests {
         let d = 86_400;
         assert!(validity(10 * d, 20 * d, 15 * d).ends_with("(5 days left)"));
         assert!(validity(10 * d, 20 * d, 23 * d).ends_with("(EXPIRED 3 days ago)"));
-        assert!(validity(10 * d, 20 * d, 9 * d).ends_with("(not yet valid, starts in 1 days)"));
+        assert!(validity(10 * d, 20 * d, 9 * d).ends_with("(not yet valid, starts in 1 day)"));
     }
 }
