@@ -8,7 +8,9 @@
 //!
 //! - [`cert`]: [`NodeCert`], what the CA says about one node;
 //! - [`revocation`]: [`RevocationList`], which nodes the CA has removed;
-//! - [`armor`]: the text form of both, for files and pasting.
+//! - [`armor`]: the text form of both, for files and pasting;
+//! - [`Signed`] / [`SignedBody`]: what both share (a body, then the CA's
+//!   signature over a domain string and the body).
 //!
 //! How a certificate names a node: by its Ed25519 public key, the key
 //! whose RTMFP certificate signs the session (`docs/crypto-profile.md` 3).
