@@ -2,8 +2,9 @@
 # The full ringlan check: formatting, lints, unit + end-to-end tests (network
 # namespaces, needs root), fuzz smoke. Usage: `sudo tests/run-all.sh` (from any
 # directory). Environment:
-#   FUZZ_SECONDS   seconds per fuzz target, every target of tunnel/fuzz and
-#                  overlay/fuzz (default 20; 0 skips the fuzz smoke)
+#   FUZZ_SECONDS   seconds per fuzz target, every target of tunnel/fuzz,
+#                  overlay/fuzz and agent/core/fuzz (default 20; 0 skips the
+#                  fuzz smoke)
 #   FUZZ_TOOLCHAIN toolchain for cargo fuzz (default: nightly if installed, else stable)
 #   NO_APT=1       do not install missing Debian packages
 set -euo pipefail
@@ -92,12 +93,13 @@ step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "tests" cargo test --workspace
 
 # --- fuzz smoke -----------------------------------------------------------------
-# Every target of every cargo-fuzz project (`<crate>/fuzz`), FUZZ_SECONDS each,
+# Every target of every cargo-fuzz project (`<crate>/fuzz`, one or two levels
+# down: `agent/core/fuzz`), FUZZ_SECONDS each,
 # starting from the committed seed corpus. Without a sanitizer (`-s none`) so
 # the stable toolchain works; panics and failed assertions still abort.
 fuzz_seconds="${FUZZ_SECONDS:-20}"
 fuzz_projects=()
-for d in */fuzz; do
+for d in */fuzz */*/fuzz; do
     if [ -f "$d/Cargo.toml" ]; then fuzz_projects+=("${d%/fuzz}"); fi
 done
 fuzz_smoke() {

@@ -5,6 +5,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod ca;
 pub mod config;
 pub mod control;
 pub mod identity;

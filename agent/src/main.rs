@@ -7,12 +7,14 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use ringlan_agent::config::Config;
 use ringlan_agent::identity::{self, NetworkSecret, NodeKey};
-use ringlan_agent::{control, service, up};
+use ringlan_agent::{ca, control, service, up};
+use ringlan_node::membership::{self, Roles};
 
 #[cfg(feature = "demo")]
 mod demo;
@@ -66,6 +68,13 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// The network CA (offline): make its key, sign node certificates,
+    /// revoke nodes (docs/membership.md).
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Inspect certificates and revocation lists.
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Validate a config file (and its secret and key files) without
     /// starting.
     CheckConfig {
@@ -87,6 +96,90 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Make a network CA key (Ed25519, mode 0600) and its register
+    /// `CA_KEY.issued`; prints the CA public key.
+    Init {
+        /// The network's name, as `network.name` in the node configs.
+        #[arg(long, value_name = "NAME")]
+        network: String,
+        /// The CA key file; keep it offline.
+        #[arg(long, value_name = "CA_KEY")]
+        out: PathBuf,
+        /// Overwrite an existing CA key and register.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the CA public key (64 hex characters).
+    Pub {
+        #[arg(value_name = "CA_KEY")]
+        ca: PathBuf,
+    },
+    /// Sign a node certificate.
+    Sign {
+        #[arg(long, value_name = "CA_KEY")]
+        ca: PathBuf,
+        /// The node's name (1-63 characters of A-Z, a-z, 0-9, ., _ and -).
+        #[arg(long, value_name = "NODE")]
+        name: String,
+        /// The node's public key (64 hex; `ringlan keygen` prints it).
+        #[arg(long, value_name = "NODE_PUBLIC_KEY")]
+        key: String,
+        /// An overlay address or subnet the node may use as source
+        /// (e.g. 10.77.0.2/32); repeatable.
+        #[arg(long = "ip", value_name = "CIDR")]
+        ips: Vec<String>,
+        /// The node bridges a site: any source MAC (otherwise only the MAC
+        /// derived from its key).
+        #[arg(long)]
+        bridge: bool,
+        /// A role the node may play; repeatable.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<RoleArg>,
+        /// Validity from now, e.g. 365d, 12h, 2w.
+        #[arg(long, value_name = "DURATION", default_value = "365d",
+              value_parser = ca::parse_duration)]
+        expires: Duration,
+        /// The certificate file to write.
+        #[arg(long, value_name = "CERT")]
+        out: PathBuf,
+        /// Overwrite CERT if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke nodes: create the revocation list LIST (version 1) or extend
+    /// it (version + 1), signed by the CA.
+    Revoke {
+        #[arg(long, value_name = "CA_KEY")]
+        ca: PathBuf,
+        #[arg(long, value_name = "LIST")]
+        out: PathBuf,
+        /// A node name (every key signed under it), node id (32 hex),
+        /// public key (64 hex) or certificate file.
+        #[arg(value_name = "NODE", required = true)]
+        nodes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Print a certificate or revocation list.
+    Show {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Check the signature against this CA public key (64 hex).
+        #[arg(long, value_name = "CA_PUBLIC_KEY")]
+        ca: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Introducer,
+    Relay,
+}
+
 /// `ringlan demo` in a binary built without the `demo` feature.
 #[cfg(not(feature = "demo"))]
 const NO_DEMO: &str = "ringlan demo: this ringlan was built without the `demo` feature \
@@ -103,6 +196,8 @@ fn main() -> ExitCode {
         } => cmd_status(config.as_deref(), socket, json),
         Cmd::Keygen { output, force } => cmd_keygen(output.as_deref(), force),
         Cmd::Secret { output, force } => cmd_secret(output.as_deref(), force),
+        Cmd::Ca(cmd) => cmd_ca(cmd),
+        Cmd::Cert(CertCmd::Show { file, ca }) => cmd_cert_show(&file, ca.as_deref()),
         #[cfg(feature = "demo")]
         Cmd::Demo(args) => return demo::run(&args),
         #[cfg(not(feature = "demo"))]
@@ -216,6 +311,88 @@ fn cmd_secret(output: Option<&Path>, force: bool) -> anyhow::Result<()> {
             eprintln!("wrote network secret to {}", path.display());
         }
         None => std::io::stdout().write_all(identity::file_text(secret.bytes()).as_bytes())?,
+    }
+    Ok(())
+}
+
+fn cmd_ca(cmd: CaCmd) -> anyhow::Result<()> {
+    match cmd {
+        CaCmd::Init {
+            network,
+            out,
+            force,
+        } => {
+            let public = ca::init(&network, &out, force)?;
+            println!("{}", identity::hex(&public));
+            eprintln!(
+                "wrote CA key {} (keep it offline) and register {}",
+                out.display(),
+                ca::register_path(&out).display()
+            );
+        }
+        CaCmd::Pub { ca: key } => println!("{}", identity::hex(&ca::public(&key)?)),
+        CaCmd::Sign {
+            ca: key,
+            name,
+            key: node_key,
+            ips,
+            bridge,
+            roles,
+            expires,
+            out,
+            force,
+        } => {
+            let req = ca::SignRequest {
+                name: &name,
+                key: &node_key,
+                ips: &ips,
+                bridge,
+                roles: Roles {
+                    introducer: roles.iter().any(|r| matches!(r, RoleArg::Introducer)),
+                    relay: roles.iter().any(|r| matches!(r, RoleArg::Relay)),
+                },
+                expires,
+            };
+            let cert = ca::sign(&key, &req, &out, force, ca::unix_now())?;
+            println!(
+                "signed {name} (node id {}), expires {}: {}",
+                cert.node_id()
+                    .map(|id| identity::hex(&id.to_bytes()))
+                    .unwrap_or_default(),
+                membership::format_utc(cert.body().not_after),
+                out.display()
+            );
+        }
+        CaCmd::Revoke {
+            ca: key,
+            out,
+            nodes,
+        } => {
+            let list = ca::revoke(&key, &out, &nodes, ca::unix_now())?;
+            println!(
+                "{}: version {}, {} revoked",
+                out.display(),
+                list.body().version,
+                list.body().revoked.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn cmd_cert_show(file: &Path, ca_key: Option<&str>) -> anyhow::Result<()> {
+    let ca_key = ca_key
+        .map(|s| {
+            membership::parse_hex::<32>(s)
+                .map(membership::CaKey)
+                .ok_or_else(|| anyhow::anyhow!("--ca `{s}`: expected the CA public key, 64 hex characters (`ringlan ca pub`)"))
+        })
+        .transpose()?;
+    let obj = ca::read_object(file)?;
+    let (text, ok) = ca::show(&obj, ca_key.as_ref(), ca::unix_now());
+    print!("{text}");
+    if !ok {
+        bail!("{}: signature BAD", file.display());
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The `ringlan` binary: check-config messages, keygen and secret files.
+//! The `ringlan` binary: check-config messages, keygen and secret files, the
+//! network CA (`ca init|pub|sign|revoke`, `cert show`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -206,4 +207,169 @@ fn keygen_and_secret_files() {
         let out = stdout(&o);
         assert_eq!(out.len(), 65, "{out}");
     }
+}
+
+/// Runs `ringlan` and returns stdout, failing the test with stderr when it
+/// fails.
+fn ok(args: &[&str]) -> String {
+    let o = ringlan(args);
+    assert!(o.status.success(), "ringlan {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// Runs `ringlan`, expecting it to fail; returns stderr.
+fn fails(args: &[&str]) -> String {
+    let o = ringlan(args);
+    assert!(
+        !o.status.success(),
+        "ringlan {args:?} succeeded: {}",
+        stdout(&o)
+    );
+    stderr(&o)
+}
+
+#[test]
+fn ca_init_sign_show_revoke() {
+    let d = TempDir::new("ca");
+    let s = |name: &str| d.path(name).to_str().unwrap().to_string();
+    let (ca, cert, list) = (s("home.ca"), s("laptop.cert"), s("revoked.list"));
+
+    let ca_pub = ok(&["ca", "init", "--network", "home", "--out", &ca]);
+    let ca_pub = ca_pub.trim_end();
+    assert_eq!(ca_pub.len(), 64, "{ca_pub}");
+    assert!(ca_pub.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(mode(&d.path("home.ca")), 0o600);
+    assert_eq!(ok(&["ca", "pub", &ca]).trim_end(), ca_pub);
+    let e = fails(&["ca", "init", "--network", "home", "--out", &ca]);
+    assert!(e.contains("already exists"), "{e}");
+    let e = fails(&["ca", "init", "--network", "Home!", "--out", &s("x.ca")]);
+    assert!(e.contains("--network `Home!`"), "{e}");
+
+    let node = ok(&["keygen", "-o", &s("laptop.key")]);
+    let node_pub = node.strip_prefix("public key: ").unwrap().trim_end();
+    let signed = ok(&[
+        "ca",
+        "sign",
+        "--ca",
+        &ca,
+        "--name",
+        "laptop",
+        "--key",
+        node_pub,
+        "--ip",
+        "fd77::2/128",
+        "--ip",
+        "10.77.0.2/32",
+        "--role",
+        "introducer",
+        "--role",
+        "relay",
+        "--expires",
+        "30d",
+        "--out",
+        &cert,
+    ]);
+    assert!(signed.starts_with("signed laptop (node id "), "{signed}");
+    let text = std::fs::read_to_string(&cert).unwrap();
+    assert!(
+        text.contains("-----BEGIN RINGLAN CERTIFICATE-----"),
+        "{text}"
+    );
+
+    let shown = ok(&["cert", "show", &cert, "--ca", ca_pub]);
+    for want in [
+        "name:      laptop",
+        "network:   home",
+        &format!("key:       {node_pub}"),
+        "IPs:       10.77.0.2/32, fd77::2/128",
+        "MAC:       auto (",
+        "roles:     introducer, relay",
+        "(30 days left)",
+        "signature: OK",
+    ] {
+        assert!(shown.contains(want), "missing `{want}` in\n{shown}");
+    }
+    // The node id printed when signing is the one shown.
+    let id = signed.split("node id ").nth(1).unwrap().get(..32).unwrap();
+    assert!(shown.contains(&format!("node id:   {id}")), "{shown}");
+
+    // Against another key: BAD and a failure exit.
+    let o = ringlan(&["cert", "show", &cert, "--ca", node_pub]);
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("signature: BAD"), "{}", stdout(&o));
+
+    // A tampered certificate: the signature no longer verifies.
+    let tampered = text.replacen("6c6170746f70", "6c6170746f71", 1); // laptop -> laptoq
+    assert_ne!(tampered, text);
+    std::fs::write(d.path("tampered.cert"), tampered).unwrap();
+    let o = ringlan(&["cert", "show", &s("tampered.cert"), "--ca", ca_pub]);
+    assert!(stdout(&o).contains("name:      laptoq"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("signature: BAD"), "{}", stdout(&o));
+    assert!(!o.status.success());
+
+    // Bad input names the argument or the file.
+    let x_cert = s("x.cert");
+    let sign_fails = |ca: &str, key: &str, extra: &[&str]| {
+        let mut args = vec!["ca", "sign", "--ca", ca, "--name", "x", "--key", key];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", &x_cert]);
+        fails(&args)
+    };
+    let e = sign_fails(&ca, node_pub, &["--ip", "10.77.0.2/24"]);
+    assert!(e.contains("--ip `10.77.0.2/24` has host bits set"), "{e}");
+    let e = sign_fails(&ca, "abc", &[]);
+    assert!(e.contains("--key `abc`"), "{e}");
+    let e = sign_fails(&ca, &"0".repeat(64), &[]);
+    assert!(e.contains("not a valid Ed25519 public key"), "{e}");
+    let e = sign_fails(&s("none.ca"), node_pub, &[]);
+    assert!(e.contains("none.ca: CA key does not exist"), "{e}");
+    let e = sign_fails(&ca, node_pub, &["--expires", "1y"]);
+    assert!(e.contains("`1y` is not a duration"), "{e}");
+    let e = fails(&["cert", "show", &s("laptop.key")]);
+    assert!(e.contains("laptop.key: not a ringlan certificate"), "{e}");
+    assert!(!d.path("x.cert").exists());
+
+    // Revoke by name, then by node id: version 1, then 2.
+    let out = ok(&["ca", "revoke", "--ca", &ca, "--out", &list, "laptop"]);
+    assert!(out.contains("version 1, 1 revoked"), "{out}");
+    let out = ok(&[
+        "ca",
+        "revoke",
+        "--ca",
+        &ca,
+        "--out",
+        &list,
+        "00112233445566778899aabbccddeeff",
+    ]);
+    assert!(out.contains("version 2, 2 revoked"), "{out}");
+    // Revoking the same key again (as a certificate file) adds nothing but a version.
+    let out = ok(&["ca", "revoke", "--ca", &ca, "--out", &list, &cert]);
+    assert!(out.contains("version 3, 2 revoked"), "{out}");
+    let shown = ok(&["cert", "show", &list, "--ca", ca_pub]);
+    for want in [
+        "revocation list",
+        "version:   3",
+        "node id 00112233445566778899aabbccddeeff",
+        &format!("key {node_pub} (node id {id})"),
+        "signature: OK",
+    ] {
+        assert!(shown.contains(want), "missing `{want}` in\n{shown}");
+    }
+    let e = fails(&["ca", "revoke", "--ca", &ca, "--out", &list, "nobody"]);
+    assert!(e.contains("nobody: not a certificate file"), "{e}");
+
+    // Another CA refuses to extend this CA's list and leaves it alone.
+    let before = std::fs::read_to_string(&list).unwrap();
+    ok(&["ca", "init", "--network", "home", "--out", &s("other.ca")]);
+    let e = fails(&[
+        "ca",
+        "revoke",
+        "--ca",
+        &s("other.ca"),
+        "--out",
+        &list,
+        &cert,
+    ]);
+    assert!(e.contains("revoked.list: signed by another CA"), "{e}");
+    assert_eq!(std::fs::read_to_string(&list).unwrap(), before);
 }

@@ -33,12 +33,14 @@
 //! | [`punching`] | birthday punching: when, whom, with which payload |
 //! | [`routes`] | when a session needs relayed routes, which relays, failover |
 //! | [`snapshot`] / [`status`] | what `ringlan status` shows |
+//! | [`membership`] | whether a certificate or revocation list is well formed and signed by the network CA |
 
 #![forbid(unsafe_code)]
 
 pub mod candidates;
 mod config;
 pub mod dataplane;
+pub mod membership;
 pub mod peers;
 pub mod punching;
 pub mod routes;

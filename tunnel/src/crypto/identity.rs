@@ -118,6 +118,22 @@ impl Certificate {
         })
     }
 
+    /// The certificate a node with Ed25519 public key `key` presents in
+    /// `network` when it offers `suites` (ChaCha20-Poly1305 is always
+    /// added), e.g. to learn the node id of a key a network CA signed.
+    pub fn for_public_key(
+        key: &[u8; 32],
+        network: &NetworkName,
+        suites: SuiteSet,
+    ) -> Result<Certificate, CertError> {
+        let key = VerifyingKey::from_bytes(key).map_err(|_| CertError::BadPublicKey)?;
+        if key.is_weak() {
+            return Err(CertError::BadPublicKey);
+        }
+        let suites = suites.with(super::AeadSuite::ChaCha20Poly1305);
+        Ok(Certificate::build(key, network, suites))
+    }
+
     fn build(key: VerifyingKey, network: &NetworkName, suites: SuiteSet) -> Certificate {
         let name = network.as_bytes();
         let mut bytes = Vec::with_capacity(CERT_FIXED_LEN + name.len());
@@ -396,6 +412,10 @@ mod tests {
         assert_eq!(parsed.fingerprint(), sha256(&[b]));
         assert_eq!(parsed.node_id().to_bytes()[..], parsed.fingerprint()[..16]);
         assert_eq!(id.node_id(), parsed.node_id());
+        let by_key =
+            Certificate::for_public_key(&id.certificate().public_key(), &home(), SuiteSet::ALL)
+                .unwrap();
+        assert_eq!(by_key, *id.certificate());
         assert_eq!(parsed.suites(), SuiteSet::ALL);
         // Same key bytes, same identity.
         let again = Identity::from_secret_key_bytes(*id.secret_key_bytes(), &home());
