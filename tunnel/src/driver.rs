@@ -1106,9 +1106,7 @@ mod tests {
             from: SocketAddr,
             data: &mut [u8],
         ) {
-            if socket != SocketId::MAIN {
-                self.x.received(now, socket, from);
-            }
+            self.x.received(now, socket, from);
             self.ep.handle_datagram(now, from, data);
         }
         fn poll_transmit(
@@ -1116,15 +1114,7 @@ mod tests {
             now: Instant,
             buf: &mut [u8],
         ) -> Option<crate::machine::Outgoing> {
-            if let Some(o) = self.x.poll_probe(buf) {
-                return Some(o);
-            }
-            let t = self.ep.poll_transmit(now, buf)?;
-            Some(crate::machine::Outgoing {
-                socket: self.x.socket_for(t.destination),
-                destination: t.destination,
-                size: t.size,
-            })
+            self.x.poll_transmit(&mut self.ep, now, buf)
         }
         fn poll_socket_action(&mut self) -> Option<SocketAction> {
             self.x.poll_action()

@@ -113,7 +113,11 @@ impl ExtraSockets {
     }
 
     /// A datagram arrived on extra socket `socket` from `from`.
+    /// Datagrams on the main socket are no news here.
     pub fn received(&mut self, now: Instant, socket: SocketId, from: SocketAddr) {
+        if socket == SocketId::MAIN {
+            return;
+        }
         self.received += 1;
         let Some(p) = self.sockets.iter_mut().find(|p| p.id == socket) else {
             return;
@@ -137,6 +141,26 @@ impl ExtraSockets {
             self.sockets.retain(|x| x.id != old);
             self.actions.push_back(SocketAction::Close { id: old });
         }
+    }
+
+    /// The next datagram of a machine that punches for `endpoint`: due
+    /// punch datagrams first, then the endpoint's, each from the socket
+    /// its destination is pinned to.
+    pub fn poll_transmit(
+        &mut self,
+        endpoint: &mut crate::Endpoint,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<Outgoing> {
+        if let Some(o) = self.poll_probe(buf) {
+            return Some(o);
+        }
+        let t = endpoint.poll_transmit(now, buf)?;
+        Some(Outgoing {
+            socket: self.socket_for(t.destination),
+            destination: t.destination,
+            size: t.size,
+        })
     }
 
     /// The socket datagrams to `dest` leave from.

@@ -274,23 +274,13 @@ impl DatagramMachine for Node {
         from: SocketAddr,
         data: &mut [u8],
     ) {
-        if socket != SocketId::MAIN {
-            self.punch.received(now, socket, from);
-        }
+        self.punch.received(now, socket, from);
         self.endpoint.handle_datagram(now, from, data);
         self.process_endpoint(now);
     }
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
-        if let Some(o) = self.punch.poll_probe(buf) {
-            return Some(o);
-        }
-        let t = self.endpoint.poll_transmit(now, buf)?;
-        Some(Outgoing {
-            socket: self.punch.socket_for(t.destination),
-            destination: t.destination,
-            size: t.size,
-        })
+        self.punch.poll_transmit(&mut self.endpoint, now, buf)
     }
 
     fn poll_socket_action(&mut self) -> Option<SocketAction> {
