@@ -354,3 +354,91 @@ fn replayed_iikeyings_earn_cookie_changes_only_within_the_prefix_budget() {
     assert_eq!(st.rikeyings_resent - before.rikeyings_resent, 1);
     assert_eq!(net.nodes[b].ep.preauth_stats().peer.lookups, 1);
 }
+
+/// An attacker floods a member M with IHellos for a target T from
+/// thousands of spoofed prefixes; M forwards them to T as FIHellos
+/// (RFC 7016 3.5.1.5), each asking T to send an RHello to the spoofed
+/// address. T answers only within M's forwarder budget, and another node
+/// still opens a session with T through a second forwarder meanwhile
+/// (no Redirects anywhere: only the forwarded IHello can reach T).
+#[test]
+fn a_flood_of_fihellos_through_one_forwarder_is_bounded() {
+    let mut net = Net::new(64, LinkModel::default());
+    let m = net.add(config(1));
+    let i = net.add(config(2));
+    let t = net.add(config(3));
+    let a = net.add(config(4));
+    let (maddr, iaddr) = (net.nodes[m].addr, net.nodes[i].addr);
+    let (mid, iid, tid) = (
+        net.nodes[m].ep.node_id(),
+        net.nodes[i].ep.node_id(),
+        net.nodes[t].ep.node_id(),
+    );
+    for (fwd, fid) in [(maddr, mid), (iaddr, iid)] {
+        let now = net.now;
+        net.nodes[t]
+            .ep
+            .connect(now, Target::Node(fid), &[fwd])
+            .unwrap();
+        net.flush(t);
+    }
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        opened_to(n, t, mid).is_some() && opened_to(n, t, iid).is_some()
+    }));
+
+    // A valid IHello for T (a replay, or an ex-member), from a throwaway
+    // endpoint.
+    let ihello = {
+        let mut x = ringlan_tunnel::Endpoint::new(
+            net.now,
+            config(9),
+            ringlan_tunnel::Rng::from_seed([9; 32]),
+        );
+        let s = x.connect(net.now, Target::Node(tid), &[maddr]).unwrap();
+        x.ihello_datagram(s).unwrap()
+    };
+    let spoof = move |k: u64| (spoofed_source(k, mix(k)), ihello.clone());
+    let before = net.nodes[t].ep.stats().ihellos_answered;
+    let start = net.now;
+    let (_, warm) = flooded(&mut net, m, Duration::from_secs(1), spoof.clone(), |_| {
+        false
+    });
+    let now = net.now;
+    net.nodes[a]
+        .ep
+        .connect(now, Target::Node(tid), &[iaddr])
+        .unwrap();
+    net.flush(a);
+    let (opened, sent) = flooded(&mut net, m, Duration::from_secs(10), spoof, |n| {
+        opened_to(n, a, tid).is_some()
+    });
+    assert!(
+        opened,
+        "no forwarded handshake: {:?}",
+        net.nodes[t].ep.stats()
+    );
+    let elapsed = (net.now - start).as_secs_f64();
+
+    let forwarded = net.nodes[m].ep.stats().fihellos_forwarded;
+    assert!(
+        forwarded > 500,
+        "M forwarded too little to test: {forwarded} of {}",
+        warm + sent
+    );
+    // T answered M's FIHellos within M's budget (plus A's, through I).
+    let st = net.nodes[t].ep.stats();
+    let b = net.nodes[t].ep.config().limits.fihello_per_forwarder;
+    let answered = st.ihellos_answered - before;
+    let bound = b.burst + b.rate * elapsed + 8.0;
+    eprintln!("M forwarded {forwarded} FIHellos, T answered {answered} in {elapsed:.1} s");
+    assert!(
+        (answered as f64) <= bound,
+        "{answered} RHellos in {elapsed:.1} s, bound {bound}"
+    );
+    assert!(drops(&net, t, DropReason::ForwarderLimit) > forwarded / 2);
+    assert_eq!(
+        net.nodes[t].ep.preauth_stats().forwarder.entries,
+        2,
+        "one bucket per forwarder"
+    );
+}

@@ -26,6 +26,15 @@
 //!   member's IP (it cannot guess the port of the member's NAT mapping)
 //!   cannot lock that member out of new handshakes through this endpoint.
 //!   Session traffic itself (session id != 0) never comes here at all.
+//! - **Forwarded IHellos.** An FIHello (RFC 7016 3.5.1.5) arrives on an
+//!   open session but asks for an RHello to the reply address it names,
+//!   which nobody has verified: a forwarder (or whoever feeds it spoofed
+//!   IHellos) could otherwise aim our RHellos anywhere. Each FIHello first
+//!   takes a token from its forwarding peer's bucket (refused:
+//!   [`Refused::Forwarder`]), then is counted like an IHello from the reply
+//!   address: that address's startup prefix (or peer allowance) and the
+//!   global startup budget. So RHellos towards one prefix, direct and
+//!   forwarded together, stay within the prefix's startup budget.
 //!
 //! The tables are fixed-size ([`BucketTable`]): a keyed hash picks a set of
 //! [`WAYS`] slots; a miss takes an empty slot, a slot whose bucket has
@@ -42,7 +51,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::path::route_id_of;
-use crate::Rng;
+use crate::{NodeId, Rng};
 
 /// Slots per hash set: the most a lookup probes (twice, with eviction).
 pub const WAYS: usize = 4;
@@ -80,6 +89,11 @@ pub struct PreAuthLimits {
     pub prefix_slots: usize,
     /// Peer-address buckets kept.
     pub peer_slots: usize,
+    /// FIHellos answered per forwarding peer (before the startup budgets
+    /// of the reply address).
+    pub fihello_per_forwarder: Budget,
+    /// Forwarder buckets kept.
+    pub forwarder_slots: usize,
 }
 
 impl Default for PreAuthLimits {
@@ -92,6 +106,8 @@ impl Default for PreAuthLimits {
             peer_address: Budget::new(32.0, 16.0),
             prefix_slots: 4096,
             peer_slots: 1024,
+            fihello_per_forwarder: Budget::new(32.0, 16.0),
+            forwarder_slots: 256,
         }
     }
 }
@@ -111,6 +127,8 @@ pub enum Refused {
     Prefix(Kind),
     Global(Kind),
     PeerAddress,
+    /// An FIHello over its forwarding peer's budget.
+    Forwarder,
 }
 
 /// Counters of one bucket table (for tests and metrics).
@@ -134,6 +152,7 @@ pub struct PreAuthStats {
     pub stun: TableStats,
     pub startup: TableStats,
     pub peer: TableStats,
+    pub forwarder: TableStats,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -325,6 +344,7 @@ pub(super) struct PreAuthLimiter {
     stun: KindLimiter,
     startup: KindLimiter,
     peers: BucketTable<SocketAddr>,
+    forwarders: BucketTable<NodeId>,
 }
 
 impl PreAuthLimiter {
@@ -339,6 +359,7 @@ impl PreAuthLimiter {
                 rng,
             ),
             peers: BucketTable::new(l.peer_slots, l.peer_address, rng),
+            forwarders: BucketTable::new(l.forwarder_slots, l.fihello_per_forwarder, rng),
         }
     }
 
@@ -364,11 +385,30 @@ impl PreAuthLimiter {
         }
     }
 
+    /// May the endpoint answer an FIHello that `forwarder` sent, naming
+    /// `reply` as the initiator's address? `peer` says `reply` is where an
+    /// OPEN session's far end is. The forwarder's token is spent even if
+    /// the reply address's budget then refuses: a forwarder pays for what
+    /// it forwards.
+    pub(super) fn allow_forwarded(
+        &mut self,
+        now: Instant,
+        forwarder: NodeId,
+        reply: SocketAddr,
+        peer: bool,
+    ) -> Result<(), Refused> {
+        if !self.forwarders.take(now, forwarder) {
+            return Err(Refused::Forwarder);
+        }
+        self.allow(now, Kind::Startup, reply, peer)
+    }
+
     pub(super) fn stats(&self) -> PreAuthStats {
         PreAuthStats {
             stun: self.stun.prefixes.stats(),
             startup: self.startup.prefixes.stats(),
             peer: self.peers.stats(),
+            forwarder: self.forwarders.stats(),
         }
     }
 }
@@ -385,6 +425,43 @@ mod tests {
 
     fn limiter(now: Instant) -> PreAuthLimiter {
         PreAuthLimiter::new(now, &PreAuthLimits::default(), &mut Rng::from_seed([7; 32]))
+    }
+
+    #[test]
+    fn fihellos_take_the_forwarders_budget_then_the_reply_prefixs() {
+        let t = Instant::now();
+        let mut l = limiter(t);
+        let d = PreAuthLimits::default();
+        let (m, i) = (NodeId(1), NodeId(2));
+        // One forwarder, replies spread over many prefixes: its burst.
+        let ok = (0..1000u32)
+            .filter(|&k| l.allow_forwarded(t, m, v4(k << 8, 1), false).is_ok())
+            .count();
+        assert_eq!(ok, d.fihello_per_forwarder.burst as usize);
+        assert_eq!(
+            l.allow_forwarded(t, m, v4(0x0a00_0001, 1), false),
+            Err(Refused::Forwarder)
+        );
+        // Another forwarder has its own bucket, and refills at its rate.
+        assert!(l.allow_forwarded(t, i, v4(0x0a00_0001, 1), false).is_ok());
+        let later = t + Duration::from_secs(1);
+        let ok = (0..1000u32)
+            .filter(|&k| l.allow_forwarded(later, m, v4(k << 8, 1), false).is_ok())
+            .count();
+        assert_eq!(ok, d.fihello_per_forwarder.rate as usize);
+        // Forwarded and direct IHellos towards one prefix share its
+        // startup budget, whatever the forwarders.
+        let victim = 0xc633_6400;
+        let mut answered = 0;
+        for k in 0..200u32 {
+            let fwd = NodeId(1000 + u128::from(k));
+            answered += usize::from(
+                l.allow_forwarded(t, fwd, v4(victim | (k % 256), 1), false)
+                    .is_ok(),
+            );
+            answered += usize::from(l.allow(t, Kind::Startup, v4(victim, 2), false).is_ok());
+        }
+        assert_eq!(answered, d.startup_per_prefix.burst as usize);
     }
 
     #[test]

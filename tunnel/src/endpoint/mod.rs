@@ -171,6 +171,9 @@ pub enum DropReason {
     /// A STUN or startup datagram from an OPEN session's peer address over
     /// that address's own budget.
     PeerAddressLimit,
+    /// An FIHello over its forwarding peer's budget (the RHello it asks
+    /// for is not sent).
+    ForwarderLimit,
     BadCookie,
     BadCertificate,
     BadSignature,
@@ -185,7 +188,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Malformed,
         DropReason::UnknownSession,
         DropReason::NotMember,
@@ -195,6 +198,7 @@ impl DropReason {
         DropReason::StartupPrefixLimit,
         DropReason::StartupGlobalLimit,
         DropReason::PeerAddressLimit,
+        DropReason::ForwarderLimit,
         DropReason::BadCookie,
         DropReason::BadCertificate,
         DropReason::BadSignature,
@@ -217,6 +221,7 @@ impl DropReason {
             DropReason::StartupPrefixLimit => "startup_prefix_limit",
             DropReason::StartupGlobalLimit => "startup_global_limit",
             DropReason::PeerAddressLimit => "peer_address_limit",
+            DropReason::ForwarderLimit => "forwarder_limit",
             DropReason::BadCookie => "bad_cookie",
             DropReason::BadCertificate => "bad_certificate",
             DropReason::BadSignature => "bad_signature",
@@ -386,7 +391,20 @@ impl Endpoint {
     /// that no session authenticates? Counts the refusal by reason.
     fn preauth(&mut self, now: Instant, kind: Kind, from: SocketAddr) -> bool {
         let peer = self.is_peer_address(from);
-        match self.limiter.allow(now, kind, from, peer) {
+        let r = self.limiter.allow(now, kind, from, peer);
+        self.count_refusal(r)
+    }
+
+    /// May the endpoint answer an FIHello from `forwarder` that names
+    /// `reply` (limiter module doc)? Counts the refusal by reason.
+    fn preauth_forwarded(&mut self, now: Instant, forwarder: NodeId, reply: SocketAddr) -> bool {
+        let peer = self.is_peer_address(reply);
+        let r = self.limiter.allow_forwarded(now, forwarder, reply, peer);
+        self.count_refusal(r)
+    }
+
+    fn count_refusal(&mut self, r: Result<(), Refused>) -> bool {
+        match r {
             Ok(()) => true,
             Err(r) => {
                 self.drop_packet(match r {
@@ -395,6 +413,7 @@ impl Endpoint {
                     Refused::Prefix(Kind::Startup) => DropReason::StartupPrefixLimit,
                     Refused::Global(Kind::Startup) => DropReason::StartupGlobalLimit,
                     Refused::PeerAddress => DropReason::PeerAddressLimit,
+                    Refused::Forwarder => DropReason::ForwarderLimit,
                 });
                 false
             }
@@ -788,8 +807,14 @@ impl Endpoint {
         self.drain_flow_events(sid);
         for (epd, reply, tag) in out.fihellos {
             // RFC 7016 3.5.1.1.2: answer an FIHello as an IHello from the
-            // reply address. No datagram size to compare with: the FIHello
-            // came over an authenticated session, so use the minimum.
+            // reply address, within the forwarder's budget and the reply
+            // address's startup budgets (`limiter.rs`). No datagram size
+            // to compare with: the FIHello came over an authenticated
+            // session, so use the minimum.
+            let Some(forwarder) = peer else { continue };
+            if !self.preauth_forwarded(now, forwarder, reply) {
+                continue;
+            }
             self.answer_ihello(now, reply, &epd, &tag, IHELLO_MIN_DATAGRAM, false);
         }
     }
