@@ -13,8 +13,8 @@ pub mod symphony;
 pub mod wire;
 
 pub use crate::overlay::{
-    Action, Config, ConfigError, Event, FrameSend, LinkCounts, LinkKind, Neighbour, OpenAttempt,
-    Overlay, Received, RoutedCounters, Stats,
+    Action, Budget, Budgets, Config, ConfigError, Event, FrameSend, LinkCounts, LinkKind,
+    Neighbour, OpenAttempt, Overlay, Received, RoutedCounters, Stats,
 };
 pub use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig};
 pub use crate::wire::{FloodHeader, FrameHeader, Role, RoutedHeader};

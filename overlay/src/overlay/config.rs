@@ -1,6 +1,7 @@
 //! The overlay's parameters, their defaults, and what makes a configuration
 //! invalid (checked once, by [`Overlay::new`](super::Overlay::new)).
 
+use super::budget::Budgets;
 use crate::switch::{Mac, SwitchConfig};
 use crate::wire::{Role, MAX_NAME};
 use ringlan_tunnel::NodeId;
@@ -65,6 +66,9 @@ pub struct Config {
     pub on_demand_interval: Duration,
     pub on_demand_idle: Duration,
     pub switch: SwitchConfig,
+    /// Budgets on what authenticated peers can make this node do
+    /// (`docs/limits.md`).
+    pub budgets: Budgets,
 }
 
 impl Config {
@@ -94,6 +98,7 @@ impl Config {
             on_demand_interval: Duration::from_secs(10),
             on_demand_idle: Duration::from_secs(120),
             switch: SwitchConfig::default(),
+            budgets: Budgets::default(),
         }
     }
 }

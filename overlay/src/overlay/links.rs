@@ -6,7 +6,7 @@
 //!
 //! Which links the node *wants* is decided in `policy.rs`.
 
-use super::{jitter, Action, Event, Link, Overlay};
+use super::{jitter, Action, Bucket, Event, Link, Overlay};
 use crate::ring;
 use crate::wire::{LinkWant, Role, MAX_NEIGHBOURS};
 use ringlan_tunnel::NodeId;
@@ -71,6 +71,7 @@ impl Overlay {
                 announced: LinkWant::Release,
                 last_traffic: now,
                 probed: None,
+                moved: Bucket::full(now, self.cfg.budgets.moved_per_peer),
             },
         );
         let kind = self.link_kind(node);

@@ -41,6 +41,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod budget;
 mod config;
 mod datapath;
 mod links;
@@ -52,10 +53,12 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+pub use budget::{Budget, Budgets};
 pub use config::{Config, ConfigError};
 pub use datapath::{FrameSend, Received};
 pub use status::{LinkCounts, LinkKind, Neighbour, OpenAttempt, RoutedCounters, Stats};
 
+use budget::{Bucket, Buckets};
 use datapath::FloodCache;
 use policy::MAX_ATTEMPTS;
 
@@ -102,6 +105,8 @@ pub struct Overlay {
     /// Nodes whose opens failed in a row, for status (kept while retries
     /// go on, so status does not flap; cleared when a session comes up).
     failed_opens: BTreeMap<NodeId, u32>,
+    /// `ProbePath` actions per destination IP (`Budgets::probes_per_ip`).
+    probe_ips: Buckets<std::net::IpAddr>,
 }
 
 /// What the agent must do.
@@ -188,6 +193,8 @@ struct Link {
     last_traffic: Instant,
     /// The last `ProbePath` asked for this link (rate limit).
     probed: Option<(SocketAddr, Instant)>,
+    /// The peer's `Moved` reports acted on (`Budgets::moved_per_peer`).
+    moved: Bucket,
 }
 
 impl Link {
@@ -301,6 +308,7 @@ impl Overlay {
             joined: false,
             leaving: false,
             stats: Stats::default(),
+            probe_ips: Buckets::new(cfg.budgets.probes_per_ip, cfg.budgets.probe_ips),
             n_est: 1.0,
             n_drawn: 0.0,
             long: Vec::new(),
@@ -485,7 +493,7 @@ impl Overlay {
             Message::LinkRequest(want) => self.on_link_request(now, from, want),
             Message::LinkReject { kind, reason } => self.on_link_reject(now, from, kind, reason),
             Message::Ring(list) => self.on_ring(now, from, list),
-            Message::Moved { node, addr } => self.on_moved(now, node, addr),
+            Message::Moved { node, addr } => self.on_moved(now, from, node, addr),
             Message::RouteSetup(_) | Message::RouteReply(_) => {
                 // Relayed routes are the agent's (they drive the endpoint).
                 self.events.push_back(Event::Route { from, msg });

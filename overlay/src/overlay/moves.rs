@@ -70,13 +70,23 @@ impl Overlay {
         }
     }
 
-    /// A linked peer says `node` is now at `addr`: probe it if our session
-    /// runs elsewhere (another address, or a relayed route). At most one
-    /// probe per address and second, so a chatty peer cannot turn us into
-    /// a Ping source; the probe itself proves nothing until the far end
-    /// answers it (RFC 7016 3.5.4.2).
-    pub(super) fn on_moved(&mut self, now: Instant, node: NodeId, addr: SocketAddr) {
-        if node == self.cfg.node_id {
+    /// Peer `from` says `node` is now at `addr`: probe it if our session
+    /// runs elsewhere (another address, or a relayed route). A chatty or
+    /// hostile peer cannot turn us into a Ping source: at most one probe
+    /// per address and second, each peer's reports within its
+    /// `moved_per_peer` budget, and every probe within its destination
+    /// IP's `probes_per_ip` budget (`budget.rs`). The probe itself proves
+    /// nothing until the far end answers it (RFC 7016 3.5.4.2).
+    pub(super) fn on_moved(&mut self, now: Instant, from: NodeId, node: NodeId, addr: SocketAddr) {
+        if node == self.cfg.node_id || !self.links.contains_key(&node) {
+            return;
+        }
+        let moved = self.cfg.budgets.moved_per_peer;
+        let Some(sender) = self.links.get_mut(&from) else {
+            return;
+        };
+        if !sender.moved.take(now, moved, 1.0) {
+            self.stats.moves_over_budget += 1;
             return;
         }
         let Some(link) = self.links.get_mut(&node) else {
@@ -89,6 +99,10 @@ impl Overlay {
             a == addr && now.saturating_duration_since(t) < Duration::from_secs(1)
         });
         if recent {
+            return;
+        }
+        if !self.probe_ips.take(now, addr.ip().to_canonical()) {
+            self.stats.probes_over_budget += 1;
             return;
         }
         link.probed = Some((addr, now));
@@ -180,6 +194,81 @@ mod tests {
             .filter(|(_, m)| matches!(m, Message::Moved { node, .. } if *node == NodeId(100)))
             .count();
         assert_eq!(own, 3);
+    }
+
+    fn probes(acts: Vec<Action>) -> usize {
+        acts.iter()
+            .filter(|a| matches!(a, Action::ProbePath { .. }))
+            .count()
+    }
+
+    fn moved(node: u128, addr: SocketAddr) -> Vec<u8> {
+        Message::Moved {
+            node: NodeId(node),
+            addr,
+        }
+        .encode()
+        .unwrap()
+    }
+
+    /// One peer sends 1,000 `Moved` with distinct addresses (distinct IPs,
+    /// so the per-IP budget does not help): only its `moved_per_peer`
+    /// burst turns into probes, then its rate.
+    #[test]
+    fn a_peer_flooding_moved_gets_only_its_budget_of_probes() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        o.peer_up(t0, NodeId(300), Some(sa("203.0.113.3:4910")), false);
+        drain(&mut o);
+        let b = o.config().budgets.moved_per_peer;
+        let addr = |k: u32| SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + k), 4910));
+        for k in 0..1000 {
+            o.handle_control(t0, NodeId(7), &moved(300, addr(k)));
+        }
+        assert_eq!(probes(drain(&mut o)), b.burst as usize);
+        assert_eq!(o.stats().probes, b.burst as u64);
+        assert_eq!(o.stats().moves_over_budget, 1000 - b.burst as u64);
+        // Ten seconds later: the burst again at most (it refilled), not
+        // the whole flood.
+        let t1 = t0 + Duration::from_secs(10);
+        for k in 1000..2000 {
+            o.handle_control(t1, NodeId(7), &moved(300, addr(k)));
+        }
+        assert_eq!(probes(drain(&mut o)), b.burst as usize);
+        // Another peer's report is not affected by 7's flood.
+        o.peer_up(t1, NodeId(200), Some(sa("203.0.113.2:4910")), false);
+        drain(&mut o);
+        o.handle_control(t1, NodeId(200), &moved(300, sa("192.0.2.1:4910")));
+        assert_eq!(probes(drain(&mut o)), 1);
+    }
+
+    /// Many peers each report a linked node at another port of one victim
+    /// IP: the victim gets at most its `probes_per_ip` budget of probes.
+    #[test]
+    fn probes_to_one_ip_stay_within_its_budget_whoever_asks() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        for p in 1..=50u128 {
+            let a = SocketAddr::from(([203, 0, 113, p as u8], 4910));
+            o.peer_up(t0, NodeId(1000 + p), Some(a), false);
+        }
+        o.peer_up(t0, NodeId(300), Some(sa("198.51.100.3:4910")), false);
+        drain(&mut o);
+        let b = o.config().budgets.probes_per_ip;
+        for p in 1..=50u128 {
+            for port in 0..20u16 {
+                let victim = SocketAddr::from(([192, 0, 2, 9], 1000 + port * 50 + p as u16));
+                o.handle_control(t0, NodeId(1000 + p), &moved(300, victim));
+            }
+        }
+        assert_eq!(probes(drain(&mut o)), b.burst as usize);
+        assert!(o.stats().probes_over_budget > 0);
+        let t1 = t0 + Duration::from_secs(1);
+        o.handle_control(t1, NodeId(1001), &moved(300, sa("192.0.2.9:7")));
+        assert_eq!(probes(drain(&mut o)), 1, "refilled at its rate");
     }
 
     #[test]

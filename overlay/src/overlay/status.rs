@@ -104,6 +104,11 @@ pub struct Stats {
     pub moves_announced: u64,
     /// `ProbePath` actions asked for after a peer's `Moved`.
     pub probes: u64,
+    /// `Moved` reports ignored: over the sender's `moved_per_peer` budget.
+    pub moves_over_budget: u64,
+    /// Probes not asked for: over the destination IP's `probes_per_ip`
+    /// budget (or no room to track the IP).
+    pub probes_over_budget: u64,
     pub switch: SwitchCounters,
 }
 
