@@ -11,26 +11,16 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-/// A token bucket's size: up to `burst` at once, refilled at `rate` per
-/// second.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Budget {
-    pub burst: f64,
-    pub rate: f64,
-}
+/// A token bucket's size (`burst` at once, `rate` per second): the same
+/// type as the transport's pre-authentication budgets.
+pub use ringlan_tunnel::Budget;
 
-impl Budget {
-    pub const fn new(burst: f64, rate: f64) -> Budget {
-        Budget { burst, rate }
-    }
-
-    /// How long an empty bucket takes to fill again.
-    fn refill_time(&self) -> Duration {
-        if self.rate > 0.0 {
-            Duration::from_secs_f64(self.burst / self.rate)
-        } else {
-            Duration::MAX
-        }
+/// How long an empty bucket of budget `b` takes to fill again.
+fn refill_time(b: Budget) -> Duration {
+    if b.rate > 0.0 {
+        Duration::from_secs_f64(b.burst / b.rate)
+    } else {
+        Duration::MAX
     }
 }
 
@@ -44,6 +34,12 @@ pub struct Budgets {
     /// Destination IPs tracked for `probes_per_ip`; a new IP beyond this
     /// (with every tracked IP's bucket still refilling) is not probed.
     pub probe_ips: usize,
+    /// Member records (`Ring`, `Members`, `MemberJoined`, `LookupReply`)
+    /// accepted per sending link.
+    pub gossip_per_peer: Budget,
+    /// Members known only from gossip (no link to them) kept at once;
+    /// gossip naming a new member beyond this is dropped.
+    pub unverified_members: usize,
 }
 
 impl Default for Budgets {
@@ -52,6 +48,8 @@ impl Default for Budgets {
             moved_per_peer: Budget::new(16.0, 2.0),
             probes_per_ip: Budget::new(4.0, 1.0),
             probe_ips: 1024,
+            gossip_per_peer: Budget::new(256.0, 32.0),
+            unverified_members: 1024,
         }
     }
 }
@@ -111,7 +109,7 @@ impl<K: Copy + Eq + Hash> Buckets<K> {
         if !self.map.contains_key(&k) && self.map.len() >= self.cap {
             // Amortized: a sweep frees every full bucket, and only runs
             // when the table is full.
-            let full = b.refill_time();
+            let full = refill_time(b);
             self.map
                 .retain(|_, x| now.saturating_duration_since(x.last) < full);
             if self.map.len() >= self.cap {

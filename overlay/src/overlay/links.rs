@@ -72,6 +72,7 @@ impl Overlay {
                 last_traffic: now,
                 probed: None,
                 moved: Bucket::full(now, self.cfg.budgets.moved_per_peer),
+                gossip: Bucket::full(now, self.cfg.budgets.gossip_per_peer),
             },
         );
         let kind = self.link_kind(node);

@@ -135,6 +135,7 @@ impl Overlay {
                         sent: now,
                     },
                     nonce,
+                    None,
                     members,
                 );
                 None
@@ -177,7 +178,7 @@ impl Overlay {
         }
     }
 
-    pub(super) fn on_lookup_reply(&mut self, now: Instant, _from: NodeId, mut r: LookupReply) {
+    pub(super) fn on_lookup_reply(&mut self, now: Instant, from: NodeId, mut r: LookupReply) {
         let me = self.cfg.node_id;
         if r.path.last() != Some(&me) {
             self.stats.bad_control += 1;
@@ -194,17 +195,19 @@ impl Overlay {
         }
         if let Some(p) = self.lookups.remove(&r.nonce) {
             if p.target == r.target {
-                self.lookup_done(now, p, r.nonce, r.members);
+                self.lookup_done(now, p, r.nonce, Some(from), r.members);
             }
         }
     }
 
-    /// A lookup of ours was answered with `members` (nearest the target).
+    /// A lookup of ours was answered with `members` (nearest the target),
+    /// delivered by link `from` (`None`: answered from our own table).
     pub(super) fn lookup_done(
         &mut self,
         now: Instant,
         p: PendingLookup,
         nonce: u64,
+        from: Option<NodeId>,
         members: Vec<Member>,
     ) {
         let ring_ids: Vec<NodeId> = members
@@ -212,8 +215,15 @@ impl Overlay {
             .filter(|m| m.has_tap)
             .map(|m| m.node_id)
             .collect();
-        for m in members {
-            self.learn(now, m);
+        match from {
+            // Delivered by a link: gossip, within that link's budgets.
+            Some(from) => self.learn_gossip(now, from, members),
+            // Answered from our own member table.
+            None => {
+                for m in members {
+                    self.learn(now, m);
+                }
+            }
         }
         match p.purpose {
             Purpose::Join => {

@@ -96,6 +96,46 @@ impl Overlay {
         }
     }
 
+    /// Member records that link `from` gossiped (`Ring`, `Members`,
+    /// `MemberJoined`, or a `LookupReply` it delivered): ids and addresses
+    /// a member chose, which the link policy may open sessions to. Each
+    /// record takes a token from the link's `gossip_per_peer` budget, and
+    /// a new member is kept only while fewer than `unverified_members` are
+    /// known without a link (`budget.rs`, `docs/limits.md`). Records over
+    /// either bound are dropped and counted.
+    pub(super) fn learn_gossip(&mut self, now: Instant, from: NodeId, list: Vec<Member>) {
+        let budget = self.cfg.budgets.gossip_per_peer;
+        let cap = self.cfg.budgets.unverified_members;
+        let links = &self.links;
+        let mut unverified = self
+            .members
+            .keys()
+            .filter(|id| !links.contains_key(id))
+            .count();
+        for m in list {
+            if m.node_id == self.cfg.node_id {
+                continue;
+            }
+            let Some(link) = self.links.get_mut(&from) else {
+                return;
+            };
+            if !link.gossip.take(now, budget, 1.0) {
+                self.stats.gossip_over_budget += 1;
+                continue;
+            }
+            let id = m.node_id;
+            let new = !self.members.contains_key(&id) && !self.links.contains_key(&id);
+            if new && unverified >= cap {
+                self.stats.gossip_over_cap += 1;
+                continue;
+            }
+            self.learn(now, m);
+            if new && self.members.contains_key(&id) {
+                unverified += 1;
+            }
+        }
+    }
+
     pub(super) fn remove_member(&mut self, id: NodeId) {
         if self.members.remove(&id).is_some() {
             self.events.push_back(Event::MemberLeft { node: id });
@@ -116,9 +156,7 @@ impl Overlay {
     /// inside the arc it reports, but that it does not list, are gone.
     pub(super) fn on_ring(&mut self, now: Instant, from: NodeId, list: Vec<Member>) {
         let ids: Vec<NodeId> = list.iter().map(|m| m.node_id).collect();
-        for m in list {
-            self.learn(now, m);
-        }
+        self.learn_gossip(now, from, list);
         let half = 1u128 << 127;
         let far_s = ids
             .iter()
@@ -299,7 +337,108 @@ pub(super) fn nearest_members(
 mod tests {
     use super::*;
     use crate::overlay::tests::{node, tap_hello};
+    use crate::wire::Role;
     use std::net::SocketAddr;
+    use std::time::Duration;
+
+    fn member(id: u128) -> Member {
+        Member {
+            node_id: NodeId(id),
+            name: format!("g{id}"),
+            role: Role::Node,
+            has_tap: true,
+            addrs: vec![TaggedAddr {
+                origin: AddrOrigin::Reflexive,
+                addr: SocketAddr::from(([192, 0, 2, id as u8], 4910)),
+            }],
+        }
+    }
+
+    fn joined(o: &mut Overlay) -> usize {
+        std::iter::from_fn(|| o.poll_event())
+            .filter(|e| matches!(e, Event::MemberJoined { .. }))
+            .count()
+    }
+
+    /// A peer gossiping 1,280 fresh member records at once (ten full
+    /// `Members` messages) gets only its `gossip_per_peer` burst accepted,
+    /// then its rate; `Ring` and `LookupReply` take from the same bucket;
+    /// another peer's gossip is unaffected.
+    #[test]
+    fn gossip_is_accepted_within_each_peers_budget() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        o.peer_up(t0, NodeId(8), Some(sa("198.51.100.8:4910")), false);
+        std::iter::from_fn(|| o.poll_event()).for_each(drop);
+        let b = o.config().budgets.gossip_per_peer;
+        let mut next = 1000u128;
+        let mut batch = |n: usize| -> Vec<Member> {
+            (0..n)
+                .map(|_| {
+                    next += 1;
+                    member(next)
+                })
+                .collect()
+        };
+        for _ in 0..10 {
+            let msg = Message::Members(batch(128)).encode().unwrap();
+            o.handle_control(t0, NodeId(7), &msg);
+        }
+        assert_eq!(joined(&mut o), b.burst as usize);
+        assert_eq!(o.stats().gossip_over_budget, 1280 - b.burst as u64);
+        // Empty bucket: a Ring from the same peer is dropped too.
+        let ring = Message::Ring(batch(4)).encode().unwrap();
+        o.handle_control(t0, NodeId(7), &ring);
+        assert_eq!(joined(&mut o), 0);
+        // One second later: the rate's worth.
+        let t1 = t0 + Duration::from_secs(1);
+        let msg = Message::Members(batch(128)).encode().unwrap();
+        o.handle_control(t1, NodeId(7), &msg);
+        assert_eq!(joined(&mut o), b.rate as usize);
+        // Another link has its own budget.
+        let msg = Message::Members(batch(8)).encode().unwrap();
+        o.handle_control(t1, NodeId(8), &msg);
+        assert_eq!(joined(&mut o), 8);
+    }
+
+    /// However many peers gossip, at most `unverified_members` members
+    /// without a link are kept at once; linked peers never count.
+    #[test]
+    fn members_known_only_from_gossip_are_capped() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        o.cfg.budgets.unverified_members = 20;
+        for p in 1..=5u128 {
+            let a = SocketAddr::from(([198, 51, 100, p as u8], 4910));
+            o.peer_up(t0, NodeId(p), Some(a), p == 1);
+            o.handle_control(t0, NodeId(p), &tap_hello(p, &[], false));
+        }
+        std::iter::from_fn(|| o.poll_event()).for_each(drop);
+        for p in 1..=5u128 {
+            let list = (0..10).map(|k| member(1000 + 100 * p + k)).collect();
+            o.handle_control(t0, NodeId(p), &Message::Members(list).encode().unwrap());
+            let unverified = o
+                .members
+                .keys()
+                .filter(|id| !o.links.contains_key(id))
+                .count();
+            assert!(unverified <= 20, "{unverified} unverified members");
+        }
+        assert!(o.stats().gossip_over_cap >= 30, "{:?}", o.stats());
+        assert_eq!(o.stats().gossip_over_budget, 0);
+        // An update of a known member is not a new member: still accepted.
+        let known = *o
+            .members
+            .keys()
+            .find(|id| !o.links.contains_key(id))
+            .expect("some gossiped member kept");
+        let mut m = member(known.0);
+        m.name = "renamed".into();
+        o.handle_control(t0, NodeId(2), &Message::Members(vec![m]).encode().unwrap());
+        assert_eq!(o.members[&known].info.name, "renamed");
+    }
 
     #[test]
     fn a_relayed_link_never_records_its_path_as_a_member_address() {

@@ -195,6 +195,8 @@ struct Link {
     probed: Option<(SocketAddr, Instant)>,
     /// The peer's `Moved` reports acted on (`Budgets::moved_per_peer`).
     moved: Bucket,
+    /// Member records accepted from the peer (`Budgets::gossip_per_peer`).
+    gossip: Bucket,
 }
 
 impl Link {
@@ -462,12 +464,10 @@ impl Overlay {
         match msg {
             Message::Hello(h) => self.on_hello(now, from, h),
             Message::Members(list) => {
-                for m in list {
-                    self.learn(now, m);
-                }
+                self.learn_gossip(now, from, list);
             }
             Message::MemberJoined(m) => {
-                self.learn(now, m);
+                self.learn_gossip(now, from, vec![m]);
             }
             Message::MemberLeft(id) => {
                 if !self.links.contains_key(&id) {

@@ -109,6 +109,12 @@ pub struct Stats {
     /// Probes not asked for: over the destination IP's `probes_per_ip`
     /// budget (or no room to track the IP).
     pub probes_over_budget: u64,
+    /// Gossiped member records dropped: over the sending link's
+    /// `gossip_per_peer` budget.
+    pub gossip_over_budget: u64,
+    /// Gossiped new members dropped: `unverified_members` already known
+    /// without a link.
+    pub gossip_over_cap: u64,
     pub switch: SwitchCounters,
 }
 
