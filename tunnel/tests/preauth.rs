@@ -109,6 +109,15 @@ fn mix(x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A valid IHello for `node` sent to `to` (sealed with the Default
+/// Session Key), from a throwaway endpoint.
+fn ihello_for(net: &Net, node: NodeId, to: SocketAddr) -> Vec<u8> {
+    let mut x =
+        ringlan_tunnel::Endpoint::new(net.now, config(9), ringlan_tunnel::Rng::from_seed([9; 32]));
+    let s = x.connect(net.now, Target::Node(node), &[to]).unwrap();
+    x.ihello_datagram(s).unwrap()
+}
+
 fn drops(net: &Net, i: usize, r: DropReason) -> u64 {
     net.nodes[i].ep.stats().drops.get(&r).copied().unwrap_or(0)
 }
@@ -193,16 +202,8 @@ fn spoofed_ihellos_from_a_members_ip_do_not_lock_the_member_out() {
         .unwrap();
 
     // A valid IHello for the introducer (sealed with the Default Session
-    // Key: a replay, or an ex-member), from a throwaway endpoint.
-    let ihello = {
-        let mut x = ringlan_tunnel::Endpoint::new(
-            net.now,
-            config(9),
-            ringlan_tunnel::Rng::from_seed([9; 32]),
-        );
-        let s = x.connect(net.now, Target::Node(iid), &[iaddr]).unwrap();
-        x.ihello_datagram(s).unwrap()
-    };
+    // Key: a replay, or an ex-member).
+    let ihello = ihello_for(&net, iid, iaddr);
     let member_ip = old.ip();
     let spoof = move |k: u64| {
         let port = if k.is_multiple_of(4) {
@@ -386,17 +387,8 @@ fn a_flood_of_fihellos_through_one_forwarder_is_bounded() {
         opened_to(n, t, mid).is_some() && opened_to(n, t, iid).is_some()
     }));
 
-    // A valid IHello for T (a replay, or an ex-member), from a throwaway
-    // endpoint.
-    let ihello = {
-        let mut x = ringlan_tunnel::Endpoint::new(
-            net.now,
-            config(9),
-            ringlan_tunnel::Rng::from_seed([9; 32]),
-        );
-        let s = x.connect(net.now, Target::Node(tid), &[maddr]).unwrap();
-        x.ihello_datagram(s).unwrap()
-    };
+    // A valid IHello for T (a replay, or an ex-member).
+    let ihello = ihello_for(&net, tid, maddr);
     let spoof = move |k: u64| (spoofed_source(k, mix(k)), ihello.clone());
     let before = net.nodes[t].ep.stats().ihellos_answered;
     let start = net.now;
