@@ -169,6 +169,11 @@ impl Node {
                 d.insert(format!("udp_{}", reason.as_str()), *n);
             }
         }
+        for (reason, n) in overlay_drops(&self.overlay.stats()) {
+            if n > 0 {
+                d.insert(reason.to_string(), n);
+            }
+        }
         d
     }
 
@@ -246,5 +251,37 @@ impl Node {
                 .collect(),
             forwarded: self.overlay.stats().routed_forwarded,
         }
+    }
+}
+
+/// What the overlay refused from members over its budgets
+/// (docs/limits.md "Budgets after authentication"), as node-wide drops.
+fn overlay_drops(s: &overlay::Stats) -> [(&'static str, u64); 4] {
+    [
+        ("overlay_moved_over_budget", s.moves_over_budget),
+        ("overlay_probes_over_budget", s.probes_over_budget),
+        ("overlay_gossip_over_budget", s.gossip_over_budget),
+        ("overlay_gossip_over_cap", s.gossip_over_cap),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_budget_refusals_are_named_drops() {
+        let s = overlay::Stats {
+            moves_over_budget: 1,
+            probes_over_budget: 2,
+            gossip_over_budget: 3,
+            gossip_over_cap: 4,
+            ..Default::default()
+        };
+        let d: BTreeMap<&str, u64> = overlay_drops(&s).into_iter().collect();
+        assert_eq!(d["overlay_moved_over_budget"], 1);
+        assert_eq!(d["overlay_probes_over_budget"], 2);
+        assert_eq!(d["overlay_gossip_over_budget"], 3);
+        assert_eq!(d["overlay_gossip_over_cap"], 4);
     }
 }
