@@ -500,9 +500,11 @@ impl<M: DatagramMachine> Driver<M> {
     }
 
     /// Flush, then wait for one wake-up of the sockets or the machine's
-    /// timer and handle it (datagrams read and fed, timers run, output
-    /// collected). Cancel-safe: no input is lost if the future is dropped
-    /// (a receive batch is handled completely before any await).
+    /// timer and handle it (datagrams read and fed, timers run). What a
+    /// timer or a command produces leaves with the caller's next
+    /// [`Driver::flush`] or `wait`. Cancel-safe: no input is lost if the
+    /// future is dropped (a receive batch is handled completely before
+    /// any await).
     pub async fn wait(&mut self) {
         self.flush();
         let deadline = self.machine.poll_timeout();
@@ -543,7 +545,6 @@ impl<M: DatagramMachine> Driver<M> {
             Wake::Writable => {}
             Wake::ExtraReadable(i) => self.receive_extra(i),
         }
-        self.flush();
     }
 }
 
