@@ -152,7 +152,7 @@ fn read_ca_key(path: &Path) -> anyhow::Result<SigningKey> {
 
 /// Writes a public file (0644): a new file unless `replace`; a replaced
 /// file is written beside it and renamed over it.
-fn write_public(path: &Path, text: &str, replace: bool) -> anyhow::Result<()> {
+pub(crate) fn write_public(path: &Path, text: &str, replace: bool) -> anyhow::Result<()> {
     let ctx = || path.display().to_string();
     if !replace {
         let mut f = OpenOptions::new()
@@ -355,6 +355,12 @@ pub fn revoke(
     let list = body
         .sign(&ca)
         .map_err(|e| anyhow!("{}: {e}", out.display()))?;
+    write_public(out, &list_text(&list), true)?;
+    Ok(list)
+}
+
+/// The armoured text of a revocation list, with a summary line.
+pub fn list_text(list: &RevocationList) -> String {
     let summary = format!(
         "revocation list of network {}, version {}, {} revoked, issued {}",
         list.body().network,
@@ -362,12 +368,7 @@ pub fn revoke(
         list.body().revoked.len(),
         format_utc(list.body().issued_at)
     );
-    write_public(
-        out,
-        &armor::encode(Kind::RevocationList, list.as_bytes(), &[summary]),
-        true,
-    )?;
-    Ok(list)
+    armor::encode(Kind::RevocationList, list.as_bytes(), &[summary])
 }
 
 /// A decoded armoured file.
@@ -395,7 +396,8 @@ pub fn read_object(path: &Path) -> anyhow::Result<Object> {
     }
 }
 
-fn read_cert(path: &Path) -> anyhow::Result<NodeCert> {
+/// Reads a certificate file.
+pub fn read_cert(path: &Path) -> anyhow::Result<NodeCert> {
     match read_object(path)? {
         Object::Cert(c) => Ok(c),
         Object::List(_) => bail!(
@@ -405,7 +407,8 @@ fn read_cert(path: &Path) -> anyhow::Result<NodeCert> {
     }
 }
 
-fn read_list(path: &Path) -> anyhow::Result<RevocationList> {
+/// Reads a revocation list file.
+pub fn read_list(path: &Path) -> anyhow::Result<RevocationList> {
     match read_object(path)? {
         Object::List(l) => Ok(l),
         Object::Cert(_) => bail!(

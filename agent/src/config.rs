@@ -10,7 +10,9 @@
 //!    no DNS lookup is made.
 //! 2. [`Config::check_files`]: the network secret file exists, is private
 //!    (no group/other permission bits) and well formed; an existing key file
-//!    is private and well formed.
+//!    is private and well formed; with `network.ca`, the CA key and the
+//!    node's certificate are read and checked against each other, the
+//!    network and the node's key ([`Config::membership`]).
 //!
 //! Every error names `file:line:column`, the key path and what was expected,
 //! e.g. `/etc/ringlan/home.yaml:7:9: interface.mtu: 70000 is out of range,
@@ -26,7 +28,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use ringlan_node::membership::{hex, CaKey, MacPolicy, NodeCert, Rejected};
+use ringlan_tunnel::crypto::NetworkName;
+
+use crate::credentials;
 use crate::identity::{self, IdentityError};
+use crate::tap::{derive_mac, format_mac};
 
 /// Default UDP port of the RTMFP endpoint.
 pub const DEFAULT_PORT: u16 = 4910;
@@ -289,22 +296,39 @@ pub struct Config {
     pub control: ControlConfig,
     pub metrics: Option<MetricsConfig>,
     pub log: LogConfig,
-    /// Where `network.secret_file` and `node.key_file` sit in the file, for
-    /// the errors of [`Config::check_files`].
-    secret_at: (u32, u32),
-    key_at: (u32, u32),
+    /// Where the values [`Config::check_files`] and [`Config::membership`]
+    /// check against files sit in the config, for their errors.
+    at: FileChecks,
+}
+
+/// Positions (line, column; 0 when the key is absent) of the values checked
+/// in step 2.
+#[derive(Debug, Clone, Copy, Default)]
+struct FileChecks {
+    secret: (u32, u32),
+    key: (u32, u32),
+    ca: (u32, u32),
+    certificate: (u32, u32),
+    mac: (u32, u32),
+    bridge: (u32, u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {
     pub name: String,
     pub secret_file: PathBuf,
+    /// `network.ca`: the file with the network CA's public key. Set, only
+    /// nodes with a certificate from this CA are admitted.
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
     pub name: String,
     pub key_file: PathBuf,
+    /// `node.certificate_file`: this node's certificate (required with
+    /// `network.ca`, unused without).
+    pub certificate_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,6 +337,10 @@ pub struct InterfaceConfig {
     pub mtu: u16,
     pub mac: MacSetting,
     pub addresses: Vec<IpCidr>,
+    /// `interface.bridge`: the TAP is bridged to a site, so frames may carry
+    /// source MACs other than the TAP's (with a CA, only when the
+    /// certificate allows any MAC).
+    pub bridge: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -426,6 +454,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 struct RawNetwork {
     name: S<String>,
     secret_file: S<String>,
+    #[serde(default)]
+    ca: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -435,6 +465,8 @@ struct RawNode {
     name: Option<S<String>>,
     #[serde(default)]
     key_file: Option<S<String>>,
+    #[serde(default)]
+    certificate_file: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -447,6 +479,8 @@ struct RawInterface {
     mac: Option<S<String>>,
     #[serde(default)]
     addresses: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    bridge: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -634,11 +668,21 @@ impl Config {
         check_network_name(&net.name.value)
             .map_err(|m| cx.err(&net.name.referenced, "network.name", m))?;
         let secret_file = check_path(cx, &net.secret_file, "network.secret_file")?;
+        let ca = net
+            .ca
+            .as_ref()
+            .map(|v| check_path(cx, v, "network.ca"))
+            .transpose()?;
         let network = NetworkConfig {
             name: net.name.value.clone(),
             secret_file,
+            ca,
         };
-        let secret_at = loc(&net.secret_file.referenced);
+        let mut at = FileChecks {
+            secret: loc(&net.secret_file.referenced),
+            ca: net.ca.as_ref().map_or((0, 0), |v| loc(&v.referenced)),
+            ..FileChecks::default()
+        };
 
         // node
         let raw_node = raw.node.as_ref().map(|n| &n.value);
@@ -666,14 +710,33 @@ impl Config {
                 h
             }
         };
-        let (key_file, key_at) = match raw_node.and_then(|n| n.key_file.as_ref()) {
-            Some(v) => (check_path(cx, v, "node.key_file")?, loc(&v.referenced)),
-            None => (
-                PathBuf::from(format!("/var/lib/ringlan/{}.key", network.name)),
-                (0, 0),
-            ),
+        let key_file = match raw_node.and_then(|n| n.key_file.as_ref()) {
+            Some(v) => {
+                at.key = loc(&v.referenced);
+                check_path(cx, v, "node.key_file")?
+            }
+            None => PathBuf::from(format!("/var/lib/ringlan/{}.key", network.name)),
         };
-        let node = NodeConfig { name, key_file };
+        let certificate_file = match raw_node.and_then(|n| n.certificate_file.as_ref()) {
+            Some(v) => {
+                at.certificate = loc(&v.referenced);
+                Some(check_path(cx, v, "node.certificate_file")?)
+            }
+            None => None,
+        };
+        if let (Some(ca), None) = (&net.ca, &certificate_file) {
+            return Err(cx.err(
+                &ca.referenced,
+                "network.ca",
+                "set, but node.certificate_file is not: with a CA every node needs a \
+                 certificate (`ringlan ca sign`)",
+            ));
+        }
+        let node = NodeConfig {
+            name,
+            key_file,
+            certificate_file,
+        };
 
         // interface
         let i = &raw.interface.value;
@@ -693,6 +756,9 @@ impl Config {
             }
             None => DEFAULT_MTU,
         };
+        if let Some(v) = &i.mac {
+            at.mac = loc(&v.referenced);
+        }
         let mac = match &i.mac {
             None => MacSetting::Auto,
             Some(v) if v.value == "auto" => MacSetting::Auto,
@@ -711,11 +777,15 @@ impl Config {
                 );
             }
         }
+        if let Some(v) = &i.bridge {
+            at.bridge = loc(&v.referenced);
+        }
         let interface = InterfaceConfig {
             name: i.name.value.clone(),
             mtu,
             mac,
             addresses,
+            bridge: i.bridge.as_ref().is_some_and(|v| v.value),
         };
 
         // listen
@@ -933,30 +1003,150 @@ impl Config {
             control,
             metrics,
             log: LogConfig { level },
-            secret_at,
-            key_at,
+            at,
         })
     }
 
-    /// Step 2: the secret file must exist, be private and hold a secret; a
-    /// key file, if it already exists, must be private and hold a key (a
-    /// missing key file is created by `ringlan up`).
-    pub fn check_files(&self) -> Result<(), ConfigError> {
-        let err = |at: (u32, u32), key: &str, e: IdentityError| ConfigError {
+    /// An error at `at` (line, column) about `key`.
+    fn err_at(&self, at: (u32, u32), key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
             file: self.file.clone(),
             line: at.0,
             column: at.1,
             key: Some(key.to_string()),
-            message: e.to_string(),
-        };
+            message: message.into(),
+        }
+    }
+
+    /// Step 2: the secret file must exist, be private and hold a secret; a
+    /// key file, if it already exists, must be private and hold a key (a
+    /// missing key file is created by `ringlan up`); with `network.ca`, what
+    /// [`Config::membership`] checks.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
         identity::read_secret(&self.network.secret_file)
-            .map_err(|e| err(self.secret_at, "network.secret_file", e))?;
+            .map_err(|e| self.err_at(self.at.secret, "network.secret_file", e.to_string()))?;
         if self.node.key_file.exists() {
             identity::read_key(&self.node.key_file)
-                .map_err(|e| err(self.key_at, "node.key_file", e))?;
+                .map_err(|e| self.err_at(self.at.key, "node.key_file", e.to_string()))?;
         }
+        self.membership()?;
         Ok(())
     }
+
+    /// With `network.ca`: the CA key and this node's certificate, checked
+    /// against each other and this config. The certificate must be signed
+    /// by the CA for this network and name this node's key (so the key file
+    /// must exist: a key made at first start has no certificate); a fixed
+    /// `interface.mac` or `interface.bridge: true` needs a certificate that
+    /// allows any MAC (`ringlan ca sign --bridge`). The validity period is
+    /// not checked here: an expired certificate is a warning (members
+    /// refuse the node, which still starts and says why).
+    ///
+    /// `None` without `network.ca` (membership by the shared secret only).
+    pub fn membership(&self) -> Result<Option<Membership>, ConfigError> {
+        let Some(ca_file) = &self.network.ca else {
+            return Ok(None);
+        };
+        let ca = credentials::read_ca_key(ca_file)
+            .map_err(|m| self.err_at(self.at.ca, "network.ca", m))?;
+        // Step 1 made sure a certificate file is set along with the CA.
+        let cert_file = self.node.certificate_file.as_ref().ok_or_else(|| {
+            self.err_at(
+                self.at.ca,
+                "network.ca",
+                "set, but node.certificate_file is not",
+            )
+        })?;
+        let cert_err = |m: String| self.err_at(self.at.certificate, "node.certificate_file", m);
+        let certificate = credentials::read_certificate(cert_file).map_err(cert_err)?;
+        let network = NetworkName::new(&self.network.name)
+            .map_err(|e| self.err_at((0, 0), "network.name", e.to_string()))?;
+        certificate.check_origin(&ca, &network).map_err(|e| {
+            cert_err(match e {
+                Rejected::WrongIssuer(other) => format!(
+                    "{}: signed by another CA ({}), not the one in network.ca ({})",
+                    cert_file.display(),
+                    hex(&other.0),
+                    hex(&ca.0)
+                ),
+                Rejected::WrongNetwork(other) => format!(
+                    "{}: for network `{other}`, not `{network}`",
+                    cert_file.display()
+                ),
+                e => format!("{}: refused: {e}", cert_file.display()),
+            })
+        })?;
+        let key = match identity::read_key(&self.node.key_file) {
+            Ok(k) => k,
+            Err(IdentityError::Missing { .. }) => {
+                return Err(self.err_at(
+                    self.at.key,
+                    "node.key_file",
+                    format!(
+                        "{}: file does not exist; with network.ca the certificate names                          the node's key, so make the key first (`ringlan keygen -o {}`)                          and have the CA sign its public key",
+                        self.node.key_file.display(),
+                        self.node.key_file.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(self.err_at(self.at.key, "node.key_file", e.to_string())),
+        };
+        let ours = key.public_key();
+        if certificate.body().node_key != ours {
+            return Err(cert_err(format!(
+                "{}: certifies key {}, but node.key_file holds key {}",
+                cert_file.display(),
+                hex(&certificate.body().node_key),
+                hex(&ours)
+            )));
+        }
+        if certificate.body().mac == MacPolicy::Auto {
+            let bridge_cert = "have the CA sign a bridge certificate (`ringlan ca sign --bridge`)";
+            if let MacSetting::Fixed(_) = self.interface.mac {
+                return Err(self.err_at(
+                    self.at.mac,
+                    "interface.mac",
+                    format!(
+                        "a fixed MAC, but certificate {} allows only the auto MAC \
+                         {}: set `mac: auto`, or {bridge_cert}",
+                        cert_file.display(),
+                        format_mac(&derive_mac(&ours))
+                    ),
+                ));
+            }
+            if self.interface.bridge {
+                return Err(self.err_at(
+                    self.at.bridge,
+                    "interface.bridge",
+                    format!(
+                        "true, but certificate {} allows only this node's own MAC: \
+                         {bridge_cert}",
+                        cert_file.display()
+                    ),
+                ));
+            }
+        }
+        Ok(Some(Membership {
+            ca,
+            certificate,
+            network,
+        }))
+    }
+
+    /// Where this node keeps the newest revocation list (beside its key).
+    pub fn revocations_path(&self) -> PathBuf {
+        credentials::revocations_path(&self.node.key_file, &self.network.name)
+    }
+}
+
+/// The membership a config sets up with `network.ca` ([`Config::membership`]).
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub ca: CaKey,
+    /// This node's certificate: signed by `ca` for `network`, naming the
+    /// node's key (its validity period is not checked).
+    pub certificate: NodeCert,
+    pub network: NetworkName,
 }
 
 fn loc(l: &Location) -> (u32, u32) {
@@ -1206,6 +1396,199 @@ role: introducer
     fn missing_required_key_is_an_error() {
         let e = err("interface: {name: rl-x}\nrole: introducer\n");
         assert!(e.contains("network"), "{e}");
+    }
+
+    #[test]
+    fn membership_keys_parse() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.network.ca, None);
+        assert_eq!(c.node.certificate_file, None);
+        assert!(!c.interface.bridge);
+        assert!(c.membership().unwrap().is_none(), "no CA, no files read");
+        let t = GOOD
+            .replace(
+                "  secret_file: /etc/ringlan/home.secret\n",
+                "  secret_file: /etc/ringlan/home.secret\n  ca: /etc/ringlan/home-ca.pub\n",
+            )
+            .replace(
+                "  key_file: /var/lib/ringlan/home.key\n",
+                "  key_file: /var/lib/ringlan/home.key\n  certificate_file: /etc/ringlan/laptop.cert\n",
+            )
+            .replace("  mac: auto\n", "  mac: auto\n  bridge: true\n");
+        let c = parse(&t).unwrap();
+        assert_eq!(
+            c.network.ca.as_deref(),
+            Some(Path::new("/etc/ringlan/home-ca.pub"))
+        );
+        assert_eq!(
+            c.node.certificate_file.as_deref(),
+            Some(Path::new("/etc/ringlan/laptop.cert"))
+        );
+        assert!(c.interface.bridge);
+        assert_eq!(
+            c.revocations_path(),
+            Path::new("/var/lib/ringlan/home.revocations")
+        );
+
+        // A CA without a certificate; relative paths; a bridge that is not a bool.
+        let no_cert = t.replace("  certificate_file: /etc/ringlan/laptop.cert\n", "");
+        assert_eq!(
+            err(&no_cert),
+            "/etc/ringlan/home.yaml:4:7: network.ca: set, but node.certificate_file is not: \
+             with a CA every node needs a certificate (`ringlan ca sign`)"
+        );
+        let e = err(&t.replace("ca: /etc/ringlan/home-ca.pub", "ca: home-ca.pub"));
+        assert!(
+            e.starts_with(
+                "/etc/ringlan/home.yaml:4:7: network.ca: `home-ca.pub` is not an absolute path"
+            ),
+            "{e}"
+        );
+        let e = err(&t.replace("certificate_file: /etc", "certificate_file: etc"));
+        assert!(
+            e.starts_with("/etc/ringlan/home.yaml:8:21: node.certificate_file: "),
+            "{e}"
+        );
+        let e = err(&t.replace("bridge: true", "bridge: sometimes"));
+        assert!(e.starts_with("/etc/ringlan/home.yaml:13:11: "), "{e}");
+        // A certificate without a CA is allowed (unused).
+        let c = parse(&t.replace("  ca: /etc/ringlan/home-ca.pub\n", "")).unwrap();
+        assert!(c.membership().unwrap().is_none());
+    }
+
+    /// Writes a secret, a node key, the CA key file and a certificate for
+    /// the key (signed by CA seed `ca_seed`, network `net`, MAC policy
+    /// `mac`) into a fresh directory; returns the config text using them.
+    fn membership_files(name: &str, ca_seed: u8, net: &str, mac: MacPolicy) -> (PathBuf, String) {
+        use crate::credentials::tests::{ca_pub, tmp};
+        use ed25519_dalek::SigningKey;
+        use ringlan_node::membership::{armor, CertBody, Kind, Roles, SignedBody};
+        let d = tmp(name);
+        identity::write_private(&d.join("home.secret"), &[3; 32], false).unwrap();
+        identity::write_private(&d.join("home.key"), &[4; 32], false).unwrap();
+        let node_key = identity::NodeKey::from_secret_bytes([4; 32]).public_key();
+        std::fs::write(d.join("ca.pub"), format!("{}\n", hex(&ca_pub(7).0))).unwrap();
+        let cert = CertBody {
+            network: NetworkName::new(net).unwrap(),
+            issuer: CaKey([0; 32]),
+            node_key,
+            name: "laptop".into(),
+            ips: Vec::new(),
+            mac,
+            roles: Roles::default(),
+            not_before: 0,
+            not_after: 1,
+        }
+        .sign(&SigningKey::from_bytes(&[ca_seed; 32]))
+        .unwrap();
+        std::fs::write(
+            d.join("laptop.cert"),
+            armor::encode(Kind::Certificate, cert.as_bytes(), &[]),
+        )
+        .unwrap();
+        let text = format!(
+            "network:\n  name: home\n  secret_file: {0}/home.secret\n  ca: {0}/ca.pub\n\
+             node:\n  name: laptop\n  key_file: {0}/home.key\n  certificate_file: {0}/laptop.cert\n\
+             interface:\n  name: rl-home\n  mac: auto\nrole: introducer\n",
+            d.display()
+        );
+        (d, text)
+    }
+
+    #[test]
+    fn membership_files_are_checked_against_each_other() {
+        let file = Path::new("/x/home.yaml");
+        let (d, text) = membership_files("ok", 7, "home", MacPolicy::Auto);
+        let c = Config::parse(&text, file).unwrap();
+        c.check_files().unwrap();
+        let m = c.membership().unwrap().unwrap();
+        assert_eq!(m.ca, crate::credentials::tests::ca_pub(7));
+        assert_eq!(m.certificate.body().name, "laptop");
+        // Expired long ago: still a valid config (a warning, not an error).
+        assert_eq!(m.certificate.body().not_after, 1);
+
+        // A fixed MAC or a bridge needs a bridge certificate.
+        let fixed = text.replace("mac: auto", "mac: 02:00:00:00:00:01");
+        let e = Config::parse(&fixed, file)
+            .unwrap()
+            .check_files()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/x/home.yaml:11:8: interface.mac: a fixed MAC, but certificate "),
+            "{e}"
+        );
+        assert!(e.contains("allows only the auto MAC"), "{e}");
+        let bridge = text.replace("mac: auto\n", "mac: auto\n  bridge: true\n");
+        let e = Config::parse(&bridge, file)
+            .unwrap()
+            .check_files()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/x/home.yaml:12:11: interface.bridge: true, but certificate "),
+            "{e}"
+        );
+
+        // The node key is not the certified one.
+        identity::write_private(&d.join("home.key"), &[5; 32], true).unwrap();
+        let e = Config::parse(&text, file)
+            .unwrap()
+            .check_files()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/x/home.yaml:8:21: node.certificate_file: "),
+            "{e}"
+        );
+        assert!(e.contains("but node.key_file holds key"), "{e}");
+        // No key at all.
+        std::fs::remove_file(d.join("home.key")).unwrap();
+        let e = Config::parse(&text, file)
+            .unwrap()
+            .check_files()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/x/home.yaml:7:13: node.key_file: "), "{e}");
+        assert!(e.contains("make the key first"), "{e}");
+        // No CA key file.
+        std::fs::remove_file(d.join("ca.pub")).unwrap();
+        let e = Config::parse(&text, file)
+            .unwrap()
+            .check_files()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/x/home.yaml:4:7: network.ca: "), "{e}");
+        assert!(e.contains("ca.pub: file does not exist"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+
+        // A bridge certificate allows both.
+        let (d, text) = membership_files("bridge", 7, "home", MacPolicy::Any);
+        let both = text.replace("mac: auto\n", "mac: 02:00:00:00:00:01\n  bridge: true\n");
+        Config::parse(&both, file).unwrap().check_files().unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+
+        // Another CA; another network.
+        let (d, text) = membership_files("otherca", 8, "home", MacPolicy::Auto);
+        let e = Config::parse(&text, file)
+            .unwrap()
+            .check_files()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/x/home.yaml:8:21: node.certificate_file: "),
+            "{e}"
+        );
+        assert!(e.contains("signed by another CA"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+        let (d, text) = membership_files("othernet", 7, "work", MacPolicy::Auto);
+        let e = Config::parse(&text, file)
+            .unwrap()
+            .check_files()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("for network `work`, not `home`"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

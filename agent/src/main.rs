@@ -13,7 +13,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use ringlan_agent::config::Config;
 use ringlan_agent::identity::{self, NetworkSecret, NodeKey};
-use ringlan_agent::{ca, control, service, up};
+use ringlan_agent::{ca, control, credentials, service, up};
 use ringlan_node::membership::{self, Roles};
 
 #[cfg(feature = "demo")]
@@ -205,21 +205,39 @@ fn main() -> ExitCode {
             eprintln!("{NO_DEMO}");
             return ExitCode::FAILURE;
         }
-        Cmd::CheckConfig { file } => match Config::load_and_check(&file) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
+        Cmd::CheckConfig { file } => return cmd_check_config(&file),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringlan: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ringlan check-config`: `FILE: OK` and the membership notes (warnings
+/// on stderr), or the error and exit code 1.
+fn cmd_check_config(file: &Path) -> ExitCode {
+    let checked = Config::load_and_check(file).and_then(|c| {
+        let m = c.membership()?;
+        Ok((c, m))
+    });
+    match checked {
+        Ok((config, membership)) => {
+            println!("{}: OK", file.display());
+            for (warning, text) in credentials::notes(&config, membership.as_ref(), ca::unix_now())
+            {
+                if warning {
+                    eprintln!("warning: {text}");
+                } else {
+                    println!("note: {text}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ringlan_lab::agents::{self, AgentConfig};
+use ringlan_lab::ca::{keygen, TestCa};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
 
@@ -85,7 +86,14 @@ fn check_config_good() {
     let p = write_config(&d, &config_text(&d));
     let (ok, out) = check(&p);
     assert!(ok, "{out}");
-    assert_eq!(out, format!("{}: OK\n", p.display()));
+    assert_eq!(
+        out,
+        format!(
+            "{}: OK\nnote: membership: shared secret (no per-node revocation); \
+             set network.ca to admit nodes by certificate\n",
+            p.display()
+        )
+    );
 }
 
 #[test]
@@ -98,7 +106,7 @@ fn check_config_errors_name_file_line_column() {
         (
             good.replace("  mtu: 1400\n", "  mtu: 1400\n  colour: blue\n"),
             format!(
-                "{f}:10:3: unknown field `colour`, expected one of name, mtu, mac, addresses\n"
+                "{f}:10:3: unknown field `colour`, expected one of name, mtu, mac, addresses, bridge\n"
             ),
         ),
         (
@@ -155,6 +163,89 @@ fn check_config_world_readable_secret() {
             p.display()
         )
     );
+}
+
+#[test]
+fn check_config_with_a_ca() {
+    let d = TempDir::new("withca");
+    make_secret(&d);
+    let bin = Path::new(BIN);
+    let ca = TestCa::init(bin, &d.0, "home", "home").unwrap();
+    let public = keygen(bin, &d.path("home.key")).unwrap();
+    let cert = d.path("laptop.cert");
+    ca.sign("laptop", &public, &cert, &["--expires", "90d"])
+        .unwrap();
+    let mut c = AgentConfig::new(
+        "home",
+        &d.path("home.secret"),
+        "laptop",
+        &d.path("home.key"),
+        Path::new("/run/ringlan/home.sock"),
+    );
+    c.introducers = vec!["198.51.100.7:4910".parse().unwrap()];
+    c.ca = Some(ca.pub_file.clone());
+    c.certificate_file = Some(cert.clone());
+    let p = write_config(&d, &c.render());
+    let list = d.path("home.revocations");
+    let o = ringlan(&["check-config", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines[0], format!("{}: OK", p.display()));
+    assert_eq!(
+        lines[1],
+        format!(
+            "note: membership: network CA {} (nodes admitted by certificate)",
+            ca.public
+        )
+    );
+    // 90 days from signing, less the time since (within the same second: 90).
+    assert!(
+        lines[2].starts_with("note: certificate laptop, expires ")
+            && (lines[2].ends_with(" (89 days left)") || lines[2].ends_with(" (90 days left)")),
+        "{out}"
+    );
+    assert_eq!(
+        lines[3],
+        format!("note: no revocation list yet ({})", list.display())
+    );
+
+    // The persisted list is shown; a certificate about to expire is a warning.
+    ca.revoke(&list, &[&"11".repeat(32)]).unwrap();
+    ca.sign("laptop", &public, &cert, &["--expires", "10d"])
+        .unwrap();
+    let o = ringlan(&["check-config", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "note: revocation list version 1, 1 revoked ({})\n",
+            list.display()
+        )),
+        "{out}"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("warning: certificate laptop expires in 9 days (")
+            || err.starts_with("warning: certificate laptop expires in 10 days ("),
+        "{err}"
+    );
+
+    // Signed by another CA: an error at node.certificate_file (line 8).
+    let other = TestCa::init(bin, &d.0, "home", "other").unwrap();
+    other.sign("laptop", &public, &cert, &[]).unwrap();
+    let (ok, out) = check(&p);
+    assert!(!ok, "{out}");
+    let want = format!(
+        "{}:8:21: node.certificate_file: {}: signed by another CA ({}), not the one in network.ca ({})\n",
+        p.display(),
+        cert.display(),
+        other.public,
+        ca.public
+    );
+    assert_eq!(out, want);
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //!   fixed order, so a config without the optional parts has
 //!   `network.secret_file` on line 3 (value at column 16), `interface.mtu`
 //!   on line 9 and `interface.addresses` on line 10; tests of config error
-//!   messages rely on those positions.
+//!   messages rely on those positions. The membership keys (`network.ca`,
+//!   `node.certificate_file`, `interface.bridge`) come right after their
+//!   sections' other keys when set, and move what follows down a line each.
 //! - [`make_secret`]: a network secret file written by `ringlan secret`.
 //! - [`World`]: a lab with one underlay switch, the network's secret and
 //!   its members ([`Member`]); it starts agents, waits for sessions and
@@ -56,12 +58,18 @@ pub struct AgentConfig {
     pub header: Option<String>,
     pub network: String,
     pub secret_file: PathBuf,
+    /// `network.ca`: the CA public key file.
+    pub ca: Option<PathBuf>,
     pub name: String,
     pub key_file: PathBuf,
+    /// `node.certificate_file`.
+    pub certificate_file: Option<PathBuf>,
     pub tap: String,
     pub mtu: u16,
     /// `interface.mac` (e.g. `auto`).
     pub mac: Option<String>,
+    /// `interface.bridge`.
+    pub bridge: Option<bool>,
     /// TAP addresses with prefix length.
     pub addresses: Vec<String>,
     pub listen_address: Option<IpAddr>,
@@ -89,11 +97,14 @@ impl AgentConfig {
             header: None,
             network: network.into(),
             secret_file: secret_file.into(),
+            ca: None,
             name: name.into(),
             key_file: key_file.into(),
+            certificate_file: None,
             tap: format!("rl-{network}"),
             mtu: 1400,
             mac: None,
+            bridge: None,
             addresses: Vec::new(),
             listen_address: None,
             port: None,
@@ -118,17 +129,28 @@ impl AgentConfig {
         }
         let _ = write!(
             o,
-            "network:\n  name: {}\n  secret_file: {}\nnode:\n  name: {}\n  key_file: {}\n\
-             interface:\n  name: {}\n  mtu: {}\n",
+            "network:\n  name: {}\n  secret_file: {}\n",
             self.network,
             self.secret_file.display(),
+        );
+        if let Some(ca) = &self.ca {
+            let _ = writeln!(o, "  ca: {}", ca.display());
+        }
+        let _ = write!(
+            o,
+            "node:\n  name: {}\n  key_file: {}\n",
             self.name,
             self.key_file.display(),
-            self.tap,
-            self.mtu,
         );
+        if let Some(cert) = &self.certificate_file {
+            let _ = writeln!(o, "  certificate_file: {}", cert.display());
+        }
+        let _ = write!(o, "interface:\n  name: {}\n  mtu: {}\n", self.tap, self.mtu);
         if let Some(mac) = &self.mac {
             let _ = writeln!(o, "  mac: {mac}");
+        }
+        if let Some(b) = self.bridge {
+            let _ = writeln!(o, "  bridge: {b}");
         }
         let _ = writeln!(o, "  addresses: [{}]", self.addresses.join(", "));
         if self.listen_address.is_some() || self.port.is_some() {
@@ -782,10 +804,15 @@ mod tests {
         c.role = Some("introducer".into());
         c.log_level = Some("info".into());
         c.extra = "keepalive: 2s\n".into();
+        c.ca = Some("/s/home-ca.pub".into());
+        c.certificate_file = Some("/s/laptop.cert".into());
+        c.bridge = Some(false);
         let text = c.render();
         for want in [
             "# hello\nnetwork:\n",
-            "  mtu: 1400\n  mac: auto\n  addresses:",
+            "  secret_file: /s/home.secret\n  ca: /s/home-ca.pub\nnode:\n",
+            "  key_file: /s/home.key\n  certificate_file: /s/laptop.cert\ninterface:\n",
+            "  mtu: 1400\n  mac: auto\n  bridge: false\n  addresses:",
             "listen:\n  address: 0.0.0.0\n  port: 4910\nintroducers:",
             "stun_servers: []\nrole: introducer\ncontrol:",
             "log:\n  level: info\nkeepalive: 2s\n",

@@ -25,7 +25,8 @@
 //! `stun.rs` coturn and STUN Binding (both as further `impl Lab` blocks).
 //! [`agents`] runs real `ringlan` agents in a lab: the config writer,
 //! members, status readers and waits that the agent's end-to-end tests and
-//! `ringlan demo` share.
+//! `ringlan demo` share; [`ca`] is a network CA driven through the
+//! `ringlan` binary (keys, certificates, revocation lists).
 //!
 //! See `docs/lab.md`.
 
@@ -45,6 +46,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod agents;
+pub mod ca;
 mod stun;
 mod traffic;
 
