@@ -1,10 +1,17 @@
 //! The control socket: a Unix stream socket (mode 0600, so only root reads
 //! the status) speaking newline-delimited JSON.
 //!
-//! Request: `{"cmd":"status"}`. Response: `{"ok":true,"status":{...}}` or
-//! `{"ok":false,"error":"..."}`. A connection may send several requests;
-//! each gets one response line. A line longer than [`MAX_REQUEST`] gets an
-//! error and the connection is closed.
+//! Requests and their responses (`{"ok":false,"error":"..."}` on failure):
+//! - `{"cmd":"status"}`: `{"ok":true,"status":{...}}`;
+//! - `{"cmd":"revocations-push","list":"HEX"}` (an encoded revocation list,
+//!   `docs/membership.md` 3): handed to the node, which checks it, keeps it
+//!   and spreads it to every member; `{"ok":true,"version":N}`, or the
+//!   node's reason for refusing it (no CA configured, another CA or network,
+//!   not newer than the list it has).
+//!
+//! A connection may send several requests; each gets one response line. A
+//! line longer than [`MAX_REQUEST`] (room for the largest revocation list
+//! in hex) gets an error and the connection is closed.
 //!
 //! Connections are capped and timed out ([`CONTROL_LIMITS`]: 16 at once, 5 s
 //! per request line and per response, 60 s per connection; see
@@ -17,21 +24,36 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ringlan_node::membership::revocation::MAX_REVOKED;
+use ringlan_node::membership::{hex, parse_hex, SIGNATURE_LEN};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::serve::{Conn, Limits, ServeStats, Server, CONTROL_LIMITS};
 use crate::status::{Status, StatusSource};
 
-/// Longest request line accepted.
-pub const MAX_REQUEST: usize = 4096;
+/// Longest encoded revocation list: the head (format version, network
+/// name of at most 32 bytes, issuer, list version, issue time, count),
+/// [`MAX_REVOKED`] entries of at most 33 bytes, the signature.
+pub const MAX_LIST_LEN: usize = 2 + 32 + 32 + 8 + 8 + 2 + 33 * MAX_REVOKED + SIGNATURE_LEN;
+
+/// Longest request line accepted: a revocation list in hex and the JSON
+/// around it (about 530 KiB).
+pub const MAX_REQUEST: usize = 2 * MAX_LIST_LEN + 256;
+
+/// How long the control socket waits for the node to take a command.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
     Status,
+    /// A revocation list for the node: the encoded list as hex.
+    RevocationsPush {
+        list: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +61,9 @@ pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// The version of a revocation list the node accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -48,10 +73,26 @@ impl Response {
         Response {
             ok: false,
             status: None,
+            version: None,
             error: Some(e.into()),
         }
     }
 }
+
+/// What the control socket asks of the node's task (the runtime owns the
+/// node; the socket only sends it commands and waits for the answer).
+#[derive(Debug)]
+pub enum Command {
+    /// Take this encoded revocation list; answer with its version or why
+    /// it was refused.
+    PushRevocations {
+        list: Vec<u8>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// Where the control socket sends [`Command`]s.
+pub type Commands = mpsc::Sender<Command>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -72,6 +113,7 @@ pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
     server: Server,
+    commands: Option<Commands>,
 }
 
 impl ControlServer {
@@ -107,6 +149,7 @@ impl ControlServer {
             listener,
             path: path.to_path_buf(),
             server: Server::new("control socket", CONTROL_LIMITS, BUSY, source),
+            commands: None,
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
         Ok(server)
@@ -122,6 +165,13 @@ impl ControlServer {
         self
     }
 
+    /// Sends the requests that need the node (a revocation list) to
+    /// `commands`; without it they are answered with an error.
+    pub fn with_commands(mut self, commands: Commands) -> Self {
+        self.commands = Some(commands);
+        self
+    }
+
     /// Refused, evicted and timed-out connections, for the metrics endpoint.
     pub fn stats(&self) -> Arc<ServeStats> {
         self.server.stats.clone()
@@ -130,7 +180,9 @@ impl ControlServer {
     /// Accepts connections until `shutdown` turns true (or its sender is
     /// dropped); each connection is served by its own task.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) {
-        crate::serve::accept_loop(&self.listener, self.server.clone(), shutdown, handle).await
+        let commands = self.commands.clone();
+        let serve_one = move |stream, conn| handle(stream, conn, commands.clone());
+        crate::serve::accept_loop(&self.listener, self.server.clone(), shutdown, serve_one).await
     }
 }
 
@@ -143,7 +195,49 @@ impl Drop for ControlServer {
 /// The reply to a connection refused because every slot is busy.
 const BUSY: &[u8] = b"{\"ok\":false,\"error\":\"busy: too many control connections\"}\n";
 
-async fn handle(stream: UnixStream, conn: Conn) -> io::Result<()> {
+/// Hex (either case) to bytes.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(parse_hex::<1>).map(|[b]| b))
+        .collect()
+}
+
+/// Hands a revocation list to the node and words its answer.
+async fn serve_push(hex: &str, commands: Option<&Commands>) -> Response {
+    let Some(list) = unhex(hex) else {
+        return Response::error("bad request: the list is not hex");
+    };
+    let Some(commands) = commands else {
+        return Response::error("this agent takes no commands");
+    };
+    let (reply, answer) = oneshot::channel();
+    if commands
+        .send(Command::PushRevocations { list, reply })
+        .await
+        .is_err()
+    {
+        return Response::error("the node is not running");
+    }
+    match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
+        Ok(Ok(Ok(version))) => Response {
+            ok: true,
+            status: None,
+            version: Some(version),
+            error: None,
+        },
+        Ok(Ok(Err(e))) => Response::error(e),
+        Ok(Err(_)) => Response::error("the node is not running"),
+        Err(_) => Response::error(format!(
+            "the node did not answer within {COMMAND_TIMEOUT:?}"
+        )),
+    }
+}
+
+async fn handle(stream: UnixStream, conn: Conn, commands: Option<Commands>) -> io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
@@ -167,8 +261,10 @@ async fn handle(stream: UnixStream, conn: Conn) -> io::Result<()> {
                 Ok(Request::Status) => Response {
                     ok: true,
                     status: Some(conn.source().snapshot()),
+                    version: None,
                     error: None,
                 },
+                Ok(Request::RevocationsPush { list }) => serve_push(&list, commands.as_ref()).await,
                 Err(e) => Response::error(format!("bad request: {e}")),
             }
         };
@@ -191,30 +287,42 @@ pub async fn request_status_within(
     path: &Path,
     limit: std::time::Duration,
 ) -> Result<Status, ControlError> {
-    match tokio::time::timeout(limit, ask_status(path)).await {
-        Ok(r) => r,
-        Err(_) => Err(ControlError::Io {
-            path: path.to_path_buf(),
-            error: io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer within {limit:?}"),
-            ),
-        }),
-    }
+    within(path, limit, ask_status(path)).await
+}
+
+/// `answer`, or a timeout error after `limit`.
+async fn within<T>(
+    path: &Path,
+    limit: std::time::Duration,
+    answer: impl std::future::Future<Output = Result<T, ControlError>>,
+) -> Result<T, ControlError> {
+    tokio::time::timeout(limit, answer)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ControlError::Io {
+                path: path.to_path_buf(),
+                error: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {limit:?}"),
+                ),
+            })
+        })
 }
 
 /// How long `ringlan status` waits for the agent to answer (the agent
 /// answers from a published snapshot, in milliseconds).
 pub const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn ask_status(path: &Path) -> Result<Status, ControlError> {
+/// One request, one response line; an error response becomes
+/// [`ControlError::Agent`].
+async fn exchange(path: &Path, req: &Request) -> Result<Response, ControlError> {
     let io_err = |error| ControlError::Io {
         path: path.to_path_buf(),
         error,
     };
     let stream = UnixStream::connect(path).await.map_err(io_err)?;
     let (r, mut w) = stream.into_split();
-    let mut req = serde_json::to_vec(&Request::Status).expect("serializable");
+    let mut req = serde_json::to_vec(req).expect("serializable");
     req.push(b'\n');
     w.write_all(&req).await.map_err(io_err)?;
     let mut line = String::new();
@@ -224,11 +332,30 @@ async fn ask_status(path: &Path) -> Result<Status, ControlError> {
         .map_err(io_err)?;
     let resp: Response =
         serde_json::from_str(&line).map_err(|e| ControlError::Protocol(e.to_string()))?;
-    match (resp.ok, resp.status, resp.error) {
-        (true, Some(s), _) => Ok(s),
-        (_, _, Some(e)) => Err(ControlError::Agent(e)),
-        _ => Err(ControlError::Protocol("response without status".into())),
+    match (resp.ok, &resp.error) {
+        (true, _) => Ok(resp),
+        (false, Some(e)) => Err(ControlError::Agent(e.clone())),
+        (false, None) => Err(ControlError::Protocol(
+            "error response without a reason".into(),
+        )),
     }
+}
+
+async fn ask_status(path: &Path) -> Result<Status, ControlError> {
+    exchange(path, &Request::Status)
+        .await?
+        .status
+        .ok_or_else(|| ControlError::Protocol("response without status".into()))
+}
+
+/// Client side: hands the encoded revocation list `list` to the agent
+/// behind `path`; the version it accepted, or its reason for refusing.
+pub async fn push_revocations(path: &Path, list: &[u8]) -> Result<u64, ControlError> {
+    let req = Request::RevocationsPush { list: hex(list) };
+    within(path, CLIENT_TIMEOUT, exchange(path, &req))
+        .await?
+        .version
+        .ok_or_else(|| ControlError::Protocol("response without version".into()))
 }
 
 #[cfg(test)]
@@ -434,6 +561,71 @@ mod tests {
         );
         assert_eq!(stats.timed_out(), 0);
         still_answers_then_stop(&path, tx).await;
+    }
+
+    #[tokio::test]
+    async fn revocation_lists_go_to_the_node_and_its_answer_back() {
+        let path = sock_path("push");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        let board = Arc::new(StatusBoard::new(crate::status::example()));
+        let (tx, rx) = watch::channel(false);
+        // Without a command channel: an error, not a hang.
+        let server = ControlServer::bind(&path, board.clone()).await.unwrap();
+        let task = tokio::spawn(server.serve(rx.clone()));
+        let e = push_revocations(&path, b"list").await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the agent answered: this agent takes no commands"
+        );
+        tx.send(true).unwrap();
+        task.await.unwrap();
+
+        // A node that takes lists starting with 7 and refuses the rest.
+        let (cmd_tx, mut cmd_rx) = mpsc::channel(4);
+        let node = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(Command::PushRevocations { list, reply }) = cmd_rx.recv().await {
+                let answer = match list.first() {
+                    Some(7) => Ok(list.len() as u64),
+                    _ => Err("revocation list: truncated".to_string()),
+                };
+                seen.push(list);
+                let _ = reply.send(answer);
+            }
+            seen
+        });
+        let (tx, rx) = watch::channel(false);
+        let server = ControlServer::bind(&path, board)
+            .await
+            .unwrap()
+            .with_commands(cmd_tx);
+        let task = tokio::spawn(server.serve(rx));
+        // The largest list fits in one request.
+        let big = vec![7u8; MAX_LIST_LEN];
+        assert_eq!(
+            push_revocations(&path, &big).await.unwrap(),
+            MAX_LIST_LEN as u64
+        );
+        assert_eq!(push_revocations(&path, &[7, 0xab]).await.unwrap(), 2);
+        let e = push_revocations(&path, &[1]).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the agent answered: revocation list: truncated"
+        );
+        // Not hex: refused before the node sees it.
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = s.into_split();
+        w.write_all(b"{\"cmd\":\"revocations-push\",\"list\":\"7g\"}\n")
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(r).lines();
+        let a: Response = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(a.error.as_deref(), Some("bad request: the list is not hex"));
+        tx.send(true).unwrap();
+        task.await.unwrap();
+        let seen = node.await.unwrap();
+        assert_eq!(seen, vec![big, vec![7, 0xab], vec![1]]);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }
 
     #[test]

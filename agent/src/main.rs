@@ -75,6 +75,9 @@ enum Cmd {
     /// Inspect certificates and revocation lists.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Hand revocation lists to a running agent.
+    #[command(subcommand)]
+    Revocations(RevocationsCmd),
     /// Validate a config file (and its secret and key files) without
     /// starting.
     CheckConfig {
@@ -174,6 +177,23 @@ enum CertCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum RevocationsCmd {
+    /// Hand the revocation list LIST (as `ringlan ca revoke` writes it) to
+    /// a running agent, which checks it, keeps it and spreads it to every
+    /// member.
+    Push {
+        #[arg(value_name = "LIST")]
+        list: PathBuf,
+        /// Read the control socket path from this config file.
+        #[arg(short, long, value_name = "FILE", conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// Control socket path (default: the only socket in /run/ringlan).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum RoleArg {
     Introducer,
@@ -198,6 +218,11 @@ fn main() -> ExitCode {
         Cmd::Secret { output, force } => cmd_secret(output.as_deref(), force),
         Cmd::Ca(cmd) => cmd_ca(cmd),
         Cmd::Cert(CertCmd::Show { file, ca }) => cmd_cert_show(&file, ca.as_deref()),
+        Cmd::Revocations(RevocationsCmd::Push {
+            list,
+            config,
+            socket,
+        }) => cmd_revocations_push(&list, config.as_deref(), socket),
         #[cfg(feature = "demo")]
         Cmd::Demo(args) => return demo::run(&args),
         #[cfg(not(feature = "demo"))]
@@ -290,12 +315,31 @@ fn default_socket() -> anyhow::Result<PathBuf> {
     }
 }
 
-fn cmd_status(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let path = match (config, socket) {
+/// The control socket named by `-c FILE`, `--socket PATH`, or the only one
+/// in /run/ringlan.
+fn control_socket(config: Option<&Path>, socket: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match (config, socket) {
         (Some(c), _) => Config::load(c)?.control.socket,
         (None, Some(s)) => s,
         (None, None) => default_socket()?,
-    };
+    })
+}
+
+fn cmd_revocations_push(
+    list: &Path,
+    config: Option<&Path>,
+    socket: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    // A file that is not a list never reaches the agent.
+    let list = ca::read_list(list)?;
+    let path = control_socket(config, socket)?;
+    let version = runtime()?.block_on(control::push_revocations(&path, list.as_bytes()))?;
+    println!("revocation list version {version} accepted; spreading to members");
+    Ok(())
+}
+
+fn cmd_status(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let path = control_socket(config, socket)?;
     let status = runtime()?.block_on(control::request_status(&path))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);

@@ -16,9 +16,10 @@
 //!   per call, a Prometheus server one per scrape (HA pairs and a `curl`
 //!   included, 32 is several times what a node ever sees). Each connection
 //!   costs a task, a file descriptor, its request buffers (an 8 KiB reader
-//!   and a line of at most 4 KiB for control, a head of at most 9 KiB for
-//!   HTTP) and one response, so the caps bound what a flood of connections
-//!   can take.
+//!   and a line of at most [`MAX_REQUEST`](crate::control::MAX_REQUEST),
+//!   about 530 KiB, for control: a revocation list in hex; a head of at
+//!   most 9 KiB for HTTP) and one response, so the caps bound what a flood
+//!   of connections can take (16 control lines: under 9 MiB).
 //! - **Eviction before refusal.** When the cap is reached, the oldest
 //!   connection that is *waiting for a request* (connected but idle, or
 //!   trickling bytes) is closed to make room for the new one; only when every

@@ -464,3 +464,104 @@ fn ca_init_sign_show_revoke() {
     assert!(e.contains("revoked.list: signed by another CA"), "{e}");
     assert_eq!(std::fs::read_to_string(&list).unwrap(), before);
 }
+
+/// A stand-in agent on `sock` that reads one request line per connection
+/// and answers with the next of `answers`; returns the requests it read.
+fn fake_agent(
+    sock: &Path,
+    answers: Vec<&'static str>,
+) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for answer in answers {
+            let (conn, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&conn).read_line(&mut line).unwrap();
+            seen.push(serde_json::from_str(&line).unwrap());
+            (&conn).write_all(answer.as_bytes()).unwrap();
+        }
+        seen
+    })
+}
+
+#[test]
+fn revocations_push_reports_the_agent_answer_and_its_errors() {
+    let d = TempDir::new("push");
+    let s = |name: &str| d.path(name).to_str().unwrap().to_string();
+    let bin = Path::new(BIN);
+    let ca = TestCa::init(bin, &d.0, "home", "home").unwrap();
+    let list = d.path("home.revoked");
+    ca.revoke(&list, &[&"11".repeat(32)]).unwrap();
+    let sock = s("agent.sock");
+
+    // Not a list: refused before any agent is asked.
+    let public = keygen(bin, &d.path("n.key")).unwrap();
+    ca.sign("n", &public, &d.path("n.cert"), &[]).unwrap();
+    let e = fails(&["revocations", "push", &s("n.cert"), "--socket", &sock]);
+    assert!(
+        e.contains("n.cert: a certificate, expected a revocation list"),
+        "{e}"
+    );
+    let e = fails(&["revocations", "push", &s("n.key"), "--socket", &sock]);
+    assert!(
+        e.contains("n.key: not a ringlan certificate or revocation list"),
+        "{e}"
+    );
+    let e = fails(&["revocations", "push", &s("none"), "--socket", &sock]);
+    assert!(e.contains("none"), "{e}");
+
+    // No agent behind the socket.
+    let e = fails(&[
+        "revocations",
+        "push",
+        list.to_str().unwrap(),
+        "--socket",
+        &sock,
+    ]);
+    assert!(e.starts_with(&format!("ringlan: {sock}: ")), "{e}");
+
+    // The agent takes it; then refuses it: its reason, exit code 1.
+    let agent = fake_agent(
+        Path::new(&sock),
+        vec![
+            "{\"ok\":true,\"version\":1}\n",
+            "{\"ok\":false,\"error\":\"revocation list version 1 is not newer than version 1\"}\n",
+        ],
+    );
+    let out = ok(&[
+        "revocations",
+        "push",
+        list.to_str().unwrap(),
+        "--socket",
+        &sock,
+    ]);
+    assert_eq!(
+        out,
+        "revocation list version 1 accepted; spreading to members\n"
+    );
+    let e = fails(&[
+        "revocations",
+        "push",
+        list.to_str().unwrap(),
+        "--socket",
+        &sock,
+    ]);
+    assert_eq!(
+        e,
+        "ringlan: the agent answered: revocation list version 1 is not newer than version 1\n"
+    );
+    // Both requests carried the list's bytes as hex.
+    let seen = agent.join().unwrap();
+    let text = std::fs::read_to_string(&list).unwrap();
+    let hex: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("-----"))
+        .collect();
+    for req in &seen {
+        assert_eq!(req["cmd"], "revocations-push");
+        assert_eq!(req["list"], hex.as_str());
+    }
+    assert_eq!(seen.len(), 2);
+}
