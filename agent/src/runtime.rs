@@ -13,7 +13,8 @@
 //!   buffer (with the head room the node writes its headers into) before
 //!   the driver is flushed, so their datagrams leave together;
 //! - a one-second tick: publish the status snapshot, re-read interface
-//!   addresses every `IFSCAN_PERIOD` (10 s);
+//!   addresses every `IFSCAN_PERIOD` (10 s), warn once a day while the
+//!   node's certificate expires within 30 days (or has expired);
 //! - shutdown.
 //!
 //! After every wake-up the node's outputs are drained: frames for the TAP
@@ -24,13 +25,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ringlan_node::membership::{NodeCert, RevocationList};
 use ringlan_node::{Node, NodeEvent, NodeSetup, Role, Status, TAP_READ_OFFSET, TAP_READ_ROOM};
 use ringlan_tunnel::driver::{os_seed, Driver};
 use ringlan_tunnel::BirthdayConfig;
 use ringlan_tunnel::RelayLimits;
 use tokio::sync::watch;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Membership};
+use crate::credentials;
 use crate::identity::{NetworkSecret, NodeKey};
 use crate::ifaddrs::interface_addresses;
 use crate::status::{StatusBoard, TapStatus};
@@ -42,6 +45,8 @@ const TAP_BATCH: usize = 64;
 const IFSCAN_PERIOD: Duration = Duration::from_secs(10);
 /// How long Close Requests get to leave on shutdown.
 const LINGER: Duration = Duration::from_millis(300);
+/// How often the certificate's expiry is looked at again.
+const EXPIRY_CHECK_PERIOD: Duration = Duration::from_secs(86_400);
 
 /// Everything the runtime needs, owned.
 pub struct NodeContext {
@@ -56,6 +61,23 @@ pub struct NodeContext {
     /// Where to publish status snapshots; read by the control socket and
     /// the metrics endpoint.
     pub status: Arc<StatusBoard>,
+    /// With `network.ca`: the CA and this node's certificate
+    /// ([`Config::membership`]).
+    pub membership: Option<Membership>,
+    /// The newest revocation list this node has kept, if any.
+    pub revocations: Option<RevocationList>,
+}
+
+/// Logs how this node's certificate stands at `now` (seconds since the Unix
+/// epoch): a warning when it has expired, is not valid yet or expires
+/// within 30 days; otherwise, when `always`, an info line.
+pub fn log_certificate(cert: &NodeCert, now: u64, always: bool) {
+    let (text, warning) = credentials::describe(cert, now);
+    if warning {
+        tracing::warn!("{text}");
+    } else if always {
+        tracing::info!("{text}");
+    }
 }
 
 impl From<config::Role> for Role {
@@ -173,6 +195,7 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_ifscan = Instant::now() + IFSCAN_PERIOD;
+    let mut next_expiry_check = Instant::now() + EXPIRY_CHECK_PERIOD;
     drain_outputs(&mut driver, tap).await;
     loop {
         tokio::select! {
@@ -208,6 +231,12 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
                     next_ifscan = now + IFSCAN_PERIOD;
                     let ifs = interface_addresses(tap.name());
                     driver.machine().set_interfaces(now, ifs);
+                }
+                if now >= next_expiry_check {
+                    next_expiry_check = now + EXPIRY_CHECK_PERIOD;
+                    if let Some(m) = &ctx.membership {
+                        log_certificate(&m.certificate, crate::ca::unix_now(), false);
+                    }
                 }
                 board.publish(snapshot(&driver));
             }

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, MacSetting};
 use crate::control::ControlServer;
+use crate::credentials;
 use crate::identity;
 use crate::metrics::MetricsServer;
 use crate::runtime::{self, NodeContext};
@@ -24,6 +25,36 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         tracing::info!(path = %config.node.key_file.display(), "created a new node key");
     }
     tracing::info!(public_key = %identity::hex(&key.public_key()), "node identity");
+    let membership = config.membership()?;
+    let revocations = match &membership {
+        None => {
+            tracing::info!("membership: shared secret (no per-node revocation)");
+            None
+        }
+        Some(m) => {
+            tracing::info!(ca = %identity::hex(&m.ca.0), "membership: nodes admitted by certificate");
+            runtime::log_certificate(&m.certificate, crate::ca::unix_now(), true);
+            let path = config.revocations_path();
+            match credentials::read_revocations(&path, &m.ca, &m.network) {
+                Ok(Some(list)) => {
+                    tracing::info!(
+                        version = list.body().version,
+                        revoked = list.body().revoked.len(),
+                        path = %path.display(),
+                        "revocation list"
+                    );
+                    Some(list)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(
+                        "{e}; starting without it (members hand over their newest list)"
+                    );
+                    None
+                }
+            }
+        }
+    };
 
     let mac = match config.interface.mac {
         MacSetting::Auto => derive_mac(&key.public_key()),
@@ -77,6 +108,8 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         secret,
         tap,
         status: board,
+        membership,
+        revocations,
     };
     let result = runtime::run(ctx, stop_rx).await;
     if let Err(e) = &result {
