@@ -37,3 +37,18 @@ fn ipv6_metrics_example_has_what_it_says() {
     assert_eq!(c.metrics.unwrap().listen.to_string(), "127.0.0.1:9910");
     assert_eq!(c.stun_servers.len(), 1);
 }
+
+#[test]
+fn ca_example_has_what_it_says() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/node-ca.yaml");
+    let c = Config::load(&path).unwrap();
+    assert_eq!(
+        c.network.ca.as_deref(),
+        Some(Path::new("/etc/ringlan/home-ca.pub"))
+    );
+    assert_eq!(
+        c.node.certificate_file.as_deref(),
+        Some(Path::new("/etc/ringlan/laptop.cert"))
+    );
+    assert!(!c.interface.bridge);
+}
