@@ -1461,26 +1461,14 @@ role: introducer
     /// `mac`) into a fresh directory; returns the config text using them.
     fn membership_files(name: &str, ca_seed: u8, net: &str, mac: MacPolicy) -> (PathBuf, String) {
         use crate::credentials::tests::{ca_pub, tmp};
-        use ed25519_dalek::SigningKey;
-        use ringlan_node::membership::{armor, CertBody, Kind, Roles, SignedBody};
+        use ringlan_node::membership::{armor, Kind};
         let d = tmp(name);
         identity::write_private(&d.join("home.secret"), &[3; 32], false).unwrap();
         identity::write_private(&d.join("home.key"), &[4; 32], false).unwrap();
         let node_key = identity::NodeKey::from_secret_bytes([4; 32]).public_key();
         std::fs::write(d.join("ca.pub"), format!("{}\n", hex(&ca_pub(7).0))).unwrap();
-        let cert = CertBody {
-            network: NetworkName::new(net).unwrap(),
-            issuer: CaKey([0; 32]),
-            node_key,
-            name: "laptop".into(),
-            ips: Vec::new(),
-            mac,
-            roles: Roles::default(),
-            not_before: 0,
-            not_after: 1,
-        }
-        .sign(&SigningKey::from_bytes(&[ca_seed; 32]))
-        .unwrap();
+        let network = NetworkName::new(net).unwrap();
+        let cert = crate::credentials::tests::cert(ca_seed, &network, node_key, mac, 0, 1);
         std::fs::write(
             d.join("laptop.cert"),
             armor::encode(Kind::Certificate, cert.as_bytes(), &[]),
@@ -1498,6 +1486,13 @@ role: introducer
     #[test]
     fn membership_files_are_checked_against_each_other() {
         let file = Path::new("/x/home.yaml");
+        let check_err = |text: &str| {
+            Config::parse(text, file)
+                .unwrap()
+                .check_files()
+                .unwrap_err()
+                .to_string()
+        };
         let (d, text) = membership_files("ok", 7, "home", MacPolicy::Auto);
         let c = Config::parse(&text, file).unwrap();
         c.check_files().unwrap();
@@ -1509,22 +1504,14 @@ role: introducer
 
         // A fixed MAC or a bridge needs a bridge certificate.
         let fixed = text.replace("mac: auto", "mac: 02:00:00:00:00:01");
-        let e = Config::parse(&fixed, file)
-            .unwrap()
-            .check_files()
-            .unwrap_err()
-            .to_string();
+        let e = check_err(&fixed);
         assert!(
             e.starts_with("/x/home.yaml:11:8: interface.mac: a fixed MAC, but certificate "),
             "{e}"
         );
         assert!(e.contains("allows only the auto MAC"), "{e}");
         let bridge = text.replace("mac: auto\n", "mac: auto\n  bridge: true\n");
-        let e = Config::parse(&bridge, file)
-            .unwrap()
-            .check_files()
-            .unwrap_err()
-            .to_string();
+        let e = check_err(&bridge);
         assert!(
             e.starts_with("/x/home.yaml:12:11: interface.bridge: true, but certificate "),
             "{e}"
@@ -1532,11 +1519,7 @@ role: introducer
 
         // The node key is not the certified one.
         identity::write_private(&d.join("home.key"), &[5; 32], true).unwrap();
-        let e = Config::parse(&text, file)
-            .unwrap()
-            .check_files()
-            .unwrap_err()
-            .to_string();
+        let e = check_err(&text);
         assert!(
             e.starts_with("/x/home.yaml:8:21: node.certificate_file: "),
             "{e}"
@@ -1544,20 +1527,12 @@ role: introducer
         assert!(e.contains("but node.key_file holds key"), "{e}");
         // No key at all.
         std::fs::remove_file(d.join("home.key")).unwrap();
-        let e = Config::parse(&text, file)
-            .unwrap()
-            .check_files()
-            .unwrap_err()
-            .to_string();
+        let e = check_err(&text);
         assert!(e.starts_with("/x/home.yaml:7:13: node.key_file: "), "{e}");
         assert!(e.contains("make the key first"), "{e}");
         // No CA key file.
         std::fs::remove_file(d.join("ca.pub")).unwrap();
-        let e = Config::parse(&text, file)
-            .unwrap()
-            .check_files()
-            .unwrap_err()
-            .to_string();
+        let e = check_err(&text);
         assert!(e.starts_with("/x/home.yaml:4:7: network.ca: "), "{e}");
         assert!(e.contains("ca.pub: file does not exist"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
@@ -1570,11 +1545,7 @@ role: introducer
 
         // Another CA; another network.
         let (d, text) = membership_files("otherca", 8, "home", MacPolicy::Auto);
-        let e = Config::parse(&text, file)
-            .unwrap()
-            .check_files()
-            .unwrap_err()
-            .to_string();
+        let e = check_err(&text);
         assert!(
             e.starts_with("/x/home.yaml:8:21: node.certificate_file: "),
             "{e}"
@@ -1582,11 +1553,7 @@ role: introducer
         assert!(e.contains("signed by another CA"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
         let (d, text) = membership_files("othernet", 7, "work", MacPolicy::Auto);
-        let e = Config::parse(&text, file)
-            .unwrap()
-            .check_files()
-            .unwrap_err()
-            .to_string();
+        let e = check_err(&text);
         assert!(e.contains("for network `work`, not `home`"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }

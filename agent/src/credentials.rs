@@ -218,16 +218,17 @@ pub(crate) mod tests {
         NetworkName::new("home").unwrap()
     }
 
-    /// A certificate for `node_key` signed by CA `ca_seed`.
+    /// A certificate for `node_key` in `network` signed by CA `ca_seed`.
     pub(crate) fn cert(
         ca_seed: u8,
+        network: &NetworkName,
         node_key: [u8; 32],
         mac: MacPolicy,
         not_before: u64,
         not_after: u64,
     ) -> NodeCert {
         CertBody {
-            network: home(),
+            network: network.clone(),
             issuer: CaKey([0; 32]),
             node_key,
             name: "laptop".into(),
@@ -272,7 +273,7 @@ pub(crate) mod tests {
     #[test]
     fn certificate_and_list_files() {
         let d = tmp("files");
-        let c = cert(7, ca_pub(9).0, MacPolicy::Auto, 10, 20);
+        let c = cert(7, &home(), ca_pub(9).0, MacPolicy::Auto, 10, 20);
         let cp = d.join("laptop.cert");
         let e = read_certificate(&cp).unwrap_err();
         assert!(e.contains("file does not exist (have the CA sign"), "{e}");
@@ -330,7 +331,14 @@ pub(crate) mod tests {
     #[test]
     fn expiry_descriptions() {
         let day = 86_400;
-        let c = cert(7, ca_pub(9).0, MacPolicy::Auto, 10 * day, 100 * day);
+        let c = cert(
+            7,
+            &home(),
+            ca_pub(9).0,
+            MacPolicy::Auto,
+            10 * day,
+            100 * day,
+        );
         let (s, warn) = describe(&c, 20 * day);
         assert!(!warn);
         assert!(

@@ -530,26 +530,20 @@ fn revocations_push_reports_the_agent_answer_and_its_errors() {
             "{\"ok\":false,\"error\":\"revocation list version 1 is not newer than version 1\"}\n",
         ],
     );
-    let out = ok(&[
+    let push = [
         "revocations",
         "push",
         list.to_str().unwrap(),
         "--socket",
         &sock,
-    ]);
+    ];
+    let out = ok(&push);
     assert_eq!(
         out,
         "revocation list version 1 accepted; spreading to members\n"
     );
-    let e = fails(&[
-        "revocations",
-        "push",
-        list.to_str().unwrap(),
-        "--socket",
-        &sock,
-    ]);
     assert_eq!(
-        e,
+        fails(&push),
         "ringlan: the agent answered: revocation list version 1 is not newer than version 1\n"
     );
     // Both requests carried the list's bytes as hex.

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use ringlan_lab::agents::{open_with, serial, Member, World, LAN_INTRODUCER as INTRODUCER, PORT};
+use ringlan_lab::agents::{
+    open_with, serial, Member, Peer, World, LAN_INTRODUCER as INTRODUCER, PORT,
+};
 use ringlan_lab::ca::{keygen, TestCa};
 use ringlan_lab::wait_for;
 use ringlan_node::membership::{
@@ -153,32 +155,22 @@ fn wait_log(w: &World, m: &Member, what: &str) {
 }
 
 /// Fails if, at any poll during `window`, one of `watchers` has an open
-/// session with one of `outsiders` (or the other way round).
+/// session with one of `outsiders`, or the other way round.
 fn never_open(watchers: &[&Member], outsiders: &[&Member], window: Duration) {
-    let peers: Vec<_> = outsiders.iter().map(|m| m.peer()).collect();
-    let watcher_peers: Vec<_> = watchers.iter().map(|m| m.peer()).collect();
+    let peers = |ms: &[&Member]| ms.iter().map(|m| m.peer()).collect::<Vec<_>>();
+    let mut checks: Vec<(&Member, Vec<Peer>)> =
+        watchers.iter().map(|m| (*m, peers(outsiders))).collect();
+    checks.extend(outsiders.iter().map(|o| (*o, peers(watchers))));
     let t0 = Instant::now();
     while t0.elapsed() < window {
-        for m in watchers {
+        for (m, others) in &checks {
             let st = m.status().unwrap();
-            for (p, o) in peers.iter().zip(outsiders) {
+            for p in others {
                 assert!(
                     !open_with(&st, p),
                     "{} has an open session with {} after {:?}: {st}",
                     m.name,
-                    o.name,
-                    t0.elapsed()
-                );
-            }
-        }
-        for o in outsiders {
-            let st = o.status().unwrap();
-            for (p, m) in watcher_peers.iter().zip(watchers) {
-                assert!(
-                    !open_with(&st, p),
-                    "{} has an open session with {} after {:?}: {st}",
-                    o.name,
-                    m.name,
+                    p.name,
                     t0.elapsed()
                 );
             }
