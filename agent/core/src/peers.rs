@@ -31,6 +31,8 @@ pub enum FlowKind {
     Control,
     /// Ethernet frames (never retransmitted).
     Frames,
+    /// Credentials, refusals and revocation lists (reliable).
+    Membership,
 }
 
 /// Frames dropped on one session, by reason (fixed labels: no allocation

@@ -19,8 +19,14 @@
 //! - [`relay`]: the relay in use dies -> standby route -> direct once the
 //!   NATs turn cone-like, one session throughout.
 //!
+//! - [`admission`]: a network CA: members admitted by certificate, the
+//!   others refused with the reason on both ends; revocation lists pushed,
+//!   spread, caught up on return; revoked nodes closed, banned, their
+//!   relayed routes dropped; certificates expiring mid-session.
+//!
 //! `world` builds the worlds and asks the questions.
 
+mod admission;
 mod nat;
 mod relay;
 mod ring;
