@@ -17,7 +17,6 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use ringlan_node::membership::{format_utc, hex, parse_hex, CaKey, NodeCert, RevocationList};
 use ringlan_tunnel::crypto::NetworkName;
@@ -27,7 +26,7 @@ use crate::config::{Config, Membership};
 
 /// How long before its certificate expires a node starts warning (log,
 /// `check-config`, status).
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+pub use ringlan_node::admission::EXPIRY_WARNING;
 
 /// Reads the CA public key file (`network.ca`).
 pub fn read_ca_key(path: &Path) -> Result<CaKey, String> {

@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::serve::{Conn, Limits, ServeStats, Server, METRICS_LIMITS};
-use crate::status::{short_id, SessionPhase, StatusSource};
+use crate::status::{short_id, MembershipStatus, SessionPhase, StatusSource};
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8192;
@@ -145,6 +145,27 @@ impl Collector for StatusCollector {
             "Seconds since the agent started",
             s.uptime_secs as i64,
         )?;
+        if let MembershipStatus::Certificate {
+            not_after,
+            revocations_version,
+            ..
+        } = &s.membership
+        {
+            // Seconds since the epoch fit i64 until the year 292 billion.
+            let left = *not_after as i64 - crate::ca::unix_now() as i64;
+            gauge1(
+                &mut enc,
+                "ringlan_certificate_expiry_seconds",
+                "Seconds until this node's certificate expires (negative once expired)",
+                left,
+            )?;
+            gauge1(
+                &mut enc,
+                "ringlan_revocation_list_version",
+                "Version of the newest revocation list this node holds (0: none)",
+                *revocations_version as i64,
+            )?;
+        }
         let open = s
             .sessions
             .iter()
@@ -457,6 +478,20 @@ mod tests {
             assert!(body.contains(want), "missing `{want}` in\n{body}");
         }
 
+        // The example's certificate and list (network CA mode).
+        assert!(
+            body.contains("ringlan_revocation_list_version 3\n"),
+            "{body}"
+        );
+        let left: i64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("ringlan_certificate_expiry_seconds "))
+            .expect("certificate expiry")
+            .parse()
+            .unwrap();
+        let want = 1_827_850_800 - crate::ca::unix_now() as i64;
+        assert!((want - 5..=want).contains(&left), "{left} vs {want}");
+
         let r = get(addr, "GET / HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");
         let r = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
@@ -481,6 +516,21 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         tokio::spawn(server.serve(rx));
         (addr, stats, tx)
+    }
+
+    #[test]
+    fn no_certificate_metrics_without_a_ca() {
+        let shared = crate::status::Status {
+            membership: MembershipStatus::SharedSecret,
+            ..crate::status::example()
+        };
+        let body = render(Arc::new(StatusBoard::new(shared)));
+        assert!(body.contains("ringlan_uptime_seconds"), "{body}");
+        assert!(
+            !body.contains("ringlan_certificate_expiry_seconds"),
+            "{body}"
+        );
+        assert!(!body.contains("ringlan_revocation_list_version"), "{body}");
     }
 
     #[test]

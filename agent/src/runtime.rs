@@ -21,18 +21,21 @@
 //! (written, then handed back to the node's buffer pools) and events
 //! (readiness, for systemd); the driver then flushes datagrams.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ringlan_node::membership::{NodeCert, RevocationList};
+use ringlan_node::MembershipSetup;
 use ringlan_node::{Node, NodeEvent, NodeSetup, Role, Status, TAP_READ_OFFSET, TAP_READ_ROOM};
 use ringlan_tunnel::driver::{os_seed, Driver};
 use ringlan_tunnel::BirthdayConfig;
 use ringlan_tunnel::RelayLimits;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, Config, Membership};
+use crate::control::Command;
 use crate::credentials;
 use crate::identity::{NetworkSecret, NodeKey};
 use crate::ifaddrs::interface_addresses;
@@ -66,6 +69,8 @@ pub struct NodeContext {
     pub membership: Option<Membership>,
     /// The newest revocation list this node has kept, if any.
     pub revocations: Option<RevocationList>,
+    /// Commands from the control socket.
+    pub commands: mpsc::Receiver<Command>,
 }
 
 /// Logs how this node's certificate stands at `now` (seconds since the Unix
@@ -135,10 +140,12 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
         },
         birthday: BirthdayConfig::default(),
         interfaces: interface_addresses(ctx.tap.name()),
-        unix_time: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        membership: None,
+        unix_time: crate::ca::unix_now(),
+        membership: ctx.membership.as_ref().map(|m| MembershipSetup {
+            ca: m.ca,
+            certificate: m.certificate.clone(),
+            revocations: ctx.revocations.clone(),
+        }),
     }
 }
 
@@ -152,9 +159,10 @@ fn snapshot(driver: &Driver<Node>) -> Status {
     s
 }
 
-/// Write the node's frames to the TAP and tell systemd what it should
-/// know.
-async fn drain_outputs(driver: &mut Driver<Node>, tap: &Tap) {
+/// Write the node's frames to the TAP, tell systemd what it should know,
+/// keep newer revocation lists at `revocations` (written here, in order, so
+/// an older list never overwrites a newer one; a list is rare and small).
+async fn drain_outputs(driver: &mut Driver<Node>, tap: &Tap, revocations: &Path) {
     let node = driver.machine();
     while let Some(w) = node.poll_tap() {
         if let Err(e) = tap.send(w.vnet(), w.frame()).await {
@@ -165,17 +173,48 @@ async fn drain_outputs(driver: &mut Driver<Node>, tap: &Tap) {
     while let Some(ev) = node.poll_event() {
         match ev {
             NodeEvent::Ready { reason } => crate::service::notify_ready(&reason),
-            // Only a node with a network CA installs lists (none yet here).
-            NodeEvent::Revocations { version, .. } => {
-                tracing::info!(version, "revocation list installed")
+            NodeEvent::Revocations { list, version } => {
+                keep_revocations(revocations, &list, version)
             }
+        }
+    }
+}
+
+/// Replaces the kept revocation list with `list` (version `version`).
+fn keep_revocations(path: &Path, list: &[u8], version: u64) {
+    let kept = RevocationList::decode(list)
+        .map_err(anyhow::Error::from)
+        .and_then(|l| credentials::write_revocations(path, &l));
+    match kept {
+        Ok(()) => tracing::info!(version, path = %path.display(), "revocation list kept"),
+        Err(e) => tracing::error!(
+            version,
+            path = %path.display(),
+            "cannot keep the revocation list: {e:#} (members hand it over again after a restart)"
+        ),
+    }
+}
+
+/// Carries out a control-socket command.
+fn handle_command(driver: &mut Driver<Node>, cmd: Command) {
+    match cmd {
+        Command::PushRevocations { list, reply } => {
+            let r = driver
+                .machine()
+                .push_revocations(Instant::now(), &list)
+                .map_err(|e| e.to_string());
+            if let Err(e) = &r {
+                tracing::warn!("revocation list pushed over the control socket refused: {e}");
+            }
+            let _ = reply.send(r);
         }
     }
 }
 
 /// Runs the node until `shutdown` turns true. Returns when everything it
 /// started has stopped; the TAP is removed when `ctx` is dropped on return.
-pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let kept = ctx.config.revocations_path();
     let bind = ctx.config.listen.socket_addr();
     let seed = os_seed()?;
     // Resolve first (async), then bind and build the node for the bound
@@ -199,18 +238,24 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
         "node up"
     );
     let tap = &ctx.tap;
+    let commands = &mut ctx.commands;
+    let mut commands_open = true;
     let mut tap_buf = vec![0u8; TAP_READ_ROOM];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_ifscan = Instant::now() + IFSCAN_PERIOD;
     let mut next_expiry_check = Instant::now() + EXPIRY_CHECK_PERIOD;
-    drain_outputs(&mut driver, tap).await;
+    drain_outputs(&mut driver, tap, &kept).await;
     loop {
         tokio::select! {
             r = shutdown.changed() => {
                 if r.is_err() || *shutdown.borrow() { break; }
             }
             _ = driver.wait() => {}
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(cmd) => handle_command(&mut driver, cmd),
+                None => commands_open = false,
+            },
             r = tap.recv(&mut tap_buf[TAP_READ_OFFSET..]) => match r {
                 Ok(n) => {
                     let node = driver.machine();
@@ -249,7 +294,7 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
                 board.publish(snapshot(&driver));
             }
         }
-        drain_outputs(&mut driver, tap).await;
+        drain_outputs(&mut driver, tap, &kept).await;
         driver.flush();
     }
 
@@ -268,7 +313,7 @@ pub async fn run(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyho
             _ = &mut linger => break,
             _ = driver.wait() => {}
         }
-        drain_outputs(&mut driver, tap).await;
+        drain_outputs(&mut driver, tap, &kept).await;
     }
     driver.flush();
     board.publish(Status {

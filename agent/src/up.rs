@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, MacSetting};
 use crate::control::ControlServer;
@@ -71,7 +71,10 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let board = Arc::new(StatusBoard::new(Status::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let control = ControlServer::bind(&config.control.socket, board.clone()).await?;
+    let (commands_tx, commands) = mpsc::channel(8);
+    let control = ControlServer::bind(&config.control.socket, board.clone())
+        .await?
+        .with_commands(commands_tx);
     tracing::info!(path = %control.path().display(), "control socket");
     let control_stats = control.stats();
     let control_task = tokio::spawn(control.serve(stop_rx.clone()));
@@ -110,6 +113,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         status: board,
         membership,
         revocations,
+        commands,
     };
     let result = runtime::run(ctx, stop_rx).await;
     if let Err(e) = &result {
