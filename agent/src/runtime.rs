@@ -15,11 +15,14 @@
 //! - a one-second tick: publish the status snapshot, re-read interface
 //!   addresses every `IFSCAN_PERIOD` (10 s), warn once a day while the
 //!   node's certificate expires within 30 days (or has expired);
+//! - commands from the control socket (a revocation list: handed to the
+//!   node, its answer sent back);
 //! - shutdown.
 //!
 //! After every wake-up the node's outputs are drained: frames for the TAP
 //! (written, then handed back to the node's buffer pools) and events
-//! (readiness, for systemd); the driver then flushes datagrams.
+//! (readiness, for systemd; a newer revocation list, kept in the state
+//! directory); the driver then flushes datagrams.
 
 use std::path::Path;
 use std::sync::Arc;
