@@ -515,7 +515,6 @@ impl Node {
         };
         let was = std::mem::replace(&mut g.state, GateState::Refused { close_at });
         let node = g.node;
-        let admitted = matches!(was, GateState::Admitted);
         if let GateState::Pending { held, .. } = was {
             for data in held {
                 self.endpoint.recycle(session, data);
@@ -524,7 +523,9 @@ impl Node {
         self.adm.hold_off(now, node);
         if self.peers.session_of(node) == Some(session) {
             self.peers.close(node);
-            if admitted {
+            // The overlay's link ran on this session (or on the one it
+            // replaced, whose close was ours and no news to the overlay).
+            if self.overlay.is_linked(node) {
                 self.overlay.peer_down(now, node);
             }
         }
