@@ -715,7 +715,6 @@ impl Node {
         };
         let version = list.body().version;
         c.banned = banned_ids(&list, &c.network);
-        let own_revoked = list.revokes_cert(&c.cert);
         let banned: Vec<NodeId> = c.banned.iter().copied().collect();
         tracing::info!(
             version,
@@ -727,12 +726,7 @@ impl Node {
             version,
         });
         c.list = Some(list);
-        if own_revoked {
-            tracing::warn!(
-                version,
-                "THIS NODE IS REVOKED by revocation list version {version}: members will refuse it"
-            );
-        }
+        // Says so loudly when the list revokes us.
         self.check_own_certificate(now);
         // Revoked peers first (they hear why), then the overlay forgets
         // them for good.
@@ -754,10 +748,8 @@ impl Node {
         for s in revoked {
             self.refuse(now, s, RefuseReason::Revoked);
         }
-        for id in banned {
-            if !self.overlay.ban(now, id) && !self.overlay.is_banned(id) {
-                tracing::warn!(node = %id, "overlay ban list full");
-            }
+        if !self.overlay.ban(now, banned) {
+            tracing::warn!("the overlay's ban list is full: some revoked nodes are not banned");
         }
         let spread: Vec<SessionId> = self
             .adm
