@@ -401,6 +401,15 @@ mod tests {
         }
     }
 
+    /// A node linked to introducer 7 and member 8.
+    fn linked_to_7_and_8(t0: Instant) -> Overlay {
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        o.peer_up(t0, NodeId(8), Some(sa("198.51.100.8:4910")), false);
+        o
+    }
+
     fn joined(o: &mut Overlay) -> usize {
         std::iter::from_fn(|| o.poll_event())
             .filter(|e| matches!(e, Event::MemberJoined { .. }))
@@ -414,10 +423,7 @@ mod tests {
     #[test]
     fn gossip_is_accepted_within_each_peers_budget() {
         let t0 = Instant::now();
-        let mut o = node(t0);
-        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
-        o.peer_up(t0, NodeId(8), Some(sa("198.51.100.8:4910")), false);
+        let mut o = linked_to_7_and_8(t0);
         std::iter::from_fn(|| o.poll_event()).for_each(drop);
         let b = o.config().budgets.gossip_per_peer;
         let mut next = 1000u128;
@@ -493,10 +499,8 @@ mod tests {
     #[test]
     fn a_banned_node_is_dropped_and_never_comes_back() {
         let t0 = Instant::now();
-        let mut o = node(t0);
+        let mut o = linked_to_7_and_8(t0);
         let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
-        o.peer_up(t0, NodeId(8), Some(sa("198.51.100.8:4910")), false);
         o.handle_control(t0, NodeId(8), &tap_hello(8, &[], false));
         o.handle_control(
             t0,
