@@ -141,6 +141,8 @@ struct CaState {
     /// Node ids the list revokes (its node ids, and the node ids of its
     /// keys under [`SuiteSet::ALL`]).
     banned: HashSet<NodeId>,
+    /// This node's Ed25519 public key.
+    own_key: [u8; 32],
     /// What the own-certificate check said last (logged on change).
     own: OwnState,
 }
@@ -169,10 +171,13 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
+    /// `own_key`: this node's Ed25519 public key (its certificate must
+    /// name it).
     pub(crate) fn new(
         setup: Option<MembershipSetup>,
         network: &NetworkName,
         unix_start: u64,
+        own_key: [u8; 32],
     ) -> Admission {
         let ca = setup.map(|m| {
             let list = m.revocations.filter(|l| match l.check(&m.ca, network) {
@@ -192,6 +197,7 @@ impl Admission {
                 cert: m.certificate,
                 list,
                 banned,
+                own_key,
                 own: OwnState::Good,
             }
         });
@@ -250,6 +256,7 @@ impl Admission {
         let c = self.ca.as_ref()?;
         Some(match c.cert.check(&c.ca, &c.network, unix, CLOCK_SKEW) {
             Err(e) => reason_of(&e),
+            Ok(()) if c.cert.body().node_key != c.own_key => RefuseReason::KeyMismatch,
             Ok(()) if c.list.as_ref().is_some_and(|l| l.revokes_cert(&c.cert)) => {
                 RefuseReason::Revoked
             }
@@ -276,7 +283,12 @@ impl Admission {
             Some(RefuseReason::Revoked) => {
                 Some("certificate revoked: members refuse this node".into())
             }
-            Some(r) => Some(format!("certificate not accepted: {r}")),
+            Some(RefuseReason::KeyMismatch) => Some(
+                "certificate names another key than this node's: members refuse this node".into(),
+            ),
+            Some(r) => Some(format!(
+                "certificate not accepted ({r}): members refuse this node"
+            )),
             None if left < EXPIRY_WARNING.as_secs() as i128 => Some(format!(
                 "certificate expires in {days_left} days: sign a new one (ringlan ca sign)"
             )),
@@ -872,7 +884,7 @@ mod tests {
             certificate: body().sign(&ca()).unwrap(),
             revocations,
         };
-        Admission::new(Some(setup), &home(), 0)
+        Admission::new(Some(setup), &home(), 0, body().node_key)
     }
 
     fn warning(a: &Admission, unix: u64) -> (i64, Option<String>) {
@@ -886,7 +898,7 @@ mod tests {
 
     #[test]
     fn status_says_what_is_wrong_with_our_certificate() {
-        let none = Admission::new(None, &home(), 0);
+        let none = Admission::new(None, &home(), 0, [0; 32]);
         assert_eq!(none.status(0), MembershipStatus::SharedSecret);
         assert_eq!(none.own_problem(0), None);
 
@@ -905,6 +917,14 @@ mod tests {
         assert_eq!(a.own_problem(na + 2 * day), Some(RefuseReason::Expired));
         let (_, w) = warning(&a, nb - day);
         assert!(w.unwrap().contains("not valid before"));
+        // A certificate of another key.
+        let setup = MembershipSetup {
+            ca: CaKey(ca().verifying_key().to_bytes()),
+            certificate: body().sign(&ca()).unwrap(),
+            revocations: None,
+        };
+        let other = Admission::new(Some(setup), &home(), 0, node_key(9));
+        assert_eq!(other.own_problem(nb + day), Some(RefuseReason::KeyMismatch));
 
         let revoked = admission(Some(list(4, vec![Revoked::Key(body().node_key)])));
         assert_eq!(revoked.own_problem(nb + day), Some(RefuseReason::Revoked));
