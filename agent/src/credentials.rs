@@ -1,4 +1,4 @@
-//! The node's membership files (`docs/membership.md` 4 and 7):
+//! The node's membership files (`docs/membership.md` 4 and 12):
 //!
 //! - the CA public key (`network.ca`): the 64 hex characters `ringlan ca
 //!   pub` prints, on a line of their own; blank lines and `#` comment lines

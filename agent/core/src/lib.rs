@@ -178,7 +178,7 @@ impl Node {
         stun_servers.retain(|a| *a != setup.listen);
         stun_servers.dedup();
         let base = setup.base_status(node_id, &public_key);
-        let adm = Admission::new(setup.membership, &name, setup.unix_time);
+        let adm = Admission::new(setup.membership, &name, setup.unix_time, public_key);
         let mut node = Node {
             endpoint,
             overlay: ov,

@@ -25,34 +25,38 @@ use std::time::Instant;
 pub const MAX_BANNED: usize = 8192;
 
 impl Overlay {
-    /// Ban `node` for the life of this overlay (its certificate was
-    /// revoked): its link goes (close the session; no `peer_down` is
-    /// expected back), it is forgotten, and it is never learnt from gossip,
-    /// opened to or linked again (a later [`Overlay::peer_up`] for it is
-    /// answered with [`Action::CloseSession`]). At most [`MAX_BANNED`]
-    /// nodes; returns false (and bans nothing) when the set is full and
-    /// `node` is not in it.
-    pub fn ban(&mut self, now: Instant, node: NodeId) -> bool {
-        if node == self.cfg.node_id {
-            return false;
-        }
-        if !self.banned.contains(&node) {
-            if self.banned.len() >= MAX_BANNED {
-                return false;
+    /// Ban `nodes` for the life of this overlay (their certificates were
+    /// revoked): their links go (close the sessions; no `peer_down` is
+    /// expected back), they are forgotten, and they are never learnt from
+    /// gossip, opened to or linked again (a later [`Overlay::peer_up`] for
+    /// one is answered with [`Action::CloseSession`]). This node itself is
+    /// never banned. At most [`MAX_BANNED`] nodes; returns false when some
+    /// did not fit (the others are banned).
+    pub fn ban(&mut self, now: Instant, nodes: impl IntoIterator<Item = NodeId>) -> bool {
+        let mut all = true;
+        for node in nodes {
+            if node == self.cfg.node_id {
+                continue;
             }
-            self.banned.insert(node);
+            if !self.banned.contains(&node) {
+                if self.banned.len() >= MAX_BANNED {
+                    all = false;
+                    continue;
+                }
+                self.banned.insert(node);
+            }
+            if self.links.remove(&node).is_some() {
+                self.switch.forget_node(node);
+                self.events.push_back(Event::LinkDown { node });
+                self.actions.push_back(Action::CloseSession { node });
+            }
+            self.link_lost(now, node);
+            self.failed_opens.remove(&node);
+            self.forgotten.remove(&node);
+            self.remove_member(node);
         }
-        if self.links.remove(&node).is_some() {
-            self.switch.forget_node(node);
-            self.events.push_back(Event::LinkDown { node });
-            self.actions.push_back(Action::CloseSession { node });
-        }
-        self.link_lost(now, node);
-        self.failed_opens.remove(&node);
-        self.forgotten.remove(&node);
-        self.remove_member(node);
         self.run_policy(now);
-        true
+        all
     }
 
     /// Whether `node` is banned ([`Overlay::ban`]).
@@ -397,6 +401,15 @@ mod tests {
         }
     }
 
+    /// A node linked to introducer 7 and member 8.
+    fn linked_to_7_and_8(t0: Instant) -> Overlay {
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        o.peer_up(t0, NodeId(8), Some(sa("198.51.100.8:4910")), false);
+        o
+    }
+
     fn joined(o: &mut Overlay) -> usize {
         std::iter::from_fn(|| o.poll_event())
             .filter(|e| matches!(e, Event::MemberJoined { .. }))
@@ -410,10 +423,7 @@ mod tests {
     #[test]
     fn gossip_is_accepted_within_each_peers_budget() {
         let t0 = Instant::now();
-        let mut o = node(t0);
-        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
-        o.peer_up(t0, NodeId(8), Some(sa("198.51.100.8:4910")), false);
+        let mut o = linked_to_7_and_8(t0);
         std::iter::from_fn(|| o.poll_event()).for_each(drop);
         let b = o.config().budgets.gossip_per_peer;
         let mut next = 1000u128;
@@ -489,10 +499,8 @@ mod tests {
     #[test]
     fn a_banned_node_is_dropped_and_never_comes_back() {
         let t0 = Instant::now();
-        let mut o = node(t0);
+        let mut o = linked_to_7_and_8(t0);
         let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
-        o.peer_up(t0, NodeId(8), Some(sa("198.51.100.8:4910")), false);
         o.handle_control(t0, NodeId(8), &tap_hello(8, &[], false));
         o.handle_control(
             t0,
@@ -503,8 +511,7 @@ mod tests {
         std::iter::from_fn(|| o.poll_event()).for_each(drop);
         std::iter::from_fn(|| o.poll_action()).for_each(drop);
 
-        assert!(o.ban(t0, NodeId(8)));
-        assert!(o.ban(t0, NodeId(9)));
+        assert!(o.ban(t0, [NodeId(8), NodeId(9)]));
         assert!(o.is_banned(NodeId(8)));
         assert!(!o.is_linked(NodeId(8)));
         assert!(o.member(NodeId(8)).is_none() && o.member(NodeId(9)).is_none());
@@ -538,14 +545,14 @@ mod tests {
         assert!(!o.is_linked(NodeId(8)));
         let actions: Vec<Action> = std::iter::from_fn(|| o.poll_action()).collect();
         assert!(actions.contains(&Action::CloseSession { node: NodeId(8) }));
-        // Not ourselves; bounded.
-        assert!(!o.ban(later, NodeId(100)));
-        for k in 0..MAX_BANNED as u128 {
-            o.ban(later, NodeId(10_000 + k));
-        }
+        // Never ourselves; bounded.
+        assert!(o.ban(later, [NodeId(100)]));
+        assert!(!o.is_banned(NodeId(100)));
+        assert!(!o.ban(later, (0..MAX_BANNED as u128).map(|k| NodeId(10_000 + k))));
         assert_eq!(o.banned.len(), MAX_BANNED);
-        assert!(!o.ban(later, NodeId(1)));
-        assert!(o.ban(later, NodeId(8)), "already banned stays banned");
+        assert!(!o.is_banned(NodeId(10_000 + MAX_BANNED as u128 - 1)));
+        assert!(!o.ban(later, [NodeId(1)]));
+        assert!(o.ban(later, [NodeId(8)]), "already banned stays banned");
     }
 
     #[test]

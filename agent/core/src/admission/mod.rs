@@ -141,8 +141,20 @@ struct CaState {
     /// Node ids the list revokes (its node ids, and the node ids of its
     /// keys under [`SuiteSet::ALL`]).
     banned: HashSet<NodeId>,
+    /// This node's Ed25519 public key.
+    own_key: [u8; 32],
     /// What the own-certificate check said last (logged on change).
-    own: Option<RefuseReason>,
+    own: OwnState,
+}
+
+/// Our own certificate, as last checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnState {
+    Good,
+    /// Valid, but expires within [`EXPIRY_WARNING`].
+    Expiring,
+    /// Members refuse it, for this reason.
+    Refused(RefuseReason),
 }
 
 /// The node's admission state.
@@ -159,10 +171,13 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
+    /// `own_key`: this node's Ed25519 public key (its certificate must
+    /// name it).
     pub(crate) fn new(
         setup: Option<MembershipSetup>,
         network: &NetworkName,
         unix_start: u64,
+        own_key: [u8; 32],
     ) -> Admission {
         let ca = setup.map(|m| {
             let list = m.revocations.filter(|l| match l.check(&m.ca, network) {
@@ -182,7 +197,8 @@ impl Admission {
                 cert: m.certificate,
                 list,
                 banned,
-                own: None,
+                own_key,
+                own: OwnState::Good,
             }
         });
         Admission {
@@ -240,6 +256,7 @@ impl Admission {
         let c = self.ca.as_ref()?;
         Some(match c.cert.check(&c.ca, &c.network, unix, CLOCK_SKEW) {
             Err(e) => reason_of(&e),
+            Ok(()) if c.cert.body().node_key != c.own_key => RefuseReason::KeyMismatch,
             Ok(()) if c.list.as_ref().is_some_and(|l| l.revokes_cert(&c.cert)) => {
                 RefuseReason::Revoked
             }
@@ -266,7 +283,12 @@ impl Admission {
             Some(RefuseReason::Revoked) => {
                 Some("certificate revoked: members refuse this node".into())
             }
-            Some(r) => Some(format!("certificate not accepted: {r}")),
+            Some(RefuseReason::KeyMismatch) => Some(
+                "certificate names another key than this node's: members refuse this node".into(),
+            ),
+            Some(r) => Some(format!(
+                "certificate not accepted ({r}): members refuse this node"
+            )),
             None if left < EXPIRY_WARNING.as_secs() as i128 => Some(format!(
                 "certificate expires in {days_left} days: sign a new one (ringlan ca sign)"
             )),
@@ -313,13 +335,13 @@ fn banned_ids(list: &RevocationList, network: &NetworkName) -> HashSet<NodeId> {
 fn decode_pushed(bytes: &[u8]) -> Result<RevocationList, PushError> {
     let armoured = std::str::from_utf8(bytes)
         .ok()
-        .filter(|t| t.trim_start().starts_with("-----BEGIN"));
+        .filter(|t| t.contains("-----BEGIN "));
     let owned;
     let raw = match armoured {
         Some(text) => {
             let (kind, b) = armor::decode(text).map_err(|e| PushError::Malformed(e.to_string()))?;
             if kind != armor::Kind::RevocationList {
-                return Err(PushError::Malformed(format!("a {}", kind.label())));
+                return Err(PushError::Malformed(format!("a {} block", kind.label())));
             }
             owned = b;
             &owned[..]
@@ -337,35 +359,39 @@ impl Node {
             .saturating_add(now.saturating_duration_since(self.started).as_secs())
     }
 
-    /// At start: say loudly what is wrong with our own certificate.
+    /// At start and on every tick: say loudly what is wrong with our own
+    /// certificate (expired, not yet valid, revoked) or that it expires
+    /// within [`EXPIRY_WARNING`], once per change.
     pub(crate) fn check_own_certificate(&mut self, now: Instant) {
         let unix = self.unix_now(now);
         let problem = self.adm.own_problem(unix);
         let Some(c) = self.adm.ca.as_mut() else {
             return;
         };
-        if problem == c.own {
+        let b = c.cert.body();
+        let left = b.not_after.saturating_sub(unix);
+        let state = match problem {
+            Some(r) => OwnState::Refused(r),
+            None if left < EXPIRY_WARNING.as_secs() => OwnState::Expiring,
+            None => OwnState::Good,
+        };
+        if state == c.own {
             return;
         }
-        c.own = problem;
-        let b = c.cert.body();
-        match problem {
-            Some(r) => tracing::warn!(
+        c.own = state;
+        match state {
+            OwnState::Refused(r) => tracing::warn!(
                 name = %b.name,
                 expires = %format_utc(b.not_after),
                 "OUR CERTIFICATE IS NOT ACCEPTED ({r}): members will refuse this node"
             ),
-            None => {
-                let left = b.not_after.saturating_sub(unix);
-                if left < EXPIRY_WARNING.as_secs() {
-                    tracing::warn!(
-                        name = %b.name,
-                        expires = %format_utc(b.not_after),
-                        days_left = left / 86_400,
-                        "our certificate expires soon: sign a new one"
-                    );
-                }
-            }
+            OwnState::Expiring => tracing::warn!(
+                name = %b.name,
+                expires = %format_utc(b.not_after),
+                days_left = left / 86_400,
+                "our certificate expires soon: sign a new one (ringlan ca sign)"
+            ),
+            OwnState::Good => {}
         }
     }
 
@@ -515,7 +541,6 @@ impl Node {
         };
         let was = std::mem::replace(&mut g.state, GateState::Refused { close_at });
         let node = g.node;
-        let admitted = matches!(was, GateState::Admitted);
         if let GateState::Pending { held, .. } = was {
             for data in held {
                 self.endpoint.recycle(session, data);
@@ -524,7 +549,9 @@ impl Node {
         self.adm.hold_off(now, node);
         if self.peers.session_of(node) == Some(session) {
             self.peers.close(node);
-            if admitted {
+            // The overlay's link ran on this session (or on the one it
+            // replaced, whose close was ours and no news to the overlay).
+            if self.overlay.is_linked(node) {
                 self.overlay.peer_down(now, node);
             }
         }
@@ -714,7 +741,6 @@ impl Node {
         };
         let version = list.body().version;
         c.banned = banned_ids(&list, &c.network);
-        let own_revoked = list.revokes_cert(&c.cert);
         let banned: Vec<NodeId> = c.banned.iter().copied().collect();
         tracing::info!(
             version,
@@ -726,12 +752,7 @@ impl Node {
             version,
         });
         c.list = Some(list);
-        if own_revoked {
-            tracing::warn!(
-                version,
-                "THIS NODE IS REVOKED by revocation list version {version}: members will refuse it"
-            );
-        }
+        // Says so loudly when the list revokes us.
         self.check_own_certificate(now);
         // Revoked peers first (they hear why), then the overlay forgets
         // them for good.
@@ -753,10 +774,8 @@ impl Node {
         for s in revoked {
             self.refuse(now, s, RefuseReason::Revoked);
         }
-        for id in banned {
-            if !self.overlay.ban(now, id) && !self.overlay.is_banned(id) {
-                tracing::warn!(node = %id, "overlay ban list full");
-            }
+        if !self.overlay.ban(now, banned) {
+            tracing::warn!("the overlay's ban list is full: some revoked nodes are not banned");
         }
         let spread: Vec<SessionId> = self
             .adm
@@ -836,5 +855,137 @@ impl Node {
     /// The newest revocation list the node holds.
     pub fn revocations(&self) -> Option<&RevocationList> {
         self.adm.ca.as_ref().and_then(|c| c.list.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::cert::tests::{body, ca, node_key};
+    use crate::membership::{ListBody, SignedBody};
+
+    fn home() -> NetworkName {
+        NetworkName::new("home").unwrap()
+    }
+
+    fn list(version: u64, revoked: Vec<Revoked>) -> RevocationList {
+        ListBody {
+            version,
+            revoked,
+            ..ListBody::first(home(), 1_800_000_000)
+        }
+        .sign(&ca())
+        .unwrap()
+    }
+
+    fn admission(revocations: Option<RevocationList>) -> Admission {
+        let setup = MembershipSetup {
+            ca: CaKey(ca().verifying_key().to_bytes()),
+            certificate: body().sign(&ca()).unwrap(),
+            revocations,
+        };
+        Admission::new(Some(setup), &home(), 0, body().node_key)
+    }
+
+    fn warning(a: &Admission, unix: u64) -> (i64, Option<String>) {
+        match a.status(unix) {
+            MembershipStatus::Certificate {
+                days_left, warning, ..
+            } => (days_left, warning),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn status_says_what_is_wrong_with_our_certificate() {
+        let none = Admission::new(None, &home(), 0, [0; 32]);
+        assert_eq!(none.status(0), MembershipStatus::SharedSecret);
+        assert_eq!(none.own_problem(0), None);
+
+        let a = admission(None);
+        let (nb, na) = (body().not_before, body().not_after);
+        let day = 86_400;
+        assert_eq!(warning(&a, nb + day), (364, None));
+        let (d, w) = warning(&a, na - 10 * day);
+        assert_eq!(d, 10);
+        assert!(w.unwrap().contains("expires in 10 days"));
+        // Within the clock skew: still valid, 0 days left.
+        assert_eq!(a.own_problem(na + 60), None);
+        let (d, w) = warning(&a, na + 2 * day);
+        assert_eq!(d, -2);
+        assert!(w.unwrap().contains("expired"));
+        assert_eq!(a.own_problem(na + 2 * day), Some(RefuseReason::Expired));
+        let (_, w) = warning(&a, nb - day);
+        assert!(w.unwrap().contains("not valid before"));
+        // A certificate of another key.
+        let setup = MembershipSetup {
+            ca: CaKey(ca().verifying_key().to_bytes()),
+            certificate: body().sign(&ca()).unwrap(),
+            revocations: None,
+        };
+        let other = Admission::new(Some(setup), &home(), 0, node_key(9));
+        assert_eq!(other.own_problem(nb + day), Some(RefuseReason::KeyMismatch));
+
+        let revoked = admission(Some(list(4, vec![Revoked::Key(body().node_key)])));
+        assert_eq!(revoked.own_problem(nb + day), Some(RefuseReason::Revoked));
+        match revoked.status(nb + day) {
+            MembershipStatus::Certificate {
+                revocations_version: 4,
+                warning: Some(w),
+                name,
+                ..
+            } => {
+                assert!(w.contains("revoked"), "{w}");
+                assert_eq!(name, "laptop");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_kept_list_of_another_ca_is_ignored() {
+        let other = ListBody {
+            version: 7,
+            ..ListBody::first(home(), 0)
+        }
+        .sign(&ed25519_dalek::SigningKey::from_bytes(&[0x55; 32]))
+        .unwrap();
+        assert_eq!(admission(Some(other)).version(), 0);
+        assert_eq!(admission(Some(list(3, vec![]))).version(), 3);
+    }
+
+    #[test]
+    fn revoked_keys_and_ids_are_banned_node_ids() {
+        let id = [0x11; 16];
+        let l = list(1, vec![Revoked::NodeId(id), Revoked::Key(node_key(3))]);
+        let banned = banned_ids(&l, &home());
+        let key_id = Certificate::for_public_key(&node_key(3), &home(), SuiteSet::ALL)
+            .unwrap()
+            .node_id();
+        assert_eq!(
+            banned,
+            HashSet::from([NodeId::from_bytes(id), key_id]),
+            "{banned:?}"
+        );
+    }
+
+    #[test]
+    fn pushed_lists_decode_raw_or_armoured() {
+        let l = list(2, vec![]);
+        assert_eq!(decode_pushed(l.as_bytes()).unwrap(), l);
+        let text = armor::encode(armor::Kind::RevocationList, l.as_bytes(), &["# v2".into()]);
+        assert_eq!(decode_pushed(text.as_bytes()).unwrap(), l);
+        let cert = body().sign(&ca()).unwrap();
+        let text = armor::encode(armor::Kind::Certificate, cert.as_bytes(), &[]);
+        let e = decode_pushed(text.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("RINGLAN CERTIFICATE block"), "{e}");
+        assert!(matches!(
+            decode_pushed(b"# a note\n-----BEGIN nonsense"),
+            Err(PushError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_pushed(&[1, 2, 3]),
+            Err(PushError::Malformed(_))
+        ));
     }
 }

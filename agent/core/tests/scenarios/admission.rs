@@ -82,7 +82,7 @@ fn network(seed: u64, n: usize) -> (World, HostId, Vec<HostId>) {
 
 #[test]
 fn members_with_certificates_are_admitted_and_exchange_frames() {
-    let (mut w, intro, nodes) = network(0xad_0001, 3);
+    let (mut w, intro, nodes) = network(0xad_0001, 10);
     let mut all = vec![intro];
     all.extend(&nodes);
     for &h in &all {

@@ -102,7 +102,7 @@ impl World {
     pub fn with_ca(seed: u64) -> World {
         let mut w = World::new(seed);
         w.ca = Some(Ca {
-            key: SigningKey::from_bytes(&[0xca; 32]),
+            key: SigningKey::from_bytes(&CA_SECRET),
             kept: BTreeMap::new(),
         });
         w
@@ -368,6 +368,28 @@ impl World {
 
 /// The network of every world.
 pub const NETWORK: &str = "sim";
+/// The network secret of every world.
+pub const SECRET: [u8; 32] = [0x5e; 32];
+/// The secret key of the network CA of worlds with one.
+const CA_SECRET: [u8; 32] = [0xca; 32];
+
+/// The setup of an introducer with a valid certificate of the CA of
+/// [`World::with_ca`], started at the beginning of a simulation: for
+/// simulations that host other machines next to nodes.
+pub fn introducer_setup(ctx: &HostCtx) -> NodeSetup {
+    let ca = Ca {
+        key: SigningKey::from_bytes(&CA_SECRET),
+        kept: BTreeMap::new(),
+    };
+    let spec = Spec {
+        name: "intro".into(),
+        role: Role::Introducer,
+        relay: true,
+        keepalive: KEEPALIVE,
+        cert: Cert::Valid,
+    };
+    setup(&[], Some(&ca), UNIX_START, ctx, &spec)
+}
 
 /// The secret key of host `h`'s node: one per host, kept across restarts
 /// (the same member comes back).
@@ -435,7 +457,7 @@ fn setup(
     let m = mac(ctx.host);
     NodeSetup {
         network: NETWORK.into(),
-        secret: [0x5e; 32],
+        secret: SECRET,
         key,
         name: spec.name.clone(),
         role: spec.role,
