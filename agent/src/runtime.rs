@@ -77,14 +77,15 @@ pub struct NodeContext {
 }
 
 /// Logs how this node's certificate stands at `now` (seconds since the Unix
-/// epoch): a warning when it has expired, is not valid yet or expires
-/// within 30 days; otherwise, when `always`, an info line.
-pub fn log_certificate(cert: &NodeCert, now: u64, always: bool) {
+/// epoch). At start an info line, whatever it says (the node core itself
+/// warns, once per change, when the certificate is not accepted or expires
+/// within 30 days); later, the daily reminder, a warning while that holds.
+pub fn log_certificate(cert: &NodeCert, now: u64, at_start: bool) {
     let (text, warning) = credentials::describe(cert, now);
-    if warning {
-        tracing::warn!("{text}");
-    } else if always {
+    if at_start {
         tracing::info!("{text}");
+    } else if warning {
+        tracing::warn!("{text}");
     }
 }
 
