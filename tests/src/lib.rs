@@ -45,6 +45,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod agents;
+pub mod flood;
 mod stun;
 mod traffic;
 
