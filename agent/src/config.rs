@@ -1463,8 +1463,14 @@ role: introducer
         use crate::credentials::tests::{ca_pub, tmp};
         use ringlan_node::membership::{armor, Kind};
         let d = tmp(name);
-        identity::write_private(&d.join("home.secret"), &[3; 32], false).unwrap();
-        identity::write_private(&d.join("home.key"), &[4; 32], false).unwrap();
+        identity::write_private(
+            &d.join("home.secret"),
+            &[3; 32],
+            identity::SECRET_MODE,
+            false,
+        )
+        .unwrap();
+        identity::write_private(&d.join("home.key"), &[4; 32], identity::KEY_MODE, false).unwrap();
         let node_key = identity::NodeKey::from_secret_bytes([4; 32]).public_key();
         std::fs::write(d.join("ca.pub"), format!("{}\n", hex(&ca_pub(7).0))).unwrap();
         let network = NetworkName::new(net).unwrap();
@@ -1518,7 +1524,7 @@ role: introducer
         );
 
         // The node key is not the certified one.
-        identity::write_private(&d.join("home.key"), &[5; 32], true).unwrap();
+        identity::write_private(&d.join("home.key"), &[5; 32], identity::KEY_MODE, true).unwrap();
         let e = check_err(&text);
         assert!(
             e.starts_with("/x/home.yaml:8:21: node.certificate_file: "),
