@@ -13,7 +13,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -150,8 +150,9 @@ fn read_ca_key(path: &Path) -> anyhow::Result<SigningKey> {
     }
 }
 
-/// Writes a public file (0644): a new file unless `replace`; a replaced
-/// file is written beside it and renamed over it.
+/// Writes a public file (0644, whatever the umask: the service runs with
+/// 0077): a new file unless `replace`; a replaced file is written beside it
+/// and renamed over it.
 pub(crate) fn write_public(path: &Path, text: &str, replace: bool) -> anyhow::Result<()> {
     let ctx = || path.display().to_string();
     if !replace {
@@ -170,7 +171,10 @@ pub(crate) fn write_public(path: &Path, text: &str, replace: bool) -> anyhow::Re
                     anyhow!("{}: {e}", path.display())
                 }
             })?;
-        return f.write_all(text.as_bytes()).with_context(ctx);
+        return f
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .and_then(|()| f.write_all(text.as_bytes()))
+            .with_context(ctx);
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -182,7 +186,8 @@ pub(crate) fn write_public(path: &Path, text: &str, replace: bool) -> anyhow::Re
         .mode(0o644)
         .open(&tmp)
         .with_context(|| tmp.display().to_string())?;
-    f.write_all(text.as_bytes())
+    f.set_permissions(fs::Permissions::from_mode(0o644))
+        .and_then(|()| f.write_all(text.as_bytes()))
         .and_then(|()| f.sync_all())
         .with_context(|| tmp.display().to_string())?;
     fs::rename(&tmp, path).with_context(ctx)
