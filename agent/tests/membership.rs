@@ -293,7 +293,13 @@ fn nodes_without_a_valid_certificate_get_no_session() {
             "intro counted no {what} refusal: {st}"
         );
     }
-    // And still talk to each other.
+    // A node without a CA takes no revocation list, and says so.
+    let list = w.lab.dir().join("mem.revoked");
+    ca.revoke(&list, &[&"11".repeat(32)]).unwrap();
+    let (ok, out) = push(&nocert, &list);
+    assert!(!ok, "{out}");
+    assert!(out.contains("this node has no network CA"), "{out}");
+    // And the members still talk to each other.
     w.wait_ping(&intro, &m1, SETTLE);
 }
 
