@@ -836,6 +836,11 @@ impl Node {
         }
     }
 
+    /// Whether `flow` is our membership flow on `session`.
+    pub(crate) fn is_membership_flow(&self, session: SessionId, flow: FlowId) -> bool {
+        self.adm.gates.get(&session).is_some_and(|g| g.flow == flow)
+    }
+
     /// The session is gone.
     pub(crate) fn gate_gone(&mut self, session: SessionId) {
         if let Some(g) = self.adm.gates.remove(&session) {
