@@ -861,6 +861,18 @@ impl Node {
     pub fn revocations(&self) -> Option<&RevocationList> {
         self.adm.ca.as_ref().and_then(|c| c.list.as_ref())
     }
+
+    /// The certificate `node` was admitted with (on its current session),
+    /// with a network CA: what the CA allows it (source addresses, MAC
+    /// policy, roles).
+    pub fn peer_certificate(&self, node: NodeId) -> Option<&NodeCert> {
+        let sid = self.peers.session_of(node)?;
+        let g = self.adm.gates.get(&sid)?;
+        match g.state {
+            GateState::Admitted => g.cert.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -117,6 +117,13 @@ fn members_with_certificates_are_admitted_and_exchange_frames() {
             s.drops
         );
         assert!(s.render().contains("membership: certificate "));
+        // Every linked peer's certificate is at hand, naming it.
+        for &p in &all {
+            if p != h && admitted(&w, h, p) {
+                let c = w.sim.machine(h).peer_certificate(w.id(p));
+                assert_eq!(c.map(|c| c.body().name.as_str()), Some(w.name(p)));
+            }
+        }
     }
 }
 
