@@ -67,8 +67,14 @@ fn admitted(w: &World, a: HostId, b: HostId) -> bool {
 
 /// Introducer and `n` members with valid certificates, every pair linked.
 fn network(seed: u64, n: usize) -> (World, HostId, Vec<HostId>) {
+    network_on(seed, n, LinkModel::wan())
+}
+
+/// [`network`], every host reaching the internet over `access`.
+fn network_on(seed: u64, n: usize, access: LinkModel) -> (World, HostId, Vec<HostId>) {
     let mut w = World::with_ca(seed);
     w.keepalive = Duration::from_secs(5);
+    w.sim.default_public_access = access;
     let intro = w.introducer("intro");
     let nodes: Vec<HostId> = (0..n)
         .map(|i| w.member(&format!("m{i}"), Cert::Valid))
@@ -76,7 +82,7 @@ fn network(seed: u64, n: usize) -> (World, HostId, Vec<HostId>) {
     let mut all = vec![intro];
     all.extend(&nodes);
     let ring = all.clone();
-    w.run_until(Duration::from_secs(60), "ring formed", |w| {
+    w.run_until(Duration::from_secs(120), "ring formed", |w| {
         w.ring_errors(&ring) == 0
     });
     (w, intro, nodes)
@@ -271,24 +277,15 @@ fn a_pushed_list_reaches_every_member_and_closes_the_revoked_sessions() {
 /// closes the revoked node's sessions within seconds.
 #[test]
 fn a_large_list_spreads_over_lossy_links() {
-    let mut w = World::with_ca(0xad_0009);
-    w.keepalive = Duration::from_secs(5);
-    w.sim.default_public_access = LinkModel {
+    let lossy = LinkModel {
         loss: 0.03,
         duplicate: 0.01,
         jitter: Duration::from_millis(5),
         ..LinkModel::wan()
     };
-    let intro = w.introducer("intro");
-    let nodes: Vec<HostId> = (0..6)
-        .map(|i| w.member(&format!("m{i}"), Cert::Valid))
-        .collect();
+    let (mut w, intro, nodes) = network_on(0xad_0009, 6, lossy);
     let mut all = vec![intro];
     all.extend(&nodes);
-    let ring = all.clone();
-    w.run_until(Duration::from_secs(120), "ring formed", |w| {
-        w.ring_errors(&ring) == 0
-    });
     let revoked = nodes[5];
     let mut body = list(&w, 1, &[revoked]).body().clone();
     body.revoked.extend((0..2000u32).map(|i| {
