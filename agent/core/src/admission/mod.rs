@@ -41,7 +41,7 @@
 
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use ringlan_tunnel::crypto::{Certificate, NetworkName};
@@ -140,7 +140,7 @@ struct CaState {
     list: Option<RevocationList>,
     /// Node ids the list revokes (its node ids, and the node ids of its
     /// keys under [`SuiteSet::ALL`]).
-    banned: HashSet<NodeId>,
+    banned: BTreeSet<NodeId>,
     /// This node's Ed25519 public key.
     own_key: [u8; 32],
     /// What the own-certificate check said last (logged on change).
@@ -161,7 +161,9 @@ enum OwnState {
 #[derive(Debug)]
 pub(crate) struct Admission {
     ca: Option<CaState>,
-    gates: HashMap<SessionId, Gate>,
+    /// Ordered: what the node sends to several peers goes out in one
+    /// order (a seeded simulation runs the same every time).
+    gates: BTreeMap<SessionId, Gate>,
     /// Nodes not to open sessions to before the instant.
     refused: HashMap<NodeId, Instant>,
     /// `admission_<reason>`, `refused_by_peer_<reason>`, `revocations_*`.
@@ -203,7 +205,7 @@ impl Admission {
         });
         Admission {
             ca,
-            gates: HashMap::new(),
+            gates: BTreeMap::new(),
             refused: HashMap::new(),
             drops: BTreeMap::new(),
             unix_start,
@@ -318,7 +320,7 @@ fn reason_of(e: &Rejected) -> RefuseReason {
 
 /// The node ids a list revokes, in `network` (a key's node id offering
 /// every suite, as agents do: the only id admission accepts for it).
-fn banned_ids(list: &RevocationList, network: &NetworkName) -> HashSet<NodeId> {
+fn banned_ids(list: &RevocationList, network: &NetworkName) -> BTreeSet<NodeId> {
     list.body()
         .revoked
         .iter()
@@ -981,7 +983,7 @@ mod tests {
             .node_id();
         assert_eq!(
             banned,
-            HashSet::from([NodeId::from_bytes(id), key_id]),
+            BTreeSet::from([NodeId::from_bytes(id), key_id]),
             "{banned:?}"
         );
     }
