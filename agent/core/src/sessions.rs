@@ -197,7 +197,13 @@ impl Node {
             | FlowEvent::RecvFlowAborted { .. }
             | FlowEvent::Gap { .. } => {}
             FlowEvent::SendFlowRejected { flow, code } => {
-                tracing::warn!(?session, ?flow, code, "peer rejected a flow");
+                if self.is_membership_flow(session, flow) {
+                    // An agent older than admission: without a CA it is
+                    // admitted all the same.
+                    tracing::debug!(?session, code, "peer has no membership flow");
+                } else {
+                    tracing::warn!(?session, ?flow, code, "peer rejected a flow");
+                }
             }
         }
     }

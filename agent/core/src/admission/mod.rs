@@ -41,7 +41,7 @@
 
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use ringlan_tunnel::crypto::{Certificate, NetworkName};
@@ -140,7 +140,7 @@ struct CaState {
     list: Option<RevocationList>,
     /// Node ids the list revokes (its node ids, and the node ids of its
     /// keys under [`SuiteSet::ALL`]).
-    banned: HashSet<NodeId>,
+    banned: BTreeSet<NodeId>,
     /// This node's Ed25519 public key.
     own_key: [u8; 32],
     /// What the own-certificate check said last (logged on change).
@@ -161,7 +161,9 @@ enum OwnState {
 #[derive(Debug)]
 pub(crate) struct Admission {
     ca: Option<CaState>,
-    gates: HashMap<SessionId, Gate>,
+    /// Ordered: what the node sends to several peers goes out in one
+    /// order (a seeded simulation runs the same every time).
+    gates: BTreeMap<SessionId, Gate>,
     /// Nodes not to open sessions to before the instant.
     refused: HashMap<NodeId, Instant>,
     /// `admission_<reason>`, `refused_by_peer_<reason>`, `revocations_*`.
@@ -203,7 +205,7 @@ impl Admission {
         });
         Admission {
             ca,
-            gates: HashMap::new(),
+            gates: BTreeMap::new(),
             refused: HashMap::new(),
             drops: BTreeMap::new(),
             unix_start,
@@ -318,7 +320,7 @@ fn reason_of(e: &Rejected) -> RefuseReason {
 
 /// The node ids a list revokes, in `network` (a key's node id offering
 /// every suite, as agents do: the only id admission accepts for it).
-fn banned_ids(list: &RevocationList, network: &NetworkName) -> HashSet<NodeId> {
+fn banned_ids(list: &RevocationList, network: &NetworkName) -> BTreeSet<NodeId> {
     list.body()
         .revoked
         .iter()
@@ -836,6 +838,11 @@ impl Node {
         }
     }
 
+    /// Whether `flow` is our membership flow on `session`.
+    pub(crate) fn is_membership_flow(&self, session: SessionId, flow: FlowId) -> bool {
+        self.adm.gates.get(&session).is_some_and(|g| g.flow == flow)
+    }
+
     /// The session is gone.
     pub(crate) fn gate_gone(&mut self, session: SessionId) {
         if let Some(g) = self.adm.gates.remove(&session) {
@@ -855,6 +862,18 @@ impl Node {
     /// The newest revocation list the node holds.
     pub fn revocations(&self) -> Option<&RevocationList> {
         self.adm.ca.as_ref().and_then(|c| c.list.as_ref())
+    }
+
+    /// The certificate `node` was admitted with (on its current session),
+    /// with a network CA: what the CA allows it (source addresses, MAC
+    /// policy, roles).
+    pub fn peer_certificate(&self, node: NodeId) -> Option<&NodeCert> {
+        let sid = self.peers.session_of(node)?;
+        let g = self.adm.gates.get(&sid)?;
+        match g.state {
+            GateState::Admitted => g.cert.as_ref(),
+            _ => None,
+        }
     }
 }
 
@@ -964,7 +983,7 @@ mod tests {
             .node_id();
         assert_eq!(
             banned,
-            HashSet::from([NodeId::from_bytes(id), key_id]),
+            BTreeSet::from([NodeId::from_bytes(id), key_id]),
             "{banned:?}"
         );
     }

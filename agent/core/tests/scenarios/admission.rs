@@ -10,6 +10,8 @@
 //! - a list pushed on one member reaches every member within seconds and
 //!   closes every session with the revoked node, which the overlay then
 //!   forgets; the revoked node cannot come back, even restarted;
+//! - a large list crosses lossy links, and the largest list the decoder
+//!   accepts travels as one message;
 //! - a member that was down during the push learns the list when it
 //!   returns and refuses the revoked node;
 //! - a relay drops the routes of a revoked node;
@@ -19,7 +21,7 @@
 use std::time::Duration;
 
 use ringlan_node::membership::{ListBody, RevocationList, Revoked, SignedBody};
-use ringlan_node::sim::{HostId, NatModel};
+use ringlan_node::sim::{HostId, LinkModel, NatModel};
 use ringlan_node::status::{MembershipStatus, PathKind, SessionPhase};
 use ringlan_node::PushError;
 use ringlan_tunnel::crypto::NetworkName;
@@ -65,8 +67,14 @@ fn admitted(w: &World, a: HostId, b: HostId) -> bool {
 
 /// Introducer and `n` members with valid certificates, every pair linked.
 fn network(seed: u64, n: usize) -> (World, HostId, Vec<HostId>) {
+    network_on(seed, n, LinkModel::wan())
+}
+
+/// [`network`], every host reaching the internet over `access`.
+fn network_on(seed: u64, n: usize, access: LinkModel) -> (World, HostId, Vec<HostId>) {
     let mut w = World::with_ca(seed);
     w.keepalive = Duration::from_secs(5);
+    w.sim.default_public_access = access;
     let intro = w.introducer("intro");
     let nodes: Vec<HostId> = (0..n)
         .map(|i| w.member(&format!("m{i}"), Cert::Valid))
@@ -74,7 +82,7 @@ fn network(seed: u64, n: usize) -> (World, HostId, Vec<HostId>) {
     let mut all = vec![intro];
     all.extend(&nodes);
     let ring = all.clone();
-    w.run_until(Duration::from_secs(60), "ring formed", |w| {
+    w.run_until(Duration::from_secs(120), "ring formed", |w| {
         w.ring_errors(&ring) == 0
     });
     (w, intro, nodes)
@@ -115,6 +123,13 @@ fn members_with_certificates_are_admitted_and_exchange_frames() {
             s.drops
         );
         assert!(s.render().contains("membership: certificate "));
+        // Every linked peer's certificate is at hand, naming it.
+        for &p in &all {
+            if p != h && admitted(&w, h, p) {
+                let c = w.sim.machine(h).peer_certificate(w.id(p));
+                assert_eq!(c.map(|c| c.body().name.as_str()), Some(w.name(p)));
+            }
+        }
     }
 }
 
@@ -255,6 +270,79 @@ fn a_pushed_list_reaches_every_member_and_closes_the_revoked_sessions() {
         "{:?}",
         w.status(revoked).sessions
     );
+}
+
+/// A list of 2,001 entries (about 66 KB, some 60 packets) over links
+/// that lose, duplicate and reorder: it still reaches every member and
+/// closes the revoked node's sessions within seconds.
+#[test]
+fn a_large_list_spreads_over_lossy_links() {
+    let lossy = LinkModel {
+        loss: 0.03,
+        duplicate: 0.01,
+        jitter: Duration::from_millis(5),
+        ..LinkModel::wan()
+    };
+    let (mut w, intro, nodes) = network_on(0xad_0009, 6, lossy);
+    let mut all = vec![intro];
+    all.extend(&nodes);
+    let revoked = nodes[5];
+    let mut body = list(&w, 1, &[revoked]).body().clone();
+    body.revoked.extend((0..2000u32).map(|i| {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&i.to_be_bytes());
+        Revoked::Key(key)
+    }));
+    body.revoked.sort();
+    let big = body.sign(w.ca_key()).unwrap();
+    assert!(big.as_bytes().len() > 60_000);
+    assert_eq!(
+        w.sim
+            .with(nodes[0], |n, now| n.push_revocations(now, big.as_bytes())),
+        Ok(1)
+    );
+    let members = &all[..6];
+    let t = w.run_until(Duration::from_secs(20), "spread over lossy links", |w| {
+        members.iter().all(|&m| {
+            w.sim.machine(m).revocations().map(|l| l.body().version) == Some(1)
+                && !any_session(w, m, revoked)
+        })
+    });
+    eprintln!("a 2,001-entry list everywhere after {t:?}");
+    assert!(t < Duration::from_secs(10), "{t:?}");
+}
+
+/// The largest list the decoder accepts (8,192 keys, 270 KB: beyond the
+/// flow layer's default largest message) travels as one message.
+#[test]
+fn the_largest_list_travels() {
+    let (mut w, intro, nodes) = network(0xad_000a, 2);
+    let mut body = list(&w, 1, &[]).body().clone();
+    body.revoked = (0..ringlan_node::membership::revocation::MAX_REVOKED as u32)
+        .map(|i| {
+            let mut key = [0xee; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            Revoked::Key(key)
+        })
+        .collect();
+    let big = body.sign(w.ca_key()).unwrap();
+    // The network name is 3 characters, not 32: 29 bytes short of
+    // MAX_LIST, still beyond the default 256 KiB.
+    assert_eq!(
+        big.as_bytes().len() + 29,
+        ringlan_node::admission::wire::MAX_LIST
+    );
+    assert!(big.as_bytes().len() > 256 << 10);
+    assert_eq!(
+        w.sim
+            .with(nodes[0], |n, now| n.push_revocations(now, big.as_bytes())),
+        Ok(1)
+    );
+    w.run_until(Duration::from_secs(10), "the largest list spread", |w| {
+        [intro, nodes[1]]
+            .iter()
+            .all(|&m| w.sim.machine(m).revocations().map(|l| l.body().version) == Some(1))
+    });
 }
 
 #[test]
