@@ -193,6 +193,23 @@ fn never_open(watchers: &[&Member], outsiders: &[&Member], window: Duration) {
     }
 }
 
+/// The metrics endpoint of the members that have one, in their namespace.
+const METRICS: &str = "127.0.0.1:9910";
+
+/// `GET /metrics` from `m`'s endpoint at [`METRICS`].
+fn metrics(w: &World, m: &Member) -> String {
+    use std::io::{Read, Write};
+    let got = w.lab.in_ns(&m.host.ns, || {
+        let mut s = std::net::TcpStream::connect(METRICS)?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    });
+    got.and_then(|t| t.join().map_err(|_| anyhow::anyhow!("panicked"))?)
+        .unwrap_or_else(|e| panic!("metrics of {}: {e:#}", m.name))
+}
+
 /// Fails if a ping from `from` to `to`'s overlay address is answered.
 fn assert_unreachable(w: &World, from: &Member, to: &Member) {
     let wait = Duration::from_secs(1);
@@ -314,6 +331,7 @@ fn revoked_node_is_cut_off_within_seconds_and_stays_out() {
     let mut intro = member(&w, &ca, "intro", INTRODUCER, "introducer", Cred::Valid, &[]);
     let mut a = member(&w, &ca, "a", 11, "node", Cred::Valid, &[]);
     let mut b = member(&w, &ca, "b", 12, "node", Cred::Valid, &[]);
+    w.add_config(&b, &format!("metrics:\n  listen: {METRICS}\n"));
     let mut away = member(&w, &ca, "away", 13, "node", Cred::Valid, &[]);
     // The victim also lists `away` as an introducer, so it knocks there
     // when `away` is back.
@@ -364,6 +382,16 @@ fn revoked_node_is_cut_off_within_seconds_and_stays_out() {
         out.contains("revocation list version 1 is not newer than version 1"),
         "{out}"
     );
+    // b's metrics say so; its certificate has a year to run.
+    let m = metrics(&w, &b);
+    assert!(m.contains("\nringlan_revocation_list_version 1\n"), "{m}");
+    let left: i64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("ringlan_certificate_expiry_seconds "))
+        .unwrap_or_else(|| panic!("no certificate expiry in\n{m}"))
+        .parse()
+        .unwrap();
+    assert!((364 * 86_400..=365 * 86_400).contains(&left), "{left}");
     // Every member persisted the list.
     for m in [&intro, &a, &b] {
         wait_for(SETTLE, "list persisted", || {
@@ -408,4 +436,8 @@ fn revoked_node_is_cut_off_within_seconds_and_stays_out() {
     let st = away.status().unwrap();
     assert!(refusals(&st, "revoked") > 0, "{st}");
     w.wait_ping(&a, &away, SETTLE);
+
+    // A member restarts with the list it kept.
+    w.start_with_id(&mut b);
+    wait_log(&w, &b, "revocation list version=1 revoked=1");
 }
