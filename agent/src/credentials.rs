@@ -328,6 +328,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn notes_without_a_ca() {
+        let text = "network: {name: home, secret_file: /s/home.secret}\n\
+                    node: {certificate_file: /s/laptop.cert}\n\
+                    interface: {name: rl-home}\nrole: introducer\n";
+        let c = Config::parse(text, Path::new("/s/home.yaml")).unwrap();
+        let notes = notes(&c, None, 0);
+        assert_eq!(
+            notes,
+            [
+                (
+                    false,
+                    "membership: shared secret (no per-node revocation); set network.ca to \
+                     admit nodes by certificate"
+                        .to_string()
+                ),
+                (
+                    false,
+                    "node.certificate_file is not used without network.ca".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn expiry_descriptions() {
         let day = 86_400;
         let c = cert(
