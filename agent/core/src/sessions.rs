@@ -61,6 +61,11 @@ impl Node {
             }
             Event::AddressChanged { session, from, to } => {
                 tracing::info!(?session, %from, %to, "peer address changed");
+                if let Some(peer) = self.endpoint.session_info(session).and_then(|i| i.peer) {
+                    self.with_routes(now, |r, cx| {
+                        r.on_session_path(cx, peer, to);
+                    });
+                }
                 // Tell the other links (RFC 7016 3.5.1.5 re-introduction):
                 // a peer whose NAT only lets the old address in probes it.
                 // A relayed path is recorded as such, never announced.
@@ -110,6 +115,19 @@ impl Node {
         path: Path,
         role: ringlan_tunnel::Role,
     ) {
+        // Over a route, the peer must be the node the route leads to
+        // (docs/relay.md "Origins").
+        let mut on_its_route = true;
+        self.with_routes(now, |r, cx| {
+            on_its_route = r.on_session_path(cx, peer, path)
+        });
+        if !on_its_route {
+            self.endpoint.close(now, session, false);
+            if let Some(o) = self.peers.failed(session) {
+                self.overlay.open_failed(now, o.node, &o.addrs);
+            }
+            return;
+        }
         let (Ok(control), Ok(frames)) = (
             self.endpoint.open_flow(session, CONTROL_FLOW, None),
             self.endpoint.open_flow(session, FRAMES_FLOW, None),
