@@ -281,6 +281,16 @@ impl Node {
         }
     }
 
+    /// Send `msg` as it is to the member `to` on the control flow of the
+    /// current session with it (dropped without one). For tests that make
+    /// a member misbehave: the node itself only sends what it decided on.
+    #[doc(hidden)]
+    pub fn send_control_message(&mut self, now: Instant, to: NodeId, msg: &overlay::wire::Message) {
+        if let Ok(bytes) = msg.encode() {
+            self.send_control(now, to, &bytes);
+        }
+    }
+
     /// Run `f` on the relayed routes with the endpoint and the peer table,
     /// then send what it produced.
     pub(crate) fn with_routes(
