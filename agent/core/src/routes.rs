@@ -1366,6 +1366,43 @@ mod tests {
         assert!(lab.m[b].routes.paths_for(vid).is_empty(), "none proven yet");
     }
 
+    /// Member `from` tells its link `relay` that it relays a route from
+    /// `origin` to `target` (which `relay` reaches directly), and completes
+    /// its own entry with the answer. Returns that entry.
+    fn plant(
+        lab: &mut Lab,
+        (from, relay): (usize, usize),
+        origin: NodeId,
+        target: NodeId,
+    ) -> RouteId {
+        let (now, fid, rid) = (lab.now, lab.id(from), lab.id(relay));
+        let sid = lab.m[from].peers.session_of(rid).unwrap();
+        let planted = lab.m[from].ep.route_begin(now, sid).unwrap();
+        let setup = RouteSetup {
+            nonce: 7,
+            origin,
+            target,
+            relays_left: 0,
+            id: planted.id.0,
+            key: planted.key.0,
+            path: vec![fid],
+        };
+        lab.with(relay, |rc, cx, now| {
+            rc.on_message(now, cx, fid, Message::RouteSetup(setup))
+        });
+        lab.deliver();
+        let answer = lab.log.iter().find_map(|(f, t, m)| match m {
+            Message::RouteReply(RouteReply {
+                outcome: RouteOutcome::Accepted { id, .. },
+                ..
+            }) if (*f, *t) == (rid, fid) => Some(*id),
+            _ => None,
+        });
+        let next = RouteId(answer.expect("the relay accepted"));
+        lab.m[from].ep.route_finish(planted.id, next).unwrap();
+        planted.id
+    }
+
     #[test]
     fn a_planted_route_is_no_path_to_its_claimed_origin() {
         // B (0) is the target, R (1) an honest relay, V (2) the victim, X
@@ -1375,34 +1412,8 @@ mod tests {
         let mut lab = Lab::new(4, &[r], RelayLimits::default());
         lab.link(r, b);
         lab.link(x, r);
-        let (bid, rid, vid, xid) = (lab.id(b), lab.id(r), lab.id(v), lab.id(x));
-        let sid = lab.m[x].peers.session_of(rid).unwrap();
-        let now = lab.now;
-        let planted = lab.m[x].ep.route_begin(now, sid).unwrap();
-        let setup = RouteSetup {
-            nonce: 7,
-            origin: vid,
-            target: bid,
-            relays_left: 0,
-            id: planted.id.0,
-            key: planted.key.0,
-            path: vec![xid],
-        };
-        lab.with(r, |rc, cx, now| {
-            rc.on_message(now, cx, xid, Message::RouteSetup(setup))
-        });
-        lab.deliver();
-        let answer = lab.log.iter().find_map(|(from, to, m)| match m {
-            Message::RouteReply(RouteReply {
-                outcome: RouteOutcome::Accepted { id, .. },
-                ..
-            }) if (*from, *to) == (rid, xid) => Some(*id),
-            _ => None,
-        });
-        lab.m[x]
-            .ep
-            .route_finish(planted.id, RouteId(answer.expect("the relay accepted")))
-            .unwrap();
+        let (bid, vid, xid) = (lab.id(b), lab.id(v), lab.id(x));
+        let planted = plant(&mut lab, (x, r), vid, bid);
         let at_b: Vec<RouteId> = lab.m[b].routes.ends[&vid].iter().map(|e| e.id).collect();
         assert_eq!(at_b.len(), 1, "B accepted the route");
         assert!(
@@ -1414,7 +1425,7 @@ mod tests {
         let now = lab.now;
         lab.m[x]
             .ep
-            .connect(now, Target::Node(bid), &[Path::Route(planted.id)])
+            .connect(now, Target::Node(bid), &[Path::Route(planted)])
             .unwrap();
         lab.run(Duration::from_millis(300));
         assert!(!lab.m[b].ep.has_route(at_b[0]));
@@ -1424,6 +1435,41 @@ mod tests {
         assert_eq!(lab.m[b].peers.session_of(xid), None, "no session with X");
         let drops = lab.m[b].routes.stats.drops();
         assert!(drops.contains(&("route_wrong_peer", 1)), "{drops:?}");
+    }
+
+    #[test]
+    fn a_session_moving_onto_a_route_claimed_for_another_closes_it() {
+        // V (2) tells R (1) it relays a route from X (3) to B (0), then
+        // moves its own (authenticated) session with B onto that route.
+        let (b, r, v, x) = (0, 1, 2, 3);
+        let mut lab = Lab::new(4, &[r], RelayLimits::default());
+        lab.link(r, b);
+        lab.link(v, r);
+        lab.link(v, b);
+        let (bid, xid) = (lab.id(b), lab.id(x));
+        let planted = plant(&mut lab, (v, r), xid, bid);
+        let at_b = lab.m[b].routes.ends[&xid][0].id;
+        // Let the direct path go quiet (passive mobility keeps a session
+        // on a direct path that delivered in the last 2 s).
+        lab.run(Duration::from_secs(3));
+        let now = lab.now;
+        let sid = lab.m[v].peers.session_of(bid).unwrap();
+        assert!(lab.m[v].ep.migrate(now, sid, Path::Route(planted)));
+        let control = lab.m[v].peers.get(sid).unwrap().control;
+        lab.m[v]
+            .ep
+            .send(
+                now,
+                sid,
+                control,
+                b"moved",
+                ringlan_tunnel::Reliability::Reliable,
+            )
+            .unwrap();
+        lab.run(Duration::from_secs(1));
+        assert!(!lab.m[b].ep.has_route(at_b), "the route is closed");
+        assert_eq!(lab.m[b].routes.stats.wrong_peer, 1);
+        assert!(!lab.m[b].routes.ends.contains_key(&xid));
     }
 
     #[test]
