@@ -1108,6 +1108,16 @@ mod tests {
                 }
             }
 
+            /// [`Lab::new`] with the default relay limits and direct
+            /// sessions opened `(from, to)`, in order.
+            pub fn linked(n: usize, relays: &[usize], links: &[(usize, usize)]) -> Lab {
+                let mut lab = Lab::new(n, relays, RelayLimits::default());
+                for &(a, b) in links {
+                    lab.link(a, b);
+                }
+                lab
+            }
+
             pub fn id(&self, i: usize) -> NodeId {
                 self.m[i].id
             }
@@ -1342,10 +1352,7 @@ mod tests {
         // "from V" (3), then from made-up origins; V's own route through
         // R (2) is accepted throughout.
         let (b, m, r, v) = (0, 1, 2, 3);
-        let mut lab = Lab::new(4, &[m, r], RelayLimits::default());
-        lab.link(m, b);
-        lab.link(r, b);
-        lab.link(v, r);
+        let mut lab = Lab::linked(4, &[m, r], &[(m, b), (r, b), (v, r)]);
         let (bid, mid, vid) = (lab.id(b), lab.id(m), lab.id(v));
         let mut nonce = 0;
         let mut flood = |lab: &mut Lab, origin: NodeId| {
@@ -1409,9 +1416,7 @@ mod tests {
         // (3) a member that tells R it relays a route from V towards B,
         // so that B's next connection to V would run through X.
         let (b, r, v, x) = (0, 1, 2, 3);
-        let mut lab = Lab::new(4, &[r], RelayLimits::default());
-        lab.link(r, b);
-        lab.link(x, r);
+        let mut lab = Lab::linked(4, &[r], &[(r, b), (x, r)]);
         let (bid, vid, xid) = (lab.id(b), lab.id(v), lab.id(x));
         let planted = plant(&mut lab, (x, r), vid, bid);
         let at_b: Vec<RouteId> = lab.m[b].routes.ends[&vid].iter().map(|e| e.id).collect();
@@ -1442,10 +1447,7 @@ mod tests {
         // V (2) tells R (1) it relays a route from X (3) to B (0), then
         // moves its own (authenticated) session with B onto that route.
         let (b, r, v, x) = (0, 1, 2, 3);
-        let mut lab = Lab::new(4, &[r], RelayLimits::default());
-        lab.link(r, b);
-        lab.link(v, r);
-        lab.link(v, b);
+        let mut lab = Lab::linked(4, &[r], &[(r, b), (v, r), (v, b)]);
         let (bid, xid) = (lab.id(b), lab.id(x));
         let planted = plant(&mut lab, (v, r), xid, bid);
         let at_b = lab.m[b].routes.ends[&xid][0].id;
@@ -1477,9 +1479,7 @@ mod tests {
         // V (2) sets up a route to B (0) through the relay R (1), then
         // opens its session over it: the handshake proves V to B.
         let (b, r, v) = (0, 1, 2);
-        let mut lab = Lab::new(3, &[r], RelayLimits::default());
-        lab.link(r, b);
-        lab.link(v, r);
+        let mut lab = Lab::linked(3, &[r], &[(r, b), (v, r)]);
         let (target, hop) = (lab.id(b), lab.id(r));
         assert!(lab.with(v, |rc, cx, now| rc.start_route(now, cx, target, hop, 0)));
         lab.deliver();
