@@ -114,6 +114,10 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
         },
         birthday: BirthdayConfig::default(),
         interfaces: interface_addresses(ctx.tap.name()),
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        membership: None,
     }
 }
 
@@ -140,6 +144,10 @@ async fn drain_outputs(driver: &mut Driver<Node>, tap: &Tap) {
     while let Some(ev) = node.poll_event() {
         match ev {
             NodeEvent::Ready { reason } => crate::service::notify_ready(&reason),
+            // Only a node with a network CA installs lists (none yet here).
+            NodeEvent::Revocations { version, .. } => {
+                tracing::info!(version, "revocation list installed")
+            }
         }
     }
 }

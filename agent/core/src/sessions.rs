@@ -3,9 +3,13 @@
 //! requests (open or close a session, probe a path, send a control
 //! message) are carried out.
 //!
-//! Per session two flows go each way (flow metadata names the purpose,
+//! Per session three flows go each way (flow metadata names the purpose,
 //! RFC 7016 3.6.2.1): [`CONTROL_FLOW`] (reliable: overlay control
-//! messages) and [`FRAMES_FLOW`] (never retransmitted: Ethernet frames).
+//! messages), [`FRAMES_FLOW`] (never retransmitted: Ethernet frames) and
+//! [`MEMBERSHIP_FLOW`] (reliable: credentials, refusals, revocation lists;
+//! `admission`). The overlay hears of a session's peer only once it is
+//! admitted (`admission`): before, its frames are dropped and its control
+//! messages held.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -19,7 +23,7 @@ use ringlan_tunnel::{OpenFailure, SessionId};
 use crate::peers::{Drops, FlowKind, Opening, Peer};
 use crate::routes::{self, RouteControl};
 use crate::status::Traffic;
-use crate::{Node, CONTROL_FLOW, FRAMES_FLOW};
+use crate::{Node, CONTROL_FLOW, FRAMES_FLOW, MEMBERSHIP_FLOW};
 
 impl Node {
     /// Handle everything the endpoint has to say, then what the overlay
@@ -55,6 +59,7 @@ impl Node {
                 reason,
             } => {
                 tracing::info!(%peer, ?reason, "session closed");
+                self.gate_gone(session);
                 if self.peers.closed(session, peer) {
                     self.overlay.peer_down(now, peer);
                 }
@@ -72,7 +77,7 @@ impl Node {
                 let Some(node) = self.peers.get(session).map(|p| p.node) else {
                     return;
                 };
-                if self.peers.session_of(node) == Some(session) {
+                if self.peers.session_of(node) == Some(session) && self.adm.is_admitted(session) {
                     let direct = to.direct();
                     self.overlay.peer_moved(now, node, direct);
                     if let (Some(to), true) = (direct, from.is_relayed()) {
@@ -128,9 +133,10 @@ impl Node {
             }
             return;
         }
-        let (Ok(control), Ok(frames)) = (
+        let (Ok(control), Ok(frames), Ok(membership)) = (
             self.endpoint.open_flow(session, CONTROL_FLOW, None),
             self.endpoint.open_flow(session, FRAMES_FLOW, None),
+            self.endpoint.open_flow(session, MEMBERSHIP_FLOW, None),
         ) else {
             tracing::warn!(%peer, "cannot open flows; closing session");
             self.peers.failed(session);
@@ -154,14 +160,8 @@ impl Node {
             // A newer session replaced an older one to the same node.
             self.endpoint.close(now, old, false);
         }
-        self.overlay
-            .peer_up(now, peer, path.direct(), is_introducer);
-        // Punching towards this member is over once a direct path opened
-        // it (a relayed session goes on punching to move).
-        if let Path::Direct(remote) = path {
-            self.punch_succeeded(peer, remote);
-        }
-        self.set_ready("first session open".into());
+        // Credentials go out; the overlay hears of the peer once admitted.
+        self.gate_opened(now, session, peer, membership, is_introducer);
     }
 
     fn handle_flow(&mut self, now: Instant, session: SessionId, event: FlowEvent) {
@@ -170,6 +170,7 @@ impl Node {
                 let kind = match metadata.as_slice() {
                     CONTROL_FLOW => Some(FlowKind::Control),
                     FRAMES_FLOW => Some(FlowKind::Frames),
+                    MEMBERSHIP_FLOW => Some(FlowKind::Membership),
                     _ => None,
                 };
                 match (kind, self.peers.get_mut(session)) {
@@ -187,20 +188,40 @@ impl Node {
                 let from = p.node;
                 match p.recv.get(&flow) {
                     Some(FlowKind::Control) => {
-                        self.overlay.handle_control(now, from, &data);
-                        self.sync_peer_addresses(from);
+                        if let Some(data) = self.gate_control(now, session, data) {
+                            self.overlay.handle_control(now, from, &data);
+                            self.sync_peer_addresses(from);
+                            self.endpoint.recycle(session, data);
+                        }
+                    }
+                    Some(FlowKind::Frames) if self.adm.is_admitted(session) => {
+                        self.frame_from_peer(now, session, from, data)
+                    }
+                    Some(FlowKind::Frames) => {
+                        if let Some(p) = self.peers.get_mut(session) {
+                            p.drop_frame("unadmitted");
+                        }
                         self.endpoint.recycle(session, data);
                     }
-                    Some(FlowKind::Frames) => self.frame_from_peer(now, session, from, data),
+                    Some(FlowKind::Membership) => {
+                        self.membership_message(now, session, &data);
+                        self.endpoint.recycle(session, data);
+                    }
                     None => self.endpoint.recycle(session, data),
                 }
             }
+            FlowEvent::SendFlowComplete { flow } => self.gate_flow_complete(now, session, flow),
             FlowEvent::RecvFlowComplete { .. }
             | FlowEvent::RecvFlowAborted { .. }
-            | FlowEvent::Gap { .. }
-            | FlowEvent::SendFlowComplete { .. } => {}
+            | FlowEvent::Gap { .. } => {}
             FlowEvent::SendFlowRejected { flow, code } => {
-                tracing::warn!(?session, ?flow, code, "peer rejected a flow");
+                if self.is_membership_flow(session, flow) {
+                    // An agent older than admission: without a CA it is
+                    // admitted all the same.
+                    tracing::debug!(?session, code, "peer has no membership flow");
+                } else {
+                    tracing::warn!(?session, ?flow, code, "peer rejected a flow");
+                }
             }
         }
     }
@@ -242,6 +263,12 @@ impl Node {
     }
 
     fn open_session(&mut self, now: Instant, node: Option<NodeId>, addrs: Vec<SocketAddr>) {
+        if let Some(id) = node.filter(|id| self.adm.held_off(now, *id)) {
+            // It refused us, or we refused it, a moment ago.
+            tracing::debug!(node = %id, "no session: refused recently");
+            self.overlay.open_failed(now, node, &addrs);
+            return;
+        }
         let target = node.map(Target::Node).unwrap_or(Target::Any);
         let cands: Vec<Path> = match node {
             Some(id) => self.candidates_for(id, &addrs),
@@ -250,8 +277,11 @@ impl Node {
         match self.endpoint.connect(now, target, &cands) {
             Ok(sid) => {
                 if let Some(p) = self.peers.get(sid) {
-                    // Already open: remind the overlay.
+                    // Already open: remind the overlay (once admitted).
                     let peer = p.node;
+                    if !self.adm.is_admitted(sid) {
+                        return;
+                    }
                     if let Some(path) = self.endpoint.session_info(sid).map(|i| i.path) {
                         self.overlay
                             .peer_up(now, peer, path.direct(), node.is_none());
@@ -324,7 +354,7 @@ impl Node {
 
     /// Register a peer's local addresses with the endpoint so Redirects
     /// (introducers) list them next to the observed address.
-    fn sync_peer_addresses(&mut self, peer: NodeId) {
+    pub(crate) fn sync_peer_addresses(&mut self, peer: NodeId) {
         let Some(m) = self.overlay.member(peer) else {
             return;
         };
