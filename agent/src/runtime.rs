@@ -141,6 +141,7 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
             max_routes: cfg.relay.max_routes,
             max_mbps: cfg.relay.max_mbps,
             max_total_mbps: cfg.relay.max_total_mbps,
+            ..RelayLimits::default()
         },
         birthday: BirthdayConfig::default(),
         interfaces: interface_addresses(ctx.tap.name()),

@@ -66,6 +66,11 @@ impl Node {
             }
             Event::AddressChanged { session, from, to } => {
                 tracing::info!(?session, %from, %to, "peer address changed");
+                if let Some(peer) = self.endpoint.session_info(session).and_then(|i| i.peer) {
+                    self.with_routes(now, |r, cx| {
+                        r.on_session_path(cx, peer, to);
+                    });
+                }
                 // Tell the other links (RFC 7016 3.5.1.5 re-introduction):
                 // a peer whose NAT only lets the old address in probes it.
                 // A relayed path is recorded as such, never announced.
@@ -115,6 +120,19 @@ impl Node {
         path: Path,
         role: ringlan_tunnel::Role,
     ) {
+        // Over a route, the peer must be the node the route leads to
+        // (docs/relay.md "Origins").
+        let mut on_its_route = true;
+        self.with_routes(now, |r, cx| {
+            on_its_route = r.on_session_path(cx, peer, path)
+        });
+        if !on_its_route {
+            self.endpoint.close(now, session, false);
+            if let Some(o) = self.peers.failed(session) {
+                self.overlay.open_failed(now, o.node, &o.addrs);
+            }
+            return;
+        }
         let (Ok(control), Ok(frames), Ok(membership)) = (
             self.endpoint.open_flow(session, CONTROL_FLOW, None),
             self.endpoint.open_flow(session, FRAMES_FLOW, None),
@@ -290,6 +308,16 @@ impl Node {
             .send(now, sid, control, bytes, Reliability::Reliable)
         {
             tracing::warn!(%to, error = %e, "control message not sent");
+        }
+    }
+
+    /// Send `msg` as it is to the member `to` on the control flow of the
+    /// current session with it (dropped without one). For tests that make
+    /// a member misbehave: the node itself only sends what it decided on.
+    #[doc(hidden)]
+    pub fn send_control_message(&mut self, now: Instant, to: NodeId, msg: &overlay::wire::Message) {
+        if let Ok(bytes) = msg.encode() {
+            self.send_control(now, to, &bytes);
         }
     }
 

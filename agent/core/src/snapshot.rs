@@ -176,6 +176,11 @@ impl Node {
                 d.insert(format!("udp_{}", reason.as_str()), *n);
             }
         }
+        for (reason, n) in self.routes.stats.drops() {
+            if n > 0 {
+                d.insert(reason.to_string(), n);
+            }
+        }
         for (reason, n) in overlay_drops(&self.overlay.stats()) {
             if n > 0 {
                 d.insert(reason.to_string(), n);

@@ -17,7 +17,8 @@
 //!   flush; two nodes behind one NAT on the LAN path; frames over lossy,
 //!   duplicating, reordering links intact and once;
 //! - [`relay`]: the relay in use dies -> standby route -> direct once the
-//!   NATs turn cone-like, one session throughout.
+//!   NATs turn cone-like, one session throughout; a member flooding the
+//!   relays with route setups leaves room for two symmetric-NAT members.
 //!
 //! - [`admission`]: a network CA: members admitted by certificate, the
 //!   others refused with the reason on both ends; revocation lists pushed,
