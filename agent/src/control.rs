@@ -24,8 +24,8 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ringlan_node::membership::revocation::MAX_REVOKED;
-use ringlan_node::membership::{hex, parse_hex, SIGNATURE_LEN};
+use ringlan_node::admission::wire::MAX_LIST;
+use ringlan_node::membership::{hex, parse_hex};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -34,14 +34,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::serve::{Conn, Limits, ServeStats, Server, CONTROL_LIMITS};
 use crate::status::{Status, StatusSource};
 
-/// Longest encoded revocation list: the head (format version, network
-/// name of at most 32 bytes, issuer, list version, issue time, count),
-/// [`MAX_REVOKED`] entries of at most 33 bytes, the signature.
-pub const MAX_LIST_LEN: usize = 2 + 32 + 32 + 8 + 8 + 2 + 33 * MAX_REVOKED + SIGNATURE_LEN;
-
-/// Longest request line accepted: a revocation list in hex and the JSON
-/// around it (about 530 KiB).
-pub const MAX_REQUEST: usize = 2 * MAX_LIST_LEN + 256;
+/// Longest request line accepted: the longest revocation list
+/// ([`MAX_LIST`], as the node core's membership flow carries it) in hex and
+/// the JSON around it (about 530 KiB).
+pub const MAX_REQUEST: usize = 2 * MAX_LIST + 256;
 
 /// How long the control socket waits for the node to take a command.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -601,10 +597,10 @@ mod tests {
             .with_commands(cmd_tx);
         let task = tokio::spawn(server.serve(rx));
         // The largest list fits in one request.
-        let big = vec![7u8; MAX_LIST_LEN];
+        let big = vec![7u8; MAX_LIST];
         assert_eq!(
             push_revocations(&path, &big).await.unwrap(),
-            MAX_LIST_LEN as u64
+            MAX_LIST as u64
         );
         assert_eq!(push_revocations(&path, &[7, 0xab]).await.unwrap(), 2);
         let e = push_revocations(&path, &[1]).await.unwrap_err();
