@@ -20,6 +20,7 @@ use ringlan_tunnel::{FlowEvent, Reliability};
 use ringlan_tunnel::{NodeId, Path};
 use ringlan_tunnel::{OpenFailure, SessionId};
 
+use crate::admission::Held;
 use crate::peers::{Drops, FlowKind, Opening, Peer};
 use crate::routes::{self, RouteControl};
 use crate::status::Traffic;
@@ -263,9 +264,16 @@ impl Node {
     }
 
     fn open_session(&mut self, now: Instant, node: Option<NodeId>, addrs: Vec<SocketAddr>) {
-        if let Some(id) = node.filter(|id| self.adm.held_off(now, *id)) {
-            // It refused us, or we refused it, a moment ago.
-            tracing::debug!(node = %id, "no session: refused recently");
+        // It refused us, or we refused it, a moment ago (an introducer
+        // opened by address: every address of it did).
+        let held_off = match node {
+            Some(id) => self.adm.held_off(now, Held::Node(id)),
+            None => {
+                !addrs.is_empty() && addrs.iter().all(|a| self.adm.held_off(now, Held::Addr(*a)))
+            }
+        };
+        if held_off {
+            tracing::debug!(?node, ?addrs, "no session: refused recently");
             self.overlay.open_failed(now, node, &addrs);
             return;
         }

@@ -23,7 +23,9 @@
 //!   logs one line, and closes the session once the refusal was
 //!   acknowledged (at most [`REFUSE_LINGER`] later). For
 //!   [`REFUSED_FOR`] the node opens no session to the refused node
-//!   itself (the overlay hears `open_failed`, its back-off). A peer's
+//!   itself, nor to the address of the refused direct session (an
+//!   introducer is opened by address; the overlay hears `open_failed`,
+//!   its back-off). A peer's
 //!   `Refused` is logged, counted (`refused_by_peer_<reason>`) and closes
 //!   the session at once, with the same hold-off.
 //! - **Re-checks** on every housekeeping tick: an admitted peer whose
@@ -85,6 +87,15 @@ pub struct MembershipSetup {
     pub certificate: NodeCert,
     /// The newest revocation list the node kept (its state directory).
     pub revocations: Option<RevocationList>,
+}
+
+/// What a refusal holds sessions off from: a node, or the address of a
+/// node opened by address (an introducer), whose id the overlay does not
+/// know when it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Held {
+    Node(NodeId),
+    Addr(std::net::SocketAddr),
 }
 
 /// Why [`Node::push_revocations`] refused a list.
@@ -165,7 +176,7 @@ pub(crate) struct Admission {
     /// order (a seeded simulation runs the same every time).
     gates: BTreeMap<SessionId, Gate>,
     /// Nodes not to open sessions to before the instant.
-    refused: HashMap<NodeId, Instant>,
+    refused: HashMap<Held, Instant>,
     /// `admission_<reason>`, `refused_by_peer_<reason>`, `revocations_*`.
     pub(crate) drops: BTreeMap<String, u64>,
     /// Seconds since the Unix epoch at the node's start.
@@ -230,12 +241,13 @@ impl Admission {
             .is_some_and(|g| matches!(g.state, GateState::Admitted))
     }
 
-    /// Whether sessions to `node` are held off now.
-    pub(crate) fn held_off(&self, now: Instant, node: NodeId) -> bool {
+    /// Whether sessions to `node` (by id, or by address for introducers
+    /// known only by address) are held off now.
+    pub(crate) fn held_off(&self, now: Instant, node: Held) -> bool {
         self.refused.get(&node).is_some_and(|t| now < *t)
     }
 
-    fn hold_off(&mut self, now: Instant, node: NodeId) {
+    fn hold_off(&mut self, now: Instant, node: Held) {
         if self.refused.len() >= MAX_REFUSED_NODES && !self.refused.contains_key(&node) {
             self.refused.retain(|_, t| now < *t);
             if self.refused.len() >= MAX_REFUSED_NODES {
@@ -548,7 +560,14 @@ impl Node {
                 self.endpoint.recycle(session, data);
             }
         }
-        self.adm.hold_off(now, node);
+        self.adm.hold_off(now, Held::Node(node));
+        if let Some(addr) = self
+            .endpoint
+            .session_info(session)
+            .and_then(|i| i.path.direct())
+        {
+            self.adm.hold_off(now, Held::Addr(addr));
+        }
         if self.peers.session_of(node) == Some(session) {
             self.peers.close(node);
             // The overlay's link ran on this session (or on the one it

@@ -153,7 +153,19 @@ fn nodes_without_an_acceptable_certificate_are_refused_on_both_ends() {
         bad.iter()
             .all(|(_, why)| drops(w, intro, &format!("admission_{why}")) >= 1)
     });
+    let t0 = w.sim.now();
     w.run_for(Duration::from_secs(30));
+    // A refused node does not hammer the introducer it knows only by
+    // address: after a refusal it holds off that address for REFUSED_FOR.
+    for (h, why) in bad {
+        let n = drops(&w, intro, &format!("admission_{why}"));
+        assert!(
+            n <= 2,
+            "{} refused {n} times by the introducer ({:?} after the last first refusal)",
+            w.name(h),
+            w.sim.now() - t0
+        );
+    }
     for (h, why) in bad {
         let name = w.name(h).to_string();
         // The refused node heard why; the node of another CA also
