@@ -89,6 +89,8 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
         name: cfg.node.name.clone(),
         role: cfg.role.into(),
         mac: ctx.tap.mac(),
+        // `interface.bridge` (config key added with the membership work).
+        bridge: false,
         mtu: ctx.tap.mtu(),
         tap: TapStatus {
             name: ctx.tap.name().to_string(),

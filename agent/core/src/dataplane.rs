@@ -99,17 +99,10 @@ impl DataPlane {
     }
 }
 
-/// The drop-counter label of an overlay drop reason.
+/// The drop-counter label of an overlay drop reason (also the `reason`
+/// label of `ringlan_drops_total`).
 fn drop_label(r: DropReason) -> &'static str {
-    match r {
-        DropReason::Runt => "runt",
-        DropReason::OwnSource => "ownsource",
-        DropReason::ToSelf => "toself",
-        DropReason::NoTap => "notap",
-        DropReason::BadHeader => "badheader",
-        DropReason::Duplicate => "duplicate",
-        DropReason::NoRoute => "noroute",
-    }
+    r.label()
 }
 
 impl Node {

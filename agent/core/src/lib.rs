@@ -133,7 +133,7 @@ impl Node {
         let node_id = identity.node_id();
         let public_key = identity.certificate().public_key();
         let secret = crypto::NetworkSecret::from_bytes(setup.secret);
-        let mut ecfg = EndpointConfig::new(identity, name, secret);
+        let mut ecfg = EndpointConfig::new(identity.clone(), name, secret);
         let introducer = setup.role == Role::Introducer;
         ecfg.redirector = introducer;
         ecfg.stun_responder = introducer;
@@ -152,6 +152,9 @@ impl Node {
             overlay::Config::new(node_id, setup.name.clone(), orole, Some(Mac(setup.mac)));
         ocfg.introducers = setup.introducers.clone();
         ocfg.relays = setup.relay.enabled;
+        // Signs the flood and routed frames this node originates.
+        ocfg.identity = Some(identity);
+        ocfg.bridge = setup.bridge;
         let mut ov = Overlay::new(now, ocfg, Rng::from_seed(sub_seed()))
             .map_err(|e| NodeError::Overlay(e.to_string()))?;
         let local_addrs = local_candidates(&setup.interfaces, setup.listen);

@@ -294,6 +294,7 @@ fn setup(introducers: &[SocketAddr], ctx: &HostCtx, spec: &Spec) -> NodeSetup {
         name: spec.name.clone(),
         role: spec.role,
         mac: m,
+        bridge: false,
         mtu: 1400,
         tap: TapStatus {
             name: "rl-sim".into(),
