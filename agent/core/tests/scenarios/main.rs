@@ -21,6 +21,7 @@
 //!
 //! `world` builds the worlds and asks the questions.
 
+mod frames;
 mod nat;
 mod relay;
 mod ring;

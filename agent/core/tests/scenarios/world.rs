@@ -282,10 +282,8 @@ impl World {
 /// The setup of the node `spec` describes on the host `ctx` describes.
 fn setup(introducers: &[SocketAddr], ctx: &HostCtx, spec: &Spec) -> NodeSetup {
     // One key per host, kept across restarts (the same member comes
-    // back).
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&(ctx.host.0 as u64 + 1).to_le_bytes());
-    key[8..16].copy_from_slice(b"sim/key ");
+    // back); the MAC is its auto MAC.
+    let key = ringlan_node::sim::frames::key(ctx.host);
     let m = mac(ctx.host);
     NodeSetup {
         network: "sim".into(),
