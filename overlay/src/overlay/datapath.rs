@@ -15,8 +15,9 @@
 //! - flood and routed frames carry their origin's key and signature; each
 //!   receiver checks them (charged to the sending link's verify budget)
 //!   before it dedups (per-origin window), counts the origin's broadcast
-//!   budget, learns, delivers or forwards. The first hop verifies too, so
-//!   an honest node never forwards what the next hop would refuse;
+//!   budget, learns, delivers or forwards. The first hop checks the source
+//!   policy first (cheap), then verifies too, so that an honest node never
+//!   forwards what the next hop would refuse;
 //! - the switch learns a source MAC only as the origin's policy allows: a
 //!   linked origin's policy, else only the origin's auto MAC.
 
@@ -278,6 +279,11 @@ impl Overlay {
                     self.stats.flood_duplicates += 1;
                     return Err(DropReason::Duplicate);
                 }
+                if h.origin == from {
+                    // First hop: the cheap policy check before a signature
+                    // is verified (a forging member spends no budget).
+                    self.source_learn(from, frame)?;
+                }
                 match self.authenticate(now, from, &header, frame) {
                     Err(DropReason::Duplicate) => {
                         self.stats.flood_duplicates += 1;
@@ -296,6 +302,9 @@ impl Overlay {
             FrameHeader::Routed(h) => {
                 if h.destination != self.cfg.node_id && h.hop_limit <= 1 {
                     return Err(DropReason::Duplicate);
+                }
+                if h.origin == from {
+                    self.source_learn(from, frame)?;
                 }
                 self.authenticate(now, from, &header, frame)?;
                 if h.destination == self.cfg.node_id {
