@@ -121,9 +121,9 @@ fn inject(w: &World, m: &Member, frames: Vec<Vec<u8>>) -> usize {
                 if n == f.len() as isize {
                     sent += 1;
                 }
-                if i % 500 == 499 {
+                if i % 200 == 199 {
                     // Let the agent drain the TAP queue now and then.
-                    std::thread::sleep(Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_millis(2));
                 }
             }
             Ok(sent)
@@ -249,11 +249,26 @@ fn a_member_cannot_claim_another_members_mac() {
     );
 
     // Every member the attacker sent to counted the forgeries.
+    // Every member the attacker sent to counted the forgeries: all the
+    // frames the attacker's agent sent it but a few honest ones (its
+    // pings and ARP). (The kernel drops what the TAP queue cannot hold,
+    // so the attacker's agent sends fewer than were injected.)
+    let st = w.fresh_status(&attacker);
+    let sent_to = |m: &Member| {
+        open_session(&st, &m.peer())
+            .and_then(|s| s["tx"]["frames"].as_u64())
+            .unwrap_or(0)
+    };
+    let (to_victim, to_peer) = (sent_to(&victim), sent_to(&peer));
     let at_victim = forged_drops(&w, &victim, &attacker);
     let at_peer = forged_drops(&w, &peer, &attacker);
-    eprintln!("forged_mac drops: victim {at_victim}, peer {at_peer}");
+    eprintln!(
+        "forged_mac drops: victim {at_victim} of {to_victim} frames, peer {at_peer} of {to_peer}"
+    );
     assert!(at_victim >= 50, "victim counted {at_victim}");
-    assert!(at_peer >= 50, "peer counted {at_peer}");
-    assert!(at_victim + at_peer >= 10_000, "{at_victim} + {at_peer}");
+    assert!(at_peer >= 150, "peer counted {at_peer}");
+    assert!(at_victim + 100 >= to_victim, "{at_victim} of {to_victim}");
+    assert!(at_peer + 100 >= to_peer, "{at_peer} of {to_peer}");
+    assert!(at_victim + at_peer >= 2_000, "{at_victim} + {at_peer}");
     w.finish_stream(stream, &peer, &victim);
 }
