@@ -208,6 +208,33 @@ impl Origins {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Against a model (every number seen, the newest): within one run,
+        /// a number is accepted iff it was never accepted and is less than
+        /// `WINDOW` behind the newest accepted one.
+        #[test]
+        fn window_matches_its_model(start: u64, steps in proptest::collection::vec(-200i64..200, 1..400)) {
+            let mut w = SeqWindow::new(start);
+            let mut seen = std::collections::HashSet::from([start]);
+            let mut top = start;
+            for d in steps {
+                let seq = start.wrapping_add_signed(d);
+                let behind = top.wrapping_sub(seq);
+                let ahead = seq.wrapping_sub(top);
+                let want = !seen.contains(&seq)
+                    && (ahead < NEW_RUN || behind < WINDOW);
+                prop_assert_eq!(w.accept(seq), want, "seq {} top {}", seq, top);
+                if want {
+                    seen.insert(seq);
+                    if ahead != 0 && ahead < NEW_RUN {
+                        top = seq;
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn window_accepts_each_number_once_in_any_order() {
