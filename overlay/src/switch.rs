@@ -479,6 +479,16 @@ mod tests {
         Switch::new(SwitchConfig::default(), Some(OWN))
     }
 
+    /// A switch with a small table and per-node cap.
+    fn small(max_entries: usize, max_per_node: usize) -> Switch {
+        let cfg = SwitchConfig {
+            max_entries,
+            max_per_node,
+            ..SwitchConfig::default()
+        };
+        Switch::new(cfg, Some(OWN))
+    }
+
     #[test]
     fn learn_then_unicast() {
         let t = Instant::now();
@@ -528,14 +538,7 @@ mod tests {
     #[test]
     fn table_is_bounded_and_evicts_oldest() {
         let t = Instant::now();
-        let mut s = Switch::new(
-            SwitchConfig {
-                idle_timeout: Duration::from_secs(300),
-                max_entries: 4,
-                max_per_node: 1024,
-            },
-            Some(OWN),
-        );
+        let mut s = small(4, 1024);
         for i in 0..10u8 {
             s.learn(
                 t + Duration::from_secs(u64::from(i)),
@@ -622,14 +625,7 @@ mod tests {
     #[test]
     fn one_node_cannot_fill_the_table() {
         let t = Instant::now();
-        let mut s = Switch::new(
-            SwitchConfig {
-                idle_timeout: Duration::from_secs(300),
-                max_entries: 64,
-                max_per_node: 8,
-            },
-            Some(OWN),
-        );
+        let mut s = small(64, 8);
         s.learn(t, A, NodeId(1), Learn::Shared);
         for i in 0..=255u8 {
             s.learn(t, Mac([2, 9, 0, 0, 0, i]), NodeId(2), Learn::Shared);

@@ -191,25 +191,20 @@ impl Overlay {
                 }
                 self.count_demand(now, n, frame.len());
                 if let Some(hop) = self.route(n, &[]) {
-                    let mut h = RoutedHeader {
+                    let h = FrameHeader::Routed(RoutedHeader {
                         origin: self.cfg.node_id,
                         destination: n,
                         hop_limit: self.cfg.route_hop_limit,
                         auth: UNSIGNED,
+                    });
+                    let Some(header) = self.sign(h, frame) else {
+                        return self.cannot_sign();
                     };
-                    let Some(auth) = self.sign(&FrameHeader::Routed(h), frame) else {
-                        self.stats.frames_dropped += 1;
-                        return Forward::Drop(DropReason::NoIdentity);
-                    };
-                    h.auth = auth;
                     self.stats.routed_sent += 1;
                     let c = self.routed_entry(n);
                     c.sent_frames += 1;
                     c.sent_bytes += frame.len() as u64;
-                    out.push(FrameSend {
-                        to: hop,
-                        header: FrameHeader::Routed(h),
-                    });
+                    out.push(FrameSend { to: hop, header });
                     return d;
                 }
                 // No route (no ring links yet): flood it.
@@ -437,13 +432,19 @@ impl Overlay {
         })
     }
 
-    /// This node's signature over a flood or routed frame it originates.
-    fn sign(&self, header: &FrameHeader, frame: &[u8]) -> Option<OriginAuth> {
+    /// A flood or routed frame this node originates, signed (`None`
+    /// without an identity).
+    fn sign(&self, header: FrameHeader, frame: &[u8]) -> Option<FrameHeader> {
         let id = self.cfg.identity.as_ref()?;
-        Some(OriginAuth {
+        Some(header.with_auth(OriginAuth {
             key: id.certificate().public_key(),
-            sig: id.sign(&signed_message(header, frame)),
-        })
+            sig: id.sign(&signed_message(&header, frame)),
+        }))
+    }
+
+    fn cannot_sign(&mut self) -> Forward {
+        self.stats.frames_dropped += 1;
+        Forward::Drop(DropReason::NoIdentity)
     }
 
     /// Broadcast a frame from the TAP: sign it under the next sequence
@@ -451,18 +452,16 @@ impl Overlay {
     fn flood_from_here(&mut self, frame: &[u8], out: &mut Vec<FrameSend>) -> Forward {
         self.flood_seq = self.flood_seq.wrapping_add(1);
         let me = self.cfg.node_id;
-        let mut h = FloodHeader {
+        let h = FrameHeader::Flood(FloodHeader {
             origin: me,
             seq: self.flood_seq,
             bound: me,
             hop_limit: self.cfg.flood_hop_limit,
             auth: UNSIGNED,
+        });
+        let Some(FrameHeader::Flood(h)) = self.sign(h, frame) else {
+            return self.cannot_sign();
         };
-        let Some(auth) = self.sign(&FrameHeader::Flood(h), frame) else {
-            self.stats.frames_dropped += 1;
-            return Forward::Drop(DropReason::NoIdentity);
-        };
-        h.auth = auth;
         self.plan_flood(&h, h.hop_limit, None, out);
         Forward::Flood
     }
@@ -709,6 +708,17 @@ mod attacks {
         while o.poll_action().is_some() {}
     }
 
+    /// The receiver with members 2, 3, ... linked (`bridges[i]`: member
+    /// `2 + i` announced itself as a bridge), and the members.
+    fn with_links<const N: usize>(t0: Instant, bridges: [bool; N]) -> (Overlay, [Identity; N]) {
+        let mut o = receiver(t0);
+        let peers: [Identity; N] = std::array::from_fn(|i| ident(2 + i as u8));
+        for (p, b) in peers.iter().zip(bridges) {
+            link(&mut o, t0, p, b);
+        }
+        (o, peers)
+    }
+
     fn eth(dst: Mac, src: Mac) -> Vec<u8> {
         let mut f = dst.0.to_vec();
         f.extend_from_slice(&src.0);
@@ -723,34 +733,35 @@ mod attacks {
         m
     }
 
+    /// `h` signed by `signer` (whatever origin it claims), then `frame`.
+    fn signed(h: FrameHeader, signer: &Identity, frame: &[u8]) -> Vec<u8> {
+        let auth = OriginAuth {
+            key: signer.certificate().public_key(),
+            sig: signer.sign(&signed_message(&h, frame)),
+        };
+        message(h.with_auth(auth), frame)
+    }
+
     /// A flood by `signer` claiming `origin`.
     fn flood(origin: NodeId, signer: &Identity, seq: u64, frame: &[u8]) -> Vec<u8> {
-        let mut h = FloodHeader {
+        let h = FloodHeader {
             origin,
             seq,
             bound: origin,
             hop_limit: 8,
             auth: UNSIGNED,
         };
-        h.auth = OriginAuth {
-            key: signer.certificate().public_key(),
-            sig: signer.sign(&signed_message(&FrameHeader::Flood(h), frame)),
-        };
-        message(FrameHeader::Flood(h), frame)
+        signed(FrameHeader::Flood(h), signer, frame)
     }
 
     fn routed(origin: NodeId, signer: &Identity, to: NodeId, frame: &[u8]) -> Vec<u8> {
-        let mut h = RoutedHeader {
+        let h = RoutedHeader {
             origin,
             destination: to,
             hop_limit: 8,
             auth: UNSIGNED,
         };
-        h.auth = OriginAuth {
-            key: signer.certificate().public_key(),
-            sig: signer.sign(&signed_message(&FrameHeader::Routed(h), frame)),
-        };
-        message(FrameHeader::Routed(h), frame)
+        signed(FrameHeader::Routed(h), signer, frame)
     }
 
     fn rx(o: &mut Overlay, t: Instant, from: &Identity, msg: &[u8]) -> Result<bool, DropReason> {
@@ -762,10 +773,7 @@ mod attacks {
     #[test]
     fn direct_frames_carry_only_the_senders_macs() {
         let t0 = Instant::now();
-        let mut o = receiver(t0);
-        let (victim, attacker) = (ident(2), ident(3));
-        link(&mut o, t0, &victim, false);
-        link(&mut o, t0, &attacker, false);
+        let (mut o, [victim, attacker]) = with_links(t0, [false, false]);
         let direct = |f: &[u8]| message(FrameHeader::Direct, f);
         // The gateway attack: the victim's MAC as source.
         let forged = direct(&eth(Mac::BROADCAST, mac(&victim)));
@@ -813,11 +821,7 @@ mod attacks {
     #[test]
     fn random_source_macs_at_rate_neither_fill_nor_poison_the_table() {
         let t0 = Instant::now();
-        let mut o = receiver(t0);
-        let (victim, member, bridge) = (ident(2), ident(3), ident(4));
-        link(&mut o, t0, &victim, false);
-        link(&mut o, t0, &member, false);
-        link(&mut o, t0, &bridge, true);
+        let (mut o, [victim, member, bridge]) = with_links(t0, [false, false, true]);
         let mut rng = Rng::from_seed([9; 32]);
         let (mut forged, mut delivered) = (0, 0);
         for i in 0..10_000u32 {
@@ -907,9 +911,8 @@ mod attacks {
     #[test]
     fn future_sequence_numbers_cannot_poison_the_victims_window() {
         let t0 = Instant::now();
-        let mut o = receiver(t0);
-        let (victim, attacker) = (ident(2), ident(3));
-        link(&mut o, t0, &attacker, false);
+        let (mut o, [attacker]) = with_links(t0, [false]);
+        let victim = ident(9);
         let frame = eth(Mac::BROADCAST, mac(&victim));
         // Forged floods under the victim's origin and future numbers:
         // refused before they reach the window.
@@ -944,10 +947,8 @@ mod attacks {
     #[test]
     fn budgets_bound_bad_signatures_per_link_and_broadcasts_per_origin() {
         let t0 = Instant::now();
-        let mut o = receiver(t0);
-        let (honest, attacker, origin) = (ident(2), ident(3), ident(4));
-        link(&mut o, t0, &honest, false);
-        link(&mut o, t0, &attacker, false);
+        let (mut o, [honest, attacker]) = with_links(t0, [false, false]);
+        let origin = ident(4);
         let frame = eth(Mac::BROADCAST, mac(&origin));
         let mut bad = flood(origin.node_id(), &origin, 1, &frame);
         bad[FrameHeader::MAX_LEN - 1] ^= 1;
@@ -1004,9 +1005,8 @@ mod attacks {
     #[test]
     fn routed_frame_without_a_route_is_dropped_after_its_origin_checks() {
         let t0 = Instant::now();
-        let mut o = receiver(t0);
-        let (fwd, origin) = (ident(2), ident(4));
-        link(&mut o, t0, &fwd, false);
+        let (mut o, [fwd]) = with_links(t0, [false]);
+        let origin = ident(4);
         let frame = eth(Mac([2, 0, 0, 0, 0, 9]), mac(&origin));
         let r = routed(origin.node_id(), &origin, NodeId(1234), &frame);
         assert_eq!(rx(&mut o, t0, &fwd, &r), Err(DropReason::NoRoute));

@@ -281,16 +281,14 @@ mod tests {
         let other = ringlan_tunnel::Identity::from_secret_key_bytes([6; 32], &net);
         let budget = Budget::new(4.0, 1.0);
         let msg = b"signed bytes";
-        let good = OriginAuth {
-            key: id.certificate().public_key(),
-            sig: id.sign(msg),
+        let auth = |i: &ringlan_tunnel::Identity| OriginAuth {
+            key: i.certificate().public_key(),
+            sig: i.sign(msg),
         };
+        let good = auth(&id);
         let mut o = Origins::new(2);
         // Another node's key under this origin's id.
-        let stolen = OriginAuth {
-            key: other.certificate().public_key(),
-            sig: other.sign(msg),
-        };
+        let stolen = auth(&other);
         assert_eq!(
             o.verify(t0, &net, budget, id.node_id(), &stolen, msg).err(),
             Some(DropReason::BadOrigin)
@@ -316,19 +314,13 @@ mod tests {
         );
         // A ChaCha-only node's id works too.
         let chacha = ringlan_tunnel::Identity::with_suites([7; 32], &net, SuiteSet::CHACHA_ONLY);
-        let a = OriginAuth {
-            key: chacha.certificate().public_key(),
-            sig: chacha.sign(msg),
-        };
+        let a = auth(&chacha);
         assert!(o
             .verify(t0, &net, budget, chacha.node_id(), &a, msg)
             .is_ok());
         // Bounded: a third origin evicts the least recently used.
         let later = t0 + std::time::Duration::from_secs(1);
-        let a3 = OriginAuth {
-            key: other.certificate().public_key(),
-            sig: other.sign(msg),
-        };
+        let a3 = auth(&other);
         assert!(o
             .verify(later, &net, budget, other.node_id(), &a3, msg)
             .is_ok());

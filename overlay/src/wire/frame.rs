@@ -126,6 +126,17 @@ impl FrameHeader {
         }
     }
 
+    /// The header with `auth` as its origin's key and signature (a direct
+    /// header carries none and is returned as it is).
+    pub fn with_auth(mut self, auth: OriginAuth) -> FrameHeader {
+        match &mut self {
+            FrameHeader::Flood(h) => h.auth = auth,
+            FrameHeader::Routed(h) => h.auth = auth,
+            FrameHeader::Direct => {}
+        }
+        self
+    }
+
     /// Always false: a header is at least one byte. (Present for clippy's
     /// `len_without_is_empty`.)
     pub fn is_empty(&self) -> bool {
