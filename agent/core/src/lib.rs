@@ -78,9 +78,11 @@ use crate::timer::{Timer, TimerTable};
 pub const CONTROL_FLOW: &[u8] = b"ringlan/control/1";
 /// Flow metadata of the frame flow. Its messages are `virtio_net_hdr`
 /// (10 bytes, little-endian), overlay frame header, Ethernet frame
-/// (docs/dataplane.md); it replaced `ringlan/frames/1`, which carried no
-/// virtio header. Never retransmitted: late frames are worse than lost ones.
-pub const FRAMES_FLOW: &[u8] = b"ringlan/frames-vnet/1";
+/// (docs/dataplane.md); it replaced `ringlan/frames-vnet/1`, whose flood
+/// and routed headers carried no origin signature (and before it
+/// `ringlan/frames/1`, without the virtio header). Never retransmitted:
+/// late frames are worse than lost ones.
+pub const FRAMES_FLOW: &[u8] = b"ringlan/frames-vnet/2";
 
 /// Something the runtime should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
