@@ -81,6 +81,7 @@ impl Effective<'_> {
         })
     }
 
+    #[inline]
     fn check(&self, src: Mac, frame: &[u8]) -> Result<(), DropReason> {
         match self {
             Effective::Set(p) => p.check(src, frame),
@@ -252,23 +253,20 @@ impl Overlay {
         if self.cfg.mac.is_none() {
             return Err(DropReason::NoTap);
         }
-        let Some(link) = self.links.get_mut(&from) else {
+        if let Some(frame) = FrameHeader::direct_frame(msg) {
+            // The bulk of the traffic: the session names the sender.
+            self.direct_from_peer(now, from, frame)?;
+            return Ok(Received {
+                frame,
+                to_tap: true,
+            });
+        }
+        if !self.links.contains_key(&from) {
             return Err(DropReason::NoTap);
-        };
+        }
         let (header, frame) = FrameHeader::decode(msg).map_err(|_| DropReason::BadHeader)?;
         match header {
-            FrameHeader::Direct => {
-                // The bulk of the traffic: the session names the sender.
-                let Some((_, src)) = parse_macs(frame) else {
-                    self.switch_ingress(now, from, frame, Learn::No)?;
-                    return Err(DropReason::Runt);
-                };
-                let eff = Effective::of(link).ok_or(DropReason::NoTap)?;
-                eff.check(src, frame)?;
-                let how = eff.learn();
-                link.last_traffic = now;
-                self.switch_ingress(now, from, frame, how)?;
-            }
+            FrameHeader::Direct => self.direct_from_peer(now, from, frame)?,
             FrameHeader::Flood(h) => {
                 if h.origin == self.cfg.node_id {
                     self.stats.flood_duplicates += 1;
@@ -342,6 +340,27 @@ impl Overlay {
             frame,
             to_tap: true,
         })
+    }
+
+    /// A direct frame from `from`: its source as `from`'s policy allows.
+    fn direct_from_peer(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        frame: &[u8],
+    ) -> Result<(), DropReason> {
+        let Some(link) = self.links.get_mut(&from) else {
+            return Err(DropReason::NoTap);
+        };
+        let Some((_, src)) = parse_macs(frame) else {
+            self.switch_ingress(now, from, frame, Learn::No)?;
+            return Err(DropReason::Runt);
+        };
+        let eff = Effective::of(link).ok_or(DropReason::NoTap)?;
+        eff.check(src, frame)?;
+        let how = eff.learn();
+        link.last_traffic = now;
+        self.switch_ingress(now, from, frame, how)
     }
 
     fn switch_ingress(
