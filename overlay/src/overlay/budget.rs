@@ -62,7 +62,7 @@ impl Default for Budgets {
             gossip_per_peer: Budget::new(256.0, 32.0),
             unverified_members: 1024,
             verifies_per_link: Budget::new(2000.0, 1000.0),
-            broadcasts_per_origin: Budget::new(200.0, 50.0),
+            broadcasts_per_origin: Budget::new(512.0, 100.0),
             origins: 4096,
         }
     }
