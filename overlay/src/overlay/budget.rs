@@ -51,6 +51,10 @@ pub struct Budgets {
     /// and broadcast budget are kept at once; least recently used first
     /// out.
     pub origins: usize,
+    /// Origins evicted from a full `origins` table to make room for a new
+    /// one, per link that brought it; past it the new origin's frames are
+    /// delivered and forwarded without being remembered.
+    pub origin_evictions_per_link: Budget,
 }
 
 impl Default for Budgets {
@@ -64,6 +68,7 @@ impl Default for Budgets {
             verifies_per_link: Budget::new(2000.0, 1000.0),
             broadcasts_per_origin: Budget::new(512.0, 100.0),
             origins: 4096,
+            origin_evictions_per_link: Budget::new(64.0, 32.0),
         }
     }
 }

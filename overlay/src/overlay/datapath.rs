@@ -392,27 +392,22 @@ impl Overlay {
             FrameHeader::Flood(h) => (h.origin, &h.auth, Some(h.seq)),
             FrameHeader::Routed(h) => (h.origin, &h.auth, None),
         };
-        let net = self
-            .cfg
-            .identity
-            .as_ref()
-            .ok_or(DropReason::NoIdentity)?
-            .certificate()
-            .network();
+        if self.cfg.identity.is_none() {
+            return Err(DropReason::NoIdentity);
+        }
         let budgets = &self.cfg.budgets;
         let link = self.links.get_mut(&from).ok_or(DropReason::NoTap)?;
         if !link.verify.take(now, budgets.verifies_per_link, 1.0) {
             return Err(DropReason::VerifyBudget);
         }
         let signed = signed_message(header, frame);
-        let o = self.origins.verify(
-            now,
-            net,
-            budgets.broadcasts_per_origin,
-            origin,
-            auth,
-            &signed,
-        )?;
+        let evictions = &mut link.evictions;
+        let may_evict = || evictions.take(now, budgets.origin_evictions_per_link, 1.0);
+        let Some(o) = self.origins.verify(now, origin, auth, &signed, may_evict)? else {
+            // Genuine, from an origin the full table has no room for.
+            self.stats.origins_not_kept += 1;
+            return Ok(());
+        };
         if let Some(seq) = seq {
             let fresh = match &mut o.window {
                 Some(w) => w.accept(seq),
@@ -701,6 +696,10 @@ mod attacks {
 
     /// The receiving node (identity 1), with budgets small enough to test.
     fn receiver(t0: Instant) -> Overlay {
+        receiver_with(t0, |_| {})
+    }
+
+    fn receiver_with(t0: Instant, edit: impl FnOnce(&mut Config)) -> Overlay {
         let me = ident(1);
         let mut cfg = Config::new(me.node_id(), "rx", Role::Node, Some(mac(&me)));
         cfg.identity = Some(me);
@@ -708,6 +707,7 @@ mod attacks {
         cfg.budgets.verifies_per_link = crate::Budget::new(50.0, 10.0);
         cfg.budgets.broadcasts_per_origin = crate::Budget::new(20.0, 5.0);
         cfg.switch.max_per_node = 8;
+        edit(&mut cfg);
         Overlay::new(t0, cfg, Rng::from_seed([3; 32])).unwrap()
     }
 
@@ -1019,6 +1019,49 @@ mod attacks {
             .filter(|v| **v == Err(DropReason::BadSignature))
             .count();
         assert_eq!(verified, 20);
+    }
+
+    #[test]
+    fn minted_origins_cannot_cycle_a_victim_out_of_a_full_origins_table() {
+        let t0 = Instant::now();
+        let mut o = receiver_with(t0, |c| {
+            c.budgets.origins = 4;
+            c.budgets.origin_evictions_per_link = crate::Budget::new(1.0, 0.0);
+        });
+        let attacker = ident(2);
+        link(&mut o, t0, &attacker, false);
+        let minted = |k: u8, t: Instant, o: &mut Overlay| {
+            let m = ident(100 + k);
+            let f = flood(m.node_id(), &m, 1, &eth(Mac::BROADCAST, mac(&m)));
+            rx(o, t, &attacker, &f)
+        };
+        for k in 0..3 {
+            assert_eq!(minted(k, t0, &mut o), Ok(true));
+        }
+        let victim = ident(9);
+        let t1 = t0 + Duration::from_secs(1);
+        let recorded = flood(
+            victim.node_id(),
+            &victim,
+            7,
+            &eth(Mac::BROADCAST, mac(&victim)),
+        );
+        assert_eq!(rx(&mut o, t1, &attacker, &recorded), Ok(true));
+        assert_eq!(o.known_origins(), 4);
+        // Ten more minted origins: one eviction (the least recently used
+        // minted one), then delivered but not remembered.
+        let t2 = t0 + Duration::from_secs(2);
+        for k in 3..13 {
+            assert_eq!(minted(k, t2, &mut o), Ok(true));
+        }
+        assert_eq!(o.stats().origins_not_kept, 9);
+        assert_eq!(o.known_origins(), 4);
+        // The victim's window is still there: its recorded flood is not
+        // accepted again.
+        assert_eq!(
+            rx(&mut o, t2, &attacker, &recorded),
+            Err(DropReason::Duplicate)
+        );
     }
 
     #[test]

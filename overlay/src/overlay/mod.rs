@@ -207,6 +207,9 @@ struct Link {
     /// Origin signatures verified on frames from the peer
     /// (`Budgets::verifies_per_link`).
     verify: Bucket,
+    /// Origins evicted for origins this peer's frames brought
+    /// (`Budgets::origin_evictions_per_link`).
+    evictions: Bucket,
     /// The source policy set by [`Overlay::set_source_policy`]; without
     /// one, the peer's `Hello` decides.
     policy: Option<SourcePolicy>,
@@ -315,7 +318,13 @@ impl Overlay {
         let mut o = Overlay {
             switch: Switch::new(cfg.switch.clone(), cfg.mac),
             flood_seq: rng.u64(),
-            origins: Origins::new(cfg.budgets.origins),
+            origins: Origins::new(
+                cfg.budgets.origins,
+                cfg.identity
+                    .as_ref()
+                    .map(|i| i.certificate().network().clone()),
+                cfg.budgets.broadcasts_per_origin,
+            ),
             policies: HashMap::new(),
             rng,
             local_addrs: Vec::new(),

@@ -6,11 +6,13 @@
 //! An entry is made only after a signature by the origin verified, so a
 //! member cannot make entries for origins it does not hold keys of. The
 //! table holds at most `Budgets::origins` entries; a new origin beyond
-//! that evicts the one whose frames were accepted least recently (a scan,
-//! paid only for a verified new origin, whose rate the per-link verify
-//! budget bounds). Keys are cheap to mint, so an evicted origin can be an
-//! honest one: the next frame it sends starts a fresh window and budget;
-//! its frames are never dropped for it.
+//! that evicts the one whose frames were accepted least recently (a scan),
+//! within the sending link's `Budgets::origin_evictions_per_link`; past
+//! it, the frame is delivered and forwarded but its origin not remembered
+//! (no window, no budget, no learning). Keys are cheap to mint: the
+//! eviction budget keeps a member from cycling an honest origin out of
+//! the table quickly (after which it could replay the origin's recorded
+//! floods, each once).
 
 use super::budget::{Bucket, Budget};
 use crate::source::auto_mac;
@@ -125,6 +127,11 @@ pub(super) struct Origin {
 pub(super) struct Origins {
     map: HashMap<NodeId, Origin>,
     cap: usize,
+    /// The network whose certificates name the keys (`None`: this node
+    /// has no identity and checks nothing: every frame is refused).
+    network: Option<NetworkName>,
+    /// Each new origin's broadcast budget.
+    broadcasts: Budget,
 }
 
 /// The certificate of `key` if its node id is `origin`. The node id hashes
@@ -138,35 +145,42 @@ fn certificate(network: &NetworkName, origin: NodeId, key: &[u8; 32]) -> Option<
 }
 
 impl Origins {
-    pub(super) fn new(cap: usize) -> Origins {
+    pub(super) fn new(cap: usize, network: Option<NetworkName>, broadcasts: Budget) -> Origins {
         Origins {
             map: HashMap::new(),
             cap,
+            network,
+            broadcasts,
         }
     }
 
     /// Check that `auth` names `origin`'s key and that its signature over
-    /// `signed` verifies; on success the origin has an entry (made or
-    /// refreshed) and it is returned.
+    /// `signed` verifies. On success the origin's entry (made or refreshed)
+    /// is returned, or `None` when the table is full and `may_evict` (asked
+    /// only then) refuses to make room: the frame is genuine but its origin
+    /// is not remembered.
     pub(super) fn verify(
         &mut self,
         now: Instant,
-        network: &NetworkName,
-        broadcasts: Budget,
         origin: NodeId,
         auth: &OriginAuth,
         signed: &[u8],
-    ) -> Result<&mut Origin, DropReason> {
+        may_evict: impl FnOnce() -> bool,
+    ) -> Result<Option<&mut Origin>, DropReason> {
         let known = self
             .map
             .get(&origin)
             .is_some_and(|o| o.cert.public_key() == auth.key);
         if !known {
+            let network = self.network.as_ref().ok_or(DropReason::NoIdentity)?;
             let cert = certificate(network, origin, &auth.key).ok_or(DropReason::BadOrigin)?;
             if !cert.verify(signed, &auth.sig) {
                 return Err(DropReason::BadSignature);
             }
             if !self.map.contains_key(&origin) && self.map.len() >= self.cap {
+                if !may_evict() {
+                    return Ok(None);
+                }
                 let lru = self
                     .map
                     .iter()
@@ -180,7 +194,7 @@ impl Origins {
                 auto_mac: auto_mac(&auth.key),
                 cert,
                 window: None,
-                broadcasts: Bucket::full(now, broadcasts),
+                broadcasts: Bucket::full(now, self.broadcasts),
                 used: now,
             };
             // A key that replaced the origin's cached one is the same node
@@ -192,7 +206,7 @@ impl Origins {
             return Err(DropReason::BadSignature);
         }
         o.used = now;
-        Ok(o)
+        Ok(Some(o))
     }
 
     /// The auto MAC of a verified origin.
@@ -286,11 +300,11 @@ mod tests {
             sig: i.sign(msg),
         };
         let good = auth(&id);
-        let mut o = Origins::new(2);
+        let mut o = Origins::new(2, Some(net.clone()), budget);
         // Another node's key under this origin's id.
         let stolen = auth(&other);
         assert_eq!(
-            o.verify(t0, &net, budget, id.node_id(), &stolen, msg).err(),
+            o.verify(t0, id.node_id(), &stolen, msg, || true).err(),
             Some(DropReason::BadOrigin)
         );
         // The right key, a signature over something else.
@@ -299,31 +313,39 @@ mod tests {
             ..good
         };
         assert_eq!(
-            o.verify(t0, &net, budget, id.node_id(), &wrong, msg).err(),
+            o.verify(t0, id.node_id(), &wrong, msg, || true).err(),
             Some(DropReason::BadSignature)
         );
         assert_eq!(o.len(), 0, "no entry before a signature verified");
         let e = o
-            .verify(t0, &net, budget, id.node_id(), &good, msg)
+            .verify(t0, id.node_id(), &good, msg, || true)
+            .unwrap()
             .unwrap();
         assert_eq!(e.auto_mac, auto_mac(&good.key));
         // Cached key: the signature is still checked every time.
         assert_eq!(
-            o.verify(t0, &net, budget, id.node_id(), &wrong, msg).err(),
+            o.verify(t0, id.node_id(), &wrong, msg, || true).err(),
             Some(DropReason::BadSignature)
         );
         // A ChaCha-only node's id works too.
         let chacha = ringlan_tunnel::Identity::with_suites([7; 32], &net, SuiteSet::CHACHA_ONLY);
         let a = auth(&chacha);
         assert!(o
-            .verify(t0, &net, budget, chacha.node_id(), &a, msg)
-            .is_ok());
+            .verify(t0, chacha.node_id(), &a, msg, || true)
+            .is_ok_and(|e| e.is_some()));
         // Bounded: a third origin evicts the least recently used.
         let later = t0 + std::time::Duration::from_secs(1);
         let a3 = auth(&other);
+        // Full, and the link may not evict: verified, not remembered.
         assert!(o
-            .verify(later, &net, budget, other.node_id(), &a3, msg)
-            .is_ok());
+            .verify(later, other.node_id(), &a3, msg, || false)
+            .is_ok_and(|e| e.is_none()));
+        assert_eq!(o.len(), 2);
+        assert_eq!(o.auto_mac(other.node_id()), None);
+        // Full, and it may: the least recently used goes.
+        assert!(o
+            .verify(later, other.node_id(), &a3, msg, || true)
+            .is_ok_and(|e| e.is_some()));
         assert_eq!(o.len(), 2);
     }
 }
