@@ -15,7 +15,7 @@ pub mod wire;
 
 pub use crate::overlay::{
     Action, Budget, Budgets, Config, ConfigError, Event, FrameSend, LinkCounts, LinkKind,
-    Neighbour, OpenAttempt, Overlay, Received, RoutedCounters, Stats,
+    Neighbour, OpenAttempt, Overlay, Received, RoutedCounters, Stats, MAX_BANNED,
 };
 pub use crate::source::{auto_mac, IpPrefix, MacPolicy, SourcePolicy};
 pub use crate::switch::{DropReason, Forward, Learn, Mac, Switch, SwitchConfig};

@@ -3,7 +3,8 @@
 //! a high rate gets none of them past its first hop; every member counts
 //! them as `forged_mac` on its session with the attacker; nobody learns a
 //! forged MAC (the victim's traffic keeps reaching the victim, and only
-//! the victim), and the victim's broadcasts keep arriving everywhere once.
+//! the victim), and the victim's broadcasts keep arriving everywhere once;
+//! with and without a network CA.
 //! (Forged flood and routed headers cannot come out of a TAP: the
 //! overlay's `datapath::attacks` tests craft them.)
 
@@ -27,7 +28,17 @@ fn eth(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
 
 #[test]
 fn a_member_cannot_send_with_another_members_mac() {
-    let mut w = World::new(0x5eed_00f1);
+    forged_macs_stop_at_the_first_hop(World::new(0x5eed_00f1));
+}
+
+/// With a network CA the members' certificates decide (the auto MAC of
+/// each key), set on the overlay at admission.
+#[test]
+fn a_certified_member_cannot_send_with_another_members_mac() {
+    forged_macs_stop_at_the_first_hop(World::with_ca(0x5eed_00f2));
+}
+
+fn forged_macs_stop_at_the_first_hop(mut w: World) {
     let intro = w.introducer("intro");
     let nodes: Vec<HostId> = (0..5)
         .map(|i| w.node(&format!("n{i}"), Place::Internet, false))
