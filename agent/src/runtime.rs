@@ -120,6 +120,9 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
         name: cfg.node.name.clone(),
         role: cfg.role.into(),
         mac: ctx.tap.mac(),
+        // Frames may carry other source MACs (a bridged site); with a CA
+        // the certificate decides what peers accept.
+        bridge: cfg.interface.bridge,
         mtu: ctx.tap.mtu(),
         tap: TapStatus {
             name: ctx.tap.name().to_string(),

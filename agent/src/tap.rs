@@ -23,7 +23,6 @@ use std::io;
 use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 
-use sha2::{Digest, Sha256};
 use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
 
 use crate::config::IpCidr;
@@ -41,19 +40,11 @@ pub struct TapConfig {
     pub addresses: Vec<IpCidr>,
 }
 
-/// A stable MAC derived from 32 key-derived bytes (e.g. the node's public
-/// key): the first six bytes of SHA-256("ringlan tap mac" || input), with
-/// the first octet forced to a locally administered unicast address
-/// (`xxxxxx10`).
+/// A stable MAC derived from the node's public key (`interface.mac:
+/// auto`): [`ringlan_overlay::auto_mac`], which lives in the sans-IO
+/// overlay so that every member can compute any member's auto MAC.
 pub fn derive_mac(input: &[u8; 32]) -> [u8; 6] {
-    let mut h = Sha256::new();
-    h.update(b"ringlan tap mac");
-    h.update(input);
-    let d = h.finalize();
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&d[..6]);
-    mac[0] = (mac[0] & 0xfc) | 0x02;
-    mac
+    ringlan_overlay::auto_mac(input).0
 }
 
 /// `aa:bb:cc:dd:ee:ff`
@@ -168,6 +159,7 @@ impl Tap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
     use std::process::Command;
 
     #[test]

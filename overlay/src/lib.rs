@@ -8,6 +8,7 @@ pub mod overlay;
 pub mod ring;
 pub mod routing;
 pub mod sim;
+pub mod source;
 pub mod switch;
 pub mod symphony;
 pub mod wire;
@@ -16,5 +17,6 @@ pub use crate::overlay::{
     Action, Budget, Budgets, Config, ConfigError, Event, FrameSend, LinkCounts, LinkKind,
     Neighbour, OpenAttempt, Overlay, Received, RoutedCounters, Stats, MAX_BANNED,
 };
-pub use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig};
-pub use crate::wire::{FloodHeader, FrameHeader, Role, RoutedHeader};
+pub use crate::source::{auto_mac, IpPrefix, MacPolicy, SourcePolicy};
+pub use crate::switch::{DropReason, Forward, Learn, Mac, Switch, SwitchConfig};
+pub use crate::wire::{FloodHeader, FrameHeader, OriginAuth, Role, RoutedHeader};

@@ -9,9 +9,10 @@
 //! figures in docs/overlay.md.
 
 use crate::overlay::{Action, Config, FrameSend, Overlay};
+use crate::source::auto_mac;
 use crate::switch::{DropReason, Mac};
 use crate::wire::{FrameHeader, Role};
-use ringlan_tunnel::{NodeId, Rng};
+use ringlan_tunnel::{Identity, NetworkName, NodeId, Rng};
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -136,6 +137,9 @@ pub struct Sim {
     queue: BinaryHeap<Item>,
     nodes: Vec<Option<Overlay>>,
     ids: Vec<NodeId>,
+    /// Each node's Ed25519 secret key and TAP MAC (the auto MAC of its key).
+    keys: Vec<[u8; 32]>,
+    macs: Vec<Mac>,
     index: HashMap<NodeId, u32>,
     adj: Vec<BTreeSet<u32>>,
     timers: Vec<Option<Instant>>,
@@ -161,9 +165,9 @@ fn index_of(a: &SocketAddr) -> Option<u32> {
     }
 }
 
-fn mac_of(i: u32) -> Mac {
-    let b = i.to_be_bytes();
-    Mac([2, 0, b[0], b[1], b[2], b[3]])
+/// The network name the simulated nodes' certificates carry.
+fn sim_network() -> NetworkName {
+    NetworkName::new("sim").expect("a valid network name")
 }
 
 impl Sim {
@@ -177,14 +181,23 @@ impl Sim {
         let mut rng = Rng::from_seed(seed);
         let total = cfg.nodes + 1;
         let mut ids = Vec::with_capacity(total);
+        let mut keys = Vec::with_capacity(total);
+        let mut macs = Vec::with_capacity(total);
         let mut index = HashMap::with_capacity(total);
-        for i in 0..total {
-            let mut id = NodeId(u128::from(rng.u64()) << 64 | u128::from(rng.u64()));
-            while index.contains_key(&id) {
-                id = NodeId(id.0.wrapping_add(1));
+        let net = sim_network();
+        while ids.len() < total {
+            // Node ids are the hashes of the nodes' certificates, as in a
+            // real network: flood and routed frames are signed.
+            let key = rng.bytes32();
+            let identity = Identity::from_secret_key_bytes(key, &net);
+            let id = identity.node_id();
+            if index.contains_key(&id) {
+                continue;
             }
-            index.insert(id, i as u32);
+            index.insert(id, ids.len() as u32);
             ids.push(id);
+            keys.push(key);
+            macs.push(auto_mac(&identity.certificate().public_key()));
         }
         let mut sim = Sim {
             t0,
@@ -193,6 +206,8 @@ impl Sim {
             queue: BinaryHeap::new(),
             nodes: (0..total).map(|_| None).collect(),
             ids,
+            keys,
+            macs,
             index,
             adj: vec![BTreeSet::new(); total],
             timers: vec![None; total],
@@ -220,6 +235,11 @@ impl Sim {
 
     pub fn id(&self, i: u32) -> NodeId {
         self.ids[i as usize]
+    }
+
+    /// Node `i`'s TAP MAC.
+    pub fn mac(&self, i: u32) -> Mac {
+        self.macs[i as usize]
     }
 
     /// Indexes of the live nodes with a TAP.
@@ -270,7 +290,7 @@ impl Sim {
         let cfg = if i == INTRO {
             Config::new(id, "intro", Role::Introducer, None)
         } else {
-            let mut c = Config::new(id, format!("n{i}"), Role::Node, Some(mac_of(i)));
+            let mut c = Config::new(id, format!("n{i}"), Role::Node, Some(self.mac(i)));
             c.introducers = vec![addr_of(INTRO)];
             c.ring_links = self.cfg.ring_links;
             if let Some(k) = self.cfg.long_links {
@@ -280,6 +300,10 @@ impl Sim {
             c
         };
         let mut cfg = cfg;
+        cfg.identity = Some(Identity::from_secret_key_bytes(
+            self.keys[i as usize],
+            &sim_network(),
+        ));
         // A small MAC table: the simulator floods from a few origins and
         // a preallocated table of 64 entries was about a fifth of the
         // memory per node.
@@ -672,7 +696,7 @@ impl Sim {
     pub fn broadcast(&mut self, origin: u32) -> FloodResult {
         let mut frame = Vec::with_capacity(20);
         frame.extend_from_slice(&Mac::BROADCAST.0);
-        frame.extend_from_slice(&mac_of(origin).0);
+        frame.extend_from_slice(&self.mac(origin).0);
         frame.extend_from_slice(&[0x08, 0x06, 0, 1, 2, 3]);
         let expected = self.live().len().saturating_sub(1);
         let r = self.send_frame(origin, &frame);

@@ -1,4 +1,19 @@
-//! The learning Ethernet switch.
+//! The learning Ethernet switch, hardened against members that lie
+//! (docs/overlay.md "Frames bound to their sender"):
+//!
+//! - *Pinned* MACs: a linked member whose source policy lists its MACs
+//!   (not a bridge) has them pinned to it. A pinned MAC is never learnt
+//!   behind anyone else and never evicted; it goes when the link does.
+//! - *Owned* entries: a MAC learnt from a frame whose origin may use only
+//!   listed MACs (a non-bridge member, or the auto MAC of an origin known
+//!   only by its key) cannot move to another node until it idles out.
+//!   A bridge's MACs move freely between bridges (a host moving between
+//!   bridged sites), never onto an owned or pinned MAC.
+//! - Each node holds at most `max_per_node` learnt entries: a bridge
+//!   cannot fill the table; MACs beyond its cap are delivered but not
+//!   learnt until some of its entries idle out (O(1), no scan per frame).
+//! - The table holds at most `max_entries`; when full, idle entries go
+//!   first, then the least recently seen one.
 
 /// An Ethernet MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -73,6 +88,8 @@ pub struct SwitchConfig {
     pub idle_timeout: Duration,
     /// Table bound; when full, the least recently seen entry is evicted.
     pub max_entries: usize,
+    /// Learnt entries one node may hold (its pinned MACs not counted).
+    pub max_per_node: usize,
 }
 
 impl Default for SwitchConfig {
@@ -80,6 +97,7 @@ impl Default for SwitchConfig {
         SwitchConfig {
             idle_timeout: Duration::from_secs(300),
             max_entries: 4096,
+            max_per_node: 1024,
         }
     }
 }
@@ -114,6 +132,55 @@ pub enum DropReason {
     Duplicate,
     /// Routed frame for a node this one has no route towards.
     NoRoute,
+    /// A source MAC the sender's policy does not allow.
+    ForgedMac,
+    /// An ARP, IPv4 or IPv6 source address outside the sender's prefixes.
+    ForgedIp,
+    /// A flood or routed frame whose key is not its origin's (the node id
+    /// is not the hash of the key's certificate).
+    BadOrigin,
+    /// A flood or routed frame whose origin signature does not verify.
+    BadSignature,
+    /// The link's budget of signature verifications is spent.
+    VerifyBudget,
+    /// The origin's broadcast budget is spent.
+    BroadcastBudget,
+    /// This node cannot sign (no identity configured), so it sends no
+    /// flood or routed frame.
+    NoIdentity,
+}
+
+impl DropReason {
+    /// A fixed label for counters and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Runt => "runt",
+            DropReason::OwnSource => "ownsource",
+            DropReason::ToSelf => "toself",
+            DropReason::NoTap => "notap",
+            DropReason::BadHeader => "badheader",
+            DropReason::Duplicate => "duplicate",
+            DropReason::NoRoute => "noroute",
+            DropReason::ForgedMac => "forged_mac",
+            DropReason::ForgedIp => "forged_ip",
+            DropReason::BadOrigin => "bad_origin",
+            DropReason::BadSignature => "bad_signature",
+            DropReason::VerifyBudget => "verify_budget",
+            DropReason::BroadcastBudget => "broadcast_budget",
+            DropReason::NoIdentity => "no_identity",
+        }
+    }
+}
+
+/// How a source MAC may be learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn {
+    /// Not at all: deliver the frame only.
+    No,
+    /// Owned by the node: it may use only listed MACs.
+    Owned,
+    /// Held by a bridge: another bridge may take it over.
+    Shared,
 }
 
 /// Switch counters (monotonic).
@@ -128,12 +195,17 @@ pub struct SwitchCounters {
     pub unicast: u64,
     pub flooded: u64,
     pub local: u64,
+    /// Learning refused: the MAC is pinned or owned elsewhere.
+    pub refused: u64,
+    /// Learning skipped: the node holds `max_per_node` entries.
+    pub over_cap: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     node: NodeId,
     last_seen: Instant,
+    owned: bool,
 }
 
 /// MAC learning table: source MAC -> the node it was last seen behind.
@@ -142,6 +214,11 @@ pub struct Switch {
     cfg: SwitchConfig,
     own: Option<Mac>,
     table: HashMap<Mac, Entry>,
+    /// MACs pinned to linked non-bridge members (bounded by the links
+    /// times `MAX_POLICY_MACS`).
+    pinned: HashMap<Mac, NodeId>,
+    /// Learnt entries per node (`max_per_node`).
+    per_node: HashMap<NodeId, usize>,
     counters: SwitchCounters,
 }
 
@@ -154,6 +231,8 @@ impl Switch {
             cfg,
             own,
             table,
+            pinned: HashMap::new(),
+            per_node: HashMap::new(),
             counters: SwitchCounters::default(),
         }
     }
@@ -178,32 +257,66 @@ impl Switch {
         now.saturating_duration_since(e.last_seen) >= self.cfg.idle_timeout
     }
 
-    /// Record that `src` was seen behind `node`. Group addresses are never
-    /// learnt; a MAC seen behind another node moves there at once.
-    pub fn learn(&mut self, now: Instant, src: Mac, node: NodeId) {
-        if src.is_group() || Some(src) == self.own || self.cfg.max_entries == 0 {
-            return;
+    /// Record that `src` was seen behind `node` (`how` says whether the
+    /// node owns it). Group addresses and our own MAC are never learnt; a
+    /// pinned or owned MAC stays where it is; a shared MAC moves at once.
+    /// Returns whether the table now points `src` at `node`.
+    pub fn learn(&mut self, now: Instant, src: Mac, node: NodeId, how: Learn) -> bool {
+        if how == Learn::No || src.is_group() || Some(src) == self.own || self.cfg.max_entries == 0
+        {
+            return false;
         }
+        if let Some(p) = self.pinned.get(&src) {
+            if *p != node {
+                self.counters.refused += 1;
+            }
+            return *p == node;
+        }
+        let owned = how == Learn::Owned;
+        let idle = self.cfg.idle_timeout;
         if let Some(e) = self.table.get_mut(&src) {
             if e.node != node {
+                let live = now.saturating_duration_since(e.last_seen) < idle;
+                if live && e.owned {
+                    // An owned MAC stays with its owner until it idles out.
+                    // (An owner takes its MAC back from a bridge at once.)
+                    self.counters.refused += 1;
+                    return false;
+                }
+                let old = e.node;
+                if self.per_node.get(&node).copied().unwrap_or(0) >= self.cfg.max_per_node {
+                    self.counters.over_cap += 1;
+                    return false;
+                }
+                let e = self.table.get_mut(&src).expect("present above");
                 e.node = node;
+                e.owned = owned;
+                self.uncount(old);
+                *self.per_node.entry(node).or_insert(0) += 1;
                 self.counters.moved += 1;
             }
-            e.last_seen = now;
-            return;
+            if let Some(e) = self.table.get_mut(&src) {
+                e.last_seen = now;
+            }
+            return true;
+        }
+        if self.per_node.get(&node).copied().unwrap_or(0) >= self.cfg.max_per_node {
+            self.counters.over_cap += 1;
+            return false;
         }
         if self.table.len() >= self.cfg.max_entries {
             self.expire(now);
         }
         if self.table.len() >= self.cfg.max_entries {
             // O(table) scan, only when the table is full of live entries.
-            if let Some(oldest) = self
+            if let Some((oldest, e)) = self
                 .table
                 .iter()
                 .min_by_key(|(_, e)| e.last_seen)
-                .map(|(m, _)| *m)
+                .map(|(m, e)| (*m, *e))
             {
                 self.table.remove(&oldest);
+                self.uncount(e.node);
                 self.counters.evicted += 1;
             }
         }
@@ -212,33 +325,87 @@ impl Switch {
             Entry {
                 node,
                 last_seen: now,
+                owned,
             },
         );
+        *self.per_node.entry(node).or_insert(0) += 1;
         self.counters.learned += 1;
+        true
+    }
+
+    fn uncount(&mut self, node: NodeId) {
+        if let Some(n) = self.per_node.get_mut(&node) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_node.remove(&node);
+            }
+        }
+    }
+
+    /// Pin `macs` to `node` (a linked member that may use only these),
+    /// replacing what was pinned to it before. A MAC already pinned to
+    /// another node stays there: first come, first served (with a network
+    /// CA, the certificates make the lists disjoint).
+    pub fn pin(&mut self, node: NodeId, macs: &[Mac]) {
+        self.pinned.retain(|m, n| *n != node || macs.contains(m));
+        for m in macs {
+            if m.is_group() || Some(*m) == self.own {
+                continue;
+            }
+            if self.pinned.get(m).is_some_and(|n| *n != node) {
+                self.counters.refused += 1;
+                continue;
+            }
+            self.pinned.insert(*m, node);
+            if let Some(e) = self.table.remove(m) {
+                self.uncount(e.node);
+            }
+        }
+    }
+
+    /// The node a MAC is pinned to.
+    pub fn pinned(&self, mac: Mac) -> Option<NodeId> {
+        self.pinned.get(&mac).copied()
     }
 
     /// The node behind `dst`, if learnt and not idle too long.
     pub fn lookup(&mut self, now: Instant, dst: Mac) -> Option<NodeId> {
+        if let Some(n) = self.pinned.get(&dst) {
+            return Some(*n);
+        }
         let e = *self.table.get(&dst)?;
         if self.expired(now, &e) {
             self.table.remove(&dst);
+            self.uncount(e.node);
             self.counters.expired += 1;
             return None;
         }
         Some(e.node)
     }
 
-    /// Forget every entry pointing at `node` (its link went away).
+    /// Forget every entry pointing at `node`, pinned ones included (its
+    /// link went away).
     pub fn forget_node(&mut self, node: NodeId) {
         self.table.retain(|_, e| e.node != node);
+        self.pinned.retain(|_, n| *n != node);
+        self.per_node.remove(&node);
     }
 
     /// Drop idle entries.
     pub fn expire(&mut self, now: Instant) {
         let idle = self.cfg.idle_timeout;
         let before = self.table.len();
-        self.table
-            .retain(|_, e| now.saturating_duration_since(e.last_seen) < idle);
+        let per_node = &mut self.per_node;
+        self.table.retain(|_, e| {
+            let keep = now.saturating_duration_since(e.last_seen) < idle;
+            if !keep {
+                if let Some(n) = per_node.get_mut(&e.node) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            keep
+        });
+        self.per_node.retain(|_, n| *n > 0);
         self.counters.expired += (before - self.table.len()) as u64;
     }
 
@@ -268,11 +435,17 @@ impl Switch {
         }
     }
 
-    /// Account for a frame that arrived from `from` over the network: learn
-    /// its source, refuse runts and frames carrying our own source MAC.
-    /// Returns `None` if the frame should be written to the TAP, or the drop
-    /// reason.
-    pub fn ingress(&mut self, now: Instant, from: NodeId, frame: &[u8]) -> Option<DropReason> {
+    /// Account for a frame that arrived over the network from (or on
+    /// behalf of) `origin`: refuse runts and frames carrying our own source
+    /// MAC, learn the source as `how` says. Returns `None` if the frame
+    /// should be written to the TAP, or the drop reason.
+    pub fn ingress(
+        &mut self,
+        now: Instant,
+        origin: NodeId,
+        frame: &[u8],
+        how: Learn,
+    ) -> Option<DropReason> {
         let Some((_dst, src)) = parse_macs(frame) else {
             self.counters.runts += 1;
             return Some(DropReason::Runt);
@@ -281,7 +454,7 @@ impl Switch {
             self.counters.own_source += 1;
             return Some(DropReason::OwnSource);
         }
-        self.learn(now, src, from);
+        self.learn(now, src, origin, how);
         None
     }
 }
@@ -306,12 +479,22 @@ mod tests {
         Switch::new(SwitchConfig::default(), Some(OWN))
     }
 
+    /// A switch with a small table and per-node cap.
+    fn small(max_entries: usize, max_per_node: usize) -> Switch {
+        let cfg = SwitchConfig {
+            max_entries,
+            max_per_node,
+            ..SwitchConfig::default()
+        };
+        Switch::new(cfg, Some(OWN))
+    }
+
     #[test]
     fn learn_then_unicast() {
         let t = Instant::now();
         let mut s = sw();
         assert_eq!(s.decide(t, &frame(A, OWN)), Forward::Flood);
-        assert_eq!(s.ingress(t, NodeId(7), &frame(OWN, A)), None);
+        assert_eq!(s.ingress(t, NodeId(7), &frame(OWN, A), Learn::Shared), None);
         assert_eq!(s.decide(t, &frame(A, OWN)), Forward::Unicast(NodeId(7)));
         assert_eq!(s.decide(t, &frame(Mac::BROADCAST, OWN)), Forward::Flood);
         assert_eq!(
@@ -327,13 +510,13 @@ mod tests {
     fn entries_expire_after_idle_time() {
         let t = Instant::now();
         let mut s = sw();
-        s.learn(t, A, NodeId(1));
+        s.learn(t, A, NodeId(1), Learn::Shared);
         assert_eq!(s.lookup(t + Duration::from_secs(299), A), Some(NodeId(1)));
         // Lookups do not refresh an entry; only learning does.
         assert_eq!(s.lookup(t + Duration::from_secs(300), A), None);
         assert_eq!(s.counters().expired, 1);
-        s.learn(t, B, NodeId(2));
-        s.learn(t + Duration::from_secs(200), B, NodeId(2));
+        s.learn(t, B, NodeId(2), Learn::Shared);
+        s.learn(t + Duration::from_secs(200), B, NodeId(2), Learn::Shared);
         assert_eq!(s.lookup(t + Duration::from_secs(450), B), Some(NodeId(2)));
         s.expire(t + Duration::from_secs(500));
         assert!(s.is_empty());
@@ -343,8 +526,8 @@ mod tests {
     fn moved_mac_is_relearnt_at_once() {
         let t = Instant::now();
         let mut s = sw();
-        s.learn(t, A, NodeId(1));
-        s.learn(t, A, NodeId(2));
+        s.learn(t, A, NodeId(1), Learn::Shared);
+        s.learn(t, A, NodeId(2), Learn::Shared);
         assert_eq!(s.lookup(t, A), Some(NodeId(2)));
         assert_eq!(s.counters().moved, 1);
         assert_eq!(s.len(), 1);
@@ -355,18 +538,13 @@ mod tests {
     #[test]
     fn table_is_bounded_and_evicts_oldest() {
         let t = Instant::now();
-        let mut s = Switch::new(
-            SwitchConfig {
-                idle_timeout: Duration::from_secs(300),
-                max_entries: 4,
-            },
-            Some(OWN),
-        );
+        let mut s = small(4, 1024);
         for i in 0..10u8 {
             s.learn(
                 t + Duration::from_secs(u64::from(i)),
                 Mac([2, 0, 0, 0, 1, i]),
                 NodeId(1),
+                Learn::Shared,
             );
             assert!(s.len() <= 4);
         }
@@ -382,11 +560,11 @@ mod tests {
     fn group_and_own_sources_are_not_learnt() {
         let t = Instant::now();
         let mut s = sw();
-        s.learn(t, Mac::BROADCAST, NodeId(1));
-        s.learn(t, OWN, NodeId(1));
+        s.learn(t, Mac::BROADCAST, NodeId(1), Learn::Shared);
+        s.learn(t, OWN, NodeId(1), Learn::Shared);
         assert!(s.is_empty());
         assert_eq!(
-            s.ingress(t, NodeId(3), &frame(A, OWN)),
+            s.ingress(t, NodeId(3), &frame(A, OWN), Learn::Shared),
             Some(DropReason::OwnSource)
         );
         assert_eq!(s.counters().own_source, 1);
@@ -399,10 +577,68 @@ mod tests {
         for n in 0..ETH_HEADER_LEN {
             let f = vec![0xffu8; n];
             assert_eq!(s.decide(t, &f), Forward::Drop(DropReason::Runt));
-            assert_eq!(s.ingress(t, NodeId(1), &f), Some(DropReason::Runt));
+            assert_eq!(
+                s.ingress(t, NodeId(1), &f, Learn::Shared),
+                Some(DropReason::Runt)
+            );
         }
         assert_eq!(s.counters().runts, 2 * ETH_HEADER_LEN as u64);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn pinned_and_owned_macs_stay_with_their_node() {
+        let t = Instant::now();
+        let mut s = sw();
+        s.pin(NodeId(1), &[A]);
+        // Nobody else learns a pinned MAC, however it learns.
+        assert!(!s.learn(t, A, NodeId(2), Learn::Shared));
+        assert!(!s.learn(t, A, NodeId(2), Learn::Owned));
+        assert!(s.learn(t, A, NodeId(1), Learn::Owned));
+        assert_eq!(s.lookup(t, A), Some(NodeId(1)));
+        // A second claimant of the same pin does not get it either.
+        s.pin(NodeId(3), &[A, B]);
+        assert_eq!(
+            (s.pinned(A), s.pinned(B)),
+            (Some(NodeId(1)), Some(NodeId(3)))
+        );
+        assert_eq!(s.counters().refused, 3);
+        // Owned: a bridge cannot take it over while it is live...
+        let c = Mac([2, 0, 0, 0, 0, 0xc]);
+        assert!(s.learn(t, c, NodeId(4), Learn::Owned));
+        assert!(!s.learn(t, c, NodeId(5), Learn::Shared));
+        assert_eq!(s.lookup(t, c), Some(NodeId(4)));
+        // ...but once it idled out, it may.
+        let late = t + Duration::from_secs(301);
+        assert!(s.learn(late, c, NodeId(5), Learn::Shared));
+        // The owner takes a MAC back from a bridge at once.
+        assert!(s.learn(late, c, NodeId(4), Learn::Owned));
+        assert_eq!(s.lookup(late, c), Some(NodeId(4)));
+        // Not learning at all.
+        assert!(!s.learn(t, Mac([2, 0, 0, 0, 0, 0xd]), NodeId(4), Learn::No));
+        // The link goes: its pins go too.
+        s.forget_node(NodeId(1));
+        assert_eq!(s.lookup(t, A), None);
+        assert!(s.learn(t, A, NodeId(2), Learn::Owned));
+    }
+
+    #[test]
+    fn one_node_cannot_fill_the_table() {
+        let t = Instant::now();
+        let mut s = small(64, 8);
+        s.learn(t, A, NodeId(1), Learn::Shared);
+        for i in 0..=255u8 {
+            s.learn(t, Mac([2, 9, 0, 0, 0, i]), NodeId(2), Learn::Shared);
+        }
+        assert_eq!(s.len(), 9);
+        assert_eq!(s.counters().over_cap, 256 - 8);
+        assert_eq!(s.counters().evicted, 0);
+        assert_eq!(s.lookup(t, A), Some(NodeId(1)));
+        // Its entries idle out; then it learns again.
+        let late = t + Duration::from_secs(300);
+        s.expire(late);
+        assert!(s.is_empty());
+        assert!(s.learn(late, Mac([2, 9, 0, 0, 1, 0]), NodeId(2), Learn::Shared));
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct NodeSetup {
     pub role: Role,
     /// The TAP's MAC address.
     pub mac: [u8; 6],
+    /// This node bridges a site (`interface.bridge`): its frames may carry
+    /// any source MAC, said in its `Hello` (a network CA's certificate
+    /// decides instead when there is one).
+    pub bridge: bool,
     /// The TAP's MTU: frames up to this plus an Ethernet header and one
     /// VLAN tag travel; larger ones are dropped (never truncated).
     pub mtu: u16,

@@ -26,6 +26,7 @@ use ringlan_tunnel::NodeId;
 use ringlan_tunnel::Reliability;
 use ringlan_tunnel::SessionId;
 
+use crate::membership::{self, NodeCert};
 use crate::peers::Drops;
 use crate::vnet::{VnetHdr, TAP_MAX_FRAME, VNET_HDR_LEN};
 use crate::Node;
@@ -99,17 +100,32 @@ impl DataPlane {
     }
 }
 
-/// The drop-counter label of an overlay drop reason.
+/// The source policy a node's certificate gives its frames
+/// (docs/overlay.md "Frames bound to their sender"): the auto MAC of its
+/// key, or any MAC for a bridge; its IP prefixes when it lists any.
+/// Set on the overlay when the node is admitted; it replaces what the
+/// node's `Hello` announces.
+pub fn source_policy(cert: &NodeCert) -> overlay::SourcePolicy {
+    let body = cert.body();
+    let macs = match body.mac {
+        membership::MacPolicy::Auto => {
+            overlay::MacPolicy::Only(vec![overlay::auto_mac(&body.node_key)])
+        }
+        membership::MacPolicy::Any => overlay::MacPolicy::Any,
+    };
+    let ips = (!body.ips.is_empty()).then(|| {
+        body.ips
+            .iter()
+            .filter_map(|n| overlay::IpPrefix::new(n.addr(), n.prefix()))
+            .collect()
+    });
+    overlay::SourcePolicy { macs, ips }
+}
+
+/// The drop-counter label of an overlay drop reason (also the `reason`
+/// label of `ringlan_drops_total`).
 fn drop_label(r: DropReason) -> &'static str {
-    match r {
-        DropReason::Runt => "runt",
-        DropReason::OwnSource => "ownsource",
-        DropReason::ToSelf => "toself",
-        DropReason::NoTap => "notap",
-        DropReason::BadHeader => "badheader",
-        DropReason::Duplicate => "duplicate",
-        DropReason::NoRoute => "noroute",
-    }
+    r.label()
 }
 
 impl Node {
@@ -280,5 +296,49 @@ impl Node {
             buf: msg,
             frame_at,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::cert::tests::{body, ca};
+    use crate::membership::SignedBody;
+    use overlay::{DropReason, Mac};
+
+    fn arp(src: Mac, ip: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&[0; 10]);
+        f
+    }
+
+    #[test]
+    fn a_certificate_binds_the_auto_mac_and_its_prefixes() {
+        let b = body();
+        let auto = overlay::auto_mac(&b.node_key);
+        let cert = b.clone().sign(&ca()).unwrap();
+        let p = source_policy(&cert);
+        assert_eq!(p.macs, overlay::MacPolicy::Only(vec![auto]));
+        assert_eq!(p.check(auto, &arp(auto, [10, 77, 0, 2])), Ok(()));
+        assert_eq!(
+            p.check(auto, &arp(auto, [10, 77, 0, 1])),
+            Err(DropReason::ForgedIp)
+        );
+        let other = Mac([2, 0, 0, 0, 0, 9]);
+        assert_eq!(
+            p.check(other, &arp(other, [10, 77, 0, 2])),
+            Err(DropReason::ForgedMac)
+        );
+        // A bridge certificate without prefixes: any unicast MAC, any IP.
+        let mut b = body();
+        b.mac = membership::MacPolicy::Any;
+        b.ips.clear();
+        let p = source_policy(&b.sign(&ca()).unwrap());
+        assert!(p.is_bridge() && p.ips.is_none());
+        assert_eq!(p.check(other, &arp(other, [192, 0, 2, 1])), Ok(()));
     }
 }

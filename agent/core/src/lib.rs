@@ -83,9 +83,11 @@ use crate::timer::{Timer, TimerTable};
 pub const CONTROL_FLOW: &[u8] = b"ringlan/control/1";
 /// Flow metadata of the frame flow. Its messages are `virtio_net_hdr`
 /// (10 bytes, little-endian), overlay frame header, Ethernet frame
-/// (docs/dataplane.md); it replaced `ringlan/frames/1`, which carried no
-/// virtio header. Never retransmitted: late frames are worse than lost ones.
-pub const FRAMES_FLOW: &[u8] = b"ringlan/frames-vnet/1";
+/// (docs/dataplane.md); it replaced `ringlan/frames-vnet/1`, whose flood
+/// and routed headers carried no origin signature (and before it
+/// `ringlan/frames/1`, without the virtio header). Never retransmitted:
+/// late frames are worse than lost ones.
+pub const FRAMES_FLOW: &[u8] = b"ringlan/frames-vnet/2";
 
 /// Something the runtime should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +146,7 @@ impl Node {
         let node_id = identity.node_id();
         let public_key = identity.certificate().public_key();
         let secret = crypto::NetworkSecret::from_bytes(setup.secret);
-        let mut ecfg = EndpointConfig::new(identity, name.clone(), secret);
+        let mut ecfg = EndpointConfig::new(identity.clone(), name.clone(), secret);
         let introducer = setup.role == Role::Introducer;
         ecfg.redirector = introducer;
         ecfg.stun_responder = introducer;
@@ -169,6 +171,9 @@ impl Node {
             overlay::Config::new(node_id, setup.name.clone(), orole, Some(Mac(setup.mac)));
         ocfg.introducers = setup.introducers.clone();
         ocfg.relays = setup.relay.enabled;
+        // Signs the flood and routed frames this node originates.
+        ocfg.identity = Some(identity);
+        ocfg.bridge = setup.bridge;
         let mut ov = Overlay::new(now, ocfg, Rng::from_seed(sub_seed()))
             .map_err(|e| NodeError::Overlay(e.to_string()))?;
         let local_addrs = local_candidates(&setup.interfaces, setup.listen);

@@ -40,6 +40,21 @@ pub struct Budgets {
     /// Members known only from gossip (no link to them) kept at once;
     /// gossip naming a new member beyond this is dropped.
     pub unverified_members: usize,
+    /// Flood and routed frames whose origin signature this node verifies,
+    /// per sending link (checked before the verification: an Ed25519
+    /// verification costs tens of microseconds).
+    pub verifies_per_link: Budget,
+    /// Broadcasts (floods) accepted per origin, after its signature
+    /// verified.
+    pub broadcasts_per_origin: Budget,
+    /// Origins (of flood and routed frames) whose key, duplicate window
+    /// and broadcast budget are kept at once; least recently used first
+    /// out.
+    pub origins: usize,
+    /// Origins evicted from a full `origins` table to make room for a new
+    /// one, per link that brought it; past it the new origin's frames are
+    /// delivered and forwarded without being remembered.
+    pub origin_evictions_per_link: Budget,
 }
 
 impl Default for Budgets {
@@ -50,6 +65,10 @@ impl Default for Budgets {
             probe_ips: 1024,
             gossip_per_peer: Budget::new(256.0, 32.0),
             unverified_members: 1024,
+            verifies_per_link: Budget::new(2000.0, 1000.0),
+            broadcasts_per_origin: Budget::new(512.0, 100.0),
+            origins: 4096,
+            origin_evictions_per_link: Budget::new(64.0, 32.0),
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::budget::Budgets;
 use crate::switch::{Mac, SwitchConfig};
 use crate::wire::{Role, MAX_NAME};
-use ringlan_tunnel::NodeId;
+use ringlan_tunnel::{Identity, NodeId};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,6 +12,16 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: NodeId,
+    /// The node's identity: signs the flood and routed frames it
+    /// originates, and names the network whose certificates turn an
+    /// origin's key into its node id. Its node id must be `node_id`.
+    /// Without it, the node sends no flood or routed frame and drops the
+    /// ones it receives (`NoIdentity`): set it on every node with a TAP
+    /// (the node core does).
+    pub identity: Option<Identity>,
+    /// This node bridges a site: its frames may carry any source MAC (said
+    /// in `Hello`; a certificate can override what peers allow).
+    pub bridge: bool,
     /// At most [`MAX_NAME`] bytes.
     pub name: String,
     pub role: Role,
@@ -75,6 +85,8 @@ impl Config {
     pub fn new(node_id: NodeId, name: impl Into<String>, role: Role, mac: Option<Mac>) -> Self {
         Config {
             node_id,
+            identity: None,
+            bridge: false,
             name: name.into(),
             role,
             mac,
@@ -114,6 +126,8 @@ pub enum ConfigError {
     NoTap,
     #[error("ring_links must be at least 1")]
     NoRingLinks,
+    #[error("the identity's node id is not the configured node id")]
+    IdentityMismatch,
 }
 
 #[cfg(test)]
@@ -141,6 +155,13 @@ mod tests {
         assert_eq!(
             Overlay::new(t0, cfg, rng(1)).err(),
             Some(ConfigError::NoRingLinks)
+        );
+        let net = ringlan_tunnel::NetworkName::new("lab").unwrap();
+        let mut cfg = Config::new(NodeId(1), "i", Role::Introducer, None);
+        cfg.identity = Some(Identity::from_secret_key_bytes([3; 32], &net));
+        assert_eq!(
+            Overlay::new(t0, cfg, rng(1)).err(),
+            Some(ConfigError::IdentityMismatch)
         );
     }
 }

@@ -74,6 +74,9 @@ impl Overlay {
                 probed: None,
                 moved: Bucket::full(now, self.cfg.budgets.moved_per_peer),
                 gossip: Bucket::full(now, self.cfg.budgets.gossip_per_peer),
+                verify: Bucket::full(now, self.cfg.budgets.verifies_per_link),
+                evictions: Bucket::full(now, self.cfg.budgets.origin_evictions_per_link),
+                policy: self.policies.remove(&node),
             },
         );
         let kind = self.link_kind(node);

@@ -75,6 +75,7 @@ impl Overlay {
         };
         let direct = link.direct;
         link.hello = Some(h.clone());
+        self.pin_sources(from);
         let mut addrs: Vec<TaggedAddr> = h
             .addrs
             .iter()

@@ -28,10 +28,12 @@
 //! | `policy.rs` | which links this node wants (ring, long, on-demand), the Symphony long-link draws, and the caps that bound the links peers ask for |
 //! | `membership.rs` | who is known, with which addresses: `Hello`, `Ring` gossip, forgetting and pruning; banned (revoked) nodes |
 //! | `lookup.rs` | greedy routing towards a ring position and the `Lookup` exchange (join, long-link managers, on-demand resolution) |
-//! | `datapath.rs` | what happens to each Ethernet frame: direct, routed or bounded flood; on-demand traffic counting |
+//! | `datapath.rs` | what happens to each Ethernet frame: direct, routed or bounded flood; whose frames are accepted with which source addresses; on-demand traffic counting |
+//! | `origins.rs` | the origins of flood and routed frames: verified keys, duplicate windows, broadcast budgets |
 //! | `moves.rs` | address mobility: announcing a peer's (or our own) new address and probing reported ones |
 //! | `status.rs` | what the overlay reports: counters, neighbours, link counts |
 
+use crate::source::SourcePolicy;
 use crate::switch::Switch;
 use crate::wire::{
     AddrOrigin, Hello, LinkWant, Member, Message, Role, TaggedAddr, WireError, MAX_ADDRS, MAX_NAME,
@@ -48,6 +50,7 @@ mod links;
 mod lookup;
 mod membership;
 mod moves;
+mod origins;
 mod policy;
 mod status;
 #[cfg(test)]
@@ -60,7 +63,7 @@ pub use membership::MAX_BANNED;
 pub use status::{LinkCounts, LinkKind, Neighbour, OpenAttempt, RoutedCounters, Stats};
 
 use budget::{Bucket, Buckets};
-use datapath::FloodCache;
+use origins::Origins;
 use policy::MAX_ATTEMPTS;
 
 /// The overlay of one node.
@@ -80,7 +83,11 @@ pub struct Overlay {
     introducers: Vec<IntroducerState>,
     switch: Switch,
     flood_seq: u64,
-    seen: FloodCache,
+    /// Origins of flood and routed frames (`origins.rs`).
+    origins: Origins,
+    /// Source policies set for nodes not linked yet; moved into the link
+    /// when it comes up (at most `MAX_PENDING_POLICIES`).
+    policies: HashMap<NodeId, SourcePolicy>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     next_refresh: Instant,
@@ -200,6 +207,15 @@ struct Link {
     moved: Bucket,
     /// Member records accepted from the peer (`Budgets::gossip_per_peer`).
     gossip: Bucket,
+    /// Origin signatures verified on frames from the peer
+    /// (`Budgets::verifies_per_link`).
+    verify: Bucket,
+    /// Origins evicted for origins this peer's frames brought
+    /// (`Budgets::origin_evictions_per_link`).
+    evictions: Bucket,
+    /// The source policy set by [`Overlay::set_source_policy`]; without
+    /// one, the peer's `Hello` decides.
+    policy: Option<SourcePolicy>,
 }
 
 impl Link {
@@ -276,6 +292,13 @@ impl Overlay {
         if cfg.ring_links == 0 {
             return Err(ConfigError::NoRingLinks);
         }
+        if cfg
+            .identity
+            .as_ref()
+            .is_some_and(|i| i.node_id() != cfg.node_id)
+        {
+            return Err(ConfigError::IdentityMismatch);
+        }
         if cfg.role == Role::Node {
             if cfg.introducers.is_empty() {
                 return Err(ConfigError::NoIntroducer);
@@ -298,7 +321,14 @@ impl Overlay {
         let mut o = Overlay {
             switch: Switch::new(cfg.switch.clone(), cfg.mac),
             flood_seq: rng.u64(),
-            seen: FloodCache::new(4096),
+            origins: Origins::new(
+                cfg.budgets.origins,
+                cfg.identity
+                    .as_ref()
+                    .map(|i| i.certificate().network().clone()),
+                cfg.budgets.broadcasts_per_origin,
+            ),
+            policies: HashMap::new(),
             rng,
             local_addrs: Vec::new(),
             links: BTreeMap::new(),
@@ -546,6 +576,7 @@ impl Overlay {
             addrs: self.local_addrs.clone(),
             mac: self.cfg.mac,
             relays: self.cfg.relays,
+            bridge: self.cfg.bridge,
         })
     }
 

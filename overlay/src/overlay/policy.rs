@@ -311,6 +311,7 @@ mod tests {
                 addrs: vec![],
                 mac: Some(Mac([2, 0, 0, 0, 1, id as u8])),
                 relays: false,
+                bridge: false,
             })
             .encode()
             .unwrap()

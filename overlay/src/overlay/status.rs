@@ -89,6 +89,10 @@ pub struct Stats {
     pub frames_from_peers: u64,
     pub frames_dropped: u64,
     pub flood_duplicates: u64,
+    /// Genuine flood or routed frames whose origin the full origins table
+    /// had no room for (`Budgets::origin_evictions_per_link` spent):
+    /// delivered and forwarded without dedup, budget or learning.
+    pub origins_not_kept: u64,
     pub flood_forwarded: u64,
     pub routed_sent: u64,
     pub routed_forwarded: u64,

@@ -26,6 +26,7 @@ pub(super) fn tap_hello(id: u128, addrs: &[SocketAddr], relays: bool) -> Vec<u8>
         addrs: addrs.to_vec(),
         mac: Some(Mac([2, 0, 0, 0, 0, id as u8])),
         relays,
+        bridge: false,
     })
     .encode()
     .unwrap()
@@ -63,6 +64,7 @@ fn garbage_control_is_counted_not_fatal() {
         addrs: vec![],
         mac: None,
         relays: false,
+        bridge: false,
     });
     o.handle_control(t0, NodeId(7), &h.encode().unwrap());
     assert!(o.member(NodeId(8)).is_none());
@@ -96,17 +98,22 @@ fn garbage_control_is_counted_not_fatal() {
         o.frame_from_peer(t0, NodeId(55), &[0; 30], &mut out),
         Err(DropReason::NoTap)
     );
-    // A routed frame for someone else with nowhere to go.
-    let mut msg = [0u8; 60];
+    // A routed frame, which a node without an identity cannot check
+    // (routing without a route: `datapath::tests`).
+    let mut msg = [0u8; 160];
     let h = FrameHeader::Routed(RoutedHeader {
         origin: NodeId(7),
         destination: NodeId(1234),
         hop_limit: 5,
+        auth: crate::wire::OriginAuth {
+            key: [1; 32],
+            sig: [2; 64],
+        },
     });
     h.encode(&mut msg).unwrap();
     assert_eq!(
         o.frame_from_peer(t0, NodeId(7), &msg, &mut out),
-        Err(DropReason::NoRoute)
+        Err(DropReason::NoIdentity)
     );
     assert_eq!(
         o.frame_from_tap(t0, &[1, 2], &mut out),

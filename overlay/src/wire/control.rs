@@ -47,6 +47,9 @@ const F_INTRODUCER: u8 = 0x01;
 const F_TAP: u8 = 0x02;
 /// `Hello` only: the sender relays routes for members (`relay.enabled`).
 const F_RELAY: u8 = 0x04;
+/// `Hello` only: the sender bridges a site; its frames may carry any
+/// source MAC (`interface.bridge`).
+const F_BRIDGE: u8 = 0x08;
 
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
@@ -88,6 +91,9 @@ pub struct Hello {
     pub mac: Option<Mac>,
     /// The sender carries relayed routes for members.
     pub relays: bool,
+    /// The sender bridges a site: its frames may carry any source MAC,
+    /// not only `mac` (unless its certificate says otherwise).
+    pub bridge: bool,
 }
 
 /// One entry of the membership list.
@@ -449,7 +455,8 @@ impl Message {
                 out.push(T_HELLO);
                 out.extend_from_slice(&h.node_id.to_bytes());
                 let relay = if h.relays { F_RELAY } else { 0 };
-                out.push(flags_of(h.role, h.mac.is_some()) | relay);
+                let bridge = if h.bridge { F_BRIDGE } else { 0 };
+                out.push(flags_of(h.role, h.mac.is_some()) | relay | bridge);
                 if let Some(mac) = h.mac {
                     out.extend_from_slice(&mac.0);
                 }
@@ -579,6 +586,7 @@ impl Message {
                     addrs,
                     mac,
                     relays: flags & F_RELAY != 0,
+                    bridge: flags & F_BRIDGE != 0,
                 })
             }
             T_MEMBERS => {
@@ -673,6 +681,7 @@ mod tests {
             addrs: vec![sa("192.0.2.1:4910")],
             mac: Some(Mac([2, 0, 0, 0, 0, 1])),
             relays: false,
+            bridge: false,
         });
         let b = m.encode().unwrap();
         let mut want = vec![1, 1];
@@ -682,6 +691,14 @@ mod tests {
         ]);
         assert_eq!(b, want);
         assert_eq!(Message::decode(&b).unwrap(), m);
+        // The bridge flag is bit 0x08 of the flags byte.
+        let Message::Hello(mut h) = m else {
+            unreachable!()
+        };
+        h.bridge = true;
+        let b = Message::Hello(h.clone()).encode().unwrap();
+        assert_eq!(b[18], 0x03 | 0x08);
+        assert_eq!(Message::decode(&b).unwrap(), Message::Hello(h));
     }
 
     #[test]
@@ -864,6 +881,7 @@ mod tests {
             addrs: vec![],
             mac: None,
             relays: false,
+            bridge: false,
         });
         assert_eq!(long.encode(), Err(WireError::NameTooLong(65)));
         let many = Message::Neighbours(vec![NodeId(0); MAX_NEIGHBOURS + 1]);
@@ -937,6 +955,7 @@ mod tests {
                     role,
                     addrs,
                     relays: mac.is_some_and(|m| m[0] & 1 == 1),
+                    bridge: mac.is_some_and(|m| m[1] & 1 == 1),
                     mac: mac.map(Mac),
                 })),
             proptest::collection::vec(arb_member(), 0..8).prop_map(Message::Members),

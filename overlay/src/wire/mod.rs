@@ -20,7 +20,9 @@ pub use control::{
     RouteOutcome, RouteRefusal, RouteReply, RouteSetup, TaggedAddr, MAX_ADDRS, MAX_MEMBERS,
     MAX_NAME, MAX_NEIGHBOURS, MAX_PATH, MAX_RING_MEMBERS, MAX_ROUTE_RELAYS, VERSION,
 };
-pub use frame::{FloodHeader, FrameHeader, RoutedHeader};
+pub use frame::{
+    signed_message, FloodHeader, FrameHeader, OriginAuth, RoutedHeader, FRAME_DOMAIN, SIGNED_LEN,
+};
 
 /// Why bytes could not be decoded or a value could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -488,6 +488,11 @@ impl Node {
         if self.adm.ca.is_some() {
             tracing::info!(peer = %node, %path, "peer admitted");
         }
+        if let Some(cert) = self.adm.gates.get(&session).and_then(|g| g.cert.as_ref()) {
+            // Its frames carry only the sources its certificate allows.
+            let policy = crate::dataplane::source_policy(cert);
+            self.overlay.set_source_policy(node, policy);
+        }
         self.overlay
             .peer_up(now, node, path.direct(), is_introducer);
         // Punching towards this member is over once a direct path opened

@@ -23,10 +23,23 @@ const HEADER: usize = 14 + 4 + 4 + 4 + 2;
 /// (1414 bytes with the Ethernet header).
 pub const MAX_FRAME: usize = HEADER + 1350 + 8;
 
-/// The locally administered unicast MAC of a host in the simulation.
+/// The Ed25519 secret key of a host in the simulation (kept across its
+/// restarts: the same member comes back).
+pub fn key(h: HostId) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&(h.0 as u64 + 1).to_le_bytes());
+    key[8..16].copy_from_slice(b"sim/key ");
+    key
+}
+
+/// The MAC of a host in the simulation: the auto MAC of its key, as
+/// `interface.mac: auto` gives, so that members not linked to it learn it
+/// from its signed broadcasts.
 pub fn mac(h: HostId) -> [u8; 6] {
-    let n = (h.0 as u32).to_be_bytes();
-    [0x02, 0x52, n[0], n[1], n[2], n[3]]
+    let public = ed25519_dalek::SigningKey::from_bytes(&key(h))
+        .verifying_key()
+        .to_bytes();
+    ringlan_overlay::auto_mac(&public).0
 }
 
 fn fnv1a(data: &[u8]) -> u64 {

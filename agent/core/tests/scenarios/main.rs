@@ -30,6 +30,7 @@
 //! `world` builds the worlds and asks the questions.
 
 mod admission;
+mod frames;
 mod nat;
 mod old_agent;
 mod relay;

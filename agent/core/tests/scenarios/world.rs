@@ -394,10 +394,7 @@ pub fn introducer_setup(ctx: &HostCtx) -> NodeSetup {
 /// The secret key of host `h`'s node: one per host, kept across restarts
 /// (the same member comes back).
 pub fn node_key(h: HostId) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&(h.0 as u64 + 1).to_le_bytes());
-    key[8..16].copy_from_slice(b"sim/key ");
-    key
+    ringlan_node::sim::frames::key(h)
 }
 
 /// The membership setup of host `h` with certificate `cert`.
@@ -462,6 +459,7 @@ fn setup(
         name: spec.name.clone(),
         role: spec.role,
         mac: m,
+        bridge: false,
         mtu: 1400,
         tap: TapStatus {
             name: "rl-sim".into(),
