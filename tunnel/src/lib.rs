@@ -67,7 +67,9 @@ pub use route_table::{
     HopKey, RelayLimits, RouteCounters, RouteError, RouteInfo, RouteOffer, RouteRole,
     ROUTE_OVERHEAD,
 };
-pub use session::{CloseReason, OpenFailure, SessionConfig, SessionState, SessionStats};
+pub use session::{
+    CloseReason, OpenFailure, RekeyConfig, SessionConfig, SessionState, SessionStats,
+};
 pub use stun::{classify_mapping, NatMapping, StunError, StunTxId};
 
 /// The decoders and sub-machines the fuzz targets (`tunnel/fuzz`) drive

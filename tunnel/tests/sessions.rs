@@ -8,55 +8,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{config, LinkModel, Net};
+use common::{bulk, config, connect, messages, opened, pattern, LinkModel, Net};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::Path;
+use ringlan_tunnel::Reliability;
 use ringlan_tunnel::{CloseReason, OpenFailure, SessionId};
 use ringlan_tunnel::{DropReason, EndpointConfig, Event, Target};
-use ringlan_tunnel::{FlowEvent, Reliability};
-
-fn opened(net: &Net, i: usize) -> Vec<SessionId> {
-    net.nodes[i]
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::SessionOpened { session, .. } => Some(*session),
-            _ => None,
-        })
-        .collect()
-}
-
-fn connect(net: &mut Net, a: usize, b: usize) -> (SessionId, SessionId) {
-    let peer = net.nodes[b].ep.node_id();
-    let addr = net.nodes[b].addr;
-    let now = net.now;
-    let sa = net.nodes[a]
-        .ep
-        .connect(now, Target::Node(peer), &[addr])
-        .unwrap();
-    net.flush(a);
-    assert!(
-        net.run_until(Duration::from_secs(95), |n| !opened(n, a).is_empty()
-            && !opened(n, b).is_empty()),
-        "handshake did not complete"
-    );
-    let sb = opened(net, b)[0];
-    assert_eq!(opened(net, a)[0], sa);
-    (sa, sb)
-}
-
-/// Collect messages delivered on node `i`.
-fn messages(net: &mut Net, i: usize, out: &mut Vec<Vec<u8>>) {
-    for e in net.take_events(i) {
-        if let Event::Flow {
-            event: FlowEvent::Message { data, .. },
-            ..
-        } = e
-        {
-            out.push(data);
-        }
-    }
-}
 
 #[test]
 fn handshake_opens_both_ends_and_names_peers() {
@@ -175,66 +132,6 @@ fn glare_leaves_exactly_one_session() {
         });
         assert_eq!(got, vec![b"hello".to_vec()], "seed {seed}");
     }
-}
-
-fn pattern(i: u64, len: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len);
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for _ in 0..len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.push(x as u8);
-    }
-    v
-}
-
-/// Send `total` bytes in messages of `msg` bytes over a reliable flow;
-/// returns what arrived, in delivery order.
-fn bulk(
-    net: &mut Net,
-    a: usize,
-    b: usize,
-    sa: SessionId,
-    total: usize,
-    msg: usize,
-) -> Vec<Vec<u8>> {
-    let f = net.nodes[a].ep.open_flow(sa, b"bulk", None).unwrap();
-    let count = total.div_ceil(msg);
-    let mut next = 0usize;
-    let mut got: Vec<Vec<u8>> = Vec::new();
-    let mut steps = 0u64;
-    while got.len() < count {
-        // Keep the send queue fed without exceeding its cap.
-        while next < count {
-            let now = net.now;
-            match net.nodes[a].ep.send(
-                now,
-                sa,
-                f,
-                &pattern(next as u64, msg),
-                Reliability::Reliable,
-            ) {
-                Ok(()) => next += 1,
-                Err(_) => break,
-            }
-        }
-        net.flush(a);
-        assert!(
-            net.step(),
-            "network went idle with {} of {count} delivered",
-            got.len()
-        );
-        messages(net, b, &mut got);
-        steps += 1;
-        assert!(
-            net.elapsed() < Duration::from_secs(3600),
-            "too slow: {} of {count}",
-            got.len()
-        );
-        let _ = steps;
-    }
-    got
 }
 
 #[test]

@@ -371,7 +371,6 @@ impl Endpoint {
         if rik.emit(&mut rik_bytes).is_err() {
             return;
         }
-        let (sealer, opener) = keys.ciphers();
         let mob = self.rng.bytes32();
         let echo = ResponderEcho {
             far_session_id: initiator_session_id,
@@ -384,8 +383,7 @@ impl Endpoint {
             from,
             initiator_session_id,
             cert,
-            sealer,
-            opener,
+            keys,
             echo,
             mob,
             self.cfg.session.clone(),
@@ -456,8 +454,7 @@ impl Endpoint {
                     if responder_session_id == 0 {
                         return self.drop_packet(DropReason::BadKeying);
                     }
-                    let (sealer, opener) = keys.ciphers();
-                    s.enter_open(now, responder_session_id, sealer, opener);
+                    s.enter_open(now, responder_session_id, keys);
                     let peer = s.peer().unwrap_or_default();
                     let dest = s.dest();
                     let path = Path::from_addr(dest);

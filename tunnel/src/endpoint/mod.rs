@@ -718,6 +718,7 @@ impl Endpoint {
             cwnd: s.cwnd(),
             pmtu: s.pmtu(),
             opened: s.opened(),
+            key_epoch: s.key_epoch(),
             stats: s.stats(),
         })
     }
@@ -771,7 +772,7 @@ impl Endpoint {
         if s.state() == SessionState::KeyingSent {
             return self.handle_keying_reply(now, from, sid, enc);
         }
-        let Some(range) = s.open_packet(enc) else {
+        let Some(range) = s.open_packet(now, enc) else {
             return self.drop_packet(DropReason::BadSessionPacket);
         };
         let plain = &enc[range];
@@ -784,7 +785,7 @@ impl Endpoint {
         let body = ChunkIter::new(&plain[n..]);
         let before = s.dest();
         let was_open = s.is_open();
-        let out = s.handle_packet(now, from, &header, body, len);
+        let out = s.handle_packet(now, from, &header, body, len, &mut self.rng);
         let after = s.dest();
         let peer = s.peer();
         let is_open = s.is_open();
@@ -862,7 +863,7 @@ impl Endpoint {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
-            let outcome = s.handle_timeout(now);
+            let outcome = s.handle_timeout(now, &mut self.rng);
             let peer = s.peer();
             match outcome {
                 Some(TimerOutcome::OpenFailed) => self.events.push_back(Event::SessionFailed {
@@ -1002,6 +1003,9 @@ pub struct SessionInfo {
     pub cwnd: usize,
     pub pmtu: usize,
     pub opened: Option<Instant>,
+    /// The current key epoch: 0 after the handshake, one more per rekey
+    /// (`docs/crypto-profile.md` 7.4).
+    pub key_epoch: u32,
     pub stats: crate::session::SessionStats,
 }
 
