@@ -37,6 +37,16 @@ impl RekeyShare {
         RekeyShare { secret, public }
     }
 
+    /// The share with this X25519 secret (known-answer tests).
+    #[cfg(test)]
+    pub(crate) fn from_secret(secret: [u8; 32]) -> RekeyShare {
+        let public = x25519(secret, X25519_BASEPOINT_BYTES);
+        RekeyShare {
+            secret: Zeroizing::new(secret),
+            public,
+        }
+    }
+
     /// The public key sent in the Rekey or Rekey Ack chunk.
     pub fn public(&self) -> &[u8; 32] {
         &self.public
