@@ -592,3 +592,124 @@ fn a_peer_that_stops_while_data_is_in_flight_is_declared_dead_within_seconds() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     println!("dead after {took:?}");
 }
+
+/// Every datagram A sends to B while `net` runs, recorded in `log`.
+fn record(
+    net: &mut Net,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> {
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let l = log.clone();
+    net.drop_filter = Some(Box::new(move |f, t, data| {
+        if f == from && t == to {
+            l.borrow_mut().push(data.to_vec());
+        }
+        false
+    }));
+    log
+}
+
+fn closed(net: &Net, i: usize) -> Vec<(SessionId, CloseReason)> {
+    net.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SessionClosed {
+                session, reason, ..
+            } => Some((*session, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_replayed_iikeying_neither_kills_nor_duplicates_the_live_session() {
+    // An on-path attacker keeps A's IIKeying of a first session and, after
+    // A replaced that session with a second one, replays it from A's
+    // address while its cookie is still valid. B must keep the second
+    // session: nobody holds the keys the replay would bring.
+    let mut net = Net::new(15, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (adda, addb) = (net.nodes[a].addr, net.nodes[b].addr);
+    let log = record(&mut net, adda, addb);
+    let (s1, b1) = connect(&mut net, a, b);
+    // IHello, then IIKeying.
+    let iikeying = log.borrow()[1].clone();
+    net.drop_filter = None;
+    net.nodes[a].ep.close(net.now, s1, false);
+    net.flush(a);
+    assert!(net.run_until(Duration::from_secs(5), |n| closed(n, b)
+        .contains(&(b1, CloseReason::Remote))));
+    net.take_events(a);
+    net.take_events(b);
+    let (s2, b2) = connect(&mut net, a, b);
+    assert_ne!(b1, b2);
+    net.take_events(b);
+
+    // Replayed twice (the second copy must not make a second candidate).
+    for _ in 0..2 {
+        net.put(adda, addb, iikeying.clone());
+        net.run_for(Duration::from_secs(1));
+    }
+    assert_eq!(closed(&net, b), vec![], "the live session survived");
+    assert!(opened(&net, b).is_empty(), "nothing new announced");
+    assert_eq!(
+        net.nodes[b].ep.session_for(net.nodes[a].ep.node_id()),
+        Some(b2)
+    );
+    // The live session still carries data both ways.
+    let f = net.nodes[a].ep.open_flow(s2, b"x", None).unwrap();
+    let now = net.now;
+    net.nodes[a]
+        .ep
+        .send(now, s2, f, b"after the replay", Reliability::Reliable)
+        .unwrap();
+    net.flush(a);
+    let mut got = Vec::new();
+    assert!(net.run_until(Duration::from_secs(2), |n| {
+        messages(n, b, &mut got);
+        !got.is_empty()
+    }));
+    // The unconfirmed candidate dies quietly; the live session stays.
+    net.run_for(Duration::from_secs(100));
+    assert_eq!(closed(&net, b), vec![]);
+    assert_eq!(net.nodes[b].ep.sessions().count(), 1);
+    assert!(net.nodes[b].ep.session_info(b2).unwrap().state == ringlan_tunnel::SessionState::Open);
+}
+
+#[test]
+fn a_restarted_peer_replaces_its_old_session_once_it_proves_its_keys() {
+    let mut net = Net::new(16, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (_s1, b1) = connect(&mut net, a, b);
+    // A restarts: same identity and address, no memory of the session.
+    let now = net.now;
+    net.nodes[a].ep =
+        ringlan_tunnel::Endpoint::new(now, config(1), ringlan_tunnel::Rng::from_seed([77; 32]));
+    net.take_events(a);
+    net.take_events(b);
+    let idb = net.nodes[b].ep.node_id();
+    let addb = net.nodes[b].addr;
+    let s2 = net.nodes[a]
+        .ep
+        .connect(now, Target::Node(idb), &[addb])
+        .unwrap();
+    net.flush(a);
+    assert!(net.run_until(Duration::from_secs(5), |n| !opened(n, b).is_empty()));
+    assert!(opened(&net, a).contains(&s2));
+    // The old session is closed as replaced before the new one is announced,
+    // within a round trip of the new session opening at A.
+    let evs: Vec<_> = net.nodes[b]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::SessionOpened { .. } | Event::SessionClosed { .. }))
+        .collect();
+    assert!(
+        matches!(evs[..], [Event::SessionClosed { session, reason: CloseReason::Replaced, .. }, Event::SessionOpened { .. }] if *session == b1),
+        "{evs:?}"
+    );
+    assert!(net.elapsed() < Duration::from_secs(1));
+}

@@ -28,6 +28,7 @@ use crate::wire::chunk::{
 use crate::wire::fragment::{Fragmenter, ReassemblyOutcome};
 use crate::wire::packet::{write_multiplex_header, MULTIPLEX_HEADER_LEN};
 use crate::wire::{Chunk, ChunkIter, PacketHeader, PacketMode};
+use crate::NodeId;
 
 impl Endpoint {
     /// The IHello datagram (RFC 7016 2.3.2, 3.5.1.1.1) of a session in
@@ -285,6 +286,22 @@ impl Endpoint {
             return self.drop_packet(DropReason::BadCertificate);
         }
         let peer = cert.node_id();
+        // A retransmitted IIKeying of a session we answered (3.5.1.1.2
+        // step 2.1): the stored RIKeying again, nothing else.
+        let echoed = self.sessions.values().find_map(|s| {
+            let e = s.responder_echo()?;
+            (s.is_open()
+                && s.role() == Role::Responder
+                && e.far_session_id == initiator_session_id
+                && e.skic == skic
+                && s.peer() == Some(peer))
+            .then(|| e.rikeying.clone())
+        });
+        if let Some(rik) = echoed {
+            self.queue_startup_raw(from, initiator_session_id, &[&rik], None);
+            self.stats.rikeyings_resent += 1;
+            return;
+        }
         // Glare (3.5.1.3): an opening session toward this identity/address.
         let mut reuse_id = None;
         let glare = self.sessions.values().find_map(|s| {
@@ -312,39 +329,42 @@ impl Endpoint {
             self.remove_session(gid);
             reuse_id = Some(gid);
         }
-        // An OPEN session with this identity or from this address.
+        // An OPEN session with this identity or from this address (not a
+        // replacement still waiting for confirmation).
+        let unconfirmed = &self.unconfirmed;
         let open = self.sessions.values().find_map(|s| {
             (matches!(s.state(), SessionState::Open)
+                && !unconfirmed.contains_key(&s.id().0)
                 && (s.peer() == Some(peer) || s.dest() == from))
                 .then_some(s.id().0)
         });
+        let mut replaces = None;
         if let Some(oid) = open {
-            let Some(s) = self.sessions.get_mut(&oid) else {
+            let Some(s) = self.sessions.get(&oid) else {
                 return;
             };
-            if let Some(echo) = &s.responder_echo() {
-                if s.role() == Role::Responder
-                    && echo.far_session_id == initiator_session_id
-                    && echo.skic == skic
-                    && s.peer() == Some(peer)
-                {
-                    // Retransmitted IIKeying: resend the stored RIKeying.
-                    let rik = echo.rikeying.clone();
-                    let far = echo.far_session_id;
-                    self.queue_startup_raw(from, far, &[&rik], None);
-                    self.stats.rikeyings_resent += 1;
-                    return;
-                }
-            }
             let same = s
                 .far_cert()
                 .is_some_and(|c| crypto::same_identity(c, &cert));
             if !same {
                 return;
             }
-            // A new session from the same identity: the old one is stale.
-            s.close_abruptly(now);
-            self.session_closed(oid, peer, CloseReason::Replaced);
+            // A new session from the same identity: the far end restarted
+            // and lost the old one, or this IIKeying is a replay (valid
+            // cookie, good signature) whose keys nobody holds. Keep the
+            // old session until the new one proves itself with a packet
+            // under its keys (`confirm_replacement`); one candidate per
+            // peer at a time.
+            replaces = Some(oid);
+            let stale: Vec<u32> = self
+                .unconfirmed
+                .keys()
+                .copied()
+                .filter(|n| self.sessions.get(n).and_then(Session::peer) == Some(peer))
+                .collect();
+            for n in stale {
+                self.remove_session(n);
+            }
         }
         if reuse_id.is_none() && self.sessions.len() >= self.cfg.max_sessions {
             return self.drop_packet(DropReason::TooManySessions);
@@ -389,15 +409,48 @@ impl Endpoint {
             self.cfg.session.clone(),
         );
         self.insert_session(s);
+        self.queue_startup_raw(from, initiator_session_id, &[&rik_bytes], None);
+        if let Some(oid) = replaces {
+            self.unconfirmed.insert(id, oid);
+            return;
+        }
+        self.announce_responder(id, peer, from);
+    }
+
+    /// A responder session is OPEN for the application.
+    fn announce_responder(&mut self, id: u32, peer: NodeId, from: SocketAddr) {
         self.by_peer.insert(peer, id);
         self.note_peer_address(id, from);
-        self.queue_startup_raw(from, initiator_session_id, &[&rik_bytes], None);
         self.events.push_back(Event::SessionOpened {
             session: SessionId(id),
             peer,
             path: Path::from_addr(from),
             role: Role::Responder,
         });
+    }
+
+    /// A packet opened under the keys of session `sid`: if it is a
+    /// replacement waiting for confirmation, the far end holds its keys
+    /// (it is no replay): close the old session (Replaced) and announce
+    /// the new one.
+    pub(super) fn confirm_replacement(&mut self, now: Instant, sid: u32) {
+        let Some(old) = self.unconfirmed.remove(&sid) else {
+            return;
+        };
+        let Some((peer, dest)) = self
+            .sessions
+            .get(&sid)
+            .and_then(|s| Some((s.peer()?, s.dest())))
+        else {
+            return;
+        };
+        if let Some(o) = self.sessions.get_mut(&old) {
+            if o.is_open() {
+                o.close_abruptly(now);
+                self.session_closed(old, peer, CloseReason::Replaced);
+            }
+        }
+        self.announce_responder(sid, peer, dest);
     }
     /// RIKeying or Cookie Change for a KEYING_SENT session (default key,
     /// our receive session id).

@@ -327,6 +327,11 @@ pub struct Endpoint {
     relay_out: VecDeque<(SocketAddr, Vec<u8>)>,
     /// Spare buffers for `relay_out` (no allocation per forwarded packet).
     relay_pool: Vec<Vec<u8>>,
+    /// Responder sessions that would replace an OPEN session with the same
+    /// identity (new id -> old id), not yet confirmed by a packet under
+    /// their keys (`handshake.rs`): unannounced until then, dropped
+    /// silently if they never are. At most one per peer.
+    unconfirmed: HashMap<u32, u32>,
 }
 
 impl Endpoint {
@@ -359,6 +364,7 @@ impl Endpoint {
             routes,
             relay_out: VecDeque::new(),
             relay_pool: Vec::new(),
+            unconfirmed: HashMap::new(),
         }
     }
 
@@ -467,6 +473,7 @@ impl Endpoint {
 
     fn remove_session(&mut self, id: u32) -> Option<Session> {
         let s = self.sessions.remove(&id)?;
+        self.unconfirmed.remove(&id);
         self.routes.session_closed(id);
         self.push_route_closed();
         self.order.retain(|&x| x != id);
@@ -481,6 +488,10 @@ impl Endpoint {
     /// An OPEN session ended: report it, and forget it as the peer's
     /// session. The one place that emits [`Event::SessionClosed`].
     fn session_closed(&mut self, sid: u32, peer: NodeId, reason: CloseReason) {
+        if self.unconfirmed.remove(&sid).is_some() {
+            // Never announced, so never closed either.
+            return;
+        }
         self.events.push_back(Event::SessionClosed {
             session: SessionId(sid),
             peer,
@@ -798,6 +809,9 @@ impl Endpoint {
                 from: Path::from_addr(before),
                 to: Path::from_addr(after),
             });
+        }
+        if !self.unconfirmed.is_empty() && is_open {
+            self.confirm_replacement(now, sid);
         }
         if was_open && !is_open {
             if let Some(peer) = peer {

@@ -425,6 +425,11 @@ impl Session {
         self.sealer = Some(sealer);
         self.opener = Some(opener);
         self.start_epochs(now, keys.chain_key());
+        // The initiator's first packet under the new keys proves to the
+        // responder that it holds them (a replayed IIKeying cannot
+        // replace a live session, `endpoint/handshake.rs`): send one now
+        // even when the application has nothing to say yet.
+        self.pending_keepalive = self.role == Role::Initiator;
         self.ts = Some(Timestamps::new(now));
         self.last_recv = now;
         self.opening = None;
