@@ -77,7 +77,7 @@ pub use stun::{classify_mapping, NatMapping, StunError, StunTxId};
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::flow::{ChunkSink, FlowSet};
-    pub use crate::route_table::{RouteInput, Routes, E2E_TAG_LEN, ROUTE_HEADER_LEN};
+    pub use crate::route_table::{RouteInput, Routes, ROUTE_HEADER_LEN};
     pub use crate::wire::packet::MULTIPLEX_HEADER_LEN;
     pub use crate::wire::{
         scramble_session_id, split_multiplex, write_multiplex_header, Address, AddressIter, Chunk,

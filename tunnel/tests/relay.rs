@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{config, LinkModel, Net};
 use ringlan_tunnel::SessionId;
-use ringlan_tunnel::{Event, Target};
+use ringlan_tunnel::{DropReason, Event, Target};
 use ringlan_tunnel::{FlowEvent, FlowId, Reliability};
 use ringlan_tunnel::{Path, RouteId};
 use ringlan_tunnel::{RelayLimits, RouteRole, ROUTE_OVERHEAD};
@@ -386,4 +386,39 @@ fn a_route_through_two_relays_carries_the_handshake_and_data() {
     t.run(&mut net, 2000, Duration::from_secs(120));
     t.check();
     assert!(transit_bytes(&net, R1) > 2_000_000 && transit_bytes(&net, R2) > 2_000_000);
+}
+
+#[test]
+fn a_modified_copy_sent_ahead_of_each_datagram_does_not_stop_a_relayed_transfer() {
+    // An attacker on the path A -> R1 that can watch and inject but not
+    // drop: ahead of every datagram it sends a copy with one byte of the
+    // end-to-end body changed. The hop tag covers the whole datagram, so R1
+    // refuses the copies without spending their sequence numbers and
+    // forwards the genuine datagrams (issue 12 item 5).
+    let mut net = lab(0.0);
+    block_direct(&mut net);
+    connect_direct(&mut net, A, R1);
+    connect_direct(&mut net, B, R1);
+    let (ra, _rb) = route(&mut net, A, R1, B);
+    let (sa, _sb) = open_over(&mut net, Path::Route(ra));
+    let (a, r1) = (net.nodes[A].addr, net.nodes[R1].addr);
+    let forged = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let count = forged.clone();
+    net.injector = Some(Box::new(move |from, to, data| {
+        if from != a || to != r1 || data.len() < 200 {
+            return None;
+        }
+        count.set(count.get() + 1);
+        let mut copy = data.to_vec();
+        let mid = copy.len() / 2;
+        copy[mid] ^= 0x01;
+        Some(copy)
+    }));
+    let mut t = Transfer::new(&mut net, sa);
+    t.run(&mut net, 2000, Duration::from_secs(120));
+    t.check();
+    assert!(forged.get() >= 2000, "{}", forged.get());
+    let refused = net.nodes[R1].ep.stats().drops[&DropReason::Route];
+    assert!(refused >= forged.get(), "{refused} of {}", forged.get());
+    assert!(t.stalls.is_empty(), "{:?}", t.stalls);
 }

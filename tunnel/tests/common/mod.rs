@@ -135,6 +135,11 @@ struct InFlight {
 /// Decides, per datagram (from, to, bytes), whether the network loses it.
 pub type DropFilter = Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>;
 
+/// An on-path attacker that watches and injects but cannot drop: per
+/// datagram (from, to, bytes), an optional forged copy that reaches the
+/// destination ahead of the original (a faster path).
+pub type Injector = Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> Option<Vec<u8>>>;
+
 pub struct Net {
     pub now: Instant,
     pub start: Instant,
@@ -151,6 +156,7 @@ pub struct Net {
     pub keep_log: bool,
     /// Drops the datagrams for which it returns true (targeted loss).
     pub drop_filter: Option<DropFilter>,
+    pub injector: Option<Injector>,
     buf: Vec<u8>,
     pub nats: Vec<Nat>,
 }
@@ -187,6 +193,7 @@ impl Net {
             log: Vec::new(),
             keep_log: false,
             drop_filter: None,
+            injector: None,
             buf: vec![0u8; 2048],
             nats: Vec::new(),
         }
@@ -298,6 +305,16 @@ impl Net {
     pub fn put(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         if self.keep_log {
             self.log.push((from, to, data.len()));
+        }
+        if let Some(forged) = self.injector.as_mut().and_then(|f| f(from, to, &data)) {
+            self.seq += 1;
+            self.queue.push(Reverse(InFlight {
+                at: self.now + self.link.delay / 2,
+                seq: self.seq,
+                to,
+                from,
+                data: forged,
+            }));
         }
         if let Some(f) = self.drop_filter.as_mut() {
             if f(from, to, &data) {
