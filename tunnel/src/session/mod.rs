@@ -425,15 +425,20 @@ impl Session {
         self.sealer = Some(sealer);
         self.opener = Some(opener);
         self.start_epochs(now, keys.chain_key());
-        // The initiator's first packet under the new keys proves to the
-        // responder that it holds them (a replayed IIKeying cannot
-        // replace a live session, `endpoint/handshake.rs`): send one now
-        // even when the application has nothing to say yet.
-        self.pending_keepalive = self.role == Role::Initiator;
         self.ts = Some(Timestamps::new(now));
         self.last_recv = now;
         self.opening = None;
         self.set_state(now, SessionState::Open);
+        // The initiator's first packet under the new keys proves to the
+        // responder that it holds them (the responder announces the
+        // session only then, so a replayed IIKeying can neither replace
+        // nor duplicate a live session, `endpoint/handshake.rs`): send one
+        // now even when the application has nothing to say yet, and once
+        // more a second later if nothing else went.
+        if self.role == Role::Initiator {
+            self.pending_keepalive = true;
+            self.timers.set(Timer::Keepalive, now + Duration::from_secs(1));
+        }
     }
 
     /// An RHello from `from` answered our IHello (RFC 7016 3.5.1.1.1):
