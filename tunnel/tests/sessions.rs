@@ -623,12 +623,57 @@ fn closed(net: &Net, i: usize) -> Vec<(SessionId, CloseReason)> {
         .collect()
 }
 
+/// Deliver `iikeying` (a captured datagram) from A's address to B twice
+/// while A and B have the live session `s2` / `b2`: B keeps it, announces
+/// nothing, holds `candidates` unannounced sessions besides it, and the
+/// session carries data; after 100 s B has that one session.
+fn replay_leaves_the_live_session_alone(
+    net: &mut Net,
+    (a, b): (usize, usize),
+    (s2, b2): (SessionId, SessionId),
+    iikeying: &[u8],
+    candidates: usize,
+) {
+    net.take_events(b);
+    let (adda, addb) = (net.nodes[a].addr, net.nodes[b].addr);
+    for _ in 0..2 {
+        net.put(adda, addb, iikeying.to_vec());
+        net.run_for(Duration::from_secs(1));
+    }
+    assert_eq!(closed(net, b), vec![], "the live session survived");
+    assert!(opened(net, b).is_empty(), "nothing new announced");
+    assert_eq!(net.nodes[b].ep.sessions().count(), 1 + candidates);
+    assert_eq!(
+        net.nodes[b].ep.session_for(net.nodes[a].ep.node_id()),
+        Some(b2)
+    );
+    let f = net.nodes[a].ep.open_flow(s2, b"x", None).unwrap();
+    let now = net.now;
+    net.nodes[a]
+        .ep
+        .send(now, s2, f, b"after the replay", Reliability::Reliable)
+        .unwrap();
+    net.flush(a);
+    let mut got = Vec::new();
+    assert!(net.run_until(Duration::from_secs(2), |n| {
+        messages(n, b, &mut got);
+        !got.is_empty()
+    }));
+    net.run_for(Duration::from_secs(100));
+    assert_eq!(closed(net, b), vec![]);
+    assert_eq!(net.nodes[b].ep.sessions().count(), 1);
+    assert_eq!(
+        net.nodes[b].ep.session_info(b2).unwrap().state,
+        ringlan_tunnel::SessionState::Open
+    );
+}
+
 #[test]
-fn a_replayed_iikeying_neither_kills_nor_duplicates_the_live_session() {
+fn a_replayed_iikeying_of_an_ended_session_is_refused() {
     // An on-path attacker keeps A's IIKeying of a first session and, after
     // A replaced that session with a second one, replays it from A's
-    // address while its cookie is still valid. B must keep the second
-    // session: nobody holds the keys the replay would bring.
+    // address while its cookie is still valid. B recognises the SKIC of a
+    // session it opened: refused, the second session untouched.
     let mut net = Net::new(15, LinkModel::default());
     let a = net.add(config(1));
     let b = net.add(config(2));
@@ -646,37 +691,58 @@ fn a_replayed_iikeying_neither_kills_nor_duplicates_the_live_session() {
     net.take_events(b);
     let (s2, b2) = connect(&mut net, a, b);
     assert_ne!(b1, b2);
-    net.take_events(b);
+    replay_leaves_the_live_session_alone(&mut net, (a, b), (s2, b2), &iikeying, 0);
+    let refused = net.nodes[b].ep.stats().drops[&DropReason::ReplayedKeying];
+    assert_eq!(refused, 2);
+}
 
-    // Replayed twice (the second copy must not make a second candidate).
-    for _ in 0..2 {
-        net.put(adda, addb, iikeying.clone());
-        net.run_for(Duration::from_secs(1));
-    }
-    assert_eq!(closed(&net, b), vec![], "the live session survived");
-    assert!(opened(&net, b).is_empty(), "nothing new announced");
-    assert_eq!(
-        net.nodes[b].ep.session_for(net.nodes[a].ep.node_id()),
-        Some(b2)
-    );
-    // The live session still carries data both ways.
-    let f = net.nodes[a].ep.open_flow(s2, b"x", None).unwrap();
+#[test]
+fn an_iikeying_nobody_holds_the_keys_of_cannot_replace_the_live_session() {
+    // A's first IIKeying is lost on the way (an attacker keeps a copy) and
+    // A gives up on that handshake; its second one opens a session. The
+    // attacker then delivers the first, never seen by B: same identity,
+    // valid cookie and signature, keys nobody holds. B keeps the live
+    // session until the new one proves itself, which it never does.
+    let mut net = Net::new(17, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (adda, addb) = (net.nodes[a].addr, net.nodes[b].addr);
+    let kept = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let k = kept.clone();
+    let mut n = 0;
+    net.drop_filter = Some(Box::new(move |from, to, data| {
+        if from == adda && to == addb {
+            n += 1;
+            if n == 2 {
+                k.borrow_mut().push(data.to_vec());
+                return true;
+            }
+        }
+        false
+    }));
+    let idb = net.nodes[b].ep.node_id();
     let now = net.now;
-    net.nodes[a]
+    let s0 = net.nodes[a]
         .ep
-        .send(now, s2, f, b"after the replay", Reliability::Reliable)
+        .connect(now, Target::Node(idb), &[addb])
         .unwrap();
     net.flush(a);
-    let mut got = Vec::new();
-    assert!(net.run_until(Duration::from_secs(2), |n| {
-        messages(n, b, &mut got);
-        !got.is_empty()
-    }));
-    // The unconfirmed candidate dies quietly; the live session stays.
-    net.run_for(Duration::from_secs(100));
-    assert_eq!(closed(&net, b), vec![]);
-    assert_eq!(net.nodes[b].ep.sessions().count(), 1);
-    assert!(net.nodes[b].ep.session_info(b2).unwrap().state == ringlan_tunnel::SessionState::Open);
+    assert!(net.run_until(Duration::from_millis(400), |_| !kept.borrow().is_empty()));
+    // A cancels before its IIKeying is due again.
+    let now = net.now;
+    net.nodes[a].ep.close(now, s0, true);
+    net.flush(a);
+    net.drop_filter = None;
+    net.take_events(a);
+    let (s2, b2) = connect(&mut net, a, b);
+    let iikeying = kept.borrow()[0].clone();
+    // One candidate for both copies (the second gets its RIKeying again).
+    replay_leaves_the_live_session_alone(&mut net, (a, b), (s2, b2), &iikeying, 1);
+    assert!(!net.nodes[b]
+        .ep
+        .stats()
+        .drops
+        .contains_key(&DropReason::ReplayedKeying));
 }
 
 #[test]

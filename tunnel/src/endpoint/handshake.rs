@@ -286,8 +286,7 @@ impl Endpoint {
             return self.drop_packet(DropReason::BadCertificate);
         }
         let peer = cert.node_id();
-        // A retransmitted IIKeying of a session we answered (3.5.1.1.2
-        // step 2.1): the stored RIKeying again, nothing else.
+        let skic_id = KeyingsSeen::id(skic);
         let echoed = self.sessions.values().find_map(|s| {
             let e = s.responder_echo()?;
             (s.is_open()
@@ -301,6 +300,11 @@ impl Endpoint {
             self.queue_startup_raw(from, initiator_session_id, &[&rik], None);
             self.stats.rikeyings_resent += 1;
             return;
+        }
+        // The same IIKeying after its session ended: a replay (the
+        // initiator's ephemeral secret is gone with that session).
+        if self.keyings_seen.contains(now, &skic_id) {
+            return self.drop_packet(DropReason::ReplayedKeying);
         }
         // Glare (3.5.1.3): an opening session toward this identity/address.
         let mut reuse_id = None;
@@ -409,6 +413,7 @@ impl Endpoint {
             self.cfg.session.clone(),
         );
         self.insert_session(s);
+        self.keyings_seen.insert(now, skic_id);
         self.queue_startup_raw(from, initiator_session_id, &[&rik_bytes], None);
         if let Some(oid) = replaces {
             self.unconfirmed.insert(id, oid);
@@ -680,6 +685,54 @@ fn startup_datagram_len(chunks: &[&[u8]]) -> usize {
         + TAG_LEN
 }
 
+/// The IIKeyings that opened sessions, kept for the cookie lifetime (a
+/// replayed IIKeying needs a valid cookie, so an older one cannot be
+/// replayed at all). Keyed by the SKIC's X25519 public key, unique per
+/// handshake. Bounded: entries are made only for signed IIKeyings within
+/// the startup budget; past [`KeyingsSeen::CAP`] the oldest is forgotten
+/// (a replay of it then meets the replacement rule of `handle_iikeying`).
+#[derive(Default)]
+pub(super) struct KeyingsSeen {
+    set: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<(Instant, [u8; 32])>,
+}
+
+impl KeyingsSeen {
+    const CAP: usize = 16_384;
+    /// The cookie lifetime, plus its one-second granularity and a margin.
+    const KEEP: std::time::Duration = std::time::Duration::from_secs(crypto::COOKIE_LIFETIME + 2);
+
+    fn id(skic: &[u8]) -> [u8; 32] {
+        let mut id = [0u8; 32];
+        if let Some(p) = skic.get(2..34) {
+            id.copy_from_slice(p);
+        }
+        id
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.order.front() {
+            if now.saturating_duration_since(t) <= Self::KEEP && self.order.len() <= Self::CAP {
+                break;
+            }
+            self.order.pop_front();
+            self.set.remove(&id);
+        }
+    }
+
+    fn contains(&mut self, now: Instant, id: &[u8; 32]) -> bool {
+        self.expire(now);
+        self.set.contains(id)
+    }
+
+    fn insert(&mut self, now: Instant, id: [u8; 32]) {
+        if self.set.insert(id) {
+            self.order.push_back((now, id));
+        }
+        self.expire(now);
+    }
+}
+
 /// Build and sign an IIKeying chunk (RFC 7016 2.3.7).
 fn build_iikeying(
     identity: &Identity,
@@ -703,4 +756,34 @@ fn build_iikeying(
     let mut out = vec![0u8; chunk.encoded_len()];
     chunk.emit(&mut out).ok()?;
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn keyings_are_remembered_for_the_cookie_lifetime_within_a_cap() {
+        let t0 = Instant::now();
+        let mut seen = KeyingsSeen::default();
+        let mut skic = [0u8; 66];
+        skic[2] = 1;
+        let id = KeyingsSeen::id(&skic);
+        assert_eq!(id[0], 1);
+        seen.insert(t0, id);
+        assert!(seen.contains(t0 + Duration::from_secs(122), &id));
+        assert!(!seen.contains(t0 + Duration::from_secs(123), &id));
+        // Past the cap the oldest is forgotten first.
+        for i in 0..=KeyingsSeen::CAP as u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            seen.insert(t0, id);
+        }
+        assert_eq!(seen.set.len(), KeyingsSeen::CAP);
+        assert!(!seen.contains(t0, &[0u8; 32]));
+        let mut last = [0u8; 32];
+        last[..4].copy_from_slice(&(KeyingsSeen::CAP as u32).to_be_bytes());
+        assert!(seen.contains(t0, &last));
+    }
 }

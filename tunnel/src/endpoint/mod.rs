@@ -178,6 +178,9 @@ pub enum DropReason {
     BadCertificate,
     BadSignature,
     BadKeying,
+    /// An IIKeying whose SKIC opened a session within the cookie lifetime,
+    /// replayed after that session ended (`handshake.rs`).
+    ReplayedKeying,
     WrongMode,
     Unsolicited,
     TooManySessions,
@@ -188,7 +191,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::UnknownSession,
         DropReason::NotMember,
@@ -203,6 +206,7 @@ impl DropReason {
         DropReason::BadCertificate,
         DropReason::BadSignature,
         DropReason::BadKeying,
+        DropReason::ReplayedKeying,
         DropReason::WrongMode,
         DropReason::Unsolicited,
         DropReason::TooManySessions,
@@ -226,6 +230,7 @@ impl DropReason {
             DropReason::BadCertificate => "bad_certificate",
             DropReason::BadSignature => "bad_signature",
             DropReason::BadKeying => "bad_keying",
+            DropReason::ReplayedKeying => "replayed_keying",
             DropReason::WrongMode => "wrong_mode",
             DropReason::Unsolicited => "unsolicited",
             DropReason::TooManySessions => "too_many_sessions",
@@ -332,6 +337,9 @@ pub struct Endpoint {
     /// their keys (`handshake.rs`): unannounced until then, dropped
     /// silently if they never are. At most one per peer.
     unconfirmed: HashMap<u32, u32>,
+    /// SKICs of the IIKeyings that opened sessions within the cookie
+    /// lifetime: a replay of one is refused (`handshake.rs`).
+    keyings_seen: handshake::KeyingsSeen,
 }
 
 impl Endpoint {
@@ -365,6 +373,7 @@ impl Endpoint {
             relay_out: VecDeque::new(),
             relay_pool: Vec::new(),
             unconfirmed: HashMap::new(),
+            keyings_seen: handshake::KeyingsSeen::default(),
         }
     }
 

@@ -437,7 +437,8 @@ impl Session {
         // more a second later if nothing else went.
         if self.role == Role::Initiator {
             self.pending_keepalive = true;
-            self.timers.set(Timer::Keepalive, now + Duration::from_secs(1));
+            self.timers
+                .set(Timer::Keepalive, now + Duration::from_secs(1));
         }
     }
 
