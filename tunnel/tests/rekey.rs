@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bulk, config, connect, messages, pattern, LinkModel, Net};
+use common::{bulk, config, connect, deliver, messages, pattern, LinkModel, Net};
 use ringlan_tunnel::{CloseReason, EndpointConfig, Event, RekeyConfig, Reliability, SessionId};
 
 fn with_rekey(seed: u8, rekey: RekeyConfig) -> EndpointConfig {
@@ -163,18 +163,7 @@ fn idle_sessions_rekey_on_time_and_still_carry_data() {
     assert!(ea >= 15, "{ea}");
     assert_eq!(ea, eb);
     // The session's initiator asks on time, so the responder never has to.
-    let now = net.now;
-    let f = net.nodes[b].ep.open_flow(sb, b"after", None).unwrap();
-    net.nodes[b]
-        .ep
-        .send(now, sb, f, b"still here", Reliability::Reliable)
-        .unwrap();
-    net.flush(b);
-    let mut got = Vec::new();
-    assert!(net.run_until(Duration::from_secs(2), |n| {
-        messages(n, a, &mut got);
-        !got.is_empty()
-    }));
+    let got = deliver(&mut net, b, sb, a, b"still here");
     assert_eq!(got, vec![b"still here".to_vec()]);
     assert_same_session(&net, a, b);
 }

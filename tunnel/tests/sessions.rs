@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{bulk, config, connect, messages, opened, pattern, LinkModel, Net};
+use common::{bulk, config, connect, deliver, messages, opened, pattern, LinkModel, Net};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::Path;
 use ringlan_tunnel::Reliability;
@@ -647,18 +647,10 @@ fn replay_leaves_the_live_session_alone(
         net.nodes[b].ep.session_for(net.nodes[a].ep.node_id()),
         Some(b2)
     );
-    let f = net.nodes[a].ep.open_flow(s2, b"x", None).unwrap();
-    let now = net.now;
-    net.nodes[a]
-        .ep
-        .send(now, s2, f, b"after the replay", Reliability::Reliable)
-        .unwrap();
-    net.flush(a);
-    let mut got = Vec::new();
-    assert!(net.run_until(Duration::from_secs(2), |n| {
-        messages(n, b, &mut got);
-        !got.is_empty()
-    }));
+    assert_eq!(
+        deliver(net, a, s2, b, b"after the replay"),
+        vec![b"after the replay".to_vec()]
+    );
     net.run_for(Duration::from_secs(100));
     assert_eq!(closed(net, b), vec![]);
     assert_eq!(net.nodes[b].ep.sessions().count(), 1);

@@ -9,6 +9,29 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A (initiator) and B keyed with the ephemeral secrets and nonces of
+/// `Rng::from_seed([1; 32])` and `[2; 32]`: the SKIC side, the SKRC, and
+/// both ends' session keys.
+fn handshake(
+    secret: &NetworkSecret,
+    a: &Identity,
+    b: &Identity,
+) -> (InitiatorKeying, [u8; SKRC_LEN], SessionKeys, SessionKeys) {
+    let init = InitiatorKeying::new(&mut Rng::from_seed([1; 32]), a.certificate().suites());
+    let (skrc, kr) = respond(
+        &mut Rng::from_seed([2; 32]),
+        secret,
+        b.certificate(),
+        a.certificate(),
+        init.skic(),
+    )
+    .unwrap();
+    let ki = init
+        .complete(secret, a.certificate(), b.certificate(), &skrc)
+        .unwrap();
+    (init, skrc, ki, kr)
+}
+
 #[test]
 fn known_answer_vectors() {
     let home = NetworkName::new("home").unwrap();
@@ -23,20 +46,7 @@ fn known_answer_vectors() {
         ("canonical_epd_a", hex(&canonical_epd(a.certificate()))),
     ];
 
-    let mut rng_i = Rng::from_seed([1; 32]);
-    let mut rng_r = Rng::from_seed([2; 32]);
-    let init = InitiatorKeying::new(&mut rng_i, a.certificate().suites());
-    let (skrc, kr) = respond(
-        &mut rng_r,
-        &secret,
-        b.certificate(),
-        a.certificate(),
-        init.skic(),
-    )
-    .unwrap();
-    let ki = init
-        .complete(&secret, a.certificate(), b.certificate(), &skrc)
-        .unwrap();
+    let (init, skrc, ki, kr) = handshake(&secret, &a, &b);
     out.push(("eph_i", hex(&Rng::from_seed([1; 32]).bytes32())));
     out.push(("eph_r", hex(&Rng::from_seed([2; 32]).bytes32())));
     out.push(("skic", hex(init.skic())));
@@ -154,18 +164,7 @@ fn rekey_vectors_match_the_profile() {
     let secret = NetworkSecret::from_bytes([0x42; 32]);
     let a = Identity::from_secret_key_bytes([0x11; 32], &home);
     let b = Identity::with_suites([0x22; 32], &home, SuiteSet::CHACHA_ONLY);
-    let init = InitiatorKeying::new(&mut Rng::from_seed([1; 32]), a.certificate().suites());
-    let (skrc, kr) = respond(
-        &mut Rng::from_seed([2; 32]),
-        &secret,
-        b.certificate(),
-        a.certificate(),
-        init.skic(),
-    )
-    .unwrap();
-    let ki = init
-        .complete(&secret, a.certificate(), b.certificate(), &skrc)
-        .unwrap();
+    let (_, _, ki, kr) = handshake(&secret, &a, &b);
     let ask = RekeyShare::from_secret([0x61; 32]);
     let answer = RekeyShare::from_secret([0x62; 32]);
     let ka = rekey_keys(

@@ -550,3 +550,22 @@ pub fn bulk(
     }
     got
 }
+
+/// Send `msg` from node `a` on its session `sa` over a new reliable flow
+/// and run until node `b` receives a message (within 2 s); returns what
+/// `b` received.
+pub fn deliver(net: &mut Net, a: usize, sa: SessionId, b: usize, msg: &[u8]) -> Vec<Vec<u8>> {
+    let now = net.now;
+    let f = net.nodes[a].ep.open_flow(sa, b"deliver", None).unwrap();
+    net.nodes[a]
+        .ep
+        .send(now, sa, f, msg, Reliability::Reliable)
+        .unwrap();
+    net.flush(a);
+    let mut got = Vec::new();
+    assert!(net.run_until(Duration::from_secs(2), |n| {
+        messages(n, b, &mut got);
+        !got.is_empty()
+    }));
+    got
+}
