@@ -13,7 +13,7 @@ use ringlan_tunnel::SessionId;
 use ringlan_tunnel::{DropReason, Event, Target};
 use ringlan_tunnel::{FlowEvent, FlowId, Reliability};
 use ringlan_tunnel::{Path, RouteId};
-use ringlan_tunnel::{RelayLimits, RouteRole, ROUTE_OVERHEAD};
+use ringlan_tunnel::{RekeyConfig, RelayLimits, RouteRole, ROUTE_OVERHEAD};
 
 const A: usize = 0;
 const R1: usize = 1;
@@ -116,6 +116,11 @@ fn relay_cfg(seed: u8) -> ringlan_tunnel::EndpointConfig {
 }
 
 fn lab(loss: f64) -> Net {
+    lab_rekeying(loss, RekeyConfig::default())
+}
+
+/// The lab with `rekey` on the route's ends A and B.
+fn lab_rekeying(loss: f64, rekey: RekeyConfig) -> Net {
     let mut net = Net::new(
         11,
         LinkModel {
@@ -124,10 +129,15 @@ fn lab(loss: f64) -> Net {
             ..LinkModel::default()
         },
     );
-    assert_eq!(net.add(config(1)), A);
+    let end = |seed| {
+        let mut c = config(seed);
+        c.session.rekey = rekey.clone();
+        c
+    };
+    assert_eq!(net.add(end(1)), A);
     assert_eq!(net.add(relay_cfg(2)), R1);
     assert_eq!(net.add(relay_cfg(3)), R2);
-    assert_eq!(net.add(config(4)), B);
+    assert_eq!(net.add(end(4)), B);
     net
 }
 
@@ -421,4 +431,35 @@ fn a_modified_copy_sent_ahead_of_each_datagram_does_not_stop_a_relayed_transfer(
     let refused = net.nodes[R1].ep.stats().drops[&DropReason::Route];
     assert!(refused >= forged.get(), "{refused} of {}", forged.get());
     assert!(t.stalls.is_empty(), "{:?}", t.stalls);
+}
+
+#[test]
+fn a_relayed_session_rekeys_under_a_transfer() {
+    let mut net = lab_rekeying(
+        0.02,
+        RekeyConfig {
+            interval: Duration::from_millis(300),
+            ..RekeyConfig::default()
+        },
+    );
+    block_direct(&mut net);
+    connect_direct(&mut net, A, R1);
+    connect_direct(&mut net, B, R1);
+    let (ra, _rb) = route(&mut net, A, R1, B);
+    let (sa, sb) = open_over(&mut net, Path::Route(ra));
+    let mut t = Transfer::new(&mut net, sa);
+    t.run(&mut net, 4096, Duration::from_secs(300));
+    t.check();
+    let (ia, ib) = (
+        net.nodes[A].ep.session_info(sa).unwrap(),
+        net.nodes[B].ep.session_info(sb).unwrap(),
+    );
+    assert!(
+        ia.key_epoch >= 5,
+        "{} rekeys in {:?}",
+        ia.key_epoch,
+        net.elapsed()
+    );
+    assert!(ia.key_epoch.abs_diff(ib.key_epoch) <= 1);
+    assert_eq!(ia.path, Path::Route(ra));
 }
