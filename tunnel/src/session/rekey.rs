@@ -207,7 +207,11 @@ impl Session {
         }
         match &r.state {
             RekeyState::Idle if !self.opener.as_ref().is_some_and(|o| o.has_next()) => {
-                consider(self.rekey_due())
+                consider(self.rekey_due());
+                if self.sealer.as_ref().is_some_and(|s| s.wants_rekey()) {
+                    // The packet trigger: due already.
+                    consider(r.epoch_since);
+                }
             }
             RekeyState::Asked { retry_at, .. } | RekeyState::Switched { retry_at, .. } => {
                 consider(*retry_at)
