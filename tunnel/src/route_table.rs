@@ -951,6 +951,21 @@ mod tests {
     }
 
     #[test]
+    fn the_hop_tag_is_the_gcm_tag_of_the_datagram_sealed_as_plaintext() {
+        // Checked with Python `cryptography`: AESGCM(HKDF-SHA256(salt
+        // "ringlan/v1 hop", 0x01 * 32, "ringlan/v1 hop down")).encrypt(
+        // 0u32 || u64(5), bytes 0..40, None)[-16:].
+        let key = derive(&HopKey([1; 32]), Dir::Down);
+        let body: Vec<u8> = (0..40).collect();
+        let mut scratch = Vec::new();
+        let tag = hop_tag(&key, 5, &body, &mut scratch).unwrap();
+        let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "45ce76808000a6e73099129df9ba55a2");
+        // The body itself is left alone.
+        assert_eq!(body, (0..40).collect::<Vec<u8>>());
+    }
+
+    #[test]
     fn an_outsider_without_the_hop_key_cannot_inject() {
         let now = Instant::now();
         let mut c = chain(now);
