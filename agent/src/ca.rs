@@ -200,7 +200,7 @@ pub fn init(network: &str, out: &Path, force: bool) -> anyhow::Result<[u8; 32]> 
         );
     }
     let key = NodeKey::generate()?;
-    identity::write_private(out, key.secret_bytes(), force)?;
+    identity::write_private(out, key.secret_bytes(), identity::KEY_MODE, force)?;
     let public = key.public_key();
     let text = format!(
         "# ringlan CA register (not secret): the CA's network and every certificate it\n\

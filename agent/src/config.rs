@@ -344,7 +344,9 @@ pub struct RelayConfig {
 }
 
 /// Default `relay.max_routes`.
-pub const DEFAULT_RELAY_ROUTES: usize = 64;
+pub use ringlan_tunnel::DEFAULT_RELAY_ROUTES;
+/// Default `relay.max_mbps` and `relay.max_total_mbps`.
+pub use ringlan_tunnel::{DEFAULT_RELAY_MBPS, DEFAULT_RELAY_TOTAL_MBPS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlConfig {
@@ -821,8 +823,8 @@ impl Config {
         let mut relay = RelayConfig {
             enabled: role == Role::Introducer,
             max_routes: DEFAULT_RELAY_ROUTES,
-            max_mbps: 0.0,
-            max_total_mbps: 0.0,
+            max_mbps: DEFAULT_RELAY_MBPS,
+            max_total_mbps: DEFAULT_RELAY_TOTAL_MBPS,
         };
         if let Some(r) = &raw.relay {
             let r = &r.value;
@@ -1026,6 +1028,11 @@ log:
         let c = parse(GOOD).unwrap();
         assert!(!c.relay.enabled, "ordinary nodes relay only when enabled");
         assert_eq!(c.relay.max_routes, DEFAULT_RELAY_ROUTES);
+        assert_eq!(
+            (c.relay.max_mbps, c.relay.max_total_mbps),
+            (200.0, 1000.0),
+            "relayed bandwidth is capped by default"
+        );
         let t = GOOD.replace("role: node", "role: introducer");
         assert!(
             parse(&t).unwrap().relay.enabled,
@@ -1057,6 +1064,8 @@ log:
             "{}",
             err(&t)
         );
+        let t = GOOD.replace("role: node", "role: node\nrelay:\n  max_mbps: 0");
+        assert_eq!(parse(&t).unwrap().relay.max_mbps, 0.0, "0 lifts the cap");
         let t = GOOD.replace("role: node", "role: node\nrelay:\n  enable: true");
         assert!(err(&t).contains("enable"), "{}", err(&t));
     }

@@ -363,7 +363,7 @@ fn build(lab: Arc<Lab>, topo: &Topology, bin: &Path) -> Result<Demo> {
     let lan = lab.switch("lan").context("create the underlay bridge")?;
     let secret_file = lab.dir().join(format!("{NETWORK}.secret"));
     let secret = NetworkSecret::generate().context("make the network secret")?;
-    identity::write_private(&secret_file, secret.bytes(), false)?;
+    identity::write_private(&secret_file, secret.bytes(), identity::SECRET_MODE, false)?;
 
     let mut nodes = Vec::with_capacity(topo.members.len());
     for m in &topo.members {
@@ -377,7 +377,12 @@ fn build(lab: Arc<Lab>, topo: &Topology, bin: &Path) -> Result<Demo> {
         };
         let node = lab.node(&ns, &m.name, bin)?;
         let key = NodeKey::generate().context("make a node key")?;
-        identity::write_private(&node.key_file, key.secret_bytes(), false)?;
+        identity::write_private(
+            &node.key_file,
+            key.secret_bytes(),
+            identity::KEY_MODE,
+            false,
+        )?;
         let yaml = render_config(
             topo,
             m,

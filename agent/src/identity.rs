@@ -7,8 +7,12 @@
 //!   RFC 8032 5.1.5); the public key and the node id are derived from it;
 //! - the network secret file holds the 32-byte network membership secret.
 //!
-//! Both are created with mode 0600 (their directory 0700 when it is missing)
-//! and refused when they carry any group/other permission bit.
+//! Keys are created with mode 0600, secrets with 0640 (their directory 0700
+//! when it is missing). A file is refused when others may access it or its
+//! group may write or execute it: group read is allowed so that the
+//! service, which runs as the unprivileged user `ringlan`, reads a secret
+//! owned by root with group `ringlan` (`/etc/ringlan` is setgid `ringlan`,
+//! so files created there get that group; see `packaging/README.md`).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -23,7 +27,7 @@ pub enum IdentityError {
     #[error("{0}: file does not exist (create it with `ringlan {1} -o {0}`)", .path.display(), .tool)]
     Missing { path: PathBuf, tool: &'static str },
     #[error(
-        "{}: is readable by group/other (mode {mode:04o}); it must be private: run `chmod 600 {}`",
+        "{}: is accessible by others or writable by its group (mode {mode:04o}); it must be private: run `chmod 640 {}`",
         .path.display(), .path.display()
     )]
     WorldReadable { path: PathBuf, mode: u32 },
@@ -162,7 +166,7 @@ fn read_private_32(path: &Path, tool: &'static str) -> Result<[u8; 32], Identity
         });
     }
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
+    if mode & NOT_PRIVATE != 0 {
         return Err(IdentityError::WorldReadable {
             path: path.to_path_buf(),
             mode,
@@ -177,6 +181,17 @@ fn read_private_32(path: &Path, tool: &'static str) -> Result<[u8; 32], Identity
     r
 }
 
+/// Permission bits that make a key or secret file not private: any bit for
+/// others, group write or execute, set-id and sticky bits.
+const NOT_PRIVATE: u32 = 0o7037;
+
+/// Mode of a node key file the agent creates: only its owner (the service
+/// user) reads it.
+pub const KEY_MODE: u32 = 0o600;
+/// Mode of a network secret file `ringlan secret` creates: its group (the
+/// service's group `ringlan` in a setgid `/etc/ringlan`) may read it.
+pub const SECRET_MODE: u32 = 0o640;
+
 /// Reads the network secret file (must exist and be private).
 pub fn read_secret(path: &Path) -> Result<NetworkSecret, IdentityError> {
     read_private_32(path, "secret").map(NetworkSecret::from_bytes)
@@ -187,7 +202,7 @@ pub fn read_key(path: &Path) -> Result<NodeKey, IdentityError> {
     read_private_32(path, "keygen").map(NodeKey::from_secret_bytes)
 }
 
-/// Reads the node key, creating a new one (mode 0600, parent directory
+/// Reads the node key, creating a new one ([`KEY_MODE`], parent directory
 /// 0700) when the file does not exist. Returns the key and whether it was
 /// created.
 pub fn load_or_create_key(path: &Path) -> Result<(NodeKey, bool), IdentityError> {
@@ -195,14 +210,21 @@ pub fn load_or_create_key(path: &Path) -> Result<(NodeKey, bool), IdentityError>
         return Ok((read_key(path)?, false));
     }
     let key = NodeKey::generate()?;
-    write_private(path, key.secret_bytes(), false)?;
+    write_private(path, key.secret_bytes(), KEY_MODE, false)?;
     Ok((key, true))
 }
 
-/// Writes 32 bytes as a private file (mode 0600). The parent directory is
-/// created with mode 0700 if missing. Without `force` an existing file is
-/// left alone and [`IdentityError::Exists`] returned.
-pub fn write_private(path: &Path, bytes: &[u8; 32], force: bool) -> Result<(), IdentityError> {
+/// Writes 32 bytes as a private file with `mode` ([`KEY_MODE`] or
+/// [`SECRET_MODE`]). The parent directory is created with mode 0700 if
+/// missing. Without `force` an existing file is left alone and
+/// [`IdentityError::Exists`] returned.
+pub fn write_private(
+    path: &Path,
+    bytes: &[u8; 32],
+    mode: u32,
+    force: bool,
+) -> Result<(), IdentityError> {
+    debug_assert_eq!(mode & NOT_PRIVATE, 0, "a private mode");
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
             fs::DirBuilder::new()
@@ -213,7 +235,7 @@ pub fn write_private(path: &Path, bytes: &[u8; 32], force: bool) -> Result<(), I
         }
     }
     let mut opts = OpenOptions::new();
-    opts.write(true).mode(0o600);
+    opts.write(true).mode(mode);
     if force {
         opts.create(true).truncate(true);
     } else {
@@ -230,7 +252,7 @@ pub fn write_private(path: &Path, bytes: &[u8; 32], force: bool) -> Result<(), I
     })?;
     // `mode` only applies when the file is created; an overwritten file
     // keeps its old mode unless we set it.
-    f.set_permissions(fs::Permissions::from_mode(0o600))
+    f.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io_err(path))?;
     f.write_all(file_text(bytes).as_bytes())
         .and_then(|()| f.sync_all())
@@ -294,21 +316,48 @@ mod tests {
         assert_eq!(k1.public_key(), k2.public_key());
 
         // no overwrite without force; force resets the mode
-        let e = write_private(&p, &[1; 32], false).unwrap_err();
+        let e = write_private(&p, &[1; 32], KEY_MODE, false).unwrap_err();
         assert!(matches!(e, IdentityError::Exists { .. }), "{e}");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_key(&p).unwrap_err();
         assert!(
             e.to_string()
-                .contains("readable by group/other (mode 0644)"),
+                .contains("accessible by others or writable by its group (mode 0644)"),
             "{e}"
         );
-        write_private(&p, &[1; 32], true).unwrap();
+        write_private(&p, &[1; 32], KEY_MODE, true).unwrap();
         assert_eq!(
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600
         );
         assert_eq!(read_key(&p).unwrap().secret_bytes(), &[1; 32]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The service reads secrets through its group: group read passes,
+    /// anything for others, group write or execute does not.
+    #[test]
+    fn group_read_is_private_enough() {
+        let d = tmp("modes");
+        let p = d.join("home.secret");
+        write_private(&p, &[3; 32], SECRET_MODE, false).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        assert_eq!(read_secret(&p).unwrap().bytes(), &[3; 32]);
+        for ok in [0o400, 0o600, 0o640, 0o440] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(ok)).unwrap();
+            assert!(read_secret(&p).is_ok(), "mode {ok:o}");
+        }
+        for bad in [0o644, 0o660, 0o650, 0o604, 0o601, 0o4640] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(bad)).unwrap();
+            let e = read_secret(&p).unwrap_err();
+            assert!(
+                matches!(e, IdentityError::WorldReadable { .. }),
+                "mode {bad:o}: {e}"
+            );
+        }
         fs::remove_dir_all(&d).unwrap();
     }
 

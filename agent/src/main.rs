@@ -292,7 +292,7 @@ fn cmd_keygen(output: Option<&Path>, force: bool) -> anyhow::Result<()> {
     let public = identity::hex(&key.public_key());
     match output {
         Some(path) => {
-            identity::write_private(path, key.secret_bytes(), force)?;
+            identity::write_private(path, key.secret_bytes(), identity::KEY_MODE, force)?;
             println!("public key: {public}");
         }
         None => {
@@ -307,7 +307,7 @@ fn cmd_secret(output: Option<&Path>, force: bool) -> anyhow::Result<()> {
     let secret = NetworkSecret::generate()?;
     match output {
         Some(path) => {
-            identity::write_private(path, secret.bytes(), force)?;
+            identity::write_private(path, secret.bytes(), identity::SECRET_MODE, force)?;
             eprintln!("wrote network secret to {}", path.display());
         }
         None => std::io::stdout().write_all(identity::file_text(secret.bytes()).as_bytes())?,

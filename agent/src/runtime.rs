@@ -110,9 +110,14 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
             max_routes: cfg.relay.max_routes,
             max_mbps: cfg.relay.max_mbps,
             max_total_mbps: cfg.relay.max_total_mbps,
+            ..RelayLimits::default()
         },
         birthday: BirthdayConfig::default(),
         interfaces: interface_addresses(ctx.tap.name()),
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        membership: None,
     }
 }
 
@@ -139,6 +144,10 @@ async fn drain_outputs(driver: &mut Driver<Node>, tap: &Tap) {
     while let Some(ev) = node.poll_event() {
         match ev {
             NodeEvent::Ready { reason } => crate::service::notify_ready(&reason),
+            // Only a node with a network CA installs lists (none yet here).
+            NodeEvent::Revocations { version, .. } => {
+                tracing::info!(version, "revocation list installed")
+            }
         }
     }
 }

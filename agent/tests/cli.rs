@@ -150,8 +150,8 @@ fn check_config_world_readable_secret() {
     assert_eq!(
         out,
         format!(
-            "{}:3:16: network.secret_file: {s}: is readable by group/other (mode 0644); \
-             it must be private: run `chmod 600 {s}`\n",
+            "{}:3:16: network.secret_file: {s}: is accessible by others or writable by its \
+             group (mode 0644); it must be private: run `chmod 640 {s}`\n",
             p.display()
         )
     );
@@ -168,12 +168,13 @@ fn check_config_unreadable_file() {
 #[test]
 fn keygen_and_secret_files() {
     let d = TempDir::new("keygen");
-    for cmd in ["keygen", "secret"] {
+    // Keys are the owner's alone; secrets readable by the service's group.
+    for (cmd, file_mode) in [("keygen", 0o600), ("secret", 0o640)] {
         let p = d.path(&format!("sub/{cmd}.out"));
         let ps = p.to_str().unwrap();
         let o = ringlan(&[cmd, "-o", ps]);
         assert!(o.status.success(), "{}", stderr(&o));
-        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(&p), file_mode);
         assert_eq!(mode(p.parent().unwrap()), 0o700);
         let first = std::fs::read_to_string(&p).unwrap();
         assert_eq!(first.len(), 65);
@@ -198,7 +199,7 @@ fn keygen_and_secret_files() {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let o = ringlan(&[cmd, "-o", ps, "--force"]);
         assert!(o.status.success(), "{}", stderr(&o));
-        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(&p), file_mode);
         assert_ne!(std::fs::read_to_string(&p).unwrap(), first);
 
         // no -o: to stdout

@@ -29,6 +29,8 @@ use serde_json::Value;
 
 const RELAY_ON: &str = "relay:\n  enabled: true\n";
 const RELAY_OFF: &str = "relay:\n  enabled: false\n";
+/// The bench measures what relaying costs, not the default caps.
+const RELAY_UNCAPPED: &str = "relay:\n  max_mbps: 0\n  max_total_mbps: 0\n";
 
 fn relayed_via(s: &Value) -> Option<String> {
     (path_kind(s) == Some("relayed")).then(|| s["path"]["via"].as_str().unwrap_or("").to_string())
@@ -341,6 +343,8 @@ fn bench_relay_first_ping_throughput_and_failover() {
         ..
     } = w.pair([NatKind::FullyRandom; 2], &[1, 2]);
     let (mut i1, mut i2) = (intros.remove(0), intros.remove(0));
+    w.add_config(&i1, RELAY_UNCAPPED);
+    w.add_config(&i2, RELAY_UNCAPPED);
     w.start(&mut i1);
     w.start(&mut i2);
     w.wait_mesh(&[&i1, &i2]);

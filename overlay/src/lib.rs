@@ -14,7 +14,7 @@ pub mod wire;
 
 pub use crate::overlay::{
     Action, Budget, Budgets, Config, ConfigError, Event, FrameSend, LinkCounts, LinkKind,
-    Neighbour, OpenAttempt, Overlay, Received, RoutedCounters, Stats,
+    Neighbour, OpenAttempt, Overlay, Received, RoutedCounters, Stats, MAX_BANNED,
 };
 pub use crate::switch::{DropReason, Forward, Mac, Switch, SwitchConfig};
 pub use crate::wire::{FloodHeader, FrameHeader, Role, RoutedHeader};

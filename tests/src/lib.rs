@@ -45,6 +45,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod agents;
+pub mod flood;
 mod stun;
 mod traffic;
 
@@ -191,6 +192,9 @@ pub struct Node {
     pub config: PathBuf,
     pub socket: PathBuf,
     pub key_file: PathBuf,
+    /// Put in front of `BIN up -c CONFIG` (e.g. `setpriv ...` to run the
+    /// agent as an unprivileged user); empty by default.
+    pub wrapper: Vec<String>,
     pub proc: Option<Proc>,
 }
 
@@ -879,17 +883,20 @@ impl Lab {
             config: d.join(format!("{name}.yaml")),
             socket: d.join(format!("{name}.sock")),
             key_file: d.join(format!("{name}.key")),
+            wrapper: Vec::new(),
             proc: None,
         })
     }
 
-    /// Starts `BIN up -c CONFIG` in the node's namespace (restarts it when
-    /// already running).
+    /// Starts `[WRAPPER...] BIN up -c CONFIG` in the node's namespace
+    /// (restarts it when already running).
     pub fn start_node(&self, node: &mut Node) -> Result<()> {
         self.stop_node(node)?;
         let bin = node.bin.to_string_lossy().into_owned();
         let cfg = node.config.to_string_lossy().into_owned();
-        node.proc = Some(self.spawn(&node.ns, &node.name, &[&bin, "up", "-c", &cfg])?);
+        let mut args: Vec<&str> = node.wrapper.iter().map(String::as_str).collect();
+        args.extend([bin.as_str(), "up", "-c", &cfg]);
+        node.proc = Some(self.spawn(&node.ns, &node.name, &args)?);
         Ok(())
     }
 

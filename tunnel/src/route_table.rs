@@ -273,26 +273,51 @@ impl Bucket {
     }
 }
 
-/// Relay policy (`relay:` in the agent's config).
+/// Relay policy (`relay:` in the agent's config; `docs/relay.md` "Limits").
+///
+/// The route table enforces `enabled`, `max_routes` and the bandwidth
+/// caps; the per-origin and per-target quotas are the node's to enforce
+/// (only it knows who set a route up and where it goes), refusing with
+/// `RouteRefusal::Limit`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RelayLimits {
     /// Carry routes for other members at all.
     pub enabled: bool,
     /// Routes carried at once (each is two entries, one per direction).
     pub max_routes: usize,
+    /// Routes carried at once for one origin, and (counted separately)
+    /// for one upstream neighbour: one member cannot hold every slot.
+    pub max_routes_per_origin: usize,
+    /// Routes carried at once towards one target.
+    pub max_routes_per_target: usize,
     /// Bandwidth per route and direction, Mbit/s (0: unlimited).
     pub max_mbps: f64,
     /// Bandwidth over all carried routes, Mbit/s (0: unlimited).
     pub max_total_mbps: f64,
 }
 
+/// Default [`RelayLimits::max_routes`].
+pub const DEFAULT_RELAY_ROUTES: usize = 64;
+/// Default [`RelayLimits::max_routes_per_origin`]: a quarter of the
+/// slots (eight relayed peers with a standby route each).
+pub const DEFAULT_RELAY_ROUTES_PER_ORIGIN: usize = 16;
+/// Default [`RelayLimits::max_routes_per_target`].
+pub const DEFAULT_RELAY_ROUTES_PER_TARGET: usize = 16;
+/// Default [`RelayLimits::max_mbps`]: well above a home uplink, far below
+/// what one route could otherwise take of a relay's link.
+pub const DEFAULT_RELAY_MBPS: f64 = 200.0;
+/// Default [`RelayLimits::max_total_mbps`].
+pub const DEFAULT_RELAY_TOTAL_MBPS: f64 = 1000.0;
+
 impl Default for RelayLimits {
     fn default() -> Self {
         RelayLimits {
             enabled: false,
-            max_routes: 64,
-            max_mbps: 0.0,
-            max_total_mbps: 0.0,
+            max_routes: DEFAULT_RELAY_ROUTES,
+            max_routes_per_origin: DEFAULT_RELAY_ROUTES_PER_ORIGIN,
+            max_routes_per_target: DEFAULT_RELAY_ROUTES_PER_TARGET,
+            max_mbps: DEFAULT_RELAY_MBPS,
+            max_total_mbps: DEFAULT_RELAY_TOTAL_MBPS,
         }
     }
 }
@@ -1070,6 +1095,31 @@ mod tests {
             c.r.input(later, c.r_up, &mut buf[..n], |_| true),
             RouteInput::Forward { .. }
         ));
+    }
+
+    #[test]
+    fn default_limits_cap_a_route() {
+        // Without any `relay:` bandwidth setting a route still has a cap:
+        // DEFAULT_RELAY_MBPS (200 Mbit/s, a quarter second of burst:
+        // 6.25 MB) per route and direction.
+        let now = Instant::now();
+        let mut c = chain(now);
+        assert_eq!(c.r.limits().max_mbps, DEFAULT_RELAY_MBPS);
+        let mut forwarded = 0usize;
+        let mut limited = 0;
+        let mut buf = vec![0u8; 2048];
+        for _ in 0..6000 {
+            let (_, n) = c.a.wrap(now, c.a_id, &mut buf, 1200).unwrap();
+            match c.r.input(now, c.r_up, &mut buf[..n], |_| true) {
+                RouteInput::Forward { .. } => forwarded += 1,
+                RouteInput::Dropped(RouteDrop::RateLimited) => limited += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        let burst = DEFAULT_RELAY_MBPS * 1e6 / 8.0 / 4.0;
+        let expect = (burst / 1228.0) as usize;
+        assert!(forwarded.abs_diff(expect) <= 1, "{forwarded} vs {expect}");
+        assert_eq!(forwarded + limited, 6000);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use ringlan_tunnel::BirthdayConfig;
 use ringlan_tunnel::NodeId;
 use ringlan_tunnel::RelayLimits;
 
+use crate::admission::MembershipSetup;
 use crate::candidates::LocalIf;
 use crate::status::{NatStatus, Role, RoutedStatus, Status, TapStatus};
 
@@ -46,6 +47,13 @@ pub struct NodeSetup {
     pub birthday: BirthdayConfig,
     /// The machine's interface addresses at start.
     pub interfaces: Vec<LocalIf>,
+    /// Seconds since the Unix epoch at the `now` given to
+    /// [`crate::Node::new`]: the node's wall clock is this plus the time
+    /// passed since (certificate validity, status).
+    pub unix_time: u64,
+    /// Admission by network-CA certificate; `None`: the shared secret is
+    /// the whole check.
+    pub membership: Option<MembershipSetup>,
 }
 
 /// Why a node cannot start.
@@ -76,6 +84,7 @@ impl NodeSetup {
             drops: BTreeMap::new(),
             relay: None,
             routed: RoutedStatus::default(),
+            membership: Default::default(),
         }
     }
 }

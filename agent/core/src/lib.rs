@@ -12,14 +12,15 @@
 //! - frames read from the TAP ([`Node::handle_tap_read`], [`Node::handle_frame`]);
 //! - time ([`DatagramMachine::handle_timeout`]);
 //! - local interface address changes ([`Node::set_interfaces`]);
-//! - commands: [`Node::status`], [`Node::leave`], [`Node::close_all`].
+//! - commands: [`Node::status`], [`Node::leave`], [`Node::close_all`],
+//!   [`Node::push_revocations`].
 //!
 //! Outputs, drained after every input in this order:
 //! - socket actions ([`DatagramMachine::poll_socket_action`]: open or close
 //!   an extra socket for birthday punching);
 //! - datagrams ([`DatagramMachine::poll_transmit`], naming the socket);
 //! - TAP writes ([`Node::poll_tap`]; hand each back with [`Node::recycle`]);
-//! - events ([`Node::poll_event`]: ready);
+//! - events ([`Node::poll_event`]: ready, a newer revocation list to keep);
 //! - the next deadline ([`DatagramMachine::poll_timeout`]).
 //!
 //! Where each decision is made:
@@ -28,6 +29,7 @@
 //! |---|---|
 //! | [`peers`] | who we have a session with (the one peer table) |
 //! | [`sessions`] | what a session opening, closing or moving means for the overlay, routes and punching; which flows a session carries |
+//! | [`admission`] | whether a session's peer becomes a member (network-CA certificate), refusals, revocation lists received, pushed and spread |
 //! | [`dataplane`] | where a frame from the TAP or a peer goes |
 //! | [`candidates`] | which addresses to tell members and to try when opening a session; our NAT |
 //! | [`punching`] | birthday punching: when, whom, with which payload |
@@ -37,6 +39,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod candidates;
 mod config;
 pub mod dataplane;
@@ -63,11 +66,13 @@ use ringlan_tunnel::StunTxId;
 use ringlan_tunnel::{DatagramMachine, NodeId, Outgoing, Rng, SocketAction, SocketId};
 use ringlan_tunnel::{Endpoint, EndpointConfig};
 
+pub use admission::{MembershipSetup, PushError, MEMBERSHIP_FLOW};
 pub use candidates::LocalIf;
 pub use config::{NodeError, NodeSetup};
 pub use dataplane::{TapWrite, TAP_READ_OFFSET, TAP_READ_ROOM};
-pub use status::{Role, Status};
+pub use status::{MembershipStatus, Role, Status};
 
+use crate::admission::Admission;
 use crate::candidates::local_candidates;
 use crate::dataplane::DataPlane;
 use crate::peers::Peers;
@@ -88,6 +93,10 @@ pub enum NodeEvent {
     /// The node is useful now (an introducer listens; a node has its first
     /// session): time to tell systemd.
     Ready { reason: String },
+    /// A newer revocation list was installed (pushed, or from a member):
+    /// keep it (the encoded list) in the state directory for the next
+    /// start.
+    Revocations { list: Vec<u8>, version: u64 },
 }
 
 /// One ringlan member.
@@ -122,6 +131,8 @@ pub struct Node {
     unreachable_since: HashMap<NodeId, Instant>,
     /// The parts of the status that never change.
     base: Status,
+    /// Admission of peers and revocation lists.
+    adm: Admission,
 }
 
 impl Node {
@@ -133,7 +144,7 @@ impl Node {
         let node_id = identity.node_id();
         let public_key = identity.certificate().public_key();
         let secret = crypto::NetworkSecret::from_bytes(setup.secret);
-        let mut ecfg = EndpointConfig::new(identity, name, secret);
+        let mut ecfg = EndpointConfig::new(identity, name.clone(), secret);
         let introducer = setup.role == Role::Introducer;
         ecfg.redirector = introducer;
         ecfg.stun_responder = introducer;
@@ -141,6 +152,12 @@ impl Node {
         ecfg.session.keepalive = setup.keepalive;
         ecfg.session.dead_after = setup.keepalive * 3;
         ecfg.relay = setup.relay.clone();
+        // A revocation list travels as one membership-flow message.
+        ecfg.session.flows.max_message_size = ecfg
+            .session
+            .flows
+            .max_message_size
+            .max(admission::wire::MAX_MESSAGE);
         let mut rng = Rng::from_seed(seed);
         let mut sub_seed = || rng.bytes32();
         let endpoint = Endpoint::new(now, ecfg, Rng::from_seed(sub_seed()));
@@ -161,6 +178,7 @@ impl Node {
         stun_servers.retain(|a| *a != setup.listen);
         stun_servers.dedup();
         let base = setup.base_status(node_id, &public_key);
+        let adm = Admission::new(setup.membership, &name, setup.unix_time, public_key);
         let mut node = Node {
             endpoint,
             overlay: ov,
@@ -185,7 +203,9 @@ impl Node {
             peer_addrs: HashMap::new(),
             unreachable_since: HashMap::new(),
             base,
+            adm,
         };
+        node.check_own_certificate(now);
         node.timers.set(Timer::Housekeeping, now);
         node.timers.set(Timer::Routes, now + routes::TICK);
         if introducer {
@@ -263,6 +283,7 @@ impl Node {
         for a in attempts {
             self.unreachable_since.entry(a.node).or_insert(now);
         }
+        self.admission_tick(now);
     }
 }
 

@@ -4,7 +4,8 @@
 //! A session is in one of three states here:
 //! - **opening**: we asked the endpoint for it (the overlay or the route
 //!   control plane wants that member, or an introducer by address);
-//! - **open**: the endpoint opened it and our two flows are up; the node's
+//! - **open**: the endpoint opened it and our three flows are up (the
+//!   peer may still await admission, `admission`); the node's
 //!   *current* session with a member is the one [`Peers::session_of`]
 //!   names (a newer session to the same member replaces an older one);
 //! - **closing**: we closed it ourselves (the overlay dropped the link, or
@@ -31,6 +32,8 @@ pub enum FlowKind {
     Control,
     /// Ethernet frames (never retransmitted).
     Frames,
+    /// Credentials, refusals and revocation lists (reliable).
+    Membership,
 }
 
 /// Frames dropped on one session, by reason (fixed labels: no allocation

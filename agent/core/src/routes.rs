@@ -25,6 +25,20 @@
 //! - **Failover.** A stalled path ([`Event::PathStalled`]) or a closed
 //!   route moves the session onto a standby route at once
 //!   ([`Endpoint::migrate`]); the far end follows by address mobility.
+//! - **Origins are proven end to end.** A route someone set up towards us
+//!   names its origin, but only the hop it came over is authenticated: it
+//!   stays unverified (never a candidate, a standby or a reason not to set
+//!   up our own) until a session authenticated as that origin (the
+//!   handshake proves the key, RFC 7016 3.5.1) runs over it
+//!   ([`RouteControl::on_session_path`]). A session of anyone else over it
+//!   closes the route and is refused.
+//! - **Quotas.** A relay refuses (`RouteRefusal::Limit`) a route beyond
+//!   `max_routes_per_origin` for its origin or for the neighbour it came
+//!   from, or beyond `max_routes_per_target` for its target
+//!   ([`ringlan_tunnel::RelayLimits`]); a target accepts at most
+//!   [`ACCEPTED_PER_ORIGIN`] routes per claimed origin and last hop,
+//!   [`ACCEPTED_PER_HOP`] per last hop and [`ACCEPTED_MAX`] in all.
+//!   Refusals and closed routes are counted ([`RouteStats`]).
 //!
 //! [`Event::PathStalled`]: ringlan_tunnel::Event::PathStalled
 
@@ -58,6 +72,15 @@ pub const ROUTE_RELEASE: Duration = Duration::from_secs(30);
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A relay that refused a route to a target is not asked again for this long.
 pub const REFUSED_BACKOFF: Duration = Duration::from_secs(20);
+/// Routes a target accepts per claimed origin and last hop: the claim is
+/// unproven until a session runs, so the quota is keyed by the hop too
+/// (a member claiming someone else's routes fills only its own bucket).
+pub const ACCEPTED_PER_ORIGIN: usize = 2 * ROUTES_PER_PEER;
+/// Routes a target accepts over one last hop (its relay, or the origin
+/// itself), whatever origins they claim.
+pub const ACCEPTED_PER_HOP: usize = 32;
+/// Routes a target accepts in all.
+pub const ACCEPTED_MAX: usize = 256;
 
 /// What the caller passes in: the endpoint and the node's session maps.
 pub struct Ctx<'a> {
@@ -129,7 +152,17 @@ struct End {
     /// The relays, in order from the origin.
     relays: Vec<NodeId>,
     ready: bool,
+    /// Known to lead to the peer: we set it up (our session over it
+    /// authenticates the peer), or a session authenticated as its claimed
+    /// origin ran over it. Only verified routes are used by this end.
+    verified: bool,
     since: Instant,
+}
+
+impl End {
+    fn usable(&self) -> bool {
+        self.ready && self.verified
+    }
 }
 
 /// A route this node relays.
@@ -179,9 +212,31 @@ pub struct CarriedView {
 pub struct RouteStats {
     pub setups_sent: u64,
     pub routes_ready: u64,
+    /// Setups this node refused (every reason).
     pub refused: u64,
     pub migrations: u64,
     pub carried: u64,
+    /// Setups refused by a quota (relay or target).
+    pub over_quota: u64,
+    /// Setups whose origin or relay list does not match the link they
+    /// came over, or that repeat a route already set up.
+    pub bad_setup: u64,
+    /// Routes towards us proven by a session of their claimed origin.
+    pub verified: u64,
+    /// Routes closed because a session of another node ran over them.
+    pub wrong_peer: u64,
+}
+
+impl RouteStats {
+    /// The counters of refused or closed routes, as node-wide drop
+    /// reasons (status and metrics).
+    pub fn drops(&self) -> [(&'static str, u64); 3] {
+        [
+            ("route_over_quota", self.over_quota),
+            ("route_bad_setup", self.bad_setup),
+            ("route_wrong_peer", self.wrong_peer),
+        ]
+    }
 }
 
 /// Relayed routes of one node.
@@ -236,7 +291,7 @@ impl RouteControl {
             .get(&peer)
             .map(|v| {
                 v.iter()
-                    .filter(|e| e.ready)
+                    .filter(|e| e.usable())
                     .map(|e| Path::Route(e.id))
                     .collect()
             })
@@ -254,7 +309,7 @@ impl RouteControl {
         }
         Some(RouteView {
             relays,
-            standby: ends.iter().filter(|x| x.ready && x.id != id).count(),
+            standby: ends.iter().filter(|x| x.usable() && x.id != id).count(),
         })
     }
 
@@ -391,10 +446,12 @@ impl RouteControl {
 
     /// Keep [`ROUTES_PER_PEER`] routes (ready or being set up) to `target`.
     fn ensure(&mut self, now: Instant, cx: &mut Ctx<'_>, target: NodeId) {
+        // Unverified routes towards us do not count: anyone could have
+        // planted them to keep us from setting up our own.
         let have: Vec<NodeId> = self
             .ends
             .get(&target)
-            .map(|v| v.iter().map(|e| e.hop).collect())
+            .map(|v| v.iter().filter(|e| e.verified).map(|e| e.hop).collect())
             .unwrap_or_default();
         let mut need = ROUTES_PER_PEER.saturating_sub(have.len());
         if need == 0 {
@@ -408,40 +465,58 @@ impl RouteControl {
             if need == 0 {
                 break;
             }
-            let Some(sid) = cx.direct(hop) else { continue };
-            let offer = match cx.ep.route_begin(now, sid) {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::debug!(%hop, error = %e, "cannot start a route");
-                    continue;
-                }
-            };
-            let nonce = self.rng.u64();
-            self.ends.entry(target).or_default().push(End {
+            if self.start_route(now, cx, target, hop, left) {
+                need -= 1;
+            }
+        }
+    }
+
+    /// Set up a route to `target` over the direct link `hop`, allowing
+    /// `left` further relays after it.
+    fn start_route(
+        &mut self,
+        now: Instant,
+        cx: &mut Ctx<'_>,
+        target: NodeId,
+        hop: NodeId,
+        left: u8,
+    ) -> bool {
+        let Some(sid) = cx.direct(hop) else {
+            return false;
+        };
+        let offer = match cx.ep.route_begin(now, sid) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(%hop, error = %e, "cannot start a route");
+                return false;
+            }
+        };
+        let nonce = self.rng.u64();
+        self.ends.entry(target).or_default().push(End {
+            nonce,
+            origin: self.me,
+            id: offer.id,
+            hop,
+            relays: Vec::new(),
+            ready: false,
+            verified: true,
+            since: now,
+        });
+        self.outbox.push((
+            hop,
+            Message::RouteSetup(RouteSetup {
                 nonce,
                 origin: self.me,
-                id: offer.id,
-                hop,
-                relays: Vec::new(),
-                ready: false,
-                since: now,
-            });
-            self.outbox.push((
-                hop,
-                Message::RouteSetup(RouteSetup {
-                    nonce,
-                    origin: self.me,
-                    target,
-                    relays_left: left,
-                    id: offer.id.0,
-                    key: offer.key.0,
-                    path: Vec::new(),
-                }),
-            ));
-            self.stats.setups_sent += 1;
-            tracing::info!(%target, via = %hop, "setting up a relayed route");
-            need -= 1;
-        }
+                target,
+                relays_left: left,
+                id: offer.id.0,
+                key: offer.key.0,
+                path: Vec::new(),
+            }),
+        ));
+        self.stats.setups_sent += 1;
+        tracing::info!(%target, via = %hop, "setting up a relayed route");
+        true
     }
 
     /// Probe one of a relayed peer's direct addresses (its NAT may have
@@ -504,7 +579,7 @@ impl RouteControl {
         let mut best: Option<&End> = None;
         for e in ends
             .iter()
-            .filter(|e| e.ready && Path::Route(e.id) != path && cx.ep.has_route(e.id))
+            .filter(|e| e.usable() && Path::Route(e.id) != path && cx.ep.has_route(e.id))
         {
             let better = match best {
                 None => true,
@@ -584,40 +659,29 @@ impl RouteControl {
         let Some(up) = cx.direct(from) else {
             return self.refuse(from, &s, RouteRefusal::Gone);
         };
+        // The link it came over is the last relay named, or the origin
+        // itself: the one claim a hop can check. A repeated (origin,
+        // nonce) would overwrite state (and leak its entry); at the target
+        // it is a repeat only over the same link, so that nobody can block
+        // a route by claiming its nonce first.
+        let consistent = s.path.last().copied().unwrap_or(s.origin) == from;
+        let repeated = if s.target == self.me {
+            self.ends
+                .get(&s.origin)
+                .is_some_and(|v| v.iter().any(|e| e.nonce == s.nonce && e.hop == from))
+        } else {
+            self.transits.contains_key(&(s.origin, s.nonce))
+        };
+        if !consistent || repeated {
+            self.stats.bad_setup += 1;
+            return self.refuse(from, &s, RouteRefusal::NoPath);
+        }
         let offer = RouteOffer {
             id: RouteId(s.id),
             key: HopKey(s.key),
         };
         if s.target == self.me {
-            // The far end.
-            let Ok(id) = cx.ep.route_accept(now, up, &offer) else {
-                return self.refuse(from, &s, RouteRefusal::Gone);
-            };
-            tracing::info!(origin = %s.origin, via = %from, "relayed route accepted");
-            let ends = self.ends.entry(s.origin).or_default();
-            ends.retain(|e| e.nonce != s.nonce || e.origin != s.origin);
-            ends.push(End {
-                nonce: s.nonce,
-                origin: s.origin,
-                id,
-                hop: from,
-                relays: s.path.clone(),
-                ready: true,
-                since: now,
-            });
-            self.stats.routes_ready += 1;
-            self.outbox.push((
-                from,
-                Message::RouteReply(RouteReply {
-                    nonce: s.nonce,
-                    origin: s.origin,
-                    outcome: RouteOutcome::Accepted {
-                        id: id.0,
-                        relays: s.path,
-                    },
-                }),
-            ));
-            return;
+            return self.accept(now, cx, from, up, &offer, s);
         }
         // A relay.
         if !cx.ep.relay_limits().enabled {
@@ -625,6 +689,11 @@ impl RouteControl {
         }
         if s.origin == self.me || s.path.contains(&self.me) || s.path.len() >= MAX_ROUTE_RELAYS {
             return self.refuse(from, &s, RouteRefusal::NoPath);
+        }
+        if let Some(quota) = self.transit_quota(cx.ep.relay_limits(), from, &s) {
+            tracing::info!(origin = %s.origin, target = %s.target, via = %from, quota, "relay quota");
+            self.stats.over_quota += 1;
+            return self.refuse(from, &s, RouteRefusal::Limit);
         }
         let excluded =
             |n: &NodeId| *n == s.origin || *n == from || *n == self.me || s.path.contains(n);
@@ -649,7 +718,10 @@ impl RouteControl {
             Err(RouteError::RelayDisabled) => {
                 return self.refuse(from, &s, RouteRefusal::RelayDisabled)
             }
-            Err(RouteError::TooManyRoutes) => return self.refuse(from, &s, RouteRefusal::Limit),
+            Err(RouteError::TooManyRoutes) => {
+                self.stats.over_quota += 1;
+                return self.refuse(from, &s, RouteRefusal::Limit);
+            }
             Err(_) => return self.refuse(from, &s, RouteRefusal::Gone),
         };
         let mut path = s.path.clone();
@@ -679,6 +751,126 @@ impl RouteControl {
                 path,
             }),
         ));
+    }
+
+    /// The relay quota a new route from the link `from` would exceed, by
+    /// name: its origin's, its upstream neighbour's (a member forwarding
+    /// routes it claims to carry for others is charged for them), or its
+    /// target's.
+    fn transit_quota(
+        &self,
+        limits: &ringlan_tunnel::RelayLimits,
+        from: NodeId,
+        s: &RouteSetup,
+    ) -> Option<&'static str> {
+        let count = |f: &dyn Fn(&(NodeId, u64), &Transit) -> bool| {
+            self.transits.iter().filter(|(k, t)| f(k, t)).count()
+        };
+        if count(&|k, _| k.0 == s.origin) >= limits.max_routes_per_origin {
+            Some("origin")
+        } else if count(&|_, t| t.up == from) >= limits.max_routes_per_origin {
+            Some("upstream")
+        } else if count(&|_, t| t.target == s.target) >= limits.max_routes_per_target {
+            Some("target")
+        } else {
+            None
+        }
+    }
+
+    /// The far end: accept a route from `s.origin` (unverified) over the
+    /// link `from`, within the target quotas.
+    fn accept(
+        &mut self,
+        now: Instant,
+        cx: &mut Ctx<'_>,
+        from: NodeId,
+        up: SessionId,
+        offer: &RouteOffer,
+        s: RouteSetup,
+    ) {
+        let accepted = || self.ends.values().flatten().filter(|e| e.origin != self.me);
+        let over = if accepted().count() >= ACCEPTED_MAX {
+            Some("all")
+        } else if accepted().filter(|e| e.hop == from).count() >= ACCEPTED_PER_HOP {
+            Some("hop")
+        } else if accepted()
+            .filter(|e| e.hop == from && e.origin == s.origin)
+            .count()
+            >= ACCEPTED_PER_ORIGIN
+        {
+            Some("origin")
+        } else {
+            None
+        };
+        if let Some(quota) = over {
+            tracing::info!(origin = %s.origin, via = %from, quota, "route quota");
+            self.stats.over_quota += 1;
+            return self.refuse(from, &s, RouteRefusal::Limit);
+        }
+        let Ok(id) = cx.ep.route_accept(now, up, offer) else {
+            return self.refuse(from, &s, RouteRefusal::Gone);
+        };
+        tracing::info!(origin = %s.origin, via = %from, "relayed route accepted");
+        self.ends.entry(s.origin).or_default().push(End {
+            nonce: s.nonce,
+            origin: s.origin,
+            id,
+            hop: from,
+            relays: s.path.clone(),
+            ready: true,
+            verified: false,
+            since: now,
+        });
+        self.stats.routes_ready += 1;
+        self.outbox.push((
+            from,
+            Message::RouteReply(RouteReply {
+                nonce: s.nonce,
+                origin: s.origin,
+                outcome: RouteOutcome::Accepted {
+                    id: id.0,
+                    relays: s.path,
+                },
+            }),
+        ));
+    }
+
+    /// A session with `peer` (authenticated by its handshake) opened on
+    /// `path`, or moved onto it. On a route's path the peer must be the
+    /// node the route leads to: that proves a route towards us (its claimed
+    /// origin is who it says) and makes it usable. Any other peer gets the
+    /// route closed and counted; returns false then (the caller refuses a
+    /// session that opened over it).
+    pub fn on_session_path(&mut self, cx: &mut Ctx<'_>, peer: NodeId, path: Path) -> bool {
+        let Some(id) = path.route() else {
+            return true;
+        };
+        let Some((owner, verified)) = self
+            .ends
+            .iter()
+            .find_map(|(p, v)| v.iter().find(|e| e.id == id).map(|e| (*p, e.verified)))
+        else {
+            return true;
+        };
+        if owner == peer {
+            if !verified {
+                self.stats.verified += 1;
+                tracing::info!(%peer, %id, "relayed route verified");
+                if let Some(e) = self
+                    .ends
+                    .get_mut(&owner)
+                    .and_then(|v| v.iter_mut().find(|e| e.id == id))
+                {
+                    e.verified = true;
+                }
+            }
+            return true;
+        }
+        self.stats.wrong_peer += 1;
+        tracing::warn!(%peer, route_to = %owner, %id, "a session of another node on a route; closing it");
+        cx.ep.route_close(id);
+        self.forget_end(owner, id);
+        false
     }
 
     fn on_reply(&mut self, now: Instant, cx: &mut Ctx<'_>, from: NodeId, r: RouteReply) {
@@ -812,6 +1004,7 @@ mod tests {
                     hop: NodeId(6),
                     relays: vec![NodeId(5), NodeId(6)],
                     ready: true,
+                    verified: true,
                     since: now,
                 },
                 End {
@@ -821,6 +1014,7 @@ mod tests {
                     hop: NodeId(7),
                     relays: vec![NodeId(7)],
                     ready: true,
+                    verified: true,
                     since: now,
                 },
             ],
@@ -834,5 +1028,483 @@ mod tests {
         assert!(r.view(NodeId(2), Path::Direct(direct)).is_none());
         assert_eq!(r.paths_for(NodeId(2)).len(), 2);
         assert!(r.paths_for(NodeId(3)).is_empty());
+    }
+
+    /// A few endpoints on one lossless LAN, each with this module, a peer
+    /// table and an overlay (no node around them): sessions open for real,
+    /// route messages go straight to the addressee's `on_message`.
+    mod lab {
+        use std::collections::VecDeque;
+
+        use ringlan_overlay::{Config, Mac, Overlay};
+        use ringlan_tunnel::{
+            Endpoint, EndpointConfig, Event, Identity, NetworkName, NetworkSecret, RelayLimits,
+        };
+
+        use super::super::*;
+        use crate::peers::{Opening, Peer};
+        use crate::{CONTROL_FLOW, FRAMES_FLOW};
+
+        pub struct Member {
+            pub id: NodeId,
+            pub addr: SocketAddr,
+            pub ep: Endpoint,
+            pub overlay: Overlay,
+            pub peers: Peers,
+            pub routes: RouteControl,
+        }
+
+        pub struct Lab {
+            pub now: Instant,
+            pub m: Vec<Member>,
+            /// Route messages in flight: (from, to, message).
+            queue: VecDeque<(NodeId, NodeId, Message)>,
+            /// Route messages delivered.
+            pub log: Vec<(NodeId, NodeId, Message)>,
+        }
+
+        impl Lab {
+            /// Members `0..n`; those in `relays` relay within `limits`.
+            pub fn new(n: usize, relays: &[usize], limits: RelayLimits) -> Lab {
+                let now = Instant::now();
+                let name = NetworkName::new("lab").unwrap();
+                let m = (0..n)
+                    .map(|i| {
+                        let identity = Identity::from_secret_key_bytes([i as u8 + 1; 32], &name);
+                        let id = identity.node_id();
+                        let mut cfg = EndpointConfig::new(
+                            identity,
+                            name.clone(),
+                            NetworkSecret::from_bytes([7; 32]),
+                        );
+                        cfg.relay = RelayLimits {
+                            enabled: relays.contains(&i),
+                            ..limits.clone()
+                        };
+                        let rng = |k: u8| Rng::from_seed([i as u8 * 4 + k; 32]);
+                        let mut ocfg = Config::new(
+                            id,
+                            format!("m{i}"),
+                            ringlan_overlay::Role::Node,
+                            Some(Mac([2, 0, 0, 0, 0, i as u8])),
+                        );
+                        // Never polled: the overlay only answers `Ctx` queries.
+                        ocfg.introducers = vec![SocketAddr::from(([10, 0, 0, 254], 4000))];
+                        Member {
+                            id,
+                            addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 4000)),
+                            ep: Endpoint::new(now, cfg, rng(1)),
+                            overlay: Overlay::new(now, ocfg, rng(2)).unwrap(),
+                            peers: Peers::default(),
+                            routes: RouteControl::new(id, rng(3)),
+                        }
+                    })
+                    .collect();
+                Lab {
+                    now,
+                    m,
+                    queue: VecDeque::new(),
+                    log: Vec::new(),
+                }
+            }
+
+            /// [`Lab::new`] with the default relay limits and direct
+            /// sessions opened `(from, to)`, in order.
+            pub fn linked(n: usize, relays: &[usize], links: &[(usize, usize)]) -> Lab {
+                let mut lab = Lab::new(n, relays, RelayLimits::default());
+                for &(a, b) in links {
+                    lab.link(a, b);
+                }
+                lab
+            }
+
+            pub fn id(&self, i: usize) -> NodeId {
+                self.m[i].id
+            }
+
+            fn index(&self, id: NodeId) -> usize {
+                self.m.iter().position(|m| m.id == id).unwrap()
+            }
+
+            /// Run `f` on member `i`'s routes; queue what it sends.
+            pub fn with<T>(
+                &mut self,
+                i: usize,
+                f: impl FnOnce(&mut RouteControl, &mut Ctx<'_>, Instant) -> T,
+            ) -> T {
+                let now = self.now;
+                let m = &mut self.m[i];
+                let mut cx = Ctx {
+                    ep: &mut m.ep,
+                    overlay: &m.overlay,
+                    peers: &m.peers,
+                };
+                let out = f(&mut m.routes, &mut cx, now);
+                for (to, msg) in m.routes.take_outbox() {
+                    self.queue.push_back((m.id, to, msg));
+                }
+                for c in m.routes.take_connects() {
+                    let o = Opening {
+                        node: Some(c.node),
+                        addrs: Vec::new(),
+                    };
+                    m.peers.asked(c.session, o, false);
+                }
+                out
+            }
+
+            /// Deliver queued route messages until none is left.
+            pub fn deliver(&mut self) {
+                while let Some((from, to, msg)) = self.queue.pop_front() {
+                    self.log.push((from, to, msg.clone()));
+                    let j = self.index(to);
+                    self.with(j, |r, cx, now| r.on_message(now, cx, from, msg));
+                }
+            }
+
+            /// Member `a` opens a direct session to `b`.
+            pub fn link(&mut self, a: usize, b: usize) {
+                let (id, addr) = (self.id(b), self.m[b].addr);
+                let sid = self.m[a]
+                    .ep
+                    .connect(self.now, Target::Node(id), &[Path::Direct(addr)])
+                    .unwrap();
+                let o = Opening {
+                    node: Some(id),
+                    addrs: vec![addr],
+                };
+                self.m[a].peers.asked(sid, o, true);
+                self.run(Duration::from_millis(200));
+                assert!(self.m[a].peers.session_of(id).is_some(), "{a} -> {b} open");
+            }
+
+            /// Carry datagrams, events and route messages for `d`.
+            pub fn run(&mut self, d: Duration) {
+                let end = self.now + d;
+                let mut buf = vec![0u8; 2048];
+                while self.now < end {
+                    loop {
+                        let mut moved = false;
+                        for i in 0..self.m.len() {
+                            let from = self.m[i].addr;
+                            while let Some(t) = self.m[i].ep.poll_transmit(self.now, &mut buf) {
+                                moved = true;
+                                let to = self.m.iter().position(|m| m.addr == t.destination);
+                                if let Some(j) = to {
+                                    let now = self.now;
+                                    self.m[j].ep.handle_datagram(now, from, &mut buf[..t.size]);
+                                }
+                            }
+                            self.events(i);
+                        }
+                        self.deliver();
+                        if !moved {
+                            break;
+                        }
+                    }
+                    self.now += Duration::from_millis(5);
+                    for m in &mut self.m {
+                        m.ep.handle_timeout(self.now);
+                    }
+                }
+            }
+
+            /// What the node does with the endpoint's events, as far as
+            /// sessions and routes go (`crate::sessions`).
+            fn events(&mut self, i: usize) {
+                while let Some(ev) = self.m[i].ep.poll_event() {
+                    match ev {
+                        Event::SessionOpened {
+                            session,
+                            peer,
+                            path,
+                            ..
+                        } => {
+                            if !self.with(i, |r, cx, _| r.on_session_path(cx, peer, path)) {
+                                let now = self.now;
+                                self.m[i].ep.close(now, session, false);
+                                self.m[i].peers.failed(session);
+                                continue;
+                            }
+                            let m = &mut self.m[i];
+                            let p = Peer {
+                                node: peer,
+                                control: m.ep.open_flow(session, CONTROL_FLOW, None).unwrap(),
+                                frames: m.ep.open_flow(session, FRAMES_FLOW, None).unwrap(),
+                                recv: Default::default(),
+                                tx: Default::default(),
+                                rx: Default::default(),
+                                drops: Default::default(),
+                                opened: self.now,
+                            };
+                            m.peers.opened(session, p);
+                        }
+                        Event::SessionFailed { session, .. } => {
+                            self.m[i].peers.failed(session);
+                        }
+                        Event::SessionClosed { session, peer, .. } => {
+                            self.m[i].peers.closed(session, peer);
+                        }
+                        Event::AddressChanged { session, to, .. } => {
+                            let peer = self.m[i].ep.session_info(session).and_then(|s| s.peer);
+                            if let Some(peer) = peer {
+                                self.with(i, |r, cx, _| r.on_session_path(cx, peer, to));
+                            }
+                        }
+                        Event::RouteClosed { id } => {
+                            self.with(i, |r, cx, now| r.on_route_closed(now, cx, id));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    use lab::Lab;
+    use ringlan_tunnel::RelayLimits;
+
+    /// Member `from` asks its link `to` for a route from `origin` to
+    /// `target` over `path` (the relays before `to`), on a fresh route
+    /// entry of its own; returns the answer once every message settled.
+    fn ask(
+        lab: &mut Lab,
+        (from, to): (usize, usize),
+        (origin, target): (NodeId, NodeId),
+        nonce: u64,
+        path: Vec<NodeId>,
+    ) -> RouteOutcome {
+        let (now, fid, tid) = (lab.now, lab.id(from), lab.id(to));
+        let sid = lab.m[from].peers.session_of(tid).unwrap();
+        let offer = lab.m[from].ep.route_begin(now, sid).unwrap();
+        let setup = RouteSetup {
+            nonce,
+            origin,
+            target,
+            relays_left: 0,
+            id: offer.id.0,
+            key: offer.key.0,
+            path,
+        };
+        lab.log.clear();
+        lab.with(to, |rc, cx, now| {
+            rc.on_message(now, cx, fid, Message::RouteSetup(setup))
+        });
+        lab.deliver();
+        lab.log
+            .iter()
+            .find_map(|(f, t, m)| match m {
+                Message::RouteReply(r) if (*f, *t) == (tid, fid) && r.nonce == nonce => {
+                    Some(r.outcome.clone())
+                }
+                _ => None,
+            })
+            .expect("an answer")
+    }
+
+    fn accepted(o: &RouteOutcome) -> bool {
+        matches!(o, RouteOutcome::Accepted { .. })
+    }
+
+    const LIMIT: RouteOutcome = RouteOutcome::Refused(RouteRefusal::Limit);
+    const NO_PATH: RouteOutcome = RouteOutcome::Refused(RouteRefusal::NoPath);
+
+    #[test]
+    fn relays_keep_quotas_per_origin_upstream_and_target() {
+        // R (0) relays to B (2) for A (1) and C (3), at most 2 routes per
+        // origin or upstream neighbour and 3 per target.
+        let (r, a, b, c) = (0, 1, 2, 3);
+        let limits = RelayLimits {
+            max_routes_per_origin: 2,
+            max_routes_per_target: 3,
+            ..RelayLimits::default()
+        };
+        let mut lab = Lab::new(4, &[r], limits);
+        lab.link(r, b);
+        lab.link(a, r);
+        lab.link(c, r);
+        let (aid, bid, cid) = (lab.id(a), lab.id(b), lab.id(c));
+        assert!(accepted(&ask(&mut lab, (a, r), (aid, bid), 1, vec![])));
+        assert!(accepted(&ask(&mut lab, (a, r), (aid, bid), 2, vec![])));
+        // Origin quota.
+        assert_eq!(ask(&mut lab, (a, r), (aid, bid), 3, vec![]), LIMIT);
+        // A claims to be C (with no relay before R, the origin is the link).
+        assert_eq!(ask(&mut lab, (a, r), (cid, bid), 4, vec![]), NO_PATH);
+        // A claims to relay for someone else: charged to A all the same.
+        let other = NodeId(0xdead);
+        assert_eq!(ask(&mut lab, (a, r), (other, bid), 5, vec![aid]), LIMIT);
+        assert!(accepted(&ask(&mut lab, (c, r), (cid, bid), 1, vec![])));
+        // The same (origin, nonce) again is refused, not replaced.
+        assert_eq!(ask(&mut lab, (c, r), (cid, bid), 1, vec![]), NO_PATH);
+        // Target quota: B has 3.
+        assert_eq!(ask(&mut lab, (c, r), (cid, bid), 2, vec![]), LIMIT);
+        assert_eq!(lab.m[r].routes.carried(lab.now).len(), 3);
+        let st = lab.m[r].routes.stats;
+        assert_eq!((st.over_quota, st.bad_setup, st.refused), (3, 2, 5));
+        let drops = st.drops();
+        assert!(drops.contains(&("route_over_quota", 3)), "{drops:?}");
+        assert!(drops.contains(&("route_bad_setup", 2)), "{drops:?}");
+    }
+
+    #[test]
+    fn targets_keep_quotas_per_claimed_origin_and_last_hop() {
+        // M (1) floods B (0) with routes it claims to relay, first all
+        // "from V" (3), then from made-up origins; V's own route through
+        // R (2) is accepted throughout.
+        let (b, m, r, v) = (0, 1, 2, 3);
+        let mut lab = Lab::linked(4, &[m, r], &[(m, b), (r, b), (v, r)]);
+        let (bid, mid, vid) = (lab.id(b), lab.id(m), lab.id(v));
+        let mut nonce = 0;
+        let mut flood = |lab: &mut Lab, origin: NodeId| {
+            nonce += 1;
+            ask(lab, (m, b), (origin, bid), nonce, vec![mid])
+        };
+        for _ in 0..ACCEPTED_PER_ORIGIN {
+            assert!(accepted(&flood(&mut lab, vid)));
+        }
+        assert_eq!(flood(&mut lab, vid), LIMIT);
+        assert!(accepted(&ask(&mut lab, (v, r), (vid, bid), 1, vec![])));
+        for k in ACCEPTED_PER_ORIGIN..ACCEPTED_PER_HOP {
+            assert!(accepted(&flood(&mut lab, NodeId(1000 + k as u128))));
+        }
+        assert_eq!(flood(&mut lab, NodeId(999)), LIMIT);
+        assert!(accepted(&ask(&mut lab, (v, r), (vid, bid), 2, vec![])));
+        assert_eq!(lab.m[b].routes.stats.over_quota, 2);
+        assert!(lab.m[b].routes.paths_for(vid).is_empty(), "none proven yet");
+    }
+
+    /// Member `from` tells its link `relay` that it relays a route from
+    /// `origin` to `target` (which `relay` reaches directly), and completes
+    /// its own entry with the answer. Returns that entry.
+    fn plant(
+        lab: &mut Lab,
+        (from, relay): (usize, usize),
+        origin: NodeId,
+        target: NodeId,
+    ) -> RouteId {
+        let (now, fid, rid) = (lab.now, lab.id(from), lab.id(relay));
+        let sid = lab.m[from].peers.session_of(rid).unwrap();
+        let planted = lab.m[from].ep.route_begin(now, sid).unwrap();
+        let setup = RouteSetup {
+            nonce: 7,
+            origin,
+            target,
+            relays_left: 0,
+            id: planted.id.0,
+            key: planted.key.0,
+            path: vec![fid],
+        };
+        lab.with(relay, |rc, cx, now| {
+            rc.on_message(now, cx, fid, Message::RouteSetup(setup))
+        });
+        lab.deliver();
+        let answer = lab.log.iter().find_map(|(f, t, m)| match m {
+            Message::RouteReply(RouteReply {
+                outcome: RouteOutcome::Accepted { id, .. },
+                ..
+            }) if (*f, *t) == (rid, fid) => Some(*id),
+            _ => None,
+        });
+        let next = RouteId(answer.expect("the relay accepted"));
+        lab.m[from].ep.route_finish(planted.id, next).unwrap();
+        planted.id
+    }
+
+    #[test]
+    fn a_planted_route_is_no_path_to_its_claimed_origin() {
+        // B (0) is the target, R (1) an honest relay, V (2) the victim, X
+        // (3) a member that tells R it relays a route from V towards B,
+        // so that B's next connection to V would run through X.
+        let (b, r, v, x) = (0, 1, 2, 3);
+        let mut lab = Lab::linked(4, &[r], &[(r, b), (x, r)]);
+        let (bid, vid, xid) = (lab.id(b), lab.id(v), lab.id(x));
+        let planted = plant(&mut lab, (x, r), vid, bid);
+        let at_b: Vec<RouteId> = lab.m[b].routes.ends[&vid].iter().map(|e| e.id).collect();
+        assert_eq!(at_b.len(), 1, "B accepted the route");
+        assert!(
+            lab.m[b].routes.paths_for(vid).is_empty(),
+            "an unproven route is not a candidate for sessions to V"
+        );
+        // X runs its own session over the route: B refuses the session
+        // and closes the route.
+        let now = lab.now;
+        lab.m[x]
+            .ep
+            .connect(now, Target::Node(bid), &[Path::Route(planted)])
+            .unwrap();
+        lab.run(Duration::from_millis(300));
+        assert!(!lab.m[b].ep.has_route(at_b[0]));
+        assert_eq!(lab.m[b].routes.stats.wrong_peer, 1);
+        assert_eq!(lab.m[b].routes.stats.verified, 0);
+        assert!(lab.m[b].routes.paths_for(vid).is_empty());
+        assert_eq!(lab.m[b].peers.session_of(xid), None, "no session with X");
+        let drops = lab.m[b].routes.stats.drops();
+        assert!(drops.contains(&("route_wrong_peer", 1)), "{drops:?}");
+    }
+
+    #[test]
+    fn a_session_moving_onto_a_route_claimed_for_another_closes_it() {
+        // V (2) tells R (1) it relays a route from X (3) to B (0), then
+        // moves its own (authenticated) session with B onto that route.
+        let (b, r, v, x) = (0, 1, 2, 3);
+        let mut lab = Lab::linked(4, &[r], &[(r, b), (v, r), (v, b)]);
+        let (bid, xid) = (lab.id(b), lab.id(x));
+        let planted = plant(&mut lab, (v, r), xid, bid);
+        let at_b = lab.m[b].routes.ends[&xid][0].id;
+        // Let the direct path go quiet (passive mobility keeps a session
+        // on a direct path that delivered in the last 2 s).
+        lab.run(Duration::from_secs(3));
+        let now = lab.now;
+        let sid = lab.m[v].peers.session_of(bid).unwrap();
+        assert!(lab.m[v].ep.migrate(now, sid, Path::Route(planted)));
+        let control = lab.m[v].peers.get(sid).unwrap().control;
+        lab.m[v]
+            .ep
+            .send(
+                now,
+                sid,
+                control,
+                b"moved",
+                ringlan_tunnel::Reliability::Reliable,
+            )
+            .unwrap();
+        lab.run(Duration::from_secs(1));
+        assert!(!lab.m[b].ep.has_route(at_b), "the route is closed");
+        assert_eq!(lab.m[b].routes.stats.wrong_peer, 1);
+        assert!(!lab.m[b].routes.ends.contains_key(&xid));
+    }
+
+    #[test]
+    fn a_route_becomes_a_path_once_its_origin_runs_a_session_over_it() {
+        // V (2) sets up a route to B (0) through the relay R (1), then
+        // opens its session over it: the handshake proves V to B.
+        let (b, r, v) = (0, 1, 2);
+        let mut lab = Lab::linked(3, &[r], &[(r, b), (v, r)]);
+        let (target, hop) = (lab.id(b), lab.id(r));
+        assert!(lab.with(v, |rc, cx, now| rc.start_route(now, cx, target, hop, 0)));
+        lab.deliver();
+        assert_eq!(lab.m[r].routes.carried(lab.now).len(), 1);
+        // Set up, not yet proven at B; V's session starts over it at once.
+        let accepted: Vec<RouteId> = lab.m[b].routes.ends[&lab.id(v)]
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(accepted.len(), 1);
+        assert!(lab.m[b].routes.paths_for(lab.id(v)).is_empty());
+        lab.run(Duration::from_millis(300));
+        let sid = lab.m[b]
+            .peers
+            .session_of(lab.id(v))
+            .expect("V's session is open at B");
+        assert_eq!(
+            lab.m[b].ep.session_info(sid).unwrap().path,
+            Path::Route(accepted[0])
+        );
+        assert_eq!(
+            lab.m[b].routes.paths_for(lab.id(v)),
+            vec![Path::Route(accepted[0])]
+        );
+        assert_eq!(lab.m[b].routes.stats.verified, 1);
+        assert_eq!(lab.m[b].routes.stats.wrong_peer, 0);
     }
 }

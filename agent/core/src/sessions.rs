@@ -3,9 +3,13 @@
 //! requests (open or close a session, probe a path, send a control
 //! message) are carried out.
 //!
-//! Per session two flows go each way (flow metadata names the purpose,
+//! Per session three flows go each way (flow metadata names the purpose,
 //! RFC 7016 3.6.2.1): [`CONTROL_FLOW`] (reliable: overlay control
-//! messages) and [`FRAMES_FLOW`] (never retransmitted: Ethernet frames).
+//! messages), [`FRAMES_FLOW`] (never retransmitted: Ethernet frames) and
+//! [`MEMBERSHIP_FLOW`] (reliable: credentials, refusals, revocation lists;
+//! `admission`). The overlay hears of a session's peer only once it is
+//! admitted (`admission`): before, its frames are dropped and its control
+//! messages held.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -19,7 +23,7 @@ use ringlan_tunnel::{OpenFailure, SessionId};
 use crate::peers::{Drops, FlowKind, Opening, Peer};
 use crate::routes::{self, RouteControl};
 use crate::status::Traffic;
-use crate::{Node, CONTROL_FLOW, FRAMES_FLOW};
+use crate::{Node, CONTROL_FLOW, FRAMES_FLOW, MEMBERSHIP_FLOW};
 
 impl Node {
     /// Handle everything the endpoint has to say, then what the overlay
@@ -55,19 +59,25 @@ impl Node {
                 reason,
             } => {
                 tracing::info!(%peer, ?reason, "session closed");
+                self.gate_gone(session);
                 if self.peers.closed(session, peer) {
                     self.overlay.peer_down(now, peer);
                 }
             }
             Event::AddressChanged { session, from, to } => {
                 tracing::info!(?session, %from, %to, "peer address changed");
+                if let Some(peer) = self.endpoint.session_info(session).and_then(|i| i.peer) {
+                    self.with_routes(now, |r, cx| {
+                        r.on_session_path(cx, peer, to);
+                    });
+                }
                 // Tell the other links (RFC 7016 3.5.1.5 re-introduction):
                 // a peer whose NAT only lets the old address in probes it.
                 // A relayed path is recorded as such, never announced.
                 let Some(node) = self.peers.get(session).map(|p| p.node) else {
                     return;
                 };
-                if self.peers.session_of(node) == Some(session) {
+                if self.peers.session_of(node) == Some(session) && self.adm.is_admitted(session) {
                     let direct = to.direct();
                     self.overlay.peer_moved(now, node, direct);
                     if let (Some(to), true) = (direct, from.is_relayed()) {
@@ -110,9 +120,23 @@ impl Node {
         path: Path,
         role: ringlan_tunnel::Role,
     ) {
-        let (Ok(control), Ok(frames)) = (
+        // Over a route, the peer must be the node the route leads to
+        // (docs/relay.md "Origins").
+        let mut on_its_route = true;
+        self.with_routes(now, |r, cx| {
+            on_its_route = r.on_session_path(cx, peer, path)
+        });
+        if !on_its_route {
+            self.endpoint.close(now, session, false);
+            if let Some(o) = self.peers.failed(session) {
+                self.overlay.open_failed(now, o.node, &o.addrs);
+            }
+            return;
+        }
+        let (Ok(control), Ok(frames), Ok(membership)) = (
             self.endpoint.open_flow(session, CONTROL_FLOW, None),
             self.endpoint.open_flow(session, FRAMES_FLOW, None),
+            self.endpoint.open_flow(session, MEMBERSHIP_FLOW, None),
         ) else {
             tracing::warn!(%peer, "cannot open flows; closing session");
             self.peers.failed(session);
@@ -136,14 +160,8 @@ impl Node {
             // A newer session replaced an older one to the same node.
             self.endpoint.close(now, old, false);
         }
-        self.overlay
-            .peer_up(now, peer, path.direct(), is_introducer);
-        // Punching towards this member is over once a direct path opened
-        // it (a relayed session goes on punching to move).
-        if let Path::Direct(remote) = path {
-            self.punch_succeeded(peer, remote);
-        }
-        self.set_ready("first session open".into());
+        // Credentials go out; the overlay hears of the peer once admitted.
+        self.gate_opened(now, session, peer, membership, is_introducer);
     }
 
     fn handle_flow(&mut self, now: Instant, session: SessionId, event: FlowEvent) {
@@ -152,6 +170,7 @@ impl Node {
                 let kind = match metadata.as_slice() {
                     CONTROL_FLOW => Some(FlowKind::Control),
                     FRAMES_FLOW => Some(FlowKind::Frames),
+                    MEMBERSHIP_FLOW => Some(FlowKind::Membership),
                     _ => None,
                 };
                 match (kind, self.peers.get_mut(session)) {
@@ -169,20 +188,40 @@ impl Node {
                 let from = p.node;
                 match p.recv.get(&flow) {
                     Some(FlowKind::Control) => {
-                        self.overlay.handle_control(now, from, &data);
-                        self.sync_peer_addresses(from);
+                        if let Some(data) = self.gate_control(now, session, data) {
+                            self.overlay.handle_control(now, from, &data);
+                            self.sync_peer_addresses(from);
+                            self.endpoint.recycle(session, data);
+                        }
+                    }
+                    Some(FlowKind::Frames) if self.adm.is_admitted(session) => {
+                        self.frame_from_peer(now, session, from, data)
+                    }
+                    Some(FlowKind::Frames) => {
+                        if let Some(p) = self.peers.get_mut(session) {
+                            p.drop_frame("unadmitted");
+                        }
                         self.endpoint.recycle(session, data);
                     }
-                    Some(FlowKind::Frames) => self.frame_from_peer(now, session, from, data),
+                    Some(FlowKind::Membership) => {
+                        self.membership_message(now, session, &data);
+                        self.endpoint.recycle(session, data);
+                    }
                     None => self.endpoint.recycle(session, data),
                 }
             }
+            FlowEvent::SendFlowComplete { flow } => self.gate_flow_complete(now, session, flow),
             FlowEvent::RecvFlowComplete { .. }
             | FlowEvent::RecvFlowAborted { .. }
-            | FlowEvent::Gap { .. }
-            | FlowEvent::SendFlowComplete { .. } => {}
+            | FlowEvent::Gap { .. } => {}
             FlowEvent::SendFlowRejected { flow, code } => {
-                tracing::warn!(?session, ?flow, code, "peer rejected a flow");
+                if self.is_membership_flow(session, flow) {
+                    // An agent older than admission: without a CA it is
+                    // admitted all the same.
+                    tracing::debug!(?session, code, "peer has no membership flow");
+                } else {
+                    tracing::warn!(?session, ?flow, code, "peer rejected a flow");
+                }
             }
         }
     }
@@ -224,6 +263,12 @@ impl Node {
     }
 
     fn open_session(&mut self, now: Instant, node: Option<NodeId>, addrs: Vec<SocketAddr>) {
+        if let Some(id) = node.filter(|id| self.adm.held_off(now, *id)) {
+            // It refused us, or we refused it, a moment ago.
+            tracing::debug!(node = %id, "no session: refused recently");
+            self.overlay.open_failed(now, node, &addrs);
+            return;
+        }
         let target = node.map(Target::Node).unwrap_or(Target::Any);
         let cands: Vec<Path> = match node {
             Some(id) => self.candidates_for(id, &addrs),
@@ -232,8 +277,11 @@ impl Node {
         match self.endpoint.connect(now, target, &cands) {
             Ok(sid) => {
                 if let Some(p) = self.peers.get(sid) {
-                    // Already open: remind the overlay.
+                    // Already open: remind the overlay (once admitted).
                     let peer = p.node;
+                    if !self.adm.is_admitted(sid) {
+                        return;
+                    }
                     if let Some(path) = self.endpoint.session_info(sid).map(|i| i.path) {
                         self.overlay
                             .peer_up(now, peer, path.direct(), node.is_none());
@@ -260,6 +308,16 @@ impl Node {
             .send(now, sid, control, bytes, Reliability::Reliable)
         {
             tracing::warn!(%to, error = %e, "control message not sent");
+        }
+    }
+
+    /// Send `msg` as it is to the member `to` on the control flow of the
+    /// current session with it (dropped without one). For tests that make
+    /// a member misbehave: the node itself only sends what it decided on.
+    #[doc(hidden)]
+    pub fn send_control_message(&mut self, now: Instant, to: NodeId, msg: &overlay::wire::Message) {
+        if let Ok(bytes) = msg.encode() {
+            self.send_control(now, to, &bytes);
         }
     }
 
@@ -296,7 +354,7 @@ impl Node {
 
     /// Register a peer's local addresses with the endpoint so Redirects
     /// (introducers) list them next to the observed address.
-    fn sync_peer_addresses(&mut self, peer: NodeId) {
+    pub(crate) fn sync_peer_addresses(&mut self, peer: NodeId) {
         let Some(m) = self.overlay.member(peer) else {
             return;
         };

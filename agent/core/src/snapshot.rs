@@ -101,6 +101,7 @@ impl Node {
             drops: self.node_drops(),
             relay: Some(self.relay_status(now, &names)),
             routed: self.routed_status(),
+            membership: self.adm.status(self.unix_now(now)),
             ..self.base.clone()
         }
     }
@@ -113,6 +114,7 @@ impl Node {
         p: &crate::peers::Peer,
     ) -> Option<SessionStatus> {
         let info = self.endpoint.session_info(sid)?;
+        let admitted = self.adm.is_admitted(sid);
         Some(SessionStatus {
             peer_id: p.node.to_string(),
             peer_name: names
@@ -139,6 +141,8 @@ impl Node {
             },
             state: match info.state {
                 SessionState::IHelloSent | SessionState::KeyingSent => SessionPhase::Opening,
+                // Open in the transport, not (yet) a member.
+                SessionState::Open if !admitted => SessionPhase::Opening,
                 SessionState::Open => SessionPhase::Open,
                 SessionState::NearClose | SessionState::FarCloseLinger => SessionPhase::Closing,
                 SessionState::Closed | SessionState::OpenFailed => SessionPhase::Closed,
@@ -149,14 +153,17 @@ impl Node {
             drops: p.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             age_secs: now.saturating_duration_since(p.opened).as_secs(),
             reason: match info.path {
+                _ if !admitted => Some("awaiting admission".into()),
                 Path::Route(_) => Some("no direct path".into()),
                 Path::Direct(a) => self.lan_hint(p.node, a),
             },
         })
     }
 
-    /// Node-wide drops: the endpoint's refused datagrams (`udp_` reason)
-    /// and frames dropped before reaching a session.
+    /// Node-wide drops: the endpoint's refused datagrams (`udp_` reason),
+    /// frames dropped before reaching a session, the overlay's budget
+    /// refusals, and peers refused at admission (`admission_<reason>`,
+    /// `refused_by_peer_<reason>`).
     fn node_drops(&self) -> BTreeMap<String, u64> {
         let mut d: BTreeMap<String, u64> = self
             .data
@@ -169,11 +176,17 @@ impl Node {
                 d.insert(format!("udp_{}", reason.as_str()), *n);
             }
         }
+        for (reason, n) in self.routes.stats.drops() {
+            if n > 0 {
+                d.insert(reason.to_string(), n);
+            }
+        }
         for (reason, n) in overlay_drops(&self.overlay.stats()) {
             if n > 0 {
                 d.insert(reason.to_string(), n);
             }
         }
+        d.extend(self.adm.drops.iter().map(|(k, v)| (k.clone(), *v)));
         d
     }
 

@@ -46,6 +46,64 @@ pub struct Status {
     /// of on a direct session.
     #[serde(default)]
     pub routed: RoutedStatus,
+    /// How members are admitted: the shared secret alone, or certificates
+    /// of a network CA.
+    #[serde(default)]
+    pub membership: MembershipStatus,
+}
+
+/// How this node admits members (`docs/membership.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum MembershipStatus {
+    /// The network secret is the whole check (no `network.ca`).
+    #[default]
+    SharedSecret,
+    /// Admission by certificates of a network CA.
+    Certificate {
+        /// The CA's public key, 64 hex digits.
+        ca: String,
+        /// The name in our certificate.
+        name: String,
+        /// Expiry of our certificate, seconds since the Unix epoch.
+        not_after: u64,
+        /// The same as `YYYY-MM-DD HH:MM:SS UTC`.
+        expires: String,
+        /// Whole days until expiry (negative once expired).
+        days_left: i64,
+        /// Version of the newest revocation list held (0: none).
+        revocations_version: u64,
+        /// What is wrong: expired, not yet valid, revoked, or expiring
+        /// within 30 days.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
+    },
+}
+
+impl fmt::Display for MembershipStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MembershipStatus::SharedSecret => f.write_str("shared secret (no per-node revocation)"),
+            MembershipStatus::Certificate {
+                ca,
+                name,
+                expires,
+                days_left,
+                revocations_version,
+                ..
+            } => {
+                write!(
+                    f,
+                    "certificate {name} from CA {}, expires {expires} ({days_left} days left), ",
+                    short_id(ca)
+                )?;
+                match revocations_version {
+                    0 => f.write_str("no revocation list"),
+                    v => write!(f, "revocation list version {v}"),
+                }
+            }
+        }
+    }
 }
 
 /// This node as a relay: its policy and the routes it carries.
@@ -434,6 +492,13 @@ impl Status {
         }
         let _ = writeln!(o, "nat       {nat}");
         let _ = writeln!(o, "uptime    {}", format_duration(self.uptime_secs));
+        let _ = writeln!(o, "membership: {}", self.membership);
+        if let MembershipStatus::Certificate {
+            warning: Some(w), ..
+        } = &self.membership
+        {
+            let _ = writeln!(o, "WARNING: {w}");
+        }
         if !self.drops.is_empty() {
             let d: Vec<String> = self.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(o, "drops     {}", d.join(", "));
@@ -706,6 +771,15 @@ pub fn example() -> Status {
             }],
             forwarded: 17,
         },
+        membership: MembershipStatus::Certificate {
+            ca: "5f2a1c0e5f2a1c0e5f2a1c0e5f2a1c0e5f2a1c0e5f2a1c0e5f2a1c0e5f2a1c0e".into(),
+            name: "laptop".into(),
+            not_after: 1_827_850_800,
+            expires: "2027-12-03 16:20:00 UTC".into(),
+            days_left: 365,
+            revocations_version: 3,
+            warning: None,
+        },
     }
 }
 
@@ -726,6 +800,7 @@ listen    0.0.0.0:4910
 addresses 192.0.2.10:4910 (local), 203.0.113.5:61000 (reflexive)
 nat       endpoint-independent (203.0.113.5:61000)
 uptime    1d01h
+membership: certificate laptop from CA 5f2a1c0e, expires 2027-12-03 16:20:00 UTC (365 days left), revocation list version 3
 drops     udp_not_member 3
 relay     enabled, 1 of 64 routes
   89abcdef -> fedcba98  via desktop -> fedcba98  ready  fwd 1000 pkts 1.3 MiB  back 500 pkts 39.1 KiB  dropped 1  1m05s
@@ -778,8 +853,60 @@ fedcba98  -        long
             "{j}"
         );
         assert!(!j.contains("reason"), "{j}");
+        assert!(
+            j.contains(r#""membership":{"mode":"certificate","ca":"5f2a1c0e"#),
+            "{j}"
+        );
+        assert!(
+            j.contains(r#""days_left":365,"revocations_version":3}"#),
+            "{j}"
+        );
         let back: Status = serde_json::from_str(&j).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn membership_modes_render_and_serialise() {
+        let s = Status::default();
+        assert!(
+            s.render()
+                .contains("\nmembership: shared secret (no per-node revocation)\n"),
+            "{}",
+            s.render()
+        );
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(
+            j.contains(r#""membership":{"mode":"shared-secret"}"#),
+            "{j}"
+        );
+        // A status without the field (an older agent) reads as shared
+        // secret.
+        let old = j.replace(r#","membership":{"mode":"shared-secret"}"#, "");
+        assert!(!old.contains("membership"));
+        assert_eq!(serde_json::from_str::<Status>(&old).unwrap(), s);
+        let expiring = Status {
+            membership: MembershipStatus::Certificate {
+                ca: "ab".repeat(32),
+                name: "n1".into(),
+                not_after: 0,
+                expires: "1970-01-01 00:00:00 UTC".into(),
+                days_left: 12,
+                revocations_version: 0,
+                warning: Some("certificate expires in 12 days".into()),
+            },
+            ..Status::default()
+        };
+        let r = expiring.render();
+        assert!(
+            r.contains("membership: certificate n1 from CA abababab, expires 1970-01-01 00:00:00 UTC (12 days left), no revocation list\nWARNING: certificate expires in 12 days\n"),
+            "{r}"
+        );
+        let j = serde_json::to_string(&expiring).unwrap();
+        assert!(
+            j.contains(r#""warning":"certificate expires in 12 days""#),
+            "{j}"
+        );
+        assert_eq!(serde_json::from_str::<Status>(&j).unwrap(), expiring);
     }
 
     #[test]

@@ -28,8 +28,9 @@ impl Overlay {
         is_introducer: bool,
     ) {
         self.failed_opens.remove(&node);
-        if node == self.cfg.node_id {
-            // Reached ourselves (e.g. our own address in the introducer list).
+        if node == self.cfg.node_id || self.banned.contains(&node) {
+            // Reached ourselves (e.g. our own address in the introducer
+            // list), or a banned node.
             self.actions.push_back(Action::CloseSession { node });
             return;
         }
@@ -198,7 +199,7 @@ impl Overlay {
     }
 
     pub(super) fn open_member(&mut self, now: Instant, id: NodeId) {
-        if self.links.contains_key(&id) || self.leaving {
+        if self.links.contains_key(&id) || self.leaving || self.banned.contains(&id) {
             return;
         }
         let Some(m) = self.members.get_mut(&id) else {

@@ -208,8 +208,9 @@ impl Overlay {
         p: PendingLookup,
         nonce: u64,
         from: Option<NodeId>,
-        members: Vec<Member>,
+        mut members: Vec<Member>,
     ) {
+        members.retain(|m| !self.banned.contains(&m.node_id));
         let ring_ids: Vec<NodeId> = members
             .iter()
             .filter(|m| m.has_tap)

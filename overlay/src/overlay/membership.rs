@@ -4,8 +4,12 @@
 //! that failed (and ignores gossip about them for `forget_for`) and prunes
 //! what the policy no longer needs. Also the periodic `Neighbours` / `Ring`
 //! gossip that keeps neighbours' views consistent.
+//!
+//! Banned nodes ([`Overlay::ban`]: the network CA revoked them) are dropped
+//! at once and for good: no link, no member record, never learnt again
+//! from gossip or lookup answers, never opened to.
 
-use super::{Event, MemberState, Overlay};
+use super::{Action, Event, MemberState, Overlay};
 use crate::ring;
 use crate::wire::{
     AddrOrigin, Hello, LinkWant, Member, Message, TaggedAddr, MAX_ADDRS, MAX_NEIGHBOURS,
@@ -16,7 +20,50 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::time::Instant;
 
+/// Most nodes [`Overlay::ban`] keeps: the most entries a revocation list
+/// holds (`ringlan-node`'s `revocation::MAX_REVOKED`).
+pub const MAX_BANNED: usize = 8192;
+
 impl Overlay {
+    /// Ban `nodes` for the life of this overlay (their certificates were
+    /// revoked): their links go (close the sessions; no `peer_down` is
+    /// expected back), they are forgotten, and they are never learnt from
+    /// gossip, opened to or linked again (a later [`Overlay::peer_up`] for
+    /// one is answered with [`Action::CloseSession`]). This node itself is
+    /// never banned. At most [`MAX_BANNED`] nodes; returns false when some
+    /// did not fit (the others are banned).
+    pub fn ban(&mut self, now: Instant, nodes: impl IntoIterator<Item = NodeId>) -> bool {
+        let mut all = true;
+        for node in nodes {
+            if node == self.cfg.node_id {
+                continue;
+            }
+            if !self.banned.contains(&node) {
+                if self.banned.len() >= MAX_BANNED {
+                    all = false;
+                    continue;
+                }
+                self.banned.insert(node);
+            }
+            if self.links.remove(&node).is_some() {
+                self.switch.forget_node(node);
+                self.events.push_back(Event::LinkDown { node });
+                self.actions.push_back(Action::CloseSession { node });
+            }
+            self.link_lost(now, node);
+            self.failed_opens.remove(&node);
+            self.forgotten.remove(&node);
+            self.remove_member(node);
+        }
+        self.run_policy(now);
+        all
+    }
+
+    /// Whether `node` is banned ([`Overlay::ban`]).
+    pub fn is_banned(&self, node: NodeId) -> bool {
+        self.banned.contains(&node)
+    }
+
     pub(super) fn on_hello(&mut self, now: Instant, from: NodeId, h: Hello) {
         if h.node_id != from {
             // A peer must introduce itself under its session's identity.
@@ -59,7 +106,7 @@ impl Overlay {
 
     /// Add or update a member (unless it is this node or forgotten).
     pub(super) fn learn(&mut self, now: Instant, mut m: Member) {
-        if m.node_id == self.cfg.node_id {
+        if m.node_id == self.cfg.node_id || self.banned.contains(&m.node_id) {
             return;
         }
         if let Some(until) = self.forgotten.get(&m.node_id) {
@@ -354,6 +401,15 @@ mod tests {
         }
     }
 
+    /// A node linked to introducer 7 and member 8.
+    fn linked_to_7_and_8(t0: Instant) -> Overlay {
+        let mut o = node(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        o.peer_up(t0, NodeId(8), Some(sa("198.51.100.8:4910")), false);
+        o
+    }
+
     fn joined(o: &mut Overlay) -> usize {
         std::iter::from_fn(|| o.poll_event())
             .filter(|e| matches!(e, Event::MemberJoined { .. }))
@@ -367,10 +423,7 @@ mod tests {
     #[test]
     fn gossip_is_accepted_within_each_peers_budget() {
         let t0 = Instant::now();
-        let mut o = node(t0);
-        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
-        o.peer_up(t0, NodeId(8), Some(sa("198.51.100.8:4910")), false);
+        let mut o = linked_to_7_and_8(t0);
         std::iter::from_fn(|| o.poll_event()).for_each(drop);
         let b = o.config().budgets.gossip_per_peer;
         let mut next = 1000u128;
@@ -438,6 +491,68 @@ mod tests {
         m.name = "renamed".into();
         o.handle_control(t0, NodeId(2), &Message::Members(vec![m]).encode().unwrap());
         assert_eq!(o.members[&known].info.name, "renamed");
+    }
+
+    /// A banned node loses its link and member record at once, is never
+    /// learnt again from any gossip, is not linked again when its session
+    /// comes up, and the set is bounded.
+    #[test]
+    fn a_banned_node_is_dropped_and_never_comes_back() {
+        let t0 = Instant::now();
+        let mut o = linked_to_7_and_8(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        o.handle_control(t0, NodeId(8), &tap_hello(8, &[], false));
+        o.handle_control(
+            t0,
+            NodeId(7),
+            &Message::Members(vec![member(9)]).encode().unwrap(),
+        );
+        assert!(o.member(NodeId(8)).is_some() && o.member(NodeId(9)).is_some());
+        std::iter::from_fn(|| o.poll_event()).for_each(drop);
+        std::iter::from_fn(|| o.poll_action()).for_each(drop);
+
+        assert!(o.ban(t0, [NodeId(8), NodeId(9)]));
+        assert!(o.is_banned(NodeId(8)));
+        assert!(!o.is_linked(NodeId(8)));
+        assert!(o.member(NodeId(8)).is_none() && o.member(NodeId(9)).is_none());
+        let actions: Vec<Action> = std::iter::from_fn(|| o.poll_action()).collect();
+        assert!(
+            actions.contains(&Action::CloseSession { node: NodeId(8) }),
+            "{actions:?}"
+        );
+        assert!(
+            !actions.iter().any(
+                |a| matches!(a, Action::OpenSession { node: Some(n), .. } if n.0 == 8 || n.0 == 9)
+            ),
+            "{actions:?}"
+        );
+        let events: Vec<Event> = std::iter::from_fn(|| o.poll_event()).collect();
+        assert!(events.contains(&Event::LinkDown { node: NodeId(8) }));
+
+        // Gossip, a joined announcement, a ring list, a lookup answer, long
+        // after: never learnt again.
+        let later = t0 + Duration::from_secs(3600);
+        for msg in [
+            Message::Members(vec![member(8), member(9)]),
+            Message::MemberJoined(member(9)),
+            Message::Ring(vec![member(8)]),
+        ] {
+            o.handle_control(later, NodeId(7), &msg.encode().unwrap());
+        }
+        assert!(o.member(NodeId(8)).is_none() && o.member(NodeId(9)).is_none());
+        // Its session comes up again (it opened one to us): refused.
+        o.peer_up(later, NodeId(8), Some(sa("198.51.100.8:4910")), false);
+        assert!(!o.is_linked(NodeId(8)));
+        let actions: Vec<Action> = std::iter::from_fn(|| o.poll_action()).collect();
+        assert!(actions.contains(&Action::CloseSession { node: NodeId(8) }));
+        // Never ourselves; bounded.
+        assert!(o.ban(later, [NodeId(100)]));
+        assert!(!o.is_banned(NodeId(100)));
+        assert!(!o.ban(later, (0..MAX_BANNED as u128).map(|k| NodeId(10_000 + k))));
+        assert_eq!(o.banned.len(), MAX_BANNED);
+        assert!(!o.is_banned(NodeId(10_000 + MAX_BANNED as u128 - 1)));
+        assert!(!o.ban(later, [NodeId(1)]));
+        assert!(o.ban(later, [NodeId(8)]), "already banned stays banned");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the data path.
 //!
 //! Inputs: [`Overlay::peer_up`], [`Overlay::peer_down`],
-//! [`Overlay::open_failed`], [`Overlay::peer_moved`],
+//! [`Overlay::open_failed`], [`Overlay::peer_moved`], [`Overlay::ban`],
 //! [`Overlay::reflexive_changed`], [`Overlay::handle_control`],
 //! [`Overlay::handle_timeout`], [`Overlay::set_local_addresses`],
 //! [`Overlay::leave`] and the data path ([`Overlay::frame_from_tap`],
@@ -26,7 +26,7 @@
 //! | `config.rs` | the parameters and what a valid configuration is |
 //! | `links.rs` | session life cycle: link up/down, opens to members and introducers, their failures and back-off |
 //! | `policy.rs` | which links this node wants (ring, long, on-demand), the Symphony long-link draws, and the caps that bound the links peers ask for |
-//! | `membership.rs` | who is known, with which addresses: `Hello`, `Ring` gossip, forgetting and pruning |
+//! | `membership.rs` | who is known, with which addresses: `Hello`, `Ring` gossip, forgetting and pruning; banned (revoked) nodes |
 //! | `lookup.rs` | greedy routing towards a ring position and the `Lookup` exchange (join, long-link managers, on-demand resolution) |
 //! | `datapath.rs` | what happens to each Ethernet frame: direct, routed or bounded flood; on-demand traffic counting |
 //! | `moves.rs` | address mobility: announcing a peer's (or our own) new address and probing reported ones |
@@ -37,7 +37,7 @@ use crate::wire::{
     AddrOrigin, Hello, LinkWant, Member, Message, Role, TaggedAddr, WireError, MAX_ADDRS, MAX_NAME,
 };
 use ringlan_tunnel::{NodeId, Rng};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,7 @@ mod tests;
 pub use budget::{Budget, Budgets};
 pub use config::{Config, ConfigError};
 pub use datapath::{FrameSend, Received};
+pub use membership::MAX_BANNED;
 pub use status::{LinkCounts, LinkKind, Neighbour, OpenAttempt, RoutedCounters, Stats};
 
 use budget::{Bucket, Buckets};
@@ -74,6 +75,8 @@ pub struct Overlay {
     members: BTreeMap<NodeId, MemberState>,
     /// Nodes not to re-learn from gossip before the instant.
     forgotten: BTreeMap<NodeId, Instant>,
+    /// Nodes never to learn, open to or link again (`membership.rs`).
+    banned: BTreeSet<NodeId>,
     introducers: Vec<IntroducerState>,
     switch: Switch,
     flood_seq: u64,
@@ -302,6 +305,7 @@ impl Overlay {
             members: BTreeMap::new(),
             failed_opens: BTreeMap::new(),
             forgotten: BTreeMap::new(),
+            banned: BTreeSet::new(),
             introducers,
             actions: VecDeque::new(),
             events: VecDeque::new(),

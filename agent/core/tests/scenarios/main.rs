@@ -17,11 +17,21 @@
 //!   flush; two nodes behind one NAT on the LAN path; frames over lossy,
 //!   duplicating, reordering links intact and once;
 //! - [`relay`]: the relay in use dies -> standby route -> direct once the
-//!   NATs turn cone-like, one session throughout.
+//!   NATs turn cone-like, one session throughout; a member flooding the
+//!   relays with route setups leaves room for two symmetric-NAT members.
+//!
+//! - [`admission`]: a network CA: members admitted by certificate, the
+//!   others refused with the reason on both ends; revocation lists pushed,
+//!   spread, caught up on return; revoked nodes closed, banned, their
+//!   relayed routes dropped; certificates expiring mid-session;
+//! - [`old_agent`]: bare endpoints holding the secret but speaking no
+//!   membership flow (or garbage on it) never reach the overlay.
 //!
 //! `world` builds the worlds and asks the questions.
 
+mod admission;
 mod nat;
+mod old_agent;
 mod relay;
 mod ring;
 mod world;

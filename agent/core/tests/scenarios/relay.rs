@@ -5,18 +5,23 @@
 //! direct path. One session throughout; frames sent while a path is dead
 //! may be lost (the frame flow never retransmits), none is damaged or
 //! duplicated, and every frame sent on a working path arrives.
+//!
+//! And a member flooding the relays with route setups cannot take the
+//! relay slots the others need.
 
 use std::time::Duration;
 
-use ringlan_node::sim::NatModel;
+use ringlan_node::sim::{HostId, NatModel, Place};
 use ringlan_node::status::PathKind;
+use ringlan_overlay::wire::{Message, RouteSetup};
+use ringlan_tunnel::DEFAULT_RELAY_ROUTES_PER_ORIGIN;
 
 use crate::world::{is_direct_nat, is_relayed, World};
 
 const FRAMES: usize = 100;
 const EVERY: Duration = Duration::from_millis(10);
 
-fn via(w: &World, a: ringlan_node::sim::HostId, b: ringlan_node::sim::HostId) -> (String, usize) {
+fn via(w: &World, a: HostId, b: HostId) -> (String, usize) {
     match w.path(a, b) {
         Some(PathKind::Relayed { via, standby }) => (via, standby),
         p => panic!("not relayed: {p:?}"),
@@ -99,5 +104,86 @@ fn relay_death_moves_the_session_to_the_standby_then_to_direct() {
     w.assert_delivers("direct", |w| {
         w.send_frames(a, Some(b), FRAMES, EVERY);
         w.send_frames(b, Some(a), FRAMES, EVERY);
+    });
+}
+
+/// The route flood: one member sends both relaying introducers
+/// route setups as fast as they answer (its own origin, every other member
+/// as target, fresh ids), before and while two members behind symmetric
+/// NATs join. The relays' quotas keep it to a fraction of their slots, so
+/// the two still get a relayed session; the refusals are counted.
+#[test]
+fn a_member_flooding_route_setups_leaves_relays_for_the_others() {
+    let mut w = World::new(47);
+    let i1 = w.introducer("intro1");
+    let i2 = w.introducer("intro2");
+    let m = w.node("m", Place::Internet, false);
+    let mut targets: Vec<HostId> = (0..4)
+        .map(|k| w.node(&format!("c{k}"), Place::Internet, false))
+        .collect();
+    w.run_for(Duration::from_secs(5));
+    let mut n: u32 = 0;
+    let mut flood = |w: &mut World, targets: &[HostId], seconds: u64| {
+        let (mid, relays) = (w.id(m), [w.id(i1), w.id(i2)]);
+        let ids: Vec<_> = targets.iter().map(|t| w.id(*t)).collect();
+        for _ in 0..seconds * 4 {
+            w.sim.with(m, |node, now| {
+                for relay in relays {
+                    for _ in 0..16 {
+                        n += 1;
+                        let setup = RouteSetup {
+                            nonce: u64::from(n),
+                            origin: mid,
+                            target: ids[n as usize % ids.len()],
+                            relays_left: 0,
+                            id: 0x4000_0000 | n,
+                            key: [n as u8; 32],
+                            path: Vec::new(),
+                        };
+                        node.send_control_message(now, relay, &Message::RouteSetup(setup));
+                    }
+                }
+            });
+            w.run_for(Duration::from_millis(250));
+        }
+    };
+    flood(&mut w, &targets, 5);
+    let (a, _) = w.behind("a", NatModel::symmetric());
+    let (b, _) = w.behind("b", NatModel::symmetric());
+    targets.extend([a, b]);
+    let t0 = w.sim.now();
+    let mut relayed = false;
+    for _ in 0..30 {
+        flood(&mut w, &targets, 1);
+        if matches!(w.path(a, b), Some(PathKind::Relayed { .. })) {
+            relayed = true;
+            break;
+        }
+    }
+    assert!(
+        relayed,
+        "a and b relayed despite the flood: {:?}",
+        w.path(a, b)
+    );
+    eprintln!("relayed {:?} after a and b joined", w.sim.now() - t0);
+    for i in [i1, i2] {
+        let st = w.status(i);
+        let relay = st.relay.expect("relay status");
+        let by_m = relay
+            .routes
+            .iter()
+            .filter(|r| r.origin == w.id(m).to_string())
+            .count();
+        eprintln!(
+            "{}: {} routes, {by_m} of m; drops {:?}",
+            w.name(i),
+            relay.routes.len(),
+            st.drops
+        );
+        assert!(by_m <= DEFAULT_RELAY_ROUTES_PER_ORIGIN, "{by_m}");
+        assert!(st.drops.get("route_over_quota").is_some_and(|n| *n > 0));
+    }
+    w.assert_delivers("relayed under the flood", |w| {
+        w.send_frames(a, Some(b), 20, EVERY)
     });
 }

@@ -7,17 +7,45 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use ed25519_dalek::SigningKey;
+use ringlan_node::membership::{CaKey, CertBody, MacPolicy, RevocationList, Roles, SignedBody};
 use ringlan_node::sim::frames::{mac, Ledger, Verdict};
 use ringlan_node::sim::{HostCtx, HostId, Place, Sim, SiteId};
 use ringlan_node::status::{PathKind, SessionPhase, SessionStatus, Status, TapStatus};
-use ringlan_node::{LocalIf, Node, NodeSetup, Role};
+use ringlan_node::{LocalIf, MembershipSetup, Node, NodeEvent, NodeSetup, Role};
+use ringlan_tunnel::crypto::NetworkName;
 use ringlan_tunnel::BirthdayConfig;
 use ringlan_tunnel::NodeId;
 use ringlan_tunnel::RelayLimits;
 use ringlan_tunnel::SessionId;
 
+/// The wall clock at the start of every world (2026-12-03 00:00:00 UTC).
+pub const UNIX_START: u64 = 1_796_256_000;
+
 /// Session keepalive (the agent's default).
 pub const KEEPALIVE: Duration = Duration::from_secs(25);
+
+/// A node's certificate in a world with a network CA
+/// ([`World::with_ca`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cert {
+    /// Signed by the world's CA for its network, valid for a year.
+    Valid,
+    /// Valid until `UNIX_START + secs`.
+    ValidFor(u64),
+    /// No `network.ca` at all: the shared secret only.
+    NoCa,
+    /// Expired a day before the world started.
+    Expired,
+    /// Valid from a day after the world started.
+    NotYetValid,
+    /// Signed by another CA (which the node also trusts).
+    OtherCa,
+    /// Signed by the world's CA for another network.
+    OtherNetwork,
+    /// Signed by the world's CA for another node's key.
+    OtherKey,
+}
 
 /// What a host runs.
 #[derive(Debug, Clone)]
@@ -26,6 +54,16 @@ struct Spec {
     role: Role,
     relay: bool,
     keepalive: Duration,
+    cert: Cert,
+}
+
+/// The network CA of a world and what each node kept.
+#[derive(Debug, Clone)]
+struct Ca {
+    key: SigningKey,
+    /// The newest revocation list each host was told to keep
+    /// ([`NodeEvent::Revocations`]), given back on restart.
+    kept: BTreeMap<HostId, Vec<u8>>,
 }
 
 pub struct World {
@@ -37,6 +75,11 @@ pub struct World {
     introducers: Vec<SocketAddr>,
     /// Session keepalive of nodes added from now on.
     pub keepalive: Duration,
+    ca: Option<Ca>,
+    /// Certificate of nodes added from now on (with a CA).
+    pub cert: Cert,
+    /// Revocation list versions each host announced, in order.
+    pub installed: BTreeMap<HostId, Vec<u64>>,
 }
 
 impl World {
@@ -48,14 +91,44 @@ impl World {
             ids: BTreeMap::new(),
             introducers: Vec::new(),
             keepalive: KEEPALIVE,
+            ca: None,
+            cert: Cert::Valid,
+            installed: BTreeMap::new(),
         }
+    }
+
+    /// A world whose network has a CA: every node added gets a
+    /// certificate of kind [`World::cert`].
+    pub fn with_ca(seed: u64) -> World {
+        let mut w = World::new(seed);
+        w.ca = Some(Ca {
+            key: SigningKey::from_bytes(&CA_SECRET),
+            kept: BTreeMap::new(),
+        });
+        w
+    }
+
+    /// The network CA's signing key.
+    pub fn ca_key(&self) -> &SigningKey {
+        &self.ca.as_ref().expect("a world with a CA").key
+    }
+
+    /// A node of this world with certificate `cert` (public address).
+    pub fn member(&mut self, name: &str, cert: Cert) -> HostId {
+        let keep = self.cert;
+        self.cert = cert;
+        let h = self.node(name, Place::Internet, false);
+        self.cert = keep;
+        h
     }
 
     fn add(&mut self, place: Place, spec: Spec) -> HostId {
         let introducers = self.introducers.clone();
-        let h = self
-            .sim
-            .add_host(place, |ctx| start(&introducers, ctx, &spec));
+        let ca = self.ca.clone();
+        let unix = UNIX_START + self.sim.elapsed().as_secs();
+        let h = self.sim.add_host(place, |ctx| {
+            start(&introducers, ca.as_ref(), unix, ctx, &spec)
+        });
         self.specs.insert(h, spec);
         self.ids.insert(h, self.sim.machine(h).node_id());
         h
@@ -70,6 +143,7 @@ impl World {
                 role: Role::Introducer,
                 relay: true,
                 keepalive: self.keepalive,
+                cert: self.cert,
             },
         );
         self.introducers.push(self.sim.addr(h));
@@ -85,6 +159,7 @@ impl World {
                 role: Role::Node,
                 relay,
                 keepalive: self.keepalive,
+                cert: self.cert,
             },
         )
     }
@@ -103,7 +178,10 @@ impl World {
     pub fn restart(&mut self, h: HostId) {
         let spec = self.specs[&h].clone();
         let introducers = self.introducers.clone();
-        self.sim.restart(h, |ctx| start(&introducers, ctx, &spec));
+        let ca = self.ca.clone();
+        let unix = UNIX_START + self.sim.elapsed().as_secs();
+        self.sim
+            .restart(h, |ctx| start(&introducers, ca.as_ref(), unix, ctx, &spec));
     }
 
     pub fn name(&self, h: HostId) -> &str {
@@ -162,12 +240,21 @@ impl World {
         }
     }
 
-    /// Move every frame the TAPs wrote into the ledger.
+    /// Move every frame the TAPs wrote into the ledger; keep the
+    /// revocation lists nodes were told to keep.
     pub fn collect(&mut self) {
         let hosts: Vec<HostId> = self.sim.hosts().collect();
         for h in hosts {
             for f in self.sim.take_frames(h) {
                 self.ledger.receive(h, &f);
+            }
+            for e in self.sim.take_events(h) {
+                if let NodeEvent::Revocations { list, version } = e {
+                    self.installed.entry(h).or_default().push(version);
+                    if let Some(ca) = self.ca.as_mut() {
+                        ca.kept.insert(h, list);
+                    }
+                }
             }
         }
     }
@@ -279,17 +366,98 @@ impl World {
     }
 }
 
-/// The setup of the node `spec` describes on the host `ctx` describes.
-fn setup(introducers: &[SocketAddr], ctx: &HostCtx, spec: &Spec) -> NodeSetup {
-    // One key per host, kept across restarts (the same member comes
-    // back).
+/// The network of every world.
+pub const NETWORK: &str = "sim";
+/// The network secret of every world.
+pub const SECRET: [u8; 32] = [0x5e; 32];
+/// The secret key of the network CA of worlds with one.
+const CA_SECRET: [u8; 32] = [0xca; 32];
+
+/// The setup of an introducer with a valid certificate of the CA of
+/// [`World::with_ca`], started at the beginning of a simulation: for
+/// simulations that host other machines next to nodes.
+pub fn introducer_setup(ctx: &HostCtx) -> NodeSetup {
+    let ca = Ca {
+        key: SigningKey::from_bytes(&CA_SECRET),
+        kept: BTreeMap::new(),
+    };
+    let spec = Spec {
+        name: "intro".into(),
+        role: Role::Introducer,
+        relay: true,
+        keepalive: KEEPALIVE,
+        cert: Cert::Valid,
+    };
+    setup(&[], Some(&ca), UNIX_START, ctx, &spec)
+}
+
+/// The secret key of host `h`'s node: one per host, kept across restarts
+/// (the same member comes back).
+pub fn node_key(h: HostId) -> [u8; 32] {
     let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&(ctx.host.0 as u64 + 1).to_le_bytes());
+    key[..8].copy_from_slice(&(h.0 as u64 + 1).to_le_bytes());
     key[8..16].copy_from_slice(b"sim/key ");
+    key
+}
+
+/// The membership setup of host `h` with certificate `cert`.
+fn membership(ca: &Ca, h: HostId, name: &str, cert: Cert) -> Option<MembershipSetup> {
+    let day = 86_400;
+    let mut signer = ca.key.clone();
+    let mut body = CertBody {
+        network: NetworkName::new(NETWORK).unwrap(),
+        issuer: CaKey([0; 32]),
+        node_key: SigningKey::from_bytes(&node_key(h))
+            .verifying_key()
+            .to_bytes(),
+        name: name.into(),
+        ips: Vec::new(),
+        mac: MacPolicy::Auto,
+        roles: Roles::default(),
+        not_before: UNIX_START - day,
+        not_after: UNIX_START + 365 * day,
+    };
+    match cert {
+        Cert::NoCa => return None,
+        Cert::Valid => {}
+        Cert::ValidFor(secs) => body.not_after = UNIX_START + secs,
+        Cert::Expired => {
+            body.not_before = UNIX_START - 365 * day;
+            body.not_after = UNIX_START - day;
+        }
+        Cert::NotYetValid => body.not_before = UNIX_START + day,
+        Cert::OtherCa => signer = SigningKey::from_bytes(&[0x0c; 32]),
+        Cert::OtherNetwork => body.network = NetworkName::new("elsewhere").unwrap(),
+        Cert::OtherKey => {
+            body.node_key = SigningKey::from_bytes(&[0x99; 32])
+                .verifying_key()
+                .to_bytes()
+        }
+    }
+    let certificate = body.sign(&signer).expect("a valid certificate body");
+    Some(MembershipSetup {
+        ca: CaKey(signer.verifying_key().to_bytes()),
+        certificate,
+        revocations: ca
+            .kept
+            .get(&h)
+            .map(|b| RevocationList::decode(b).expect("a kept list decodes")),
+    })
+}
+
+/// The setup of the node `spec` describes on the host `ctx` describes.
+fn setup(
+    introducers: &[SocketAddr],
+    ca: Option<&Ca>,
+    unix: u64,
+    ctx: &HostCtx,
+    spec: &Spec,
+) -> NodeSetup {
+    let key = node_key(ctx.host);
     let m = mac(ctx.host);
     NodeSetup {
-        network: "sim".into(),
-        secret: [0x5e; 32],
+        network: NETWORK.into(),
+        secret: SECRET,
         key,
         name: spec.name.clone(),
         role: spec.role,
@@ -322,11 +490,19 @@ fn setup(introducers: &[SocketAddr], ctx: &HostCtx, spec: &Spec) -> NodeSetup {
             ip: ctx.ip,
             prefix: ctx.prefix,
         }],
+        unix_time: unix,
+        membership: ca.and_then(|ca| membership(ca, ctx.host, &spec.name, spec.cert)),
     }
 }
 
-fn start(introducers: &[SocketAddr], ctx: &HostCtx, spec: &Spec) -> Node {
-    Node::new(ctx.now, setup(introducers, ctx, spec), ctx.seed).expect("valid node setup")
+fn start(
+    introducers: &[SocketAddr],
+    ca: Option<&Ca>,
+    unix: u64,
+    ctx: &HostCtx,
+    spec: &Spec,
+) -> Node {
+    Node::new(ctx.now, setup(introducers, ca, unix, ctx, spec), ctx.seed).expect("valid node setup")
 }
 
 fn session_of(sim: &Sim<Node>, a: HostId, peer: NodeId) -> Option<SessionStatus> {
