@@ -68,7 +68,9 @@ pub use route_table::{
     DEFAULT_RELAY_MBPS, DEFAULT_RELAY_ROUTES, DEFAULT_RELAY_ROUTES_PER_ORIGIN,
     DEFAULT_RELAY_ROUTES_PER_TARGET, DEFAULT_RELAY_TOTAL_MBPS, ROUTE_OVERHEAD,
 };
-pub use session::{CloseReason, OpenFailure, SessionConfig, SessionState, SessionStats};
+pub use session::{
+    CloseReason, OpenFailure, RekeyConfig, SessionConfig, SessionState, SessionStats,
+};
 pub use stun::{classify_mapping, NatMapping, StunError, StunTxId};
 
 /// The decoders and sub-machines the fuzz targets (`tunnel/fuzz`) drive
@@ -76,7 +78,7 @@ pub use stun::{classify_mapping, NatMapping, StunError, StunTxId};
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::flow::{ChunkSink, FlowSet};
-    pub use crate::route_table::{RouteInput, Routes, E2E_TAG_LEN, ROUTE_HEADER_LEN};
+    pub use crate::route_table::{RouteInput, Routes, ROUTE_HEADER_LEN};
     pub use crate::wire::packet::MULTIPLEX_HEADER_LEN;
     pub use crate::wire::{
         scramble_session_id, split_multiplex, write_multiplex_header, Address, AddressIter, Chunk,

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use common::{config, LinkModel, Net};
 use ringlan_tunnel::SessionId;
-use ringlan_tunnel::{Event, Target};
+use ringlan_tunnel::{DropReason, Event, Target};
 use ringlan_tunnel::{FlowEvent, FlowId, Reliability};
 use ringlan_tunnel::{Path, RouteId};
-use ringlan_tunnel::{RelayLimits, RouteRole, ROUTE_OVERHEAD};
+use ringlan_tunnel::{RekeyConfig, RelayLimits, RouteRole, ROUTE_OVERHEAD};
 
 const A: usize = 0;
 const R1: usize = 1;
@@ -116,6 +116,11 @@ fn relay_cfg(seed: u8) -> ringlan_tunnel::EndpointConfig {
 }
 
 fn lab(loss: f64) -> Net {
+    lab_rekeying(loss, RekeyConfig::default())
+}
+
+/// The lab with `rekey` on the route's ends A and B.
+fn lab_rekeying(loss: f64, rekey: RekeyConfig) -> Net {
     let mut net = Net::new(
         11,
         LinkModel {
@@ -124,10 +129,15 @@ fn lab(loss: f64) -> Net {
             ..LinkModel::default()
         },
     );
-    assert_eq!(net.add(config(1)), A);
+    let end = |seed| {
+        let mut c = config(seed);
+        c.session.rekey = rekey.clone();
+        c
+    };
+    assert_eq!(net.add(end(1)), A);
     assert_eq!(net.add(relay_cfg(2)), R1);
     assert_eq!(net.add(relay_cfg(3)), R2);
-    assert_eq!(net.add(config(4)), B);
+    assert_eq!(net.add(end(4)), B);
     net
 }
 
@@ -386,4 +396,70 @@ fn a_route_through_two_relays_carries_the_handshake_and_data() {
     t.run(&mut net, 2000, Duration::from_secs(120));
     t.check();
     assert!(transit_bytes(&net, R1) > 2_000_000 && transit_bytes(&net, R2) > 2_000_000);
+}
+
+#[test]
+fn a_modified_copy_sent_ahead_of_each_datagram_does_not_stop_a_relayed_transfer() {
+    // An attacker on the path A -> R1 that can watch and inject but not
+    // drop: ahead of every datagram it sends a copy with one byte of the
+    // end-to-end body changed. The hop tag covers the whole datagram, so R1
+    // refuses the copies without spending their sequence numbers and
+    // forwards the genuine datagrams (issue 12 item 5).
+    let mut net = lab(0.0);
+    block_direct(&mut net);
+    connect_direct(&mut net, A, R1);
+    connect_direct(&mut net, B, R1);
+    let (ra, _rb) = route(&mut net, A, R1, B);
+    let (sa, _sb) = open_over(&mut net, Path::Route(ra));
+    let (a, r1) = (net.nodes[A].addr, net.nodes[R1].addr);
+    let forged = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let count = forged.clone();
+    net.injector = Some(Box::new(move |from, to, data| {
+        if from != a || to != r1 || data.len() < 200 {
+            return None;
+        }
+        count.set(count.get() + 1);
+        let mut copy = data.to_vec();
+        let mid = copy.len() / 2;
+        copy[mid] ^= 0x01;
+        Some(copy)
+    }));
+    let mut t = Transfer::new(&mut net, sa);
+    t.run(&mut net, 2000, Duration::from_secs(120));
+    t.check();
+    assert!(forged.get() >= 2000, "{}", forged.get());
+    let refused = net.nodes[R1].ep.stats().drops[&DropReason::Route];
+    assert!(refused >= forged.get(), "{refused} of {}", forged.get());
+    assert!(t.stalls.is_empty(), "{:?}", t.stalls);
+}
+
+#[test]
+fn a_relayed_session_rekeys_under_a_transfer() {
+    let mut net = lab_rekeying(
+        0.02,
+        RekeyConfig {
+            interval: Duration::from_millis(300),
+            ..RekeyConfig::default()
+        },
+    );
+    block_direct(&mut net);
+    connect_direct(&mut net, A, R1);
+    connect_direct(&mut net, B, R1);
+    let (ra, _rb) = route(&mut net, A, R1, B);
+    let (sa, sb) = open_over(&mut net, Path::Route(ra));
+    let mut t = Transfer::new(&mut net, sa);
+    t.run(&mut net, 4096, Duration::from_secs(300));
+    t.check();
+    let (ia, ib) = (
+        net.nodes[A].ep.session_info(sa).unwrap(),
+        net.nodes[B].ep.session_info(sb).unwrap(),
+    );
+    assert!(
+        ia.key_epoch >= 5,
+        "{} rekeys in {:?}",
+        ia.key_epoch,
+        net.elapsed()
+    );
+    assert!(ia.key_epoch.abs_diff(ib.key_epoch) <= 1);
+    assert_eq!(ia.path, Path::Route(ra));
 }

@@ -8,55 +8,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{config, LinkModel, Net};
+use common::{bulk, config, connect, deliver, messages, opened, pattern, LinkModel, Net};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::Path;
+use ringlan_tunnel::Reliability;
 use ringlan_tunnel::{CloseReason, OpenFailure, SessionId};
 use ringlan_tunnel::{DropReason, EndpointConfig, Event, Target};
-use ringlan_tunnel::{FlowEvent, Reliability};
-
-fn opened(net: &Net, i: usize) -> Vec<SessionId> {
-    net.nodes[i]
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::SessionOpened { session, .. } => Some(*session),
-            _ => None,
-        })
-        .collect()
-}
-
-fn connect(net: &mut Net, a: usize, b: usize) -> (SessionId, SessionId) {
-    let peer = net.nodes[b].ep.node_id();
-    let addr = net.nodes[b].addr;
-    let now = net.now;
-    let sa = net.nodes[a]
-        .ep
-        .connect(now, Target::Node(peer), &[addr])
-        .unwrap();
-    net.flush(a);
-    assert!(
-        net.run_until(Duration::from_secs(95), |n| !opened(n, a).is_empty()
-            && !opened(n, b).is_empty()),
-        "handshake did not complete"
-    );
-    let sb = opened(net, b)[0];
-    assert_eq!(opened(net, a)[0], sa);
-    (sa, sb)
-}
-
-/// Collect messages delivered on node `i`.
-fn messages(net: &mut Net, i: usize, out: &mut Vec<Vec<u8>>) {
-    for e in net.take_events(i) {
-        if let Event::Flow {
-            event: FlowEvent::Message { data, .. },
-            ..
-        } = e
-        {
-            out.push(data);
-        }
-    }
-}
 
 #[test]
 fn handshake_opens_both_ends_and_names_peers() {
@@ -175,66 +132,6 @@ fn glare_leaves_exactly_one_session() {
         });
         assert_eq!(got, vec![b"hello".to_vec()], "seed {seed}");
     }
-}
-
-fn pattern(i: u64, len: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len);
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for _ in 0..len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.push(x as u8);
-    }
-    v
-}
-
-/// Send `total` bytes in messages of `msg` bytes over a reliable flow;
-/// returns what arrived, in delivery order.
-fn bulk(
-    net: &mut Net,
-    a: usize,
-    b: usize,
-    sa: SessionId,
-    total: usize,
-    msg: usize,
-) -> Vec<Vec<u8>> {
-    let f = net.nodes[a].ep.open_flow(sa, b"bulk", None).unwrap();
-    let count = total.div_ceil(msg);
-    let mut next = 0usize;
-    let mut got: Vec<Vec<u8>> = Vec::new();
-    let mut steps = 0u64;
-    while got.len() < count {
-        // Keep the send queue fed without exceeding its cap.
-        while next < count {
-            let now = net.now;
-            match net.nodes[a].ep.send(
-                now,
-                sa,
-                f,
-                &pattern(next as u64, msg),
-                Reliability::Reliable,
-            ) {
-                Ok(()) => next += 1,
-                Err(_) => break,
-            }
-        }
-        net.flush(a);
-        assert!(
-            net.step(),
-            "network went idle with {} of {count} delivered",
-            got.len()
-        );
-        messages(net, b, &mut got);
-        steps += 1;
-        assert!(
-            net.elapsed() < Duration::from_secs(3600),
-            "too slow: {} of {count}",
-            got.len()
-        );
-        let _ = steps;
-    }
-    got
 }
 
 #[test]
@@ -694,4 +591,183 @@ fn a_peer_that_stops_while_data_is_in_flight_is_declared_dead_within_seconds() {
     assert!(dead(&mut net), "not declared dead: {info:?}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
     println!("dead after {took:?}");
+}
+
+/// Every datagram A sends to B while `net` runs, recorded in `log`.
+fn record(
+    net: &mut Net,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> {
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let l = log.clone();
+    net.drop_filter = Some(Box::new(move |f, t, data| {
+        if f == from && t == to {
+            l.borrow_mut().push(data.to_vec());
+        }
+        false
+    }));
+    log
+}
+
+fn closed(net: &Net, i: usize) -> Vec<(SessionId, CloseReason)> {
+    net.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SessionClosed {
+                session, reason, ..
+            } => Some((*session, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Deliver `iikeying` (a captured datagram) from A's address to B twice
+/// while A and B have the live session `s2` / `b2`: B keeps it, announces
+/// nothing, holds `candidates` unannounced sessions besides it, and the
+/// session carries data; after 100 s B has that one session.
+fn replay_leaves_the_live_session_alone(
+    net: &mut Net,
+    (a, b): (usize, usize),
+    (s2, b2): (SessionId, SessionId),
+    iikeying: &[u8],
+    candidates: usize,
+) {
+    net.take_events(b);
+    let (adda, addb) = (net.nodes[a].addr, net.nodes[b].addr);
+    for _ in 0..2 {
+        net.put(adda, addb, iikeying.to_vec());
+        net.run_for(Duration::from_secs(1));
+    }
+    assert_eq!(closed(net, b), vec![], "the live session survived");
+    assert!(opened(net, b).is_empty(), "nothing new announced");
+    assert_eq!(net.nodes[b].ep.sessions().count(), 1 + candidates);
+    assert_eq!(
+        net.nodes[b].ep.session_for(net.nodes[a].ep.node_id()),
+        Some(b2)
+    );
+    assert_eq!(
+        deliver(net, a, s2, b, b"after the replay"),
+        vec![b"after the replay".to_vec()]
+    );
+    net.run_for(Duration::from_secs(100));
+    assert_eq!(closed(net, b), vec![]);
+    assert_eq!(net.nodes[b].ep.sessions().count(), 1);
+    assert_eq!(
+        net.nodes[b].ep.session_info(b2).unwrap().state,
+        ringlan_tunnel::SessionState::Open
+    );
+}
+
+#[test]
+fn a_replayed_iikeying_of_an_ended_session_is_refused() {
+    // An on-path attacker keeps A's IIKeying of a first session and, after
+    // A replaced that session with a second one, replays it from A's
+    // address while its cookie is still valid. B recognises the SKIC of a
+    // session it opened: refused, the second session untouched.
+    let mut net = Net::new(15, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (adda, addb) = (net.nodes[a].addr, net.nodes[b].addr);
+    let log = record(&mut net, adda, addb);
+    let (s1, b1) = connect(&mut net, a, b);
+    // IHello, then IIKeying.
+    let iikeying = log.borrow()[1].clone();
+    net.drop_filter = None;
+    net.nodes[a].ep.close(net.now, s1, false);
+    net.flush(a);
+    assert!(net.run_until(Duration::from_secs(5), |n| closed(n, b)
+        .contains(&(b1, CloseReason::Remote))));
+    net.take_events(a);
+    net.take_events(b);
+    let (s2, b2) = connect(&mut net, a, b);
+    assert_ne!(b1, b2);
+    replay_leaves_the_live_session_alone(&mut net, (a, b), (s2, b2), &iikeying, 0);
+    let refused = net.nodes[b].ep.stats().drops[&DropReason::ReplayedKeying];
+    assert_eq!(refused, 2);
+}
+
+#[test]
+fn an_iikeying_nobody_holds_the_keys_of_cannot_replace_the_live_session() {
+    // A's first IIKeying is lost on the way (an attacker keeps a copy) and
+    // A gives up on that handshake; its second one opens a session. The
+    // attacker then delivers the first, never seen by B: same identity,
+    // valid cookie and signature, keys nobody holds. B keeps the live
+    // session until the new one proves itself, which it never does.
+    let mut net = Net::new(17, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (adda, addb) = (net.nodes[a].addr, net.nodes[b].addr);
+    let kept = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let k = kept.clone();
+    let mut n = 0;
+    net.drop_filter = Some(Box::new(move |from, to, data| {
+        if from == adda && to == addb {
+            n += 1;
+            if n == 2 {
+                k.borrow_mut().push(data.to_vec());
+                return true;
+            }
+        }
+        false
+    }));
+    let idb = net.nodes[b].ep.node_id();
+    let now = net.now;
+    let s0 = net.nodes[a]
+        .ep
+        .connect(now, Target::Node(idb), &[addb])
+        .unwrap();
+    net.flush(a);
+    assert!(net.run_until(Duration::from_millis(400), |_| !kept.borrow().is_empty()));
+    // A cancels before its IIKeying is due again.
+    let now = net.now;
+    net.nodes[a].ep.close(now, s0, true);
+    net.flush(a);
+    net.drop_filter = None;
+    net.take_events(a);
+    let (s2, b2) = connect(&mut net, a, b);
+    let iikeying = kept.borrow()[0].clone();
+    // One candidate for both copies (the second gets its RIKeying again).
+    replay_leaves_the_live_session_alone(&mut net, (a, b), (s2, b2), &iikeying, 1);
+    assert!(!net.nodes[b]
+        .ep
+        .stats()
+        .drops
+        .contains_key(&DropReason::ReplayedKeying));
+}
+
+#[test]
+fn a_restarted_peer_replaces_its_old_session_once_it_proves_its_keys() {
+    let mut net = Net::new(16, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (_s1, b1) = connect(&mut net, a, b);
+    // A restarts: same identity and address, no memory of the session.
+    let now = net.now;
+    net.nodes[a].ep =
+        ringlan_tunnel::Endpoint::new(now, config(1), ringlan_tunnel::Rng::from_seed([77; 32]));
+    net.take_events(a);
+    net.take_events(b);
+    let idb = net.nodes[b].ep.node_id();
+    let addb = net.nodes[b].addr;
+    let s2 = net.nodes[a]
+        .ep
+        .connect(now, Target::Node(idb), &[addb])
+        .unwrap();
+    net.flush(a);
+    assert!(net.run_until(Duration::from_secs(5), |n| !opened(n, b).is_empty()));
+    assert!(opened(&net, a).contains(&s2));
+    // The old session is closed as replaced before the new one is announced,
+    // within a round trip of the new session opening at A.
+    let evs: Vec<_> = net.nodes[b]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::SessionOpened { .. } | Event::SessionClosed { .. }))
+        .collect();
+    assert!(
+        matches!(evs[..], [Event::SessionClosed { session, reason: CloseReason::Replaced, .. }, Event::SessionOpened { .. }] if *session == b1),
+        "{evs:?}"
+    );
+    assert!(net.elapsed() < Duration::from_secs(1));
 }

@@ -48,9 +48,19 @@ pub const REPLAY_WINDOW: u64 = 2048;
 /// Packets one AES-256-GCM key may seal: 2^32 packets of up to 1500 bytes
 /// (< 2^39 blocks) keep the confidentiality advantage below 2^-50.
 pub const AES_256_GCM_PACKET_LIMIT: u64 = 1 << 32;
-/// Packets one ChaCha20-Poly1305 key may seal: every sequence number but
-/// `u64::MAX`, which is never valid on the wire.
-pub const CHACHA20_POLY1305_PACKET_LIMIT: u64 = u64::MAX;
+/// Packets one ChaCha20-Poly1305 key may seal: a cap far below the
+/// cipher's own limit (2^64 nonces) that no session reaches between two
+/// rekeys.
+pub const CHACHA20_POLY1305_PACKET_LIMIT: u64 = 1 << 60;
+/// The key-phase bit of the 8-byte sequence field: the parity of the key
+/// epoch (`docs/crypto-profile.md` 7.1, 7.4). The sequence number `q` is the
+/// other 63 bits.
+pub const KEY_PHASE_BIT: u64 = 1 << 63;
+/// Sequence numbers of a session are below this (63 bits).
+pub const SEQUENCE_SPACE: u64 = KEY_PHASE_BIT;
+/// Packets kept back at the end of every key's budget for the Close Ack
+/// a session sends when the key runs out ([`PacketSealer::seal_final`]).
+pub const FINAL_RESERVE: u64 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
@@ -133,26 +143,63 @@ fn seal_at(
 }
 
 /// The send direction of a session (RFC 7016 2.2.3). Each packet gets the
-/// next sequence number; numbers are never reused and sealing stops when
-/// they run out (the session must then be replaced).
+/// next sequence number; numbers are never reused, not even across a
+/// rekey ([`PacketSealer::rekey`] changes the key and flips the key-phase
+/// bit, the numbers go on). A key seals at most its limit (the suite's,
+/// or lower); sealing stops there and the session must rekey or close.
 pub struct PacketSealer {
     key: LessSafeKey,
     suite: AeadSuite,
     next: u64,
+    /// Sequence number of the current key's first packet.
+    first: u64,
+    /// [`KEY_PHASE_BIT`] or 0: the current key's phase.
+    phase: u64,
+    /// `next` at which [`PacketSealer::seal`] stops (the key's last
+    /// sequence number + 1, minus [`FINAL_RESERVE`]).
     limit: u64,
+    /// `next` from which [`PacketSealer::wants_rekey`] is true.
+    rekey_at: u64,
 }
 
 impl PacketSealer {
     pub fn new(suite: AeadSuite, key: &[u8; 32]) -> PacketSealer {
-        PacketSealer {
+        let mut s = PacketSealer {
             key: key_for(suite, key),
             suite,
             next: 0,
-            limit: match suite {
-                AeadSuite::ChaCha20Poly1305 => CHACHA20_POLY1305_PACKET_LIMIT,
-                AeadSuite::Aes256Gcm => AES_256_GCM_PACKET_LIMIT,
-            },
+            first: 0,
+            phase: 0,
+            limit: 0,
+            rekey_at: 0,
+        };
+        s.set_budget(u64::MAX, u64::MAX);
+        s
+    }
+
+    /// The most packets one key of `suite` may seal.
+    pub const fn suite_limit(suite: AeadSuite) -> u64 {
+        match suite {
+            AeadSuite::ChaCha20Poly1305 => CHACHA20_POLY1305_PACKET_LIMIT,
+            AeadSuite::Aes256Gcm => AES_256_GCM_PACKET_LIMIT,
         }
+    }
+
+    /// Limit the current key to `limit` packets in all (capped by the
+    /// suite's limit) and ask for a rekey after `rekey_after` of them,
+    /// counted from the key's first packet.
+    pub fn set_budget(&mut self, limit: u64, rekey_after: u64) {
+        let first = self.key_first();
+        let limit = limit.min(Self::suite_limit(self.suite));
+        self.limit = first
+            .saturating_add(limit.saturating_sub(FINAL_RESERVE))
+            .min(SEQUENCE_SPACE - 1);
+        self.rekey_at = first.saturating_add(rekey_after).min(self.limit);
+    }
+
+    /// Sequence number of the current key's first packet.
+    fn key_first(&self) -> u64 {
+        self.first
     }
 
     pub fn suite(&self) -> AeadSuite {
@@ -161,7 +208,33 @@ impl PacketSealer {
 
     /// Packets that may still be sealed with this key.
     pub fn remaining(&self) -> u64 {
-        self.limit - self.next
+        self.limit.saturating_sub(self.next)
+    }
+
+    /// The next sequence number.
+    pub fn next_sequence(&self) -> u64 {
+        self.next
+    }
+
+    /// The current key's phase: 0 or 1 (the parity of its epoch).
+    pub fn phase(&self) -> u8 {
+        (self.phase >> 63) as u8
+    }
+
+    /// The current key sealed as many packets as its rekey threshold.
+    #[inline]
+    pub fn wants_rekey(&self) -> bool {
+        self.next >= self.rekey_at
+    }
+
+    /// Switch to the next epoch's key (`docs/crypto-profile.md` 7.4): the
+    /// key-phase bit flips, sequence numbers go on, the budget is
+    /// `limit` / `rekey_after` packets from here.
+    pub fn rekey(&mut self, key: &[u8; 32], limit: u64, rekey_after: u64) {
+        self.key = key_for(self.suite, key);
+        self.phase ^= KEY_PHASE_BIT;
+        self.first = self.next;
+        self.set_budget(limit, rekey_after);
     }
 
     /// Encrypt the plain packet `buf[plain_start..plain_start + plain_len]`
@@ -174,15 +247,41 @@ impl PacketSealer {
         plain_start: usize,
         plain_len: usize,
     ) -> Result<Range<usize>, SealError> {
+        self.seal_within(self.limit, buf, plain_start, plain_len)
+    }
+
+    /// As [`PacketSealer::seal`], also using the [`FINAL_RESERVE`] kept at
+    /// the end of the key's budget: for the Close Ack of a session whose
+    /// key ran out.
+    pub fn seal_final(
+        &mut self,
+        buf: &mut [u8],
+        plain_start: usize,
+        plain_len: usize,
+    ) -> Result<Range<usize>, SealError> {
+        let limit = self
+            .limit
+            .saturating_add(FINAL_RESERVE)
+            .min(SEQUENCE_SPACE - 1);
+        self.seal_within(limit, buf, plain_start, plain_len)
+    }
+
+    fn seal_within(
+        &mut self,
+        limit: u64,
+        buf: &mut [u8],
+        plain_start: usize,
+        plain_len: usize,
+    ) -> Result<Range<usize>, SealError> {
         let (start, plain_end, end) =
             layout(buf.len(), SESSION_HEADER_LEN, plain_start, plain_len)?;
-        if self.next >= self.limit {
+        if self.next >= limit {
             return Err(SealError::SequenceExhausted);
         }
-        let seq = self.next;
+        let wire = self.next | self.phase;
         self.next += 1;
-        buf[start..plain_start].copy_from_slice(&seq.to_be_bytes());
-        seal_at(&self.key, seq_nonce(seq), buf, plain_start, plain_end, end)?;
+        buf[start..plain_start].copy_from_slice(&wire.to_be_bytes());
+        seal_at(&self.key, seq_nonce(wire), buf, plain_start, plain_end, end)?;
         Ok(start..end)
     }
 
@@ -197,6 +296,7 @@ impl std::fmt::Debug for PacketSealer {
         f.debug_struct("PacketSealer")
             .field("suite", &self.suite)
             .field("next", &self.next)
+            .field("phase", &self.phase())
             .finish_non_exhaustive()
     }
 }
@@ -286,11 +386,28 @@ impl std::fmt::Debug for ReplayWindow {
     }
 }
 
-/// The receive direction of a session (RFC 7016 2.2.3).
+/// The receive direction of a session (RFC 7016 2.2.3), with up to two
+/// keys: the current one and, in the slot of the other key phase, either
+/// the next epoch's key (installed by a rekey, used as soon as the far end
+/// switches) or the previous epoch's (kept for reordered packets until the
+/// session drops it). The key-phase bit picks the key, so no packet is
+/// ever tried with two keys; one replay window spans all epochs.
 pub struct PacketOpener {
     key: LessSafeKey,
     suite: AeadSuite,
+    /// [`KEY_PHASE_BIT`] or 0: the phase of `key`.
+    phase: u64,
+    other: Option<(LessSafeKey, OtherKey)>,
+    /// A packet under the next key arrived and made it current.
+    switched: bool,
     window: ReplayWindow,
+}
+
+/// What the other-phase slot of a [`PacketOpener`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OtherKey {
+    Next,
+    Previous,
 }
 
 impl PacketOpener {
@@ -298,6 +415,9 @@ impl PacketOpener {
         PacketOpener {
             key: key_for(suite, key),
             suite,
+            phase: 0,
+            other: None,
+            switched: false,
             window: ReplayWindow::default(),
         }
     }
@@ -310,6 +430,36 @@ impl PacketOpener {
         &self.window
     }
 
+    /// Accept packets under the next epoch's key from now on (in the other
+    /// phase); the previous epoch's key, if still kept, is dropped.
+    pub fn install_next(&mut self, key: &[u8; 32]) {
+        self.other = Some((key_for(self.suite, key), OtherKey::Next));
+    }
+
+    /// Whether a next key is installed and the far end has not used it yet.
+    pub fn has_next(&self) -> bool {
+        matches!(self.other, Some((_, OtherKey::Next)))
+    }
+
+    /// Whether the previous epoch's key is still accepted.
+    pub fn has_previous(&self) -> bool {
+        matches!(self.other, Some((_, OtherKey::Previous)))
+    }
+
+    /// Stop accepting the previous epoch's key.
+    pub fn drop_previous(&mut self) {
+        if self.has_previous() {
+            self.other = None;
+        }
+    }
+
+    /// True once after a packet under the next key made it the current one
+    /// (the far end switched; the old key is now the previous one).
+    #[inline]
+    pub fn take_switched(&mut self) -> bool {
+        std::mem::take(&mut self.switched)
+    }
+
     /// Authenticate and decrypt an encrypted packet in place; returns where
     /// the plain packet lies in `packet`. Duplicates and packets older than
     /// the window are refused before decryption; the window moves only
@@ -320,15 +470,36 @@ impl PacketOpener {
             return Err(OpenError::Truncated);
         }
         let (head, body) = packet.split_at_mut(SESSION_HEADER_LEN);
-        let seq = u64::from_be_bytes(head.try_into().map_err(|_| OpenError::Truncated)?);
+        let wire = u64::from_be_bytes(head.try_into().map_err(|_| OpenError::Truncated)?);
+        let seq = wire & !KEY_PHASE_BIT;
         self.window.check(seq)?;
-        let plain_len = self
-            .key
-            .open_in_place(seq_nonce(seq), Aad::empty(), body)
+        let current = wire & KEY_PHASE_BIT == self.phase;
+        let key = match (&self.other, current) {
+            (_, true) => &self.key,
+            (Some((k, _)), false) => k,
+            (None, false) => return Err(OpenError::Authentication),
+        };
+        let plain_len = key
+            .open_in_place(seq_nonce(wire), Aad::empty(), body)
             .map_err(|_| OpenError::Authentication)?
             .len();
         self.window.update(seq);
+        if !current {
+            self.switch_if_next();
+        }
         Ok(SESSION_HEADER_LEN..SESSION_HEADER_LEN + plain_len)
+    }
+
+    /// A packet under the other key authenticated: if that key is the next
+    /// one, it becomes current and the current one previous.
+    #[cold]
+    fn switch_if_next(&mut self) {
+        if let Some((k, OtherKey::Next)) = self.other.take() {
+            let old = std::mem::replace(&mut self.key, k);
+            self.other = Some((old, OtherKey::Previous));
+            self.phase ^= KEY_PHASE_BIT;
+            self.switched = true;
+        }
     }
 }
 
@@ -336,6 +507,8 @@ impl std::fmt::Debug for PacketOpener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PacketOpener")
             .field("suite", &self.suite)
+            .field("phase", &(self.phase >> 63))
+            .field("other", &self.other.as_ref().map(|(_, o)| *o))
             .field("window", &self.window)
             .finish_non_exhaustive()
     }
@@ -548,19 +721,116 @@ mod tests {
     #[test]
     fn sequence_exhaustion() {
         let (mut s, mut o) = pair(AeadSuite::ChaCha20Poly1305);
-        s.set_next_sequence(u64::MAX - 1);
+        let last = CHACHA20_POLY1305_PACKET_LIMIT - FINAL_RESERVE - 1;
+        s.set_next_sequence(last);
         assert_eq!(s.remaining(), 1);
         let mut pkt = seal(&mut s, b"last");
-        assert_eq!(pkt[..8], (u64::MAX - 1).to_be_bytes());
+        assert_eq!(pkt[..8], last.to_be_bytes());
         assert!(o.open(&mut pkt).is_ok());
         let mut buf = [0u8; 30];
         assert_eq!(s.seal(&mut buf, 8, 4), Err(SealError::SequenceExhausted));
         assert_eq!(s.seal(&mut buf, 8, 4), Err(SealError::SequenceExhausted));
+        // The reserve is for a final Close Ack, then nothing.
+        for _ in 0..FINAL_RESERVE {
+            assert!(s.seal_final(&mut buf, 8, 4).is_ok());
+        }
+        assert_eq!(
+            s.seal_final(&mut buf, 8, 4),
+            Err(SealError::SequenceExhausted)
+        );
 
         let (mut s, _) = pair(AeadSuite::Aes256Gcm);
-        s.set_next_sequence(AES_256_GCM_PACKET_LIMIT - 1);
+        s.set_next_sequence(AES_256_GCM_PACKET_LIMIT - FINAL_RESERVE - 1);
         assert!(s.seal(&mut buf, 8, 4).is_ok());
         assert_eq!(s.seal(&mut buf, 8, 4), Err(SealError::SequenceExhausted));
+        for _ in 0..FINAL_RESERVE {
+            assert!(s.seal_final(&mut buf, 8, 4).is_ok());
+        }
+        assert_eq!(
+            s.seal_final(&mut buf, 8, 4),
+            Err(SealError::SequenceExhausted)
+        );
+    }
+
+    #[test]
+    fn a_lower_budget_and_the_rekey_threshold() {
+        let (mut s, _) = pair(AeadSuite::ChaCha20Poly1305);
+        s.set_budget(10, 3);
+        let mut buf = [0u8; 30];
+        for i in 0..6 {
+            assert_eq!(s.wants_rekey(), i >= 3, "packet {i}");
+            s.seal(&mut buf, 8, 4).unwrap();
+        }
+        assert_eq!(s.remaining(), 0);
+        assert_eq!(s.seal(&mut buf, 8, 4), Err(SealError::SequenceExhausted));
+        // A rekey gives the new key its own budget; numbers go on.
+        s.rekey(&[9; 32], 10, 3);
+        assert!(!s.wants_rekey());
+        assert_eq!(s.remaining(), 6);
+        let r = s.seal(&mut buf, 8, 4).unwrap();
+        assert_eq!(buf[r][..8], (6 | KEY_PHASE_BIT).to_be_bytes());
+    }
+
+    /// Seal with `s`, open with `o`, return whether it opened.
+    fn through(s: &mut PacketSealer, o: &mut PacketOpener, msg: &[u8]) -> Result<(), OpenError> {
+        let mut pkt = seal(s, msg);
+        let r = o.open(&mut pkt)?;
+        assert_eq!(&pkt[r], msg);
+        Ok(())
+    }
+
+    #[test]
+    fn key_phases_across_a_rekey() {
+        for suite in SUITES {
+            let (mut s, mut o) = pair(suite);
+            through(&mut s, &mut o, b"epoch 0").unwrap();
+            // The receiver learns the next key first; the old one still works.
+            o.install_next(&[8; 32]);
+            assert!(o.has_next());
+            let late_old = seal(&mut s, b"old, late");
+            through(&mut s, &mut o, b"still epoch 0").unwrap();
+            assert!(!o.take_switched());
+            // The sender switches: phase bit set, sequence numbers go on.
+            s.rekey(&[8; 32], u64::MAX, u64::MAX);
+            assert_eq!(s.phase(), 1);
+            let mut first_new = seal(&mut s, b"epoch 1");
+            assert_eq!(first_new[..8], (3 | KEY_PHASE_BIT).to_be_bytes());
+            assert!(o.open(&mut first_new).is_ok());
+            assert!(o.take_switched());
+            assert!(!o.take_switched());
+            assert!(o.has_previous());
+            // A reordered packet of the old epoch still opens, once.
+            let mut l = late_old.clone();
+            assert!(o.open(&mut l).is_ok());
+            assert_eq!(o.open(&mut late_old.clone()), Err(OpenError::Replayed));
+            through(&mut s, &mut o, b"epoch 1 again").unwrap();
+            // After the grace period the old key is gone.
+            o.drop_previous();
+            assert!(!o.has_previous());
+            let (mut old_sealer, _) = pair(suite);
+            old_sealer.set_next_sequence(100);
+            assert_eq!(
+                through(&mut old_sealer, &mut o, b"x"),
+                Err(OpenError::Authentication)
+            );
+            // Epoch 2 uses phase 0 again.
+            o.install_next(&[10; 32]);
+            s.rekey(&[10; 32], u64::MAX, u64::MAX);
+            assert_eq!(s.phase(), 0);
+            through(&mut s, &mut o, b"epoch 2").unwrap();
+            assert!(o.take_switched());
+        }
+    }
+
+    #[test]
+    fn a_flipped_phase_bit_does_not_authenticate() {
+        let (mut s, mut o) = pair(AeadSuite::ChaCha20Poly1305);
+        o.install_next(&[7; 32]);
+        let mut pkt = seal(&mut s, b"x");
+        pkt[0] ^= 0x80;
+        assert_eq!(o.open(&mut pkt), Err(OpenError::Authentication));
+        assert!(o.has_next());
+        assert_eq!(o.window().highest(), None);
     }
 
     fn default_pair() -> (DefaultCipher, DefaultCipher) {

@@ -194,10 +194,13 @@ fn derive(
     let mut r2i = Zeroizing::new([0u8; 32]);
     let mut n_i = Zeroizing::new([0u8; 32]);
     let mut n_r = Zeroizing::new([0u8; 32]);
+    let mut chain = Zeroizing::new([0u8; 32]);
     expand(&hk, &[label::KEY_I2R], &mut i2r[..]);
     expand(&hk, &[label::KEY_R2I], &mut r2i[..]);
     expand(&hk, &[label::NONCE_I], &mut n_i[..]);
     expand(&hk, &[label::NONCE_R], &mut n_r[..]);
+    expand(&hk, &[label::CHAIN], &mut chain[..]);
+    let chain = ChainKey(chain);
     Ok(match role {
         Role::Initiator => SessionKeys {
             role,
@@ -206,6 +209,7 @@ fn derive(
             recv: r2i,
             near_nonce: n_i,
             far_nonce: n_r,
+            chain,
         },
         Role::Responder => SessionKeys {
             role,
@@ -214,6 +218,7 @@ fn derive(
             recv: i2r,
             near_nonce: n_r,
             far_nonce: n_i,
+            chain,
         },
     })
 }
@@ -227,6 +232,29 @@ pub struct SessionKeys {
     recv: Zeroizing<[u8; 32]>,
     near_nonce: Zeroizing<[u8; 32]>,
     far_nonce: Zeroizing<[u8; 32]>,
+    chain: ChainKey,
+}
+
+/// The chaining key `CK` of a session (`docs/crypto-profile.md` 6.2, 6.3):
+/// the secret each rekey starts from, replaced by every rekey. Zeroized on
+/// drop.
+pub struct ChainKey(pub(crate) Zeroizing<[u8; 32]>);
+
+impl ChainKey {
+    #[cfg(test)]
+    pub(crate) fn from_bytes(b: [u8; 32]) -> ChainKey {
+        ChainKey(Zeroizing::new(b))
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
 }
 
 impl SessionKeys {
@@ -247,6 +275,11 @@ impl SessionKeys {
     /// The far end's session nonce.
     pub fn far_nonce(&self) -> &[u8; 32] {
         &self.far_nonce
+    }
+
+    /// The chaining key the session's first rekey starts from.
+    pub fn chain_key(&self) -> ChainKey {
+        ChainKey(self.chain.0.clone())
     }
 
     /// The packet protection for this session: sealer for what we send,

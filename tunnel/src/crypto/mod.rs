@@ -24,6 +24,7 @@ pub mod cookie;
 pub mod identity;
 pub mod keying;
 pub mod network;
+pub mod rekey;
 #[cfg(test)]
 mod vectors;
 
@@ -32,7 +33,8 @@ use std::fmt;
 pub use aead::{
     DefaultCipher, OpenError, PacketOpener, PacketSealer, ReplayWindow, SealError,
     AES_256_GCM_PACKET_LIMIT, CHACHA20_POLY1305_PACKET_LIMIT, DEFAULT_HEADER_LEN, DEFAULT_OVERHEAD,
-    MAX_HEADER_LEN, MAX_OVERHEAD, REPLAY_WINDOW, SESSION_HEADER_LEN, SESSION_OVERHEAD, TAG_LEN,
+    FINAL_RESERVE, KEY_PHASE_BIT, MAX_HEADER_LEN, MAX_OVERHEAD, REPLAY_WINDOW, SEQUENCE_SPACE,
+    SESSION_HEADER_LEN, SESSION_OVERHEAD, TAG_LEN,
 };
 pub use cookie::{
     mobility_check, mobility_mac, CookieCheck, CookieJar, COOKIE_LEN, COOKIE_LIFETIME,
@@ -44,10 +46,11 @@ pub use identity::{
     NODE_EPD_LEN, SIGNATURE_LEN,
 };
 pub use keying::{
-    respond, sign_iikeying, sign_rikeying, verify_iikeying, verify_rikeying, InitiatorKeying,
-    KeyingError, Role, SessionKeys, SignatureError, SKIC_LEN, SKRC_LEN,
+    respond, sign_iikeying, sign_rikeying, verify_iikeying, verify_rikeying, ChainKey,
+    InitiatorKeying, KeyingError, Role, SessionKeys, SignatureError, SKIC_LEN, SKRC_LEN,
 };
 pub use network::{NameError, NetworkName, NetworkSecret, MAX_NAME_LEN};
+pub use rekey::{rekey_keys, EpochKeys, RekeyShare, REKEY_VERSION};
 
 /// An AEAD suite for session packets (`docs/crypto-profile.md`, "Suites").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -164,6 +167,7 @@ pub(crate) mod label {
     pub const KEY_R2I: &[u8] = b"ringlan/v1 key r2i";
     pub const NONCE_I: &[u8] = b"ringlan/v1 nonce initiator";
     pub const NONCE_R: &[u8] = b"ringlan/v1 nonce responder";
+    pub const CHAIN: &[u8] = b"ringlan/v1 chain";
     pub const SIG_IIKEYING: &[u8] = b"ringlan/v1 IIKeying\0";
     pub const SIG_RIKEYING: &[u8] = b"ringlan/v1 RIKeying\0";
     pub const COOKIE_ID: &[u8] = b"ringlan/v1 cookie id";

@@ -9,6 +9,29 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A (initiator) and B keyed with the ephemeral secrets and nonces of
+/// `Rng::from_seed([1; 32])` and `[2; 32]`: the SKIC side, the SKRC, and
+/// both ends' session keys.
+fn handshake(
+    secret: &NetworkSecret,
+    a: &Identity,
+    b: &Identity,
+) -> (InitiatorKeying, [u8; SKRC_LEN], SessionKeys, SessionKeys) {
+    let init = InitiatorKeying::new(&mut Rng::from_seed([1; 32]), a.certificate().suites());
+    let (skrc, kr) = respond(
+        &mut Rng::from_seed([2; 32]),
+        secret,
+        b.certificate(),
+        a.certificate(),
+        init.skic(),
+    )
+    .unwrap();
+    let ki = init
+        .complete(secret, a.certificate(), b.certificate(), &skrc)
+        .unwrap();
+    (init, skrc, ki, kr)
+}
+
 #[test]
 fn known_answer_vectors() {
     let home = NetworkName::new("home").unwrap();
@@ -23,20 +46,7 @@ fn known_answer_vectors() {
         ("canonical_epd_a", hex(&canonical_epd(a.certificate()))),
     ];
 
-    let mut rng_i = Rng::from_seed([1; 32]);
-    let mut rng_r = Rng::from_seed([2; 32]);
-    let init = InitiatorKeying::new(&mut rng_i, a.certificate().suites());
-    let (skrc, kr) = respond(
-        &mut rng_r,
-        &secret,
-        b.certificate(),
-        a.certificate(),
-        init.skic(),
-    )
-    .unwrap();
-    let ki = init
-        .complete(&secret, a.certificate(), b.certificate(), &skrc)
-        .unwrap();
+    let (init, skrc, ki, kr) = handshake(&secret, &a, &b);
     out.push(("eph_i", hex(&Rng::from_seed([1; 32]).bytes32())));
     out.push(("eph_r", hex(&Rng::from_seed([2; 32]).bytes32())));
     out.push(("skic", hex(init.skic())));
@@ -92,9 +102,143 @@ fn known_answer_vectors() {
     for (k, v) in &out {
         println!("{k}={v}");
     }
+    // The profile lists the same values.
+    let doc = profile_vectors();
+    for (k, v) in &out {
+        assert_eq!(
+            doc.get(*k).map(String::as_str),
+            Some(v.as_str()),
+            "{k} in the profile"
+        );
+    }
     assert_eq!(out.len(), EXPECTED.len());
     for ((k, v), (ek, ev)) in out.iter().zip(EXPECTED) {
         assert_eq!((*k, v.as_str()), (*ek, *ev));
+    }
+}
+
+/// The `name hex` lines of the code blocks of `docs/crypto-profile.md`
+/// section 12 ("Test vectors"); a line starting with spaces continues the
+/// previous value.
+fn profile_vectors() -> std::collections::HashMap<String, String> {
+    let doc = include_str!("../../../docs/crypto-profile.md");
+    let start = doc.find("## 12. Test vectors").expect("section 12");
+    let end = doc[start..]
+        .find("\n## 13.")
+        .map_or(doc.len(), |e| start + e);
+    let mut map = std::collections::HashMap::new();
+    let mut last: Option<String> = None;
+    let mut in_code = false;
+    for line in doc[start..end].lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            last = None;
+            continue;
+        }
+        if !in_code {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        match (line.starts_with(' '), words.next(), words.next()) {
+            (true, Some(more), None) => {
+                let key = last.clone().expect("continuation after a value");
+                map.entry(key).and_modify(|v: &mut String| v.push_str(more));
+            }
+            (false, Some(name), Some(value)) => {
+                map.insert(name.to_string(), value.to_string());
+                last = Some(name.to_string());
+            }
+            _ => {}
+        }
+    }
+    map
+}
+
+/// The rekey of `docs/crypto-profile.md` 6.3 / 7.4 after the handshake of
+/// the vectors above: A (the session's initiator) asks for epoch 1 with
+/// X25519 secret 0x61 * 32, B answers with 0x62 * 32; then A's packet
+/// number 7 (its eighth), plain "hello", under the new key.
+#[test]
+fn rekey_vectors_match_the_profile() {
+    let home = NetworkName::new("home").unwrap();
+    let secret = NetworkSecret::from_bytes([0x42; 32]);
+    let a = Identity::from_secret_key_bytes([0x11; 32], &home);
+    let b = Identity::with_suites([0x22; 32], &home, SuiteSet::CHACHA_ONLY);
+    let (_, _, ki, kr) = handshake(&secret, &a, &b);
+    let ask = RekeyShare::from_secret([0x61; 32]);
+    let answer = RekeyShare::from_secret([0x62; 32]);
+    let ka = rekey_keys(
+        &ki.chain_key(),
+        Role::Initiator,
+        1,
+        &ask,
+        answer.public(),
+        true,
+    )
+    .unwrap();
+    let kb = rekey_keys(
+        &kr.chain_key(),
+        Role::Responder,
+        1,
+        &answer,
+        ask.public(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(ka.send_key(), kb.recv_key());
+    assert_eq!(ka.recv_key(), kb.send_key());
+
+    let mut rekey_chunk = [0u8; 40];
+    let f = crate::wire::RekeyFields {
+        version: REKEY_VERSION,
+        epoch: 1,
+        public: *ask.public(),
+    };
+    crate::wire::Chunk::Rekey(f).emit(&mut rekey_chunk).unwrap();
+    let mut ack_chunk = [0u8; 40];
+    let f = crate::wire::RekeyFields {
+        public: *answer.public(),
+        ..f
+    };
+    crate::wire::Chunk::RekeyAck(f)
+        .emit(&mut ack_chunk)
+        .unwrap();
+
+    let (mut sealer, mut opener) = ki.ciphers();
+    sealer.set_next_sequence(7);
+    sealer.rekey(ka.send_key(), u64::MAX, u64::MAX);
+    let mut buf = [0u8; 8 + 5 + 16];
+    buf[8..13].copy_from_slice(b"hello");
+    let r = sealer.seal(&mut buf, 8, 5).unwrap();
+    let packet = hex(&buf[r.clone()]);
+    // B opens it with the next key it installed when it answered.
+    let (_, mut b_opener) = kr.ciphers();
+    b_opener.install_next(kb.recv_key());
+    let p = b_opener.open(&mut buf[r]).unwrap();
+    assert_eq!(p, 8..13);
+    assert!(b_opener.take_switched());
+    opener.install_next(ka.recv_key());
+
+    let out = [
+        ("chain_0", hex(ki.chain_key().as_bytes())),
+        ("rekey_chunk", hex(&rekey_chunk[..])),
+        ("rekey_ack_chunk", hex(&ack_chunk[..])),
+        ("key_i2r_1", hex(ka.send_key())),
+        ("key_r2i_1", hex(ka.recv_key())),
+        ("chain_1", hex(ka.into_chain().as_bytes())),
+        ("epoch1_packet_7", packet),
+    ];
+    assert_eq!(kr.chain_key().as_bytes(), ki.chain_key().as_bytes());
+    let doc = profile_vectors();
+    for (k, v) in &out {
+        println!("{k} {v}");
+    }
+    for (k, v) in &out {
+        assert_eq!(
+            doc.get(*k).map(String::as_str),
+            Some(v.as_str()),
+            "{k} in the profile"
+        );
     }
 }
 

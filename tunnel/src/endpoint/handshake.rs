@@ -28,6 +28,7 @@ use crate::wire::chunk::{
 use crate::wire::fragment::{Fragmenter, ReassemblyOutcome};
 use crate::wire::packet::{write_multiplex_header, MULTIPLEX_HEADER_LEN};
 use crate::wire::{Chunk, ChunkIter, PacketHeader, PacketMode};
+use crate::NodeId;
 
 impl Endpoint {
     /// The IHello datagram (RFC 7016 2.3.2, 3.5.1.1.1) of a session in
@@ -285,6 +286,26 @@ impl Endpoint {
             return self.drop_packet(DropReason::BadCertificate);
         }
         let peer = cert.node_id();
+        let skic_id = KeyingsSeen::id(skic);
+        let echoed = self.sessions.values().find_map(|s| {
+            let e = s.responder_echo()?;
+            (s.is_open()
+                && s.role() == Role::Responder
+                && e.far_session_id == initiator_session_id
+                && e.skic == skic
+                && s.peer() == Some(peer))
+            .then(|| e.rikeying.clone())
+        });
+        if let Some(rik) = echoed {
+            self.queue_startup_raw(from, initiator_session_id, &[&rik], None);
+            self.stats.rikeyings_resent += 1;
+            return;
+        }
+        // The same IIKeying after its session ended: a replay (the
+        // initiator's ephemeral secret is gone with that session).
+        if self.keyings_seen.contains(now, &skic_id) {
+            return self.drop_packet(DropReason::ReplayedKeying);
+        }
         // Glare (3.5.1.3): an opening session toward this identity/address.
         let mut reuse_id = None;
         let glare = self.sessions.values().find_map(|s| {
@@ -312,39 +333,42 @@ impl Endpoint {
             self.remove_session(gid);
             reuse_id = Some(gid);
         }
-        // An OPEN session with this identity or from this address.
+        // An OPEN session with this identity or from this address (not a
+        // replacement still waiting for confirmation).
+        let unconfirmed = &self.unconfirmed;
         let open = self.sessions.values().find_map(|s| {
             (matches!(s.state(), SessionState::Open)
+                && !unconfirmed.contains_key(&s.id().0)
                 && (s.peer() == Some(peer) || s.dest() == from))
                 .then_some(s.id().0)
         });
+        let mut replaces = None;
         if let Some(oid) = open {
-            let Some(s) = self.sessions.get_mut(&oid) else {
+            let Some(s) = self.sessions.get(&oid) else {
                 return;
             };
-            if let Some(echo) = &s.responder_echo() {
-                if s.role() == Role::Responder
-                    && echo.far_session_id == initiator_session_id
-                    && echo.skic == skic
-                    && s.peer() == Some(peer)
-                {
-                    // Retransmitted IIKeying: resend the stored RIKeying.
-                    let rik = echo.rikeying.clone();
-                    let far = echo.far_session_id;
-                    self.queue_startup_raw(from, far, &[&rik], None);
-                    self.stats.rikeyings_resent += 1;
-                    return;
-                }
-            }
             let same = s
                 .far_cert()
                 .is_some_and(|c| crypto::same_identity(c, &cert));
             if !same {
                 return;
             }
-            // A new session from the same identity: the old one is stale.
-            s.close_abruptly(now);
-            self.session_closed(oid, peer, CloseReason::Replaced);
+            // A new session from the same identity: the far end restarted
+            // and lost the old one, or this IIKeying is a replay (valid
+            // cookie, good signature) whose keys nobody holds. Keep the
+            // old session until the new one proves itself with a packet
+            // under its keys (`confirm_replacement`); one candidate per
+            // peer at a time.
+            replaces = Some(oid);
+            let stale: Vec<u32> = self
+                .unconfirmed
+                .keys()
+                .copied()
+                .filter(|n| self.sessions.get(n).and_then(Session::peer) == Some(peer))
+                .collect();
+            for n in stale {
+                self.remove_session(n);
+            }
         }
         if reuse_id.is_none() && self.sessions.len() >= self.cfg.max_sessions {
             return self.drop_packet(DropReason::TooManySessions);
@@ -371,7 +395,6 @@ impl Endpoint {
         if rik.emit(&mut rik_bytes).is_err() {
             return;
         }
-        let (sealer, opener) = keys.ciphers();
         let mob = self.rng.bytes32();
         let echo = ResponderEcho {
             far_session_id: initiator_session_id,
@@ -384,22 +407,55 @@ impl Endpoint {
             from,
             initiator_session_id,
             cert,
-            sealer,
-            opener,
+            keys,
             echo,
             mob,
             self.cfg.session.clone(),
         );
         self.insert_session(s);
+        self.keyings_seen.insert(now, skic_id);
+        self.queue_startup_raw(from, initiator_session_id, &[&rik_bytes], None);
+        if let Some(oid) = replaces {
+            self.unconfirmed.insert(id, oid);
+            return;
+        }
+        self.announce_responder(id, peer, from);
+    }
+
+    /// A responder session is OPEN for the application.
+    fn announce_responder(&mut self, id: u32, peer: NodeId, from: SocketAddr) {
         self.by_peer.insert(peer, id);
         self.note_peer_address(id, from);
-        self.queue_startup_raw(from, initiator_session_id, &[&rik_bytes], None);
         self.events.push_back(Event::SessionOpened {
             session: SessionId(id),
             peer,
             path: Path::from_addr(from),
             role: Role::Responder,
         });
+    }
+
+    /// A packet opened under the keys of session `sid`: if it is a
+    /// replacement waiting for confirmation, the far end holds its keys
+    /// (it is no replay): close the old session (Replaced) and announce
+    /// the new one.
+    pub(super) fn confirm_replacement(&mut self, now: Instant, sid: u32) {
+        let Some(old) = self.unconfirmed.remove(&sid) else {
+            return;
+        };
+        let Some((peer, dest)) = self
+            .sessions
+            .get(&sid)
+            .and_then(|s| Some((s.peer()?, s.dest())))
+        else {
+            return;
+        };
+        if let Some(o) = self.sessions.get_mut(&old) {
+            if o.is_open() {
+                o.close_abruptly(now);
+                self.session_closed(old, peer, CloseReason::Replaced);
+            }
+        }
+        self.announce_responder(sid, peer, dest);
     }
     /// RIKeying or Cookie Change for a KEYING_SENT session (default key,
     /// our receive session id).
@@ -456,8 +512,7 @@ impl Endpoint {
                     if responder_session_id == 0 {
                         return self.drop_packet(DropReason::BadKeying);
                     }
-                    let (sealer, opener) = keys.ciphers();
-                    s.enter_open(now, responder_session_id, sealer, opener);
+                    s.enter_open(now, responder_session_id, keys);
                     let peer = s.peer().unwrap_or_default();
                     let dest = s.dest();
                     let path = Path::from_addr(dest);
@@ -630,6 +685,54 @@ fn startup_datagram_len(chunks: &[&[u8]]) -> usize {
         + TAG_LEN
 }
 
+/// The IIKeyings that opened sessions, kept for the cookie lifetime (a
+/// replayed IIKeying needs a valid cookie, so an older one cannot be
+/// replayed at all). Keyed by the SKIC's X25519 public key, unique per
+/// handshake. Bounded: entries are made only for signed IIKeyings within
+/// the startup budget; past [`KeyingsSeen::CAP`] the oldest is forgotten
+/// (a replay of it then meets the replacement rule of `handle_iikeying`).
+#[derive(Default)]
+pub(super) struct KeyingsSeen {
+    set: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<(Instant, [u8; 32])>,
+}
+
+impl KeyingsSeen {
+    const CAP: usize = 16_384;
+    /// The cookie lifetime, plus its one-second granularity and a margin.
+    const KEEP: std::time::Duration = std::time::Duration::from_secs(crypto::COOKIE_LIFETIME + 2);
+
+    fn id(skic: &[u8]) -> [u8; 32] {
+        let mut id = [0u8; 32];
+        if let Some(p) = skic.get(2..34) {
+            id.copy_from_slice(p);
+        }
+        id
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.order.front() {
+            if now.saturating_duration_since(t) <= Self::KEEP && self.order.len() <= Self::CAP {
+                break;
+            }
+            self.order.pop_front();
+            self.set.remove(&id);
+        }
+    }
+
+    fn contains(&mut self, now: Instant, id: &[u8; 32]) -> bool {
+        self.expire(now);
+        self.set.contains(id)
+    }
+
+    fn insert(&mut self, now: Instant, id: [u8; 32]) {
+        if self.set.insert(id) {
+            self.order.push_back((now, id));
+        }
+        self.expire(now);
+    }
+}
+
 /// Build and sign an IIKeying chunk (RFC 7016 2.3.7).
 fn build_iikeying(
     identity: &Identity,
@@ -653,4 +756,34 @@ fn build_iikeying(
     let mut out = vec![0u8; chunk.encoded_len()];
     chunk.emit(&mut out).ok()?;
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn keyings_are_remembered_for_the_cookie_lifetime_within_a_cap() {
+        let t0 = Instant::now();
+        let mut seen = KeyingsSeen::default();
+        let mut skic = [0u8; 66];
+        skic[2] = 1;
+        let id = KeyingsSeen::id(&skic);
+        assert_eq!(id[0], 1);
+        seen.insert(t0, id);
+        assert!(seen.contains(t0 + Duration::from_secs(122), &id));
+        assert!(!seen.contains(t0 + Duration::from_secs(123), &id));
+        // Past the cap the oldest is forgotten first.
+        for i in 0..=KeyingsSeen::CAP as u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            seen.insert(t0, id);
+        }
+        assert_eq!(seen.set.len(), KeyingsSeen::CAP);
+        assert!(!seen.contains(t0, &[0u8; 32]));
+        let mut last = [0u8; 32];
+        last[..4].copy_from_slice(&(KeyingsSeen::CAP as u32).to_be_bytes());
+        assert!(seen.contains(t0, &last));
+    }
 }

@@ -178,6 +178,9 @@ pub enum DropReason {
     BadCertificate,
     BadSignature,
     BadKeying,
+    /// An IIKeying whose SKIC opened a session within the cookie lifetime,
+    /// replayed after that session ended (`handshake.rs`).
+    ReplayedKeying,
     WrongMode,
     Unsolicited,
     TooManySessions,
@@ -188,7 +191,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::UnknownSession,
         DropReason::NotMember,
@@ -203,6 +206,7 @@ impl DropReason {
         DropReason::BadCertificate,
         DropReason::BadSignature,
         DropReason::BadKeying,
+        DropReason::ReplayedKeying,
         DropReason::WrongMode,
         DropReason::Unsolicited,
         DropReason::TooManySessions,
@@ -226,6 +230,7 @@ impl DropReason {
             DropReason::BadCertificate => "bad_certificate",
             DropReason::BadSignature => "bad_signature",
             DropReason::BadKeying => "bad_keying",
+            DropReason::ReplayedKeying => "replayed_keying",
             DropReason::WrongMode => "wrong_mode",
             DropReason::Unsolicited => "unsolicited",
             DropReason::TooManySessions => "too_many_sessions",
@@ -327,6 +332,14 @@ pub struct Endpoint {
     relay_out: VecDeque<(SocketAddr, Vec<u8>)>,
     /// Spare buffers for `relay_out` (no allocation per forwarded packet).
     relay_pool: Vec<Vec<u8>>,
+    /// Responder sessions that would replace an OPEN session with the same
+    /// identity (new id -> old id), not yet confirmed by a packet under
+    /// their keys (`handshake.rs`): unannounced until then, dropped
+    /// silently if they never are. At most one per peer.
+    unconfirmed: HashMap<u32, u32>,
+    /// SKICs of the IIKeyings that opened sessions within the cookie
+    /// lifetime: a replay of one is refused (`handshake.rs`).
+    keyings_seen: handshake::KeyingsSeen,
 }
 
 impl Endpoint {
@@ -359,6 +372,8 @@ impl Endpoint {
             routes,
             relay_out: VecDeque::new(),
             relay_pool: Vec::new(),
+            unconfirmed: HashMap::new(),
+            keyings_seen: handshake::KeyingsSeen::default(),
         }
     }
 
@@ -467,6 +482,7 @@ impl Endpoint {
 
     fn remove_session(&mut self, id: u32) -> Option<Session> {
         let s = self.sessions.remove(&id)?;
+        self.unconfirmed.remove(&id);
         self.routes.session_closed(id);
         self.push_route_closed();
         self.order.retain(|&x| x != id);
@@ -481,6 +497,10 @@ impl Endpoint {
     /// An OPEN session ended: report it, and forget it as the peer's
     /// session. The one place that emits [`Event::SessionClosed`].
     fn session_closed(&mut self, sid: u32, peer: NodeId, reason: CloseReason) {
+        if self.unconfirmed.remove(&sid).is_some() {
+            // Never announced, so never closed either.
+            return;
+        }
         self.events.push_back(Event::SessionClosed {
             session: SessionId(sid),
             peer,
@@ -718,6 +738,7 @@ impl Endpoint {
             cwnd: s.cwnd(),
             pmtu: s.pmtu(),
             opened: s.opened(),
+            key_epoch: s.key_epoch(),
             stats: s.stats(),
         })
     }
@@ -771,7 +792,7 @@ impl Endpoint {
         if s.state() == SessionState::KeyingSent {
             return self.handle_keying_reply(now, from, sid, enc);
         }
-        let Some(range) = s.open_packet(enc) else {
+        let Some(range) = s.open_packet(now, enc) else {
             return self.drop_packet(DropReason::BadSessionPacket);
         };
         let plain = &enc[range];
@@ -784,7 +805,7 @@ impl Endpoint {
         let body = ChunkIter::new(&plain[n..]);
         let before = s.dest();
         let was_open = s.is_open();
-        let out = s.handle_packet(now, from, &header, body, len);
+        let out = s.handle_packet(now, from, &header, body, len, &mut self.rng);
         let after = s.dest();
         let peer = s.peer();
         let is_open = s.is_open();
@@ -797,6 +818,9 @@ impl Endpoint {
                 from: Path::from_addr(before),
                 to: Path::from_addr(after),
             });
+        }
+        if !self.unconfirmed.is_empty() && is_open {
+            self.confirm_replacement(now, sid);
         }
         if was_open && !is_open {
             if let Some(peer) = peer {
@@ -862,7 +886,7 @@ impl Endpoint {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
-            let outcome = s.handle_timeout(now);
+            let outcome = s.handle_timeout(now, &mut self.rng);
             let peer = s.peer();
             match outcome {
                 Some(TimerOutcome::OpenFailed) => self.events.push_back(Event::SessionFailed {
@@ -1002,6 +1026,9 @@ pub struct SessionInfo {
     pub cwnd: usize,
     pub pmtu: usize,
     pub opened: Option<Instant>,
+    /// The current key epoch: 0 after the handshake, one more per rekey
+    /// (`docs/crypto-profile.md` 7.4).
+    pub key_epoch: u32,
     pub stats: crate::session::SessionStats,
 }
 

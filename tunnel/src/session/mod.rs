@@ -13,8 +13,12 @@
 
 mod paths;
 mod recv;
+mod rekey;
 mod send;
 mod timer;
+
+pub use rekey::RekeyConfig;
+use rekey::Rekeying;
 
 pub(crate) use timer::TimerOutcome;
 
@@ -27,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use crate::congestion::Congestion;
 use crate::crypto::{
-    Certificate, InitiatorKeying, PacketOpener, PacketSealer, SESSION_HEADER_LEN, TAG_LEN,
+    Certificate, InitiatorKeying, PacketOpener, PacketSealer, SessionKeys, SESSION_HEADER_LEN,
+    TAG_LEN,
 };
 use crate::flow::{FlowConfig, FlowSet};
 use crate::pmtu::Pmtu;
@@ -79,7 +84,9 @@ pub enum CloseReason {
     /// A new session from the same identity replaced it (RFC 7016
     /// 3.5.1.1.2 step 2.3).
     Replaced,
-    /// Our packet sequence space ran out.
+    /// A send key reached its packet budget or its maximum age without a
+    /// successful rekey (`docs/crypto-profile.md` 7.4): the session cannot
+    /// send anything more.
     Exhausted,
 }
 
@@ -115,6 +122,8 @@ pub struct SessionConfig {
     pub max_datagram: usize,
     /// Flow layer limits.
     pub flows: FlowConfig,
+    /// When keys are replaced (`docs/crypto-profile.md` 7.4).
+    pub rekey: RekeyConfig,
 }
 
 impl Default for SessionConfig {
@@ -126,6 +135,7 @@ impl Default for SessionConfig {
             dead_after: Duration::from_secs(75),
             max_datagram: 1472,
             flows: FlowConfig::default(),
+            rekey: RekeyConfig::default(),
         }
     }
 }
@@ -140,6 +150,8 @@ pub struct SessionStats {
     pub retransmit_timeouts: u64,
     pub address_changes: u64,
     pub pmtu: usize,
+    /// Completed rekeys (`docs/crypto-profile.md` 7.4).
+    pub rekeys: u64,
 }
 
 /// A startup candidate address with its own backoff (RFC 7016 3.5.1.1.1).
@@ -230,6 +242,7 @@ pub(crate) struct Session {
     timers: TimerTable,
     sealer: Option<PacketSealer>,
     opener: Option<PacketOpener>,
+    rekey: Rekeying,
     ts: Option<Timestamps>,
     cc: Congestion,
     flows: FlowSet,
@@ -338,8 +351,7 @@ impl Session {
         dest: SocketAddr,
         send_sid: u32,
         far_cert: Certificate,
-        sealer: PacketSealer,
-        opener: PacketOpener,
+        keys: SessionKeys,
         echo: ResponderEcho,
         mob_secret: [u8; 32],
         cfg: SessionConfig,
@@ -347,7 +359,7 @@ impl Session {
         let mut s = Session::blank(id, Role::Responder, now, dest, mob_secret, cfg);
         s.far_cert = Some(far_cert);
         s.responder_echo = Some(echo);
-        s.enter_open(now, send_sid, sealer, opener);
+        s.enter_open(now, send_sid, keys);
         s
     }
 
@@ -375,6 +387,7 @@ impl Session {
             timers: TimerTable::default(),
             sealer: None,
             opener: None,
+            rekey: Rekeying::new(now, cfg.rekey.clone()),
             ts: None,
             cc: Congestion::new(mss),
             flows: FlowSet::new(cfg.flows.clone()),
@@ -405,21 +418,28 @@ impl Session {
 
     /// The session has opened (either role), sending to the far end's
     /// session id `send_sid` with the session keys.
-    pub fn enter_open(
-        &mut self,
-        now: Instant,
-        send_sid: u32,
-        sealer: PacketSealer,
-        opener: PacketOpener,
-    ) {
+    pub fn enter_open(&mut self, now: Instant, send_sid: u32, keys: SessionKeys) {
+        let (sealer, opener) = keys.ciphers();
         self.send_sid = send_sid;
         self.opened = Some(now);
         self.sealer = Some(sealer);
         self.opener = Some(opener);
+        self.start_epochs(now, keys.chain_key());
         self.ts = Some(Timestamps::new(now));
         self.last_recv = now;
         self.opening = None;
         self.set_state(now, SessionState::Open);
+        // The initiator's first packet under the new keys proves to the
+        // responder that it holds them (the responder announces the
+        // session only then, so a replayed IIKeying can neither replace
+        // nor duplicate a live session, `endpoint/handshake.rs`): send one
+        // now even when the application has nothing to say yet, and once
+        // more a second later if nothing else went.
+        if self.role == Role::Initiator {
+            self.pending_keepalive = true;
+            self.timers
+                .set(Timer::Keepalive, now + Duration::from_secs(1));
+        }
     }
 
     /// An RHello from `from` answered our IHello (RFC 7016 3.5.1.1.1):
@@ -449,6 +469,7 @@ impl Session {
             SessionState::Open => {
                 self.timers.set(Timer::Keepalive, now + self.cfg.keepalive);
                 self.arm_idle();
+                self.arm_rekey();
             }
             SessionState::NearClose => {
                 self.timers.set(Timer::CloseRequest, now);
@@ -604,7 +625,10 @@ impl Session {
     }
 
     pub fn stats(&self) -> SessionStats {
-        self.stats
+        SessionStats {
+            rekeys: self.rekey.completed,
+            ..self.stats
+        }
     }
 
     pub fn peer(&self) -> Option<NodeId> {

@@ -26,8 +26,19 @@ pub(crate) struct RecvOutcome {
 impl Session {
     /// Decrypt a datagram addressed to this OPEN/closing session in place.
     /// Returns the plain packet range, or None if it does not authenticate.
-    pub fn open_packet(&mut self, encrypted: &mut [u8]) -> Option<std::ops::Range<usize>> {
-        self.opener.as_mut()?.open(encrypted).ok()
+    /// A packet under the next epoch's key completes a rekey
+    /// (`rekey.rs`).
+    pub fn open_packet(
+        &mut self,
+        now: Instant,
+        encrypted: &mut [u8],
+    ) -> Option<std::ops::Range<usize>> {
+        let opener = self.opener.as_mut()?;
+        let range = opener.open(encrypted).ok()?;
+        if opener.take_switched() {
+            self.on_peer_switched(now);
+        }
+        Some(range)
     }
 
     /// Process a decrypted packet of an established session (RFC 7016
@@ -39,6 +50,7 @@ impl Session {
         header: &PacketHeader,
         body: crate::wire::ChunkIter<'_>,
         datagram_len: usize,
+        rng: &mut crate::Rng,
     ) -> RecvOutcome {
         let mut out = RecvOutcome::default();
         if header.mode != far_mode(self.role) {
@@ -108,6 +120,8 @@ impl Session {
                     out.fihellos
                         .push((epd.to_vec(), reply_address.addr, tag.to_vec()));
                 }
+                Chunk::Rekey(f) if open => self.on_rekey_chunk(now, false, &f, rng),
+                Chunk::RekeyAck(f) if open => self.on_rekey_chunk(now, true, &f, rng),
                 ref c if open && c.is_flow_chunk() => {
                     self.flows.handle_chunk(now, c);
                 }

@@ -170,6 +170,11 @@ impl Session {
                     self.send_close_ack = false;
                     sink.push(&Chunk::CloseAck);
                 }
+                if let Some(c) = self.rekey.chunk() {
+                    if sink.push(&c) {
+                        self.rekey.out = None;
+                    }
+                }
                 while let Some(c) = self.control_out.front() {
                     if sink.remaining() < c.len() {
                         break;
@@ -221,18 +226,25 @@ impl Session {
             .ok()?;
         let sealer = self.sealer.as_mut()?;
         let plain_len = plain_end - PLAIN_OFFSET;
-        let range = match sealer.seal(
-            &mut buf[MULTIPLEX_HEADER_LEN..],
-            SESSION_HEADER_LEN,
-            plain_len,
-        ) {
+        let pkt = &mut buf[MULTIPLEX_HEADER_LEN..];
+        let sealed = if matches!(content, Content::CloseAck) {
+            sealer.seal_final(pkt, SESSION_HEADER_LEN, plain_len)
+        } else {
+            sealer.seal(pkt, SESSION_HEADER_LEN, plain_len)
+        };
+        let range = match sealed {
             Ok(r) => r,
             Err(_) => {
-                // Sequence space exhausted: the session cannot continue.
-                self.set_state(now, SessionState::Closed);
+                // The send key ran out before a rekey replaced it: close
+                // (with an event) from the rekey timer, right away.
+                self.rekey.exhausted = true;
+                self.timers.set(Timer::Rekey, now);
                 return None;
             }
         };
+        if sealer.wants_rekey() && self.rekey.is_idle() {
+            self.timers.set(Timer::Rekey, now);
+        }
         let total = MULTIPLEX_HEADER_LEN + range.end;
         crate::wire::packet::write_multiplex_header(&mut buf[..total], self.send_sid).ok()?;
         if data_bytes > 0 {
@@ -276,6 +288,7 @@ impl Session {
                     || self.send_close_ack
                     || !self.ping_replies.is_empty()
                     || !self.control_out.is_empty()
+                    || self.rekey.out.is_some()
                     || self.pending_keepalive
                     || self.flows.wants_control(now)
                     || (self.flows.has_data_to_send() && self.cc.burst_allows())

@@ -16,6 +16,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::Rng;
+
 use super::{
     CloseReason, Session, SessionState, DEAD_AFTER_SILENT_MIN, DEAD_AFTER_SILENT_RTOS,
     STALL_AFTER_SILENT_RTOS, STALL_MIN_SILENCE,
@@ -42,11 +44,14 @@ pub(super) enum Timer {
     CloseRequest,
     /// The end of NEARCLOSE or FARCLOSE_LINGER (3.5.5): CLOSED.
     Linger,
+    /// OPEN: rekeying (`rekey.rs`): the next rekey, a resend, the end of
+    /// the previous key's grace period, or the send key's age limit.
+    Rekey,
 }
 
 impl Timer {
     /// Every timer, in the order `handle_timeout` handles them.
-    pub(super) const ALL: [Timer; 7] = [
+    pub(super) const ALL: [Timer; 8] = [
         Timer::Open,
         Timer::Startup,
         Timer::Idle,
@@ -54,6 +59,7 @@ impl Timer {
         Timer::Keepalive,
         Timer::CloseRequest,
         Timer::Linger,
+        Timer::Rekey,
     ];
 
     fn index(self) -> usize {
@@ -126,12 +132,12 @@ impl Session {
 
     /// Run the timers that are due. Returns a state change the endpoint
     /// reports.
-    pub fn handle_timeout(&mut self, now: Instant) -> Option<TimerOutcome> {
+    pub fn handle_timeout(&mut self, now: Instant, rng: &mut Rng) -> Option<TimerOutcome> {
         for timer in Timer::ALL {
             if !self.timers.is_expired(timer, now) {
                 continue;
             }
-            if let Some(outcome) = self.on_timer(now, timer) {
+            if let Some(outcome) = self.on_timer(now, timer, rng) {
                 return Some(outcome);
             }
         }
@@ -148,7 +154,7 @@ impl Session {
         None
     }
 
-    fn on_timer(&mut self, now: Instant, timer: Timer) -> Option<TimerOutcome> {
+    fn on_timer(&mut self, now: Instant, timer: Timer, rng: &mut Rng) -> Option<TimerOutcome> {
         match timer {
             Timer::Open => {
                 self.set_state(now, SessionState::OpenFailed);
@@ -171,6 +177,10 @@ impl Session {
             Timer::Linger => {
                 self.set_state(now, SessionState::Closed);
                 Some(TimerOutcome::Finished)
+            }
+            Timer::Rekey => {
+                self.timers.stop(Timer::Rekey);
+                self.on_rekey_timer(now, rng)
             }
         }
     }

@@ -40,6 +40,10 @@ pub enum ChunkType {
     FlowException = 0x5e,
     Close = 0x0c,
     CloseAck = 0x4c,
+    /// ringlan extension (`docs/crypto-profile.md` 6.3): ask for a rekey.
+    Rekey = 0x2b,
+    /// ringlan extension: answer a Rekey.
+    RekeyAck = 0x6b,
 }
 
 impl ChunkType {
@@ -65,6 +69,8 @@ impl ChunkType {
             0x5e => FlowException,
             0x0c => Close,
             0x4c => CloseAck,
+            0x2b => Rekey,
+            0x6b => RekeyAck,
             _ => return None,
         })
     }
@@ -181,10 +187,49 @@ pub enum Chunk<'a> {
     Close,
     /// 2.3.18
     CloseAck,
+    /// ringlan extension 0x2b (`docs/crypto-profile.md` 6.3): the sender
+    /// asks for the keys of epoch `epoch` and offers its X25519 share.
+    Rekey(RekeyFields),
+    /// ringlan extension 0x6b: the answer to a Rekey, with the answerer's
+    /// share for the same epoch.
+    RekeyAck(RekeyFields),
     /// 0x00 / 0xff
     Padding { len: usize },
     /// Any other type code: skipped by receivers.
     Unknown { chunk_type: u8, payload: &'a [u8] },
+}
+
+/// Payload of the Rekey and Rekey Ack chunks (`docs/crypto-profile.md`
+/// 6.3), exactly 37 bytes: version, epoch (u32), X25519 public key. The
+/// version is carried, not checked: a receiver ignores versions it does
+/// not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RekeyFields {
+    pub version: u8,
+    pub epoch: u32,
+    pub public: [u8; 32],
+}
+
+/// Payload length of Rekey and Rekey Ack.
+pub const REKEY_PAYLOAD_LEN: usize = 1 + 4 + 32;
+
+impl RekeyFields {
+    fn parse(r: &mut Reader<'_>) -> Result<RekeyFields, WireError> {
+        let version = r.u8()?;
+        let epoch = r.u32()?;
+        let public = r.array::<32>()?;
+        Ok(RekeyFields {
+            version,
+            epoch,
+            public,
+        })
+    }
+
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
+        w.u8(self.version)?;
+        w.u32(self.epoch)?;
+        w.bytes(&self.public)
+    }
 }
 
 /// User Data chunk fields (section 2.3.11). `options` is the raw option list
@@ -512,6 +557,8 @@ impl<'a> Chunk<'a> {
             },
             0x0c => Chunk::Close,
             0x4c => Chunk::CloseAck,
+            0x2b => Chunk::Rekey(RekeyFields::parse(&mut r)?),
+            0x6b => Chunk::RekeyAck(RekeyFields::parse(&mut r)?),
             other => {
                 return Ok(Chunk::Unknown {
                     chunk_type: other,
@@ -546,6 +593,8 @@ impl<'a> Chunk<'a> {
             Chunk::FlowException { .. } => ChunkType::FlowException as u8,
             Chunk::Close => ChunkType::Close as u8,
             Chunk::CloseAck => ChunkType::CloseAck as u8,
+            Chunk::Rekey(_) => ChunkType::Rekey as u8,
+            Chunk::RekeyAck(_) => ChunkType::RekeyAck as u8,
             Chunk::Padding { .. } => 0x00,
             Chunk::Unknown { chunk_type, .. } => *chunk_type,
         }
@@ -615,6 +664,7 @@ impl<'a> Chunk<'a> {
             Chunk::BufferProbe { flow_id } => vl(*flow_id),
             Chunk::FlowException { flow_id, exception } => vl(*flow_id) + vl(*exception),
             Chunk::Close | Chunk::CloseAck => 0,
+            Chunk::Rekey(_) | Chunk::RekeyAck(_) => REKEY_PAYLOAD_LEN,
             Chunk::Padding { len } => *len,
             Chunk::Unknown { payload, .. } => payload.len(),
         }
@@ -828,6 +878,7 @@ impl<'a> Chunk<'a> {
                 w.vlu(*exception)
             }
             Chunk::Close | Chunk::CloseAck => Ok(()),
+            Chunk::Rekey(f) | Chunk::RekeyAck(f) => f.write(w),
             Chunk::Padding { len } => w.fill(*len, 0),
             Chunk::Unknown { payload, .. } => w.bytes(payload),
         }
@@ -1259,6 +1310,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn rekey_chunks_golden_bytes() {
+        let mut public = [0u8; 32];
+        for (i, b) in public.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let f = RekeyFields {
+            version: 1,
+            epoch: 0x0102_0304,
+            public,
+        };
+        let mut golden = vec![0x2b, 0x00, 0x25, 0x01, 0x01, 0x02, 0x03, 0x04];
+        golden.extend_from_slice(&public);
+        assert_eq!(emit_checked(&Chunk::Rekey(f)), golden);
+        assert_eq!(Chunk::parse(0x2b, &golden[3..]), Ok(Chunk::Rekey(f)));
+        golden[0] = 0x6b;
+        assert_eq!(emit_checked(&Chunk::RekeyAck(f)), golden);
+        assert_eq!(Chunk::parse(0x6b, &golden[3..]), Ok(Chunk::RekeyAck(f)));
+        // Exactly 37 payload bytes.
+        assert_eq!(
+            Chunk::parse(0x2b, &golden[3..golden.len() - 1]),
+            Err(WireError::Truncated)
+        );
+        let mut long = golden[3..].to_vec();
+        long.push(0);
+        assert_eq!(Chunk::parse(0x6b, &long), Err(WireError::BadLength));
+    }
+
+    #[test]
     fn emit_rejects_what_parse_rejects() {
         let ud = |seq, off, abandon, options| {
             Chunk::UserData(UserData {
@@ -1576,6 +1655,20 @@ pub(crate) mod tests {
                 .prop_map(|(flow_id, exception)| Chunk::FlowException { flow_id, exception }),
             Just(Chunk::Close),
             Just(Chunk::CloseAck),
+            (any::<u8>(), any::<u32>(), any::<[u8; 32]>(), any::<bool>()).prop_map(
+                |(version, epoch, public, ack)| {
+                    let f = RekeyFields {
+                        version,
+                        epoch,
+                        public,
+                    };
+                    if ack {
+                        Chunk::RekeyAck(f)
+                    } else {
+                        Chunk::Rekey(f)
+                    }
+                }
+            ),
             (0usize..40).prop_map(|len| Chunk::Padding { len }),
             (
                 any::<u8>().prop_filter("unassigned", |t| ChunkType::from_u8(*t).is_none()

@@ -37,7 +37,7 @@ pub mod packet;
 pub mod vlu;
 
 pub use address::{Address, AddressIter, AddressOrigin};
-pub use chunk::{Chunk, ChunkIter, FragmentControl, RawChunkIter, UserData};
+pub use chunk::{Chunk, ChunkIter, FragmentControl, RawChunkIter, RekeyFields, UserData};
 pub use fragment::{Fragmenter, Reassembler, ReassemblyLimits, ReassemblyOutcome};
 pub use option::{OptionIter, UserDataOption};
 pub use packet::{

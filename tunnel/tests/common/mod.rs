@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::Rng;
 use ringlan_tunnel::{Endpoint, EndpointConfig, Event};
+use ringlan_tunnel::{FlowEvent, Reliability, SessionId, Target};
 
 #[derive(Clone, Debug)]
 pub struct LinkModel {
@@ -134,6 +135,11 @@ struct InFlight {
 /// Decides, per datagram (from, to, bytes), whether the network loses it.
 pub type DropFilter = Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>;
 
+/// An on-path attacker that watches and injects but cannot drop: per
+/// datagram (from, to, bytes), an optional forged copy that reaches the
+/// destination ahead of the original (a faster path).
+pub type Injector = Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> Option<Vec<u8>>>;
+
 pub struct Net {
     pub now: Instant,
     pub start: Instant,
@@ -150,6 +156,7 @@ pub struct Net {
     pub keep_log: bool,
     /// Drops the datagrams for which it returns true (targeted loss).
     pub drop_filter: Option<DropFilter>,
+    pub injector: Option<Injector>,
     buf: Vec<u8>,
     pub nats: Vec<Nat>,
 }
@@ -186,6 +193,7 @@ impl Net {
             log: Vec::new(),
             keep_log: false,
             drop_filter: None,
+            injector: None,
             buf: vec![0u8; 2048],
             nats: Vec::new(),
         }
@@ -297,6 +305,16 @@ impl Net {
     pub fn put(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         if self.keep_log {
             self.log.push((from, to, data.len()));
+        }
+        if let Some(forged) = self.injector.as_mut().and_then(|f| f(from, to, &data)) {
+            self.seq += 1;
+            self.queue.push(Reverse(InFlight {
+                at: self.now + self.link.delay / 2,
+                seq: self.seq,
+                to,
+                from,
+                data: forged,
+            }));
         }
         if let Some(f) = self.drop_filter.as_mut() {
             if f(from, to, &data) {
@@ -426,4 +444,128 @@ impl Net {
     pub fn take_events(&mut self, i: usize) -> Vec<Event> {
         std::mem::take(&mut self.nodes[i].events)
     }
+}
+
+// ----- sessions and transfers ------------------------------------------
+
+pub fn opened(net: &Net, i: usize) -> Vec<SessionId> {
+    net.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SessionOpened { session, .. } => Some(*session),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn connect(net: &mut Net, a: usize, b: usize) -> (SessionId, SessionId) {
+    let peer = net.nodes[b].ep.node_id();
+    let addr = net.nodes[b].addr;
+    let now = net.now;
+    let sa = net.nodes[a]
+        .ep
+        .connect(now, Target::Node(peer), &[addr])
+        .unwrap();
+    net.flush(a);
+    assert!(
+        net.run_until(Duration::from_secs(95), |n| !opened(n, a).is_empty()
+            && !opened(n, b).is_empty()),
+        "handshake did not complete"
+    );
+    let sb = opened(net, b)[0];
+    assert_eq!(opened(net, a)[0], sa);
+    (sa, sb)
+}
+
+/// Collect messages delivered on node `i`.
+pub fn messages(net: &mut Net, i: usize, out: &mut Vec<Vec<u8>>) {
+    for e in net.take_events(i) {
+        if let Event::Flow {
+            event: FlowEvent::Message { data, .. },
+            ..
+        } = e
+        {
+            out.push(data);
+        }
+    }
+}
+
+pub fn pattern(i: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len);
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for _ in 0..len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(x as u8);
+    }
+    v
+}
+
+/// Send `total` bytes in messages of `msg` bytes over a reliable flow;
+/// returns what arrived, in delivery order.
+pub fn bulk(
+    net: &mut Net,
+    a: usize,
+    b: usize,
+    sa: SessionId,
+    total: usize,
+    msg: usize,
+) -> Vec<Vec<u8>> {
+    let f = net.nodes[a].ep.open_flow(sa, b"bulk", None).unwrap();
+    let count = total.div_ceil(msg);
+    let mut next = 0usize;
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut steps = 0u64;
+    while got.len() < count {
+        // Keep the send queue fed without exceeding its cap.
+        while next < count {
+            let now = net.now;
+            match net.nodes[a].ep.send(
+                now,
+                sa,
+                f,
+                &pattern(next as u64, msg),
+                Reliability::Reliable,
+            ) {
+                Ok(()) => next += 1,
+                Err(_) => break,
+            }
+        }
+        net.flush(a);
+        assert!(
+            net.step(),
+            "network went idle with {} of {count} delivered",
+            got.len()
+        );
+        messages(net, b, &mut got);
+        steps += 1;
+        assert!(
+            net.elapsed() < Duration::from_secs(3600),
+            "too slow: {} of {count}",
+            got.len()
+        );
+        let _ = steps;
+    }
+    got
+}
+
+/// Send `msg` from node `a` on its session `sa` over a new reliable flow
+/// and run until node `b` receives a message (within 2 s); returns what
+/// `b` received.
+pub fn deliver(net: &mut Net, a: usize, sa: SessionId, b: usize, msg: &[u8]) -> Vec<Vec<u8>> {
+    let now = net.now;
+    let f = net.nodes[a].ep.open_flow(sa, b"deliver", None).unwrap();
+    net.nodes[a]
+        .ep
+        .send(now, sa, f, msg, Reliability::Reliable)
+        .unwrap();
+    net.flush(a);
+    let mut got = Vec::new();
+    assert!(net.run_until(Duration::from_secs(2), |n| {
+        messages(n, b, &mut got);
+        !got.is_empty()
+    }));
+    got
 }
