@@ -981,6 +981,7 @@ mod tests {
                     rx: Traffic::default(),
                     drops: Default::default(),
                     age_secs: 1,
+                    rekeys: 0,
                     reason: None,
                 })
                 .collect(),

@@ -215,6 +215,12 @@ impl Collector for StatusCollector {
         };
         counter(
             &mut enc,
+            "ringlan_peer_rekeys",
+            "Times the session's keys were replaced",
+            each(|x| x.rekeys),
+        )?;
+        counter(
+            &mut enc,
             "ringlan_peer_tx_frames",
             "Ethernet frames sent to the peer",
             each(|x| x.tx.frames),

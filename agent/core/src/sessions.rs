@@ -59,7 +59,13 @@ impl Node {
                 peer,
                 reason,
             } => {
-                tracing::info!(%peer, ?reason, "session closed");
+                if reason == ringlan_tunnel::CloseReason::Exhausted {
+                    // Its keys ran out without a rekey (a peer without
+                    // rekeying, or one that stopped answering): worth a look.
+                    tracing::warn!(%peer, ?reason, "session closed: keys exhausted without a rekey");
+                } else {
+                    tracing::info!(%peer, ?reason, "session closed");
+                }
                 self.gate_gone(session);
                 if self.peers.closed(session, peer) {
                     self.overlay.peer_down(now, peer);

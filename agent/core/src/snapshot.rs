@@ -54,6 +54,7 @@ impl Node {
                 rx: Traffic::default(),
                 drops: BTreeMap::new(),
                 age_secs: now.saturating_duration_since(since).as_secs(),
+                rekeys: 0,
                 reason: Some("no direct path".into()),
             });
         }
@@ -152,6 +153,7 @@ impl Node {
             rx: p.rx,
             drops: p.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             age_secs: now.saturating_duration_since(p.opened).as_secs(),
+            rekeys: info.stats.rekeys,
             reason: match info.path {
                 _ if !admitted => Some("awaiting admission".into()),
                 Path::Route(_) => Some("no direct path".into()),

@@ -321,6 +321,10 @@ pub struct SessionStatus {
     /// Dropped frames by reason.
     pub drops: BTreeMap<String, u64>,
     pub age_secs: u64,
+    /// Times the session's keys were replaced (rekeyed every two minutes,
+    /// docs/crypto-profile.md 6.3).
+    #[serde(default)]
+    pub rekeys: u64,
     /// Why there is no session (entries with path `none`), e.g.
     /// "no direct path".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -701,6 +705,7 @@ pub fn example() -> Status {
                 },
                 drops: BTreeMap::new(),
                 age_secs: 3723,
+                rekeys: 31,
                 reason: None,
             },
             SessionStatus {
@@ -717,6 +722,7 @@ pub fn example() -> Status {
                 rx: Traffic::default(),
                 drops: BTreeMap::from([("mtu".into(), 1), ("no-route".into(), 2)]),
                 age_secs: 7,
+                rekeys: 0,
                 reason: None,
             },
         ],
@@ -922,6 +928,7 @@ fedcba98  -        long
             rx: Traffic::default(),
             drops: BTreeMap::new(),
             age_secs: 40,
+            rekeys: 0,
             reason: Some("no direct path".into()),
         };
         let j = serde_json::to_string(&s).unwrap();
