@@ -46,6 +46,13 @@ pub const MTU_RANGE: (u16, u16) = (576, 9000);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(25);
 /// Smallest and largest accepted keepalive, in seconds.
 pub const KEEPALIVE_RANGE: (u64, u64) = (1, 300);
+/// Default time between session rekeys (fresh X25519, docs/crypto-profile.md
+/// 6.3), as WireGuard.
+pub const DEFAULT_REKEY_INTERVAL: Duration = Duration::from_secs(120);
+/// Smallest and largest accepted rekey interval, in seconds: longer would
+/// keep keys past what forward secrecy is for; shorter is for tests and
+/// the cautious.
+pub const REKEY_INTERVAL_RANGE: (u64, u64) = (2, 120);
 
 /// A config error, rendered as `file:line:column: key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +297,8 @@ pub struct Config {
     pub stun_servers: Vec<HostPort>,
     /// Session keepalive interval (`keepalive: 25s`); holds NAT mappings.
     pub keepalive: Duration,
+    /// Time between session rekeys (`rekey_interval: 2m`).
+    pub rekey_interval: Duration,
     pub role: Role,
     /// Carrying relayed flow routes for other members (`relay:`).
     pub relay: RelayConfig,
@@ -410,6 +419,8 @@ struct RawConfig {
     stun_servers: Option<S<Vec<S<String>>>>,
     #[serde(default)]
     keepalive: Option<S<RawDuration>>,
+    #[serde(default)]
+    rekey_interval: Option<S<RawDuration>>,
     #[serde(default)]
     role: Option<S<String>>,
     #[serde(default)]
@@ -532,6 +543,31 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A duration (`25s`, `2m`, `1500ms`, or a bare number of seconds)
+    /// within `(lo, hi)` seconds.
+    fn duration_in(
+        &self,
+        v: &S<RawDuration>,
+        key: &str,
+        (lo, hi): (u64, u64),
+    ) -> Result<Duration, ConfigError> {
+        let d = match &v.value {
+            RawDuration::Secs(n) => u64::try_from(*n)
+                .map(Duration::from_secs)
+                .map_err(|_| format!("{n} is negative")),
+            RawDuration::Text(t) => parse_duration(t),
+        }
+        .map_err(|m| self.err(&v.referenced, key, m))?;
+        if d < Duration::from_secs(lo) || d > Duration::from_secs(hi) {
+            return Err(self.err(
+                &v.referenced,
+                key,
+                format!("{d:?} is out of range, expected {lo}s-{hi}s"),
+            ));
+        }
+        Ok(d)
+    }
+
     fn err(&self, at: &Location, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
@@ -866,27 +902,14 @@ impl Config {
             ));
         }
 
-        // keepalive
+        // keepalive, rekey interval
         let keepalive = match &raw.keepalive {
             None => DEFAULT_KEEPALIVE,
-            Some(v) => {
-                let d = match &v.value {
-                    RawDuration::Secs(n) => u64::try_from(*n)
-                        .map(Duration::from_secs)
-                        .map_err(|_| format!("{n} is negative")),
-                    RawDuration::Text(t) => parse_duration(t),
-                }
-                .map_err(|m| cx.err(&v.referenced, "keepalive", m))?;
-                let (lo, hi) = KEEPALIVE_RANGE;
-                if d < Duration::from_secs(lo) || d > Duration::from_secs(hi) {
-                    return Err(cx.err(
-                        &v.referenced,
-                        "keepalive",
-                        format!("{d:?} is out of range, expected {lo}s-{hi}s"),
-                    ));
-                }
-                d
-            }
+            Some(v) => cx.duration_in(v, "keepalive", KEEPALIVE_RANGE)?,
+        };
+        let rekey_interval = match &raw.rekey_interval {
+            None => DEFAULT_REKEY_INTERVAL,
+            Some(v) => cx.duration_in(v, "rekey_interval", REKEY_INTERVAL_RANGE)?,
         };
 
         // relay
@@ -1000,6 +1023,7 @@ impl Config {
             introducers,
             stun_servers,
             keepalive,
+            rekey_interval,
             role,
             relay,
             control,
@@ -1308,6 +1332,19 @@ log:
         );
         let t = GOOD.replace("role: node", "role: node\nkeepalive: 301");
         assert!(err(&t).contains("out of range, expected 1s-300s"));
+    }
+
+    #[test]
+    fn rekey_interval_default_and_range() {
+        assert_eq!(parse(GOOD).unwrap().rekey_interval, DEFAULT_REKEY_INTERVAL);
+        let t = GOOD.replace("role: node", "role: node\nrekey_interval: 5s");
+        assert_eq!(parse(&t).unwrap().rekey_interval, Duration::from_secs(5));
+        let t = GOOD.replace("role: node", "role: node\nrekey_interval: 10m");
+        let e = err(&t);
+        assert!(
+            e.contains(":17:17: rekey_interval: 600s is out of range, expected 2s-120s"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -139,6 +139,7 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
         introducers: resolve_all("introducer", &cfg.introducers).await,
         stun_servers: resolve_all("STUN server", &cfg.stun_servers).await,
         keepalive: cfg.keepalive,
+        rekey_interval: cfg.rekey_interval,
         relay: RelayLimits {
             enabled: cfg.relay.enabled,
             max_routes: cfg.relay.max_routes,

@@ -45,6 +45,9 @@ pub struct NodeSetup {
     pub stun_servers: Vec<SocketAddr>,
     /// Session keepalive; a peer is dead after three missed.
     pub keepalive: Duration,
+    /// Time between session rekeys (fresh X25519; keys are never used
+    /// past 1.5 times this).
+    pub rekey_interval: Duration,
     /// Relaying for other members.
     pub relay: RelayLimits,
     /// Birthday punching knobs (docs/nat.md).

@@ -153,6 +153,13 @@ impl Node {
         // Keepalives hold NAT mappings; a peer is dead after three missed.
         ecfg.session.keepalive = setup.keepalive;
         ecfg.session.dead_after = setup.keepalive * 3;
+        // Rekey on the configured interval; a key is never used past 1.5
+        // times it (120 s / 180 s by default, as WireGuard), and the old
+        // receive key opens reordered packets for at most half of it.
+        let rekey = &mut ecfg.session.rekey;
+        rekey.interval = setup.rekey_interval;
+        rekey.max_age = setup.rekey_interval * 3 / 2;
+        rekey.grace = rekey.grace.min(setup.rekey_interval / 2);
         ecfg.relay = setup.relay.clone();
         // A revocation list travels as one membership-flow message.
         ecfg.session.flows.max_message_size = ecfg

@@ -479,6 +479,7 @@ fn setup(
             .collect(),
         stun_servers: Vec::new(),
         keepalive: spec.keepalive,
+        rekey_interval: Duration::from_secs(120),
         relay: RelayLimits {
             enabled: spec.relay,
             ..RelayLimits::default()
