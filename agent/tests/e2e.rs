@@ -368,8 +368,8 @@ fn bad_configs_fail_cleanly() {
             &loose,
             ("", ""),
             format!(
-                ":3:16: network.secret_file: {l}: is readable by group/other (mode 0644); \
-                 it must be private: run `chmod 600 {l}`"
+                ":3:16: network.secret_file: {l}: is accessible by others or writable by \
+                 its group (mode 0644); it must be private: run `chmod 640 {l}`"
             ),
         ),
     ];
