@@ -9,7 +9,8 @@
 //!    MAC, `host:port`). No file other than the config itself is touched and
 //!    no DNS lookup is made.
 //! 2. [`Config::check_files`]: the network secret file exists, is private
-//!    (no group/other permission bits) and well formed; an existing key file
+//!    (nothing for others, no group write; group read is how the service
+//!    user reads it) and well formed; an existing key file
 //!    is private and well formed; with `network.ca`, the CA key and the
 //!    node's certificate are read and checked against each other, the
 //!    network and the node's key ([`Config::membership`]).
