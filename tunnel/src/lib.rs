@@ -48,8 +48,9 @@ mod wire;
 
 pub use crypto::{AeadSuite, Certificate, Identity, NetworkName, NetworkSecret, Role, SuiteSet};
 pub use endpoint::{
-    Budget, CommandError, DropReason, Endpoint, EndpointConfig, EndpointStats, Event,
-    PreAuthLimits, PreAuthStats, SessionInfo, TableStats, Target, Transmit, REDIRECT_THRESHOLD,
+    BucketTable, Budget, CommandError, DropReason, Endpoint, EndpointConfig, EndpointStats, Event,
+    PreAuthLimits, PreAuthStats, SessionInfo, TableStats, Target, Transmit, TransmitKind,
+    REDIRECT_THRESHOLD,
 };
 pub use extra_sockets::ExtraSockets;
 pub use flow::{

@@ -33,6 +33,7 @@
 //! | [`dataplane`] | where a frame from the TAP or a peer goes |
 //! | [`candidates`] | which addresses to tell members and to try when opening a session; our NAT |
 //! | [`punching`] | birthday punching: when, whom, with which payload |
+//! | [`reach`] | how much the node sends of its own accord to an IP it never had authenticated traffic from |
 //! | [`routes`] | when a session needs relayed routes, which relays, failover |
 //! | [`snapshot`] / [`status`] | what `ringlan status` shows |
 //! | [`membership`] | whether a certificate or revocation list is well formed and signed by the network CA |
@@ -46,6 +47,7 @@ pub mod dataplane;
 pub mod membership;
 pub mod peers;
 pub mod punching;
+pub mod reach;
 pub mod routes;
 pub mod sessions;
 pub mod sim;
@@ -63,7 +65,9 @@ use ringlan_tunnel::crypto::{self, Identity, NetworkName};
 use ringlan_tunnel::Birthday;
 use ringlan_tunnel::ExtraSockets;
 use ringlan_tunnel::StunTxId;
-use ringlan_tunnel::{DatagramMachine, NodeId, Outgoing, Rng, SocketAction, SocketId};
+use ringlan_tunnel::{
+    DatagramMachine, NodeId, Outgoing, Rng, SocketAction, SocketId, TransmitKind,
+};
 use ringlan_tunnel::{Endpoint, EndpointConfig};
 
 pub use admission::{MembershipSetup, PushError, MEMBERSHIP_FLOW};
@@ -76,6 +80,7 @@ use crate::admission::Admission;
 use crate::candidates::local_candidates;
 use crate::dataplane::DataPlane;
 use crate::peers::Peers;
+use crate::reach::Reach;
 use crate::routes::RouteControl;
 use crate::timer::{Timer, TimerTable};
 
@@ -111,6 +116,8 @@ pub struct Node {
     punch: ExtraSockets,
     birthday: Birthday,
     punch_rng: Rng,
+    /// The budget on unverified destinations (`reach`).
+    reach: Reach,
     timers: TimerTable,
     events: VecDeque<NodeEvent>,
     role: Role,
@@ -189,6 +196,7 @@ impl Node {
         stun_servers.extend(setup.stun_servers.iter().copied());
         stun_servers.retain(|a| *a != setup.listen);
         stun_servers.dedup();
+        let exempt: Vec<std::net::IpAddr> = stun_servers.iter().map(|a| a.ip()).collect();
         let base = setup.base_status(node_id, &public_key);
         let adm = Admission::new(setup.membership, &name, setup.unix_time, public_key);
         let mut node = Node {
@@ -200,6 +208,12 @@ impl Node {
             punch: ExtraSockets::default(),
             birthday: Birthday::new(setup.birthday.clone()),
             punch_rng: Rng::from_seed(sub_seed()),
+            // Seeded last: the other parts keep their seeds.
+            reach: Reach::new(
+                reach::DEFAULT_BUDGET,
+                &exempt,
+                &mut Rng::from_seed(sub_seed()),
+            ),
             timers: TimerTable::default(),
             events: VecDeque::new(),
             role: setup.role,
@@ -312,8 +326,29 @@ impl DatagramMachine for Node {
         self.process_endpoint(now);
     }
 
+    /// Punch datagrams first, then the endpoint's, each from the socket
+    /// its destination is pinned to; what the node sends of its own accord
+    /// (punches, openings, probes) to an unverified IP only within that
+    /// IP's budget (`reach`).
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
-        self.punch.poll_transmit(&mut self.endpoint, now, buf)
+        loop {
+            if let Some(o) = self.punch.poll_probe(buf) {
+                if self.reach.allow(now, o.destination.ip()) {
+                    return Some(o);
+                }
+                continue;
+            }
+            let t = self.endpoint.poll_transmit(now, buf)?;
+            let unsolicited = matches!(t.kind, TransmitKind::Opening | TransmitKind::Probe);
+            if unsolicited && !self.reach.allow(now, t.destination.ip()) {
+                continue;
+            }
+            return Some(Outgoing {
+                socket: self.punch.socket_for(t.destination),
+                destination: t.destination,
+                size: t.size,
+            });
+        }
     }
 
     fn poll_socket_action(&mut self) -> Option<SocketAction> {

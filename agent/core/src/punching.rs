@@ -7,8 +7,11 @@
 //! behaviour, with extra sockets (symmetric side) or a spray of the
 //! member's public IP (cone-like side) once the plain punch has had its
 //! time, in bounded rounds. Only members (the overlay learnt them from an
-//! authenticated session) are ever punched; never on the LAN or behind our
-//! own NAT. The payload is the opening session's IHello, or a one-Ping
+//! authenticated session) are ever punched, only at a reflexive address
+//! (observed by this node or reported by a member as its own observation,
+//! never one marked relayed: docs/overlay.md "Address provenance"), and
+//! every punch datagram to an unverified IP within that IP's budget
+//! ([`crate::reach`]); never on the LAN or behind our own NAT. The payload is the opening session's IHello, or a one-Ping
 //! probe of the relayed session (which moves it by address mobility).
 //!
 //! The extra sockets and sprays themselves are the tunnel's

@@ -73,6 +73,9 @@ impl Node {
             }
             Event::AddressChanged { session, from, to } => {
                 tracing::info!(?session, %from, %to, "peer address changed");
+                if let Some(a) = to.direct() {
+                    self.reach.verified(now, a.ip());
+                }
                 if let Some(peer) = self.endpoint.session_info(session).and_then(|i| i.peer) {
                     self.with_routes(now, |r, cx| {
                         r.on_session_path(cx, peer, to);
@@ -127,6 +130,10 @@ impl Node {
         path: Path,
         role: ringlan_tunnel::Role,
     ) {
+        if let Some(a) = path.direct() {
+            // Authenticated traffic came from there (`reach`).
+            self.reach.verified(now, a.ip());
+        }
         // Over a route, the peer must be the node the route leads to
         // (docs/relay.md "Origins").
         let mut on_its_route = true;

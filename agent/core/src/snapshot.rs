@@ -164,7 +164,8 @@ impl Node {
 
     /// Node-wide drops: the endpoint's refused datagrams (`udp_` reason),
     /// frames dropped before reaching a session, the overlay's budget
-    /// refusals, and peers refused at admission (`admission_<reason>`,
+    /// refusals, datagrams over an unverified IP's budget
+    /// (`unverified_ip_budget`, `reach`), and peers refused at admission (`admission_<reason>`,
     /// `refused_by_peer_<reason>`).
     fn node_drops(&self) -> BTreeMap<String, u64> {
         let mut d: BTreeMap<String, u64> = self
@@ -189,6 +190,9 @@ impl Node {
             }
         }
         d.extend(self.adm.drops.iter().map(|(k, v)| (k.clone(), *v)));
+        if self.reach.dropped > 0 {
+            d.insert(crate::reach::DROP_REASON.to_string(), self.reach.dropped);
+        }
         d
     }
 

@@ -217,7 +217,10 @@ impl Overlay {
             .map(|m| m.node_id)
             .collect();
         match from {
-            // Delivered by a link: gossip, within that link's budgets.
+            // Delivered by a link: gossip, within that link's budgets. Its
+            // reflexive addresses are the answering node's own
+            // observations (it marked the others relayed); the hops that
+            // walked the reply back only forward it.
             Some(from) => self.learn_gossip(now, from, members),
             // Answered from our own member table.
             None => {
@@ -279,7 +282,7 @@ impl Overlay {
             }
             if let Some(m) = self.members.get(&id) {
                 if !out.iter().any(|x: &Member| x.node_id == id) {
-                    out.push(m.info.clone());
+                    out.push(self.gossip_record(&m.info));
                 }
             }
         }

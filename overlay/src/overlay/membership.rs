@@ -288,10 +288,36 @@ impl Overlay {
         Message::Ring(
             self.sent_ring
                 .iter()
-                .filter_map(|id| self.members.get(id).map(|m| m.info.clone()))
+                .filter_map(|id| self.members.get(id).map(|m| self.gossip_record(&m.info)))
                 .take(MAX_RING_MEMBERS)
                 .collect(),
         )
+    }
+
+    /// A member record as this node gossips it: a reflexive address stays
+    /// reflexive only when it is where this node's own session with the
+    /// member runs (its own observation); any other is a third party's
+    /// claim and goes out as [`AddrOrigin::Relayed`] (`docs/overlay.md`
+    /// "Address provenance"). Each address once.
+    pub(super) fn gossip_record(&self, m: &Member) -> Member {
+        let observed = self.links.get(&m.node_id).and_then(|l| l.direct);
+        let mut addrs: Vec<TaggedAddr> = Vec::with_capacity(m.addrs.len());
+        for a in &m.addrs {
+            let origin = match a.origin {
+                AddrOrigin::Reflexive if observed != Some(a.addr) => AddrOrigin::Relayed,
+                o => o,
+            };
+            if let Some(seen) = addrs.iter_mut().find(|x| x.addr == a.addr) {
+                // The stronger claim wins: local, then observed.
+                seen.origin = seen.origin.min(origin);
+            } else {
+                addrs.push(TaggedAddr {
+                    origin,
+                    addr: a.addr,
+                });
+            }
+        }
+        Member { addrs, ..m.clone() }
     }
 
     /// Keep only the members the policy can use: linked peers, opens in
@@ -554,6 +580,48 @@ mod tests {
         assert!(!o.is_banned(NodeId(10_000 + MAX_BANNED as u128 - 1)));
         assert!(!o.ban(later, [NodeId(1)]));
         assert!(o.ban(later, [NodeId(8)]), "already banned stays banned");
+    }
+
+    /// What a node gossips says whose observation each address is: its
+    /// own session's address with a member stays reflexive; a reflexive
+    /// address it learnt from someone else's gossip goes out relayed.
+    #[test]
+    fn gossip_marks_third_party_addresses_relayed() {
+        let t0 = Instant::now();
+        let mut o = linked_to_7_and_8(t0);
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        o.handle_control(t0, NodeId(8), &tap_hello(8, &[sa("10.0.0.8:4910")], false));
+        // 8 tells us of 9 "at" 192.0.2.9 (its claim); we are not linked to 9.
+        o.handle_control(
+            t0,
+            NodeId(8),
+            &Message::Ring(vec![member(9)]).encode().unwrap(),
+        );
+        let m8 = o.gossip_record(&o.member(NodeId(8)).unwrap().clone());
+        let origin =
+            |m: &Member, a: &str| m.addrs.iter().find(|x| x.addr == sa(a)).map(|x| x.origin);
+        assert_eq!(
+            origin(&m8, "198.51.100.8:4910"),
+            Some(AddrOrigin::Reflexive)
+        );
+        assert_eq!(origin(&m8, "10.0.0.8:4910"), Some(AddrOrigin::Local));
+        // Stored as 8 said (its observation), gossiped on as relayed.
+        let m9 = o.member(NodeId(9)).unwrap().clone();
+        assert_eq!(origin(&m9, "192.0.2.9:4910"), Some(AddrOrigin::Reflexive));
+        let out = o.gossip_record(&m9);
+        assert_eq!(out.addrs.len(), 1);
+        assert_eq!(origin(&out, "192.0.2.9:4910"), Some(AddrOrigin::Relayed));
+        // Relayed on receipt stays relayed, and the same address reported
+        // twice goes out once, with the stronger origin.
+        let mut twice = member(10);
+        twice.addrs.push(TaggedAddr {
+            origin: AddrOrigin::Relayed,
+            addr: sa("192.0.2.10:4910"),
+        });
+        o.handle_control(t0, NodeId(8), &Message::Ring(vec![twice]).encode().unwrap());
+        let out = o.gossip_record(&o.member(NodeId(10)).unwrap().clone());
+        assert_eq!(out.addrs.len(), 1, "{out:?}");
+        assert_eq!(origin(&out, "192.0.2.10:4910"), Some(AddrOrigin::Relayed));
     }
 
     #[test]

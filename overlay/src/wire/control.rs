@@ -67,8 +67,14 @@ pub enum Role {
 pub enum AddrOrigin {
     /// Reported by the node itself (an interface address).
     Local = 0,
-    /// Observed by the introducer as the session's source (the NAT mapping).
+    /// Observed by the sender of the record as the source of its own
+    /// session with the member (the NAT mapping), or by the member itself
+    /// (STUN).
     Reflexive = 1,
+    /// A reflexive address the sender did not observe itself: it learnt it
+    /// from another member's gossip (a third party's claim). Tried as a
+    /// candidate, never punched or probed (`docs/overlay.md`).
+    Relayed = 2,
 }
 
 /// An address with its origin.
@@ -331,6 +337,7 @@ impl Reader<'_> {
             let origin = match self.u8()? {
                 0 => AddrOrigin::Local,
                 1 => AddrOrigin::Reflexive,
+                2 => AddrOrigin::Relayed,
                 o => return Err(WireError::BadOrigin(o)),
             };
             addrs.push(TaggedAddr {
@@ -844,6 +851,29 @@ mod tests {
         ));
     }
 
+    /// A `Ring` with one member whose only address is relayed (origin 2),
+    /// as in the fuzz seed `seed-ring-relayed`; origin 3 is an error.
+    #[test]
+    fn relayed_address_golden() {
+        let mut b = vec![1, 0x0b, 1];
+        b.extend(1..=16u8);
+        b.extend([2, 1, b'r', 1, 2, 4, 192, 0, 2, 9, 0x13, 0x2e]);
+        let m = Message::Ring(vec![Member {
+            node_id: NodeId(u128::from_be_bytes(std::array::from_fn(|i| i as u8 + 1))),
+            name: "r".into(),
+            role: Role::Node,
+            has_tap: true,
+            addrs: vec![TaggedAddr {
+                origin: AddrOrigin::Relayed,
+                addr: "192.0.2.9:4910".parse().unwrap(),
+            }],
+        }]);
+        assert_eq!(m.encode().unwrap(), b);
+        assert_eq!(Message::decode(&b).unwrap(), m);
+        b[23] = 3;
+        assert_eq!(Message::decode(&b), Err(WireError::BadOrigin(3)));
+    }
+
     #[test]
     fn bad_inputs_are_errors() {
         assert_eq!(Message::decode(&[]), Err(WireError::Truncated));
@@ -911,11 +941,11 @@ mod tests {
             arb_role(),
             any::<bool>(),
             proptest::collection::vec(
-                (any::<bool>(), arb_addr()).prop_map(|(r, addr)| TaggedAddr {
-                    origin: if r {
-                        AddrOrigin::Reflexive
-                    } else {
-                        AddrOrigin::Local
+                (0..3u8, arb_addr()).prop_map(|(o, addr)| TaggedAddr {
+                    origin: match o {
+                        0 => AddrOrigin::Local,
+                        1 => AddrOrigin::Reflexive,
+                        _ => AddrOrigin::Relayed,
                     },
                     addr,
                 }),

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{
-    DropReason, Endpoint, Event, Kind, AMPLIFICATION_FACTOR, IHELLO_MIN_DATAGRAM, STARTUP_MTU,
+    DropReason, Endpoint, Event, Kind, TransmitKind, AMPLIFICATION_FACTOR, IHELLO_MIN_DATAGRAM,
+    STARTUP_MTU,
 };
 use crate::crypto::{
     self, Certificate, CookieCheck, Epd, Identity, InitiatorKeying, Role, DEFAULT_HEADER_LEN,
@@ -52,7 +53,13 @@ impl Endpoint {
         ch.emit(&mut chunk).ok()?;
         let before = self.startup_out.len();
         let probe = SocketAddr::from(([0, 0, 0, 0], 0));
-        self.queue_startup_raw_padded(probe, 0, &[&chunk], IHELLO_MIN_DATAGRAM);
+        self.queue_startup_raw_padded(
+            probe,
+            0,
+            &[&chunk],
+            IHELLO_MIN_DATAGRAM,
+            TransmitKind::Opening,
+        );
         if self.startup_out.len() != before + 1 {
             // Not queued (queue full) or fragmented (never: an IHello is small).
             while self.startup_out.len() > before {
@@ -60,7 +67,7 @@ impl Endpoint {
             }
             return None;
         }
-        self.startup_out.pop_back().map(|(_, d)| d)
+        self.startup_out.pop_back().map(|(_, d, _)| d)
     }
     pub(super) fn handle_startup_datagram(
         &mut self,
@@ -565,7 +572,7 @@ impl Endpoint {
         self.maybe_opening = opening;
         for (dest, chunk, pad) in out {
             let min = if pad { IHELLO_MIN_DATAGRAM } else { 0 };
-            self.queue_startup_raw_padded(dest, 0, &[&chunk], min);
+            self.queue_startup_raw_padded(dest, 0, &[&chunk], min, TransmitKind::Opening);
         }
     }
     /// Encode and queue a startup packet (Default Session Key, mode 3).
@@ -594,7 +601,7 @@ impl Endpoint {
                 return false;
             }
         }
-        self.queue_startup_raw_padded(dest, sid, &refs, min_len);
+        self.queue_startup_raw_padded(dest, sid, &refs, min_len, TransmitKind::Answer);
         true
     }
     fn queue_startup_raw(
@@ -604,7 +611,7 @@ impl Endpoint {
         chunks: &[&[u8]],
         _budget: Option<usize>,
     ) {
-        self.queue_startup_raw_padded(dest, sid, chunks, 0);
+        self.queue_startup_raw_padded(dest, sid, chunks, 0, TransmitKind::Answer);
     }
     fn queue_startup_raw_padded(
         &mut self,
@@ -612,6 +619,7 @@ impl Endpoint {
         sid: u32,
         chunks: &[&[u8]],
         min_len: usize,
+        kind: TransmitKind,
     ) {
         if self.startup_out.len() >= 1024 {
             return;
@@ -651,13 +659,13 @@ impl Endpoint {
                 let mut p = vec![0u8; header.encoded_len()];
                 let _ = header.emit(&mut p);
                 p.extend_from_slice(&f);
-                self.seal_startup(dest, sid, &p);
+                self.seal_startup(dest, sid, &p, kind);
             }
             return;
         }
-        self.seal_startup(dest, sid, &plain);
+        self.seal_startup(dest, sid, &plain, kind);
     }
-    fn seal_startup(&mut self, dest: SocketAddr, sid: u32, plain: &[u8]) {
+    fn seal_startup(&mut self, dest: SocketAddr, sid: u32, plain: &[u8], kind: TransmitKind) {
         let start = MULTIPLEX_HEADER_LEN + DEFAULT_HEADER_LEN;
         let mut buf = vec![0u8; start + plain.len() + TAG_LEN];
         buf[start..start + plain.len()].copy_from_slice(plain);
@@ -673,7 +681,7 @@ impl Endpoint {
         if write_multiplex_header(&mut buf, sid).is_err() {
             return;
         }
-        self.startup_out.push_back((dest, buf));
+        self.startup_out.push_back((dest, buf, kind));
     }
 }
 

@@ -198,8 +198,9 @@ struct Slot<K> {
 }
 
 /// A fixed-size, set-associative table of token buckets with O(1) lookup
-/// and second-chance eviction (see the module doc).
-pub(super) struct BucketTable<K> {
+/// and second-chance eviction (see the module doc). Also the node core's
+/// per-destination budget (`docs/limits.md` "Unverified destinations").
+pub struct BucketTable<K> {
     slots: Vec<Option<Slot<K>>>,
     /// CLOCK hand of each set.
     hands: Vec<u8>,
@@ -210,7 +211,9 @@ pub(super) struct BucketTable<K> {
 }
 
 impl<K: Copy + Eq + Hash> BucketTable<K> {
-    pub(super) fn new(slots: usize, budget: Budget, rng: &mut Rng) -> Self {
+    /// At least `slots` buckets of `budget` (rounded up to whole sets of
+    /// [`WAYS`], a power of two of them); `rng` keys the hash.
+    pub fn new(slots: usize, budget: Budget, rng: &mut Rng) -> Self {
         let sets = slots.div_ceil(WAYS).max(1).next_power_of_two();
         BucketTable {
             slots: (0..sets * WAYS).map(|_| None).collect(),
@@ -286,13 +289,13 @@ impl<K: Copy + Eq + Hash> BucketTable<K> {
         &mut slot.bucket
     }
 
-    /// Take a token from `k`'s bucket.
-    fn take(&mut self, now: Instant, k: K) -> bool {
+    /// Take a token from `k`'s bucket (a new key starts full).
+    pub fn take(&mut self, now: Instant, k: K) -> bool {
         let b = self.budget;
         self.bucket(now, k).take(now, b)
     }
 
-    pub(super) fn stats(&self) -> TableStats {
+    pub fn stats(&self) -> TableStats {
         self.stats
     }
 }

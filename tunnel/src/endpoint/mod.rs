@@ -31,7 +31,7 @@ mod limiter;
 mod relay;
 mod stun;
 
-pub use limiter::{Budget, PreAuthLimits, PreAuthStats, TableStats};
+pub use limiter::{BucketTable, Budget, PreAuthLimits, PreAuthStats, TableStats};
 use limiter::{Kind, PreAuthLimiter, Refused};
 
 use crate::crypto::{self, DefaultCipher, Epd, Identity, NetworkName, NetworkSecret, Role};
@@ -291,6 +291,27 @@ pub enum Target {
 pub struct Transmit {
     pub destination: SocketAddr,
     pub size: usize,
+    /// Why it is sent: the runtime may budget what nobody asked for
+    /// (`docs/limits.md` "Unverified destinations").
+    pub kind: TransmitKind,
+}
+
+/// Why the endpoint sends a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransmitKind {
+    /// A session packet on the session's current path, relayed route
+    /// traffic, or a forwarded IHello (all to a peer with a session).
+    Session,
+    /// A session packet on a path the session does not run on: an
+    /// address-mobility check (RFC 7016 3.5.4.2) of a reported or newly
+    /// seen address.
+    Probe,
+    /// This endpoint starts something: an IHello to a candidate, an
+    /// IIKeying (RFC 7016 3.5.1.1), a STUN query.
+    Opening,
+    /// An answer to a datagram just received: RHello, Redirect, RIKeying,
+    /// a STUN answer (within the pre-authentication limits).
+    Answer,
 }
 
 type SessionTable = IdMap<Session>;
@@ -314,7 +335,7 @@ pub struct Endpoint {
     by_peer: HashMap<NodeId, u32>,
     /// Addresses peers reported as their own (for Redirects).
     peer_local_addrs: HashMap<NodeId, Vec<SocketAddr>>,
-    startup_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    startup_out: VecDeque<(SocketAddr, Vec<u8>, TransmitKind)>,
     events: VecDeque<Event>,
     limiter: PreAuthLimiter,
     /// Where OPEN sessions' far ends are (address -> session id), for the
@@ -955,6 +976,7 @@ impl Endpoint {
             return Some(Transmit {
                 destination: dest,
                 size: n,
+                kind: TransmitKind::Session,
             });
         }
         loop {
@@ -970,13 +992,14 @@ impl Endpoint {
 
     fn poll_transmit_inner(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.queue_opening_packets(now);
-        if let Some((dest, pkt)) = self.startup_out.pop_front() {
+        if let Some((dest, pkt, kind)) = self.startup_out.pop_front() {
             let n = pkt.len().min(buf.len());
             buf[..n].copy_from_slice(&pkt[..n]);
             self.stats.datagrams_sent += 1;
             return Some(Transmit {
                 destination: dest,
                 size: n,
+                kind,
             });
         }
         let tcr = self.tcr_until.is_some_and(|t| now < t);
@@ -994,12 +1017,18 @@ impl Endpoint {
             }
             s.set_tcr(tcr);
             if let Some((dest, size)) = s.poll_transmit(now, buf) {
+                let kind = if dest == s.dest() {
+                    TransmitKind::Session
+                } else {
+                    TransmitKind::Probe
+                };
                 self.cursor = (idx + 1) % count;
                 self.stats.datagrams_sent += 1;
                 self.drain_flow_events(id);
                 return Some(Transmit {
                     destination: dest,
                     size,
+                    kind,
                 });
             }
             finished |= s.is_finished();

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use super::{DropReason, Endpoint, Event, Transmit};
+use super::{DropReason, Endpoint, Event, Transmit, TransmitKind};
 use crate::path::{is_route_addr, route_addr, Path, RouteId};
 use crate::route_table::{
     HopKey, RelayLimits, RouteError, RouteInfo, RouteInput, RouteOffer, ROUTE_OVERHEAD,
@@ -166,6 +166,7 @@ impl Endpoint {
             Some((dest, n)) if !is_route_addr(&dest) => Some(Transmit {
                 destination: dest,
                 size: n,
+                kind: TransmitKind::Session,
             }),
             _ => {
                 self.stats.datagrams_sent -= 1;

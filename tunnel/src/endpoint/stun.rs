@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{CommandError, DropReason, Endpoint, Event, Kind, AMPLIFICATION_FACTOR};
+use super::{CommandError, DropReason, Endpoint, Event, Kind, TransmitKind, AMPLIFICATION_FACTOR};
 use crate::stun::{self, StunEvent, StunKind, StunTxId};
 
 impl Endpoint {
@@ -30,7 +30,8 @@ impl Endpoint {
     pub(super) fn drain_stun(&mut self) {
         while let Some((dest, req)) = self.stun.poll_transmit() {
             if self.startup_out.len() < 1024 {
-                self.startup_out.push_back((dest, req));
+                self.startup_out
+                    .push_back((dest, req, TransmitKind::Opening));
             }
         }
         while let Some(ev) = self.stun.poll_event() {
@@ -59,7 +60,8 @@ impl Endpoint {
                 match stun::answer_binding(data, from, budget) {
                     Some(resp) if self.startup_out.len() < 1024 => {
                         self.stats.stun_answered += 1;
-                        self.startup_out.push_back((from, resp));
+                        self.startup_out
+                            .push_back((from, resp, TransmitKind::Answer));
                     }
                     Some(_) => {}
                     None => self.drop_packet(DropReason::Amplification),

@@ -31,6 +31,7 @@
 
 mod admission;
 mod frames;
+mod gossip;
 mod nat;
 mod old_agent;
 mod relay;
