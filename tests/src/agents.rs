@@ -156,7 +156,8 @@ impl AgentConfig {
         if self.listen_address.is_some() || self.port.is_some() {
             o.push_str("listen:\n");
             if let Some(a) = self.listen_address {
-                let _ = writeln!(o, "  address: {a}");
+                // Quoted: an IPv6 address such as `::` is not a plain YAML scalar.
+                let _ = writeln!(o, "  address: \"{a}\"");
             }
             if let Some(p) = self.port {
                 let _ = writeln!(o, "  port: {p}");

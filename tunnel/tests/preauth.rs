@@ -1,7 +1,9 @@
 //! Floods against the pre-authentication limits (`docs/limits.md`) over
 //! the simulated network: spoofed STUN from thousands of IPv4 sources and
-//! one IPv6 /64 while a node joins through the introducer; replayed
-//! IHellos "from" a member's public IP while the member uses its open
+//! one IPv6 /64 while a node joins through the introducer; one captured
+//! IHello replayed from as many sources (refused before the limiter);
+//! IHellos minted with fresh tags "from" a member's public IP while the
+//! member uses its open
 //! session and, after its NAT mapping changed, opens a new session through
 //! the introducer. The flood rates are far above what the old shared
 //! 8,192-source table survived (about 4,000 datagrams/s).
@@ -9,7 +11,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{config, LinkModel, Net};
 use ringlan_tunnel::{DropReason, Event, FlowEvent, NodeId, Reliability, SessionId, Target};
@@ -110,11 +112,15 @@ fn mix(x: u64) -> u64 {
 }
 
 /// A valid IHello for `node` sent to `to` (sealed with the Default
-/// Session Key), from a throwaway endpoint.
-fn ihello_for(net: &Net, node: NodeId, to: SocketAddr) -> Vec<u8> {
-    let mut x =
-        ringlan_tunnel::Endpoint::new(net.now, config(9), ringlan_tunnel::Rng::from_seed([9; 32]));
-    let s = x.connect(net.now, Target::Node(node), &[to]).unwrap();
+/// Session Key), from a throwaway endpoint; its tag is drawn from `k`. The
+/// same `k` is a replay of one captured IHello; a fresh `k` per datagram
+/// is what an attacker holding the network secret mints (a replayed tag
+/// is answered to a few sources only, `a_replayed_ihello_...`).
+fn ihello_for(now: Instant, node: NodeId, to: SocketAddr, k: u64) -> Vec<u8> {
+    let mut seed = [9u8; 32];
+    seed[..8].copy_from_slice(&k.to_le_bytes());
+    let mut x = ringlan_tunnel::Endpoint::new(now, config(9), ringlan_tunnel::Rng::from_seed(seed));
+    let s = x.connect(now, Target::Node(node), &[to]).unwrap();
     x.ihello_datagram(s).unwrap()
 }
 
@@ -168,8 +174,59 @@ fn nodes_join_through_an_introducer_under_a_spoofed_stun_flood() {
     assert!(t.evictions > 0 && t.evictions <= t.lookups, "{t:?}");
 }
 
+/// One captured IHello replayed from thousands of spoofed sources (IPv4
+/// /24s and one IPv6 /64) while eight nodes join: the tag is answered to at
+/// most `MAX_SOURCES` (8) sources, the replays take no startup tokens (they
+/// are refused before the limiter), and every joiner is answered at its
+/// first IHello.
+#[test]
+fn a_replayed_ihello_is_answered_a_few_times_and_takes_no_startup_tokens() {
+    let mut net = Net::new(67, LinkModel::default());
+    let intro = introducer(&mut net);
+    let joiners: Vec<usize> = (1..=8).map(|k| net.add(config(k))).collect();
+    let iaddr = net.nodes[intro].addr;
+    let iid = net.nodes[intro].ep.node_id();
+
+    let captured = ihello_for(net.now, iid, iaddr, 0);
+    let spoof = move |k: u64| (spoofed_source(k, mix(k)), captured.clone());
+    let (_, warm) = flooded(
+        &mut net,
+        intro,
+        Duration::from_secs(2),
+        spoof.clone(),
+        |_| false,
+    );
+    // Before the joiners: only the replay, answered to 8 sources.
+    assert_eq!(net.nodes[intro].ep.stats().ihellos_answered, 8);
+    let t0 = net.now;
+    for &j in &joiners {
+        net.nodes[j].ep.connect(t0, Target::Any, &[iaddr]).unwrap();
+        net.flush(j);
+    }
+    // The flood goes on from further sources (none repeats).
+    let further = move |k: u64| spoof(k + warm);
+    let (joined, sent) = flooded(&mut net, intro, Duration::from_secs(10), further, |n| {
+        joiners.iter().all(|&j| opened_to(n, j, iid).is_some())
+    });
+    let took = net.now - t0;
+    eprintln!("joined under {FLOOD_RATE} replayed IHellos/s in {took:?}");
+    assert!(joined, "no session through the flooded introducer");
+    assert!(took < Duration::from_millis(500), "join took {took:?}");
+    assert!(warm + sent > 40_000, "flood too small: {}", warm + sent);
+    let st = net.nodes[intro].ep.stats();
+    let replays = drops(&net, intro, DropReason::ReplayedIHello);
+    // Every replayed datagram but the first 8 sources' was refused.
+    assert_eq!(replays, warm + sent - 8, "{st:?}");
+    assert_eq!(
+        drops(&net, intro, DropReason::StartupGlobalLimit),
+        0,
+        "{st:?}"
+    );
+}
+
 /// A member behind a NAT has an open session with the introducer. An
-/// attacker replays an IHello "from" the member's public IP (the old
+/// ex-member sends IHellos with fresh tags "from" the member's public IP
+/// (the old
 /// address of its mapping and random ports) at a high rate: the member's
 /// session carries on, and after its NAT mapping changes (new port) it
 /// still opens a new session through the introducer.
@@ -201,9 +258,9 @@ fn spoofed_ihellos_from_a_members_ip_do_not_lock_the_member_out() {
         .direct()
         .unwrap();
 
-    // A valid IHello for the introducer (sealed with the Default Session
-    // Key: a replay, or an ex-member).
-    let ihello = ihello_for(&net, iid, iaddr);
+    // Valid IHellos for the introducer (sealed with the Default Session
+    // Key), each with a fresh tag: an ex-member minting them.
+    let t0 = net.now;
     let member_ip = old.ip();
     let spoof = move |k: u64| {
         let port = if k.is_multiple_of(4) {
@@ -211,7 +268,10 @@ fn spoofed_ihellos_from_a_members_ip_do_not_lock_the_member_out() {
         } else {
             1024 + (mix(k) % 60_000) as u16
         };
-        (SocketAddr::new(member_ip, port), ihello.clone())
+        (
+            SocketAddr::new(member_ip, port),
+            ihello_for(t0, iid, iaddr, k),
+        )
     };
 
     // 1. The open session carries on.
@@ -387,9 +447,9 @@ fn a_flood_of_fihellos_through_one_forwarder_is_bounded() {
         opened_to(n, t, mid).is_some() && opened_to(n, t, iid).is_some()
     }));
 
-    // A valid IHello for T (a replay, or an ex-member).
-    let ihello = ihello_for(&net, tid, maddr);
-    let spoof = move |k: u64| (spoofed_source(k, mix(k)), ihello.clone());
+    // Valid IHellos for T with fresh tags (an ex-member minting them).
+    let t0 = net.now;
+    let spoof = move |k: u64| (spoofed_source(k, mix(k)), ihello_for(t0, tid, maddr, k));
     let before = net.nodes[t].ep.stats().ihellos_answered;
     let start = net.now;
     let (_, warm) = flooded(&mut net, m, Duration::from_secs(1), spoof.clone(), |_| {

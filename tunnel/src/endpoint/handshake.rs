@@ -103,6 +103,12 @@ impl Endpoint {
             };
             match chunk {
                 Chunk::IHello { epd, tag } => {
+                    // Before the limiter: replays of one captured IHello
+                    // from spoofed sources take no startup tokens.
+                    if !self.ihellos_seen.admit(now, tag, from) {
+                        self.drop_packet(DropReason::ReplayedIHello);
+                        continue;
+                    }
                     if !self.preauth(now, Kind::Startup, from) {
                         continue;
                     }
@@ -738,6 +744,57 @@ impl KeyingsSeen {
             self.order.push_back((now, id));
         }
         self.expire(now);
+    }
+}
+
+/// The IHello tags answered lately and from where. An initiator sends its
+/// IHello (one tag) again from the same address, or from a few (its
+/// candidates, birthday-punch sockets behind one NAT); a captured IHello
+/// replayed from thousands of spoofed sources is one tag from everywhere.
+/// A tag is answered to at most [`IHellosSeen::MAX_SOURCES`] sources within
+/// [`IHellosSeen::KEEP`] of its first sight; retransmissions from a source
+/// already answered are answered again. At most [`IHellosSeen::CAP`] tags,
+/// the oldest forgotten first (an attacker minting fresh tags needs the
+/// network's Default Session Key, and then meets the limiter).
+#[derive(Default)]
+pub(super) struct IHellosSeen {
+    tags: std::collections::HashMap<Vec<u8>, Vec<SocketAddr>>,
+    order: std::collections::VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl IHellosSeen {
+    pub(super) const CAP: usize = 4096;
+    pub(super) const KEEP: std::time::Duration = std::time::Duration::from_secs(30);
+    pub(super) const MAX_SOURCES: usize = 8;
+
+    /// Whether an IHello with `tag` from `from` may go on to be answered.
+    pub(super) fn admit(&mut self, now: Instant, tag: &[u8], from: SocketAddr) -> bool {
+        while let Some((t, _)) = self.order.front() {
+            if now.saturating_duration_since(*t) <= Self::KEEP && self.order.len() <= Self::CAP {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.tags.remove(&old);
+            }
+        }
+        if let Some(sources) = self.tags.get_mut(tag) {
+            if sources.contains(&from) {
+                return true;
+            }
+            if sources.len() >= Self::MAX_SOURCES {
+                return false;
+            }
+            sources.push(from);
+            return true;
+        }
+        if self.order.len() >= Self::CAP {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.tags.remove(&old);
+            }
+        }
+        self.tags.insert(tag.to_vec(), vec![from]);
+        self.order.push_back((now, tag.to_vec()));
+        true
     }
 }
 

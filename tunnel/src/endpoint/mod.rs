@@ -181,6 +181,10 @@ pub enum DropReason {
     /// An IIKeying whose SKIC opened a session within the cookie lifetime,
     /// replayed after that session ended (`handshake.rs`).
     ReplayedKeying,
+    /// An IHello whose tag was already answered to
+    /// [`handshake::IHellosSeen::MAX_SOURCES`] other sources lately: a
+    /// replay from spoofed addresses (`handshake.rs`).
+    ReplayedIHello,
     WrongMode,
     Unsolicited,
     TooManySessions,
@@ -191,7 +195,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Malformed,
         DropReason::UnknownSession,
         DropReason::NotMember,
@@ -207,6 +211,7 @@ impl DropReason {
         DropReason::BadSignature,
         DropReason::BadKeying,
         DropReason::ReplayedKeying,
+        DropReason::ReplayedIHello,
         DropReason::WrongMode,
         DropReason::Unsolicited,
         DropReason::TooManySessions,
@@ -231,6 +236,7 @@ impl DropReason {
             DropReason::BadSignature => "bad_signature",
             DropReason::BadKeying => "bad_keying",
             DropReason::ReplayedKeying => "replayed_keying",
+            DropReason::ReplayedIHello => "replayed_ihello",
             DropReason::WrongMode => "wrong_mode",
             DropReason::Unsolicited => "unsolicited",
             DropReason::TooManySessions => "too_many_sessions",
@@ -361,6 +367,7 @@ pub struct Endpoint {
     /// SKICs of the IIKeyings that opened sessions within the cookie
     /// lifetime: a replay of one is refused (`handshake.rs`).
     keyings_seen: handshake::KeyingsSeen,
+    ihellos_seen: handshake::IHellosSeen,
 }
 
 impl Endpoint {
@@ -395,6 +402,7 @@ impl Endpoint {
             relay_pool: Vec::new(),
             unconfirmed: HashMap::new(),
             keyings_seen: handshake::KeyingsSeen::default(),
+            ihellos_seen: handshake::IHellosSeen::default(),
         }
     }
 
