@@ -284,7 +284,7 @@ fn spoofed_ihellos_from_a_members_ip_do_not_lock_the_member_out() {
             .unwrap();
         net.flush(m);
         let wait = Duration::from_millis(if i == 19 { 1000 } else { 100 });
-        let (_, _) = flooded(&mut net, intro, wait, spoof.clone(), |_| false);
+        let (_, _) = flooded(&mut net, intro, wait, spoof, |_| false);
     }
     let delivered = net
         .take_events(intro)
@@ -318,19 +318,13 @@ fn spoofed_ihellos_from_a_members_ip_do_not_lock_the_member_out() {
         .send(now, sm, f, b"moved", Reliability::Reliable)
         .unwrap();
     net.flush(m);
-    let (moved, _) = flooded(
-        &mut net,
-        intro,
-        Duration::from_secs(5),
-        spoof.clone(),
-        |n| {
-            n.nodes[intro]
-                .ep
-                .session_info(s_at_intro)
-                .and_then(|i| i.path.direct())
-                .is_some_and(|a| a != old)
-        },
-    );
+    let (moved, _) = flooded(&mut net, intro, Duration::from_secs(5), spoof, |n| {
+        n.nodes[intro]
+            .ep
+            .session_info(s_at_intro)
+            .and_then(|i| i.path.direct())
+            .is_some_and(|a| a != old)
+    });
     assert!(moved, "the introducer's session did not follow the member");
     let cid = net.nodes[c].ep.node_id();
     let peer_lookups = net.nodes[intro].ep.preauth_stats().peer.lookups;
@@ -452,9 +446,7 @@ fn a_flood_of_fihellos_through_one_forwarder_is_bounded() {
     let spoof = move |k: u64| (spoofed_source(k, mix(k)), ihello_for(t0, tid, maddr, k));
     let before = net.nodes[t].ep.stats().ihellos_answered;
     let start = net.now;
-    let (_, warm) = flooded(&mut net, m, Duration::from_secs(1), spoof.clone(), |_| {
-        false
-    });
+    let (_, warm) = flooded(&mut net, m, Duration::from_secs(1), spoof, |_| false);
     let now = net.now;
     net.nodes[a]
         .ep
