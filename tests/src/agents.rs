@@ -814,7 +814,7 @@ mod tests {
             "  secret_file: /s/home.secret\n  ca: /s/home-ca.pub\nnode:\n",
             "  key_file: /s/home.key\n  certificate_file: /s/laptop.cert\ninterface:\n",
             "  mtu: 1400\n  mac: auto\n  bridge: false\n  addresses:",
-            "listen:\n  address: 0.0.0.0\n  port: 4910\nintroducers:",
+            "listen:\n  address: \"0.0.0.0\"\n  port: 4910\nintroducers:",
             "stun_servers: []\nrole: introducer\ncontrol:",
             "log:\n  level: info\nkeepalive: 2s\n",
         ] {
