@@ -66,6 +66,10 @@ check_tool conntrack conntrack
 check_tool systemctl systemd
 check_tool ps procps
 check_tool c++ g++
+# agent/tests/unprivileged.rs drops privileges with setpriv in a private
+# mount namespace (unshare); both are util-linux, essential on Debian.
+check_tool setpriv util-linux
+check_tool unshare util-linux
 install_deps() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q && apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
