@@ -106,6 +106,9 @@ pub fn answer_binding(request: &[u8], from: SocketAddr, max_len: usize) -> Optio
             tid,
             MessageWriteVec::with_capacity(64),
         );
+        // An IPv4 source is encoded with the IPv4 family even if it was
+        // read through a dual-stack socket as IPv4-mapped.
+        let from = crate::path::canonical_addr(from);
         out.add_attribute(&XorMappedAddress::new(from, tid)).ok()?;
         if msg.has_attribute(Fingerprint::TYPE) {
             out.add_fingerprint().ok()?;
@@ -259,7 +262,7 @@ impl StunClient {
             .has_class(MessageClass::Success)
             .then(|| msg.attribute::<XorMappedAddress>().ok())
             .flatten()
-            .map(|x| x.addr(tid));
+            .map(|x| crate::path::canonical_addr(x.addr(tid)));
         self.events.push_back(match mapped {
             Some(mapped) => StunEvent::Mapped {
                 tx,
@@ -515,6 +518,33 @@ mod tests {
                 })
             );
         }
+        // A source read as IPv4-mapped through a dual-stack socket is
+        // answered with the IPv4 family (what an IPv4-only client can use),
+        // and a server that encodes it mapped anyway is read as IPv4.
+        let resp = answer_binding(&req, sa("[::ffff:203.0.113.5]:61000"), 1000).unwrap();
+        let m = Message::from_bytes(&resp).unwrap();
+        let x = m.attribute::<XorMappedAddress>().unwrap();
+        assert_eq!(x.addr(m.transaction_id()), sa("203.0.113.5:61000"));
+        let mut b = Message::builder(
+            MessageType::from_class_method(MessageClass::Success, BINDING),
+            m.transaction_id(),
+            MessageWriteVec::with_capacity(64),
+        );
+        b.add_attribute(&XorMappedAddress::new(
+            sa("[::ffff:203.0.113.5]:61000"),
+            m.transaction_id(),
+        ))
+        .unwrap();
+        let mut c3 = client_with_tx(tx.0, server);
+        assert!(c3.handle_response(&b.finish()));
+        assert_eq!(
+            c3.poll_event(),
+            Some(StunEvent::Mapped {
+                tx,
+                server,
+                mapped: sa("203.0.113.5:61000")
+            })
+        );
         // Budget too small: no answer at all.
         assert!(answer_binding(&req, sa("203.0.113.5:1"), 20).is_none());
         // A response is not a request.
