@@ -12,7 +12,7 @@
 //! NAT while our IHello to its public address punches ours.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ringlan_overlay::wire::{AddrOrigin, TaggedAddr};
@@ -83,6 +83,67 @@ pub fn local_candidates(ifs: &[LocalIf], listen: SocketAddr) -> Vec<SocketAddr> 
         .collect()
 }
 
+/// The addresses the main socket serves, as status shows them: the
+/// dual-stack IPv6 wildcard `[::]:P` serves `0.0.0.0:P` and `[::]:P`; any
+/// other bind address only itself.
+pub fn listen_addresses(listen: SocketAddr) -> Vec<SocketAddr> {
+    if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        vec![
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), listen.port()),
+            listen,
+        ]
+    } else {
+        vec![listen]
+    }
+}
+
+/// The address families this node can send to (docs/underlay.md): a
+/// socket bound to one address serves that address's family, `0.0.0.0`
+/// IPv4; the dual-stack `[::]` the families the machine has a usable
+/// interface address of (both while none is known). Candidates, STUN
+/// servers and punch targets of another family are never tried: the
+/// kernel would refuse them (`udp_send_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Families {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl Families {
+    pub fn of(listen: SocketAddr, ifs: &[LocalIf]) -> Families {
+        match listen.ip() {
+            IpAddr::V4(_) => Families {
+                ipv4: true,
+                ipv6: false,
+            },
+            IpAddr::V6(a) if !a.is_unspecified() => Families {
+                ipv4: false,
+                ipv6: true,
+            },
+            IpAddr::V6(_) => {
+                let ipv4 = ifs.iter().any(|l| l.ip.is_ipv4());
+                let ipv6 = ifs.iter().any(|l| l.ip.is_ipv6());
+                if ipv4 || ipv6 {
+                    Families { ipv4, ipv6 }
+                } else {
+                    Families {
+                        ipv4: true,
+                        ipv6: true,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether this node can send to `addr`.
+    pub fn reach(self, addr: SocketAddr) -> bool {
+        match addr.ip().to_canonical() {
+            IpAddr::V4(_) => self.ipv4,
+            IpAddr::V6(_) => self.ipv6,
+        }
+    }
+}
+
 /// Whether `ip` is on one of our LANs (a direct LAN path).
 pub fn in_local_subnet(ifs: &[LocalIf], ip: IpAddr) -> bool {
     ifs.iter().any(|l| l.contains(ip))
@@ -149,8 +210,11 @@ pub fn nat_status(mapped: &BTreeMap<SocketAddr, SocketAddr>) -> NatStatus {
 
 impl Node {
     /// Candidates for a session to member `id` (see
-    /// [`assemble_candidates`]).
+    /// [`assemble_candidates`]), of the families this node can send to.
     pub(crate) fn candidates_for(&self, id: NodeId, addrs: &[SocketAddr]) -> Vec<Path> {
+        let fam = self.families;
+        let addrs: Vec<SocketAddr> = addrs.iter().copied().filter(|a| fam.reach(*a)).collect();
+        let addrs = addrs.as_slice();
         let (forwarders, relayed_forwarders): (Vec<Path>, Vec<Path>) = self
             .overlay
             .forwarders_for(id)
@@ -159,12 +223,21 @@ impl Node {
             .filter_map(|sid| self.endpoint.session_info(sid))
             .map(|i| i.path)
             .partition(|p| !p.is_relayed());
-        let forwarders: Vec<SocketAddr> = forwarders.iter().filter_map(|p| p.direct()).collect();
-        let member: &[TaggedAddr] = self
+        let forwarders: Vec<SocketAddr> = forwarders
+            .iter()
+            .filter_map(|p| p.direct())
+            .filter(|a| fam.reach(*a))
+            .collect();
+        let member: Vec<TaggedAddr> = self
             .overlay
             .member(id)
             .map(|m| m.addrs.as_slice())
-            .unwrap_or(&[]);
+            .unwrap_or(&[])
+            .iter()
+            .filter(|a| fam.reach(a.addr))
+            .copied()
+            .collect();
+        let member = member.as_slice();
         let mut own = self.local_addrs.clone();
         own.extend(self.mapped.values().copied());
         // Behind our own NAT (its reflexive address has our public IP) and
@@ -220,7 +293,7 @@ impl Node {
         self.next_stun = now + if answered { STUN_PERIOD } else { STUN_RETRY };
         for i in 0..self.stun_servers.len() {
             let server = self.stun_servers[i];
-            if self.stun_pending.values().any(|s| *s == server) {
+            if !self.families.reach(server) || self.stun_pending.values().any(|s| *s == server) {
                 continue;
             }
             match self.endpoint.stun_query(now, server) {
@@ -339,6 +412,47 @@ mod tests {
         assert!(!usable_local("::1".parse().unwrap()));
         assert!(usable_local("10.1.2.3".parse().unwrap()));
         assert!(usable_local("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn families_follow_the_socket_and_the_interfaces() {
+        let ifs = |list: &[&str]| -> Vec<LocalIf> {
+            list.iter()
+                .map(|s| LocalIf {
+                    ip: s.parse().unwrap(),
+                    prefix: 64,
+                })
+                .collect()
+        };
+        let (a4, a6) = (sa("198.51.100.7:4910"), sa("[2001:db8::7]:4910"));
+        let both = ifs(&["192.0.2.11", "2001:db8::11"]);
+        let cases = [
+            (sa("0.0.0.0:4910"), both.clone(), true, false),
+            (sa("192.0.2.11:4910"), both.clone(), true, false),
+            (sa("[2001:db8::11]:4910"), both.clone(), false, true),
+            (sa("[::]:4910"), both, true, true),
+            (sa("[::]:4910"), ifs(&["192.0.2.11"]), true, false),
+            (sa("[::]:4910"), ifs(&["2001:db8::11"]), false, true),
+            (sa("[::]:4910"), Vec::new(), true, true),
+        ];
+        for (listen, ifs, ipv4, ipv6) in cases {
+            let f = Families::of(listen, &ifs);
+            assert_eq!((f.reach(a4), f.reach(a6)), (ipv4, ipv6), "{listen} {ifs:?}");
+            // An IPv4-mapped address counts as IPv4.
+            assert_eq!(f.reach(sa("[::ffff:198.51.100.7]:4910")), ipv4);
+        }
+        assert_eq!(
+            listen_addresses(sa("[::]:4910")),
+            vec![sa("0.0.0.0:4910"), sa("[::]:4910")]
+        );
+        assert_eq!(
+            listen_addresses(sa("0.0.0.0:4910")),
+            vec![sa("0.0.0.0:4910")]
+        );
+        assert_eq!(
+            listen_addresses(sa("[2001:db8::1]:7")),
+            vec![sa("[2001:db8::1]:7")]
+        );
     }
 
     #[test]
