@@ -455,6 +455,88 @@ mod tests {
         );
     }
 
+    /// A node with an IPv4 and an IPv6 introducer: over an IPv4 socket it
+    /// talks (session openings, STUN) only to the IPv4 one, over a
+    /// dual-stack socket on an IPv6-only host only to the IPv6 one, and
+    /// over a dual-stack socket with both families to both; nothing is
+    /// dropped as `other_family` on the way (nothing of the wrong family
+    /// was even produced).
+    #[test]
+    fn a_node_sends_only_to_the_families_it_can_use() {
+        use ringlan_tunnel::{BirthdayConfig, DatagramMachine, RelayLimits};
+
+        use crate::status::TapStatus;
+        use crate::{NodeSetup, Role};
+
+        let intro4 = sa("198.51.100.7:4910");
+        let intro6 = sa("[2001:db8::7]:4910");
+        let setup = |listen: &str, ifs: &[&str]| NodeSetup {
+            network: "fam".into(),
+            secret: [5; 32],
+            key: [9; 32],
+            name: "n".into(),
+            role: Role::Node,
+            mac: [2, 0, 0, 0, 0, 1],
+            bridge: false,
+            mtu: 1400,
+            tap: TapStatus {
+                name: "rl-fam".into(),
+                mac: "02:00:00:00:00:01".into(),
+                mtu: 1400,
+                addresses: Vec::new(),
+            },
+            listen: sa(listen),
+            introducers: vec![intro4, intro6],
+            stun_servers: Vec::new(),
+            keepalive: Duration::from_secs(25),
+            rekey_interval: Duration::from_secs(120),
+            relay: RelayLimits::default(),
+            birthday: BirthdayConfig::default(),
+            interfaces: ifs
+                .iter()
+                .map(|ip| LocalIf {
+                    ip: ip.parse().unwrap(),
+                    prefix: 64,
+                })
+                .collect(),
+            unix_time: 1_800_000_000,
+            membership: None,
+        };
+        let cases = [
+            ("0.0.0.0:4910", vec!["192.0.2.11"], vec![intro4]),
+            ("[::]:4910", vec!["2001:db8::11"], vec![intro6]),
+            (
+                "[::]:4910",
+                vec!["192.0.2.11", "2001:db8::11"],
+                vec![intro4, intro6],
+            ),
+        ];
+        for (listen, ifs, want) in cases {
+            let t0 = Instant::now();
+            let mut node = Node::new(t0, setup(listen, &ifs), [3; 32]).unwrap();
+            let mut buf = vec![0u8; 2048];
+            let mut sent = Vec::new();
+            // Over a few seconds of retransmissions and STUN retries.
+            for step in 0..40 {
+                let now = t0 + Duration::from_millis(250 * step);
+                node.handle_timeout(now);
+                while let Some(o) = node.poll_transmit(now, &mut buf) {
+                    if !sent.contains(&o.destination) {
+                        sent.push(o.destination);
+                    }
+                }
+            }
+            sent.sort();
+            assert_eq!(sent, want, "{listen} {ifs:?}");
+            let st = node.status(t0 + Duration::from_secs(10));
+            assert!(
+                !st.drops.contains_key("other_family"),
+                "{listen}: {:?}",
+                st.drops
+            );
+        }
+    }
+
     #[test]
     fn nat_status_from_two_servers() {
         let mut m = BTreeMap::new();
