@@ -355,7 +355,9 @@ pub struct InterfaceConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenConfig {
-    /// Bind address (default 0.0.0.0).
+    /// Bind address (default `::`: one dual-stack socket for IPv4 and
+    /// IPv6; the runtime falls back to `0.0.0.0` on a host without IPv6;
+    /// docs/underlay.md).
     pub address: IpAddr,
     /// UDP port; 0 = ephemeral.
     pub port: u16,
@@ -829,7 +831,7 @@ impl Config {
 
         // listen
         let mut listen = ListenConfig {
-            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            address: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
             port: DEFAULT_PORT,
         };
         if let Some(l) = &raw.listen {
@@ -1226,7 +1228,7 @@ log:
         assert_eq!(c.interface.mac, MacSetting::Auto);
         assert_eq!(c.interface.addresses.len(), 2);
         assert_eq!(c.interface.addresses[1].to_string(), "fd77::2/64");
-        assert_eq!(c.listen.socket_addr().to_string(), "0.0.0.0:4910");
+        assert_eq!(c.listen.socket_addr().to_string(), "[::]:4910");
         assert_eq!(c.introducers.len(), 3);
         assert_eq!(c.introducers[1].to_string(), "[2001:db8::7]:4910");
         assert_eq!(
@@ -1433,6 +1435,8 @@ role: introducer
         let c = parse(t).unwrap();
         assert_eq!(c.interface.mtu, DEFAULT_MTU);
         assert_eq!(c.listen.port, DEFAULT_PORT);
+        // Dual-stack by default.
+        assert_eq!(c.listen.socket_addr().to_string(), "[::]:4910");
         assert_eq!(c.node.key_file, Path::new("/var/lib/ringlan/lab.key"));
         assert_eq!(c.control.socket, Path::new("/run/ringlan/lab.sock"));
         assert!(c.metrics.is_none());

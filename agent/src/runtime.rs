@@ -103,7 +103,8 @@ async fn resolve_all(what: &str, hosts: &[config::HostPort]) -> Vec<std::net::So
     let mut out = Vec::new();
     for hp in hosts {
         match hp.resolve().await {
-            Ok(a) => out.extend(a),
+            // As the driver presents sources: IPv4 never IPv4-mapped.
+            Ok(a) => out.extend(a.into_iter().map(ringlan_tunnel::canonical_addr)),
             Err(e) => tracing::warn!(%what, host = %hp, error = %e, "cannot resolve"),
         }
     }
@@ -155,6 +156,36 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
             certificate: m.certificate.clone(),
             revocations: ctx.revocations.clone(),
         }),
+    }
+}
+
+/// Binds the main socket and builds the node for the bound address. The
+/// IPv6 wildcard `[::]` (the default) is one dual-stack socket; on a host
+/// without IPv6 (the kernel refuses IPv6 sockets) it falls back to
+/// `0.0.0.0` with the same port, with a warning.
+async fn bind_node(
+    bind: std::net::SocketAddr,
+    setup: NodeSetup,
+    seed: [u8; 32],
+) -> anyhow::Result<Driver<Node>> {
+    let make = |mut setup: NodeSetup| {
+        move |listen| {
+            setup.listen = listen;
+            Node::new(Instant::now(), setup, seed).map_err(std::io::Error::other)
+        }
+    };
+    match Driver::bind_with(bind, make(setup.clone())).await {
+        Err(e)
+            if bind.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+        {
+            let v4 = std::net::SocketAddr::from(([0, 0, 0, 0], bind.port()));
+            tracing::warn!(%bind, fallback = %v4, "no IPv6 on this host: listening on IPv4 only");
+            Driver::bind_with(v4, make(setup))
+                .await
+                .with_context(|| format!("binding UDP {v4}"))
+        }
+        r => r.with_context(|| format!("binding UDP {bind}")),
     }
 }
 
@@ -228,13 +259,8 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     let seed = os_seed()?;
     // Resolve first (async), then bind and build the node for the bound
     // address.
-    let mut setup = setup(&ctx, bind).await;
-    let mut driver = Driver::bind_with(bind, move |listen| {
-        setup.listen = listen;
-        Node::new(Instant::now(), setup, seed).map_err(std::io::Error::other)
-    })
-    .await
-    .with_context(|| format!("binding UDP {bind}"))?;
+    let setup = setup(&ctx, bind).await;
+    let mut driver = bind_node(bind, setup, seed).await?;
     let listen = driver.local_addr()?;
     let board = ctx.status.clone();
     board.publish(snapshot(&driver));

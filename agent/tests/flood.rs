@@ -61,8 +61,9 @@ fn the_network_works_through_a_spoofed_flood_of_the_introducer() {
     let Some(w) = NatLab::new() else { return };
     let mut pair = w.pair([NatKind::Masquerade; 2], &[1]);
     let mut c = w.node("c", 12, &pair.sa, &[1]);
-    // The introducer listens dual-stack, so the IPv6 half of the flood
-    // reaches its endpoint too.
+    // The introducer listens dual-stack (the default; said here so the
+    // test keeps its meaning), so the IPv6 half of the flood reaches its
+    // endpoint too.
     let intro_cfg = std::fs::read_to_string(&pair.intros[0].node.config).unwrap();
     assert!(intro_cfg.contains("\nlisten:\n"), "{intro_cfg}");
     pair.intros[0]

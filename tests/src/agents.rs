@@ -119,8 +119,16 @@ impl AgentConfig {
 
     /// The YAML text.
     pub fn render(&self) -> String {
+        // IPv6 addresses quoted: `[2001:db8::1]:4910` is not a plain YAML
+        // scalar (a flow sequence).
         let list = |v: &[SocketAddr]| {
-            let items: Vec<String> = v.iter().map(SocketAddr::to_string).collect();
+            let items: Vec<String> = v
+                .iter()
+                .map(|a| match a {
+                    SocketAddr::V4(_) => a.to_string(),
+                    SocketAddr::V6(_) => format!("'{a}'"),
+                })
+                .collect();
             format!("[{}]", items.join(", "))
         };
         let mut o = String::new();
@@ -808,6 +816,7 @@ mod tests {
         c.ca = Some("/s/home-ca.pub".into());
         c.certificate_file = Some("/s/laptop.cert".into());
         c.bridge = Some(false);
+        c.introducers.push("[2001:db8::1]:4910".parse().unwrap());
         let text = c.render();
         for want in [
             "# hello\nnetwork:\n",
@@ -815,6 +824,7 @@ mod tests {
             "  key_file: /s/home.key\n  certificate_file: /s/laptop.cert\ninterface:\n",
             "  mtu: 1400\n  mac: auto\n  bridge: false\n  addresses:",
             "listen:\n  address: \"0.0.0.0\"\n  port: 4910\nintroducers:",
+            "introducers: [198.51.100.7:4910, '[2001:db8::1]:4910']\n",
             "stun_servers: []\nrole: introducer\ncontrol:",
             "log:\n  level: info\nkeepalive: 2s\n",
         ] {

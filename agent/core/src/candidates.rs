@@ -12,7 +12,7 @@
 //! NAT while our IHello to its public address punches ours.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ringlan_overlay::wire::{AddrOrigin, TaggedAddr};
@@ -83,6 +83,67 @@ pub fn local_candidates(ifs: &[LocalIf], listen: SocketAddr) -> Vec<SocketAddr> 
         .collect()
 }
 
+/// The addresses the main socket serves, as status shows them: the
+/// dual-stack IPv6 wildcard `[::]:P` serves `0.0.0.0:P` and `[::]:P`; any
+/// other bind address only itself.
+pub fn listen_addresses(listen: SocketAddr) -> Vec<SocketAddr> {
+    if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        vec![
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), listen.port()),
+            listen,
+        ]
+    } else {
+        vec![listen]
+    }
+}
+
+/// The address families this node can send to (docs/underlay.md): a
+/// socket bound to one address serves that address's family, `0.0.0.0`
+/// IPv4; the dual-stack `[::]` the families the machine has a usable
+/// interface address of (both while none is known). Candidates, STUN
+/// servers and punch targets of another family are never tried: the
+/// kernel would refuse them (`udp_send_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Families {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl Families {
+    pub fn of(listen: SocketAddr, ifs: &[LocalIf]) -> Families {
+        match listen.ip() {
+            IpAddr::V4(_) => Families {
+                ipv4: true,
+                ipv6: false,
+            },
+            IpAddr::V6(a) if !a.is_unspecified() => Families {
+                ipv4: false,
+                ipv6: true,
+            },
+            IpAddr::V6(_) => {
+                let ipv4 = ifs.iter().any(|l| l.ip.is_ipv4());
+                let ipv6 = ifs.iter().any(|l| l.ip.is_ipv6());
+                if ipv4 || ipv6 {
+                    Families { ipv4, ipv6 }
+                } else {
+                    Families {
+                        ipv4: true,
+                        ipv6: true,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether this node can send to `addr`.
+    pub fn reach(self, addr: SocketAddr) -> bool {
+        match addr.ip().to_canonical() {
+            IpAddr::V4(_) => self.ipv4,
+            IpAddr::V6(_) => self.ipv6,
+        }
+    }
+}
+
 /// Whether `ip` is on one of our LANs (a direct LAN path).
 pub fn in_local_subnet(ifs: &[LocalIf], ip: IpAddr) -> bool {
     ifs.iter().any(|l| l.contains(ip))
@@ -149,8 +210,11 @@ pub fn nat_status(mapped: &BTreeMap<SocketAddr, SocketAddr>) -> NatStatus {
 
 impl Node {
     /// Candidates for a session to member `id` (see
-    /// [`assemble_candidates`]).
+    /// [`assemble_candidates`]), of the families this node can send to.
     pub(crate) fn candidates_for(&self, id: NodeId, addrs: &[SocketAddr]) -> Vec<Path> {
+        let fam = self.families;
+        let addrs: Vec<SocketAddr> = addrs.iter().copied().filter(|a| fam.reach(*a)).collect();
+        let addrs = addrs.as_slice();
         let (forwarders, relayed_forwarders): (Vec<Path>, Vec<Path>) = self
             .overlay
             .forwarders_for(id)
@@ -159,12 +223,21 @@ impl Node {
             .filter_map(|sid| self.endpoint.session_info(sid))
             .map(|i| i.path)
             .partition(|p| !p.is_relayed());
-        let forwarders: Vec<SocketAddr> = forwarders.iter().filter_map(|p| p.direct()).collect();
-        let member: &[TaggedAddr] = self
+        let forwarders: Vec<SocketAddr> = forwarders
+            .iter()
+            .filter_map(|p| p.direct())
+            .filter(|a| fam.reach(*a))
+            .collect();
+        let member: Vec<TaggedAddr> = self
             .overlay
             .member(id)
             .map(|m| m.addrs.as_slice())
-            .unwrap_or(&[]);
+            .unwrap_or(&[])
+            .iter()
+            .filter(|a| fam.reach(a.addr))
+            .copied()
+            .collect();
+        let member = member.as_slice();
         let mut own = self.local_addrs.clone();
         own.extend(self.mapped.values().copied());
         // Behind our own NAT (its reflexive address has our public IP) and
@@ -220,7 +293,7 @@ impl Node {
         self.next_stun = now + if answered { STUN_PERIOD } else { STUN_RETRY };
         for i in 0..self.stun_servers.len() {
             let server = self.stun_servers[i];
-            if self.stun_pending.values().any(|s| *s == server) {
+            if !self.families.reach(server) || self.stun_pending.values().any(|s| *s == server) {
                 continue;
             }
             match self.endpoint.stun_query(now, server) {
@@ -339,6 +412,129 @@ mod tests {
         assert!(!usable_local("::1".parse().unwrap()));
         assert!(usable_local("10.1.2.3".parse().unwrap()));
         assert!(usable_local("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn families_follow_the_socket_and_the_interfaces() {
+        let ifs = |list: &[&str]| -> Vec<LocalIf> {
+            list.iter()
+                .map(|s| LocalIf {
+                    ip: s.parse().unwrap(),
+                    prefix: 64,
+                })
+                .collect()
+        };
+        let (a4, a6) = (sa("198.51.100.7:4910"), sa("[2001:db8::7]:4910"));
+        let both = ifs(&["192.0.2.11", "2001:db8::11"]);
+        let cases = [
+            (sa("0.0.0.0:4910"), both.clone(), true, false),
+            (sa("192.0.2.11:4910"), both.clone(), true, false),
+            (sa("[2001:db8::11]:4910"), both.clone(), false, true),
+            (sa("[::]:4910"), both, true, true),
+            (sa("[::]:4910"), ifs(&["192.0.2.11"]), true, false),
+            (sa("[::]:4910"), ifs(&["2001:db8::11"]), false, true),
+            (sa("[::]:4910"), Vec::new(), true, true),
+        ];
+        for (listen, ifs, ipv4, ipv6) in cases {
+            let f = Families::of(listen, &ifs);
+            assert_eq!((f.reach(a4), f.reach(a6)), (ipv4, ipv6), "{listen} {ifs:?}");
+            // An IPv4-mapped address counts as IPv4.
+            assert_eq!(f.reach(sa("[::ffff:198.51.100.7]:4910")), ipv4);
+        }
+        assert_eq!(
+            listen_addresses(sa("[::]:4910")),
+            vec![sa("0.0.0.0:4910"), sa("[::]:4910")]
+        );
+        assert_eq!(
+            listen_addresses(sa("0.0.0.0:4910")),
+            vec![sa("0.0.0.0:4910")]
+        );
+        assert_eq!(
+            listen_addresses(sa("[2001:db8::1]:7")),
+            vec![sa("[2001:db8::1]:7")]
+        );
+    }
+
+    /// A node with an IPv4 and an IPv6 introducer: over an IPv4 socket it
+    /// talks (session openings, STUN) only to the IPv4 one, over a
+    /// dual-stack socket on an IPv6-only host only to the IPv6 one, and
+    /// over a dual-stack socket with both families to both; nothing is
+    /// dropped as `other_family` on the way (nothing of the wrong family
+    /// was even produced).
+    #[test]
+    fn a_node_sends_only_to_the_families_it_can_use() {
+        use ringlan_tunnel::{BirthdayConfig, DatagramMachine, RelayLimits};
+
+        use crate::status::TapStatus;
+        use crate::{NodeSetup, Role};
+
+        let intro4 = sa("198.51.100.7:4910");
+        let intro6 = sa("[2001:db8::7]:4910");
+        let setup = |listen: &str, ifs: &[&str]| NodeSetup {
+            network: "fam".into(),
+            secret: [5; 32],
+            key: [9; 32],
+            name: "n".into(),
+            role: Role::Node,
+            mac: [2, 0, 0, 0, 0, 1],
+            bridge: false,
+            mtu: 1400,
+            tap: TapStatus {
+                name: "rl-fam".into(),
+                mac: "02:00:00:00:00:01".into(),
+                mtu: 1400,
+                addresses: Vec::new(),
+            },
+            listen: sa(listen),
+            introducers: vec![intro4, intro6],
+            stun_servers: Vec::new(),
+            keepalive: Duration::from_secs(25),
+            rekey_interval: Duration::from_secs(120),
+            relay: RelayLimits::default(),
+            birthday: BirthdayConfig::default(),
+            interfaces: ifs
+                .iter()
+                .map(|ip| LocalIf {
+                    ip: ip.parse().unwrap(),
+                    prefix: 64,
+                })
+                .collect(),
+            unix_time: 1_800_000_000,
+            membership: None,
+        };
+        let cases = [
+            ("0.0.0.0:4910", vec!["192.0.2.11"], vec![intro4]),
+            ("[::]:4910", vec!["2001:db8::11"], vec![intro6]),
+            (
+                "[::]:4910",
+                vec!["192.0.2.11", "2001:db8::11"],
+                vec![intro4, intro6],
+            ),
+        ];
+        for (listen, ifs, want) in cases {
+            let t0 = Instant::now();
+            let mut node = Node::new(t0, setup(listen, &ifs), [3; 32]).unwrap();
+            let mut buf = vec![0u8; 2048];
+            let mut sent = Vec::new();
+            // Over a few seconds of retransmissions and STUN retries.
+            for step in 0..40 {
+                let now = t0 + Duration::from_millis(250 * step);
+                node.handle_timeout(now);
+                while let Some(o) = node.poll_transmit(now, &mut buf) {
+                    if !sent.contains(&o.destination) {
+                        sent.push(o.destination);
+                    }
+                }
+            }
+            sent.sort();
+            assert_eq!(sent, want, "{listen} {ifs:?}");
+            let st = node.status(t0 + Duration::from_secs(10));
+            assert!(
+                !st.drops.contains_key("other_family"),
+                "{listen}: {:?}",
+                st.drops
+            );
+        }
     }
 
     #[test]

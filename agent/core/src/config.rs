@@ -82,7 +82,7 @@ impl NodeSetup {
             role: self.role,
             public_key: public_key.iter().map(|b| format!("{b:02x}")).collect(),
             tap: self.tap.clone(),
-            listen: vec![self.listen],
+            listen: crate::candidates::listen_addresses(self.listen),
             addresses: Vec::new(),
             nat: NatStatus::default(),
             sessions: Vec::new(),

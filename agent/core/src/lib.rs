@@ -77,7 +77,7 @@ pub use dataplane::{TapWrite, TAP_READ_OFFSET, TAP_READ_ROOM};
 pub use status::{MembershipStatus, Role, Status};
 
 use crate::admission::Admission;
-use crate::candidates::local_candidates;
+use crate::candidates::{local_candidates, Families};
 use crate::dataplane::DataPlane;
 use crate::peers::Peers;
 use crate::reach::Reach;
@@ -126,6 +126,13 @@ pub struct Node {
     listen: SocketAddr,
     /// Interface addresses, as last given by the runtime.
     ifs: Vec<LocalIf>,
+    /// The address families this node can send to (from `listen` and
+    /// `ifs`).
+    families: Families,
+    /// Datagrams not sent because their destination is of a family this
+    /// node cannot send to (a Redirect or a peer naming one): the
+    /// node-wide drop `other_family`.
+    other_family: u64,
     /// Our local candidates, as given to the overlay.
     local_addrs: Vec<SocketAddr>,
     /// Introducers and `stun_servers`: asked for our reflexive address.
@@ -220,6 +227,8 @@ impl Node {
             ready: false,
             started: now,
             listen: setup.listen,
+            families: Families::of(setup.listen, &setup.interfaces),
+            other_family: 0,
             ifs: setup.interfaces,
             local_addrs,
             stun_servers,
@@ -258,6 +267,7 @@ impl Node {
     /// periodically): new local candidates go to the overlay.
     pub fn set_interfaces(&mut self, now: Instant, ifs: Vec<LocalIf>) {
         self.ifs = ifs;
+        self.families = Families::of(self.listen, &self.ifs);
         let local = local_candidates(&self.ifs, self.listen);
         if local != self.local_addrs {
             tracing::info!(addresses = ?local, "local addresses changed");
@@ -329,16 +339,25 @@ impl DatagramMachine for Node {
     /// Punch datagrams first, then the endpoint's, each from the socket
     /// its destination is pinned to; what the node sends of its own accord
     /// (punches, openings, probes) to an unverified IP only within that
-    /// IP's budget (`reach`).
+    /// IP's budget (`reach`); nothing to a family this node cannot send to
+    /// (`other_family`: the kernel would refuse it).
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
         loop {
             if let Some(o) = self.punch.poll_probe(buf) {
+                if !self.families.reach(o.destination) {
+                    self.other_family += 1;
+                    continue;
+                }
                 if self.reach.allow(now, o.destination.ip()) {
                     return Some(o);
                 }
                 continue;
             }
             let t = self.endpoint.poll_transmit(now, buf)?;
+            if !self.families.reach(t.destination) {
+                self.other_family += 1;
+                continue;
+            }
             let unsolicited = matches!(t.kind, TransmitKind::Opening | TransmitKind::Probe);
             if unsolicited && !self.reach.allow(now, t.destination.ip()) {
                 continue;

@@ -84,7 +84,7 @@ impl Node {
                 let reflexive = m
                     .addrs
                     .iter()
-                    .find(|a| a.origin == AddrOrigin::Reflexive)
+                    .find(|a| a.origin == AddrOrigin::Reflexive && self.families.reach(a.addr))
                     .map(|a| a.addr)
                     .filter(|a| !on_lan && !public.contains(&a.ip()));
                 Some(PunchAttempt {

@@ -293,7 +293,11 @@ impl Node {
         let target = node.map(Target::Node).unwrap_or(Target::Any);
         let cands: Vec<Path> = match node {
             Some(id) => self.candidates_for(id, &addrs),
-            None => addrs.iter().map(|&a| Path::Direct(a)).collect(),
+            None => addrs
+                .iter()
+                .filter(|a| self.families.reach(**a))
+                .map(|&a| Path::Direct(a))
+                .collect(),
         };
         match self.endpoint.connect(now, target, &cands) {
             Ok(sid) => {

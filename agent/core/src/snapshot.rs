@@ -165,8 +165,9 @@ impl Node {
     /// Node-wide drops: the endpoint's refused datagrams (`udp_` reason),
     /// frames dropped before reaching a session, the overlay's budget
     /// refusals, datagrams over an unverified IP's budget
-    /// (`unverified_ip_budget`, `reach`), and peers refused at admission (`admission_<reason>`,
-    /// `refused_by_peer_<reason>`).
+    /// (`unverified_ip_budget`, `reach`), datagrams to an address family
+    /// this node cannot send to (`other_family`), and peers refused at
+    /// admission (`admission_<reason>`, `refused_by_peer_<reason>`).
     fn node_drops(&self) -> BTreeMap<String, u64> {
         let mut d: BTreeMap<String, u64> = self
             .data
@@ -192,6 +193,9 @@ impl Node {
         d.extend(self.adm.drops.iter().map(|(k, v)| (k.clone(), *v)));
         if self.reach.dropped > 0 {
             d.insert(crate::reach::DROP_REASON.to_string(), self.reach.dropped);
+        }
+        if self.other_family > 0 {
+            d.insert("other_family".to_string(), self.other_family);
         }
         d
     }
