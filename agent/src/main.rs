@@ -50,6 +50,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the network's members from the directory on the ring (every
+    /// member, not only this node's sessions): name, node id, overlay
+    /// addresses, MAC, NAT kind, last seen.
+    Members {
+        /// Read the control socket path from this config file.
+        #[arg(short, long, value_name = "FILE", conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// Control socket path (default: the only socket in /run/ringlan).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Print the members as JSON (shape: docs/directory.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a node key (Ed25519); prints the public key.
     Keygen {
         /// Write the key to FILE (mode 0600) instead of stdout.
@@ -214,6 +228,11 @@ fn main() -> ExitCode {
             socket,
             json,
         } => cmd_status(config.as_deref(), socket, json),
+        Cmd::Members {
+            config,
+            socket,
+            json,
+        } => cmd_members(config.as_deref(), socket, json),
         Cmd::Keygen { output, force } => cmd_keygen(output.as_deref(), force),
         Cmd::Secret { output, force } => cmd_secret(output.as_deref(), force),
         Cmd::Ca(cmd) => cmd_ca(cmd),
@@ -345,6 +364,17 @@ fn cmd_status(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> any
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", status.render());
+    }
+    Ok(())
+}
+
+fn cmd_members(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let path = control_socket(config, socket)?;
+    let report = runtime()?.block_on(control::request_members(&path))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
     }
     Ok(())
 }
