@@ -461,6 +461,19 @@ impl Overlay {
         replication::is_responsible(self.cfg.node_id, &preds, pos, self.cfg.directory.replicas)
     }
 
+    /// Whether this node succeeds `pos` among the ring nodes it knows (it
+    /// owns the position: routing stops here).
+    fn owns(&self, pos: NodeId) -> bool {
+        if !self.in_ring() {
+            return false;
+        }
+        let me = self.cfg.node_id;
+        match nearest_after(&self.members, me, 1, false).first() {
+            Some(p) => ring::between_right_incl(*p, pos, me),
+            None => true,
+        }
+    }
+
     /// Where greedy routing ended here: the owner of `pos` among this node
     /// and the ring members it knows, when that is a link other than
     /// `exclude` (this node being the predecessor of `pos`).
@@ -495,11 +508,13 @@ impl Overlay {
             return;
         }
         let exclude = [from, me];
-        if let Some(h) = self.route(pos, &exclude).or_else(|| {
-            self.in_ring()
-                .then(|| self.owner_hop(pos, &exclude))
-                .flatten()
-        }) {
+        let hop = if self.owns(pos) {
+            None
+        } else {
+            self.route(pos, &exclude)
+                .or_else(|| self.owner_hop(pos, &exclude))
+        };
+        if let Some(h) = hop {
             if from != me {
                 self.stats.dir.puts_forwarded += 1;
             }
@@ -554,8 +569,8 @@ impl Overlay {
         }
         let unix = self.unix_now(now);
         let held = self.dir.store.get(&g.key, unix).cloned();
-        if held.is_none() {
-            let pos = DirKey::of(&g.key).0;
+        let pos = DirKey::of(&g.key).0;
+        if held.is_none() && !self.owns(pos) {
             let hop = if g.path.len() < MAX_PATH {
                 self.route(pos, &g.path)
                     .or_else(|| self.owner_hop(pos, &g.path))
