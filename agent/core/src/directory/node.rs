@@ -376,9 +376,10 @@ impl Node {
 /// record check already; this decodes and re-checks the binding).
 fn member_of(r: &Record, key: &MemberKey) -> Option<Member> {
     let body = MemberBody::decode(&r.body).ok()?;
-    (body.node_id == r.subject && key.fits(&body) && key.key() == r.key).then(|| Member {
+    let expires_unix = r.expires_unix;
+    (body.node_id == r.subject && key.fits(&body) && key.key() == r.key).then_some(Member {
         body,
-        expires_unix: r.expires_unix,
+        expires_unix,
     })
 }
 
