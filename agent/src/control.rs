@@ -617,6 +617,21 @@ mod tests {
         still_answers_then_stop(&path, tx).await;
     }
 
+    /// A server on `path` sending commands to `commands`; its shutdown
+    /// switch and task.
+    async fn serve_with_commands(
+        path: &Path,
+        board: Arc<StatusBoard>,
+        commands: Commands,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = watch::channel(false);
+        let server = ControlServer::bind(path, board)
+            .await
+            .unwrap()
+            .with_commands(commands);
+        (tx, tokio::spawn(server.serve(rx)))
+    }
+
     #[tokio::test]
     async fn revocation_lists_go_to_the_node_and_its_answer_back() {
         let path = sock_path("push");
@@ -648,12 +663,7 @@ mod tests {
             }
             seen
         });
-        let (tx, rx) = watch::channel(false);
-        let server = ControlServer::bind(&path, board)
-            .await
-            .unwrap()
-            .with_commands(cmd_tx);
-        let task = tokio::spawn(server.serve(rx));
+        let (tx, task) = serve_with_commands(&path, board, cmd_tx).await;
         // The largest list fits in one request.
         let big = vec![7u8; MAX_LIST];
         assert_eq!(
@@ -696,12 +706,7 @@ mod tests {
             }
             asked
         });
-        let (tx, rx) = watch::channel(false);
-        let server = ControlServer::bind(&path, board)
-            .await
-            .unwrap()
-            .with_commands(cmd_tx);
-        let task = tokio::spawn(server.serve(rx));
+        let (tx, task) = serve_with_commands(&path, board, cmd_tx).await;
         let got = request_members(&path).await.unwrap();
         assert_eq!(got, ringlan_node::directory::report::example());
         // The wire form: the report under "members".

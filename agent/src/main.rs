@@ -360,21 +360,25 @@ fn cmd_revocations_push(
 fn cmd_status(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let path = control_socket(config, socket)?;
     let status = runtime()?.block_on(control::request_status(&path))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print!("{}", status.render());
-    }
-    Ok(())
+    print_answer(&status, json, |s| s.render())
 }
 
 fn cmd_members(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let path = control_socket(config, socket)?;
     let report = runtime()?.block_on(control::request_members(&path))?;
+    print_answer(&report, json, |r| r.render())
+}
+
+/// An agent's answer as pretty JSON, or rendered for people.
+fn print_answer<T: serde::Serialize>(
+    answer: &T,
+    json: bool,
+    render: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(answer)?);
     } else {
-        print!("{}", report.render());
+        print!("{}", render(answer));
     }
     Ok(())
 }

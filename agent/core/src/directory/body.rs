@@ -24,13 +24,13 @@
 //! members, so an `ip:` key for them would be a conflict by design.
 //! The decoder is total: no panic, allocation bounded by the input.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use ringlan_overlay::Mac;
 use ringlan_tunnel::NodeId;
 
 use crate::membership::cert::{valid_node_name, MAX_NODE_NAME};
-use crate::membership::{DecodeError, Reader};
+use crate::membership::{put_ip, DecodeError, Reader};
 use crate::status::NatBehaviour;
 
 /// The body format version this node writes and reads.
@@ -120,24 +120,10 @@ fn nat_byte(n: NatBehaviour) -> u8 {
     }
 }
 
-fn put_ip(b: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(a) => {
-            b.push(4);
-            b.extend_from_slice(&a.octets());
-        }
-        IpAddr::V6(a) => {
-            b.push(6);
-            b.extend_from_slice(&a.octets());
-        }
-    }
-}
-
 fn read_ip(r: &mut Reader<'_>) -> Result<IpAddr, BodyError> {
-    Ok(match r.u8()? {
-        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
-        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
-        f => return Err(BodyError::BadFamily(f)),
+    r.ip().map_err(|e| match e {
+        Ok(family) => BodyError::BadFamily(family),
+        Err(e) => e.into(),
     })
 }
 
@@ -272,6 +258,7 @@ pub fn canonical_ips(ips: &[IpAddr]) -> Vec<IpAddr> {
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     pub(crate) fn sample() -> MemberBody {
         MemberBody {
