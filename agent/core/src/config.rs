@@ -73,6 +73,17 @@ pub enum NodeError {
 }
 
 impl NodeSetup {
+    /// The configured overlay IPs: the addresses of `tap.addresses`
+    /// (`addr/prefix`, as the agent writes them; anything else is
+    /// skipped).
+    pub(crate) fn overlay_ips(&self) -> Vec<std::net::IpAddr> {
+        self.tap
+            .addresses
+            .iter()
+            .filter_map(|a| a.split('/').next()?.parse().ok())
+            .collect()
+    }
+
     /// The parts of the status that never change.
     pub(crate) fn base_status(&self, node_id: NodeId, public_key: &[u8; 32]) -> Status {
         Status {
@@ -92,6 +103,7 @@ impl NodeSetup {
             relay: None,
             routed: RoutedStatus::default(),
             membership: Default::default(),
+            directory: None,
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod admission;
 pub mod candidates;
 mod config;
 pub mod dataplane;
+pub mod directory;
 pub mod membership;
 pub mod peers;
 pub mod punching;
@@ -74,11 +75,13 @@ pub use admission::{MembershipSetup, PushError, MEMBERSHIP_FLOW};
 pub use candidates::LocalIf;
 pub use config::{NodeError, NodeSetup};
 pub use dataplane::{TapWrite, TAP_READ_OFFSET, TAP_READ_ROOM};
+pub use directory::{Member, MemberBody, MemberKey, MemberRequest};
 pub use status::{MembershipStatus, Role, Status};
 
 use crate::admission::Admission;
 use crate::candidates::{local_candidates, Families};
 use crate::dataplane::DataPlane;
+use crate::directory::Directory;
 use crate::peers::Peers;
 use crate::reach::Reach;
 use crate::routes::RouteControl;
@@ -104,6 +107,21 @@ pub enum NodeEvent {
     /// keep it (the encoded list) in the state directory for the next
     /// start.
     Revocations { list: Vec<u8>, version: u64 },
+    /// The answer to [`Node::members`]: every member the directory scan
+    /// found (this node included), by name; `complete` when every part
+    /// of the ring answered in time.
+    Members {
+        request: MemberRequest,
+        members: Vec<Member>,
+        complete: bool,
+    },
+    /// The answer to [`Node::resolve`] / [`Node::resolve_name`]
+    /// (`member: None`: not found, or no answer in time).
+    Resolved {
+        request: MemberRequest,
+        key: MemberKey,
+        member: Option<Member>,
+    },
 }
 
 /// One ringlan member.
@@ -149,6 +167,8 @@ pub struct Node {
     base: Status,
     /// Admission of peers and revocation lists.
     adm: Admission,
+    /// Member records: ours, fetched ones, lookups in flight.
+    dir: Directory,
 }
 
 impl Node {
@@ -193,8 +213,17 @@ impl Node {
         ocfg.introducers = setup.introducers.clone();
         ocfg.relays = setup.relay.enabled;
         // Signs the flood and routed frames this node originates.
-        ocfg.identity = Some(identity);
+        ocfg.identity = Some(identity.clone());
         ocfg.bridge = setup.bridge;
+        // Directory records carry absolute expiry times.
+        ocfg.unix_time = setup.unix_time;
+        ocfg.directory.scan_timeout = directory::SCAN_TIMEOUT;
+        let dir = Directory::new(
+            identity.clone(),
+            Mac(setup.mac),
+            setup.relay.enabled,
+            setup.overlay_ips(),
+        );
         let mut ov = Overlay::new(now, ocfg, Rng::from_seed(sub_seed()))
             .map_err(|e| NodeError::Overlay(e.to_string()))?;
         let local_addrs = local_candidates(&setup.interfaces, setup.listen);
@@ -239,7 +268,9 @@ impl Node {
             unreachable_since: HashMap::new(),
             base,
             adm,
+            dir,
         };
+        node.install_record_check();
         node.check_own_certificate(now);
         node.timers.set(Timer::Housekeeping, now);
         node.timers.set(Timer::Routes, now + routes::TICK);
@@ -320,6 +351,7 @@ impl Node {
             self.unreachable_since.entry(a.node).or_insert(now);
         }
         self.admission_tick(now);
+        self.directory_tick(now);
     }
 }
 

@@ -271,6 +271,9 @@ impl Node {
                 overlay::Event::Route { from, msg } => {
                     self.with_routes(now, |r, cx| r.on_message(now, cx, from, msg));
                 }
+                ev @ (overlay::Event::DirResult { .. } | overlay::Event::DirScan { .. }) => {
+                    self.directory_event(now, ev)
+                }
                 other => tracing::info!(event = ?other, "overlay"),
             }
         }

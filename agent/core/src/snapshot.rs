@@ -103,6 +103,7 @@ impl Node {
             relay: Some(self.relay_status(now, &names)),
             routed: self.routed_status(),
             membership: self.adm.status(self.unix_now(now)),
+            directory: Some(self.directory_status()),
             ..self.base.clone()
         }
     }

@@ -80,6 +80,8 @@ pub struct World {
     pub cert: Cert,
     /// Revocation list versions each host announced, in order.
     pub installed: BTreeMap<HostId, Vec<u64>>,
+    /// Directory answers (members scans, lookups) each host gave.
+    dir: BTreeMap<HostId, Vec<NodeEvent>>,
 }
 
 impl World {
@@ -94,6 +96,7 @@ impl World {
             ca: None,
             cert: Cert::Valid,
             installed: BTreeMap::new(),
+            dir: BTreeMap::new(),
         }
     }
 
@@ -184,6 +187,11 @@ impl World {
             .restart(h, |ctx| start(&introducers, ca.as_ref(), unix, ctx, &spec));
     }
 
+    /// The directory answers host `h` gave so far.
+    pub fn dir_events(&self, h: HostId) -> &[NodeEvent] {
+        self.dir.get(&h).map_or(&[], |v| v)
+    }
+
     pub fn name(&self, h: HostId) -> &str {
         &self.specs[&h].name
     }
@@ -249,11 +257,17 @@ impl World {
                 self.ledger.receive(h, &f);
             }
             for e in self.sim.take_events(h) {
-                if let NodeEvent::Revocations { list, version } = e {
-                    self.installed.entry(h).or_default().push(version);
-                    if let Some(ca) = self.ca.as_mut() {
-                        ca.kept.insert(h, list);
+                match e {
+                    NodeEvent::Revocations { list, version } => {
+                        self.installed.entry(h).or_default().push(version);
+                        if let Some(ca) = self.ca.as_mut() {
+                            ca.kept.insert(h, list);
+                        }
                     }
+                    e @ (NodeEvent::Members { .. } | NodeEvent::Resolved { .. }) => {
+                        self.dir.entry(h).or_default().push(e)
+                    }
+                    NodeEvent::Ready { .. } => {}
                 }
             }
         }
