@@ -703,7 +703,15 @@ fn matrix_pair(places: [Place; 2], same_nat: bool) -> Option<(String, Duration, 
         w.lab.start_node(&mut m.node).unwrap();
     }
     let (a, b) = (&members[0], &members[1]);
-    let (pa, pb) = (a.peer(), b.peer());
+    // How each names the other (its node id, once its control socket
+    // answers).
+    let peer = |x: &Member| -> Option<Peer> {
+        let v = x.status().ok()?;
+        Some(Peer {
+            name: x.name.clone(),
+            id: Some(v["node_id"].as_str()?.to_string()),
+        })
+    };
     let kinds = |x: &Member, p: &Peer| -> Option<String> {
         let v = x.status().ok()?;
         open_session(&v, p).and_then(path_kind).map(str::to_string)
@@ -711,8 +719,12 @@ fn matrix_pair(places: [Place; 2], same_nat: bool) -> Option<(String, Duration, 
     let mut opened = None;
     let mut direct = None;
     let mut last = String::from("none");
+    let (mut pa, mut pb) = (None, None);
     while t0.elapsed() < MATRIX_SETTLE && direct.is_none() {
-        if let (Some(ka), Some(kb)) = (kinds(a, &pb), kinds(b, &pa)) {
+        pa = pa.or_else(|| peer(a));
+        pb = pb.or_else(|| peer(b));
+        let k = |x, p: &Option<Peer>| p.as_ref().and_then(|p| kinds(x, p));
+        if let (Some(ka), Some(kb)) = (k(a, &pb), k(b, &pa)) {
             opened.get_or_insert(t0.elapsed());
             if ka.starts_with("direct") && kb.starts_with("direct") {
                 direct = Some(t0.elapsed());
