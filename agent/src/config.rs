@@ -1451,14 +1451,16 @@ log:
         assert_eq!(parse(&t).unwrap().role, Role::Introducer);
     }
 
-    #[test]
-    fn defaults() {
-        let t = "\
+    /// The smallest valid config: an introducer with every default.
+    const MINIMAL: &str = "\
 network: {name: lab, secret_file: /etc/ringlan/lab.secret}
 interface: {name: rl-lab}
 role: introducer
 ";
-        let c = parse(t).unwrap();
+
+    #[test]
+    fn defaults() {
+        let c = parse(MINIMAL).unwrap();
         assert_eq!(c.interface.mtu, DEFAULT_MTU);
         assert_eq!(c.listen.port, DEFAULT_PORT);
         assert_eq!(c.listen.stun_alt_port, DEFAULT_PORT + 1);
@@ -1470,12 +1472,7 @@ role: introducer
 
     #[test]
     fn stun_alt_port_default_off_and_errors() {
-        let base = "\
-network: {name: lab, secret_file: /etc/ringlan/lab.secret}
-interface: {name: rl-lab}
-role: introducer
-";
-        let with = |listen: &str| format!("{base}listen: {listen}\n");
+        let with = |listen: &str| format!("{MINIMAL}listen: {listen}\n");
         let alt = |listen: &str| parse(&with(listen)).unwrap().listen.stun_alt_port;
         assert_eq!(alt("{port: 5000}"), 5001);
         assert_eq!(alt("{port: 0}"), 0);
