@@ -27,11 +27,22 @@
 //! came on) and sends from the socket each datagram names. Which socket
 //! to use, pinning and expiry are the machine's decisions
 //! (`ExtraSockets`, `tunnel/src/extra_sockets.rs`).
+//!
+//! Address families: a socket bound to the IPv6 wildcard `[::]` is made
+//! dual-stack (`IPV6_V6ONLY` off, whatever the host's default), so it
+//! serves IPv4 too, and the kernel then names IPv4 peers by IPv4-mapped
+//! addresses (`[::ffff:198.51.100.10]:4910`). Those never cross this
+//! module: every source address read from a socket is normalised to plain
+//! IPv4 ([`crate::canonical_addr`]), and an IPv4 destination is mapped back
+//! ([`for_socket`]) only when the datagram leaves through an IPv6 socket.
+//! Above the driver an IPv4 peer has one address whichever socket it came
+//! through, which is what the endpoint hands to others (reflexive
+//! addresses, STUN answers, `Moved`) and what IPv4-only members can use.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV6};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -40,6 +51,7 @@ use tokio::net::UdpSocket;
 
 use crate::endpoint::{Endpoint, EndpointConfig, Event};
 use crate::machine::{DatagramMachine, SocketAction, SocketId};
+use crate::path::canonical_addr as canonical;
 use crate::Rng;
 
 /// Largest datagram the endpoint produces or we accept; RTMFP packets
@@ -53,6 +65,19 @@ const RX_ROUNDS: usize = 4;
 pub const MAX_EXTRA_SOCKETS: usize = 1024;
 /// Datagrams read from one extra socket per wake-up.
 const EXTRA_RX_BUDGET: usize = 64;
+
+/// `dest` as a socket of the given family takes it: an IPv4 destination
+/// becomes its IPv4-mapped IPv6 form for an IPv6 (dual-stack) socket;
+/// anything else unchanged (an IPv6 destination from an IPv4 socket fails
+/// at the kernel and is counted as a send error).
+pub fn for_socket(dest: SocketAddr, ipv6_socket: bool) -> SocketAddr {
+    match dest {
+        SocketAddr::V4(a) if ipv6_socket => {
+            SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
+        }
+        _ => dest,
+    }
+}
 
 /// A fresh seed from the OS for the endpoint's random source.
 pub fn os_seed() -> io::Result<[u8; 32]> {
@@ -90,6 +115,8 @@ struct TxBatch {
     /// A GSO message failed with EIO: if the first datagram then goes out
     /// alone, GSO is what the device refuses, so it is switched off.
     eio_suspect: bool,
+    /// The socket is IPv6: IPv4 destinations are queued IPv4-mapped.
+    ipv6: bool,
 }
 
 impl TxBatch {
@@ -139,6 +166,8 @@ struct Extras {
     sockets: Vec<Extra>,
     index: HashMap<SocketId, usize>,
     buf: Vec<u8>,
+    /// They are IPv6 sockets (bound like the main socket).
+    ipv6: bool,
 }
 
 impl Extras {
@@ -152,8 +181,7 @@ impl Extras {
             return Err(io::Error::other("too many extra sockets"));
         }
         let local = main.local_addr()?;
-        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), port))?;
-        std_socket.set_nonblocking(true)?;
+        let std_socket = sys::bind(SocketAddr::new(local.ip(), port))?;
         sys::enlarge_buffers(&std_socket);
         let tx = std_socket.try_clone()?;
         let socket = UdpSocket::from_std(std_socket)?;
@@ -223,7 +251,10 @@ fn collect<M: DatagramMachine>(
             // One datagram per call; a full buffer or a socket that could
             // not be opened is loss, as for the main socket.
             let sent = match extras.get(t.socket) {
-                Some(x) => x.tx.send_to(&tx.buf[off..off + t.size], t.destination),
+                Some(x) => x.tx.send_to(
+                    &tx.buf[off..off + t.size],
+                    for_socket(t.destination, extras.ipv6),
+                ),
                 None => Err(io::Error::other("no such socket")),
             };
             if let Err(e) = sent {
@@ -235,7 +266,7 @@ fn collect<M: DatagramMachine>(
         tx.items.push(Queued {
             offset: off,
             len: t.size,
-            dest: t.destination,
+            dest: for_socket(t.destination, tx.ipv6),
         });
         tx.used += t.size;
     }
@@ -328,16 +359,18 @@ impl Driver<Endpoint> {
 
 impl<M: DatagramMachine> Driver<M> {
     /// Bind `addr`, then build the machine for the bound address (`addr`
-    /// with port 0 binds an ephemeral port).
+    /// with port 0 binds an ephemeral port). The IPv6 wildcard `[::]`
+    /// binds dual-stack: the one socket serves IPv4 and IPv6 (see the
+    /// module doc for how addresses are presented).
     pub async fn bind_with(
         addr: SocketAddr,
         make: impl FnOnce(SocketAddr) -> io::Result<M>,
     ) -> io::Result<Driver<M>> {
-        let std_socket = std::net::UdpSocket::bind(addr)?;
-        std_socket.set_nonblocking(true)?;
+        let std_socket = sys::bind(addr)?;
         let caps = sys::configure(&std_socket);
         let socket = UdpSocket::from_std(std_socket)?;
-        let machine = make(socket.local_addr()?)?;
+        let local = socket.local_addr()?;
+        let machine = make(local)?;
         let slot = if caps.gro {
             sys::GRO_SLOT
         } else {
@@ -359,6 +392,7 @@ impl<M: DatagramMachine> Driver<M> {
                 gso: caps.gso,
                 singles: 0,
                 eio_suspect: false,
+                ipv6: local.is_ipv6(),
             },
             rx: RxBatch {
                 buf: vec![0u8; slot * slots],
@@ -372,6 +406,7 @@ impl<M: DatagramMachine> Driver<M> {
                 sockets: Vec::new(),
                 index: HashMap::new(),
                 buf: vec![0u8; MAX_DATAGRAM],
+                ipv6: local.is_ipv6(),
             },
         })
     }
@@ -445,7 +480,7 @@ impl<M: DatagramMachine> Driver<M> {
             let Some(data) = extras.buf.get_mut(..n) else {
                 continue;
             };
-            machine.handle_datagram(now, id, from, data);
+            machine.handle_datagram(now, id, canonical(from), data);
             if draining {
                 draining = collect(machine, socket, tx, send_errors, extras, now);
             }
@@ -484,6 +519,7 @@ impl<M: DatagramMachine> Driver<M> {
             };
             for &(i, len, from, seg) in &rx.meta {
                 let now = Instant::now();
+                let from = canonical(from);
                 let start = i * rx.slot;
                 let Some(data) = rx.buf.get_mut(start..start + len) else {
                     continue;
@@ -552,6 +588,13 @@ impl<M: DatagramMachine> Driver<M> {
             Wake::ExtraReadable(i) => self.receive_extra(i),
         }
     }
+}
+
+/// A non-blocking UDP socket bound to `addr` with the OS defaults.
+fn bind_plain(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
 }
 
 /// What the socket supports after [`sys::configure`].
@@ -624,6 +667,50 @@ mod sys {
                 setsockopt_int(fd, libc::SOL_SOCKET, plain, size);
             }
         }
+    }
+
+    /// A non-blocking UDP socket bound to `addr`; on the IPv6 wildcard
+    /// with `IPV6_V6ONLY` off (dual-stack), whatever the host's default
+    /// (`net.ipv6.bindv6only`), so it serves IPv4 as well.
+    pub(super) fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+        let SocketAddr::V6(v6) = addr else {
+            return super::bind_plain(addr);
+        };
+        if !v6.ip().is_unspecified() {
+            return super::bind_plain(addr);
+        }
+        // SAFETY: socket(2) with constant arguments.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET6,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh socket nobody else owns; the UdpSocket
+        // closes it, also on the error paths below.
+        let socket = unsafe { <std::net::UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        if !setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0) {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+        let len = write_sockaddr(&addr, &mut name);
+        // SAFETY: `name` holds a sockaddr_in6 of `len` bytes.
+        let r = unsafe {
+            libc::bind(
+                fd,
+                (&name as *const libc::sockaddr_storage).cast::<libc::sockaddr>(),
+                len,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(socket)
     }
 
     /// Enlarge the socket buffers, switch on GRO and find out whether GSO
@@ -880,6 +967,11 @@ mod sys {
 
     pub(super) fn enlarge_buffers(_s: &std::net::UdpSocket) {}
 
+    /// The OS default for the IPv6 wildcard (dual-stack on most systems).
+    pub(super) fn bind(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
+        super::bind_plain(addr)
+    }
+
     pub(super) fn configure(_s: &std::net::UdpSocket) -> Caps {
         Caps {
             gso: false,
@@ -942,6 +1034,7 @@ mod tests {
             gso,
             singles: 0,
             eio_suspect: false,
+            ipv6: false,
         };
         for &(len, dest) in items {
             tx.items.push(Queued {
@@ -1096,6 +1189,93 @@ mod tests {
         assert_eq!(got, COUNT);
         assert_eq!(a.send_errors(), 0);
         assert_eq!(b.send_errors(), 0);
+    }
+
+    #[test]
+    fn mapped_sources_become_ipv4_and_ipv4_destinations_map_for_ipv6_sockets() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            canonical(sa("[::ffff:198.51.100.10]:39831")),
+            sa("198.51.100.10:39831")
+        );
+        for plain in ["198.51.100.10:39831", "[2001:db8::7]:4910", "[::1]:1"] {
+            assert_eq!(canonical(sa(plain)), sa(plain));
+        }
+        // IPv4-compatible (deprecated, ::a.b.c.d) is IPv6, not mapped.
+        assert_eq!(canonical(sa("[::c633:640a]:1")), sa("[::c633:640a]:1"));
+        assert_eq!(
+            for_socket(sa("198.51.100.10:4910"), true),
+            sa("[::ffff:198.51.100.10]:4910")
+        );
+        assert_eq!(
+            for_socket(sa("198.51.100.10:4910"), false),
+            sa("198.51.100.10:4910")
+        );
+        assert_eq!(
+            for_socket(sa("[2001:db8::7]:4910"), true),
+            sa("[2001:db8::7]:4910")
+        );
+        for a in ["198.51.100.10:4910", "[2001:db8::7]:4910"] {
+            assert_eq!(canonical(for_socket(sa(a), true)), sa(a));
+        }
+    }
+
+    /// An introducer on the IPv6 wildcard serves IPv4 and IPv6 members
+    /// through one socket, and above the driver an IPv4 member has its
+    /// plain IPv4 address: the session's path, the STUN answer
+    /// (XOR-MAPPED-ADDRESS of the IPv4 family) and what the endpoint would
+    /// hand out are never IPv4-mapped.
+    #[tokio::test]
+    async fn a_dual_stack_socket_shows_ipv4_peers_as_plain_ipv4() {
+        let mut server_cfg = cfg(31);
+        server_cfg.stun_responder = true;
+        let any6: SocketAddr = "[::]:0".parse().unwrap();
+        let mut s = Driver::bind(any6, server_cfg).await.unwrap();
+        let port = s.local_addr().unwrap().port();
+        assert!(s.local_addr().unwrap().is_ipv6());
+        let mut c4 = Driver::bind("127.0.0.1:0".parse().unwrap(), cfg(32))
+            .await
+            .unwrap();
+        let c4addr = c4.local_addr().unwrap();
+        let mut c6 = Driver::bind("[::1]:0".parse().unwrap(), cfg(33))
+            .await
+            .unwrap();
+        let c6addr = c6.local_addr().unwrap();
+        let s4: SocketAddr = ([127, 0, 0, 1], port).into();
+        let s6: SocketAddr = (std::net::Ipv6Addr::LOCALHOST, port).into();
+        let now = Instant::now();
+        let stun = c4.endpoint().stun_query(now, s4).unwrap();
+        c4.endpoint().connect(now, Target::Any, &[s4]).unwrap();
+        c6.endpoint().connect(now, Target::Any, &[s6]).unwrap();
+        c4.flush();
+        c6.flush();
+        let run = async {
+            let (mut mapped, mut seen) = (None, Vec::new());
+            while mapped.is_none() || seen.len() < 2 {
+                tokio::select! {
+                    ev = s.next_event() => {
+                        if let Event::SessionOpened { path, .. } = ev {
+                            seen.push(path.direct().expect("direct"));
+                        }
+                    }
+                    ev = c4.next_event() => {
+                        if let Event::StunResult { tx, mapped: m, .. } = ev {
+                            assert_eq!(tx, stun);
+                            mapped = Some(m);
+                        }
+                    }
+                    _ = c6.next_event() => {}
+                }
+            }
+            (mapped, seen)
+        };
+        let (mapped, mut seen) = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .expect("timed out");
+        assert_eq!(mapped, Some(c4addr));
+        seen.sort();
+        assert_eq!(seen, vec![c4addr, c6addr]);
+        assert_eq!(s.send_errors(), 0);
     }
 
     /// An endpoint with extra sockets (what the node core does for

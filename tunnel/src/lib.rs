@@ -59,7 +59,7 @@ pub use flow::{
 };
 pub use ids::{NodeId, RouteId, SessionId};
 pub use machine::{DatagramMachine, Outgoing, SocketAction, SocketId};
-pub use path::Path;
+pub use path::{canonical_addr, Path};
 pub use punch::{
     Action as PunchAction, Attempt as PunchAttempt, Birthday, BirthdayConfig, ProbePlan,
 };

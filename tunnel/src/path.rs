@@ -18,6 +18,24 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
 pub use crate::ids::RouteId;
 
+/// `addr` as every layer above the socket sees it: an IPv4-mapped IPv6
+/// address (`[::ffff:198.51.100.10]:4910`, what a dual-stack socket
+/// reports for an IPv4 peer) becomes the plain IPv4 address with the same
+/// port; everything else is unchanged. The driver applies it to every
+/// source address it reads, so IPv4 peers have one address whichever
+/// socket they came through, and what is handed to other members
+/// (reflexive addresses, STUN answers, `Moved`) is usable by IPv4-only
+/// ones.
+pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), a.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
 /// Where a session's packets go and come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Path {

@@ -199,6 +199,9 @@ fn binding_response(
             tid,
             MessageWriteVec::with_capacity(64),
         );
+        // An IPv4 source is encoded with the IPv4 family even if it was
+        // read through a dual-stack socket as IPv4-mapped.
+        let from = crate::path::canonical_addr(from);
         out.add_attribute(&XorMappedAddress::new(from, tid)).ok()?;
         if let Some(o) = other {
             out.add_attribute(&OtherAddress::new(o)).ok()?;
@@ -358,11 +361,11 @@ impl StunClient {
         let mapped = success
             .then(|| msg.attribute::<XorMappedAddress>().ok())
             .flatten()
-            .map(|x| x.addr(tid));
+            .map(|x| crate::path::canonical_addr(x.addr(tid)));
         let other = success
             .then(|| msg.attribute::<OtherAddress>().ok())
             .flatten()
-            .map(|o| o.addr());
+            .map(|o| crate::path::canonical_addr(o.addr()));
         self.events.push_back(match mapped {
             Some(mapped) => StunEvent::Mapped {
                 tx,
@@ -621,6 +624,34 @@ mod tests {
                 })
             );
         }
+        // A source read as IPv4-mapped through a dual-stack socket is
+        // answered with the IPv4 family (what an IPv4-only client can use),
+        // and a server that encodes it mapped anyway is read as IPv4.
+        let resp = answer_binding(&req, sa("[::ffff:203.0.113.5]:61000"), 1000, None).unwrap();
+        let m = Message::from_bytes(&resp).unwrap();
+        let x = m.attribute::<XorMappedAddress>().unwrap();
+        assert_eq!(x.addr(m.transaction_id()), sa("203.0.113.5:61000"));
+        let mut b = Message::builder(
+            MessageType::from_class_method(MessageClass::Success, BINDING),
+            m.transaction_id(),
+            MessageWriteVec::with_capacity(64),
+        );
+        b.add_attribute(&XorMappedAddress::new(
+            sa("[::ffff:203.0.113.5]:61000"),
+            m.transaction_id(),
+        ))
+        .unwrap();
+        let mut c3 = client_with_tx(tx.0, server);
+        assert!(c3.handle_response(&b.finish()));
+        assert_eq!(
+            c3.poll_event(),
+            Some(StunEvent::Mapped {
+                tx,
+                server,
+                mapped: sa("203.0.113.5:61000"),
+                other: None,
+            })
+        );
         // Budget too small: no answer at all.
         assert!(answer_binding(&req, sa("203.0.113.5:1"), 20, None).is_none());
         // A response is not a request.

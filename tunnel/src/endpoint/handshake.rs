@@ -7,6 +7,7 @@
 //! the Default Session Key and answers strangers, so it carries the
 //! amplification and rate limits.
 
+use super::recent::Recent;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -705,10 +706,12 @@ fn startup_datagram_len(chunks: &[&[u8]]) -> usize {
 /// handshake. Bounded: entries are made only for signed IIKeyings within
 /// the startup budget; past [`KeyingsSeen::CAP`] the oldest is forgotten
 /// (a replay of it then meets the replacement rule of `handle_iikeying`).
-#[derive(Default)]
-pub(super) struct KeyingsSeen {
-    set: std::collections::HashSet<[u8; 32]>,
-    order: std::collections::VecDeque<(Instant, [u8; 32])>,
+pub(super) struct KeyingsSeen(Recent<[u8; 32], ()>);
+
+impl Default for KeyingsSeen {
+    fn default() -> Self {
+        KeyingsSeen(Recent::new(Self::CAP, Self::KEEP))
+    }
 }
 
 impl KeyingsSeen {
@@ -724,26 +727,12 @@ impl KeyingsSeen {
         id
     }
 
-    fn expire(&mut self, now: Instant) {
-        while let Some(&(t, id)) = self.order.front() {
-            if now.saturating_duration_since(t) <= Self::KEEP && self.order.len() <= Self::CAP {
-                break;
-            }
-            self.order.pop_front();
-            self.set.remove(&id);
-        }
-    }
-
     fn contains(&mut self, now: Instant, id: &[u8; 32]) -> bool {
-        self.expire(now);
-        self.set.contains(id)
+        self.0.get_mut(now, id).is_some()
     }
 
     fn insert(&mut self, now: Instant, id: [u8; 32]) {
-        if self.set.insert(id) {
-            self.order.push_back((now, id));
-        }
-        self.expire(now);
+        self.0.insert(now, id, ());
     }
 }
 
@@ -756,10 +745,12 @@ impl KeyingsSeen {
 /// already answered are answered again. At most [`IHellosSeen::CAP`] tags,
 /// the oldest forgotten first (an attacker minting fresh tags needs the
 /// network's Default Session Key, and then meets the limiter).
-#[derive(Default)]
-pub(super) struct IHellosSeen {
-    tags: std::collections::HashMap<Vec<u8>, Vec<SocketAddr>>,
-    order: std::collections::VecDeque<(Instant, Vec<u8>)>,
+pub(super) struct IHellosSeen(Recent<Vec<u8>, Vec<SocketAddr>>);
+
+impl Default for IHellosSeen {
+    fn default() -> Self {
+        IHellosSeen(Recent::new(Self::CAP, Self::KEEP))
+    }
 }
 
 impl IHellosSeen {
@@ -769,15 +760,7 @@ impl IHellosSeen {
 
     /// Whether an IHello with `tag` from `from` may go on to be answered.
     pub(super) fn admit(&mut self, now: Instant, tag: &[u8], from: SocketAddr) -> bool {
-        while let Some((t, _)) = self.order.front() {
-            if now.saturating_duration_since(*t) <= Self::KEEP && self.order.len() <= Self::CAP {
-                break;
-            }
-            if let Some((_, old)) = self.order.pop_front() {
-                self.tags.remove(&old);
-            }
-        }
-        if let Some(sources) = self.tags.get_mut(tag) {
+        if let Some(sources) = self.0.get_mut(now, tag) {
             if sources.contains(&from) {
                 return true;
             }
@@ -787,13 +770,7 @@ impl IHellosSeen {
             sources.push(from);
             return true;
         }
-        if self.order.len() >= Self::CAP {
-            if let Some((_, old)) = self.order.pop_front() {
-                self.tags.remove(&old);
-            }
-        }
-        self.tags.insert(tag.to_vec(), vec![from]);
-        self.order.push_back((now, tag.to_vec()));
+        self.0.insert(now, tag.to_vec(), vec![from]);
         true
     }
 }
@@ -845,7 +822,7 @@ mod tests {
             id[..4].copy_from_slice(&i.to_be_bytes());
             seen.insert(t0, id);
         }
-        assert_eq!(seen.set.len(), KeyingsSeen::CAP);
+        assert_eq!(seen.0.len(), KeyingsSeen::CAP);
         assert!(!seen.contains(t0, &[0u8; 32]));
         let mut last = [0u8; 32];
         last[..4].copy_from_slice(&(KeyingsSeen::CAP as u32).to_be_bytes());

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 mod forwarder;
 mod handshake;
 mod limiter;
+mod recent;
 mod relay;
 mod stun;
 
