@@ -144,6 +144,7 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
         listen,
         introducers: resolve_all("introducer", &cfg.introducers).await,
         stun_servers: resolve_all("STUN server", &cfg.stun_servers).await,
+        stun_alt_port: cfg.listen.stun_alt_port,
         keepalive: cfg.keepalive,
         rekey_interval: cfg.rekey_interval,
         relay: RelayLimits {

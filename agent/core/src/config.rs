@@ -43,6 +43,11 @@ pub struct NodeSetup {
     pub introducers: Vec<SocketAddr>,
     /// Extra STUN servers (resolved); introducers are asked too.
     pub stun_servers: Vec<SocketAddr>,
+    /// Introducers only: also answer STUN Binding requests on this port of
+    /// the listen address, named in every STUN answer as OTHER-ADDRESS
+    /// (RFC 5780 7.4), so a node learns its NAT's mapping behaviour from
+    /// one introducer (docs/nat.md "Mapping from one introducer"). 0: off.
+    pub stun_alt_port: u16,
     /// Session keepalive; a peer is dead after three missed.
     pub keepalive: Duration,
     /// Time between session rekeys (fresh X25519; keys are never used

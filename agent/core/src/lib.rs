@@ -58,7 +58,7 @@ mod timer;
 pub mod vnet;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use ringlan_overlay::{self as overlay, Mac, Overlay};
@@ -96,6 +96,14 @@ pub const CONTROL_FLOW: &[u8] = b"ringlan/control/1";
 /// `ringlan/frames/1`, without the virtio header). Never retransmitted:
 /// late frames are worse than lost ones.
 pub const FRAMES_FLOW: &[u8] = b"ringlan/frames-vnet/2";
+
+/// The introducer's alternate STUN socket (`NodeSetup::stun_alt_port`).
+/// Birthday punching's extra sockets count up from 1 and would need 2^32
+/// sockets to reach it.
+pub const STUN_ALT_SOCKET: SocketId = SocketId(u32::MAX);
+/// STUN answers queued for the alternate socket at most (the endpoint's
+/// STUN budgets bound how fast they come).
+const STUN_ALT_QUEUE: usize = 256;
 
 /// Something the runtime should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +166,18 @@ pub struct Node {
     stun_pending: HashMap<StunTxId, SocketAddr>,
     /// Latest mapped address per server.
     mapped: BTreeMap<SocketAddr, SocketAddr>,
+    /// Alternate addresses the servers named (OTHER-ADDRESS, resolved),
+    /// per server: asked too, at most one per server.
+    stun_alt_servers: BTreeMap<SocketAddr, SocketAddr>,
+    /// Latest mapped address per alternate address: for the NAT's mapping
+    /// behaviour only, never a candidate (`candidates::nat_status`).
+    alt_mapped: BTreeMap<SocketAddr, SocketAddr>,
+    /// Introducers: the socket on the alternate STUN port, if configured.
+    stun_alt: Option<SocketId>,
+    /// Answers to send from `stun_alt` (at most [`STUN_ALT_QUEUE`]).
+    stun_alt_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Socket actions of the node itself (before the punch sockets').
+    socket_actions: VecDeque<SocketAction>,
     next_stun: Instant,
     /// Local addresses registered with the endpoint per peer (Redirects).
     peer_addrs: HashMap<NodeId, Vec<SocketAddr>>,
@@ -184,6 +204,10 @@ impl Node {
         let introducer = setup.role == Role::Introducer;
         ecfg.redirector = introducer;
         ecfg.stun_responder = introducer;
+        let stun_alt = (introducer && setup.stun_alt_port != 0).then_some(STUN_ALT_SOCKET);
+        if stun_alt.is_some() {
+            ecfg.stun_other = Some(SocketAddr::new(setup.listen.ip(), setup.stun_alt_port));
+        }
         // Keepalives hold NAT mappings; a peer is dead after three missed.
         ecfg.session.keepalive = setup.keepalive;
         ecfg.session.dead_after = setup.keepalive * 3;
@@ -232,7 +256,7 @@ impl Node {
         stun_servers.extend(setup.stun_servers.iter().copied());
         stun_servers.retain(|a| *a != setup.listen);
         stun_servers.dedup();
-        let exempt: Vec<std::net::IpAddr> = stun_servers.iter().map(|a| a.ip()).collect();
+        let exempt: Vec<IpAddr> = stun_servers.iter().map(|a| a.ip()).collect();
         let base = setup.base_status(node_id, &public_key);
         let adm = Admission::new(setup.membership, &name, setup.unix_time, public_key);
         let mut node = Node {
@@ -263,6 +287,17 @@ impl Node {
             stun_servers,
             stun_pending: HashMap::new(),
             mapped: BTreeMap::new(),
+            stun_alt_servers: BTreeMap::new(),
+            alt_mapped: BTreeMap::new(),
+            stun_alt,
+            stun_alt_out: VecDeque::new(),
+            socket_actions: stun_alt
+                .map(|id| SocketAction::Listen {
+                    id,
+                    port: setup.stun_alt_port,
+                })
+                .into_iter()
+                .collect(),
             next_stun: now,
             peer_addrs: HashMap::new(),
             unreachable_since: HashMap::new(),
@@ -363,6 +398,14 @@ impl DatagramMachine for Node {
         from: SocketAddr,
         data: &mut [u8],
     ) {
+        if Some(socket) == self.stun_alt {
+            if let Some(answer) = self.endpoint.answer_stun(now, from, data) {
+                if self.stun_alt_out.len() < STUN_ALT_QUEUE {
+                    self.stun_alt_out.push_back((from, answer));
+                }
+            }
+            return;
+        }
         self.punch.received(now, socket, from);
         self.endpoint.handle_datagram(now, from, data);
         self.process_endpoint(now);
@@ -374,6 +417,17 @@ impl DatagramMachine for Node {
     /// IP's budget (`reach`); nothing to a family this node cannot send to
     /// (`other_family`: the kernel would refuse it).
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
+        while let Some((destination, answer)) = self.stun_alt_out.pop_front() {
+            let (Some(socket), Some(dst)) = (self.stun_alt, buf.get_mut(..answer.len())) else {
+                continue;
+            };
+            dst.copy_from_slice(&answer);
+            return Some(Outgoing {
+                socket,
+                destination,
+                size: answer.len(),
+            });
+        }
         loop {
             if let Some(o) = self.punch.poll_probe(buf) {
                 if !self.families.reach(o.destination) {
@@ -403,7 +457,9 @@ impl DatagramMachine for Node {
     }
 
     fn poll_socket_action(&mut self) -> Option<SocketAction> {
-        self.punch.poll_action()
+        self.socket_actions
+            .pop_front()
+            .or_else(|| self.punch.poll_action())
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {

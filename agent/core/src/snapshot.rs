@@ -59,7 +59,7 @@ impl Node {
             });
         }
         sessions.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        let nat = nat_status(&self.mapped);
+        let nat = nat_status(&self.mapped, &self.alt_mapped);
         let mut addresses: Vec<KnownAddress> = self
             .local_addrs
             .iter()

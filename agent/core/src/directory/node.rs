@@ -66,7 +66,7 @@ impl Node {
                 ips.retain(|ip| prefixes.iter().any(|p| p.contains(*ip)));
             }
         }
-        let nat = nat_status(&self.mapped);
+        let nat = nat_status(&self.mapped, &self.alt_mapped);
         MemberBody {
             node_id: self.node_id(),
             name: self.base.node_name.clone(),

@@ -55,6 +55,8 @@ struct Spec {
     relay: bool,
     keepalive: Duration,
     cert: Cert,
+    /// Introducers: the alternate STUN port (0: off).
+    stun_alt_port: u16,
 }
 
 /// The network CA of a world and what each node kept.
@@ -78,6 +80,9 @@ pub struct World {
     ca: Option<Ca>,
     /// Certificate of nodes added from now on (with a CA).
     pub cert: Cert,
+    /// Alternate STUN port of introducers added from now on (0: off, the
+    /// default here; the agent's default is the listen port + 1).
+    pub stun_alt_port: u16,
     /// Revocation list versions each host announced, in order.
     pub installed: BTreeMap<HostId, Vec<u64>>,
     /// Directory answers (members scans, lookups) each host gave.
@@ -95,6 +100,7 @@ impl World {
             keepalive: KEEPALIVE,
             ca: None,
             cert: Cert::Valid,
+            stun_alt_port: 0,
             installed: BTreeMap::new(),
             dir: BTreeMap::new(),
         }
@@ -147,6 +153,7 @@ impl World {
                 relay: true,
                 keepalive: self.keepalive,
                 cert: self.cert,
+                stun_alt_port: self.stun_alt_port,
             },
         );
         self.introducers.push(self.sim.addr(h));
@@ -163,6 +170,7 @@ impl World {
                 relay,
                 keepalive: self.keepalive,
                 cert: self.cert,
+                stun_alt_port: 0,
             },
         )
     }
@@ -401,6 +409,7 @@ pub fn introducer_setup(ctx: &HostCtx) -> NodeSetup {
         relay: true,
         keepalive: KEEPALIVE,
         cert: Cert::Valid,
+        stun_alt_port: 0,
     };
     setup(&[], Some(&ca), UNIX_START, ctx, &spec)
 }
@@ -492,6 +501,7 @@ fn setup(
             .filter(|a| *a != ctx.listen)
             .collect(),
         stun_servers: Vec::new(),
+        stun_alt_port: spec.stun_alt_port,
         keepalive: spec.keepalive,
         rekey_interval: Duration::from_secs(120),
         relay: RelayLimits {
