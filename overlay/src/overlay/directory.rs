@@ -338,16 +338,7 @@ impl Overlay {
                 .filter(|n| self.links.contains_key(n))
                 .collect();
             for n in to {
-                self.stats.dir.handovers += 1;
-                self.send(
-                    n,
-                    &Message::DirPut(DirPut {
-                        kind: PutKind::Handover,
-                        copies: 0,
-                        hops: 0,
-                        record: record.clone(),
-                    }),
-                );
+                self.hand_over(n, record.clone());
             }
         }
         self.stats.dir.dropped += self.dir.store.expire(now, unix) as u64;
@@ -617,16 +608,7 @@ impl Overlay {
                     .filter(|n| self.links.contains_key(n))
                     .collect::<Vec<_>>();
                 for n in after {
-                    self.stats.dir.handovers += 1;
-                    self.send(
-                        n,
-                        &Message::DirPut(DirPut {
-                            kind: PutKind::Handover,
-                            copies: 0,
-                            hops: 0,
-                            record: record.clone(),
-                        }),
-                    );
+                    self.hand_over(n, record.clone());
                 }
             }
             _ => {}
@@ -900,17 +882,22 @@ impl Overlay {
         self.dir.view = view;
         self.dir.reached = reached;
         for (to, record) in sends {
-            self.stats.dir.handovers += 1;
-            self.send(
-                to,
-                &Message::DirPut(DirPut {
-                    kind: PutKind::Handover,
-                    copies: 0,
-                    hops: 0,
-                    record,
-                }),
-            );
+            self.hand_over(to, record);
         }
+    }
+
+    /// Send `record` to `to`, which became responsible for it.
+    fn hand_over(&mut self, to: NodeId, record: Record) {
+        self.stats.dir.handovers += 1;
+        self.send(
+            to,
+            &Message::DirPut(DirPut {
+                kind: PutKind::Handover,
+                copies: 0,
+                hops: 0,
+                record,
+            }),
+        );
     }
 }
 
