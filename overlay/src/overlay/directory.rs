@@ -25,6 +25,10 @@ use std::time::Instant;
 
 use super::membership::nearest_after;
 
+/// Steps of one scan tracked at the asker (a walk of N nodes takes about
+/// N / 2 steps; pages for further steps make the scan incomplete).
+const MAX_SCAN_STEPS: usize = 8192;
+
 /// The extra acceptance check of records ([`Overlay::set_record_check`]):
 /// called with the record (its signature and subject already verified)
 /// and the current unix time.
@@ -797,6 +801,11 @@ impl Overlay {
         let Some(scan) = self.dir.scans.get_mut(&p.nonce) else {
             return;
         };
+        if !scan.steps.contains_key(&p.seq) && scan.steps.len() >= MAX_SCAN_STEPS {
+            // More steps than a walk this node can follow: not complete.
+            scan.truncated = true;
+            return;
+        }
         let step = scan
             .steps
             .entry(p.seq)
