@@ -78,9 +78,6 @@ pub enum DirError {
     /// Held here under a newer version.
     #[error("a newer version is held")]
     Stale,
-    /// The local store is full (per-subject bound).
-    #[error("the store is full")]
-    Full,
 }
 
 /// Directory parameters (`Config::directory`).

@@ -226,6 +226,16 @@ impl Store {
         }
     }
 
+    /// Unexpired records whose hand-over grace ended (dropped by the next
+    /// [`Store::expire`]).
+    pub(crate) fn due(&self, now: Instant, unix_now: u64) -> Vec<Record> {
+        self.by_pos
+            .values()
+            .filter(|h| h.drop_at.is_some_and(|d| now >= d) && !h.record.is_expired(unix_now))
+            .map(|h| h.record.clone())
+            .collect()
+    }
+
     /// Drop expired records and those whose hand-over grace ended;
     /// returns how many went.
     pub(crate) fn expire(&mut self, now: Instant, unix_now: u64) -> usize {

@@ -25,6 +25,10 @@ use std::time::Instant;
 
 use super::membership::nearest_after;
 
+/// Steps of one scan tracked at the asker (a walk of N nodes takes about
+/// N / 2 steps; pages for further steps make the scan incomplete).
+const MAX_SCAN_STEPS: usize = 8192;
+
 /// The extra acceptance check of records ([`Overlay::set_record_check`]):
 /// called with the record (its signature and subject already verified)
 /// and the current unix time.
@@ -261,6 +265,10 @@ impl Overlay {
                     seq: 0,
                 }),
             ),
+            // Other ring nodes known, none linked yet: nothing to walk.
+            None if !nearest_after(&self.members, me, 1, true).is_empty() => {
+                self.finish_scan(nonce, false)
+            }
             // Alone on the ring: this node holds everything.
             None => self.scan_step(
                 now,
@@ -322,6 +330,21 @@ impl Overlay {
     pub(super) fn dir_refresh(&mut self, now: Instant) {
         self.dir_tick(now);
         let unix = self.unix_now(now);
+        self.replicate(now);
+        // A record leaves only after one last hand-over to the nodes now
+        // responsible for it (a hand-over sent when the ring changed may
+        // have been lost on a link that closed meanwhile).
+        for record in self.dir.store.due(now, unix) {
+            let pos = record.dir_key().0;
+            let view = self.near_view();
+            let to: Vec<NodeId> = replication::responsible(pos, &view, self.cfg.directory.replicas)
+                .into_iter()
+                .filter(|n| self.links.contains_key(n))
+                .collect();
+            for n in to {
+                self.hand_over(n, record.clone());
+            }
+        }
         self.stats.dir.dropped += self.dir.store.expire(now, unix) as u64;
         let lt = self.cfg.lookup_timeout;
         let stale: Vec<u64> = self
@@ -347,7 +370,16 @@ impl Overlay {
         for n in stale {
             self.finish_scan(n, false);
         }
-        self.replicate(now);
+    }
+
+    /// This node and its `replicas + 1` nearest ring members on each side,
+    /// in ring order.
+    fn near_view(&self) -> Vec<NodeId> {
+        let (succ, pred) = self.near_ring();
+        let mut view: Vec<NodeId> = pred.into_iter().rev().collect();
+        view.push(self.cfg.node_id);
+        view.extend(succ);
+        view
     }
 
     fn dir_tick(&mut self, now: Instant) {
@@ -556,8 +588,34 @@ impl Overlay {
             return;
         }
         let record = p.record.clone();
-        if self.accept(now, p.record) && p.kind == PutKind::Replica && p.copies > 1 {
-            self.pass_replica(record, usize::from(p.copies) - 1);
+        if !self.accept(now, p.record) {
+            return;
+        }
+        match p.kind {
+            PutKind::Replica if p.copies > 1 => {
+                self.pass_replica(record, usize::from(p.copies) - 1)
+            }
+            // New here: the responsible nodes after this one (as far as it
+            // knows) may lack it too, e.g. when they joined together with
+            // this one and this node's view changed before the record
+            // arrived. A node that already holds it stops the chain.
+            PutKind::Handover => {
+                let me = self.cfg.node_id;
+                let pos = record.dir_key().0;
+                let view = self.near_view();
+                let resp = replication::responsible(pos, &view, self.cfg.directory.replicas);
+                let after = resp
+                    .iter()
+                    .skip_while(|n| **n != me)
+                    .skip(1)
+                    .copied()
+                    .filter(|n| self.links.contains_key(n))
+                    .collect::<Vec<_>>();
+                for n in after {
+                    self.hand_over(n, record.clone());
+                }
+            }
+            _ => {}
         }
     }
 
@@ -743,6 +801,11 @@ impl Overlay {
         let Some(scan) = self.dir.scans.get_mut(&p.nonce) else {
             return;
         };
+        if !scan.steps.contains_key(&p.seq) && scan.steps.len() >= MAX_SCAN_STEPS {
+            // More steps than a walk this node can follow: not complete.
+            scan.truncated = true;
+            return;
+        }
         let step = scan
             .steps
             .entry(p.seq)
@@ -800,10 +863,7 @@ impl Overlay {
             return;
         }
         let me = self.cfg.node_id;
-        let (succ, pred) = self.near_ring();
-        let mut view: Vec<NodeId> = pred.into_iter().rev().collect();
-        view.push(me);
-        view.extend(succ);
+        let view = self.near_view();
         let reached: Vec<NodeId> = view
             .iter()
             .copied()
@@ -831,17 +891,22 @@ impl Overlay {
         self.dir.view = view;
         self.dir.reached = reached;
         for (to, record) in sends {
-            self.stats.dir.handovers += 1;
-            self.send(
-                to,
-                &Message::DirPut(DirPut {
-                    kind: PutKind::Handover,
-                    copies: 0,
-                    hops: 0,
-                    record,
-                }),
-            );
+            self.hand_over(to, record);
         }
+    }
+
+    /// Send `record` to `to`, which became responsible for it.
+    fn hand_over(&mut self, to: NodeId, record: Record) {
+        self.stats.dir.handovers += 1;
+        self.send(
+            to,
+            &Message::DirPut(DirPut {
+                kind: PutKind::Handover,
+                copies: 0,
+                hops: 0,
+                record,
+            }),
+        );
     }
 }
 
