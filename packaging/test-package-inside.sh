@@ -57,6 +57,8 @@ fi
 "${apt[@]}" install "$dir/prev.deb"
 dpkg -s passwd >/dev/null 2>&1 || fail "passwd (useradd for postinst) was not pulled in"
 pass "passwd pulled in by Depends"
+getent passwd ringlan >/dev/null || fail "postinst made no user ringlan"
+mode /var/lib/ringlan ringlan:ringlan:700
 [ "$(ringlan --version)" = "$(cat version)" ] || fail "ringlan --version: $(ringlan --version)"
 pass "ringlan --version: $(ringlan --version)"
 "${apt[@]}" purge ringlan
