@@ -21,21 +21,12 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("ringlan-gen-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh scratch directory under Cargo's per-test-target temp dir.
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("generate-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 /// The subcommands `ringlan PATH... --help` lists, `help` left out.
@@ -90,26 +81,26 @@ fn version_names_the_commit() {
 
 #[test]
 fn man_pages_for_every_subcommand() {
-    let dir = TempDir::new("man");
-    let listed = ok(&["generate", "man", "--out", dir.0.to_str().unwrap()]);
+    let dir = scratch("man");
+    let listed = ok(&["generate", "man", "--out", dir.to_str().unwrap()]);
     let subs = all_subcommands();
     assert!(
         subs.iter().any(|p| p == &["ca", "sign"]),
         "nested subcommands: {subs:?}"
     );
-    let mut want = vec![dir.0.join("ringlan.1")];
+    let mut want = vec![dir.join("ringlan.1")];
     want.extend(
         subs.iter()
-            .map(|p| dir.0.join(format!("ringlan-{}.1", p.join("-")))),
+            .map(|p| dir.join(format!("ringlan-{}.1", p.join("-")))),
     );
     let mut written: Vec<PathBuf> = listed.lines().map(PathBuf::from).collect();
     written.sort();
     want.sort();
     assert_eq!(written, want, "pages written vs subcommands in --help");
-    assert!(!dir.0.join("ringlan-help.1").exists());
+    assert!(!dir.join("ringlan-help.1").exists());
 
     // man(1) renders the top page: every subcommand, the files, the version.
-    let top = render(&dir.0.join("ringlan.1"));
+    let top = render(&dir.join("ringlan.1"));
     for sub in subcommands(&[]) {
         assert!(top.contains(&format!("ringlan-{sub}(1)")), "{sub}:\n{top}");
     }
@@ -125,14 +116,14 @@ fn man_pages_for_every_subcommand() {
         assert!(top.contains(want), "missing `{want}` in\n{top}");
     }
     // A subcommand's page has its options.
-    let sign = render(&dir.0.join("ringlan-ca-sign.1"));
+    let sign = render(&dir.join("ringlan-ca-sign.1"));
     for want in ["--ca", "--name", "--key", "--ip", "--expires"] {
         assert!(sign.contains(want), "missing `{want}` in\n{sign}");
     }
     // Without --out: the top page on stdout, identical to the file.
     assert_eq!(
         ok(&["generate", "man"]),
-        std::fs::read_to_string(dir.0.join("ringlan.1")).unwrap()
+        std::fs::read_to_string(dir.join("ringlan.1")).unwrap()
     );
 }
 
@@ -192,22 +183,22 @@ fn bash_complete(script: &Path, words: &[&str]) -> Vec<String> {
 
 #[test]
 fn completions_complete_subcommands_and_values() {
-    let dir = TempDir::new("completions");
-    let d = dir.0.to_str().unwrap();
+    let dir = scratch("completions");
+    let d = dir.to_str().unwrap();
     for (shell, file) in [
         ("bash", "ringlan.bash"),
         ("zsh", "_ringlan"),
         ("fish", "ringlan.fish"),
     ] {
         let out = ok(&["generate", "completions", shell, "--out", d]);
-        assert_eq!(out, format!("{}\n", dir.0.join(file).display()));
-        let text = std::fs::read_to_string(dir.0.join(file)).unwrap();
+        assert_eq!(out, format!("{}\n", dir.join(file).display()));
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
         assert_eq!(ok(&["generate", "completions", shell]), text);
         for sub in subcommands(&[]) {
             assert!(text.contains(&sub), "{shell}: no `{sub}`");
         }
     }
-    let script = dir.0.join("ringlan.bash");
+    let script = dir.join("ringlan.bash");
     let syntax = Command::new("bash")
         .arg("-n")
         .arg(&script)
