@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use ringlan_agent::config::Config;
+use ringlan_agent::generate::{self, GenerateCmd};
 use ringlan_agent::identity::{self, NetworkSecret, NodeKey};
 use ringlan_agent::{ca, control, credentials, service, up};
 use ringlan_node::membership::{self, Roles};
@@ -22,7 +23,7 @@ mod demo;
 #[derive(Parser)]
 #[command(
     name = "ringlan",
-    version,
+    version = generate::VERSION,
     about = "Peer-to-peer overlay VPN agent: one virtual Ethernet LAN"
 )]
 struct Cli {
@@ -78,6 +79,10 @@ enum Cmd {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Write the man pages or a shell completion script (what the package
+    /// installs).
+    #[command(subcommand)]
+    Generate(GenerateCmd),
     /// Build a throw-away lab of network namespaces on this machine, join
     /// agents into one virtual LAN, show status and traffic, remove it all
     /// (needs root).
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         Cmd::CheckConfig { file } => return cmd_check_config(&file),
+        Cmd::Generate(cmd) => generate::run(cmd, Cli::command()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,7 +296,7 @@ fn cmd_up(file: &Path) -> anyhow::Result<()> {
         config = %file.display(),
         network = %config.network.name,
         node = %config.node.name,
-        version = env!("CARGO_PKG_VERSION"),
+        version = generate::VERSION,
         "starting"
     );
     runtime()?.block_on(up::up(config))
