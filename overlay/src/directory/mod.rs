@@ -143,6 +143,7 @@ mod tests {
         h.update(b"ringlan-dir/1name:alice");
         let d = h.finalize();
         assert_eq!(k.0.to_bytes()[..], d[..16]);
+        assert_eq!(k.0, NodeId(0x8659_e9fc_fabb_9d72_cedd_5f82_d443_00e8));
         assert_ne!(DirKey::of("name:alice"), DirKey::of("name:bob"));
     }
 }

@@ -1111,6 +1111,132 @@ mod tests {
         assert_eq!(Message::decode(&b), Err(WireError::BadOrigin(3)));
     }
 
+    /// The directory messages as in the fuzz seeds `seed-dir-*` and the
+    /// examples of docs/directory.md "Messages".
+    #[test]
+    fn directory_messages_golden() {
+        let id16: Vec<u8> = (1..=16u8).collect();
+        let rec = Record {
+            key: "node:ab".into(),
+            subject: NodeId::from_bytes(std::array::from_fn(|i| i as u8 + 1)),
+            public_key: [0x11; 32],
+            version: 3,
+            expires_unix: 1_700_000_000,
+            body: vec![1, 2],
+            signature: [0x22; 64],
+        };
+        let rb = rec.encode().unwrap();
+        assert_eq!(rb.len(), 1 + 7 + 16 + 32 + 8 + 8 + 2 + 2 + 64);
+        let check = |m: Message, want: Vec<u8>| {
+            assert_eq!(m.encode().unwrap(), want, "{m:?}");
+            assert_eq!(Message::decode(&want).unwrap(), m);
+        };
+        let mut want = vec![1, 0x0f, 1, 3, 0];
+        want.extend(&rb);
+        check(
+            Message::DirPut(DirPut {
+                kind: PutKind::Replica,
+                copies: 3,
+                hops: 0,
+                record: rec.clone(),
+            }),
+            want,
+        );
+        let mut want = vec![1, 0x10, 0, 0, 0, 0, 0, 0, 0, 7, 7];
+        want.extend(b"name:ab");
+        want.push(1);
+        want.extend(&id16);
+        check(
+            Message::DirGet(DirGet {
+                nonce: 7,
+                key: "name:ab".into(),
+                path: vec![rec.subject],
+            }),
+            want,
+        );
+        let mut want = vec![1, 0x11, 0, 0, 0, 0, 0, 0, 0, 7, 7];
+        want.extend(b"node:ab");
+        want.push(1);
+        want.extend(&id16);
+        want.push(1);
+        want.extend(&rb);
+        check(
+            Message::DirGetReply(DirGetReply {
+                nonce: 7,
+                key: "node:ab".into(),
+                path: vec![rec.subject],
+                record: Some(rec.clone()),
+            }),
+            want,
+        );
+        let mut want = vec![1, 0x12, 0, 0, 0, 0, 0, 0, 0, 9];
+        want.extend(&id16);
+        want.extend(17..=32u8);
+        want.extend([0, 4]);
+        check(
+            Message::DirScan(DirScan {
+                nonce: 9,
+                asker: rec.subject,
+                cursor: NodeId::from_bytes(std::array::from_fn(|i| i as u8 + 17)),
+                seq: 4,
+            }),
+            want,
+        );
+        let mut want = vec![1, 0x13, 0, 0, 0, 0, 0, 0, 0, 9];
+        want.extend(&id16);
+        want.extend([0, 4, 0, 1, 1, 2, 1]);
+        want.extend(&rb);
+        let page = DirScanPage {
+            nonce: 9,
+            asker: rec.subject,
+            seq: 4,
+            part: 0,
+            parts: 1,
+            last: true,
+            hops: 2,
+            records: vec![rec.clone()],
+        };
+        check(Message::DirScanPage(page.clone()), want.clone());
+        // Bad put kind, bad presence byte, too many page records, a key
+        // with a space: errors.
+        let mut b = Message::DirPut(DirPut {
+            kind: PutKind::Route,
+            copies: 0,
+            hops: 0,
+            record: rec.clone(),
+        })
+        .encode()
+        .unwrap();
+        b[2] = 3;
+        assert_eq!(Message::decode(&b), Err(WireError::BadPutKind(3)));
+        let mut b = Message::DirGetReply(DirGetReply {
+            nonce: 7,
+            key: "k".into(),
+            path: vec![],
+            record: None,
+        })
+        .encode()
+        .unwrap();
+        assert_eq!(b.len(), 2 + 8 + 2 + 1 + 1);
+        *b.last_mut().unwrap() = 2;
+        assert_eq!(Message::decode(&b), Err(WireError::BadPresence(2)));
+        let mut many = want.clone();
+        many[32] = (MAX_PAGE_RECORDS + 1) as u8;
+        assert!(matches!(
+            Message::decode(&many),
+            Err(WireError::TooMany { .. })
+        ));
+        let mut sp = vec![1, 0x10, 0, 0, 0, 0, 0, 0, 0, 7, 3];
+        sp.extend(b"a b");
+        sp.push(0);
+        assert_eq!(Message::decode(&sp), Err(WireError::BadKey));
+        let too_many = Message::DirScanPage(DirScanPage {
+            records: vec![rec; MAX_PAGE_RECORDS + 1],
+            ..page
+        });
+        assert!(matches!(too_many.encode(), Err(WireError::TooMany { .. })));
+    }
+
     #[test]
     fn bad_inputs_are_errors() {
         assert_eq!(Message::decode(&[]), Err(WireError::Truncated));
@@ -1207,8 +1333,95 @@ mod tests {
         ]
     }
 
+    fn arb_record() -> impl Strategy<Value = Record> {
+        (
+            "[!-~]{1,40}",
+            any::<u128>(),
+            any::<[u8; 32]>(),
+            (any::<u64>(), any::<u64>()),
+            proptest::collection::vec(any::<u8>(), 0..100),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(|(key, s, public_key, (version, expires_unix), body, sig)| {
+                let mut signature = [0u8; 64];
+                signature[..32].copy_from_slice(&sig);
+                signature[32..].copy_from_slice(&public_key);
+                Record {
+                    key,
+                    subject: NodeId(s),
+                    public_key,
+                    version,
+                    expires_unix,
+                    body,
+                    signature,
+                }
+            })
+    }
+
+    fn arb_dir_message() -> impl Strategy<Value = Message> {
+        let ids = || proptest::collection::vec(any::<u128>().prop_map(NodeId), 0..6);
+        prop_oneof![
+            (0..3u8, any::<u8>(), any::<u8>(), arb_record()).prop_map(
+                |(k, copies, hops, record)| {
+                    Message::DirPut(DirPut {
+                        kind: match k {
+                            0 => PutKind::Route,
+                            1 => PutKind::Replica,
+                            _ => PutKind::Handover,
+                        },
+                        copies,
+                        hops,
+                        record,
+                    })
+                }
+            ),
+            (any::<u64>(), "[!-~]{1,96}", ids())
+                .prop_map(|(nonce, key, path)| Message::DirGet(DirGet { nonce, key, path })),
+            (
+                any::<u64>(),
+                "[!-~]{1,96}",
+                ids(),
+                proptest::option::of(arb_record())
+            )
+                .prop_map(|(nonce, key, path, record)| Message::DirGetReply(
+                    DirGetReply {
+                        nonce,
+                        key,
+                        path,
+                        record
+                    }
+                )),
+            (any::<u64>(), any::<u128>(), any::<u128>(), any::<u16>()).prop_map(
+                |(nonce, a, c, seq)| Message::DirScan(DirScan {
+                    nonce,
+                    asker: NodeId(a),
+                    cursor: NodeId(c),
+                    seq
+                })
+            ),
+            (
+                (any::<u64>(), any::<u128>(), any::<u16>()),
+                (any::<u8>(), any::<u8>(), any::<bool>(), any::<u8>()),
+                proptest::collection::vec(arb_record(), 0..4)
+            )
+                .prop_map(|((nonce, a, seq), (part, parts, last, hops), records)| {
+                    Message::DirScanPage(DirScanPage {
+                        nonce,
+                        asker: NodeId(a),
+                        seq,
+                        part,
+                        parts,
+                        last,
+                        hops,
+                        records,
+                    })
+                }),
+        ]
+    }
+
     fn arb_message() -> impl Strategy<Value = Message> {
         prop_oneof![
+            arb_dir_message(),
             (
                 any::<u128>(),
                 arb_name(),

@@ -42,7 +42,8 @@ pub const MAX_ADDRS: usize = 8;
 /// Longest certificate a record carries (certificates are a few hundred
 /// bytes; 32 IPv6 prefixes make the largest about 0.7 KiB).
 pub const MAX_CERT: usize = 1024;
-/// The largest encoding: fits the overlay's 2048-byte body limit.
+/// The largest encoding: fits the overlay's 2048-byte body limit
+/// (checked at compile time).
 pub const MAX_BODY: usize = 1
     + 16
     + 6
@@ -56,6 +57,9 @@ pub const MAX_BODY: usize = 1
     + 1
     + MAX_IPS * 17
     + 2 * (1 + MAX_ADDRS * 19);
+
+// The largest body fits the overlay's record body limit.
+const _: () = assert!(MAX_BODY <= ringlan_overlay::directory::MAX_BODY);
 
 const FLAG_RELAY: u8 = 1;
 
@@ -334,7 +338,6 @@ pub(crate) mod tests {
         s.local = vec![a; 20];
         let b = s.encode().unwrap();
         assert_eq!(b.len(), MAX_BODY);
-        assert!(MAX_BODY <= 2048, "the overlay's body limit");
         let d = MemberBody::decode(&b).unwrap();
         assert_eq!((d.ips.len(), d.reflexive.len()), (MAX_IPS, MAX_ADDRS));
         s.certificate = Some(vec![7; MAX_CERT + 1]);

@@ -8,8 +8,8 @@
 //!   addresses, relay capability, when) goes into the overlay's directory
 //!   under `node:<32 hex id>`, `name:<name, lowercase>`, `ip:<addr>` (each
 //!   overlay IP) and `mac:<aa:bb:..>`, each a record signed by the node,
-//!   living [`LIFETIME`], republished every [`REPUBLISH`] and soon after
-//!   its content changes (an IP learnt). Versions are
+//!   living [`LIFETIME`], first once the node joined the ring, then
+//!   republished every [`REPUBLISH`] and soon after its content changes (an IP learnt). Versions are
 //!   `unix seconds * 1000 + counter`: monotonic across restarts as long as
 //!   the clock is.
 //! - **Overlay IPs**: the configured `interface.addresses` plus the source
@@ -57,8 +57,9 @@ pub const REPUBLISH: Duration = Duration::from_secs(180);
 /// Publishing after a change waits at least this long after the last
 /// publication (a burst of learnt IPs makes one publication).
 pub const MIN_REPUBLISH: Duration = Duration::from_secs(2);
-/// After the first session: publish this soon, then again after
-/// [`SETTLE`] (the ring is still forming), then every [`REPUBLISH`].
+/// Once the node joined the ring (a successor linked): publish this soon,
+/// then again after [`SETTLE`] (the ring is still forming), then every
+/// [`REPUBLISH`].
 pub const FIRST_PUBLISH: Duration = Duration::from_secs(2);
 pub const SETTLE: Duration = Duration::from_secs(20);
 /// A learnt IP not used for this long leaves the record.

@@ -87,7 +87,7 @@ impl Node {
     pub(crate) fn directory_tick(&mut self, now: Instant) {
         self.dir.expire_learnt(now);
         let Some(next) = self.dir.next_publish else {
-            if self.peers.open().next().is_some() {
+            if self.joined_ring() {
                 self.dir.next_publish = Some(now + FIRST_PUBLISH);
             }
             return;
@@ -100,6 +100,22 @@ impl Node {
         if now >= next || changed {
             self.publish(now);
         }
+    }
+
+    /// Whether our records can reach their holders: the join answered
+    /// and, for a ring position, a ring successor linked (before, a put
+    /// would only reach an introducer, which holds no records); an
+    /// introducer needs one session.
+    fn joined_ring(&self) -> bool {
+        if self.peers.open().next().is_none() || !self.overlay.is_joined() {
+            return false;
+        }
+        !self.overlay.in_ring()
+            || self
+                .overlay
+                .neighbours()
+                .iter()
+                .any(|n| n.kind == ringlan_overlay::LinkKind::Successor)
     }
 
     /// Publish our records under every key (and look our previous `name:`
@@ -360,9 +376,10 @@ impl Node {
 /// record check already; this decodes and re-checks the binding).
 fn member_of(r: &Record, key: &MemberKey) -> Option<Member> {
     let body = MemberBody::decode(&r.body).ok()?;
-    (body.node_id == r.subject && key.fits(&body) && key.key() == r.key).then(|| Member {
+    let expires_unix = r.expires_unix;
+    (body.node_id == r.subject && key.fits(&body) && key.key() == r.key).then_some(Member {
         body,
-        expires_unix: r.expires_unix,
+        expires_unix,
     })
 }
 
