@@ -94,6 +94,18 @@ pub trait Directory: Send + Sync + 'static {
     fn lookup(&self, name: String) -> impl Future<Output = Lookup> + Send;
 }
 
+/// The `resolvectl` commands that point systemd-resolved at the responder
+/// for the TAP `iface` (`ringlan resolved-setup`, run by the unit's
+/// `ExecStartPost=`): queries for `DOMAIN` names on that link go to
+/// `listen`; `~DOMAIN` makes it a routing-only domain (not a search
+/// domain).
+pub fn resolvectl_commands(iface: &str, listen: SocketAddr, domain: &str) -> [Vec<String>; 2] {
+    [
+        vec!["dns".into(), iface.into(), listen.to_string()],
+        vec!["domain".into(), iface.into(), format!("~{domain}")],
+    ]
+}
+
 /// A name for the node to resolve (sent by [`NodeDirectory`] to the
 /// runtime, which owns the node: [`ringlan_node::Node::resolve_name`]).
 #[derive(Debug)]
@@ -717,6 +729,14 @@ mod tests {
         assert!(!l.allow(t0, a));
         assert!(l.allow(t0 + Duration::from_secs(10), a));
         assert!(l.buckets.len() <= MAX_SOURCES);
+    }
+
+    #[test]
+    fn resolvectl_gets_the_link_the_address_and_a_routing_domain() {
+        let [dns, domain] =
+            resolvectl_commands("rl-home", "[fd77::2]:53".parse().unwrap(), "home.example");
+        assert_eq!(dns, ["dns", "rl-home", "[fd77::2]:53"]);
+        assert_eq!(domain, ["domain", "rl-home", "~home.example"]);
     }
 
     #[test]

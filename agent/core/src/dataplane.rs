@@ -18,7 +18,8 @@
 //! Drops are counted per session (or node-wide before a session is known)
 //! under fixed labels.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use ringlan_overlay::{self as overlay, DropReason, FrameHeader, Mac};
@@ -47,6 +48,12 @@ const FRAME_OVERHEAD: usize = 18;
 /// dropped (`tap_queue`) rather than queued without bound. The runtime
 /// drains the queue after every input; one receive batch is far smaller.
 pub const MAX_TAP_QUEUE: usize = 4096;
+/// Addresses an ARP or ND question went unanswered for, whose member record
+/// is being fetched, at most: a question for one of them does not start
+/// another lookup within [`REASK`].
+pub const MAX_ASKED: usize = 256;
+/// Time before a missed address is looked up in the directory again.
+pub const REASK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A frame for the TAP: the frame-flow message as it arrived (virtio
 /// header at the start, the frame at its end). Hand it back with
@@ -91,6 +98,8 @@ pub(crate) struct DataPlane {
     pub(crate) local_drops: Drops,
     /// ARP requests and neighbour solicitations answered here or flooded.
     pub(crate) arp_nd: ArpNdCounters,
+    /// Addresses a question missed for, when their lookup started.
+    asked: HashMap<IpAddr, Instant>,
 }
 
 impl DataPlane {
@@ -103,6 +112,7 @@ impl DataPlane {
             to_tap: VecDeque::new(),
             local_drops: Drops::new(),
             arp_nd: ArpNdCounters::default(),
+            asked: HashMap::new(),
         }
     }
 
@@ -119,6 +129,28 @@ impl DataPlane {
             buf,
             frame_at: VNET_HDR_LEN,
         });
+        true
+    }
+
+    /// Whether to look `ip` up after a missed question at `now` (and note
+    /// it): not within [`REASK`] of the last lookup, and only while fewer
+    /// than [`MAX_ASKED`] addresses are being looked up.
+    fn ask(&mut self, now: Instant, ip: IpAddr) -> bool {
+        if self
+            .asked
+            .get(&ip)
+            .is_some_and(|t| now.saturating_duration_since(*t) < REASK)
+        {
+            return false;
+        }
+        if self.asked.len() >= MAX_ASKED {
+            self.asked
+                .retain(|_, t| now.saturating_duration_since(*t) < REASK);
+            if self.asked.len() >= MAX_ASKED {
+                return false;
+            }
+        }
+        self.asked.insert(ip, now);
         true
     }
 
@@ -199,16 +231,25 @@ impl Node {
     /// address the member cache binds, fresh, to another member's MAC:
     /// the answer goes to our TAP and the question nowhere (true). Any
     /// other question is counted as flooded and goes on to the switch
-    /// (false), as does every other frame.
+    /// (false), as does every other frame; without a fresh record for the
+    /// address, its `ip:` record is fetched (at most once per [`REASK`]),
+    /// so the kernel's next try is answered here.
     fn answer_neighbour(&mut self, now: Instant, frame: &[u8]) -> bool {
         let Some(q) = neighbour::question(frame) else {
             return false;
         };
         let own = self.data.mac;
-        let member = self
-            .cached_member(now, &MemberKey::Ip(q.target()))
+        let key = MemberKey::Ip(q.target());
+        let cached = self.cached_member(now, &key);
+        let fresh = cached.as_ref().is_some_and(|(_, f)| *f);
+        let member = cached
             .filter(|(m, fresh)| *fresh && m.body.mac != own && m.body.mac != q.asker())
             .map(|(m, _)| (m.body.mac, m.body.node_id));
+        if !fresh && self.data.ask(now, q.target()) {
+            // Flooded this time; the kernel asks again within a second or
+            // so, and by then the record may be here (one get).
+            self.resolve(now, key);
+        }
         // A full TAP queue: let the owner answer.
         let answered = member.is_some_and(|(mac, _)| self.data.to_tap_local(&q.reply(mac)));
         if let (true, Some((mac, node))) = (answered, member) {

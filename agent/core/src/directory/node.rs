@@ -377,10 +377,8 @@ impl Node {
 fn member_of(r: &Record, key: &MemberKey) -> Option<Member> {
     let body = MemberBody::decode(&r.body).ok()?;
     let expires_unix = r.expires_unix;
-    (body.node_id == r.subject && key.fits(&body) && key.key() == r.key).then_some(Member {
-        body,
-        expires_unix,
-    })
+    (body.node_id == r.subject && key.fits(&body) && key.key() == r.key)
+        .then_some(Member { body, expires_unix })
 }
 
 /// Names and IPs claimed by more than one of `members`.
