@@ -237,25 +237,27 @@ mod tests {
 
     #[test]
     fn direct_established_sessions_come_first_and_old_entries_stay() {
-        let mut status = Status::default();
-        status.sessions = vec![
-            session(1, "192.0.2.1:4910", PathKind::DirectNat, SessionPhase::Open),
-            session(
-                2,
-                "192.0.2.2:4910",
-                PathKind::Relayed {
-                    via: "x".into(),
-                    standby: 0,
-                },
-                SessionPhase::Open,
-            ),
-            session(
-                3,
-                "192.0.2.3:4910",
-                PathKind::DirectLan,
-                SessionPhase::Opening,
-            ),
-        ];
+        let status = Status {
+            sessions: vec![
+                session(1, "192.0.2.1:4910", PathKind::DirectNat, SessionPhase::Open),
+                session(
+                    2,
+                    "192.0.2.2:4910",
+                    PathKind::Relayed {
+                        via: "x".into(),
+                        standby: 0,
+                    },
+                    SessionPhase::Open,
+                ),
+                session(
+                    3,
+                    "192.0.2.3:4910",
+                    PathKind::DirectLan,
+                    SessionPhase::Opening,
+                ),
+            ],
+            ..Status::default()
+        };
         let old = vec![
             (id(4), vec!["192.0.2.4:4910".parse().unwrap()]),
             (id(1), vec!["192.0.2.100:4910".parse().unwrap()]),

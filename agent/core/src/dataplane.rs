@@ -117,7 +117,7 @@ impl DataPlane {
     }
 
     /// Queues a frame the node built for its own TAP (no virtio offload).
-    fn to_tap_local(&mut self, frame: &[u8]) -> bool {
+    fn queue_own_frame(&mut self, frame: &[u8]) -> bool {
         if self.to_tap.len() >= MAX_TAP_QUEUE {
             self.drop_local("tap_queue");
             return false;
@@ -251,7 +251,7 @@ impl Node {
             self.resolve(now, key);
         }
         // A full TAP queue: let the owner answer.
-        let answered = member.is_some_and(|(mac, _)| self.data.to_tap_local(&q.reply(mac)));
+        let answered = member.is_some_and(|(mac, _)| self.data.queue_own_frame(&q.reply(mac)));
         if let (true, Some((mac, node))) = (answered, member) {
             // The asker's frames to `mac` follow: to the member, not a flood.
             self.overlay.learn_mac(now, mac, node);
