@@ -90,14 +90,7 @@ fn forge(w: &World, from: HostId, other: HostId, ring: &[HostId]) -> Vec<(NodeId
 /// A gratuitous ARP from `mac` announcing `ip` (what a DHCP client sends
 /// once it has its lease).
 fn garp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&ip);
-    f
+    arp_request(mac, ip, ip)
 }
 
 fn ip_of(i: usize) -> [u8; 4] {
