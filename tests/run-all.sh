@@ -67,6 +67,8 @@ check_tool conntrack conntrack
 check_tool systemctl systemd
 check_tool ps procps
 check_tool c++ g++
+# agent/tests/directory.rs asks the agents' DNS responders with dig.
+check_tool dig bind9-dnsutils
 # agent/tests/unprivileged.rs drops privileges with setpriv in a private
 # mount namespace (unshare); both are util-linux, essential on Debian.
 check_tool setpriv util-linux

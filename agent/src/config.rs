@@ -305,6 +305,8 @@ pub struct Config {
     pub relay: RelayConfig,
     pub control: ControlConfig,
     pub metrics: Option<MetricsConfig>,
+    /// The DNS responder for member names (`dns:`), off when absent.
+    pub dns: Option<DnsConfig>,
     pub log: LogConfig,
     /// Where the values [`Config::check_files`] and [`Config::membership`]
     /// check against files sit in the config, for their errors.
@@ -403,6 +405,15 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
+/// `dns: {listen, domain}`: answer `A`/`AAAA` queries for
+/// `NAME.DOMAIN` from the member directory on `listen` (UDP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub listen: SocketAddr,
+    /// Lower case, without a trailing dot.
+    pub domain: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     pub level: LogLevel,
@@ -437,6 +448,8 @@ struct RawConfig {
     control: Option<S<RawControl>>,
     #[serde(default)]
     metrics: Option<S<RawMetrics>>,
+    #[serde(default)]
+    dns: Option<S<RawDns>>,
     #[serde(default)]
     log: Option<S<RawLog>>,
 }
@@ -538,6 +551,13 @@ struct RawControl {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    listen: S<String>,
+    domain: S<String>,
 }
 
 #[derive(Deserialize)]
@@ -1021,6 +1041,40 @@ impl Config {
             None => None,
         };
 
+        // dns
+        let dns = match &raw.dns {
+            Some(d) => {
+                let (l, dom) = (&d.value.listen, &d.value.domain);
+                let listen: SocketAddr = l.value.parse().map_err(|_| {
+                    cx.err(
+                        &l.referenced,
+                        "dns.listen",
+                        format!(
+                            "`{}` is not an address:port, expected e.g. 10.77.0.2:53 or [fd77::2]:53",
+                            l.value
+                        ),
+                    )
+                })?;
+                if listen.port() == 0 || listen.ip().is_unspecified() {
+                    return Err(cx.err(
+                        &l.referenced,
+                        "dns.listen",
+                        format!(
+                            "`{}`: expected a specific address and a port, e.g. 10.77.0.2:53",
+                            l.value
+                        ),
+                    ));
+                }
+                crate::dns::check_domain(&dom.value)
+                    .map_err(|m| cx.err(&dom.referenced, "dns.domain", m))?;
+                Some(DnsConfig {
+                    listen,
+                    domain: dom.value.trim_end_matches('.').to_ascii_lowercase(),
+                })
+            }
+            None => None,
+        };
+
         // log
         let level = match &raw.log {
             None => LogLevel::Info,
@@ -1059,6 +1113,7 @@ impl Config {
             relay,
             control,
             metrics,
+            dns,
             log: LogConfig { level },
             at,
         })
@@ -1194,6 +1249,11 @@ impl Config {
     pub fn revocations_path(&self) -> PathBuf {
         credentials::revocations_path(&self.node.key_file, &self.network.name)
     }
+
+    /// Where this node keeps its peer cache (beside its key).
+    pub fn peers_path(&self) -> PathBuf {
+        crate::peer_cache::path(&self.node.key_file, &self.network.name)
+    }
 }
 
 /// The membership a config sets up with `network.ca` ([`Config::membership`]).
@@ -1245,6 +1305,35 @@ log:
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn dns_is_checked_with_its_position() {
+        let with = |dns: &str| GOOD.replace("log:\n", &format!("dns:\n{dns}log:\n"));
+        let c = parse(&with("  listen: 10.77.0.2:53\n  domain: Home.Example.\n")).unwrap();
+        let d = c.dns.unwrap();
+        assert_eq!(d.listen.to_string(), "10.77.0.2:53");
+        assert_eq!(d.domain, "home.example");
+        assert!(parse(GOOD).unwrap().dns.is_none());
+        assert_eq!(
+            err(&with("  listen: 10.77.0.2\n  domain: ringlan\n")),
+            "/etc/ringlan/home.yaml:22:11: dns.listen: `10.77.0.2` is not an address:port, \
+             expected e.g. 10.77.0.2:53 or [fd77::2]:53"
+        );
+        assert_eq!(
+            err(&with("  listen: 0.0.0.0:53\n  domain: ringlan\n")),
+            "/etc/ringlan/home.yaml:22:11: dns.listen: `0.0.0.0:53`: expected a specific \
+             address and a port, e.g. 10.77.0.2:53"
+        );
+        assert_eq!(
+            err(&with("  listen: 10.77.0.2:53\n  domain: bad_domain\n")),
+            "/etc/ringlan/home.yaml:23:11: dns.domain: `bad_domain` is not a domain name, \
+             expected a domain such as ringlan or home.example.net"
+        );
+        let e = err(&with("  listen: 10.77.0.2:53\n"));
+        assert!(e.contains("domain"), "{e}");
+        let e = err(&with("  listen: 10.77.0.2:53\n  domain: x\n  port: 5\n"));
+        assert!(e.contains("port"), "{e}");
     }
 
     #[test]

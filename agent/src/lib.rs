@@ -9,11 +9,13 @@ pub mod ca;
 pub mod config;
 pub mod control;
 pub mod credentials;
+pub mod dns;
 pub mod generate;
 pub mod identity;
 #[allow(unsafe_code)] // getifaddrs(3)
 pub mod ifaddrs;
 pub mod metrics;
+pub mod peer_cache;
 pub mod runtime;
 pub mod serve;
 pub mod service;

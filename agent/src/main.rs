@@ -73,6 +73,15 @@ enum Cmd {
     /// Hand revocation lists to a running agent.
     #[command(subcommand)]
     Revocations(RevocationsCmd),
+    /// Point systemd-resolved at the agent's DNS responder for the TAP
+    /// (`resolvectl dns` / `resolvectl domain ~DOMAIN`) when the config has
+    /// `dns:`; does nothing without it or without resolvectl. The unit runs
+    /// it after start (docs/directory.md "DNS").
+    ResolvedSetup {
+        /// Network config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Validate a config file (and its secret and key files) without
     /// starting.
     CheckConfig {
@@ -242,6 +251,7 @@ fn main() -> ExitCode {
         }
         Cmd::CheckConfig { file } => return cmd_check_config(&file),
         Cmd::Generate(cmd) => generate::run(cmd, Cli::command()),
+        Cmd::ResolvedSetup { config } => cmd_resolved_setup(&config),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -250,6 +260,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ringlan resolved-setup`: the `resolvectl` calls for the config's
+/// `dns:` (nothing to do without it, or without resolvectl).
+fn cmd_resolved_setup(config: &Path) -> anyhow::Result<()> {
+    let c = Config::load(config)?;
+    let Some(d) = &c.dns else {
+        println!("{}: no dns configured", config.display());
+        return Ok(());
+    };
+    for args in ringlan_agent::dns::resolvectl_commands(&c.interface.name, d.listen, &d.domain) {
+        let st = match std::process::Command::new("resolvectl")
+            .args(&args)
+            .status()
+        {
+            Ok(st) => st,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("resolvectl not found: systemd-resolved is not used here");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        anyhow::ensure!(st.success(), "resolvectl {} failed: {st}", args.join(" "));
+        println!("resolvectl {}", args.join(" "));
+    }
+    Ok(())
 }
 
 /// `ringlan check-config`: `FILE: OK` and the membership notes (warnings

@@ -251,6 +251,31 @@ impl Collector for StatusCollector {
                 .iter()
                 .map(|(reason, &n)| (vec![("reason", reason.clone())], n)),
         )?;
+        let n = &s.arp_nd;
+        for (name, help, v) in [
+            (
+                "ringlan_arp_answered_locally",
+                "ARP requests from the TAP answered by the node from the member directory",
+                n.arp_answered_locally,
+            ),
+            (
+                "ringlan_arp_flooded",
+                "ARP requests from the TAP flooded to the network (address not in the directory)",
+                n.arp_flooded,
+            ),
+            (
+                "ringlan_nd_answered_locally",
+                "IPv6 neighbour solicitations from the TAP answered by the node from the member directory",
+                n.nd_answered_locally,
+            ),
+            (
+                "ringlan_nd_flooded",
+                "IPv6 neighbour solicitations from the TAP flooded to the network",
+                n.nd_flooded,
+            ),
+        ] {
+            counter(&mut enc, name, help, [(Vec::new(), v)])?;
+        }
         let relayed = s
             .sessions
             .iter()

@@ -18,7 +18,18 @@
 //! - commands from the control socket (a revocation list: handed to the
 //!   node, its answer sent back; a members scan: started on the node, the
 //!   answer sent back when its `NodeEvent::Members` comes);
+//! - names from the DNS responder ([`crate::dns`]): resolved by the node
+//!   (`Node::resolve_name`), the answer sent back when its
+//!   `NodeEvent::Resolved` comes;
+//! - introducer addresses re-resolved in a task of their own (host names,
+//!   every `RESOLVE_PERIOD`, every `RESOLVE_RETRY` while no introducer
+//!   session is up), handed to the node (`Node::set_introducers`);
 //! - shutdown.
+//!
+//! The peer cache ([`crate::peer_cache`]): read at start and handed to the
+//! node (`Node::add_bootstrap`: it joins through those members when no
+//! introducer answers); rewritten every `PEER_CACHE_PERIOD` and at shutdown
+//! from the direct sessions the status shows.
 //!
 //! After every wake-up the node's outputs are drained: frames for the TAP
 //! (written, then handed back to the node's buffer pools) and events
@@ -45,8 +56,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::{self, Config, Membership};
 use crate::control::Command;
 use crate::credentials;
+use crate::dns;
 use crate::identity::{NetworkSecret, NodeKey};
 use crate::ifaddrs::interface_addresses;
+use crate::peer_cache;
 use crate::status::{StatusBoard, TapStatus};
 use crate::tap::{format_mac, Tap};
 
@@ -58,6 +71,12 @@ const IFSCAN_PERIOD: Duration = Duration::from_secs(10);
 const LINGER: Duration = Duration::from_millis(300);
 /// How often the certificate's expiry is looked at again.
 const EXPIRY_CHECK_PERIOD: Duration = Duration::from_secs(86_400);
+/// How often introducer host names are resolved again.
+const RESOLVE_PERIOD: Duration = Duration::from_secs(300);
+/// How often they are resolved again while no introducer session is up.
+const RESOLVE_RETRY: Duration = Duration::from_secs(30);
+/// How often the peer cache is rewritten (when it changed).
+const PEER_CACHE_PERIOD: Duration = Duration::from_secs(60);
 
 /// Everything the runtime needs, owned.
 pub struct NodeContext {
@@ -79,6 +98,8 @@ pub struct NodeContext {
     pub revocations: Option<RevocationList>,
     /// Commands from the control socket.
     pub commands: mpsc::Receiver<Command>,
+    /// Names from the DNS responder (`dns:` configured).
+    pub names: Option<mpsc::Receiver<dns::Resolve>>,
 }
 
 /// Logs how this node's certificate stands at `now` (seconds since the Unix
@@ -210,6 +231,11 @@ fn snapshot(driver: &Driver<Node>) -> Status {
 /// each at a time, and every scan ends (complete or timed out).
 type Waiting = HashMap<MemberRequest, oneshot::Sender<MembersReport>>;
 
+/// DNS lookups waiting for the node's answer. Bounded by the responder
+/// ([`dns::MAX_PENDING`] at once) and because every lookup ends (found, not
+/// found or timed out in the node).
+type Names = HashMap<MemberRequest, oneshot::Sender<dns::Lookup>>;
+
 /// Write the node's frames to the TAP, tell systemd what it should know,
 /// keep newer revocation lists at `revocations` (written here, in order, so
 /// an older list never overwrites a newer one; a list is rare and small),
@@ -219,6 +245,7 @@ async fn drain_outputs(
     tap: &Tap,
     revocations: &Path,
     waiting: &mut Waiting,
+    names: &mut Names,
 ) {
     let node = driver.machine();
     while let Some(w) = node.poll_tap() {
@@ -242,9 +269,38 @@ async fn drain_outputs(
                     let _ = reply.send(node.members_report(Instant::now(), &members, complete));
                 }
             }
-            // Lookups by name, IP or MAC: the runtime asks none yet.
-            NodeEvent::Resolved { .. } => {}
+            NodeEvent::Resolved {
+                request, member, ..
+            } => {
+                if let Some(reply) = names.remove(&request) {
+                    let _ = reply.send(match member {
+                        Some(m) => dns::Lookup::Found(m.body.ips),
+                        None => dns::Lookup::NotFound,
+                    });
+                }
+            }
         }
+    }
+}
+
+/// The next name from the DNS responder; pending forever without one.
+async fn recv_name(rx: &mut Option<mpsc::Receiver<dns::Resolve>>) -> Option<dns::Resolve> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Rewrites the peer cache at `path` when the direct sessions in `status`
+/// change what it holds (`peers`: what it holds now).
+fn keep_peers(path: &Path, peers: &mut Vec<peer_cache::Peer>, status: &Status) {
+    let merged = peer_cache::merge(status, peers);
+    if merged == *peers {
+        return;
+    }
+    match peer_cache::write(path, &merged) {
+        Ok(()) => *peers = merged,
+        Err(e) => tracing::warn!(path = %path.display(), "cannot keep the peer cache: {e:#}"),
     }
 }
 
@@ -313,7 +369,28 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     let mut next_ifscan = Instant::now() + IFSCAN_PERIOD;
     let mut next_expiry_check = Instant::now() + EXPIRY_CHECK_PERIOD;
     let mut waiting = Waiting::new();
-    drain_outputs(&mut driver, tap, &kept, &mut waiting).await;
+    let mut names = Names::new();
+    let mut dns_rx = ctx.names.take();
+    // The peer cache: members to rejoin through.
+    let peers_path = ctx.config.peers_path();
+    let mut peers = peer_cache::read(&peers_path);
+    if !peers.is_empty() {
+        tracing::info!(peers = peers.len(), path = %peers_path.display(), "peer cache");
+        driver
+            .machine()
+            .add_bootstrap(Instant::now(), peers.clone());
+    }
+    let mut next_peer_cache = Instant::now() + PEER_CACHE_PERIOD;
+    // Introducer host names, resolved again in a task of their own.
+    let named = ctx
+        .config
+        .introducers
+        .iter()
+        .any(|h| matches!(h.host, config::Host::Name(_)));
+    let (resolved_tx, mut resolved) = mpsc::channel::<Vec<std::net::SocketAddr>>(1);
+    let mut resolving = false;
+    let mut last_resolve = Instant::now();
+    drain_outputs(&mut driver, tap, &kept, &mut waiting, &mut names).await;
     loop {
         tokio::select! {
             r = shutdown.changed() => {
@@ -324,6 +401,19 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
                 Some(cmd) => handle_command(&mut driver, cmd, &mut waiting),
                 None => commands_open = false,
             },
+            q = recv_name(&mut dns_rx) => match q {
+                Some(q) => {
+                    let request = driver.machine().resolve_name(Instant::now(), &q.name);
+                    names.insert(request, q.reply);
+                }
+                None => dns_rx = None,
+            },
+            addrs = resolved.recv() => {
+                resolving = false;
+                if let Some(addrs) = addrs.filter(|a| !a.is_empty()) {
+                    driver.machine().set_introducers(Instant::now(), addrs);
+                }
+            }
             r = tap.recv(&mut tap_buf[TAP_READ_OFFSET..]) => match r {
                 Ok(n) => {
                     let node = driver.machine();
@@ -353,6 +443,23 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
                     let ifs = interface_addresses(tap.name());
                     driver.machine().set_interfaces(now, ifs);
                 }
+                let stale = now.saturating_duration_since(last_resolve);
+                let no_introducer = driver.machine_ref().introducers_linked() == 0;
+                if named
+                    && !resolving
+                    && (stale >= RESOLVE_PERIOD || (no_introducer && stale >= RESOLVE_RETRY))
+                {
+                    resolving = true;
+                    last_resolve = now;
+                    let (hosts, tx) = (ctx.config.introducers.clone(), resolved_tx.clone());
+                    tokio::spawn(async move {
+                        let _ = tx.send(resolve_all("introducer", &hosts).await).await;
+                    });
+                }
+                if now >= next_peer_cache {
+                    next_peer_cache = now + PEER_CACHE_PERIOD;
+                    keep_peers(&peers_path, &mut peers, &snapshot(&driver));
+                }
                 if now >= next_expiry_check {
                     next_expiry_check = now + EXPIRY_CHECK_PERIOD;
                     if let Some(m) = &ctx.membership {
@@ -362,13 +469,15 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
                 board.publish(snapshot(&driver));
             }
         }
-        drain_outputs(&mut driver, tap, &kept, &mut waiting).await;
+        drain_outputs(&mut driver, tap, &kept, &mut waiting, &mut names).await;
         driver.flush();
     }
 
-    // Orderly shutdown: tell the overlay neighbours, close every session so
-    // peers notice at once, give the Close Requests a moment to leave.
+    // Orderly shutdown: keep the peers of this run, tell the overlay
+    // neighbours, close every session so peers notice at once, give the
+    // Close Requests a moment to leave.
     tracing::info!("node stopping");
+    keep_peers(&peers_path, &mut peers, &snapshot(&driver));
     let now = Instant::now();
     driver.machine().leave(now);
     driver.flush();
@@ -381,7 +490,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             _ = &mut linger => break,
             _ = driver.wait() => {}
         }
-        drain_outputs(&mut driver, tap, &kept, &mut waiting).await;
+        drain_outputs(&mut driver, tap, &kept, &mut waiting, &mut names).await;
     }
     driver.flush();
     board.publish(Status {

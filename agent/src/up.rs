@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Config, MacSetting};
 use crate::control::ControlServer;
 use crate::credentials;
+use crate::dns::{self, DnsServer, NodeDirectory, Zone};
 use crate::identity;
 use crate::metrics::MetricsServer;
 use crate::runtime::{self, NodeContext};
@@ -91,6 +92,16 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
+    let (names, dns_task) = match &config.dns {
+        Some(d) => {
+            let zone = Zone::new(&d.domain).map_err(anyhow::Error::msg)?;
+            let (tx, rx) = mpsc::channel(dns::MAX_PENDING);
+            let server = DnsServer::new(d.listen, zone, NodeDirectory(tx));
+            (Some(rx), Some(tokio::spawn(server.serve(stop_rx.clone()))))
+        }
+        None => (None, None),
+    };
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let signals = {
@@ -114,6 +125,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         membership,
         revocations,
         commands,
+        names,
     };
     let result = runtime::run(ctx, stop_rx).await;
     if let Err(e) = &result {
@@ -123,6 +135,9 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     signals.abort();
     let _ = control_task.await;
     if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    if let Some(t) = dns_task {
         let _ = t.await;
     }
     tracing::info!("stopped");

@@ -9,6 +9,9 @@ fn unit_file_verifies_cleanly() {
     let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/ringlan@.service");
     let text = std::fs::read_to_string(&unit).unwrap();
     assert!(text.contains("ExecStart=/usr/bin/ringlan up -c /etc/ringlan/%i.yaml"));
+    assert!(
+        text.contains("ExecStartPost=-+/usr/bin/ringlan resolved-setup -c /etc/ringlan/%i.yaml")
+    );
     assert!(text.contains("Type=notify"));
     let text = text.replace("/usr/bin/ringlan", env!("CARGO_BIN_EXE_ringlan"));
 

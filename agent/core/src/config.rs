@@ -107,6 +107,7 @@ impl NodeSetup {
             drops: BTreeMap::new(),
             relay: None,
             routed: RoutedStatus::default(),
+            arp_nd: Default::default(),
             membership: Default::default(),
             directory: None,
         }

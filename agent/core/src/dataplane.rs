@@ -18,16 +18,20 @@
 //! Drops are counted per session (or node-wide before a session is known)
 //! under fixed labels.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::Instant;
 
-use ringlan_overlay::{self as overlay, DropReason, FrameHeader};
+use ringlan_overlay::{self as overlay, DropReason, FrameHeader, Mac};
 use ringlan_tunnel::NodeId;
 use ringlan_tunnel::Reliability;
 use ringlan_tunnel::SessionId;
 
+use crate::directory::MemberKey;
 use crate::membership::{self, NodeCert};
+use crate::neighbour::{self, Question};
 use crate::peers::Drops;
+use crate::status::ArpNdCounters;
 use crate::vnet::{VnetHdr, TAP_MAX_FRAME, VNET_HDR_LEN};
 use crate::Node;
 
@@ -44,13 +48,21 @@ const FRAME_OVERHEAD: usize = 18;
 /// dropped (`tap_queue`) rather than queued without bound. The runtime
 /// drains the queue after every input; one receive batch is far smaller.
 pub const MAX_TAP_QUEUE: usize = 4096;
+/// Addresses an ARP or ND question went unanswered for, whose member record
+/// is being fetched, at most: a question for one of them does not start
+/// another lookup within [`REASK`].
+pub const MAX_ASKED: usize = 256;
+/// Time before a missed address is looked up in the directory again.
+pub const REASK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A frame for the TAP: the frame-flow message as it arrived (virtio
 /// header at the start, the frame at its end). Hand it back with
 /// [`Node::recycle`] once written.
 #[derive(Debug)]
 pub struct TapWrite {
-    session: SessionId,
+    /// The session whose buffer pool the message came from; `None` for a
+    /// frame the node built itself (an ARP or ND answer, `neighbour`).
+    session: Option<SessionId>,
     buf: Vec<u8>,
     frame_at: usize,
 }
@@ -74,6 +86,8 @@ impl TapWrite {
 pub(crate) struct DataPlane {
     /// Largest frame carried without GSO.
     max_frame: usize,
+    /// Our TAP's MAC (never answered for: our kernel knows its own).
+    mac: Mac,
     /// The overlay's forwarding decisions for the frame at hand.
     sends: Vec<overlay::FrameSend>,
     /// Frames forwarded on (flood, routed) and [`Node::handle_frame`]
@@ -82,17 +96,62 @@ pub(crate) struct DataPlane {
     to_tap: VecDeque<TapWrite>,
     /// Frames dropped before a session was known (no link, oversize).
     pub(crate) local_drops: Drops,
+    /// ARP requests and neighbour solicitations answered here or flooded.
+    pub(crate) arp_nd: ArpNdCounters,
+    /// Addresses a question missed for, when their lookup started.
+    asked: HashMap<IpAddr, Instant>,
 }
 
 impl DataPlane {
-    pub(crate) fn new(mtu: u16) -> DataPlane {
+    pub(crate) fn new(mtu: u16, mac: Mac) -> DataPlane {
         DataPlane {
             max_frame: usize::from(mtu) + FRAME_OVERHEAD,
+            mac,
             sends: Vec::new(),
             buf: vec![0u8; TAP_READ_ROOM],
             to_tap: VecDeque::new(),
             local_drops: Drops::new(),
+            arp_nd: ArpNdCounters::default(),
+            asked: HashMap::new(),
         }
+    }
+
+    /// Queues a frame the node built for its own TAP (no virtio offload).
+    fn queue_own_frame(&mut self, frame: &[u8]) -> bool {
+        if self.to_tap.len() >= MAX_TAP_QUEUE {
+            self.drop_local("tap_queue");
+            return false;
+        }
+        let mut buf = vec![0u8; VNET_HDR_LEN];
+        buf.extend_from_slice(frame);
+        self.to_tap.push_back(TapWrite {
+            session: None,
+            buf,
+            frame_at: VNET_HDR_LEN,
+        });
+        true
+    }
+
+    /// Whether to look `ip` up after a missed question at `now` (and note
+    /// it): not within [`REASK`] of the last lookup, and only while fewer
+    /// than [`MAX_ASKED`] addresses are being looked up.
+    fn ask(&mut self, now: Instant, ip: IpAddr) -> bool {
+        if self
+            .asked
+            .get(&ip)
+            .is_some_and(|t| now.saturating_duration_since(*t) < REASK)
+        {
+            return false;
+        }
+        if self.asked.len() >= MAX_ASKED {
+            self.asked
+                .retain(|_, t| now.saturating_duration_since(*t) < REASK);
+            if self.asked.len() >= MAX_ASKED {
+                return false;
+            }
+        }
+        self.asked.insert(ip, now);
+        true
     }
 
     fn drop_local(&mut self, reason: &'static str) {
@@ -155,6 +214,9 @@ impl Node {
         };
         // Our own source IPs go into our member record (`directory`).
         self.learn_from_tap(now, frame);
+        if self.answer_neighbour(now, frame) {
+            return;
+        }
         let mut sends = std::mem::take(&mut self.data.sends);
         self.overlay.frame_from_tap(now, frame, &mut sends);
         for s in &sends {
@@ -163,6 +225,44 @@ impl Node {
         sends.clear();
         self.data.sends = sends;
         self.process_overlay(now);
+    }
+
+    /// An ARP request or neighbour solicitation from our TAP for an
+    /// address the member cache binds, fresh, to another member's MAC:
+    /// the answer goes to our TAP and the question nowhere (true). Any
+    /// other question is counted as flooded and goes on to the switch
+    /// (false), as does every other frame; without a fresh record for the
+    /// address, its `ip:` record is fetched (at most once per [`REASK`]),
+    /// so the kernel's next try is answered here.
+    fn answer_neighbour(&mut self, now: Instant, frame: &[u8]) -> bool {
+        let Some(q) = neighbour::question(frame) else {
+            return false;
+        };
+        let own = self.data.mac;
+        let key = MemberKey::Ip(q.target());
+        let cached = self.cached_member(now, &key);
+        let fresh = cached.as_ref().is_some_and(|(_, f)| *f);
+        let member = cached
+            .filter(|(m, fresh)| *fresh && m.body.mac != own && m.body.mac != q.asker())
+            .map(|(m, _)| (m.body.mac, m.body.node_id));
+        if !fresh && self.data.ask(now, q.target()) {
+            // Flooded this time; the kernel asks again within a second or
+            // so, and by then the record may be here (one get).
+            self.resolve(now, key);
+        }
+        // A full TAP queue: let the owner answer.
+        let answered = member.is_some_and(|(mac, _)| self.data.queue_own_frame(&q.reply(mac)));
+        if let (true, Some((mac, node))) = (answered, member) {
+            // The asker's frames to `mac` follow: to the member, not a flood.
+            self.overlay.learn_mac(now, mac, node);
+        }
+        let c = &mut self.data.arp_nd;
+        let (local, flooded) = match q {
+            Question::Arp { .. } => (&mut c.arp_answered_locally, &mut c.arp_flooded),
+            Question::Ns { .. } => (&mut c.nd_answered_locally, &mut c.nd_flooded),
+        };
+        *if answered { local } else { flooded } += 1;
+        answered
     }
 
     /// An Ethernet frame from the TAP without a virtio header (simulators,
@@ -190,7 +290,9 @@ impl Node {
     /// A written (or abandoned) TAP frame's buffer goes back to its
     /// session's pool.
     pub fn recycle(&mut self, w: TapWrite) {
-        self.endpoint.recycle(w.session, w.buf);
+        if let Some(s) = w.session {
+            self.endpoint.recycle(s, w.buf);
+        }
     }
 
     /// Send the frame at `buf[ETH..ETH + len]` (virtio header in front of
@@ -294,7 +396,7 @@ impl Node {
         p.rx.frames += 1;
         p.rx.bytes += n as u64;
         self.data.to_tap.push_back(TapWrite {
-            session,
+            session: Some(session),
             buf: msg,
             frame_at,
         });

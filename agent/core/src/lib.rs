@@ -13,7 +13,8 @@
 //! - time ([`DatagramMachine::handle_timeout`]);
 //! - local interface address changes ([`Node::set_interfaces`]);
 //! - commands: [`Node::status`], [`Node::leave`], [`Node::close_all`],
-//!   [`Node::push_revocations`].
+//!   [`Node::push_revocations`], [`Node::add_bootstrap`],
+//!   [`Node::set_introducers`].
 //!
 //! Outputs, drained after every input in this order:
 //! - socket actions ([`DatagramMachine::poll_socket_action`]: open or close
@@ -33,6 +34,8 @@
 //! | [`dataplane`] | where a frame from the TAP or a peer goes |
 //! | [`candidates`] | which addresses to tell members and to try when opening a session; our NAT |
 //! | [`punching`] | birthday punching: when, whom, with which payload |
+//! | [`neighbour`] | which ARP requests and neighbour solicitations the node answers on its TAP |
+//! | [`rejoin`] | when to join through the peer cache instead of introducers |
 //! | [`reach`] | how much the node sends of its own accord to an IP it never had authenticated traffic from |
 //! | [`routes`] | when a session needs relayed routes, which relays, failover |
 //! | [`snapshot`] / [`status`] | what `ringlan status` shows |
@@ -46,9 +49,11 @@ mod config;
 pub mod dataplane;
 pub mod directory;
 pub mod membership;
+pub mod neighbour;
 pub mod peers;
 pub mod punching;
 pub mod reach;
+pub mod rejoin;
 pub mod routes;
 pub mod sessions;
 pub mod sim;
@@ -189,6 +194,8 @@ pub struct Node {
     adm: Admission,
     /// Member records: ours, fetched ones, lookups in flight.
     dir: Directory,
+    /// The peer cache to rejoin through when no introducer answers.
+    rejoin: rejoin::Rejoin,
 }
 
 impl Node {
@@ -264,7 +271,7 @@ impl Node {
             overlay: ov,
             peers: Peers::default(),
             routes: RouteControl::new(node_id, Rng::from_seed(sub_seed())),
-            data: DataPlane::new(setup.mtu),
+            data: DataPlane::new(setup.mtu, Mac(setup.mac)),
             punch: ExtraSockets::default(),
             birthday: Birthday::new(setup.birthday.clone()),
             punch_rng: Rng::from_seed(sub_seed()),
@@ -304,6 +311,7 @@ impl Node {
             base,
             adm,
             dir,
+            rejoin: rejoin::Rejoin::default(),
         };
         node.install_record_check();
         node.check_own_certificate(now);
@@ -387,6 +395,7 @@ impl Node {
         }
         self.admission_tick(now);
         self.directory_tick(now);
+        self.rejoin_tick(now);
     }
 }
 

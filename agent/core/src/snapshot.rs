@@ -102,6 +102,7 @@ impl Node {
             drops: self.node_drops(),
             relay: Some(self.relay_status(now, &names)),
             routed: self.routed_status(),
+            arp_nd: self.data.arp_nd,
             membership: self.adm.status(self.unix_now(now)),
             directory: Some(self.directory_status()),
             ..self.base.clone()

@@ -46,6 +46,10 @@ pub struct Status {
     /// of on a direct session.
     #[serde(default)]
     pub routed: RoutedStatus,
+    /// ARP requests and neighbour solicitations read from the TAP: answered
+    /// here from the member directory, or flooded.
+    #[serde(default)]
+    pub arp_nd: ArpNdCounters,
     /// How members are admitted: the shared secret alone, or certificates
     /// of a network CA.
     #[serde(default)]
@@ -164,6 +168,17 @@ pub struct RouteTraffic {
     pub bytes: u64,
     /// Refused: failed hop check, over the limit, or no next hop.
     pub dropped: u64,
+}
+
+/// ARP requests and IPv6 neighbour solicitations read from the TAP
+/// (docs/directory.md "ARP and ND"): answered by the node from a fresh
+/// member record, or flooded to the network as before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArpNdCounters {
+    pub arp_answered_locally: u64,
+    pub arp_flooded: u64,
+    pub nd_answered_locally: u64,
+    pub nd_flooded: u64,
 }
 
 /// Routed (multi-hop overlay) traffic of one node.
@@ -559,6 +574,14 @@ impl Status {
             let d: Vec<String> = self.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(o, "drops     {}", d.join(", "));
         }
+        let n = &self.arp_nd;
+        if *n != ArpNdCounters::default() {
+            let _ = writeln!(
+                o,
+                "arp/nd    ARP {} answered here, {} flooded; ND {} answered here, {} flooded",
+                n.arp_answered_locally, n.arp_flooded, n.nd_answered_locally, n.nd_flooded
+            );
+        }
 
         if let Some(r) = &self.relay {
             let _ = writeln!(
@@ -814,6 +837,12 @@ pub fn example() -> Status {
                 age_secs: 65,
             }],
         }),
+        arp_nd: ArpNdCounters {
+            arp_answered_locally: 7,
+            arp_flooded: 2,
+            nd_answered_locally: 3,
+            nd_flooded: 1,
+        },
         routed: RoutedStatus {
             peers: vec![RoutedPeer {
                 peer_id: "13579bdf13579bdf13579bdf13579bdf".into(),
@@ -875,6 +904,7 @@ membership: certificate laptop from CA 5f2a1c0e, expires 2027-12-03 16:20:00 UTC
 directory 12 records held, 4 members cached, published version 1796300000000, learnt 10.77.0.99
 CONFLICT: name:printer is claimed by 2 members: 13579bdf, 2468ace0
 drops     udp_not_member 3
+arp/nd    ARP 7 answered here, 2 flooded; ND 3 answered here, 1 flooded
 relay     enabled, 1 of 64 routes
   89abcdef -> fedcba98  via desktop -> fedcba98  ready  fwd 1000 pkts 1.3 MiB  back 500 pkts 39.1 KiB  dropped 1  1m05s
 

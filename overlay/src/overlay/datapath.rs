@@ -164,6 +164,19 @@ impl Overlay {
         self.switch.lookup(now, mac)
     }
 
+    /// Point `mac` at `node` because the directory says so (a fresh member
+    /// record; the node core answered an ARP or ND question with it, so
+    /// frames to `mac` follow at once and should go to `node`, direct or
+    /// routed, instead of being flooded until the member's first frame
+    /// teaches the switch). Learnt as a shared entry: a pinned MAC or one
+    /// another node owns stays where it is. Returns whether the switch
+    /// points `mac` at `node` now.
+    pub fn learn_mac(&mut self, now: Instant, mac: Mac, node: NodeId) -> bool {
+        node != self.cfg.node_id
+            && !self.banned.contains(&node)
+            && self.switch.learn(now, mac, node, Learn::Shared)
+    }
+
     /// A frame read from the TAP. Fills `out` (cleared first) with the
     /// transmissions to make; returns the switch decision. No allocation
     /// once `out` has grown to the number of links.

@@ -84,10 +84,68 @@ impl Overlay {
         self.events.push_back(Event::LinkUp { node, kind });
         let hello = self.hello();
         self.send(node, &hello);
-        if is_introducer && !self.joined {
+        if !self.joined {
+            // Through the introducer, or, with none linked, through this
+            // member (a rejoin from the peer cache, `bootstrap`).
             self.start_join(now);
         }
         self.run_policy(now);
+    }
+
+    /// Open sessions to members known from an earlier run (the agent's peer
+    /// cache) when no introducer answers: a member of the ring routes the
+    /// join lookup as well as an introducer does (`start_join` goes through
+    /// any link when no introducer is linked). Each entry is a node id and
+    /// its addresses (at most `MAX_ADDRS` used); ourselves, banned nodes,
+    /// linked nodes and members with an open in flight are skipped. A
+    /// failed open is an ordinary member open failure.
+    pub fn bootstrap(&mut self, peers: &[(NodeId, Vec<SocketAddr>)]) {
+        if self.leaving {
+            return;
+        }
+        for (node, addrs) in peers {
+            let busy = self.members.get(node).is_some_and(|m| m.pending.is_some());
+            if *node == self.cfg.node_id
+                || self.banned.contains(node)
+                || self.links.contains_key(node)
+                || busy
+                || addrs.is_empty()
+            {
+                continue;
+            }
+            self.stats.opens += 1;
+            self.actions.push_back(Action::OpenSession {
+                node: Some(*node),
+                addrs: addrs.iter().take(crate::wire::MAX_ADDRS).copied().collect(),
+            });
+        }
+    }
+
+    /// Replace the introducer addresses (the agent re-resolved their host
+    /// names). Introducers at an address still listed keep their state (a
+    /// session, a back-off); new addresses are opened at once; a removed
+    /// address is no longer retried (a session to it stays a link until it
+    /// ends).
+    pub fn set_introducers(&mut self, now: Instant, addrs: &[SocketAddr]) {
+        self.introducers.retain(|i| addrs.contains(&i.addr));
+        for a in addrs {
+            if !self.introducers.iter().any(|i| i.addr == *a) {
+                self.introducers.push(super::IntroducerState {
+                    addr: *a,
+                    node: None,
+                    pending: None,
+                    retry_at: Some(now),
+                    backoff: self.cfg.retry_initial,
+                });
+            }
+        }
+        self.cfg.introducers = addrs.to_vec();
+        self.open_introducers(now);
+    }
+
+    /// Introducers with a session up now.
+    pub fn introducers_linked(&self) -> usize {
+        self.introducers.iter().filter(|i| i.node.is_some()).count()
     }
 
     /// The last session to `node` is gone.

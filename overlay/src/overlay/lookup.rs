@@ -75,7 +75,8 @@ impl Overlay {
         self.start_lookup(now, me, Purpose::Join);
     }
 
-    /// Send a lookup for `target`. A join goes through an introducer; other
+    /// Send a lookup for `target`. A join goes through an introducer (or,
+    /// with none linked, any link); other
     /// lookups are routed from here. When this node is itself the closest,
     /// the lookup is answered locally.
     pub(super) fn start_lookup(
@@ -99,7 +100,12 @@ impl Overlay {
     ) -> Option<u64> {
         let me = self.cfg.node_id;
         let hop = if purpose == Purpose::Join {
-            self.introducers.iter().find_map(|i| i.node)
+            // An introducer; with none linked, any member link (a rejoin
+            // through the peer cache: any ring member routes the lookup).
+            self.introducers
+                .iter()
+                .find_map(|i| i.node)
+                .or_else(|| self.links.keys().next().copied())
         } else {
             self.route(target, &[me])
         };

@@ -143,3 +143,88 @@ fn polite_leave_repairs_the_ring_at_once() {
     let f = sim.broadcast(sim.live()[0]);
     assert_eq!((f.reached, f.duplicates), (f.expected, 0));
 }
+
+#[test]
+fn without_an_introducer_a_cached_member_routes_the_join() {
+    let t0 = Instant::now();
+    let mut o = node(t0);
+    // The introducer open goes out and times out (it is down).
+    let first = drain(&mut o);
+    assert!(first
+        .iter()
+        .any(|a| matches!(a, Action::OpenSession { node: None, .. })));
+    let t1 = t0 + o.config().open_timeout;
+    o.handle_timeout(t1);
+    drain(&mut o);
+    assert!(!o.is_joined());
+    assert_eq!(o.introducers_linked(), 0);
+    // The peer cache: ourselves and an empty entry are skipped.
+    let cached: SocketAddr = "192.0.2.50:4910".parse().unwrap();
+    o.bootstrap(&[
+        (NodeId(100), vec![cached]),
+        (NodeId(51), vec![]),
+        (NodeId(50), vec![cached]),
+    ]);
+    let opens = drain(&mut o);
+    assert_eq!(
+        opens,
+        vec![Action::OpenSession {
+            node: Some(NodeId(50)),
+            addrs: vec![cached],
+        }]
+    );
+    // The member answers: the join lookup for our own id goes to it.
+    o.peer_up(t1, NodeId(50), Some(cached), false);
+    let sends = decode_sends(&drain(&mut o));
+    let nonce = sends
+        .iter()
+        .find_map(|(to, m)| match m {
+            Message::Lookup(l) if *to == NodeId(50) && l.target == NodeId(100) => Some(l.nonce),
+            _ => None,
+        })
+        .expect("join lookup through the cached member");
+    // Its answer joins us to the ring.
+    let reply = Message::LookupReply(LookupReply {
+        nonce,
+        target: NodeId(100),
+        path: vec![NodeId(100)],
+        members: vec![],
+    });
+    o.handle_control(t1, NodeId(50), &reply.encode().unwrap());
+    assert!(o.is_joined());
+    // Linked now: a second bootstrap opens nothing.
+    o.bootstrap(&[(NodeId(50), vec![cached])]);
+    assert!(drain(&mut o)
+        .iter()
+        .all(|a| !matches!(a, Action::OpenSession { .. })));
+}
+
+#[test]
+fn introducers_can_be_replaced_while_running() {
+    let t0 = Instant::now();
+    let mut o = node(t0);
+    drain(&mut o);
+    let old: SocketAddr = "198.51.100.7:4910".parse().unwrap();
+    let new: SocketAddr = "198.51.100.8:4910".parse().unwrap();
+    // Unchanged: nothing new is opened.
+    o.set_introducers(t0, &[old]);
+    assert!(drain(&mut o).is_empty());
+    // A new address is opened at once; the old one is no longer retried.
+    o.set_introducers(t0, &[new]);
+    assert_eq!(
+        drain(&mut o),
+        vec![Action::OpenSession {
+            node: None,
+            addrs: vec![new],
+        }]
+    );
+    assert_eq!(o.config().introducers, vec![new]);
+    o.peer_up(t0, NodeId(7), Some(new), true);
+    assert_eq!(o.introducers_linked(), 1);
+    let t1 = t0 + o.config().retry_max * 4;
+    o.handle_timeout(t1);
+    assert!(drain(&mut o).iter().all(|a| !matches!(
+        a,
+        Action::OpenSession { node: None, addrs } if addrs.contains(&old)
+    )));
+}

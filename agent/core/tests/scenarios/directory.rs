@@ -90,14 +90,7 @@ fn forge(w: &World, from: HostId, other: HostId, ring: &[HostId]) -> Vec<(NodeId
 /// A gratuitous ARP from `mac` announcing `ip` (what a DHCP client sends
 /// once it has its lease).
 fn garp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&ip);
-    f
+    arp_request(mac, ip, ip)
 }
 
 fn ip_of(i: usize) -> [u8; 4] {
@@ -352,4 +345,94 @@ fn with_a_ca_records_need_their_own_certificate() {
                 .any(|e| matches!(e, NodeEvent::Resolved { request, member: None, .. } if request == req))
         })
     });
+}
+
+/// An ARP request from `mac` (`ip`) for `target`.
+fn arp_request(mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f
+}
+
+/// Whether `f` is an ARP request for `target`.
+fn asks_for(f: &[u8], target: [u8; 4]) -> bool {
+    f.get(12..14) == Some(&[8, 6])
+        && f.get(20..22) == Some(&[0, 1])
+        && f.get(38..42) == Some(&target)
+}
+
+/// docs/directory.md "ARP and ND": a miss floods and fetches the member's
+/// `ip:` record; the kernel's next request is answered on the asker's own
+/// TAP with the member's MAC and reaches no other member.
+#[test]
+fn an_arp_request_for_a_member_is_answered_on_the_tap_after_one_lookup() {
+    let mut w = World::new(31);
+    let (_intro, nodes) = network(&mut w, 4);
+    announce(&mut w, &nodes);
+    let (a, b) = (nodes[0], nodes[1]);
+    let ask = arp_request(mac(a), ip_of(0), ip_of(1));
+    let replies_on = |w: &mut World, h: HostId| -> Vec<Vec<u8>> {
+        w.sim
+            .take_frames(h)
+            .into_iter()
+            .filter(|f| f.get(12..14) == Some(&[8, 6]) && f.get(20..22) == Some(&[0, 2]))
+            .collect()
+    };
+    let others: Vec<HostId> = w.sim.hosts().filter(|h| *h != a).collect();
+    let c0 = w.status(a).arp_nd;
+    w.sim.with(a, |n, now| n.handle_frame(now, &ask));
+    let mut replies = replies_on(&mut w, a);
+    let mut c1 = w.status(a).arp_nd;
+    if replies.is_empty() {
+        // Not held or cached at a (it is not a replica of b's `ip:`
+        // record): flooded, and the record is fetched.
+        assert_eq!(c1.arp_flooded, c0.arp_flooded + 1);
+        w.sim.run_for(Duration::from_secs(5));
+        let reached: usize = others
+            .iter()
+            .map(|h| {
+                w.sim
+                    .take_frames(*h)
+                    .iter()
+                    .filter(|f| asks_for(f, ip_of(1)))
+                    .count()
+            })
+            .sum();
+        assert!(
+            reached > 0,
+            "the request a could not answer was not flooded"
+        );
+        // The kernel's retry.
+        w.sim.with(a, |n, now| n.handle_frame(now, &ask));
+        replies = replies_on(&mut w, a);
+        let c2 = w.status(a).arp_nd;
+        assert_eq!(c2.arp_answered_locally, c1.arp_answered_locally + 1);
+        assert_eq!(c2.arp_flooded, c1.arp_flooded);
+        c1 = c2;
+    } else {
+        assert_eq!(c1.arp_answered_locally, c0.arp_answered_locally + 1);
+        assert_eq!(c1.arp_flooded, c0.arp_flooded);
+    }
+    assert!(c1.arp_answered_locally > 0);
+    assert_eq!(replies.len(), 1, "one ARP reply on a's TAP");
+    let r = &replies[0];
+    assert_eq!(&r[0..6], &mac(a), "to the asker");
+    assert_eq!(&r[6..12], &mac(b), "from b's MAC");
+    assert_eq!(&r[22..28], &mac(b), "sender hardware address");
+    assert_eq!(&r[28..32], &ip_of(1), "sender protocol address");
+    assert_eq!(&r[32..38], &mac(a), "target hardware address");
+    assert_eq!(&r[38..42], &ip_of(0), "target protocol address");
+    w.sim.run_for(Duration::from_secs(2));
+    for h in &others {
+        assert!(
+            !w.sim.take_frames(*h).iter().any(|f| asks_for(f, ip_of(1))),
+            "the answered request reached {}",
+            w.name(*h)
+        );
+    }
 }
