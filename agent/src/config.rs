@@ -294,7 +294,12 @@ pub struct Config {
     pub node: NodeConfig,
     pub interface: InterfaceConfig,
     pub listen: ListenConfig,
+    /// Introducers (plain `host:port` entries of `introducers`).
     pub introducers: Vec<HostPort>,
+    /// `tcp://host:port` entries of `introducers`: where the TCP fallback
+    /// connects (docs/tcp.md); without one it tries each introducer's UDP
+    /// port number over TCP.
+    pub tcp_introducers: Vec<HostPort>,
     pub stun_servers: Vec<HostPort>,
     /// Session keepalive interval (`keepalive: 25s`); holds NAT mappings.
     pub keepalive: Duration,
@@ -361,6 +366,10 @@ pub struct ListenConfig {
     pub address: IpAddr,
     /// UDP port; 0 = ephemeral.
     pub port: u16,
+    /// Also accept TCP streams on the same port number (`listen.tcp`;
+    /// default: true for an introducer, false for a node): members whose
+    /// network blocks UDP carry their datagrams on them (docs/tcp.md).
+    pub tcp: bool,
 }
 
 impl ListenConfig {
@@ -506,6 +515,8 @@ struct RawListen {
     address: Option<S<String>>,
     #[serde(default)]
     port: Option<S<i64>>,
+    #[serde(default)]
+    tcp: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -833,6 +844,7 @@ impl Config {
         let mut listen = ListenConfig {
             address: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
             port: DEFAULT_PORT,
+            tcp: false,
         };
         if let Some(l) = &raw.listen {
             if let Some(a) = &l.value.address {
@@ -874,24 +886,44 @@ impl Config {
             },
         };
 
-        // introducers, stun_servers
-        let host_ports = |list: &Option<S<Vec<S<String>>>>, key: &str| {
+        // listen.tcp: an introducer accepts TCP streams unless told not to
+        listen.tcp = raw
+            .listen
+            .as_ref()
+            .and_then(|l| l.value.tcp.as_ref())
+            .map_or(role == Role::Introducer, |t| t.value);
+
+        // introducers (`tcp://` entries apart), stun_servers
+        let host_ports = |list: &Option<S<Vec<S<String>>>>, key: &str, tcp: bool| {
             let mut out = Vec::new();
             if let Some(list) = list {
                 for (n, v) in list.value.iter().enumerate() {
                     let key = format!("{key}[{n}]");
-                    out.push(
-                        v.value
-                            .parse::<HostPort>()
-                            .map_err(|m| cx.err(&v.referenced, &key, m))?,
-                    );
+                    let (is_tcp, text) = match v.value.strip_prefix("tcp://") {
+                        Some(rest) => (true, rest),
+                        None => (false, v.value.as_str()),
+                    };
+                    if is_tcp && key.starts_with("stun_servers") {
+                        return Err(cx.err(
+                            &v.referenced,
+                            &key,
+                            "STUN servers are asked over UDP, expected host:port without tcp://",
+                        ));
+                    }
+                    if is_tcp == tcp {
+                        out.push(
+                            text.parse::<HostPort>()
+                                .map_err(|m| cx.err(&v.referenced, &key, m))?,
+                        );
+                    }
                 }
             }
             Ok::<_, ConfigError>(out)
         };
-        let introducers = host_ports(&raw.introducers, "introducers")?;
-        let stun_servers = host_ports(&raw.stun_servers, "stun_servers")?;
-        if introducers.is_empty() && role != Role::Introducer {
+        let introducers = host_ports(&raw.introducers, "introducers", false)?;
+        let tcp_introducers = host_ports(&raw.introducers, "introducers", true)?;
+        let stun_servers = host_ports(&raw.stun_servers, "stun_servers", false)?;
+        if introducers.is_empty() && tcp_introducers.is_empty() && role != Role::Introducer {
             let at = raw
                 .introducers
                 .as_ref()
@@ -1024,6 +1056,7 @@ impl Config {
             interface,
             listen,
             introducers,
+            tcp_introducers,
             stun_servers,
             keepalive,
             rekey_interval,

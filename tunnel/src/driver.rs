@@ -28,6 +28,13 @@
 //! to use, pinning and expiry are the machine's decisions
 //! (`ExtraSockets`, `tunnel/src/extra_sockets.rs`).
 //!
+//! TCP streams (docs/tcp.md): the machine may connect streams
+//! ([`SocketAction::Connect`]) and the driver may accept them
+//! ([`Driver::listen_tcp`]); each is a socket to the machine
+//! ([`SocketId::is_stream`]) whose datagrams travel framed, read and
+//! written by a task per connection with bounded, drop-oldest queues, so a
+//! stream never blocks the UDP path (`tunnel/src/tcp.rs`).
+//!
 //! Address families: a socket bound to the IPv6 wildcard `[::]` is made
 //! dual-stack (`IPV6_V6ONLY` off, whatever the host's default), so it
 //! serves IPv4 too, and the kernel then names IPv4 peers by IPv4-mapped
@@ -52,6 +59,8 @@ use tokio::net::UdpSocket;
 use crate::endpoint::{Endpoint, EndpointConfig, Event};
 use crate::machine::{DatagramMachine, SocketAction, SocketId};
 use crate::path::canonical_addr as canonical;
+pub use crate::tcp::TcpLimits;
+use crate::tcp::{StreamEvent, Streams};
 use crate::Rng;
 
 /// Largest datagram the endpoint produces or we accept; RTMFP packets
@@ -209,6 +218,7 @@ pub struct Driver<M = Endpoint> {
     rx: RxBatch,
     send_errors: u64,
     extras: Extras,
+    streams: Streams,
 }
 
 /// Carry out the machine's socket actions, then move its datagrams into
@@ -221,6 +231,7 @@ fn collect<M: DatagramMachine>(
     tx: &mut TxBatch,
     send_errors: &mut u64,
     extras: &mut Extras,
+    streams: &mut Streams,
     now: Instant,
 ) -> bool {
     loop {
@@ -231,7 +242,9 @@ fn collect<M: DatagramMachine>(
                         tracing::debug!(socket = id.0, error = %e, "extra socket not opened");
                     }
                 }
+                SocketAction::Close { id } if id.is_stream() => streams.close(id),
                 SocketAction::Close { id } => extras.close(id),
+                SocketAction::Connect { id, to } => streams.connect(id, to),
             }
         }
         if tx.items.len() == TX_BATCH && !send_queued(socket, tx, send_errors) {
@@ -241,6 +254,11 @@ fn collect<M: DatagramMachine>(
         let Some(t) = m.poll_transmit(now, &mut tx.buf[off..off + MAX_DATAGRAM]) else {
             return true;
         };
+        if t.socket.is_stream() {
+            // Queued (a full queue drops its oldest); no stream: loss.
+            streams.send(t.socket, &tx.buf[off..off + t.size]);
+            continue;
+        }
         if t.socket != SocketId::MAIN {
             // One datagram per call; a full buffer or a socket that could
             // not be opened is loss, as for the main socket.
@@ -312,6 +330,7 @@ enum Wake {
     Timer,
     Writable,
     ExtraReadable(usize),
+    Stream(StreamEvent),
 }
 
 impl Driver<Endpoint> {
@@ -402,6 +421,7 @@ impl<M: DatagramMachine> Driver<M> {
                 buf: vec![0u8; MAX_DATAGRAM],
                 ipv6: local.is_ipv6(),
             },
+            streams: Streams::new(),
         })
     }
 
@@ -428,6 +448,55 @@ impl<M: DatagramMachine> Driver<M> {
         self.extras.sockets.len()
     }
 
+    /// Accept TCP streams on `addr` (framed datagrams, docs/tcp.md);
+    /// each accepted connection is a socket to the machine. Returns the
+    /// bound address.
+    pub async fn listen_tcp(
+        &mut self,
+        addr: SocketAddr,
+        limits: TcpLimits,
+    ) -> io::Result<SocketAddr> {
+        let listener = crate::tcp::bind(addr).await?;
+        let local = listener.local_addr()?;
+        self.streams.listen(listener, limits);
+        Ok(local)
+    }
+
+    /// TCP streams open now (connected and accepted).
+    pub fn streams(&self) -> usize {
+        self.streams.open()
+    }
+
+    /// Datagrams dropped on TCP streams: a full send queue (oldest first)
+    /// or a client above its rate.
+    pub fn stream_drops(&self) -> u64 {
+        self.streams.dropped()
+    }
+
+    /// Feed a stream event, and what else the streams have queued, to the
+    /// machine.
+    fn receive_streams(&mut self, first: StreamEvent) {
+        let mut ev = Some(first);
+        for _ in 0..EXTRA_RX_BUDGET {
+            let Some(e) = ev.take().or_else(|| self.streams.try_recv()) else {
+                break;
+            };
+            if !self.streams.admit(&e) {
+                continue;
+            }
+            let now = Instant::now();
+            match e {
+                StreamEvent::Datagram { id, from, mut data } => {
+                    self.machine
+                        .handle_datagram(now, id, canonical(from), &mut data)
+                }
+                StreamEvent::Closed { id } => self.machine.handle_socket_closed(now, id),
+                StreamEvent::Accepted { .. } => {}
+            }
+            self.flush();
+        }
+    }
+
     /// Send everything the machine has to send now, without waiting.
     /// Datagrams that meet a full socket buffer are kept and sent by the
     /// next [`Driver::wait`].
@@ -439,9 +508,10 @@ impl<M: DatagramMachine> Driver<M> {
             tx,
             send_errors,
             extras,
+            streams,
             ..
         } = self;
-        if collect(machine, socket, tx, send_errors, extras, now) {
+        if collect(machine, socket, tx, send_errors, extras, streams, now) {
             send_queued(socket, tx, send_errors);
         }
     }
@@ -454,9 +524,18 @@ impl<M: DatagramMachine> Driver<M> {
             tx,
             send_errors,
             extras,
+            streams,
             ..
         } = self;
-        let mut draining = collect(machine, socket, tx, send_errors, extras, Instant::now());
+        let mut draining = collect(
+            machine,
+            socket,
+            tx,
+            send_errors,
+            extras,
+            streams,
+            Instant::now(),
+        );
         for _ in 0..EXTRA_RX_BUDGET {
             let Some(x) = extras.sockets.get(i) else {
                 break;
@@ -476,7 +555,7 @@ impl<M: DatagramMachine> Driver<M> {
             };
             machine.handle_datagram(now, id, canonical(from), data);
             if draining {
-                draining = collect(machine, socket, tx, send_errors, extras, now);
+                draining = collect(machine, socket, tx, send_errors, extras, streams, now);
             }
         }
         if draining {
@@ -498,10 +577,19 @@ impl<M: DatagramMachine> Driver<M> {
             rx,
             send_errors,
             extras,
+            streams,
         } = self;
         // False once the socket's send buffer is full: the machine keeps
         // its output until the next flush.
-        let mut draining = collect(machine, socket, tx, send_errors, extras, Instant::now());
+        let mut draining = collect(
+            machine,
+            socket,
+            tx,
+            send_errors,
+            extras,
+            streams,
+            Instant::now(),
+        );
         for _ in 0..RX_ROUNDS {
             let got = match socket.try_io(Interest::READABLE, || sys::recv(socket, rx)) {
                 Ok(n) => n,
@@ -522,7 +610,7 @@ impl<M: DatagramMachine> Driver<M> {
                 for d in data.chunks_mut(seg.max(1)) {
                     machine.handle_datagram(now, SocketId::MAIN, from, d);
                     if draining {
-                        draining = collect(machine, socket, tx, send_errors, extras, now);
+                        draining = collect(machine, socket, tx, send_errors, extras, streams, now);
                     }
                 }
             }
@@ -569,17 +657,20 @@ impl<M: DatagramMachine> Driver<M> {
             }
             Poll::Pending
         });
+        let streams = &mut self.streams;
         let wake = tokio::select! {
             _ = socket.readable() => Wake::Readable,
             _ = sleep => Wake::Timer,
             _ = writable => Wake::Writable,
             i = extra_readable => Wake::ExtraReadable(i),
+            ev = streams.recv() => Wake::Stream(ev),
         };
         match wake {
             Wake::Readable => self.receive(),
             Wake::Timer => self.machine.handle_timeout(Instant::now()),
             Wake::Writable => {}
             Wake::ExtraReadable(i) => self.receive_extra(i),
+            Wake::Stream(ev) => self.receive_streams(ev),
         }
     }
 }

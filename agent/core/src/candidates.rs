@@ -488,6 +488,7 @@ mod tests {
             listen: sa(listen),
             introducers: vec![intro4, intro6],
             stun_servers: Vec::new(),
+            tcp_introducers: Vec::new(),
             keepalive: Duration::from_secs(25),
             rekey_interval: Duration::from_secs(120),
             relay: RelayLimits::default(),

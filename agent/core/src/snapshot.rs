@@ -103,6 +103,11 @@ impl Node {
             relay: Some(self.relay_status(now, &names)),
             routed: self.routed_status(),
             membership: self.adm.status(self.unix_now(now)),
+            tcp: self.tcp.state().map(|t| crate::status::TcpStatus {
+                via: t.via.to_string(),
+                connected_to: t.tcp.to_string(),
+                answered: t.answered,
+            }),
             ..self.base.clone()
         }
     }

@@ -50,6 +50,21 @@ pub struct Status {
     /// of a network CA.
     #[serde(default)]
     pub membership: MembershipStatus,
+    /// The TCP fallback in use: UDP to the introducers is silent and this
+    /// node's datagrams travel on a TCP stream (docs/tcp.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpStatus>,
+}
+
+/// The stream the TCP fallback uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpStatus {
+    /// The introducer (its UDP address) the stream goes to.
+    pub via: String,
+    /// The TCP address connected to.
+    pub connected_to: String,
+    /// A datagram came back on it.
+    pub answered: bool,
 }
 
 /// How this node admits members (`docs/membership.md`).
@@ -495,6 +510,15 @@ impl Status {
             nat.push_str(&format!(" ({})", r.join(", ")));
         }
         let _ = writeln!(o, "nat       {nat}");
+        if let Some(t) = &self.tcp {
+            let _ = writeln!(
+                o,
+                "tcp       via {} (tcp {}), {}",
+                t.via,
+                t.connected_to,
+                if t.answered { "answered" } else { "connecting" }
+            );
+        }
         let _ = writeln!(o, "uptime    {}", format_duration(self.uptime_secs));
         let _ = writeln!(o, "membership: {}", self.membership);
         if let MembershipStatus::Certificate {
@@ -786,6 +810,7 @@ pub fn example() -> Status {
             revocations_version: 3,
             warning: None,
         },
+        tcp: None,
     }
 }
 

@@ -478,6 +478,7 @@ fn setup(
             .filter(|a| *a != ctx.listen)
             .collect(),
         stun_servers: Vec::new(),
+        tcp_introducers: Vec::new(),
         keepalive: spec.keepalive,
         rekey_interval: Duration::from_secs(120),
         relay: RelayLimits {
