@@ -1274,6 +1274,43 @@ log:
     }
 
     #[test]
+    fn tcp_listening_by_role_and_tcp_introducer_entries() {
+        let c = parse(GOOD).unwrap();
+        assert!(!c.listen.tcp, "nodes accept no TCP streams by default");
+        assert!(c.tcp_introducers.is_empty());
+        let intro = GOOD.replace("role: node", "role: introducer");
+        assert!(parse(&intro).unwrap().listen.tcp, "introducers do");
+        let off = intro.replace("  port: 4910", "  port: 4910\n  tcp: false");
+        assert!(!parse(&off).unwrap().listen.tcp);
+        let t = GOOD.replace(
+            "intro.example.net:4910]",
+            "intro.example.net:4910, 'tcp://198.51.100.7:443']",
+        );
+        let c = parse(&t).unwrap();
+        assert_eq!(c.introducers.len(), 3);
+        let tcp: Vec<String> = c.tcp_introducers.iter().map(|h| h.to_string()).collect();
+        assert_eq!(tcp, ["198.51.100.7:443"]);
+        // Only TCP introducers is enough to join.
+        let only = GOOD.replace(
+            "introducers: [198.51.100.7:4910, '[2001:db8::7]:4910', intro.example.net:4910]",
+            "introducers: ['tcp://intro.example.net:443']",
+        );
+        let c = parse(&only).unwrap();
+        assert!(c.introducers.is_empty());
+        assert_eq!(c.tcp_introducers.len(), 1);
+        // Errors point at the entry.
+        let bad = GOOD.replace(
+            "intro.example.net:4910]",
+            "intro.example.net:4910, 'tcp://nope']",
+        );
+        let e = err(&bad);
+        assert!(e.contains("introducers[3]"), "{e}");
+        let stun = GOOD.replace("stun_servers: []", "stun_servers: ['tcp://192.0.2.9:3478']");
+        let e = err(&stun);
+        assert!(e.contains("stun_servers[0]") && e.contains("over UDP"), "{e}");
+    }
+
+    #[test]
     fn relay_defaults_by_role_and_limits() {
         let c = parse(GOOD).unwrap();
         assert!(!c.relay.enabled, "ordinary nodes relay only when enabled");
