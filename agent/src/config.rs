@@ -1307,7 +1307,10 @@ log:
         assert!(e.contains("introducers[3]"), "{e}");
         let stun = GOOD.replace("stun_servers: []", "stun_servers: ['tcp://192.0.2.9:3478']");
         let e = err(&stun);
-        assert!(e.contains("stun_servers[0]") && e.contains("over UDP"), "{e}");
+        assert!(
+            e.contains("stun_servers[0]") && e.contains("over UDP"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -170,13 +170,15 @@ struct Extra {
     tx: std::net::UdpSocket,
 }
 
-/// The extra sockets, by id.
+/// The sockets besides the main one: extra UDP sockets, by id, and TCP
+/// streams.
 struct Extras {
     sockets: Vec<Extra>,
     index: HashMap<SocketId, usize>,
     buf: Vec<u8>,
     /// They are IPv6 sockets (bound like the main socket).
     ipv6: bool,
+    streams: Streams,
 }
 
 impl Extras {
@@ -218,7 +220,6 @@ pub struct Driver<M = Endpoint> {
     rx: RxBatch,
     send_errors: u64,
     extras: Extras,
-    streams: Streams,
 }
 
 /// Carry out the machine's socket actions, then move its datagrams into
@@ -231,7 +232,6 @@ fn collect<M: DatagramMachine>(
     tx: &mut TxBatch,
     send_errors: &mut u64,
     extras: &mut Extras,
-    streams: &mut Streams,
     now: Instant,
 ) -> bool {
     loop {
@@ -242,9 +242,9 @@ fn collect<M: DatagramMachine>(
                         tracing::debug!(socket = id.0, error = %e, "extra socket not opened");
                     }
                 }
-                SocketAction::Close { id } if id.is_stream() => streams.close(id),
+                SocketAction::Close { id } if id.is_stream() => extras.streams.close(id),
                 SocketAction::Close { id } => extras.close(id),
-                SocketAction::Connect { id, to } => streams.connect(id, to),
+                SocketAction::Connect { id, to } => extras.streams.connect(id, to),
             }
         }
         if tx.items.len() == TX_BATCH && !send_queued(socket, tx, send_errors) {
@@ -256,7 +256,7 @@ fn collect<M: DatagramMachine>(
         };
         if t.socket.is_stream() {
             // Queued (a full queue drops its oldest); no stream: loss.
-            streams.send(t.socket, &tx.buf[off..off + t.size]);
+            extras.streams.send(t.socket, &tx.buf[off..off + t.size]);
             continue;
         }
         if t.socket != SocketId::MAIN {
@@ -420,8 +420,8 @@ impl<M: DatagramMachine> Driver<M> {
                 index: HashMap::new(),
                 buf: vec![0u8; MAX_DATAGRAM],
                 ipv6: local.is_ipv6(),
+                streams: Streams::new(),
             },
-            streams: Streams::new(),
         })
     }
 
@@ -458,19 +458,19 @@ impl<M: DatagramMachine> Driver<M> {
     ) -> io::Result<SocketAddr> {
         let listener = crate::tcp::bind(addr).await?;
         let local = listener.local_addr()?;
-        self.streams.listen(listener, limits);
+        self.extras.streams.listen(listener, limits);
         Ok(local)
     }
 
     /// TCP streams open now (connected and accepted).
     pub fn streams(&self) -> usize {
-        self.streams.open()
+        self.extras.streams.open()
     }
 
     /// Datagrams dropped on TCP streams: a full send queue (oldest first)
     /// or a client above its rate.
     pub fn stream_drops(&self) -> u64 {
-        self.streams.dropped()
+        self.extras.streams.dropped()
     }
 
     /// Feed a stream event, and what else the streams have queued, to the
@@ -478,10 +478,11 @@ impl<M: DatagramMachine> Driver<M> {
     fn receive_streams(&mut self, first: StreamEvent) {
         let mut ev = Some(first);
         for _ in 0..EXTRA_RX_BUDGET {
-            let Some(e) = ev.take().or_else(|| self.streams.try_recv()) else {
+            let streams = &mut self.extras.streams;
+            let Some(e) = ev.take().or_else(|| streams.try_recv()) else {
                 break;
             };
-            if !self.streams.admit(&e) {
+            if !streams.admit(&e) {
                 continue;
             }
             let now = Instant::now();
@@ -508,10 +509,9 @@ impl<M: DatagramMachine> Driver<M> {
             tx,
             send_errors,
             extras,
-            streams,
             ..
         } = self;
-        if collect(machine, socket, tx, send_errors, extras, streams, now) {
+        if collect(machine, socket, tx, send_errors, extras, now) {
             send_queued(socket, tx, send_errors);
         }
     }
@@ -524,18 +524,9 @@ impl<M: DatagramMachine> Driver<M> {
             tx,
             send_errors,
             extras,
-            streams,
             ..
         } = self;
-        let mut draining = collect(
-            machine,
-            socket,
-            tx,
-            send_errors,
-            extras,
-            streams,
-            Instant::now(),
-        );
+        let mut draining = collect(machine, socket, tx, send_errors, extras, Instant::now());
         for _ in 0..EXTRA_RX_BUDGET {
             let Some(x) = extras.sockets.get(i) else {
                 break;
@@ -555,7 +546,7 @@ impl<M: DatagramMachine> Driver<M> {
             };
             machine.handle_datagram(now, id, canonical(from), data);
             if draining {
-                draining = collect(machine, socket, tx, send_errors, extras, streams, now);
+                draining = collect(machine, socket, tx, send_errors, extras, now);
             }
         }
         if draining {
@@ -577,19 +568,10 @@ impl<M: DatagramMachine> Driver<M> {
             rx,
             send_errors,
             extras,
-            streams,
         } = self;
         // False once the socket's send buffer is full: the machine keeps
         // its output until the next flush.
-        let mut draining = collect(
-            machine,
-            socket,
-            tx,
-            send_errors,
-            extras,
-            streams,
-            Instant::now(),
-        );
+        let mut draining = collect(machine, socket, tx, send_errors, extras, Instant::now());
         for _ in 0..RX_ROUNDS {
             let got = match socket.try_io(Interest::READABLE, || sys::recv(socket, rx)) {
                 Ok(n) => n,
@@ -610,7 +592,7 @@ impl<M: DatagramMachine> Driver<M> {
                 for d in data.chunks_mut(seg.max(1)) {
                     machine.handle_datagram(now, SocketId::MAIN, from, d);
                     if draining {
-                        draining = collect(machine, socket, tx, send_errors, extras, streams, now);
+                        draining = collect(machine, socket, tx, send_errors, extras, now);
                     }
                 }
             }
@@ -648,6 +630,7 @@ impl<M: DatagramMachine> Driver<M> {
             }
         };
         let extra = &self.extras.sockets;
+        let streams = &mut self.extras.streams;
         // Allocation-free: poll every extra socket's readiness.
         let extra_readable = poll_fn(|cx| {
             for (i, x) in extra.iter().enumerate() {
@@ -657,7 +640,6 @@ impl<M: DatagramMachine> Driver<M> {
             }
             Poll::Pending
         });
-        let streams = &mut self.streams;
         let wake = tokio::select! {
             _ = socket.readable() => Wake::Readable,
             _ = sleep => Wake::Timer,
