@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full ringlan check: formatting, lints, unit + end-to-end tests (network
-# namespaces, needs root), fuzz smoke. Usage: `sudo tests/run-all.sh` (from any
+# namespaces, needs root), the Debian package in a minimal Debian root
+# (packaging/test-package.sh), fuzz smoke. Usage: `sudo tests/run-all.sh` (from any
 # directory). Environment:
 #   FUZZ_SECONDS   seconds per fuzz target, every target of tunnel/fuzz,
 #                  overlay/fuzz and agent/core/fuzz (default 20; 0 skips the
@@ -70,6 +71,11 @@ check_tool c++ g++
 # mount namespace (unshare); both are util-linux, essential on Debian.
 check_tool setpriv util-linux
 check_tool unshare util-linux
+# agent/tests/generate.rs renders the man pages with man(1);
+# packaging/test-package.sh builds a Debian root with mmdebstrap.
+check_tool man man-db
+check_tool mmdebstrap mmdebstrap
+check_tool readelf binutils
 install_deps() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q && apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
@@ -95,6 +101,8 @@ step "rust components" ensure_components
 step "fmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "tests" cargo test --workspace
+# The .deb installed, upgraded and purged in a fresh minimal Debian root.
+step "package" packaging/test-package.sh
 
 # --- fuzz smoke -----------------------------------------------------------------
 # Every target of every cargo-fuzz project (`<crate>/fuzz`, one or two levels

@@ -370,6 +370,11 @@ pub struct ListenConfig {
     /// default: true for an introducer, false for a node): members whose
     /// network blocks UDP carry their datagrams on them (docs/tcp.md).
     pub tcp: bool,
+    /// Introducers: the second port on which they answer STUN (RFC 5780
+    /// OTHER-ADDRESS), so a node learns its NAT's mapping from one
+    /// introducer; default `port` + 1 (off when `port` is 0 or 65535);
+    /// 0 = off. Ignored by ordinary nodes.
+    pub stun_alt_port: u16,
 }
 
 impl ListenConfig {
@@ -517,6 +522,7 @@ struct RawListen {
     port: Option<S<i64>>,
     #[serde(default)]
     tcp: Option<S<bool>>,
+    stun_alt_port: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -845,7 +851,9 @@ impl Config {
             address: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
             port: DEFAULT_PORT,
             tcp: false,
+            stun_alt_port: 0,
         };
+        let mut stun_alt_port = None;
         if let Some(l) = &raw.listen {
             if let Some(a) = &l.value.address {
                 listen.address = a.value.parse().map_err(|_| {
@@ -868,7 +876,26 @@ impl Config {
                     )
                 })?;
             }
+            if let Some(p) = &l.value.stun_alt_port {
+                let port = u16::try_from(p.value)
+                    .ok()
+                    .filter(|&a| a == 0 || a != listen.port);
+                stun_alt_port = Some(port.ok_or_else(|| {
+                    cx.err(
+                        &p.referenced,
+                        "listen.stun_alt_port",
+                        format!(
+                            "{} is not a free second port, expected 0 (off) or 1-65535 other than listen.port",
+                            p.value
+                        ),
+                    )
+                })?);
+            }
         }
+        listen.stun_alt_port = stun_alt_port.unwrap_or(match listen.port {
+            0 | u16::MAX => 0,
+            p => p + 1,
+        });
 
         // role
         let role = match &raw.role {
@@ -1498,22 +1525,46 @@ log:
         assert_eq!(parse(&t).unwrap().role, Role::Introducer);
     }
 
-    #[test]
-    fn defaults() {
-        let t = "\
+    /// The smallest valid config: an introducer with every default.
+    const MINIMAL: &str = "\
 network: {name: lab, secret_file: /etc/ringlan/lab.secret}
 interface: {name: rl-lab}
 role: introducer
 ";
-        let c = parse(t).unwrap();
+
+    #[test]
+    fn defaults() {
+        let c = parse(MINIMAL).unwrap();
         assert_eq!(c.interface.mtu, DEFAULT_MTU);
         assert_eq!(c.listen.port, DEFAULT_PORT);
         // Dual-stack by default.
         assert_eq!(c.listen.socket_addr().to_string(), "[::]:4910");
+        assert_eq!(c.listen.stun_alt_port, DEFAULT_PORT + 1);
         assert_eq!(c.node.key_file, Path::new("/var/lib/ringlan/lab.key"));
         assert_eq!(c.control.socket, Path::new("/run/ringlan/lab.sock"));
         assert!(c.metrics.is_none());
         assert!(!c.node.name.is_empty());
+    }
+
+    #[test]
+    fn stun_alt_port_default_off_and_errors() {
+        let with = |listen: &str| format!("{MINIMAL}listen: {listen}\n");
+        let alt = |listen: &str| parse(&with(listen)).unwrap().listen.stun_alt_port;
+        assert_eq!(alt("{port: 5000}"), 5001);
+        assert_eq!(alt("{port: 0}"), 0);
+        assert_eq!(alt("{port: 65535}"), 0);
+        assert_eq!(alt("{port: 5000, stun_alt_port: 0}"), 0);
+        assert_eq!(alt("{port: 5000, stun_alt_port: 3478}"), 3478);
+        for bad in [
+            "{port: 5000, stun_alt_port: 5000}",
+            "{stun_alt_port: 70000}",
+        ] {
+            let e = err(&with(bad));
+            assert!(
+                e.contains(":4:") && e.contains("listen.stun_alt_port: "),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   and spreads it to every member; `{"ok":true,"version":N}`, or the
 //!   node's reason for refusing it (no CA configured, another CA or network,
 //!   not newer than the list it has).
+//! - `{"cmd":"members"}`: the node scans the directory on the ring;
+//!   `{"ok":true,"members":{...}}` (the `ringlan members --json` shape,
+//!   `docs/directory.md`), within [`MEMBERS_TIMEOUT`].
 //!
 //! A connection may send several requests; each gets one response line. A
 //! line longer than [`MAX_REQUEST`] (room for the largest revocation list
@@ -25,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ringlan_node::admission::wire::MAX_LIST;
+use ringlan_node::directory::MembersReport;
 use ringlan_node::membership::{hex, parse_hex};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -41,6 +45,9 @@ pub const MAX_REQUEST: usize = 2 * MAX_LIST + 256;
 
 /// How long the control socket waits for the node to take a command.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the control socket waits for a directory scan: the node
+/// reports an incomplete scan after `directory::SCAN_TIMEOUT` (10 s).
+pub const MEMBERS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
@@ -50,6 +57,8 @@ pub enum Request {
     RevocationsPush {
         list: String,
     },
+    /// The network's members from the directory.
+    Members,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +69,9 @@ pub struct Response {
     /// The version of a revocation list the node accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// The network's members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<MembersReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -70,6 +82,7 @@ impl Response {
             ok: false,
             status: None,
             version: None,
+            members: None,
             error: Some(e.into()),
         }
     }
@@ -84,6 +97,11 @@ pub enum Command {
     PushRevocations {
         list: Vec<u8>,
         reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// Scan the directory for the network's members; answer when the
+    /// scan ends.
+    Members {
+        reply: oneshot::Sender<MembersReport>,
     },
 }
 
@@ -223,12 +241,37 @@ async fn serve_push(hex: &str, commands: Option<&Commands>) -> Response {
             ok: true,
             status: None,
             version: Some(version),
+            members: None,
             error: None,
         },
         Ok(Ok(Err(e))) => Response::error(e),
         Ok(Err(_)) => Response::error("the node is not running"),
         Err(_) => Response::error(format!(
             "the node did not answer within {COMMAND_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// Asks the node for the network's members.
+async fn serve_members(commands: Option<&Commands>) -> Response {
+    let Some(commands) = commands else {
+        return Response::error("this agent takes no commands");
+    };
+    let (reply, answer) = oneshot::channel();
+    if commands.send(Command::Members { reply }).await.is_err() {
+        return Response::error("the node is not running");
+    }
+    match tokio::time::timeout(MEMBERS_TIMEOUT, answer).await {
+        Ok(Ok(report)) => Response {
+            ok: true,
+            status: None,
+            version: None,
+            members: Some(report),
+            error: None,
+        },
+        Ok(Err(_)) => Response::error("the node is not running"),
+        Err(_) => Response::error(format!(
+            "the node did not answer within {MEMBERS_TIMEOUT:?}"
         )),
     }
 }
@@ -258,9 +301,11 @@ async fn handle(stream: UnixStream, conn: Conn, commands: Option<Commands>) -> i
                     ok: true,
                     status: Some(conn.source().snapshot()),
                     version: None,
+                    members: None,
                     error: None,
                 },
                 Ok(Request::RevocationsPush { list }) => serve_push(&list, commands.as_ref()).await,
+                Ok(Request::Members) => serve_members(commands.as_ref()).await,
                 Err(e) => Response::error(format!("bad request: {e}")),
             }
         };
@@ -352,6 +397,19 @@ pub async fn push_revocations(path: &Path, list: &[u8]) -> Result<u64, ControlEr
         .await?
         .version
         .ok_or_else(|| ControlError::Protocol("response without version".into()))
+}
+
+/// Client side: the network's members, as the agent behind `path` finds
+/// them in the directory.
+pub async fn request_members(path: &Path) -> Result<MembersReport, ControlError> {
+    within(
+        path,
+        MEMBERS_TIMEOUT + CLIENT_TIMEOUT,
+        exchange(path, &Request::Members),
+    )
+    .await?
+    .members
+    .ok_or_else(|| ControlError::Protocol("response without members".into()))
 }
 
 #[cfg(test)]
@@ -559,6 +617,21 @@ mod tests {
         still_answers_then_stop(&path, tx).await;
     }
 
+    /// A server on `path` sending commands to `commands`; its shutdown
+    /// switch and task.
+    async fn serve_with_commands(
+        path: &Path,
+        board: Arc<StatusBoard>,
+        commands: Commands,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = watch::channel(false);
+        let server = ControlServer::bind(path, board)
+            .await
+            .unwrap()
+            .with_commands(commands);
+        (tx, tokio::spawn(server.serve(rx)))
+    }
+
     #[tokio::test]
     async fn revocation_lists_go_to_the_node_and_its_answer_back() {
         let path = sock_path("push");
@@ -590,12 +663,7 @@ mod tests {
             }
             seen
         });
-        let (tx, rx) = watch::channel(false);
-        let server = ControlServer::bind(&path, board)
-            .await
-            .unwrap()
-            .with_commands(cmd_tx);
-        let task = tokio::spawn(server.serve(rx));
+        let (tx, task) = serve_with_commands(&path, board, cmd_tx).await;
         // The largest list fits in one request.
         let big = vec![7u8; MAX_LIST];
         assert_eq!(
@@ -621,6 +689,43 @@ mod tests {
         task.await.unwrap();
         let seen = node.await.unwrap();
         assert_eq!(seen, vec![big, vec![7, 0xab], vec![1]]);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[tokio::test]
+    async fn members_come_from_the_node() {
+        let path = sock_path("members");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        let board = Arc::new(StatusBoard::new(crate::status::example()));
+        let (cmd_tx, mut cmd_rx) = mpsc::channel(4);
+        let node = tokio::spawn(async move {
+            let mut asked = 0;
+            while let Some(Command::Members { reply }) = cmd_rx.recv().await {
+                asked += 1;
+                let _ = reply.send(ringlan_node::directory::report::example());
+            }
+            asked
+        });
+        let (tx, task) = serve_with_commands(&path, board, cmd_tx).await;
+        let got = request_members(&path).await.unwrap();
+        assert_eq!(got, ringlan_node::directory::report::example());
+        // The wire form: the report under "members".
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = s.into_split();
+        w.write_all(b"{\"cmd\":\"members\"}\n").await.unwrap();
+        let line = BufReader::new(r)
+            .lines()
+            .next_line()
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            line.starts_with(r#"{"ok":true,"members":{"complete":true,"now_unix":1796300100,"members":[{"name":"desktop""#),
+            "{line}"
+        );
+        tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(node.await.unwrap(), 2);
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }
 

@@ -9,6 +9,7 @@ pub mod ca;
 pub mod config;
 pub mod control;
 pub mod credentials;
+pub mod generate;
 pub mod identity;
 #[allow(unsafe_code)] // getifaddrs(3)
 pub mod ifaddrs;

@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use ringlan_agent::config::Config;
+use ringlan_agent::generate::{self, GenerateCmd};
 use ringlan_agent::identity::{self, NetworkSecret, NodeKey};
 use ringlan_agent::{ca, control, credentials, service, up};
 use ringlan_node::membership::{self, Roles};
@@ -22,7 +23,7 @@ mod demo;
 #[derive(Parser)]
 #[command(
     name = "ringlan",
-    version,
+    version = generate::VERSION,
     about = "Peer-to-peer overlay VPN agent: one virtual Ethernet LAN"
 )]
 struct Cli {
@@ -39,17 +40,11 @@ enum Cmd {
         config: PathBuf,
     },
     /// Show the status of a running agent.
-    Status {
-        /// Read the control socket path from this config file.
-        #[arg(short, long, value_name = "FILE", conflicts_with = "socket")]
-        config: Option<PathBuf>,
-        /// Control socket path (default: the only socket in /run/ringlan).
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
-        /// Print the status as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(AgentQuery),
+    /// List the network's members from the directory on the ring (every
+    /// member, not only this node's sessions): name, node id, overlay
+    /// addresses, MAC, NAT kind, last seen.
+    Members(AgentQuery),
     /// Make a node key (Ed25519); prints the public key.
     Keygen {
         /// Write the key to FILE (mode 0600) instead of stdout.
@@ -84,6 +79,10 @@ enum Cmd {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Write the man pages or a shell completion script (what the package
+    /// installs).
+    #[command(subcommand)]
+    Generate(GenerateCmd),
     /// Build a throw-away lab of network namespaces on this machine, join
     /// agents into one virtual LAN, show status and traffic, remove it all
     /// (needs root).
@@ -97,6 +96,20 @@ enum Cmd {
         #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
+}
+
+/// Which running agent to ask, and how to print its answer.
+#[derive(clap::Args)]
+struct AgentQuery {
+    /// Read the control socket path from this config file.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "socket")]
+    config: Option<PathBuf>,
+    /// Control socket path (default: the only socket in /run/ringlan).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print the answer as JSON (`members`: the shape in docs/directory.md).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -209,11 +222,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Up { config } => cmd_up(&config),
-        Cmd::Status {
-            config,
-            socket,
-            json,
-        } => cmd_status(config.as_deref(), socket, json),
+        Cmd::Status(q) => cmd_status(q.config.as_deref(), q.socket, q.json),
+        Cmd::Members(q) => cmd_members(q.config.as_deref(), q.socket, q.json),
         Cmd::Keygen { output, force } => cmd_keygen(output.as_deref(), force),
         Cmd::Secret { output, force } => cmd_secret(output.as_deref(), force),
         Cmd::Ca(cmd) => cmd_ca(cmd),
@@ -231,6 +241,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         Cmd::CheckConfig { file } => return cmd_check_config(&file),
+        Cmd::Generate(cmd) => generate::run(cmd, Cli::command()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -285,7 +296,7 @@ fn cmd_up(file: &Path) -> anyhow::Result<()> {
         config = %file.display(),
         network = %config.network.name,
         node = %config.node.name,
-        version = env!("CARGO_PKG_VERSION"),
+        version = generate::VERSION,
         "starting"
     );
     runtime()?.block_on(up::up(config))
@@ -341,10 +352,25 @@ fn cmd_revocations_push(
 fn cmd_status(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let path = control_socket(config, socket)?;
     let status = runtime()?.block_on(control::request_status(&path))?;
+    print_answer(&status, json, |s| s.render())
+}
+
+fn cmd_members(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let path = control_socket(config, socket)?;
+    let report = runtime()?.block_on(control::request_members(&path))?;
+    print_answer(&report, json, |r| r.render())
+}
+
+/// An agent's answer as pretty JSON, or rendered for people.
+fn print_answer<T: serde::Serialize>(
+    answer: &T,
+    json: bool,
+    render: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!("{}", serde_json::to_string_pretty(answer)?);
     } else {
-        print!("{}", status.render());
+        print!("{}", render(answer));
     }
     Ok(())
 }

@@ -18,7 +18,8 @@
 //!   addresses every `IFSCAN_PERIOD` (10 s), warn once a day while the
 //!   node's certificate expires within 30 days (or has expired);
 //! - commands from the control socket (a revocation list: handed to the
-//!   node, its answer sent back);
+//!   node, its answer sent back; a members scan: started on the node, the
+//!   answer sent back when its `NodeEvent::Members` comes);
 //! - shutdown.
 //!
 //! After every wake-up the node's outputs are drained: frames for the TAP
@@ -26,18 +27,22 @@
 //! (readiness, for systemd; a newer revocation list, kept in the state
 //! directory); the driver then flushes datagrams.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ringlan_node::directory::MembersReport;
 use ringlan_node::membership::{NodeCert, RevocationList};
 use ringlan_node::MembershipSetup;
-use ringlan_node::{Node, NodeEvent, NodeSetup, Role, Status, TAP_READ_OFFSET, TAP_READ_ROOM};
+use ringlan_node::{
+    MemberRequest, Node, NodeEvent, NodeSetup, Role, Status, TAP_READ_OFFSET, TAP_READ_ROOM,
+};
 use ringlan_tunnel::driver::{os_seed, Driver, TcpLimits};
 use ringlan_tunnel::BirthdayConfig;
 use ringlan_tunnel::RelayLimits;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{self, Config, Membership};
 use crate::control::Command;
@@ -151,6 +156,7 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
         introducers,
         tcp_introducers,
         stun_servers: resolve_all("STUN server", &cfg.stun_servers).await,
+        stun_alt_port: cfg.listen.stun_alt_port,
         keepalive: cfg.keepalive,
         rekey_interval: cfg.rekey_interval,
         relay: RelayLimits {
@@ -215,10 +221,21 @@ fn snapshot(driver: &Driver<Node>) -> Status {
     s
 }
 
+/// Control-socket requests waiting for the node's answer (members scans).
+/// Bounded: the control socket serves at most 16 connections, one request
+/// each at a time, and every scan ends (complete or timed out).
+type Waiting = HashMap<MemberRequest, oneshot::Sender<MembersReport>>;
+
 /// Write the node's frames to the TAP, tell systemd what it should know,
 /// keep newer revocation lists at `revocations` (written here, in order, so
-/// an older list never overwrites a newer one; a list is rare and small).
-async fn drain_outputs(driver: &mut Driver<Node>, tap: &Tap, revocations: &Path) {
+/// an older list never overwrites a newer one; a list is rare and small),
+/// answer members scans.
+async fn drain_outputs(
+    driver: &mut Driver<Node>,
+    tap: &Tap,
+    revocations: &Path,
+    waiting: &mut Waiting,
+) {
     let node = driver.machine();
     while let Some(w) = node.poll_tap() {
         if let Err(e) = tap.send(w.vnet(), w.frame()).await {
@@ -232,6 +249,17 @@ async fn drain_outputs(driver: &mut Driver<Node>, tap: &Tap, revocations: &Path)
             NodeEvent::Revocations { list, version } => {
                 keep_revocations(revocations, &list, version)
             }
+            NodeEvent::Members {
+                request,
+                members,
+                complete,
+            } => {
+                if let Some(reply) = waiting.remove(&request) {
+                    let _ = reply.send(node.members_report(Instant::now(), &members, complete));
+                }
+            }
+            // Lookups by name, IP or MAC: the runtime asks none yet.
+            NodeEvent::Resolved { .. } => {}
         }
     }
 }
@@ -252,7 +280,7 @@ fn keep_revocations(path: &Path, list: &[u8], version: u64) {
 }
 
 /// Carries out a control-socket command.
-fn handle_command(driver: &mut Driver<Node>, cmd: Command) {
+fn handle_command(driver: &mut Driver<Node>, cmd: Command, waiting: &mut Waiting) {
     match cmd {
         Command::PushRevocations { list, reply } => {
             let r = driver
@@ -263,6 +291,10 @@ fn handle_command(driver: &mut Driver<Node>, cmd: Command) {
                 tracing::warn!("revocation list pushed over the control socket refused: {e}");
             }
             let _ = reply.send(r);
+        }
+        Command::Members { reply } => {
+            let request = driver.machine().members(Instant::now());
+            waiting.insert(request, reply);
         }
     }
 }
@@ -303,7 +335,8 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_ifscan = Instant::now() + IFSCAN_PERIOD;
     let mut next_expiry_check = Instant::now() + EXPIRY_CHECK_PERIOD;
-    drain_outputs(&mut driver, tap, &kept).await;
+    let mut waiting = Waiting::new();
+    drain_outputs(&mut driver, tap, &kept, &mut waiting).await;
     loop {
         tokio::select! {
             r = shutdown.changed() => {
@@ -311,7 +344,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             }
             _ = driver.wait() => {}
             cmd = commands.recv(), if commands_open => match cmd {
-                Some(cmd) => handle_command(&mut driver, cmd),
+                Some(cmd) => handle_command(&mut driver, cmd, &mut waiting),
                 None => commands_open = false,
             },
             r = tap.recv(&mut tap_buf[TAP_READ_OFFSET..]) => match r {
@@ -352,7 +385,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
                 board.publish(snapshot(&driver));
             }
         }
-        drain_outputs(&mut driver, tap, &kept).await;
+        drain_outputs(&mut driver, tap, &kept, &mut waiting).await;
         driver.flush();
     }
 
@@ -371,7 +404,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             _ = &mut linger => break,
             _ = driver.wait() => {}
         }
-        drain_outputs(&mut driver, tap, &kept).await;
+        drain_outputs(&mut driver, tap, &kept, &mut waiting).await;
     }
     driver.flush();
     board.publish(Status {

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod directory;
 pub mod overlay;
 pub mod ring;
 pub mod routing;
@@ -13,9 +14,11 @@ pub mod switch;
 pub mod symphony;
 pub mod wire;
 
+pub use crate::directory::{DirConfig, DirError, DirKey, DirRequest, Record, RecordError};
 pub use crate::overlay::{
-    Action, Budget, Budgets, Config, ConfigError, Event, FrameSend, LinkCounts, LinkKind,
-    Neighbour, OpenAttempt, Overlay, Received, RoutedCounters, Stats, MAX_BANNED,
+    Action, Budget, Budgets, Config, ConfigError, DirCounters, Event, FrameSend, LinkCounts,
+    LinkKind, Neighbour, OpenAttempt, Overlay, Received, RecordCheckFn, RoutedCounters, Stats,
+    MAX_BANNED,
 };
 pub use crate::source::{auto_mac, IpPrefix, MacPolicy, SourcePolicy};
 pub use crate::switch::{DropReason, Forward, Learn, Mac, Switch, SwitchConfig};

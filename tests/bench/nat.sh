@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# ringlan NAT benchmark (printed, not asserted): in the NAT lab of
-# agent/tests/nat.rs (an introducer and coturn on a public segment, two
-# nodes behind two `masquerade` NAT routers), the time from both agents
-# started to the first ping reply across the NATs, and the time until pings
-# pass again after a's NAT changes its public address (three rebindings).
+# ringlan NAT benchmark (printed, not asserted), in the NAT lab of
+# agent/tests/nat.rs (one introducer on a public segment, nodes behind
+# nftables NAT routers, the default config: no other STUN server):
+# 1. the NAT matrix of docs/nat.md: for each pair of NAT kinds (none,
+#    cone-like `masquerade`, symmetric `masquerade fully-random`, two nodes
+#    behind one NAT) the path the pair ends on and the time from both agents
+#    started to it (UDP; the TCP fallback is not built yet);
+# 2. two cone-like NATs: the time to the first ping reply, and the time
+#    until pings pass again after a's NAT changes its public address (three
+#    rebindings).
 # Usage (root): tests/bench/nat.sh   Extra arguments go to the test binary.
 set -euo pipefail
 
@@ -12,9 +17,11 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "bench: needs root (network namespaces); run: sudo $0" >&2
     exit 1
 fi
-for t in ip nft conntrack turnserver ping; do
-    command -v "$t" >/dev/null || { echo "bench: missing $t (apt-get install iproute2 nftables conntrack coturn iputils-ping)" >&2; exit 1; }
+for t in ip nft conntrack ping; do
+    command -v "$t" >/dev/null || { echo "bench: missing $t (apt-get install iproute2 nftables conntrack iputils-ping)" >&2; exit 1; }
 done
 cd "$repo"
+cargo test -p ringlan-agent --test nat -- --ignored --nocapture --exact \
+    bench_nat_matrix "$@"
 exec cargo test -p ringlan-agent --test nat -- --ignored --nocapture --exact \
     bench_nat_first_ping_and_rebinding_recovery "$@"

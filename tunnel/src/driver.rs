@@ -186,12 +186,13 @@ impl Extras {
         self.index.get(&id).and_then(|&i| self.sockets.get(i))
     }
 
-    fn open(&mut self, main: &UdpSocket, id: SocketId) -> io::Result<()> {
+    /// Bind `id` on the main socket's IP, at `port` (0: ephemeral).
+    fn open(&mut self, main: &UdpSocket, id: SocketId, port: u16) -> io::Result<()> {
         if self.sockets.len() >= MAX_EXTRA_SOCKETS {
             return Err(io::Error::other("too many extra sockets"));
         }
         let local = main.local_addr()?;
-        let std_socket = sys::bind(SocketAddr::new(local.ip(), 0))?;
+        let std_socket = sys::bind(SocketAddr::new(local.ip(), port))?;
         sys::enlarge_buffers(&std_socket);
         let tx = std_socket.try_clone()?;
         let socket = UdpSocket::from_std(std_socket)?;
@@ -238,11 +239,16 @@ fn collect<M: DatagramMachine>(
         while let Some(a) = m.poll_socket_action() {
             match a {
                 SocketAction::Open { id } => {
-                    if let Err(e) = extras.open(socket, id) {
+                    if let Err(e) = extras.open(socket, id, 0) {
                         tracing::debug!(socket = id.0, error = %e, "extra socket not opened");
                     }
                 }
                 SocketAction::Close { id } if id.is_stream() => extras.streams.close(id),
+                SocketAction::Listen { id, port } => {
+                    if let Err(e) = extras.open(socket, id, port) {
+                        tracing::warn!(port, error = %e, "cannot bind UDP port");
+                    }
+                }
                 SocketAction::Close { id } => extras.close(id),
                 SocketAction::Connect { id, to } => extras.streams.connect(id, to),
             }

@@ -75,7 +75,7 @@ pub use route_table::{
 pub use session::{
     CloseReason, OpenFailure, RekeyConfig, SessionConfig, SessionState, SessionStats,
 };
-pub use stun::{classify_mapping, looks_like_stun, NatMapping, StunError, StunTxId};
+pub use stun::{classify_mapping, looks_like_stun, resolve_other, NatMapping, StunError, StunTxId};
 
 /// The decoders and sub-machines the fuzz targets (`tunnel/fuzz`) drive
 /// directly. Not an API: it changes with the internals.

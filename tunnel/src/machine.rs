@@ -58,6 +58,11 @@ pub enum SocketAction {
     /// family, port 0) and know it as `id` from now on. Datagrams arriving
     /// on it are input with this id.
     Open { id: SocketId },
+    /// Bind a UDP socket on the main socket's address with the fixed port
+    /// `port` (an introducer's alternate STUN port) and know it as `id`.
+    /// A bind that fails (the port is taken) is logged; nothing arrives
+    /// on `id` then.
+    Listen { id: SocketId, port: u16 },
     /// Close the socket `id` (a UDP socket or a stream); the machine sends
     /// nothing more from it.
     Close { id: SocketId },

@@ -20,9 +20,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use stun_types::attribute::{
-    Attribute, AttributeStaticType, AttributeType, ErrorCode, Fingerprint, MessageIntegrity,
-    MessageIntegritySha256, UnknownAttributes, Username, XorMappedAddress,
+    Attribute, AttributeFromRaw, AttributeStaticType, AttributeType, AttributeWrite,
+    AttributeWriteExt, ErrorCode, Fingerprint, MappedSocketAddr, MessageIntegrity,
+    MessageIntegritySha256, RawAttribute, UnknownAttributes, Username, XorMappedAddress,
 };
+use stun_types::message::StunParseError;
 use stun_types::message::{
     Message, MessageClass, MessageType, MessageWrite, MessageWriteExt, MessageWriteVec,
     TransactionId, BINDING, MAGIC_COOKIE,
@@ -83,12 +85,103 @@ const KNOWN_REQUIRED: [AttributeType; 3] = [
     MessageIntegritySha256::TYPE,
 ];
 
+/// OTHER-ADDRESS (RFC 5780 7.4, type 0x802C, comprehension-optional): the
+/// server's alternate address, where a second Binding request sees the
+/// client's mapping towards another port. ringlan's introducers answer on
+/// their RTMFP port and on an alternate port of the same IP; an
+/// unspecified IP in the attribute means "the IP you asked" (the
+/// introducer may not know its public IP: it often listens on 0.0.0.0),
+/// see [`resolve_other`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherAddress {
+    addr: MappedSocketAddr,
+}
+
+impl OtherAddress {
+    pub fn new(addr: SocketAddr) -> Self {
+        OtherAddress {
+            addr: MappedSocketAddr::new(addr),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.addr()
+    }
+}
+
+impl AttributeStaticType for OtherAddress {
+    const TYPE: AttributeType = AttributeType::new(0x802c);
+}
+
+impl Attribute for OtherAddress {
+    fn get_type(&self) -> AttributeType {
+        Self::TYPE
+    }
+    fn length(&self) -> u16 {
+        self.addr.length()
+    }
+}
+
+impl AttributeWrite for OtherAddress {
+    fn to_raw(&self) -> RawAttribute<'_> {
+        self.addr.to_raw(Self::TYPE)
+    }
+    fn write_into_unchecked(&self, dest: &mut [u8]) {
+        self.write_header_unchecked(dest);
+        if let Some(d) = dest.get_mut(4..) {
+            self.addr.write_into_unchecked(d);
+        }
+    }
+}
+
+impl AttributeFromRaw<'_> for OtherAddress {
+    fn from_raw_ref(raw: &RawAttribute) -> Result<Self, StunParseError> {
+        raw.check_type_and_len(Self::TYPE, 8..=20)?;
+        Ok(OtherAddress {
+            addr: MappedSocketAddr::from_raw(raw)?,
+        })
+    }
+}
+
+/// Where to send the second Binding request after `server` answered with
+/// OTHER-ADDRESS `other`: `other` itself, or with `server`'s IP when
+/// `other`'s is unspecified (of either family: a dual-stack responder
+/// writes `[::]`). `None` when `other` is unusable (port 0, another address
+/// family, or `server` itself).
+pub fn resolve_other(server: SocketAddr, other: SocketAddr) -> Option<SocketAddr> {
+    let addr = if other.ip().is_unspecified() {
+        SocketAddr::new(server.ip(), other.port())
+    } else {
+        other
+    };
+    (addr.port() != 0 && addr.is_ipv4() == server.is_ipv4() && addr != server).then_some(addr)
+}
+
 /// The answer to a Binding request from `from` (RFC 8489 6.3.1): a success
-/// response with XOR-MAPPED-ADDRESS (plus FINGERPRINT if the request had
-/// one), or a 420 error listing unknown comprehension-required attributes.
-/// `None` if `request` is not a well-formed Binding request or the answer
-/// would exceed `max_len` (no amplification).
-pub fn answer_binding(request: &[u8], from: SocketAddr, max_len: usize) -> Option<Vec<u8>> {
+/// response with XOR-MAPPED-ADDRESS (and OTHER-ADDRESS `other`, RFC 5780
+/// 7.4, when given and the answer still fits `max_len`; plus FINGERPRINT
+/// if the request had one), or a 420 error listing unknown
+/// comprehension-required attributes. `None` if `request` is not a
+/// well-formed Binding request or the answer would exceed `max_len` (no
+/// amplification).
+pub fn answer_binding(
+    request: &[u8],
+    from: SocketAddr,
+    max_len: usize,
+    other: Option<SocketAddr>,
+) -> Option<Vec<u8>> {
+    let with_other = other.and_then(|o| binding_response(request, from, Some(o)));
+    match with_other {
+        Some(out) if out.len() <= max_len => Some(out),
+        _ => binding_response(request, from, None).filter(|out| out.len() <= max_len),
+    }
+}
+
+fn binding_response(
+    request: &[u8],
+    from: SocketAddr,
+    other: Option<SocketAddr>,
+) -> Option<Vec<u8>> {
     let msg = Message::from_bytes(request).ok()?;
     if !msg.has_method(BINDING) || !msg.has_class(MessageClass::Request) {
         return None;
@@ -110,6 +203,9 @@ pub fn answer_binding(request: &[u8], from: SocketAddr, max_len: usize) -> Optio
         // read through a dual-stack socket as IPv4-mapped.
         let from = crate::path::canonical_addr(from);
         out.add_attribute(&XorMappedAddress::new(from, tid)).ok()?;
+        if let Some(o) = other {
+            out.add_attribute(&OtherAddress::new(o)).ok()?;
+        }
         if msg.has_attribute(Fingerprint::TYPE) {
             out.add_fingerprint().ok()?;
         }
@@ -125,7 +221,7 @@ pub fn answer_binding(request: &[u8], from: SocketAddr, max_len: usize) -> Optio
         out.add_attribute(&UnknownAttributes::new(&unknown)).ok()?;
         out.finish()
     };
-    (out.len() <= max_len).then_some(out)
+    Some(out)
 }
 
 /// Handle of one Binding transaction (its 96-bit transaction id).
@@ -160,11 +256,14 @@ impl Default for StunClientConfig {
 /// What the client reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StunEvent {
-    /// `server` saw us at `mapped`.
+    /// `server` saw us at `mapped`; it named an alternate address
+    /// `other` (OTHER-ADDRESS, RFC 5780 7.4, as sent: see
+    /// [`resolve_other`]).
     Mapped {
         tx: StunTxId,
         server: SocketAddr,
         mapped: SocketAddr,
+        other: Option<SocketAddr>,
     },
     /// No usable answer: timed out, error response or no mapped address.
     Failed { tx: StunTxId, server: SocketAddr },
@@ -258,16 +357,21 @@ impl StunClient {
         };
         let t = self.txs.swap_remove(i);
         let tx = StunTxId(u128::from(tid));
-        let mapped = msg
-            .has_class(MessageClass::Success)
+        let success = msg.has_class(MessageClass::Success);
+        let mapped = success
             .then(|| msg.attribute::<XorMappedAddress>().ok())
             .flatten()
             .map(|x| crate::path::canonical_addr(x.addr(tid)));
+        let other = success
+            .then(|| msg.attribute::<OtherAddress>().ok())
+            .flatten()
+            .map(|o| crate::path::canonical_addr(o.addr()));
         self.events.push_back(match mapped {
             Some(mapped) => StunEvent::Mapped {
                 tx,
                 server: t.server,
                 mapped,
+                other,
             },
             None => StunEvent::Failed {
                 tx,
@@ -464,6 +568,7 @@ mod tests {
                     tx: StunTxId(RFC5769_TID),
                     server,
                     mapped: sa(want),
+                    other: None,
                 })
             );
             assert_eq!(c.in_flight(), 0);
@@ -477,7 +582,7 @@ mod tests {
         // The request carries PRIORITY (0x0024), comprehension-required and
         // unknown to a plain Binding server: 420 with UNKNOWN-ATTRIBUTES.
         let from = sa("203.0.113.9:40000");
-        let r = answer_binding(&RFC5769_REQUEST, from, 300).unwrap();
+        let r = answer_binding(&RFC5769_REQUEST, from, 300, None).unwrap();
         let m = Message::from_bytes(&r).unwrap();
         assert!(m.has_class(MessageClass::Error));
         assert_eq!(m.attribute::<ErrorCode>().unwrap().code(), 420);
@@ -498,7 +603,7 @@ mod tests {
         assert!(looks_like_stun(&req));
         assert_eq!(classify(&req), StunKind::BindingRequest);
         for from in [sa("203.0.113.5:61000"), sa("[2001:db8::5]:61000")] {
-            let resp = answer_binding(&req, from, req.len() * 3).unwrap();
+            let resp = answer_binding(&req, from, req.len() * 3, None).unwrap();
             assert!(
                 resp.len() <= req.len() * 2,
                 "{} vs {}",
@@ -514,14 +619,15 @@ mod tests {
                 Some(StunEvent::Mapped {
                     tx,
                     server,
-                    mapped: from
+                    mapped: from,
+                    other: None,
                 })
             );
         }
         // A source read as IPv4-mapped through a dual-stack socket is
         // answered with the IPv4 family (what an IPv4-only client can use),
         // and a server that encodes it mapped anyway is read as IPv4.
-        let resp = answer_binding(&req, sa("[::ffff:203.0.113.5]:61000"), 1000).unwrap();
+        let resp = answer_binding(&req, sa("[::ffff:203.0.113.5]:61000"), 1000, None).unwrap();
         let m = Message::from_bytes(&resp).unwrap();
         let x = m.attribute::<XorMappedAddress>().unwrap();
         assert_eq!(x.addr(m.transaction_id()), sa("203.0.113.5:61000"));
@@ -542,14 +648,78 @@ mod tests {
             Some(StunEvent::Mapped {
                 tx,
                 server,
-                mapped: sa("203.0.113.5:61000")
+                mapped: sa("203.0.113.5:61000"),
+                other: None,
             })
         );
         // Budget too small: no answer at all.
-        assert!(answer_binding(&req, sa("203.0.113.5:1"), 20).is_none());
+        assert!(answer_binding(&req, sa("203.0.113.5:1"), 20, None).is_none());
         // A response is not a request.
-        let resp = answer_binding(&req, sa("203.0.113.5:1"), 1000).unwrap();
-        assert!(answer_binding(&resp, sa("203.0.113.5:1"), 1000).is_none());
+        let resp = answer_binding(&req, sa("203.0.113.5:1"), 1000, None).unwrap();
+        assert!(answer_binding(&resp, sa("203.0.113.5:1"), 1000, None).is_none());
+    }
+
+    #[test]
+    fn other_address_is_answered_and_read() {
+        let now = Instant::now();
+        let mut rng = Rng::from_seed([8; 32]);
+        let mut c = StunClient::new(StunClientConfig::default());
+        let server = sa("198.51.100.7:4910");
+        let tx = c.query(now, &mut rng, server).unwrap();
+        let (_, req) = c.poll_transmit().unwrap();
+        let from = sa("203.0.113.5:61000");
+        let other = sa("0.0.0.0:4911");
+        let resp = answer_binding(&req, from, req.len() * 3, Some(other)).unwrap();
+        // Header, XOR-MAPPED-ADDRESS, OTHER-ADDRESS, FINGERPRINT.
+        assert_eq!(resp.len(), 20 + 12 + 12 + 8);
+        let m = Message::from_bytes(&resp).unwrap();
+        assert_eq!(m.attribute::<OtherAddress>().unwrap().addr(), other);
+        assert!(c.handle_response(&resp));
+        assert_eq!(
+            c.poll_event(),
+            Some(StunEvent::Mapped {
+                tx,
+                server,
+                mapped: from,
+                other: Some(other),
+            })
+        );
+        assert_eq!(resolve_other(server, other), Some(sa("198.51.100.7:4911")));
+        assert_eq!(
+            resolve_other(server, sa("198.51.100.9:3479")),
+            Some(sa("198.51.100.9:3479"))
+        );
+        assert_eq!(resolve_other(server, sa("0.0.0.0:4910")), None);
+        assert_eq!(resolve_other(server, sa("0.0.0.0:0")), None);
+        // A dual-stack responder ([::]) answering an IPv4 client.
+        assert_eq!(
+            resolve_other(server, sa("[::]:4911")),
+            Some(sa("198.51.100.7:4911"))
+        );
+        assert_eq!(resolve_other(server, sa("[2001:db8::1]:4911")), None);
+        // No room for OTHER-ADDRESS within the budget: answered without it
+        // (an IPv6 answer to a 20-byte request), never dropped for it.
+        let bare = {
+            let b = Message::builder(
+                MessageType::from_class_method(MessageClass::Request, BINDING),
+                TransactionId::from(5u128),
+                MessageWriteVec::with_capacity(20),
+            );
+            b.finish()
+        };
+        let v6 = sa("[2001:db8::5]:61000");
+        let resp = answer_binding(&bare, v6, bare.len() * 3, Some(sa("[::]:4911"))).unwrap();
+        let m = Message::from_bytes(&resp).unwrap();
+        assert!(m.attribute::<OtherAddress>().is_err());
+        assert_eq!(
+            m.attribute::<XorMappedAddress>()
+                .unwrap()
+                .addr(m.transaction_id()),
+            v6
+        );
+        let resp = answer_binding(&bare, from, bare.len() * 3, Some(other)).unwrap();
+        let m = Message::from_bytes(&resp).unwrap();
+        assert_eq!(m.attribute::<OtherAddress>().unwrap().addr(), other);
     }
 
     #[test]
@@ -633,7 +803,7 @@ mod tests {
             g[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
             assert!(looks_like_stun(&g));
             let _ = classify(&g);
-            let _ = answer_binding(&g, sa("192.0.2.1:1"), 1000);
+            let _ = answer_binding(&g, sa("192.0.2.1:1"), 1000, Some(sa("0.0.0.0:2")));
             let mut c = StunClient::new(StunClientConfig::default());
             assert!(!c.handle_response(&g));
         }

@@ -545,7 +545,7 @@ async fn driver_stun_query_against_another_driver() {
         loop {
             tokio::select! {
                 ev = a.next_event() => {
-                    if let Event::StunResult { tx: t, server, mapped } = ev {
+                    if let Event::StunResult { tx: t, server, mapped, .. } = ev {
                         return (t, server, mapped);
                     }
                 }

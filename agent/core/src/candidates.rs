@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ringlan_overlay::wire::{AddrOrigin, TaggedAddr};
 use ringlan_tunnel::REDIRECT_THRESHOLD;
 
-use ringlan_tunnel::{NodeId, Path};
+use ringlan_tunnel::{NodeId, Path, StunTxId};
 
 use crate::status::{NatBehaviour, NatStatus};
 use crate::Node;
@@ -193,10 +193,19 @@ pub fn assemble_candidates(
     out
 }
 
-/// Reflexive addresses and NAT mapping from the latest STUN answer of
-/// each server.
-pub fn nat_status(mapped: &BTreeMap<SocketAddr, SocketAddr>) -> NatStatus {
-    let obs: Vec<(SocketAddr, SocketAddr)> = mapped.iter().map(|(s, m)| (*s, *m)).collect();
+/// Reflexive addresses (`mapped`) and NAT mapping from the latest STUN
+/// answer of each server, and of each server's alternate address
+/// (`alt`: RFC 5780 OTHER-ADDRESS; only classified, never a reflexive
+/// address: a symmetric NAT's mapping towards it is of no use to peers).
+pub fn nat_status(
+    mapped: &BTreeMap<SocketAddr, SocketAddr>,
+    alt: &BTreeMap<SocketAddr, SocketAddr>,
+) -> NatStatus {
+    let obs: Vec<(SocketAddr, SocketAddr)> = mapped
+        .iter()
+        .chain(alt.iter())
+        .map(|(s, m)| (*s, *m))
+        .collect();
     let mapping = match ringlan_tunnel::classify_mapping(&obs) {
         ringlan_tunnel::NatMapping::EndpointIndependent => NatBehaviour::EndpointIndependent,
         ringlan_tunnel::NatMapping::EndpointDependent => NatBehaviour::EndpointDependent,
@@ -282,25 +291,80 @@ impl Node {
         Some(format!("LAN address {} not used", lan.addr))
     }
 
-    /// Ask the STUN servers (introducers and `stun_servers`) for our
-    /// reflexive address: every [`STUN_PERIOD`], every [`STUN_RETRY`]
-    /// while none has answered yet.
+    /// Ask the STUN servers (introducers and `stun_servers`, and the
+    /// alternate addresses they named) for our reflexive address: every
+    /// [`STUN_PERIOD`], every [`STUN_RETRY`] while none has answered yet.
     pub(crate) fn stun_tick(&mut self, now: Instant) {
         if now < self.next_stun || self.stun_servers.is_empty() {
             return;
         }
         let answered = !self.mapped.is_empty();
         self.next_stun = now + if answered { STUN_PERIOD } else { STUN_RETRY };
-        for i in 0..self.stun_servers.len() {
-            let server = self.stun_servers[i];
-            if !self.families.reach(server) || self.stun_pending.values().any(|s| *s == server) {
-                continue;
+        let alts: Vec<SocketAddr> = self.stun_alt_servers.values().copied().collect();
+        for server in self.stun_servers.clone().into_iter().chain(alts) {
+            self.stun_ask(now, server);
+        }
+    }
+
+    /// One Binding query to `server`, unless one is in flight or the
+    /// socket cannot reach its address family.
+    fn stun_ask(&mut self, now: Instant, server: SocketAddr) {
+        if !self.families.reach(server) || self.stun_pending.values().any(|s| *s == server) {
+            return;
+        }
+        match self.endpoint.stun_query(now, server) {
+            Ok(tx) => {
+                self.stun_pending.insert(tx, server);
             }
-            match self.endpoint.stun_query(now, server) {
-                Ok(tx) => {
-                    self.stun_pending.insert(tx, server);
+            Err(e) => tracing::debug!(%server, error = %e, "STUN query not sent"),
+        }
+    }
+
+    /// `server` sees us at `mapped` and named `other` (OTHER-ADDRESS) as
+    /// its alternate address: a configured server's answer is our
+    /// reflexive address, and its alternate address is asked at once; an
+    /// alternate address's answer only tells our NAT's mapping behaviour
+    /// (with one introducer, the two answers are all there is: docs/nat.md
+    /// "Mapping from one introducer").
+    pub(crate) fn stun_result(
+        &mut self,
+        now: Instant,
+        tx: StunTxId,
+        server: SocketAddr,
+        mapped: SocketAddr,
+        other: Option<SocketAddr>,
+    ) {
+        self.stun_pending.remove(&tx);
+        if !self.stun_servers.contains(&server) {
+            if self.stun_alt_servers.values().any(|a| *a == server)
+                && self.alt_mapped.insert(server, mapped) != Some(mapped)
+            {
+                tracing::debug!(alternate = %server, %mapped, "mapping towards an alternate STUN address");
+            }
+            return;
+        }
+        match self.mapped.insert(server, mapped) {
+            Some(old) if old != mapped => {
+                tracing::info!(%server, %old, %mapped, "reflexive address changed");
+                self.overlay.reflexive_changed(now, mapped);
+            }
+            Some(_) => {}
+            None => tracing::info!(%server, %mapped, "reflexive address"),
+        }
+        let alt = other.and_then(|o| ringlan_tunnel::resolve_other(server, o));
+        let alt = alt.filter(|a| !self.stun_servers.contains(a));
+        match alt {
+            Some(a) if self.stun_alt_servers.get(&server) != Some(&a) => {
+                if let Some(old) = self.stun_alt_servers.insert(server, a) {
+                    self.alt_mapped.remove(&old);
                 }
-                Err(e) => tracing::debug!(%server, error = %e, "STUN query not sent"),
+                self.stun_ask(now, a);
+            }
+            Some(_) => {}
+            None => {
+                if let Some(old) = self.stun_alt_servers.remove(&server) {
+                    self.alt_mapped.remove(&old);
+                }
             }
         }
     }
@@ -489,6 +553,7 @@ mod tests {
             introducers: vec![intro4, intro6],
             stun_servers: Vec::new(),
             tcp_introducers: Vec::new(),
+            stun_alt_port: 0,
             keepalive: Duration::from_secs(25),
             rekey_interval: Duration::from_secs(120),
             relay: RelayLimits::default(),
@@ -541,20 +606,36 @@ mod tests {
     #[test]
     fn nat_status_from_two_servers() {
         let mut m = BTreeMap::new();
-        assert_eq!(nat_status(&m).mapping, NatBehaviour::Unknown);
+        let none = BTreeMap::new();
+        assert_eq!(nat_status(&m, &none).mapping, NatBehaviour::Unknown);
         m.insert(sa("198.51.100.7:4910"), sa("203.0.113.1:40000"));
-        let n = nat_status(&m);
+        let n = nat_status(&m, &none);
         assert_eq!(n.mapping, NatBehaviour::Unknown);
         assert_eq!(n.reflexive, vec![sa("203.0.113.1:40000")]);
         m.insert(sa("198.51.100.8:3478"), sa("203.0.113.1:40000"));
-        let n = nat_status(&m);
+        let n = nat_status(&m, &none);
         assert_eq!(n.mapping, NatBehaviour::EndpointIndependent);
         assert_eq!(n.reflexive.len(), 1);
         m.insert(sa("198.51.100.8:3478"), sa("203.0.113.1:40001"));
-        let n = nat_status(&m);
+        let n = nat_status(&m, &none);
         assert_eq!(n.mapping, NatBehaviour::EndpointDependent);
         assert_eq!(n.reflexive.len(), 2);
         let j = serde_json::to_string(&n).unwrap();
         assert!(j.contains(r#""mapping":"endpoint-dependent""#), "{j}");
+    }
+
+    #[test]
+    fn nat_status_from_one_server_and_its_alternate_port() {
+        let mut m = BTreeMap::new();
+        let mut alt = BTreeMap::new();
+        m.insert(sa("198.51.100.7:4910"), sa("203.0.113.1:40000"));
+        alt.insert(sa("198.51.100.7:4911"), sa("203.0.113.1:40000"));
+        let n = nat_status(&m, &alt);
+        assert_eq!(n.mapping, NatBehaviour::EndpointIndependent);
+        alt.insert(sa("198.51.100.7:4911"), sa("203.0.113.1:51234"));
+        let n = nat_status(&m, &alt);
+        assert_eq!(n.mapping, NatBehaviour::EndpointDependent);
+        // The mapping towards the alternate port is not a reflexive address.
+        assert_eq!(n.reflexive, vec![sa("203.0.113.1:40000")]);
     }
 }

@@ -47,6 +47,11 @@ pub struct NodeSetup {
     pub tcp_introducers: Vec<SocketAddr>,
     /// Extra STUN servers (resolved); introducers are asked too.
     pub stun_servers: Vec<SocketAddr>,
+    /// Introducers only: also answer STUN Binding requests on this port of
+    /// the listen address, named in every STUN answer as OTHER-ADDRESS
+    /// (RFC 5780 7.4), so a node learns its NAT's mapping behaviour from
+    /// one introducer (docs/nat.md "Mapping from one introducer"). 0: off.
+    pub stun_alt_port: u16,
     /// Session keepalive; a peer is dead after three missed.
     pub keepalive: Duration,
     /// Time between session rekeys (fresh X25519; keys are never used
@@ -77,6 +82,17 @@ pub enum NodeError {
 }
 
 impl NodeSetup {
+    /// The configured overlay IPs: the addresses of `tap.addresses`
+    /// (`addr/prefix`, as the agent writes them; anything else is
+    /// skipped).
+    pub(crate) fn overlay_ips(&self) -> Vec<std::net::IpAddr> {
+        self.tap
+            .addresses
+            .iter()
+            .filter_map(|a| a.split('/').next()?.parse().ok())
+            .collect()
+    }
+
     /// The parts of the status that never change.
     pub(crate) fn base_status(&self, node_id: NodeId, public_key: &[u8; 32]) -> Status {
         Status {
@@ -97,6 +113,7 @@ impl NodeSetup {
             routed: RoutedStatus::default(),
             membership: Default::default(),
             tcp: None,
+            directory: None,
         }
     }
 }

@@ -153,6 +153,8 @@ impl Node {
             self.data.drop_local("short");
             return;
         };
+        // Our own source IPs go into our member record (`directory`).
+        self.learn_from_tap(now, frame);
         let mut sends = std::mem::take(&mut self.data.sends);
         self.overlay.frame_from_tap(now, frame, &mut sends);
         for s in &sends {

@@ -46,6 +46,7 @@ pub mod admission;
 pub mod candidates;
 mod config;
 pub mod dataplane;
+pub mod directory;
 pub mod membership;
 pub mod peers;
 pub mod punching;
@@ -60,7 +61,7 @@ mod timer;
 pub mod vnet;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use ringlan_overlay::{self as overlay, Mac, Overlay};
@@ -77,11 +78,13 @@ pub use admission::{MembershipSetup, PushError, MEMBERSHIP_FLOW};
 pub use candidates::LocalIf;
 pub use config::{NodeError, NodeSetup};
 pub use dataplane::{TapWrite, TAP_READ_OFFSET, TAP_READ_ROOM};
+pub use directory::{Member, MemberBody, MemberKey, MemberRequest};
 pub use status::{MembershipStatus, Role, Status};
 
 use crate::admission::Admission;
 use crate::candidates::{local_candidates, Families};
 use crate::dataplane::DataPlane;
+use crate::directory::Directory;
 use crate::peers::Peers;
 use crate::reach::Reach;
 use crate::routes::RouteControl;
@@ -98,6 +101,15 @@ pub const CONTROL_FLOW: &[u8] = b"ringlan/control/1";
 /// late frames are worse than lost ones.
 pub const FRAMES_FLOW: &[u8] = b"ringlan/frames-vnet/2";
 
+/// The introducer's alternate STUN socket (`NodeSetup::stun_alt_port`):
+/// the last UDP socket id (TCP streams are numbered from
+/// [`SocketId::FIRST_STREAM`] on). Birthday punching's extra sockets count
+/// up from 1 and would need 2^31 sockets to reach it.
+pub const STUN_ALT_SOCKET: SocketId = SocketId(SocketId::FIRST_STREAM.0 - 1);
+/// STUN answers queued for the alternate socket at most (the endpoint's
+/// STUN budgets bound how fast they come).
+const STUN_ALT_QUEUE: usize = 256;
+
 /// Something the runtime should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
@@ -108,6 +120,21 @@ pub enum NodeEvent {
     /// keep it (the encoded list) in the state directory for the next
     /// start.
     Revocations { list: Vec<u8>, version: u64 },
+    /// The answer to [`Node::members`]: every member the directory scan
+    /// found (this node included), by name; `complete` when every part
+    /// of the ring answered in time.
+    Members {
+        request: MemberRequest,
+        members: Vec<Member>,
+        complete: bool,
+    },
+    /// The answer to [`Node::resolve`] / [`Node::resolve_name`]
+    /// (`member: None`: not found, or no answer in time).
+    Resolved {
+        request: MemberRequest,
+        key: MemberKey,
+        member: Option<Member>,
+    },
 }
 
 /// One ringlan member.
@@ -146,6 +173,18 @@ pub struct Node {
     stun_pending: HashMap<StunTxId, SocketAddr>,
     /// Latest mapped address per server.
     mapped: BTreeMap<SocketAddr, SocketAddr>,
+    /// Alternate addresses the servers named (OTHER-ADDRESS, resolved),
+    /// per server: asked too, at most one per server.
+    stun_alt_servers: BTreeMap<SocketAddr, SocketAddr>,
+    /// Latest mapped address per alternate address: for the NAT's mapping
+    /// behaviour only, never a candidate (`candidates::nat_status`).
+    alt_mapped: BTreeMap<SocketAddr, SocketAddr>,
+    /// Introducers: the socket on the alternate STUN port, if configured.
+    stun_alt: Option<SocketId>,
+    /// Answers to send from `stun_alt` (at most [`STUN_ALT_QUEUE`]).
+    stun_alt_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Socket actions of the node itself (before the punch sockets').
+    socket_actions: VecDeque<SocketAction>,
     next_stun: Instant,
     /// Local addresses registered with the endpoint per peer (Redirects).
     peer_addrs: HashMap<NodeId, Vec<SocketAddr>>,
@@ -155,6 +194,8 @@ pub struct Node {
     base: Status,
     /// Admission of peers and revocation lists.
     adm: Admission,
+    /// Member records: ours, fetched ones, lookups in flight.
+    dir: Directory,
 }
 
 impl Node {
@@ -170,6 +211,10 @@ impl Node {
         let introducer = setup.role == Role::Introducer;
         ecfg.redirector = introducer;
         ecfg.stun_responder = introducer;
+        let stun_alt = (introducer && setup.stun_alt_port != 0).then_some(STUN_ALT_SOCKET);
+        if stun_alt.is_some() {
+            ecfg.stun_other = Some(SocketAddr::new(setup.listen.ip(), setup.stun_alt_port));
+        }
         // Keepalives hold NAT mappings; a peer is dead after three missed.
         ecfg.session.keepalive = setup.keepalive;
         ecfg.session.dead_after = setup.keepalive * 3;
@@ -199,8 +244,17 @@ impl Node {
         ocfg.introducers = setup.introducers.clone();
         ocfg.relays = setup.relay.enabled;
         // Signs the flood and routed frames this node originates.
-        ocfg.identity = Some(identity);
+        ocfg.identity = Some(identity.clone());
         ocfg.bridge = setup.bridge;
+        // Directory records carry absolute expiry times.
+        ocfg.unix_time = setup.unix_time;
+        ocfg.directory.scan_timeout = directory::SCAN_TIMEOUT;
+        let dir = Directory::new(
+            identity.clone(),
+            Mac(setup.mac),
+            setup.relay.enabled,
+            setup.overlay_ips(),
+        );
         let mut ov = Overlay::new(now, ocfg, Rng::from_seed(sub_seed()))
             .map_err(|e| NodeError::Overlay(e.to_string()))?;
         let local_addrs = local_candidates(&setup.interfaces, setup.listen);
@@ -209,7 +263,7 @@ impl Node {
         stun_servers.extend(setup.stun_servers.iter().copied());
         stun_servers.retain(|a| *a != setup.listen);
         stun_servers.dedup();
-        let exempt: Vec<std::net::IpAddr> = stun_servers.iter().map(|a| a.ip()).collect();
+        let exempt: Vec<IpAddr> = stun_servers.iter().map(|a| a.ip()).collect();
         let tcp = TcpFallback::new(
             now,
             tcp::targets(&setup.introducers, &setup.tcp_introducers),
@@ -247,12 +301,25 @@ impl Node {
             stun_servers,
             stun_pending: HashMap::new(),
             mapped: BTreeMap::new(),
+            stun_alt_servers: BTreeMap::new(),
+            alt_mapped: BTreeMap::new(),
+            stun_alt,
+            stun_alt_out: VecDeque::new(),
+            socket_actions: stun_alt
+                .map(|id| SocketAction::Listen {
+                    id,
+                    port: setup.stun_alt_port,
+                })
+                .into_iter()
+                .collect(),
             next_stun: now,
             peer_addrs: HashMap::new(),
             unreachable_since: HashMap::new(),
             base,
             adm,
+            dir,
         };
+        node.install_record_check();
         node.check_own_certificate(now);
         node.timers.set(Timer::Housekeeping, now);
         node.timers.set(Timer::Routes, now + routes::TICK);
@@ -334,6 +401,7 @@ impl Node {
             self.unreachable_since.entry(a.node).or_insert(now);
         }
         self.admission_tick(now);
+        self.directory_tick(now);
     }
 }
 
@@ -345,6 +413,14 @@ impl DatagramMachine for Node {
         from: SocketAddr,
         data: &mut [u8],
     ) {
+        if Some(socket) == self.stun_alt {
+            if let Some(answer) = self.endpoint.answer_stun(now, from, data) {
+                if self.stun_alt_out.len() < STUN_ALT_QUEUE {
+                    self.stun_alt_out.push_back((from, answer));
+                }
+            }
+            return;
+        }
         let from = self.tcp.on_datagram(now, socket, from);
         if !socket.is_stream() {
             self.punch.received(now, socket, from);
@@ -363,6 +439,17 @@ impl DatagramMachine for Node {
     /// IP's budget (`reach`); nothing to a family this node cannot send to
     /// (`other_family`: the kernel would refuse it).
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
+        while let Some((destination, answer)) = self.stun_alt_out.pop_front() {
+            let (Some(socket), Some(dst)) = (self.stun_alt, buf.get_mut(..answer.len())) else {
+                continue;
+            };
+            dst.copy_from_slice(&answer);
+            return Some(Outgoing {
+                socket,
+                destination,
+                size: answer.len(),
+            });
+        }
         loop {
             if let Some(o) = self.punch.poll_probe(buf) {
                 if !self.families.reach(o.destination) {
@@ -396,7 +483,10 @@ impl DatagramMachine for Node {
     }
 
     fn poll_socket_action(&mut self) -> Option<SocketAction> {
-        self.tcp.poll_action().or_else(|| self.punch.poll_action())
+        self.socket_actions
+            .pop_front()
+            .or_else(|| self.tcp.poll_action())
+            .or_else(|| self.punch.poll_action())
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {

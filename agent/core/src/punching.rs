@@ -53,7 +53,7 @@ impl Node {
         if self.role == Role::Introducer {
             return;
         }
-        let own = match nat_status(&self.mapped).mapping {
+        let own = match nat_status(&self.mapped, &self.alt_mapped).mapping {
             NatBehaviour::EndpointIndependent => ringlan_tunnel::NatMapping::EndpointIndependent,
             NatBehaviour::EndpointDependent => ringlan_tunnel::NatMapping::EndpointDependent,
             NatBehaviour::Unknown => ringlan_tunnel::NatMapping::Unknown,

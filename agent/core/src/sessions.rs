@@ -103,17 +103,12 @@ impl Node {
                 tracing::info!(?session, %path, "path stalled");
                 self.with_routes(now, |r, cx| r.on_stalled(now, cx, session, path));
             }
-            Event::StunResult { tx, server, mapped } => {
-                self.stun_pending.remove(&tx);
-                match self.mapped.insert(server, mapped) {
-                    Some(old) if old != mapped => {
-                        tracing::info!(%server, %old, %mapped, "reflexive address changed");
-                        self.overlay.reflexive_changed(now, mapped);
-                    }
-                    Some(_) => {}
-                    None => tracing::info!(%server, %mapped, "reflexive address"),
-                }
-            }
+            Event::StunResult {
+                tx,
+                server,
+                mapped,
+                other,
+            } => self.stun_result(now, tx, server, mapped, other),
             Event::StunFailed { tx, server } => {
                 self.stun_pending.remove(&tx);
                 tracing::debug!(%server, "STUN query unanswered");
@@ -270,6 +265,9 @@ impl Node {
                 }
                 overlay::Event::Route { from, msg } => {
                     self.with_routes(now, |r, cx| r.on_message(now, cx, from, msg));
+                }
+                ev @ (overlay::Event::DirResult { .. } | overlay::Event::DirScan { .. }) => {
+                    self.directory_event(now, ev)
                 }
                 other => tracing::info!(event = ?other, "overlay"),
             }

@@ -59,7 +59,7 @@ impl Node {
             });
         }
         sessions.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        let nat = nat_status(&self.mapped);
+        let nat = nat_status(&self.mapped, &self.alt_mapped);
         let mut addresses: Vec<KnownAddress> = self
             .local_addrs
             .iter()
@@ -108,6 +108,7 @@ impl Node {
                 connected_to: t.tcp.to_string(),
                 answered: t.answered,
             }),
+            directory: Some(self.directory_status()),
             ..self.base.clone()
         }
     }

@@ -54,6 +54,10 @@ pub struct Status {
     /// node's datagrams travel on a TCP stream (docs/tcp.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpStatus>,
+    /// Member records (`docs/directory.md`): what this node holds and
+    /// publishes, name and IP conflicts (`None` before the node runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryStatus>,
 }
 
 /// The stream the TCP fallback uses.
@@ -65,6 +69,29 @@ pub struct TcpStatus {
     pub connected_to: String,
     /// A datagram came back on it.
     pub answered: bool,
+}
+
+/// This node in the directory of member records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryStatus {
+    /// Records held here for the directory (any member's).
+    pub records_held: usize,
+    /// Members fetched by lookups and scans, cached until they expire.
+    pub members_cached: usize,
+    /// The version of our last published member record (0: not yet).
+    pub published_version: u64,
+    /// Our overlay IPs learnt from our own TAP traffic (DHCP, SLAAC, ...).
+    pub learnt_ips: Vec<std::net::IpAddr>,
+    /// Names and IPs several members claim.
+    pub conflicts: Vec<ConflictStatus>,
+}
+
+/// A name (`name:...`) or IP (`ip:...`) claimed by several members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictStatus {
+    pub key: String,
+    /// Node ids, 32 hex digits each.
+    pub claimants: Vec<String>,
 }
 
 /// How this node admits members (`docs/membership.md`).
@@ -527,6 +554,31 @@ impl Status {
         {
             let _ = writeln!(o, "WARNING: {w}");
         }
+        if let Some(d) = &self.directory {
+            let _ = writeln!(
+                o,
+                "directory {} records held, {} members cached, published version {}{}",
+                d.records_held,
+                d.members_cached,
+                d.published_version,
+                if d.learnt_ips.is_empty() {
+                    String::new()
+                } else {
+                    let ips: Vec<String> = d.learnt_ips.iter().map(|i| i.to_string()).collect();
+                    format!(", learnt {}", ips.join(" "))
+                }
+            );
+            for c in &d.conflicts {
+                let who: Vec<&str> = c.claimants.iter().map(|n| short_id(n)).collect();
+                let _ = writeln!(
+                    o,
+                    "CONFLICT: {} is claimed by {} members: {}",
+                    c.key,
+                    c.claimants.len(),
+                    who.join(", ")
+                );
+            }
+        }
         if !self.drops.is_empty() {
             let d: Vec<String> = self.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(o, "drops     {}", d.join(", "));
@@ -811,6 +863,19 @@ pub fn example() -> Status {
             warning: None,
         },
         tcp: None,
+        directory: Some(DirectoryStatus {
+            records_held: 12,
+            members_cached: 4,
+            published_version: 1_796_300_000_000,
+            learnt_ips: vec!["10.77.0.99".parse().unwrap()],
+            conflicts: vec![ConflictStatus {
+                key: "name:printer".into(),
+                claimants: vec![
+                    "13579bdf13579bdf13579bdf13579bdf".into(),
+                    "2468ace02468ace02468ace02468ace0".into(),
+                ],
+            }],
+        }),
     }
 }
 
@@ -832,6 +897,8 @@ addresses 192.0.2.10:4910 (local), 203.0.113.5:61000 (reflexive)
 nat       endpoint-independent (203.0.113.5:61000)
 uptime    1d01h
 membership: certificate laptop from CA 5f2a1c0e, expires 2027-12-03 16:20:00 UTC (365 days left), revocation list version 3
+directory 12 records held, 4 members cached, published version 1796300000000, learnt 10.77.0.99
+CONFLICT: name:printer is claimed by 2 members: 13579bdf, 2468ace0
 drops     udp_not_member 3
 relay     enabled, 1 of 64 routes
   89abcdef -> fedcba98  via desktop -> fedcba98  ready  fwd 1000 pkts 1.3 MiB  back 500 pkts 39.1 KiB  dropped 1  1m05s
@@ -890,6 +957,10 @@ fedcba98  -        long
         );
         assert!(
             j.contains(r#""days_left":365,"revocations_version":3}"#),
+            "{j}"
+        );
+        assert!(
+            j.contains(r#""directory":{"records_held":12,"members_cached":4,"published_version":1796300000000,"learnt_ips":["10.77.0.99"],"conflicts":[{"key":"name:printer","claimants":["13579bdf13579bdf13579bdf13579bdf","2468ace02468ace02468ace02468ace0"]}]}"#),
             "{j}"
         );
         let back: Status = serde_json::from_str(&j).unwrap();

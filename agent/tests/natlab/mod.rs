@@ -1,5 +1,6 @@
 //! The NAT lab of `nat.rs`: a public segment (198.51.100.0/24) with
-//! introducers at .1 and .2 and a coturn STUN server at .3, and "sites":
+//! introducers at .1 and .2 and (for the tests that want a reference) a
+//! coturn STUN server at .3, and "sites":
 //! private LANs (192.0.2.0/25 and 192.0.2.128/25) behind NAT router
 //! namespaces whose public addresses are 198.51.100.10 and up. Every agent
 //! has a TAP `rl-nat` at 10.77.0.IDX/24 (the overlay). The lab has no route
@@ -102,6 +103,12 @@ impl NatLab {
     /// created afterwards list it in `stun_servers`.
     pub fn coturn(&self) -> SocketAddr {
         self.coturn_at("stun", STUN_ADDR)
+    }
+
+    /// Agents created from now on list no STUN server (the default
+    /// config), even though coturn runs.
+    pub fn forget_coturn(&self) {
+        self.stun.borrow_mut().take();
     }
 
     /// Starts a coturn STUN server in a new public namespace `name` at `ip`.
@@ -222,11 +229,12 @@ impl NatLab {
         })
     }
 
-    /// Starts coturn and builds a [`Pair`] behind NATs of `kinds` (site `a`,
-    /// site `b`), with introducers `intros` (1, 2) that list each other;
-    /// nothing is started.
+    /// Builds a [`Pair`] behind NATs of `kinds` (site `a`, site `b`), with
+    /// introducers `intros` (1, 2) that list each other, in the default
+    /// config: no STUN server besides the introducers (each answers STUN on
+    /// its RTMFP port and on the next one, `listen.stun_alt_port`, which is
+    /// what tells a node its NAT's mapping); nothing is started.
     pub fn pair(&self, kinds: [NatKind; 2], intros: &[u8]) -> Pair {
-        self.coturn();
         let sa = self.site("a", kinds[0]);
         let sb = self.site("b", kinds[1]);
         let intros_v: Vec<Member> = intros

@@ -2,6 +2,7 @@
 //! invalid (checked once, by [`Overlay::new`](super::Overlay::new)).
 
 use super::budget::Budgets;
+use crate::directory::DirConfig;
 use crate::switch::{Mac, SwitchConfig};
 use crate::wire::{Role, MAX_NAME};
 use ringlan_tunnel::{Identity, NodeId};
@@ -79,6 +80,12 @@ pub struct Config {
     /// Budgets on what authenticated peers can make this node do
     /// (`docs/limits.md`).
     pub budgets: Budgets,
+    /// Unix seconds (wall clock) at the `now` given to
+    /// [`Overlay::new`](super::Overlay::new): directory records carry
+    /// absolute expiry times (default 0; the node core sets it).
+    pub unix_time: u64,
+    /// The directory on the ring (`docs/directory.md`).
+    pub directory: DirConfig,
 }
 
 impl Config {
@@ -111,6 +118,8 @@ impl Config {
             on_demand_idle: Duration::from_secs(120),
             switch: SwitchConfig::default(),
             budgets: Budgets::default(),
+            unix_time: 0,
+            directory: DirConfig::default(),
         }
     }
 }

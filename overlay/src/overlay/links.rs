@@ -76,6 +76,7 @@ impl Overlay {
                 gossip: Bucket::full(now, self.cfg.budgets.gossip_per_peer),
                 verify: Bucket::full(now, self.cfg.budgets.verifies_per_link),
                 evictions: Bucket::full(now, self.cfg.budgets.origin_evictions_per_link),
+                dir: Bucket::full(now, self.cfg.directory.per_peer),
                 policy: self.policies.remove(&node),
             },
         );

@@ -322,9 +322,10 @@ impl Overlay {
 
     /// Keep only the members the policy can use: linked peers, opens in
     /// flight, long-link and on-demand targets, and the nearest ring nodes
-    /// (twice `ring_links` on each side, for the size estimate).
+    /// (twice `ring_links` on each side, for the size estimate, and at
+    /// least `replicas + 1`, for the directory's responsibility rule).
     pub(super) fn prune_members(&mut self) {
-        let w = 2 * self.cfg.ring_links;
+        let w = (2 * self.cfg.ring_links).max(self.cfg.directory.replicas + 1);
         let me = self.cfg.node_id;
         let mut keep: HashSet<NodeId> = nearest_members(&self.members, me, w, true)
             .into_iter()

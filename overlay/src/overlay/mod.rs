@@ -32,7 +32,9 @@
 //! | `origins.rs` | the origins of flood and routed frames: verified keys, duplicate windows, broadcast budgets |
 //! | `moves.rs` | address mobility: announcing a peer's (or our own) new address and probing reported ones |
 //! | `status.rs` | what the overlay reports: counters, neighbours, link counts |
+//! | `directory.rs` | the directory on the ring: put/get/scan routing, record acceptance, re-replication (`crate::directory`, docs/directory.md) |
 
+use crate::directory::{DirRequest, Record};
 use crate::source::SourcePolicy;
 use crate::switch::Switch;
 use crate::wire::{
@@ -46,6 +48,7 @@ use std::time::{Duration, Instant};
 mod budget;
 mod config;
 mod datapath;
+mod directory;
 mod links;
 mod lookup;
 mod membership;
@@ -59,6 +62,7 @@ mod tests;
 pub use budget::{Budget, Budgets};
 pub use config::{Config, ConfigError};
 pub use datapath::{FrameSend, Received};
+pub use directory::{DirCounters, RecordCheckFn};
 pub use membership::MAX_BANNED;
 pub use status::{LinkCounts, LinkKind, Neighbour, OpenAttempt, RoutedCounters, Stats};
 
@@ -117,6 +121,11 @@ pub struct Overlay {
     failed_opens: BTreeMap<NodeId, u32>,
     /// `ProbePath` actions per destination IP (`Budgets::probes_per_ip`).
     probe_ips: Buckets<std::net::IpAddr>,
+    /// When the overlay was made (with `Config::unix_time`, the wall
+    /// clock).
+    created: Instant,
+    /// The directory (`directory.rs`).
+    dir: directory::DirState,
 }
 
 /// What the agent must do.
@@ -173,6 +182,20 @@ pub enum Event {
         from: NodeId,
         msg: Message,
     },
+    /// The answer to [`Overlay::dir_get`] (`record: None`: not found, or
+    /// no answer within `lookup_timeout`).
+    DirResult {
+        request: DirRequest,
+        key: String,
+        record: Option<Record>,
+    },
+    /// The result of [`Overlay::dir_scan`]: the `node:` records found,
+    /// newest version per key, by key.
+    DirScan {
+        request: DirRequest,
+        records: Vec<Record>,
+        complete: bool,
+    },
     /// A control message that did not decode (counted, otherwise ignored).
     BadControl {
         from: NodeId,
@@ -213,6 +236,8 @@ struct Link {
     /// Origins evicted for origins this peer's frames brought
     /// (`Budgets::origin_evictions_per_link`).
     evictions: Bucket,
+    /// Directory messages from the peer (`DirConfig::per_peer`).
+    dir: Bucket,
     /// The source policy set by [`Overlay::set_source_policy`]; without
     /// one, the peer's `Hello` decides.
     policy: Option<SourcePolicy>,
@@ -355,6 +380,8 @@ impl Overlay {
             sent_neighbours: Vec::new(),
             sent_ring: Vec::new(),
             scratch: Vec::new(),
+            created: now,
+            dir: directory::DirState::new(cfg.node_id, &cfg.directory, cfg.unix_time),
             cfg,
         };
         if o.cfg.role == Role::Introducer {
@@ -465,6 +492,7 @@ impl Overlay {
             None => now.saturating_duration_since(*since) < give_up,
         });
         self.prune_members();
+        self.dir_refresh(now);
         if self.in_ring() && self.joined && self.cfg.role == Role::Node {
             let has_ring_link = self
                 .links
@@ -528,6 +556,14 @@ impl Overlay {
             Message::LinkReject { kind, reason } => self.on_link_reject(now, from, kind, reason),
             Message::Ring(list) => self.on_ring(now, from, list),
             Message::Moved { node, addr } => self.on_moved(now, from, node, addr),
+            Message::DirPut(_)
+            | Message::DirGet(_)
+            | Message::DirGetReply(_)
+            | Message::DirScan(_)
+            | Message::DirScanPage(_) => {
+                self.on_dir_message(now, from, msg);
+                return;
+            }
             Message::RouteSetup(_) | Message::RouteReply(_) => {
                 // Relayed routes are the agent's (they drive the endpoint).
                 self.events.push_back(Event::Route { from, msg });

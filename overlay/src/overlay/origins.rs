@@ -15,10 +15,11 @@
 //! floods, each once).
 
 use super::budget::{Bucket, Budget};
+use crate::directory::certificate_of;
 use crate::source::auto_mac;
 use crate::switch::{DropReason, Mac};
 use crate::wire::OriginAuth;
-use ringlan_tunnel::crypto::{Certificate, NetworkName, SuiteSet};
+use ringlan_tunnel::crypto::{Certificate, NetworkName};
 use ringlan_tunnel::NodeId;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -134,16 +135,6 @@ pub(super) struct Origins {
     broadcasts: Budget,
 }
 
-/// The certificate of `key` if its node id is `origin`. The node id hashes
-/// the RTMFP certificate, whose suite set the key's owner chose: both
-/// possible sets are tried.
-fn certificate(network: &NetworkName, origin: NodeId, key: &[u8; 32]) -> Option<Certificate> {
-    [SuiteSet::ALL, SuiteSet::CHACHA_ONLY]
-        .into_iter()
-        .filter_map(|s| Certificate::for_public_key(key, network, s).ok())
-        .find(|c| c.node_id() == origin)
-}
-
 impl Origins {
     pub(super) fn new(cap: usize, network: Option<NetworkName>, broadcasts: Budget) -> Origins {
         Origins {
@@ -173,7 +164,7 @@ impl Origins {
             .is_some_and(|o| o.cert.public_key() == auth.key);
         if !known {
             let network = self.network.as_ref().ok_or(DropReason::NoIdentity)?;
-            let cert = certificate(network, origin, &auth.key).ok_or(DropReason::BadOrigin)?;
+            let cert = certificate_of(network, origin, &auth.key).ok_or(DropReason::BadOrigin)?;
             if !cert.verify(signed, &auth.sig) {
                 return Err(DropReason::BadSignature);
             }
@@ -328,7 +319,11 @@ mod tests {
             Some(DropReason::BadSignature)
         );
         // A ChaCha-only node's id works too.
-        let chacha = ringlan_tunnel::Identity::with_suites([7; 32], &net, SuiteSet::CHACHA_ONLY);
+        let chacha = ringlan_tunnel::Identity::with_suites(
+            [7; 32],
+            &net,
+            ringlan_tunnel::SuiteSet::CHACHA_ONLY,
+        );
         let a = auth(&chacha);
         assert!(o
             .verify(t0, chacha.node_id(), &a, msg, || true)

@@ -120,6 +120,8 @@ pub struct Stats {
     /// without a link.
     pub gossip_over_cap: u64,
     pub switch: SwitchCounters,
+    /// The directory (`docs/directory.md`).
+    pub dir: super::DirCounters,
 }
 
 /// A node the policy wanted a link to but could not reach (for status).

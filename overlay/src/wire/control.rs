@@ -4,6 +4,7 @@
 
 use super::reader::Reader;
 use super::WireError;
+use crate::directory::{valid_key, Record, MAX_KEY};
 use crate::switch::Mac;
 use ringlan_tunnel::NodeId;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -39,6 +40,17 @@ const T_RING: u8 = 0x0b;
 const T_MOVED: u8 = 0x0c;
 const T_ROUTE_SETUP: u8 = 0x0d;
 const T_ROUTE_REPLY: u8 = 0x0e;
+const T_DIR_PUT: u8 = 0x0f;
+const T_DIR_GET: u8 = 0x10;
+const T_DIR_GET_REPLY: u8 = 0x11;
+const T_DIR_SCAN: u8 = 0x12;
+const T_DIR_SCAN_PAGE: u8 = 0x13;
+
+/// Most records in one `DirScanPage` (a page of the largest records is
+/// about 37 KB; a node holding more sends several parts).
+pub const MAX_PAGE_RECORDS: usize = 16;
+/// `DirScanPage` flags: the page is the walk's last.
+const F_LAST_PAGE: u8 = 0x01;
 
 /// Most relays on one relayed flow route.
 pub const MAX_ROUTE_RELAYS: usize = 3;
@@ -158,6 +170,91 @@ pub enum Message {
     RouteSetup(RouteSetup),
     /// The answer to a `RouteSetup`, sent back hop by hop.
     RouteReply(RouteReply),
+    /// Store a directory record (`docs/directory.md` "Messages").
+    DirPut(DirPut),
+    /// Find a directory record, routed greedily towards its position.
+    DirGet(DirGet),
+    /// The answer to a `DirGet`, walked back along its path.
+    DirGetReply(DirGetReply),
+    /// One step of a scan walking the ring successor by successor.
+    DirScan(DirScan),
+    /// Records a scan step found, routed greedily to the asker.
+    DirScanPage(DirScanPage),
+}
+
+/// Why a [`DirPut`] travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PutKind {
+    /// From the publisher towards the node succeeding the record's
+    /// position (greedy routing, then one hop to the owner).
+    Route = 0,
+    /// From a responsible node to its successor, which stores it and
+    /// passes it on while `copies` > 1.
+    Replica = 1,
+    /// Handed over after a ring change to a node that became responsible;
+    /// stored, not passed on.
+    Handover = 2,
+}
+
+/// A directory put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirPut {
+    pub kind: PutKind,
+    /// `Replica`: copies still to make, this one included; 0 otherwise.
+    pub copies: u8,
+    /// Hops travelled (`Route`), at most `MAX_PATH`.
+    pub hops: u8,
+    pub record: Record,
+}
+
+/// A directory get. `path[0]` asked; every forwarder appends itself (as
+/// in [`Lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGet {
+    pub nonce: u64,
+    pub key: String,
+    pub path: Vec<NodeId>,
+}
+
+/// The answer to a [`DirGet`] (`record: None`: not found where routing
+/// ended).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGetReply {
+    pub nonce: u64,
+    pub key: String,
+    /// Still to walk back; the last entry is the next receiver.
+    pub path: Vec<NodeId>,
+    pub record: Option<Record>,
+}
+
+/// A scan step: the receiver reports the `node:` records it holds in the
+/// arc `(cursor, receiver]` (or `(cursor, asker]` when that arc holds the
+/// asker: the walk is done) and passes the walk on with `cursor` set to
+/// itself and `seq + 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirScan {
+    pub nonce: u64,
+    /// Where pages go (routed greedily to this ring position) and where
+    /// the walk ends.
+    pub asker: NodeId,
+    pub cursor: NodeId,
+    pub seq: u16,
+}
+
+/// Records found by scan step `seq`, in `parts` parts (`part` counts from
+/// 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirScanPage {
+    pub nonce: u64,
+    pub asker: NodeId,
+    pub seq: u16,
+    pub part: u8,
+    pub parts: u8,
+    /// The walk ended with this step.
+    pub last: bool,
+    /// Hops travelled towards the asker, at most `MAX_PATH`.
+    pub hops: u8,
+    pub records: Vec<Record>,
 }
 
 /// One hop of a route setup request. The sender receives the route's
@@ -353,6 +450,34 @@ impl Reader<'_> {
             addrs,
         })
     }
+}
+
+impl Reader<'_> {
+    fn dir_key(&mut self) -> Result<String, WireError> {
+        let len = usize::from(self.u8()?);
+        if len > MAX_KEY {
+            return Err(WireError::TooMany {
+                what: "key bytes",
+                count: len,
+                max: MAX_KEY,
+            });
+        }
+        let key = std::str::from_utf8(self.take(len)?).map_err(|_| WireError::BadKey)?;
+        if !valid_key(key) {
+            return Err(WireError::BadKey);
+        }
+        Ok(key.to_owned())
+    }
+}
+
+fn put_dir_key(out: &mut Vec<u8>, key: &str) -> Result<(), WireError> {
+    if !valid_key(key) {
+        return Err(WireError::BadKey);
+    }
+    // valid_key bounds the length by MAX_KEY < 256.
+    out.push(key.len() as u8);
+    out.extend_from_slice(key.as_bytes());
+    Ok(())
 }
 
 fn check_count(what: &'static str, count: usize, max: usize) -> Result<(), WireError> {
@@ -553,6 +678,53 @@ impl Message {
                     RouteOutcome::Refused(why) => out.push(*why as u8),
                 }
             }
+            Message::DirPut(p) => {
+                out.push(T_DIR_PUT);
+                out.push(p.kind as u8);
+                out.push(p.copies);
+                out.push(p.hops);
+                p.record.encode_into(out)?;
+            }
+            Message::DirGet(g) => {
+                out.push(T_DIR_GET);
+                out.extend_from_slice(&g.nonce.to_be_bytes());
+                put_dir_key(out, &g.key)?;
+                put_ids(out, "path hops", &g.path, MAX_PATH)?;
+            }
+            Message::DirGetReply(r) => {
+                out.push(T_DIR_GET_REPLY);
+                out.extend_from_slice(&r.nonce.to_be_bytes());
+                put_dir_key(out, &r.key)?;
+                put_ids(out, "path hops", &r.path, MAX_PATH)?;
+                match &r.record {
+                    None => out.push(0),
+                    Some(rec) => {
+                        out.push(1);
+                        rec.encode_into(out)?;
+                    }
+                }
+            }
+            Message::DirScan(sc) => {
+                out.push(T_DIR_SCAN);
+                out.extend_from_slice(&sc.nonce.to_be_bytes());
+                out.extend_from_slice(&sc.asker.to_bytes());
+                out.extend_from_slice(&sc.cursor.to_bytes());
+                out.extend_from_slice(&sc.seq.to_be_bytes());
+            }
+            Message::DirScanPage(p) => {
+                out.push(T_DIR_SCAN_PAGE);
+                out.extend_from_slice(&p.nonce.to_be_bytes());
+                out.extend_from_slice(&p.asker.to_bytes());
+                out.extend_from_slice(&p.seq.to_be_bytes());
+                out.push(p.part);
+                out.push(p.parts);
+                out.push(if p.last { F_LAST_PAGE } else { 0 });
+                out.push(p.hops);
+                put_count(out, "page records", p.records.len(), MAX_PAGE_RECORDS)?;
+                for rec in &p.records {
+                    rec.encode_into(out)?;
+                }
+            }
         }
         Ok(())
     }
@@ -661,6 +833,71 @@ impl Message {
                     nonce,
                     origin,
                     outcome,
+                })
+            }
+            T_DIR_PUT => {
+                let kind = match r.u8()? {
+                    0 => PutKind::Route,
+                    1 => PutKind::Replica,
+                    2 => PutKind::Handover,
+                    k => return Err(WireError::BadPutKind(k)),
+                };
+                Message::DirPut(DirPut {
+                    kind,
+                    copies: r.u8()?,
+                    hops: r.u8()?,
+                    record: r.record()?,
+                })
+            }
+            T_DIR_GET => Message::DirGet(DirGet {
+                nonce: r.u64()?,
+                key: r.dir_key()?,
+                path: r.ids("path hops", MAX_PATH)?,
+            }),
+            T_DIR_GET_REPLY => {
+                let nonce = r.u64()?;
+                let key = r.dir_key()?;
+                let path = r.ids("path hops", MAX_PATH)?;
+                let record = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.record()?),
+                    b => return Err(WireError::BadPresence(b)),
+                };
+                Message::DirGetReply(DirGetReply {
+                    nonce,
+                    key,
+                    path,
+                    record,
+                })
+            }
+            T_DIR_SCAN => Message::DirScan(DirScan {
+                nonce: r.u64()?,
+                asker: r.node_id()?,
+                cursor: r.node_id()?,
+                seq: r.u16()?,
+            }),
+            T_DIR_SCAN_PAGE => {
+                let nonce = r.u64()?;
+                let asker = r.node_id()?;
+                let seq = r.u16()?;
+                let part = r.u8()?;
+                let parts = r.u8()?;
+                let flags = r.u8()?;
+                let hops = r.u8()?;
+                let n = r.count("page records", MAX_PAGE_RECORDS)?;
+                let mut records = Vec::with_capacity(n);
+                for _ in 0..n {
+                    records.push(r.record()?);
+                }
+                Message::DirScanPage(DirScanPage {
+                    nonce,
+                    asker,
+                    seq,
+                    part,
+                    parts,
+                    last: flags & F_LAST_PAGE != 0,
+                    hops,
+                    records,
                 })
             }
             t => return Err(WireError::UnknownType(t)),
@@ -874,6 +1111,132 @@ mod tests {
         assert_eq!(Message::decode(&b), Err(WireError::BadOrigin(3)));
     }
 
+    /// The directory messages as in the fuzz seeds `seed-dir-*` and the
+    /// examples of docs/directory.md "Messages".
+    #[test]
+    fn directory_messages_golden() {
+        let id16: Vec<u8> = (1..=16u8).collect();
+        let rec = Record {
+            key: "node:ab".into(),
+            subject: NodeId::from_bytes(std::array::from_fn(|i| i as u8 + 1)),
+            public_key: [0x11; 32],
+            version: 3,
+            expires_unix: 1_700_000_000,
+            body: vec![1, 2],
+            signature: [0x22; 64],
+        };
+        let rb = rec.encode().unwrap();
+        assert_eq!(rb.len(), 1 + 7 + 16 + 32 + 8 + 8 + 2 + 2 + 64);
+        let check = |m: Message, want: Vec<u8>| {
+            assert_eq!(m.encode().unwrap(), want, "{m:?}");
+            assert_eq!(Message::decode(&want).unwrap(), m);
+        };
+        let mut want = vec![1, 0x0f, 1, 3, 0];
+        want.extend(&rb);
+        check(
+            Message::DirPut(DirPut {
+                kind: PutKind::Replica,
+                copies: 3,
+                hops: 0,
+                record: rec.clone(),
+            }),
+            want,
+        );
+        let mut want = vec![1, 0x10, 0, 0, 0, 0, 0, 0, 0, 7, 7];
+        want.extend(b"name:ab");
+        want.push(1);
+        want.extend(&id16);
+        check(
+            Message::DirGet(DirGet {
+                nonce: 7,
+                key: "name:ab".into(),
+                path: vec![rec.subject],
+            }),
+            want,
+        );
+        let mut want = vec![1, 0x11, 0, 0, 0, 0, 0, 0, 0, 7, 7];
+        want.extend(b"node:ab");
+        want.push(1);
+        want.extend(&id16);
+        want.push(1);
+        want.extend(&rb);
+        check(
+            Message::DirGetReply(DirGetReply {
+                nonce: 7,
+                key: "node:ab".into(),
+                path: vec![rec.subject],
+                record: Some(rec.clone()),
+            }),
+            want,
+        );
+        let mut want = vec![1, 0x12, 0, 0, 0, 0, 0, 0, 0, 9];
+        want.extend(&id16);
+        want.extend(17..=32u8);
+        want.extend([0, 4]);
+        check(
+            Message::DirScan(DirScan {
+                nonce: 9,
+                asker: rec.subject,
+                cursor: NodeId::from_bytes(std::array::from_fn(|i| i as u8 + 17)),
+                seq: 4,
+            }),
+            want,
+        );
+        let mut want = vec![1, 0x13, 0, 0, 0, 0, 0, 0, 0, 9];
+        want.extend(&id16);
+        want.extend([0, 4, 0, 1, 1, 2, 1]);
+        want.extend(&rb);
+        let page = DirScanPage {
+            nonce: 9,
+            asker: rec.subject,
+            seq: 4,
+            part: 0,
+            parts: 1,
+            last: true,
+            hops: 2,
+            records: vec![rec.clone()],
+        };
+        check(Message::DirScanPage(page.clone()), want.clone());
+        // Bad put kind, bad presence byte, too many page records, a key
+        // with a space: errors.
+        let mut b = Message::DirPut(DirPut {
+            kind: PutKind::Route,
+            copies: 0,
+            hops: 0,
+            record: rec.clone(),
+        })
+        .encode()
+        .unwrap();
+        b[2] = 3;
+        assert_eq!(Message::decode(&b), Err(WireError::BadPutKind(3)));
+        let mut b = Message::DirGetReply(DirGetReply {
+            nonce: 7,
+            key: "k".into(),
+            path: vec![],
+            record: None,
+        })
+        .encode()
+        .unwrap();
+        assert_eq!(b.len(), 2 + 8 + 2 + 1 + 1);
+        *b.last_mut().unwrap() = 2;
+        assert_eq!(Message::decode(&b), Err(WireError::BadPresence(2)));
+        let mut many = want.clone();
+        many[32] = (MAX_PAGE_RECORDS + 1) as u8;
+        assert!(matches!(
+            Message::decode(&many),
+            Err(WireError::TooMany { .. })
+        ));
+        let mut sp = vec![1, 0x10, 0, 0, 0, 0, 0, 0, 0, 7, 3];
+        sp.extend(b"a b");
+        sp.push(0);
+        assert_eq!(Message::decode(&sp), Err(WireError::BadKey));
+        let too_many = Message::DirScanPage(DirScanPage {
+            records: vec![rec; MAX_PAGE_RECORDS + 1],
+            ..page
+        });
+        assert!(matches!(too_many.encode(), Err(WireError::TooMany { .. })));
+    }
+
     #[test]
     fn bad_inputs_are_errors() {
         assert_eq!(Message::decode(&[]), Err(WireError::Truncated));
@@ -970,8 +1333,95 @@ mod tests {
         ]
     }
 
+    fn arb_record() -> impl Strategy<Value = Record> {
+        (
+            "[!-~]{1,40}",
+            any::<u128>(),
+            any::<[u8; 32]>(),
+            (any::<u64>(), any::<u64>()),
+            proptest::collection::vec(any::<u8>(), 0..100),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(|(key, s, public_key, (version, expires_unix), body, sig)| {
+                let mut signature = [0u8; 64];
+                signature[..32].copy_from_slice(&sig);
+                signature[32..].copy_from_slice(&public_key);
+                Record {
+                    key,
+                    subject: NodeId(s),
+                    public_key,
+                    version,
+                    expires_unix,
+                    body,
+                    signature,
+                }
+            })
+    }
+
+    fn arb_dir_message() -> impl Strategy<Value = Message> {
+        let ids = || proptest::collection::vec(any::<u128>().prop_map(NodeId), 0..6);
+        prop_oneof![
+            (0..3u8, any::<u8>(), any::<u8>(), arb_record()).prop_map(
+                |(k, copies, hops, record)| {
+                    Message::DirPut(DirPut {
+                        kind: match k {
+                            0 => PutKind::Route,
+                            1 => PutKind::Replica,
+                            _ => PutKind::Handover,
+                        },
+                        copies,
+                        hops,
+                        record,
+                    })
+                }
+            ),
+            (any::<u64>(), "[!-~]{1,96}", ids())
+                .prop_map(|(nonce, key, path)| Message::DirGet(DirGet { nonce, key, path })),
+            (
+                any::<u64>(),
+                "[!-~]{1,96}",
+                ids(),
+                proptest::option::of(arb_record())
+            )
+                .prop_map(|(nonce, key, path, record)| Message::DirGetReply(
+                    DirGetReply {
+                        nonce,
+                        key,
+                        path,
+                        record
+                    }
+                )),
+            (any::<u64>(), any::<u128>(), any::<u128>(), any::<u16>()).prop_map(
+                |(nonce, a, c, seq)| Message::DirScan(DirScan {
+                    nonce,
+                    asker: NodeId(a),
+                    cursor: NodeId(c),
+                    seq
+                })
+            ),
+            (
+                (any::<u64>(), any::<u128>(), any::<u16>()),
+                (any::<u8>(), any::<u8>(), any::<bool>(), any::<u8>()),
+                proptest::collection::vec(arb_record(), 0..4)
+            )
+                .prop_map(|((nonce, a, seq), (part, parts, last, hops), records)| {
+                    Message::DirScanPage(DirScanPage {
+                        nonce,
+                        asker: NodeId(a),
+                        seq,
+                        part,
+                        parts,
+                        last,
+                        hops,
+                        records,
+                    })
+                }),
+        ]
+    }
+
     fn arb_message() -> impl Strategy<Value = Message> {
         prop_oneof![
+            arb_dir_message(),
             (
                 any::<u128>(),
                 arb_name(),

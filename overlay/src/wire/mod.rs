@@ -15,10 +15,13 @@ mod control;
 mod frame;
 mod reader;
 
+pub(crate) use reader::Reader;
+
 pub use control::{
-    AddrOrigin, Hello, LinkWant, Lookup, LookupReply, Member, Message, RejectReason, Role,
-    RouteOutcome, RouteRefusal, RouteReply, RouteSetup, TaggedAddr, MAX_ADDRS, MAX_MEMBERS,
-    MAX_NAME, MAX_NEIGHBOURS, MAX_PATH, MAX_RING_MEMBERS, MAX_ROUTE_RELAYS, VERSION,
+    AddrOrigin, DirGet, DirGetReply, DirPut, DirScan, DirScanPage, Hello, LinkWant, Lookup,
+    LookupReply, Member, Message, PutKind, RejectReason, Role, RouteOutcome, RouteRefusal,
+    RouteReply, RouteSetup, TaggedAddr, MAX_ADDRS, MAX_MEMBERS, MAX_NAME, MAX_NEIGHBOURS,
+    MAX_PAGE_RECORDS, MAX_PATH, MAX_RING_MEMBERS, MAX_ROUTE_RELAYS, VERSION,
 };
 pub use frame::{
     signed_message, FloodHeader, FrameHeader, OriginAuth, RoutedHeader, FRAME_DOMAIN, SIGNED_LEN,
@@ -57,6 +60,12 @@ pub enum WireError {
     BadLinkKind(u8),
     #[error("unknown reject reason {0}")]
     BadReason(u8),
+    #[error("directory key empty, not printable ASCII or too long")]
+    BadKey,
+    #[error("unknown directory put kind {0}")]
+    BadPutKind(u8),
+    #[error("presence byte {0} is neither 0 nor 1")]
+    BadPresence(u8),
 }
 
 #[cfg(test)]

@@ -74,6 +74,12 @@ pub struct EndpointConfig {
     /// ordinary nodes: a non-member must get no answer at all from them
     /// (port-scan resistance).
     pub stun_responder: bool,
+    /// The alternate address a STUN responder names in its answers
+    /// (OTHER-ADDRESS, RFC 5780 7.4; an unspecified IP means "the IP the
+    /// client asked", `stun::resolve_other`): where the node answers
+    /// Binding requests on a second socket ([`Endpoint::answer_stun`]), so
+    /// that a client learns its NAT's mapping behaviour from one server.
+    pub stun_other: Option<SocketAddr>,
     /// How much work datagrams without a session may cost (STUN and
     /// session startup budgets, `docs/limits.md`).
     pub limits: PreAuthLimits,
@@ -93,6 +99,7 @@ impl EndpointConfig {
             redirector: false,
             forwarder: true,
             stun_responder: false,
+            stun_other: None,
             limits: PreAuthLimits::default(),
             max_sessions: 4096,
             relay: RelayLimits::default(),
@@ -134,11 +141,14 @@ pub enum Event {
         event: FlowEvent,
     },
     /// A STUN Binding query ([`Endpoint::stun_query`]) was answered:
-    /// `server` sees this endpoint at `mapped` (its reflexive address).
+    /// `server` sees this endpoint at `mapped` (its reflexive address) and
+    /// named `other` as its alternate address (OTHER-ADDRESS as sent; see
+    /// `stun::resolve_other`).
     StunResult {
         tx: StunTxId,
         server: SocketAddr,
         mapped: SocketAddr,
+        other: Option<SocketAddr>,
     },
     /// A STUN Binding query got no usable answer.
     StunFailed { tx: StunTxId, server: SocketAddr },

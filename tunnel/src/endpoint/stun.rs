@@ -36,9 +36,17 @@ impl Endpoint {
         }
         while let Some(ev) = self.stun.poll_event() {
             self.events.push_back(match ev {
-                StunEvent::Mapped { tx, server, mapped } => {
-                    Event::StunResult { tx, server, mapped }
-                }
+                StunEvent::Mapped {
+                    tx,
+                    server,
+                    mapped,
+                    other,
+                } => Event::StunResult {
+                    tx,
+                    server,
+                    mapped,
+                    other,
+                },
                 StunEvent::Failed { tx, server } => Event::StunFailed { tx, server },
             });
         }
@@ -50,21 +58,12 @@ impl Endpoint {
     pub(super) fn handle_stun(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         match stun::classify(data) {
             StunKind::BindingRequest => {
-                if !self.cfg.stun_responder {
-                    return self.drop_packet(DropReason::Unsolicited);
-                }
-                if !self.preauth(now, Kind::Stun, from) {
-                    return;
-                }
-                let budget = data.len().saturating_mul(AMPLIFICATION_FACTOR);
-                match stun::answer_binding(data, from, budget) {
-                    Some(resp) if self.startup_out.len() < 1024 => {
-                        self.stats.stun_answered += 1;
+                let other = self.cfg.stun_other;
+                if let Some(resp) = self.binding_answer(now, from, data, other) {
+                    if self.startup_out.len() < 1024 {
                         self.startup_out
                             .push_back((from, resp, TransmitKind::Answer));
                     }
-                    Some(_) => {}
-                    None => self.drop_packet(DropReason::Amplification),
                 }
             }
             StunKind::BindingResponse => {
@@ -76,5 +75,44 @@ impl Endpoint {
             }
             StunKind::Other => self.drop_packet(DropReason::Malformed),
         }
+    }
+
+    /// A datagram that arrived on the node's alternate STUN socket
+    /// ([`EndpointConfig::stun_other`]): the answer to send back from that
+    /// socket, if it is a Binding request this responder answers (the
+    /// same STUN budgets as on the RTMFP port, never larger than
+    /// [`AMPLIFICATION_FACTOR`] times the request; no OTHER-ADDRESS).
+    /// Anything else is dropped and counted.
+    pub fn answer_stun(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+        if !stun::looks_like_stun(data) || stun::classify(data) != StunKind::BindingRequest {
+            self.drop_packet(DropReason::Malformed);
+            return None;
+        }
+        self.binding_answer(now, from, data, None)
+    }
+
+    /// The answer to Binding request `data` from `from` within the STUN
+    /// budgets (`limiter.rs`) and the amplification bound; counted.
+    fn binding_answer(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        other: Option<SocketAddr>,
+    ) -> Option<Vec<u8>> {
+        if !self.cfg.stun_responder {
+            self.drop_packet(DropReason::Unsolicited);
+            return None;
+        }
+        if !self.preauth(now, Kind::Stun, from) {
+            return None;
+        }
+        let budget = data.len().saturating_mul(AMPLIFICATION_FACTOR);
+        let Some(resp) = stun::answer_binding(data, from, budget, other) else {
+            self.drop_packet(DropReason::Amplification);
+            return None;
+        };
+        self.stats.stun_answered += 1;
+        Some(resp)
     }
 }

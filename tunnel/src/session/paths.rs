@@ -67,11 +67,15 @@ impl Session {
     /// a verified Ping Reply from `addr` then moves DESTADDR there. Used
     /// when a third party (a forwarder, RFC 7016 3.5.1.5) reports that the
     /// far end is now reachable at `addr`. False unless the session is OPEN.
-    pub fn probe_path(&mut self, now: Instant, addr: SocketAddr) -> bool {
+    /// It does not count against that limit either: a probe must not keep
+    /// the session from checking a new address its peer's packets actually
+    /// come from (a relayed session probes its peer's direct addresses
+    /// every few seconds, and the birthday punch that succeeds shows up as
+    /// exactly such packets).
+    pub fn probe_path(&mut self, _now: Instant, addr: SocketAddr) -> bool {
         if self.state != SessionState::Open {
             return false;
         }
-        self.mobility.tx_ts = Some(now);
         self.mobility.pending = Some(addr);
         true
     }

@@ -278,6 +278,27 @@ impl Admission {
         })
     }
 
+    /// What member records must satisfy with our CA (`None`: no CA).
+    pub(crate) fn ca_check(&self) -> Option<crate::directory::CaCheck> {
+        self.ca.as_ref().map(|c| crate::directory::CaCheck {
+            ca: c.ca,
+            network: c.network.clone(),
+            banned: c.banned.clone(),
+        })
+    }
+
+    /// Our certificate, encoded (`None`: no CA).
+    pub(crate) fn own_certificate(&self) -> Option<&[u8]> {
+        self.ca.as_ref().map(|c| c.cert.as_bytes())
+    }
+
+    /// The sources our certificate allows us (`None`: no CA).
+    pub(crate) fn own_source_policy(&self) -> Option<ringlan_overlay::SourcePolicy> {
+        self.ca
+            .as_ref()
+            .map(|c| crate::dataplane::source_policy(&c.cert))
+    }
+
     /// The membership part of the status.
     pub(crate) fn status(&self, unix: u64) -> MembershipStatus {
         let Some(c) = &self.ca else {
@@ -778,6 +799,8 @@ impl Node {
             version,
         });
         c.list = Some(list);
+        // Records of revoked members are refused from now on.
+        self.install_record_check();
         // Says so loudly when the list revokes us.
         self.check_own_certificate(now);
         // Revoked peers first (they hear why), then the overlay forgets

@@ -24,7 +24,6 @@
 //! The encoding is canonical: a decoded certificate re-encodes to the same
 //! bytes, and no two byte strings decode to the same certificate.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use ringlan_tunnel::crypto::{Certificate, NetworkName};
@@ -168,16 +167,7 @@ impl SignedBody for CertBody {
         b.extend_from_slice(&self.not_after.to_be_bytes());
         b.push(self.ips.len() as u8);
         for ip in &self.ips {
-            match ip.addr() {
-                IpAddr::V4(a) => {
-                    b.push(4);
-                    b.extend_from_slice(&a.octets());
-                }
-                IpAddr::V6(a) => {
-                    b.push(6);
-                    b.extend_from_slice(&a.octets());
-                }
-            }
+            super::put_ip(&mut b, ip.addr());
             b.push(ip.prefix());
         }
         Ok(b)
@@ -209,11 +199,10 @@ impl SignedBody for CertBody {
         // Each prefix takes at least 6 bytes: never allocate beyond the input.
         let mut ips: Vec<IpNet> = Vec::with_capacity(count.min(r.remaining() / 6));
         for _ in 0..count {
-            let addr = match r.u8()? {
-                4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
-                6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
-                other => return Err(CertError::BadIpFamily(other)),
-            };
+            let addr = r.ip().map_err(|e| match e {
+                Ok(family) => CertError::BadIpFamily(family),
+                Err(e) => e.into(),
+            })?;
             let ip = IpNet::new(addr, r.u8()?).ok_or(CertError::BadIpPrefix)?;
             if ips.last().is_some_and(|last| *last >= ip) {
                 return Err(CertError::IpsNotCanonical);
@@ -287,6 +276,7 @@ pub(crate) mod tests {
     use crate::membership::{parse_hex, CLOCK_SKEW};
     use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
+    use std::net::IpAddr;
 
     pub(crate) fn ca() -> SigningKey {
         SigningKey::from_bytes(&[7; 32])

@@ -197,6 +197,21 @@ impl std::str::FromStr for IpNet {
     }
 }
 
+/// An IP address as the certificate and the member record write it: a
+/// family byte (4 or 6) and the address.
+pub(crate) fn put_ip(b: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            b.push(4);
+            b.extend_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            b.push(6);
+            b.extend_from_slice(&a.octets());
+        }
+    }
+}
+
 /// Reads a byte string front to back; every read checks the length.
 pub(crate) struct Reader<'a>(&'a [u8]);
 
@@ -250,6 +265,16 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::BadKey("issuer"));
         }
         Ok((network, CaKey(issuer)))
+    }
+
+    /// An address written by [`put_ip`]; `Err(Ok(family))` for an unknown
+    /// family byte.
+    pub(crate) fn ip(&mut self) -> Result<IpAddr, Result<u8, DecodeError>> {
+        Ok(match self.u8().map_err(Err)? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>().map_err(Err)?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>().map_err(Err)?)),
+            f => return Err(Ok(f)),
+        })
     }
 
     /// A length byte and that many bytes.

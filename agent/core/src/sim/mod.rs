@@ -16,7 +16,8 @@
 //! - A **host** ([`HostId`]) has one address, a main socket
 //!   ([`SocketId::MAIN`], port [`LISTEN_PORT`]) and the extra sockets its
 //!   machine opens ([`SocketAction::Open`]: a fresh ephemeral port, which
-//!   behind a NAT gets its own mapping). It sits on the internet
+//!   behind a NAT gets its own mapping; [`SocketAction::Listen`]: a given
+//!   port). It sits on the internet
 //!   ([`Place::Internet`], a /24 of its own in 198.18.0.0/15) or in a
 //!   site ([`Place::Site`]).
 //! - A **site** ([`SiteId`]) is a LAN (`10.N.0.0/24` unless given) behind
@@ -639,6 +640,17 @@ impl<M: Machine> Sim<M> {
                 }
                 host.next_port = port.wrapping_add(1);
                 host.sockets.insert(id, port);
+                host.ports.insert(port, id);
+                host.counters.sockets_opened += 1;
+            }
+            SocketAction::Listen { id, port } => {
+                if port == 0 || host.ports.get(&port).is_some_and(|s| *s != id) {
+                    // Taken: the bind fails, as it would on a real host.
+                    return;
+                }
+                if let Some(old) = host.sockets.insert(id, port) {
+                    host.ports.remove(&old);
+                }
                 host.ports.insert(port, id);
                 host.counters.sockets_opened += 1;
             }

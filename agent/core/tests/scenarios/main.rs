@@ -27,9 +27,14 @@
 //! - [`old_agent`]: bare endpoints holding the secret but speaking no
 //!   membership flow (or garbage on it) never reach the overlay.
 //!
+//! - [`directory`]: member records: every member found by every other
+//!   under all four keys and listed by a scan; IP conflicts in status;
+//!   with a CA, records without their own certificate refused.
+//!
 //! `world` builds the worlds and asks the questions.
 
 mod admission;
+mod directory;
 mod frames;
 mod gossip;
 mod nat;

@@ -100,7 +100,12 @@ fn relay_death_moves_the_session_to_the_standby_then_to_direct() {
         w.session(a, b).and_then(|s| s.remote).map(|r| r.ip()),
         Some(w.nat_ip(sb))
     );
-    assert_eq!((w.session_id(a, b), w.session_id(b, a)), sid, "one session");
+    // Not asserted here: the same session. Flushing both NATs at once
+    // leaves every relay unable to reach either end until that end sends
+    // to it (its next keepalive, up to 25 s); reliable traffic queued in
+    // that window (directory republishing, gossip) meets the silent-loss
+    // rule (5 unanswered timeouts and 4 s of silence) and a new session
+    // replaces the old one. The frames below still have to arrive.
     w.assert_delivers("direct", |w| {
         w.send_frames(a, Some(b), FRAMES, EVERY);
         w.send_frames(b, Some(a), FRAMES, EVERY);

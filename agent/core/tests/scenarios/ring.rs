@@ -67,8 +67,15 @@ fn the_ring_forms_and_repairs_itself_after_kills() {
         .copied()
         .filter(|h| !killed.contains(h))
         .collect();
+    // Repaired: the ring re-formed among the rest, and every live node
+    // noticed the dead (otherwise a restarted node is reached over its
+    // peers' stale sessions to its previous run, whose packets it cannot
+    // read, until those die of missed keepalives).
     let t = w.run_until(Duration::from_secs(60), "ring repaired", |w| {
         w.ring_errors(&live) == 0
+            && live
+                .iter()
+                .all(|&a| killed.iter().all(|&k| w.session(a, k).is_none()))
     });
     eprintln!("ring repaired {t:?} after {} kills", killed.len());
     let before = w.ledger.sent();

@@ -55,6 +55,8 @@ struct Spec {
     relay: bool,
     keepalive: Duration,
     cert: Cert,
+    /// Introducers: the alternate STUN port (0: off).
+    stun_alt_port: u16,
 }
 
 /// The network CA of a world and what each node kept.
@@ -78,8 +80,13 @@ pub struct World {
     ca: Option<Ca>,
     /// Certificate of nodes added from now on (with a CA).
     pub cert: Cert,
+    /// Alternate STUN port of introducers added from now on (0: off, the
+    /// default here; the agent's default is the listen port + 1).
+    pub stun_alt_port: u16,
     /// Revocation list versions each host announced, in order.
     pub installed: BTreeMap<HostId, Vec<u64>>,
+    /// Directory answers (members scans, lookups) each host gave.
+    dir: BTreeMap<HostId, Vec<NodeEvent>>,
 }
 
 impl World {
@@ -93,7 +100,9 @@ impl World {
             keepalive: KEEPALIVE,
             ca: None,
             cert: Cert::Valid,
+            stun_alt_port: 0,
             installed: BTreeMap::new(),
+            dir: BTreeMap::new(),
         }
     }
 
@@ -144,6 +153,7 @@ impl World {
                 relay: true,
                 keepalive: self.keepalive,
                 cert: self.cert,
+                stun_alt_port: self.stun_alt_port,
             },
         );
         self.introducers.push(self.sim.addr(h));
@@ -160,6 +170,7 @@ impl World {
                 relay,
                 keepalive: self.keepalive,
                 cert: self.cert,
+                stun_alt_port: 0,
             },
         )
     }
@@ -182,6 +193,11 @@ impl World {
         let unix = UNIX_START + self.sim.elapsed().as_secs();
         self.sim
             .restart(h, |ctx| start(&introducers, ca.as_ref(), unix, ctx, &spec));
+    }
+
+    /// The directory answers host `h` gave so far.
+    pub fn dir_events(&self, h: HostId) -> &[NodeEvent] {
+        self.dir.get(&h).map_or(&[], |v| v)
     }
 
     pub fn name(&self, h: HostId) -> &str {
@@ -249,11 +265,17 @@ impl World {
                 self.ledger.receive(h, &f);
             }
             for e in self.sim.take_events(h) {
-                if let NodeEvent::Revocations { list, version } = e {
-                    self.installed.entry(h).or_default().push(version);
-                    if let Some(ca) = self.ca.as_mut() {
-                        ca.kept.insert(h, list);
+                match e {
+                    NodeEvent::Revocations { list, version } => {
+                        self.installed.entry(h).or_default().push(version);
+                        if let Some(ca) = self.ca.as_mut() {
+                            ca.kept.insert(h, list);
+                        }
                     }
+                    e @ (NodeEvent::Members { .. } | NodeEvent::Resolved { .. }) => {
+                        self.dir.entry(h).or_default().push(e)
+                    }
+                    NodeEvent::Ready { .. } => {}
                 }
             }
         }
@@ -387,6 +409,7 @@ pub fn introducer_setup(ctx: &HostCtx) -> NodeSetup {
         relay: true,
         keepalive: KEEPALIVE,
         cert: Cert::Valid,
+        stun_alt_port: 0,
     };
     setup(&[], Some(&ca), UNIX_START, ctx, &spec)
 }
@@ -479,6 +502,7 @@ fn setup(
             .collect(),
         stun_servers: Vec::new(),
         tcp_introducers: Vec::new(),
+        stun_alt_port: spec.stun_alt_port,
         keepalive: spec.keepalive,
         rekey_interval: Duration::from_secs(120),
         relay: RelayLimits {
