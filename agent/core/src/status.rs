@@ -922,6 +922,31 @@ fedcba98  -        long
     }
 
     #[test]
+    fn the_tcp_fallback_is_shown_only_while_in_use() {
+        let plain = example();
+        assert!(!plain.render().contains("tcp       "));
+        assert!(!serde_json::to_string(&plain).unwrap().contains("\"tcp\""));
+        let on_tcp = Status {
+            tcp: Some(TcpStatus {
+                via: "198.51.100.7:4910".into(),
+                connected_to: "198.51.100.7:443".into(),
+                answered: true,
+            }),
+            ..example()
+        };
+        assert!(on_tcp
+            .render()
+            .contains("tcp       via 198.51.100.7:4910 (tcp 198.51.100.7:443), answered\n"));
+        let j = serde_json::to_string(&on_tcp).unwrap();
+        assert!(
+            j.contains(r#""tcp":{"via":"198.51.100.7:4910","connected_to":"198.51.100.7:443","answered":true}"#),
+            "{j}"
+        );
+        let back: Status = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, on_tcp);
+    }
+
+    #[test]
     fn render_without_sessions_or_neighbours() {
         let s = Status {
             node_name: "n".into(),
