@@ -294,7 +294,12 @@ pub struct Config {
     pub node: NodeConfig,
     pub interface: InterfaceConfig,
     pub listen: ListenConfig,
+    /// Introducers (plain `host:port` entries of `introducers`).
     pub introducers: Vec<HostPort>,
+    /// `tcp://host:port` entries of `introducers`: where the TCP fallback
+    /// connects (docs/tcp.md); without one it tries each introducer's UDP
+    /// port number over TCP.
+    pub tcp_introducers: Vec<HostPort>,
     pub stun_servers: Vec<HostPort>,
     /// Session keepalive interval (`keepalive: 25s`); holds NAT mappings.
     pub keepalive: Duration,
@@ -363,6 +368,10 @@ pub struct ListenConfig {
     pub address: IpAddr,
     /// UDP port; 0 = ephemeral.
     pub port: u16,
+    /// Also accept TCP streams on the same port number (`listen.tcp`;
+    /// default: true for an introducer, false for a node): members whose
+    /// network blocks UDP carry their datagrams on them (docs/tcp.md).
+    pub tcp: bool,
     /// Introducers: the second port on which they answer STUN (RFC 5780
     /// OTHER-ADDRESS), so a node learns its NAT's mapping from one
     /// introducer; default `port` + 1 (off when `port` is 0 or 65535);
@@ -525,6 +534,7 @@ struct RawListen {
     #[serde(default)]
     port: Option<S<i64>>,
     #[serde(default)]
+    tcp: Option<S<bool>>,
     stun_alt_port: Option<S<i64>>,
 }
 
@@ -860,6 +870,7 @@ impl Config {
         let mut listen = ListenConfig {
             address: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
             port: DEFAULT_PORT,
+            tcp: false,
             stun_alt_port: 0,
         };
         let mut stun_alt_port = None;
@@ -922,24 +933,44 @@ impl Config {
             },
         };
 
-        // introducers, stun_servers
-        let host_ports = |list: &Option<S<Vec<S<String>>>>, key: &str| {
+        // listen.tcp: an introducer accepts TCP streams unless told not to
+        listen.tcp = raw
+            .listen
+            .as_ref()
+            .and_then(|l| l.value.tcp.as_ref())
+            .map_or(role == Role::Introducer, |t| t.value);
+
+        // introducers (`tcp://` entries apart), stun_servers
+        let host_ports = |list: &Option<S<Vec<S<String>>>>, key: &str, tcp: bool| {
             let mut out = Vec::new();
             if let Some(list) = list {
                 for (n, v) in list.value.iter().enumerate() {
                     let key = format!("{key}[{n}]");
-                    out.push(
-                        v.value
-                            .parse::<HostPort>()
-                            .map_err(|m| cx.err(&v.referenced, &key, m))?,
-                    );
+                    let (is_tcp, text) = match v.value.strip_prefix("tcp://") {
+                        Some(rest) => (true, rest),
+                        None => (false, v.value.as_str()),
+                    };
+                    if is_tcp && key.starts_with("stun_servers") {
+                        return Err(cx.err(
+                            &v.referenced,
+                            &key,
+                            "STUN servers are asked over UDP, expected host:port without tcp://",
+                        ));
+                    }
+                    if is_tcp == tcp {
+                        out.push(
+                            text.parse::<HostPort>()
+                                .map_err(|m| cx.err(&v.referenced, &key, m))?,
+                        );
+                    }
                 }
             }
             Ok::<_, ConfigError>(out)
         };
-        let introducers = host_ports(&raw.introducers, "introducers")?;
-        let stun_servers = host_ports(&raw.stun_servers, "stun_servers")?;
-        if introducers.is_empty() && role != Role::Introducer {
+        let introducers = host_ports(&raw.introducers, "introducers", false)?;
+        let tcp_introducers = host_ports(&raw.introducers, "introducers", true)?;
+        let stun_servers = host_ports(&raw.stun_servers, "stun_servers", false)?;
+        if introducers.is_empty() && tcp_introducers.is_empty() && role != Role::Introducer {
             let at = raw
                 .introducers
                 .as_ref()
@@ -1106,6 +1137,7 @@ impl Config {
             interface,
             listen,
             introducers,
+            tcp_introducers,
             stun_servers,
             keepalive,
             rekey_interval,
@@ -1355,6 +1387,46 @@ log:
         assert_eq!(c.role, Role::Node);
         assert_eq!(c.metrics.unwrap().listen.to_string(), "127.0.0.1:9910");
         assert_eq!(c.log.level, LogLevel::Info);
+    }
+
+    #[test]
+    fn tcp_listening_by_role_and_tcp_introducer_entries() {
+        let c = parse(GOOD).unwrap();
+        assert!(!c.listen.tcp, "nodes accept no TCP streams by default");
+        assert!(c.tcp_introducers.is_empty());
+        let intro = GOOD.replace("role: node", "role: introducer");
+        assert!(parse(&intro).unwrap().listen.tcp, "introducers do");
+        let off = intro.replace("  port: 4910", "  port: 4910\n  tcp: false");
+        assert!(!parse(&off).unwrap().listen.tcp);
+        let t = GOOD.replace(
+            "intro.example.net:4910]",
+            "intro.example.net:4910, 'tcp://198.51.100.7:443']",
+        );
+        let c = parse(&t).unwrap();
+        assert_eq!(c.introducers.len(), 3);
+        let tcp: Vec<String> = c.tcp_introducers.iter().map(|h| h.to_string()).collect();
+        assert_eq!(tcp, ["198.51.100.7:443"]);
+        // Only TCP introducers is enough to join.
+        let only = GOOD.replace(
+            "introducers: [198.51.100.7:4910, '[2001:db8::7]:4910', intro.example.net:4910]",
+            "introducers: ['tcp://intro.example.net:443']",
+        );
+        let c = parse(&only).unwrap();
+        assert!(c.introducers.is_empty());
+        assert_eq!(c.tcp_introducers.len(), 1);
+        // Errors point at the entry.
+        let bad = GOOD.replace(
+            "intro.example.net:4910]",
+            "intro.example.net:4910, 'tcp://nope']",
+        );
+        let e = err(&bad);
+        assert!(e.contains("introducers[3]"), "{e}");
+        let stun = GOOD.replace("stun_servers: []", "stun_servers: ['tcp://192.0.2.9:3478']");
+        let e = err(&stun);
+        assert!(
+            e.contains("stun_servers[0]") && e.contains("over UDP"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! TAP and starts the control socket and metrics, then hands everything to
 //! [`run`]. One task owns the node (no locks on the data path); it waits
 //! on:
-//! - the UDP sockets and the node's timer, through the tunnel's driver
-//!   ([`Driver::wait`]), which feeds datagrams and timeouts to the node and
-//!   sends what it produces (batched: sendmmsg/GSO, recvmmsg/GRO);
+//! - the UDP sockets, TCP streams (the fallback's stream to an introducer;
+//!   on a node with `listen.tcp`, the streams it accepts; docs/tcp.md) and
+//!   the node's timer, through the tunnel's driver ([`Driver::wait`]),
+//!   which feeds datagrams and timeouts to the node and sends what it
+//!   produces (batched: sendmmsg/GSO, recvmmsg/GRO);
 //! - the TAP: one wake-up reads up to `TAP_BATCH` (64) frames into the read
 //!   buffer (with the head room the node writes its headers into) before
 //!   the driver is flushed, so their datagrams leave together;
@@ -48,7 +50,7 @@ use ringlan_node::MembershipSetup;
 use ringlan_node::{
     MemberRequest, Node, NodeEvent, NodeSetup, Role, Status, TAP_READ_OFFSET, TAP_READ_ROOM,
 };
-use ringlan_tunnel::driver::{os_seed, Driver};
+use ringlan_tunnel::driver::{os_seed, Driver, TcpLimits};
 use ringlan_tunnel::BirthdayConfig;
 use ringlan_tunnel::RelayLimits;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -140,6 +142,15 @@ async fn resolve_all(what: &str, hosts: &[config::HostPort]) -> Vec<std::net::So
 /// The node core's setup from the config, the identity and the TAP.
 async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
     let cfg = &ctx.config;
+    let mut introducers = resolve_all("introducer", &cfg.introducers).await;
+    let tcp_introducers = resolve_all("introducer", &cfg.tcp_introducers).await;
+    // A `tcp://` introducer with no UDP entry of the same IP is an
+    // introducer of its own, reached over TCP only (docs/tcp.md).
+    for t in &tcp_introducers {
+        if !introducers.iter().any(|u| u.ip() == t.ip()) {
+            introducers.push(*t);
+        }
+    }
     NodeSetup {
         network: cfg.network.name.clone(),
         secret: *ctx.secret.bytes(),
@@ -163,7 +174,8 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
                 .collect(),
         },
         listen,
-        introducers: resolve_all("introducer", &cfg.introducers).await,
+        introducers,
+        tcp_introducers,
         stun_servers: resolve_all("STUN server", &cfg.stun_servers).await,
         stun_alt_port: cfg.listen.stun_alt_port,
         keepalive: cfg.keepalive,
@@ -222,6 +234,10 @@ fn snapshot(driver: &Driver<Node>) -> Status {
     let errs = driver.send_errors();
     if errs > 0 {
         s.drops.insert("udp_send_error".into(), errs);
+    }
+    let tcp = driver.stream_drops();
+    if tcp > 0 {
+        s.drops.insert("tcp_stream_drop".into(), tcp);
     }
     s
 }
@@ -350,6 +366,13 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     let setup = setup(&ctx, bind).await;
     let mut driver = bind_node(bind, setup, seed).await?;
     let listen = driver.local_addr()?;
+    if ctx.config.listen.tcp {
+        let at = driver
+            .listen_tcp(listen, TcpLimits::default())
+            .await
+            .with_context(|| format!("listening on TCP {listen}"))?;
+        tracing::info!(%at, "accepting TCP streams");
+    }
     let board = ctx.status.clone();
     board.publish(snapshot(&driver));
     tracing::info!(

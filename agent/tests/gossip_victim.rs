@@ -87,6 +87,7 @@ fn liar(ns: PathBuf, secret: [u8; 32], lie_at: Instant, stop: Arc<AtomicBool>) -
             listen,
             introducers: vec![introducer_addr(1)],
             stun_servers: Vec::new(),
+            tcp_introducers: Vec::new(),
             stun_alt_port: 0,
             keepalive: Duration::from_secs(25),
             rekey_interval: Duration::from_secs(120),

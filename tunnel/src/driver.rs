@@ -28,6 +28,13 @@
 //! to use, pinning and expiry are the machine's decisions
 //! (`ExtraSockets`, `tunnel/src/extra_sockets.rs`).
 //!
+//! TCP streams (docs/tcp.md): the machine may connect streams
+//! ([`SocketAction::Connect`]) and the driver may accept them
+//! ([`Driver::listen_tcp`]); each is a socket to the machine
+//! ([`SocketId::is_stream`]) whose datagrams travel framed, read and
+//! written by a task per connection with bounded, drop-oldest queues, so a
+//! stream never blocks the UDP path (`tunnel/src/tcp.rs`).
+//!
 //! Address families: a socket bound to the IPv6 wildcard `[::]` is made
 //! dual-stack (`IPV6_V6ONLY` off, whatever the host's default), so it
 //! serves IPv4 too, and the kernel then names IPv4 peers by IPv4-mapped
@@ -52,6 +59,8 @@ use tokio::net::UdpSocket;
 use crate::endpoint::{Endpoint, EndpointConfig, Event};
 use crate::machine::{DatagramMachine, SocketAction, SocketId};
 use crate::path::canonical_addr as canonical;
+pub use crate::tcp::TcpLimits;
+use crate::tcp::{StreamEvent, Streams};
 use crate::Rng;
 
 /// Largest datagram the endpoint produces or we accept; RTMFP packets
@@ -161,13 +170,15 @@ struct Extra {
     tx: std::net::UdpSocket,
 }
 
-/// The extra sockets, by id.
+/// The sockets besides the main one: extra UDP sockets, by id, and TCP
+/// streams.
 struct Extras {
     sockets: Vec<Extra>,
     index: HashMap<SocketId, usize>,
     buf: Vec<u8>,
     /// They are IPv6 sockets (bound like the main socket).
     ipv6: bool,
+    streams: Streams,
 }
 
 impl Extras {
@@ -232,12 +243,14 @@ fn collect<M: DatagramMachine>(
                         tracing::debug!(socket = id.0, error = %e, "extra socket not opened");
                     }
                 }
+                SocketAction::Close { id } if id.is_stream() => extras.streams.close(id),
                 SocketAction::Listen { id, port } => {
                     if let Err(e) = extras.open(socket, id, port) {
                         tracing::warn!(port, error = %e, "cannot bind UDP port");
                     }
                 }
                 SocketAction::Close { id } => extras.close(id),
+                SocketAction::Connect { id, to } => extras.streams.connect(id, to),
             }
         }
         if tx.items.len() == TX_BATCH && !send_queued(socket, tx, send_errors) {
@@ -247,6 +260,11 @@ fn collect<M: DatagramMachine>(
         let Some(t) = m.poll_transmit(now, &mut tx.buf[off..off + MAX_DATAGRAM]) else {
             return true;
         };
+        if t.socket.is_stream() {
+            // Queued (a full queue drops its oldest); no stream: loss.
+            extras.streams.send(t.socket, &tx.buf[off..off + t.size]);
+            continue;
+        }
         if t.socket != SocketId::MAIN {
             // One datagram per call; a full buffer or a socket that could
             // not be opened is loss, as for the main socket.
@@ -318,6 +336,7 @@ enum Wake {
     Timer,
     Writable,
     ExtraReadable(usize),
+    Stream(StreamEvent),
 }
 
 impl Driver<Endpoint> {
@@ -407,6 +426,7 @@ impl<M: DatagramMachine> Driver<M> {
                 index: HashMap::new(),
                 buf: vec![0u8; MAX_DATAGRAM],
                 ipv6: local.is_ipv6(),
+                streams: Streams::new(),
             },
         })
     }
@@ -432,6 +452,56 @@ impl<M: DatagramMachine> Driver<M> {
     /// Extra sockets open now.
     pub fn extra_sockets(&self) -> usize {
         self.extras.sockets.len()
+    }
+
+    /// Accept TCP streams on `addr` (framed datagrams, docs/tcp.md);
+    /// each accepted connection is a socket to the machine. Returns the
+    /// bound address.
+    pub async fn listen_tcp(
+        &mut self,
+        addr: SocketAddr,
+        limits: TcpLimits,
+    ) -> io::Result<SocketAddr> {
+        let listener = crate::tcp::bind(addr).await?;
+        let local = listener.local_addr()?;
+        self.extras.streams.listen(listener, limits);
+        Ok(local)
+    }
+
+    /// TCP streams open now (connected and accepted).
+    pub fn streams(&self) -> usize {
+        self.extras.streams.open()
+    }
+
+    /// Datagrams dropped on TCP streams: a full send queue (oldest first)
+    /// or a client above its rate.
+    pub fn stream_drops(&self) -> u64 {
+        self.extras.streams.dropped()
+    }
+
+    /// Feed a stream event, and what else the streams have queued, to the
+    /// machine.
+    fn receive_streams(&mut self, first: StreamEvent) {
+        let mut ev = Some(first);
+        for _ in 0..EXTRA_RX_BUDGET {
+            let streams = &mut self.extras.streams;
+            let Some(e) = ev.take().or_else(|| streams.try_recv()) else {
+                break;
+            };
+            if !streams.admit(&e) {
+                continue;
+            }
+            let now = Instant::now();
+            match e {
+                StreamEvent::Datagram { id, from, mut data } => {
+                    self.machine
+                        .handle_datagram(now, id, canonical(from), &mut data)
+                }
+                StreamEvent::Closed { id } => self.machine.handle_socket_closed(now, id),
+                StreamEvent::Accepted { .. } => {}
+            }
+            self.flush();
+        }
     }
 
     /// Send everything the machine has to send now, without waiting.
@@ -566,6 +636,7 @@ impl<M: DatagramMachine> Driver<M> {
             }
         };
         let extra = &self.extras.sockets;
+        let streams = &mut self.extras.streams;
         // Allocation-free: poll every extra socket's readiness.
         let extra_readable = poll_fn(|cx| {
             for (i, x) in extra.iter().enumerate() {
@@ -580,12 +651,14 @@ impl<M: DatagramMachine> Driver<M> {
             _ = sleep => Wake::Timer,
             _ = writable => Wake::Writable,
             i = extra_readable => Wake::ExtraReadable(i),
+            ev = streams.recv() => Wake::Stream(ev),
         };
         match wake {
             Wake::Readable => self.receive(),
             Wake::Timer => self.machine.handle_timeout(Instant::now()),
             Wake::Writable => {}
             Wake::ExtraReadable(i) => self.receive_extra(i),
+            Wake::Stream(ev) => self.receive_streams(ev),
         }
     }
 }

@@ -43,7 +43,10 @@ mod rng;
 mod route_table;
 mod rtt;
 mod session;
+pub mod stream;
 mod stun;
+#[cfg(feature = "driver")]
+mod tcp;
 mod wire;
 
 pub use crypto::{AeadSuite, Certificate, Identity, NetworkName, NetworkSecret, Role, SuiteSet};
@@ -72,7 +75,7 @@ pub use route_table::{
 pub use session::{
     CloseReason, OpenFailure, RekeyConfig, SessionConfig, SessionState, SessionStats,
 };
-pub use stun::{classify_mapping, resolve_other, NatMapping, StunError, StunTxId};
+pub use stun::{classify_mapping, looks_like_stun, resolve_other, NatMapping, StunError, StunTxId};
 
 /// The decoders and sub-machines the fuzz targets (`tunnel/fuzz`) drive
 /// directly. Not an API: it changes with the internals.
@@ -80,6 +83,7 @@ pub use stun::{classify_mapping, resolve_other, NatMapping, StunError, StunTxId}
 pub mod fuzzing {
     pub use crate::flow::{ChunkSink, FlowSet};
     pub use crate::route_table::{RouteInput, Routes, ROUTE_HEADER_LEN};
+    pub use crate::stream::Deframer;
     pub use crate::wire::packet::MULTIPLEX_HEADER_LEN;
     pub use crate::wire::{
         scramble_session_id, split_multiplex, write_multiplex_header, Address, AddressIter, Chunk,

@@ -17,15 +17,28 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// A UDP socket of the machine. [`SocketId::MAIN`] is the socket bound to
-/// the configured listen address; others are extra sockets the machine
-/// asked its driver to open.
+/// A socket of the machine. [`SocketId::MAIN`] is the UDP socket bound to
+/// the configured listen address; others are extra UDP sockets the machine
+/// asked its driver to open, or TCP streams carrying framed datagrams
+/// (ids from [`SocketId::FIRST_STREAM`] on, docs/tcp.md): those the machine
+/// asked its driver to connect ([`SocketAction::Connect`]) and those the
+/// driver accepted on its TCP listener (the driver picks their ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SocketId(pub u32);
 
 impl SocketId {
     /// The listening socket.
     pub const MAIN: SocketId = SocketId(0);
+    /// The first id of a TCP stream; UDP sockets are numbered below it.
+    pub const FIRST_STREAM: SocketId = SocketId(1 << 31);
+    /// The first id the driver gives a stream it accepted; below it (and
+    /// from [`SocketId::FIRST_STREAM`]) the machine's own connections.
+    pub const FIRST_ACCEPTED: SocketId = SocketId(3 << 30);
+
+    /// A TCP stream (connected or accepted), not a UDP socket.
+    pub fn is_stream(self) -> bool {
+        self >= SocketId::FIRST_STREAM
+    }
 }
 
 /// A datagram the machine wrote into the caller's buffer.
@@ -50,8 +63,19 @@ pub enum SocketAction {
     /// A bind that fails (the port is taken) is logged; nothing arrives
     /// on `id` then.
     Listen { id: SocketId, port: u16 },
-    /// Close the socket `id`; the machine sends nothing more from it.
+    /// Close the socket `id` (a UDP socket or a stream); the machine sends
+    /// nothing more from it.
     Close { id: SocketId },
+    /// Connect a TCP stream to `to` and know it as `id` (at or above
+    /// [`SocketId::FIRST_STREAM`], below [`SocketId::FIRST_ACCEPTED`]).
+    /// Datagrams the machine sends on it are framed on the stream
+    /// (`tunnel/src/stream.rs`); datagrams read from it are input with
+    /// this id and `from` = `to`. A failed or closed connection is
+    /// reported by [`DatagramMachine::handle_socket_closed`].
+    Connect {
+        id: SocketId,
+        to: std::net::SocketAddr,
+    },
 }
 
 /// A sans-IO UDP state machine.
@@ -62,6 +86,10 @@ pub trait DatagramMachine {
     fn poll_socket_action(&mut self) -> Option<SocketAction> {
         None
     }
+    /// The stream `socket` closed (connection refused or lost, idle, a
+    /// framing error, or the peer closed it): nothing more arrives on it
+    /// and datagrams sent on it are dropped.
+    fn handle_socket_closed(&mut self, _now: Instant, _socket: SocketId) {}
     /// A datagram arrived on `socket` from `from`. `data` may be decrypted
     /// in place.
     fn handle_datagram(

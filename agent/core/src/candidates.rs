@@ -552,6 +552,7 @@ mod tests {
             listen: sa(listen),
             introducers: vec![intro4, intro6],
             stun_servers: Vec::new(),
+            tcp_introducers: Vec::new(),
             stun_alt_port: 0,
             keepalive: Duration::from_secs(25),
             rekey_interval: Duration::from_secs(120),

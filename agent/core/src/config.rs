@@ -41,6 +41,10 @@ pub struct NodeSetup {
     pub listen: SocketAddr,
     /// Introducers (resolved).
     pub introducers: Vec<SocketAddr>,
+    /// TCP addresses of introducers (`tcp://` entries, resolved) for the
+    /// TCP fallback (docs/tcp.md); an introducer without one is tried on
+    /// TCP at its UDP address.
+    pub tcp_introducers: Vec<SocketAddr>,
     /// Extra STUN servers (resolved); introducers are asked too.
     pub stun_servers: Vec<SocketAddr>,
     /// Introducers only: also answer STUN Binding requests on this port of
@@ -109,6 +113,7 @@ impl NodeSetup {
             routed: RoutedStatus::default(),
             arp_nd: Default::default(),
             membership: Default::default(),
+            tcp: None,
             directory: None,
         }
     }

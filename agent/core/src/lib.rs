@@ -18,7 +18,8 @@
 //!
 //! Outputs, drained after every input in this order:
 //! - socket actions ([`DatagramMachine::poll_socket_action`]: open or close
-//!   an extra socket for birthday punching);
+//!   an extra socket for birthday punching, connect or close a TCP stream
+//!   to an introducer);
 //! - datagrams ([`DatagramMachine::poll_transmit`], naming the socket);
 //! - TAP writes ([`Node::poll_tap`]; hand each back with [`Node::recycle`]);
 //! - events ([`Node::poll_event`]: ready, a newer revocation list to keep);
@@ -38,6 +39,7 @@
 //! | [`rejoin`] | when to join through the peer cache instead of introducers |
 //! | [`reach`] | how much the node sends of its own accord to an IP it never had authenticated traffic from |
 //! | [`routes`] | when a session needs relayed routes, which relays, failover |
+//! | [`tcp`] | when to carry datagrams to an introducer over TCP; which stream a datagram to a stream peer leaves on |
 //! | [`snapshot`] / [`status`] | what `ringlan status` shows |
 //! | [`membership`] | whether a certificate or revocation list is well formed and signed by the network CA |
 
@@ -59,6 +61,7 @@ pub mod sessions;
 pub mod sim;
 pub mod snapshot;
 pub mod status;
+pub mod tcp;
 mod timer;
 pub mod vnet;
 
@@ -90,6 +93,7 @@ use crate::directory::Directory;
 use crate::peers::Peers;
 use crate::reach::Reach;
 use crate::routes::RouteControl;
+use crate::tcp::TcpFallback;
 use crate::timer::{Timer, TimerTable};
 
 /// Flow metadata of the control flow (reliable: overlay control messages).
@@ -102,10 +106,11 @@ pub const CONTROL_FLOW: &[u8] = b"ringlan/control/1";
 /// late frames are worse than lost ones.
 pub const FRAMES_FLOW: &[u8] = b"ringlan/frames-vnet/2";
 
-/// The introducer's alternate STUN socket (`NodeSetup::stun_alt_port`).
-/// Birthday punching's extra sockets count up from 1 and would need 2^32
-/// sockets to reach it.
-pub const STUN_ALT_SOCKET: SocketId = SocketId(u32::MAX);
+/// The introducer's alternate STUN socket (`NodeSetup::stun_alt_port`):
+/// the last UDP socket id (TCP streams are numbered from
+/// [`SocketId::FIRST_STREAM`] on). Birthday punching's extra sockets count
+/// up from 1 and would need 2^31 sockets to reach it.
+pub const STUN_ALT_SOCKET: SocketId = SocketId(SocketId::FIRST_STREAM.0 - 1);
 /// STUN answers queued for the alternate socket at most (the endpoint's
 /// STUN budgets bound how fast they come).
 const STUN_ALT_QUEUE: usize = 256;
@@ -147,6 +152,8 @@ pub struct Node {
     punch: ExtraSockets,
     birthday: Birthday,
     punch_rng: Rng,
+    /// TCP fallback to an introducer, and accepted streams' peers.
+    tcp: TcpFallback,
     /// The budget on unverified destinations (`reach`).
     reach: Reach,
     timers: TimerTable,
@@ -264,6 +271,12 @@ impl Node {
         stun_servers.retain(|a| *a != setup.listen);
         stun_servers.dedup();
         let exempt: Vec<IpAddr> = stun_servers.iter().map(|a| a.ip()).collect();
+        let tcp = TcpFallback::new(
+            now,
+            tcp::targets(&setup.introducers, &setup.tcp_introducers),
+            setup.role == Role::Node,
+            setup.keepalive,
+        );
         let base = setup.base_status(node_id, &public_key);
         let adm = Admission::new(setup.membership, &name, setup.unix_time, public_key);
         let mut node = Node {
@@ -275,6 +288,7 @@ impl Node {
             punch: ExtraSockets::default(),
             birthday: Birthday::new(setup.birthday.clone()),
             punch_rng: Rng::from_seed(sub_seed()),
+            tcp,
             // Seeded last: the other parts keep their seeds.
             reach: Reach::new(
                 reach::DEFAULT_BUDGET,
@@ -386,6 +400,7 @@ impl Node {
         self.timers
             .set(Timer::Housekeeping, now + timer::HOUSEKEEPING);
         self.stun_tick(now);
+        self.tcp.tick(now);
         self.birthday_punch(now);
         let attempts = self.overlay.open_attempts();
         self.unreachable_since
@@ -415,9 +430,16 @@ impl DatagramMachine for Node {
             }
             return;
         }
-        self.punch.received(now, socket, from);
+        let from = self.tcp.on_datagram(now, socket, from);
+        if !socket.is_stream() {
+            self.punch.received(now, socket, from);
+        }
         self.endpoint.handle_datagram(now, from, data);
         self.process_endpoint(now);
+    }
+
+    fn handle_socket_closed(&mut self, now: Instant, socket: SocketId) {
+        self.tcp.on_closed(now, socket);
     }
 
     /// Punch datagrams first, then the endpoint's, each from the socket
@@ -457,8 +479,12 @@ impl DatagramMachine for Node {
             if unsolicited && !self.reach.allow(now, t.destination.ip()) {
                 continue;
             }
+            let data = buf.get(..t.size).unwrap_or_default();
             return Some(Outgoing {
-                socket: self.punch.socket_for(t.destination),
+                socket: self
+                    .tcp
+                    .socket_for(t.destination, data)
+                    .unwrap_or_else(|| self.punch.socket_for(t.destination)),
                 destination: t.destination,
                 size: t.size,
             });
@@ -468,6 +494,7 @@ impl DatagramMachine for Node {
     fn poll_socket_action(&mut self) -> Option<SocketAction> {
         self.socket_actions
             .pop_front()
+            .or_else(|| self.tcp.poll_action())
             .or_else(|| self.punch.poll_action())
     }
 

@@ -104,6 +104,11 @@ impl Node {
             routed: self.routed_status(),
             arp_nd: self.data.arp_nd,
             membership: self.adm.status(self.unix_now(now)),
+            tcp: self.tcp.state().map(|t| crate::status::TcpStatus {
+                via: t.via.to_string(),
+                connected_to: t.tcp.to_string(),
+                answered: t.answered,
+            }),
             directory: Some(self.directory_status()),
             ..self.base.clone()
         }

@@ -54,10 +54,25 @@ pub struct Status {
     /// of a network CA.
     #[serde(default)]
     pub membership: MembershipStatus,
+    /// The TCP fallback in use: UDP to the introducers is silent and this
+    /// node's datagrams travel on a TCP stream (docs/tcp.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpStatus>,
     /// Member records (`docs/directory.md`): what this node holds and
     /// publishes, name and IP conflicts (`None` before the node runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<DirectoryStatus>,
+}
+
+/// The stream the TCP fallback uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpStatus {
+    /// The introducer (its UDP address) the stream goes to.
+    pub via: String,
+    /// The TCP address connected to.
+    pub connected_to: String,
+    /// A datagram came back on it.
+    pub answered: bool,
 }
 
 /// This node in the directory of member records.
@@ -537,6 +552,15 @@ impl Status {
             nat.push_str(&format!(" ({})", r.join(", ")));
         }
         let _ = writeln!(o, "nat       {nat}");
+        if let Some(t) = &self.tcp {
+            let _ = writeln!(
+                o,
+                "tcp       via {} (tcp {}), {}",
+                t.via,
+                t.connected_to,
+                if t.answered { "answered" } else { "connecting" }
+            );
+        }
         let _ = writeln!(o, "uptime    {}", format_duration(self.uptime_secs));
         let _ = writeln!(o, "membership: {}", self.membership);
         if let MembershipStatus::Certificate {
@@ -867,6 +891,7 @@ pub fn example() -> Status {
             revocations_version: 3,
             warning: None,
         },
+        tcp: None,
         directory: Some(DirectoryStatus {
             records_held: 12,
             members_cached: 4,
@@ -924,6 +949,31 @@ fedcba98  -        long
 ";
         let got = sample().render();
         assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn the_tcp_fallback_is_shown_only_while_in_use() {
+        let plain = example();
+        assert!(!plain.render().contains("tcp       "));
+        assert!(!serde_json::to_string(&plain).unwrap().contains("\"tcp\""));
+        let on_tcp = Status {
+            tcp: Some(TcpStatus {
+                via: "198.51.100.7:4910".into(),
+                connected_to: "198.51.100.7:443".into(),
+                answered: true,
+            }),
+            ..example()
+        };
+        assert!(on_tcp
+            .render()
+            .contains("tcp       via 198.51.100.7:4910 (tcp 198.51.100.7:443), answered\n"));
+        let j = serde_json::to_string(&on_tcp).unwrap();
+        assert!(
+            j.contains(r#""tcp":{"via":"198.51.100.7:4910","connected_to":"198.51.100.7:443","answered":true}"#),
+            "{j}"
+        );
+        let back: Status = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, on_tcp);
     }
 
     #[test]

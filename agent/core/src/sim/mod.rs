@@ -152,6 +152,9 @@ pub struct HostCounters {
     pub frames: u64,
     pub sockets_opened: u64,
     pub sockets_closed: u64,
+    /// TCP streams the machine asked to connect: the simulated network
+    /// carries UDP only, so each is refused at once (reported closed).
+    pub streams_refused: u64,
 }
 
 /// Decides per datagram crossing the internet (public source, public
@@ -658,6 +661,12 @@ impl<M: Machine> Sim<M> {
                 if let Some(port) = host.sockets.remove(&id) {
                     host.ports.remove(&port);
                     host.counters.sockets_closed += 1;
+                }
+            }
+            SocketAction::Connect { id, .. } => {
+                host.counters.streams_refused += 1;
+                if let Some(m) = host.machine.as_mut() {
+                    m.handle_socket_closed(self.now, id);
                 }
             }
         }

@@ -501,6 +501,7 @@ fn setup(
             .filter(|a| *a != ctx.listen)
             .collect(),
         stun_servers: Vec::new(),
+        tcp_introducers: Vec::new(),
         stun_alt_port: spec.stun_alt_port,
         keepalive: spec.keepalive,
         rekey_interval: Duration::from_secs(120),
