@@ -677,7 +677,23 @@ const MATRIX_SETTLE: Duration = Duration::from_secs(40);
 /// Starts a pair at `places` (`same_nat`: both behind one cone-like NAT)
 /// and returns (path, time to the first open session on both ends, time
 /// to a direct path on both ends if any).
-fn matrix_pair(places: [Place; 2], same_nat: bool) -> Option<(String, Duration, Option<Duration>)> {
+/// Drops every UDP datagram a host sends: with it, the host's agent falls
+/// back to TCP (docs/tcp.md).
+const DROP_UDP_OUT: &str = "table inet rl_bench_tcp {\n\
+    \x20 chain output { type filter hook output priority filter; policy accept;\n\
+    \x20   meta l4proto udp drop\n\
+    \x20 }\n\
+    }\n";
+
+/// One pair of the matrix: the path both ends settle on, when both first
+/// had an open session, and when both went direct. With `b_over_tcp`, b's
+/// outgoing UDP is dropped (it joins over TCP and cannot go direct, so the
+/// pair is measured to its first open session).
+fn matrix_pair(
+    places: [Place; 2],
+    same_nat: bool,
+    b_over_tcp: bool,
+) -> Option<(String, Duration, Option<Duration>)> {
     let w = NatLab::new()?;
     let mut intro = w.introducer("intro1", 1, &[]);
     w.start(&mut intro);
@@ -697,6 +713,11 @@ fn matrix_pair(places: [Place; 2], same_nat: bool) -> Option<(String, Duration, 
             }
         };
         members.push(m);
+    }
+    if b_over_tcp {
+        w.lab
+            .nft(&members[1].host.ns, DROP_UDP_OUT)
+            .expect("drop rule");
     }
     let t0 = Instant::now();
     for m in members.iter_mut() {
@@ -730,6 +751,9 @@ fn matrix_pair(places: [Place; 2], same_nat: bool) -> Option<(String, Duration, 
                 direct = Some(t0.elapsed());
             }
             last = if ka == kb { ka } else { format!("{ka} / {kb}") };
+            if b_over_tcp {
+                break;
+            }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -756,20 +780,24 @@ fn bench_nat_matrix() {
         } else {
             format!("{} | {}", places[0].label(), places[1].label())
         };
-        let row = match matrix_pair(places, same) {
+        let row = match matrix_pair(places, same, false) {
             None => return, // root tests skipped
             Some((path, opened, direct)) => {
                 let to_path = match direct {
                     Some(d) => format!("{path}, {:.1} s", d.as_secs_f64()),
                     None => format!("{path}, {:.1} s (no direct path)", opened.as_secs_f64()),
                 };
-                format!("| {pair} | {to_path} | not built |")
+                let tcp = match matrix_pair(places, same, true) {
+                    Some((path, opened, _)) => format!("{path}, {:.1} s", opened.as_secs_f64()),
+                    None => format!("no session within {} s", MATRIX_SETTLE.as_secs()),
+                };
+                format!("| {pair} | {to_path} | {tcp} |")
             }
         };
         println!("bench nat matrix: {row}");
         rows.push(row);
     }
-    println!("\n| node a | node b | UDP: path, time from both started | TCP fallback |");
+    println!("\n| node a | node b | UDP: path, time from both started | b's UDP blocked (TCP fallback): path, time to a session |");
     println!("|---|---|---|---|");
     for r in rows {
         println!("{r}");

@@ -5,7 +5,8 @@
 # 1. the NAT matrix of docs/nat.md: for each pair of NAT kinds (none,
 #    cone-like `masquerade`, symmetric `masquerade fully-random`, two nodes
 #    behind one NAT) the path the pair ends on and the time from both agents
-#    started to it (UDP; the TCP fallback is not built yet);
+#    started to it, over UDP and again with b's outgoing UDP dropped (the
+#    TCP fallback: path and time to the first session);
 # 2. two cone-like NATs: the time to the first ping reply, and the time
 #    until pings pass again after a's NAT changes its public address (three
 #    rebindings).
