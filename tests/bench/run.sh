@@ -21,7 +21,7 @@
 # BENCH_LOSS ("0 0.1 1", percent), BENCH_SYSTEMS ("raw tinc nebula
 # wireguard-go ringlan"), RINGLAN_BIN (default target/release/ringlan; when
 # set, used as is, never built). Missing Debian packages (iperf3, tinc,
-# nebula, wireguard-go, wireguard-tools, nftables, jq) are installed first.
+# nebula, wireguard-go, wireguard-tools, nftables, jq, ethtool) are installed first.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -46,7 +46,7 @@ wants() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 # install_missing: the Debian packages of the wanted systems and tools.
 install_missing() {
     local need=() t pkg
-    for t in ip:iproute2 iperf3:iperf3 ping:iputils-ping nft:nftables jq:jq; do
+    for t in ip:iproute2 iperf3:iperf3 ping:iputils-ping nft:nftables jq:jq ethtool:ethtool; do
         command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
     done
     wants tinc && { command -v tincd >/dev/null || need+=(tinc); }
@@ -153,10 +153,19 @@ NFT
 }
 
 # set_loss PERCENT: drop that share of every packet arriving at either host.
+# The drop must hit wire-size packets: with the veth's segmentation offloads
+# on, a TCP (TSO) or UDP (GSO) super-packet of up to 64 KiB crosses the veth
+# in one piece and one drop would lose 40 or more packets at once, which no
+# real path does (a NIC segments before the wire). So while a loss rate is
+# set, the veths segment in software before sending (tso, gso and
+# tx-udp-segmentation off: every system, raw included, then loses single
+# packets); at 0% the offloads are on as on a fast local path.
 set_loss() {
-    local per100k ns
+    local per100k ns onoff=on
     per100k="$(awk -v p="$1" 'BEGIN {printf "%d", p * 1000}')"
+    [ "$per100k" -gt 0 ] && onoff=off
     for ns in "$NS_A" "$NS_B"; do
+        ip netns exec "$ns" ethtool -K veth0 tso "$onoff" gso "$onoff" tx-udp-segmentation "$onoff"
         ip netns exec "$ns" nft flush chain inet rl_loss input
         if [ "$per100k" -gt 0 ]; then
             ip netns exec "$ns" nft add rule inet rl_loss input iifname veth0 numgen random mod 100000 "<" "$per100k" drop
