@@ -983,6 +983,7 @@ mod tests {
                     age_secs: 1,
                     rekeys: 0,
                     reason: None,
+                    transport: None,
                 })
                 .collect(),
             ..Status::default()

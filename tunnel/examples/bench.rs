@@ -198,8 +198,11 @@ async fn run_sender(
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while opened.elapsed() < seconds {
-        // Messages sized to fill one packet (path MTU discovery raises it).
-        message_size = d.endpoint_ref().max_unfragmented(session).unwrap_or(1200);
+        // Messages sized to fill one packet.
+        message_size = d
+            .endpoint_ref()
+            .max_unfragmented(session, flow)
+            .unwrap_or(1200);
         payload.resize(message_size, 0x42);
         let ep = d.endpoint();
         let now = Instant::now();

@@ -31,6 +31,34 @@
 //!   between acknowledgements or retransmission timeouts (the
 //!   DATA_PACKET_COUNT method).
 //!
+//! # Frames: a circuit breaker instead of a second loss response
+//!
+//! Most bytes of a ringlan session are Ethernet frames on a NoRetransmit
+//! flow. What they carry (TCP, QUIC, ...) runs its own congestion control
+//! end to end and sees a lost frame as its own loss; halving the session's
+//! window for the same loss answers it twice, and at random (non-congestive)
+//! loss the session's window then follows the square-root law of a Reno
+//! sender on top of the inner one: about 0.35 Gbit/s at 1% loss on a
+//! 0.4 ms path whatever the inner TCP could do. The UDP usage guidelines
+//! for tunnels carrying IP traffic (RFC 8085, with RFC 8084's network
+//! transport circuit breakers) ask for exactly this split: the traffic
+//! inside is congestion controlled by its own ends, and the tunnel only has
+//! to stop traffic that does not respond.
+//!
+//! So loss of NoRetransmit fragments ([`Congestion::on_frame_loss`],
+//! [`Congestion::on_frame_timeout`]) does not halve the window per event.
+//! It is measured instead: per measurement window (at least one congestion
+//! window and [`BREAKER_MIN_WINDOW_MSS`] segments of data acknowledged or
+//! lost), when more than 1/[`BREAKER_LOSS_DIVISOR`] of it was frame loss,
+//! the window is halved as for a congestion event. Inner traffic that
+//! responds to loss never gets there (it backs off first); a flood of
+//! unresponsive traffic into a congested path does, and is then held to
+//! the share Reno would get at that loss rate. Loss of reliable data (the
+//! control flows) keeps the RFC 5681 response above, and a timeout with
+//! reliable data in flight still collapses the window. Burst avoidance and
+//! the window itself stay in force for frames: a frame never leaves before
+//! the window has room.
+//!
 //! Which sessions should carry TCR is an endpoint-wide question: the
 //! endpoint sets it on every session for 800 ms after any packet with TC
 //! ([`TIME_CRITICAL_HOLD`]).
@@ -74,6 +102,15 @@ pub const TCR_INCREASE_DIVISOR: usize = 200;
 /// Appropriate byte counting limit in slow start, in MSS (RFC 3465, L = 2).
 pub const SLOW_START_ABC_LIMIT: usize = 2;
 
+/// The frame-loss circuit breaker trips when more than 1/10 of a
+/// measurement window was frame loss (module docs, "Frames").
+pub const BREAKER_LOSS_DIVISOR: usize = 10;
+
+/// A breaker measurement window spans at least this many segments of
+/// acknowledged or lost data (and at least one congestion window), so one
+/// loss in a small window cannot trip it.
+pub const BREAKER_MIN_WINDOW_MSS: usize = 32;
+
 /// RFC 5681 3.1 initial window for a given MSS.
 pub fn initial_window(mss: usize) -> usize {
     let mss = mss.max(1);
@@ -87,8 +124,7 @@ pub fn initial_window(mss: usize) -> usize {
 }
 
 /// A snapshot of the controller for status and metrics.
-#[cfg(test)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CongestionStats {
     /// Congestion window, bytes.
     pub cwnd: usize,
@@ -110,6 +146,10 @@ pub struct CongestionStats {
     pub lost_bytes: u64,
     /// Total bytes of user data reported sent.
     pub sent_bytes: u64,
+    /// Total bytes of frames (NoRetransmit) lost, by nack or timeout.
+    pub frame_lost_bytes: u64,
+    /// Window reductions by the frame-loss circuit breaker.
+    pub breaker_trips: u64,
 }
 
 /// TCP-compatible congestion control for one session (RFC 7016 3.5.2).
@@ -139,6 +179,12 @@ pub struct Congestion {
     acked_total: u64,
     lost_total: u64,
     sent_total: u64,
+    /// Frame-loss breaker: bytes acknowledged and frame bytes lost in the
+    /// current measurement window.
+    breaker_acked: usize,
+    breaker_lost: usize,
+    frame_lost_total: u64,
+    breaker_trips: u64,
 }
 
 impl Congestion {
@@ -164,6 +210,10 @@ impl Congestion {
             acked_total: 0,
             lost_total: 0,
             sent_total: 0,
+            breaker_acked: 0,
+            breaker_lost: 0,
+            frame_lost_total: 0,
+            breaker_trips: 0,
         }
     }
 
@@ -178,7 +228,6 @@ impl Congestion {
     }
 
     /// The slow start threshold; `None` while unbounded.
-    #[cfg(test)]
     pub fn ssthresh(&self) -> Option<usize> {
         (self.ssthresh != usize::MAX).then_some(self.ssthresh)
     }
@@ -253,6 +302,10 @@ impl Congestion {
         }
         self.in_timeout = false;
         self.acked_total = self.acked_total.saturating_add(acked_bytes as u64);
+        self.breaker_acked = self.breaker_acked.saturating_add(acked_bytes);
+        if self.breaker_check(now) {
+            return;
+        }
         // Application limited: the window was not in use, do not grow it.
         if outstanding_before.saturating_mul(2) < self.cwnd {
             return;
@@ -298,13 +351,58 @@ impl Congestion {
         if self.recovery_start.is_some_and(|t| sent_at <= t) {
             return false;
         }
+        self.reduce(now);
+        self.loss_reductions += 1;
+        true
+    }
+
+    /// `lost_bytes` of frames (fragments of NoRetransmit messages) were
+    /// declared lost, by negative acknowledgement or timeout. No window
+    /// reduction of its own (module docs, "Frames"): the loss counts
+    /// towards the circuit breaker. Returns whether the breaker tripped.
+    pub fn on_frame_loss(&mut self, now: Instant, lost_bytes: usize) -> bool {
+        self.frame_lost_total = self.frame_lost_total.saturating_add(lost_bytes as u64);
+        self.breaker_lost = self.breaker_lost.saturating_add(lost_bytes);
+        self.breaker_check(now)
+    }
+
+    /// The TIMEOUT_ALARM fired with only frames in flight (RFC 7016
+    /// 3.6.2.6; their bytes go to [`Congestion::on_frame_loss`]). It ends
+    /// the burst like any timeout; the window is not collapsed: nothing
+    /// will be retransmitted, the tail of a burst of frames was lost, and
+    /// the traffic inside answers that loss itself. A path that lost
+    /// everything is still held back: no acknowledgement means at most one
+    /// burst per (backed-off) timeout.
+    pub fn on_frame_timeout(&mut self, _now: Instant) {
+        self.data_packet_count = 0;
+    }
+
+    /// Close the breaker's measurement window when it is full; halve the
+    /// window if it held more frame loss than the breaker allows. Returns
+    /// whether it tripped.
+    fn breaker_check(&mut self, now: Instant) -> bool {
+        let total = self.breaker_acked.saturating_add(self.breaker_lost);
+        let span = self.cwnd.max(BREAKER_MIN_WINDOW_MSS * self.mss);
+        if total < span {
+            return false;
+        }
+        let trip = self.breaker_lost.saturating_mul(BREAKER_LOSS_DIVISOR) > total;
+        self.breaker_acked = 0;
+        self.breaker_lost = 0;
+        if trip {
+            self.reduce(now);
+            self.breaker_trips += 1;
+        }
+        trip
+    }
+
+    /// Multiplicative decrease for one congestion event.
+    fn reduce(&mut self, now: Instant) {
         self.ssthresh = (self.cwnd / 2).max(2 * self.mss);
         // Never a "decrease" that grows a window already below 2 MSS.
         self.cwnd = self.cwnd.min(self.ssthresh);
         self.bytes_acked = 0;
         self.recovery_start = Some(now);
-        self.loss_reductions += 1;
-        true
     }
 
     /// The session's TIMEOUT_ALARM fired (RFC 7016 3.6.2.6); `any_loss` if
@@ -361,7 +459,6 @@ impl Congestion {
         recent(self.last_tcr_rx) && !recent(self.last_tc_tx)
     }
 
-    #[cfg(test)]
     pub fn stats(&self) -> CongestionStats {
         CongestionStats {
             cwnd: self.cwnd,
@@ -374,6 +471,8 @@ impl Congestion {
             acked_bytes: self.acked_total,
             lost_bytes: self.lost_total,
             sent_bytes: self.sent_total,
+            frame_lost_bytes: self.frame_lost_total,
+            breaker_trips: self.breaker_trips,
         }
     }
 
@@ -738,6 +837,51 @@ mod tests {
         // TC sending stops mattering 800 ms later, TCR still fresh.
         cc.on_packet_received(t + ms(900), true);
         assert!(cc.tcr_restrained(t + ms(900)));
+    }
+
+    #[test]
+    fn frame_loss_trips_the_breaker_only_above_a_tenth_of_a_window() {
+        let t = Instant::now();
+        let mut cc = Congestion::new(MSS);
+        // The window stays below the breaker's minimum span here.
+        let span = BREAKER_MIN_WINDOW_MSS * MSS;
+        // 5% of a span lost as frames, the rest acknowledged: no change but
+        // the slow-start growth.
+        assert!(!cc.on_frame_loss(t, span / 20));
+        let w = cc.window();
+        cc.on_ack(t, span - span / 20, w);
+        assert_eq!(cc.stats().breaker_trips, 0);
+        assert_eq!(cc.window(), w + 2 * MSS);
+        assert_eq!(cc.ssthresh(), None);
+        // 20% of the next span: halved once, when the span closes.
+        let w = cc.window();
+        assert!(w < span);
+        assert!(!cc.on_frame_loss(t, span / 5));
+        cc.on_ack(t, span - span / 5, w);
+        assert_eq!(cc.stats().breaker_trips, 1);
+        assert_eq!(cc.window(), w / 2);
+        assert_eq!(cc.stats().loss_reductions, 0);
+        assert_eq!(cc.stats().frame_lost_bytes, (span / 20 + span / 5) as u64);
+    }
+
+    #[test]
+    fn a_frame_only_timeout_ends_the_burst_but_keeps_the_window() {
+        let t = Instant::now();
+        let mut cc = Congestion::new(MSS);
+        let mut out = 0;
+        for _ in 0..4 {
+            round(&mut cc, t, &mut out);
+        }
+        let w = cc.window();
+        while cc.burst_allows() {
+            cc.on_packet_sent(t, MSS, false);
+        }
+        cc.on_frame_timeout(t + ms(300));
+        assert!(cc.burst_allows());
+        assert_eq!(cc.window(), w);
+        // A timeout with reliable data in flight still collapses it.
+        cc.on_timeout(t + ms(300), true);
+        assert_eq!(cc.window(), MSS);
     }
 
     #[test]

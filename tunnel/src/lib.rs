@@ -28,6 +28,7 @@
 #![deny(unsafe_code)]
 
 mod congestion;
+pub use congestion::CongestionStats;
 pub mod crypto;
 #[cfg(feature = "driver")]
 pub mod driver;

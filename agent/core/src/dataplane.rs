@@ -32,7 +32,7 @@ use crate::membership::{self, NodeCert};
 use crate::neighbour::{self, Question};
 use crate::peers::Drops;
 use crate::status::ArpNdCounters;
-use crate::vnet::{VnetHdr, TAP_MAX_FRAME, VNET_HDR_LEN};
+use crate::vnet::{TcpCut, VnetHdr, TAP_MAX_FRAME, VNET_HDR_LEN};
 use crate::Node;
 
 /// Where the runtime reads a TAP frame (virtio header first) into its
@@ -54,6 +54,9 @@ pub const MAX_TAP_QUEUE: usize = 4096;
 pub const MAX_ASKED: usize = 256;
 /// Time before a missed address is looked up in the directory again.
 pub const REASK: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long after a session last lost a frame TCP super-frames to its peer
+/// are still cut into single-fragment pieces (`vnet::TcpCut`).
+pub const CUT_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A frame for the TAP: the frame-flow message as it arrived (virtio
 /// header at the start, the frame at its end). Hand it back with
@@ -100,6 +103,9 @@ pub(crate) struct DataPlane {
     pub(crate) arp_nd: ArpNdCounters,
     /// Addresses a question missed for, when their lookup started.
     asked: HashMap<IpAddr, Instant>,
+    /// Pieces of a cut TCP super-frame are built here (laid out like a TAP
+    /// read buffer).
+    cut_buf: Vec<u8>,
 }
 
 impl DataPlane {
@@ -113,6 +119,7 @@ impl DataPlane {
             local_drops: Drops::new(),
             arp_nd: ArpNdCounters::default(),
             asked: HashMap::new(),
+            cut_buf: vec![0u8; TAP_READ_ROOM],
         }
     }
 
@@ -299,6 +306,50 @@ impl Node {
     /// it) as one frame-flow message: the header of `s` is written in
     /// place in front of the virtio header, which moves forward by it.
     fn send_frame(&mut self, now: Instant, buf: &mut [u8], s: &overlay::FrameSend, len: usize) {
+        let Some((sid, peer)) = self.peers.current_mut(s.to) else {
+            self.data.drop_local("no_session");
+            return;
+        };
+        // A session that lost frames lately gets TCP super-frames cut into
+        // pieces of one fragment each (vnet::TcpCut, docs/dataplane.md
+        // "Loss").
+        let lost = self.endpoint.frame_loss(sid);
+        if lost != peer.frame_loss_seen {
+            peer.frame_loss_seen = lost;
+            peer.cut_until = Some(now + CUT_HOLD);
+        }
+        if peer.cut_until.is_some_and(|t| now < t) {
+            let flow = peer.frames;
+            let vnet = buf
+                .get(TAP_READ_OFFSET..ETH)
+                .and_then(|b| <&[u8; VNET_HDR_LEN]>::try_from(b).ok())
+                .map(VnetHdr::parse);
+            let room = self.endpoint.max_unfragmented(sid, flow);
+            if let (Some(vnet), Some(room)) = (vnet, room) {
+                let max_piece = room.saturating_sub(VNET_HDR_LEN + s.header.len());
+                let frame = &buf[ETH..ETH + len];
+                if let Some(cut) = TcpCut::plan(&vnet, frame, max_piece) {
+                    let mut piece = std::mem::take(&mut self.data.cut_buf);
+                    for k in 0..cut.count() {
+                        let n = cut.piece_len(k);
+                        let h = cut.write_piece(&vnet, frame, k, &mut piece[ETH..ETH + n]);
+                        let mut v = [0u8; VNET_HDR_LEN];
+                        h.emit(&mut v);
+                        piece[TAP_READ_OFFSET..ETH].copy_from_slice(&v);
+                        self.send_message(now, &mut piece, s, n);
+                    }
+                    self.data.cut_buf = piece;
+                    return;
+                }
+            }
+        }
+        self.send_message(now, buf, s, len);
+    }
+
+    /// Queue one frame laid out in `buf` like a TAP read (virtio header
+    /// at [`TAP_READ_OFFSET`], `len` frame bytes after it) on the frame
+    /// flow to `s.to`.
+    fn send_message(&mut self, now: Instant, buf: &mut [u8], s: &overlay::FrameSend, len: usize) {
         let Some((sid, peer)) = self.peers.current_mut(s.to) else {
             self.data.drop_local("no_session");
             return;

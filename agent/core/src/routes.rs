@@ -1236,6 +1236,8 @@ mod tests {
                                 rx: Default::default(),
                                 drops: Default::default(),
                                 opened: self.now,
+                                frame_loss_seen: 0,
+                                cut_until: None,
                             };
                             m.peers.opened(session, p);
                         }

@@ -56,6 +56,7 @@ impl Node {
                 age_secs: now.saturating_duration_since(since).as_secs(),
                 rekeys: 0,
                 reason: Some("no direct path".into()),
+                transport: None,
             });
         }
         sessions.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -166,7 +167,26 @@ impl Node {
                 Path::Route(_) => Some("no direct path".into()),
                 Path::Direct(a) => self.lan_hint(p.node, a),
             },
+            transport: Some(self.transport_status(sid, &info)),
         })
+    }
+
+    fn transport_status(
+        &self,
+        sid: ringlan_tunnel::SessionId,
+        info: &ringlan_tunnel::SessionInfo,
+    ) -> crate::status::TransportStatus {
+        let flows = self.endpoint.flow_stats(sid).unwrap_or_default();
+        crate::status::TransportStatus {
+            cwnd: info.cwnd as u64,
+            in_flight: info.in_flight as u64,
+            queued: info.queued as u64,
+            timeouts: info.stats.retransmit_timeouts,
+            loss_reductions: info.congestion.loss_reductions,
+            frame_lost_bytes: info.congestion.frame_lost_bytes,
+            breaker_trips: info.congestion.breaker_trips,
+            queue_full_drops: flows.drop_send_queue_full,
+        }
     }
 
     /// Node-wide drops: the endpoint's refused datagrams (`udp_` reason),

@@ -386,6 +386,31 @@ pub struct SessionStatus {
     /// "no direct path".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The session's transport state (JSON only): congestion window,
+    /// queues, losses (`docs/dataplane.md`, "Loss").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportStatus>,
+}
+
+/// RTMFP transport figures of one session (RFC 7016 3.5.2, 3.6.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportStatus {
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// User data in flight, bytes.
+    pub in_flight: u64,
+    /// Queued on the sending flows (frames waiting for the window), bytes.
+    pub queued: u64,
+    /// Retransmission timeouts (TIMEOUT_ALARM).
+    pub timeouts: u64,
+    /// Window halvings for lost reliable data.
+    pub loss_reductions: u64,
+    /// Bytes of frames lost on the way (never retransmitted).
+    pub frame_lost_bytes: u64,
+    /// Window halvings by the frame-loss circuit breaker.
+    pub breaker_trips: u64,
+    /// Frames dropped because the sending queue was full.
+    pub queue_full_drops: u64,
 }
 
 /// Overlay link kinds (Symphony: ring links, long-distance links; plus
@@ -806,6 +831,16 @@ pub fn example() -> Status {
                 age_secs: 3723,
                 rekeys: 31,
                 reason: None,
+                transport: Some(TransportStatus {
+                    cwnd: 262_144,
+                    in_flight: 65_536,
+                    queued: 4_096,
+                    timeouts: 2,
+                    loss_reductions: 1,
+                    frame_lost_bytes: 14_000,
+                    breaker_trips: 0,
+                    queue_full_drops: 3,
+                }),
             },
             SessionStatus {
                 peer_id: "fedcba9876543210fedcba9876543210".into(),
@@ -823,6 +858,7 @@ pub fn example() -> Status {
                 age_secs: 7,
                 rekeys: 0,
                 reason: None,
+                transport: None,
             },
         ],
         neighbours: Some(vec![
@@ -1081,6 +1117,7 @@ fedcba98  -        long
             age_secs: 40,
             rekeys: 0,
             reason: Some("no direct path".into()),
+            transport: None,
         };
         let j = serde_json::to_string(&s).unwrap();
         assert!(j.contains(r#""path":{"kind":"none"}"#), "{j}");

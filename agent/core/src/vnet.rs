@@ -109,6 +109,174 @@ impl VnetHdr {
     }
 }
 
+/// Cuts TCP GSO super-frames into plain frames that each fit one flow
+/// fragment (`docs/dataplane.md`, "Loss").
+///
+/// A super-frame of 64 KiB travels as about 56 fragments of one
+/// NoRetransmit message, and the loss of any one of them loses all of it:
+/// at 1% packet loss 43% of the super-frames, and the TCP inside sees 40 or
+/// more segments vanish at once. Cut into pieces that fit one fragment, a
+/// lost packet costs the TCP inside one segment, as on a plain path. The
+/// cut is what the kernel's own segmentation (`tcp_gso_segment`) does: the
+/// Ethernet, IP and TCP headers are repeated, IPv4 total length, ID (+1
+/// per piece) and header checksum and IPv6 payload length are rewritten,
+/// the TCP sequence number advances, CWR stays only on the first piece and
+/// FIN/PSH only on the last, and the TCP checksum field holds the
+/// pseudo-header sum for the piece's length with `F_NEEDS_CSUM`, so the
+/// far kernel completes it. Pieces may be shorter than `gso_size` (any
+/// segmentation of a TCP stream is valid); the receiving kernel's GRO may
+/// merge them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpCut {
+    /// Ethernet + IP + TCP header bytes, repeated in every piece.
+    hdr_len: usize,
+    /// Offset of the IP header (after the Ethernet header).
+    l3: usize,
+    /// Offset of the TCP header.
+    l4: usize,
+    v6: bool,
+    /// TCP payload bytes per piece.
+    piece: usize,
+    /// TCP payload bytes of the super-frame.
+    payload: usize,
+}
+
+impl TcpCut {
+    /// How to cut `frame` (Ethernet header onwards, behind `vnet`) into
+    /// pieces of at most `max_piece` bytes (Ethernet header onwards), or
+    /// `None` when it is not a TCP super-frame this code can cut safely
+    /// (no GSO, a VLAN tag, IPv4 options are fine but IPv6 extension
+    /// headers are not, headers inconsistent with the virtio header, or
+    /// pieces that would carry less than 256 payload bytes).
+    pub fn plan(vnet: &VnetHdr, frame: &[u8], max_piece: usize) -> Option<TcpCut> {
+        const ETH: usize = 14;
+        let kind = vnet.gso_type & !VnetHdr::GSO_ECN;
+        if !vnet.is_gso() || vnet.flags & VnetHdr::F_NEEDS_CSUM == 0 {
+            return None;
+        }
+        let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+        let (v6, ip_len) = match (kind, ethertype) {
+            (VnetHdr::GSO_TCPV4, 0x0800) => {
+                let b = *frame.get(ETH)?;
+                if b >> 4 != 4 || *frame.get(ETH + 9)? != 6 {
+                    return None;
+                }
+                (false, usize::from(b & 0x0f) * 4)
+            }
+            (VnetHdr::GSO_TCPV6, 0x86dd) => {
+                if *frame.get(ETH)? >> 4 != 6 || *frame.get(ETH + 6)? != 6 {
+                    return None;
+                }
+                (true, 40)
+            }
+            _ => return None,
+        };
+        let l4 = ETH + ip_len;
+        if ip_len < 20 || usize::from(vnet.csum_start) != l4 || vnet.csum_offset != 16 {
+            return None;
+        }
+        let tcp_len = usize::from(*frame.get(l4 + 12)? >> 4) * 4;
+        let hdr_len = l4 + tcp_len;
+        if tcp_len < 20 || frame.len() <= hdr_len {
+            return None;
+        }
+        let piece = max_piece
+            .checked_sub(hdr_len)?
+            .min(usize::from(vnet.gso_size));
+        if piece < 256 {
+            return None;
+        }
+        Some(TcpCut {
+            hdr_len,
+            l3: ETH,
+            l4,
+            v6,
+            piece,
+            payload: frame.len() - hdr_len,
+        })
+    }
+
+    /// Number of pieces.
+    pub fn count(&self) -> usize {
+        self.payload.div_ceil(self.piece)
+    }
+
+    /// Write piece `k` of `frame` into `out` (which must hold
+    /// [`TcpCut::piece_len`] bytes); returns its virtio header.
+    pub fn write_piece(&self, vnet: &VnetHdr, frame: &[u8], k: usize, out: &mut [u8]) -> VnetHdr {
+        let off = k * self.piece;
+        let n = self.piece.min(self.payload - off);
+        let last = k + 1 == self.count();
+        let h = self.hdr_len;
+        out[..h].copy_from_slice(&frame[..h]);
+        out[h..h + n].copy_from_slice(&frame[h + off..h + off + n]);
+        let (l3, l4) = (self.l3, self.l4);
+        let tcp_total = h - l4 + n;
+        let pseudo = if self.v6 {
+            let pl = (tcp_total) as u16;
+            out[l3 + 4..l3 + 6].copy_from_slice(&pl.to_be_bytes());
+            let mut sum = sum16(&out[l3 + 8..l3 + 40]);
+            sum += tcp_total as u32 + 6;
+            sum
+        } else {
+            let total = (l4 - l3 + tcp_total) as u16;
+            out[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+            let id = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]).wrapping_add(k as u16);
+            out[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
+            out[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+            let c = !fold(sum16(&out[l3..l4]));
+            out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+            sum16(&out[l3 + 12..l3 + 20]) + tcp_total as u32 + 6
+        };
+        let seq = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]])
+            .wrapping_add(off as u32);
+        out[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        let mut flags = frame[l4 + 13];
+        if k > 0 {
+            flags &= !0x80; // CWR
+        }
+        if !last {
+            flags &= !(0x01 | 0x08); // FIN, PSH
+        }
+        out[l4 + 13] = flags;
+        out[l4 + 16..l4 + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
+        VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_NONE,
+            hdr_len: 0,
+            gso_size: 0,
+            csum_start: vnet.csum_start,
+            csum_offset: vnet.csum_offset,
+        }
+    }
+
+    /// Length of piece `k`, Ethernet header onwards.
+    pub fn piece_len(&self, k: usize) -> usize {
+        self.hdr_len + self.piece.min(self.payload - k * self.piece)
+    }
+}
+
+/// Ones'-complement sum of big-endian 16-bit words (RFC 1071), unfolded.
+fn sum16(b: &[u8]) -> u32 {
+    let mut sum = 0u32;
+    let mut words = b.chunks_exact(2);
+    for w in &mut words {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [x] = words.remainder() {
+        sum += u32::from(*x) << 8;
+    }
+    sum
+}
+
+/// Fold a ones'-complement sum to 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +352,167 @@ mod tests {
             ..none
         };
         assert!(!ecn.is_gso());
+    }
+
+    /// A TCP super-frame as a TAP read gives it: partial checksum (the
+    /// pseudo-header sum for the whole length), GSO over `mss`.
+    fn super_frame(v6: bool, payload: usize, mss: u16, flags: u8) -> (VnetHdr, Vec<u8>) {
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+        let tcp_len = 32; // with the timestamp option
+        let l3 = f.len();
+        if v6 {
+            let mut ip = vec![0u8; 40];
+            ip[0] = 0x60;
+            ip[4..6].copy_from_slice(&((tcp_len + payload) as u16).to_be_bytes());
+            ip[6] = 6;
+            ip[7] = 64;
+            ip[8..24]
+                .copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            ip[24..40]
+                .copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+            f.extend_from_slice(&ip);
+        } else {
+            let mut ip = vec![0u8; 20];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&((20 + tcp_len + payload) as u16).to_be_bytes());
+            ip[4..6].copy_from_slice(&0xfffeu16.to_be_bytes());
+            ip[6] = 0x40;
+            ip[8] = 64;
+            ip[9] = 6;
+            ip[12..16].copy_from_slice(&[10, 77, 0, 1]);
+            ip[16..20].copy_from_slice(&[10, 77, 0, 2]);
+            f.extend_from_slice(&ip);
+        }
+        let l4 = f.len();
+        let mut tcp = vec![0u8; tcp_len];
+        tcp[0..2].copy_from_slice(&5201u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&0xffff_f000u32.to_be_bytes());
+        tcp[12] = ((tcp_len / 4) as u8) << 4;
+        tcp[13] = flags;
+        tcp[20..32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        f.extend_from_slice(&tcp);
+        f.extend((0..payload).map(|i| (i * 7 + i / 251) as u8));
+        let _ = l3;
+        let vnet = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: if v6 {
+                VnetHdr::GSO_TCPV6
+            } else {
+                VnetHdr::GSO_TCPV4
+            },
+            hdr_len: l4 as u16 + tcp_len as u16,
+            gso_size: mss,
+            csum_start: l4 as u16,
+            csum_offset: 16,
+        };
+        (vnet, f)
+    }
+
+    /// The TCP checksum the far kernel computes for a piece with a partial
+    /// checksum, and the one computed from scratch: equal when the pseudo-
+    /// header sum in the piece is right.
+    fn completed_checksum_is_valid(v6: bool, piece: &[u8], l4: usize) -> bool {
+        // Kernel completion: fold the sum from csum_start with the field
+        // as it is, complement.
+        let done = !fold(sum16(&piece[l4..]));
+        let mut fresh = piece.to_vec();
+        fresh[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+        let tcp_len = (piece.len() - l4) as u32;
+        let pseudo = if v6 {
+            sum16(&piece[14 + 8..14 + 40]) + tcp_len + 6
+        } else {
+            sum16(&piece[14 + 12..14 + 20]) + tcp_len + 6
+        };
+        let scratch = !fold(pseudo + sum16(&fresh[l4..]));
+        done == scratch
+    }
+
+    #[test]
+    fn a_super_frame_is_cut_into_valid_tcp_segments() {
+        for v6 in [false, true] {
+            let payload = 10_000;
+            // FIN|PSH|ACK|CWR on the super-frame.
+            let (vnet, frame) = super_frame(v6, payload, 1348, 0x80 | 0x10 | 0x08 | 0x01);
+            let l4 = usize::from(vnet.csum_start);
+            let cut = TcpCut::plan(&vnet, &frame, 1170).expect("cuttable");
+            let hdr = l4 + 32;
+            let piece_payload = (1170 - hdr).min(1348);
+            assert_eq!(cut.count(), payload.div_ceil(piece_payload));
+            let mut joined = Vec::new();
+            let mut out = vec![0u8; 2048];
+            for k in 0..cut.count() {
+                let n = cut.piece_len(k);
+                assert!(n <= 1170);
+                let h = cut.write_piece(&vnet, &frame, k, &mut out[..n]);
+                let p = &out[..n];
+                assert!(!h.is_gso());
+                assert_eq!(h.flags, VnetHdr::F_NEEDS_CSUM);
+                assert_eq!((h.csum_start, h.csum_offset), (vnet.csum_start, 16));
+                assert_eq!(h.check(n, 1418), Ok(()));
+                if v6 {
+                    assert_eq!(u16::from_be_bytes([p[18], p[19]]) as usize, n - 54);
+                } else {
+                    assert_eq!(u16::from_be_bytes([p[16], p[17]]) as usize, n - 14);
+                    let id = u16::from_be_bytes([p[18], p[19]]);
+                    assert_eq!(id, 0xfffeu16.wrapping_add(k as u16));
+                    assert_eq!(fold(sum16(&p[14..34])), 0xffff, "IPv4 header checksum");
+                }
+                let seq = u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]]);
+                assert_eq!(seq, 0xffff_f000u32.wrapping_add((k * piece_payload) as u32));
+                let flags = p[l4 + 13];
+                let last = k + 1 == cut.count();
+                assert_eq!(flags & 0x80 != 0, k == 0, "CWR on the first piece only");
+                assert_eq!(flags & 0x09 != 0, last, "FIN/PSH on the last piece only");
+                assert_eq!(flags & 0x10, 0x10, "ACK on every piece");
+                assert!(completed_checksum_is_valid(v6, p, l4));
+                // Everything but the rewritten fields is the original header.
+                assert_eq!(p[..14], frame[..14]);
+                assert_eq!(p[l4 + 20..hdr], frame[l4 + 20..hdr]);
+                joined.extend_from_slice(&p[hdr..]);
+            }
+            assert_eq!(joined, frame[hdr..], "payload intact, in order");
+        }
+    }
+
+    #[test]
+    fn frames_that_cannot_be_cut_safely_are_left_whole() {
+        let (vnet, frame) = super_frame(false, 5000, 1348, 0x10);
+        assert!(TcpCut::plan(&vnet, &frame, 1170).is_some());
+        // Not GSO, or no partial checksum.
+        let plain = VnetHdr {
+            gso_type: VnetHdr::GSO_NONE,
+            gso_size: 0,
+            ..vnet
+        };
+        assert!(TcpCut::plan(&plain, &frame, 1170).is_none());
+        let no_csum = VnetHdr { flags: 0, ..vnet };
+        assert!(TcpCut::plan(&no_csum, &frame, 1170).is_none());
+        // A VLAN tag, a GSO type that does not match the frame.
+        let mut vlan = frame.clone();
+        vlan[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert!(TcpCut::plan(&vnet, &vlan, 1170).is_none());
+        let v6_type = VnetHdr {
+            gso_type: VnetHdr::GSO_TCPV6,
+            ..vnet
+        };
+        assert!(TcpCut::plan(&v6_type, &frame, 1170).is_none());
+        // csum_start not at the TCP header.
+        let off = VnetHdr {
+            csum_start: vnet.csum_start + 4,
+            ..vnet
+        };
+        assert!(TcpCut::plan(&off, &frame, 1170).is_none());
+        // An IPv6 extension header (next header not TCP).
+        let (v6, mut f6) = super_frame(true, 5000, 1348, 0x10);
+        f6[14 + 6] = 0;
+        assert!(TcpCut::plan(&v6, &f6, 1170).is_none());
+        // Pieces too small to be worth it, and input cut inside the headers
+        // (14 + 20 + 32 bytes) or without payload.
+        assert!(TcpCut::plan(&vnet, &frame, 300).is_none());
+        for n in 0..=66 {
+            assert!(TcpCut::plan(&vnet, &frame[..n], 1170).is_none());
+        }
     }
 }

@@ -756,14 +756,6 @@ impl Endpoint {
         }
     }
 
-    /// Largest message that fits in one packet of this session (for frames
-    /// that must never be fragmented across packets).
-    pub fn max_unfragmented(&self, session: SessionId) -> Option<usize> {
-        let s = self.sessions.get(&session.0)?;
-        // Header (5) + chunk header (3) + flow/seq/fsn VLUs (~12) + slack.
-        Some(s.max_plain().saturating_sub(32))
-    }
-
     /// Session information for status displays.
     pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
         let s = self.sessions.get(&session.0)?;
@@ -776,11 +768,32 @@ impl Endpoint {
             srtt: s.srtt(),
             ert0: s.ert0(),
             cwnd: s.cwnd(),
+            congestion: s.congestion_stats(),
+            in_flight: s.flows().outstanding_bytes(),
+            queued: s.flows().queued_bytes(),
             pmtu: s.pmtu(),
             opened: s.opened(),
             key_epoch: s.key_epoch(),
             stats: s.stats(),
         })
+    }
+
+    /// Bytes of NoRetransmit messages (frames) the session lost so far,
+    /// by negative acknowledgement or timeout: a cheap per-frame check of
+    /// whether the path loses packets (`docs/dataplane.md`, "Loss").
+    pub fn frame_loss(&self, session: SessionId) -> u64 {
+        self.sessions
+            .get(&session.0)
+            .map_or(0, |s| s.congestion_stats().frame_lost_bytes)
+    }
+
+    /// The largest message `flow` of `session` sends as one fragment (in
+    /// one packet, never cut across packets).
+    pub fn max_unfragmented(&self, session: SessionId, flow: FlowId) -> Option<usize> {
+        self.sessions
+            .get(&session.0)?
+            .flows()
+            .max_unfragmented(flow)
     }
 
     /// Flow-layer counters of a session.
@@ -1072,6 +1085,11 @@ pub struct SessionInfo {
     pub srtt: Option<Duration>,
     pub ert0: Duration,
     pub cwnd: usize,
+    pub congestion: crate::congestion::CongestionStats,
+    /// User data bytes in flight (OUTSTANDING_BYTES, RFC 7016 3.6.2).
+    pub in_flight: usize,
+    /// Bytes queued on the session's sending flows, not yet acknowledged.
+    pub queued: usize,
     pub pmtu: usize,
     pub opened: Option<Instant>,
     /// The current key epoch: 0 after the handshake, one more per rekey

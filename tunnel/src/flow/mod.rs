@@ -224,7 +224,35 @@ pub struct AckSummary {
     /// TRANSMIT_SIZE bytes declared lost after three negative
     /// acknowledgements (timeouts are reported by `on_retransmit_timeout`).
     pub lost_bytes: usize,
+    /// The part of `lost_bytes` that belonged to
+    /// [`Reliability::NoRetransmit`] messages (frames): they are never
+    /// sent again, and what they carry has its own loss response.
+    pub no_retransmit_lost_bytes: usize,
     pub any_nack_loss: bool,
+    /// A fragment of a message that will be retransmitted was declared
+    /// lost: the loss that RFC 5681 congestion control answers.
+    pub any_reliable_nack_loss: bool,
+}
+
+/// What a TIMEOUT_ALARM declared lost (RFC 7016 3.6.2.6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutLoss {
+    /// TRANSMIT_SIZE bytes that were in flight.
+    pub lost_bytes: usize,
+    /// The part of `lost_bytes` of [`Reliability::NoRetransmit`] messages.
+    pub no_retransmit_lost_bytes: usize,
+}
+
+impl TimeoutLoss {
+    /// ANY_LOSS of 3.6.2.6: something was in flight.
+    pub fn any(&self) -> bool {
+        self.lost_bytes > 0
+    }
+
+    /// Something that will be retransmitted was in flight.
+    pub fn reliable(&self) -> bool {
+        self.lost_bytes > self.no_retransmit_lost_bytes
+    }
 }
 
 /// Counters, including drops by reason.

@@ -6,10 +6,17 @@ use std::time::{Duration, Instant};
 use super::codec::{self, encode_startup_options, vlu_len, CHUNK_HEADER, VLU_MAX};
 use super::{
     ChunkSink, FlowEvent, FlowId, FlowSet, FlowStats, OpenError, Pool, Reliability, SendError,
-    SEND_LINGER,
+    TimeoutLoss, SEND_LINGER,
 };
 use crate::wire::chunk::{BitmapAckIter, NextUserData, RangeAckIter, UserData};
 use crate::wire::{Chunk, FragmentControl};
+
+/// Data bytes per fragment of `f`: RFC 7016 3.6.2.2, a fragment must fit a
+/// packet with a maximum-size User Data header and the STARTUP_OPTIONS.
+fn fragment_size(max_chunk_space: usize, f: &SendFlow) -> usize {
+    let overhead = CHUNK_HEADER + 1 + vlu_len(f.id) + 2 * VLU_MAX + f.startup_options.len();
+    max_chunk_space.saturating_sub(overhead).max(1)
+}
 
 /// RFC 7016 3.6.2: the initial RX_BUFFER_SIZE.
 const INITIAL_RX_BUFFER: u64 = 65536;
@@ -224,26 +231,29 @@ impl SendFlow {
     }
 
     /// A fragment stops being in flight through loss (3.6.2.5, 3.6.2.6).
+    /// Returns its TRANSMIT_SIZE and whether it belongs to a NoRetransmit
+    /// message (never sent again).
     fn mark_lost(
         &mut self,
         i: usize,
         pool: &mut Pool,
         qbytes: &mut usize,
         stats: &mut FlowStats,
-    ) -> usize {
+    ) -> (usize, bool) {
         let Some(e) = self.queue.get_mut(i) else {
-            return 0;
+            return (0, false);
         };
         e.in_flight = false;
         let size = e.transmit_size;
         let sn = e.sn;
+        let no_retransmit = e.no_retransmit;
         let nr = e.no_retransmit && !e.abandoned;
         self.outstanding = self.outstanding.saturating_sub(size);
         self.scan_sn = self.scan_sn.min(sn);
         if nr {
             self.abandon_message(i, pool, qbytes, stats);
         }
-        size
+        (size, no_retransmit)
     }
 
     /// Iterate the queue indices that may hold entries that were sent:
@@ -377,10 +387,7 @@ impl FlowSet {
             }
             return Err(SendError::QueueFull);
         }
-        // RFC 7016 3.6.2.2: a fragment must fit a packet with a maximum-size
-        // User Data header and the STARTUP_OPTIONS.
-        let overhead = CHUNK_HEADER + 1 + vlu_len(f.id) + 2 * VLU_MAX + f.startup_options.len();
-        let frag = self.cfg.max_chunk_space.saturating_sub(overhead).max(1);
+        let frag = fragment_size(self.cfg.max_chunk_space, f);
         let deadline = match rel {
             Reliability::Deadline(d) => Some(now + d),
             _ => None,
@@ -430,6 +437,13 @@ impl FlowSet {
         if let Some(f) = self.send.get_mut(&flow.0) {
             f.close();
         }
+    }
+
+    /// The largest message that `flow` sends as one fragment (one User
+    /// Data chunk in one packet, 3.6.2.2); `None` for an unknown flow.
+    pub fn max_unfragmented(&self, flow: FlowId) -> Option<usize> {
+        let f = self.send.get(&flow.0)?;
+        Some(fragment_size(self.cfg.max_chunk_space, f))
     }
 
     /// Bytes queued on sending flows and not yet acknowledged or abandoned.
@@ -637,7 +651,7 @@ impl FlowSet {
                 e.nak_count = e.nak_count.saturating_add(1);
                 self.summary.nacks += 1;
                 if e.nak_count >= NAK_LOSS {
-                    let size = f.mark_lost(
+                    let (size, no_retransmit) = f.mark_lost(
                         i,
                         &mut self.pool,
                         &mut self.send_queue_bytes,
@@ -645,6 +659,11 @@ impl FlowSet {
                     );
                     self.summary.lost_bytes += size;
                     self.summary.any_nack_loss = true;
+                    if no_retransmit {
+                        self.summary.no_retransmit_lost_bytes += size;
+                    } else {
+                        self.summary.any_reliable_nack_loss = true;
+                    }
                     self.stats.losses_nack += 1;
                 }
             }
@@ -652,26 +671,32 @@ impl FlowSet {
     }
 
     /// RFC 7016 3.6.2.6: the session's TIMEOUT_ALARM fired. Every fragment
-    /// in flight is lost; returns ANY_LOSS. The session performs the ERT0
-    /// backoff and notifies congestion control.
-    pub fn on_retransmit_timeout(&mut self, _now: Instant) -> bool {
-        let mut any = false;
+    /// in flight is lost; returns what was lost (ANY_LOSS is
+    /// [`TimeoutLoss::any`]). The session performs the ERT0 backoff and
+    /// notifies congestion control.
+    pub fn on_retransmit_timeout(&mut self, _now: Instant) -> TimeoutLoss {
+        let mut loss = TimeoutLoss::default();
         for f in self.send.values_mut() {
             let n = f.sent_prefix();
             for i in 0..n {
                 if f.queue.get(i).is_some_and(|e| e.in_flight) {
-                    f.mark_lost(
+                    let (size, no_retransmit) = f.mark_lost(
                         i,
                         &mut self.pool,
                         &mut self.send_queue_bytes,
                         &mut self.stats,
                     );
+                    // A zero-length fragment still counts as ANY_LOSS.
+                    let size = size.max(1);
+                    loss.lost_bytes += size;
+                    if no_retransmit {
+                        loss.no_retransmit_lost_bytes += size;
+                    }
                     self.stats.losses_timeout += 1;
-                    any = true;
                 }
             }
         }
-        any
+        loss
     }
 
     /// RFC 7016 3.6.2.10: the receiver rejected one of our flows.

@@ -666,6 +666,11 @@ impl Session {
         self.cc.window()
     }
 
+    /// Congestion controller counters (`docs/dataplane.md`, "Loss").
+    pub fn congestion_stats(&self) -> crate::congestion::CongestionStats {
+        self.cc.stats()
+    }
+
     pub fn pmtu(&self) -> usize {
         self.pmtu.safe_size()
     }

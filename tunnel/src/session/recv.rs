@@ -161,11 +161,15 @@ impl Session {
                 self.timers.set(Timer::Rto, now + self.ert0());
             }
         }
-        if s.any_nack_loss {
+        if s.any_reliable_nack_loss {
             // The lost fragment left at least a round trip ago.
             let rtt = self.srtt().unwrap_or(self.ert0());
             let sent_at = now.checked_sub(rtt).unwrap_or(now);
-            self.cc.on_nack_loss(now, s.lost_bytes, sent_at);
+            self.cc
+                .on_nack_loss(now, s.lost_bytes - s.no_retransmit_lost_bytes, sent_at);
+        }
+        if s.no_retransmit_lost_bytes > 0 {
+            self.cc.on_frame_loss(now, s.no_retransmit_lost_bytes);
         }
     }
 

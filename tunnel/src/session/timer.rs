@@ -211,7 +211,8 @@ impl Session {
     /// RFC 7016 3.6.2.6.
     fn on_retransmit_timeout(&mut self, now: Instant) -> Option<TimerOutcome> {
         self.stats.retransmit_timeouts += 1;
-        let any_loss = self.flows.on_retransmit_timeout(now);
+        let loss = self.flows.on_retransmit_timeout(now);
+        let any_loss = loss.any();
         if any_loss {
             self.silent_rtos += 1;
             let silence = now.saturating_duration_since(self.last_recv);
@@ -227,7 +228,14 @@ impl Session {
             }
             self.pmtu.on_black_hole_suspected(now);
         }
-        self.cc.on_timeout(now, any_loss);
+        if loss.no_retransmit_lost_bytes > 0 {
+            self.cc.on_frame_loss(now, loss.no_retransmit_lost_bytes);
+        }
+        if any_loss && !loss.reliable() {
+            self.cc.on_frame_timeout(now);
+        } else {
+            self.cc.on_timeout(now, any_loss);
+        }
         if self.flows.outstanding_bytes() > 0 {
             self.timers.set(Timer::Rto, now + self.ert0());
         } else {
