@@ -809,7 +809,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(
-            line.starts_with(r#"{"ok":true,"topology":{"complete":true,"now_unix":1796300100,"this_node":"#),
+            line.starts_with(
+                r#"{"ok":true,"topology":{"complete":true,"now_unix":1796300100,"this_node":"#
+            ),
             "{line}"
         );
         tx.send(true).unwrap();

@@ -455,7 +455,11 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
 type Answer = (&'static str, &'static str, String);
 
 /// The topology from the node, rendered by `render`.
-async fn topology(commands: Option<&Commands>, ctype: &'static str, render: fn(&ringlan_node::topology::Topology) -> String) -> Answer {
+async fn topology(
+    commands: Option<&Commands>,
+    ctype: &'static str,
+    render: fn(&ringlan_node::topology::Topology) -> String,
+) -> Answer {
     match ask_node(commands, |reply| Command::Topology { reply }).await {
         Ok(t) => ("200 OK", ctype, render(&t)),
         Err(e) => (
