@@ -523,7 +523,7 @@ pub(crate) mod tests {
         many.links.pop();
         let mut b = many.encode().unwrap();
         b[links_at] = (MAX_LINKS + 1) as u8;
-        b.extend_from_slice(&b[b.len() - 9..].to_vec());
+        b.extend_from_within(b.len() - 9..);
         assert_eq!(MemberBody::decode(&b), Err(BodyError::LinkCount));
         // A relay on a link that is not relayed is not encodable.
         let mut odd = sample_with_links();

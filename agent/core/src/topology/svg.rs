@@ -23,14 +23,15 @@ use super::{PathClass, TopoLink, Topology};
 use crate::status::NatBehaviour;
 
 /// Width and height of the drawing.
-const WIDTH: f64 = 980.0;
+const WIDTH: f64 = 1130.0;
 const HEIGHT: f64 = 700.0;
-/// The ring: centre and radius.
-const CX: f64 = 360.0;
+/// The ring: centre and radius (room for the labels of usual names on
+/// either side, the legend on the right).
+const CX: f64 = 400.0;
 const CY: f64 = 370.0;
-const RADIUS: f64 = 250.0;
+const RADIUS: f64 = 240.0;
 /// Where the legend starts.
-const LEGEND_X: f64 = 720.0;
+const LEGEND_X: f64 = 820.0;
 
 const STYLE: &str = "\
 .rl-bg{fill:#fff}\
