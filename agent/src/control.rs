@@ -743,71 +743,55 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }
 
+    /// The first response line to one raw request line.
+    async fn raw_answer(path: &Path, request: &[u8]) -> String {
+        let s = UnixStream::connect(path).await.unwrap();
+        let (r, mut w) = s.into_split();
+        w.write_all(request).await.unwrap();
+        BufReader::new(r)
+            .lines()
+            .next_line()
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     #[tokio::test]
-    async fn members_come_from_the_node() {
+    async fn members_and_topology_come_from_the_node() {
         let path = sock_path("members");
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
         let board = Arc::new(StatusBoard::new(crate::status::example()));
         let (cmd_tx, mut cmd_rx) = mpsc::channel(4);
         let node = tokio::spawn(async move {
-            let mut asked = 0;
-            while let Some(Command::Members { reply }) = cmd_rx.recv().await {
-                asked += 1;
-                let _ = reply.send(ringlan_node::directory::report::example());
+            let (mut members, mut topologies) = (0, 0);
+            while let Some(cmd) = cmd_rx.recv().await {
+                match cmd {
+                    Command::Members { reply } => {
+                        members += 1;
+                        let _ = reply.send(ringlan_node::directory::report::example());
+                    }
+                    Command::Topology { reply } => {
+                        topologies += 1;
+                        let _ = reply.send(ringlan_node::topology::example());
+                    }
+                    Command::PushRevocations { .. } => panic!("not asked for"),
+                }
             }
-            asked
+            (members, topologies)
         });
         let (tx, task) = serve_with_commands(&path, board, cmd_tx).await;
         let got = request_members(&path).await.unwrap();
         assert_eq!(got, ringlan_node::directory::report::example());
-        // The wire form: the report under "members".
-        let s = UnixStream::connect(&path).await.unwrap();
-        let (r, mut w) = s.into_split();
-        w.write_all(b"{\"cmd\":\"members\"}\n").await.unwrap();
-        let line = BufReader::new(r)
-            .lines()
-            .next_line()
-            .await
-            .unwrap()
-            .unwrap();
+        let got = request_topology(&path).await.unwrap();
+        assert_eq!(got, ringlan_node::topology::example());
+        // The wire forms: the report under "members", the topology under
+        // "topology".
+        let line = raw_answer(&path, b"{\"cmd\":\"members\"}\n").await;
         assert!(
             line.starts_with(r#"{"ok":true,"members":{"complete":true,"now_unix":1796300100,"members":[{"name":"desktop""#),
             "{line}"
         );
-        tx.send(true).unwrap();
-        task.await.unwrap();
-        assert_eq!(node.await.unwrap(), 2);
-        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
-    }
-
-    #[tokio::test]
-    async fn topology_comes_from_the_node() {
-        let path = sock_path("topology");
-        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
-        let board = Arc::new(StatusBoard::new(crate::status::example()));
-        let (cmd_tx, mut cmd_rx) = mpsc::channel(4);
-        let node = tokio::spawn(async move {
-            let mut asked = 0;
-            while let Some(cmd) = cmd_rx.recv().await {
-                if let Command::Topology { reply } = cmd {
-                    asked += 1;
-                    let _ = reply.send(ringlan_node::topology::example());
-                }
-            }
-            asked
-        });
-        let (tx, task) = serve_with_commands(&path, board, cmd_tx).await;
-        let got = request_topology(&path).await.unwrap();
-        assert_eq!(got, ringlan_node::topology::example());
-        let s = UnixStream::connect(&path).await.unwrap();
-        let (r, mut w) = s.into_split();
-        w.write_all(b"{\"cmd\":\"topology\"}\n").await.unwrap();
-        let line = BufReader::new(r)
-            .lines()
-            .next_line()
-            .await
-            .unwrap()
-            .unwrap();
+        let line = raw_answer(&path, b"{\"cmd\":\"topology\"}\n").await;
         assert!(
             line.starts_with(
                 r#"{"ok":true,"topology":{"complete":true,"now_unix":1796300100,"this_node":"#
@@ -816,7 +800,7 @@ mod tests {
         );
         tx.send(true).unwrap();
         task.await.unwrap();
-        assert_eq!(node.await.unwrap(), 2);
+        assert_eq!(node.await.unwrap(), (2, 2));
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }
 

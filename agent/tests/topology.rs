@@ -24,9 +24,9 @@
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ringlan_lab::agents::{serial, Member, World, LAN_INTRODUCER as INTRODUCER};
+use ringlan_lab::agents::{serial, Member, World};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
@@ -42,15 +42,17 @@ const DRIVER_PORT: u16 = 9515;
 /// Hang guard for the browser: start, page load, the page's first fetch.
 const BROWSER: Duration = Duration::from_secs(60);
 
+/// Polls `f` (at most twice a second: it runs the CLI or the browser)
+/// until it gives a value; panics after `within`.
 fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
+    ringlan_lab::wait_for(within, what, || {
+        let v = f();
+        if v.is_none() {
+            std::thread::sleep(Duration::from_millis(500));
         }
-        assert!(Instant::now() < end, "timed out after {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        Ok(v)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// `ringlan topology --format FORMAT` of `m` (stdout; `None` when it fails).
@@ -114,10 +116,7 @@ fn topology_cli_and_page_show_every_member_and_link() {
     let Some(w) = World::new(BIN, "topo", TAP, "lan", SETTLE) else {
         return;
     };
-    let mut intro = w.lan_member("intro", INTRODUCER, "introducer", |_| {});
-    let mut nodes: Vec<Member> = (11..=13)
-        .map(|i| w.lan_member(&format!("n{i}"), i, "node", |_| {}))
-        .collect();
+    let (mut intro, mut nodes) = w.lan_introducer_and_nodes(11..=13);
     w.add_config(&nodes[0], &format!("metrics:\n  listen: {METRICS}\n"));
     {
         let mut all: Vec<&mut Member> = vec![&mut intro];

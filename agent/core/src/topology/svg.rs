@@ -264,90 +264,85 @@ fn link(o: &mut String, t: &Topology, l: &TopoLink) {
     }
 }
 
+/// One legend entry: a heading, or a sample and its text.
+enum Entry {
+    Head(&'static str),
+    /// A chord sample with these classes.
+    Line(&'static str, &'static str),
+    /// A member dot with this NAT class.
+    Dot(&'static str, &'static str),
+    /// A circle with this class around a member.
+    Ring(&'static str, &'static str),
+    Text(&'static str),
+}
+
+const LEGEND: &[Entry] = &[
+    Entry::Head("links: path"),
+    Entry::Line("kind-long path-direct", "direct (through NAT or public)"),
+    Entry::Line("kind-long path-lan", "direct on a shared LAN"),
+    Entry::Line("kind-long path-relayed", "relayed (labelled via RELAY)"),
+    Entry::Head("links: kind"),
+    Entry::Line("kind-ring path-direct", "ring (successor, predecessor)"),
+    Entry::Line("kind-long path-direct", "long (Symphony)"),
+    Entry::Line("kind-other path-direct", "introducer, on-demand, other"),
+    Entry::Head("members: NAT mapping"),
+    Entry::Dot(
+        "nat-endpoint-independent",
+        "endpoint-independent (cone-like, or none)",
+    ),
+    Entry::Dot("nat-endpoint-dependent", "endpoint-dependent (symmetric)"),
+    Entry::Dot("nat-unknown", "unknown"),
+    Entry::Ring("relay-ring", "relays for others"),
+    Entry::Ring("relay-used", "relaying a drawn link"),
+    Entry::Text("bold name: the node that answered"),
+];
+
 fn legend(o: &mut String) {
     let x = LEGEND_X;
-    let mut y = 100.0;
-    let _ = writeln!(
-        o,
-        "<g class=\"legend-box\"><text class=\"legend-head\" x=\"{x}\" y=\"{y}\">links: path</text>"
-    );
-    for (class, text) in [
-        ("kind-long path-direct", "direct (through NAT or public)"),
-        ("kind-long path-lan", "direct on a shared LAN"),
-        ("kind-long path-relayed", "relayed (labelled via RELAY)"),
-    ] {
-        y += 22.0;
+    let (sample, text) = (x + 20.0, x + 50.0);
+    let mut y = 78.0;
+    o.push_str("<g class=\"legend-box\">\n");
+    for e in LEGEND {
+        y += match e {
+            Entry::Head(_) => 34.0,
+            Entry::Line(..) | Entry::Text(_) => 22.0,
+            Entry::Dot(..) | Entry::Ring(..) => 26.0,
+        };
+        let (sample_svg, label) = match e {
+            Entry::Head(h) => {
+                let _ = writeln!(
+                    o,
+                    "<text class=\"legend-head\" x=\"{x}\" y=\"{y}\">{h}</text>"
+                );
+                continue;
+            }
+            Entry::Text(t) => (String::new(), *t),
+            Entry::Line(class, t) => (
+                format!(
+                    "<path class=\"link {class}\" d=\"M{x},{y} L{},{y}\"/>",
+                    x + 40.0
+                ),
+                *t,
+            ),
+            Entry::Dot(class, t) => (
+                format!(
+                    "<g class=\"{class}\" transform=\"translate({sample},{y})\"><circle class=\"dot\" r=\"8\"/></g>"
+                ),
+                *t,
+            ),
+            Entry::Ring(class, t) => (
+                format!("<circle class=\"{class}\" cx=\"{sample}\" cy=\"{y}\" r=\"12\"/>"),
+                *t,
+            ),
+        };
+        let at = if sample_svg.is_empty() { x } else { text };
         let _ = writeln!(
             o,
-            "<path class=\"link {class}\" d=\"M{x},{y} L{:.0},{y}\"/><text class=\"legend\" x=\"{:.0}\" y=\"{:.0}\">{text}</text>",
-            x + 40.0,
-            x + 50.0,
+            "{sample_svg}<text class=\"legend\" x=\"{at}\" y=\"{}\">{label}</text>",
             y + 4.0
         );
     }
-    y += 34.0;
-    let _ = writeln!(
-        o,
-        "<text class=\"legend-head\" x=\"{x}\" y=\"{y}\">links: kind</text>"
-    );
-    for (class, text) in [
-        ("kind-ring", "ring (successor, predecessor)"),
-        ("kind-long", "long (Symphony)"),
-        ("kind-other", "introducer, on-demand, other"),
-    ] {
-        y += 22.0;
-        let _ = writeln!(
-            o,
-            "<path class=\"link {class} path-direct\" d=\"M{x},{y} L{:.0},{y}\"/><text class=\"legend\" x=\"{:.0}\" y=\"{:.0}\">{text}</text>",
-            x + 40.0,
-            x + 50.0,
-            y + 4.0
-        );
-    }
-    y += 34.0;
-    let _ = writeln!(
-        o,
-        "<text class=\"legend-head\" x=\"{x}\" y=\"{y}\">members: NAT mapping</text>"
-    );
-    for (class, text) in [
-        (
-            "nat-endpoint-independent",
-            "endpoint-independent (cone-like, or none)",
-        ),
-        ("nat-endpoint-dependent", "endpoint-dependent (symmetric)"),
-        ("nat-unknown", "unknown"),
-    ] {
-        y += 24.0;
-        let _ = writeln!(
-            o,
-            "<g class=\"{class}\" transform=\"translate({:.0},{:.0})\"><circle class=\"dot\" r=\"8\"/></g><text class=\"legend\" x=\"{:.0}\" y=\"{:.0}\">{text}</text>",
-            x + 20.0,
-            y,
-            x + 50.0,
-            y + 4.0
-        );
-    }
-    y += 28.0;
-    let _ = writeln!(
-        o,
-        "<circle class=\"relay-ring\" cx=\"{:.0}\" cy=\"{y}\" r=\"12\"/><text class=\"legend\" x=\"{:.0}\" y=\"{:.0}\">relays for others</text>",
-        x + 20.0,
-        x + 50.0,
-        y + 4.0
-    );
-    y += 30.0;
-    let _ = writeln!(
-        o,
-        "<circle class=\"relay-used\" cx=\"{:.0}\" cy=\"{y}\" r=\"12\"/><text class=\"legend\" x=\"{:.0}\" y=\"{:.0}\">relaying a drawn link</text>",
-        x + 20.0,
-        x + 50.0,
-        y + 4.0
-    );
-    y += 30.0;
-    let _ = writeln!(
-        o,
-        "<text class=\"legend\" x=\"{x}\" y=\"{y}\">bold name: the node that answered</text></g>"
-    );
+    o.push_str("</g>\n");
 }
 
 #[cfg(test)]
