@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use ringlan_lab::agents::{open_with, serial, Member, World, LAN_INTRODUCER as INTRODUCER};
+use ringlan_lab::agents::{open_with, serial, Member, World};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
@@ -87,10 +87,7 @@ fn members_names_arp_and_rejoin_through_the_directory() {
     let Some(w) = World::new(BIN, "dir", TAP, "lan", SETTLE) else {
         return;
     };
-    let mut intro = w.lan_member("intro", INTRODUCER, "introducer", |_| {});
-    let mut nodes: Vec<Member> = (11..=14)
-        .map(|i| w.lan_member(&format!("n{i}"), i, "node", |_| {}))
-        .collect();
+    let (mut intro, mut nodes) = w.lan_introducer_and_nodes(11..=14);
     for m in std::iter::once(&intro).chain(nodes.iter()) {
         w.add_config(
             m,

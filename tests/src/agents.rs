@@ -517,6 +517,20 @@ impl World {
         self.member_with(name, idx, host, role, intros, edit)
     }
 
+    /// The introducer `intro` at [`LAN_INTRODUCER`] and the nodes `nIDX`
+    /// for each IDX in `nodes`, [`World::lan_member`]s with the default
+    /// config; not started.
+    pub fn lan_introducer_and_nodes(
+        &self,
+        nodes: std::ops::RangeInclusive<u8>,
+    ) -> (Member, Vec<Member>) {
+        let intro = self.lan_member("intro", LAN_INTRODUCER, "introducer", |_| {});
+        let nodes = nodes
+            .map(|i| self.lan_member(&format!("n{i}"), i, "node", |_| {}))
+            .collect();
+        (intro, nodes)
+    }
+
     /// Appends `yaml` (top-level keys, e.g. `relay:` settings) to a
     /// member's config; takes effect at its next start.
     pub fn add_config(&self, m: &Member, yaml: &str) {
