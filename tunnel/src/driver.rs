@@ -95,6 +95,27 @@ pub fn os_seed() -> io::Result<[u8; 32]> {
     Ok(seed)
 }
 
+/// What the driver handed to and took from the kernel on the main UDP
+/// socket, since it was bound: how well batching works (datagrams per
+/// system call, per GSO/GRO message) and how often the driver woke up.
+/// Counters only; reading them costs nothing on the data path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// `Driver::wait` wake-ups (socket, timer, extra socket or stream).
+    pub wakeups: u64,
+    /// `sendmmsg(2)` calls (one `send_to` each elsewhere), the messages
+    /// the kernel took (a GSO message carries several datagrams) and the
+    /// datagrams in them.
+    pub send_calls: u64,
+    pub send_messages: u64,
+    pub datagrams_sent: u64,
+    /// `recvmmsg(2)` calls that returned data, the messages returned (a
+    /// GRO message carries several datagrams) and the datagrams in them.
+    pub recv_calls: u64,
+    pub recv_messages: u64,
+    pub datagrams_received: u64,
+}
+
 /// One datagram in the transmit batch: `buf[offset..offset + len]`.
 #[derive(Debug, Clone, Copy)]
 struct Queued {
@@ -126,6 +147,8 @@ struct TxBatch {
     eio_suspect: bool,
     /// The socket is IPv6: IPv4 destinations are queued IPv4-mapped.
     ipv6: bool,
+    /// `send_calls`, `send_messages`, `datagrams_sent` of [`IoStats`].
+    stats: IoStats,
 }
 
 impl TxBatch {
@@ -158,6 +181,8 @@ struct RxBatch {
     meta: Vec<(usize, usize, SocketAddr, usize)>,
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     gro: bool,
+    /// `recv_calls`, `recv_messages`, `datagrams_received` of [`IoStats`].
+    stats: IoStats,
 }
 
 /// An extra socket the machine asked for.
@@ -221,6 +246,8 @@ pub struct Driver<M = Endpoint> {
     rx: RxBatch,
     send_errors: u64,
     extras: Extras,
+    /// `IoStats::wakeups`.
+    wakeups: u64,
 }
 
 /// Carry out the machine's socket actions, then move its datagrams into
@@ -297,6 +324,8 @@ fn send_queued(socket: &UdpSocket, tx: &mut TxBatch, send_errors: &mut u64) -> b
         let r = socket.try_io(Interest::WRITABLE, || sys::send(socket, tx));
         match r {
             Ok(n) => {
+                tx.stats.send_calls += 1;
+                tx.stats.datagrams_sent += n as u64;
                 if tx.eio_suspect {
                     tracing::debug!("UDP GSO refused by the device; sending datagrams singly");
                     tx.gso = false;
@@ -412,6 +441,7 @@ impl<M: DatagramMachine> Driver<M> {
                 singles: 0,
                 eio_suspect: false,
                 ipv6: local.is_ipv6(),
+                stats: IoStats::default(),
             },
             rx: RxBatch {
                 buf: vec![0u8; slot * slots],
@@ -419,6 +449,7 @@ impl<M: DatagramMachine> Driver<M> {
                 slots,
                 meta: Vec::with_capacity(slots),
                 gro: caps.gro,
+                stats: IoStats::default(),
             },
             send_errors: 0,
             extras: Extras {
@@ -428,6 +459,7 @@ impl<M: DatagramMachine> Driver<M> {
                 ipv6: local.is_ipv6(),
                 streams: Streams::new(),
             },
+            wakeups: 0,
         })
     }
 
@@ -447,6 +479,19 @@ impl<M: DatagramMachine> Driver<M> {
     /// Datagrams the OS refused (other than a full buffer).
     pub fn send_errors(&self) -> u64 {
         self.send_errors
+    }
+
+    /// Batching and wake-up counters of the main socket.
+    pub fn io_stats(&self) -> IoStats {
+        IoStats {
+            wakeups: self.wakeups,
+            send_calls: self.tx.stats.send_calls,
+            send_messages: self.tx.stats.send_messages,
+            datagrams_sent: self.tx.stats.datagrams_sent,
+            recv_calls: self.rx.stats.recv_calls,
+            recv_messages: self.rx.stats.recv_messages,
+            datagrams_received: self.rx.stats.datagrams_received,
+        }
     }
 
     /// Extra sockets open now.
@@ -574,6 +619,7 @@ impl<M: DatagramMachine> Driver<M> {
             rx,
             send_errors,
             extras,
+            ..
         } = self;
         // False once the socket's send buffer is full: the machine keeps
         // its output until the next flush.
@@ -587,6 +633,8 @@ impl<M: DatagramMachine> Driver<M> {
                     break;
                 }
             };
+            rx.stats.recv_calls += 1;
+            rx.stats.recv_messages += rx.meta.len() as u64;
             for &(i, len, from, seg) in &rx.meta {
                 let now = Instant::now();
                 let from = canonical(from);
@@ -596,6 +644,7 @@ impl<M: DatagramMachine> Driver<M> {
                 };
                 let seg = if seg == 0 { len } else { seg };
                 for d in data.chunks_mut(seg.max(1)) {
+                    rx.stats.datagrams_received += 1;
                     machine.handle_datagram(now, SocketId::MAIN, from, d);
                     if draining {
                         draining = collect(machine, socket, tx, send_errors, extras, now);
@@ -653,6 +702,7 @@ impl<M: DatagramMachine> Driver<M> {
             i = extra_readable => Wake::ExtraReadable(i),
             ev = streams.recv() => Wake::Stream(ev),
         };
+        self.wakeups += 1;
         match wake {
             Wake::Readable => self.receive(),
             Wake::Timer => self.machine.handle_timeout(Instant::now()),
@@ -952,6 +1002,7 @@ mod sys {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
+        tx.stats.send_messages += r as u64;
         Ok(segs[..(r as usize).min(m)].iter().sum())
     }
 
@@ -1067,6 +1118,7 @@ mod sys {
             return Ok(0);
         };
         s.try_send_to(&tx.buf[q.offset..q.offset + q.len], q.dest)?;
+        tx.stats.send_messages += 1;
         Ok(1)
     }
 

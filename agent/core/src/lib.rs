@@ -84,7 +84,7 @@ pub use candidates::LocalIf;
 pub use config::{NodeError, NodeSetup};
 pub use dataplane::{TapWrite, TAP_READ_OFFSET, TAP_READ_ROOM};
 pub use directory::{Member, MemberBody, MemberKey, MemberRequest};
-pub use status::{MembershipStatus, Role, Status};
+pub use status::{IoStatus, MembershipStatus, Role, Status};
 
 use crate::admission::Admission;
 use crate::candidates::{local_candidates, Families};
