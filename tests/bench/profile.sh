@@ -44,15 +44,15 @@ per_gb() {
         printf "%s %.0f  ", n, $1 / gb }' "$1"
 }
 
-# batching BEFORE AFTER: ratios of the io counters' differences.
+# batching BEFORE AFTER GB: the io counters' differences per GB and their ratios.
 batching() {
-    awk -v b="$1" -v a="$2" 'BEGIN {
+    awk -v b="$1" -v a="$2" -v gb="$3" 'BEGIN {
         split(b, x, "\t"); split(a, y, "\t"); for (i = 1; i <= 11; i++) d[i] = y[i] - x[i]
-        printf "wake-ups %d (udp %d, tap %d); dgrams/sendmmsg %.1f, dgrams/GSO msg %.1f; dgrams/recvmmsg %.1f, dgrams/GRO msg %.1f; frames/TAP wake %.1f; TAP writes %d",
-            d[1], d[2], d[9],
+        printf "per GB: wake-ups %d (udp %d, tap %d), dgrams sent %d, received %d; dgrams/sendmmsg %.1f, dgrams/GSO msg %.1f; dgrams/recvmmsg %.1f, dgrams/GRO msg %.1f; frames/TAP wake %.1f; TAP writes/GB %d",
+            d[1] / gb, d[2] / gb, d[9] / gb, d[5] / gb, d[8] / gb,
             d[3] ? d[5] / d[3] : 0, d[4] ? d[5] / d[4] : 0,
             d[6] ? d[8] / d[6] : 0, d[7] ? d[8] / d[7] : 0,
-            d[9] ? d[10] / d[9] : 0, d[11] }'
+            d[9] ? d[10] / d[9] : 0, d[11] / gb }'
 }
 
 # one_run NAME [perf record]: one single-stream iperf3 with the counters.
@@ -84,8 +84,8 @@ one_run() {
         split(b, x, "/"); split(a, y, "/")
         ca = (y[1] - x[1]) / hz / gb; cb = (y[2] - x[2]) / hz / gb
         printf "%s: %.3f Gbit/s, retr %s, CPU s/GB: A %.2f + B %.2f = %.2f\n", n, g, r, ca, cb, ca + cb }'
-    echo "  A (sender):   $(batching "$ioa0" "$ioa1")"
-    echo "  B (receiver): $(batching "$iob0" "$iob1")"
+    echo "  A (sender):   $(batching "$ioa0" "$ioa1" "$gb")"
+    echo "  B (receiver): $(batching "$iob0" "$iob1" "$gb")"
     if [ -z "$rec" ]; then
         echo "  A per GB: $(per_gb "$OUT/$name-a.stat" "$gb")"
         echo "  B per GB: $(per_gb "$OUT/$name-b.stat" "$gb")"

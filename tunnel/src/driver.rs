@@ -1160,6 +1160,7 @@ mod tests {
             singles: 0,
             eio_suspect: false,
             ipv6: false,
+            stats: IoStats::default(),
         };
         for &(len, dest) in items {
             tx.items.push(Queued {
@@ -1314,6 +1315,16 @@ mod tests {
         assert_eq!(got, COUNT);
         assert_eq!(a.send_errors(), 0);
         assert_eq!(b.send_errors(), 0);
+        // The counters add up: every message one datagram or more, every
+        // call one message or more, and all of A's data went out.
+        let (sa, sb) = (a.io_stats(), b.io_stats());
+        assert!(sa.datagrams_sent >= u64::from(COUNT), "{sa:?}");
+        assert!(sb.datagrams_received >= u64::from(COUNT), "{sb:?}");
+        for s in [sa, sb] {
+            assert!(s.send_calls <= s.send_messages && s.send_messages <= s.datagrams_sent);
+            assert!(s.recv_calls <= s.recv_messages && s.recv_messages <= s.datagrams_received);
+            assert!(s.wakeups > 0, "{s:?}");
+        }
     }
 
     #[test]
