@@ -241,11 +241,17 @@ fn snapshot(driver: &Driver<Node>, io: &IoStatus) -> Status {
         udp_recv_calls: d.recv_calls,
         udp_recv_messages: d.recv_messages,
         udp_datagrams_received: d.datagrams_received,
+        udp_datagrams_forwarded: d.datagrams_forwarded,
+        udp_forwards_dropped: d.forwards_dropped,
         ..io.clone()
     });
     let errs = driver.send_errors();
     if errs > 0 {
         s.drops.insert("udp_send_error".into(), errs);
+    }
+    if d.forwards_dropped > 0 {
+        s.drops
+            .insert("udp_forward_full".into(), d.forwards_dropped);
     }
     let tcp = driver.stream_drops();
     if tcp > 0 {

@@ -57,7 +57,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::endpoint::{Endpoint, EndpointConfig, Event};
-use crate::machine::{DatagramMachine, SocketAction, SocketId};
+use crate::machine::{DatagramMachine, Outgoing, SocketAction, SocketId};
 use crate::path::canonical_addr as canonical;
 pub use crate::tcp::TcpLimits;
 use crate::tcp::{StreamEvent, Streams};
@@ -114,6 +114,12 @@ pub struct IoStats {
     pub recv_calls: u64,
     pub recv_messages: u64,
     pub datagrams_received: u64,
+    /// Of `datagrams_sent`: relayed datagrams sent straight from the
+    /// receive buffer ([`DatagramMachine::handle_datagram_in_place`]).
+    pub datagrams_forwarded: u64,
+    /// Relayed datagrams lost to a full socket send buffer (the receive
+    /// buffer they live in is needed for the next read).
+    pub forwards_dropped: u64,
 }
 
 /// One datagram in the transmit batch: `buf[offset..offset + len]`.
@@ -244,6 +250,9 @@ pub struct Driver<M = Endpoint> {
     socket: UdpSocket,
     tx: TxBatch,
     rx: RxBatch,
+    /// Relayed datagrams to send from `rx.buf` (offsets into it; `fwd.buf`
+    /// is empty but while [`send_forwards`] lends it the receive buffer).
+    fwd: TxBatch,
     send_errors: u64,
     extras: Extras,
     /// `IoStats::wakeups`.
@@ -360,6 +369,54 @@ fn send_queued(socket: &UdpSocket, tx: &mut TxBatch, send_errors: &mut u64) -> b
     true
 }
 
+/// Send the relayed datagrams queued in `fwd` straight from the receive
+/// buffer they arrived in; what a full socket buffer refuses is dropped
+/// (the buffer is read into next) and counted.
+fn send_forwards(socket: &UdpSocket, fwd: &mut TxBatch, rx: &mut RxBatch, send_errors: &mut u64) {
+    if fwd.items.is_empty() {
+        return;
+    }
+    std::mem::swap(&mut fwd.buf, &mut rx.buf);
+    if !send_queued(socket, fwd, send_errors) {
+        fwd.stats.forwards_dropped += (fwd.items.len() - fwd.sent) as u64;
+        fwd.reset();
+    }
+    std::mem::swap(&mut fwd.buf, &mut rx.buf);
+}
+
+/// Where a datagram the machine forwards from the receive buffer goes:
+/// main-socket datagrams join `fwd` (at `offset` in the receive buffer),
+/// others leave at once from their extra socket or stream.
+fn forward(
+    o: Outgoing,
+    d: &[u8],
+    offset: usize,
+    fwd: &mut TxBatch,
+    extras: &mut Extras,
+    send_errors: &mut u64,
+) {
+    let Some(d) = d.get(..o.size) else {
+        return;
+    };
+    if o.socket == SocketId::MAIN {
+        fwd.items.push(Queued {
+            offset,
+            len: d.len(),
+            dest: for_socket(o.destination, fwd.ipv6),
+        });
+    } else if o.socket.is_stream() {
+        extras.streams.send(o.socket, d);
+    } else {
+        let sent = match extras.get(o.socket) {
+            Some(x) => x.tx.send_to(d, for_socket(o.destination, extras.ipv6)),
+            None => Err(io::Error::other("no such socket")),
+        };
+        if sent.is_err() {
+            *send_errors += 1;
+        }
+    }
+}
+
 enum Wake {
     Readable,
     Timer,
@@ -443,6 +500,17 @@ impl<M: DatagramMachine> Driver<M> {
                 ipv6: local.is_ipv6(),
                 stats: IoStats::default(),
             },
+            fwd: TxBatch {
+                buf: Vec::new(),
+                items: Vec::new(),
+                sent: 0,
+                used: 0,
+                gso: caps.gso,
+                singles: 0,
+                eio_suspect: false,
+                ipv6: local.is_ipv6(),
+                stats: IoStats::default(),
+            },
             rx: RxBatch {
                 buf: vec![0u8; slot * slots],
                 slot,
@@ -483,14 +551,17 @@ impl<M: DatagramMachine> Driver<M> {
 
     /// Batching and wake-up counters of the main socket.
     pub fn io_stats(&self) -> IoStats {
+        let (tx, fwd) = (&self.tx.stats, &self.fwd.stats);
         IoStats {
             wakeups: self.wakeups,
-            send_calls: self.tx.stats.send_calls,
-            send_messages: self.tx.stats.send_messages,
-            datagrams_sent: self.tx.stats.datagrams_sent,
+            send_calls: tx.send_calls + fwd.send_calls,
+            send_messages: tx.send_messages + fwd.send_messages,
+            datagrams_sent: tx.datagrams_sent + fwd.datagrams_sent,
             recv_calls: self.rx.stats.recv_calls,
             recv_messages: self.rx.stats.recv_messages,
             datagrams_received: self.rx.stats.datagrams_received,
+            datagrams_forwarded: fwd.datagrams_sent,
+            forwards_dropped: fwd.forwards_dropped,
         }
     }
 
@@ -617,6 +688,7 @@ impl<M: DatagramMachine> Driver<M> {
             socket,
             tx,
             rx,
+            fwd,
             send_errors,
             extras,
             ..
@@ -643,14 +715,22 @@ impl<M: DatagramMachine> Driver<M> {
                     continue;
                 };
                 let seg = if seg == 0 { len } else { seg };
+                let mut offset = start;
                 for d in data.chunks_mut(seg.max(1)) {
                     rx.stats.datagrams_received += 1;
-                    machine.handle_datagram(now, SocketId::MAIN, from, d);
+                    let n = d.len();
+                    if let Some(o) = machine.handle_datagram_in_place(now, SocketId::MAIN, from, d)
+                    {
+                        forward(o, d, offset, fwd, extras, send_errors);
+                    }
+                    offset += n;
                     if draining {
                         draining = collect(machine, socket, tx, send_errors, extras, now);
                     }
                 }
             }
+            // Before the receive buffer is read into again.
+            send_forwards(socket, fwd, rx, send_errors);
             if got < rx.slots {
                 break;
             }

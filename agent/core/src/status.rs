@@ -83,6 +83,12 @@ pub struct IoStatus {
     pub udp_recv_calls: u64,
     pub udp_recv_messages: u64,
     pub udp_datagrams_received: u64,
+    /// Of the datagrams sent: relayed ones sent straight from the receive
+    /// buffer; relayed ones lost to a full socket buffer.
+    #[serde(default)]
+    pub udp_datagrams_forwarded: u64,
+    #[serde(default)]
+    pub udp_forwards_dropped: u64,
     /// TAP wake-ups, frames read in them, frames written.
     pub tap_wakeups: u64,
     pub tap_reads: u64,
