@@ -940,7 +940,8 @@ mod sys {
     }
 
     /// Datagrams from `tx.sent` that go out as one message: a run with the
-    /// same destination and size (the last may be shorter) when GSO is on.
+    /// same destination and size (the last may be shorter), back to back
+    /// in the buffer, when GSO is on.
     pub(super) fn gso_run(tx: &TxBatch) -> usize {
         let Some(first) = tx.items.get(tx.sent) else {
             return 0;
@@ -954,6 +955,7 @@ mod sys {
             if n >= MAX_SEGMENTS
                 || q.dest != first.dest
                 || q.len > first.len
+                || q.offset != first.offset + bytes
                 || bytes + q.len > MAX_GSO_BYTES
             {
                 break;
@@ -1298,6 +1300,13 @@ mod tests {
         let n = sys::gso_run(&tx);
         assert!(n * 1000 <= 60_000 && n <= 64, "run {n}");
         assert_eq!(n, 60);
+        // Relayed datagrams sit where they were received: a gap in the
+        // buffer (another GRO message's slot, a datagram not forwarded)
+        // ends the run.
+        let mut tx = batch(&[(1400, a); 4], true);
+        tx.items[2].offset += 100;
+        tx.items[3].offset += 100;
+        assert_eq!(sys::gso_run(&tx), 2);
     }
 
     /// A refused destination inside a GSO run costs only its own
