@@ -158,6 +158,20 @@ struct TxBatch {
 }
 
 impl TxBatch {
+    fn new(buf: Vec<u8>, gso: bool, ipv6: bool) -> TxBatch {
+        TxBatch {
+            buf,
+            items: Vec::with_capacity(TX_BATCH),
+            sent: 0,
+            used: 0,
+            gso,
+            singles: 0,
+            eio_suspect: false,
+            ipv6,
+            stats: IoStats::default(),
+        }
+    }
+
     fn is_drained(&self) -> bool {
         self.sent == self.items.len()
     }
@@ -489,28 +503,12 @@ impl<M: DatagramMachine> Driver<M> {
         Ok(Driver {
             machine,
             socket,
-            tx: TxBatch {
-                buf: vec![0u8; TX_BATCH * MAX_DATAGRAM],
-                items: Vec::with_capacity(TX_BATCH),
-                sent: 0,
-                used: 0,
-                gso: caps.gso,
-                singles: 0,
-                eio_suspect: false,
-                ipv6: local.is_ipv6(),
-                stats: IoStats::default(),
-            },
-            fwd: TxBatch {
-                buf: Vec::new(),
-                items: Vec::new(),
-                sent: 0,
-                used: 0,
-                gso: caps.gso,
-                singles: 0,
-                eio_suspect: false,
-                ipv6: local.is_ipv6(),
-                stats: IoStats::default(),
-            },
+            tx: TxBatch::new(
+                vec![0u8; TX_BATCH * MAX_DATAGRAM],
+                caps.gso,
+                local.is_ipv6(),
+            ),
+            fwd: TxBatch::new(Vec::new(), caps.gso, local.is_ipv6()),
             rx: RxBatch {
                 buf: vec![0u8; slot * slots],
                 slot,
@@ -1233,17 +1231,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     fn batch(items: &[(usize, SocketAddr)], gso: bool) -> TxBatch {
-        let mut tx = TxBatch {
-            buf: vec![0u8; TX_BATCH * MAX_DATAGRAM],
-            items: Vec::new(),
-            sent: 0,
-            used: 0,
-            gso,
-            singles: 0,
-            eio_suspect: false,
-            ipv6: false,
-            stats: IoStats::default(),
-        };
+        let mut tx = TxBatch::new(vec![0u8; TX_BATCH * MAX_DATAGRAM], gso, false);
         for &(len, dest) in items {
             tx.items.push(Queued {
                 offset: tx.used,

@@ -37,9 +37,9 @@
 //!   replay (issue 12 item 5). Cost: `examples/relay_bench.rs`.
 //!
 //! A relay checks the tag and the replay window of the incoming hop, then
-//! rewrites the 12-byte header and the tag for the outgoing hop in place:
-//! forwarding costs two hop tags over the datagram and a copy, never a
-//! decryption. A datagram
+//! rewrites the 12-byte header and the tag for the outgoing hop in place
+//! (the driver then sends it from its receive buffer, `docs/relay.md`):
+//! forwarding costs two hop tags over the datagram, never a decryption. A datagram
 //! whose inner packet is empty is a route keepalive: it refreshes every
 //! entry on the way and is consumed by the far end.
 //!
