@@ -48,7 +48,8 @@ use anyhow::Context as _;
 use ringlan_node::membership::{NodeCert, RevocationList};
 use ringlan_node::MembershipSetup;
 use ringlan_node::{
-    MemberRequest, Node, NodeEvent, NodeSetup, Role, Status, TAP_READ_OFFSET, TAP_READ_ROOM,
+    IoStatus, MemberRequest, Node, NodeEvent, NodeSetup, Role, Status, TAP_READ_OFFSET,
+    TAP_READ_ROOM,
 };
 use ringlan_tunnel::driver::{os_seed, Driver, TcpLimits};
 use ringlan_tunnel::BirthdayConfig;
@@ -230,11 +231,28 @@ async fn bind_node(
 }
 
 /// The node's status plus what only the runtime knows.
-fn snapshot(driver: &Driver<Node>) -> Status {
+fn snapshot(driver: &Driver<Node>, io: &IoStatus) -> Status {
     let mut s = driver.machine_ref().status(Instant::now());
+    let d = driver.io_stats();
+    s.io = Some(IoStatus {
+        udp_wakeups: d.wakeups,
+        udp_send_calls: d.send_calls,
+        udp_send_messages: d.send_messages,
+        udp_datagrams_sent: d.datagrams_sent,
+        udp_recv_calls: d.recv_calls,
+        udp_recv_messages: d.recv_messages,
+        udp_datagrams_received: d.datagrams_received,
+        udp_datagrams_forwarded: d.datagrams_forwarded,
+        udp_forwards_dropped: d.forwards_dropped,
+        ..io.clone()
+    });
     let errs = driver.send_errors();
     if errs > 0 {
         s.drops.insert("udp_send_error".into(), errs);
+    }
+    if d.forwards_dropped > 0 {
+        s.drops
+            .insert("udp_forward_full".into(), d.forwards_dropped);
     }
     let tcp = driver.stream_drops();
     if tcp > 0 {
@@ -258,9 +276,11 @@ async fn drain_outputs(
     revocations: &Path,
     scans: &mut Scans,
     names: &mut Names,
+    io: &mut IoStatus,
 ) {
     let node = driver.machine();
     while let Some(w) = node.poll_tap() {
+        io.tap_writes += 1;
         if let Err(e) = tap.send(w.vnet(), w.frame()).await {
             tracing::debug!(error = %e, "TAP write failed");
         }
@@ -368,7 +388,8 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
         tracing::info!(%at, "accepting TCP streams");
     }
     let board = ctx.status.clone();
-    board.publish(snapshot(&driver));
+    let mut io = IoStatus::default();
+    board.publish(snapshot(&driver, &io));
     tracing::info!(
         node = %driver.machine_ref().node_id(),
         tap = ctx.tap.name(),
@@ -407,7 +428,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     let (resolved_tx, mut resolved) = mpsc::channel::<Vec<std::net::SocketAddr>>(1);
     let mut resolving = false;
     let mut last_resolve = Instant::now();
-    drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names).await;
+    drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names, &mut io).await;
     loop {
         tokio::select! {
             r = shutdown.changed() => {
@@ -433,13 +454,18 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             }
             r = tap.recv(&mut tap_buf[TAP_READ_OFFSET..]) => match r {
                 Ok(n) => {
+                    io.tap_wakeups += 1;
+                    io.tap_reads += 1;
                     let node = driver.machine();
                     node.handle_tap_read(Instant::now(), &mut tap_buf, n);
                     // What else the TAP has queued, so the datagrams of
                     // the whole batch leave together.
                     for _ in 1..TAP_BATCH {
                         match tap.try_recv(&mut tap_buf[TAP_READ_OFFSET..]) {
-                            Ok(n) => node.handle_tap_read(Instant::now(), &mut tap_buf, n),
+                            Ok(n) => {
+                                io.tap_reads += 1;
+                                node.handle_tap_read(Instant::now(), &mut tap_buf, n)
+                            }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(e) => {
                                 tracing::debug!(error = %e, "TAP read failed");
@@ -475,7 +501,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
                 }
                 if now >= next_peer_cache {
                     next_peer_cache = now + PEER_CACHE_PERIOD;
-                    keep_peers(&peers_path, &mut peers, &snapshot(&driver));
+                    keep_peers(&peers_path, &mut peers, &snapshot(&driver, &io));
                 }
                 if now >= next_expiry_check {
                     next_expiry_check = now + EXPIRY_CHECK_PERIOD;
@@ -483,10 +509,11 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
                         log_certificate(&m.certificate, crate::ca::unix_now(), false);
                     }
                 }
-                board.publish(snapshot(&driver));
+                board.publish(snapshot(&driver, &io));
             }
         }
-        drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names).await;
+        io.wakeups += 1;
+        drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names, &mut io).await;
         driver.flush();
     }
 
@@ -494,7 +521,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     // neighbours, close every session so peers notice at once, give the
     // Close Requests a moment to leave.
     tracing::info!("node stopping");
-    keep_peers(&peers_path, &mut peers, &snapshot(&driver));
+    keep_peers(&peers_path, &mut peers, &snapshot(&driver, &io));
     let now = Instant::now();
     driver.machine().leave(now);
     driver.flush();
@@ -507,12 +534,12 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             _ = &mut linger => break,
             _ = driver.wait() => {}
         }
-        drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names).await;
+        drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names, &mut io).await;
     }
     driver.flush();
     board.publish(Status {
         sessions: Vec::new(),
-        ..snapshot(&driver)
+        ..snapshot(&driver, &io)
     });
     Ok(())
 }

@@ -506,6 +506,9 @@ report() {
     echo "  (relayed >= 0.9x direct: tests/bench/relay.sh)"
 }
 
+# Sourced (tests/bench/profile.sh): the functions above, nothing run.
+[[ "${BASH_SOURCE[0]}" != "$0" ]] && return 0
+
 install_missing
 build_ringlan
 setup

@@ -22,7 +22,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
-use ringlan_tunnel::fuzzing::{RouteInput, Routes};
+use ringlan_tunnel::fuzzing::{RouteInput, Routes, ROUTE_HEADER_LEN};
 use ringlan_tunnel::{HopKey, RelayLimits, RouteId, RouteOffer, ROUTE_OVERHEAD};
 
 const PLAIN: usize = 1400;
@@ -55,7 +55,7 @@ fn forward_path(packets: usize) -> Duration {
     while done < packets {
         let now = Instant::now();
         for (buf, len) in pool.iter_mut().zip(lens.iter_mut()) {
-            buf[..PLAIN].fill(0x5a);
+            buf[ROUTE_HEADER_LEN..ROUTE_HEADER_LEN + PLAIN].fill(0x5a);
             *len = origin.wrap(now, 100, buf, PLAIN).expect("wrap").1;
         }
         let start = Instant::now();

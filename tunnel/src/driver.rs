@@ -57,7 +57,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::endpoint::{Endpoint, EndpointConfig, Event};
-use crate::machine::{DatagramMachine, SocketAction, SocketId};
+use crate::machine::{DatagramMachine, Outgoing, SocketAction, SocketId};
 use crate::path::canonical_addr as canonical;
 pub use crate::tcp::TcpLimits;
 use crate::tcp::{StreamEvent, Streams};
@@ -95,6 +95,33 @@ pub fn os_seed() -> io::Result<[u8; 32]> {
     Ok(seed)
 }
 
+/// What the driver handed to and took from the kernel on the main UDP
+/// socket, since it was bound: how well batching works (datagrams per
+/// system call, per GSO/GRO message) and how often the driver woke up.
+/// Counters only; reading them costs nothing on the data path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// `Driver::wait` wake-ups (socket, timer, extra socket or stream).
+    pub wakeups: u64,
+    /// `sendmmsg(2)` calls (one `send_to` each elsewhere), the messages
+    /// the kernel took (a GSO message carries several datagrams) and the
+    /// datagrams in them.
+    pub send_calls: u64,
+    pub send_messages: u64,
+    pub datagrams_sent: u64,
+    /// `recvmmsg(2)` calls that returned data, the messages returned (a
+    /// GRO message carries several datagrams) and the datagrams in them.
+    pub recv_calls: u64,
+    pub recv_messages: u64,
+    pub datagrams_received: u64,
+    /// Of `datagrams_sent`: relayed datagrams sent straight from the
+    /// receive buffer ([`DatagramMachine::handle_datagram_in_place`]).
+    pub datagrams_forwarded: u64,
+    /// Relayed datagrams lost to a full socket send buffer (the receive
+    /// buffer they live in is needed for the next read).
+    pub forwards_dropped: u64,
+}
+
 /// One datagram in the transmit batch: `buf[offset..offset + len]`.
 #[derive(Debug, Clone, Copy)]
 struct Queued {
@@ -126,9 +153,25 @@ struct TxBatch {
     eio_suspect: bool,
     /// The socket is IPv6: IPv4 destinations are queued IPv4-mapped.
     ipv6: bool,
+    /// `send_calls`, `send_messages`, `datagrams_sent` of [`IoStats`].
+    stats: IoStats,
 }
 
 impl TxBatch {
+    fn new(buf: Vec<u8>, gso: bool, ipv6: bool) -> TxBatch {
+        TxBatch {
+            buf,
+            items: Vec::with_capacity(TX_BATCH),
+            sent: 0,
+            used: 0,
+            gso,
+            singles: 0,
+            eio_suspect: false,
+            ipv6,
+            stats: IoStats::default(),
+        }
+    }
+
     fn is_drained(&self) -> bool {
         self.sent == self.items.len()
     }
@@ -158,6 +201,8 @@ struct RxBatch {
     meta: Vec<(usize, usize, SocketAddr, usize)>,
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     gro: bool,
+    /// `recv_calls`, `recv_messages`, `datagrams_received` of [`IoStats`].
+    stats: IoStats,
 }
 
 /// An extra socket the machine asked for.
@@ -219,8 +264,13 @@ pub struct Driver<M = Endpoint> {
     socket: UdpSocket,
     tx: TxBatch,
     rx: RxBatch,
+    /// Relayed datagrams to send from `rx.buf` (offsets into it; `fwd.buf`
+    /// is empty but while [`send_forwards`] lends it the receive buffer).
+    fwd: TxBatch,
     send_errors: u64,
     extras: Extras,
+    /// `IoStats::wakeups`.
+    wakeups: u64,
 }
 
 /// Carry out the machine's socket actions, then move its datagrams into
@@ -297,6 +347,8 @@ fn send_queued(socket: &UdpSocket, tx: &mut TxBatch, send_errors: &mut u64) -> b
         let r = socket.try_io(Interest::WRITABLE, || sys::send(socket, tx));
         match r {
             Ok(n) => {
+                tx.stats.send_calls += 1;
+                tx.stats.datagrams_sent += n as u64;
                 if tx.eio_suspect {
                     tracing::debug!("UDP GSO refused by the device; sending datagrams singly");
                     tx.gso = false;
@@ -329,6 +381,54 @@ fn send_queued(socket: &UdpSocket, tx: &mut TxBatch, send_errors: &mut u64) -> b
     }
     tx.reset();
     true
+}
+
+/// Send the relayed datagrams queued in `fwd` straight from the receive
+/// buffer they arrived in; what a full socket buffer refuses is dropped
+/// (the buffer is read into next) and counted.
+fn send_forwards(socket: &UdpSocket, fwd: &mut TxBatch, rx: &mut RxBatch, send_errors: &mut u64) {
+    if fwd.items.is_empty() {
+        return;
+    }
+    std::mem::swap(&mut fwd.buf, &mut rx.buf);
+    if !send_queued(socket, fwd, send_errors) {
+        fwd.stats.forwards_dropped += (fwd.items.len() - fwd.sent) as u64;
+        fwd.reset();
+    }
+    std::mem::swap(&mut fwd.buf, &mut rx.buf);
+}
+
+/// Where a datagram the machine forwards from the receive buffer goes:
+/// main-socket datagrams join `fwd` (at `offset` in the receive buffer),
+/// others leave at once from their extra socket or stream.
+fn forward(
+    o: Outgoing,
+    d: &[u8],
+    offset: usize,
+    fwd: &mut TxBatch,
+    extras: &mut Extras,
+    send_errors: &mut u64,
+) {
+    let Some(d) = d.get(..o.size) else {
+        return;
+    };
+    if o.socket == SocketId::MAIN {
+        fwd.items.push(Queued {
+            offset,
+            len: d.len(),
+            dest: for_socket(o.destination, fwd.ipv6),
+        });
+    } else if o.socket.is_stream() {
+        extras.streams.send(o.socket, d);
+    } else {
+        let sent = match extras.get(o.socket) {
+            Some(x) => x.tx.send_to(d, for_socket(o.destination, extras.ipv6)),
+            None => Err(io::Error::other("no such socket")),
+        };
+        if sent.is_err() {
+            *send_errors += 1;
+        }
+    }
 }
 
 enum Wake {
@@ -403,22 +503,19 @@ impl<M: DatagramMachine> Driver<M> {
         Ok(Driver {
             machine,
             socket,
-            tx: TxBatch {
-                buf: vec![0u8; TX_BATCH * MAX_DATAGRAM],
-                items: Vec::with_capacity(TX_BATCH),
-                sent: 0,
-                used: 0,
-                gso: caps.gso,
-                singles: 0,
-                eio_suspect: false,
-                ipv6: local.is_ipv6(),
-            },
+            tx: TxBatch::new(
+                vec![0u8; TX_BATCH * MAX_DATAGRAM],
+                caps.gso,
+                local.is_ipv6(),
+            ),
+            fwd: TxBatch::new(Vec::new(), caps.gso, local.is_ipv6()),
             rx: RxBatch {
                 buf: vec![0u8; slot * slots],
                 slot,
                 slots,
                 meta: Vec::with_capacity(slots),
                 gro: caps.gro,
+                stats: IoStats::default(),
             },
             send_errors: 0,
             extras: Extras {
@@ -428,6 +525,7 @@ impl<M: DatagramMachine> Driver<M> {
                 ipv6: local.is_ipv6(),
                 streams: Streams::new(),
             },
+            wakeups: 0,
         })
     }
 
@@ -447,6 +545,22 @@ impl<M: DatagramMachine> Driver<M> {
     /// Datagrams the OS refused (other than a full buffer).
     pub fn send_errors(&self) -> u64 {
         self.send_errors
+    }
+
+    /// Batching and wake-up counters of the main socket.
+    pub fn io_stats(&self) -> IoStats {
+        let (tx, fwd) = (&self.tx.stats, &self.fwd.stats);
+        IoStats {
+            wakeups: self.wakeups,
+            send_calls: tx.send_calls + fwd.send_calls,
+            send_messages: tx.send_messages + fwd.send_messages,
+            datagrams_sent: tx.datagrams_sent + fwd.datagrams_sent,
+            recv_calls: self.rx.stats.recv_calls,
+            recv_messages: self.rx.stats.recv_messages,
+            datagrams_received: self.rx.stats.datagrams_received,
+            datagrams_forwarded: fwd.datagrams_sent,
+            forwards_dropped: fwd.forwards_dropped,
+        }
     }
 
     /// Extra sockets open now.
@@ -572,8 +686,10 @@ impl<M: DatagramMachine> Driver<M> {
             socket,
             tx,
             rx,
+            fwd,
             send_errors,
             extras,
+            ..
         } = self;
         // False once the socket's send buffer is full: the machine keeps
         // its output until the next flush.
@@ -587,6 +703,8 @@ impl<M: DatagramMachine> Driver<M> {
                     break;
                 }
             };
+            rx.stats.recv_calls += 1;
+            rx.stats.recv_messages += rx.meta.len() as u64;
             for &(i, len, from, seg) in &rx.meta {
                 let now = Instant::now();
                 let from = canonical(from);
@@ -595,13 +713,22 @@ impl<M: DatagramMachine> Driver<M> {
                     continue;
                 };
                 let seg = if seg == 0 { len } else { seg };
+                let mut offset = start;
                 for d in data.chunks_mut(seg.max(1)) {
-                    machine.handle_datagram(now, SocketId::MAIN, from, d);
+                    rx.stats.datagrams_received += 1;
+                    let n = d.len();
+                    if let Some(o) = machine.handle_datagram_in_place(now, SocketId::MAIN, from, d)
+                    {
+                        forward(o, d, offset, fwd, extras, send_errors);
+                    }
+                    offset += n;
                     if draining {
                         draining = collect(machine, socket, tx, send_errors, extras, now);
                     }
                 }
             }
+            // Before the receive buffer is read into again.
+            send_forwards(socket, fwd, rx, send_errors);
             if got < rx.slots {
                 break;
             }
@@ -653,6 +780,7 @@ impl<M: DatagramMachine> Driver<M> {
             i = extra_readable => Wake::ExtraReadable(i),
             ev = streams.recv() => Wake::Stream(ev),
         };
+        self.wakeups += 1;
         match wake {
             Wake::Readable => self.receive(),
             Wake::Timer => self.machine.handle_timeout(Instant::now()),
@@ -810,7 +938,8 @@ mod sys {
     }
 
     /// Datagrams from `tx.sent` that go out as one message: a run with the
-    /// same destination and size (the last may be shorter) when GSO is on.
+    /// same destination and size (the last may be shorter), back to back
+    /// in the buffer, when GSO is on.
     pub(super) fn gso_run(tx: &TxBatch) -> usize {
         let Some(first) = tx.items.get(tx.sent) else {
             return 0;
@@ -824,6 +953,7 @@ mod sys {
             if n >= MAX_SEGMENTS
                 || q.dest != first.dest
                 || q.len > first.len
+                || q.offset != first.offset + bytes
                 || bytes + q.len > MAX_GSO_BYTES
             {
                 break;
@@ -952,6 +1082,7 @@ mod sys {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
+        tx.stats.send_messages += r as u64;
         Ok(segs[..(r as usize).min(m)].iter().sum())
     }
 
@@ -1067,6 +1198,7 @@ mod sys {
             return Ok(0);
         };
         s.try_send_to(&tx.buf[q.offset..q.offset + q.len], q.dest)?;
+        tx.stats.send_messages += 1;
         Ok(1)
     }
 
@@ -1099,16 +1231,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     fn batch(items: &[(usize, SocketAddr)], gso: bool) -> TxBatch {
-        let mut tx = TxBatch {
-            buf: vec![0u8; TX_BATCH * MAX_DATAGRAM],
-            items: Vec::new(),
-            sent: 0,
-            used: 0,
-            gso,
-            singles: 0,
-            eio_suspect: false,
-            ipv6: false,
-        };
+        let mut tx = TxBatch::new(vec![0u8; TX_BATCH * MAX_DATAGRAM], gso, false);
         for &(len, dest) in items {
             tx.items.push(Queued {
                 offset: tx.used,
@@ -1165,6 +1288,13 @@ mod tests {
         let n = sys::gso_run(&tx);
         assert!(n * 1000 <= 60_000 && n <= 64, "run {n}");
         assert_eq!(n, 60);
+        // Relayed datagrams sit where they were received: a gap in the
+        // buffer (another GRO message's slot, a datagram not forwarded)
+        // ends the run.
+        let mut tx = batch(&[(1400, a); 4], true);
+        tx.items[2].offset += 100;
+        tx.items[3].offset += 100;
+        assert_eq!(sys::gso_run(&tx), 2);
     }
 
     /// A refused destination inside a GSO run costs only its own
@@ -1262,6 +1392,16 @@ mod tests {
         assert_eq!(got, COUNT);
         assert_eq!(a.send_errors(), 0);
         assert_eq!(b.send_errors(), 0);
+        // The counters add up: every message one datagram or more, every
+        // call one message or more, and all of A's data went out.
+        let (sa, sb) = (a.io_stats(), b.io_stats());
+        assert!(sa.datagrams_sent >= u64::from(COUNT), "{sa:?}");
+        assert!(sb.datagrams_received >= u64::from(COUNT), "{sb:?}");
+        for s in [sa, sb] {
+            assert!(s.send_calls <= s.send_messages && s.send_messages <= s.datagrams_sent);
+            assert!(s.recv_calls <= s.recv_messages && s.recv_messages <= s.datagrams_received);
+            assert!(s.wakeups > 0, "{s:?}");
+        }
     }
 
     #[test]

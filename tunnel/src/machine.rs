@@ -99,6 +99,25 @@ pub trait DatagramMachine {
         from: SocketAddr,
         data: &mut [u8],
     );
+    /// [`DatagramMachine::handle_datagram`] for a driver that can send a
+    /// datagram straight from its receive buffer. When the machine
+    /// forwards the datagram (a relay: route datagrams are rewritten in
+    /// place, same length, `docs/relay.md`), it returns where to, with
+    /// `size` = `data.len()`, and the caller sends `data` as it is then,
+    /// before reusing the buffer: no copy, no queue. The default handles
+    /// the datagram as `handle_datagram` does (forwarded datagrams then
+    /// come out of `poll_transmit`, copied), which is what simulators use.
+    fn handle_datagram_in_place(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        data: &mut [u8],
+    ) -> Option<Outgoing> {
+        self.handle_datagram(now, socket, from, data);
+        None
+    }
+
     /// Write the next datagram to send into `buf` (at least 2048 bytes).
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing>;
     /// The earliest time `handle_timeout` must be called.
@@ -118,6 +137,21 @@ impl DatagramMachine for crate::endpoint::Endpoint {
         data: &mut [u8],
     ) {
         crate::endpoint::Endpoint::handle_datagram(self, now, from, data)
+    }
+
+    fn handle_datagram_in_place(
+        &mut self,
+        now: Instant,
+        _socket: SocketId,
+        from: SocketAddr,
+        data: &mut [u8],
+    ) -> Option<Outgoing> {
+        let t = crate::endpoint::Endpoint::handle_datagram_in_place(self, now, from, data)?;
+        Some(Outgoing {
+            socket: SocketId::MAIN,
+            destination: t.destination,
+            size: t.size,
+        })
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
         let t = crate::endpoint::Endpoint::poll_transmit(self, now, buf)?;

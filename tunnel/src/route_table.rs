@@ -37,9 +37,9 @@
 //!   replay (issue 12 item 5). Cost: `examples/relay_bench.rs`.
 //!
 //! A relay checks the tag and the replay window of the incoming hop, then
-//! rewrites the 12-byte header and the tag for the outgoing hop in place:
-//! forwarding costs two hop tags over the datagram and a copy, never a
-//! decryption. A datagram
+//! rewrites the 12-byte header and the tag for the outgoing hop in place
+//! (the driver then sends it from its receive buffer, `docs/relay.md`):
+//! forwarding costs two hop tags over the datagram, never a decryption. A datagram
 //! whose inner packet is empty is a route keepalive: it refreshes every
 //! entry on the way and is consumed by the far end.
 //!
@@ -698,9 +698,11 @@ impl Routes {
         }
     }
 
-    /// Wrap the `len`-byte end-to-end datagram at `buf[..len]` for route
-    /// end `id`: moves it to `buf[ROUTE_HEADER_LEN..]` and adds header and
-    /// tag. Returns the hop session to send over and the datagram length.
+    /// Wrap the `len`-byte end-to-end datagram at
+    /// `buf[ROUTE_HEADER_LEN..ROUTE_HEADER_LEN + len]` (the endpoint builds
+    /// route ends' packets there) for route end `id`: writes header and tag
+    /// around it, moving nothing. Returns the hop session to send over and
+    /// the datagram length.
     pub fn wrap(
         &mut self,
         now: Instant,
@@ -712,7 +714,6 @@ impl Routes {
         if e.role != RouteRole::End || e.pending() || buf.len() < len + ROUTE_OVERHEAD {
             return None;
         }
-        buf.copy_within(..len, ROUTE_HEADER_LEN);
         let n = e.out.seal(buf, len, &mut self.scratch)?;
         e.last_tx = now;
         e.tx.packets += 1;
@@ -860,7 +861,7 @@ mod tests {
         let mut c = chain(now);
         let payload: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
         let mut buf = vec![0u8; 2048];
-        buf[..payload.len()].copy_from_slice(&payload);
+        buf[ROUTE_HEADER_LEN..ROUTE_HEADER_LEN + payload.len()].copy_from_slice(&payload);
         let (hop, n) = c.a.wrap(now, c.a_id, &mut buf, payload.len()).unwrap();
         assert_eq!(hop, 7);
         assert_eq!(n, payload.len() + ROUTE_OVERHEAD);
@@ -880,7 +881,7 @@ mod tests {
         }
         // And back.
         let mut buf = vec![0u8; 2048];
-        buf[..5].copy_from_slice(b"hello");
+        buf[ROUTE_HEADER_LEN..ROUTE_HEADER_LEN + 5].copy_from_slice(b"hello");
         let (hop, n) = c.b.wrap(now, c.b_id, &mut buf, 5).unwrap();
         assert_eq!(hop, 10);
         let d = &mut buf[..n];
@@ -900,7 +901,7 @@ mod tests {
         let now = Instant::now();
         let mut c = chain(now);
         let mut buf = vec![0u8; 2048];
-        buf[..10].copy_from_slice(b"0123456789");
+        buf[ROUTE_HEADER_LEN..ROUTE_HEADER_LEN + 10].copy_from_slice(b"0123456789");
         let (_, n) = c.a.wrap(now, c.a_id, &mut buf, 10).unwrap();
         let original = buf[..n].to_vec();
         // Any flipped bit fails the hop tag.

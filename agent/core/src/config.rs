@@ -115,6 +115,7 @@ impl NodeSetup {
             membership: Default::default(),
             tcp: None,
             directory: None,
+            io: None,
         }
     }
 }

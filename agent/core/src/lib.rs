@@ -86,7 +86,7 @@ pub use candidates::LocalIf;
 pub use config::{NodeError, NodeSetup};
 pub use dataplane::{TapWrite, TAP_READ_OFFSET, TAP_READ_ROOM};
 pub use directory::{Member, MemberBody, MemberKey, MemberRequest};
-pub use status::{MembershipStatus, Role, Status};
+pub use status::{IoStatus, MembershipStatus, Role, Status};
 
 use crate::admission::Admission;
 use crate::candidates::{local_candidates, Families};
@@ -416,6 +416,55 @@ impl Node {
     }
 }
 
+impl Node {
+    /// A datagram from a socket; with `in_place`, a route datagram to relay
+    /// is left in `data` and its destination returned
+    /// (`Endpoint::handle_datagram_in_place`).
+    fn input(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        data: &mut [u8],
+        in_place: bool,
+    ) -> Option<ringlan_tunnel::Transmit> {
+        if Some(socket) == self.stun_alt {
+            if let Some(answer) = self.endpoint.answer_stun(now, from, data) {
+                if self.stun_alt_out.len() < STUN_ALT_QUEUE {
+                    self.stun_alt_out.push_back((from, answer));
+                }
+            }
+            return None;
+        }
+        let from = self.tcp.on_datagram(now, socket, from);
+        if !socket.is_stream() {
+            self.punch.received(now, socket, from);
+        }
+        let forward = if in_place {
+            self.endpoint.handle_datagram_in_place(now, from, data)
+        } else {
+            self.endpoint.handle_datagram(now, from, data);
+            None
+        };
+        self.process_endpoint(now);
+        forward
+    }
+
+    /// The socket a session datagram to `destination` leaves from: a TCP
+    /// stream to a peer that has one, else a pinned punched socket or the
+    /// main one.
+    fn outgoing(&mut self, destination: SocketAddr, data: &[u8]) -> Outgoing {
+        Outgoing {
+            socket: self
+                .tcp
+                .socket_for(destination, data)
+                .unwrap_or_else(|| self.punch.socket_for(destination)),
+            destination,
+            size: data.len(),
+        }
+    }
+}
+
 impl DatagramMachine for Node {
     fn handle_datagram(
         &mut self,
@@ -424,20 +473,25 @@ impl DatagramMachine for Node {
         from: SocketAddr,
         data: &mut [u8],
     ) {
-        if Some(socket) == self.stun_alt {
-            if let Some(answer) = self.endpoint.answer_stun(now, from, data) {
-                if self.stun_alt_out.len() < STUN_ALT_QUEUE {
-                    self.stun_alt_out.push_back((from, answer));
-                }
-            }
-            return;
+        self.input(now, socket, from, data, false);
+    }
+
+    /// As `handle_datagram`; a route datagram this node relays stays in
+    /// `data` (rewritten in place by the endpoint) and leaves from the
+    /// socket the node picks for its destination, as in `poll_transmit`.
+    fn handle_datagram_in_place(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        data: &mut [u8],
+    ) -> Option<Outgoing> {
+        let t = self.input(now, socket, from, data, true)?;
+        if !self.families.reach(t.destination) {
+            self.other_family += 1;
+            return None;
         }
-        let from = self.tcp.on_datagram(now, socket, from);
-        if !socket.is_stream() {
-            self.punch.received(now, socket, from);
-        }
-        self.endpoint.handle_datagram(now, from, data);
-        self.process_endpoint(now);
+        Some(self.outgoing(t.destination, data))
     }
 
     fn handle_socket_closed(&mut self, now: Instant, socket: SocketId) {
@@ -482,14 +536,7 @@ impl DatagramMachine for Node {
                 continue;
             }
             let data = buf.get(..t.size).unwrap_or_default();
-            return Some(Outgoing {
-                socket: self
-                    .tcp
-                    .socket_for(t.destination, data)
-                    .unwrap_or_else(|| self.punch.socket_for(t.destination)),
-                destination: t.destination,
-                size: t.size,
-            });
+            return Some(self.outgoing(t.destination, data));
         }
     }
 

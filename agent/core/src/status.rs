@@ -62,6 +62,37 @@ pub struct Status {
     /// publishes, name and IP conflicts (`None` before the node runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<DirectoryStatus>,
+    /// The runtime's system calls and wake-ups (JSON only; `None` in the
+    /// node core's own snapshots): what the data path costs the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoStatus>,
+}
+
+/// Counters of the agent runtime's I/O since start (`docs/dataplane.md`
+/// "Where the CPU goes"): datagrams per `sendmmsg`/`recvmmsg` call and per
+/// GSO/GRO message, frames per TAP wake-up, wake-ups of the event loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoStatus {
+    /// Wake-ups of the event loop (any source).
+    pub wakeups: u64,
+    /// Wake-ups of the UDP driver (sockets, the node's timer, streams).
+    pub udp_wakeups: u64,
+    pub udp_send_calls: u64,
+    pub udp_send_messages: u64,
+    pub udp_datagrams_sent: u64,
+    pub udp_recv_calls: u64,
+    pub udp_recv_messages: u64,
+    pub udp_datagrams_received: u64,
+    /// Of the datagrams sent: relayed ones sent straight from the receive
+    /// buffer; relayed ones lost to a full socket buffer.
+    #[serde(default)]
+    pub udp_datagrams_forwarded: u64,
+    #[serde(default)]
+    pub udp_forwards_dropped: u64,
+    /// TAP wake-ups, frames read in them, frames written.
+    pub tap_wakeups: u64,
+    pub tap_reads: u64,
+    pub tap_writes: u64,
 }
 
 /// The stream the TCP fallback uses.
@@ -941,6 +972,7 @@ pub fn example() -> Status {
                 ],
             }],
         }),
+        io: None,
     }
 }
 

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use ringlan_tunnel::fuzzing::{RouteInput, Routes};
+use ringlan_tunnel::fuzzing::{RouteInput, Routes, ROUTE_HEADER_LEN};
 use ringlan_tunnel::{HopKey, RelayLimits, RouteId, RouteOffer};
 
 fuzz_target!(|data: &[u8]| {
@@ -56,7 +56,10 @@ fuzz_target!(|data: &[u8]| {
             ));
             let _ = a.input(now, id, &mut payload.to_vec(), |_| true);
         } else {
-            buf[..payload.len()].copy_from_slice(payload);
+            let Some(room) = buf.get_mut(ROUTE_HEADER_LEN..ROUTE_HEADER_LEN + payload.len()) else {
+                continue;
+            };
+            room.copy_from_slice(payload);
             let Some((_, n)) = a.wrap(now, 100, &mut buf, payload.len()) else {
                 continue;
             };

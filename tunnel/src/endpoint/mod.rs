@@ -39,7 +39,7 @@ use crate::crypto::{self, DefaultCipher, Epd, Identity, NetworkName, NetworkSecr
 use crate::flow::{FlowEvent, FlowId, RecvFlowId, Reliability, SendError};
 use crate::ids::IdMap;
 use crate::path::{route_id_of, Path, RouteId};
-use crate::route_table::{RelayLimits, Routes};
+use crate::route_table::{RelayLimits, Routes, ROUTE_HEADER_LEN};
 use crate::session::{
     CloseReason, OpenFailure, Session, SessionConfig, SessionId, SessionState, TimerOutcome,
 };
@@ -368,6 +368,11 @@ pub struct Endpoint {
     routes: Routes,
     /// Route datagrams forwarded or generated (keepalives), to send.
     relay_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Inside [`Endpoint::handle_datagram_in_place`]: a datagram to
+    /// forward is left in the caller's buffer and its destination noted
+    /// in `forward`, instead of being copied to `relay_out`.
+    in_place: bool,
+    forward: Option<SocketAddr>,
     /// Spare buffers for `relay_out` (no allocation per forwarded packet).
     relay_pool: Vec<Vec<u8>>,
     /// Responder sessions that would replace an OPEN session with the same
@@ -410,6 +415,8 @@ impl Endpoint {
             stun: StunClient::new(StunClientConfig::default()),
             routes,
             relay_out: VecDeque::new(),
+            in_place: false,
+            forward: None,
             relay_pool: Vec::new(),
             unconfirmed: HashMap::new(),
             keyings_seen: handshake::KeyingsSeen::default(),
@@ -823,6 +830,30 @@ impl Endpoint {
         self.handle_rtmfp(now, from, data, true);
     }
 
+    /// [`Endpoint::handle_datagram`] for a caller that can send a datagram
+    /// from its receive buffer: a route datagram this node relays is
+    /// rewritten in place in `data` (same length: new hop header and tag,
+    /// `docs/relay.md`) and its destination returned; the caller sends
+    /// `data` as it is then, before reusing the buffer. Nothing is copied
+    /// or queued for it. `None`: handled like [`Endpoint::handle_datagram`]
+    /// (anything to send comes out of [`Endpoint::poll_transmit`]).
+    pub fn handle_datagram_in_place(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &mut [u8],
+    ) -> Option<Transmit> {
+        self.in_place = true;
+        self.handle_datagram(now, from, data);
+        self.in_place = false;
+        let destination = self.forward.take()?;
+        Some(Transmit {
+            destination,
+            size: data.len(),
+            kind: TransmitKind::Session,
+        })
+    }
+
     /// An RTMFP datagram: from the socket (`outer`), or the end-to-end
     /// packet out of a route datagram (`from` is then the route's address,
     /// and it may not be a route datagram itself).
@@ -1012,27 +1043,50 @@ impl Endpoint {
             });
         }
         loop {
-            let t = self.poll_transmit_inner(now, buf)?;
+            // A route end builds its packets behind room for the route
+            // header, so wrapping moves nothing (`Routes::wrap`).
+            let (t, at) = self.poll_transmit_inner(now, buf)?;
             let Some(id) = route_id_of(&t.destination) else {
+                if at > 0 {
+                    // A probe of a direct path from a routed session.
+                    buf.copy_within(at..at + t.size, 0);
+                }
                 return Some(t);
             };
+            if at == 0 {
+                // A probe of a route from a direct session.
+                let Some(room) = buf.len().checked_sub(ROUTE_HEADER_LEN) else {
+                    continue;
+                };
+                let n = t.size.min(room);
+                buf.copy_within(..n, ROUTE_HEADER_LEN);
+            }
             if let Some(t) = self.wrap_for_route(now, id, buf, t.size) {
                 return Some(t);
             }
         }
     }
 
-    fn poll_transmit_inner(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    /// The next datagram and where in `buf` it starts: at 0, or at
+    /// [`ROUTE_HEADER_LEN`] for a session whose path is a route.
+    fn poll_transmit_inner(&mut self, now: Instant, buf: &mut [u8]) -> Option<(Transmit, usize)> {
         self.queue_opening_packets(now);
         if let Some((dest, pkt, kind)) = self.startup_out.pop_front() {
-            let n = pkt.len().min(buf.len());
-            buf[..n].copy_from_slice(&pkt[..n]);
+            let mut at = 0;
+            if route_id_of(&dest).is_some() && buf.len() >= ROUTE_HEADER_LEN + pkt.len() {
+                at = ROUTE_HEADER_LEN;
+            }
+            let n = pkt.len().min(buf.len() - at);
+            buf[at..at + n].copy_from_slice(&pkt[..n]);
             self.stats.datagrams_sent += 1;
-            return Some(Transmit {
-                destination: dest,
-                size: n,
-                kind,
-            });
+            return Some((
+                Transmit {
+                    destination: dest,
+                    size: n,
+                    kind,
+                },
+                at,
+            ));
         }
         let tcr = self.tcr_until.is_some_and(|t| now < t);
         let count = self.order.len();
@@ -1048,7 +1102,15 @@ impl Endpoint {
                 continue;
             }
             s.set_tcr(tcr);
-            if let Some((dest, size)) = s.poll_transmit(now, buf) {
+            let at = if route_id_of(&s.dest()).is_some() {
+                ROUTE_HEADER_LEN
+            } else {
+                0
+            };
+            let Some(out) = buf.get_mut(at..) else {
+                continue;
+            };
+            if let Some((dest, size)) = s.poll_transmit(now, out) {
                 let kind = if dest == s.dest() {
                     TransmitKind::Session
                 } else {
@@ -1057,11 +1119,14 @@ impl Endpoint {
                 self.cursor = (idx + 1) % count;
                 self.stats.datagrams_sent += 1;
                 self.drain_flow_events(id);
-                return Some(Transmit {
-                    destination: dest,
-                    size,
-                    kind,
-                });
+                return Some((
+                    Transmit {
+                        destination: dest,
+                        size,
+                        kind,
+                    },
+                    at,
+                ));
             }
             finished |= s.is_finished();
         }

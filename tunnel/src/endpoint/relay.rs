@@ -150,8 +150,9 @@ impl Endpoint {
         buf.truncate(n);
         self.relay_out.push_back((dest, buf));
     }
-    /// A session packet of `size` bytes in `buf` for a route end: wrap it
-    /// in place for the route's first hop (`docs/relay.md`). `None` (and
+    /// A session packet of `size` bytes at `buf[ROUTE_HEADER_LEN..]` for a
+    /// route end: wrap it in place for the route's first hop
+    /// (`docs/relay.md`). `None` (and
     /// counted as a drop) if the route or its hop session is gone.
     pub(super) fn wrap_for_route(
         &mut self,
@@ -192,6 +193,12 @@ impl Endpoint {
                 if is_route_addr(&dest) {
                     // Hops run over direct sessions only.
                     return self.drop_packet(DropReason::Route);
+                }
+                if self.in_place {
+                    // The caller sends `data` itself, rewritten in place.
+                    self.stats.datagrams_sent += 1;
+                    self.forward = Some(dest);
+                    return;
                 }
                 let mut buf = self.relay_pool.pop().unwrap_or_default();
                 buf.clear();

@@ -295,8 +295,18 @@ pub struct FlowStats {
 /// its data (RFC 7016 3.6.3: BUFFERED_SIZE includes storage overhead), so
 /// empty fragments cannot grow memory without bound.
 const ENTRY_OVERHEAD: usize = 32;
-/// Buffers larger than this are not kept for reuse.
-const POOL_MAX_CAPACITY: usize = 64 << 10;
+/// Buffers larger than this are not kept for reuse. The largest message
+/// of a frame flow (a 64 KiB TCP super-frame with its virtio and overlay
+/// headers) fits, so reassembled frames come back through
+/// [`FlowSet::recycle`] instead of being freed and allocated again.
+const POOL_MAX_CAPACITY: usize = 80 << 10;
+/// Buffers with at least this capacity are kept apart from fragment
+/// buffers: reassembled messages take them ([`Pool::take_for`]), fragments
+/// never do.
+const POOL_LARGE: usize = 8 << 10;
+/// Large buffers kept per flow set: at most 32 x 80 KiB = 2.5 MiB per
+/// session, reached only after a burst of large messages.
+const POOL_LARGE_LIMIT: usize = 32;
 /// RFC 7016 3.6.2.11: sending flow COMPLETE_LINGER.
 const SEND_LINGER: Duration = Duration::from_secs(130);
 /// RFC 7016 3.6.3.8: receiving flow COMPLETE_LINGER.
@@ -306,6 +316,8 @@ const RECV_LINGER: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 struct Pool {
     free: Vec<Vec<u8>>,
+    /// Buffers of at least [`POOL_LARGE`] bytes.
+    large: Vec<Vec<u8>>,
     limit: usize,
     reserve: usize,
 }
@@ -317,12 +329,28 @@ impl Pool {
             .unwrap_or_else(|| Vec::with_capacity(self.reserve))
     }
 
+    /// An empty buffer with room for `len` bytes, allocated at most once
+    /// (never grown while it is filled).
+    fn take_for(&mut self, len: usize) -> Vec<u8> {
+        if len <= self.reserve {
+            return self.take();
+        }
+        let mut v = self.large.pop().unwrap_or_default();
+        v.reserve_exact(len);
+        v
+    }
+
     fn give(&mut self, mut v: Vec<u8>) {
-        if v.capacity() == 0 || v.capacity() > POOL_MAX_CAPACITY || self.free.len() >= self.limit {
+        let (list, limit) = if v.capacity() >= POOL_LARGE {
+            (&mut self.large, POOL_LARGE_LIMIT.min(self.limit))
+        } else {
+            (&mut self.free, self.limit)
+        };
+        if v.capacity() == 0 || v.capacity() > POOL_MAX_CAPACITY || list.len() >= limit {
             return;
         }
         v.clear();
-        self.free.push(v);
+        list.push(v);
     }
 }
 
@@ -368,6 +396,7 @@ impl FlowSet {
             rr_cursor: 0,
             pool: Pool {
                 free: Vec::new(),
+                large: Vec::new(),
                 limit,
                 reserve,
             },

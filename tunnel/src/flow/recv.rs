@@ -146,6 +146,13 @@ impl RecvFlow {
     fn take_segment(&mut self, cx: &mut Cx<'_>, s: usize, e: usize, deliver: bool) {
         let mut out: Option<Vec<u8>> = None;
         let single = s == e;
+        // The message's size, so its buffer is allocated once, not grown
+        // fragment by fragment.
+        let total = if deliver && !single {
+            self.buf.range(s..=e).map(|b| b.data.len()).sum()
+        } else {
+            0
+        };
         for b in self.buf.drain(s..=e) {
             let charge = b.data.len() + ENTRY_OVERHEAD;
             self.frag_bytes = self.frag_bytes.saturating_sub(charge);
@@ -155,7 +162,7 @@ impl RecvFlow {
             } else if single {
                 out = Some(b.data);
             } else {
-                let o = out.get_or_insert_with(|| cx.pool.take());
+                let o = out.get_or_insert_with(|| cx.pool.take_for(total));
                 o.extend_from_slice(&b.data);
                 cx.pool.give(b.data);
             }

@@ -398,11 +398,20 @@ impl Net {
                 continue;
             }
             let mut data = p.data;
-            self.nodes[i]
+            // As the driver does: a relayed datagram leaves from the
+            // buffer it arrived in, rewritten in place.
+            let forward = self.nodes[i]
                 .ep
-                .handle_datagram(self.now, p.from, &mut data);
+                .handle_datagram_in_place(self.now, p.from, &mut data);
             self.delivered += 1;
             touched.push(i);
+            if let Some(t) = forward {
+                data.truncate(t.size);
+                match self.source_for(i, t.destination) {
+                    Some(from) => self.put(from, t.destination, data),
+                    None => self.dropped += 1,
+                }
+            }
         }
         for i in 0..self.nodes.len() {
             if self.nodes[i]

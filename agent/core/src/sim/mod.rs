@@ -801,8 +801,14 @@ impl<M: Machine> Sim<M> {
         host.counters.received += 1;
         host.counters.received_bytes += data.len() as u64;
         self.counters.delivered += 1;
-        m.handle_datagram(now, socket, from, &mut data);
+        // As the driver does: a relayed datagram leaves from the buffer it
+        // arrived in, rewritten in place.
+        let forward = m.handle_datagram_in_place(now, socket, from, &mut data);
         host.dirty = true;
+        if let Some(o) = forward {
+            let size = o.size.min(data.len());
+            self.send(h, o.socket, o.destination, &data[..size]);
+        }
     }
 
     // ---- time -----------------------------------------------------------------
