@@ -187,72 +187,28 @@ impl Topology {
             site("sym-1", NatKind::FullyRandom, 128, 12),
             site("sym-2", NatKind::FullyRandom, 192, 13),
         ];
-        let member = |name: &str, role, relay, site, underlay: [u8; 4], tap: u8| Member {
-            name: name.into(),
-            role,
-            relay,
-            site,
-            underlay: Ipv4Addr::from(underlay),
-            overlay: Ipv4Addr::new(10, 77, 0, tap),
-        };
-        let members = vec![
-            member(
-                "intro",
-                Role::Introducer,
-                true,
-                Site::Public,
-                [198, 51, 100, 1],
-                1,
-            ),
-            member(
-                "relay",
-                Role::Node,
-                true,
-                Site::Public,
-                [198, 51, 100, 2],
-                2,
-            ),
-            member(
-                "lan-1",
-                Role::Node,
-                false,
-                Site::Behind(0),
-                [192, 0, 2, 11],
-                11,
-            ),
-            member(
-                "lan-2",
-                Role::Node,
-                false,
-                Site::Behind(0),
-                [192, 0, 2, 12],
-                12,
-            ),
-            member(
-                "cone",
-                Role::Node,
-                false,
-                Site::Behind(1),
-                [192, 0, 2, 75],
-                21,
-            ),
-            member(
-                "sym-1",
-                Role::Node,
-                false,
-                Site::Behind(2),
-                [192, 0, 2, 139],
-                31,
-            ),
-            member(
-                "sym-2",
-                Role::Node,
-                false,
-                Site::Behind(3),
-                [192, 0, 2, 203],
-                32,
-            ),
+        // name, role, relays, site, underlay, last byte of the TAP address
+        #[rustfmt::skip]
+        let table = [
+            ("intro", Role::Introducer, true, Site::Public, [198, 51, 100, 1], 1),
+            ("relay", Role::Node, true, Site::Public, [198, 51, 100, 2], 2),
+            ("lan-1", Role::Node, false, Site::Behind(0), [192, 0, 2, 11], 11),
+            ("lan-2", Role::Node, false, Site::Behind(0), [192, 0, 2, 12], 12),
+            ("cone", Role::Node, false, Site::Behind(1), [192, 0, 2, 75], 21),
+            ("sym-1", Role::Node, false, Site::Behind(2), [192, 0, 2, 139], 31),
+            ("sym-2", Role::Node, false, Site::Behind(3), [192, 0, 2, 203], 32),
         ];
+        let members = table
+            .into_iter()
+            .map(|(name, role, relay, site, underlay, tap)| Member {
+                name: name.into(),
+                role,
+                relay,
+                site,
+                underlay: Ipv4Addr::from(underlay),
+                overlay: Ipv4Addr::new(10, 77, 0, tap),
+            })
+            .collect();
         Topology { sites, members }
     }
 
@@ -656,6 +612,11 @@ impl Demo {
         &self.topo.members[i].name
     }
 
+    /// `a <-> b`.
+    fn pair_name(&self, (a, b): (usize, usize)) -> String {
+        format!("{} <-> {}", self.name(a), self.name(b))
+    }
+
     /// Fails when an agent has exited that was not killed on purpose.
     fn check_alive(&self) -> Result<()> {
         for (n, killed) in self.nodes.iter().zip(&self.killed) {
@@ -869,10 +830,9 @@ impl Demo {
                 let seen = ends[0].map(|x| x.path.to_string());
                 if seen.is_some() && seen != g.last {
                     println!(
-                        "  {:>5.1} s  {} <-> {}  {}",
+                        "  {:>5.1} s  {}  {}",
                         secs(t),
-                        self.name(a),
-                        self.name(b),
+                        self.pair_name(g.pair),
                         seen.as_deref().unwrap_or("")
                     );
                     g.last = seen;
@@ -882,9 +842,8 @@ impl Demo {
                         if g.goal.holds(&x.path, &y.path) {
                             g.reached = Some(t);
                             println!(
-                                "            {} <-> {}: {}",
-                                self.name(a),
-                                self.name(b),
+                                "            {}: {}",
+                                self.pair_name(g.pair),
                                 self.explain(g.goal, a, b, x)
                             );
                         }
@@ -900,9 +859,8 @@ impl Demo {
                     .filter(|g| g.reached.is_none())
                     .map(|g| {
                         format!(
-                            "{} <-> {} is {} (wanted {})",
-                            self.name(g.pair.0),
-                            self.name(g.pair.1),
+                            "{} is {} (wanted {})",
+                            self.pair_name(g.pair),
                             g.last.as_deref().unwrap_or("not open"),
                             g.goal.wanted()
                         )
@@ -924,9 +882,8 @@ impl Demo {
             .iter()
             .map(|g| {
                 format!(
-                    "{} <-> {} {} after {:.1} s",
-                    self.name(g.pair.0),
-                    self.name(g.pair.1),
+                    "{} {} after {:.1} s",
+                    self.pair_name(g.pair),
                     g.last.as_deref().unwrap_or(""),
                     secs(g.reached.unwrap_or_default())
                 )
