@@ -79,13 +79,18 @@ const RELAY: &str = "relay";
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the three paths get (birthday punching takes 5 to 10 s in the
 /// lab, up to three rounds of about 8 s when unlucky; docs/nat.md).
-const PATHS_TIMEOUT: Duration = Duration::from_secs(45);
+const PATHS_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the first ping may take to get through (ARP over the overlay).
 const FIRST_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the session gets to leave the killed relay, and the stream to
 /// move on.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 const PING_COUNT: u32 = 5;
+/// Pings a second that drive the show's pairs: well above what makes a
+/// member want an on-demand link (a direct session) to the one it sends
+/// to: 64 frames routed to it within 10 s (overlay `on_demand_frames`,
+/// `on_demand_interval`), so the session opens after about 1.3 s.
+const PINGS_PER_SEC: u32 = 50;
 const TRANSFER_MIB: u64 = 16;
 const TRANSFER_PORT: u16 = 5001;
 const STREAM_PORT: u16 = 5002;
@@ -305,6 +310,8 @@ struct Demo {
     nodes: Vec<Node>,
     /// Parallel to `topo.members`: killed on purpose (the relay).
     killed: Vec<bool>,
+    /// Pings that run until the end of the show.
+    pings: Vec<Proc>,
     bin: PathBuf,
 }
 
@@ -468,6 +475,9 @@ fn show(
 
     heading(6, "Killing the relay under a running TCP stream");
     let failover = demo.kill_relay()?;
+    for p in &demo.pings {
+        let _ = lab.kill(p);
+    }
 
     println!("\n  after the show:");
     print!("{}", indent(&demo.summary_table()));
@@ -588,6 +598,7 @@ fn build(lab: Arc<Lab>, topo: &Topology, bin: &Path) -> Result<Demo> {
         lab,
         topo: topo.clone(),
         killed: vec![false; nodes.len()],
+        pings: Vec::new(),
         nodes,
         bin: bin.to_path_buf(),
     })
@@ -677,6 +688,36 @@ impl Demo {
                 .any(|r| self.member_named(st, r) == Some(relay)),
             _ => false,
         }
+    }
+
+    /// Whether member `relay`'s status lists a ready route it carries
+    /// between members `a` and `b` (either way) whose neighbours are not
+    /// `avoid` (a route `relay>avoid` dies with `avoid`).
+    fn carries(
+        &self,
+        st: &[Option<Status>],
+        relay: usize,
+        a: usize,
+        b: usize,
+        avoid: usize,
+    ) -> bool {
+        let id = |i: usize| st[i].as_ref().and_then(|s| s.node_id.as_deref());
+        let (Some(ia), Some(ib)) = (id(a), id(b)) else {
+            return false;
+        };
+        st[relay]
+            .as_ref()
+            .and_then(|s| s.relay.as_ref())
+            .is_some_and(|r| {
+                r.routes.iter().any(|c| {
+                    c.ready
+                        && ((c.origin == ia && c.target == ib)
+                            || (c.origin == ib && c.target == ia))
+                        && [&c.from, &c.to]
+                            .iter()
+                            .all(|n| self.member_named(st, n) != Some(avoid))
+                })
+            })
     }
 
     /// The human `ringlan status --socket PATH` of the re-executed binary.
@@ -787,12 +828,12 @@ impl Demo {
         }
     }
 
-    /// Step 4: pings across the show's pairs (a session opens when traffic
-    /// wants one) until `lan-1 <-> lan-2` is direct on the LAN, `sym-1` and
+    /// Step 4: pings across the show's pairs (a direct session opens when
+    /// enough traffic wants one, [`PINGS_PER_SEC`]) until `lan-1 <-> lan-2` is direct on the LAN, `sym-1` and
     /// `sym-2` reach the public relay directly, `cone <-> sym-1` is direct
     /// through both NATs and `sym-1 <-> sym-2` relayed with a standby route;
     /// prints each pair's path as it changes. Returns a one-line summary.
-    fn wait_paths(&self, timeout: Duration) -> Result<String> {
+    fn wait_paths(&mut self, timeout: Duration) -> Result<String> {
         let mut goals = vec![
             PathGoal::new(self.topo.pair(LAN_PAIR)?, Goal::Lan),
             PathGoal::new(self.topo.pair([RELAYED_PAIR[0], RELAY])?, Goal::Public),
@@ -801,20 +842,36 @@ impl Demo {
             PathGoal::new(self.topo.pair(RELAYED_PAIR)?, Goal::Relayed),
         ];
         let mut pings: Vec<Proc> = Vec::new();
+        let interval = format!("{}", 1.0 / f64::from(PINGS_PER_SEC));
+        let relay = self.topo.index(RELAY)?;
         for g in &goals {
             let (a, b) = g.pair;
             let target = self.topo.members[b].overlay.to_string();
+            // The pings to the relay go on until the end of the show: they
+            // keep it a link of the relayed pair (should the ring drop it,
+            // the traffic brings it back as an on-demand link), and only
+            // links relay routes.
+            let to_relay = b == relay;
             println!(
-                "  ping {} -> {} ({target}), 5 a second, until {}",
+                "  ping {} -> {} ({target}), {PINGS_PER_SEC} a second, until {}",
                 self.name(a),
                 self.name(b),
-                g.goal.wanted()
+                if to_relay {
+                    "the end of the show (it keeps relay a link of theirs, so a relay for them)"
+                } else {
+                    g.goal.wanted()
+                }
             );
-            pings.push(self.lab.spawn(
+            let p = self.lab.spawn(
                 &self.nodes[a].ns,
                 &format!("ping-{}-{}", self.name(a), self.name(b)),
-                &["ping", "-n", "-q", "-i", "0.2", "-W", "1", &target],
-            )?);
+                &["ping", "-n", "-q", "-i", &interval, &target],
+            )?;
+            if to_relay {
+                self.pings.push(p);
+            } else {
+                pings.push(p);
+            }
         }
         println!("  (up to {} s)", timeout.as_secs());
         let start = Instant::now();
@@ -1087,18 +1144,35 @@ impl Demo {
     /// a one-line summary.
     fn kill_relay(&mut self) -> Result<String> {
         let (a, b) = self.topo.pair(RELAYED_PAIR)?;
-        // Failover needs the standby route (through the other relay).
-        let st = ringlan_lab::wait_for(FAILOVER_TIMEOUT, "a standby route", || {
-            self.check_alive()?;
-            let st = self.poll();
-            let ready = self.session(&st, a, b).is_some_and(
-                |x| matches!(&x.path, PathKind::Relayed { standby, .. } if *standby >= 1),
-            );
-            Ok(ready.then_some(st))
-        })
+        // Failover needs a standby route through another relay: wait until
+        // the session is relayed and a relay other than the one in use
+        // carries a route for the pair (its status lists it).
+        let mut seen = String::from("no session");
+        let (st, victim, standby) = ringlan_lab::wait_for(
+            FAILOVER_TIMEOUT,
+            "a standby route through the other relay",
+            || {
+                self.check_alive()?;
+                let st = self.poll();
+                let Some(x) = self.session(&st, a, b) else {
+                    return Ok(None);
+                };
+                seen = x.path.to_string();
+                let PathKind::Relayed { via, .. } = &x.path else {
+                    return Ok(None);
+                };
+                let first = via.split('>').next().unwrap_or_default();
+                let Some(victim) = self.member_named(&st, first) else {
+                    return Ok(None);
+                };
+                let standby = (0..self.nodes.len())
+                    .find(|&r| r != victim && self.carries(&st, r, a, b, victim));
+                Ok(standby.map(|w| (st, victim, w)))
+            },
+        )
         .with_context(|| {
             format!(
-                "{} -> {} has no standby route to fail over to",
+                "{} -> {} ({seen}) has no standby route through another relay to fail over to",
                 self.name(a),
                 self.name(b)
             )
@@ -1106,22 +1180,15 @@ impl Demo {
         let x = self
             .session(&st, a, b)
             .ok_or_else(|| anyhow!("{} has no session with {}", self.name(a), self.name(b)))?;
-        let PathKind::Relayed { via, .. } = &x.path else {
-            bail!(
-                "{} -> {} is {}, not relayed",
-                self.name(a),
-                self.name(b),
-                x.path
-            );
-        };
-        let first = via.split('>').next().unwrap_or_default();
-        let victim = self
-            .member_named(&st, first)
-            .ok_or_else(|| anyhow!("relay {first} is not a member of the demo"))?;
         let before = x.path.clone();
         let tx_before = x.tx.bytes;
         let (from, to) = (&self.topo.members[a], &self.topo.members[b]);
-        println!("  before: {} -> {}  {before}", from.name, to.name);
+        println!(
+            "  before: {} -> {}  {before}; {} carries the standby route",
+            from.name,
+            to.name,
+            self.name(standby)
+        );
         let job = self.lab.tcp_stream(
             &self.nodes[a].ns,
             &self.nodes[b].ns,

@@ -153,7 +153,7 @@ fn demo_shows_nat_traversal_relays_and_failover_and_cleans_up() {
     let via = before
         .split("relayed via ")
         .nth(1)
-        .and_then(|v| v.split(['>', ' ']).next())
+        .and_then(|v| v.split(['>', ' ', ';']).next())
         .unwrap_or_default()
         .to_string();
     assert!(via == "relay" || via == "intro", "{before}");
