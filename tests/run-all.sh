@@ -78,6 +78,10 @@ check_tool unshare util-linux
 check_tool man man-db
 check_tool mmdebstrap mmdebstrap
 check_tool readelf binutils
+# agent/tests/topology.rs opens the metrics page in headless Chromium,
+# driven over WebDriver by chromedriver.
+check_tool chromium chromium
+check_tool chromedriver chromium-driver
 install_deps() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q && apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"

@@ -11,6 +11,10 @@
 //! - `{"cmd":"members"}`: the node scans the directory on the ring;
 //!   `{"ok":true,"members":{...}}` (the `ringlan members --json` shape,
 //!   `docs/directory.md`), within [`MEMBERS_TIMEOUT`].
+//! - `{"cmd":"topology"}`: the network as the node sees it (the same scan,
+//!   the members' published links and the node's own);
+//!   `{"ok":true,"topology":{...}}` (the `ringlan topology --format json`
+//!   shape, `docs/topology.md`), within [`MEMBERS_TIMEOUT`].
 //!
 //! A connection may send several requests; each gets one response line. A
 //! line longer than [`MAX_REQUEST`] (room for the largest revocation list
@@ -30,6 +34,7 @@ use std::sync::Arc;
 use ringlan_node::admission::wire::MAX_LIST;
 use ringlan_node::directory::MembersReport;
 use ringlan_node::membership::{hex, parse_hex};
+use ringlan_node::topology::Topology;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -59,6 +64,8 @@ pub enum Request {
     },
     /// The network's members from the directory.
     Members,
+    /// The network's members and links as the node sees them.
+    Topology,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +79,9 @@ pub struct Response {
     /// The network's members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<MembersReport>,
+    /// The network's members and links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -80,10 +90,20 @@ impl Response {
     fn error(e: impl Into<String>) -> Self {
         Response {
             ok: false,
+            error: Some(e.into()),
+            ..Response::ok()
+        }
+    }
+
+    /// A success without content (fill in the answer).
+    fn ok() -> Self {
+        Response {
+            ok: true,
             status: None,
             version: None,
             members: None,
-            error: Some(e.into()),
+            topology: None,
+            error: None,
         }
     }
 }
@@ -103,6 +123,9 @@ pub enum Command {
     Members {
         reply: oneshot::Sender<MembersReport>,
     },
+    /// The network's members and links (a scan, or the last one when it
+    /// is recent: `crate::scans`); answer when it is there.
+    Topology { reply: oneshot::Sender<Topology> },
 }
 
 /// Where the control socket sends [`Command`]s.
@@ -238,11 +261,8 @@ async fn serve_push(hex: &str, commands: Option<&Commands>) -> Response {
     }
     match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
         Ok(Ok(Ok(version))) => Response {
-            ok: true,
-            status: None,
             version: Some(version),
-            members: None,
-            error: None,
+            ..Response::ok()
         },
         Ok(Ok(Err(e))) => Response::error(e),
         Ok(Err(_)) => Response::error("the node is not running"),
@@ -252,27 +272,47 @@ async fn serve_push(hex: &str, commands: Option<&Commands>) -> Response {
     }
 }
 
-/// Asks the node for the network's members.
-async fn serve_members(commands: Option<&Commands>) -> Response {
+/// Asks the node for something that takes a directory scan (`command`
+/// wraps the reply channel); waits at most [`MEMBERS_TIMEOUT`].
+pub async fn ask_node<T>(
+    commands: Option<&Commands>,
+    command: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, String> {
     let Some(commands) = commands else {
-        return Response::error("this agent takes no commands");
+        return Err("this agent takes no commands".into());
     };
     let (reply, answer) = oneshot::channel();
-    if commands.send(Command::Members { reply }).await.is_err() {
-        return Response::error("the node is not running");
+    if commands.send(command(reply)).await.is_err() {
+        return Err("the node is not running".into());
     }
     match tokio::time::timeout(MEMBERS_TIMEOUT, answer).await {
-        Ok(Ok(report)) => Response {
-            ok: true,
-            status: None,
-            version: None,
-            members: Some(report),
-            error: None,
-        },
-        Ok(Err(_)) => Response::error("the node is not running"),
-        Err(_) => Response::error(format!(
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(_)) => Err("the node is not running".into()),
+        Err(_) => Err(format!(
             "the node did not answer within {MEMBERS_TIMEOUT:?}"
         )),
+    }
+}
+
+/// Asks the node for the network's members.
+async fn serve_members(commands: Option<&Commands>) -> Response {
+    match ask_node(commands, |reply| Command::Members { reply }).await {
+        Ok(report) => Response {
+            members: Some(report),
+            ..Response::ok()
+        },
+        Err(e) => Response::error(e),
+    }
+}
+
+/// Asks the node for the network's topology.
+async fn serve_topology(commands: Option<&Commands>) -> Response {
+    match ask_node(commands, |reply| Command::Topology { reply }).await {
+        Ok(t) => Response {
+            topology: Some(t),
+            ..Response::ok()
+        },
+        Err(e) => Response::error(e),
     }
 }
 
@@ -298,14 +338,12 @@ async fn handle(stream: UnixStream, conn: Conn, commands: Option<Commands>) -> i
         } else {
             match serde_json::from_slice::<Request>(&line) {
                 Ok(Request::Status) => Response {
-                    ok: true,
                     status: Some(conn.source().snapshot()),
-                    version: None,
-                    members: None,
-                    error: None,
+                    ..Response::ok()
                 },
                 Ok(Request::RevocationsPush { list }) => serve_push(&list, commands.as_ref()).await,
                 Ok(Request::Members) => serve_members(commands.as_ref()).await,
+                Ok(Request::Topology) => serve_topology(commands.as_ref()).await,
                 Err(e) => Response::error(format!("bad request: {e}")),
             }
         };
@@ -410,6 +448,19 @@ pub async fn request_members(path: &Path) -> Result<MembersReport, ControlError>
     .await?
     .members
     .ok_or_else(|| ControlError::Protocol("response without members".into()))
+}
+
+/// Client side: the network's members and links, as the agent behind
+/// `path` sees them.
+pub async fn request_topology(path: &Path) -> Result<Topology, ControlError> {
+    within(
+        path,
+        MEMBERS_TIMEOUT + CLIENT_TIMEOUT,
+        exchange(path, &Request::Topology),
+    )
+    .await?
+    .topology
+    .ok_or_else(|| ControlError::Protocol("response without topology".into()))
 }
 
 #[cfg(test)]
@@ -721,6 +772,46 @@ mod tests {
             .unwrap();
         assert!(
             line.starts_with(r#"{"ok":true,"members":{"complete":true,"now_unix":1796300100,"members":[{"name":"desktop""#),
+            "{line}"
+        );
+        tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(node.await.unwrap(), 2);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[tokio::test]
+    async fn topology_comes_from_the_node() {
+        let path = sock_path("topology");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        let board = Arc::new(StatusBoard::new(crate::status::example()));
+        let (cmd_tx, mut cmd_rx) = mpsc::channel(4);
+        let node = tokio::spawn(async move {
+            let mut asked = 0;
+            while let Some(cmd) = cmd_rx.recv().await {
+                if let Command::Topology { reply } = cmd {
+                    asked += 1;
+                    let _ = reply.send(ringlan_node::topology::example());
+                }
+            }
+            asked
+        });
+        let (tx, task) = serve_with_commands(&path, board, cmd_tx).await;
+        let got = request_topology(&path).await.unwrap();
+        assert_eq!(got, ringlan_node::topology::example());
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = s.into_split();
+        w.write_all(b"{\"cmd\":\"topology\"}\n").await.unwrap();
+        let line = BufReader::new(r)
+            .lines()
+            .next_line()
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            line.starts_with(
+                r#"{"ok":true,"topology":{"complete":true,"now_unix":1796300100,"this_node":"#
+            ),
             "{line}"
         );
         tx.send(true).unwrap();

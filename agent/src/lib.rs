@@ -17,6 +17,7 @@ pub mod ifaddrs;
 pub mod metrics;
 pub mod peer_cache;
 pub mod runtime;
+pub mod scans;
 pub mod serve;
 pub mod service;
 pub mod status;

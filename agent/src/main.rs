@@ -45,6 +45,11 @@ enum Cmd {
     /// member, not only this node's sessions): name, node id, overlay
     /// addresses, MAC, NAT kind, last seen.
     Members(AgentQuery),
+    /// Show the network as the agent sees it: members in ring order with
+    /// NAT kind and relay capability, and which members are linked (ring,
+    /// long, ...) and how (direct, LAN, relayed via whom), from the
+    /// directory and the links every member publishes (docs/topology.md).
+    Topology(TopologyQuery),
     /// Make a node key (Ed25519); prints the public key.
     Keygen {
         /// Write the key to FILE (mode 0600) instead of stdout.
@@ -107,18 +112,47 @@ enum Cmd {
     },
 }
 
-/// Which running agent to ask, and how to print its answer.
+/// Which running agent to ask.
 #[derive(clap::Args)]
-struct AgentQuery {
+struct AgentSocket {
     /// Read the control socket path from this config file.
     #[arg(short, long, value_name = "FILE", conflicts_with = "socket")]
     config: Option<PathBuf>,
     /// Control socket path (default: the only socket in /run/ringlan).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+}
+
+/// Which running agent to ask, and how to print its answer.
+#[derive(clap::Args)]
+struct AgentQuery {
+    #[command(flatten)]
+    agent: AgentSocket,
     /// Print the answer as JSON (`members`: the shape in docs/directory.md).
     #[arg(long)]
     json: bool,
+}
+
+/// `ringlan topology`: which agent, which format, where to.
+#[derive(clap::Args)]
+struct TopologyQuery {
+    #[command(flatten)]
+    agent: AgentSocket,
+    /// Output format: a text table, JSON (docs/topology.md), Graphviz DOT
+    /// (e.g. `| neato -Tpng`), or a self-contained SVG ring drawing.
+    #[arg(long, value_enum, default_value = "text")]
+    format: TopologyFormat,
+    /// Write to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TopologyFormat {
+    Text,
+    Json,
+    Dot,
+    Svg,
 }
 
 #[derive(Subcommand)]
@@ -231,8 +265,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Up { config } => cmd_up(&config),
-        Cmd::Status(q) => cmd_status(q.config.as_deref(), q.socket, q.json),
-        Cmd::Members(q) => cmd_members(q.config.as_deref(), q.socket, q.json),
+        Cmd::Status(q) => cmd_status(q.agent.config.as_deref(), q.agent.socket, q.json),
+        Cmd::Members(q) => cmd_members(q.agent.config.as_deref(), q.agent.socket, q.json),
+        Cmd::Topology(q) => cmd_topology(q),
         Cmd::Keygen { output, force } => cmd_keygen(output.as_deref(), force),
         Cmd::Secret { output, force } => cmd_secret(output.as_deref(), force),
         Cmd::Ca(cmd) => cmd_ca(cmd),
@@ -395,6 +430,24 @@ fn cmd_members(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> an
     let path = control_socket(config, socket)?;
     let report = runtime()?.block_on(control::request_members(&path))?;
     print_answer(&report, json, |r| r.render())
+}
+
+fn cmd_topology(q: TopologyQuery) -> anyhow::Result<()> {
+    use ringlan_node::topology;
+    let path = control_socket(q.agent.config.as_deref(), q.agent.socket)?;
+    let t = runtime()?.block_on(control::request_topology(&path))?;
+    let out = match q.format {
+        TopologyFormat::Text => t.render(),
+        TopologyFormat::Json => format!("{}\n", serde_json::to_string_pretty(&t)?),
+        TopologyFormat::Dot => topology::dot::render(&t),
+        TopologyFormat::Svg => topology::svg::render(&t),
+    };
+    match q.output {
+        Some(file) => std::fs::write(&file, out)
+            .with_context(|| format!("cannot write {}", file.display()))?,
+        None => print!("{out}"),
+    }
+    Ok(())
 }
 
 /// An agent's answer as pretty JSON, or rendered for people.

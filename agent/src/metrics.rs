@@ -1,5 +1,18 @@
 //! Optional Prometheus endpoint (`metrics.listen`): `GET /metrics` over a
-//! minimal HTTP/1.1 responder (one request per connection).
+//! minimal HTTP/1.1 responder (one request per connection), and the
+//! network's picture:
+//!
+//! - `GET /`: a small self-contained HTML page (`page.html`, inline CSS and
+//!   JavaScript, nothing fetched from elsewhere) that draws the ring from
+//!   the two endpoints below every 5 s and lists a member's links when it
+//!   is clicked;
+//! - `GET /topology.json`: what `ringlan topology --format json` prints;
+//! - `GET /topology.svg`: what `ringlan topology --format svg` prints.
+//!
+//! The topology comes from the node (a directory scan, shared and reused
+//! for a few seconds: `crate::scans`), asked through the same command
+//! channel as the control socket's (`MetricsServer::with_commands`);
+//! without it those two answer `503`.
 //!
 //! The metrics are the status counters: on every scrape a prometheus-client
 //! [`Collector`] takes a [`Status`](crate::status::Status) snapshot and encodes it, so the numbers
@@ -27,11 +40,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::control::{ask_node, Command, Commands};
 use crate::serve::{Conn, Limits, ServeStats, Server, METRICS_LIMITS};
 use crate::status::{short_id, MembershipStatus, SessionPhase, StatusSource};
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8192;
+
+/// The page `GET /` serves.
+pub const PAGE: &str = include_str!("page.html");
 
 /// The reply to a connection refused because every slot is busy.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n";
@@ -358,6 +375,8 @@ pub struct MetricsServer {
     server: Server,
     /// Other servers whose counters are exported besides our own.
     others: Sockets,
+    /// Where topology requests go (the node's command channel).
+    commands: Option<Commands>,
 }
 
 impl MetricsServer {
@@ -366,6 +385,7 @@ impl MetricsServer {
             listener: TcpListener::bind(addr).await?,
             server: Server::new("metrics", METRICS_LIMITS, BUSY, source),
             others: Vec::new(),
+            commands: None,
         })
     }
 
@@ -379,6 +399,13 @@ impl MetricsServer {
     /// with label `socket="<name>"`.
     pub fn report(mut self, name: &'static str, stats: Arc<ServeStats>) -> Self {
         self.others.push((name, stats));
+        self
+    }
+
+    /// Sends topology requests (`/topology.json`, `/topology.svg`) to
+    /// `commands`; without it they are answered `503`.
+    pub fn with_commands(mut self, commands: Commands) -> Self {
+        self.commands = Some(commands);
         self
     }
 
@@ -396,7 +423,8 @@ impl MetricsServer {
         let mut sockets = self.others;
         sockets.push(("metrics", self.server.stats.clone()));
         let sockets: Arc<Sockets> = Arc::new(sockets);
-        let serve_one = move |stream, conn| handle(stream, conn, sockets.clone());
+        let commands = self.commands;
+        let serve_one = move |stream, conn| handle(stream, conn, sockets.clone(), commands.clone());
         crate::serve::accept_loop(&self.listener, self.server, shutdown, serve_one).await
     }
 }
@@ -423,19 +451,58 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
-async fn handle(mut stream: TcpStream, conn: Conn, sockets: Arc<Sockets>) -> io::Result<()> {
+/// A response: status line, content type, body.
+type Answer = (&'static str, &'static str, String);
+
+/// The topology from the node, rendered by `render`.
+async fn topology(
+    commands: Option<&Commands>,
+    ctype: &'static str,
+    render: fn(&ringlan_node::topology::Topology) -> String,
+) -> Answer {
+    match ask_node(commands, |reply| Command::Topology { reply }).await {
+        Ok(t) => ("200 OK", ctype, render(&t)),
+        Err(e) => (
+            "503 Service Unavailable",
+            "text/plain; charset=utf-8",
+            format!("{e}\n"),
+        ),
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    conn: Conn,
+    sockets: Arc<Sockets>,
+    commands: Option<Commands>,
+) -> io::Result<()> {
     let head = conn.read_request(read_head(&mut stream)).await?;
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
+    let (status, ctype, body): Answer = match (method, path) {
         ("GET", "/metrics") => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             render_with(conn.source().clone(), sockets.to_vec()),
         ),
+        ("GET", "/") => ("200 OK", "text/html; charset=utf-8", PAGE.to_string()),
+        ("GET", "/topology.json") => {
+            topology(commands.as_ref(), "application/json", |t| {
+                serde_json::to_string(t).unwrap_or_default()
+            })
+            .await
+        }
+        ("GET", "/topology.svg") => {
+            topology(
+                commands.as_ref(),
+                "image/svg+xml",
+                ringlan_node::topology::svg::render,
+            )
+            .await
+        }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
             "405 Method Not Allowed",
@@ -443,8 +510,11 @@ async fn handle(mut stream: TcpStream, conn: Conn, sockets: Arc<Sockets>) -> io:
             "method not allowed\n".to_string(),
         ),
     };
+    // The page runs only its own inline script and talks only to us.
     let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
+         Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'\r\n\
+         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     conn.write_response(async {
@@ -523,8 +593,13 @@ mod tests {
         let want = 1_827_850_800 - crate::ca::unix_now() as i64;
         assert!((want - 5..=want).contains(&left), "{left} vs {want}");
 
-        let r = get(addr, "GET / HTTP/1.1\r\n\r\n").await;
+        let r = get(addr, "GET /nothing HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+        // No command channel: the page is there, the topology is not.
+        let r = get(addr, "GET / HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        let r = get(addr, "GET /topology.json HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
         let r = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 405"), "{r}");
 
@@ -547,6 +622,53 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         tokio::spawn(server.serve(rx));
         (addr, stats, tx)
+    }
+
+    #[tokio::test]
+    async fn serves_the_page_and_the_topology_from_the_node() {
+        let board = Arc::new(StatusBoard::new(crate::status::example()));
+        let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel(4);
+        let node = tokio::spawn(async move {
+            let mut asked = 0;
+            while let Some(Command::Topology { reply }) = cmd_rx.recv().await {
+                asked += 1;
+                let _ = reply.send(ringlan_node::topology::example());
+            }
+            asked
+        });
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), board)
+            .await
+            .unwrap()
+            .with_commands(cmd_tx);
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(server.serve(rx));
+        let split = |r: &str| {
+            let (head, body) = r.split_once("\r\n\r\n").unwrap();
+            (head.to_string(), body.to_string())
+        };
+        let (head, body) = split(&get(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("Content-Type: text/html; charset=utf-8"));
+        assert!(head.contains("Content-Security-Policy: default-src 'none'"));
+        assert_eq!(body, PAGE);
+        // Self-contained: nothing loaded from another origin.
+        for outside in ["http://", "https://", "src=", "href=", "@import"] {
+            assert!(!PAGE.contains(outside), "the page refers to {outside}");
+        }
+        for fetched in ["/topology.json", "/topology.svg"] {
+            assert!(PAGE.contains(fetched), "the page fetches {fetched}");
+        }
+        let (head, body) = split(&get(addr, "GET /topology.json HTTP/1.1\r\n\r\n").await);
+        assert!(head.contains("Content-Type: application/json"), "{head}");
+        let t: ringlan_node::topology::Topology = serde_json::from_str(&body).unwrap();
+        assert_eq!(t, ringlan_node::topology::example());
+        let (head, body) = split(&get(addr, "GET /topology.svg?t=1 HTTP/1.1\r\n\r\n").await);
+        assert!(head.contains("Content-Type: image/svg+xml"), "{head}");
+        assert_eq!(body, ringlan_node::topology::svg::render(&t));
+        tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(node.await.unwrap(), 2);
     }
 
     #[test]

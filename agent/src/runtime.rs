@@ -17,9 +17,10 @@
 //! - a one-second tick: publish the status snapshot, re-read interface
 //!   addresses every `IFSCAN_PERIOD` (10 s), warn once a day while the
 //!   node's certificate expires within 30 days (or has expired);
-//! - commands from the control socket (a revocation list: handed to the
-//!   node, its answer sent back; a members scan: started on the node, the
-//!   answer sent back when its `NodeEvent::Members` comes);
+//! - commands from the control socket and the metrics page (a revocation
+//!   list: handed to the node, its answer sent back; a members scan or a
+//!   topology: a scan started on the node or joined, the answer sent back
+//!   when its `NodeEvent::Members` comes; see [`crate::scans`]);
 //! - names from the DNS responder ([`crate::dns`]): resolved by the node
 //!   (`Node::resolve_name`), the answer sent back when its
 //!   `NodeEvent::Resolved` comes;
@@ -44,7 +45,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ringlan_node::directory::MembersReport;
 use ringlan_node::membership::{NodeCert, RevocationList};
 use ringlan_node::MembershipSetup;
 use ringlan_node::{
@@ -62,6 +62,7 @@ use crate::dns;
 use crate::identity::{NetworkSecret, NodeKey};
 use crate::ifaddrs::interface_addresses;
 use crate::peer_cache;
+use crate::scans::{Reply, Scans};
 use crate::status::{StatusBoard, TapStatus};
 use crate::tap::{format_mac, Tap};
 
@@ -242,11 +243,6 @@ fn snapshot(driver: &Driver<Node>) -> Status {
     s
 }
 
-/// Control-socket requests waiting for the node's answer (members scans).
-/// Bounded: the control socket serves at most 16 connections, one request
-/// each at a time, and every scan ends (complete or timed out).
-type Waiting = HashMap<MemberRequest, oneshot::Sender<MembersReport>>;
-
 /// DNS lookups waiting for the node's answer. Bounded by the responder
 /// ([`dns::MAX_PENDING`] at once) and because every lookup ends (found, not
 /// found or timed out in the node).
@@ -255,12 +251,12 @@ type Names = HashMap<MemberRequest, oneshot::Sender<dns::Lookup>>;
 /// Write the node's frames to the TAP, tell systemd what it should know,
 /// keep newer revocation lists at `revocations` (written here, in order, so
 /// an older list never overwrites a newer one; a list is rare and small),
-/// answer members scans.
+/// answer scans.
 async fn drain_outputs(
     driver: &mut Driver<Node>,
     tap: &Tap,
     revocations: &Path,
-    waiting: &mut Waiting,
+    scans: &mut Scans,
     names: &mut Names,
 ) {
     let node = driver.machine();
@@ -280,11 +276,7 @@ async fn drain_outputs(
                 request,
                 members,
                 complete,
-            } => {
-                if let Some(reply) = waiting.remove(&request) {
-                    let _ = reply.send(node.members_report(Instant::now(), &members, complete));
-                }
-            }
+            } => scans.answered(node, Instant::now(), request, members, complete),
             NodeEvent::Resolved {
                 request, member, ..
             } => {
@@ -336,7 +328,7 @@ fn keep_revocations(path: &Path, list: &[u8], version: u64) {
 }
 
 /// Carries out a control-socket command.
-fn handle_command(driver: &mut Driver<Node>, cmd: Command, waiting: &mut Waiting) {
+fn handle_command(driver: &mut Driver<Node>, cmd: Command, scans: &mut Scans) {
     match cmd {
         Command::PushRevocations { list, reply } => {
             let r = driver
@@ -349,8 +341,10 @@ fn handle_command(driver: &mut Driver<Node>, cmd: Command, waiting: &mut Waiting
             let _ = reply.send(r);
         }
         Command::Members { reply } => {
-            let request = driver.machine().members(Instant::now());
-            waiting.insert(request, reply);
+            scans.ask(driver.machine(), Instant::now(), Reply::Members(reply))
+        }
+        Command::Topology { reply } => {
+            scans.ask(driver.machine(), Instant::now(), Reply::Topology(reply))
         }
     }
 }
@@ -391,7 +385,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_ifscan = Instant::now() + IFSCAN_PERIOD;
     let mut next_expiry_check = Instant::now() + EXPIRY_CHECK_PERIOD;
-    let mut waiting = Waiting::new();
+    let mut scans = Scans::default();
     let mut names = Names::new();
     let mut dns_rx = ctx.names.take();
     // The peer cache: members to rejoin through.
@@ -413,7 +407,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     let (resolved_tx, mut resolved) = mpsc::channel::<Vec<std::net::SocketAddr>>(1);
     let mut resolving = false;
     let mut last_resolve = Instant::now();
-    drain_outputs(&mut driver, tap, &kept, &mut waiting, &mut names).await;
+    drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names).await;
     loop {
         tokio::select! {
             r = shutdown.changed() => {
@@ -421,7 +415,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             }
             _ = driver.wait() => {}
             cmd = commands.recv(), if commands_open => match cmd {
-                Some(cmd) => handle_command(&mut driver, cmd, &mut waiting),
+                Some(cmd) => handle_command(&mut driver, cmd, &mut scans),
                 None => commands_open = false,
             },
             q = recv_name(&mut dns_rx) => match q {
@@ -492,7 +486,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
                 board.publish(snapshot(&driver));
             }
         }
-        drain_outputs(&mut driver, tap, &kept, &mut waiting, &mut names).await;
+        drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names).await;
         driver.flush();
     }
 
@@ -513,7 +507,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             _ = &mut linger => break,
             _ = driver.wait() => {}
         }
-        drain_outputs(&mut driver, tap, &kept, &mut waiting, &mut names).await;
+        drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names).await;
     }
     driver.flush();
     board.publish(Status {

@@ -75,7 +75,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let (commands_tx, commands) = mpsc::channel(8);
     let control = ControlServer::bind(&config.control.socket, board.clone())
         .await?
-        .with_commands(commands_tx);
+        .with_commands(commands_tx.clone());
     tracing::info!(path = %control.path().display(), "control socket");
     let control_stats = control.stats();
     let control_task = tokio::spawn(control.serve(stop_rx.clone()));
@@ -85,12 +85,15 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
             let server = MetricsServer::bind(m.listen, board.clone())
                 .await
                 .with_context(|| format!("cannot listen on {} for metrics", m.listen))?
-                .report("control", control_stats);
+                .report("control", control_stats)
+                .with_commands(commands_tx.clone());
             tracing::info!(addr = %server.local_addr()?, "metrics endpoint");
             Some(tokio::spawn(server.serve(stop_rx.clone())))
         }
         None => None,
     };
+    // The control socket and the metrics endpoint hold the senders.
+    drop(commands_tx);
 
     let (names, dns_task) = match &config.dns {
         Some(d) => {

@@ -41,6 +41,7 @@
 //! | [`routes`] | when a session needs relayed routes, which relays, failover |
 //! | [`tcp`] | when to carry datagrams to an introducer over TCP; which stream a datagram to a stream peer leaves on |
 //! | [`snapshot`] / [`status`] | what `ringlan status` shows |
+//! | [`topology`] | what `ringlan topology` shows: members, their published links and ours, merged; text, DOT and SVG renderings |
 //! | [`membership`] | whether a certificate or revocation list is well formed and signed by the network CA |
 
 #![forbid(unsafe_code)]
@@ -63,6 +64,7 @@ pub mod snapshot;
 pub mod status;
 pub mod tcp;
 mod timer;
+pub mod topology;
 pub mod vnet;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

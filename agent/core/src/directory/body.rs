@@ -2,10 +2,10 @@
 //! (`docs/directory.md` "Member records"). The overlay stores it opaque,
 //! signed by the node; this module is its codec.
 //!
-//! Encoding, version 1 (big-endian, every length checked):
+//! Encoding (big-endian, every length checked):
 //!
 //! ```text
-//! version      u8 = 1
+//! version      u8: 1 without links, 2 with links
 //! node id      16 bytes
 //! mac          6 bytes (the TAP's MAC)
 //! flags        u8: bit 0 relays for others; other bits 0
@@ -16,7 +16,22 @@
 //! ips          u8 count (at most MAX_IPS) + each: u8 family (4 or 6) + address
 //! reflexive    u8 count (at most MAX_ADDRS) + each: family + address + u16 port
 //! local        u8 count (at most MAX_ADDRS) + the same
+//! links        version 2 only: u8 count (1..=MAX_LINKS) + each:
+//!                peer   u64: the first 64 bits of the peer's node id
+//!                kind   u8: low nibble the link role (0 successor,
+//!                       1 predecessor, 2 long, 3 introducer, 4 on-demand,
+//!                       5 other), high nibble the path (0 direct through
+//!                       NAT or public, 1 direct on a shared subnet (LAN),
+//!                       2 relayed)
+//!                relay  u8, relayed links only: index in this list of the
+//!                       link to the first relay, 0xff when not listed
 //! ```
+//!
+//! A body without links is version 1, byte for byte what nodes before the
+//! link lists wrote and read: the node puts its links only in its `node:`
+//! record (what `ringlan topology` scans), so its `name:`, `ip:` and `mac:`
+//! records stay readable by those nodes. A version-2 body without links is
+//! refused (the encoding is canonical).
 //!
 //! Overlay IPs are unique, in ascending order (the encoding of a set is
 //! canonical); link-local addresses (IPv4 169.254.0.0/16, IPv6 fe80::/10)
@@ -33,8 +48,15 @@ use crate::membership::cert::{valid_node_name, MAX_NODE_NAME};
 use crate::membership::{put_ip, DecodeError, Reader};
 use crate::status::NatBehaviour;
 
-/// The body format version this node writes and reads.
+/// The body format version of a body without links.
 pub const VERSION: u8 = 1;
+/// The body format version of a body with links.
+pub const VERSION_LINKS: u8 = 2;
+/// Most links a record lists (the node lists its ring links first; see
+/// `LinkRole`'s order).
+pub const MAX_LINKS: usize = 32;
+/// A relayed link whose first relay is not in the list.
+const RELAY_NOT_LISTED: u8 = 0xff;
 /// Most overlay IPs a record lists (configured first, then learnt).
 pub const MAX_IPS: usize = 16;
 /// Most reflexive and most local addresses a record lists.
@@ -56,12 +78,85 @@ pub const MAX_BODY: usize = 1
     + MAX_CERT
     + 1
     + MAX_IPS * 17
-    + 2 * (1 + MAX_ADDRS * 19);
+    + 2 * (1 + MAX_ADDRS * 19)
+    + 1
+    + MAX_LINKS * 10;
 
 // The largest body fits the overlay's record body limit.
 const _: () = assert!(MAX_BODY <= ringlan_overlay::directory::MAX_BODY);
 
 const FLAG_RELAY: u8 = 1;
+
+/// Why a member keeps a link (`ringlan_overlay::LinkKind`), in the order
+/// a record lists them when it has more than [`MAX_LINKS`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkRole {
+    /// One of its ring successors.
+    Successor,
+    /// One of its ring predecessors.
+    Predecessor,
+    /// A Symphony long link (drawn by either end).
+    Long,
+    /// A session to an introducer.
+    Introducer,
+    /// A direct session for unicast traffic.
+    OnDemand,
+    /// Wanted by neither end (closing).
+    Other,
+}
+
+impl LinkRole {
+    const ALL: [LinkRole; 6] = [
+        LinkRole::Successor,
+        LinkRole::Predecessor,
+        LinkRole::Long,
+        LinkRole::Introducer,
+        LinkRole::OnDemand,
+        LinkRole::Other,
+    ];
+}
+
+/// How a link's packets travel, as its end sees it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathClass {
+    /// Direct, to an address outside the node's subnets (through NAT or
+    /// public addresses).
+    Direct,
+    /// Direct, to an address on one of the node's subnets.
+    Lan,
+    /// Over a relayed route.
+    Relayed,
+}
+
+impl PathClass {
+    const ALL: [PathClass; 3] = [PathClass::Direct, PathClass::Lan, PathClass::Relayed];
+}
+
+/// One link as its end publishes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkClaim {
+    /// The first 64 bits of the peer's node id (resolved against the
+    /// directory's members when drawn).
+    pub peer: u64,
+    pub role: LinkRole,
+    pub path: PathClass,
+    /// For a relayed link: the index in the same list of the link to the
+    /// first relay (`None`: not listed). Always `None` otherwise.
+    pub relay: Option<u8>,
+}
+
+impl LinkClaim {
+    /// The part of a node id a claim names.
+    pub fn prefix(id: NodeId) -> u64 {
+        (id.0 >> 64) as u64
+    }
+}
 
 /// What a member says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +178,9 @@ pub struct MemberBody {
     pub relay: bool,
     /// When it published this (seconds since the Unix epoch).
     pub published_unix: u64,
+    /// Its current links (only in its `node:` record; at most
+    /// [`MAX_LINKS`]).
+    pub links: Vec<LinkClaim>,
 }
 
 /// Why bytes are not a member record body, or a body cannot be encoded.
@@ -104,6 +202,10 @@ pub enum BodyError {
     BadFamily(u8),
     #[error("member record: overlay IPs not ascending, or link-local")]
     IpsNotCanonical,
+    #[error("member record: more than {MAX_LINKS} links, or a version-2 body without links")]
+    LinkCount,
+    #[error("member record: bad link (unknown role or path, or a relay index out of the list)")]
+    BadLink,
 }
 
 /// Whether an overlay IP may be listed: not unspecified, not link-local,
@@ -151,8 +253,15 @@ impl MemberBody {
         if cert.len() > MAX_CERT {
             return Err(BodyError::CertTooLong);
         }
-        let mut b = Vec::with_capacity(256 + cert.len());
-        b.push(VERSION);
+        if self.links.len() > MAX_LINKS {
+            return Err(BodyError::LinkCount);
+        }
+        let mut b = Vec::with_capacity(256 + cert.len() + self.links.len() * 10);
+        b.push(if self.links.is_empty() {
+            VERSION
+        } else {
+            VERSION_LINKS
+        });
         b.extend_from_slice(&self.node_id.to_bytes());
         b.extend_from_slice(&self.mac.0);
         b.push(if self.relay { FLAG_RELAY } else { 0 });
@@ -175,13 +284,30 @@ impl MemberBody {
                 b.extend_from_slice(&a.port().to_be_bytes());
             }
         }
+        if !self.links.is_empty() {
+            b.push(self.links.len() as u8);
+            for (i, l) in self.links.iter().enumerate() {
+                b.extend_from_slice(&l.peer.to_be_bytes());
+                b.push(l.role as u8 | (l.path as u8) << 4);
+                match (l.path, l.relay) {
+                    (PathClass::Relayed, None) => b.push(RELAY_NOT_LISTED),
+                    (PathClass::Relayed, Some(r))
+                        if usize::from(r) < self.links.len() && usize::from(r) != i =>
+                    {
+                        b.push(r)
+                    }
+                    (_, None) => {}
+                    _ => return Err(BodyError::BadLink),
+                }
+            }
+        }
         Ok(b)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<MemberBody, BodyError> {
         let mut r = Reader::new(bytes);
         let v = r.u8()?;
-        if v != VERSION {
+        if v != VERSION && v != VERSION_LINKS {
             return Err(DecodeError::UnsupportedVersion(v).into());
         }
         let node_id = NodeId::from_bytes(r.array()?);
@@ -222,6 +348,11 @@ impl MemberBody {
         }
         let reflexive = read_addrs(&mut r)?;
         let local = read_addrs(&mut r)?;
+        let links = if v == VERSION_LINKS {
+            read_links(&mut r)?
+        } else {
+            Vec::new()
+        };
         r.finish()?;
         Ok(MemberBody {
             node_id,
@@ -234,8 +365,42 @@ impl MemberBody {
             local,
             relay: flags & FLAG_RELAY != 0,
             published_unix,
+            links,
         })
     }
+}
+
+fn read_links(r: &mut Reader<'_>) -> Result<Vec<LinkClaim>, BodyError> {
+    let n = usize::from(r.u8()?);
+    if n == 0 || n > MAX_LINKS {
+        return Err(BodyError::LinkCount);
+    }
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        let peer = r.u64()?;
+        let kind = r.u8()?;
+        let role = *LinkRole::ALL
+            .get(usize::from(kind & 0x0f))
+            .ok_or(BodyError::BadLink)?;
+        let path = *PathClass::ALL
+            .get(usize::from(kind >> 4))
+            .ok_or(BodyError::BadLink)?;
+        let relay = match path {
+            PathClass::Relayed => match r.u8()? {
+                RELAY_NOT_LISTED => None,
+                x if usize::from(x) < n && usize::from(x) != i => Some(x),
+                _ => return Err(BodyError::BadLink),
+            },
+            _ => None,
+        };
+        v.push(LinkClaim {
+            peer,
+            role,
+            path,
+            relay,
+        });
+    }
+    Ok(v)
 }
 
 /// The IPs as a record lists them: listable, ascending, unique, at most
@@ -272,6 +437,100 @@ pub(crate) mod tests {
             local: vec!["192.168.1.20:4910".parse().unwrap()],
             relay: true,
             published_unix: 1_800_000_000,
+            links: Vec::new(),
+        }
+    }
+
+    /// [`sample`] with three links: its ring successor on the LAN, a long
+    /// link through NAT, and a node reached relayed via the successor.
+    pub(crate) fn sample_with_links() -> MemberBody {
+        MemberBody {
+            links: vec![
+                LinkClaim {
+                    peer: 0x1111_2222_3333_4444,
+                    role: LinkRole::Successor,
+                    path: PathClass::Lan,
+                    relay: None,
+                },
+                LinkClaim {
+                    peer: 0x5555_6666_7777_8888,
+                    role: LinkRole::Long,
+                    path: PathClass::Direct,
+                    relay: None,
+                },
+                LinkClaim {
+                    peer: 0x9999_aaaa_bbbb_cccc,
+                    role: LinkRole::OnDemand,
+                    path: PathClass::Relayed,
+                    relay: Some(0),
+                },
+            ],
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn links_make_version_two_golden_bytes() {
+        let v1 = sample().encode().unwrap();
+        let b = sample_with_links().encode().unwrap();
+        let mut want = v1.clone();
+        want[0] = 2;
+        want.push(3);
+        want.extend_from_slice(&0x1111_2222_3333_4444u64.to_be_bytes());
+        want.push(0x10);
+        want.extend_from_slice(&0x5555_6666_7777_8888u64.to_be_bytes());
+        want.push(0x02);
+        want.extend_from_slice(&0x9999_aaaa_bbbb_ccccu64.to_be_bytes());
+        want.extend_from_slice(&[0x24, 0x00]);
+        assert_eq!(b, want);
+        assert_eq!(MemberBody::decode(&b).unwrap(), sample_with_links());
+        // The same body without links is version 1, as before links.
+        assert_eq!(v1[0], 1);
+        assert_eq!(MemberBody::decode(&v1).unwrap(), sample());
+    }
+
+    #[test]
+    fn bad_link_lists_are_refused() {
+        let good = sample_with_links().encode().unwrap();
+        let links_at = sample().encode().unwrap().len();
+        // Version 2 with no links, or a version-1 body with a link list.
+        let mut empty = sample().encode().unwrap();
+        empty[0] = 2;
+        empty.push(0);
+        assert_eq!(MemberBody::decode(&empty), Err(BodyError::LinkCount));
+        let mut v1 = good.clone();
+        v1[0] = 1;
+        assert!(MemberBody::decode(&v1).is_err());
+        // Unknown role, unknown path, relay index out of the list or itself.
+        for (at, byte) in [(links_at + 9, 0x06), (links_at + 9, 0x30)] {
+            let mut b = good.clone();
+            b[at] = byte;
+            assert_eq!(MemberBody::decode(&b), Err(BodyError::BadLink), "{byte:#x}");
+        }
+        let relay_at = good.len() - 1;
+        for idx in [2, 3, 0xfe] {
+            let mut b = good.clone();
+            b[relay_at] = idx;
+            assert_eq!(MemberBody::decode(&b), Err(BodyError::BadLink), "{idx}");
+        }
+        let mut unlisted = good.clone();
+        unlisted[relay_at] = 0xff;
+        assert_eq!(MemberBody::decode(&unlisted).unwrap().links[2].relay, None);
+        // Too many: refused by the encoder and the decoder.
+        let mut many = sample_with_links();
+        many.links = vec![many.links[0]; MAX_LINKS + 1];
+        assert_eq!(many.encode(), Err(BodyError::LinkCount));
+        many.links.pop();
+        let mut b = many.encode().unwrap();
+        b[links_at] = (MAX_LINKS + 1) as u8;
+        b.extend_from_slice(&b[b.len() - 9..].to_vec());
+        assert_eq!(MemberBody::decode(&b), Err(BodyError::LinkCount));
+        // A relay on a link that is not relayed is not encodable.
+        let mut odd = sample_with_links();
+        odd.links[1].relay = Some(0);
+        assert_eq!(odd.encode(), Err(BodyError::BadLink));
+        for n in links_at..good.len() {
+            assert!(MemberBody::decode(&good[..n]).is_err(), "truncated at {n}");
         }
     }
 
@@ -323,6 +582,14 @@ pub(crate) mod tests {
         let a: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
         s.reflexive = vec![a; 20];
         s.local = vec![a; 20];
+        s.links = (0..MAX_LINKS as u64)
+            .map(|i| LinkClaim {
+                peer: i,
+                role: LinkRole::Long,
+                path: PathClass::Relayed,
+                relay: Some(u8::from(i == 0)),
+            })
+            .collect();
         let b = s.encode().unwrap();
         assert_eq!(b.len(), MAX_BODY);
         let d = MemberBody::decode(&b).unwrap();
@@ -358,7 +625,19 @@ pub(crate) mod tests {
             cert in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64)),
             v4 in proptest::collection::vec(any::<[u8; 4]>(), 0..20),
             ports in proptest::collection::vec(any::<u16>(), 0..10),
+            links in proptest::collection::vec((any::<u64>(), 0usize..6, 0usize..3, any::<u8>()), 0..40),
         ) {
+            let n = links.len().min(MAX_LINKS);
+            let links: Vec<LinkClaim> = links[..n].iter().enumerate().map(|(i, &(peer, role, path, r))| {
+                let path = PathClass::ALL[path];
+                let r = usize::from(r) % (n + 1);
+                LinkClaim {
+                    peer,
+                    role: LinkRole::ALL[role],
+                    path,
+                    relay: (path == PathClass::Relayed && r < n && r != i).then_some(r as u8),
+                }
+            }).collect();
             let body = MemberBody {
                 node_id: NodeId(id),
                 name,
@@ -370,11 +649,13 @@ pub(crate) mod tests {
                 local: ports.iter().map(|p| SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), *p)).collect(),
                 relay,
                 published_unix: published,
+                links,
             };
             let b = body.encode().unwrap();
             prop_assert!(b.len() <= MAX_BODY);
             let d = MemberBody::decode(&b).unwrap();
             prop_assert_eq!(&d.ips, &canonical_ips(&body.ips));
+            prop_assert_eq!(&d.links, &body.links);
             prop_assert_eq!(d.encode().unwrap(), b);
         }
     }

@@ -9,7 +9,11 @@
 //!   under `node:<32 hex id>`, `name:<name, lowercase>`, `ip:<addr>` (each
 //!   overlay IP) and `mac:<aa:bb:..>`, each a record signed by the node,
 //!   living [`LIFETIME`], first once the node joined the ring, then
-//!   republished every [`REPUBLISH`] and soon after its content changes (an IP learnt). Versions are
+//!   republished every [`REPUBLISH`] and soon after its content changes (an IP learnt). Its
+//!   `node:` record also lists the node's current links
+//!   (`body::LinkClaim`, for `ringlan topology`): when only they changed,
+//!   only that record is published again, at most once per
+//!   [`LINKS_REPUBLISH`]. Versions are
 //!   `unix seconds * 1000 + counter`: monotonic across restarts as long as
 //!   the clock is.
 //! - **Overlay IPs**: the configured `interface.addresses` plus the source
@@ -47,7 +51,7 @@ use ringlan_overlay::{DirRequest, Mac};
 use ringlan_tunnel::crypto::Identity;
 use ringlan_tunnel::NodeId;
 
-pub use body::{BodyError, MemberBody};
+pub use body::{BodyError, LinkClaim, LinkRole, MemberBody, PathClass};
 pub use report::{MemberStatus, MembersReport};
 
 /// How long a published record lives.
@@ -57,6 +61,10 @@ pub const REPUBLISH: Duration = Duration::from_secs(180);
 /// Publishing after a change waits at least this long after the last
 /// publication (a burst of learnt IPs makes one publication).
 pub const MIN_REPUBLISH: Duration = Duration::from_secs(2);
+/// Publishing the `node:` record again because the node's links changed
+/// waits at least this long after the last publication: links come and go
+/// with the ring, and each publication is a put with three replicas.
+pub const LINKS_REPUBLISH: Duration = Duration::from_secs(10);
 /// Once the node joined the ring (a successor linked): publish this soon,
 /// then again after [`SETTLE`] (the ring is still forming), then every
 /// [`REPUBLISH`].

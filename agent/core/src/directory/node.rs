@@ -11,11 +11,20 @@ use ringlan_tunnel::NodeId;
 use super::report::MembersReport;
 use super::{
     body, record_fits, Conflict, Member, MemberBody, MemberKey, MemberRequest, FIRST_PUBLISH,
-    LIFETIME, MIN_REPUBLISH, REPUBLISH, SETTLE,
+    LIFETIME, LINKS_REPUBLISH, MIN_REPUBLISH, REPUBLISH, SETTLE,
 };
 use crate::candidates::nat_status;
 use crate::status::DirectoryStatus;
 use crate::{Node, NodeEvent};
+
+/// Which of our records a publication puts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// Every key (`node:`, `name:`, `mac:`, `ip:`).
+    All,
+    /// Only `node:` (our links changed).
+    NodeRecord,
+}
 
 /// What a directory request of the overlay was for.
 #[derive(Debug, Clone)]
@@ -78,6 +87,7 @@ impl Node {
             local: self.local_addrs.clone(),
             relay: self.dir.relays,
             published_unix: self.unix_now(now),
+            links: crate::topology::claims_of(&self.own_links()),
         }
     }
 
@@ -92,13 +102,20 @@ impl Node {
             }
             return;
         };
-        let changed = self.dir.dirty
-            && self
-                .dir
-                .last_publish
-                .is_none_or(|t| now >= t + MIN_REPUBLISH);
+        let since = |d| self.dir.last_publish.is_none_or(|t| now >= t + d);
+        let changed = self.dir.dirty && since(MIN_REPUBLISH);
         if now >= next || changed {
-            self.publish(now);
+            self.publish(now, Publish::All);
+        } else if since(LINKS_REPUBLISH) {
+            let links = crate::topology::claims_of(&self.own_links());
+            if self
+                .dir
+                .published
+                .as_ref()
+                .is_some_and(|b| b.links != links)
+            {
+                self.publish(now, Publish::NodeRecord);
+            }
         }
     }
 
@@ -119,18 +136,25 @@ impl Node {
     }
 
     /// Publish our records under every key (and look our previous `name:`
-    /// and `ip:` keys up: another subject there is a conflict).
-    pub(crate) fn publish(&mut self, now: Instant) {
+    /// and `ip:` keys up: another subject there is a conflict), or only
+    /// the `node:` record (our links changed). Only the `node:` record
+    /// lists our links: the others stay version-1 bodies that nodes from
+    /// before link lists read too (`body` module doc).
+    pub(crate) fn publish(&mut self, now: Instant, what: Publish) {
         let unix = self.unix_now(now);
         let body = self.own_body(now);
-        let bytes = match body.encode() {
-            Ok(b) => b,
-            Err(e) => {
+        let without_links = MemberBody {
+            links: Vec::new(),
+            ..body.clone()
+        };
+        let (bytes, plain) = match (body.encode(), without_links.encode()) {
+            (Ok(b), Ok(p)) => (b, p),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(error = %e, "own member record not encodable");
                 return;
             }
         };
-        if let Some(prev) = self.dir.published.take() {
+        if let (Publish::All, Some(prev)) = (what, self.dir.published.take()) {
             for k in MemberKey::all_for(&prev) {
                 if matches!(k, MemberKey::Name(_) | MemberKey::Ip(_)) {
                     let req = self.overlay.dir_get(now, &k.key());
@@ -141,33 +165,37 @@ impl Node {
         let version = self.dir.next_version(unix);
         let expires = unix.saturating_add(LIFETIME.as_secs());
         let mut refused = 0;
-        for k in MemberKey::all_for(&body) {
+        let keys = match what {
+            Publish::All => MemberKey::all_for(&body),
+            Publish::NodeRecord => vec![MemberKey::Node(body.node_id)],
+        };
+        for k in keys {
             let key = k.key();
-            let put = Record::sign(
-                &self.dir.identity,
-                key.clone(),
-                version,
-                expires,
-                bytes.clone(),
-            )
-            .map_err(ringlan_overlay::DirError::from)
-            .and_then(|r| self.overlay.dir_put(now, r));
+            let content = match k {
+                MemberKey::Node(_) => bytes.clone(),
+                _ => plain.clone(),
+            };
+            let put = Record::sign(&self.dir.identity, key.clone(), version, expires, content)
+                .map_err(ringlan_overlay::DirError::from)
+                .and_then(|r| self.overlay.dir_put(now, r));
             if let Err(e) = put {
                 refused += 1;
                 tracing::debug!(%key, error = %e, "own record not put");
             }
         }
-        tracing::debug!(version, ips = ?body.ips, refused, "member records published");
-        self.dir.publications += 1;
-        self.dir.next_publish = Some(
-            now + if self.dir.publications == 1 {
-                SETTLE
-            } else {
-                REPUBLISH
-            },
-        );
+        tracing::debug!(version, ips = ?body.ips, links = body.links.len(), refused, ?what, "member records published");
         self.dir.last_publish = Some(now);
-        self.dir.dirty = false;
+        if let Publish::All = what {
+            self.dir.publications += 1;
+            self.dir.next_publish = Some(
+                now + if self.dir.publications == 1 {
+                    SETTLE
+                } else {
+                    REPUBLISH
+                },
+            );
+            self.dir.dirty = false;
+        }
         self.dir.published = Some(body);
         self.process_overlay(now);
     }
@@ -249,7 +277,7 @@ impl Node {
     }
 
     /// This node as a member (its last published record).
-    fn own_member(&self, now: Instant) -> Member {
+    pub(crate) fn own_member(&self, now: Instant) -> Member {
         let body = self
             .dir
             .published

@@ -50,6 +50,7 @@ fn forge(w: &World, from: HostId, other: HostId, ring: &[HostId]) -> Vec<(NodeId
         local: Vec::new(),
         relay: false,
         published_unix: unix,
+        links: Vec::new(),
     };
     let identity =
         Identity::from_secret_key_bytes(node_key(from), &NetworkName::new(NETWORK).unwrap());
@@ -241,6 +242,36 @@ fn everyone_lists_everyone(w: &mut World, nodes: &[HostId], names: &[&str]) {
             .machine(*a)
             .members_report(w.sim.now(), &members, complete);
         assert_eq!(report.members.iter().filter(|m| m.this_node).count(), 1);
+        // The topology from the same scan: every member, and every ring
+        // link each member keeps (its live view: the truth) from the
+        // records the members published.
+        let topo = w.sim.machine(*a).topology(w.sim.now(), &members, complete);
+        let got: Vec<&str> = topo.members.iter().map(|m| m.name.as_str()).collect();
+        let mut want = names.to_vec();
+        want.sort_by_key(|n| w.sim.hosts().find(|h| w.name(*h) == *n).map(|h| w.id(h)));
+        assert_eq!(got, want, "topology members on {}", w.name(*a));
+        for h in w.sim.hosts() {
+            for l in w.sim.machine(h).own_links() {
+                if l.role != ringlan_node::directory::LinkRole::Successor {
+                    continue;
+                }
+                let (x, y) = (w.id(h).min(l.peer), w.id(h).max(l.peer));
+                let found = topo
+                    .links
+                    .iter()
+                    .find(|t| t.a == x.to_string() && t.b == y.to_string());
+                let found = found.unwrap_or_else(|| {
+                    panic!(
+                        "{}'s topology lacks the ring link {} -- {}",
+                        w.name(*a),
+                        w.name(h),
+                        l.name
+                    )
+                });
+                assert_eq!(found.kind, ringlan_node::topology::LinkKind::Ring);
+                assert_ne!(found.path, ringlan_node::directory::PathClass::Relayed);
+            }
+        }
     }
 }
 
