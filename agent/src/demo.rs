@@ -25,8 +25,11 @@
 //!    direct through both NATs by birthday punching, `sym-1 <-> sym-2`
 //!    relayed (no punch can cross two symmetric NATs) with a standby route,
 //!    and `ringlan status` of `sym-1`;
-//! 3. a ping and a checksummed TCP transfer through the relay;
-//! 4. the relay carrying `sym-1 <-> sym-2` killed (SIGKILL) under a running
+//! 3. the picture: `ringlan topology --format svg` of the introducer,
+//!    written to `--svg FILE` (default `ringlan-demo.svg` in the current
+//!    directory, the one file the demo leaves behind);
+//! 4. a ping and a checksummed TCP transfer through the relay;
+//! 5. the relay carrying `sym-1 <-> sym-2` killed (SIGKILL) under a running
 //!    TCP stream: the session's path before and after, the longest pause,
 //!    the stream intact and a ping afterwards.
 //!
@@ -102,6 +105,12 @@ const COUNTER_WAIT: Duration = Duration::from_secs(5);
 /// Status poll interval while waiting, and status interval with `--keep`.
 const POLL: Duration = Duration::from_millis(250);
 const KEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// The member whose view of the network the picture shows: the
+/// introducer, which has a session with every member.
+const PICTURE_FROM: &str = "intro";
+/// How long the picture may take to name every member (neighbours report
+/// every few seconds).
+const PICTURE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `ringlan demo` options.
 #[derive(clap::Args, Debug)]
@@ -110,6 +119,10 @@ pub struct DemoArgs {
     /// seconds, until Ctrl-C.
     #[arg(long)]
     keep: bool,
+    /// Where to write the picture of the network (`ringlan topology
+    /// --format svg` of one member), the one file the demo leaves behind.
+    #[arg(long, value_name = "FILE", default_value = "ringlan-demo.svg")]
+    svg: PathBuf,
 }
 
 // ---------------------------------------------------------------------------
@@ -365,6 +378,14 @@ fn ensure_tools() -> Result<(), String> {
 
 /// `ringlan demo`.
 pub fn run(args: &DemoArgs) -> ExitCode {
+    // Checked first: a typo should not cost a lab.
+    let svg = match picture_path(&args.svg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ringlan demo: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     if !ringlan_lab::is_root() {
         eprintln!("ringlan demo builds network namespaces and needs root: sudo ringlan demo");
         return ExitCode::FAILURE;
@@ -403,7 +424,7 @@ pub fn run(args: &DemoArgs) -> ExitCode {
     }
 
     let started = Instant::now();
-    let result = show(&lab, &topo, &bin, args, started);
+    let result = show(&lab, &topo, &bin, &svg, args.keep, started);
     if INTERRUPTED.load(Ordering::SeqCst) {
         // The signal thread is removing the lab (whatever `show` returned is
         // a consequence of that) and exits the process when done.
@@ -439,7 +460,8 @@ fn show(
     lab: &Arc<Lab>,
     topo: &Topology,
     bin: &Path,
-    args: &DemoArgs,
+    svg: &Path,
+    keep: bool,
     started: Instant,
 ) -> Result<()> {
     heading(1, "Building the lab");
@@ -470,10 +492,13 @@ fn show(
     );
     print!("{}", indent(&demo.status_text(n)?));
 
-    heading(5, "Traffic through the relay");
+    heading(5, "The picture: ringlan topology --format svg");
+    demo.picture(topo.index(PICTURE_FROM)?, svg)?;
+
+    heading(6, "Traffic through the relay");
     let traffic = demo.relayed_traffic()?;
 
-    heading(6, "Killing the relay under a running TCP stream");
+    heading(7, "Killing the relay under a running TCP stream");
     let failover = demo.kill_relay()?;
     for p in &demo.pings {
         let _ = lab.kill(p);
@@ -485,12 +510,13 @@ fn show(
 
     println!(
         "\nDone in {:.1} s: {} agents formed one virtual Ethernet LAN {OVERLAY}/{OVERLAY_PREFIX} \
-         across four NATs in {:.1} s;\n{paths}\n{traffic}\n{failover}",
+         across four NATs in {:.1} s;\n{paths}\nthe picture: {};\n{traffic}\n{failover}",
         secs(started.elapsed()),
         topo.members.len(),
         secs(joined),
+        svg.display(),
     );
-    if args.keep {
+    if keep {
         demo.keep_running();
     }
     Ok(())
@@ -722,20 +748,28 @@ impl Demo {
 
     /// The human `ringlan status --socket PATH` of the re-executed binary.
     fn status_text(&self, n: &Node) -> Result<String> {
+        let out = self.ask(n, &["status"])?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// `BIN ARGS... --socket PATH` of member `n` (its control socket, from
+    /// this namespace); its stdout, or an error with its stderr.
+    fn ask(&self, n: &Node, args: &[&str]) -> Result<Vec<u8>> {
+        let what = args.join(" ");
         let out = Command::new(&self.bin)
-            .arg("status")
+            .args(args)
             .arg("--socket")
             .arg(&n.socket)
             .output()
-            .with_context(|| format!("run {} status", self.bin.display()))?;
+            .with_context(|| format!("run {} {what}", self.bin.display()))?;
         if !out.status.success() {
             bail!(
-                "ringlan status of {} failed: {}",
+                "ringlan {what} of {} failed: {}",
                 n.name,
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(out.stdout)
     }
 
     /// Step 3: polls every agent's status until each node has an open
@@ -1076,7 +1110,53 @@ impl Demo {
         ))
     }
 
-    /// Step 5: ping and a TCP transfer across the relayed pair; what each
+    /// Step 5: `ringlan topology --format svg` of member `from` (this
+    /// binary, run like `status`), once it names every member, written to
+    /// `path` (owned by the user who ran `sudo`, when one did).
+    fn picture(&self, from: usize, path: &Path) -> Result<()> {
+        let n = &self.nodes[from];
+        println!(
+            "  {} topology --format svg --socket {}",
+            self.bin.display(),
+            n.socket.display()
+        );
+        let names: Vec<&str> = self.topo.members.iter().map(|m| m.name.as_str()).collect();
+        let mut missing: Vec<&str> = names.clone();
+        let svg = ringlan_lab::wait_for(PICTURE_TIMEOUT, "a picture naming every member", || {
+            self.check_alive()?;
+            let svg = self.topology_svg(n)?;
+            missing = names
+                .iter()
+                .filter(|m| !svg.contains(&format!("data-name=\"{m}\"")))
+                .copied()
+                .collect();
+            Ok(missing.is_empty().then_some(svg))
+        })
+        .with_context(|| format!("the picture lacks {}", missing.join(", ")))?;
+        std::fs::write(path, &svg).with_context(|| format!("write {}", path.display()))?;
+        give_to_sudo_user(path);
+        println!(
+            "  the network as {} sees it: {} members on the ring, links and paths by kind\n  \
+             wrote {} ({}); open it in a browser",
+            n.name,
+            names.len(),
+            path.display(),
+            format_bytes(svg.len() as u64)
+        );
+        Ok(())
+    }
+
+    /// The SVG `ringlan topology --format svg --socket PATH` prints.
+    fn topology_svg(&self, n: &Node) -> Result<String> {
+        let out = self.ask(n, &["topology", "--format", "svg"])?;
+        let svg = String::from_utf8(out).context("the SVG is not UTF-8")?;
+        if !svg.contains("<svg") || !svg.trim_end().ends_with("</svg>") {
+            bail!("ringlan topology --format svg printed no SVG document");
+        }
+        Ok(svg)
+    }
+
+    /// Step 6: ping and a TCP transfer across the relayed pair; what each
     /// relay carried. Returns a one-line summary.
     fn relayed_traffic(&self) -> Result<String> {
         let (a, b) = self.topo.pair(RELAYED_PAIR)?;
@@ -1138,7 +1218,7 @@ impl Demo {
             .collect()
     }
 
-    /// Step 6: a TCP stream across the relayed pair; SIGKILL to the relay
+    /// Step 7: a TCP stream across the relayed pair; SIGKILL to the relay
     /// its session uses; waits until the session runs on another path and
     /// the stream has moved on, then checks the stream and pings. Returns
     /// a one-line summary.
@@ -1473,6 +1553,32 @@ fn install_signal_cleanup(lab: Weak<Lab>) -> Result<()> {
 // Helpers
 // ---------------------------------------------------------------------------
 
+/// `--svg FILE` made absolute; fails unless its directory exists.
+fn picture_path(svg: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(svg).with_context(|| format!("--svg {}", svg.display()))?;
+    let dir = abs.parent().unwrap_or(Path::new("/"));
+    if abs.file_name().is_none() || abs.is_dir() {
+        bail!("--svg {}: not a file name", svg.display());
+    }
+    if !dir.is_dir() {
+        bail!(
+            "--svg {}: directory {} does not exist",
+            svg.display(),
+            dir.display()
+        );
+    }
+    Ok(abs)
+}
+
+/// Under `sudo`, hands `path` to the user who ran it (`SUDO_UID`,
+/// `SUDO_GID`), so the picture in their directory is theirs; best effort.
+fn give_to_sudo_user(path: &Path) {
+    let id = |k: &str| std::env::var(k).ok()?.parse::<u32>().ok();
+    if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
+        let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+    }
+}
+
 /// The path a pair of the show is waiting for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Goal {
@@ -1598,7 +1704,7 @@ fn check_transfer(tr: &Transfer) -> Result<String> {
 }
 
 /// The show's steps, in order (the last one also runs on failure).
-const STEPS: u8 = 7;
+const STEPS: u8 = 8;
 
 fn heading(n: u8, title: &str) {
     println!("\n[{n}/{STEPS}] {title}");
@@ -1822,6 +1928,20 @@ mod tests {
         ] {
             assert!(nat_words(m, k).starts_with("NOT"), "{m:?} {k:?}");
         }
+    }
+
+    #[test]
+    fn the_picture_path_is_checked_before_the_lab_is_built() {
+        let dir = std::env::temp_dir();
+        let p = picture_path(&dir.join("x.svg")).unwrap();
+        assert_eq!(p, dir.join("x.svg"));
+        // Relative to the current directory.
+        let p = picture_path(Path::new("ringlan-demo.svg")).unwrap();
+        assert!(p.is_absolute() && p.ends_with("ringlan-demo.svg"), "{p:?}");
+        let e = picture_path(&dir.join("no-such-dir-rl-demo/x.svg")).unwrap_err();
+        assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
+        let e = picture_path(&dir).unwrap_err();
+        assert!(format!("{e:#}").contains("not a file name"), "{e:#}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! direct path on a LAN, direct paths to a public node, a punched path
 //! through a cone-like and a symmetric NAT, a relayed pair of symmetric
 //! NATs, a checksummed transfer through the relay, the relay in use killed
-//! and the session on another path with a stream across it intact; it exits
+//! and the session on another path with a stream across it intact; the
+//! picture (`ringlan topology --format svg`) written where `--svg` says, with
+//! every member in it; it exits
 //! 0 and leaves no namespace, lab directory, process or host link behind.
 //! Without root it refuses clearly. A binary built without the `demo`
 //! feature says so.
@@ -84,8 +86,13 @@ fn demo_shows_nat_traversal_relays_and_failover_and_cleans_up() {
         return;
     }
     let links_before = host_links();
+    let svg_dir = std::env::temp_dir().join(format!("rl-demo-test-{}", std::process::id()));
+    std::fs::create_dir_all(&svg_dir).unwrap();
+    let svg = svg_dir.join("demo.svg");
     let child = Command::new(BIN)
         .arg("demo")
+        .arg("--svg")
+        .arg(&svg)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -99,9 +106,9 @@ fn demo_shows_nat_traversal_relays_and_failover_and_cleans_up() {
     assert!(out.status.success(), "demo exited {}:\n{all}", out.status);
 
     // Every step ran.
-    for step in 1..=7 {
+    for step in 1..=8 {
         assert!(
-            stdout.contains(&format!("[{step}/7]")),
+            stdout.contains(&format!("[{step}/8]")),
             "step {step}:\n{all}"
         );
     }
@@ -141,6 +148,28 @@ fn demo_shows_nat_traversal_relays_and_failover_and_cleans_up() {
     // `ringlan status` of sym-1, with its relayed session.
     assert!(stdout.contains("node      sym-1  "), "{all}");
     assert!(stdout.contains("relayed via "), "{all}");
+
+    // The picture: written where asked, the path printed, every member in
+    // it.
+    let picture = std::fs::read_to_string(&svg)
+        .unwrap_or_else(|e| panic!("no picture at {}: {e}\n{all}", svg.display()));
+    std::fs::remove_dir_all(&svg_dir).unwrap();
+    line_with(&stdout, &format!("wrote {} (", svg.display()), &all);
+    assert!(
+        picture.starts_with("<svg") || picture.starts_with("<?xml"),
+        "{picture}"
+    );
+    assert_eq!(
+        picture.matches("<g class=\"member ").count(),
+        7,
+        "{picture}"
+    );
+    for name in ["intro", "relay", "lan-1", "lan-2", "cone", "sym-1", "sym-2"] {
+        assert!(
+            picture.contains(&format!("data-name=\"{name}\"")),
+            "{name} not in the picture:\n{picture}"
+        );
+    }
 
     // Traffic through the relay, intact.
     assert!(stdout.contains("packets transmitted"), "{all}");
@@ -203,6 +232,19 @@ fn demo_shows_nat_traversal_relays_and_failover_and_cleans_up() {
         new_links.is_empty(),
         "links left in the host: {new_links:?}"
     );
+}
+
+#[cfg(feature = "demo")]
+#[test]
+fn demo_refuses_a_picture_path_in_a_missing_directory() {
+    let (stdout, stderr) = fails(demo(&["--svg", "/nonexistent-rl-demo/x.svg"]));
+    assert!(
+        stderr.contains(
+            "--svg /nonexistent-rl-demo/x.svg: directory /nonexistent-rl-demo does not exist"
+        ),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
 }
 
 #[cfg(feature = "demo")]
