@@ -108,9 +108,10 @@ const KEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// The member whose view of the network the picture shows: the
 /// introducer, which has a session with every member.
 const PICTURE_FROM: &str = "intro";
-/// How long the picture may take to name every member (neighbours report
-/// every few seconds).
-const PICTURE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the picture may take to name every member: members publish
+/// their links at most every 10 s, and a scan takes up to 10 s and is
+/// reused for 5 s (docs/topology.md).
+const PICTURE_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// `ringlan demo` options.
 #[derive(clap::Args, Debug)]
