@@ -98,8 +98,8 @@ enum Cmd {
     #[command(subcommand)]
     Generate(GenerateCmd),
     /// Build a throw-away lab of network namespaces on this machine, join
-    /// agents into one virtual LAN, show status and traffic, remove it all
-    /// (needs root).
+    /// agents behind NATs into one virtual LAN, show punched and relayed
+    /// paths and a relay failover, remove it all (needs root).
     #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// Not in this build: it was built without the `demo` feature.

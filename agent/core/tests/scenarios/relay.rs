@@ -192,3 +192,60 @@ fn a_member_flooding_route_setups_leaves_relays_for_the_others() {
         w.send_frames(a, Some(b), 20, EVERY)
     });
 }
+
+/// One introducer and one relaying public node, as `ringlan demo` has
+/// them, the relay joining after the pair is relayed through the
+/// introducer (both ends' routes go through it): once the relay is a link
+/// of both, a route goes through it too, since a second route through the
+/// relay in use is no standby (it dies with it). Whichever relay then
+/// dies, the session moves to the other and lives on.
+#[test]
+fn the_standby_route_goes_through_another_relay() {
+    for seed in [61, 62, 63] {
+        let mut w = World::new(seed);
+        let intro = w.introducer("intro");
+        let (a, _) = w.behind("a", NatModel::symmetric());
+        let (b, _) = w.behind("b", NatModel::symmetric());
+        w.run_until(
+            Duration::from_secs(60),
+            "relayed with a standby",
+            |w| matches!(w.path(a, b), Some(PathKind::Relayed { standby, .. }) if standby >= 1),
+        );
+        assert_eq!(via(&w, a, b).0, "intro");
+        let r = w.node("r", Place::Internet, true);
+        let (ia, ib) = (w.id(a).to_string(), w.id(b).to_string());
+        let carries = |w: &World, relay: HostId| {
+            w.status(relay).relay.is_some_and(|s| {
+                s.routes.iter().any(|c| {
+                    c.ready
+                        && ((c.origin == ia && c.target == ib)
+                            || (c.origin == ib && c.target == ia))
+                })
+            })
+        };
+        let t = w.run_until(
+            Duration::from_secs(60),
+            "a route for the pair through each relay",
+            |w| carries(w, intro) && carries(w, r),
+        );
+        let (used, _) = via(&w, a, b);
+        eprintln!("seed {seed}: relayed via {used}, a route through r after {t:?}");
+        let (dead, alive) = if used == "intro" {
+            (intro, "r")
+        } else {
+            (r, "intro")
+        };
+        let sid = (w.session_id(a, b), w.session_id(b, a));
+        w.kill(dead);
+        w.run_until(
+            Duration::from_secs(30),
+            "moved to the other relay",
+            |w| matches!(w.path(a, b), Some(PathKind::Relayed { via, .. }) if via == alive),
+        );
+        assert_eq!(
+            (w.session_id(a, b), w.session_id(b, a)),
+            sid,
+            "seed {seed}: one session"
+        );
+    }
+}
