@@ -185,6 +185,7 @@ impl Node {
             loss_reductions: info.congestion.loss_reductions,
             frame_lost_bytes: info.congestion.frame_lost_bytes,
             breaker_trips: info.congestion.breaker_trips,
+            burst_releases: info.congestion.burst_releases,
             queue_full_drops: flows.drop_send_queue_full,
         }
     }

@@ -440,6 +440,9 @@ pub struct TransportStatus {
     pub frame_lost_bytes: u64,
     /// Window halvings by the frame-loss circuit breaker.
     pub breaker_trips: u64,
+    /// Full bursts released after a lost acknowledgement.
+    #[serde(default)]
+    pub burst_releases: u64,
     /// Frames dropped because the sending queue was full.
     pub queue_full_drops: u64,
 }
@@ -870,6 +873,7 @@ pub fn example() -> Status {
                     loss_reductions: 1,
                     frame_lost_bytes: 14_000,
                     breaker_trips: 0,
+                    burst_releases: 5,
                     queue_full_drops: 3,
                 }),
             },

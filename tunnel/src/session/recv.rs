@@ -78,6 +78,7 @@ impl Session {
             ts.on_packet_received(now, header.timestamp, header.timestamp_echo);
             let ert0 = ts.rtt.ert0();
             self.cc.set_rto(ert0);
+            self.cc.set_srtt(ts.rtt.srtt());
             self.flows.set_ert0(ert0);
         }
         self.cc
@@ -155,6 +156,7 @@ impl Session {
         if s.acks_received > 0 {
             let before = self.flows.outstanding_bytes() + s.acked_bytes + s.lost_bytes;
             self.cc.on_ack(now, s.acked_bytes, before);
+            self.timers.stop(Timer::Burst);
             if self.flows.outstanding_bytes() == 0 {
                 self.timers.stop(Timer::Rto);
             } else {

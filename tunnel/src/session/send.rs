@@ -250,6 +250,9 @@ impl Session {
         if data_bytes > 0 {
             self.cc
                 .on_packet_sent(now, data_bytes, header.time_critical);
+            if let Some(at) = self.cc.burst_release_at() {
+                self.timers.set(Timer::Burst, at);
+            }
             if self.timers.get(Timer::Rto).is_none() {
                 self.timers.set(Timer::Rto, now + self.ert0());
             }

@@ -47,11 +47,14 @@ pub(super) enum Timer {
     /// OPEN: rekeying (`rekey.rs`): the next rekey, a resend, the end of
     /// the previous key's grace period, or the send key's age limit.
     Rekey,
+    /// OPEN: a full burst waits for an acknowledgement; at this time it is
+    /// released (`congestion.rs`, burst release).
+    Burst,
 }
 
 impl Timer {
     /// Every timer, in the order `handle_timeout` handles them.
-    pub(super) const ALL: [Timer; 8] = [
+    pub(super) const ALL: [Timer; 9] = [
         Timer::Open,
         Timer::Startup,
         Timer::Idle,
@@ -60,6 +63,7 @@ impl Timer {
         Timer::CloseRequest,
         Timer::Linger,
         Timer::Rekey,
+        Timer::Burst,
     ];
 
     fn index(self) -> usize {
@@ -181,6 +185,11 @@ impl Session {
             Timer::Rekey => {
                 self.timers.stop(Timer::Rekey);
                 self.on_rekey_timer(now, rng)
+            }
+            Timer::Burst => {
+                self.timers.stop(Timer::Burst);
+                self.cc.release_burst(now);
+                None
             }
         }
     }
