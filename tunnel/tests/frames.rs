@@ -114,4 +114,3 @@ fn an_unresponsive_flood_trips_the_breaker() {
     // Most of the bottleneck is used: more than half of 100 Mbit/s.
     assert!(r.delivered_bytes as f64 / r.secs > 6_250_000.0);
 }
-

@@ -439,6 +439,22 @@ impl Node {
             self.endpoint.recycle(session, msg);
             return;
         }
+        // A TCP segment that continues the one before it in the queue joins
+        // it as a GSO super-frame (vnet::merge_tcp): one TAP write instead
+        // of many when the far end cut its super-frames.
+        if let Some(back) = self.data.to_tap.back_mut() {
+            let vnet = msg.first_chunk::<VNET_HDR_LEN>().map(VnetHdr::parse);
+            if back.session == Some(session)
+                && vnet.is_some_and(|v| {
+                    crate::vnet::merge_tcp(&mut back.buf, back.frame_at, &v, &msg[frame_at..])
+                })
+            {
+                p.rx.frames += 1;
+                p.rx.bytes += n as u64;
+                self.endpoint.recycle(session, msg);
+                return;
+            }
+        }
         if self.data.to_tap.len() >= MAX_TAP_QUEUE {
             p.drop_frame("tap_queue");
             self.endpoint.recycle(session, msg);
