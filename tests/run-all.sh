@@ -82,6 +82,9 @@ check_tool readelf binutils
 # driven over WebDriver by chromedriver.
 check_tool chromium chromium
 check_tool chromedriver chromium-driver
+# agent/tests/e2e.rs turns the underlay's segmentation offloads off for its
+# lossy-underlay test.
+check_tool ethtool ethtool
 install_deps() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q && apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"

@@ -108,6 +108,63 @@ fn two_nodes_ping_resolve_arp_and_carry_100_mib_intact() {
 }
 
 // ---------------------------------------------------------------------------
+// 1b. A lossy underlay: TCP super-frames cut and merged again, intact.
+// ---------------------------------------------------------------------------
+
+/// 2% of n1's underlay packets dropped each way (nftables `numgen random`,
+/// segmentation offloads off so single packets are lost): once the session
+/// has lost frames, n1 cuts its TCP super-frames into single-fragment
+/// segments (`vnet::TcpCut`) and n2 merges them back before its TAP
+/// (`vnet::merge_tcp`); 32 MiB still arrive byte for byte.
+#[test]
+fn a_lossy_underlay_carries_tcp_intact() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let (_intro, n1, n2) = trio(&w);
+    for m in [&n1, &n2] {
+        w.lab
+            .run(
+                &m.host.ns,
+                &[
+                    "ethtool",
+                    "-K",
+                    "eth0",
+                    "tso",
+                    "off",
+                    "gso",
+                    "off",
+                    "tx-udp-segmentation",
+                    "off",
+                ],
+            )
+            .unwrap_or_else(|e| panic!("ethtool in {}: {e:#}", m.name));
+    }
+    w.lab
+        .set_loss(&n1.host.ns, "eth0", ringlan_lab::Direction::Both, 2)
+        .unwrap();
+    w.transfer(&n1, &n2, 5002, 32);
+    w.lab
+        .set_loss(&n1.host.ns, "eth0", ringlan_lab::Direction::Both, 0)
+        .unwrap();
+    // The session did lose frames (so the cut was in use), and never
+    // halved its window for them.
+    let st = n1.status().unwrap();
+    let id2 = n2.status().unwrap()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = st["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["peer_id"] == id2.as_str())
+        .unwrap_or_else(|| panic!("n1 has no session with n2: {st}"));
+    let t = &s["transport"];
+    assert!(t["frame_lost_bytes"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(t["loss_reductions"].as_u64(), Some(0), "{t}");
+}
+
+// ---------------------------------------------------------------------------
 // 2. A third node joins while traffic flows.
 // ---------------------------------------------------------------------------
 
