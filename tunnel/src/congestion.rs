@@ -255,6 +255,12 @@ impl Congestion {
         (self.ssthresh != usize::MAX).then_some(self.ssthresh)
     }
 
+    /// Bytes of frames lost so far (the `frame_lost_bytes` of
+    /// [`Congestion::stats`], without building the whole snapshot).
+    pub fn frame_lost_bytes(&self) -> u64 {
+        self.frame_lost_total
+    }
+
     /// Set the retransmission timeout used for restart after idle; the
     /// session passes ERT0 whenever it changes.
     pub fn set_rto(&mut self, ert0: Duration) {

@@ -791,7 +791,7 @@ impl Endpoint {
     pub fn frame_loss(&self, session: SessionId) -> u64 {
         self.sessions
             .get(&session.0)
-            .map_or(0, |s| s.congestion_stats().frame_lost_bytes)
+            .map_or(0, |s| s.frame_lost_bytes())
     }
 
     /// The largest message `flow` of `session` sends as one fragment (in

@@ -666,6 +666,11 @@ impl Session {
         self.cc.window()
     }
 
+    /// Bytes of frames (NoRetransmit fragments) lost so far.
+    pub fn frame_lost_bytes(&self) -> u64 {
+        self.cc.frame_lost_bytes()
+    }
+
     /// Congestion controller counters (`docs/dataplane.md`, "Loss").
     pub fn congestion_stats(&self) -> crate::congestion::CongestionStats {
         self.cc.stats()
