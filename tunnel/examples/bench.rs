@@ -201,7 +201,7 @@ async fn run_sender(
         // Messages sized to fill one packet.
         message_size = d
             .endpoint_ref()
-            .max_unfragmented(session, flow)
+            .max_unfragmented(session, flow, Reliability::Reliable)
             .unwrap_or(1200);
         payload.resize(message_size, 0x42);
         let ep = d.endpoint();

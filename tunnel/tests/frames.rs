@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, connect, messages, pattern, LinkModel, Net};
-use ringlan_tunnel::{Reliability, SessionId};
+use common::{config, connect, messages, pattern, record, send_frames, LinkModel, Net};
+use ringlan_tunnel::{FlowId, Reliability, SessionId};
 
 struct Run {
     delivered_bytes: usize,
@@ -113,4 +113,148 @@ fn an_unresponsive_flood_trips_the_breaker() {
     );
     // Most of the bottleneck is used: more than half of 100 Mbit/s.
     assert!(r.delivered_bytes as f64 / r.secs > 6_250_000.0);
+}
+
+/// A session on a plain Ethernet path whose PMTU discovery found 1472
+/// bytes, with a frame flow (NoRetransmit) and a reliable flow whose
+/// metadata the far end acknowledged.
+fn ethernet_session(seed: u64) -> (Net, [usize; 2], SessionId, [FlowId; 2]) {
+    let mut net = Net::new(seed, LinkModel::default());
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (sa, _) = connect(&mut net, a, b);
+    let frames = net.nodes[a].ep.open_flow(sa, b"frames", None).unwrap();
+    let bulk = net.nodes[a].ep.open_flow(sa, b"bulk", None).unwrap();
+    let now = net.now;
+    for (f, rel) in [
+        (frames, Reliability::NoRetransmit),
+        (bulk, Reliability::Reliable),
+    ] {
+        net.nodes[a].ep.send(now, sa, f, b"hello", rel).unwrap();
+    }
+    net.flush(a);
+    let mut got = Vec::new();
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        messages(n, b, &mut got);
+        let info = n.nodes[a].ep.session_info(sa).unwrap();
+        got.len() == 2 && info.pmtu == 1472 && info.queued == 0
+    }));
+    (net, [a, b], sa, [frames, bulk])
+}
+
+/// Send `msg` on `flow` and run until it arrives; the sizes of the
+/// datagrams A sent to B meanwhile.
+fn datagrams_for(
+    net: &mut Net,
+    [a, b]: [usize; 2],
+    sa: SessionId,
+    flow: FlowId,
+    msg: &[u8],
+    rel: Reliability,
+) -> Vec<usize> {
+    let log = record(net, net.nodes[a].addr, net.nodes[b].addr);
+    let now = net.now;
+    net.nodes[a].ep.send(now, sa, flow, msg, rel).unwrap();
+    net.flush(a);
+    let mut got = Vec::new();
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        messages(n, b, &mut got);
+        !got.is_empty()
+    }));
+    assert_eq!(got, vec![msg.to_vec()]);
+    net.drop_filter = None;
+    let sizes = log.borrow().iter().map(Vec::len).collect();
+    sizes
+}
+
+/// Frames are cut from the discovered path MTU (RFC 7016 3.6.2.2 against
+/// 3.5.4.3), not from the base size: a full-size TAP frame (MTU 1400 +
+/// Ethernet 14 + virtio 10 + frame header 1) is one datagram, a 64 KiB TCP
+/// super-frame takes ceil(65536 / fragment) datagrams. Reliable messages
+/// keep the base size.
+#[test]
+fn frames_are_cut_to_the_path_mtu() {
+    let (mut net, ab, sa, [frames, bulk]) = ethernet_session(21);
+    let ep = &net.nodes[ab[0]].ep;
+    let frag = ep
+        .max_unfragmented(sa, frames, Reliability::NoRetransmit)
+        .unwrap();
+    assert_eq!(frag, 1428);
+    let base = ep
+        .max_unfragmented(sa, bulk, Reliability::Reliable)
+        .unwrap();
+    assert_eq!(base, 1156);
+    let nr = Reliability::NoRetransmit;
+    let one = datagrams_for(&mut net, ab, sa, frames, &pattern(1, 1425), nr);
+    assert_eq!(one.len(), 1, "{one:?}");
+    let full = datagrams_for(&mut net, ab, sa, frames, &pattern(2, frag), nr);
+    assert_eq!(full.len(), 1, "{full:?}");
+    assert!(full[0] <= 1472 && full[0] > 1460, "{full:?}");
+    let big = datagrams_for(&mut net, ab, sa, frames, &pattern(3, 65536), nr);
+    assert_eq!(big.len(), 65536usize.div_ceil(frag), "{big:?}");
+    assert_eq!(big.len(), 46);
+    assert!(big.iter().all(|&n| n <= 1472));
+    let fragments = |net: &Net| net.nodes[ab[0]].ep.flow_stats(sa).unwrap().fragments_sent;
+    assert_eq!(fragments(&net), 2 + 1 + 1 + 46, "one fragment per datagram");
+    // A reliable message is cut at the base size (its fragments must still
+    // fit after a fallback); both fragments share one packet here.
+    let rel = Reliability::Reliable;
+    let two = datagrams_for(&mut net, ab, sa, bulk, &pattern(4, 1425), rel);
+    assert_eq!(fragments(&net), 50 + 2, "{two:?}");
+}
+
+/// The path shrinks under a full queue of path-sized frames: black-hole
+/// detection (a retransmission timeout, then three failed probes of the
+/// current size) falls back to the base size. The frames in flight were
+/// lost, those still queued are abandoned when they come up
+/// (`abandoned_path_mtu`) instead of wedging the flow, reliable data
+/// (base-size fragments) all arrives, and frames queued after the fallback
+/// are delivered.
+#[test]
+fn a_path_mtu_fallback_abandons_larger_frames_and_frames_flow_on() {
+    let (mut net, [a, b], sa, [frames, bulk]) = ethernet_session(22);
+    net.link.max_datagram = 1300;
+    let nr = Reliability::NoRetransmit;
+    let now = net.now;
+    for i in 0..300 {
+        let msg = pattern(i, 1425);
+        net.nodes[a].ep.send(now, sa, frames, &msg, nr).unwrap();
+    }
+    let reliable: Vec<Vec<u8>> = (0..50).map(|i| pattern(1000 + i, 3000)).collect();
+    for m in &reliable {
+        net.nodes[a]
+            .ep
+            .send(now, sa, bulk, m, Reliability::Reliable)
+            .unwrap();
+    }
+    net.flush(a);
+    let mut got = Vec::new();
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        messages(n, b, &mut got);
+        n.nodes[a].ep.flow_stats(sa).unwrap().abandoned_path_mtu > 0
+    }));
+    let info = net.nodes[a].ep.session_info(sa).unwrap();
+    assert!(info.pmtu < 1472, "fell back: {}", info.pmtu);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        messages(n, b, &mut got);
+        n.nodes[a].ep.session_info(sa).unwrap().queued == 0
+    }));
+    let st = net.nodes[a].ep.flow_stats(sa).unwrap();
+    assert!(st.losses_timeout > 0, "frames in flight were lost");
+    assert_eq!(st.retransmissions, 0, "reliable data never needed one");
+    // Every reliable message, in order; no frame of the old size.
+    let old: Vec<&Vec<u8>> = got.iter().filter(|m| m.len() == 1425).collect();
+    assert!(
+        old.is_empty(),
+        "{} frames crossed a 1300-byte path",
+        old.len()
+    );
+    let rel: Vec<Vec<u8>> = got.iter().filter(|m| m.len() == 3000).cloned().collect();
+    assert_eq!(rel, reliable);
+    // Frames queued from now on fit the path and arrive.
+    let want: Vec<Vec<u8>> = (0..20).map(|i| pattern(5000 + i, 1425)).collect();
+    assert_eq!(send_frames(&mut net, [a, b], sa, frames, &want), want);
+    let info = net.nodes[a].ep.session_info(sa).unwrap();
+    assert_eq!(info.state, ringlan_tunnel::SessionState::Open);
+    println!("fallback: {st:?}, pmtu now {}", info.pmtu);
 }

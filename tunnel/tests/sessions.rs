@@ -8,7 +8,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{bulk, config, connect, deliver, messages, opened, pattern, LinkModel, Net};
+use common::{
+    bulk, config, connect, deliver, messages, opened, pattern, record, send_frames, LinkModel, Net,
+};
 use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
 use ringlan_tunnel::Path;
 use ringlan_tunnel::Reliability;
@@ -546,6 +548,36 @@ fn path_mtu_discovery_finds_a_smaller_path_and_data_still_flows() {
     assert_eq!(got.len(), (2 << 20) / 4000 + 1);
 }
 
+/// A path that carries nothing above the base size (1200 bytes): PMTU
+/// discovery keeps the base, and fragments of every reliability still fit
+/// its packets (RFC 7016 3.6.2.2 with the maximum-size header). Fragments
+/// used to be sized for 1200 bytes of chunks, which no 1200-byte datagram
+/// holds, and such a path carried no full fragment at all.
+#[test]
+fn a_path_of_the_base_size_carries_full_fragments() {
+    let mut net = Net::new(
+        18,
+        LinkModel {
+            max_datagram: 1200,
+            ..Default::default()
+        },
+    );
+    let a = net.add(config(1));
+    let b = net.add(config(2));
+    let (sa, _) = connect(&mut net, a, b);
+    net.run_for(Duration::from_secs(30));
+    assert_eq!(net.nodes[a].ep.session_info(sa).unwrap().pmtu, 1200);
+    let got = bulk(&mut net, a, b, sa, 1 << 20, 4000);
+    assert_eq!(got.len(), (1 << 20) / 4000 + 1);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, m)| *m == pattern(i as u64, 4000)));
+    let f = net.nodes[a].ep.open_flow(sa, b"frames", None).unwrap();
+    let frames: Vec<Vec<u8>> = (0..20).map(|i| pattern(100 + i, 1425)).collect();
+    assert_eq!(send_frames(&mut net, [a, b], sa, f, &frames), frames);
+}
+
 #[test]
 fn a_peer_that_stops_while_data_is_in_flight_is_declared_dead_within_seconds() {
     // Keepalive-based detection takes `dead_after` (75 s by default); a
@@ -591,23 +623,6 @@ fn a_peer_that_stops_while_data_is_in_flight_is_declared_dead_within_seconds() {
     assert!(dead(&mut net), "not declared dead: {info:?}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
     println!("dead after {took:?}");
-}
-
-/// Every datagram A sends to B while `net` runs, recorded in `log`.
-fn record(
-    net: &mut Net,
-    from: SocketAddr,
-    to: SocketAddr,
-) -> std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> {
-    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    let l = log.clone();
-    net.drop_filter = Some(Box::new(move |f, t, data| {
-        if f == from && t == to {
-            l.borrow_mut().push(data.to_vec());
-        }
-        false
-    }));
-    log
 }
 
 fn closed(net: &Net, i: usize) -> Vec<(SessionId, CloseReason)> {

@@ -324,7 +324,9 @@ impl Node {
                 .get(TAP_READ_OFFSET..ETH)
                 .and_then(|b| <&[u8; VNET_HDR_LEN]>::try_from(b).ok())
                 .map(VnetHdr::parse);
-            let room = self.endpoint.max_unfragmented(sid, flow);
+            let room = self
+                .endpoint
+                .max_unfragmented(sid, flow, Reliability::NoRetransmit);
             if let (Some(vnet), Some(room)) = (vnet, room) {
                 let max_piece = room.saturating_sub(VNET_HDR_LEN + s.header.len());
                 let frame = &buf[ETH..ETH + len];

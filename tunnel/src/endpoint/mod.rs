@@ -794,13 +794,22 @@ impl Endpoint {
             .map_or(0, |s| s.frame_lost_bytes())
     }
 
-    /// The largest message `flow` of `session` sends as one fragment (in
-    /// one packet, never cut across packets).
-    pub fn max_unfragmented(&self, session: SessionId, flow: FlowId) -> Option<usize> {
+    /// The largest message with `reliability` that `flow` of `session`
+    /// sends as one fragment (in one packet, never cut across packets) if
+    /// queued now. NoRetransmit messages (frames) are cut from the
+    /// session's current path MTU, so this follows PMTU discovery (1428
+    /// bytes on a 1500-byte IPv4 path once the flow's metadata was
+    /// acknowledged); the others from the base size (1156 bytes).
+    pub fn max_unfragmented(
+        &self,
+        session: SessionId,
+        flow: FlowId,
+        reliability: Reliability,
+    ) -> Option<usize> {
         self.sessions
             .get(&session.0)?
             .flows()
-            .max_unfragmented(flow)
+            .max_unfragmented(flow, reliability)
     }
 
     /// Flow-layer counters of a session.

@@ -10,7 +10,7 @@ use crate::wire::option::{
 };
 
 pub(crate) use crate::wire::chunk::CHUNK_HEADER_LEN as CHUNK_HEADER;
-pub(crate) use crate::wire::vlu::{encoded_len as vlu_len, push as vlu_push, MAX_LEN as VLU_MAX};
+pub(crate) use crate::wire::vlu::{encoded_len as vlu_len, push as vlu_push};
 
 /// Encode a flow's STARTUP_OPTIONS (RFC 7016 3.6.2.1) as an option list
 /// terminated by a Marker (2.1.4), ready to be carried in a User Data chunk.

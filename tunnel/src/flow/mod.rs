@@ -114,9 +114,16 @@ pub struct FlowConfig {
     /// Ranges in a receiving flow's SEQUENCE_SET; a fragment that would
     /// open one more discontinuity is dropped unacknowledged.
     pub max_recv_ranges: usize,
-    /// Bytes available for chunks in a packet at the path MTU with a
-    /// maximum-size common header (RFC 7016 3.6.2.2); fragments are sized
-    /// so that one fits with its User Data header and startup options.
+    /// Bytes available for chunks in a packet of the base path MTU (1200
+    /// bytes, `pmtu::BASE_SIZE`) with a maximum-size common header (RFC
+    /// 7016 3.6.2.2): fragments of [`Reliability::Reliable`] and
+    /// [`Reliability::Deadline`] messages are sized so that one fits with
+    /// its User Data header and startup options. They keep their size
+    /// until acknowledged, so it must fit every path the session may fall
+    /// back to: a session lowers larger values to the base size's chunk
+    /// space. [`Reliability::NoRetransmit`] fragments are sized from the
+    /// session's current path MTU instead
+    /// ([`FlowSet::set_path_chunk_space`]).
     pub max_chunk_space: usize,
     pub accept: AcceptPolicy,
     /// Delayed acknowledgement (RFC 7016 3.6.3.4.4: at most 200 ms).
@@ -135,7 +142,7 @@ impl Default for FlowConfig {
             recv_buffer_per_flow: 1 << 20,
             max_recv_buffer_total: 16 << 20,
             max_recv_ranges: 512,
-            max_chunk_space: 1200,
+            max_chunk_space: crate::session::chunk_space(crate::pmtu::BASE_SIZE),
             accept: AcceptPolicy::Auto(Delivery::InOrder),
             delayed_ack: Duration::from_millis(200),
             pool_limit: 4096,
@@ -270,6 +277,10 @@ pub struct FlowStats {
     pub losses_timeout: u64,
     /// NoRetransmit messages dropped at `send` because the queue was full.
     pub drop_send_queue_full: u64,
+    /// NoRetransmit messages abandoned (also counted in
+    /// `messages_abandoned`) because the path MTU fell below the size of a
+    /// fragment not yet sent ([`FlowSet::set_path_chunk_space`]).
+    pub abandoned_path_mtu: u64,
     pub messages_delivered: u64,
     pub bytes_delivered: u64,
     pub gaps: u64,
@@ -360,6 +371,9 @@ impl Pool {
 #[derive(Debug)]
 pub struct FlowSet {
     cfg: FlowConfig,
+    /// Chunk space of a packet at the session's current path MTU: what
+    /// NoRetransmit fragments are sized from.
+    path_space: usize,
     send: BTreeMap<u64, SendFlow>,
     recv: BTreeMap<u64, RecvFlow>,
     next_flow_id: u64,
@@ -389,6 +403,7 @@ impl FlowSet {
         let reserve = config.max_chunk_space;
         let limit = config.pool_limit;
         FlowSet {
+            path_space: config.max_chunk_space,
             cfg: config,
             send: BTreeMap::new(),
             recv: BTreeMap::new(),
@@ -434,6 +449,35 @@ impl FlowSet {
     /// Receiving flows held (OPEN, REJECTED, COMPLETE_LINGER).
     pub fn recv_flow_count(&self) -> usize {
         self.recv.len()
+    }
+
+    /// The chunk space of a packet at the session's current path MTU (RFC
+    /// 7016 3.5.4.3), with a maximum-size common header: NoRetransmit
+    /// messages queued from now on are cut into fragments that fit it
+    /// (3.6.2.2), so on a 1500-byte Ethernet path a full-size frame is one
+    /// fragment. Fragments are per sequence number (3.6.2: each SEND_QUEUE
+    /// entry has its own DATA; 3.6.2.3 step 11 checks each chunk against
+    /// the path MTU when it is sent), so messages queued at different
+    /// times may be cut differently; nothing ties a flow to one size.
+    ///
+    /// When the path MTU falls (black-hole detection returns to the base
+    /// size, or DESTADDR moves to another kind of path), NoRetransmit
+    /// fragments queued at the larger size can no longer be sent. Each
+    /// such message is abandoned (3.6.2.7: a sender may abandon a message
+    /// "at any time and for any reason") when it comes up for sending,
+    /// counted in [`FlowStats::abandoned_path_mtu`]; its sequence numbers
+    /// then go out as empty abandoned chunks (Forward Sequence Number
+    /// updates, 3.6.2.7.1), which fit any packet, so the queue never
+    /// stalls on them. Fragments of such a message already in flight are
+    /// never retransmitted (NoRetransmit): they are acknowledged or lost
+    /// as usual. The traffic inside (TCP) recovers as from any lost frame.
+    /// Reliable and Deadline fragments are sized from the base path MTU
+    /// and are unaffected.
+    pub fn set_path_chunk_space(&mut self, space: usize) {
+        self.path_space = space;
+        // Fragment buffers taken from the pool hold a whole fragment
+        // without growing.
+        self.pool.reserve = self.pool.reserve.max(space);
     }
 
     /// The session's current ERT0 (RFC 7016 3.5.2.1); paces Buffer Probes

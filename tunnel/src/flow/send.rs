@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::codec::{self, encode_startup_options, vlu_len, CHUNK_HEADER, VLU_MAX};
+use super::codec::{self, encode_startup_options, vlu_len, CHUNK_HEADER};
 use super::{
     ChunkSink, FlowEvent, FlowId, FlowSet, FlowStats, OpenError, Pool, Reliability, SendError,
     TimeoutLoss, SEND_LINGER,
@@ -11,11 +11,43 @@ use super::{
 use crate::wire::chunk::{BitmapAckIter, NextUserData, RangeAckIter, UserData};
 use crate::wire::{Chunk, FragmentControl};
 
-/// Data bytes per fragment of `f`: RFC 7016 3.6.2.2, a fragment must fit a
-/// packet with a maximum-size User Data header and the STARTUP_OPTIONS.
-fn fragment_size(max_chunk_space: usize, f: &SendFlow) -> usize {
-    let overhead = CHUNK_HEADER + 1 + vlu_len(f.id) + 2 * VLU_MAX + f.startup_options.len();
-    max_chunk_space.saturating_sub(overhead).max(1)
+/// Sequence numbers beyond `NEXT_SN` that [`fragment_size`] allows for:
+/// the size it gives holds for every fragment of a message queued now and
+/// for messages queued after it until this many more sequence numbers
+/// were assigned (or the message's length, when larger), so
+/// [`FlowSet::max_unfragmented`] stays true for the pieces of a TCP
+/// super-frame cut to it.
+const SIZING_HORIZON: u64 = 1 << 16;
+
+/// Data bytes per fragment of a `len`-byte message queued now on `f`, for
+/// packets with `space` bytes of chunks. RFC 7016 3.6.2.2: a fragment must
+/// fit a packet with a maximum-size User Data header and the
+/// STARTUP_OPTIONS. The header's variable fields are bounded by what they
+/// can be when sent: the sequence number by `NEXT_SN` plus the message's
+/// fragments (at most one per byte, or one), and the fsnOffset by that
+/// number minus the current front of SEND_QUEUE plus one, because the FSN
+/// is never below the front's sequence number minus one (3.6.2.3) and the
+/// front only moves forward. On a 1500-byte IPv4 path (1439 bytes of
+/// chunks) this gives 1428 data bytes per fragment until sequence number
+/// 2^21 - 2^16, 1427 after it, where the worst-case bound of RFC 7016
+/// (ten-byte VLUs) gave 1414.
+fn fragment_size(space: usize, f: &SendFlow, len: usize) -> usize {
+    let horizon = SIZING_HORIZON.max(u64::try_from(len).unwrap_or(u64::MAX));
+    let last_sn = f.next_sn.saturating_add(horizon);
+    let max_offset = last_sn.saturating_sub(f.front_sn()).saturating_add(1);
+    let header = codec::user_data_len(f.id, last_sn, max_offset, f.startup_options.len(), 0);
+    space.saturating_sub(header).max(1)
+}
+
+/// The chunk space fragments of a message with reliability `rel` are
+/// sized from: NoRetransmit fragments are never sent again, so they may
+/// use the current path MTU; the others keep their size for
+/// retransmission and use the base path MTU's, which fits every path.
+fn chunk_space(cfg: &super::FlowConfig, path_space: usize, rel: Reliability) -> usize {
+    match rel {
+        Reliability::NoRetransmit => path_space,
+        Reliability::Reliable | Reliability::Deadline(_) => cfg.max_chunk_space.min(path_space),
+    }
 }
 
 /// RFC 7016 3.6.2: the initial RX_BUFFER_SIZE.
@@ -387,7 +419,7 @@ impl FlowSet {
             }
             return Err(SendError::QueueFull);
         }
-        let frag = fragment_size(self.cfg.max_chunk_space, f);
+        let frag = fragment_size(chunk_space(&self.cfg, self.path_space, rel), f, data.len());
         let deadline = match rel {
             Reliability::Deadline(d) => Some(now + d),
             _ => None,
@@ -439,11 +471,18 @@ impl FlowSet {
         }
     }
 
-    /// The largest message that `flow` sends as one fragment (one User
-    /// Data chunk in one packet, 3.6.2.2); `None` for an unknown flow.
-    pub fn max_unfragmented(&self, flow: FlowId) -> Option<usize> {
+    /// The largest message with reliability `rel` that `flow` sends as one
+    /// fragment (one User Data chunk in one packet, 3.6.2.2) if queued
+    /// now; `None` for an unknown flow. For NoRetransmit messages it
+    /// follows the path MTU ([`FlowSet::set_path_chunk_space`]); for the
+    /// others it is the base size's.
+    pub fn max_unfragmented(&self, flow: FlowId, rel: Reliability) -> Option<usize> {
         let f = self.send.get(&flow.0)?;
-        Some(fragment_size(self.cfg.max_chunk_space, f))
+        Some(fragment_size(
+            chunk_space(&self.cfg, self.path_space, rel),
+            f,
+            0,
+        ))
     }
 
     /// Bytes queued on sending flows and not yet acknowledged or abandoned.
@@ -514,6 +553,7 @@ impl FlowSet {
             send_queue_bytes,
             stats,
             next_tsn,
+            path_space,
             ..
         } = self;
         let mut visit = |id: u64, f: &mut SendFlow| -> bool {
@@ -521,6 +561,7 @@ impl FlowSet {
             let r = write_flow(
                 f,
                 sink,
+                *path_space,
                 budget_bytes,
                 &mut written,
                 pool,
@@ -749,6 +790,7 @@ impl FlowSet {
 fn write_flow(
     f: &mut SendFlow,
     sink: &mut impl ChunkSink,
+    path_space: usize,
     budget: usize,
     written: &mut usize,
     pool: &mut Pool,
@@ -784,6 +826,19 @@ fn write_flow(
         let data: &[u8] = if e.abandoned { &[] } else { &e.data };
         let fin = final_sn == Some(e.sn);
         let next = prev_sn.is_some_and(|p| p + 1 == e.sn);
+        if !e.abandoned
+            && e.no_retransmit
+            && codec::user_data_len(id, e.sn, e.sn - fsn, f.startup_options.len(), data.len())
+                > path_space
+        {
+            // Queued at a larger path MTU than the current one: no packet
+            // can carry it any more. Abandon its message (see
+            // `FlowSet::set_path_chunk_space`); the sequence number goes
+            // out empty on the next round.
+            f.abandon_message(i, pool, qbytes, stats);
+            stats.abandoned_path_mtu += 1;
+            continue;
+        }
         let opts_len = opts.map_or(0, <[u8]>::len);
         let size = if next {
             codec::next_user_data_len(opts_len, data.len())

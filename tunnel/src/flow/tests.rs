@@ -603,6 +603,107 @@ fn large_messages_fragment_and_reassemble() {
     assert!(got == sent);
 }
 
+/// NoRetransmit fragments follow the path's chunk space; reliable ones keep
+/// the base size. When the path shrinks, frames queued at the larger size
+/// are abandoned when they come up (never pushed into a packet that cannot
+/// hold them: the sink asserts it), those already in flight are left to
+/// arrive, and frames queued after the change flow on.
+#[test]
+fn no_retransmit_fragments_follow_the_path_and_survive_a_fallback() {
+    let base = FlowConfig::default().max_chunk_space;
+    let mut net = Net::new(5, FlowConfig::default(), FlowConfig::default(), 0.0, 0.0, 0);
+    let path = base + 272; // a 1472-byte datagram's chunk space
+    net.mtu = path;
+    net.p[A].fs.set_path_chunk_space(path);
+    let frames = net.p[A].fs.open(b"frames", None).unwrap();
+    let bulk = net.p[A].fs.open(b"bulk", None).unwrap();
+    // Acknowledged flows: no startup options in the fragment size.
+    for f in [frames, bulk] {
+        net.p[A]
+            .fs
+            .send(net.now, f, b"hello", Reliability::Reliable)
+            .unwrap();
+    }
+    net.run(1000, |n| {
+        n.p[B].msgs.len() == 2 && n.p[A].fs.queued_bytes() == 0
+    });
+    let nr = Reliability::NoRetransmit;
+    let big = net.p[A].fs.max_unfragmented(frames, nr).unwrap();
+    assert_eq!(big, path - 11, "one-byte flow id, sn and offset below 2^21");
+    let small = net.p[A]
+        .fs
+        .max_unfragmented(frames, Reliability::Reliable)
+        .unwrap();
+    assert_eq!(small, base - 11);
+    // A window of four fragments: four frames in flight, the rest queued.
+    net.cwnd = 4 * (big + 16);
+    let frame = |i: u32| {
+        let mut m = i.to_be_bytes().to_vec();
+        m.resize(big, 0xab);
+        m
+    };
+    for i in 0..20 {
+        net.p[A].fs.send(net.now, frames, &frame(i), nr).unwrap();
+    }
+    let two = vec![0x5a; 2 * big];
+    net.p[A].fs.send(net.now, frames, &two, nr).unwrap();
+    let reliable: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 3000]).collect();
+    for m in &reliable {
+        net.p[A]
+            .fs
+            .send(net.now, bulk, m, Reliability::Reliable)
+            .unwrap();
+    }
+    net.send_from(A);
+    let sent_before = net.p[A].fs.stats().fragments_sent;
+    // Black-hole detection fell back to the base size.
+    net.mtu = base;
+    net.p[A].fs.set_path_chunk_space(base);
+    assert_eq!(net.p[A].fs.max_unfragmented(frames, nr), Some(small));
+    net.cwnd = 64 * 1024;
+    net.run(10_000, |n| n.p[A].fs.queued_bytes() == 0);
+    // Frames queued now are cut at the base size and arrive.
+    let after = vec![0xcd; big];
+    for _ in 0..5 {
+        net.p[A].fs.send(net.now, frames, &after, nr).unwrap();
+    }
+    net.p[A].fs.close(frames);
+    net.p[A].fs.close(bulk);
+    net.run(10_000, |n| {
+        n.events(A)
+            .iter()
+            .filter(|e| matches!(e, FlowEvent::SendFlowComplete { .. }))
+            .count()
+            == 2
+    });
+    let got = |len: usize| -> Vec<Vec<u8>> {
+        let msgs = net.p[B].msgs.iter().skip(2);
+        msgs.filter(|(_, d)| d.len() == len)
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
+    // The frames in flight at the fallback arrived (the link kept them);
+    // every other frame of the old size was abandoned, none retransmitted.
+    let in_flight = got(big).iter().filter(|d| d[0] != 0xcd).count() as u32;
+    assert!(
+        in_flight > 0 && u64::from(in_flight) < sent_before,
+        "{in_flight}"
+    );
+    let want: Vec<Vec<u8>> = (0..in_flight).map(frame).collect();
+    assert_eq!(got(big)[..in_flight as usize], want[..]);
+    assert_eq!(got(2 * big), Vec::<Vec<u8>>::new());
+    let st = net.p[A].fs.stats();
+    assert_eq!(st.abandoned_path_mtu, 21 - u64::from(in_flight));
+    assert_eq!(st.retransmissions, 0);
+    assert_eq!(got(big)[in_flight as usize..], vec![after.clone(); 5][..]);
+    // Reliable data was never touched.
+    assert_eq!(got(3000), reliable);
+    assert!(net
+        .events(B)
+        .iter()
+        .any(|e| matches!(e, FlowEvent::Gap { .. })));
+}
+
 #[test]
 fn arrival_order_delivery() {
     let b = FlowConfig {

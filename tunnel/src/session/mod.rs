@@ -38,7 +38,7 @@ use crate::flow::{FlowConfig, FlowSet};
 use crate::pmtu::Pmtu;
 use crate::rtt::Timestamps;
 use crate::wire::packet::MULTIPLEX_HEADER_LEN;
-use crate::wire::{Chunk, PacketMode};
+use crate::wire::{Chunk, PacketHeader, PacketMode};
 use crate::NodeId;
 
 pub use crate::ids::SessionId;
@@ -317,6 +317,15 @@ pub(crate) const PLAIN_OFFSET: usize = MULTIPLEX_HEADER_LEN + SESSION_HEADER_LEN
 /// Bytes a session datagram adds around the plain packet.
 pub(crate) const SESSION_DATAGRAM_OVERHEAD: usize = PLAIN_OFFSET + TAG_LEN;
 
+/// Bytes for chunks in a session datagram of `size` bytes (UDP payload):
+/// what is left after the multiplex and session headers, the tag and a
+/// maximum-size packet header. Flow fragments are sized against it (RFC
+/// 7016 3.6.2.2: "a maximum-size common header"); [`Session::build`]
+/// never offers less room than this to the chunks of a packet.
+pub(crate) const fn chunk_space(size: usize) -> usize {
+    size.saturating_sub(SESSION_DATAGRAM_OVERHEAD + PacketHeader::MAX_LEN)
+}
+
 impl Session {
     /// An initiator session in IHELLO_SENT towards `candidates` (at least
     /// one).
@@ -373,6 +382,13 @@ impl Session {
     ) -> Session {
         let pmtu = Pmtu::new(now, pmtu_config(dest, cfg.max_datagram));
         let mss = pmtu.safe_size().saturating_sub(SESSION_DATAGRAM_OVERHEAD);
+        // Reliable fragments must fit every path (FlowConfig::max_chunk_space).
+        let mut flow_cfg = cfg.flows.clone();
+        flow_cfg.max_chunk_space = flow_cfg
+            .max_chunk_space
+            .min(chunk_space(crate::pmtu::BASE_SIZE));
+        let mut flows = FlowSet::new(flow_cfg);
+        flows.set_path_chunk_space(chunk_space(pmtu.safe_size()));
         Session {
             id,
             role,
@@ -390,7 +406,7 @@ impl Session {
             rekey: Rekeying::new(now, cfg.rekey.clone()),
             ts: None,
             cc: Congestion::new(mss),
-            flows: FlowSet::new(cfg.flows.clone()),
+            flows,
             pmtu,
             ping_replies: VecDeque::new(),
             mobility: Mobility {
@@ -686,6 +702,16 @@ impl Session {
         self.pmtu
             .safe_size()
             .saturating_sub(SESSION_DATAGRAM_OVERHEAD)
+    }
+
+    /// The path MTU changed (a probe succeeded, black-hole detection fell
+    /// back to the base size, or DESTADDR moved to another kind of path):
+    /// congestion control's segment size and the flows' fragment size
+    /// follow it (RFC 7016 3.5.4.3, 3.6.2.2).
+    fn pmtu_changed(&mut self) {
+        self.cc.set_mss(self.max_plain());
+        self.flows
+            .set_path_chunk_space(chunk_space(self.pmtu.safe_size()));
     }
 
     // ----- commands -----------------------------------------------------

@@ -89,7 +89,7 @@ impl Session {
         if path_class(&addr) != path_class(&self.dest) {
             self.pmtu = Pmtu::new(now, pmtu_config(addr, self.cfg.max_datagram));
             self.pending_pmtu_probe = None;
-            self.cc.set_mss(self.max_plain());
+            self.pmtu_changed();
         }
         self.dest = addr;
         self.last_recv_dest = now;

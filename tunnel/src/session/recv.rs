@@ -194,7 +194,7 @@ impl Session {
             Some(&PING_PMTU) if msg.len() == 5 => {
                 let id = u32::from_be_bytes([msg[1], msg[2], msg[3], msg[4]]);
                 if self.pmtu.on_probe_acked(now, id).is_some() {
-                    self.cc.set_mss(self.max_plain());
+                    self.pmtu_changed();
                 }
             }
             _ => {

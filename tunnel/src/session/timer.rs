@@ -148,7 +148,7 @@ impl Session {
         if self.state == SessionState::Open {
             self.flows.handle_timeout(now);
             if self.pmtu.handle_timeout(now).is_some() {
-                self.cc.set_mss(self.max_plain());
+                self.pmtu_changed();
             }
             if self.pending_pmtu_probe.is_none() {
                 let ert0 = self.ert0();

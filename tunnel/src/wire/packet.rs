@@ -76,6 +76,9 @@ pub struct PacketHeader {
 }
 
 impl PacketHeader {
+    /// The largest encoded header: flags, timestamp and timestamp echo.
+    pub const MAX_LEN: usize = 5;
+
     /// A header with no flags and no timestamps.
     pub fn new(mode: PacketMode) -> Self {
         PacketHeader {
@@ -191,6 +194,11 @@ pub(crate) mod tests {
         // Startup header as sent by most implementations: 0x0b + timestamp.
         let (h, n) = PacketHeader::parse(&[0x0b, 0x00, 0x01, 0x30]).unwrap();
         assert_eq!((h.mode, h.timestamp, n), (PacketMode::Startup, Some(1), 3));
+        let full = PacketHeader {
+            timestamp_echo: Some(7),
+            ..h
+        };
+        assert_eq!(full.encoded_len(), PacketHeader::MAX_LEN);
     }
 
     #[test]

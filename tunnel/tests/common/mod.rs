@@ -578,3 +578,49 @@ pub fn deliver(net: &mut Net, a: usize, sa: SessionId, b: usize, msg: &[u8]) -> 
     }));
     got
 }
+
+/// Every datagram A sends to B while `net` runs, recorded in `log`.
+pub fn record(
+    net: &mut Net,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> {
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let l = log.clone();
+    net.drop_filter = Some(Box::new(move |f, t, data| {
+        if f == from && t == to {
+            l.borrow_mut().push(data.to_vec());
+        }
+        false
+    }));
+    log
+}
+
+/// Send `msgs` from node `a` on its flow `flow` as frames (NoRetransmit),
+/// 20 ms apart, and run until node `b` has received as many messages
+/// (within 5 s after the last); returns what `b` received.
+pub fn send_frames(
+    net: &mut Net,
+    [a, b]: [usize; 2],
+    sa: SessionId,
+    flow: ringlan_tunnel::FlowId,
+    msgs: &[Vec<u8>],
+) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    for msg in msgs {
+        let now = net.now;
+        net.nodes[a]
+            .ep
+            .send(now, sa, flow, msg, Reliability::NoRetransmit)
+            .unwrap();
+        net.flush(a);
+        let t = net.now + Duration::from_millis(20);
+        net.run_until(Duration::from_secs(1), |n| n.now >= t);
+        messages(net, b, &mut got);
+    }
+    net.run_until(Duration::from_secs(5), |n| {
+        messages(n, b, &mut got);
+        got.len() >= msgs.len()
+    });
+    got
+}
