@@ -445,6 +445,11 @@ pub struct TransportStatus {
     pub burst_releases: u64,
     /// Frames dropped because the sending queue was full.
     pub queue_full_drops: u64,
+    /// Frames abandoned unsent because the path MTU fell below their
+    /// fragments' size (frames are cut from the path MTU; a PMTU fallback
+    /// leaves those queued at the larger size unsendable).
+    #[serde(default)]
+    pub pmtu_abandoned: u64,
 }
 
 /// Overlay link kinds (Symphony: ring links, long-distance links; plus
@@ -875,6 +880,7 @@ pub fn example() -> Status {
                     breaker_trips: 0,
                     burst_releases: 5,
                     queue_full_drops: 3,
+                    pmtu_abandoned: 7,
                 }),
             },
             SessionStatus {
