@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use ringlan_agent::config::Role;
 use ringlan_lab::agents::{
-    make_secret, open_with, serial, sessions, Member, World, LAN_INTRODUCER as INTRODUCER, PORT,
+    make_secret, open_session, open_with, serial, sessions, Member, World,
+    LAN_INTRODUCER as INTRODUCER, PORT,
 };
 use serde_json::Value;
 
@@ -147,20 +148,12 @@ fn a_lossy_underlay_carries_tcp_intact() {
         .set_loss(&n1.host.ns, "eth0", ringlan_lab::Direction::Both, 0)
         .unwrap();
     // The session did lose frames (so the cut was in use), and never
-    // halved its window for them.
-    let st = n1.status().unwrap();
-    let id2 = n2.status().unwrap()["node_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let s = st["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["peer_id"] == id2.as_str())
-        .unwrap_or_else(|| panic!("n1 has no session with n2: {st}"));
-    let t = &s["transport"];
-    assert!(t["frame_lost_bytes"].as_u64().unwrap() > 0, "{t}");
+    // halved its window for them. The status is published once a second,
+    // and the transfer may take less: wait for a snapshot taken after it.
+    let st = w.wait_session(&n1, &n2.peer(), "frames lost", |s| {
+        s["transport"]["frame_lost_bytes"].as_u64() > Some(0)
+    });
+    let t = &open_session(&st, &n2.peer()).expect("the session")["transport"];
     assert_eq!(t["loss_reductions"].as_u64(), Some(0), "{t}");
 }
 
