@@ -21,6 +21,9 @@
 //! * 6 close sending flow `data[0]`.
 //! * 7 exchange: the peer receives our last built packet, builds its
 //!   answer, and we receive that.
+//! * 8 path MTU change: the chunk space NoRetransmit fragments are cut
+//!   from becomes 60/300/600/1200/1439 (by `op >> 4`), with fragments of
+//!   the old size queued or in flight.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -190,6 +193,7 @@ fuzz_target!(|input: &[u8]| {
                 drain_events(&mut fs);
             }
             6 => fs.close(FlowId(u64::from(data.first().copied().unwrap_or(1)))),
+            8 => fs.set_path_chunk_space([60, 300, 600, 1200, 1439][usize::from(p % 5)]),
             7 => {
                 receive(&mut peer, now, &last);
                 // The peer answers with its own data on a flow of its own.
