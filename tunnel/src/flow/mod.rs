@@ -344,7 +344,10 @@ impl Pool {
     /// (never grown while it is filled).
     fn take_for(&mut self, len: usize) -> Vec<u8> {
         if len <= self.reserve {
-            return self.take();
+            // A buffer from before `reserve` grew may be smaller.
+            let mut v = self.take();
+            v.reserve_exact(len);
+            return v;
         }
         let mut v = self.large.pop().unwrap_or_default();
         v.reserve_exact(len);

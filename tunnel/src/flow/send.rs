@@ -436,8 +436,9 @@ impl FlowSet {
                 (_, k) if k + 1 == n => FragmentControl::End,
                 _ => FragmentControl::Middle,
             };
-            let mut buf = self.pool.take();
-            buf.extend_from_slice(chunks.next().unwrap_or(&[]));
+            let piece = chunks.next().unwrap_or(&[]);
+            let mut buf = self.pool.take_for(piece.len());
+            buf.extend_from_slice(piece);
             let sn = f.next_sn;
             f.next_sn += 1;
             f.queue.push_back(SendEntry {
