@@ -60,7 +60,7 @@ OMIT="${FAIR_OMIT:-2}"
 FROUNDS="${FAIR_ROUNDS:-3}"
 export BENCH_SYSTEMS=ringlan
 # run.sh's helpers (install_missing, build_ringlan, wait_until,
-# ringlan_open, stats, cell, median, ratio); sourced, it runs nothing.
+# ringlan_config, ringlan_open, stats, cell, median, ratio); sourced, it runs nothing.
 # shellcheck source=tests/bench/run.sh
 source "$(dirname "${BASH_SOURCE[0]}")/run.sh"
 # stats/cell/median read ROUNDS.
@@ -155,41 +155,14 @@ set_queue() {
 }
 
 # --- ringlan pairs ----------------------------------------------------------
-# start_pair K: a ringlan network of two: the introducer in sK, a node in
-# rK; configs as in run.sh's start_ringlan.
+# start_pair K: a ringlan network of two, fairK: the introducer in sK, a
+# node in rK (run.sh's ringlan_config).
 start_pair() {
-    local k="$1" d="$WORK/ringlan$1" n role overlay intro ns
+    local k="$1" d="$WORK/ringlan$1" n ns
     mkdir -p "$d"
-    (umask 077 && "$RINGLAN_BIN" secret >"$d/net.secret")
-    for n in s r; do
-        if [ "$n" = s ]; then
-            role=introducer; overlay="10.77.$k.1"; intro="[]"
-        else
-            role=node; overlay="10.77.$k.2"; intro="[198.18.$k.2:4910]"
-        fi
-        cat >"$d/$n.yaml" <<YAML
-network:
-  name: fair$k
-  secret_file: $d/net.secret
-node:
-  name: fair$k-$n
-  key_file: $d/$n.key
-interface:
-  name: rl-fair
-  mtu: 1400
-  mac: auto
-  addresses: [$overlay/24]
-listen:
-  port: 4910
-introducers: $intro
-role: $role
-control:
-  socket: $d/$n.sock
-log:
-  level: info
-YAML
-        "$RINGLAN_BIN" check-config "$d/$n.yaml" >/dev/null
-    done
+    (umask 077 && "$RINGLAN_BIN" secret >"$d/fair$k.secret")
+    ringlan_config "$d" "fair$k" s introducer "10.77.$k.1" "[]" rl-fair
+    ringlan_config "$d" "fair$k" r node "10.77.$k.2" "[198.18.$k.2:4910]" rl-fair
     for n in s r; do
         ns="${P}fair-$n$k"
         ip netns exec "$ns" "$RINGLAN_BIN" up -c "$d/$n.yaml" >"$WORK/ringlan$k-$n.log" 2>&1 &

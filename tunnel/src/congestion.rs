@@ -949,6 +949,20 @@ mod tests {
         assert_eq!(cc.stats().frame_lost_bytes, (span / 20 + span / 5) as u64);
     }
 
+    /// A controller with smoothed round trip `srtt` after eight ack-clocked
+    /// round trips: the controller, the time after them, bytes in flight.
+    fn warmed_up(srtt: Duration) -> (Congestion, Instant, usize) {
+        let mut now = Instant::now();
+        let mut cc = Congestion::new(MSS);
+        cc.set_srtt(Some(srtt));
+        let mut out = 0;
+        for _ in 0..8 {
+            round(&mut cc, now, &mut out);
+            now += srtt;
+        }
+        (cc, now, out)
+    }
+
     /// Responsive traffic through a drop-tail queue: a round trip in
     /// twenty loses a burst of 15 % of the window at once (the queue
     /// overflowed), the others lose nothing, about 0.75 % on average. The
@@ -957,15 +971,8 @@ mod tests {
     /// "Fairness": at a 5 ms tbf queue it did, ten times a second).
     #[test]
     fn single_loss_bursts_of_responsive_traffic_do_not_trip_the_breaker() {
-        let mut now = Instant::now();
-        let mut cc = Congestion::new(MSS);
         let srtt = ms(5);
-        cc.set_srtt(Some(srtt));
-        let mut out = 0;
-        for _ in 0..8 {
-            round(&mut cc, now, &mut out);
-            now += srtt;
-        }
+        let (mut cc, mut now, mut out) = warmed_up(srtt);
         // Out of slow start, as a session is after its first loss.
         assert!(cc.on_nack_loss(now, MSS, now));
         for r in 0..200 {
@@ -986,15 +993,8 @@ mod tests {
     /// round trips, and again for every window it lasts.
     #[test]
     fn sustained_frame_loss_trips_the_breaker_every_window() {
-        let mut now = Instant::now();
-        let mut cc = Congestion::new(MSS);
         let srtt = ms(5);
-        cc.set_srtt(Some(srtt));
-        let mut out = 0;
-        for _ in 0..8 {
-            round(&mut cc, now, &mut out);
-            now += srtt;
-        }
+        let (mut cc, mut now, mut out) = warmed_up(srtt);
         let w = cc.window();
         let rounds = 4 * BREAKER_MIN_ROUND_TRIPS;
         for _ in 0..rounds {
