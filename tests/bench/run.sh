@@ -309,29 +309,21 @@ ringlan_open() {
         | grep -Eq '"state"[[:space:]]*:[[:space:]]*"open"'
 }
 
-# Two agents on the same veth: A is the introducer (with a TAP like any
-# node), B joins it; the config follows docs/design.md ("Config"). Overlay
-# addresses 10.77.0.1/.2.
-RL_A="" RL_B=""
-start_ringlan() {
-    local d="$WORK/ringlan" n role addr overlay intro
-    mkdir -p "$d"
-    (umask 077 && "$RINGLAN_BIN" secret >"$d/bench.secret")
-    for n in a b; do
-        if [ "$n" = a ]; then
-            role=introducer; addr="$ADDR_A"; overlay=10.77.0.1; intro="[]"
-        else
-            role=node; addr="$ADDR_B"; overlay=10.77.0.2; intro="[$ADDR_A:4910]"
-        fi
-        cat >"$d/$n.yaml" <<YAML
+# ringlan_config DIR NETWORK N ROLE OVERLAY INTRODUCERS IFNAME: write
+# DIR/N.yaml for node NETWORK-N of network NETWORK (secret
+# DIR/NETWORK.secret, key DIR/N.key, control socket DIR/N.sock; the config
+# follows docs/design.md, "Config") and check it.
+ringlan_config() {
+    local d="$1" net="$2" n="$3" role="$4" overlay="$5" intro="$6" ifname="$7"
+    cat >"$d/$n.yaml" <<YAML
 network:
-  name: bench
-  secret_file: $d/bench.secret
+  name: $net
+  secret_file: $d/$net.secret
 node:
-  name: bench-$n
+  name: $net-$n
   key_file: $d/$n.key
 interface:
-  name: rl-bench
+  name: $ifname
   mtu: 1400
   mac: auto
   addresses: [$overlay/24]
@@ -344,8 +336,18 @@ control:
 log:
   level: info
 YAML
-        "$RINGLAN_BIN" check-config "$d/$n.yaml" >/dev/null
-    done
+    "$RINGLAN_BIN" check-config "$d/$n.yaml" >/dev/null
+}
+
+# Two agents on the same veth: A is the introducer (with a TAP like any
+# node), B joins it. Overlay addresses 10.77.0.1/.2.
+RL_A="" RL_B=""
+start_ringlan() {
+    local d="$WORK/ringlan"
+    mkdir -p "$d"
+    (umask 077 && "$RINGLAN_BIN" secret >"$d/bench.secret")
+    ringlan_config "$d" bench a introducer 10.77.0.1 "[]" rl-bench
+    ringlan_config "$d" bench b node 10.77.0.2 "[$ADDR_A:4910]" rl-bench
     ip netns exec "$NS_A" "$RINGLAN_BIN" up -c "$d/a.yaml" >"$WORK/ringlan-a.log" 2>&1 &
     RL_A=$!
     PIDS+=("$RL_A")
