@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::codec::{self, encode_startup_options, vlu_len, CHUNK_HEADER, VLU_MAX};
+use super::codel::{self, Codel};
 use super::{
     ChunkSink, FlowEvent, FlowId, FlowSet, FlowStats, OpenError, Pool, Reliability, SendError,
     TimeoutLoss, SEND_LINGER,
@@ -43,6 +44,8 @@ pub(super) struct SendEntry {
     data: Vec<u8>,
     fra: FragmentControl,
     deadline: Option<Instant>,
+    /// When a NoRetransmit message was queued (its sojourn, [`codel`]).
+    queued_at: Option<Instant>,
     no_retransmit: bool,
     abandoned: bool,
     sent_abandoned: bool,
@@ -80,6 +83,8 @@ pub(super) struct SendFlow {
     probe_period: Duration,
     earliest_deadline: Option<Instant>,
     pub(super) time_critical: bool,
+    /// The late-frame drop of this flow's NoRetransmit messages.
+    codel: Codel,
 }
 
 /// Acknowledgement payload beyond cumAck.
@@ -153,6 +158,27 @@ impl SendFlow {
 
     fn ready(&self) -> bool {
         self.window_open() && self.find_eligible().is_some()
+    }
+
+    /// Whether the message whose first fragment is at queue index `i`,
+    /// about to go out at `now`, waited too long and is dropped instead
+    /// ([`codel`]): NoRetransmit messages not begun only.
+    fn late(&mut self, i: usize, now: Instant, interval: Duration) -> bool {
+        let Some(e) = self.queue.get(i) else {
+            return false;
+        };
+        let Some(queued_at) = e.queued_at else {
+            return false;
+        };
+        if e.ever_sent
+            || e.abandoned
+            || !matches!(e.fra, FragmentControl::Whole | FragmentControl::Begin)
+        {
+            return false;
+        }
+        let sojourn = now.saturating_duration_since(queued_at);
+        self.codel
+            .should_drop(now, sojourn, interval, codel::target(interval))
     }
 
     fn free_data(e: &mut SendEntry, pool: &mut Pool, qbytes: &mut usize) {
@@ -286,6 +312,7 @@ impl SendFlow {
                 data: Vec::new(),
                 fra: FragmentControl::Whole,
                 deadline: None,
+                queued_at: None,
                 no_retransmit: false,
                 abandoned: true,
                 sent_abandoned: false,
@@ -358,6 +385,7 @@ impl FlowSet {
                 probe_period: PROBE_MIN,
                 earliest_deadline: None,
                 time_critical: false,
+                codel: Codel::default(),
             },
         );
         Ok(FlowId(id))
@@ -413,6 +441,7 @@ impl FlowSet {
                 data: buf,
                 fra,
                 deadline,
+                queued_at: (rel == Reliability::NoRetransmit).then_some(now),
                 no_retransmit: rel == Reliability::NoRetransmit,
                 abandoned: false,
                 sent_abandoned: false,
@@ -508,6 +537,7 @@ impl FlowSet {
         let cursor = self.rr_cursor;
         let mut first_writer: Option<u64> = None;
         let mut full = false;
+        let interval = self.codel_interval;
         let FlowSet {
             send,
             pool,
@@ -519,6 +549,7 @@ impl FlowSet {
         let mut visit = |id: u64, f: &mut SendFlow| -> bool {
             let before = written;
             let r = write_flow(
+                (now, interval),
                 f,
                 sink,
                 budget_bytes,
@@ -747,6 +778,7 @@ impl FlowSet {
 /// 3.6.2.3.2).
 #[allow(clippy::too_many_arguments)]
 fn write_flow(
+    (now, interval): (Instant, Duration),
     f: &mut SendFlow,
     sink: &mut impl ChunkSink,
     budget: usize,
@@ -757,6 +789,9 @@ fn write_flow(
     next_tsn: &mut u64,
 ) -> Written {
     if !f.ready() {
+        if f.find_eligible().is_none() {
+            f.codel.queue_empty();
+        }
         return Written::Idle;
     }
     let fsn = f.trim_and_fsn(pool, qbytes);
@@ -769,8 +804,14 @@ fn write_flow(
             return Written::Idle;
         }
         let Some(i) = f.find_eligible() else {
+            f.codel.queue_empty();
             return Written::Idle;
         };
+        if f.late(i, now, interval) {
+            f.abandon_message(i, pool, qbytes, stats);
+            stats.drop_late += 1;
+            continue;
+        }
         let final_sn = f.final_sn;
         let id = f.id;
         let opts: Option<&[u8]> = if prev_sn.is_none() && !f.startup_options.is_empty() {
