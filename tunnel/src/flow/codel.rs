@@ -3,23 +3,36 @@
 //! flow's queue.
 //!
 //! Frames are never retransmitted, and what they carry (TCP, mostly)
-//! retransmits on its own: a frame sent late is worth less than one
-//! dropped, and a queue that grows under load is delay for everything on
-//! the session (a ping shares the queue with the bulk stream). The queue
-//! grows when the traffic inside offers more than the session sends (the
-//! congestion window, burst avoidance, the agent's CPU): the TCP inside
-//! sees no loss and keeps growing its own window. A drop at the head of
-//! the queue is the quickest signal it can get.
+//! retransmits on its own: a frame that arrives late is worth less than
+//! one dropped, and a queue that grows under load is delay for everything
+//! on the session (a ping shares it with the bulk stream). The TCP inside
+//! sees no loss while a queue grows and keeps growing its own window; a
+//! drop is the quickest signal it can get.
 //!
-//! The rule is CoDel's (RFC 8289 section 5): the sojourn time of a
-//! message is the time from [`FlowSet::send`](super::FlowSet::send) to the
-//! moment its first fragment could go out. Once the sojourn has stayed
-//! above [`target`] for a whole [`interval`], the message at the head is
-//! abandoned unsent (RFC 7016 3.6.2.7 lets a sender abandon any message),
-//! and further ones at `interval / sqrt(count)` while the sojourn stays
-//! above the target; a sojourn below the target, or nothing left to send,
-//! ends the episode. A single late message, or a burst that drains within
-//! an interval, is never dropped. Messages already begun are finished.
+//! Where the queue stands (measured, docs/dataplane.md "Latency"): not in
+//! the flow's send queue, which the agent fills a TAP batch at a time and
+//! drains within a few milliseconds, but behind it. On a LAN the session's
+//! window grows to megabytes, far more than the path holds, and what it
+//! lets out waits in the far agent's UDP receive buffer while that agent
+//! is busy; on a slow path it waits in the bottleneck's queue. Either way
+//! it shows as the time from sending a fragment to its acknowledgement:
+//! [`PathDelay`] keeps the least of it over the last interval or two
+//! (a queue that stood for an interval delayed every fragment; jitter and
+//! delayed acknowledgements do not raise the least one) above the least
+//! over [`MIN_WINDOW`] (the path itself). That standing delay is the
+//! sojourn CoDel (RFC 8289 section 5) decides on, at the moment a
+//! NoRetransmit message would begin to go out: once it has stayed above
+//! [`target`] for a whole [`interval`], the message is abandoned unsent
+//! (RFC 7016 3.6.2.7 lets a sender abandon any message), and further ones
+//! at `interval / sqrt(count)` while it stays above; a standing delay
+//! below the target ends the episode. Messages already begun are
+//! finished, and Reliable ones are never dropped.
+//!
+//! The wait in the flow's own queue does not count: it is the session's
+//! window (slow start, a retransmission timeout, burst avoidance), which
+//! the window's own growth ends, and dropping there loses frames on lossy
+//! paths for nothing (the node scenario with lossy links lost 13 % of its
+//! frames instead of 4 %).
 //!
 //! The interval follows the session's round trip ([`interval`]): the TCP
 //! inside needs about one round trip of its own to react to a drop.
@@ -50,6 +63,88 @@ pub fn target(interval: Duration) -> Duration {
     (interval / 10).max(TARGET_MIN)
 }
 
+/// How long the least delay from `send` to acknowledgement is kept (a
+/// windowed minimum, as BBR keeps its minimum RTT): a path that got
+/// longer is learnt within two windows.
+pub const MIN_WINDOW: Duration = Duration::from_secs(10);
+
+/// The delay of NoRetransmit fragments from being sent to their
+/// acknowledgement: its least value over the last one to two CoDel
+/// intervals (a queue that stood for an interval delayed every fragment;
+/// jitter and delayed acknowledgements do not raise the least one) above
+/// its windowed minimum over [`MIN_WINDOW`] (the path itself).
+#[derive(Debug, Clone, Default)]
+pub(super) struct PathDelay {
+    /// The least sample of the current window, when it began, and the
+    /// least of the window before.
+    base: Option<Duration>,
+    base_start: Option<Instant>,
+    base_before: Option<Duration>,
+    /// The same over CoDel intervals.
+    recent: Option<Duration>,
+    recent_start: Option<Instant>,
+    recent_before: Option<Duration>,
+}
+
+impl PathDelay {
+    /// A fragment sent once was acknowledged `sample` after it was sent;
+    /// `interval` is CoDel's.
+    pub(super) fn on_sample(&mut self, now: Instant, sample: Duration, interval: Duration) {
+        fn windowed(
+            now: Instant,
+            sample: Duration,
+            len: Duration,
+            start: &mut Option<Instant>,
+            least: &mut Option<Duration>,
+            before: &mut Option<Duration>,
+        ) {
+            match *start {
+                Some(t) if now.saturating_duration_since(t) < len => {
+                    *least = Some(least.map_or(sample, |m| m.min(sample)));
+                }
+                _ => {
+                    *before = *least;
+                    *least = Some(sample);
+                    *start = Some(now);
+                }
+            }
+        }
+        windowed(
+            now,
+            sample,
+            MIN_WINDOW,
+            &mut self.base_start,
+            &mut self.base,
+            &mut self.base_before,
+        );
+        windowed(
+            now,
+            sample,
+            interval,
+            &mut self.recent_start,
+            &mut self.recent,
+            &mut self.recent_before,
+        );
+    }
+
+    /// The standing delay at `now`: the least recent delay above the least
+    /// one; nothing when no fragment was acknowledged within the last two
+    /// intervals (an idle path holds no queue).
+    pub(super) fn standing(&self, now: Instant, interval: Duration) -> Duration {
+        let least = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let fresh = self
+            .recent_start
+            .is_some_and(|t| now.saturating_duration_since(t) < interval.saturating_mul(2));
+        match (fresh, least(self.recent, self.recent_before), least(self.base, self.base_before)) {
+            (true, Some(r), Some(b)) => r.saturating_sub(b),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 /// CoDel's state for one queue (RFC 8289 5.2-5.5).
 #[derive(Debug, Clone, Default)]
 pub(super) struct Codel {
@@ -73,9 +168,10 @@ impl Codel {
         self.dropping = false;
     }
 
-    /// The message at the head of the queue waited `sojourn` when it could
-    /// be sent at `now`: whether to drop it instead (RFC 8289 `dequeue`,
-    /// one message per call; after a drop call again for the next one).
+    /// A message could begin to go out at `now` while frames stand
+    /// `sojourn` in the queue: whether to drop it instead (RFC 8289
+    /// `dequeue`, one message per call; after a drop call again for the
+    /// next one).
     pub(super) fn should_drop(
         &mut self,
         now: Instant,
@@ -147,6 +243,38 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn path_delay_is_the_recent_least_delay_above_the_windowed_minimum() {
+        let t0 = Instant::now();
+        let i = 10 * MS;
+        let mut p = PathDelay::default();
+        assert_eq!(p.standing(t0, i), Duration::ZERO);
+        p.on_sample(t0, MS, i);
+        assert_eq!(p.standing(t0, i), Duration::ZERO);
+        // Jitter (1 to 9 ms) is no standing queue: the least recent sample
+        // is near the base.
+        for k in 1..=40u32 {
+            let jitter = if k % 4 == 0 { MS } else { 9 * MS };
+            p.on_sample(t0 + k * MS, jitter, i);
+        }
+        assert_eq!(p.standing(t0 + 40 * MS, i), Duration::ZERO);
+        // A standing queue of 8 ms delays every fragment: after two
+        // intervals the least recent delay is 9 ms.
+        for k in 41..=70u32 {
+            p.on_sample(t0 + k * MS, 9 * MS, i);
+        }
+        assert_eq!(p.standing(t0 + 70 * MS, i), 8 * MS);
+        // Nothing acknowledged for two intervals: nothing stands.
+        assert_eq!(p.standing(t0 + 95 * MS, i), Duration::ZERO);
+        // The path gets longer (5 ms base): after two windows the old
+        // minimum is forgotten and nothing stands.
+        for k in 1..=25u32 {
+            let t = t0 + k * Duration::from_secs(1);
+            p.on_sample(t, 5 * MS, i);
+        }
+        assert_eq!(p.standing(t0 + Duration::from_secs(25), i), Duration::ZERO);
+    }
 
     #[test]
     fn interval_and_target_follow_the_round_trip_within_bounds() {

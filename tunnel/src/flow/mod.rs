@@ -31,8 +31,8 @@
 //! whenever [`FlowSet::poll_timeout`] passes call [`FlowSet::handle_timeout`].
 //! Drain [`FlowSet::poll_event`] after every input. Report the session's
 //! current ERT0 with [`FlowSet::set_ert0`] (it paces Buffer Probes) and
-//! its smoothed RTT with [`FlowSet::set_srtt`] (it scales how long a
-//! NoRetransmit message may wait in the queue, [`codel`]).
+//! its smoothed RTT with [`FlowSet::set_srtt`] (it sets the interval of
+//! the late-frame drop, [`codel`]).
 
 mod codec;
 mod codel;
@@ -380,6 +380,8 @@ pub struct FlowSet {
     ert0: Duration,
     /// The late-frame drop's interval ([`codel::interval`] of the SRTT).
     codel_interval: Duration,
+    /// Delay of NoRetransmit fragments from sending to acknowledgement.
+    path_delay: codel::PathDelay,
     ack_now: bool,
     rx_data_packets: u32,
     delack: Option<Instant>,
@@ -416,6 +418,7 @@ impl FlowSet {
             summary: AckSummary::default(),
             ert0: Duration::from_secs(3),
             codel_interval: codel::interval(None),
+            path_delay: codel::PathDelay::default(),
             ack_now: false,
             rx_data_packets: 0,
             delack: None,

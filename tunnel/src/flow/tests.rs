@@ -1181,113 +1181,90 @@ fn garbage_chunks_are_counted_not_fatal() {
     assert_eq!(fs.outstanding_bytes(), 0);
 }
 
-/// Offers one 100-byte NoRetransmit frame every 0.1 ms for 40 ms (every
-/// 50th message Reliable instead) and lets one chunk out every
-/// `drain_every` steps (no acknowledgements: 44 KB stays within the flow's
-/// initial window), on a session with smoothed RTT `srtt`. Returns the
-/// flow's stats, the messages still waiting at the end, and the tags of
-/// the Reliable messages sent.
-fn standing_queue(srtt: Option<Duration>, drain_every: u32) -> (FlowStats, usize, Vec<u8>) {
+/// A sender offering one 1,000-byte frame every 0.1 ms (every 50th
+/// Reliable instead), each sent at once, and acknowledged in pairs
+/// `flight(ms)` after it was sent (the path: base delay plus whatever queue
+/// stands on it). Returns the time of every late drop and the sequence
+/// numbers of the Reliable messages sent.
+fn acked_after(flight: impl Fn(u32) -> Duration) -> (Vec<Duration>, Vec<u64>) {
     let t0 = Instant::now();
     let mut a = FlowSet::new(FlowConfig::default());
-    a.set_srtt(srtt);
+    a.set_srtt(Some(Duration::from_micros(200)));
     let f = a.open(b"frames", None).unwrap();
-    let mut reliable_sent = Vec::new();
-    let sent = std::cell::Cell::new(0u64);
-    let mut drain = |a: &mut FlowSet, now: Instant, budget: usize| {
-        let mut s = Sink::new(1 << 20);
-        a.write_data(now, &mut s, budget);
-        for c in &s.chunks {
-            if let Owned::Ud { data, .. } | Owned::Nud { data, .. } = c {
-                sent.set(sent.get() + u64::from(!data.is_empty()));
-                if data.first().is_some_and(|&t| u32::from(t) % 50 == 0) {
-                    reliable_sent.push(data[0]);
-                }
-            }
+    let step = Duration::from_micros(100);
+    // (when acknowledged, sequence number)
+    let mut acks: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut drops = Vec::new();
+    let mut reliable = Vec::new();
+    let mut sent_sn = Vec::new();
+    for k in 0..1500u32 {
+        let now = t0 + step * k;
+        while acks.front().is_some_and(|&(t, _)| t <= now) {
+            let (_, cum) = acks.pop_front().unwrap();
+            a.on_ack(now, f.0, 1024, cum, send::AckBody::Ranges(&[]));
         }
-    };
-    let mut now = t0;
-    for k in 0..400u32 {
-        now = t0 + Duration::from_micros(100) * k;
-        let tag = (k % 250) as u8;
         let rel = if k % 50 == 0 {
             Reliability::Reliable
         } else {
             Reliability::NoRetransmit
         };
-        a.send(now, f, &[tag; 100], rel).unwrap();
-        if k % drain_every == 0 {
-            drain(&mut a, now, 1);
+        a.send(now, f, &[1; 1000], rel).unwrap();
+        let before = a.stats().drop_late;
+        let mut s = Sink::new(1 << 20);
+        a.write_data(now, &mut s, usize::MAX);
+        if a.stats().drop_late > before {
+            drops.push(now - t0);
         }
-    }
-    let stats = a.stats();
-    let waiting = usize::try_from(400 - sent.get() - stats.drop_late).unwrap();
-    // Then everything left may go.
-    drain(&mut a, now, usize::MAX);
-    (stats, waiting, reliable_sent)
-}
-
-#[test]
-fn late_frames_are_dropped_from_a_standing_queue_only() {
-    let lan = Some(Duration::from_micros(200));
-    // Drained as fast as offered: the queue never stands, nothing dropped.
-    let (st, waiting, rel) = standing_queue(lan, 1);
-    assert_eq!(st.drop_late, 0);
-    assert_eq!(st.messages_abandoned, 0);
-    assert_eq!(waiting, 0);
-    assert_eq!(rel.len(), 8);
-    // Drained at half the rate: the queue grows by 0.1 ms of sojourn
-    // every 0.2 ms; 1 ms (the target) is passed after 2 ms and the first
-    // drop comes an interval (10 ms) later; drops then come faster and
-    // faster until the sojourn falls below the target.
-    let (st, queued_codel, rel) = standing_queue(lan, 2);
-    // At 12, 22, 29 and 35 ms (interval / sqrt(count)).
-    assert!(st.drop_late >= 4, "{st:?}");
-    assert_eq!(st.messages_abandoned, st.drop_late);
-    // Reliable messages are never dropped, only delayed.
-    assert_eq!(rel.len(), 8, "{rel:?}");
-    // The same on a path with no RTT sample yet (interval 100 ms): no
-    // drop within 40 ms, and more messages wait.
-    let (st, queued_patient, _) = standing_queue(None, 2);
-    assert_eq!(st.drop_late, 0);
-    assert!(
-        queued_codel < queued_patient,
-        "{queued_codel} >= {queued_patient}"
-    );
-}
-
-#[test]
-fn a_begun_late_message_is_finished() {
-    let t0 = Instant::now();
-    let mut a = FlowSet::new(FlowConfig {
-        max_chunk_space: 600,
-        ..FlowConfig::default()
-    });
-    a.set_srtt(Some(Duration::from_micros(200)));
-    let f = a.open(b"frames", None).unwrap();
-    // Two 1,000-byte messages, two fragments each; one fragment leaves
-    // per write, every 3 ms: a standing queue.
-    let mut sent: Vec<u8> = Vec::new();
-    for k in 0..20u32 {
-        let now = t0 + Duration::from_millis(3) * k;
-        a.send(now, f, &[k as u8 + 1; 1000], Reliability::NoRetransmit)
-            .unwrap();
-        let mut s = Sink::new(5000);
-        a.write_data(now, &mut s, 1);
         for c in &s.chunks {
-            if let Owned::Ud { data, .. } | Owned::Nud { data, .. } = c {
-                sent.extend_from_slice(data);
+            if let Owned::Ud { sn, data, .. } = c {
+                if data.is_empty() {
+                    continue;
+                }
+                sent_sn.push(*sn);
+                if k % 50 == 0 {
+                    reliable.push(*sn);
+                }
             }
         }
+        // The receiver acknowledges every second packet.
+        if sent_sn.len() >= 2 {
+            let cum = *sent_sn.last().unwrap();
+            sent_sn.clear();
+            let at = now + flight(k);
+            // Acknowledgements leave in order.
+            let at = acks.back().map_or(at, |&(t, _)| t.max(at));
+            acks.push_back((at, cum));
+        }
     }
-    assert!(a.stats().drop_late > 0, "{:?}", a.stats());
-    // Every message that was begun was sent whole; dropped ones not at all.
-    for tag in 1..=20u8 {
-        let n = sent.iter().filter(|&&b| b == tag).count();
-        let last = tag == 20 || tag == 19;
-        assert!(
-            n == 0 || n == 1000 || last,
-            "message {tag}: {n} of 1000 bytes sent"
-        );
-    }
+    (drops, reliable)
+}
+
+#[test]
+fn late_frames_are_dropped_only_while_a_queue_stands_on_the_path() {
+    let ms = Duration::from_millis(1);
+    let base = Duration::from_micros(200);
+    // A clean path, with jitter of up to 3 ms on one acknowledgement in
+    // three: no queue stands, nothing is dropped.
+    let (drops, reliable) = acked_after(|k| if k % 3 == 0 { base + 3 * ms } else { base });
+    assert!(drops.is_empty(), "{drops:?}");
+    assert_eq!(reliable.len(), 30);
+    // From 50 ms to 100 ms a queue of 5 ms stands on the path: drops
+    // begin about an interval (10 ms) after the first delayed
+    // acknowledgements come back and come faster (interval / sqrt(count))
+    // while it stands; once the queue is gone they stop.
+    let queue = |k: u32| {
+        if (500..1000).contains(&k) {
+            base + 5 * ms
+        } else {
+            base
+        }
+    };
+    let (drops, reliable) = acked_after(queue);
+    assert!(drops.len() >= 5, "{drops:?}");
+    assert!(
+        drops.iter().all(|&t| t >= 60 * ms && t <= 115 * ms),
+        "{drops:?}"
+    );
+    // Reliable messages are never dropped.
+    assert_eq!(reliable.len(), 30);
 }
