@@ -138,7 +138,11 @@ impl PathDelay {
         let fresh = self
             .recent_start
             .is_some_and(|t| now.saturating_duration_since(t) < interval.saturating_mul(2));
-        match (fresh, least(self.recent, self.recent_before), least(self.base, self.base_before)) {
+        match (
+            fresh,
+            least(self.recent, self.recent_before),
+            least(self.base, self.base_before),
+        ) {
             (true, Some(r), Some(b)) => r.saturating_sub(b),
             _ => Duration::ZERO,
         }
@@ -179,7 +183,7 @@ impl Codel {
         interval: Duration,
         target: Duration,
     ) -> bool {
-        let ok_to_drop = self.ok_to_drop(now, sojourn, interval, target);
+        let ok_to_drop = self.ok_to_drop(now, sojourn >= target, interval);
         if self.dropping {
             if !ok_to_drop {
                 self.dropping = false;
@@ -210,16 +214,10 @@ impl Codel {
         }
     }
 
-    /// RFC 8289 `dodequeue`: whether the sojourn has been above the target
-    /// for an interval.
-    fn ok_to_drop(
-        &mut self,
-        now: Instant,
-        sojourn: Duration,
-        interval: Duration,
-        target: Duration,
-    ) -> bool {
-        if sojourn < target {
+    /// RFC 8289 `dodequeue`: whether the sojourn, `above` the target now,
+    /// has been above it for an interval.
+    fn ok_to_drop(&mut self, now: Instant, above: bool, interval: Duration) -> bool {
+        if !above {
             self.first_above = None;
             return false;
         }
@@ -286,13 +284,19 @@ mod tests {
         assert_eq!(target(60 * MS), 6 * MS);
     }
 
-    #[test]
-    fn a_late_message_is_dropped_only_after_an_interval_above_target() {
+    /// Interval 10 ms, target 1 ms; a standing delay of 5 ms seen at the
+    /// returned time (never dropped: the interval starts).
+    fn above_once() -> (Instant, Duration, Duration, Codel) {
         let t0 = Instant::now();
         let (i, tg) = (10 * MS, MS);
         let mut c = Codel::default();
-        // Above target, first time: the interval starts.
         assert!(!c.should_drop(t0, 5 * MS, i, tg));
+        (t0, i, tg, c)
+    }
+
+    #[test]
+    fn a_late_message_is_dropped_only_after_an_interval_above_target() {
+        let (t0, i, tg, mut c) = above_once();
         assert!(!c.should_drop(t0 + 9 * MS, 5 * MS, i, tg));
         // One below target resets it.
         assert!(!c.should_drop(t0 + 9 * MS, MS / 2, i, tg));
@@ -315,10 +319,7 @@ mod tests {
 
     #[test]
     fn an_empty_queue_ends_the_wait_and_the_episode() {
-        let t0 = Instant::now();
-        let (i, tg) = (10 * MS, MS);
-        let mut c = Codel::default();
-        assert!(!c.should_drop(t0, 5 * MS, i, tg));
+        let (t0, i, tg, mut c) = above_once();
         c.queue_empty();
         // Sparse messages (a ping every 100 ms on an idle session) each
         // start afresh, whatever they waited.
@@ -331,10 +332,7 @@ mod tests {
 
     #[test]
     fn an_episode_soon_after_the_last_resumes_its_drop_rate() {
-        let t0 = Instant::now();
-        let (i, tg) = (10 * MS, MS);
-        let mut c = Codel::default();
-        assert!(!c.should_drop(t0, 5 * MS, i, tg));
+        let (t0, i, tg, mut c) = above_once();
         let mut t = t0 + i;
         let mut drops = 0;
         while drops < 4 {
@@ -346,7 +344,7 @@ mod tests {
         assert_eq!(c.count, 4);
         // Ends, and a new one begins within 16 intervals: count goes on
         // from the drops of the last episode beyond its start (4 - 1).
-        assert!(!c.should_drop(t, 0 * MS, i, tg));
+        assert!(!c.should_drop(t, Duration::ZERO, i, tg));
         assert!(!c.should_drop(t + MS, 5 * MS, i, tg));
         assert!(c.should_drop(t + MS + i, 5 * MS, i, tg));
         assert_eq!(c.count, 3);
