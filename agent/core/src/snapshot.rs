@@ -187,6 +187,7 @@ impl Node {
             breaker_trips: info.congestion.breaker_trips,
             burst_releases: info.congestion.burst_releases,
             queue_full_drops: flows.drop_send_queue_full,
+            late_drops: flows.drop_late,
         }
     }
 

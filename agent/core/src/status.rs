@@ -445,6 +445,10 @@ pub struct TransportStatus {
     pub burst_releases: u64,
     /// Frames dropped because the sending queue was full.
     pub queue_full_drops: u64,
+    /// Frames dropped unsent because they waited too long in the sending
+    /// queue (a standing queue; docs/dataplane.md "Latency").
+    #[serde(default)]
+    pub late_drops: u64,
 }
 
 /// Overlay link kinds (Symphony: ring links, long-distance links; plus
@@ -875,6 +879,7 @@ pub fn example() -> Status {
                     breaker_trips: 0,
                     burst_releases: 5,
                     queue_full_drops: 3,
+                    late_drops: 7,
                 }),
             },
             SessionStatus {
