@@ -224,7 +224,7 @@ run_flows() {
     done
     for k in "${rl[@]}"; do t0[k]="$(transport "$k")"; done
     for f in "$@"; do
-        ip netns exec "${P}fair-${SRC[$f]}" iperf3 -c "${DST[$f]}" -t "$FSECS" -O "$OMIT" -J \
+        ip netns exec "${P}fair-${SRC[$f]}" iperf3 -c "${DST[$f]}" -t "$FSECS" -O "$OMIT" -C "$TCP_CC" -J \
             >"$WORK/$f-$mode-$q-$round.json" 2>&1 &
         cli+=("$!"); PIDS+=("$!")
     done
@@ -290,7 +290,7 @@ share() { awk -v m="$(median "$1" "$2" "$3")" -v r="$RATE" 'BEGIN {if (m != "") 
 report() {
     local q f mode
     echo
-    echo "==== ringlan fairness: tbf ${RATE} Mbit/s, $FROUNDS round(s) of ${FSECS} s (after ${OMIT} s warm-up), $(nproc) cores, $(uname -r)"
+    echo "==== ringlan fairness: tbf ${RATE} Mbit/s, $FROUNDS round(s) of ${FSECS} s (after ${OMIT} s warm-up), $(nproc) cores, $(uname -r), TCP $TCP_CC (BENCH_TCP_CC)"
     echo "ringlan: $RINGLAN_BIN ($("$RINGLAN_BIN" --version 2>/dev/null || echo '?')); load: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "rl1, rl2: one TCP stream through a ringlan session each; tcp: one TCP stream on the underlay."
     echo "cells: median [min-max] over the rounds, Mbit/s; goodput: iperf3 receiver; bottleneck: IP bytes"

@@ -20,7 +20,10 @@
 # Environment: BENCH_ROUNDS (5), BENCH_SECONDS (10), BENCH_PINGS (20),
 # BENCH_LOSS ("0 0.1 1", percent), BENCH_SYSTEMS ("raw tinc nebula
 # wireguard-go ringlan"), RINGLAN_BIN (default target/release/ringlan; when
-# set, used as is, never built). Missing Debian packages (iperf3, tinc,
+# set, used as is, never built), BENCH_TCP_CC (the iperf3 streams' TCP
+# congestion control, default the kernel's: `sysctl net.ipv4.tcp_congestion_control`;
+# printed in the header, since BBR and CUBIC answer a VPN's queues and losses
+# differently). Missing Debian packages (iperf3, tinc,
 # nebula, wireguard-go, wireguard-tools, nftables, jq, ethtool) are installed first.
 set -euo pipefail
 
@@ -30,6 +33,7 @@ PINGS="${BENCH_PINGS:-20}"
 ROUNDS="${BENCH_ROUNDS:-5}"
 LOSSES="${BENCH_LOSS-0 0.1 1}"
 SYSTEMS="${BENCH_SYSTEMS:-raw tinc nebula wireguard-go ringlan}"
+TCP_CC="${BENCH_TCP_CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}"
 PEERS=(tinc nebula wireguard-go)
 BUILD_RINGLAN=0
 if [ -z "${RINGLAN_BIN:-}" ]; then
@@ -379,7 +383,7 @@ iperf() {
     # Probe the listener with ss: a test connection would use up `-1`.
     wait_until 10 listening "$dst" \
         || { echo "bench: iperf3 server on $dst not reachable" >&2; return 1; }
-    if ! in_a iperf3 -c "$dst" -t "$SECS" -J "$@" >"$WORK/$name.json" 2>&1; then
+    if ! in_a iperf3 -c "$dst" -t "$SECS" -C "$TCP_CC" -J "$@" >"$WORK/$name.json" 2>&1; then
         echo "bench: iperf3 $name failed:" >&2
         jq -r '.error // empty' "$WORK/$name.json" >&2 || cat "$WORK/$name.json" >&2
         return 1
@@ -460,7 +464,7 @@ best_peer() {
 
 report() {
     echo
-    echo "==== ringlan bench: $ROUNDS round(s) of ${SECS} s iperf3, $(nproc) cores, $(uname -r)"
+    echo "==== ringlan bench: $ROUNDS round(s) of ${SECS} s iperf3, $(nproc) cores, $(uname -r), TCP $TCP_CC"
     echo "ringlan: $RINGLAN_BIN ($("$RINGLAN_BIN" --version 2>/dev/null || echo '?'))"
     echo "cells: median [min-max] over the rounds; cpu: both daemons' CPU seconds per GB received"
     echo "(single stream); rss: the larger peak RSS of the two daemons"
