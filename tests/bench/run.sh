@@ -20,7 +20,10 @@
 # Environment: BENCH_ROUNDS (5), BENCH_SECONDS (10), BENCH_PINGS (20),
 # BENCH_LOSS ("0 0.1 1", percent), BENCH_SYSTEMS ("raw tinc nebula
 # wireguard-go ringlan"), RINGLAN_BIN (default target/release/ringlan; when
-# set, used as is, never built). Missing Debian packages (iperf3, tinc,
+# set, used as is, never built), BENCH_TCP_CC (the iperf3 streams' TCP
+# congestion control, default the kernel's: `sysctl net.ipv4.tcp_congestion_control`;
+# printed in the header, since BBR and CUBIC answer a VPN's queues and losses
+# differently). Missing Debian packages (iperf3, tinc,
 # nebula, wireguard-go, wireguard-tools, nftables, jq, ethtool) are installed first.
 set -euo pipefail
 
@@ -30,6 +33,7 @@ PINGS="${BENCH_PINGS:-20}"
 ROUNDS="${BENCH_ROUNDS:-5}"
 LOSSES="${BENCH_LOSS-0 0.1 1}"
 SYSTEMS="${BENCH_SYSTEMS:-raw tinc nebula wireguard-go ringlan}"
+TCP_CC="${BENCH_TCP_CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}"
 PEERS=(tinc nebula wireguard-go)
 BUILD_RINGLAN=0
 if [ -z "${RINGLAN_BIN:-}" ]; then
@@ -309,29 +313,21 @@ ringlan_open() {
         | grep -Eq '"state"[[:space:]]*:[[:space:]]*"open"'
 }
 
-# Two agents on the same veth: A is the introducer (with a TAP like any
-# node), B joins it; the config follows docs/design.md ("Config"). Overlay
-# addresses 10.77.0.1/.2.
-RL_A="" RL_B=""
-start_ringlan() {
-    local d="$WORK/ringlan" n role addr overlay intro
-    mkdir -p "$d"
-    (umask 077 && "$RINGLAN_BIN" secret >"$d/bench.secret")
-    for n in a b; do
-        if [ "$n" = a ]; then
-            role=introducer; addr="$ADDR_A"; overlay=10.77.0.1; intro="[]"
-        else
-            role=node; addr="$ADDR_B"; overlay=10.77.0.2; intro="[$ADDR_A:4910]"
-        fi
-        cat >"$d/$n.yaml" <<YAML
+# ringlan_config DIR NETWORK N ROLE OVERLAY INTRODUCERS IFNAME: write
+# DIR/N.yaml for node NETWORK-N of network NETWORK (secret
+# DIR/NETWORK.secret, key DIR/N.key, control socket DIR/N.sock; the config
+# follows docs/design.md, "Config") and check it.
+ringlan_config() {
+    local d="$1" net="$2" n="$3" role="$4" overlay="$5" intro="$6" ifname="$7"
+    cat >"$d/$n.yaml" <<YAML
 network:
-  name: bench
-  secret_file: $d/bench.secret
+  name: $net
+  secret_file: $d/$net.secret
 node:
-  name: bench-$n
+  name: $net-$n
   key_file: $d/$n.key
 interface:
-  name: rl-bench
+  name: $ifname
   mtu: 1400
   mac: auto
   addresses: [$overlay/24]
@@ -344,8 +340,18 @@ control:
 log:
   level: info
 YAML
-        "$RINGLAN_BIN" check-config "$d/$n.yaml" >/dev/null
-    done
+    "$RINGLAN_BIN" check-config "$d/$n.yaml" >/dev/null
+}
+
+# Two agents on the same veth: A is the introducer (with a TAP like any
+# node), B joins it. Overlay addresses 10.77.0.1/.2.
+RL_A="" RL_B=""
+start_ringlan() {
+    local d="$WORK/ringlan"
+    mkdir -p "$d"
+    (umask 077 && "$RINGLAN_BIN" secret >"$d/bench.secret")
+    ringlan_config "$d" bench a introducer 10.77.0.1 "[]" rl-bench
+    ringlan_config "$d" bench b node 10.77.0.2 "[$ADDR_A:4910]" rl-bench
     ip netns exec "$NS_A" "$RINGLAN_BIN" up -c "$d/a.yaml" >"$WORK/ringlan-a.log" 2>&1 &
     RL_A=$!
     PIDS+=("$RL_A")
@@ -377,7 +383,7 @@ iperf() {
     # Probe the listener with ss: a test connection would use up `-1`.
     wait_until 10 listening "$dst" \
         || { echo "bench: iperf3 server on $dst not reachable" >&2; return 1; }
-    if ! in_a iperf3 -c "$dst" -t "$SECS" -J "$@" >"$WORK/$name.json" 2>&1; then
+    if ! in_a iperf3 -c "$dst" -t "$SECS" -C "$TCP_CC" -J "$@" >"$WORK/$name.json" 2>&1; then
         echo "bench: iperf3 $name failed:" >&2
         jq -r '.error // empty' "$WORK/$name.json" >&2 || cat "$WORK/$name.json" >&2
         return 1
@@ -458,7 +464,7 @@ best_peer() {
 
 report() {
     echo
-    echo "==== ringlan bench: $ROUNDS round(s) of ${SECS} s iperf3, $(nproc) cores, $(uname -r)"
+    echo "==== ringlan bench: $ROUNDS round(s) of ${SECS} s iperf3, $(nproc) cores, $(uname -r), TCP $TCP_CC"
     echo "ringlan: $RINGLAN_BIN ($("$RINGLAN_BIN" --version 2>/dev/null || echo '?'))"
     echo "cells: median [min-max] over the rounds; cpu: both daemons' CPU seconds per GB received"
     echo "(single stream); rss: the larger peak RSS of the two daemons"

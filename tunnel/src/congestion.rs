@@ -58,11 +58,19 @@
 //! [`Congestion::on_frame_timeout`]) does not halve the window per event.
 //! It is measured instead: per measurement window (at least one congestion
 //! window and [`BREAKER_MIN_WINDOW_MSS`] segments of data acknowledged or
-//! lost), when more than 1/[`BREAKER_LOSS_DIVISOR`] of it was frame loss,
-//! the window is halved as for a congestion event. Inner traffic that
+//! lost, and at least [`BREAKER_MIN_ROUND_TRIPS`] smoothed round trips),
+//! when more than 1/[`BREAKER_LOSS_DIVISOR`] of it was frame loss, the
+//! window is halved as for a congestion event. Inner traffic that
 //! responds to loss never gets there (it backs off first); a flood of
 //! unresponsive traffic into a congested path does, and is then held to
-//! the share Reno would get at that loss rate. Loss of reliable data (the
+//! the share Reno would get at that loss rate. The round trips matter at a
+//! drop-tail bottleneck: one overflow drops a burst, often more than a
+//! tenth of one round trip's data; measured over one window, the breaker
+//! halved the session on top of the inner TCP's own response to the same
+//! burst, ten times a second at a 5 ms queue, and the session then got a
+//! third of a plain TCP flow's share (docs/dataplane.md, "Fairness").
+//! RFC 8084's circuit breakers likewise measure over intervals long
+//! against the round trip. Loss of reliable data (the
 //! control flows) keeps the RFC 5681 response above, and a timeout with
 //! reliable data in flight still collapses the window. Burst avoidance and
 //! the window itself stay in force for frames: a frame never leaves before
@@ -123,6 +131,12 @@ pub const BREAKER_LOSS_DIVISOR: usize = 10;
 /// acknowledged or lost data (and at least one congestion window), so one
 /// loss in a small window cannot trip it.
 pub const BREAKER_MIN_WINDOW_MSS: usize = 32;
+
+/// A breaker measurement window also spans at least this many smoothed
+/// round trips, so one congestion event, which the traffic inside answers
+/// within its own round trip, is averaged over many (module docs,
+/// "Frames").
+pub const BREAKER_MIN_ROUND_TRIPS: u32 = 8;
 
 /// RFC 5681 3.1 initial window for a given MSS.
 pub fn initial_window(mss: usize) -> usize {
@@ -202,6 +216,8 @@ pub struct Congestion {
     /// current measurement window.
     breaker_acked: usize,
     breaker_lost: usize,
+    /// When the current breaker measurement window began.
+    breaker_start: Option<Instant>,
     frame_lost_total: u64,
     breaker_trips: u64,
     burst_releases: u64,
@@ -234,6 +250,7 @@ impl Congestion {
             sent_total: 0,
             breaker_acked: 0,
             breaker_lost: 0,
+            breaker_start: None,
             frame_lost_total: 0,
             breaker_trips: 0,
             burst_releases: 0,
@@ -439,14 +456,22 @@ impl Congestion {
     /// window if it held more frame loss than the breaker allows. Returns
     /// whether it tripped.
     fn breaker_check(&mut self, now: Instant) -> bool {
+        let start = *self.breaker_start.get_or_insert(now);
         let total = self.breaker_acked.saturating_add(self.breaker_lost);
         let span = self.cwnd.max(BREAKER_MIN_WINDOW_MSS * self.mss);
         if total < span {
             return false;
         }
+        let min_time = self.srtt.map_or(Duration::ZERO, |s| {
+            s.saturating_mul(BREAKER_MIN_ROUND_TRIPS)
+        });
+        if now.saturating_duration_since(start) < min_time {
+            return false;
+        }
         let trip = self.breaker_lost.saturating_mul(BREAKER_LOSS_DIVISOR) > total;
         self.breaker_acked = 0;
         self.breaker_lost = 0;
+        self.breaker_start = None;
         if trip {
             self.reduce(now);
             self.breaker_trips += 1;
@@ -922,6 +947,67 @@ mod tests {
         assert_eq!(cc.window(), w / 2);
         assert_eq!(cc.stats().loss_reductions, 0);
         assert_eq!(cc.stats().frame_lost_bytes, (span / 20 + span / 5) as u64);
+    }
+
+    /// A controller with smoothed round trip `srtt` after eight ack-clocked
+    /// round trips: the controller, the time after them, bytes in flight.
+    fn warmed_up(srtt: Duration) -> (Congestion, Instant, usize) {
+        let mut now = Instant::now();
+        let mut cc = Congestion::new(MSS);
+        cc.set_srtt(Some(srtt));
+        let mut out = 0;
+        for _ in 0..8 {
+            round(&mut cc, now, &mut out);
+            now += srtt;
+        }
+        (cc, now, out)
+    }
+
+    /// Responsive traffic through a drop-tail queue: a round trip in
+    /// twenty loses a burst of 15 % of the window at once (the queue
+    /// overflowed), the others lose nothing, about 0.75 % on average. The
+    /// traffic inside answers that loss itself; the breaker must not halve
+    /// the session window for each such burst (docs/dataplane.md,
+    /// "Fairness": at a 5 ms tbf queue it did, ten times a second).
+    #[test]
+    fn single_loss_bursts_of_responsive_traffic_do_not_trip_the_breaker() {
+        let srtt = ms(5);
+        let (mut cc, mut now, mut out) = warmed_up(srtt);
+        // Out of slow start, as a session is after its first loss.
+        assert!(cc.on_nack_loss(now, MSS, now));
+        for r in 0..200 {
+            if r % 20 == 10 {
+                let burst = cc.window() * 15 / 100;
+                cc.on_frame_loss(now, burst);
+                out -= burst.min(out);
+            }
+            round(&mut cc, now, &mut out);
+            now += srtt;
+        }
+        assert_eq!(cc.stats().breaker_trips, 0);
+        assert!(cc.stats().frame_lost_bytes > 0);
+    }
+
+    /// Loss above a tenth that lasts (an unresponsive flood into a full
+    /// bottleneck) still trips the breaker, within the measurement window's
+    /// round trips, and again for every window it lasts.
+    #[test]
+    fn sustained_frame_loss_trips_the_breaker_every_window() {
+        let srtt = ms(5);
+        let (mut cc, mut now, mut out) = warmed_up(srtt);
+        let w = cc.window();
+        let rounds = 4 * BREAKER_MIN_ROUND_TRIPS;
+        for _ in 0..rounds {
+            // A fifth of each round trip's window lost, the rest acked.
+            let lost = cc.window() / 5;
+            cc.on_frame_loss(now, lost);
+            out -= lost.min(out);
+            round(&mut cc, now, &mut out);
+            now += srtt;
+        }
+        let trips = cc.stats().breaker_trips;
+        assert!(trips >= 3, "{trips} trips in {rounds} round trips");
+        assert!(cc.window() < w / 4, "window {} from {w}", cc.window());
     }
 
     #[test]

@@ -188,6 +188,7 @@ impl Node {
             burst_releases: info.congestion.burst_releases,
             queue_full_drops: flows.drop_send_queue_full,
             pmtu_abandoned: flows.abandoned_path_mtu,
+            late_drops: flows.drop_late,
         }
     }
 

@@ -450,6 +450,10 @@ pub struct TransportStatus {
     /// leaves those queued at the larger size unsendable).
     #[serde(default)]
     pub pmtu_abandoned: u64,
+    /// Frames dropped unsent because they waited too long in the sending
+    /// queue (a standing queue; docs/dataplane.md "Latency").
+    #[serde(default)]
+    pub late_drops: u64,
 }
 
 /// Overlay link kinds (Symphony: ring links, long-distance links; plus
@@ -880,7 +884,8 @@ pub fn example() -> Status {
                     breaker_trips: 0,
                     burst_releases: 5,
                     queue_full_drops: 3,
-                    pmtu_abandoned: 7,
+                    pmtu_abandoned: 1,
+                    late_drops: 7,
                 }),
             },
             SessionStatus {

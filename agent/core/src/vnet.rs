@@ -250,6 +250,11 @@ impl TcpCut {
         }
     }
 
+    /// Ethernet + IP + TCP header bytes, repeated in front of every piece.
+    pub fn header_len(&self) -> usize {
+        self.hdr_len
+    }
+
     /// Length of piece `k`, Ethernet header onwards.
     pub fn piece_len(&self, k: usize) -> usize {
         self.hdr_len + self.piece.min(self.payload - k * self.piece)

@@ -30,9 +30,12 @@
 //! When TIMEOUT_ALARM fires call [`FlowSet::on_retransmit_timeout`] (3.6.2.6);
 //! whenever [`FlowSet::poll_timeout`] passes call [`FlowSet::handle_timeout`].
 //! Drain [`FlowSet::poll_event`] after every input. Report the session's
-//! current ERT0 with [`FlowSet::set_ert0`] (it paces Buffer Probes).
+//! current ERT0 with [`FlowSet::set_ert0`] (it paces Buffer Probes) and
+//! its smoothed RTT with [`FlowSet::set_srtt`] (it sets the interval of
+//! the late-frame drop, [`codel`]).
 
 mod codec;
+mod codel;
 mod recv;
 mod send;
 mod seqset;
@@ -281,6 +284,9 @@ pub struct FlowStats {
     /// `messages_abandoned`) because the path MTU fell below the size of a
     /// fragment not yet sent ([`FlowSet::set_path_chunk_space`]).
     pub abandoned_path_mtu: u64,
+    /// NoRetransmit messages abandoned unsent because they waited in the
+    /// queue too long ([`codel`]: a standing queue for an interval).
+    pub drop_late: u64,
     pub messages_delivered: u64,
     pub bytes_delivered: u64,
     pub gaps: u64,
@@ -389,6 +395,10 @@ pub struct FlowSet {
     max_tsn_ack: u64,
     summary: AckSummary,
     ert0: Duration,
+    /// The late-frame drop's interval ([`codel::interval`] of the SRTT).
+    codel_interval: Duration,
+    /// Delay of NoRetransmit fragments from sending to acknowledgement.
+    path_delay: codel::PathDelay,
     ack_now: bool,
     rx_data_packets: u32,
     delack: Option<Instant>,
@@ -425,6 +435,8 @@ impl FlowSet {
             max_tsn_ack: 0,
             summary: AckSummary::default(),
             ert0: Duration::from_secs(3),
+            codel_interval: codel::interval(None),
+            path_delay: codel::PathDelay::default(),
             ack_now: false,
             rx_data_packets: 0,
             delack: None,
@@ -487,6 +499,12 @@ impl FlowSet {
     /// (3.6.2.9.1).
     pub fn set_ert0(&mut self, ert0: Duration) {
         self.ert0 = ert0;
+    }
+
+    /// The session's smoothed RTT (`None` before the first sample): sets
+    /// the interval and target of the late-frame drop ([`codel`]).
+    pub fn set_srtt(&mut self, srtt: Option<Duration>) {
+        self.codel_interval = codel::interval(srtt);
     }
 
     /// Next output event.

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::codec::{self, encode_startup_options, vlu_len, CHUNK_HEADER};
+use super::codel::{self, Codel};
 use super::{
     ChunkSink, FlowEvent, FlowId, FlowSet, FlowStats, OpenError, Pool, Reliability, SendError,
     TimeoutLoss, SEND_LINGER,
@@ -75,6 +76,9 @@ pub(super) struct SendEntry {
     data: Vec<u8>,
     fra: FragmentControl,
     deadline: Option<Instant>,
+    /// When a NoRetransmit fragment was sent (its delay to the
+    /// acknowledgement, [`codel::PathDelay`]).
+    sent_at: Option<Instant>,
     no_retransmit: bool,
     abandoned: bool,
     sent_abandoned: bool,
@@ -112,6 +116,8 @@ pub(super) struct SendFlow {
     probe_period: Duration,
     earliest_deadline: Option<Instant>,
     pub(super) time_critical: bool,
+    /// The late-frame drop of this flow's NoRetransmit messages.
+    codel: Codel,
 }
 
 /// Acknowledgement payload beyond cumAck.
@@ -185,6 +191,28 @@ impl SendFlow {
 
     fn ready(&self) -> bool {
         self.window_open() && self.find_eligible().is_some()
+    }
+
+    /// Whether the message whose first fragment is at queue index `i`,
+    /// about to go out, is dropped instead because frames stand in a queue
+    /// ([`codel`]): NoRetransmit messages not begun only.
+    fn late(&mut self, i: usize, late: &Late) -> bool {
+        let Some(e) = self.queue.get(i) else {
+            return false;
+        };
+        if !e.no_retransmit
+            || e.ever_sent
+            || e.abandoned
+            || !matches!(e.fra, FragmentControl::Whole | FragmentControl::Begin)
+        {
+            return false;
+        }
+        self.codel.should_drop(
+            late.now,
+            late.standing,
+            late.interval,
+            codel::target(late.interval),
+        )
     }
 
     fn free_data(e: &mut SendEntry, pool: &mut Pool, qbytes: &mut usize) {
@@ -318,6 +346,7 @@ impl SendFlow {
                 data: Vec::new(),
                 fra: FragmentControl::Whole,
                 deadline: None,
+                sent_at: None,
                 no_retransmit: false,
                 abandoned: true,
                 sent_abandoned: false,
@@ -334,6 +363,24 @@ impl SendFlow {
         }
         if let Some(f) = self.final_sn {
             self.scan_sn = self.scan_sn.min(f);
+        }
+    }
+}
+
+/// What the late-frame drop needs to know while packets are built.
+struct Late {
+    now: Instant,
+    interval: Duration,
+    /// The path's standing delay ([`codel::PathDelay::standing`]).
+    standing: Duration,
+}
+
+impl Late {
+    /// `f` has nothing to send: CoDel's episode ends unless the path
+    /// still holds a standing queue.
+    fn queue_empty(&self, f: &mut SendFlow) {
+        if self.standing < codel::target(self.interval) {
+            f.codel.queue_empty();
         }
     }
 }
@@ -390,6 +437,7 @@ impl FlowSet {
                 probe_period: PROBE_MIN,
                 earliest_deadline: None,
                 time_critical: false,
+                codel: Codel::default(),
             },
         );
         Ok(FlowId(id))
@@ -446,6 +494,7 @@ impl FlowSet {
                 data: buf,
                 fra,
                 deadline,
+                sent_at: None,
                 no_retransmit: rel == Reliability::NoRetransmit,
                 abandoned: false,
                 sent_abandoned: false,
@@ -548,6 +597,11 @@ impl FlowSet {
         let cursor = self.rr_cursor;
         let mut first_writer: Option<u64> = None;
         let mut full = false;
+        let late = Late {
+            now,
+            interval: self.codel_interval,
+            standing: self.path_delay.standing(now, self.codel_interval),
+        };
         let FlowSet {
             send,
             pool,
@@ -560,6 +614,7 @@ impl FlowSet {
         let mut visit = |id: u64, f: &mut SendFlow| -> bool {
             let before = written;
             let r = write_flow(
+                &late,
                 f,
                 sink,
                 *path_space,
@@ -627,6 +682,8 @@ impl FlowSet {
         let mut max_tsn = self.max_tsn_ack;
         let pool = &mut self.pool;
         let qbytes = &mut self.send_queue_bytes;
+        let mut delay: Option<Duration> = None;
+        let mut sampled_bytes = 0usize;
         let mut ack = |f: &mut SendFlow, sn: u64| {
             let Some(i) = f.index(sn) else { return };
             let Some(e) = f.queue.get_mut(i) else { return };
@@ -634,6 +691,10 @@ impl FlowSet {
                 return;
             }
             if e.in_flight {
+                if let Some(d) = min_delay(delay, e, now) {
+                    delay = Some(d);
+                    sampled_bytes += e.transmit_size;
+                }
                 e.in_flight = false;
                 f.outstanding = f.outstanding.saturating_sub(e.transmit_size);
                 max_tsn = max_tsn.max(e.tsn);
@@ -664,6 +725,12 @@ impl FlowSet {
             }
         }
         self.max_tsn_ack = max_tsn;
+        // Only an acknowledgement of more than one packet's worth was sent
+        // at once (the receiver acknowledges every second packet, 3.6.3.4.4);
+        // one of a single packet may have waited for the delayed-ack timer.
+        if let Some(d) = delay.filter(|_| sampled_bytes > self.cfg.max_chunk_space) {
+            self.path_delay.on_sample(now, d, self.codel_interval);
+        }
         f.pop_acked();
         self.summary.acked_bytes += pre - f.outstanding;
         if f.state == SendState::Closing && f.queue.is_empty() {
@@ -785,10 +852,21 @@ impl FlowSet {
     }
 }
 
+/// The least of `delay` and the time since `e` was sent, when `e` is a
+/// NoRetransmit fragment (sent once: never retransmitted) and so a clean
+/// sample of the path's delay ([`codel::PathDelay`]).
+/// `None` when `e` is no such sample.
+fn min_delay(delay: Option<Duration>, e: &SendEntry, now: Instant) -> Option<Duration> {
+    let q = e.sent_at.filter(|_| e.first_tsn == Some(e.tsn))?;
+    let d = now.saturating_duration_since(q);
+    Some(delay.map_or(d, |x| x.min(d)))
+}
+
 /// Assemble User Data chunks of one flow (RFC 7016 3.6.2.3, 3.6.2.3.1,
 /// 3.6.2.3.2).
 #[allow(clippy::too_many_arguments)]
 fn write_flow(
+    late: &Late,
     f: &mut SendFlow,
     sink: &mut impl ChunkSink,
     path_space: usize,
@@ -800,6 +878,9 @@ fn write_flow(
     next_tsn: &mut u64,
 ) -> Written {
     if !f.ready() {
+        if f.find_eligible().is_none() {
+            late.queue_empty(f);
+        }
         return Written::Idle;
     }
     let fsn = f.trim_and_fsn(pool, qbytes);
@@ -812,8 +893,14 @@ fn write_flow(
             return Written::Idle;
         }
         let Some(i) = f.find_eligible() else {
+            late.queue_empty(f);
             return Written::Idle;
         };
+        if f.late(i, late) {
+            f.abandon_message(i, pool, qbytes, stats);
+            stats.drop_late += 1;
+            continue;
+        }
         let final_sn = f.final_sn;
         let id = f.id;
         let opts: Option<&[u8]> = if prev_sn.is_none() && !f.startup_options.is_empty() {
@@ -886,6 +973,9 @@ fn write_flow(
         stats.fragments_sent += 1;
         if !e.ever_sent && !e.abandoned {
             e.first_tsn = Some(*next_tsn);
+            if e.no_retransmit {
+                e.sent_at = Some(late.now);
+            }
         }
         e.in_flight = true;
         e.ever_sent = true;

@@ -1281,3 +1281,91 @@ fn garbage_chunks_are_counted_not_fatal() {
     );
     assert_eq!(fs.outstanding_bytes(), 0);
 }
+
+/// A sender offering one 1,000-byte frame every 0.1 ms (every 50th
+/// Reliable instead), each sent at once, and acknowledged in pairs
+/// `flight(ms)` after it was sent (the path: base delay plus whatever queue
+/// stands on it). Returns the time of every late drop and the sequence
+/// numbers of the Reliable messages sent.
+fn acked_after(flight: impl Fn(u32) -> Duration) -> (Vec<Duration>, Vec<u64>) {
+    let t0 = Instant::now();
+    let mut a = FlowSet::new(FlowConfig::default());
+    a.set_srtt(Some(Duration::from_micros(200)));
+    let f = a.open(b"frames", None).unwrap();
+    let step = Duration::from_micros(100);
+    // (when acknowledged, sequence number)
+    let mut acks: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut drops = Vec::new();
+    let mut reliable = Vec::new();
+    let mut sent_sn = Vec::new();
+    for k in 0..1500u32 {
+        let now = t0 + step * k;
+        while acks.front().is_some_and(|&(t, _)| t <= now) {
+            let (_, cum) = acks.pop_front().unwrap();
+            a.on_ack(now, f.0, 1024, cum, send::AckBody::Ranges(&[]));
+        }
+        let rel = if k % 50 == 0 {
+            Reliability::Reliable
+        } else {
+            Reliability::NoRetransmit
+        };
+        a.send(now, f, &[1; 1000], rel).unwrap();
+        let before = a.stats().drop_late;
+        let mut s = Sink::new(1 << 20);
+        a.write_data(now, &mut s, usize::MAX);
+        if a.stats().drop_late > before {
+            drops.push(now - t0);
+        }
+        for c in &s.chunks {
+            if let Owned::Ud { sn, data, .. } = c {
+                if data.is_empty() {
+                    continue;
+                }
+                sent_sn.push(*sn);
+                if k % 50 == 0 {
+                    reliable.push(*sn);
+                }
+            }
+        }
+        // The receiver acknowledges every second packet.
+        if sent_sn.len() >= 2 {
+            let cum = *sent_sn.last().unwrap();
+            sent_sn.clear();
+            let at = now + flight(k);
+            // Acknowledgements leave in order.
+            let at = acks.back().map_or(at, |&(t, _)| t.max(at));
+            acks.push_back((at, cum));
+        }
+    }
+    (drops, reliable)
+}
+
+#[test]
+fn late_frames_are_dropped_only_while_a_queue_stands_on_the_path() {
+    let ms = Duration::from_millis(1);
+    let base = Duration::from_micros(200);
+    // A clean path, with jitter of up to 3 ms on one acknowledgement in
+    // three: no queue stands, nothing is dropped.
+    let (drops, reliable) = acked_after(|k| if k % 3 == 0 { base + 3 * ms } else { base });
+    assert!(drops.is_empty(), "{drops:?}");
+    assert_eq!(reliable.len(), 30);
+    // From 50 ms to 100 ms a queue of 5 ms stands on the path: drops
+    // begin about an interval (10 ms) after the first delayed
+    // acknowledgements come back and come faster (interval / sqrt(count))
+    // while it stands; once the queue is gone they stop.
+    let queue = |k: u32| {
+        if (500..1000).contains(&k) {
+            base + 5 * ms
+        } else {
+            base
+        }
+    };
+    let (drops, reliable) = acked_after(queue);
+    assert!(drops.len() >= 5, "{drops:?}");
+    assert!(
+        drops.iter().all(|&t| t >= 60 * ms && t <= 115 * ms),
+        "{drops:?}"
+    );
+    // Reliable messages are never dropped.
+    assert_eq!(reliable.len(), 30);
+}

@@ -80,6 +80,7 @@ impl Session {
             self.cc.set_rto(ert0);
             self.cc.set_srtt(ts.rtt.srtt());
             self.flows.set_ert0(ert0);
+            self.flows.set_srtt(ts.rtt.srtt());
         }
         self.cc
             .on_packet_received(now, header.time_critical_reverse);

@@ -1,0 +1,352 @@
+//! Late frames: a CoDel head drop (RFC 8289) for
+//! [`Reliability::NoRetransmit`](super::Reliability) messages in a sending
+//! flow's queue.
+//!
+//! Frames are never retransmitted, and what they carry (TCP, mostly)
+//! retransmits on its own: a frame that arrives late is worth less than
+//! one dropped, and a queue that grows under load is delay for everything
+//! on the session (a ping shares it with the bulk stream). The TCP inside
+//! sees no loss while a queue grows and keeps growing its own window; a
+//! drop is the quickest signal it can get.
+//!
+//! Where the queue stands (measured, docs/dataplane.md "Latency"): not in
+//! the flow's send queue, which the agent fills a TAP batch at a time and
+//! drains within a few milliseconds, but behind it. On a LAN the session's
+//! window grows to megabytes, far more than the path holds, and what it
+//! lets out waits in the far agent's UDP receive buffer while that agent
+//! is busy; on a slow path it waits in the bottleneck's queue. Either way
+//! it shows as the time from sending a fragment to its acknowledgement:
+//! [`PathDelay`] keeps the least of it over the last interval or two
+//! (a queue that stood for an interval delayed every fragment; jitter and
+//! delayed acknowledgements do not raise the least one) above the least
+//! over [`MIN_WINDOW`] (the path itself). That standing delay is the
+//! sojourn CoDel (RFC 8289 section 5) decides on, at the moment a
+//! NoRetransmit message would begin to go out: once it has stayed above
+//! [`target`] for a whole [`interval`], the message is abandoned unsent
+//! (RFC 7016 3.6.2.7 lets a sender abandon any message), and further ones
+//! at `interval / sqrt(count)` while it stays above; a standing delay
+//! below the target ends the episode. Messages already begun are
+//! finished, and Reliable ones are never dropped.
+//!
+//! The wait in the flow's own queue does not count: it is the session's
+//! window (slow start, a retransmission timeout, burst avoidance), which
+//! the window's own growth ends, and dropping there loses frames on lossy
+//! paths for nothing (the node scenario with lossy links lost 13 % of its
+//! frames instead of 4 %).
+//!
+//! The interval follows the session's round trip ([`interval`]): the TCP
+//! inside needs about one round trip of its own to react to a drop.
+
+use std::time::{Duration, Instant};
+
+/// The shortest interval: a LAN's round trip is far below it, and the
+/// TCP inside still needs a few of its own round trips (delayed
+/// acknowledgements, a scheduler tick of the hosts) to answer a drop.
+pub const INTERVAL_MIN: Duration = Duration::from_millis(10);
+/// The longest interval (RFC 8289's default for the Internet).
+pub const INTERVAL_MAX: Duration = Duration::from_millis(100);
+/// The smallest target: a standing queue of 1 ms is the most the issue's
+/// "RTT under load within 1 ms of idle" allows.
+pub const TARGET_MIN: Duration = Duration::from_millis(1);
+
+/// The CoDel interval for a session whose smoothed RTT is `srtt` (`None`
+/// before the first sample): twice the RTT, within
+/// [`INTERVAL_MIN`]..=[`INTERVAL_MAX`].
+pub fn interval(srtt: Option<Duration>) -> Duration {
+    srtt.map_or(INTERVAL_MAX, |s| s.saturating_mul(2))
+        .clamp(INTERVAL_MIN, INTERVAL_MAX)
+}
+
+/// The CoDel target for `interval`: a tenth of it (RFC 8289 4.4: 5-10 %
+/// of the interval), at least [`TARGET_MIN`].
+pub fn target(interval: Duration) -> Duration {
+    (interval / 10).max(TARGET_MIN)
+}
+
+/// How long the least delay from `send` to acknowledgement is kept (a
+/// windowed minimum, as BBR keeps its minimum RTT): a path that got
+/// longer is learnt within two windows.
+pub const MIN_WINDOW: Duration = Duration::from_secs(10);
+
+/// The delay of NoRetransmit fragments from being sent to their
+/// acknowledgement: its least value over the last one to two CoDel
+/// intervals (a queue that stood for an interval delayed every fragment;
+/// jitter and delayed acknowledgements do not raise the least one) above
+/// its windowed minimum over [`MIN_WINDOW`] (the path itself).
+#[derive(Debug, Clone, Default)]
+pub(super) struct PathDelay {
+    /// The least sample of the current window, when it began, and the
+    /// least of the window before.
+    base: Option<Duration>,
+    base_start: Option<Instant>,
+    base_before: Option<Duration>,
+    /// The same over CoDel intervals.
+    recent: Option<Duration>,
+    recent_start: Option<Instant>,
+    recent_before: Option<Duration>,
+}
+
+impl PathDelay {
+    /// A fragment sent once was acknowledged `sample` after it was sent;
+    /// `interval` is CoDel's.
+    pub(super) fn on_sample(&mut self, now: Instant, sample: Duration, interval: Duration) {
+        fn windowed(
+            now: Instant,
+            sample: Duration,
+            len: Duration,
+            start: &mut Option<Instant>,
+            least: &mut Option<Duration>,
+            before: &mut Option<Duration>,
+        ) {
+            match *start {
+                Some(t) if now.saturating_duration_since(t) < len => {
+                    *least = Some(least.map_or(sample, |m| m.min(sample)));
+                }
+                _ => {
+                    *before = *least;
+                    *least = Some(sample);
+                    *start = Some(now);
+                }
+            }
+        }
+        windowed(
+            now,
+            sample,
+            MIN_WINDOW,
+            &mut self.base_start,
+            &mut self.base,
+            &mut self.base_before,
+        );
+        windowed(
+            now,
+            sample,
+            interval,
+            &mut self.recent_start,
+            &mut self.recent,
+            &mut self.recent_before,
+        );
+    }
+
+    /// The standing delay at `now`: the least recent delay above the least
+    /// one; nothing when no fragment was acknowledged within the last two
+    /// intervals (an idle path holds no queue).
+    pub(super) fn standing(&self, now: Instant, interval: Duration) -> Duration {
+        let least = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let fresh = self
+            .recent_start
+            .is_some_and(|t| now.saturating_duration_since(t) < interval.saturating_mul(2));
+        match (
+            fresh,
+            least(self.recent, self.recent_before),
+            least(self.base, self.base_before),
+        ) {
+            (true, Some(r), Some(b)) => r.saturating_sub(b),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// CoDel's state for one queue (RFC 8289 5.2-5.5).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Codel {
+    /// When the sojourn time will have been above the target for an
+    /// interval (`first_above_time`).
+    first_above: Option<Instant>,
+    /// In a dropping episode.
+    dropping: bool,
+    /// The next drop of the episode (`drop_next`).
+    drop_next: Option<Instant>,
+    /// Drops in this episode (`count`), and in the last (`lastcount`).
+    count: u32,
+    last_count: u32,
+}
+
+impl Codel {
+    /// Nothing is waiting: the next message starts afresh (RFC 8289
+    /// `dodequeue` on an empty queue).
+    pub(super) fn queue_empty(&mut self) {
+        self.first_above = None;
+        self.dropping = false;
+    }
+
+    /// A message could begin to go out at `now` while frames stand
+    /// `sojourn` in the queue: whether to drop it instead (RFC 8289
+    /// `dequeue`, one message per call; after a drop call again for the
+    /// next one).
+    pub(super) fn should_drop(
+        &mut self,
+        now: Instant,
+        sojourn: Duration,
+        interval: Duration,
+        target: Duration,
+    ) -> bool {
+        let ok_to_drop = self.ok_to_drop(now, sojourn >= target, interval);
+        if self.dropping {
+            if !ok_to_drop {
+                self.dropping = false;
+                return false;
+            }
+            match self.drop_next {
+                Some(next) if now >= next => {
+                    self.count = self.count.saturating_add(1);
+                    self.drop_next = Some(control_law(next, self.count, interval));
+                    true
+                }
+                _ => false,
+            }
+        } else if ok_to_drop {
+            // RFC 8289 5.5: a new episode soon after the last one starts
+            // at the drop rate it ended with.
+            self.dropping = true;
+            let delta = self.count.saturating_sub(self.last_count);
+            let recent = self
+                .drop_next
+                .is_some_and(|d| now.saturating_duration_since(d) < interval.saturating_mul(16));
+            self.count = if delta > 1 && recent { delta } else { 1 };
+            self.drop_next = Some(control_law(now, self.count, interval));
+            self.last_count = self.count;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// RFC 8289 `dodequeue`: whether the sojourn, `above` the target now,
+    /// has been above it for an interval.
+    fn ok_to_drop(&mut self, now: Instant, above: bool, interval: Duration) -> bool {
+        if !above {
+            self.first_above = None;
+            return false;
+        }
+        match self.first_above {
+            None => {
+                self.first_above = Some(now + interval);
+                false
+            }
+            Some(t) => now >= t,
+        }
+    }
+}
+
+/// RFC 8289 5.4: the next drop, `interval / sqrt(count)` after `t`.
+fn control_law(t: Instant, count: u32, interval: Duration) -> Instant {
+    t + interval.div_f64(f64::from(count.max(1)).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn path_delay_is_the_recent_least_delay_above_the_windowed_minimum() {
+        let t0 = Instant::now();
+        let i = 10 * MS;
+        let mut p = PathDelay::default();
+        assert_eq!(p.standing(t0, i), Duration::ZERO);
+        p.on_sample(t0, MS, i);
+        assert_eq!(p.standing(t0, i), Duration::ZERO);
+        // Jitter (1 to 9 ms) is no standing queue: the least recent sample
+        // is near the base.
+        for k in 1..=40u32 {
+            let jitter = if k % 4 == 0 { MS } else { 9 * MS };
+            p.on_sample(t0 + k * MS, jitter, i);
+        }
+        assert_eq!(p.standing(t0 + 40 * MS, i), Duration::ZERO);
+        // A standing queue of 8 ms delays every fragment: after two
+        // intervals the least recent delay is 9 ms.
+        for k in 41..=70u32 {
+            p.on_sample(t0 + k * MS, 9 * MS, i);
+        }
+        assert_eq!(p.standing(t0 + 70 * MS, i), 8 * MS);
+        // Nothing acknowledged for two intervals: nothing stands.
+        assert_eq!(p.standing(t0 + 95 * MS, i), Duration::ZERO);
+        // The path gets longer (5 ms base): after two windows the old
+        // minimum is forgotten and nothing stands.
+        for k in 1..=25u32 {
+            let t = t0 + k * Duration::from_secs(1);
+            p.on_sample(t, 5 * MS, i);
+        }
+        assert_eq!(p.standing(t0 + Duration::from_secs(25), i), Duration::ZERO);
+    }
+
+    #[test]
+    fn interval_and_target_follow_the_round_trip_within_bounds() {
+        assert_eq!(interval(None), INTERVAL_MAX);
+        assert_eq!(interval(Some(Duration::from_micros(300))), INTERVAL_MIN);
+        assert_eq!(interval(Some(30 * MS)), 60 * MS);
+        assert_eq!(interval(Some(Duration::from_secs(2))), INTERVAL_MAX);
+        assert_eq!(target(INTERVAL_MIN), TARGET_MIN);
+        assert_eq!(target(60 * MS), 6 * MS);
+    }
+
+    /// Interval 10 ms, target 1 ms; a standing delay of 5 ms seen at the
+    /// returned time (never dropped: the interval starts).
+    fn above_once() -> (Instant, Duration, Duration, Codel) {
+        let t0 = Instant::now();
+        let (i, tg) = (10 * MS, MS);
+        let mut c = Codel::default();
+        assert!(!c.should_drop(t0, 5 * MS, i, tg));
+        (t0, i, tg, c)
+    }
+
+    #[test]
+    fn a_late_message_is_dropped_only_after_an_interval_above_target() {
+        let (t0, i, tg, mut c) = above_once();
+        assert!(!c.should_drop(t0 + 9 * MS, 5 * MS, i, tg));
+        // One below target resets it.
+        assert!(!c.should_drop(t0 + 9 * MS, MS / 2, i, tg));
+        assert!(!c.should_drop(t0 + 11 * MS, 5 * MS, i, tg));
+        assert!(!c.should_drop(t0 + 20 * MS, 5 * MS, i, tg));
+        // A whole interval above: drop, and the episode begins.
+        assert!(c.should_drop(t0 + 21 * MS, 5 * MS, i, tg));
+        // The next drop is an interval later (count 1) ...
+        assert!(!c.should_drop(t0 + 30 * MS, 5 * MS, i, tg));
+        assert!(c.should_drop(t0 + 31 * MS, 5 * MS, i, tg));
+        // ... then interval / sqrt(2) later.
+        let next = t0 + 31 * MS + i.div_f64(2f64.sqrt());
+        assert!(!c.should_drop(next - MS / 10, 5 * MS, i, tg));
+        assert!(c.should_drop(next, 5 * MS, i, tg));
+        assert_eq!(c.count, 3);
+        // Below target: the episode ends, nothing is dropped.
+        assert!(!c.should_drop(next + 50 * MS, MS / 2, i, tg));
+        assert!(!c.dropping);
+    }
+
+    #[test]
+    fn an_empty_queue_ends_the_wait_and_the_episode() {
+        let (t0, i, tg, mut c) = above_once();
+        c.queue_empty();
+        // Sparse messages (a ping every 100 ms on an idle session) each
+        // start afresh, whatever they waited.
+        for k in 1..10u32 {
+            assert!(!c.should_drop(t0 + k * 100 * MS, 5 * MS, i, tg));
+            c.queue_empty();
+        }
+        assert_eq!(c.count, 0);
+    }
+
+    #[test]
+    fn an_episode_soon_after_the_last_resumes_its_drop_rate() {
+        let (t0, i, tg, mut c) = above_once();
+        let mut t = t0 + i;
+        let mut drops = 0;
+        while drops < 4 {
+            if c.should_drop(t, 5 * MS, i, tg) {
+                drops += 1;
+            }
+            t += MS / 4;
+        }
+        assert_eq!(c.count, 4);
+        // Ends, and a new one begins within 16 intervals: count goes on
+        // from the drops of the last episode beyond its start (4 - 1).
+        assert!(!c.should_drop(t, Duration::ZERO, i, tg));
+        assert!(!c.should_drop(t + MS, 5 * MS, i, tg));
+        assert!(c.should_drop(t + MS + i, 5 * MS, i, tg));
+        assert_eq!(c.count, 3);
+    }
+}
