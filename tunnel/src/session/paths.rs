@@ -39,13 +39,13 @@ pub(super) fn pmtu_config(dest: SocketAddr, max_datagram: usize) -> PmtuConfig {
     } else {
         PmtuConfig::ipv6()
     };
+    // Never above the family's 1500-byte-link maximum (IPv6 headers are 20
+    // bytes longer than IPv4's): frames are cut to the path size and sent
+    // in UDP GSO batches, which the kernel refuses whole (EMSGSIZE) when a
+    // segment exceeds the link MTU.
     let max = max_datagram.max(crate::pmtu::BASE_SIZE);
     PmtuConfig {
-        max: if is_route_addr(&dest) {
-            max.min(base.max)
-        } else {
-            max
-        },
+        max: max.min(base.max),
         ..base
     }
 }
@@ -150,5 +150,24 @@ impl Session {
     pub(super) fn ms_since_created(&self, now: Instant) -> u64 {
         // +1 so that the first check (at creation) is > the initial rx_ts 0.
         now.saturating_duration_since(self.created).as_millis() as u64 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pmtu_config;
+
+    /// An IPv6 path never gets probed or filled above 1452 bytes (a
+    /// 1500-byte link minus 40 + 8), even with the IPv4 default for the
+    /// largest datagram: full-size frames in a GSO batch over IPv6 were
+    /// refused by the kernel whole.
+    #[test]
+    fn the_largest_datagram_follows_the_family() {
+        let v4 = "192.0.2.1:4910".parse().unwrap();
+        let v6 = "[2001:db8::1]:4910".parse().unwrap();
+        assert_eq!(pmtu_config(v4, 1472).max, crate::pmtu::MAX_IPV4_UDP);
+        assert_eq!(pmtu_config(v6, 1472).max, crate::pmtu::MAX_IPV6_UDP);
+        assert_eq!(pmtu_config(v6, 1300).max, 1300);
+        assert_eq!(pmtu_config(v4, 100).max, crate::pmtu::BASE_SIZE);
     }
 }
