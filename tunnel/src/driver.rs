@@ -676,10 +676,13 @@ impl<M: DatagramMachine> Driver<M> {
 
     /// Read what the socket holds (a few batches) and feed it to the
     /// machine, one datagram at a time, draining the machine's output
-    /// after each (acknowledgements leave as often as the protocol asks;
-    /// RFC 7016 3.6.3.4) into the transmit batch, which goes to the kernel
-    /// when full and at the end. Everything read is handled before
-    /// returning.
+    /// after each into the transmit batch, which goes to the kernel when
+    /// full and at the end. Each batch read by one `recvmmsg` is bracketed
+    /// by [`DatagramMachine::set_receive_batch`], so obligatory
+    /// acknowledgements leave after every fourth data packet and at the
+    /// batch's end rather than after every packet (RFC 7016 3.6.3.4.5, "as
+    /// soon as is practical"); data the acknowledgements read release
+    /// leaves at once. Everything read is handled before returning.
     fn receive(&mut self) {
         let Driver {
             machine,
@@ -705,6 +708,7 @@ impl<M: DatagramMachine> Driver<M> {
             };
             rx.stats.recv_calls += 1;
             rx.stats.recv_messages += rx.meta.len() as u64;
+            machine.set_receive_batch(true);
             for &(i, len, from, seg) in &rx.meta {
                 let now = Instant::now();
                 let from = canonical(from);
@@ -726,6 +730,10 @@ impl<M: DatagramMachine> Driver<M> {
                         draining = collect(machine, socket, tx, send_errors, extras, now);
                     }
                 }
+            }
+            machine.set_receive_batch(false);
+            if draining {
+                draining = collect(machine, socket, tx, send_errors, extras, Instant::now());
             }
             // Before the receive buffer is read into again.
             send_forwards(socket, fwd, rx, send_errors);

@@ -118,6 +118,14 @@ pub trait DatagramMachine {
         None
     }
 
+    /// A batch of datagrams read together is about to be handed in
+    /// (`open` = true) or has been (`false`; the caller then drains
+    /// `poll_transmit`). While a batch is open the machine may hold
+    /// obligatory acknowledgements for a few packets
+    /// ([`crate::flow::FlowSet::hold_acks`]). Drivers that hand in one
+    /// datagram at a time never call it.
+    fn set_receive_batch(&mut self, _open: bool) {}
+
     /// Write the next datagram to send into `buf` (at least 2048 bytes).
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing>;
     /// The earliest time `handle_timeout` must be called.
@@ -152,6 +160,9 @@ impl DatagramMachine for crate::endpoint::Endpoint {
             destination: t.destination,
             size: t.size,
         })
+    }
+    fn set_receive_batch(&mut self, open: bool) {
+        crate::endpoint::Endpoint::set_receive_batch(self, open)
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
         let t = crate::endpoint::Endpoint::poll_transmit(self, now, buf)?;

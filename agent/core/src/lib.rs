@@ -498,6 +498,10 @@ impl DatagramMachine for Node {
         self.tcp.on_closed(now, socket);
     }
 
+    fn set_receive_batch(&mut self, open: bool) {
+        self.endpoint.set_receive_batch(open);
+    }
+
     /// Punch datagrams first, then the endpoint's, each from the socket
     /// its destination is pinned to; what the node sends of its own accord
     /// (punches, openings, probes) to an unverified IP only within that

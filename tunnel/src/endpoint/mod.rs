@@ -363,6 +363,10 @@ pub struct Endpoint {
     next_packet_id: u64,
     stats: EndpointStats,
     tcr_until: Option<Instant>,
+    /// A driver's receive batch is being handed in: obligatory
+    /// acknowledgements may wait a few packets
+    /// ([`Endpoint::set_receive_batch`]).
+    receive_batch: bool,
     stun: StunClient,
     /// Relayed flow routes: ends and transits.
     routes: Routes,
@@ -412,6 +416,7 @@ impl Endpoint {
             next_packet_id: 1,
             stats: EndpointStats::default(),
             tcr_until: None,
+            receive_batch: false,
             stun: StunClient::new(StunClientConfig::default()),
             routes,
             relay_out: VecDeque::new(),
@@ -1035,6 +1040,15 @@ impl Endpoint {
         Some(ev)
     }
 
+    /// A batch of datagrams read together is about to be handed in
+    /// (`open`) or has been: while it is open, each session holds its
+    /// obligatory acknowledgements until four packets with data arrived
+    /// or the batch ends (`flow::FlowSet::hold_acks`, which says why).
+    /// Drain [`Endpoint::poll_transmit`] after closing the batch.
+    pub fn set_receive_batch(&mut self, open: bool) {
+        self.receive_batch = open;
+    }
+
     /// The next datagram to send, written into `buf` (at least the path
     /// MTU in size, 1500 is plenty).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
@@ -1098,6 +1112,7 @@ impl Endpoint {
             ));
         }
         let tcr = self.tcr_until.is_some_and(|t| now < t);
+        let hold_acks = self.receive_batch;
         let count = self.order.len();
         let mut finished = false;
         for i in 0..count {
@@ -1106,6 +1121,7 @@ impl Endpoint {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
+            s.hold_acks(hold_acks);
             if !s.wants_transmit(now) {
                 finished |= s.is_finished();
                 continue;

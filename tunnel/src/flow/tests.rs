@@ -1053,6 +1053,44 @@ fn ack_timing_delayed_and_obligatory() {
 }
 
 #[test]
+fn acks_held_in_a_receive_batch_go_every_fourth_packet_and_at_its_end() {
+    let now = Instant::now();
+    let mut fs = FlowSet::new(FlowConfig::default());
+    let m = Some(opts(Some(b"m"), None));
+    inject(&mut fs, now, &[ud(1, 1, 1, m, b"a")]);
+    acks_of(&mut fs, now);
+    // A gap sets ACK_NOW for every packet (3.6.3.2 steps 8, 14); in a
+    // batch the acknowledgement waits for the fourth packet with data.
+    fs.hold_acks(true);
+    for sn in [3, 4, 5] {
+        inject(&mut fs, now, &[ud(1, sn, sn - 1, None, b"x")]);
+        assert!(!fs.wants_control(now), "held after sn {sn}");
+        assert!(
+            fs.ack_deadline().is_none(),
+            "no delayed ack: ACK_NOW is set"
+        );
+    }
+    inject(&mut fs, now, &[ud(1, 6, 5, None, b"x")]);
+    assert!(fs.wants_control(now), "the fourth packet releases it");
+    let acks = acks_of(&mut fs, now);
+    let (Owned::Bitmap { cum, .. } | Owned::Range { cum, .. }) = &acks[0] else {
+        panic!("{acks:?}")
+    };
+    assert_eq!(*cum, 1, "sn 2 is still missing");
+    // Two more in the batch: held; the batch's end sends them.
+    inject(&mut fs, now, &[ud(1, 7, 6, None, b"x")]);
+    inject(&mut fs, now, &[ud(1, 8, 7, None, b"x")]);
+    assert!(!fs.wants_control(now));
+    fs.hold_acks(false);
+    assert!(fs.wants_control(now), "the batch's end sends what was held");
+    assert_eq!(acks_of(&mut fs, now).len(), 1);
+    assert!(!fs.wants_control(now));
+    // Outside a batch every packet with a gap is acknowledged at once.
+    inject(&mut fs, now, &[ud(1, 9, 8, None, b"x")]);
+    assert!(fs.wants_control(now));
+}
+
+#[test]
 fn packet_assembly_next_user_data_and_startup_options() {
     let now = Instant::now();
     let mut a = FlowSet::new(FlowConfig::default());

@@ -274,6 +274,12 @@ impl Session {
         }
     }
 
+    /// Hold obligatory acknowledgements during a receive batch
+    /// ([`crate::flow::FlowSet::hold_acks`]).
+    pub fn hold_acks(&mut self, held: bool) {
+        self.flows.hold_acks(held);
+    }
+
     /// Set the Time Critical Reverse flag for outgoing packets.
     pub fn set_tcr(&mut self, on: bool) {
         self.tcr_out = on;
