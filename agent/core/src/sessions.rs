@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use ringlan_overlay::{self as overlay};
+use ringlan_tunnel::{Delivery, FlowEvent, Reliability};
 use ringlan_tunnel::{Event, Target};
-use ringlan_tunnel::{FlowEvent, Reliability};
 use ringlan_tunnel::{NodeId, Path};
 use ringlan_tunnel::{OpenFailure, SessionId};
 
@@ -187,6 +187,14 @@ impl Node {
                 match (kind, self.peers.get_mut(session)) {
                     (Some(k), Some(p)) => {
                         p.recv.insert(flow, k);
+                        if k == FlowKind::Frames {
+                            // Frames are never retransmitted: one lost
+                            // fragment must not hold back the frames
+                            // behind it until the sender gives it up
+                            // (docs/dataplane.md "Frames in arrival order").
+                            self.endpoint
+                                .accept_flow(session, flow, Delivery::ArrivalOrder);
+                        }
                     }
                     _ => self.endpoint.reject_flow(session, flow, 1),
                 }

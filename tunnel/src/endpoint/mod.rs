@@ -36,7 +36,7 @@ pub use limiter::{BucketTable, Budget, PreAuthLimits, PreAuthStats, TableStats};
 use limiter::{Kind, PreAuthLimiter, Refused};
 
 use crate::crypto::{self, DefaultCipher, Epd, Identity, NetworkName, NetworkSecret, Role};
-use crate::flow::{FlowEvent, FlowId, RecvFlowId, Reliability, SendError};
+use crate::flow::{Delivery, FlowEvent, FlowId, RecvFlowId, Reliability, SendError};
 use crate::ids::IdMap;
 use crate::path::{route_id_of, Path, RouteId};
 use crate::route_table::{RelayLimits, Routes, ROUTE_HEADER_LEN};
@@ -732,6 +732,15 @@ impl Endpoint {
     pub fn reject_flow(&mut self, session: SessionId, flow: RecvFlowId, code: u64) {
         if let Some(s) = self.sessions.get_mut(&session.0) {
             s.flows_mut().reject(flow, code);
+        }
+    }
+
+    /// Choose how a receiving flow hands out its messages (RFC 7016
+    /// 3.6.3.3) and resume its delivery if it was held
+    /// ([`crate::FlowSet::accept`]).
+    pub fn accept_flow(&mut self, session: SessionId, flow: RecvFlowId, delivery: Delivery) {
+        if let Some(s) = self.sessions.get_mut(&session.0) {
+            s.flows_mut().accept(flow, delivery);
         }
     }
 
