@@ -365,10 +365,14 @@ impl Node {
         let start = TAP_READ_OFFSET - h;
         buf.copy_within(TAP_READ_OFFSET..ETH, start);
         buf[start + VNET_HDR_LEN..ETH].copy_from_slice(&hdr[..h]);
+        let flow = match buf.get(ETH..ETH + len) {
+            Some(frame) if crate::sparse::is_sparse(frame) => peer.sparse,
+            _ => peer.frames,
+        };
         let msg = &buf[start..ETH + len];
         match self
             .endpoint
-            .send(now, sid, peer.frames, msg, Reliability::NoRetransmit)
+            .send(now, sid, flow, msg, Reliability::NoRetransmit)
         {
             Ok(()) => {
                 peer.tx.frames += 1;

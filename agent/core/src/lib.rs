@@ -61,6 +61,7 @@ pub mod routes;
 pub mod sessions;
 pub mod sim;
 pub mod snapshot;
+pub mod sparse;
 pub mod status;
 pub mod tcp;
 mod timer;

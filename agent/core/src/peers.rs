@@ -47,6 +47,10 @@ pub struct Peer {
     /// Our outgoing flows.
     pub control: FlowId,
     pub frames: FlowId,
+    /// A second frame flow for sparse frames (pings, DNS, TCP
+    /// acknowledgements: `sparse::is_sparse`), served round-robin with
+    /// `frames` so they do not wait behind bulk.
+    pub sparse: FlowId,
     /// The peer's flows to us, by what they carry.
     pub recv: HashMap<RecvFlowId, FlowKind>,
     pub tx: Traffic,
@@ -226,6 +230,7 @@ mod tests {
             node: NodeId::from_bytes([n; 16]),
             control: FlowId(1),
             frames: FlowId(2),
+            sparse: FlowId(4),
             recv: HashMap::new(),
             tx: Traffic::default(),
             rx: Traffic::default(),

@@ -1231,6 +1231,7 @@ mod tests {
                                 node: peer,
                                 control: m.ep.open_flow(session, CONTROL_FLOW, None).unwrap(),
                                 frames: m.ep.open_flow(session, FRAMES_FLOW, None).unwrap(),
+                                sparse: m.ep.open_flow(session, FRAMES_FLOW, None).unwrap(),
                                 recv: Default::default(),
                                 tx: Default::default(),
                                 rx: Default::default(),

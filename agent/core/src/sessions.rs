@@ -142,10 +142,13 @@ impl Node {
             }
             return;
         }
-        let (Ok(control), Ok(frames), Ok(membership)) = (
+        // Two frame flows: bulk and sparse (`sparse.rs`); a receiver takes
+        // every flow named FRAMES_FLOW as frames.
+        let (Ok(control), Ok(frames), Ok(membership), Ok(sparse)) = (
             self.endpoint.open_flow(session, CONTROL_FLOW, None),
             self.endpoint.open_flow(session, FRAMES_FLOW, None),
             self.endpoint.open_flow(session, MEMBERSHIP_FLOW, None),
+            self.endpoint.open_flow(session, FRAMES_FLOW, None),
         ) else {
             tracing::warn!(%peer, "cannot open flows; closing session");
             self.peers.failed(session);
@@ -156,6 +159,7 @@ impl Node {
             node: peer,
             control,
             frames,
+            sparse,
             recv: Default::default(),
             tx: Traffic::default(),
             rx: Traffic::default(),

@@ -106,6 +106,26 @@ fn forged_macs_stop_at_the_first_hop(mut w: World) {
     assert!(counted >= 1000, "{counted}");
 }
 
+/// An introducer and two members on the internet, with a direct session
+/// between the two that has carried frames both ways (each knows the
+/// other's MAC).
+fn linked_pair(seed: u64) -> (World, HostId, HostId) {
+    let mut w = World::new(seed);
+    let intro = w.introducer("intro");
+    let a = w.node("a", Place::Internet, false);
+    let b = w.node("b", Place::Internet, false);
+    w.run_until(Duration::from_secs(120), "ring formed", |w| {
+        w.ring_errors(&[intro, a, b]) == 0
+    });
+    w.assert_delivers("warm-up", |w| {
+        w.send_frames(a, Some(b), 5, Duration::from_millis(20));
+        w.send_frames(b, Some(a), 5, Duration::from_millis(20));
+    });
+    w.run_for(Duration::from_secs(1));
+    assert!(w.session(a, b).is_some(), "a and b have a session");
+    (w, a, b)
+}
+
 /// Frames are never retransmitted, so a lost one must not hold back the
 /// frames behind it: the receiver hands each frame to its TAP as it
 /// arrives (arrival-order delivery on the frame flow) instead of waiting,
@@ -119,20 +139,7 @@ fn a_lost_frame_does_not_hold_back_the_next() {
 
     use ringlan_node::sim::frames::{frame, parse};
 
-    let mut w = World::new(0x5eed_00f3);
-    let intro = w.introducer("intro");
-    let a = w.node("a", Place::Internet, false);
-    let b = w.node("b", Place::Internet, false);
-    w.run_until(Duration::from_secs(120), "ring formed", |w| {
-        w.ring_errors(&[intro, a, b]) == 0
-    });
-    // Traffic both ways: each learns the other's MAC, the path is direct.
-    w.assert_delivers("warm-up", |w| {
-        w.send_frames(a, Some(b), 5, Duration::from_millis(20));
-        w.send_frames(b, Some(a), 5, Duration::from_millis(20));
-    });
-    w.run_for(Duration::from_secs(1));
-    assert!(w.session(a, b).is_some(), "a and b have a session");
+    let (mut w, a, b) = linked_pair(0x5eed_00f3);
 
     // The underlay loses the next large datagram from a to b: frame 1.
     let (from, to) = (w.sim.addr(a), w.sim.addr(b));
@@ -167,4 +174,52 @@ fn a_lost_frame_does_not_hold_back_the_next() {
         .map(|(_, _, seq)| seq)
         .collect();
     assert_eq!(got, vec![1_000_002], "frame 2 at once, frame 1 lost");
+}
+
+/// A ping does not wait behind bulk: small frames that carry no TCP data
+/// go on the session's second frame flow (`sparse.rs`), served
+/// round-robin with the bulk one, so a ping queued behind megabytes of
+/// frames arrives within a round trip or two, while most of the backlog
+/// is still on its way.
+#[test]
+fn a_ping_overtakes_a_bulk_backlog() {
+    use ringlan_node::sim::frames::{frame, mac, parse};
+
+    let (mut w, a, b) = linked_pair(0x5eed_00f4);
+
+    // 2,000 frames of about 1,400 bytes (2.8 MB) at once, then a ping.
+    const BULK: u32 = 2000;
+    for i in 0..BULK {
+        let f = frame(a, Some(b), 2_000_000 + i, 1360);
+        w.sim.with(a, |n, now| n.handle_frame(now, &f));
+    }
+    let mut ping = mac(b).to_vec();
+    ping.extend_from_slice(&mac(a));
+    ping.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 84, 0, 1, 0x40, 0, 64, 1, 0, 0]);
+    ping.extend_from_slice(&[10, 77, 0, 1, 10, 77, 0, 2, 8, 0, 0, 0, 0, 7, 0, 1]);
+    ping.extend(std::iter::repeat_n(0x5a, 56));
+    assert!(ringlan_node::sparse::is_sparse(&ping));
+    w.sim.with(a, |n, now| n.handle_frame(now, &ping));
+
+    let (mut bulk, mut bulk_before_ping, mut ping_at) = (0u32, 0u32, None);
+    let start = w.sim.now();
+    while w.sim.now() - start < Duration::from_secs(20) && bulk < BULK {
+        w.sim.run_for(Duration::from_millis(5));
+        for f in w.sim.take_frames(b) {
+            if f == ping {
+                ping_at = Some(w.sim.now() - start);
+                bulk_before_ping = bulk;
+            } else if parse(&f).is_some_and(|(s, _, seq)| s == a && seq >= 2_000_000) {
+                bulk += 1;
+            }
+        }
+    }
+    let ping_at = ping_at.expect("the ping arrived");
+    let backlog_done = w.sim.now() - start;
+    assert_eq!(bulk, BULK, "the backlog arrived too");
+    assert!(
+        bulk_before_ping < BULK / 4 && ping_at * 4 < backlog_done,
+        "the ping came after {bulk_before_ping} bulk frames, at {ping_at:?}; \
+         the backlog took {backlog_done:?}"
+    );
 }
