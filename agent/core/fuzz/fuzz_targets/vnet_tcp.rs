@@ -5,7 +5,9 @@
 //! the fields the cut and the merge rewrite.
 //!
 //! Input: two bytes of piece size, the virtio header, then the frame; the
-//! frame's two halves are also offered to `merge_tcp` as they are.
+//! frame's two halves are also offered to `merge_tcp` as they are. The
+//! frame also goes through `sparse::is_sparse` (the frame-flow choice),
+//! which must not panic and calls no frame above `SPARSE_MAX_FRAME` sparse.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,6 +22,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let vnet = VnetHdr::parse(hdr);
+
+    if ringlan_node::sparse::is_sparse(frame) {
+        assert!(frame.len() <= ringlan_node::sparse::SPARSE_MAX_FRAME);
+    }
 
     // Merge of whatever the two halves are.
     let (a, b) = frame.split_at(frame.len() / 2);
