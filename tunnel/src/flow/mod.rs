@@ -324,13 +324,12 @@ const POOL_LARGE: usize = 8 << 10;
 /// Large buffers kept per flow set: at most 32 x 80 KiB = 2.5 MiB per
 /// session, reached only after a burst of large messages.
 const POOL_LARGE_LIMIT: usize = 32;
-/// RFC 7016 3.6.2.11: sending flow COMPLETE_LINGER.
 /// Packets with data after which an acknowledgement held during a receive
 /// batch goes anyway ([`FlowSet::hold_acks`]): below the six packets a
 /// sender's burst avoidance allows between acknowledgements (RFC 7016
 /// 3.5.2.2), so the sender never waits for the batch's end.
 pub const ACK_BATCH_PACKETS: u32 = 4;
-
+/// RFC 7016 3.6.2.11: sending flow COMPLETE_LINGER.
 const SEND_LINGER: Duration = Duration::from_secs(130);
 /// RFC 7016 3.6.3.8: receiving flow COMPLETE_LINGER.
 const RECV_LINGER: Duration = Duration::from_secs(120);
@@ -584,8 +583,9 @@ impl FlowSet {
         });
     }
 
-    /// Whether the driver is in the middle of a receive batch (`true`
-    /// from before its first datagram is handled until after its last).
+    /// Tell the flows whether the driver is in the middle of a receive
+    /// batch (`true` from before its first datagram is handled until
+    /// after its last).
     ///
     /// RFC 7016 3.6.3.4.5 asks for an acknowledgement "as soon as is
     /// practical" once ACK_NOW is set, which happens after every second
