@@ -737,7 +737,7 @@ impl Endpoint {
 
     /// Choose how a receiving flow hands out its messages (RFC 7016
     /// 3.6.3.3) and resume its delivery if it was held
-    /// ([`crate::FlowSet::accept`]).
+    /// (`flow::FlowSet::accept`).
     pub fn accept_flow(&mut self, session: SessionId, flow: RecvFlowId, delivery: Delivery) {
         if let Some(s) = self.sessions.get_mut(&session.0) {
             s.flows_mut().accept(flow, delivery);
