@@ -122,7 +122,7 @@ pub trait DatagramMachine {
     /// (`open` = true) or has been (`false`; the caller then drains
     /// `poll_transmit`). While a batch is open the machine may hold
     /// obligatory acknowledgements for a few packets
-    /// ([`crate::flow::FlowSet::hold_acks`]). Drivers that hand in one
+    /// ([`crate::flow::FlowSet::wants_control`]). Drivers that hand in one
     /// datagram at a time never call it.
     fn set_receive_batch(&mut self, _open: bool) {}
 

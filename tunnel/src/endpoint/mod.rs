@@ -1052,7 +1052,7 @@ impl Endpoint {
     /// A batch of datagrams read together is about to be handed in
     /// (`open`) or has been: while it is open, each session holds its
     /// obligatory acknowledgements until four packets with data arrived
-    /// or the batch ends (`flow::FlowSet::hold_acks`, which says why).
+    /// or the batch ends (`flow::FlowSet::wants_control`, which says why).
     /// Drain [`Endpoint::poll_transmit`] after closing the batch.
     pub fn set_receive_batch(&mut self, open: bool) {
         self.receive_batch = open;
@@ -1121,7 +1121,7 @@ impl Endpoint {
             ));
         }
         let tcr = self.tcr_until.is_some_and(|t| now < t);
-        let hold_acks = self.receive_batch;
+        let in_batch = self.receive_batch;
         let count = self.order.len();
         let mut finished = false;
         for i in 0..count {
@@ -1130,8 +1130,7 @@ impl Endpoint {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
-            s.hold_acks(hold_acks);
-            if !s.wants_transmit(now) {
+            if !s.wants_transmit(now, in_batch) {
                 finished |= s.is_finished();
                 continue;
             }

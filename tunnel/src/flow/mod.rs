@@ -325,7 +325,7 @@ const POOL_LARGE: usize = 8 << 10;
 /// session, reached only after a burst of large messages.
 const POOL_LARGE_LIMIT: usize = 32;
 /// Packets with data after which an acknowledgement held during a receive
-/// batch goes anyway ([`FlowSet::hold_acks`]): below the six packets a
+/// batch goes anyway ([`FlowSet::wants_control`]): below the six packets a
 /// sender's burst avoidance allows between acknowledgements (RFC 7016
 /// 3.5.2.2), so the sender never waits for the batch's end.
 pub const ACK_BATCH_PACKETS: u32 = 4;
@@ -406,10 +406,6 @@ pub struct FlowSet {
     path_delay: codel::PathDelay,
     ack_now: bool,
     rx_data_packets: u32,
-    /// A receive batch is being read: acknowledgements wait for
-    /// [`ACK_BATCH_PACKETS`] packets with data or the batch's end
-    /// ([`FlowSet::hold_acks`]).
-    acks_held: bool,
     delack: Option<Instant>,
     /// Next User Data context: flow, sequence number, FSN of the previous
     /// (Next) User Data chunk in this packet (2.3.12).
@@ -448,7 +444,6 @@ impl FlowSet {
             path_delay: codel::PathDelay::default(),
             ack_now: false,
             rx_data_packets: 0,
-            acks_held: false,
             delack: None,
             nud: None,
             pkt_has_data: false,
@@ -583,33 +578,26 @@ impl FlowSet {
         });
     }
 
-    /// Tell the flows whether the driver is in the middle of a receive
-    /// batch (`true` from before its first datagram is handled until
-    /// after its last).
+    /// Whether a packet should be sent now for acknowledgements, Flow
+    /// Exception Reports or Buffer Probes.
     ///
-    /// RFC 7016 3.6.3.4.5 asks for an acknowledgement "as soon as is
-    /// practical" once ACK_NOW is set, which happens after every second
-    /// packet with data (3.6.3.2) and after *every* packet while the
-    /// sequence set has a gap (steps 8 and 14): on a lossy path, where
+    /// `in_batch`: the driver is in the middle of a batch of datagrams read
+    /// together. RFC 7016 3.6.3.4.5 asks for an acknowledgement "as soon
+    /// as is practical" once ACK_NOW is set, which happens after every
+    /// second packet with data (3.6.3.2) and after *every* packet while
+    /// the sequence set has a gap (steps 8 and 14): on a lossy path, where
     /// lost NoRetransmit fragments leave gaps until the sender's next
     /// forward sequence number, that was one acknowledgement datagram
     /// (sealed, sent, received, opened, processed) per data datagram.
-    /// While a batch read together is being handled, an obligatory
-    /// acknowledgement is held until [`ACK_BATCH_PACKETS`] packets with
-    /// data arrived since the last one, and the rest goes when the batch
-    /// ends: at most one acknowledgement per four data packets, which
+    /// Within a batch an obligatory acknowledgement waits until
+    /// [`ACK_BATCH_PACKETS`] packets with data arrived since the last one;
+    /// the rest goes when the batch ends (the caller asks again with
+    /// `false`): at most one acknowledgement per four data packets, which
     /// still lets a sender's burst avoidance (six packets between
     /// acknowledgements, 3.5.2.2) keep sending. Acknowledgements riding on
     /// user data are never held (3.6.3.4.6).
-    pub fn hold_acks(&mut self, held: bool) {
-        self.acks_held = held;
-    }
-
-    /// Whether a packet should be sent now for acknowledgements, Flow
-    /// Exception Reports or Buffer Probes.
-    pub fn wants_control(&self, now: Instant) -> bool {
-        let ack_now =
-            self.ack_now && (!self.acks_held || self.rx_data_packets >= ACK_BATCH_PACKETS);
+    pub fn wants_control(&self, now: Instant, in_batch: bool) -> bool {
+        let ack_now = self.ack_now && (!in_batch || self.rx_data_packets >= ACK_BATCH_PACKETS);
         let ack_due = ack_now || self.delack.is_some_and(|t| t <= now);
         (ack_due && self.recv.values().any(|f| f.should_ack))
             || self.send.values().any(|f| f.probe_due(now))

@@ -1022,33 +1022,33 @@ fn ack_timing_delayed_and_obligatory() {
     let m = Some(opts(Some(b"m"), None));
     // New flow: immediate.
     inject(&mut fs, now, &[ud(1, 1, 1, m, b"a")]);
-    assert!(fs.wants_control(now));
+    assert!(fs.wants_control(now, false));
     assert_eq!(acks_of(&mut fs, now).len(), 1);
     // One in-order packet: delayed by 200 ms.
     inject(&mut fs, now, &[ud(1, 2, 1, None, b"b")]);
-    assert!(!fs.wants_control(now));
+    assert!(!fs.wants_control(now, false));
     assert!(acks_of(&mut fs, now).is_empty());
     assert_eq!(fs.ack_deadline(), Some(now + Duration::from_millis(200)));
     let later = now + Duration::from_millis(200);
-    assert!(fs.wants_control(later));
+    assert!(fs.wants_control(later, false));
     assert_eq!(acks_of(&mut fs, later).len(), 1);
     // Two data packets: obligatory.
     inject(&mut fs, later, &[ud(1, 3, 1, None, b"c")]);
-    assert!(!fs.wants_control(later));
+    assert!(!fs.wants_control(later, false));
     inject(&mut fs, later, &[ud(1, 4, 1, None, b"d")]);
-    assert!(fs.wants_control(later));
+    assert!(fs.wants_control(later, false));
     assert_eq!(acks_of(&mut fs, later).len(), 1);
     // A gap: immediate.
     inject(&mut fs, later, &[ud(1, 6, 5, None, b"f")]);
-    assert!(fs.wants_control(later));
+    assert!(fs.wants_control(later, false));
     acks_of(&mut fs, later);
     // A buffer probe: immediate.
     inject(&mut fs, later, &[Owned::Probe { flow: 1 }]);
-    assert!(fs.wants_control(later));
+    assert!(fs.wants_control(later, false));
     // Duplicate: immediate.
     acks_of(&mut fs, later);
     inject(&mut fs, later, &[ud(1, 6, 5, None, b"f")]);
-    assert!(fs.wants_control(later));
+    assert!(fs.wants_control(later, false));
     assert_eq!(fs.stats().duplicates, 1);
 }
 
@@ -1061,17 +1061,16 @@ fn acks_held_in_a_receive_batch_go_every_fourth_packet_and_at_its_end() {
     acks_of(&mut fs, now);
     // A gap sets ACK_NOW for every packet (3.6.3.2 steps 8, 14); in a
     // batch the acknowledgement waits for the fourth packet with data.
-    fs.hold_acks(true);
     for sn in [3, 4, 5] {
         inject(&mut fs, now, &[ud(1, sn, sn - 1, None, b"x")]);
-        assert!(!fs.wants_control(now), "held after sn {sn}");
+        assert!(!fs.wants_control(now, true), "held after sn {sn}");
         assert!(
             fs.ack_deadline().is_none(),
             "no delayed ack: ACK_NOW is set"
         );
     }
     inject(&mut fs, now, &[ud(1, 6, 5, None, b"x")]);
-    assert!(fs.wants_control(now), "the fourth packet releases it");
+    assert!(fs.wants_control(now, true), "the fourth packet releases it");
     let acks = acks_of(&mut fs, now);
     let (Owned::Bitmap { cum, .. } | Owned::Range { cum, .. }) = &acks[0] else {
         panic!("{acks:?}")
@@ -1080,14 +1079,16 @@ fn acks_held_in_a_receive_batch_go_every_fourth_packet_and_at_its_end() {
     // Two more in the batch: held; the batch's end sends them.
     inject(&mut fs, now, &[ud(1, 7, 6, None, b"x")]);
     inject(&mut fs, now, &[ud(1, 8, 7, None, b"x")]);
-    assert!(!fs.wants_control(now));
-    fs.hold_acks(false);
-    assert!(fs.wants_control(now), "the batch's end sends what was held");
+    assert!(!fs.wants_control(now, true));
+    assert!(
+        fs.wants_control(now, false),
+        "the batch's end sends what was held"
+    );
     assert_eq!(acks_of(&mut fs, now).len(), 1);
-    assert!(!fs.wants_control(now));
+    assert!(!fs.wants_control(now, false));
     // Outside a batch every packet with a gap is acknowledged at once.
     inject(&mut fs, now, &[ud(1, 9, 8, None, b"x")]);
-    assert!(fs.wants_control(now));
+    assert!(fs.wants_control(now, false));
 }
 
 #[test]

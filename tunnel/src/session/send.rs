@@ -274,19 +274,15 @@ impl Session {
         }
     }
 
-    /// Hold obligatory acknowledgements during a receive batch
-    /// ([`crate::flow::FlowSet::hold_acks`]).
-    pub fn hold_acks(&mut self, held: bool) {
-        self.flows.hold_acks(held);
-    }
-
     /// Set the Time Critical Reverse flag for outgoing packets.
     pub fn set_tcr(&mut self, on: bool) {
         self.tcr_out = on;
     }
 
-    /// Whether `poll_transmit` may produce something right now.
-    pub fn wants_transmit(&self, now: Instant) -> bool {
+    /// Whether `poll_transmit` may produce something right now; `in_batch`:
+    /// a receive batch is being handed in, so obligatory acknowledgements
+    /// may wait (`flow::FlowSet::wants_control`).
+    pub fn wants_transmit(&self, now: Instant, in_batch: bool) -> bool {
         if self.final_close_ack {
             return true;
         }
@@ -299,7 +295,7 @@ impl Session {
                     || !self.control_out.is_empty()
                     || self.rekey.out.is_some()
                     || self.pending_keepalive
-                    || self.flows.wants_control(now)
+                    || self.flows.wants_control(now, in_batch)
                     || (self.flows.has_data_to_send() && self.cc.burst_allows())
             }
             SessionState::NearClose => {
