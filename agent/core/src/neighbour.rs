@@ -95,7 +95,8 @@ impl Question {
     }
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+/// The big-endian `u16` at `at`, if `b` holds it.
+pub(crate) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(*b.get(at..)?.first_chunk::<2>()?))
 }
 

@@ -3,8 +3,8 @@
 //! layer serves round-robin with the bulk one (RFC 7016 3.6.2.3), so a
 //! ping, a DNS query or a TCP acknowledgement is not queued behind the
 //! megabytes a bulk TCP stream keeps in the agent (docs/dataplane.md
-//! "Sparse frames first"). The idea is fq_codel's sparse-flow queue (RFC
-//! 8290 section 4.1) without per-flow state.
+//! "Sparse frames first"). The idea is fq_codel's queue for new, sparse
+//! flows (RFC 8290) without per-flow state.
 //!
 //! TCP segments that carry data (and SYN, FIN, RST) stay on the bulk flow
 //! whatever their size: moving one ahead of earlier segments of its own
@@ -16,6 +16,8 @@
 /// of the default size is 98 bytes, a TCP acknowledgement with SACK
 /// blocks under 100, a DNS query well under 256.
 pub const SPARSE_MAX_FRAME: usize = 256;
+
+use crate::neighbour::u16_at;
 
 const ETH: usize = 14;
 const IPPROTO_ICMP: u8 = 1;
@@ -36,10 +38,10 @@ pub fn is_sparse(frame: &[u8]) -> bool {
         return false;
     }
     let mut l3 = ETH;
-    let mut ethertype = be16(frame, 12);
+    let mut ethertype = u16_at(frame, 12);
     if ethertype == Some(0x8100) {
         l3 += 4;
-        ethertype = be16(frame, 16);
+        ethertype = u16_at(frame, 16);
     }
     match ethertype {
         Some(0x0806) => true,
@@ -48,7 +50,7 @@ pub fn is_sparse(frame: &[u8]) -> bool {
                 return false;
             };
             let ihl = usize::from(b & 0x0f) * 4;
-            let (Some(total), Some(&proto)) = (be16(frame, l3 + 2), frame.get(l3 + 9)) else {
+            let (Some(total), Some(&proto)) = (u16_at(frame, l3 + 2), frame.get(l3 + 9)) else {
                 return false;
             };
             if b >> 4 != 4 || ihl < 20 {
@@ -62,7 +64,7 @@ pub fn is_sparse(frame: &[u8]) -> bool {
         }
         Some(0x86dd) => {
             let (Some(&b), Some(payload), Some(&next)) =
-                (frame.get(l3), be16(frame, l3 + 4), frame.get(l3 + 6))
+                (frame.get(l3), u16_at(frame, l3 + 4), frame.get(l3 + 6))
             else {
                 return false;
             };
@@ -87,10 +89,6 @@ fn pure_ack(frame: &[u8], l4: usize, len: usize) -> bool {
     };
     let header = usize::from(off >> 4) * 4;
     header >= 20 && len == header && flags & TCP_SYN_FIN_RST == 0
-}
-
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
 #[cfg(test)]
