@@ -24,7 +24,9 @@
 //!
 //! `cargo run --release -p ringlan-tunnel --example bench`
 //! (`BENCH_SECONDS`, default 5: the length of each transfer;
-//! `BENCH_RUNS`, default 1: repetitions of each suite).
+//! `BENCH_RUNS`, default 1: repetitions of each suite;
+//! `BENCH_SEND_THREADS=1`: each driver sends from a thread of its own,
+//! `Driver::spawn_send_thread`, so each end uses up to two cores).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,6 +157,13 @@ struct ReceiverReport {
     thread_cpu: Duration,
 }
 
+/// `BENCH_SEND_THREADS=1`: send from a thread of its own.
+fn maybe_send_thread(d: &mut Driver) {
+    if std::env::var("BENCH_SEND_THREADS").is_ok_and(|v| v == "1") {
+        d.spawn_send_thread().expect("send thread");
+    }
+}
+
 async fn run_sender(
     cfg: EndpointConfig,
     peer: SocketAddr,
@@ -165,6 +174,7 @@ async fn run_sender(
     let mut d = Driver::bind("127.0.0.1:0".parse().unwrap(), cfg)
         .await
         .expect("bind");
+    maybe_send_thread(&mut d);
     let start = Instant::now();
     let session = d
         .endpoint()
@@ -248,6 +258,7 @@ async fn run_receiver(
     let mut d = Driver::bind("127.0.0.1:0".parse().unwrap(), cfg)
         .await
         .expect("bind");
+    maybe_send_thread(&mut d);
     addr.send(d.local_addr().unwrap()).expect("main thread");
     let mut r = ReceiverReport {
         opened: Instant::now(),
@@ -390,8 +401,9 @@ fn main() {
     let seconds = Duration::from_secs_f64(env("BENCH_SECONDS").unwrap_or(5.0));
     let runs = env("BENCH_RUNS").unwrap_or(1.0) as usize;
     println!(
-        "ringlan-tunnel loopback bench (tokio Driver): one session, one reliable flow, {:.1} s per suite",
-        seconds.as_secs_f64()
+        "ringlan-tunnel loopback bench (tokio Driver): one session, one reliable flow, {:.1} s per suite, send threads {}",
+        seconds.as_secs_f64(),
+        if std::env::var("BENCH_SEND_THREADS").is_ok_and(|v| v == "1") { "on" } else { "off" }
     );
     for _ in 0..runs {
         for suite in [AeadSuite::ChaCha20Poly1305, AeadSuite::Aes256Gcm] {

@@ -63,6 +63,29 @@ pub use crate::tcp::TcpLimits;
 use crate::tcp::{StreamEvent, Streams};
 use crate::Rng;
 
+#[cfg(target_os = "linux")]
+mod send_thread;
+#[cfg(target_os = "linux")]
+use send_thread::SendThread;
+
+/// Without Linux's `sendmmsg` there is no send thread: a type with no
+/// values keeps the driver's code the same.
+#[cfg(not(target_os = "linux"))]
+enum SendThread {}
+
+#[cfg(not(target_os = "linux"))]
+impl SendThread {
+    fn hand_off(&mut self, _tx: &mut TxBatch) -> bool {
+        match *self {}
+    }
+    async fn returned(&mut self) {
+        match *self {}
+    }
+    fn add_stats(&self, _into: &mut IoStats) -> u64 {
+        match *self {}
+    }
+}
+
 /// Largest datagram the endpoint produces or we accept; RTMFP packets
 /// never exceed the path MTU.
 const MAX_DATAGRAM: usize = 2048;
@@ -262,15 +285,36 @@ impl Extras {
 pub struct Driver<M = Endpoint> {
     machine: M,
     socket: UdpSocket,
-    tx: TxBatch,
+    out: Outbox,
     rx: RxBatch,
     /// Relayed datagrams to send from `rx.buf` (offsets into it; `fwd.buf`
     /// is empty but while [`send_forwards`] lends it the receive buffer).
     fwd: TxBatch,
-    send_errors: u64,
     extras: Extras,
     /// `IoStats::wakeups`.
     wakeups: u64,
+}
+
+/// Where the machine's main-socket datagrams go: the transmit batch, and
+/// from it the kernel, or the send thread once started
+/// ([`Driver::spawn_send_thread`]).
+struct Outbox {
+    tx: TxBatch,
+    /// Datagrams the OS refused (relayed ones included).
+    errors: u64,
+    thread: Option<SendThread>,
+}
+
+impl Outbox {
+    /// Hand the queued datagrams to the send thread if there is one, else
+    /// to the kernel; the batch is empty afterwards unless every batch is
+    /// out or the socket's buffer is full (then false).
+    fn dispatch(&mut self, socket: &UdpSocket) -> bool {
+        match &mut self.thread {
+            Some(t) => t.hand_off(&mut self.tx),
+            None => send_queued(socket, &mut self.tx, &mut self.errors),
+        }
+    }
 }
 
 /// Carry out the machine's socket actions, then move its datagrams into
@@ -280,8 +324,7 @@ pub struct Driver<M = Endpoint> {
 fn collect<M: DatagramMachine>(
     m: &mut M,
     socket: &UdpSocket,
-    tx: &mut TxBatch,
-    send_errors: &mut u64,
+    out: &mut Outbox,
     extras: &mut Extras,
     now: Instant,
 ) -> bool {
@@ -303,9 +346,10 @@ fn collect<M: DatagramMachine>(
                 SocketAction::Connect { id, to } => extras.streams.connect(id, to),
             }
         }
-        if tx.items.len() == TX_BATCH && !send_queued(socket, tx, send_errors) {
+        if out.tx.items.len() == TX_BATCH && !out.dispatch(socket) {
             return false;
         }
+        let tx = &mut out.tx;
         let off = tx.used;
         let Some(t) = m.poll_transmit(now, &mut tx.buf[off..off + MAX_DATAGRAM]) else {
             return true;
@@ -327,7 +371,7 @@ fn collect<M: DatagramMachine>(
             };
             if let Err(e) = sent {
                 tracing::trace!(dest = %t.destination, socket = t.socket.0, error = %e, "extra socket send failed");
-                *send_errors += 1;
+                out.errors += 1;
             }
             continue;
         }
@@ -343,8 +387,21 @@ fn collect<M: DatagramMachine>(
 /// Hand the queued datagrams to the kernel; the batch is empty afterwards
 /// unless the socket's buffer is full (then false).
 fn send_queued(socket: &UdpSocket, tx: &mut TxBatch, send_errors: &mut u64) -> bool {
+    send_queued_with(tx, send_errors, |tx| {
+        socket.try_io(Interest::WRITABLE, || sys::send(socket, tx))
+    })
+}
+
+/// [`send_queued`] with `send` doing one system call's worth (a
+/// `WouldBlock` from it stops the sending, returning false): the GSO
+/// fallbacks and error counting, shared with the send thread.
+fn send_queued_with(
+    tx: &mut TxBatch,
+    send_errors: &mut u64,
+    mut send: impl FnMut(&mut TxBatch) -> io::Result<usize>,
+) -> bool {
     while !tx.is_drained() {
-        let r = socket.try_io(Interest::WRITABLE, || sys::send(socket, tx));
+        let r = send(tx);
         match r {
             Ok(n) => {
                 tx.stats.send_calls += 1;
@@ -503,11 +560,15 @@ impl<M: DatagramMachine> Driver<M> {
         Ok(Driver {
             machine,
             socket,
-            tx: TxBatch::new(
-                vec![0u8; TX_BATCH * MAX_DATAGRAM],
-                caps.gso,
-                local.is_ipv6(),
-            ),
+            out: Outbox {
+                tx: TxBatch::new(
+                    vec![0u8; TX_BATCH * MAX_DATAGRAM],
+                    caps.gso,
+                    local.is_ipv6(),
+                ),
+                errors: 0,
+                thread: None,
+            },
             fwd: TxBatch::new(Vec::new(), caps.gso, local.is_ipv6()),
             rx: RxBatch {
                 buf: vec![0u8; slot * slots],
@@ -517,7 +578,6 @@ impl<M: DatagramMachine> Driver<M> {
                 gro: caps.gro,
                 stats: IoStats::default(),
             },
-            send_errors: 0,
             extras: Extras {
                 sockets: Vec::new(),
                 index: HashMap::new(),
@@ -544,17 +604,62 @@ impl<M: DatagramMachine> Driver<M> {
 
     /// Datagrams the OS refused (other than a full buffer).
     pub fn send_errors(&self) -> u64 {
-        self.send_errors
+        let mut unused = IoStats::default();
+        let thread = self.out.thread.as_ref();
+        self.out.errors + thread.map_or(0, |t| t.add_stats(&mut unused))
+    }
+
+    /// Send the main socket's datagrams from a thread of its own from now
+    /// on (`sendmmsg` beside the thread that drives the machine; see
+    /// `driver/send_thread.rs`). Linux only (elsewhere `Unsupported`);
+    /// a second call does nothing.
+    pub fn spawn_send_thread(&mut self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsFd;
+            if self.out.thread.is_some() {
+                return Ok(());
+            }
+            let socket = std::net::UdpSocket::from(self.socket.as_fd().try_clone_to_owned()?);
+            let batches = (0..send_thread::BATCHES)
+                .map(|_| {
+                    TxBatch::new(
+                        vec![0u8; TX_BATCH * MAX_DATAGRAM],
+                        self.out.tx.gso,
+                        self.out.tx.ipv6,
+                    )
+                })
+                .collect();
+            // The counts so far move to the thread's counters, which only
+            // grow from here (batches come back with theirs cleared).
+            let so_far = std::mem::take(&mut self.out.tx.stats);
+            self.out.thread = Some(SendThread::spawn(socket, batches, so_far)?);
+            Ok(())
+        }
+        #[cfg(not(target_os = "linux"))]
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a send thread needs Linux (sendmmsg)",
+        ))
+    }
+
+    /// A send thread is running ([`Driver::spawn_send_thread`]).
+    pub fn has_send_thread(&self) -> bool {
+        self.out.thread.is_some()
     }
 
     /// Batching and wake-up counters of the main socket.
     pub fn io_stats(&self) -> IoStats {
-        let (tx, fwd) = (&self.tx.stats, &self.fwd.stats);
+        let (tx, fwd) = (&self.out.tx.stats, &self.fwd.stats);
+        let mut thread = IoStats::default();
+        if let Some(t) = &self.out.thread {
+            t.add_stats(&mut thread);
+        }
         IoStats {
             wakeups: self.wakeups,
-            send_calls: tx.send_calls + fwd.send_calls,
-            send_messages: tx.send_messages + fwd.send_messages,
-            datagrams_sent: tx.datagrams_sent + fwd.datagrams_sent,
+            send_calls: tx.send_calls + fwd.send_calls + thread.send_calls,
+            send_messages: tx.send_messages + fwd.send_messages + thread.send_messages,
+            datagrams_sent: tx.datagrams_sent + fwd.datagrams_sent + thread.datagrams_sent,
             recv_calls: self.rx.stats.recv_calls,
             recv_messages: self.rx.stats.recv_messages,
             datagrams_received: self.rx.stats.datagrams_received,
@@ -626,13 +731,12 @@ impl<M: DatagramMachine> Driver<M> {
         let Driver {
             machine,
             socket,
-            tx,
-            send_errors,
+            out,
             extras,
             ..
         } = self;
-        if collect(machine, socket, tx, send_errors, extras, now) {
-            send_queued(socket, tx, send_errors);
+        if collect(machine, socket, out, extras, now) {
+            out.dispatch(socket);
         }
     }
 
@@ -641,12 +745,11 @@ impl<M: DatagramMachine> Driver<M> {
         let Driver {
             machine,
             socket,
-            tx,
-            send_errors,
+            out,
             extras,
             ..
         } = self;
-        let mut draining = collect(machine, socket, tx, send_errors, extras, Instant::now());
+        let mut draining = collect(machine, socket, out, extras, Instant::now());
         for _ in 0..EXTRA_RX_BUDGET {
             let Some(x) = extras.sockets.get(i) else {
                 break;
@@ -666,11 +769,11 @@ impl<M: DatagramMachine> Driver<M> {
             };
             machine.handle_datagram(now, id, canonical(from), data);
             if draining {
-                draining = collect(machine, socket, tx, send_errors, extras, now);
+                draining = collect(machine, socket, out, extras, now);
             }
         }
         if draining {
-            send_queued(socket, tx, send_errors);
+            out.dispatch(socket);
         }
     }
 
@@ -687,16 +790,16 @@ impl<M: DatagramMachine> Driver<M> {
         let Driver {
             machine,
             socket,
-            tx,
+            out,
             rx,
             fwd,
-            send_errors,
             extras,
             ..
         } = self;
-        // False once the socket's send buffer is full: the machine keeps
-        // its output until the next flush.
-        let mut draining = collect(machine, socket, tx, send_errors, extras, Instant::now());
+        // False once the socket's send buffer is full (or every batch is
+        // with the send thread): the machine keeps its output until the
+        // next flush.
+        let mut draining = collect(machine, socket, out, extras, Instant::now());
         for _ in 0..RX_ROUNDS {
             let got = match socket.try_io(Interest::READABLE, || sys::recv(socket, rx)) {
                 Ok(n) => n,
@@ -723,26 +826,26 @@ impl<M: DatagramMachine> Driver<M> {
                     let n = d.len();
                     if let Some(o) = machine.handle_datagram_in_place(now, SocketId::MAIN, from, d)
                     {
-                        forward(o, d, offset, fwd, extras, send_errors);
+                        forward(o, d, offset, fwd, extras, &mut out.errors);
                     }
                     offset += n;
                     if draining {
-                        draining = collect(machine, socket, tx, send_errors, extras, now);
+                        draining = collect(machine, socket, out, extras, now);
                     }
                 }
             }
             machine.set_receive_batch(false);
             if draining {
-                draining = collect(machine, socket, tx, send_errors, extras, Instant::now());
+                draining = collect(machine, socket, out, extras, Instant::now());
             }
             // Before the receive buffer is read into again.
-            send_forwards(socket, fwd, rx, send_errors);
+            send_forwards(socket, fwd, rx, &mut out.errors);
             if got < rx.slots {
                 break;
             }
         }
         if draining {
-            send_queued(socket, tx, send_errors);
+            out.dispatch(socket);
         }
     }
 
@@ -761,11 +864,17 @@ impl<M: DatagramMachine> Driver<M> {
                 None => std::future::pending().await,
             }
         };
-        let blocked = !self.tx.is_drained();
+        let blocked = !self.out.tx.is_drained();
         let socket = &self.socket;
+        let send_thread = &mut self.out.thread;
         let writable = async {
             if blocked {
-                let _ = socket.writable().await;
+                match send_thread {
+                    Some(t) => t.returned().await,
+                    None => {
+                        let _ = socket.writable().await;
+                    }
+                }
             } else {
                 std::future::pending::<()>().await
             }
@@ -1039,6 +1148,19 @@ mod sys {
             }
             _ => None,
         }
+    }
+
+    /// Block until `s` has room to send or `timeout` passes (the send
+    /// thread, after a full socket buffer).
+    pub(super) fn wait_writable(s: &impl AsRawFd, timeout: std::time::Duration) {
+        let mut p = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut p, 1, ms) };
     }
 
     /// One sendmmsg of the queued datagrams from `tx.sent`. Returns how
@@ -1340,12 +1462,29 @@ mod tests {
     /// batches, partial batches, recvmmsg/GRO splitting).
     #[tokio::test]
     async fn bulk_transfer_over_loopback_arrives_complete_and_in_order() {
+        bulk_transfer(false).await;
+    }
+
+    /// The same with both ends sending from a send thread: nothing lost,
+    /// nothing reordered, the counters still add up.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn bulk_transfer_through_send_threads_arrives_complete_and_in_order() {
+        bulk_transfer(true).await;
+    }
+
+    async fn bulk_transfer(send_threads: bool) {
         let mut a = Driver::bind("127.0.0.1:0".parse().unwrap(), cfg(11))
             .await
             .unwrap();
         let mut b = Driver::bind("127.0.0.1:0".parse().unwrap(), cfg(12))
             .await
             .unwrap();
+        if send_threads {
+            a.spawn_send_thread().unwrap();
+            b.spawn_send_thread().unwrap();
+            assert!(a.has_send_thread() && b.has_send_thread());
+        }
         let baddr = b.local_addr().unwrap();
         let sa = a
             .endpoint()
