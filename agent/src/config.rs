@@ -85,6 +85,35 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How many threads carry the data path (`threads`; docs/dataplane.md
+/// "More than one core").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// Two on machines with at least [`Threads::AUTO_MIN_CORES`] cores,
+    /// else one: a hand-off between threads costs more than it frees when
+    /// the agent's two threads would share the cores with the traffic's
+    /// own programs.
+    Auto,
+    /// One thread does everything.
+    One,
+    /// Datagrams leave from a send thread beside the thread that runs the
+    /// node.
+    Two,
+}
+
+impl Threads {
+    pub const AUTO_MIN_CORES: usize = 4;
+
+    /// Whether to start the send thread on a machine with `cores` cores.
+    pub fn send_thread(self, cores: usize) -> bool {
+        match self {
+            Threads::Auto => cores >= Self::AUTO_MIN_CORES,
+            Threads::One => false,
+            Threads::Two => true,
+        }
+    }
+}
+
 /// Node role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -306,6 +335,8 @@ pub struct Config {
     /// Time between session rekeys (`rekey_interval: 2m`).
     pub rekey_interval: Duration,
     pub role: Role,
+    /// Threads of the data path (`threads: auto | 1 | 2`).
+    pub threads: Threads,
     /// Carrying relayed flow routes for other members (`relay:`).
     pub relay: RelayConfig,
     pub control: ControlConfig,
@@ -452,6 +483,8 @@ struct RawConfig {
     #[serde(default)]
     role: Option<S<String>>,
     #[serde(default)]
+    threads: Option<S<RawThreads>>,
+    #[serde(default)]
     relay: Option<S<RawRelay>>,
     #[serde(default)]
     control: Option<S<RawControl>>,
@@ -461,6 +494,14 @@ struct RawConfig {
     dns: Option<S<RawDns>>,
     #[serde(default)]
     log: Option<S<RawLog>>,
+}
+
+/// `auto` or a number of threads.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawThreads {
+    Count(i64),
+    Text(String),
 }
 
 /// `25s`, `1m`, `1500ms` or a plain number of seconds.
@@ -933,6 +974,30 @@ impl Config {
             },
         };
 
+        // threads
+        let threads = match raw.threads.as_ref() {
+            None => Threads::Auto,
+            Some(v) => match &v.value {
+                RawThreads::Text(t) if t == "auto" => Threads::Auto,
+                RawThreads::Count(1) => Threads::One,
+                RawThreads::Count(2) => Threads::Two,
+                RawThreads::Count(n) => {
+                    return Err(cx.err(
+                        &v.referenced,
+                        "threads",
+                        format!("{n} is out of range, expected auto, 1 or 2"),
+                    ))
+                }
+                RawThreads::Text(t) => {
+                    return Err(cx.err(
+                        &v.referenced,
+                        "threads",
+                        format!("`{t}` is not a thread count, expected auto, 1 or 2"),
+                    ))
+                }
+            },
+        };
+
         // listen.tcp: an introducer accepts TCP streams unless told not to
         listen.tcp = raw
             .listen
@@ -1142,6 +1207,7 @@ impl Config {
             keepalive,
             rekey_interval,
             role,
+            threads,
             relay,
             control,
             metrics,
@@ -1495,6 +1561,36 @@ log:
         let e = parse(&t).unwrap_err();
         assert_eq!(e.line, 17, "{e}");
         assert!(e.message.contains("keep_alive"), "{e}");
+    }
+
+    #[test]
+    fn threads_default_forms_and_errors() {
+        assert_eq!(parse(GOOD).unwrap().threads, Threads::Auto);
+        for (v, want) in [
+            ("auto", Threads::Auto),
+            ("1", Threads::One),
+            ("2", Threads::Two),
+        ] {
+            let t = GOOD.replace("role: node", &format!("role: node\nthreads: {v}"));
+            assert_eq!(parse(&t).unwrap().threads, want, "{v}");
+        }
+        let t = GOOD.replace("role: node", "role: node\nthreads: 3");
+        let e = err(&t);
+        assert!(
+            e.contains(":17:10: threads: 3 is out of range, expected auto, 1 or 2"),
+            "{e}"
+        );
+        let t = GOOD.replace("role: node", "role: node\nthreads: many");
+        let e = err(&t);
+        assert!(
+            e.contains(":17:10: threads: `many` is not a thread count"),
+            "{e}"
+        );
+        // auto: a send thread only where a core is free for it.
+        assert!(!Threads::Auto.send_thread(2));
+        assert!(Threads::Auto.send_thread(Threads::AUTO_MIN_CORES));
+        assert!(Threads::Two.send_thread(1));
+        assert!(!Threads::One.send_thread(64));
     }
 
     #[test]

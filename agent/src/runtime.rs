@@ -4,8 +4,11 @@
 //!
 //! `ringlan up` ([`crate::up`]) loads the config and identity, opens the
 //! TAP and starts the control socket and metrics, then hands everything to
-//! [`run`]. One task owns the node (no locks on the data path); it waits
-//! on:
+//! [`run`]. One task owns the node (no locks on the data path); with
+//! `threads: 2` (or `auto` on a machine with enough cores) the driver's
+//! datagrams leave from a send thread beside it
+//! (`Driver::spawn_send_thread`, docs/dataplane.md "More than one core").
+//! The task waits on:
 //! - the UDP sockets, TCP streams (the fallback's stream to an introducer;
 //!   on a node with `listen.tcp`, the streams it accepts; docs/tcp.md) and
 //!   the node's timer, through the tunnel's driver ([`Driver::wait`]),
@@ -244,6 +247,7 @@ fn snapshot(driver: &Driver<Node>, io: &IoStatus) -> Status {
         udp_datagrams_received: d.datagrams_received,
         udp_datagrams_forwarded: d.datagrams_forwarded,
         udp_forwards_dropped: d.forwards_dropped,
+        threads: 1 + u8::from(driver.has_send_thread()),
         ..io.clone()
     });
     let errs = driver.send_errors();
@@ -380,6 +384,13 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     let setup = setup(&ctx, bind).await;
     let mut driver = bind_node(bind, setup, seed).await?;
     let listen = driver.local_addr()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if ctx.config.threads.send_thread(cores) {
+        match driver.spawn_send_thread() {
+            Ok(()) => tracing::info!(cores, "datagrams leave from a send thread"),
+            Err(e) => tracing::warn!(error = %e, "no send thread: one thread does everything"),
+        }
+    }
     if ctx.config.listen.tcp {
         let at = driver
             .listen_tcp(listen, TcpLimits::default())

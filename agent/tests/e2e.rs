@@ -158,6 +158,57 @@ fn a_lossy_underlay_carries_tcp_intact() {
 }
 
 // ---------------------------------------------------------------------------
+// 1c. Datagrams from a send thread (`threads: 2`).
+// ---------------------------------------------------------------------------
+
+/// Two nodes whose datagrams leave from a send thread (`threads: 2`,
+/// `Driver::spawn_send_thread`) carry pings and 64 MiB of TCP byte for
+/// byte; the introducer keeps the default, which is one thread on this
+/// 2-core machine. Status shows which.
+#[test]
+fn send_threads_carry_tcp_intact() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let two = |c: &mut ringlan_lab::agents::AgentConfig| c.extra.push_str("threads: 2\n");
+    let mut intro = member(&w, "intro", INTRODUCER, Role::Introducer);
+    let mut n1 = w.lan_member("n1", 11, Role::Node.as_str(), two);
+    let mut n2 = w.lan_member("n2", 12, Role::Node.as_str(), two);
+    w.start_mesh(&mut [&mut intro, &mut n1, &mut n2]);
+    w.wait_ping(&n1, &n2, SETTLE);
+    let threads = |m: &Member| m.status().unwrap()["io"]["threads"].as_u64();
+    assert_eq!(threads(&n1), Some(2));
+    assert_eq!(threads(&n2), Some(2));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let auto = if cores >= 4 { 2 } else { 1 };
+    assert_eq!(threads(&intro), Some(auto), "auto on {cores} cores");
+    let st = w.lab.ping_stats(&n1.host.ns, n2.overlay(), 10).unwrap();
+    assert_eq!(st.received, st.transmitted, "n1 -> n2: {st:?}");
+    w.transfer(&n1, &n2, 5003, 64);
+    w.wait_rx_from(&n2, &n1, 64 * MIB);
+    // The data left through n1's send thread (at most 1,500 bytes a
+    // datagram; the status is published once a second), and every datagram
+    // the threads took went out: no send errors.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let io = n1.status().unwrap()["io"].clone();
+        if io["udp_datagrams_sent"].as_u64() > Some(64 * MIB / 1500) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n1 sent too few datagrams: {io}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for m in [&n1, &n2] {
+        let s = m.status().unwrap();
+        assert!(
+            s["drops"]["udp_send_error"].is_null(),
+            "{}: {}",
+            m.name,
+            s["drops"]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
 // 2. A third node joins while traffic flows.
 // ---------------------------------------------------------------------------
 

@@ -93,6 +93,10 @@ pub struct IoStatus {
     pub tap_wakeups: u64,
     pub tap_reads: u64,
     pub tap_writes: u64,
+    /// Threads carrying the data path: 1, or 2 with a send thread (the
+    /// config's `threads`). 0 from agents older than the setting.
+    #[serde(default)]
+    pub threads: u8,
 }
 
 /// The stream the TCP fallback uses.
