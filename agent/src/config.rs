@@ -85,31 +85,29 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// How many threads carry the data path (`threads`; docs/dataplane.md
-/// "More than one core").
+/// Whether the kernel's send-side work leaves the node's thread
+/// (`io_threads`; docs/dataplane.md "More than one core"): datagrams
+/// from a send thread, frames to the TAP from a TAP write thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Threads {
-    /// Two on machines with at least [`Threads::AUTO_MIN_CORES`] cores,
-    /// else one: a hand-off between threads costs more than it frees when
-    /// the agent's two threads would share the cores with the traffic's
-    /// own programs.
+pub enum IoThreads {
+    /// On for machines with at least [`IoThreads::AUTO_MIN_CORES`] cores:
+    /// on fewer, the agent's threads share the cores with the programs
+    /// whose traffic they carry, and the hand-offs cost more than they
+    /// free.
     Auto,
-    /// One thread does everything.
-    One,
-    /// Datagrams leave from a send thread beside the thread that runs the
-    /// node.
-    Two,
+    On,
+    Off,
 }
 
-impl Threads {
+impl IoThreads {
     pub const AUTO_MIN_CORES: usize = 4;
 
-    /// Whether to start the send thread on a machine with `cores` cores.
-    pub fn send_thread(self, cores: usize) -> bool {
+    /// Whether to start the helper threads on a machine with `cores` cores.
+    pub fn enabled(self, cores: usize) -> bool {
         match self {
-            Threads::Auto => cores >= Self::AUTO_MIN_CORES,
-            Threads::One => false,
-            Threads::Two => true,
+            IoThreads::Auto => cores >= Self::AUTO_MIN_CORES,
+            IoThreads::On => true,
+            IoThreads::Off => false,
         }
     }
 }
@@ -335,8 +333,8 @@ pub struct Config {
     /// Time between session rekeys (`rekey_interval: 2m`).
     pub rekey_interval: Duration,
     pub role: Role,
-    /// Threads of the data path (`threads: auto | 1 | 2`).
-    pub threads: Threads,
+    /// I/O helper threads (`io_threads: auto | true | false`).
+    pub io_threads: IoThreads,
     /// Carrying relayed flow routes for other members (`relay:`).
     pub relay: RelayConfig,
     pub control: ControlConfig,
@@ -483,7 +481,7 @@ struct RawConfig {
     #[serde(default)]
     role: Option<S<String>>,
     #[serde(default)]
-    threads: Option<S<RawThreads>>,
+    io_threads: Option<S<RawIoThreads>>,
     #[serde(default)]
     relay: Option<S<RawRelay>>,
     #[serde(default)]
@@ -496,11 +494,13 @@ struct RawConfig {
     log: Option<S<RawLog>>,
 }
 
-/// `auto` or a number of threads.
+/// `auto`, `true` or `false`.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum RawThreads {
-    Count(i64),
+enum RawIoThreads {
+    Flag(bool),
+    /// Not allowed (a count of threads), parsed for a clear error.
+    Number(i64),
     Text(String),
 }
 
@@ -974,26 +974,24 @@ impl Config {
             },
         };
 
-        // threads
-        let threads = match raw.threads.as_ref() {
-            None => Threads::Auto,
+        // io_threads
+        let io_threads = match raw.io_threads.as_ref() {
+            None => IoThreads::Auto,
             Some(v) => match &v.value {
-                RawThreads::Text(t) if t == "auto" => Threads::Auto,
-                RawThreads::Count(1) => Threads::One,
-                RawThreads::Count(2) => Threads::Two,
-                RawThreads::Count(n) => {
+                RawIoThreads::Flag(true) => IoThreads::On,
+                RawIoThreads::Flag(false) => IoThreads::Off,
+                RawIoThreads::Text(t) if t == "auto" => IoThreads::Auto,
+                other => {
+                    let shown = match other {
+                        RawIoThreads::Number(n) => n.to_string(),
+                        RawIoThreads::Text(t) => t.clone(),
+                        RawIoThreads::Flag(b) => b.to_string(),
+                    };
                     return Err(cx.err(
                         &v.referenced,
-                        "threads",
-                        format!("{n} is out of range, expected auto, 1 or 2"),
-                    ))
-                }
-                RawThreads::Text(t) => {
-                    return Err(cx.err(
-                        &v.referenced,
-                        "threads",
-                        format!("`{t}` is not a thread count, expected auto, 1 or 2"),
-                    ))
+                        "io_threads",
+                        format!("`{shown}` is not allowed, expected auto, true or false"),
+                    ));
                 }
             },
         };
@@ -1207,7 +1205,7 @@ impl Config {
             keepalive,
             rekey_interval,
             role,
-            threads,
+            io_threads,
             relay,
             control,
             metrics,
@@ -1564,33 +1562,27 @@ log:
     }
 
     #[test]
-    fn threads_default_forms_and_errors() {
-        assert_eq!(parse(GOOD).unwrap().threads, Threads::Auto);
+    fn io_threads_default_forms_and_errors() {
+        assert_eq!(parse(GOOD).unwrap().io_threads, IoThreads::Auto);
         for (v, want) in [
-            ("auto", Threads::Auto),
-            ("1", Threads::One),
-            ("2", Threads::Two),
+            ("auto", IoThreads::Auto),
+            ("true", IoThreads::On),
+            ("false", IoThreads::Off),
         ] {
-            let t = GOOD.replace("role: node", &format!("role: node\nthreads: {v}"));
-            assert_eq!(parse(&t).unwrap().threads, want, "{v}");
+            let t = GOOD.replace("role: node", &format!("role: node\nio_threads: {v}"));
+            assert_eq!(parse(&t).unwrap().io_threads, want, "{v}");
         }
-        let t = GOOD.replace("role: node", "role: node\nthreads: 3");
-        let e = err(&t);
-        assert!(
-            e.contains(":17:10: threads: 3 is out of range, expected auto, 1 or 2"),
-            "{e}"
-        );
-        let t = GOOD.replace("role: node", "role: node\nthreads: many");
-        let e = err(&t);
-        assert!(
-            e.contains(":17:10: threads: `many` is not a thread count"),
-            "{e}"
-        );
-        // auto: a send thread only where a core is free for it.
-        assert!(!Threads::Auto.send_thread(2));
-        assert!(Threads::Auto.send_thread(Threads::AUTO_MIN_CORES));
-        assert!(Threads::Two.send_thread(1));
-        assert!(!Threads::One.send_thread(64));
+        for bad in ["2", "many"] {
+            let t = GOOD.replace("role: node", &format!("role: node\nio_threads: {bad}"));
+            let e = err(&t);
+            let want = format!(":17:13: io_threads: `{bad}` is not allowed, expected auto");
+            assert!(e.contains(&want), "{e}");
+        }
+        // auto: helper threads only where cores are free for them.
+        assert!(!IoThreads::Auto.enabled(2));
+        assert!(IoThreads::Auto.enabled(IoThreads::AUTO_MIN_CORES));
+        assert!(IoThreads::On.enabled(1));
+        assert!(!IoThreads::Off.enabled(64));
     }
 
     #[test]

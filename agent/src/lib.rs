@@ -23,6 +23,7 @@ pub mod service;
 pub mod status;
 #[allow(unsafe_code)] // TUNSETOFFLOAD and friends on the TAP descriptor
 pub mod tap;
+pub mod tap_writer;
 pub mod up;
 
 /// Resolves once `shutdown` is true or its sender is gone.

@@ -5,9 +5,10 @@
 //! `ringlan up` ([`crate::up`]) loads the config and identity, opens the
 //! TAP and starts the control socket and metrics, then hands everything to
 //! [`run`]. One task owns the node (no locks on the data path); with
-//! `threads: 2` (or `auto` on a machine with enough cores) the driver's
+//! `io_threads` on (`auto`: on a machine with enough cores) the driver's
 //! datagrams leave from a send thread beside it
-//! (`Driver::spawn_send_thread`, docs/dataplane.md "More than one core").
+//! (`Driver::spawn_send_thread`) and frames reach the TAP from a TAP write
+//! thread ([`crate::tap_writer`]; docs/dataplane.md "More than one core").
 //! The task waits on:
 //! - the UDP sockets, TCP streams (the fallback's stream to an introducer;
 //!   on a node with `listen.tcp`, the streams it accepts; docs/tcp.md) and
@@ -69,6 +70,7 @@ use crate::peer_cache;
 use crate::scans::{Reply, Scans};
 use crate::status::{StatusBoard, TapStatus};
 use crate::tap::{format_mac, Tap};
+use crate::tap_writer::TapWriter;
 
 /// Frames read from the TAP per wake-up before the driver is flushed.
 const TAP_BATCH: usize = 64;
@@ -247,7 +249,6 @@ fn snapshot(driver: &Driver<Node>, io: &IoStatus) -> Status {
         udp_datagrams_received: d.datagrams_received,
         udp_datagrams_forwarded: d.datagrams_forwarded,
         udp_forwards_dropped: d.forwards_dropped,
-        threads: 1 + u8::from(driver.has_send_thread()),
         ..io.clone()
     });
     let errs = driver.send_errors();
@@ -274,22 +275,45 @@ type Names = HashMap<MemberRequest, oneshot::Sender<dns::Lookup>>;
 /// keep newer revocation lists at `revocations` (written here, in order, so
 /// an older list never overwrites a newer one; a list is rare and small),
 /// answer scans.
+/// Where frames for the TAP go: written by the node's thread, or handed
+/// to the TAP write thread (`io_threads`).
+struct TapOut<'a> {
+    tap: &'a Tap,
+    writer: Option<TapWriter>,
+    /// Frames the TAP refused when written here.
+    inline_errors: std::cell::Cell<u64>,
+}
+
 async fn drain_outputs(
     driver: &mut Driver<Node>,
-    tap: &Tap,
+    tap: &TapOut<'_>,
     revocations: &Path,
     scans: &mut Scans,
     names: &mut Names,
     io: &mut IoStatus,
 ) {
     let node = driver.machine();
+    if let Some(writer) = &tap.writer {
+        for w in writer.written() {
+            node.recycle(w);
+        }
+    }
     while let Some(w) = node.poll_tap() {
         io.tap_writes += 1;
-        if let Err(e) = tap.send(w.vnet(), w.frame()).await {
+        let w = match &tap.writer {
+            Some(writer) => match writer.write(w) {
+                Ok(()) => continue,
+                Err(w) => w,
+            },
+            None => w,
+        };
+        if let Err(e) = tap.tap.send(w.vnet(), w.frame()).await {
             tracing::debug!(error = %e, "TAP write failed");
+            tap.inline_errors.set(tap.inline_errors.get() + 1);
         }
         node.recycle(w);
     }
+    io.tap_write_errors = tap.inline_errors.get() + tap.writer.as_ref().map_or(0, |w| w.errors());
     while let Some(ev) = node.poll_event() {
         match ev {
             NodeEvent::Ready { reason } => crate::service::notify_ready(&reason),
@@ -385,10 +409,22 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     let mut driver = bind_node(bind, setup, seed).await?;
     let listen = driver.local_addr()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if ctx.config.threads.send_thread(cores) {
+    let mut tap_writer = None;
+    if ctx.config.io_threads.enabled(cores) {
         match driver.spawn_send_thread() {
             Ok(()) => tracing::info!(cores, "datagrams leave from a send thread"),
-            Err(e) => tracing::warn!(error = %e, "no send thread: one thread does everything"),
+            Err(e) => {
+                tracing::warn!(error = %e, "no send thread: datagrams leave from the node's thread")
+            }
+        }
+        match ctx.tap.writer().and_then(TapWriter::spawn) {
+            Ok(w) => {
+                tracing::info!(cores, "frames reach the TAP from a TAP write thread");
+                tap_writer = Some(w);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no TAP write thread: the node's thread writes the TAP")
+            }
         }
     }
     if ctx.config.listen.tcp {
@@ -410,6 +446,12 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
         "node up"
     );
     let tap = &ctx.tap;
+    io.io_threads = driver.has_send_thread() && tap_writer.is_some();
+    let to_tap = TapOut {
+        tap,
+        writer: tap_writer,
+        inline_errors: Default::default(),
+    };
     let commands = &mut ctx.commands;
     let mut commands_open = true;
     let mut tap_buf = vec![0u8; TAP_READ_ROOM];
@@ -439,7 +481,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     let (resolved_tx, mut resolved) = mpsc::channel::<Vec<std::net::SocketAddr>>(1);
     let mut resolving = false;
     let mut last_resolve = Instant::now();
-    drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names, &mut io).await;
+    drain_outputs(&mut driver, &to_tap, &kept, &mut scans, &mut names, &mut io).await;
     loop {
         tokio::select! {
             r = shutdown.changed() => {
@@ -524,7 +566,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             }
         }
         io.wakeups += 1;
-        drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names, &mut io).await;
+        drain_outputs(&mut driver, &to_tap, &kept, &mut scans, &mut names, &mut io).await;
         driver.flush();
     }
 
@@ -545,7 +587,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             _ = &mut linger => break,
             _ = driver.wait() => {}
         }
-        drain_outputs(&mut driver, tap, &kept, &mut scans, &mut names, &mut io).await;
+        drain_outputs(&mut driver, &to_tap, &kept, &mut scans, &mut names, &mut io).await;
     }
     driver.flush();
     board.publish(Status {

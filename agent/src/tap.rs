@@ -138,6 +138,16 @@ impl Tap {
             .await
     }
 
+    /// A second descriptor of the TAP (a `dup`), for writing frames from
+    /// another thread ([`crate::tap_writer`]). It shares the device's file
+    /// status flags, so writes do not block.
+    pub fn writer(&self) -> io::Result<std::fs::File> {
+        // SAFETY: the descriptor is live (owned by `dev`, which outlives
+        // this call); it is only borrowed to be duplicated.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.dev.as_raw_fd()) };
+        Ok(std::fs::File::from(fd.try_clone_to_owned()?))
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

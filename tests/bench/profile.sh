@@ -11,7 +11,11 @@
 #
 # Environment: PROFILE_RUNS (3), BENCH_SECONDS (10), PROFILE_RECORD (1),
 # PROFILE_CALLGRAPH (dwarf; or fp, lbr), PROFILE_OUT (/tmp/ringlan-profile),
-# RINGLAN_BIN (as for run.sh), BENCH_LOSS (0; one loss rate, percent).
+# RINGLAN_BIN (as for run.sh), BENCH_LOSS (0; one loss rate, percent),
+# BENCH_RINGLAN_IO_THREADS (as for run.sh). Each run also prints each
+# agent's CPU seconds per GB by thread (the node's thread is `ringlan`,
+# with io_threads the send thread `ringlan-send` and the TAP write thread
+# `ringlan-tap`).
 # Usage (root): tests/bench/profile.sh
 set -euo pipefail
 
@@ -35,6 +39,24 @@ io() {
     "$RINGLAN_BIN" status --socket "$1" --json | jq -r '.io | [.wakeups, .udp_wakeups,
         .udp_send_calls, .udp_send_messages, .udp_datagrams_sent, .udp_recv_calls,
         .udp_recv_messages, .udp_datagrams_received, .tap_wakeups, .tap_reads, .tap_writes] | @tsv'
+}
+
+# thread_ticks PID: "name ticks" per thread name of PID (user + system
+# clock ticks, threads of one name summed), one line each.
+thread_ticks() {
+    local t comm rest
+    for t in /proc/"$1"/task/*; do
+        comm="$(cat "$t/comm" 2>/dev/null)" || continue
+        rest="$(sed 's/.*) //' "$t/stat" 2>/dev/null)" || continue
+        # After the comm: state is field 1, utime 12, stime 13.
+        echo "$comm $(echo "$rest" | awk '{ print $12 + $13 }')"
+    done | awk '{ s[$1] += $2 } END { for (n in s) print n, s[n] }' | sort
+}
+
+# per_thread BEFORE AFTER GB: each thread's CPU seconds per GB.
+per_thread() {
+    awk -v gb="$3" -v hz="$CLK_TCK" 'NR == FNR { b[$1] = $2; next }
+        { printf "%s %.2f  ", $1, ($2 - b[$1]) / hz / gb }' <(echo "$1") <(echo "$2")
 }
 
 # per_gb FILE GB: perf stat's CSV counts in FILE, each divided by GB.
@@ -61,6 +83,8 @@ one_run() {
     local d="$WORK/ringlan"
     ioa0="$(io "$d/a.sock")"; iob0="$(io "$d/b.sock")"
     before="$(cpu_ticks "$RL_A")/$(cpu_ticks "$RL_B")"
+    local tha0 thb0 tha1 thb1
+    tha0="$(thread_ticks "$RL_A")"; thb0="$(thread_ticks "$RL_B")"
     local pa pb
     if [ -n "$rec" ]; then
         perf record -q -g --call-graph "$CALLGRAPH" -F 2000 -o "$OUT/$name-a.data" -p "$RL_A" -- sleep "$SECS" 2>/dev/null &
@@ -76,6 +100,7 @@ one_run() {
     iperf "$name" 10.77.0.2
     wait "$pa" "$pb" || true
     after="$(cpu_ticks "$RL_A")/$(cpu_ticks "$RL_B")"
+    tha1="$(thread_ticks "$RL_A")"; thb1="$(thread_ticks "$RL_B")"
     ioa1="$(io "$d/a.sock")"; iob1="$(io "$d/b.sock")"
     gb="$(jq -r '.end.sum_received.bytes / 1e9' "$WORK/$name.json")"
     gbit="$(jq -r '.end.sum_received.bits_per_second / 1e9' "$WORK/$name.json")"
@@ -86,6 +111,7 @@ one_run() {
         printf "%s: %.3f Gbit/s, retr %s, CPU s/GB: A %.2f + B %.2f = %.2f\n", n, g, r, ca, cb, ca + cb }'
     echo "  A (sender):   $(batching "$ioa0" "$ioa1" "$gb")"
     echo "  B (receiver): $(batching "$iob0" "$iob1" "$gb")"
+    echo "  CPU s/GB by thread: A $(per_thread "$tha0" "$tha1" "$gb")| B $(per_thread "$thb0" "$thb1" "$gb")"
     if [ -z "$rec" ]; then
         echo "  A per GB: $(per_gb "$OUT/$name-a.stat" "$gb")"
         echo "  B per GB: $(per_gb "$OUT/$name-b.stat" "$gb")"
@@ -96,7 +122,7 @@ build_ringlan
 setup
 start_ringlan
 set_loss "$LOSS"
-echo "==== ringlan profile: $RUNS x ${SECS} s single stream, loss $LOSS%, $RINGLAN_BIN ($("$RINGLAN_BIN" --version 2>/dev/null || echo '?')), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "==== ringlan profile: $RUNS x ${SECS} s single stream, loss $LOSS%, $RINGLAN_BIN ($("$RINGLAN_BIN" --version 2>/dev/null || echo '?')), io_threads ${BENCH_RINGLAN_IO_THREADS:-auto}, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for ((r = 1; r <= RUNS; r++)); do
     one_run "run$r"
 done

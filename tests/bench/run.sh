@@ -23,8 +23,8 @@
 # set, used as is, never built), BENCH_TCP_CC (the iperf3 streams' TCP
 # congestion control, default the kernel's: `sysctl net.ipv4.tcp_congestion_control`;
 # printed in the header, since BBR and CUBIC answer a VPN's queues and losses
-# differently), BENCH_RINGLAN_THREADS (ringlan's `threads`: auto, 1 or 2;
-# default the config's default, auto; printed in the header). Missing Debian packages (iperf3, tinc,
+# differently), BENCH_RINGLAN_IO_THREADS (ringlan's `io_threads`: auto,
+# true or false; default the config's default, auto; printed in the header). Missing Debian packages (iperf3, tinc,
 # nebula, wireguard-go, wireguard-tools, nftables, jq, ethtool) are installed first.
 set -euo pipefail
 
@@ -341,8 +341,8 @@ control:
 log:
   level: info
 YAML
-    if [ -n "${BENCH_RINGLAN_THREADS:-}" ]; then
-        echo "threads: $BENCH_RINGLAN_THREADS" >>"$d/$n.yaml"
+    if [ -n "${BENCH_RINGLAN_IO_THREADS:-}" ]; then
+        echo "io_threads: $BENCH_RINGLAN_IO_THREADS" >>"$d/$n.yaml"
     fi
     "$RINGLAN_BIN" check-config "$d/$n.yaml" >/dev/null
 }
@@ -469,7 +469,7 @@ best_peer() {
 report() {
     echo
     echo "==== ringlan bench: $ROUNDS round(s) of ${SECS} s iperf3, $(nproc) cores, $(uname -r), TCP $TCP_CC"
-    echo "ringlan: $RINGLAN_BIN ($("$RINGLAN_BIN" --version 2>/dev/null || echo '?')), threads ${BENCH_RINGLAN_THREADS:-auto}"
+    echo "ringlan: $RINGLAN_BIN ($("$RINGLAN_BIN" --version 2>/dev/null || echo '?')), io_threads ${BENCH_RINGLAN_IO_THREADS:-auto}"
     echo "cells: median [min-max] over the rounds; cpu: both daemons' CPU seconds per GB received"
     echo "(single stream); rss: the larger peak RSS of the two daemons"
     local loss sys best raw1

@@ -93,10 +93,13 @@ pub struct IoStatus {
     pub tap_wakeups: u64,
     pub tap_reads: u64,
     pub tap_writes: u64,
-    /// Threads carrying the data path: 1, or 2 with a send thread (the
-    /// config's `threads`). 0 from agents older than the setting.
+    /// Frames the TAP refused.
     #[serde(default)]
-    pub threads: u8,
+    pub tap_write_errors: u64,
+    /// Datagrams leave from a send thread and frames reach the TAP from a
+    /// TAP write thread (the config's `io_threads`).
+    #[serde(default)]
+    pub io_threads: bool,
 }
 
 /// The stream the TCP fallback uses.
