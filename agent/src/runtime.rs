@@ -259,6 +259,10 @@ fn snapshot(driver: &Driver<Node>, io: &IoStatus) -> Status {
         s.drops
             .insert("udp_forward_full".into(), d.forwards_dropped);
     }
+    if io.tap_write_errors > 0 {
+        s.drops
+            .insert("tap_write_error".into(), io.tap_write_errors);
+    }
     let tcp = driver.stream_drops();
     if tcp > 0 {
         s.drops.insert("tcp_stream_drop".into(), tcp);
