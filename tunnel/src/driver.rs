@@ -59,6 +59,7 @@ use tokio::net::UdpSocket;
 use crate::endpoint::{Endpoint, EndpointConfig, Event};
 use crate::machine::{DatagramMachine, Outgoing, SocketAction, SocketId};
 use crate::path::canonical_addr as canonical;
+use crate::session::DeferredSeal;
 pub use crate::tcp::TcpLimits;
 use crate::tcp::{StreamEvent, Streams};
 use crate::Rng;
@@ -159,6 +160,9 @@ struct Queued {
 struct TxBatch {
     buf: Vec<u8>,
     items: Vec<Queued>,
+    /// Items still to be encrypted (by index), from a machine that defers
+    /// sealing to the send thread ([`DatagramMachine::set_defer_sealing`]).
+    seals: Vec<(usize, DeferredSeal)>,
     /// Items before this index were handed to the kernel (or counted as
     /// failed).
     sent: usize,
@@ -185,6 +189,7 @@ impl TxBatch {
         TxBatch {
             buf,
             items: Vec::with_capacity(TX_BATCH),
+            seals: Vec::with_capacity(TX_BATCH),
             sent: 0,
             used: 0,
             gso,
@@ -201,9 +206,21 @@ impl TxBatch {
 
     fn reset(&mut self) {
         self.items.clear();
+        self.seals.clear();
         self.sent = 0;
         self.used = 0;
         self.singles = 0;
+    }
+
+    /// Encrypt the datagrams whose sealing was left to the sender.
+    fn seal_all(&mut self) {
+        for (i, seal) in self.seals.drain(..) {
+            if let Some(q) = self.items.get(i) {
+                if let Some(d) = self.buf.get_mut(q.offset..q.offset + q.len) {
+                    seal.finish(d);
+                }
+            }
+        }
     }
 
     /// `n` datagrams from `sent` were handed over (or counted as failed).
@@ -312,7 +329,10 @@ impl Outbox {
     fn dispatch(&mut self, socket: &UdpSocket) -> bool {
         match &mut self.thread {
             Some(t) => t.hand_off(&mut self.tx),
-            None => send_queued(socket, &mut self.tx, &mut self.errors),
+            None => {
+                self.tx.seal_all();
+                send_queued(socket, &mut self.tx, &mut self.errors)
+            }
         }
     }
 }
@@ -354,6 +374,15 @@ fn collect<M: DatagramMachine>(
         let Some(t) = m.poll_transmit(now, &mut tx.buf[off..off + MAX_DATAGRAM]) else {
             return true;
         };
+        let seal = m.take_pending_seal();
+        if t.socket != SocketId::MAIN || out.thread.is_none() {
+            // Only the send thread seals later.
+            if let Some(seal) = &seal {
+                seal.finish(&mut tx.buf[off..off + t.size]);
+            }
+        } else if let Some(seal) = seal {
+            tx.seals.push((tx.items.len(), seal));
+        }
         if t.socket.is_stream() {
             // Queued (a full queue drops its oldest); no stream: loss.
             extras.streams.send(t.socket, &tx.buf[off..off + t.size]);
@@ -634,6 +663,9 @@ impl<M: DatagramMachine> Driver<M> {
             // grow from here (batches come back with theirs cleared).
             let so_far = std::mem::take(&mut self.out.tx.stats);
             self.out.thread = Some(SendThread::spawn(socket, batches, so_far)?);
+            // The thread encrypts too: the machine leaves it session
+            // packets to seal (`TxBatch::seal_all`).
+            self.machine.set_defer_sealing(true);
             Ok(())
         }
         #[cfg(not(target_os = "linux"))]

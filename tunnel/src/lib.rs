@@ -74,7 +74,7 @@ pub use route_table::{
     DEFAULT_RELAY_ROUTES_PER_TARGET, DEFAULT_RELAY_TOTAL_MBPS, ROUTE_OVERHEAD,
 };
 pub use session::{
-    CloseReason, OpenFailure, RekeyConfig, SessionConfig, SessionState, SessionStats,
+    CloseReason, DeferredSeal, OpenFailure, RekeyConfig, SessionConfig, SessionState, SessionStats,
 };
 pub use stun::{classify_mapping, looks_like_stun, resolve_other, NatMapping, StunError, StunTxId};
 

@@ -126,6 +126,19 @@ pub trait DatagramMachine {
     /// datagram at a time never call it.
     fn set_receive_batch(&mut self, _open: bool) {}
 
+    /// Leave the encryption of ordinary session datagrams to the caller
+    /// (`Endpoint::set_defer_sealing`): only for a driver that takes
+    /// [`DatagramMachine::take_pending_seal`] after every datagram and
+    /// runs [`crate::DeferredSeal::finish`] on it before sending. Machines
+    /// that cannot defer ignore it.
+    fn set_defer_sealing(&mut self, _on: bool) {}
+
+    /// What the datagram just returned by `poll_transmit` still needs
+    /// before it may be sent; `None`: it is ready.
+    fn take_pending_seal(&mut self) -> Option<crate::DeferredSeal> {
+        None
+    }
+
     /// Write the next datagram to send into `buf` (at least 2048 bytes).
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing>;
     /// The earliest time `handle_timeout` must be called.
@@ -163,6 +176,12 @@ impl DatagramMachine for crate::endpoint::Endpoint {
     }
     fn set_receive_batch(&mut self, open: bool) {
         crate::endpoint::Endpoint::set_receive_batch(self, open)
+    }
+    fn set_defer_sealing(&mut self, on: bool) {
+        crate::endpoint::Endpoint::set_defer_sealing(self, on)
+    }
+    fn take_pending_seal(&mut self) -> Option<crate::DeferredSeal> {
+        crate::endpoint::Endpoint::take_pending_seal(self)
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
         let t = crate::endpoint::Endpoint::poll_transmit(self, now, buf)?;

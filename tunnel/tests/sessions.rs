@@ -136,6 +136,52 @@ fn glare_leaves_exactly_one_session() {
     }
 }
 
+/// An endpoint that leaves its packets' encryption to the caller
+/// (`set_defer_sealing`, as under a driver's send thread; the simulated
+/// network finishes each one, as that thread does) sends exactly the
+/// datagrams, byte for byte, of one that seals them itself: the same
+/// handshake, the same 4 MiB over a lossy, reordering link, both ends
+/// deferring in one run and neither in the other.
+#[test]
+fn deferred_sealing_sends_the_same_bytes() {
+    let run = |defer: bool| {
+        let link = LinkModel {
+            delay: Duration::from_millis(5),
+            jitter: Duration::from_millis(3),
+            loss: 0.02,
+            duplicate: 0.01,
+            rate: 100_000_000,
+            max_queue: Duration::from_millis(50),
+            max_datagram: 0,
+        };
+        let mut net = Net::new(9, link);
+        net.keep_wire = true;
+        let a = net.add(config(1));
+        let b = net.add(config(2));
+        for i in [a, b] {
+            net.nodes[i].ep.set_defer_sealing(defer);
+        }
+        let (sa, _sb) = connect(&mut net, a, b);
+        let got = bulk(&mut net, a, b, sa, 4 << 20, 16 * 1024);
+        assert_eq!(got.len(), 256);
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(m, &pattern(i as u64, 16 * 1024), "message {i}");
+        }
+        std::mem::take(&mut net.wire)
+    };
+    let (sealed, deferred) = (run(false), run(true));
+    assert!(sealed.len() > 3000, "{} datagrams", sealed.len());
+    assert_eq!(sealed.len(), deferred.len());
+    for (i, (x, y)) in sealed.iter().zip(&deferred).enumerate() {
+        assert!(
+            x == y,
+            "datagram {i} differs ({} and {} bytes)",
+            x.len(),
+            y.len()
+        );
+    }
+}
+
 #[test]
 fn reliable_flow_moves_64_mib_at_5_percent_loss_with_reordering_and_duplication() {
     let mut net = Net::new(

@@ -532,17 +532,44 @@ impl DatagramMachine for Node {
                 continue;
             }
             let t = self.endpoint.poll_transmit(now, buf)?;
-            if !self.families.reach(t.destination) {
-                self.other_family += 1;
-                continue;
-            }
             let unsolicited = matches!(t.kind, TransmitKind::Opening | TransmitKind::Probe);
-            if unsolicited && !self.reach.allow(now, t.destination.ip()) {
+            let dropped = if !self.families.reach(t.destination) {
+                self.other_family += 1;
+                true
+            } else {
+                unsolicited && !self.reach.allow(now, t.destination.ip())
+            };
+            if dropped {
+                // Its seal must not follow the next datagram (a punch
+                // probe comes before the endpoint is asked again).
+                self.endpoint.take_pending_seal();
                 continue;
             }
-            let data = buf.get(..t.size).unwrap_or_default();
-            return Some(self.outgoing(t.destination, data));
+            let data = buf.get_mut(..t.size).unwrap_or_default();
+            // The TCP fallback looks at the datagram to choose its socket,
+            // and only the main socket's datagrams may leave unsealed
+            // (`set_defer_sealing`).
+            if self.tcp.may_carry(t.destination) {
+                if let Some(seal) = self.endpoint.take_pending_seal() {
+                    seal.finish(data);
+                }
+            }
+            let out = self.outgoing(t.destination, data);
+            if out.socket != SocketId::MAIN {
+                if let Some(seal) = self.endpoint.take_pending_seal() {
+                    seal.finish(data);
+                }
+            }
+            return Some(out);
         }
+    }
+
+    fn set_defer_sealing(&mut self, on: bool) {
+        self.endpoint.set_defer_sealing(on);
+    }
+
+    fn take_pending_seal(&mut self) -> Option<ringlan_tunnel::DeferredSeal> {
+        self.endpoint.take_pending_seal()
     }
 
     fn poll_socket_action(&mut self) -> Option<SocketAction> {

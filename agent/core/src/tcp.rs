@@ -191,6 +191,12 @@ impl TcpFallback {
     }
 
     /// The socket a datagram of `data` to `dest` leaves on, if not UDP.
+    /// Whether [`TcpFallback::socket_for`] may send to `dest` over a
+    /// stream (it then looks at the datagram itself).
+    pub fn may_carry(&self, dest: SocketAddr) -> bool {
+        self.active.is_some_and(|a| a.target.udp == dest) || self.peers.contains_key(&dest)
+    }
+
     pub fn socket_for(&self, dest: SocketAddr, data: &[u8]) -> Option<SocketId> {
         if let Some(a) = self.active.filter(|a| a.target.udp == dest) {
             // STUN keeps asking over UDP: its answer says UDP works again.

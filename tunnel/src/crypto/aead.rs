@@ -21,6 +21,7 @@
 //! Everything works in place in the caller's buffer; nothing allocates.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 
@@ -148,7 +149,9 @@ fn seal_at(
 /// bit, the numbers go on). A key seals at most its limit (the suite's,
 /// or lower); sealing stops there and the session must rekey or close.
 pub struct PacketSealer {
-    key: LessSafeKey,
+    /// Shared with [`PendingSeal`]s not yet sealed (another thread may
+    /// seal them; `ring`'s keys are `Send + Sync`).
+    key: Arc<LessSafeKey>,
     suite: AeadSuite,
     next: u64,
     /// Sequence number of the current key's first packet.
@@ -165,7 +168,7 @@ pub struct PacketSealer {
 impl PacketSealer {
     pub fn new(suite: AeadSuite, key: &[u8; 32]) -> PacketSealer {
         let mut s = PacketSealer {
-            key: key_for(suite, key),
+            key: Arc::new(key_for(suite, key)),
             suite,
             next: 0,
             first: 0,
@@ -231,7 +234,7 @@ impl PacketSealer {
     /// key-phase bit flips, sequence numbers go on, the budget is
     /// `limit` / `rekey_after` packets from here.
     pub fn rekey(&mut self, key: &[u8; 32], limit: u64, rekey_after: u64) {
-        self.key = key_for(self.suite, key);
+        self.key = Arc::new(key_for(self.suite, key));
         self.phase ^= KEY_PHASE_BIT;
         self.first = self.next;
         self.set_budget(limit, rekey_after);
@@ -273,6 +276,22 @@ impl PacketSealer {
         plain_start: usize,
         plain_len: usize,
     ) -> Result<Range<usize>, SealError> {
+        let (wire, start, plain_end, end) =
+            self.take_sequence(limit, buf, plain_start, plain_len)?;
+        seal_at(&self.key, seq_nonce(wire), buf, plain_start, plain_end, end)?;
+        Ok(start..end)
+    }
+
+    /// Check the layout, take the next sequence number and write it in
+    /// front of the plain text: (sequence on the wire, packet start, plain
+    /// end, packet end).
+    fn take_sequence(
+        &mut self,
+        limit: u64,
+        buf: &mut [u8],
+        plain_start: usize,
+        plain_len: usize,
+    ) -> Result<(u64, usize, usize, usize), SealError> {
         let (start, plain_end, end) =
             layout(buf.len(), SESSION_HEADER_LEN, plain_start, plain_len)?;
         if self.next >= limit {
@@ -281,13 +300,80 @@ impl PacketSealer {
         let wire = self.next | self.phase;
         self.next += 1;
         buf[start..plain_start].copy_from_slice(&wire.to_be_bytes());
-        seal_at(&self.key, seq_nonce(wire), buf, plain_start, plain_end, end)?;
-        Ok(start..end)
+        Ok((wire, start, plain_end, end))
+    }
+
+    /// As [`PacketSealer::seal`] up to the encryption: the packet takes its
+    /// sequence number (written in front of the plain text) and the
+    /// returned [`PendingSeal`] encrypts it later, on any thread
+    /// ([`PendingSeal::seal`] on the same buffer gives exactly the bytes
+    /// `seal` would have). Packets must be sealed before they are sent;
+    /// each sequence number is still used once.
+    pub fn reserve(
+        &mut self,
+        buf: &mut [u8],
+        plain_start: usize,
+        plain_len: usize,
+    ) -> Result<PendingSeal, SealError> {
+        let limit = self.limit;
+        let (wire, start, plain_end, end) =
+            self.take_sequence(limit, buf, plain_start, plain_len)?;
+        Ok(PendingSeal {
+            key: Arc::clone(&self.key),
+            wire,
+            start,
+            plain_start,
+            plain_end,
+            end,
+        })
     }
 
     #[cfg(test)]
     pub(crate) fn set_next_sequence(&mut self, next: u64) {
         self.next = next;
+    }
+}
+
+/// A session packet with its sequence number taken, still to be encrypted
+/// ([`PacketSealer::reserve`]).
+#[derive(Clone)]
+pub struct PendingSeal {
+    key: Arc<LessSafeKey>,
+    wire: u64,
+    start: usize,
+    plain_start: usize,
+    plain_end: usize,
+    end: usize,
+}
+
+impl PendingSeal {
+    /// Encrypt the packet in `buf` (the buffer given to `reserve`, or a
+    /// copy of it) in place; returns where the encrypted packet lies.
+    pub fn seal(&self, buf: &mut [u8]) -> Result<Range<usize>, SealError> {
+        let (plain_start, plain_end, end) = (self.plain_start, self.plain_end, self.end);
+        seal_at(
+            &self.key,
+            seq_nonce(self.wire),
+            buf,
+            plain_start,
+            plain_end,
+            end,
+        )?;
+        Ok(self.start..end)
+    }
+
+    /// Where the encrypted packet will lie.
+    pub fn range(&self) -> Range<usize> {
+        self.start..self.end
+    }
+}
+
+impl std::fmt::Debug for PendingSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSeal")
+            .field("sequence", &self.wire)
+            .field("range", &self.range())
+            .finish_non_exhaustive()
     }
 }
 
@@ -618,6 +704,49 @@ mod tests {
             // Empty plain packets work too.
             let mut pkt = seal(&mut s, b"");
             assert_eq!(o.open(&mut pkt).unwrap(), 8..8);
+        }
+    }
+
+    /// A packet reserved now and sealed later (on another thread, in the
+    /// driver) is byte for byte the packet sealed at once, sequence numbers
+    /// go on across both kinds, and a rekey between reserving and sealing
+    /// leaves the reserved packet under its own key and phase.
+    #[test]
+    fn reserved_packets_seal_later_to_the_same_bytes() {
+        for suite in SUITES {
+            let (mut inline, _) = pair(suite);
+            let (mut deferred, mut o) = pair(suite);
+            for i in 0..4u64 {
+                let msg = format!("packet {i}");
+                let want = seal(&mut inline, msg.as_bytes());
+                let ps = SESSION_HEADER_LEN + 4;
+                let mut buf = vec![0u8; ps + msg.len() + TAG_LEN];
+                buf[ps..ps + msg.len()].copy_from_slice(msg.as_bytes());
+                let pending = deferred.reserve(&mut buf, ps, msg.len()).unwrap();
+                assert_eq!(deferred.next_sequence(), i + 1);
+                // On another thread, as the send thread does.
+                let (r, buf) = std::thread::spawn(move || {
+                    let mut buf = buf;
+                    (pending.seal(&mut buf).unwrap(), buf)
+                })
+                .join()
+                .unwrap();
+                assert_eq!(buf[r.clone()], want[..], "packet {i}");
+                let mut pkt = buf[r].to_vec();
+                let opened = o.open(&mut pkt).unwrap();
+                assert_eq!(&pkt[opened], msg.as_bytes());
+            }
+            let mut buf = vec![0u8; SESSION_HEADER_LEN + 4 + 3 + TAG_LEN];
+            let before = deferred
+                .reserve(&mut buf, SESSION_HEADER_LEN + 4, 3)
+                .unwrap();
+            deferred.rekey(&[9; 32], u64::MAX, u64::MAX);
+            let r = before.seal(&mut buf).unwrap();
+            let mut pkt = buf[r].to_vec();
+            assert!(
+                o.open(&mut pkt).is_ok(),
+                "sealed with the key it was reserved under"
+            );
         }
     }
 

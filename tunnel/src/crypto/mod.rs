@@ -31,7 +31,7 @@ mod vectors;
 use std::fmt;
 
 pub use aead::{
-    DefaultCipher, OpenError, PacketOpener, PacketSealer, ReplayWindow, SealError,
+    DefaultCipher, OpenError, PacketOpener, PacketSealer, PendingSeal, ReplayWindow, SealError,
     AES_256_GCM_PACKET_LIMIT, CHACHA20_POLY1305_PACKET_LIMIT, DEFAULT_HEADER_LEN, DEFAULT_OVERHEAD,
     FINAL_RESERVE, KEY_PHASE_BIT, MAX_HEADER_LEN, MAX_OVERHEAD, REPLAY_WINDOW, SEQUENCE_SPACE,
     SESSION_HEADER_LEN, SESSION_OVERHEAD, TAG_LEN,

@@ -367,6 +367,11 @@ pub struct Endpoint {
     /// acknowledgements may wait a few packets
     /// ([`Endpoint::set_receive_batch`]).
     receive_batch: bool,
+    /// Session packets leave unencrypted, their encryption handed out with
+    /// [`Endpoint::take_pending_seal`] ([`Endpoint::set_defer_sealing`]).
+    defer_seal: bool,
+    /// The seal the datagram just returned by `poll_transmit` still needs.
+    pending_seal: Option<crate::session::DeferredSeal>,
     stun: StunClient,
     /// Relayed flow routes: ends and transits.
     routes: Routes,
@@ -417,6 +422,8 @@ impl Endpoint {
             stats: EndpointStats::default(),
             tcr_until: None,
             receive_batch: false,
+            defer_seal: false,
+            pending_seal: None,
             stun: StunClient::new(StunClientConfig::default()),
             routes,
             relay_out: VecDeque::new(),
@@ -1058,9 +1065,29 @@ impl Endpoint {
         self.receive_batch = open;
     }
 
+    /// Leave the encryption of ordinary session packets on direct paths to
+    /// the caller (a driver that seals on another thread): after each
+    /// datagram from [`Endpoint::poll_transmit`], [`Endpoint::take_pending_seal`]
+    /// gives what it still needs, and the datagram must not be sent before
+    /// [`crate::DeferredSeal::finish`] ran on it. Handshake packets,
+    /// probes, pings, routed packets and relayed datagrams are always
+    /// sealed here.
+    pub fn set_defer_sealing(&mut self, on: bool) {
+        self.defer_seal = on;
+    }
+
+    /// The encryption the datagram just returned by
+    /// [`Endpoint::poll_transmit`] still needs (with
+    /// [`Endpoint::set_defer_sealing`]); `None`: it is sealed.
+    pub fn take_pending_seal(&mut self) -> Option<crate::session::DeferredSeal> {
+        self.pending_seal.take()
+    }
+
     /// The next datagram to send, written into `buf` (at least the path
     /// MTU in size, 1500 is plenty).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        // Not taken: the caller dropped that datagram.
+        self.pending_seal = None;
         if let Some((dest, pkt)) = self.relay_out.pop_front() {
             let n = pkt.len().min(buf.len());
             buf[..n].copy_from_slice(&pkt[..n]);
@@ -1143,12 +1170,21 @@ impl Endpoint {
             let Some(out) = buf.get_mut(at..) else {
                 continue;
             };
+            s.defer_seal = self.defer_seal;
             if let Some((dest, size)) = s.poll_transmit(now, out) {
                 let kind = if dest == s.dest() {
                     TransmitKind::Session
                 } else {
                     TransmitKind::Probe
                 };
+                if let Some(seal) = s.pending_seal.take() {
+                    // Only a packet on a direct path leaves as built.
+                    if at == 0 && kind == TransmitKind::Session {
+                        self.pending_seal = Some(seal);
+                    } else if let Some(d) = out.get_mut(..size) {
+                        seal.finish(d);
+                    }
+                }
                 self.cursor = (idx + 1) % count;
                 self.stats.datagrams_sent += 1;
                 self.drain_flow_events(id);

@@ -19,6 +19,7 @@ mod timer;
 
 pub use rekey::RekeyConfig;
 use rekey::Rekeying;
+pub use send::DeferredSeal;
 
 pub(crate) use timer::TimerOutcome;
 
@@ -241,6 +242,11 @@ pub(crate) struct Session {
     responder_echo: Option<ResponderEcho>,
     timers: TimerTable,
     sealer: Option<PacketSealer>,
+    /// Leave the encryption of ordinary packets to the caller
+    /// (the endpoint takes `pending_seal` after each packet, `DeferredSeal`).
+    pub(crate) defer_seal: bool,
+    /// The last packet built, still to be sealed (with `defer_seal`).
+    pub(crate) pending_seal: Option<DeferredSeal>,
     opener: Option<PacketOpener>,
     rekey: Rekeying,
     ts: Option<Timestamps>,
@@ -402,6 +408,8 @@ impl Session {
             responder_echo: None,
             timers: TimerTable::default(),
             sealer: None,
+            defer_seal: false,
+            pending_seal: None,
             opener: None,
             rekey: Rekeying::new(now, cfg.rekey.clone()),
             ts: None,

@@ -19,6 +19,40 @@ use crate::flow::ChunkSink;
 use crate::wire::packet::MULTIPLEX_HEADER_LEN;
 use crate::wire::{Chunk, PacketHeader};
 
+/// A datagram built with its encryption left for later (the driver's send
+/// thread; docs/dataplane.md "More than one core"): its sequence number
+/// is taken and written, its plain text is in place, and [`finish`]
+/// encrypts it and writes the scrambled session ID (RFC 7016 2.2.2, which
+/// depends on the ciphertext) in front, giving exactly the bytes the
+/// session would have sent.
+///
+/// [`finish`]: DeferredSeal::finish
+#[derive(Clone, Debug)]
+pub struct DeferredSeal {
+    seal: crypto::PendingSeal,
+    session_id: u32,
+}
+
+impl DeferredSeal {
+    /// Seal the datagram in place (`datagram` is the whole datagram, as
+    /// built). A buffer of the wrong size is zeroed rather than sent in
+    /// the clear (it cannot happen with the buffer it was built in).
+    pub fn finish(&self, datagram: &mut [u8]) {
+        let sealed = datagram
+            .get_mut(MULTIPLEX_HEADER_LEN..)
+            .ok_or(crypto::SealError::NoHeaderRoom)
+            .and_then(|pkt| self.seal.seal(pkt))
+            .map_err(|_| crate::wire::WireError::BufferTooSmall)
+            .and_then(|r| {
+                let total = (MULTIPLEX_HEADER_LEN + r.end).min(datagram.len());
+                crate::wire::packet::write_multiplex_header(&mut datagram[..total], self.session_id)
+            });
+        if sealed.is_err() {
+            datagram.fill(0);
+        }
+    }
+}
+
 /// A [`ChunkSink`] writing chunks straight into the datagram buffer.
 pub(crate) struct BufSink<'a> {
     pub buf: &'a mut [u8],
@@ -227,8 +261,22 @@ impl Session {
         let sealer = self.sealer.as_mut()?;
         let plain_len = plain_end - PLAIN_OFFSET;
         let pkt = &mut buf[MULTIPLEX_HEADER_LEN..];
+        // Ordinary packets may leave their encryption to the caller; probes,
+        // pings and the final Close Ack are sealed here.
+        let defer = self.defer_seal && matches!(content, Content::Normal);
         let sealed = if matches!(content, Content::CloseAck) {
             sealer.seal_final(pkt, SESSION_HEADER_LEN, plain_len)
+        } else if defer {
+            sealer
+                .reserve(pkt, SESSION_HEADER_LEN, plain_len)
+                .map(|seal| {
+                    let range = seal.range();
+                    self.pending_seal = Some(DeferredSeal {
+                        seal,
+                        session_id: self.send_sid,
+                    });
+                    range
+                })
         } else {
             sealer.seal(pkt, SESSION_HEADER_LEN, plain_len)
         };
@@ -246,7 +294,9 @@ impl Session {
             self.timers.set(Timer::Rekey, now);
         }
         let total = MULTIPLEX_HEADER_LEN + range.end;
-        crate::wire::packet::write_multiplex_header(&mut buf[..total], self.send_sid).ok()?;
+        if !defer {
+            crate::wire::packet::write_multiplex_header(&mut buf[..total], self.send_sid).ok()?;
+        }
         if data_bytes > 0 {
             self.cc
                 .on_packet_sent(now, data_bytes, header.time_critical);

@@ -154,6 +154,9 @@ pub struct Net {
     /// Every datagram put on the wire: (from, to, len, first byte after the multiplex header).
     pub log: Vec<(SocketAddr, SocketAddr, usize)>,
     pub keep_log: bool,
+    /// Every datagram's bytes, with `keep_wire`.
+    pub wire: Vec<Vec<u8>>,
+    pub keep_wire: bool,
     /// Drops the datagrams for which it returns true (targeted loss).
     pub drop_filter: Option<DropFilter>,
     pub injector: Option<Injector>,
@@ -192,6 +195,8 @@ impl Net {
             dropped: 0,
             log: Vec::new(),
             keep_log: false,
+            wire: Vec::new(),
+            keep_wire: false,
             drop_filter: None,
             injector: None,
             buf: vec![0u8; 2048],
@@ -286,6 +291,10 @@ impl Net {
     pub fn flush(&mut self, i: usize) {
         let mut buf = std::mem::take(&mut self.buf);
         while let Some(t) = self.nodes[i].ep.poll_transmit(self.now, &mut buf) {
+            // As a driver with a send thread does (`set_defer_sealing`).
+            if let Some(seal) = self.nodes[i].ep.take_pending_seal() {
+                seal.finish(&mut buf[..t.size]);
+            }
             if !self.nodes[i].up {
                 continue;
             }
@@ -305,6 +314,9 @@ impl Net {
     pub fn put(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         if self.keep_log {
             self.log.push((from, to, data.len()));
+        }
+        if self.keep_wire {
+            self.wire.push(data.clone());
         }
         if let Some(forged) = self.injector.as_mut().and_then(|f| f(from, to, &data)) {
             self.seq += 1;
