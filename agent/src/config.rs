@@ -85,9 +85,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Whether the kernel's send-side work leaves the node's thread
-/// (`io_threads`; docs/dataplane.md "More than one core"): datagrams
-/// from a send thread, frames to the TAP from a TAP write thread.
+/// Whether the per-packet work that needs no protocol state leaves the
+/// node's thread (`io_threads`; docs/dataplane.md "More than one core"):
+/// datagrams encrypted and sent by a send thread, frames written to the
+/// TAP by a TAP write thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoThreads {
     /// On for machines with at least [`IoThreads::AUTO_MIN_CORES`] cores:

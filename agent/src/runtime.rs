@@ -6,7 +6,7 @@
 //! TAP and starts the control socket and metrics, then hands everything to
 //! [`run`]. One task owns the node (no locks on the data path); with
 //! `io_threads` on (`auto`: on a machine with enough cores) the driver's
-//! datagrams leave from a send thread beside it
+//! datagrams are encrypted and sent by a send thread beside it
 //! (`Driver::spawn_send_thread`) and frames reach the TAP from a TAP write
 //! thread ([`crate::tap_writer`]; docs/dataplane.md "More than one core").
 //! The task waits on:
@@ -416,7 +416,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     let mut tap_writer = None;
     if ctx.config.io_threads.enabled(cores) {
         match driver.spawn_send_thread() {
-            Ok(()) => tracing::info!(cores, "datagrams leave from a send thread"),
+            Ok(()) => tracing::info!(cores, "datagrams are encrypted and sent by a send thread"),
             Err(e) => {
                 tracing::warn!(error = %e, "no send thread: datagrams leave from the node's thread")
             }
