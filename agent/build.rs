@@ -1,8 +1,10 @@
 //! Puts the commit the binary is built from into `RINGLAN_COMMIT`, which
 //! `ringlan --version` prints: `$RINGLAN_COMMIT` when set (a build from a
 //! source tarball), else `git rev-parse --short HEAD`, else `unknown`.
-//! Reruns when the checked-out commit changes (HEAD, the branch's ref, or
-//! packed refs), not on every source change.
+//! Reruns when the checked-out commit changes (HEAD, the branch's ref, the
+//! directory of branch refs, or packed refs), not on every source change.
+//! The directory matters where refs are packed: the branch then has no
+//! file of its own until the next commit writes one there.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,7 +31,11 @@ fn main() {
     let commit = match std::env::var("RINGLAN_COMMIT") {
         Ok(c) if !c.trim().is_empty() => c.trim().to_owned(),
         _ => {
-            let mut watch = vec![git_path("HEAD"), git_path("packed-refs")];
+            let mut watch = vec![
+                git_path("HEAD"),
+                git_path("packed-refs"),
+                git_path("refs/heads"),
+            ];
             if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
                 watch.push(git_path(&head_ref));
             }

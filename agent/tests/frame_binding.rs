@@ -142,12 +142,18 @@ fn forged_drops(w: &World, m: &Member, from: &Member) -> u64 {
         .unwrap_or(0)
 }
 
+/// `from` reaches `to`: ten pings 10 ms apart, at most one lost. A MAC
+/// learnt behind the attacker would lose every one; a single loss is the
+/// moment the agents are still working through the attacker's 20,000
+/// flooded frames beside a TCP stream at full speed (seen once in about
+/// twenty runs, in CI), not a hijack.
 fn assert_pings(w: &World, from: &Member, to: &Member, what: &str) {
     let st = w.lab.ping_stats(&from.host.ns, to.overlay(), 10).unwrap();
-    assert_eq!(
-        st.received, st.transmitted,
+    assert!(
+        st.transmitted == 10 && st.received >= st.transmitted - 1,
         "{what}: {} -> {}: {st:?}",
-        from.name, to.name
+        from.name,
+        to.name
     );
 }
 
