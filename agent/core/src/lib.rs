@@ -549,7 +549,7 @@ impl DatagramMachine for Node {
             // The TCP fallback looks at the datagram to choose its socket,
             // and only the main socket's datagrams may leave unsealed
             // (`set_defer_sealing`).
-            if self.tcp.may_carry(t.destination) {
+            if self.endpoint.has_pending_seal() && self.tcp.may_carry(t.destination) {
                 if let Some(seal) = self.endpoint.take_pending_seal() {
                     seal.finish(data);
                 }

@@ -1083,6 +1083,11 @@ impl Endpoint {
         self.pending_seal.take()
     }
 
+    /// Whether the datagram just returned still needs its seal.
+    pub fn has_pending_seal(&self) -> bool {
+        self.pending_seal.is_some()
+    }
+
     /// The next datagram to send, written into `buf` (at least the path
     /// MTU in size, 1500 is plenty).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {

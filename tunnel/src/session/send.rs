@@ -38,16 +38,18 @@ impl DeferredSeal {
     /// built). A buffer of the wrong size is zeroed rather than sent in
     /// the clear (it cannot happen with the buffer it was built in).
     pub fn finish(&self, datagram: &mut [u8]) {
-        let sealed = datagram
+        let sealed = match datagram
             .get_mut(MULTIPLEX_HEADER_LEN..)
-            .ok_or(crypto::SealError::NoHeaderRoom)
-            .and_then(|pkt| self.seal.seal(pkt))
-            .map_err(|_| crate::wire::WireError::BufferTooSmall)
-            .and_then(|r| {
-                let total = (MULTIPLEX_HEADER_LEN + r.end).min(datagram.len());
-                crate::wire::packet::write_multiplex_header(&mut datagram[..total], self.session_id)
-            });
-        if sealed.is_err() {
+            .map(|p| self.seal.seal(p))
+        {
+            Some(Ok(r)) => datagram
+                .get_mut(..MULTIPLEX_HEADER_LEN + r.end)
+                .is_some_and(|d| {
+                    crate::wire::packet::write_multiplex_header(d, self.session_id).is_ok()
+                }),
+            _ => false,
+        };
+        if !sealed {
             datagram.fill(0);
         }
     }
