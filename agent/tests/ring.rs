@@ -654,7 +654,11 @@ fn bulk_tcp_between_non_neighbours_goes_routed_then_moves_to_a_direct_session() 
         .unwrap_or_else(|e| panic!("start TCP stream: {e:#}"));
     let t0 = Instant::now();
     // Wait for the on-demand link with an open session whose tx counter
-    // grows between two polls: frames go direct now.
+    // grows between two polls: frames go direct now. Status names a link
+    // by its strongest reason, and a long link outranks an on-demand one:
+    // in a 16-node ring either end may draw the other as a long link while
+    // the stream runs (the overlay then keeps the one session for both),
+    // so `long` is a direct session to the same peer too.
     let mut last_tx = None;
     let (routed_at_move, received_at_move) = loop {
         assert!(
@@ -664,13 +668,13 @@ fn bulk_tcp_between_non_neighbours_goes_routed_then_moves_to_a_direct_session() 
         );
         assert!(
             t0.elapsed() < SETTLE,
-            "no on-demand session carrying the stream within {SETTLE:?}: {}",
+            "no direct (on-demand) session carrying the stream within {SETTLE:?}: {}",
             a.status().map(|v| v.to_string()).unwrap_or_default()
         );
         let sa = a.status().unwrap_or_else(|e| panic!("{e:#}"));
         let kind = link_of(&sa, &b.id);
         let tx = session_tx(&sa, &b.id);
-        if kind == Some("on-demand") {
+        if direct_kind(kind) {
             if let (Some(prev), Some(now)) = (last_tx, tx) {
                 if now > prev {
                     break (routed_with(&sa, &b.id).0, job.received());
@@ -690,11 +694,11 @@ fn bulk_tcp_between_non_neighbours_goes_routed_then_moves_to_a_direct_session() 
     );
     // (a) frames went routed first, over more than one hop.
     assert!(routed_at_move > 0, "no frame to {} went routed", b.name);
-    // (b) the link is on-demand at both ends (b's snapshot may lag by a
-    // status tick).
+    // (b) the link is on-demand (or long, above) at both ends (b's
+    // snapshot may lag by a status tick).
     let sb = wait_for(SETTLE, "the on-demand link at the receiver", || {
         let sb = b.status()?;
-        Ok((link_of(&sb, &a.id) == Some("on-demand")).then_some(sb))
+        Ok(direct_kind(link_of(&sb, &a.id)).then_some(sb))
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
@@ -749,7 +753,7 @@ fn bulk_tcp_between_non_neighbours_goes_routed_then_moves_to_a_direct_session() 
         routed_after, routed_at_move,
         "frames still went routed after the move"
     );
-    assert_eq!(link_of(&sa, &b.id), Some("on-demand"), "{sa}");
+    assert!(direct_kind(link_of(&sa, &b.id)), "{sa}");
 
     // (d) the stream completes intact.
     let t = job
@@ -764,6 +768,13 @@ fn bulk_tcp_between_non_neighbours_goes_routed_then_moves_to_a_direct_session() 
     );
     assert!(t.intact(), "transfer damaged: {t:?}");
     eprintln!("total {:?}", w.started.elapsed());
+}
+
+/// A link between two nodes that are not ring neighbours and carry a
+/// stream: on-demand, or long when either end drew the other as a
+/// long link meanwhile (status shows the strongest reason only).
+fn direct_kind(kind: Option<&str>) -> bool {
+    matches!(kind, Some("on-demand" | "long"))
 }
 
 /// Waits until the stream's receiver has read `bytes` (hang guard
