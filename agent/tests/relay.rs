@@ -73,6 +73,89 @@ fn carried_bytes(v: &Value) -> u64 {
         .sum()
 }
 
+/// `name` from the environment, or `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU time (user + system) a process has used so far, from
+/// `/proc/PID/stat` (fields 14 and 15, in clock ticks).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count from its ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / hz as f64
+}
+
+/// A few timed transfers a -> b and the CPU the agents spent on them.
+struct Rounds {
+    mbit: Vec<f64>,
+    /// Per agent: its name and CPU seconds per GB moved.
+    cpu: Vec<(String, f64)>,
+}
+
+impl Rounds {
+    /// `rounds` transfers of `mib` MiB a -> b, each checked byte for byte;
+    /// `relays` are measured too, and those that used no CPU to speak of
+    /// (the relay not in use) are left out of the figures.
+    fn run(
+        w: &NatLab,
+        a: &Member,
+        b: &Member,
+        relays: &[&Member],
+        port: u16,
+        rounds: usize,
+        mib: u64,
+    ) -> Rounds {
+        let agents: Vec<&Member> = [a, b].into_iter().chain(relays.iter().copied()).collect();
+        let before: Vec<f64> = agents.iter().map(|m| cpu_seconds(m.proc().pid)).collect();
+        let mbit = (0..rounds)
+            .map(|i| w.transfer(a, b, port + i as u16 * 10, mib).mbit_per_s())
+            .collect();
+        let gb = (rounds as u64 * (mib << 20)) as f64 / 1e9;
+        let cpu = agents
+            .iter()
+            .zip(before)
+            .map(|(m, t0)| (m.name.clone(), (cpu_seconds(m.proc().pid) - t0) / gb))
+            .filter(|(_, s)| *s > 0.05)
+            .collect();
+        Rounds { mbit, cpu }
+    }
+
+    fn median(&self) -> f64 {
+        let mut v = self.mbit.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    fn throughput(&self) -> String {
+        let min = self.mbit.iter().copied().fold(f64::MAX, f64::min);
+        let max = self.mbit.iter().copied().fold(0.0, f64::max);
+        format!("{:.0} Mbit/s [{min:.0}-{max:.0}]", self.median())
+    }
+
+    fn cpu(&self) -> String {
+        let each: Vec<String> = self
+            .cpu
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.2}"))
+            .collect();
+        let total: f64 = self.cpu.iter().map(|(_, s)| s).sum();
+        format!("{} (total {total:.2})", each.join(", "))
+    }
+}
+
 /// Waits until `a`'s session with `b` has a standby route besides the one
 /// in use.
 fn wait_standby(a: &Member, b: &Member) {
@@ -325,6 +408,8 @@ fn a_route_through_two_relays_when_no_single_node_reaches_both_ends() {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture (tests/bench/relay.sh)"]
 fn bench_relay_first_ping_throughput_and_failover() {
+    let rounds: usize = env_or("RELAY_BENCH_ROUNDS", 3);
+    let mib: u64 = env_or("RELAY_BENCH_MIB", 400);
     // Direct, for reference: two cone-like NATs.
     let direct = {
         let Some(w) = NatLab::new() else { return };
@@ -333,7 +418,7 @@ fn bench_relay_first_ping_throughput_and_failover() {
         w.wait_open(&p.a, &p.b);
         // Both sessions get the same few seconds for PMTU discovery.
         std::thread::sleep(Duration::from_secs(5));
-        w.transfer(&p.a, &p.b, 5101, 200).mbit_per_s()
+        Rounds::run(&w, &p.a, &p.b, &[], 5101, rounds, mib)
     };
     let Some(w) = NatLab::new() else { return };
     let Pair {
@@ -356,7 +441,7 @@ fn bench_relay_first_ping_throughput_and_failover() {
         let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
         udp.get(1).map(|l| l.to_string()).unwrap_or_default()
     };
-    let relayed = w.transfer(&a, &b, 5102, 200).mbit_per_s();
+    let relayed = Rounds::run(&w, &a, &b, &[&i1, &i2], 5102, rounds, mib);
     if std::env::var_os("RELAY_BENCH_DEBUG").is_some() {
         for m in [&a, &i1, &i2, &b] {
             eprintln!("{}: {}", m.name, udp_errors(m));
@@ -385,8 +470,15 @@ fn bench_relay_first_ping_throughput_and_failover() {
         "  time to first ping from agent start: {first:?}; to the relayed session: {session:?} (goal < 3 s)"
     );
     println!(
-        "  throughput direct (cone NATs) {direct:.0} Mbit/s, through one relay {relayed:.0} Mbit/s: ratio {:.2} (goal >= 0.9)",
-        relayed / direct
+        "  throughput ({rounds} x {mib} MiB, median [min-max]): direct (cone NATs) {}, through one relay {}: ratio {:.2} (goal >= 0.9)",
+        direct.throughput(),
+        relayed.throughput(),
+        relayed.median() / direct.median()
+    );
+    println!(
+        "  CPU s per GB moved (user + system, whole transfers): direct {}; relayed {}",
+        direct.cpu(),
+        relayed.cpu()
     );
     println!("  interruption when the relay in use dies: {stall:?} (goal < 1 s)");
 }

@@ -3,9 +3,12 @@
 # agent/tests/relay.rs, two nodes behind `masquerade fully-random` NAT
 # routers (no punch can work) and two introducers that relay: time from the
 # agents started to the first ping and to the relayed session, throughput of
-# a 200 MiB TCP transfer through one relay against a direct path between two
-# cone-like NATs measured in the same run, and the longest interruption of a
-# TCP stream when the relay in use is SIGKILLed.
+# TCP transfers through one relay against a direct path between two
+# cone-like NATs measured in the same run (median, min and max of
+# RELAY_BENCH_ROUNDS (3) transfers of RELAY_BENCH_MIB (400) MiB each), the
+# CPU seconds per GB each agent spent on them (the ends and the relay in
+# use), and the longest interruption of a TCP stream when the relay in use
+# is SIGKILLed.
 # Usage (root): tests/bench/relay.sh   Extra arguments go to the test binary.
 set -euo pipefail
 
