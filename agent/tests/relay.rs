@@ -408,8 +408,9 @@ fn a_route_through_two_relays_when_no_single_node_reaches_both_ends() {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture (tests/bench/relay.sh)"]
 fn bench_relay_first_ping_throughput_and_failover() {
-    let rounds: usize = env_or("RELAY_BENCH_ROUNDS", 3);
-    let mib: u64 = env_or("RELAY_BENCH_MIB", 400);
+    // At least one transfer of at least 1 MiB: the figures divide by both.
+    let rounds: usize = env_or("RELAY_BENCH_ROUNDS", 3).max(1);
+    let mib: u64 = env_or("RELAY_BENCH_MIB", 400).max(1);
     // Direct, for reference: two cone-like NATs.
     let direct = {
         let Some(w) = NatLab::new() else { return };
