@@ -38,6 +38,9 @@ summary() {
     for r in "${results[@]}"; do
         printf '%s\n' "$r"
     done
+    for r in "${failed_tests[@]}"; do
+        printf '      %s\n' "$r"
+    done
     if [ "$failed" -ne 0 ]; then
         printf 'RESULT: FAILED\n'
     else
@@ -45,6 +48,7 @@ summary() {
     fi
 }
 trap summary EXIT
+failed_tests=()
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "run-all.sh: the end-to-end tests need root; run: sudo $0" >&2
@@ -109,7 +113,26 @@ step "rust components" ensure_components
 # --- checks -------------------------------------------------------------------
 step "fmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
-step "tests" cargo test --workspace
+# Every test binary runs even after one fails (--no-fail-fast), and the summary
+# names each failed test with the first lines of its panic: CI keeps only the
+# tail of this script's output.
+test_log="$(mktemp /tmp/ringlan-tests.XXXXXX)"
+run_tests() {
+    local rc=0
+    cargo test --workspace --no-fail-fast 2>&1 | tee "$test_log" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        # "---- NAME stdout ----" opens a failed test's captured output; keep the
+        # panic location and the message line after it.
+        mapfile -t failed_tests < <(awk '
+            /^---- .* stdout ----$/ { name = $2; n = 0; next }
+            name != "" && /panicked at/ { print name ": " $0; n = 1; next }
+            name != "" && n == 1 { print "    " $0; n = 0; name = "" }
+            /^error: test failed, to rerun pass/ { print $0 }
+        ' "$test_log" | cut -c1-300 | head -40)
+    fi
+    return "$rc"
+}
+step "tests" run_tests
 # The .deb installed, upgraded and purged in a fresh minimal Debian root.
 step "package" packaging/test-package.sh
 
