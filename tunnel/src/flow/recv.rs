@@ -55,6 +55,12 @@ pub(super) struct RecvFlow {
     suspended: bool,
     announced: bool,
     complete_notified: bool,
+    /// Where the walk over the message at the front of `buf` stopped last
+    /// time: (its first fragment's sequence number, index). Its fragments
+    /// up to there do not change while it stays at the front, so the next
+    /// walk resumes there instead of starting over for every fragment
+    /// that arrives (quadratic in the message's fragments).
+    front_walk: Option<(u64, usize)>,
 }
 
 /// Borrowed pieces of the FlowSet the delivery code needs.
@@ -212,7 +218,18 @@ impl RecvFlow {
                     self.take_segment(cx, 0, 0, false)
                 }
                 FragmentControl::Begin => {
-                    let j = self.segment_end(0);
+                    let first_sn = first.sn;
+                    let from = match self.front_walk {
+                        Some((sn, j))
+                            if sn == first_sn
+                                && self.buf.get(j).is_some_and(|b| b.sn == sn + j as u64) =>
+                        {
+                            j
+                        }
+                        _ => 0,
+                    };
+                    let j = self.segment_end(from);
+                    self.front_walk = Some((first_sn, j));
                     let Some(last) = self.buf.get(j) else { break };
                     if last.fra == FragmentControl::End {
                         self.take_segment(cx, 0, j, true);
@@ -246,6 +263,20 @@ impl RecvFlow {
             _ => false,
         };
         use FragmentControl::*;
+        // Forward first: a message whose last fragment has not arrived is
+        // not complete, and fragments arriving in order (each one the last
+        // in the buffer) then cost one look instead of a walk back over the
+        // message so far (quadratic in its fragments).
+        let mut e = p;
+        while is(self.buf.get(e), &[Begin, Middle])
+            && is(self.buf.get(e + 1), &[Middle, End])
+            && contiguous(self.buf.get(e), self.buf.get(e + 1))
+        {
+            e += 1;
+        }
+        if !is(self.buf.get(e), &[Whole, End]) {
+            return;
+        }
         let mut s = p;
         while s > 0
             && is(self.buf.get(s), &[Middle, End])
@@ -253,13 +284,6 @@ impl RecvFlow {
             && contiguous(self.buf.get(s - 1), self.buf.get(s))
         {
             s -= 1;
-        }
-        let mut e = p;
-        while is(self.buf.get(e), &[Begin, Middle])
-            && is(self.buf.get(e + 1), &[Middle, End])
-            && contiguous(self.buf.get(e), self.buf.get(e + 1))
-        {
-            e += 1;
         }
         let complete = (s == e && is(self.buf.get(s), &[Whole]))
             || (is(self.buf.get(s), &[Begin]) && is(self.buf.get(e), &[End]));
@@ -352,6 +376,7 @@ impl FlowSet {
             suspended,
             announced: false,
             complete_notified: false,
+            front_walk: None,
         };
         match metadata {
             Some(m) if assoc_ok && !bad_options => {

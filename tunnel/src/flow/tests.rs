@@ -704,19 +704,28 @@ fn no_retransmit_fragments_follow_the_path_and_survive_a_fallback() {
         .any(|e| matches!(e, FlowEvent::Gap { .. })));
 }
 
+/// Arrival-order delivery over loss and reordering, then also duplication,
+/// with messages of one to a dozen fragments: each is delivered once,
+/// whole, as soon as it is complete.
 #[test]
 fn arrival_order_delivery() {
+    for (seed, loss, dup, big) in [(5, 0.08, 0.0, 3000), (7, 0.05, 0.05, 14_000)] {
+        arrival_order_delivery_with(seed, loss, dup, big);
+    }
+}
+
+fn arrival_order_delivery_with(seed: u8, loss: f64, dup: f64, big: usize) {
     let b = FlowConfig {
         accept: AcceptPolicy::Auto(Delivery::ArrivalOrder),
         ..FlowConfig::default()
     };
-    let mut net = Net::new(5, FlowConfig::default(), b, 0.08, 0.0, 5);
+    let mut net = Net::new(seed, FlowConfig::default(), b, loss, dup, 5);
     let flow = net.p[A].fs.open(b"any", None).unwrap();
     let n_msgs = 600u32;
     for i in 0..n_msgs {
         let mut m = i.to_be_bytes().to_vec();
         // Every 7th message spans fragments.
-        m.resize(if i % 7 == 0 { 3000 } else { 300 }, i as u8);
+        m.resize(if i % 7 == 0 { big } else { 300 }, i as u8);
         net.p[A]
             .fs
             .send(net.now, flow, &m, Reliability::Reliable)
@@ -735,9 +744,16 @@ fn arrival_order_delivery() {
     sorted.sort();
     assert_eq!(sorted, (0..n_msgs).collect::<Vec<_>>());
     assert!(ids != sorted, "loss must reorder arrival-order delivery");
+    // A message of several fragments, too, overtakes one sent before it
+    // as soon as its last fragment is in, not when the flow catches up.
+    let overtook = ids
+        .iter()
+        .enumerate()
+        .any(|(k, &i)| i % 7 == 0 && ids[k + 1..].iter().any(|&j| j < i));
+    assert!(overtook, "no multi-fragment message was delivered early");
     for (_, d) in &net.p[B].msgs {
         let i = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-        assert_eq!(d.len(), if i % 7 == 0 { 3000 } else { 300 });
+        assert_eq!(d.len(), if i % 7 == 0 { big } else { 300 });
         assert!(d[4..].iter().all(|&x| x == i as u8));
     }
 }
