@@ -182,10 +182,10 @@ impl SendFlow {
         if self.eligible(0) {
             return Some(0);
         }
-        let start = self.index(self.scan_sn).unwrap_or(1).max(1);
         if self.scan_sn >= self.next_sn {
             return None;
         }
+        let start = self.index(self.scan_sn).unwrap_or(1).max(1);
         (start..self.queue.len()).find(|&i| self.eligible(i))
     }
 
@@ -877,10 +877,11 @@ fn write_flow(
     stats: &mut FlowStats,
     next_tsn: &mut u64,
 ) -> Written {
-    if !f.ready() {
-        if f.find_eligible().is_none() {
-            late.queue_empty(f);
-        }
+    if f.find_eligible().is_none() {
+        late.queue_empty(f);
+        return Written::Idle;
+    }
+    if !f.window_open() {
         return Written::Idle;
     }
     let fsn = f.trim_and_fsn(pool, qbytes);

@@ -115,6 +115,11 @@ impl<'b> Writer<'b> {
     }
 
     pub(crate) fn vlu(&mut self, v: u64) -> Result<(), WireError> {
+        // Most values on the data path (flow ids, offsets, lengths of
+        // acknowledgement fields) fit one byte.
+        if v < 0x80 {
+            return self.u8(v as u8);
+        }
         let rest = self
             .buf
             .get_mut(self.pos..)
