@@ -504,7 +504,12 @@ impl FlowSet {
             } else {
                 let mut data = cx.pool.take();
                 data.extend_from_slice(frag.data);
-                let p = f.buf.partition_point(|b| b.sn < sn);
+                // In order, the fragment goes at the back.
+                let p = if f.buf.back().is_none_or(|b| b.sn < sn) {
+                    f.buf.len()
+                } else {
+                    f.buf.partition_point(|b| b.sn < sn)
+                };
                 f.buf.insert(
                     p,
                     Buffered {
