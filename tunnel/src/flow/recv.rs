@@ -222,7 +222,10 @@ impl RecvFlow {
                     let from = match self.front_walk {
                         Some((sn, j))
                             if sn == first_sn
-                                && self.buf.get(j).is_some_and(|b| b.sn == sn + j as u64) =>
+                                && self
+                                    .buf
+                                    .get(j)
+                                    .is_some_and(|b| sn.checked_add(j as u64) == Some(b.sn)) =>
                         {
                             j
                         }
