@@ -129,6 +129,9 @@ run_tests() {
             name != "" && n == 1 { print "    " $0; n = 0; name = "" }
             /^error: test failed, to rerun pass/ { print $0 }
         ' "$test_log" | cut -c1-300 | head -40)
+        failed_tests+=("whole output: $test_log")
+    else
+        rm -f "$test_log"
     fi
     return "$rc"
 }
