@@ -34,6 +34,7 @@ use ringlan_tunnel::crypto::NetworkName;
 
 use crate::credentials;
 use crate::identity::{self, IdentityError};
+pub use crate::sched::Realtime;
 use crate::tap::{derive_mac, format_mac};
 
 /// Default UDP port of the RTMFP endpoint.
@@ -336,6 +337,9 @@ pub struct Config {
     pub role: Role,
     /// I/O helper threads (`io_threads: auto | true | false`).
     pub io_threads: IoThreads,
+    /// Real-time scheduling of the node's thread (`realtime: auto | true
+    /// | false`; `crate::sched`).
+    pub realtime: Realtime,
     /// Carrying relayed flow routes for other members (`relay:`).
     pub relay: RelayConfig,
     pub control: ControlConfig,
@@ -482,7 +486,9 @@ struct RawConfig {
     #[serde(default)]
     role: Option<S<String>>,
     #[serde(default)]
-    io_threads: Option<S<RawIoThreads>>,
+    io_threads: Option<S<RawAutoFlag>>,
+    #[serde(default)]
+    realtime: Option<S<RawAutoFlag>>,
     #[serde(default)]
     relay: Option<S<RawRelay>>,
     #[serde(default)]
@@ -498,7 +504,7 @@ struct RawConfig {
 /// `auto`, `true` or `false`.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum RawIoThreads {
+enum RawAutoFlag {
     Flag(bool),
     /// Not allowed (a count of threads), parsed for a clear error.
     Number(i64),
@@ -975,26 +981,35 @@ impl Config {
             },
         };
 
-        // io_threads
-        let io_threads = match raw.io_threads.as_ref() {
-            None => IoThreads::Auto,
+        // io_threads, realtime: auto (None), true or false
+        let auto_flag = |v: &Option<S<RawAutoFlag>>, key: &str| match v.as_ref() {
+            None => Ok(None),
             Some(v) => match &v.value {
-                RawIoThreads::Flag(true) => IoThreads::On,
-                RawIoThreads::Flag(false) => IoThreads::Off,
-                RawIoThreads::Text(t) if t == "auto" => IoThreads::Auto,
+                RawAutoFlag::Flag(b) => Ok(Some(*b)),
+                RawAutoFlag::Text(t) if t == "auto" => Ok(None),
                 other => {
                     let shown = match other {
-                        RawIoThreads::Number(n) => n.to_string(),
-                        RawIoThreads::Text(t) => t.clone(),
-                        RawIoThreads::Flag(b) => b.to_string(),
+                        RawAutoFlag::Number(n) => n.to_string(),
+                        RawAutoFlag::Text(t) => t.clone(),
+                        RawAutoFlag::Flag(b) => b.to_string(),
                     };
-                    return Err(cx.err(
+                    Err(cx.err(
                         &v.referenced,
-                        "io_threads",
+                        key,
                         format!("`{shown}` is not allowed, expected auto, true or false"),
-                    ));
+                    ))
                 }
             },
+        };
+        let io_threads = match auto_flag(&raw.io_threads, "io_threads")? {
+            None => IoThreads::Auto,
+            Some(true) => IoThreads::On,
+            Some(false) => IoThreads::Off,
+        };
+        let realtime = match auto_flag(&raw.realtime, "realtime")? {
+            None => Realtime::Auto,
+            Some(true) => Realtime::On,
+            Some(false) => Realtime::Off,
         };
 
         // listen.tcp: an introducer accepts TCP streams unless told not to
@@ -1207,6 +1222,7 @@ impl Config {
             rekey_interval,
             role,
             io_threads,
+            realtime,
             relay,
             control,
             metrics,
@@ -1584,6 +1600,25 @@ log:
         assert!(IoThreads::Auto.enabled(IoThreads::AUTO_MIN_CORES));
         assert!(IoThreads::On.enabled(1));
         assert!(!IoThreads::Off.enabled(64));
+    }
+
+    #[test]
+    fn realtime_default_forms_and_errors() {
+        assert_eq!(parse(GOOD).unwrap().realtime, Realtime::Auto);
+        for (v, want) in [
+            ("auto", Realtime::Auto),
+            ("true", Realtime::On),
+            ("false", Realtime::Off),
+        ] {
+            let t = GOOD.replace("role: node", &format!("role: node\nrealtime: {v}"));
+            assert_eq!(parse(&t).unwrap().realtime, want, "{v}");
+        }
+        for bad in ["1", "rr"] {
+            let t = GOOD.replace("role: node", &format!("role: node\nrealtime: {bad}"));
+            let e = err(&t);
+            let want = format!(":17:11: realtime: `{bad}` is not allowed, expected auto");
+            assert!(e.contains(&want), "{e}");
+        }
     }
 
     #[test]

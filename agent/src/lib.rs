@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod peer_cache;
 pub mod runtime;
 pub mod scans;
+pub mod sched;
 pub mod serve;
 pub mod service;
 pub mod status;

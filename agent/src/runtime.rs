@@ -68,6 +68,7 @@ use crate::identity::{NetworkSecret, NodeKey};
 use crate::ifaddrs::interface_addresses;
 use crate::peer_cache;
 use crate::scans::{Reply, Scans};
+use crate::sched;
 use crate::status::{StatusBoard, TapStatus};
 use crate::tap::{format_mac, Tap};
 use crate::tap_writer::TapWriter;
@@ -401,6 +402,56 @@ fn handle_command(driver: &mut Driver<Node>, cmd: Command, scans: &mut Scans) {
     }
 }
 
+/// Puts the node's thread (the caller's) in real-time scheduling if the
+/// config wants it on a machine with `cores` cores (`crate::sched`).
+/// Returns whether it is.
+fn start_realtime(wanted: config::Realtime, cores: usize) -> bool {
+    if !wanted.wanted(cores) {
+        return false;
+    }
+    match sched::make_realtime() {
+        Ok(()) => {
+            tracing::info!(
+                priority = sched::PRIORITY,
+                "the node's thread runs in real-time scheduling (SCHED_RR) while it leaves a core to the rest"
+            );
+            true
+        }
+        Err(e) if wanted == config::Realtime::On => {
+            tracing::warn!(error = %e, "no real-time scheduling (needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of 1): normal scheduling");
+            false
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "no real-time scheduling: normal scheduling");
+            false
+        }
+    }
+}
+
+/// The once-a-second check of the node's thread's CPU time: back to
+/// normal scheduling while it is too busy (`sched::Guard`).
+fn keep_realtime(guard: &mut sched::Guard, now: Instant) {
+    match guard.check(now, sched::thread_cpu_time()) {
+        sched::Change::Keep => {}
+        sched::Change::Demote => {
+            tracing::warn!(
+                limit = sched::BUSY_LIMIT,
+                for_secs = sched::DEMOTED_FOR.as_secs(),
+                "the node's thread used most of a core: normal scheduling for a while"
+            );
+            if let Err(e) = sched::make_normal() {
+                tracing::warn!(error = %e, "cannot return to normal scheduling");
+            }
+        }
+        sched::Change::Promote => {
+            if let Err(e) = sched::make_realtime() {
+                tracing::info!(error = %e, "real-time scheduling not regained");
+                guard.promotion_failed(now);
+            }
+        }
+    }
+}
+
 /// Runs the node until `shutdown` turns true. Returns when everything it
 /// started has stopped; the TAP is removed when `ctx` is dropped on return.
 pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -451,6 +502,8 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
     );
     let tap = &ctx.tap;
     io.io_threads = driver.has_send_thread() && tap_writer.is_some();
+    let mut realtime = sched::Guard::new(start_realtime(ctx.config.realtime, cores));
+    io.realtime = realtime.realtime();
     let to_tap = TapOut {
         tap,
         writer: tap_writer,
@@ -538,6 +591,9 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             },
             _ = tick.tick() => {
                 let now = Instant::now();
+                keep_realtime(&mut realtime, now);
+                io.realtime = realtime.realtime();
+                io.realtime_demotions = realtime.demotions();
                 if now >= next_ifscan {
                     next_ifscan = now + IFSCAN_PERIOD;
                     let ifs = interface_addresses(tap.name());

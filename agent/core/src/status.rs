@@ -100,6 +100,14 @@ pub struct IoStatus {
     /// TAP write thread (the config's `io_threads`).
     #[serde(default)]
     pub io_threads: bool,
+    /// The node's thread runs in real-time scheduling now (the config's
+    /// `realtime`; docs/dataplane.md "Waiting for a core").
+    #[serde(default)]
+    pub realtime: bool,
+    /// Times it went back to normal scheduling for using more than 90 %
+    /// of a core.
+    #[serde(default)]
+    pub realtime_demotions: u64,
 }
 
 /// The stream the TCP fallback uses.
