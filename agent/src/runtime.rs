@@ -402,18 +402,19 @@ fn handle_command(driver: &mut Driver<Node>, cmd: Command, scans: &mut Scans) {
     }
 }
 
-/// Puts the node's thread (the caller's) in real-time scheduling if the
-/// config wants it on a machine with `cores` cores (`crate::sched`).
-/// Returns whether it is.
+/// Whether the node's thread (the caller's) may be put in real-time
+/// scheduling: the config wants it on a machine with `cores` cores and
+/// the system grants it (tried once, then back to normal until the thread
+/// carries traffic; `crate::sched`).
 fn start_realtime(wanted: config::Realtime, cores: usize) -> bool {
     if !wanted.wanted(cores) {
         return false;
     }
-    match sched::make_realtime() {
+    match sched::make_realtime().and_then(|()| sched::make_normal()) {
         Ok(()) => {
             tracing::info!(
                 priority = sched::PRIORITY,
-                "the node's thread runs in real-time scheduling (SCHED_RR) while it leaves a core to the rest"
+                "the node's thread runs in real-time scheduling (SCHED_RR) while it carries traffic and leaves a core to the rest"
             );
             true
         }
@@ -428,11 +429,17 @@ fn start_realtime(wanted: config::Realtime, cores: usize) -> bool {
     }
 }
 
-/// The once-a-second check of the node's thread's CPU time: back to
-/// normal scheduling while it is too busy (`sched::Guard`).
+/// The once-a-second check of the node's thread's CPU time: real-time
+/// while it carries traffic, normal while it idles or is too busy
+/// (`sched::Guard`).
 fn keep_realtime(guard: &mut sched::Guard, now: Instant) {
     match guard.check(now, sched::thread_cpu_time()) {
         sched::Change::Keep => {}
+        sched::Change::Rest => {
+            if let Err(e) = sched::make_normal() {
+                tracing::warn!(error = %e, "cannot return to normal scheduling");
+            }
+        }
         sched::Change::Demote => {
             tracing::warn!(
                 limit = sched::BUSY_LIMIT,
@@ -591,9 +598,6 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             },
             _ = tick.tick() => {
                 let now = Instant::now();
-                keep_realtime(&mut realtime, now);
-                io.realtime = realtime.realtime();
-                io.realtime_demotions = realtime.demotions();
                 if now >= next_ifscan {
                     next_ifscan = now + IFSCAN_PERIOD;
                     let ifs = interface_addresses(tap.name());
@@ -628,6 +632,12 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
         io.wakeups += 1;
         drain_outputs(&mut driver, &to_tap, &kept, &mut scans, &mut names, &mut io).await;
         driver.flush();
+        let now = Instant::now();
+        if realtime.due(now) {
+            keep_realtime(&mut realtime, now);
+            io.realtime = realtime.realtime();
+            io.realtime_demotions = realtime.demotions();
+        }
     }
 
     // Orderly shutdown: keep the peers of this run, tell the overlay

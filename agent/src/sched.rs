@@ -12,15 +12,20 @@
 //! the same throughput. An in-kernel VPN gets the same for free: its
 //! packets are handled in softirq context, ahead of every process.
 //!
-//! A real-time thread that does not sleep takes its core from everything
-//! else (the kernel only keeps 5 % of each core for other threads), so
-//! the node's thread is real-time only while it mostly sleeps:
-//! [`Guard`] looks at its CPU time every second and, when it used more
-//! than [`BUSY_LIMIT`] of a core (a flood, or more traffic than one core
-//! moves), returns it to normal scheduling for [`DEMOTED_FOR`], then tries
-//! again. Only the node's thread is real-time, and threads it starts
-//! later are not (`SCHED_RESET_ON_FORK`): the runtime's blocking pool,
-//! the I/O helper threads and child processes keep normal scheduling.
+//! Only while it carries traffic: [`Guard`] looks at the thread's CPU
+//! time every [`CHECK_EVERY`] (after a wake-up of the loop, so an idle
+//! agent is not woken for it). Below [`IDLE_LIMIT`] of a core the thread has
+//! normal scheduling (an idle agent competes with nobody, and a woken
+//! normal thread lands on the core that woke it, where a real-time one
+//! keeps its own core, which may be asleep); from there up to
+//! [`BUSY_LIMIT`] it is real-time. A real-time thread that does not sleep
+//! takes its core from everything else (the kernel only keeps 5 % of each
+//! core for other threads), so above [`BUSY_LIMIT`] over a [`BUSY_WINDOW`] (a flood, or more
+//! traffic than one core moves) it returns to normal scheduling for
+//! [`DEMOTED_FOR`] before it may be real-time again. Only the node's
+//! thread is ever real-time, and threads it starts are not
+//! (`SCHED_RESET_ON_FORK`): the runtime's blocking pool, the I/O helper
+//! threads and child processes keep normal scheduling.
 //!
 //! Permission: root or `CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` of at least 1
 //! (the packaged service sets `LimitRTPRIO=1`, so the unprivileged service
@@ -33,12 +38,22 @@ use std::time::{Duration, Instant};
 /// (interrupt threads, migration, watchdogs) keep theirs above it.
 pub const PRIORITY: i32 = 1;
 
-/// Share of one core the node's thread may use over a [`CHECK_EVERY`]
+/// Share of one core the node's thread may use over a [`BUSY_WINDOW`]
 /// and stay real-time.
 pub const BUSY_LIMIT: f64 = 0.9;
 
-/// How often the guard looks at the thread's CPU time.
-pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The span [`BUSY_LIMIT`] is measured over: long enough that the start
+/// of a stream (a burst of slow start) does not count as too busy.
+pub const BUSY_WINDOW: Duration = Duration::from_secs(1);
+
+/// Share of one core below which the node's thread is idle enough for
+/// normal scheduling (keepalives and the odd ping use far less; a stream
+/// of a few Mbit/s about this much).
+pub const IDLE_LIMIT: f64 = 0.02;
+
+/// How often the guard looks at the thread's CPU time: traffic that
+/// starts gets real-time scheduling within this.
+pub const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// How long a thread that went over [`BUSY_LIMIT`] keeps normal
 /// scheduling before it tries real-time again.
@@ -77,27 +92,42 @@ pub enum Change {
     Keep,
     /// Back to normal scheduling: the thread was too busy.
     Demote,
-    /// Real-time again after [`DEMOTED_FOR`].
+    /// Back to normal scheduling: the thread was idle.
+    Rest,
+    /// Real-time: the thread carries traffic (and was not demoted within
+    /// [`DEMOTED_FOR`]).
     Promote,
 }
 
-/// Keeps the node's thread real-time only while it mostly sleeps (module
-/// docs). Sans-IO: the caller passes the time and the thread's CPU time.
+/// Keeps the node's thread real-time only while it carries traffic and
+/// leaves a core to the rest (module docs). Sans-IO: the caller passes the
+/// time and the thread's CPU time, and changes the scheduling as told.
 #[derive(Debug, Clone)]
 pub struct Guard {
+    /// Real-time scheduling is wanted and was granted once.
+    allowed: bool,
     realtime: bool,
     /// The last check: when, and the thread's CPU time then.
     last: Option<(Instant, Duration)>,
+    /// Where the current [`BUSY_WINDOW`] began, and the busy share of the
+    /// last complete one.
+    window: Option<(Instant, Duration)>,
+    window_busy: f64,
     demoted_at: Option<Instant>,
     demotions: u64,
 }
 
 impl Guard {
-    /// A guard for a thread that is real-time now (`realtime`) or not.
-    pub fn new(realtime: bool) -> Guard {
+    /// A guard for a thread with normal scheduling now, which may be made
+    /// real-time (`allowed`: wanted, and the system granted it once) or
+    /// never.
+    pub fn new(allowed: bool) -> Guard {
         Guard {
-            realtime,
+            allowed,
+            realtime: false,
             last: None,
+            window: None,
+            window_busy: 0.0,
             demoted_at: None,
             demotions: 0,
         }
@@ -113,41 +143,70 @@ impl Guard {
         self.demotions
     }
 
+    /// Whether a check is due at `now` (the caller reads the thread's CPU
+    /// time, a system call, only then).
+    pub fn due(&self, now: Instant) -> bool {
+        self.allowed
+            && self
+                .last
+                .is_none_or(|(at, _)| now.saturating_duration_since(at) >= CHECK_EVERY)
+    }
+
     /// A check at `now`, the thread having used `cpu` of CPU time since it
     /// started. Checks closer together than [`CHECK_EVERY`] change
     /// nothing (the busy share over a shorter span says little).
     pub fn check(&mut self, now: Instant, cpu: Duration) -> Change {
-        let Some((at, used)) = self.last else {
+        let share = |(at, used): (Instant, Duration)| {
+            let span = now.saturating_duration_since(at).as_secs_f64();
+            cpu.saturating_sub(used).as_secs_f64() / span.max(1e-9)
+        };
+        let Some(last) = self.last else {
             self.last = Some((now, cpu));
+            self.window = Some((now, cpu));
             return Change::Keep;
         };
-        let span = now.saturating_duration_since(at);
-        if span < CHECK_EVERY {
+        if now.saturating_duration_since(last.0) < CHECK_EVERY {
             return Change::Keep;
         }
         self.last = Some((now, cpu));
+        if !self.allowed {
+            return Change::Keep;
+        }
+        let recent = share(last);
+        let mut too_busy = false;
+        if let Some(w) = self.window {
+            if now.saturating_duration_since(w.0) >= BUSY_WINDOW {
+                self.window_busy = share(w);
+                self.window = Some((now, cpu));
+                too_busy = self.window_busy > BUSY_LIMIT;
+            }
+        }
         if self.realtime {
-            let busy = cpu.saturating_sub(used).as_secs_f64() / span.as_secs_f64();
-            if busy > BUSY_LIMIT {
+            if too_busy {
                 self.realtime = false;
                 self.demoted_at = Some(now);
                 self.demotions += 1;
                 return Change::Demote;
             }
+            if recent < IDLE_LIMIT {
+                self.realtime = false;
+                return Change::Rest;
+            }
             return Change::Keep;
         }
-        match self.demoted_at {
-            Some(t) if now.saturating_duration_since(t) >= DEMOTED_FOR => {
-                self.realtime = true;
-                self.demoted_at = None;
-                Change::Promote
-            }
-            _ => Change::Keep,
+        let cooling = self
+            .demoted_at
+            .is_some_and(|t| now.saturating_duration_since(t) < DEMOTED_FOR);
+        if cooling || recent < IDLE_LIMIT || self.window_busy > BUSY_LIMIT {
+            return Change::Keep;
         }
+        self.realtime = true;
+        Change::Promote
     }
 
     /// A promotion the guard asked for could not be made: stay normal and
-    /// try again after [`DEMOTED_FOR`].
+    /// try again after [`DEMOTED_FOR`] (the permission is checked when the
+    /// agent starts; losing it later is unusual, but not fatal).
     pub fn promotion_failed(&mut self, now: Instant) {
         self.realtime = false;
         self.demoted_at = Some(now);
@@ -235,8 +294,6 @@ pub fn is_realtime() -> bool {
 mod tests {
     use super::*;
 
-    const S: Duration = Duration::from_secs(1);
-
     #[test]
     fn auto_wants_two_cores() {
         assert!(!Realtime::Auto.wanted(1));
@@ -245,55 +302,136 @@ mod tests {
         assert!(!Realtime::Off.wanted(64));
     }
 
-    #[test]
-    fn a_mostly_sleeping_thread_stays_realtime() {
-        let t0 = Instant::now();
+    /// A guard that saw its first check at `t0` (CPU time 0).
+    fn started(t0: Instant) -> Guard {
         let mut g = Guard::new(true);
+        assert!(g.due(t0));
         assert_eq!(g.check(t0, Duration::ZERO), Change::Keep);
-        // 80 % of a core for a minute: still real-time.
-        for k in 1..=60u32 {
-            let cpu = S * k * 8 / 10;
-            assert_eq!(g.check(t0 + S * k, cpu), Change::Keep, "second {k}");
-        }
+        g
+    }
+
+    /// Checks every [`CHECK_EVERY`] from `from` for `checks` checks, the
+    /// thread using `share` of a core; returns the changes and moves `cpu`.
+    fn run(
+        g: &mut Guard,
+        from: Instant,
+        checks: u32,
+        share: f64,
+        cpu: &mut Duration,
+    ) -> Vec<Change> {
+        (1..=checks)
+            .map(|k| {
+                *cpu += CHECK_EVERY.mul_f64(share);
+                g.check(from + CHECK_EVERY * k, *cpu)
+            })
+            .collect()
+    }
+
+    fn keeps(n: usize) -> Vec<Change> {
+        vec![Change::Keep; n]
+    }
+
+    #[test]
+    fn an_idle_thread_keeps_normal_scheduling() {
+        let t0 = Instant::now();
+        let mut g = started(t0);
+        let mut cpu = Duration::ZERO;
+        // 1 % of a core (keepalives, a ping now and then).
+        assert_eq!(run(&mut g, t0, 120, 0.01, &mut cpu), keeps(120));
+        assert!(!g.realtime());
+        // Not due between checks; due after one.
+        assert!(!g.due(t0 + CHECK_EVERY * 120 + CHECK_EVERY / 2));
+        assert!(g.due(t0 + CHECK_EVERY * 121));
+    }
+
+    #[test]
+    fn a_thread_carrying_traffic_is_realtime_within_a_check_until_it_idles() {
+        let t0 = Instant::now();
+        let mut g = started(t0);
+        // Earlier than a check: nothing.
+        assert_eq!(g.check(t0 + CHECK_EVERY / 2, CHECK_EVERY / 4), Change::Keep);
+        // 80 % of a core: real-time at the first check, for a minute.
+        let mut cpu = Duration::ZERO;
+        let got = run(&mut g, t0, 240, 0.8, &mut cpu);
+        assert_eq!(got[0], Change::Promote);
+        assert_eq!(got[1..], keeps(239)[..]);
         assert!(g.realtime());
+        // The traffic stops: normal scheduling again at the next check, not
+        // counted as a demotion; real-time again as soon as it is back.
+        let t1 = t0 + CHECK_EVERY * 240;
+        assert_eq!(run(&mut g, t1, 1, 0.001, &mut cpu), vec![Change::Rest]);
+        assert!(!g.realtime());
         assert_eq!(g.demotions(), 0);
+        assert_eq!(
+            run(&mut g, t1 + CHECK_EVERY, 1, 0.5, &mut cpu),
+            vec![Change::Promote]
+        );
+    }
+
+    #[test]
+    fn a_burst_shorter_than_the_busy_window_is_not_too_busy() {
+        let t0 = Instant::now();
+        let mut g = started(t0);
+        let mut cpu = Duration::ZERO;
+        // 250 ms at 100 % (a stream starting), then 60 %: one window
+        // averages 70 %.
+        assert_eq!(run(&mut g, t0, 1, 1.0, &mut cpu), vec![Change::Promote]);
+        let t1 = t0 + CHECK_EVERY;
+        assert_eq!(run(&mut g, t1, 40, 0.6, &mut cpu), keeps(40));
+        assert!(g.realtime());
     }
 
     #[test]
     fn a_busy_thread_is_demoted_then_tried_again() {
         let t0 = Instant::now();
-        let mut g = Guard::new(true);
-        g.check(t0, Duration::ZERO);
-        // Half a second in: too early to judge, even at 100 %.
-        assert_eq!(g.check(t0 + S / 2, S / 2), Change::Keep);
-        // A full second at 95 %: demoted.
-        assert_eq!(g.check(t0 + S, S * 95 / 100), Change::Demote);
+        let mut g = started(t0);
+        let mut cpu = Duration::ZERO;
+        // 95 % of a core: real-time at once, demoted when the first busy
+        // window closes.
+        let got = run(&mut g, t0, 4, 0.95, &mut cpu);
+        assert_eq!(
+            got,
+            vec![Change::Promote, Change::Keep, Change::Keep, Change::Demote]
+        );
         assert!(!g.realtime());
         assert_eq!(g.demotions(), 1);
         // Normal scheduling for DEMOTED_FOR, whatever the load.
-        let mut cpu = S * 95 / 100;
-        for k in 2..=10u32 {
-            cpu += S / 10;
-            assert_eq!(g.check(t0 + S * k, cpu), Change::Keep, "second {k}");
-        }
-        assert_eq!(g.check(t0 + S * 11, cpu), Change::Promote);
+        let t1 = t0 + CHECK_EVERY * 4;
+        let cool = (DEMOTED_FOR.as_millis() / CHECK_EVERY.as_millis()) as u32;
+        assert_eq!(
+            run(&mut g, t1, cool - 1, 0.5, &mut cpu),
+            keeps(cool as usize - 1)
+        );
+        let t2 = t1 + CHECK_EVERY * (cool - 1);
+        assert_eq!(run(&mut g, t2, 1, 0.5, &mut cpu), vec![Change::Promote]);
         assert!(g.realtime());
-        // Busy again: demoted again.
-        assert_eq!(g.check(t0 + S * 12, cpu + S), Change::Demote);
+        // Busy again for a whole window: demoted again.
+        let t3 = t2 + CHECK_EVERY;
+        let got = run(&mut g, t3, 8, 1.0, &mut cpu);
+        assert!(got.contains(&Change::Demote), "{got:?}");
         assert_eq!(g.demotions(), 2);
+        // Still too busy after the cool-down: stays normal.
+        let t4 = t3 + CHECK_EVERY * 8;
+        assert_eq!(run(&mut g, t4, 80, 1.0, &mut cpu), keeps(80));
+        assert!(!g.realtime());
     }
 
     #[test]
     fn a_failed_promotion_waits_another_period() {
         let t0 = Instant::now();
-        let mut g = Guard::new(true);
-        g.check(t0, Duration::ZERO);
-        assert_eq!(g.check(t0 + S, S), Change::Demote);
-        assert_eq!(g.check(t0 + S * 11, S), Change::Promote);
-        g.promotion_failed(t0 + S * 11);
+        let mut g = started(t0);
+        let mut cpu = Duration::ZERO;
+        assert_eq!(run(&mut g, t0, 1, 0.5, &mut cpu), vec![Change::Promote]);
+        g.promotion_failed(t0 + CHECK_EVERY);
         assert!(!g.realtime());
-        assert_eq!(g.check(t0 + S * 12, S), Change::Keep);
-        assert_eq!(g.check(t0 + S * 21, S), Change::Promote);
+        let t1 = t0 + CHECK_EVERY;
+        let cool = (DEMOTED_FOR.as_millis() / CHECK_EVERY.as_millis()) as u32;
+        assert_eq!(
+            run(&mut g, t1, cool - 1, 0.5, &mut cpu),
+            keeps(cool as usize - 1)
+        );
+        let t2 = t1 + CHECK_EVERY * (cool - 1);
+        assert_eq!(run(&mut g, t2, 1, 0.5, &mut cpu), vec![Change::Promote]);
     }
 
     #[cfg(target_os = "linux")]
@@ -333,11 +471,12 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_that_never_was_realtime_is_never_promoted() {
+    fn a_thread_not_allowed_is_never_promoted() {
         let t0 = Instant::now();
         let mut g = Guard::new(false);
-        for k in 0..30u32 {
-            assert_eq!(g.check(t0 + S * k, Duration::ZERO), Change::Keep);
-        }
+        assert!(!g.due(t0));
+        let mut cpu = Duration::ZERO;
+        g.check(t0, cpu);
+        assert_eq!(run(&mut g, t0, 40, 0.5, &mut cpu), keeps(40));
     }
 }
