@@ -20,12 +20,18 @@
 //! keeps its own core, which may be asleep); from there up to
 //! [`BUSY_LIMIT`] it is real-time. A real-time thread that does not sleep
 //! takes its core from everything else (the kernel only keeps 5 % of each
-//! core for other threads), so above [`BUSY_LIMIT`] over a [`BUSY_WINDOW`] (a flood, or more
-//! traffic than one core moves) it returns to normal scheduling for
-//! [`DEMOTED_FOR`] before it may be real-time again. Only the node's
-//! thread is ever real-time, and threads it starts are not
-//! (`SCHED_RESET_ON_FORK`): the runtime's blocking pool, the I/O helper
-//! threads and child processes keep normal scheduling.
+//! core for other threads), so above [`BUSY_LIMIT`] over a
+//! [`BUSY_WINDOW`] (a flood, or more traffic than one core moves) it
+//! returns to normal scheduling for [`DEMOTED_FOR`] before it may be
+//! real-time again. Only the node's thread is ever real-time, and threads
+//! it starts are not (`SCHED_RESET_ON_FORK`): the runtime's blocking pool,
+//! the I/O helper threads and child processes keep normal scheduling.
+//!
+//! The cost, where cores are contended: a woken real-time thread runs at
+//! once and reads what little has arrived, where a normal one ran later
+//! and read a larger batch, so each byte takes more wake-ups (about 15-20 %
+//! more CPU per GB for the agents on the 2-core bench). Where cores are
+//! free there is no cost; `realtime: false` keeps the old trade.
 //!
 //! Permission: root or `CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` of at least 1
 //! (the packaged service sets `LimitRTPRIO=1`, so the unprivileged service
