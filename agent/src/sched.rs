@@ -337,6 +337,18 @@ mod tests {
         vec![Change::Keep; n]
     }
 
+    /// From `from`, at half a core: normal scheduling until [`DEMOTED_FOR`]
+    /// after the demotion (or failed promotion) at `from`, then promoted.
+    /// Returns when the promotion came.
+    fn cools_down_then_promotes(g: &mut Guard, from: Instant, cpu: &mut Duration) -> Instant {
+        let cool = (DEMOTED_FOR.as_millis() / CHECK_EVERY.as_millis()) as u32;
+        assert_eq!(run(g, from, cool - 1, 0.5, cpu), keeps(cool as usize - 1));
+        let at = from + CHECK_EVERY * (cool - 1);
+        assert_eq!(run(g, at, 1, 0.5, cpu), vec![Change::Promote]);
+        assert!(g.realtime());
+        at
+    }
+
     #[test]
     fn an_idle_thread_keeps_normal_scheduling() {
         let t0 = Instant::now();
@@ -402,15 +414,7 @@ mod tests {
         assert!(!g.realtime());
         assert_eq!(g.demotions(), 1);
         // Normal scheduling for DEMOTED_FOR, whatever the load.
-        let t1 = t0 + CHECK_EVERY * 4;
-        let cool = (DEMOTED_FOR.as_millis() / CHECK_EVERY.as_millis()) as u32;
-        assert_eq!(
-            run(&mut g, t1, cool - 1, 0.5, &mut cpu),
-            keeps(cool as usize - 1)
-        );
-        let t2 = t1 + CHECK_EVERY * (cool - 1);
-        assert_eq!(run(&mut g, t2, 1, 0.5, &mut cpu), vec![Change::Promote]);
-        assert!(g.realtime());
+        let t2 = cools_down_then_promotes(&mut g, t0 + CHECK_EVERY * 4, &mut cpu);
         // Busy again for a whole window: demoted again.
         let t3 = t2 + CHECK_EVERY;
         let got = run(&mut g, t3, 8, 1.0, &mut cpu);
@@ -430,14 +434,7 @@ mod tests {
         assert_eq!(run(&mut g, t0, 1, 0.5, &mut cpu), vec![Change::Promote]);
         g.promotion_failed(t0 + CHECK_EVERY);
         assert!(!g.realtime());
-        let t1 = t0 + CHECK_EVERY;
-        let cool = (DEMOTED_FOR.as_millis() / CHECK_EVERY.as_millis()) as u32;
-        assert_eq!(
-            run(&mut g, t1, cool - 1, 0.5, &mut cpu),
-            keeps(cool as usize - 1)
-        );
-        let t2 = t1 + CHECK_EVERY * (cool - 1);
-        assert_eq!(run(&mut g, t2, 1, 0.5, &mut cpu), vec![Change::Promote]);
+        cools_down_then_promotes(&mut g, t0 + CHECK_EVERY, &mut cpu);
     }
 
     #[cfg(target_os = "linux")]
