@@ -114,9 +114,10 @@ fn two_nodes_ping_resolve_arp_and_carry_100_mib_intact() {
 
 /// 2% of n1's underlay packets dropped each way (nftables `numgen random`,
 /// segmentation offloads off so single packets are lost): once the session
-/// has lost frames, n1 cuts its TCP super-frames into single-fragment
-/// segments (`vnet::TcpCut`) and n2 merges them back before its TAP
-/// (`vnet::merge_tcp`); 32 MiB still arrive byte for byte.
+/// has lost a window's worth of frames (`dataplane::CutRule`), n1 cuts its
+/// TCP super-frames into single-fragment segments (`vnet::TcpCut`) and n2
+/// merges them back before its TAP (`vnet::merge_tcp`); 32 MiB still
+/// arrive byte for byte.
 #[test]
 fn a_lossy_underlay_carries_tcp_intact() {
     let _serial = serial();
@@ -147,14 +148,15 @@ fn a_lossy_underlay_carries_tcp_intact() {
     w.lab
         .set_loss(&n1.host.ns, "eth0", ringlan_lab::Direction::Both, 0)
         .unwrap();
-    // The session did lose frames (so the cut was in use), and never
-    // halved its window for them. The status is published once a second,
+    // The session did lose frames, cut super-frames into pieces, and
+    // never halved its window for the lost frames. The status is published once a second,
     // and the transfer may take less: wait for a snapshot taken after it.
     let st = w.wait_session(&n1, &n2.peer(), "frames lost", |s| {
         s["transport"]["frame_lost_bytes"].as_u64() > Some(0)
     });
     let t = &open_session(&st, &n2.peer()).expect("the session")["transport"];
     assert_eq!(t["loss_reductions"].as_u64(), Some(0), "{t}");
+    assert!(t["super_frames_cut"].as_u64() > Some(0), "{t}");
 }
 
 // ---------------------------------------------------------------------------

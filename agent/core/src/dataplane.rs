@@ -54,9 +54,65 @@ pub const MAX_TAP_QUEUE: usize = 4096;
 pub const MAX_ASKED: usize = 256;
 /// Time before a missed address is looked up in the directory again.
 pub const REASK: std::time::Duration = std::time::Duration::from_secs(10);
-/// How long after a session last lost a frame TCP super-frames to its peer
-/// are still cut into single-fragment pieces (`vnet::TcpCut`).
+/// How long after a session's last lossy measurement window TCP
+/// super-frames to its peer are still cut into single-fragment pieces
+/// (`vnet::TcpCut`, [`CutRule`]).
 pub const CUT_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
+/// Frame bytes a loss measurement window spans ([`CutRule`]): 32 MiB,
+/// about 23,000 full fragments, so that at the threshold a window holds
+/// about a dozen losses and a path losing a fifth as much almost never
+/// reaches it by chance.
+pub const CUT_WINDOW: u64 = 32 << 20;
+/// The frame loss rate from which TCP super-frames are cut: one lost byte
+/// in `CUT_LOSS_PER` sent (0.05 %). Below it a lost super-frame is rare
+/// enough that cutting costs more than it saves (docs/dataplane.md, "Loss").
+pub const CUT_LOSS_PER: u64 = 2_000;
+
+/// Whether TCP super-frames to a peer are cut into single-fragment frames
+/// (docs/dataplane.md, "Loss"). A super-frame is one NoRetransmit message
+/// of about 46 fragments and is lost whole when any one of them is; cut,
+/// each lost packet costs the TCP inside one segment, but every piece is
+/// sealed, sent and merged again on its own (about a fifth more CPU per
+/// byte). So pieces are worth it only where packets are lost often: the
+/// rule measures the session's frame loss over windows of [`CUT_WINDOW`]
+/// bytes sent and cuts for [`CUT_HOLD`] after a window (or a window's
+/// worth of lost bytes, however few were sent) at or above one byte in
+/// [`CUT_LOSS_PER`].
+#[derive(Debug, Default, Clone)]
+pub struct CutRule {
+    /// The peer's frame bytes sent and the session's frame bytes lost when
+    /// the current window opened.
+    window_sent: u64,
+    window_lost: u64,
+    until: Option<Instant>,
+    /// TCP super-frames sent as pieces so far (status
+    /// `transport.super_frames_cut`).
+    pub super_frames_cut: u64,
+}
+
+impl CutRule {
+    /// Whether to cut the frame sent now. `sent`: frame bytes queued to the
+    /// peer so far; `lost`: the session's frame loss counter
+    /// (`Endpoint::frame_loss`). Both only grow over a session; should one
+    /// start over, the window restarts with it.
+    pub fn cut(&mut self, now: Instant, sent: u64, lost: u64) -> bool {
+        if sent < self.window_sent || lost < self.window_lost {
+            self.window_sent = sent;
+            self.window_lost = lost;
+        }
+        let span = sent - self.window_sent;
+        let lost_in = lost - self.window_lost;
+        let lossy = lost_in.saturating_mul(CUT_LOSS_PER);
+        if span >= CUT_WINDOW || lossy >= CUT_WINDOW {
+            if lossy >= span {
+                self.until = Some(now + CUT_HOLD);
+            }
+            self.window_sent = sent;
+            self.window_lost = lost;
+        }
+        self.until.is_some_and(|t| now < t)
+    }
+}
 
 /// A frame for the TAP: the frame-flow message as it arrived (virtio
 /// header at the start, the frame at its end). Hand it back with
@@ -310,15 +366,10 @@ impl Node {
             self.data.drop_local("no_session");
             return;
         };
-        // A session that lost frames lately gets TCP super-frames cut into
-        // pieces of one fragment each (vnet::TcpCut, docs/dataplane.md
-        // "Loss").
+        // A session that loses frames often gets TCP super-frames cut into
+        // pieces of one fragment each (CutRule, vnet::TcpCut).
         let lost = self.endpoint.frame_loss(sid);
-        if lost != peer.frame_loss_seen {
-            peer.frame_loss_seen = lost;
-            peer.cut_until = Some(now + CUT_HOLD);
-        }
-        if peer.cut_until.is_some_and(|t| now < t) {
+        if peer.cut.cut(now, peer.tx.bytes, lost) {
             let flow = peer.frames;
             let vnet = buf
                 .get(TAP_READ_OFFSET..ETH)
@@ -331,6 +382,7 @@ impl Node {
                 let max_piece = room.saturating_sub(VNET_HDR_LEN + s.header.len());
                 let frame = &buf[ETH..ETH + len];
                 if let Some(cut) = TcpCut::plan(&vnet, frame, max_piece) {
+                    peer.cut.super_frames_cut += 1;
                     let mut piece = std::mem::take(&mut self.data.cut_buf);
                     for k in 0..cut.count() {
                         let n = cut.piece_len(k);
@@ -482,6 +534,120 @@ mod tests {
     use crate::membership::cert::tests::{body, ca};
     use crate::membership::SignedBody;
     use overlay::{DropReason, Mac};
+
+    /// Feeds `rule` 64 KiB frames, one every 100 us (about 5 Gbit/s), for
+    /// `bytes`, with `lost_per` lost bytes counted for every `per` bytes
+    /// sent (rounded down, as a loss counter grows by whole fragments: a
+    /// fragment of 1,448 bytes each time the share reaches it). Returns
+    /// the time and how many frames were cut.
+    fn feed(
+        rule: &mut CutRule,
+        mut now: Instant,
+        sent: &mut u64,
+        lost: &mut u64,
+        bytes: u64,
+        (lost_per, per): (u64, u64),
+    ) -> (Instant, u64) {
+        const FRAME: u64 = 64 << 10;
+        const FRAGMENT: u64 = 1_448;
+        let mut cut = 0;
+        let end = *sent + bytes;
+        let mut owed = 0u64;
+        while *sent < end {
+            *sent += FRAME;
+            owed += FRAME * lost_per;
+            while owed >= FRAGMENT * per {
+                owed -= FRAGMENT * per;
+                *lost += FRAGMENT;
+            }
+            now += std::time::Duration::from_micros(100);
+            if rule.cut(now, *sent, *lost) {
+                cut += 1;
+            }
+        }
+        (now, cut)
+    }
+
+    #[test]
+    fn rare_frame_loss_keeps_super_frames_whole() {
+        // 1 byte in 10,000 lost (0.01 %), a fifth of the threshold: over
+        // 4 GiB not one frame is cut. A single loss alone used to cut for
+        // ten seconds.
+        let (mut rule, mut sent, mut lost) = (CutRule::default(), 0, 0);
+        let (_, cut) = feed(
+            &mut rule,
+            Instant::now(),
+            &mut sent,
+            &mut lost,
+            4 << 30,
+            (1, 10_000),
+        );
+        assert!(lost > 0);
+        assert_eq!(cut, 0);
+    }
+
+    #[test]
+    fn frequent_frame_loss_cuts_until_it_stops_for_the_hold() {
+        let (mut rule, mut sent, mut lost) = (CutRule::default(), 0, 0);
+        let t0 = Instant::now();
+        // 0.1 % lost, twice the threshold: a window's worth of lost bytes
+        // is reached half way through the first window, and cutting starts
+        // there.
+        let frames = CUT_WINDOW / (64 << 10);
+        let (now, cut) = feed(&mut rule, t0, &mut sent, &mut lost, CUT_WINDOW, (1, 1_000));
+        assert!(rule.cut(now, sent, lost));
+        assert!(
+            cut > frames * 2 / 5 && cut < frames * 3 / 5,
+            "{cut} of {frames} cut"
+        );
+        let (now, cut) = feed(
+            &mut rule,
+            now,
+            &mut sent,
+            &mut lost,
+            4 * CUT_WINDOW,
+            (1, 1_000),
+        );
+        assert_eq!(cut, 4 * frames, "every frame cut while the loss lasts");
+        // The path turns clean: frames are still cut for CUT_HOLD after the
+        // last lossy window closed, then no more.
+        let lossy_until = now + CUT_HOLD;
+        let (now, _) = feed(&mut rule, now, &mut sent, &mut lost, CUT_WINDOW, (0, 1));
+        assert!(now < lossy_until && rule.cut(now, sent, lost));
+        let later = lossy_until + std::time::Duration::from_millis(1);
+        assert!(!rule.cut(later, sent + 1, lost));
+        // Loss a little under the threshold (0.04 %) does not start it again.
+        let (_, cut) = feed(
+            &mut rule,
+            later,
+            &mut sent,
+            &mut lost,
+            64 * CUT_WINDOW,
+            (4, 10_000),
+        );
+        assert_eq!(cut, 0);
+    }
+
+    #[test]
+    fn a_window_worth_of_loss_cuts_at_once() {
+        // A burst: a dozen fragments lost within the first megabyte cuts
+        // without waiting for the window to fill.
+        let (mut rule, now) = (CutRule::default(), Instant::now());
+        assert!(!rule.cut(now, 1 << 20, 11 * 1_448));
+        assert!(rule.cut(now, 1 << 20, 12 * 1_448));
+    }
+
+    #[test]
+    fn counters_that_start_over_restart_the_window() {
+        let (mut rule, now) = (CutRule::default(), Instant::now());
+        assert!(!rule.cut(now, CUT_WINDOW - 1, 0));
+        // A new session: both counters back near zero. No underflow, no
+        // cut from the old session's figures, and the new window measures
+        // from here.
+        assert!(!rule.cut(now, 10, 0));
+        assert!(!rule.cut(now, CUT_WINDOW, 1_448));
+        assert!(rule.cut(now, CUT_WINDOW + 10, 1_448 + 12 * 1_448));
+    }
 
     fn arp(src: Mac, ip: [u8; 4]) -> Vec<u8> {
         let mut f = vec![0xff; 6];

@@ -57,11 +57,9 @@ pub struct Peer {
     pub rx: Traffic,
     pub drops: Drops,
     pub opened: Instant,
-    /// The session's frame loss counter when last looked at, and until
-    /// when TCP super-frames to this peer are cut into single-fragment
-    /// frames (`docs/dataplane.md`, "Loss").
-    pub frame_loss_seen: u64,
-    pub cut_until: Option<Instant>,
+    /// Whether TCP super-frames to this peer are cut into single-fragment
+    /// frames: the session's frame loss measured against `tx.bytes`.
+    pub cut: crate::dataplane::CutRule,
 }
 
 impl Peer {
@@ -236,8 +234,7 @@ mod tests {
             rx: Traffic::default(),
             drops: Drops::new(),
             opened: now,
-            frame_loss_seen: 0,
-            cut_until: None,
+            cut: Default::default(),
         }
     }
 

@@ -1237,8 +1237,7 @@ mod tests {
                                 rx: Default::default(),
                                 drops: Default::default(),
                                 opened: self.now,
-                                frame_loss_seen: 0,
-                                cut_until: None,
+                                cut: Default::default(),
                             };
                             m.peers.opened(session, p);
                         }

@@ -165,8 +165,7 @@ impl Node {
             rx: Traffic::default(),
             drops: Drops::new(),
             opened: now,
-            frame_loss_seen: 0,
-            cut_until: None,
+            cut: Default::default(),
         };
         let (asked, replaced) = self.peers.opened(session, p);
         let is_introducer = asked.is_some_and(|o| o.node.is_none());

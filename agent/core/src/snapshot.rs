@@ -167,7 +167,7 @@ impl Node {
                 Path::Route(_) => Some("no direct path".into()),
                 Path::Direct(a) => self.lan_hint(p.node, a),
             },
-            transport: Some(self.transport_status(sid, &info)),
+            transport: Some(self.transport_status(sid, &info, p.cut.super_frames_cut)),
         })
     }
 
@@ -175,6 +175,7 @@ impl Node {
         &self,
         sid: ringlan_tunnel::SessionId,
         info: &ringlan_tunnel::SessionInfo,
+        super_frames_cut: u64,
     ) -> crate::status::TransportStatus {
         let flows = self.endpoint.flow_stats(sid).unwrap_or_default();
         crate::status::TransportStatus {
@@ -189,6 +190,7 @@ impl Node {
             queue_full_drops: flows.drop_send_queue_full,
             pmtu_abandoned: flows.abandoned_path_mtu,
             late_drops: flows.drop_late,
+            super_frames_cut,
         }
     }
 

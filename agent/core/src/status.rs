@@ -469,6 +469,10 @@ pub struct TransportStatus {
     /// queue (a standing queue; docs/dataplane.md "Latency").
     #[serde(default)]
     pub late_drops: u64,
+    /// TCP super-frames sent cut into single-fragment pieces because the
+    /// path loses packets often (docs/dataplane.md "Loss").
+    #[serde(default)]
+    pub super_frames_cut: u64,
 }
 
 /// Overlay link kinds (Symphony: ring links, long-distance links; plus
@@ -901,6 +905,7 @@ pub fn example() -> Status {
                     queue_full_drops: 3,
                     pmtu_abandoned: 1,
                     late_drops: 7,
+                    super_frames_cut: 0,
                 }),
             },
             SessionStatus {
