@@ -93,15 +93,11 @@ pub struct CutRule {
 impl CutRule {
     /// Whether to cut the frame sent now. `sent`: frame bytes queued to the
     /// peer so far; `lost`: the session's frame loss counter
-    /// (`Endpoint::frame_loss`). Both only grow over a session; should one
-    /// start over, the window restarts with it.
+    /// (`Endpoint::frame_loss`). Both only grow (one rule per session);
+    /// the subtractions saturate all the same.
     pub fn cut(&mut self, now: Instant, sent: u64, lost: u64) -> bool {
-        if sent < self.window_sent || lost < self.window_lost {
-            self.window_sent = sent;
-            self.window_lost = lost;
-        }
-        let span = sent - self.window_sent;
-        let lost_in = lost - self.window_lost;
+        let span = sent.saturating_sub(self.window_sent);
+        let lost_in = lost.saturating_sub(self.window_lost);
         let lossy = lost_in.saturating_mul(CUT_LOSS_PER);
         if span >= CUT_WINDOW || lossy >= CUT_WINDOW {
             if lossy >= span {
@@ -638,12 +634,12 @@ mod tests {
     }
 
     #[test]
-    fn counters_that_start_over_restart_the_window() {
+    fn counters_that_start_over_neither_underflow_nor_cut() {
         let (mut rule, now) = (CutRule::default(), Instant::now());
         assert!(!rule.cut(now, CUT_WINDOW - 1, 0));
-        // A new session: both counters back near zero. No underflow, no
-        // cut from the old session's figures, and the new window measures
-        // from here.
+        // Counters back near zero (they do not, one rule per session; the
+        // rule must not care): no underflow, no cut from the old figures,
+        // and a window's worth of loss still cuts.
         assert!(!rule.cut(now, 10, 0));
         assert!(!rule.cut(now, CUT_WINDOW, 1_448));
         assert!(rule.cut(now, CUT_WINDOW + 10, 1_448 + 12 * 1_448));
