@@ -2,7 +2,8 @@
 //! (inline CSS, no fonts or images from elsewhere), written by hand.
 //!
 //! - Members sit on a circle at their ring position (0 at the top,
-//!   clockwise), each a dot coloured by its NAT kind, with a second ring
+//!   clockwise), pushed apart where ids crowd so no dot covers another
+//!   ([`spread`]; the tooltip keeps the true position), each a dot coloured by its NAT kind, with a second ring
 //!   around it when it relays for others, its name outside the circle and
 //!   the NAT kind under it; this node's name is bold.
 //! - Links are chords, one `<path class="link ...">` each: width and
@@ -19,7 +20,7 @@
 
 use std::fmt::Write as _;
 
-use super::{PathClass, TopoLink, Topology};
+use super::{PathClass, TopoLink, TopoMember, Topology};
 use crate::status::NatBehaviour;
 
 /// Width and height of the drawing.
@@ -30,6 +31,10 @@ const HEIGHT: f64 = 700.0;
 const CX: f64 = 400.0;
 const CY: f64 = 370.0;
 const RADIUS: f64 = 240.0;
+/// The least distance between two members' dots along the ring, in
+/// pixels: a dot is 20 across, so every dot keeps a gap around it and
+/// stays clickable (a relay's halo may touch its neighbour's).
+const MIN_DOT_SPACING: f64 = 36.0;
 /// Where the legend starts.
 const LEGEND_X: f64 = 820.0;
 
@@ -79,6 +84,65 @@ pub fn escape(s: &str) -> String {
 fn at(position: f64, r: f64) -> (f64, f64) {
     let a = position * std::f64::consts::TAU - std::f64::consts::FRAC_PI_2;
     (CX + r * a.cos(), CY + r * a.sin())
+}
+
+/// Where to draw members whose ring positions are `positions`: the same
+/// places and clockwise order, pushed apart so neighbours are at least
+/// `min_gap` (a fraction of the circle; `1/n` when `n` members cannot all
+/// have that much) from each other. Node ids are random, so two members
+/// may sit a hair apart on the ring and their dots would cover each other.
+///
+/// A ring that already keeps the gap is drawn as it is. Otherwise each
+/// member moves part of the way, by the same fraction `λ` for all, from
+/// its position towards an evenly spaced ring in the same order (shifted
+/// to the positions' mean offset). A gap `d` then becomes
+/// `(1-λ)·d + λ/n`, so the smallest `λ` that lifts every gap to
+/// `min_gap` is `max over crowded gaps of (min_gap - d) / (1/n - d)`.
+/// Out-of-range or non-finite positions (a topology read from elsewhere)
+/// are taken modulo 1, NaN as 0. The result is aligned with the input.
+fn spread(positions: &[f64], min_gap: f64) -> Vec<f64> {
+    let n = positions.len();
+    let norm = |p: f64| {
+        if p.is_finite() {
+            p.rem_euclid(1.0)
+        } else {
+            0.0
+        }
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| norm(positions[a]).total_cmp(&norm(positions[b])));
+    let sorted: Vec<f64> = order.iter().map(|&i| norm(positions[i])).collect();
+    let mut out: Vec<f64> = positions.iter().map(|&p| norm(p)).collect();
+    if n < 2 {
+        return out;
+    }
+    let even = 1.0 / n as f64;
+    let gap = min_gap.min(even);
+    let gaps = (0..n).map(|k| {
+        if k + 1 < n {
+            sorted[k + 1] - sorted[k]
+        } else {
+            sorted[0] + 1.0 - sorted[n - 1]
+        }
+    });
+    let lambda = gaps
+        .filter(|&d| d < gap)
+        .map(|d| ((gap - d) / (even - d)).min(1.0))
+        .fold(0.0_f64, f64::max);
+    if lambda == 0.0 {
+        return out;
+    }
+    let offset = sorted
+        .iter()
+        .enumerate()
+        .map(|(k, p)| p - k as f64 * even)
+        .sum::<f64>()
+        / n as f64;
+    for (k, &i) in order.iter().enumerate() {
+        let target = offset + k as f64 * even;
+        out[i] = (1.0 - lambda) * sorted[k] + lambda * target;
+    }
+    out
 }
 
 fn nat_short(n: NatBehaviour) -> &'static str {
@@ -136,13 +200,25 @@ pub fn render(t: &Topology) -> String {
     used.sort_unstable();
     used.dedup();
 
+    let positions: Vec<f64> = t.members.iter().map(|m| m.position).collect();
+    let drawn = spread(
+        &positions,
+        MIN_DOT_SPACING / (std::f64::consts::TAU * RADIUS),
+    );
+    let drawn_at = |id: &str| {
+        t.members
+            .iter()
+            .position(|m| m.node_id == id)
+            .map(|i| (&t.members[i], drawn[i]))
+    };
+
     o.push_str("<g class=\"links\">\n");
     for l in &t.links {
-        link(&mut o, t, l);
+        link(&mut o, t, l, &drawn_at);
     }
     o.push_str("</g>\n<g class=\"members\">\n");
-    for m in &t.members {
-        let (x, y) = at(m.position, RADIUS);
+    for (m, &shown) in t.members.iter().zip(&drawn) {
+        let (x, y) = at(shown, RADIUS);
         let mut class = format!("member {}", nat_class(m.nat));
         if m.relay {
             class.push_str(" relay");
@@ -180,7 +256,7 @@ pub fn render(t: &Topology) -> String {
         }
         o.push_str("<circle class=\"dot\" r=\"10\"/>\n");
         // The label outside the ring, anchored away from it.
-        let (lx, ly) = at(m.position, RADIUS + 28.0);
+        let (lx, ly) = at(shown, RADIUS + 28.0);
         let (dx, dy) = (lx - x, ly - y);
         let anchor = if dx > 8.0 {
             "start"
@@ -211,24 +287,30 @@ pub fn render(t: &Topology) -> String {
     o
 }
 
-/// One link's chord (a relayed one bends towards its relay).
-fn link(o: &mut String, t: &Topology, l: &TopoLink) {
-    let (Some(a), Some(b)) = (t.member(&l.a), t.member(&l.b)) else {
+/// One link's chord (a relayed one bends towards its relay); `drawn_at`
+/// gives a member and where its dot is drawn.
+fn link<'t>(
+    o: &mut String,
+    t: &Topology,
+    l: &TopoLink,
+    drawn_at: &impl Fn(&str) -> Option<(&'t TopoMember, f64)>,
+) {
+    let (Some((a, a_at)), Some((b, b_at))) = (drawn_at(&l.a), drawn_at(&l.b)) else {
         return;
     };
-    let (ax, ay) = at(a.position, RADIUS);
-    let (bx, by) = at(b.position, RADIUS);
+    let (ax, ay) = at(a_at, RADIUS);
+    let (bx, by) = at(b_at, RADIUS);
     let relay = l
         .via
         .as_deref()
         .filter(|v| *v != l.a && *v != l.b)
-        .and_then(|v| t.member(v));
+        .and_then(drawn_at);
     let class = format!("link kind-{} path-{}", l.kind.as_str(), l.path.as_str());
     let d = match (l.path, relay) {
-        (PathClass::Relayed, Some(r)) => {
+        (PathClass::Relayed, Some((_, r_at))) => {
             // Control point between the centre and the relay: the curve
             // passes close to the relay's dot.
-            let (rx, ry) = at(r.position, RADIUS * 0.9);
+            let (rx, ry) = at(r_at, RADIUS * 0.9);
             let (cx, cy) = (2.0 * rx - (ax + bx) / 2.0, 2.0 * ry - (ay + by) / 2.0);
             let (cx, cy) = ((cx + rx) / 2.0, (cy + ry) / 2.0);
             format!("M{ax:.1},{ay:.1} Q{cx:.1},{cy:.1} {bx:.1},{by:.1}")
@@ -248,14 +330,14 @@ fn link(o: &mut String, t: &Topology, l: &TopoLink) {
     if l.path == PathClass::Relayed {
         // The label at the chord's middle (the curve's, for a bent one).
         let (mx, my) = match relay {
-            Some(r) => {
-                let (rx, ry) = at(r.position, RADIUS * 0.9);
+            Some((_, r_at)) => {
+                let (rx, ry) = at(r_at, RADIUS * 0.9);
                 let (mx, my) = ((ax + bx) / 2.0, (ay + by) / 2.0);
                 (mx + (rx - mx) * 0.75, my + (ry - my) * 0.75)
             }
             None => ((ax + bx) / 2.0, (ay + by) / 2.0),
         };
-        let via = relay.map_or("via ?".to_string(), |r| format!("via {}", r.name));
+        let via = relay.map_or("via ?".to_string(), |(r, _)| format!("via {}", r.name));
         let _ = writeln!(
             o,
             "<text class=\"via\" x=\"{mx:.1}\" y=\"{my:.1}\" text-anchor=\"middle\">{}</text>",
@@ -464,6 +546,77 @@ mod tests {
         parse(&render(&t));
         t.members.clear();
         parse(&render(&t));
+    }
+
+    /// The drawn positions in the ring order of `positions`, checked to
+    /// keep that order, and the smallest gap between neighbours (the last
+    /// to the first across the top included).
+    fn drawn_gaps(positions: &[f64], min_gap: f64) -> (Vec<f64>, f64) {
+        let drawn = spread(positions, min_gap);
+        assert_eq!(drawn.len(), positions.len());
+        let mut order: Vec<usize> = (0..positions.len()).collect();
+        order.sort_by(|&a, &b| positions[a].total_cmp(&positions[b]));
+        let q: Vec<f64> = order.iter().map(|&i| drawn[i]).collect();
+        let mut least = f64::INFINITY;
+        for k in 0..q.len() {
+            let d = if k + 1 < q.len() {
+                q[k + 1] - q[k]
+            } else {
+                q[0] + 1.0 - q[k]
+            };
+            assert!(d > 0.0, "order changed at {k}: {q:?}");
+            least = least.min(d);
+        }
+        (drawn, least)
+    }
+
+    #[test]
+    fn a_ring_with_room_is_drawn_where_it_is() {
+        let p = [0.1, 0.35, 0.6, 0.97];
+        assert_eq!(spread(&p, 0.02), p);
+        assert_eq!(spread(&[0.5], 0.02), [0.5]);
+        assert!(spread(&[], 0.02).is_empty());
+    }
+
+    #[test]
+    fn members_a_hair_apart_are_pushed_apart_and_the_rest_barely_move() {
+        // Two ids 1e-9 of the ring apart (what broke a click in the
+        // topology test), and two more across the top.
+        let p = [0.300_000_000, 0.300_000_001, 0.62, 0.995];
+        let gap = MIN_DOT_SPACING / (std::f64::consts::TAU * RADIUS);
+        let (drawn, least) = drawn_gaps(&p, gap);
+        assert!(least >= gap - 1e-12, "{least} < {gap}: {drawn:?}");
+        for (a, b) in p.iter().zip(&drawn) {
+            assert!((a - b).abs() < 0.03, "{p:?} -> {drawn:?}");
+        }
+        // On the page: the two dots' centres are apart by more than a dot.
+        let (ax, ay) = at(drawn[0], RADIUS);
+        let (bx, by) = at(drawn[1], RADIUS);
+        assert!((ax - bx).hypot(ay - by) > 30.0);
+    }
+
+    #[test]
+    fn a_crowded_ring_gets_even_spacing_in_ring_order() {
+        // 300 members cannot keep 36 px apart on this circle: each gets
+        // 1/300 of it, in the order of their ids, some of which coincide.
+        let p: Vec<f64> = (0..300u64)
+            .map(|i| ((i * 2_654_435_761) % 1000) as f64 / 4000.0)
+            .collect();
+        let (_, least) = drawn_gaps(&p, 0.02);
+        assert!(least >= 1.0 / 300.0 - 1e-12, "{least}");
+    }
+
+    #[test]
+    fn positions_from_elsewhere_never_break_the_drawing() {
+        let p = [f64::NAN, f64::INFINITY, -0.25, 1.5, 0.5];
+        let drawn = spread(&p, 0.02);
+        assert!(drawn.iter().all(|x| x.is_finite()), "{drawn:?}");
+        assert_eq!(drawn[2], 0.75, "taken modulo 1");
+        // NaN, infinity (both 0), 1.5 and 0.5 (both 0.5) coincide in
+        // pairs and are pushed apart.
+        let mut q = drawn.clone();
+        q.sort_by(f64::total_cmp);
+        assert!(q.windows(2).all(|w| w[1] - w[0] >= 0.02 - 1e-12), "{q:?}");
     }
 
     #[test]
