@@ -29,9 +29,13 @@
 //!
 //! The cost, where cores are contended: a woken real-time thread runs at
 //! once and reads what little has arrived, where a normal one ran later
-//! and read a larger batch, so each byte takes more wake-ups (about 15-20 %
-//! more CPU per GB for the agents on the 2-core bench). Where cores are
-//! free there is no cost; `realtime: false` keeps the old trade.
+//! and read a larger batch, so each byte takes more wake-ups, and it takes
+//! the core from the programs whose traffic it carries. On 2 cores with a
+//! sender and receiver that hash their data, the agents spent twice the
+//! CPU per GB and the transfer ran a third slower (docs/dataplane.md,
+//! "A program that touches its data"), so `auto` asks for it only from
+//! [`Realtime::AUTO_MIN_CORES`] cores; `realtime: true` makes the trade
+//! anywhere.
 //!
 //! Permission: root or `CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` of at least 1
 //! (the packaged service sets `LimitRTPRIO=1`, so the unprivileged service
@@ -68,9 +72,10 @@ pub const DEMOTED_FOR: Duration = Duration::from_secs(10);
 /// `realtime:` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Realtime {
-    /// On where a real-time thread leaves a core to the rest: machines
-    /// with at least [`Realtime::AUTO_MIN_CORES`] cores. Silently off
-    /// where the agent lacks the permission.
+    /// On where a real-time thread is likely to leave the programs it
+    /// carries traffic for a core of their own: machines with at least
+    /// [`Realtime::AUTO_MIN_CORES`] cores. Silently off where the agent
+    /// lacks the permission.
     Auto,
     /// On; a warning where the agent lacks the permission.
     On,
@@ -78,7 +83,7 @@ pub enum Realtime {
 }
 
 impl Realtime {
-    pub const AUTO_MIN_CORES: usize = 2;
+    pub const AUTO_MIN_CORES: usize = 4;
 
     /// Whether to ask for real-time scheduling on a machine with `cores`
     /// cores.
@@ -301,9 +306,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_wants_two_cores() {
+    fn auto_wants_four_cores() {
         assert!(!Realtime::Auto.wanted(1));
-        assert!(Realtime::Auto.wanted(2));
+        assert!(!Realtime::Auto.wanted(2));
+        assert!(!Realtime::Auto.wanted(3));
+        assert!(Realtime::Auto.wanted(4));
         assert!(Realtime::On.wanted(1));
         assert!(!Realtime::Off.wanted(64));
     }
