@@ -305,6 +305,7 @@ async fn drain_outputs(
     }
     while let Some(w) = node.poll_tap() {
         io.tap_writes += 1;
+        io.tap_bytes += w.frame().len() as u64;
         let w = match &tap.writer {
             Some(writer) => match writer.write(w) {
                 Ok(()) => continue,
@@ -429,13 +430,21 @@ fn start_realtime(wanted: config::Realtime, cores: usize) -> bool {
     }
 }
 
-/// The once-a-second check of the node's thread's CPU time: real-time
-/// while it carries traffic, normal while it idles or is too busy
-/// (`sched::Guard`).
-fn keep_realtime(guard: &mut sched::Guard, now: Instant) {
-    match guard.check(now, sched::thread_cpu_time()) {
+/// The check of the node's thread's CPU time every 250 ms: real-time while
+/// it carries traffic and costs little more CPU per byte than normal
+/// scheduling, normal while it idles, is too busy or real-time costs too
+/// much (`sched::Guard`); `bytes`: frames read from and written to the TAP.
+fn keep_realtime(guard: &mut sched::Guard, now: Instant, bytes: u64) {
+    match guard.check(now, sched::thread_cpu_time(), bytes) {
         sched::Change::Keep => {}
-        sched::Change::Rest => {
+        sched::Change::Costly => {
+            tracing::debug!(
+                limit = sched::COST_LIMIT,
+                for_secs = sched::JUDGED_FOR.as_secs(),
+                "real-time scheduling cost too much CPU per byte: normal scheduling for a while"
+            );
+        }
+        sched::Change::Rest | sched::Change::Compare => {
             if let Err(e) = sched::make_normal() {
                 tracing::warn!(error = %e, "cannot return to normal scheduling");
             }
@@ -573,6 +582,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
                 Ok(n) => {
                     io.tap_wakeups += 1;
                     io.tap_reads += 1;
+                    io.tap_bytes += n as u64;
                     let node = driver.machine();
                     node.handle_tap_read(Instant::now(), &mut tap_buf, n);
                     // What else the TAP has queued, so the datagrams of
@@ -581,6 +591,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
                         match tap.try_recv(&mut tap_buf[TAP_READ_OFFSET..]) {
                             Ok(n) => {
                                 io.tap_reads += 1;
+                                io.tap_bytes += n as u64;
                                 node.handle_tap_read(Instant::now(), &mut tap_buf, n)
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -634,9 +645,10 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
         driver.flush();
         let now = Instant::now();
         if realtime.due(now) {
-            keep_realtime(&mut realtime, now);
+            keep_realtime(&mut realtime, now, io.tap_bytes);
             io.realtime = realtime.realtime();
             io.realtime_demotions = realtime.demotions();
+            io.realtime_costly = realtime.costly();
         }
     }
 

@@ -30,12 +30,17 @@
 //! The cost, where cores are contended: a woken real-time thread runs at
 //! once and reads what little has arrived, where a normal one ran later
 //! and read a larger batch, so each byte takes more wake-ups, and it takes
-//! the core from the programs whose traffic it carries. On 2 cores with a
-//! sender and receiver that hash their data, the agents spent twice the
-//! CPU per GB and the transfer ran a third slower (docs/dataplane.md,
-//! "A program that touches its data"), so `auto` asks for it only from
-//! [`Realtime::AUTO_MIN_CORES`] cores; `realtime: true` makes the trade
-//! anywhere.
+//! the core from the programs whose traffic it carries. With iperf3 on 2
+//! cores that was 5-20 % more CPU per GB; with a sender and receiver that
+//! hash their data, twice the CPU per GB and a third less throughput
+//! (docs/dataplane.md, "A program that touches its data"). So the guard
+//! weighs it: after a [`JUDGE_SPAN`] of real-time scheduling carrying at
+//! least [`JUDGE_MIN_BYTES`], the thread goes back to normal scheduling
+//! for a span and compares its CPU time per byte moved through the TAP;
+//! real-time costing more than [`COST_LIMIT`] times as much gives way to
+//! normal scheduling for [`JUDGED_FOR`], after which it is weighed again
+//! (so is a real-time thread that was worth it). Relays move no TAP bytes
+//! and are not weighed.
 //!
 //! Permission: root or `CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` of at least 1
 //! (the packaged service sets `LimitRTPRIO=1`, so the unprivileged service
@@ -72,10 +77,9 @@ pub const DEMOTED_FOR: Duration = Duration::from_secs(10);
 /// `realtime:` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Realtime {
-    /// On where a real-time thread is likely to leave the programs it
-    /// carries traffic for a core of their own: machines with at least
-    /// [`Realtime::AUTO_MIN_CORES`] cores. Silently off where the agent
-    /// lacks the permission.
+    /// On where a real-time thread leaves a core to the rest: machines
+    /// with at least [`Realtime::AUTO_MIN_CORES`] cores (and weighed, as
+    /// with `On`). Silently off where the agent lacks the permission.
     Auto,
     /// On; a warning where the agent lacks the permission.
     On,
@@ -83,7 +87,7 @@ pub enum Realtime {
 }
 
 impl Realtime {
-    pub const AUTO_MIN_CORES: usize = 4;
+    pub const AUTO_MIN_CORES: usize = 2;
 
     /// Whether to ask for real-time scheduling on a machine with `cores`
     /// cores.
@@ -96,6 +100,24 @@ impl Realtime {
     }
 }
 
+/// Real-time scheduling may cost the node's thread up to this many times
+/// the CPU per byte it costs with normal scheduling; above it the thread
+/// keeps normal scheduling for [`JUDGED_FOR`] (module docs).
+pub const COST_LIMIT: f64 = 1.3;
+
+/// Each of the two measurements a judgement compares (real-time, then
+/// normal) spans this.
+pub const JUDGE_SPAN: Duration = Duration::from_secs(1);
+
+/// A measurement over fewer bytes than this (about 130 Mbit/s over
+/// [`JUDGE_SPAN`]) is no judgement: traffic that light costs little either
+/// way, and the thread stays real-time.
+pub const JUDGE_MIN_BYTES: u64 = 16 << 20;
+
+/// How long a judgement holds before the cost is measured again (the
+/// programs sharing the cores change).
+pub const JUDGED_FOR: Duration = Duration::from_secs(30);
+
 /// What the guard asks the thread to do after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -106,8 +128,46 @@ pub enum Change {
     /// Back to normal scheduling: the thread was idle.
     Rest,
     /// Real-time: the thread carries traffic (and was not demoted within
-    /// [`DEMOTED_FOR`]).
+    /// [`DEMOTED_FOR`]), or real-time was judged worth its cost.
     Promote,
+    /// Back to normal scheduling for a [`JUDGE_SPAN`], to measure the CPU
+    /// per byte without real-time scheduling.
+    Compare,
+    /// Stay normal: real-time cost more than [`COST_LIMIT`] times the CPU
+    /// per byte of normal scheduling (judged again after [`JUDGED_FOR`]).
+    Costly,
+}
+
+/// The thread's CPU time and the bytes it moved, at one check.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: Instant,
+    cpu: Duration,
+    bytes: u64,
+}
+
+impl Mark {
+    /// CPU seconds per byte from this mark to `now`, or `None` for fewer
+    /// than [`JUDGE_MIN_BYTES`].
+    fn cost(&self, now: Mark) -> Option<f64> {
+        let bytes = now.bytes.saturating_sub(self.bytes);
+        (bytes >= JUDGE_MIN_BYTES)
+            .then(|| now.cpu.saturating_sub(self.cpu).as_secs_f64() / bytes as f64)
+    }
+}
+
+/// Where the guard is in weighing real-time scheduling's cost.
+#[derive(Debug, Clone, Copy)]
+enum Judging {
+    /// Nothing measured (idle, too busy, or not promoted yet).
+    Off,
+    /// Real-time since the mark: measuring its cost.
+    Realtime(Mark),
+    /// Normal since the mark, to compare with the real-time cost (CPU
+    /// seconds per byte) measured before.
+    Normal(Mark, f64),
+    /// Judged then: real-time worth it (`true`) or not.
+    Judged(Instant, bool),
 }
 
 /// Keeps the node's thread real-time only while it carries traffic and
@@ -126,6 +186,8 @@ pub struct Guard {
     window_busy: f64,
     demoted_at: Option<Instant>,
     demotions: u64,
+    judging: Judging,
+    costly: u64,
 }
 
 impl Guard {
@@ -141,6 +203,8 @@ impl Guard {
             window_busy: 0.0,
             demoted_at: None,
             demotions: 0,
+            judging: Judging::Off,
+            costly: 0,
         }
     }
 
@@ -154,6 +218,11 @@ impl Guard {
         self.demotions
     }
 
+    /// Times real-time scheduling was judged to cost too much.
+    pub fn costly(&self) -> u64 {
+        self.costly
+    }
+
     /// Whether a check is due at `now` (the caller reads the thread's CPU
     /// time, a system call, only then).
     pub fn due(&self, now: Instant) -> bool {
@@ -163,10 +232,17 @@ impl Guard {
                 .is_none_or(|(at, _)| now.saturating_duration_since(at) >= CHECK_EVERY)
     }
 
-    /// A check at `now`, the thread having used `cpu` of CPU time since it
-    /// started. Checks closer together than [`CHECK_EVERY`] change
-    /// nothing (the busy share over a shorter span says little).
-    pub fn check(&mut self, now: Instant, cpu: Duration) -> Change {
+    /// A check at `now`, the thread having used `cpu` of CPU time and moved
+    /// `bytes` (frames read from and written to the TAP) since it started.
+    /// Checks closer together than [`CHECK_EVERY`] change nothing (the
+    /// busy share over a shorter span says little).
+    pub fn check(&mut self, now: Instant, cpu: Duration, bytes: u64) -> Change {
+        let mark = Mark {
+            at: now,
+            cpu,
+            bytes,
+        };
+        let since = |t: Instant| now.saturating_duration_since(t);
         let share = |(at, used): (Instant, Duration)| {
             let span = now.saturating_duration_since(at).as_secs_f64();
             cpu.saturating_sub(used).as_secs_f64() / span.max(1e-9)
@@ -197,19 +273,53 @@ impl Guard {
                 self.realtime = false;
                 self.demoted_at = Some(now);
                 self.demotions += 1;
+                self.judging = Judging::Off;
                 return Change::Demote;
             }
             if recent < IDLE_LIMIT {
                 self.realtime = false;
+                self.judging = Judging::Off;
                 return Change::Rest;
+            }
+            match self.judging {
+                Judging::Realtime(from) if since(from.at) >= JUDGE_SPAN => {
+                    match from.cost(mark) {
+                        Some(cost) => {
+                            self.realtime = false;
+                            self.judging = Judging::Normal(mark, cost);
+                            return Change::Compare;
+                        }
+                        // Too little traffic to judge: measure on.
+                        None => self.judging = Judging::Realtime(mark),
+                    }
+                }
+                Judging::Judged(at, _) if since(at) >= JUDGED_FOR => {
+                    self.judging = Judging::Realtime(mark);
+                }
+                _ => {}
             }
             return Change::Keep;
         }
-        let cooling = self
-            .demoted_at
-            .is_some_and(|t| now.saturating_duration_since(t) < DEMOTED_FOR);
-        if cooling || recent < IDLE_LIMIT || self.window_busy > BUSY_LIMIT {
+        if recent < IDLE_LIMIT {
+            self.judging = Judging::Off;
             return Change::Keep;
+        }
+        let cooling = self.demoted_at.is_some_and(|t| since(t) < DEMOTED_FOR);
+        if cooling || self.window_busy > BUSY_LIMIT {
+            return Change::Keep;
+        }
+        match self.judging {
+            Judging::Normal(from, _) if since(from.at) < JUDGE_SPAN => return Change::Keep,
+            Judging::Normal(from, realtime) => match from.cost(mark) {
+                Some(normal) if realtime > COST_LIMIT * normal => {
+                    self.judging = Judging::Judged(now, false);
+                    self.costly += 1;
+                    return Change::Costly;
+                }
+                _ => self.judging = Judging::Judged(now, true),
+            },
+            Judging::Judged(at, false) if since(at) < JUDGED_FOR => return Change::Keep,
+            _ => self.judging = Judging::Realtime(mark),
         }
         self.realtime = true;
         Change::Promote
@@ -221,6 +331,7 @@ impl Guard {
     pub fn promotion_failed(&mut self, now: Instant) {
         self.realtime = false;
         self.demoted_at = Some(now);
+        self.judging = Judging::Off;
     }
 }
 
@@ -306,11 +417,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_wants_four_cores() {
+    fn auto_wants_two_cores() {
         assert!(!Realtime::Auto.wanted(1));
-        assert!(!Realtime::Auto.wanted(2));
-        assert!(!Realtime::Auto.wanted(3));
-        assert!(Realtime::Auto.wanted(4));
+        assert!(Realtime::Auto.wanted(2));
         assert!(Realtime::On.wanted(1));
         assert!(!Realtime::Off.wanted(64));
     }
@@ -319,7 +428,7 @@ mod tests {
     fn started(t0: Instant) -> Guard {
         let mut g = Guard::new(true);
         assert!(g.due(t0));
-        assert_eq!(g.check(t0, Duration::ZERO), Change::Keep);
+        assert_eq!(g.check(t0, Duration::ZERO, 0), Change::Keep);
         g
     }
 
@@ -335,7 +444,7 @@ mod tests {
         (1..=checks)
             .map(|k| {
                 *cpu += CHECK_EVERY.mul_f64(share);
-                g.check(from + CHECK_EVERY * k, *cpu)
+                g.check(from + CHECK_EVERY * k, *cpu, 0)
             })
             .collect()
     }
@@ -374,7 +483,10 @@ mod tests {
         let t0 = Instant::now();
         let mut g = started(t0);
         // Earlier than a check: nothing.
-        assert_eq!(g.check(t0 + CHECK_EVERY / 2, CHECK_EVERY / 4), Change::Keep);
+        assert_eq!(
+            g.check(t0 + CHECK_EVERY / 2, CHECK_EVERY / 4, 0),
+            Change::Keep
+        );
         // 80 % of a core: real-time at the first check, for a minute.
         let mut cpu = Duration::ZERO;
         let got = run(&mut g, t0, 240, 0.8, &mut cpu);
@@ -433,6 +545,135 @@ mod tests {
         assert!(!g.realtime());
     }
 
+    /// Like [`run`], the thread also moving `per_check` bytes a check.
+    fn run_moving(
+        g: &mut Guard,
+        from: Instant,
+        checks: u32,
+        (share, per_check): (f64, u64),
+        (cpu, bytes): (&mut Duration, &mut u64),
+    ) -> Vec<Change> {
+        (1..=checks)
+            .map(|k| {
+                *cpu += CHECK_EVERY.mul_f64(share);
+                *bytes += per_check;
+                g.check(from + CHECK_EVERY * k, *cpu, *bytes)
+            })
+            .collect()
+    }
+
+    /// Checks in a [`JUDGE_SPAN`].
+    const SPAN: u32 = (JUDGE_SPAN.as_millis() / CHECK_EVERY.as_millis()) as u32;
+    /// Checks in [`JUDGED_FOR`].
+    const HELD: u32 = (JUDGED_FOR.as_millis() / CHECK_EVERY.as_millis()) as u32;
+    const MIB8: u64 = 8 << 20;
+
+    /// `n` keeps, then `last`.
+    fn then(n: u32, last: Change) -> Vec<Change> {
+        let mut v = keeps(n as usize - 1);
+        v.push(last);
+        v
+    }
+
+    #[test]
+    fn realtime_that_costs_a_little_more_per_byte_stays() {
+        let t0 = Instant::now();
+        let mut g = started(t0);
+        let (mut cpu, mut bytes) = (Duration::ZERO, 0u64);
+        let mut at = t0;
+        // A stream: real-time at once; after a span, normal for a span to
+        // compare. Real-time costs 0.6 of a core for the bytes normal
+        // scheduling moves at 0.5: 1.2 times the CPU per byte.
+        let got = run_moving(&mut g, at, 1, (0.6, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, vec![Change::Promote]);
+        at += CHECK_EVERY;
+        let got = run_moving(&mut g, at, SPAN, (0.6, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, then(SPAN, Change::Compare));
+        assert!(!g.realtime());
+        at += CHECK_EVERY * SPAN;
+        let got = run_moving(&mut g, at, SPAN, (0.5, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, then(SPAN, Change::Promote));
+        assert!(g.realtime());
+        assert_eq!(g.costly(), 0);
+        // Real-time until the judgement is due again, then measured again.
+        at += CHECK_EVERY * SPAN;
+        let got = run_moving(&mut g, at, HELD + SPAN, (0.6, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, then(HELD + SPAN, Change::Compare));
+    }
+
+    #[test]
+    fn realtime_that_costs_twice_per_byte_gives_way_for_a_while() {
+        let t0 = Instant::now();
+        let mut g = started(t0);
+        let (mut cpu, mut bytes) = (Duration::ZERO, 0u64);
+        let mut at = t0;
+        // What a program that needs the cores itself does to a real-time
+        // agent: twice the CPU for the same bytes.
+        let got = run_moving(&mut g, at, 1 + SPAN, (0.8, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got[0], Change::Promote);
+        assert_eq!(got[1..], then(SPAN, Change::Compare)[..]);
+        at += CHECK_EVERY * (1 + SPAN);
+        let got = run_moving(&mut g, at, SPAN, (0.4, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, then(SPAN, Change::Costly));
+        assert!(!g.realtime());
+        assert_eq!((g.costly(), g.demotions()), (1, 0));
+        // Normal scheduling for JUDGED_FOR, then tried again.
+        at += CHECK_EVERY * SPAN;
+        let got = run_moving(&mut g, at, HELD, (0.4, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, then(HELD, Change::Promote));
+        // Still costly: gives way again.
+        at += CHECK_EVERY * HELD;
+        let got = run_moving(&mut g, at, SPAN, (0.8, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, then(SPAN, Change::Compare));
+        at += CHECK_EVERY * SPAN;
+        let got = run_moving(&mut g, at, SPAN, (0.4, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, then(SPAN, Change::Costly));
+        assert_eq!(g.costly(), 2);
+    }
+
+    #[test]
+    fn light_traffic_is_not_judged_and_an_idle_spell_ends_a_judgement() {
+        let t0 = Instant::now();
+        let mut g = started(t0);
+        let (mut cpu, mut bytes) = (Duration::ZERO, 0u64);
+        // 1 MiB a check (under JUDGE_MIN_BYTES a span) at a tenth of a
+        // core: real-time, never compared.
+        let got = run_moving(&mut g, t0, 200, (0.1, 1 << 20), (&mut cpu, &mut bytes));
+        assert_eq!(
+            got,
+            then(1, Change::Promote)
+                .into_iter()
+                .chain(keeps(199))
+                .collect::<Vec<_>>()
+        );
+        // A stream, compared; it stops while normal: nothing is judged,
+        // and the next stream is real-time at once.
+        // Compared within two spans of its start (the span running when it
+        // starts may hold too few of its bytes).
+        let mut at = t0 + CHECK_EVERY * 200;
+        let mut checks = 0;
+        while g.realtime() {
+            checks += 1;
+            assert!(checks <= 2 * SPAN, "not compared");
+            let got = run_moving(&mut g, at, 1, (0.8, MIB8), (&mut cpu, &mut bytes));
+            assert_eq!(
+                got[0],
+                if g.realtime() {
+                    Change::Keep
+                } else {
+                    Change::Compare
+                }
+            );
+            at += CHECK_EVERY;
+        }
+        let got = run_moving(&mut g, at, 2, (0.001, 0), (&mut cpu, &mut bytes));
+        assert_eq!(got, keeps(2));
+        at += CHECK_EVERY * 2;
+        let got = run_moving(&mut g, at, 1, (0.4, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, vec![Change::Promote]);
+        assert_eq!(g.costly(), 0);
+    }
+
     #[test]
     fn a_failed_promotion_waits_another_period() {
         let t0 = Instant::now();
@@ -486,7 +727,7 @@ mod tests {
         let mut g = Guard::new(false);
         assert!(!g.due(t0));
         let mut cpu = Duration::ZERO;
-        g.check(t0, cpu);
+        g.check(t0, cpu, 0);
         assert_eq!(run(&mut g, t0, 40, 0.5, &mut cpu), keeps(40));
     }
 }

@@ -93,6 +93,9 @@ pub struct IoStatus {
     pub tap_wakeups: u64,
     pub tap_reads: u64,
     pub tap_writes: u64,
+    /// Bytes of the frames read from and written to the TAP.
+    #[serde(default)]
+    pub tap_bytes: u64,
     /// Frames the TAP refused.
     #[serde(default)]
     pub tap_write_errors: u64,
@@ -108,6 +111,10 @@ pub struct IoStatus {
     /// of a core.
     #[serde(default)]
     pub realtime_demotions: u64,
+    /// Times real-time scheduling was judged to cost too much CPU per
+    /// byte (normal scheduling for 30 s each).
+    #[serde(default)]
+    pub realtime_costly: u64,
 }
 
 /// The stream the TCP fallback uses.
