@@ -470,12 +470,7 @@ mod tests {
         share: f64,
         cpu: &mut Duration,
     ) -> Vec<Change> {
-        (1..=checks)
-            .map(|k| {
-                *cpu += CHECK_EVERY.mul_f64(share);
-                g.check(from + CHECK_EVERY * k, *cpu, 0)
-            })
-            .collect()
+        run_moving(g, from, checks, (share, 0), (cpu, &mut 0))
     }
 
     fn keeps(n: usize) -> Vec<Change> {
@@ -635,13 +630,7 @@ mod tests {
         // again.
         at += CHECK_EVERY * SPAN;
         let got = run_moving(&mut g, at, 8, (0.001, 0), (&mut cpu, &mut bytes));
-        assert_eq!(
-            got,
-            then(1, Change::Rest)
-                .into_iter()
-                .chain(keeps(7))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(got, [vec![Change::Rest], keeps(7)].concat());
         at += CHECK_EVERY * 8;
         let got = run_moving(&mut g, at, 1, (0.6, MIB8), (&mut cpu, &mut bytes));
         assert_eq!(got, vec![Change::Promote]);
@@ -692,13 +681,7 @@ mod tests {
         // 1 MiB a check (under JUDGE_MIN_BYTES a span) at a tenth of a
         // core: real-time, never compared.
         let got = run_moving(&mut g, t0, 200, (0.1, 1 << 20), (&mut cpu, &mut bytes));
-        assert_eq!(
-            got,
-            then(1, Change::Promote)
-                .into_iter()
-                .chain(keeps(199))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(got, [vec![Change::Promote], keeps(199)].concat());
         // A stream, compared within two spans of its start (the span running when it
         // starts may hold too few of its bytes).
         let mut at = t0 + CHECK_EVERY * 200;
