@@ -24,9 +24,19 @@
 //! - after the search, the maximum is re-probed every 600 s (RFC 4821
 //!   suggests 10 minutes) in case the path grew;
 //! - black hole detection: when the session suspects that packets of the
-//!   current size vanish (a retransmission timeout with loss), the current
-//!   size is verified with a probe; if it fails, the size falls back to the
-//!   base and the search restarts below the failed size.
+//!   current size vanish, the current size is verified with a probe; if it
+//!   fails, the size falls back to the base and the search restarts below
+//!   the failed size. Two signs raise the suspicion: a retransmission
+//!   timeout with loss (nothing gets through), and size-selective loss
+//!   ([`Pmtu::on_large_packets_lost`]): [`LARGE_LOSSES_TO_CHECK`] fragments
+//!   that needed a packet above the base size declared lost with none of
+//!   them acknowledged in between. The second is what a path that shrank
+//!   below the current size looks like while small packets (acknowledgements,
+//!   pings, small frames beside the large ones) still cross it and keep the
+//!   timeout away; without it such a session lost every large frame for
+//!   good (RFC 4821 names the same failure). Random loss also makes such
+//!   runs now and then; the check it starts costs one probe and succeeds,
+//!   so it is taken at most once per [`SIZE_CHECK_INTERVAL`].
 //!
 //! Probe loss is not congestion: the session must not report it to the
 //! congestion controller (RFC 4821 7.4). At most one probe is in flight.
@@ -39,6 +49,12 @@ pub const BASE_SIZE: usize = 1200;
 pub const MAX_IPV4_UDP: usize = 1472;
 /// Largest UDP payload on a 1500-byte IPv6 path (1500 - 40 - 8).
 pub const MAX_IPV6_UDP: usize = 1452;
+
+/// Large fragments lost in a row (none acknowledged in between) that make
+/// the session verify its packet size (module docs).
+pub const LARGE_LOSSES_TO_CHECK: u32 = 3;
+/// Shortest time between two checks started by size-selective loss.
+pub const SIZE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Tunable values of the discovery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +141,8 @@ pub struct Pmtu {
     next_probe_at: Option<Instant>,
     next_id: u32,
     probes_sent: u64,
+    /// When size-selective loss last started a check.
+    size_checked_at: Option<Instant>,
 }
 
 impl Pmtu {
@@ -147,6 +165,7 @@ impl Pmtu {
             next_probe_at: Some(now),
             next_id: 1,
             probes_sent: 0,
+            size_checked_at: None,
         }
     }
 
@@ -272,6 +291,23 @@ impl Pmtu {
         self.in_flight = None;
         self.attempts = 0;
         self.next_probe_at = Some(now);
+    }
+
+    /// The session saw [`LARGE_LOSSES_TO_CHECK`] fragments too large for
+    /// the base size lost in a row while smaller packets were acknowledged
+    /// (module docs). Verifies the current size as
+    /// [`Pmtu::on_black_hole_suspected`] does, at most once per
+    /// [`SIZE_CHECK_INTERVAL`]; returns whether a check started.
+    pub fn on_large_packets_lost(&mut self, now: Instant) -> bool {
+        let recent = self
+            .size_checked_at
+            .is_some_and(|t| now.saturating_duration_since(t) < SIZE_CHECK_INTERVAL);
+        if recent || self.phase == Phase::Verify || self.safe <= self.cfg.base {
+            return false;
+        }
+        self.size_checked_at = Some(now);
+        self.on_black_hole_suspected(now);
+        true
     }
 
     /// The earliest time `handle_timeout` or `poll_probe` has work.
@@ -529,5 +565,43 @@ mod tests {
         assert_eq!(p.poll_probe(t, TIMEOUT), None);
         assert!(p.is_settled());
         assert_eq!(p.safe_size(), 1200);
+    }
+
+    #[test]
+    fn size_selective_loss_verifies_at_most_once_per_interval() {
+        let t = Instant::now();
+        let mut p = Pmtu::new(t, PmtuConfig::ipv4());
+        let mut path = Path::new(1472);
+        let t = drive(&mut p, &mut path, t, Duration::from_secs(10));
+        assert!(p.is_settled());
+        assert_eq!(p.safe_size(), 1472);
+        // A check: one probe of the current size, answered, size kept.
+        assert!(p.on_large_packets_lost(t));
+        assert_eq!(p.poll_probe(t, TIMEOUT).map(|x| x.size), Some(1472));
+        assert!(!p.on_large_packets_lost(t), "one check at a time");
+        let id = p.in_flight.map(|x| x.id).unwrap();
+        assert_eq!(p.on_probe_acked(t + TIMEOUT / 2, id), None);
+        assert!(p.is_settled());
+        assert_eq!(p.safe_size(), 1472);
+        // Held off for SIZE_CHECK_INTERVAL from the last one.
+        assert!(!p.on_large_packets_lost(t + SIZE_CHECK_INTERVAL / 2));
+        assert!(p.poll_probe(t + SIZE_CHECK_INTERVAL / 2, TIMEOUT).is_none());
+        assert!(p.on_large_packets_lost(t + SIZE_CHECK_INTERVAL));
+        // This time the path shrank: three failed probes fall back.
+        path.mtu = 1300;
+        drive(
+            &mut p,
+            &mut path,
+            t + SIZE_CHECK_INTERVAL,
+            Duration::from_secs(30),
+        );
+        assert!(
+            p.safe_size() <= 1300 && p.safe_size() > 1250,
+            "{}",
+            p.safe_size()
+        );
+        // Nothing to check at the base size.
+        let mut base = Pmtu::new(t, PmtuConfig::ipv4());
+        assert!(!base.on_large_packets_lost(t));
     }
 }

@@ -258,3 +258,102 @@ fn a_path_mtu_fallback_abandons_larger_frames_and_frames_flow_on() {
     assert_eq!(info.state, ringlan_tunnel::SessionState::Open);
     println!("fallback: {st:?}, pmtu now {}", info.pmtu);
 }
+
+/// Queue `msgs` as frames from A, run `ms` milliseconds, and add what B
+/// received meanwhile to `got`.
+fn frames_then_wait(
+    net: &mut Net,
+    [a, b]: [usize; 2],
+    sa: SessionId,
+    flow: FlowId,
+    msgs: &[Vec<u8>],
+    ms: u64,
+    got: &mut Vec<Vec<u8>>,
+) {
+    let now = net.now;
+    for m in msgs {
+        net.nodes[a]
+            .ep
+            .send(now, sa, flow, m, Reliability::NoRetransmit)
+            .unwrap();
+    }
+    net.flush(a);
+    net.run_for(Duration::from_millis(ms));
+    messages(net, b, got);
+}
+
+/// The path shrinks while small packets still cross it (a black hole for
+/// large packets only, as when ICMP "fragmentation needed" is filtered):
+/// small frames keep being acknowledged, so no retransmission timeout
+/// comes, but every path-sized frame vanishes. The large fragments lost
+/// with none of them acknowledged make the session verify its packet size
+/// (one probe), fall back and search again, and large frames arrive again
+/// within seconds instead of never.
+#[test]
+fn a_black_hole_for_large_packets_only_is_found_while_small_ones_flow() {
+    let (mut net, [a, b], sa, [frames, _]) = ethernet_session(23);
+    net.link.max_datagram = 1300;
+    let mut got = Vec::new();
+    let mut i = 0u64;
+    let start = net.now;
+    // A small and a large frame every 20 ms, as an interactive session
+    // beside a transfer would send them.
+    let fell_back = loop {
+        let msgs = [pattern(i, 100), pattern(i, 1425)];
+        i += 1;
+        frames_then_wait(&mut net, [a, b], sa, frames, &msgs, 20, &mut got);
+        if net.nodes[a].ep.session_info(sa).unwrap().pmtu <= 1300 {
+            break true;
+        }
+        if net.now - start > Duration::from_secs(20) {
+            break false;
+        }
+    };
+    let info = net.nodes[a].ep.session_info(sa).unwrap();
+    let took = net.now - start;
+    assert!(fell_back, "still {} bytes after 20 s", info.pmtu);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(info.stats.retransmit_timeouts, 0, "no timeout was needed");
+    assert!(info.stats.black_hole_checks >= 1);
+    let small = got.iter().filter(|m| m.len() == 100).count();
+    assert!(small as u64 >= i * 9 / 10, "{small} of {i} small frames");
+    // What was queued drains; then large frames cross again.
+    net.run_for(Duration::from_secs(2));
+    messages(&mut net, b, &mut got);
+    let want: Vec<Vec<u8>> = (0..20).map(|i| pattern(9000 + i, 1425)).collect();
+    let after = send_frames(&mut net, [a, b], sa, frames, &want);
+    assert!(after == want, "{} of 20 large frames", after.len());
+    assert_eq!(info.state, ringlan_tunnel::SessionState::Open);
+    println!(
+        "fell back after {took:?} to {} bytes, {} check(s)",
+        info.pmtu, info.stats.black_hole_checks
+    );
+}
+
+/// Random loss also loses large fragments in a row now and then. The
+/// check it starts costs one probe, which the path carries: the packet
+/// size stays, and checks come at most once per `SIZE_CHECK_INTERVAL`.
+#[test]
+fn random_loss_keeps_the_packet_size() {
+    let (mut net, [a, b], sa, [frames, _]) = ethernet_session(24);
+    net.link.loss = 0.05;
+    let start = net.now;
+    let mut got = Vec::new();
+    let mut i = 0u64;
+    while net.now - start < Duration::from_secs(30) {
+        let msgs: Vec<Vec<u8>> = (i..i + 5).map(|i| pattern(i, 1425)).collect();
+        i += 5;
+        frames_then_wait(&mut net, [a, b], sa, frames, &msgs, 10, &mut got);
+        assert_eq!(net.nodes[a].ep.session_info(sa).unwrap().pmtu, 1472);
+    }
+    let info = net.nodes[a].ep.session_info(sa).unwrap();
+    let checks = info.stats.black_hole_checks;
+    let lost = info.congestion.frame_lost_bytes;
+    println!(
+        "{i} frames, {} arrived, {lost} bytes lost, {checks} check(s)",
+        got.len()
+    );
+    assert!(lost > 0, "the link lost frames");
+    assert!(checks >= 1, "5% loss makes runs of three");
+    assert!(checks <= 4, "{checks} checks in 30 s");
+}

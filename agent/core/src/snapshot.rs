@@ -191,6 +191,8 @@ impl Node {
             pmtu_abandoned: flows.abandoned_path_mtu,
             late_drops: flows.drop_late,
             super_frames_cut,
+            pmtu: info.pmtu as u64,
+            black_hole_checks: info.stats.black_hole_checks,
         }
     }
 

@@ -480,6 +480,16 @@ pub struct TransportStatus {
     /// path loses packets often (docs/dataplane.md "Loss").
     #[serde(default)]
     pub super_frames_cut: u64,
+    /// Size of the session's packets (UDP payload bytes) from path MTU
+    /// discovery (RFC 7016 3.5.4.3; 1200 until a probe of a larger size
+    /// is answered).
+    #[serde(default)]
+    pub pmtu: u64,
+    /// Packet-size checks started because large packets vanished while
+    /// small ones were acknowledged (a path that shrank without telling;
+    /// docs/dataplane.md "A path that shrinks").
+    #[serde(default)]
+    pub black_hole_checks: u64,
 }
 
 /// Overlay link kinds (Symphony: ring links, long-distance links; plus
@@ -913,6 +923,8 @@ pub fn example() -> Status {
                     pmtu_abandoned: 1,
                     late_drops: 7,
                     super_frames_cut: 0,
+                    pmtu: 1472,
+                    black_hole_checks: 1,
                 }),
             },
             SessionStatus {

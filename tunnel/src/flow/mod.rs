@@ -242,6 +242,13 @@ pub struct AckSummary {
     /// A fragment of a message that will be retransmitted was declared
     /// lost: the loss that RFC 5681 congestion control answers.
     pub any_reliable_nack_loss: bool,
+    /// Fragments in flight acknowledged / declared lost by negative
+    /// acknowledgement whose chunk was larger than
+    /// [`FlowConfig::max_chunk_space`], i.e. that needed a packet larger
+    /// than the size every path carries: the session's evidence of a
+    /// black hole for large packets only (`pmtu`, "size-selective loss").
+    pub large_acked: u32,
+    pub large_lost: u32,
 }
 
 /// What a TIMEOUT_ALARM declared lost (RFC 7016 3.6.2.6).

@@ -684,6 +684,8 @@ impl FlowSet {
         let qbytes = &mut self.send_queue_bytes;
         let mut delay: Option<Duration> = None;
         let mut sampled_bytes = 0usize;
+        let large = self.cfg.max_chunk_space;
+        let mut large_acked = 0u32;
         let mut ack = |f: &mut SendFlow, sn: u64| {
             let Some(i) = f.index(sn) else { return };
             let Some(e) = f.queue.get_mut(i) else { return };
@@ -698,6 +700,9 @@ impl FlowSet {
                 e.in_flight = false;
                 f.outstanding = f.outstanding.saturating_sub(e.transmit_size);
                 max_tsn = max_tsn.max(e.tsn);
+                if e.transmit_size > large {
+                    large_acked += 1;
+                }
             }
             e.acked = true;
             SendFlow::free_data(e, pool, qbytes);
@@ -725,6 +730,7 @@ impl FlowSet {
             }
         }
         self.max_tsn_ack = max_tsn;
+        self.summary.large_acked = self.summary.large_acked.saturating_add(large_acked);
         // Only an acknowledgement of more than one packet's worth was sent
         // at once (the receiver acknowledges every second packet, 3.6.3.4.4);
         // one of a single packet may have waited for the delayed-ack timer.
@@ -768,6 +774,9 @@ impl FlowSet {
                     );
                     self.summary.lost_bytes += size;
                     self.summary.any_nack_loss = true;
+                    if size > self.cfg.max_chunk_space {
+                        self.summary.large_lost = self.summary.large_lost.saturating_add(1);
+                    }
                     if no_retransmit {
                         self.summary.no_retransmit_lost_bytes += size;
                     } else {

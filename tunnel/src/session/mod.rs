@@ -153,6 +153,9 @@ pub struct SessionStats {
     pub pmtu: usize,
     /// Completed rekeys (`docs/crypto-profile.md` 7.4).
     pub rekeys: u64,
+    /// Packet-size checks started because large fragments vanished while
+    /// small packets were acknowledged (`pmtu`, size-selective loss).
+    pub black_hole_checks: u64,
 }
 
 /// A startup candidate address with its own backoff (RFC 7016 3.5.1.1.1).
@@ -267,6 +270,9 @@ pub(crate) struct Session {
     /// Retransmission timeouts with loss since the last packet from the
     /// far end: a peer that stopped answering while we had data for it.
     silent_rtos: u32,
+    /// Fragments too large for the base size lost since one was last
+    /// acknowledged (`Pmtu::on_large_packets_lost`).
+    large_lost_run: u32,
     /// A stall was reached and not yet reported (see `take_stalled`).
     stalled: bool,
     /// A stall was reported since the last packet received.
@@ -430,6 +436,7 @@ impl Session {
             pending_pmtu_probe: None,
             pending_keepalive: false,
             silent_rtos: 0,
+            large_lost_run: 0,
             stalled: false,
             stall_reported: false,
             last_recv_dest: now,

@@ -174,6 +174,18 @@ impl Session {
         if s.no_retransmit_lost_bytes > 0 {
             self.cc.on_frame_loss(now, s.no_retransmit_lost_bytes);
         }
+        // Size-selective loss: a path that shrank under the current packet
+        // size while small packets still cross it (pmtu module docs).
+        if s.large_acked > 0 {
+            self.large_lost_run = 0;
+        }
+        self.large_lost_run = self.large_lost_run.saturating_add(s.large_lost);
+        if self.large_lost_run >= crate::pmtu::LARGE_LOSSES_TO_CHECK {
+            self.large_lost_run = 0;
+            if self.pmtu.on_large_packets_lost(now) {
+                self.stats.black_hole_checks += 1;
+            }
+        }
     }
 
     fn handle_ping_reply(&mut self, now: Instant, from: SocketAddr, msg: &[u8]) {
