@@ -507,20 +507,21 @@ impl FlowSet {
             } else {
                 let mut data = cx.pool.take();
                 data.extend_from_slice(frag.data);
-                // In order, the fragment goes at the back.
-                let p = if f.buf.back().is_none_or(|b| b.sn < sn) {
-                    f.buf.len()
-                } else {
-                    f.buf.partition_point(|b| b.sn < sn)
+                let entry = Buffered {
+                    sn,
+                    fra: frag.fra,
+                    data,
                 };
-                f.buf.insert(
-                    p,
-                    Buffered {
-                        sn,
-                        fra: frag.fra,
-                        data,
-                    },
-                );
+                // In order, the fragment goes at the back (a plain push:
+                // `VecDeque::insert` costs more even there).
+                let p = if f.buf.back().is_none_or(|b| b.sn < sn) {
+                    f.buf.push_back(entry);
+                    f.buf.len() - 1
+                } else {
+                    let p = f.buf.partition_point(|b| b.sn < sn);
+                    f.buf.insert(p, entry);
+                    p
+                };
                 f.frag_bytes += charge;
                 *cx.held += charge;
                 inserted_at = Some(p);
