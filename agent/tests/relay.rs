@@ -453,6 +453,11 @@ fn bench_relay_first_ping_throughput_and_failover() {
             let v = m.status().unwrap();
             eprintln!("{}: relay {} drops {}", m.name, v["relay"], v["drops"]);
         }
+        // Scheduling and batching of every agent (real-time or not, how
+        // often it woke).
+        for m in [&a, &i1, &i2, &b] {
+            eprintln!("{}: io {}", m.name, m.status().unwrap()["io"]);
+        }
     }
     wait_standby(&a, &b);
     let pb = b.peer();
