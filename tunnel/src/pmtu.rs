@@ -36,7 +36,8 @@
 //!   timeout away; without it such a session lost every large frame for
 //!   good (RFC 4821 names the same failure). Random loss also makes such
 //!   runs now and then; the check it starts costs one probe and succeeds,
-//!   so it is taken at most once per [`SIZE_CHECK_INTERVAL`].
+//!   so it is taken at most once per [`SIZE_CHECK_INTERVAL`], and only of
+//!   a settled size (a search under way has its size freshly answered).
 //!
 //! Probe loss is not congestion: the session must not report it to the
 //! congestion controller (RFC 4821 7.4). At most one probe is in flight.
@@ -295,14 +296,16 @@ impl Pmtu {
 
     /// The session saw [`LARGE_LOSSES_TO_CHECK`] fragments too large for
     /// the base size lost in a row while smaller packets were acknowledged
-    /// (module docs). Verifies the current size as
+    /// (module docs). Verifies the settled size as
     /// [`Pmtu::on_black_hole_suspected`] does, at most once per
     /// [`SIZE_CHECK_INTERVAL`]; returns whether a check started.
     pub fn on_large_packets_lost(&mut self, now: Instant) -> bool {
         let recent = self
             .size_checked_at
             .is_some_and(|t| now.saturating_duration_since(t) < SIZE_CHECK_INTERVAL);
-        if recent || self.phase == Phase::Verify || self.safe <= self.cfg.base {
+        // Only a settled size: a search under way has just had its size
+        // answered, and a check would end the search where it stands.
+        if recent || self.phase != Phase::Done || self.safe <= self.cfg.base {
             return false;
         }
         self.size_checked_at = Some(now);
@@ -571,6 +574,12 @@ mod tests {
     fn size_selective_loss_verifies_at_most_once_per_interval() {
         let t = Instant::now();
         let mut p = Pmtu::new(t, PmtuConfig::ipv4());
+        // Not while the search is under way, even with its size answered.
+        let first = p.poll_probe(t, TIMEOUT).unwrap();
+        p.on_probe_acked(t, first.id);
+        assert_eq!(p.safe_size(), 1472);
+        assert!(!p.is_settled());
+        assert!(!p.on_large_packets_lost(t));
         let mut path = Path::new(1472);
         let t = drive(&mut p, &mut path, t, Duration::from_secs(10));
         assert!(p.is_settled());
