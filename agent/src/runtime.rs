@@ -250,6 +250,7 @@ fn snapshot(driver: &Driver<Node>, io: &IoStatus) -> Status {
         udp_datagrams_received: d.datagrams_received,
         udp_datagrams_forwarded: d.datagrams_forwarded,
         udp_forwards_dropped: d.forwards_dropped,
+        relayed_bytes: driver.machine_ref().endpoint().relayed_bytes(),
         ..io.clone()
     });
     let errs = driver.send_errors();
@@ -433,7 +434,8 @@ fn start_realtime(wanted: config::Realtime, cores: usize) -> bool {
 /// The check of the node's thread's CPU time every 250 ms: real-time while
 /// it carries traffic and costs little more CPU per byte than normal
 /// scheduling, normal while it idles, is too busy or real-time costs too
-/// much (`sched::Guard`); `bytes`: frames read from and written to the TAP.
+/// much (`sched::Guard`); `bytes`: what the thread moved, frames read from
+/// and written to the TAP and datagrams forwarded as a relay.
 fn keep_realtime(guard: &mut sched::Guard, now: Instant, bytes: u64) {
     match guard.check(now, sched::thread_cpu_time(), bytes) {
         sched::Change::Keep => {}
@@ -645,10 +647,14 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
         driver.flush();
         let now = Instant::now();
         if realtime.due(now) {
-            keep_realtime(&mut realtime, now, io.tap_bytes);
+            let relayed = driver.machine_ref().endpoint().relayed_bytes();
+            keep_realtime(&mut realtime, now, io.tap_bytes + relayed);
             io.realtime = realtime.realtime();
             io.realtime_demotions = realtime.demotions();
             io.realtime_costly = realtime.costly();
+            io.realtime_cost_percent = realtime
+                .last_cost_ratio()
+                .map(|r| (r * 100.0).round().min(f64::from(u32::MAX)) as u32);
         }
     }
 

@@ -36,13 +36,17 @@
 //! (docs/dataplane.md, "A program that touches its data"). So the guard
 //! weighs it: after a [`JUDGE_SPAN`] of real-time scheduling carrying at
 //! least [`JUDGE_MIN_BYTES`], the thread goes back to normal scheduling
-//! for a span and compares its CPU time per byte moved through the TAP;
+//! for a span and compares its CPU time per byte moved (frames through
+//! the TAP, datagrams forwarded as a relay);
 //! real-time costing more than [`COST_LIMIT`] times as much gives way to
 //! normal scheduling for [`JUDGED_FOR`], after which it is weighed again
 //! (so is a real-time thread that was worth it). Judgements and
 //! measurements hold across idle spells (transfers that come and go are
-//! weighed once, not each at its start). Relays move no TAP bytes and are
-//! not weighed.
+//! weighed once, not each at its start). A relay is weighed by the
+//! datagrams it forwards: counted by TAP bytes alone it never had enough
+//! to judge, and stayed real-time while it carried traffic, waking three
+//! to five times as often as with normal scheduling and preempting the
+//! ends it shared the cores with (docs/dataplane.md, "Relays").
 //!
 //! Permission: root or `CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` of at least 1
 //! (the packaged service sets `LimitRTPRIO=1`, so the unprivileged service
@@ -208,6 +212,9 @@ pub struct Guard {
     demotions: u64,
     judging: Judging,
     costly: u64,
+    /// The last judgement: real-time's CPU per byte as a share of normal
+    /// scheduling's.
+    last_ratio: Option<f64>,
 }
 
 impl Guard {
@@ -225,6 +232,7 @@ impl Guard {
             demotions: 0,
             judging: Judging::Off,
             costly: 0,
+            last_ratio: None,
         }
     }
 
@@ -243,6 +251,12 @@ impl Guard {
         self.costly
     }
 
+    /// Real-time scheduling's CPU per byte over normal scheduling's at the
+    /// last judgement (above [`COST_LIMIT`]: judged costly).
+    pub fn last_cost_ratio(&self) -> Option<f64> {
+        self.last_ratio
+    }
+
     /// Whether a check is due at `now` (the caller reads the thread's CPU
     /// time, a system call, only then).
     pub fn due(&self, now: Instant) -> bool {
@@ -253,7 +267,8 @@ impl Guard {
     }
 
     /// A check at `now`, the thread having used `cpu` of CPU time and moved
-    /// `bytes` (frames read from and written to the TAP) since it started.
+    /// `bytes` (frames read from and written to the TAP, datagrams
+    /// forwarded as a relay) since it started.
     /// Checks closer together than [`CHECK_EVERY`] change nothing (the
     /// busy share over a shorter span says little).
     pub fn check(&mut self, now: Instant, cpu: Duration, bytes: u64) -> Change {
@@ -331,12 +346,15 @@ impl Guard {
         match self.judging {
             Judging::Normal(from, _) if since(from.at) < JUDGE_SPAN => return Change::Keep,
             Judging::Normal(from, realtime) => match from.cost(mark) {
-                Some(normal) if realtime > COST_LIMIT * normal => {
-                    self.judging = Judging::Judged(now, false);
-                    self.costly += 1;
-                    return Change::Costly;
+                Some(normal) => {
+                    self.last_ratio = Some(realtime / normal.max(f64::MIN_POSITIVE));
+                    if realtime > COST_LIMIT * normal {
+                        self.judging = Judging::Judged(now, false);
+                        self.costly += 1;
+                        return Change::Costly;
+                    }
+                    self.judging = Judging::Judged(now, true);
                 }
-                Some(_) => self.judging = Judging::Judged(now, true),
                 // Too few bytes yet (the stream paused): wait for more.
                 None if since(from.at) < JUDGED_FOR => return Change::Keep,
                 None => self.judging = Judging::Realtime(mark),
@@ -621,10 +639,13 @@ mod tests {
         // Real-time costs 0.6 of a core for the bytes normal scheduling
         // moves at 0.5: 1.2 times the CPU per byte.
         let (mut g, mut at) = promoted_then_compared(Instant::now(), 0.6, (&mut cpu, &mut bytes));
+        assert_eq!(g.last_cost_ratio(), None);
         let got = run_moving(&mut g, at, SPAN, (0.5, MIB8), (&mut cpu, &mut bytes));
         assert_eq!(got, then(SPAN, Change::Promote));
         assert!(g.realtime());
         assert_eq!(g.costly(), 0);
+        let ratio = g.last_cost_ratio().unwrap();
+        assert!((ratio - 1.2).abs() < 1e-6, "{ratio}");
         // Real-time until the judgement is due again (an idle spell and
         // the next transfer, real-time at once, included), then measured
         // again.
@@ -655,6 +676,8 @@ mod tests {
         assert_eq!(got, then(SPAN, Change::Costly));
         assert!(!g.realtime());
         assert_eq!((g.costly(), g.demotions()), (1, 0));
+        let ratio = g.last_cost_ratio().unwrap();
+        assert!((ratio - 2.0).abs() < 1e-6, "{ratio}");
         // Normal scheduling for JUDGED_FOR, an idle spell and the next
         // transfer included, then tried again.
         at += CHECK_EVERY * SPAN;

@@ -457,6 +457,9 @@ pub struct Routes {
     /// total limit).
     total: Option<Option<Bucket>>,
     transit_routes: usize,
+    /// Bytes of every datagram forwarded for others since the table was
+    /// made (routes that closed included).
+    forwarded_bytes: u64,
     drops: HashMap<RouteDrop, u64>,
     /// Ends whose keepalive is due, collected by `handle_timeout`.
     keepalives_due: Vec<u32>,
@@ -472,6 +475,7 @@ impl Routes {
             limits,
             total: None,
             transit_routes: 0,
+            forwarded_bytes: 0,
             drops: HashMap::new(),
             keepalives_due: Vec::new(),
             closed: Vec::new(),
@@ -503,6 +507,12 @@ impl Routes {
     /// Routes this node carries for others.
     pub fn transit_count(&self) -> usize {
         self.transit_routes
+    }
+
+    /// Bytes forwarded for others so far, over every route this table
+    /// has carried (the per-route counters go with their routes).
+    pub fn forwarded_bytes(&self) -> u64 {
+        self.forwarded_bytes
     }
 
     fn drop_reason(&mut self, r: RouteDrop) -> RouteInput {
@@ -685,6 +695,7 @@ impl Routes {
                         e.last_tx = now;
                         e.tx.packets += 1;
                         e.tx.bytes += len as u64;
+                        self.forwarded_bytes += len as u64;
                         RouteInput::Forward {
                             session: e.out.session,
                         }
@@ -894,6 +905,14 @@ mod tests {
             RouteInput::Deliver { range, .. } => assert_eq!(&d[range], b"hello"),
             other => panic!("{other:?}"),
         }
+        // The relay counts what it forwarded, and keeps the count when the
+        // route goes; the ends forwarded nothing.
+        let both = (payload.len() + 5 + 2 * ROUTE_OVERHEAD) as u64;
+        assert_eq!(c.r.forwarded_bytes(), both);
+        c.r.remove(c.r_up);
+        assert!(!c.r.contains(c.r_up));
+        assert_eq!(c.r.forwarded_bytes(), both);
+        assert_eq!((c.a.forwarded_bytes(), c.b.forwarded_bytes()), (0, 0));
     }
 
     #[test]
@@ -968,6 +987,8 @@ mod tests {
             c.r.drops()[&RouteDrop::BadTag],
             (n - 4) as u64 + 1 + big_bad
         );
+        // Only the two genuine datagrams count as forwarded.
+        assert_eq!(c.r.forwarded_bytes(), (n + m) as u64);
         // Unknown ids are not routes at all.
         let mut d = original.clone();
         assert_eq!(

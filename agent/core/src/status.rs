@@ -96,6 +96,9 @@ pub struct IoStatus {
     /// Bytes of the frames read from and written to the TAP.
     #[serde(default)]
     pub tap_bytes: u64,
+    /// Bytes of the datagrams this node forwarded as a relay.
+    #[serde(default)]
+    pub relayed_bytes: u64,
     /// Frames the TAP refused.
     #[serde(default)]
     pub tap_write_errors: u64,
@@ -115,6 +118,10 @@ pub struct IoStatus {
     /// byte (normal scheduling for 30 s each).
     #[serde(default)]
     pub realtime_costly: u64,
+    /// At the last of those judgements: real-time scheduling's CPU per
+    /// byte in percent of normal scheduling's (over 150: costly).
+    #[serde(default)]
+    pub realtime_cost_percent: Option<u32>,
 }
 
 /// The stream the TCP fallback uses.

@@ -107,6 +107,11 @@ impl Endpoint {
     pub fn has_route(&self, id: RouteId) -> bool {
         self.routes.contains(id.0)
     }
+    /// Bytes this endpoint forwarded as a relay so far (routes that
+    /// closed included).
+    pub fn relayed_bytes(&self) -> u64 {
+        self.routes.forwarded_bytes()
+    }
     /// Relay limits in force.
     pub fn relay_limits(&self) -> &RelayLimits {
         self.routes.limits()
