@@ -35,7 +35,8 @@
 //! hash their data, twice the CPU per GB and a third less throughput
 //! (docs/dataplane.md, "A program that touches its data"). So the guard
 //! weighs it: after a [`JUDGE_SPAN`] of real-time scheduling carrying at
-//! least [`JUDGE_MIN_BYTES`], the thread goes back to normal scheduling
+//! least [`JUDGE_MIN_BYTES`] (spans count time with traffic only), the
+//! thread goes back to normal scheduling
 //! for a span and compares its CPU time per byte moved (frames through
 //! the TAP, datagrams forwarded as a relay);
 //! real-time costing more than [`COST_LIMIT`] times as much gives way to
@@ -46,7 +47,8 @@
 //! datagrams it forwards: counted by TAP bytes alone it never had enough
 //! to judge, and stayed real-time while it carried traffic, waking three
 //! to five times as often as with normal scheduling and preempting the
-//! ends it shared the cores with (docs/dataplane.md, "Relays").
+//! ends it shared the cores with (docs/dataplane.md, "Relays, and agents
+//! that share the cores").
 //!
 //! Permission: root or `CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` of at least 1
 //! (the packaged service sets `LimitRTPRIO=1`, so the unprivileged service
@@ -112,7 +114,8 @@ impl Realtime {
 pub const COST_LIMIT: f64 = 1.5;
 
 /// Each of the two measurements a judgement compares (real-time, then
-/// normal) spans this.
+/// normal) spans this much time with traffic (idle spells inside it
+/// do not count).
 pub const JUDGE_SPAN: Duration = Duration::from_secs(1);
 
 /// A measurement over fewer bytes than this (about 130 Mbit/s over
@@ -148,6 +151,8 @@ pub enum Change {
 #[derive(Debug, Clone, Copy)]
 struct Mark {
     at: Instant,
+    /// [`Guard::active`] then.
+    active: Duration,
     cpu: Duration,
     bytes: u64,
 }
@@ -210,6 +215,11 @@ pub struct Guard {
     window_busy: f64,
     demoted_at: Option<Instant>,
     demotions: u64,
+    /// Time with traffic (check intervals in which the thread used at
+    /// least [`IDLE_LIMIT`] of a core): a judgement's spans are measured
+    /// in it, so a span that holds an idle spell still holds a second of
+    /// the transfer, not the first check of the next one.
+    active: Duration,
     judging: Judging,
     costly: u64,
     /// The last judgement: real-time's CPU per byte as a share of normal
@@ -230,6 +240,7 @@ impl Guard {
             window_busy: 0.0,
             demoted_at: None,
             demotions: 0,
+            active: Duration::ZERO,
             judging: Judging::Off,
             costly: 0,
             last_ratio: None,
@@ -272,11 +283,6 @@ impl Guard {
     /// Checks closer together than [`CHECK_EVERY`] change nothing (the
     /// busy share over a shorter span says little).
     pub fn check(&mut self, now: Instant, cpu: Duration, bytes: u64) -> Change {
-        let mark = Mark {
-            at: now,
-            cpu,
-            bytes,
-        };
         let since = |t: Instant| now.saturating_duration_since(t);
         let share = |(at, used): (Instant, Duration)| {
             let span = now.saturating_duration_since(at).as_secs_f64();
@@ -295,6 +301,18 @@ impl Guard {
             return Change::Keep;
         }
         let recent = share(last);
+        if recent >= IDLE_LIMIT {
+            // An interval longer than a check or two (the first check after
+            // an idle spell) had traffic at its end only.
+            self.active += since(last.0).min(2 * CHECK_EVERY);
+        }
+        let mark = Mark {
+            at: now,
+            active: self.active,
+            cpu,
+            bytes,
+        };
+        let traffic_since = |m: Mark| self.active.saturating_sub(m.active);
         let mut too_busy = false;
         if let Some(w) = self.window {
             if now.saturating_duration_since(w.0) >= BUSY_WINDOW {
@@ -317,7 +335,7 @@ impl Guard {
                 return Change::Rest;
             }
             match self.judging {
-                Judging::Realtime(from) if since(from.at) >= JUDGE_SPAN => {
+                Judging::Realtime(from) if traffic_since(from) >= JUDGE_SPAN => {
                     match from.cost(mark) {
                         Some(cost) => {
                             self.realtime = false;
@@ -344,7 +362,7 @@ impl Guard {
             return Change::Keep;
         }
         match self.judging {
-            Judging::Normal(from, _) if since(from.at) < JUDGE_SPAN => return Change::Keep,
+            Judging::Normal(from, _) if traffic_since(from) < JUDGE_SPAN => return Change::Keep,
             Judging::Normal(from, realtime) => match from.cost(mark) {
                 Some(normal) => {
                     self.last_ratio = Some(realtime / normal.max(f64::MIN_POSITIVE));
@@ -724,13 +742,50 @@ mod tests {
             at += CHECK_EVERY;
         }
         // It stops while normal, and the next one (as cheap) completes the
-        // comparison: real-time again once a span has 16 MiB in it.
+        // comparison: real-time again once the normal span holds a second
+        // of traffic (the idle checks do not count).
         let got = run_moving(&mut g, at, 2, (0.001, 0), (&mut cpu, &mut bytes));
         assert_eq!(got, keeps(2));
         at += CHECK_EVERY * 2;
-        let got = run_moving(&mut g, at, 2, (0.8, MIB8), (&mut cpu, &mut bytes));
-        assert_eq!(got, vec![Change::Keep, Change::Promote]);
+        let got = run_moving(&mut g, at, SPAN, (0.8, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, then(SPAN, Change::Promote));
         assert_eq!(g.costly(), 0);
+    }
+
+    #[test]
+    fn a_real_time_span_broken_by_an_idle_spell_still_holds_a_second_of_traffic() {
+        // Short transfers with pauses between them: the real-time half of
+        // a judgement must not end on the first check of the next transfer
+        // (its start alone would be weighed against a second of normal
+        // scheduling).
+        let t0 = Instant::now();
+        let mut g = started(t0);
+        let (mut cpu, mut bytes) = (Duration::ZERO, 0u64);
+        let got = run_moving(&mut g, t0, 2, (0.8, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, vec![Change::Promote, Change::Keep]);
+        let mut at = t0 + CHECK_EVERY * 2;
+        let got = run_moving(&mut g, at, 20, (0.001, 0), (&mut cpu, &mut bytes));
+        assert_eq!(got, [vec![Change::Rest], keeps(19)].concat());
+        at += CHECK_EVERY * 20;
+        // Half a second of traffic before the pause, a second after it.
+        let got = run_moving(&mut g, at, SPAN - 1, (0.8, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(
+            got,
+            [vec![Change::Promote], then(SPAN - 2, Change::Compare)].concat()
+        );
+        assert!(!g.realtime());
+        // And the normal half likewise: a pause inside it is not counted.
+        at += CHECK_EVERY * (SPAN - 1);
+        let got = run_moving(&mut g, at, 2, (0.6, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, keeps(2));
+        at += CHECK_EVERY * 2;
+        let got = run_moving(&mut g, at, 12, (0.001, 0), (&mut cpu, &mut bytes));
+        assert_eq!(got, keeps(12));
+        at += CHECK_EVERY * 12;
+        let got = run_moving(&mut g, at, SPAN - 2, (0.6, MIB8), (&mut cpu, &mut bytes));
+        assert_eq!(got, then(SPAN - 2, Change::Promote));
+        let ratio = g.last_cost_ratio().unwrap();
+        assert!((ratio - 0.8 / 0.6).abs() < 0.05, "{ratio}");
     }
 
     #[test]
