@@ -28,7 +28,7 @@
 //!   fails, the size falls back to the base and the search restarts below
 //!   the failed size. Two signs raise the suspicion: a retransmission
 //!   timeout with loss (nothing gets through), and size-selective loss
-//!   ([`Pmtu::on_large_packets_lost`]): [`LARGE_LOSSES_TO_CHECK`] fragments
+//!   ([`Pmtu::on_large_fragments`]): [`LARGE_LOSSES_TO_CHECK`] fragments
 //!   that needed a packet above the base size declared lost with none of
 //!   them acknowledged in between. The second is what a path that shrank
 //!   below the current size looks like while small packets (acknowledgements,
@@ -142,6 +142,9 @@ pub struct Pmtu {
     next_probe_at: Option<Instant>,
     next_id: u32,
     probes_sent: u64,
+    /// Fragments too large for the base size declared lost since one was
+    /// last acknowledged.
+    large_lost_run: u32,
     /// When size-selective loss last started a check.
     size_checked_at: Option<Instant>,
 }
@@ -166,6 +169,7 @@ impl Pmtu {
             next_probe_at: Some(now),
             next_id: 1,
             probes_sent: 0,
+            large_lost_run: 0,
             size_checked_at: None,
         }
     }
@@ -294,12 +298,26 @@ impl Pmtu {
         self.next_probe_at = Some(now);
     }
 
-    /// The session saw [`LARGE_LOSSES_TO_CHECK`] fragments too large for
-    /// the base size lost in a row while smaller packets were acknowledged
-    /// (module docs). Verifies the settled size as
+    /// What one acknowledgement told of fragments too large for the base
+    /// size: `acked` of those in flight acknowledged, `lost` declared lost.
+    /// [`LARGE_LOSSES_TO_CHECK`] lost with none acknowledged in between
+    /// (module docs) start a check; returns whether one started.
+    pub fn on_large_fragments(&mut self, now: Instant, acked: u32, lost: u32) -> bool {
+        if acked > 0 {
+            self.large_lost_run = 0;
+        }
+        self.large_lost_run = self.large_lost_run.saturating_add(lost);
+        if self.large_lost_run < LARGE_LOSSES_TO_CHECK {
+            return false;
+        }
+        self.large_lost_run = 0;
+        self.on_large_packets_lost(now)
+    }
+
+    /// A run of large fragments was lost: verifies the settled size as
     /// [`Pmtu::on_black_hole_suspected`] does, at most once per
     /// [`SIZE_CHECK_INTERVAL`]; returns whether a check started.
-    pub fn on_large_packets_lost(&mut self, now: Instant) -> bool {
+    fn on_large_packets_lost(&mut self, now: Instant) -> bool {
         let recent = self
             .size_checked_at
             .is_some_and(|t| now.saturating_duration_since(t) < SIZE_CHECK_INTERVAL);
@@ -386,6 +404,16 @@ mod tests {
             }
         }
         now
+    }
+
+    /// A search from `t` over a loss-free path of `mtu` bytes, run until
+    /// settled: the discovery, the path and the time then.
+    fn settled(t: Instant, mtu: usize) -> (Pmtu, Path, Instant) {
+        let mut p = Pmtu::new(t, PmtuConfig::ipv4());
+        let mut path = Path::new(mtu);
+        let now = drive(&mut p, &mut path, t, Duration::from_secs(10));
+        assert!(p.is_settled());
+        (p, path, now)
     }
 
     proptest::proptest! {
@@ -492,10 +520,7 @@ mod tests {
 
     #[test]
     fn falls_back_when_path_shrinks() {
-        let t = Instant::now();
-        let mut p = Pmtu::new(t, PmtuConfig::ipv4());
-        let mut path = Path::new(1500);
-        let now = drive(&mut p, &mut path, t, Duration::from_secs(10));
+        let (mut p, mut path, now) = settled(Instant::now(), 1500);
         assert_eq!(p.safe_size(), 1472);
         // The route changes; data starts timing out.
         path.mtu = 1300;
@@ -612,5 +637,30 @@ mod tests {
         // Nothing to check at the base size.
         let mut base = Pmtu::new(t, PmtuConfig::ipv4());
         assert!(!base.on_large_packets_lost(t));
+    }
+
+    #[test]
+    fn a_check_needs_three_large_losses_with_none_acknowledged_between() {
+        let (mut p, _, t) = settled(Instant::now(), 1472);
+        // Two lost, then one acknowledged: the run starts over, however
+        // many small packets and losses come with it.
+        assert!(!p.on_large_fragments(t, 0, 2));
+        assert!(!p.on_large_fragments(t, 1, 2));
+        assert!(!p.on_large_fragments(t, 0, 0));
+        assert!(p.poll_probe(t, TIMEOUT).is_none());
+        // The third in a row (in one acknowledgement or several) checks.
+        assert!(p.on_large_fragments(t, 0, 1));
+        let probe = p.poll_probe(t, TIMEOUT).unwrap();
+        assert_eq!(probe.size, 1472);
+        assert_eq!(p.on_probe_acked(t, probe.id), None);
+        assert!(p.is_settled());
+        // The run starts over after a check, taken or held off.
+        assert!(!p.on_large_fragments(t, 0, 3), "held off");
+        let later = t + SIZE_CHECK_INTERVAL;
+        assert!(!p.on_large_fragments(later, 0, 2));
+        assert!(p.on_large_fragments(later, 0, 1));
+        // Many at once count as many.
+        let (mut q, _, t) = settled(t, 1472);
+        assert!(q.on_large_fragments(t, 0, u32::MAX));
     }
 }

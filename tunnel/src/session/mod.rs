@@ -270,9 +270,6 @@ pub(crate) struct Session {
     /// Retransmission timeouts with loss since the last packet from the
     /// far end: a peer that stopped answering while we had data for it.
     silent_rtos: u32,
-    /// Fragments too large for the base size lost since one was last
-    /// acknowledged (`Pmtu::on_large_packets_lost`).
-    large_lost_run: u32,
     /// A stall was reached and not yet reported (see `take_stalled`).
     stalled: bool,
     /// A stall was reported since the last packet received.
@@ -436,7 +433,6 @@ impl Session {
             pending_pmtu_probe: None,
             pending_keepalive: false,
             silent_rtos: 0,
-            large_lost_run: 0,
             stalled: false,
             stall_reported: false,
             last_recv_dest: now,

@@ -176,15 +176,11 @@ impl Session {
         }
         // Size-selective loss: a path that shrank under the current packet
         // size while small packets still cross it (pmtu module docs).
-        if s.large_acked > 0 {
-            self.large_lost_run = 0;
-        }
-        self.large_lost_run = self.large_lost_run.saturating_add(s.large_lost);
-        if self.large_lost_run >= crate::pmtu::LARGE_LOSSES_TO_CHECK {
-            self.large_lost_run = 0;
-            if self.pmtu.on_large_packets_lost(now) {
-                self.stats.black_hole_checks += 1;
-            }
+        if self
+            .pmtu
+            .on_large_fragments(now, s.large_acked, s.large_lost)
+        {
+            self.stats.black_hole_checks += 1;
         }
     }
 
