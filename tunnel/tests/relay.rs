@@ -163,6 +163,8 @@ struct Transfer {
     next: u64,
     got: Vec<Vec<u8>>,
     stalls: Vec<Path>,
+    /// When each stall was reported.
+    stalled_at: Vec<std::time::Instant>,
     standby: Option<Path>,
 }
 
@@ -175,6 +177,7 @@ impl Transfer {
             next: 0,
             got: Vec::new(),
             stalls: Vec::new(),
+            stalled_at: Vec::new(),
             standby: None,
         }
     }
@@ -201,6 +204,7 @@ impl Transfer {
                 if let Event::PathStalled { session, path } = e {
                     eprintln!("stall at {:?} on {path}", net.elapsed());
                     self.stalls.push(path);
+                    self.stalled_at.push(net.now);
                     if let Some(s) = self.standby.take() {
                         let now = net.now;
                         assert!(net.nodes[A].ep.migrate(now, session, s));
@@ -295,6 +299,15 @@ fn the_session_moves_to_a_standby_route_when_the_relay_dies_and_then_to_direct()
     t.run(&mut net, 3000, Duration::from_secs(60));
     t.check();
     assert_eq!(t.stalls, vec![Path::Route(ra1)]);
+    // Reported within the early stall check (four round trips of 20 ms
+    // here, at least 100 ms), before the retransmission timeout (at least
+    // 250 ms) and so before the first retransmission of a TCP connection
+    // inside (200 ms).
+    let noticed = t.stalled_at[0] - killed;
+    assert!(
+        noticed < Duration::from_millis(150),
+        "stall after {noticed:?}"
+    );
     assert_eq!(remote(&net, A, sa), Path::Route(ra2));
     assert!(net.run_until(Duration::from_secs(5), |n| remote(n, B, sb)
         == Path::Route(rb2)));
@@ -327,6 +340,50 @@ fn the_session_moves_to_a_standby_route_when_the_relay_dies_and_then_to_direct()
     // Only route keepalives (if any) cross the relay after the move.
     assert!(transit_bytes(&net, R2) - before < 10_000);
     assert_eq!(opened_with(&net, A, B), Some(sa));
+}
+
+#[test]
+fn single_messages_answered_by_delayed_acknowledgements_are_not_a_stall() {
+    // One message at a time, nothing coming back but the far end's
+    // acknowledgement, which it may delay by 200 ms (RFC 7016 3.6.3.4.4):
+    // more than the early stall check's 100 ms, so that check must not
+    // count a lone packet.
+    let mut net = lab(0.0);
+    block_direct(&mut net);
+    connect_direct(&mut net, A, R1);
+    connect_direct(&mut net, B, R1);
+    let (ra, _) = route(&mut net, A, R1, B);
+    let (sa, _) = open_over(&mut net, Path::Route(ra));
+    let flow = net.nodes[A].ep.open_flow(sa, b"drip", None).unwrap();
+    net.run_for(Duration::from_secs(1));
+    net.take_events(A);
+    let mut got = Vec::new();
+    for i in 0..20u64 {
+        let now = net.now;
+        net.nodes[A]
+            .ep
+            .send(now, sa, flow, &pattern(i, 100), Reliability::Reliable)
+            .unwrap();
+        net.flush(A);
+        net.run_for(Duration::from_millis(400));
+        for e in net.take_events(A) {
+            assert!(
+                !matches!(e, Event::PathStalled { .. }),
+                "message {i}: {e:?}"
+            );
+        }
+        for e in net.take_events(B) {
+            if let Event::Flow {
+                event: FlowEvent::Message { data, .. },
+                ..
+            } = e
+            {
+                got.push(data);
+            }
+        }
+    }
+    assert_eq!(got.len(), 20);
+    assert_eq!(remote(&net, A, sa), Path::Route(ra));
 }
 
 #[test]

@@ -274,6 +274,9 @@ pub(crate) struct Session {
     stalled: bool,
     /// A stall was reported since the last packet received.
     stall_reported: bool,
+    /// Packets with user data sent since the last packet received (the
+    /// early stall check, [`STALL_EARLY_PACKETS`]).
+    unanswered: u32,
     /// Last packet received from DESTADDR itself.
     last_recv_dest: Instant,
     /// TCR flag for outgoing packets (set by the endpoint, RFC 7016 2.2.4).
@@ -308,6 +311,20 @@ pub(crate) const STALL_AFTER_SILENT_RTOS: u32 = 1;
 /// ... and with nothing at all received for this long (an RTO on a path
 /// that still delivers acknowledgements is loss, not a stall).
 pub(crate) const STALL_MIN_SILENCE: Duration = Duration::from_millis(200);
+
+/// The early stall check ([`Timer::Stall`]): a path counts as stalled
+/// when [`STALL_EARLY_PACKETS`] packets with user data went out since the
+/// last packet received and nothing came back for four smoothed round
+/// trips, at least this long. A live far end acknowledges every second
+/// packet with data at once (RFC 7016 3.6.3.2), so the silence means the
+/// path, not a delayed acknowledgement (a lone packet may wait 200 ms for
+/// one: that case is left to the retransmission timeout). It comes before
+/// the timeout, whose floor (250 ms, 3.5.2.1) is later than the inner TCP
+/// connections' own first retransmission (200 ms): moved by then, their
+/// first retransmission already takes the new path.
+pub(crate) const STALL_EARLY_MIN: Duration = Duration::from_millis(100);
+/// Packets with user data unanswered before the early check counts.
+pub(crate) const STALL_EARLY_PACKETS: u32 = 2;
 
 /// Passive address mobility never moves a session from a direct path that
 /// delivered a packet this recently onto a relayed route: a late packet
@@ -435,6 +452,7 @@ impl Session {
             silent_rtos: 0,
             stalled: false,
             stall_reported: false,
+            unanswered: 0,
             last_recv_dest: now,
             tcr_out: false,
             control_out: VecDeque::new(),

@@ -72,6 +72,8 @@ impl Session {
         self.silent_rtos = 0;
         self.stalled = false;
         self.stall_reported = false;
+        self.unanswered = 0;
+        self.timers.stop(Timer::Stall);
         self.ping_outstanding = None;
         self.arm_idle();
         if let Some(ts) = self.ts.as_mut() {

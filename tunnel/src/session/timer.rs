@@ -20,7 +20,7 @@ use crate::Rng;
 
 use super::{
     CloseReason, Session, SessionState, DEAD_AFTER_SILENT_MIN, DEAD_AFTER_SILENT_RTOS,
-    STALL_AFTER_SILENT_RTOS, STALL_MIN_SILENCE,
+    STALL_AFTER_SILENT_RTOS, STALL_EARLY_MIN, STALL_EARLY_PACKETS, STALL_MIN_SILENCE,
 };
 
 /// A named deadline of a session.
@@ -50,11 +50,13 @@ pub(super) enum Timer {
     /// OPEN: a full burst waits for an acknowledgement; at this time it is
     /// released (`congestion.rs`, burst release).
     Burst,
+    /// OPEN: the early stall check ([`super::STALL_EARLY_MIN`]).
+    Stall,
 }
 
 impl Timer {
     /// Every timer, in the order `handle_timeout` handles them.
-    pub(super) const ALL: [Timer; 9] = [
+    pub(super) const ALL: [Timer; 10] = [
         Timer::Open,
         Timer::Startup,
         Timer::Idle,
@@ -64,6 +66,7 @@ impl Timer {
         Timer::Linger,
         Timer::Rekey,
         Timer::Burst,
+        Timer::Stall,
     ];
 
     fn index(self) -> usize {
@@ -191,7 +194,25 @@ impl Session {
                 self.cc.release_burst(now);
                 None
             }
+            Timer::Stall => {
+                self.timers.stop(Timer::Stall);
+                if self.unanswered >= STALL_EARLY_PACKETS
+                    && self.flows.outstanding_bytes() > 0
+                    && !self.stall_reported
+                {
+                    self.stalled = true;
+                    self.stall_reported = true;
+                }
+                None
+            }
         }
+    }
+
+    /// How long the early stall check waits after the packet that made
+    /// [`STALL_EARLY_PACKETS`] unanswered: four smoothed round trips, at
+    /// least [`STALL_EARLY_MIN`]; `None` before a round trip was measured.
+    pub(super) fn stall_wait(&self) -> Option<Duration> {
+        Some(self.srtt()?.saturating_mul(4).max(STALL_EARLY_MIN))
     }
 
     /// Data went unanswered through [`DEAD_AFTER_SILENT_RTOS`] timeouts and
