@@ -72,6 +72,11 @@ pub const ROUTE_RELEASE: Duration = Duration::from_secs(30);
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A relay that refused a route to a target is not asked again for this long.
 pub const REFUSED_BACKOFF: Duration = Duration::from_secs(20);
+/// A route a session stalled on is not moved back onto for this long:
+/// after its relay died, the next stall (of the standby, or a spurious one)
+/// would otherwise hand the session back to the dead relay until its hop
+/// session is declared dead and the route closes.
+pub const STALL_AVOID: Duration = Duration::from_secs(30);
 /// Routes a target accepts per claimed origin and last hop: the claim is
 /// unproven until a session runs, so the quota is keyed by the hop too
 /// (a member claiming someone else's routes fills only its own bucket).
@@ -157,11 +162,20 @@ struct End {
     /// origin ran over it. Only verified routes are used by this end.
     verified: bool,
     since: Instant,
+    /// When a session over this route last stalled: for [`STALL_AVOID`]
+    /// the route is no standby (most likely its relay died, and its hop
+    /// session has not been declared dead yet).
+    stalled_at: Option<Instant>,
 }
 
 impl End {
     fn usable(&self) -> bool {
         self.ready && self.verified
+    }
+
+    fn stalled_recently(&self, now: Instant) -> bool {
+        self.stalled_at
+            .is_some_and(|t| now.saturating_duration_since(t) < STALL_AVOID)
     }
 }
 
@@ -403,7 +417,7 @@ impl RouteControl {
                     self.direct_since.remove(&peer);
                     let path = Path::Route(id);
                     if !cx.ep.has_route(id) {
-                        self.move_to_standby(now, cx, sid, path);
+                        self.move_to_standby(now, cx, sid, path, false);
                     }
                     self.ensure(now, cx, peer);
                     self.probe_direct(now, cx, peer, sid);
@@ -501,6 +515,7 @@ impl RouteControl {
             ready: false,
             verified: true,
             since: now,
+            stalled_at: None,
         });
         self.outbox.push((
             hop,
@@ -552,20 +567,30 @@ impl RouteControl {
         if !path.is_relayed() {
             return;
         }
-        if !self.move_to_standby(now, cx, session, path) {
+        if let Some(id) = path.route() {
+            for e in self.ends.values_mut().flatten().filter(|e| e.id == id) {
+                e.stalled_at = Some(now);
+            }
+        }
+        if !self.move_to_standby(now, cx, session, path, true) {
             if let Some(peer) = cx.ep.session_info(session).and_then(|i| i.peer) {
                 self.ensure(now, cx, peer);
             }
         }
     }
 
-    /// Move `session` off `path` onto a ready route avoiding its first hop.
+    /// Move `session` off `path` onto a ready route, preferring one that
+    /// did not stall recently, then one avoiding `path`'s first hop. After a
+    /// stall (`after_stall`) a route that stalled recently is no
+    /// candidate: the session stays where it is rather than go back to a
+    /// dead relay. When `path` is gone, any ready route beats none.
     fn move_to_standby(
         &mut self,
         now: Instant,
         cx: &mut Ctx<'_>,
         session: SessionId,
         path: Path,
+        after_stall: bool,
     ) -> bool {
         let Some(peer) = cx.ep.session_info(session).and_then(|i| i.peer) else {
             return false;
@@ -576,19 +601,15 @@ impl RouteControl {
         let bad_hop = path
             .route()
             .and_then(|id| ends.iter().find(|e| e.id == id).map(|e| e.hop));
-        let mut best: Option<&End> = None;
-        for e in ends
+        let best = ends
             .iter()
-            .filter(|e| e.usable() && Path::Route(e.id) != path && cx.ep.has_route(e.id))
-        {
-            let better = match best {
-                None => true,
-                Some(b) => Some(b.hop) == bad_hop && Some(e.hop) != bad_hop,
-            };
-            if better {
-                best = Some(e);
-            }
-        }
+            .filter(|e| {
+                e.usable()
+                    && Path::Route(e.id) != path
+                    && cx.ep.has_route(e.id)
+                    && !(after_stall && e.stalled_recently(now))
+            })
+            .min_by_key(|e| (e.stalled_recently(now), Some(e.hop) == bad_hop));
         let Some(e) = best else {
             return false;
         };
@@ -619,7 +640,7 @@ impl RouteControl {
         tracing::info!(%peer, %id, "route closed");
         if let Some((sid, path)) = cx.path_of(peer) {
             if path == Path::Route(id) {
-                self.move_to_standby(now, cx, sid, path);
+                self.move_to_standby(now, cx, sid, path, false);
             }
         }
     }
@@ -820,6 +841,7 @@ impl RouteControl {
             ready: true,
             verified: false,
             since: now,
+            stalled_at: None,
         });
         self.stats.routes_ready += 1;
         self.outbox.push((
@@ -1006,6 +1028,7 @@ mod tests {
                     ready: true,
                     verified: true,
                     since: now,
+                    stalled_at: None,
                 },
                 End {
                     nonce: 2,
@@ -1016,6 +1039,7 @@ mod tests {
                     ready: true,
                     verified: true,
                     since: now,
+                    stalled_at: None,
                 },
             ],
         );

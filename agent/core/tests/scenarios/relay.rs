@@ -28,6 +28,16 @@ fn via(w: &World, a: HostId, b: HostId) -> (String, usize) {
     }
 }
 
+/// Whether `relay` carries a ready route between `a` and `b` (either way).
+fn carries(w: &World, relay: HostId, a: HostId, b: HostId) -> bool {
+    let (ia, ib) = (w.id(a).to_string(), w.id(b).to_string());
+    w.status(relay).relay.is_some_and(|s| {
+        s.routes.iter().any(|c| {
+            c.ready && ((c.origin == ia && c.target == ib) || (c.origin == ib && c.target == ia))
+        })
+    })
+}
+
 #[test]
 fn relay_death_moves_the_session_to_the_standby_then_to_direct() {
     let mut w = World::new(31);
@@ -213,20 +223,10 @@ fn the_standby_route_goes_through_another_relay() {
         );
         assert_eq!(via(&w, a, b).0, "intro");
         let r = w.node("r", Place::Internet, true);
-        let (ia, ib) = (w.id(a).to_string(), w.id(b).to_string());
-        let carries = |w: &World, relay: HostId| {
-            w.status(relay).relay.is_some_and(|s| {
-                s.routes.iter().any(|c| {
-                    c.ready
-                        && ((c.origin == ia && c.target == ib)
-                            || (c.origin == ib && c.target == ia))
-                })
-            })
-        };
         let t = w.run_until(
             Duration::from_secs(60),
             "a route for the pair through each relay",
-            |w| carries(w, intro) && carries(w, r),
+            |w| carries(w, intro, a, b) && carries(w, r, a, b),
         );
         let (used, _) = via(&w, a, b);
         eprintln!("seed {seed}: relayed via {used}, a route through r after {t:?}");
@@ -248,4 +248,69 @@ fn the_standby_route_goes_through_another_relay() {
             "seed {seed}: one session"
         );
     }
+}
+
+/// After the relay in use died and the session moved to the standby, the
+/// standby stalls too for a moment (its relay drops everything for 400
+/// ms). The dead relay's route still looks ready (its hop session is not
+/// declared dead yet): the session must not go back onto it, and carries
+/// frames again on the standby once that works.
+#[test]
+fn a_stall_after_a_relay_died_does_not_hand_the_session_back_to_it() {
+    let mut w = World::new(41);
+    let i1 = w.introducer("intro1");
+    let i2 = w.introducer("intro2");
+    let (a, _) = w.behind("a", NatModel::symmetric());
+    let (b, _) = w.behind("b", NatModel::symmetric());
+    w.run_until(
+        Duration::from_secs(60),
+        "a standby route",
+        |w| matches!(w.path(a, b), Some(PathKind::Relayed { standby, .. }) if standby >= 1),
+    );
+    w.run_until(
+        Duration::from_secs(60),
+        "a route for the pair through each relay",
+        |w| carries(w, i1, a, b) && carries(w, i2, a, b),
+    );
+    w.assert_delivers("relayed", |w| w.send_frames(a, Some(b), FRAMES, EVERY));
+    let sid = (w.session_id(a, b), w.session_id(b, a));
+    let (used, _) = via(&w, a, b);
+    let (dead, alive, alive_host) = if used == "intro1" {
+        (i1, "intro2", i2)
+    } else {
+        (i2, "intro1", i1)
+    };
+    w.kill(dead);
+    let t0 = w.sim.now();
+    let on = |w: &World, relay: &str| matches!(w.path(a, b), Some(PathKind::Relayed { via, .. }) if via == relay);
+    for _ in 0..3 * FRAMES {
+        if on(&w, alive) {
+            break;
+        }
+        w.send_frames(a, Some(b), 1, EVERY);
+    }
+    assert!(on(&w, alive), "not moved to {alive}: {:?}", w.path(a, b));
+    eprintln!(
+        "relay {used} killed: on {alive} after {:?}",
+        w.sim.now() - t0
+    );
+
+    let ip = w.sim.ip(alive_host);
+    w.sim.set_drop_filter(Some(Box::new(move |from, to, _| {
+        from.ip() == ip || to.ip() == ip
+    })));
+    for i in 0..40 {
+        w.send_frames(a, Some(b), 1, EVERY);
+        assert!(!on(&w, &used), "frame {i}: back on the dead relay {used}");
+    }
+    w.sim.set_drop_filter(None);
+    for i in 0..100 {
+        w.send_frames(a, Some(b), 1, EVERY);
+        assert!(!on(&w, &used), "frame {i}: back on the dead relay {used}");
+    }
+    assert!(on(&w, alive), "{:?}", w.path(a, b));
+    assert_eq!((w.session_id(a, b), w.session_id(b, a)), sid, "one session");
+    w.assert_delivers("on the standby route after its stall", |w| {
+        w.send_frames(a, Some(b), FRAMES, EVERY)
+    });
 }
