@@ -72,9 +72,10 @@ pub const ROUTE_RELEASE: Duration = Duration::from_secs(30);
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A relay that refused a route to a target is not asked again for this long.
 pub const REFUSED_BACKOFF: Duration = Duration::from_secs(20);
-/// A route a session stalled on is not moved back onto for this long:
-/// after its relay died, the next stall (of the standby, or a spurious one)
-/// would otherwise hand the session back to the dead relay until its hop
+/// A route a session stalled on is not moved back onto for this long
+/// unless its first hop answered since (the stall probes it): after its
+/// relay died, the next stall (of the standby, or a spurious one) would
+/// otherwise hand the session back to the dead relay until its hop
 /// session is declared dead and the route closes.
 pub const STALL_AVOID: Duration = Duration::from_secs(30);
 /// Routes a target accepts per claimed origin and last hop: the claim is
@@ -162,10 +163,23 @@ struct End {
     /// origin ran over it. Only verified routes are used by this end.
     verified: bool,
     since: Instant,
-    /// When a session over this route last stalled: for [`STALL_AVOID`]
-    /// the route is no standby (most likely its relay died, and its hop
-    /// session has not been declared dead yet).
-    stalled_at: Option<Instant>,
+    /// A session over this route stalled: the route is suspect
+    /// ([`End::suspect`]).
+    stalled: Option<Stall>,
+}
+
+/// When a session stalled on a route, and how many packets the session
+/// with the route's first hop had received then.
+#[derive(Debug, Clone, Copy)]
+struct Stall {
+    at: Instant,
+    hop_received: u64,
+}
+
+/// Packets received so far on the session with `hop`, if one is open.
+fn hop_received(ep: &Endpoint, hop: NodeId) -> Option<u64> {
+    let info = ep.session_info(ep.session_for(hop)?)?;
+    (info.state == SessionState::Open).then_some(info.stats.packets_received)
 }
 
 impl End {
@@ -173,9 +187,14 @@ impl End {
         self.ready && self.verified
     }
 
-    fn stalled_recently(&self, now: Instant) -> bool {
-        self.stalled_at
-            .is_some_and(|t| now.saturating_duration_since(t) < STALL_AVOID)
+    /// A session stalled on this route within [`STALL_AVOID`] and the
+    /// first hop has not answered since: most likely its relay died and
+    /// its hop session has not been declared dead yet.
+    fn suspect(&self, now: Instant, ep: &Endpoint) -> bool {
+        self.stalled.is_some_and(|st| {
+            now.saturating_duration_since(st.at) < STALL_AVOID
+                && hop_received(ep, self.hop).is_none_or(|n| n <= st.hop_received)
+        })
     }
 }
 
@@ -515,7 +534,7 @@ impl RouteControl {
             ready: false,
             verified: true,
             since: now,
-            stalled_at: None,
+            stalled: None,
         });
         self.outbox.push((
             hop,
@@ -569,7 +588,20 @@ impl RouteControl {
         }
         if let Some(id) = path.route() {
             for e in self.ends.values_mut().flatten().filter(|e| e.id == id) {
-                e.stalled_at = Some(now);
+                let Some(n) = hop_received(cx.ep, e.hop) else {
+                    continue;
+                };
+                e.stalled = Some(Stall {
+                    at: now,
+                    hop_received: n,
+                });
+                // A live first hop answers this Ping within a round trip,
+                // which clears the suspicion.
+                if let Some(s) = cx.ep.session_for(e.hop) {
+                    if let Some(p) = cx.ep.session_info(s).map(|i| i.path) {
+                        cx.ep.probe_path(now, s, p);
+                    }
+                }
             }
         }
         if !self.move_to_standby(now, cx, session, path, true) {
@@ -580,10 +612,10 @@ impl RouteControl {
     }
 
     /// Move `session` off `path` onto a ready route, preferring one that
-    /// did not stall recently, then one avoiding `path`'s first hop. After a
-    /// stall (`after_stall`) a route that stalled recently is no
-    /// candidate: the session stays where it is rather than go back to a
-    /// dead relay. When `path` is gone, any ready route beats none.
+    /// is not suspect ([`End::suspect`]), then one avoiding `path`'s first
+    /// hop. After a stall (`after_stall`) a suspect route is no candidate:
+    /// the session stays where it is rather than go back to a dead relay.
+    /// When `path` is gone, any ready route beats none.
     fn move_to_standby(
         &mut self,
         now: Instant,
@@ -607,9 +639,9 @@ impl RouteControl {
                 e.usable()
                     && Path::Route(e.id) != path
                     && cx.ep.has_route(e.id)
-                    && !(after_stall && e.stalled_recently(now))
+                    && !(after_stall && e.suspect(now, cx.ep))
             })
-            .min_by_key(|e| (e.stalled_recently(now), Some(e.hop) == bad_hop));
+            .min_by_key(|e| (e.suspect(now, cx.ep), Some(e.hop) == bad_hop));
         let Some(e) = best else {
             return false;
         };
@@ -841,7 +873,7 @@ impl RouteControl {
             ready: true,
             verified: false,
             since: now,
-            stalled_at: None,
+            stalled: None,
         });
         self.stats.routes_ready += 1;
         self.outbox.push((
@@ -1028,7 +1060,7 @@ mod tests {
                     ready: true,
                     verified: true,
                     since: now,
-                    stalled_at: None,
+                    stalled: None,
                 },
                 End {
                     nonce: 2,
@@ -1039,7 +1071,7 @@ mod tests {
                     ready: true,
                     verified: true,
                     since: now,
-                    stalled_at: None,
+                    stalled: None,
                 },
             ],
         );

@@ -535,6 +535,17 @@ impl FlowSet {
         ))
     }
 
+    /// The transmission sequence number (3.6.2.5) of the last fragment
+    /// sent, 0 before any.
+    pub fn last_tsn(&self) -> u64 {
+        self.next_tsn - 1
+    }
+
+    /// The highest transmission sequence number acknowledged so far.
+    pub fn max_tsn_acked(&self) -> u64 {
+        self.max_tsn_ack
+    }
+
     /// Bytes queued on sending flows and not yet acknowledged or abandoned.
     pub fn queued_bytes(&self) -> usize {
         self.send_queue_bytes

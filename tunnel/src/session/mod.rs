@@ -274,9 +274,11 @@ pub(crate) struct Session {
     stalled: bool,
     /// A stall was reported since the last packet received.
     stall_reported: bool,
-    /// Packets with user data sent since the last packet received (the
-    /// early stall check, [`STALL_EARLY_PACKETS`]).
-    unanswered: u32,
+    /// Unacknowledged packets with user data, oldest first: the highest
+    /// transmission sequence number each carried and when it left (the
+    /// early stall check, [`STALL_EARLY_MIN`]); at most
+    /// [`STALL_TRACKED_PACKETS`].
+    unacked: VecDeque<(u64, Instant)>,
     /// Last packet received from DESTADDR itself.
     last_recv_dest: Instant,
     /// TCR flag for outgoing packets (set by the endpoint, RFC 7016 2.2.4).
@@ -313,18 +315,20 @@ pub(crate) const STALL_AFTER_SILENT_RTOS: u32 = 1;
 pub(crate) const STALL_MIN_SILENCE: Duration = Duration::from_millis(200);
 
 /// The early stall check ([`Timer::Stall`]): a path counts as stalled
-/// when [`STALL_EARLY_PACKETS`] packets with user data went out since the
-/// last packet received and nothing came back for four smoothed round
-/// trips, at least this long. A live far end acknowledges every second
-/// packet with data at once (RFC 7016 3.6.3.2), so the silence means the
-/// path, not a delayed acknowledgement (a lone packet may wait 200 ms for
-/// one: that case is left to the retransmission timeout). It comes before
-/// the timeout, whose floor (250 ms, 3.5.2.1) is later than the inner TCP
+/// when two packets with user data are unacknowledged and nothing came
+/// back for four smoothed round trips (at least this long) since the
+/// second of them left. A live far end acknowledges every second packet
+/// with data at once (RFC 7016 3.6.3.2), so the silence means the path,
+/// not a delayed acknowledgement (a lone packet may wait 200 ms for one:
+/// that case is left to the retransmission timeout). It comes before the
+/// timeout, whose floor (250 ms, 3.5.2.1) is later than the inner TCP
 /// connections' own first retransmission (200 ms): moved by then, their
 /// first retransmission already takes the new path.
 pub(crate) const STALL_EARLY_MIN: Duration = Duration::from_millis(100);
-/// Packets with user data unanswered before the early check counts.
-pub(crate) const STALL_EARLY_PACKETS: u32 = 2;
+/// Unacknowledged packets with user data remembered for the early stall
+/// check (the check needs the oldest two; a window holding more leaves
+/// the rest untracked).
+pub(crate) const STALL_TRACKED_PACKETS: usize = 16;
 
 /// Passive address mobility never moves a session from a direct path that
 /// delivered a packet this recently onto a relayed route: a late packet
@@ -452,7 +456,7 @@ impl Session {
             silent_rtos: 0,
             stalled: false,
             stall_reported: false,
-            unanswered: 0,
+            unacked: VecDeque::with_capacity(STALL_TRACKED_PACKETS),
             last_recv_dest: now,
             tcr_out: false,
             control_out: VecDeque::new(),

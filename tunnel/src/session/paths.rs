@@ -111,7 +111,7 @@ impl Session {
         self.silent_rtos = 0;
         self.stalled = false;
         self.stall_reported = false;
-        self.unanswered = 0;
+        self.unacked.clear();
         self.timers.stop(Timer::Stall);
         if let Some(ts) = self.ts.as_mut() {
             ts.rtt.reset_backoff();

@@ -72,7 +72,6 @@ impl Session {
         self.silent_rtos = 0;
         self.stalled = false;
         self.stall_reported = false;
-        self.unanswered = 0;
         self.timers.stop(Timer::Stall);
         self.ping_outstanding = None;
         self.arm_idle();
@@ -135,6 +134,7 @@ impl Session {
         if open {
             self.flows.end_packet(now);
             self.apply_ack_feedback(now);
+            self.arm_stall_check();
         }
         // RFC 7016 3.5.4.2: a valid packet from an address other than
         // DESTADDR starts a verification, never an immediate move.

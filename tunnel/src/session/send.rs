@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::timer::Timer;
 use super::{
     near_mode, Session, SessionState, CLOSE_REQUEST_INTERVAL, PING_MOBILITY, PING_PMTU,
-    PLAIN_OFFSET, SESSION_DATAGRAM_OVERHEAD, STALL_EARLY_PACKETS,
+    PLAIN_OFFSET, SESSION_DATAGRAM_OVERHEAD, STALL_TRACKED_PACKETS,
 };
 use crate::crypto::{self, SESSION_HEADER_LEN, TAG_LEN};
 use crate::flow::ChunkSink;
@@ -308,10 +308,10 @@ impl Session {
             if self.timers.get(Timer::Rto).is_none() {
                 self.timers.set(Timer::Rto, now + self.ert0());
             }
-            self.unanswered = self.unanswered.saturating_add(1);
-            if self.unanswered == STALL_EARLY_PACKETS && !self.stall_reported {
-                if let Some(wait) = self.stall_wait() {
-                    self.timers.set(Timer::Stall, now + wait);
+            if self.unacked.len() < STALL_TRACKED_PACKETS {
+                self.unacked.push_back((self.flows.last_tsn(), now));
+                if self.unacked.len() == 2 {
+                    self.arm_stall_check();
                 }
             }
         }

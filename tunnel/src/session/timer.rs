@@ -20,7 +20,7 @@ use crate::Rng;
 
 use super::{
     CloseReason, Session, SessionState, DEAD_AFTER_SILENT_MIN, DEAD_AFTER_SILENT_RTOS,
-    STALL_AFTER_SILENT_RTOS, STALL_EARLY_MIN, STALL_EARLY_PACKETS, STALL_MIN_SILENCE,
+    STALL_AFTER_SILENT_RTOS, STALL_EARLY_MIN, STALL_MIN_SILENCE,
 };
 
 /// A named deadline of a session.
@@ -195,11 +195,9 @@ impl Session {
                 None
             }
             Timer::Stall => {
-                self.timers.stop(Timer::Stall);
-                if self.unanswered >= STALL_EARLY_PACKETS
-                    && self.flows.outstanding_bytes() > 0
-                    && !self.stall_reported
-                {
+                self.arm_stall_check();
+                if self.timers.is_expired(Timer::Stall, now) && self.flows.outstanding_bytes() > 0 {
+                    self.timers.stop(Timer::Stall);
                     self.stalled = true;
                     self.stall_reported = true;
                 }
@@ -208,11 +206,26 @@ impl Session {
         }
     }
 
-    /// How long the early stall check waits after the packet that made
-    /// [`STALL_EARLY_PACKETS`] unanswered: four smoothed round trips, at
-    /// least [`STALL_EARLY_MIN`]; `None` before a round trip was measured.
-    pub(super) fn stall_wait(&self) -> Option<Duration> {
-        Some(self.srtt()?.saturating_mul(4).max(STALL_EARLY_MIN))
+    /// Forget the tracked packets that were acknowledged (or lost below
+    /// one that was) and arm the early stall check ([`STALL_EARLY_MIN`])
+    /// for the second oldest still unacknowledged: four smoothed round
+    /// trips, at least [`STALL_EARLY_MIN`], after it left or after the last
+    /// packet received, whichever is later. Not armed before a round trip
+    /// was measured, nor again until something is received after a stall.
+    pub(super) fn arm_stall_check(&mut self) {
+        let acked = self.flows.max_tsn_acked();
+        while self.unacked.front().is_some_and(|&(tsn, _)| tsn <= acked) {
+            self.unacked.pop_front();
+        }
+        let wait = self
+            .srtt()
+            .map(|s| s.saturating_mul(4).max(STALL_EARLY_MIN));
+        match (self.unacked.get(1), wait) {
+            (Some(&(_, sent)), Some(wait)) if !self.stall_reported => self
+                .timers
+                .set(Timer::Stall, sent.max(self.last_recv) + wait),
+            _ => self.timers.stop(Timer::Stall),
+        }
     }
 
     /// Data went unanswered through [`DEAD_AFTER_SILENT_RTOS`] timeouts and

@@ -38,6 +38,42 @@ fn carries(w: &World, relay: HostId, a: HostId, b: HostId) -> bool {
     })
 }
 
+/// Two relaying introducers and two members behind symmetric NATs whose
+/// session runs over one relay with a route through the other ready,
+/// frames delivered: (world, intro1, intro2, a, b).
+fn relayed_over_two_relays(seed: u64) -> (World, HostId, HostId, HostId, HostId) {
+    let mut w = World::new(seed);
+    let i1 = w.introducer("intro1");
+    let i2 = w.introducer("intro2");
+    let (a, _) = w.behind("a", NatModel::symmetric());
+    let (b, _) = w.behind("b", NatModel::symmetric());
+    w.run_until(
+        Duration::from_secs(60),
+        "a route for the pair through each relay",
+        |w| carries(w, i1, a, b) && carries(w, i2, a, b),
+    );
+    w.assert_delivers("relayed", |w| w.send_frames(a, Some(b), FRAMES, EVERY));
+    (w, i1, i2, a, b)
+}
+
+/// Whether `a`'s session with `b` runs over `relay`.
+fn on_relay(w: &World, a: HostId, b: HostId, relay: &str) -> bool {
+    matches!(w.path(a, b), Some(PathKind::Relayed { via, .. }) if via == relay)
+}
+
+/// Drop everything to and from `h` (`None`: nothing).
+fn cut_off(w: &mut World, h: Option<HostId>) {
+    let f = h.map(|h| {
+        let ip = w.sim.ip(h);
+        Box::new(
+            move |from: std::net::SocketAddr, to: std::net::SocketAddr, _: &[u8]| {
+                from.ip() == ip || to.ip() == ip
+            },
+        ) as ringlan_node::sim::DropFilter
+    });
+    w.sim.set_drop_filter(f);
+}
+
 #[test]
 fn relay_death_moves_the_session_to_the_standby_then_to_direct() {
     let mut w = World::new(31);
@@ -257,22 +293,7 @@ fn the_standby_route_goes_through_another_relay() {
 /// frames again on the standby once that works.
 #[test]
 fn a_stall_after_a_relay_died_does_not_hand_the_session_back_to_it() {
-    let mut w = World::new(41);
-    let i1 = w.introducer("intro1");
-    let i2 = w.introducer("intro2");
-    let (a, _) = w.behind("a", NatModel::symmetric());
-    let (b, _) = w.behind("b", NatModel::symmetric());
-    w.run_until(
-        Duration::from_secs(60),
-        "a standby route",
-        |w| matches!(w.path(a, b), Some(PathKind::Relayed { standby, .. }) if standby >= 1),
-    );
-    w.run_until(
-        Duration::from_secs(60),
-        "a route for the pair through each relay",
-        |w| carries(w, i1, a, b) && carries(w, i2, a, b),
-    );
-    w.assert_delivers("relayed", |w| w.send_frames(a, Some(b), FRAMES, EVERY));
+    let (mut w, i1, i2, a, b) = relayed_over_two_relays(41);
     let sid = (w.session_id(a, b), w.session_id(b, a));
     let (used, _) = via(&w, a, b);
     let (dead, alive, alive_host) = if used == "intro1" {
@@ -282,7 +303,7 @@ fn a_stall_after_a_relay_died_does_not_hand_the_session_back_to_it() {
     };
     w.kill(dead);
     let t0 = w.sim.now();
-    let on = |w: &World, relay: &str| matches!(w.path(a, b), Some(PathKind::Relayed { via, .. }) if via == relay);
+    let on = |w: &World, relay: &str| on_relay(w, a, b, relay);
     for _ in 0..3 * FRAMES {
         if on(&w, alive) {
             break;
@@ -295,15 +316,12 @@ fn a_stall_after_a_relay_died_does_not_hand_the_session_back_to_it() {
         w.sim.now() - t0
     );
 
-    let ip = w.sim.ip(alive_host);
-    w.sim.set_drop_filter(Some(Box::new(move |from, to, _| {
-        from.ip() == ip || to.ip() == ip
-    })));
+    cut_off(&mut w, Some(alive_host));
     for i in 0..40 {
         w.send_frames(a, Some(b), 1, EVERY);
         assert!(!on(&w, &used), "frame {i}: back on the dead relay {used}");
     }
-    w.sim.set_drop_filter(None);
+    cut_off(&mut w, None);
     for i in 0..100 {
         w.send_frames(a, Some(b), 1, EVERY);
         assert!(!on(&w, &used), "frame {i}: back on the dead relay {used}");
@@ -311,6 +329,48 @@ fn a_stall_after_a_relay_died_does_not_hand_the_session_back_to_it() {
     assert!(on(&w, alive), "{:?}", w.path(a, b));
     assert_eq!((w.session_id(a, b), w.session_id(b, a)), sid, "one session");
     w.assert_delivers("on the standby route after its stall", |w| {
+        w.send_frames(a, Some(b), FRAMES, EVERY)
+    });
+}
+
+/// The relay in use drops everything for 400 ms: the session moves to the
+/// standby. That relay lives (it answers the probe the stall sent it), so
+/// its route is a standby again: when the other relay then dies, the
+/// session moves back at once instead of waiting for the dead relay's
+/// route to close.
+#[test]
+fn a_route_whose_relay_answers_after_a_stall_is_a_standby_again() {
+    let (mut w, i1, i2, a, b) = relayed_over_two_relays(43);
+    let sid = (w.session_id(a, b), w.session_id(b, a));
+    let (first, _) = via(&w, a, b);
+    let (first_host, second, second_host) = if first == "intro1" {
+        (i1, "intro2", i2)
+    } else {
+        (i2, "intro1", i1)
+    };
+    let on = |w: &World, relay: &str| on_relay(w, a, b, relay);
+
+    cut_off(&mut w, Some(first_host));
+    w.send_frames(a, Some(b), 40, EVERY);
+    cut_off(&mut w, None);
+    assert!(on(&w, second), "not moved to {second}: {:?}", w.path(a, b));
+    w.assert_delivers("on the standby", |w| {
+        w.send_frames(a, Some(b), FRAMES, EVERY)
+    });
+
+    w.kill(second_host);
+    let t0 = w.sim.now();
+    for _ in 0..FRAMES {
+        if on(&w, &first) {
+            break;
+        }
+        w.send_frames(a, Some(b), 1, EVERY);
+    }
+    let took = w.sim.now() - t0;
+    assert!(on(&w, &first), "still {:?} after {took:?}", w.path(a, b));
+    eprintln!("{second} killed: back on {first} after {took:?}");
+    assert_eq!((w.session_id(a, b), w.session_id(b, a)), sid, "one session");
+    w.assert_delivers("back on the first relay", |w| {
         w.send_frames(a, Some(b), FRAMES, EVERY)
     });
 }
