@@ -277,17 +277,25 @@ fn a_session_opens_and_carries_a_reliable_flow_over_a_relay_under_loss() {
     assert!(info.pmtu + ROUTE_OVERHEAD <= 1472, "{}", info.pmtu);
 }
 
+/// A session between A and B over a route through R1, a second route
+/// through R2 ready, no direct path: (A's route ids through R1 and R2,
+/// B's through R2, A's session, B's session).
+fn relayed_with_standby(net: &mut Net) -> (RouteId, RouteId, RouteId, SessionId, SessionId) {
+    block_direct(net);
+    connect_direct(net, A, R1);
+    connect_direct(net, B, R1);
+    connect_direct(net, A, R2);
+    connect_direct(net, B, R2);
+    let (ra1, _) = route(net, A, R1, B);
+    let (ra2, rb2) = route(net, A, R2, B);
+    let (sa, sb) = open_over(net, Path::Route(ra1));
+    (ra1, ra2, rb2, sa, sb)
+}
+
 #[test]
 fn the_session_moves_to_a_standby_route_when_the_relay_dies_and_then_to_direct() {
     let mut net = lab(0.0);
-    block_direct(&mut net);
-    connect_direct(&mut net, A, R1);
-    connect_direct(&mut net, B, R1);
-    connect_direct(&mut net, A, R2);
-    connect_direct(&mut net, B, R2);
-    let (ra1, _) = route(&mut net, A, R1, B);
-    let (ra2, rb2) = route(&mut net, A, R2, B);
-    let (sa, sb) = open_over(&mut net, Path::Route(ra1));
+    let (ra1, ra2, rb2, sa, sb) = relayed_with_standby(&mut net);
     let mut t = Transfer::new(&mut net, sa);
     t.standby = Some(Path::Route(ra2));
     t.run(&mut net, 1000, Duration::from_secs(60));
@@ -340,6 +348,86 @@ fn the_session_moves_to_a_standby_route_when_the_relay_dies_and_then_to_direct()
     // Only route keepalives (if any) cross the relay after the move.
     assert!(transit_bytes(&net, R2) - before < 10_000);
     assert_eq!(opened_with(&net, A, B), Some(sa));
+}
+
+/// The relay dies while both ends send. A moves to the standby route; B,
+/// which sent two messages into the dead route meanwhile, follows A by
+/// address mobility. What B sent on the old path says nothing about the
+/// new one: B must not report the new path stalled when A then falls
+/// silent for a while (in the netns lab B did, 100 ms after following, and
+/// moved its session back onto the dead relay's route).
+#[test]
+fn the_end_that_follows_a_move_does_not_count_what_it_sent_on_the_old_path() {
+    let mut net = lab(0.0);
+    let (ra1, ra2, rb2, sa, sb) = relayed_with_standby(&mut net);
+    let fa = net.nodes[A].ep.open_flow(sa, b"a", None).unwrap();
+    let fb = net.nodes[B].ep.open_flow(sb, b"b", None).unwrap();
+    let send = |net: &mut Net, i: usize, s: SessionId, f: FlowId, n: u64| {
+        let now = net.now;
+        net.nodes[i]
+            .ep
+            .send(now, s, f, &pattern(n, 1000), Reliability::Reliable)
+            .unwrap();
+        net.flush(i);
+    };
+    // Both ways for a second (round trips measured); B's last messages
+    // are acknowledged before the relay dies.
+    for n in 0..200 {
+        send(&mut net, A, sa, fa, n);
+        if n < 180 {
+            send(&mut net, B, sb, fb, n);
+        }
+        net.run_for(Duration::from_millis(5));
+    }
+    net.take_events(A);
+    net.take_events(B);
+    net.nodes[R1].up = false;
+    let killed = net.now;
+    let mut stalls_b = Vec::new();
+    let mut followed = None;
+    let mut b_sent = false;
+    let mut n = 200;
+    while net.now - killed < Duration::from_millis(1500) {
+        let t = net.now - killed;
+        // A sends until it has moved, then falls silent; B sends two
+        // messages 50 ms after the relay died, into the dead route.
+        if remote(&net, A, sa) == Path::Route(ra1) {
+            send(&mut net, A, sa, fa, n);
+            n += 1;
+        }
+        if t >= Duration::from_millis(50) && !b_sent {
+            for _ in 0..2 {
+                send(&mut net, B, sb, fb, n);
+                n += 1;
+            }
+            b_sent = true;
+        }
+        net.run_for(Duration::from_millis(5));
+        for e in net.take_events(A) {
+            if let Event::PathStalled { session, path } = e {
+                assert_eq!(path, Path::Route(ra1));
+                let now = net.now;
+                assert!(net.nodes[A].ep.migrate(now, session, Path::Route(ra2)));
+            }
+        }
+        for e in net.take_events(B) {
+            match e {
+                Event::PathStalled { path, .. } => stalls_b.push((net.now - killed, path)),
+                Event::AddressChanged { .. } if followed.is_none() => {
+                    followed = Some(net.now - killed)
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(remote(&net, A, sa), Path::Route(ra2));
+    assert_eq!(remote(&net, B, sb), Path::Route(rb2));
+    let followed = followed.expect("B followed A");
+    let after: Vec<_> = stalls_b.iter().filter(|(t, _)| *t >= followed).collect();
+    assert!(
+        after.is_empty(),
+        "B followed at {followed:?}, then stalled: {after:?}"
+    );
 }
 
 #[test]

@@ -95,6 +95,10 @@ impl Session {
         self.last_recv_dest = now;
         self.stats.address_changes += 1;
         self.flows.reacknowledge();
+        // Packets that went out on the old path say nothing about the new
+        // one (the early stall check would count them against it).
+        self.unacked.clear();
+        self.timers.stop(Timer::Stall);
     }
 
     /// Move the session onto the path `addr` at once, without the
@@ -111,8 +115,6 @@ impl Session {
         self.silent_rtos = 0;
         self.stalled = false;
         self.stall_reported = false;
-        self.unacked.clear();
-        self.timers.stop(Timer::Stall);
         if let Some(ts) = self.ts.as_mut() {
             ts.rtt.reset_backoff();
         }
