@@ -155,6 +155,17 @@ fn pattern(i: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Send message `n` (`len` bytes of [`pattern`]) reliably from node `i`
+/// on its session `s`, flow `f`, and flush.
+fn send_one(net: &mut Net, i: usize, s: SessionId, f: FlowId, n: u64, len: usize) {
+    let now = net.now;
+    net.nodes[i]
+        .ep
+        .send(now, s, f, &pattern(n, len), Reliability::Reliable)
+        .unwrap();
+    net.flush(i);
+}
+
 /// Drives a reliable transfer a -> b message by message and reacts to
 /// path events the way the agent does.
 struct Transfer {
@@ -362,14 +373,8 @@ fn the_end_that_follows_a_move_does_not_count_what_it_sent_on_the_old_path() {
     let (ra1, ra2, rb2, sa, sb) = relayed_with_standby(&mut net);
     let fa = net.nodes[A].ep.open_flow(sa, b"a", None).unwrap();
     let fb = net.nodes[B].ep.open_flow(sb, b"b", None).unwrap();
-    let send = |net: &mut Net, i: usize, s: SessionId, f: FlowId, n: u64| {
-        let now = net.now;
-        net.nodes[i]
-            .ep
-            .send(now, s, f, &pattern(n, 1000), Reliability::Reliable)
-            .unwrap();
-        net.flush(i);
-    };
+    let send =
+        |net: &mut Net, i: usize, s: SessionId, f: FlowId, n: u64| send_one(net, i, s, f, n, 1000);
     // Both ways for a second (round trips measured); B's last messages
     // are acknowledged before the relay dies.
     for n in 0..200 {
@@ -430,6 +435,41 @@ fn the_end_that_follows_a_move_does_not_count_what_it_sent_on_the_old_path() {
     );
 }
 
+/// The relay dies when everything sent was answered; then one message
+/// goes out. Its acknowledgement could be delayed 200 ms by a live far
+/// end, so the check pings instead, and the unanswered Ping reports the
+/// stall well before the retransmission timeout (at least 250 ms), itself
+/// later than the first retransmission of a TCP connection inside.
+#[test]
+fn one_packet_into_a_dead_route_is_noticed_before_the_timeout() {
+    let mut net = lab(0.0);
+    let (ra1, _, _, sa, _) = relayed_with_standby(&mut net);
+    let flow = net.nodes[A].ep.open_flow(sa, b"one", None).unwrap();
+    for i in 0..20u64 {
+        send_one(&mut net, A, sa, flow, i, 100);
+        net.run_for(Duration::from_millis(50));
+    }
+    // Everything answered (a lone last packet's acknowledgement is delayed
+    // 200 ms).
+    net.run_for(Duration::from_millis(500));
+    net.take_events(A);
+    net.nodes[R1].up = false;
+    let now = net.now;
+    send_one(&mut net, A, sa, flow, 20, 100);
+    let mut stalled = None;
+    net.run_until(Duration::from_secs(1), |n| {
+        for e in n.take_events(A) {
+            if let Event::PathStalled { path, .. } = e {
+                stalled.get_or_insert((n.now - now, path));
+            }
+        }
+        stalled.is_some()
+    });
+    let (after, path) = stalled.expect("no stall");
+    assert_eq!(path, Path::Route(ra1));
+    assert!(after < Duration::from_millis(200), "stall after {after:?}");
+}
+
 #[test]
 fn single_messages_answered_by_delayed_acknowledgements_are_not_a_stall() {
     // One message at a time, nothing coming back but the far end's
@@ -447,12 +487,7 @@ fn single_messages_answered_by_delayed_acknowledgements_are_not_a_stall() {
     net.take_events(A);
     let mut got = Vec::new();
     for i in 0..20u64 {
-        let now = net.now;
-        net.nodes[A]
-            .ep
-            .send(now, sa, flow, &pattern(i, 100), Reliability::Reliable)
-            .unwrap();
-        net.flush(A);
+        send_one(&mut net, A, sa, flow, i, 100);
         net.run_for(Duration::from_millis(400));
         for e in net.take_events(A) {
             assert!(

@@ -277,8 +277,12 @@ pub(crate) struct Session {
     /// Unacknowledged packets with user data, oldest first: the highest
     /// transmission sequence number each carried and when it left (the
     /// early stall check, [`STALL_EARLY_MIN`]); at most
-    /// [`STALL_TRACKED_PACKETS`].
+    /// [`STALL_TRACKED_PACKETS`] entries, the last one standing for a run
+    /// of packets once they are all taken.
     unacked: VecDeque<(u64, Instant)>,
+    /// When the early stall check sent its Ping ([`STALL_PROBE_MIN`]),
+    /// until something is received.
+    stall_probe: Option<Instant>,
     /// Last packet received from DESTADDR itself.
     last_recv_dest: Instant,
     /// TCR flag for outgoing packets (set by the endpoint, RFC 7016 2.2.4).
@@ -325,9 +329,20 @@ pub(crate) const STALL_MIN_SILENCE: Duration = Duration::from_millis(200);
 /// connections' own first retransmission (200 ms): moved by then, their
 /// first retransmission already takes the new path.
 pub(crate) const STALL_EARLY_MIN: Duration = Duration::from_millis(100);
-/// Unacknowledged packets with user data remembered for the early stall
-/// check (the check needs the oldest two; a window holding more leaves
-/// the rest untracked).
+/// On a relayed route, one packet with user data unanswered for four
+/// smoothed round trips, at least this long, draws a Ping (answered at
+/// once, unlike data, whose acknowledgement may wait 200 ms); the path
+/// counts as stalled when the Ping goes unanswered as long again. A
+/// session whose last packets before the relay died were all answered but
+/// one (the inner TCP's acknowledgement going back, say) is noticed in
+/// about 100 ms instead of at the retransmission timeout.
+pub(crate) const STALL_PROBE_MIN: Duration = Duration::from_millis(50);
+/// Entries for unacknowledged packets with user data kept for the early
+/// stall check. Once they are all taken, the last one stands for every
+/// packet sent since (the newest one's sequence number, the oldest one's
+/// time): every packet in flight stays covered, so acknowledgements that
+/// clear the older entries do not leave the rest untracked, and a group's
+/// time is never later than its packets'.
 pub(crate) const STALL_TRACKED_PACKETS: usize = 16;
 
 /// Passive address mobility never moves a session from a direct path that
@@ -457,6 +472,7 @@ impl Session {
             stalled: false,
             stall_reported: false,
             unacked: VecDeque::with_capacity(STALL_TRACKED_PACKETS),
+            stall_probe: None,
             last_recv_dest: now,
             tcr_out: false,
             control_out: VecDeque::new(),

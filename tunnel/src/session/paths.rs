@@ -98,6 +98,7 @@ impl Session {
         // Packets that went out on the old path say nothing about the new
         // one (the early stall check would count them against it).
         self.unacked.clear();
+        self.stall_probe = None;
         self.timers.stop(Timer::Stall);
     }
 

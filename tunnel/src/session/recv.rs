@@ -73,6 +73,7 @@ impl Session {
         self.stalled = false;
         self.stall_reported = false;
         self.timers.stop(Timer::Stall);
+        self.stall_probe = None;
         self.ping_outstanding = None;
         self.arm_idle();
         if let Some(ts) = self.ts.as_mut() {

@@ -308,11 +308,15 @@ impl Session {
             if self.timers.get(Timer::Rto).is_none() {
                 self.timers.set(Timer::Rto, now + self.ert0());
             }
+            let tsn = self.flows.last_tsn();
             if self.unacked.len() < STALL_TRACKED_PACKETS {
-                self.unacked.push_back((self.flows.last_tsn(), now));
-                if self.unacked.len() == 2 {
+                self.unacked.push_back((tsn, now));
+                if self.unacked.len() <= 2 {
                     self.arm_stall_check();
                 }
+            } else if let Some(last) = self.unacked.back_mut() {
+                // Full: the last entry stands for every packet since.
+                last.0 = tsn;
             }
         }
         if matches!(content, Content::Normal) {

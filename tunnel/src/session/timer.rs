@@ -16,11 +16,12 @@
 
 use std::time::{Duration, Instant};
 
+use crate::path::is_route_addr;
 use crate::Rng;
 
 use super::{
     CloseReason, Session, SessionState, DEAD_AFTER_SILENT_MIN, DEAD_AFTER_SILENT_RTOS,
-    STALL_AFTER_SILENT_RTOS, STALL_EARLY_MIN, STALL_MIN_SILENCE,
+    STALL_AFTER_SILENT_RTOS, STALL_EARLY_MIN, STALL_MIN_SILENCE, STALL_PROBE_MIN,
 };
 
 /// A named deadline of a session.
@@ -198,8 +199,14 @@ impl Session {
                 self.arm_stall_check();
                 if self.timers.is_expired(Timer::Stall, now) && self.flows.outstanding_bytes() > 0 {
                     self.timers.stop(Timer::Stall);
-                    self.stalled = true;
-                    self.stall_reported = true;
+                    if self.unacked.len() >= 2 || self.stall_probe.is_some() {
+                        self.stalled = true;
+                        self.stall_reported = true;
+                    } else {
+                        self.stall_probe = Some(now);
+                        self.pending_keepalive = true;
+                        self.arm_stall_check();
+                    }
                 }
                 None
             }
@@ -207,24 +214,36 @@ impl Session {
     }
 
     /// Forget the tracked packets that were acknowledged (or lost below
-    /// one that was) and arm the early stall check ([`STALL_EARLY_MIN`])
-    /// for the second oldest still unacknowledged: four smoothed round
-    /// trips, at least [`STALL_EARLY_MIN`], after it left or after the last
-    /// packet received, whichever is later. Not armed before a round trip
-    /// was measured, nor again until something is received after a stall.
+    /// one that was) and arm the early stall check ([`STALL_EARLY_MIN`]):
+    /// four smoothed round trips, at least [`STALL_EARLY_MIN`], after the
+    /// second oldest packet still unacknowledged left or after the last
+    /// packet received, whichever is later; on a relayed route with one
+    /// such packet, [`STALL_PROBE_MIN`] after it (then a Ping goes out)
+    /// and as long after the Ping. Not armed before a round trip was
+    /// measured, nor again until something is received after a stall.
     pub(super) fn arm_stall_check(&mut self) {
         let acked = self.flows.max_tsn_acked();
         while self.unacked.front().is_some_and(|&(tsn, _)| tsn <= acked) {
             self.unacked.pop_front();
         }
-        let wait = self
-            .srtt()
-            .map(|s| s.saturating_mul(4).max(STALL_EARLY_MIN));
-        match (self.unacked.get(1), wait) {
-            (Some(&(_, sent)), Some(wait)) if !self.stall_reported => self
-                .timers
-                .set(Timer::Stall, sent.max(self.last_recv) + wait),
-            _ => self.timers.stop(Timer::Stall),
+        let at = self.srtt().and_then(|srtt| {
+            let rtts = srtt.saturating_mul(4);
+            if self.stall_reported {
+                None
+            } else if let Some(&(_, sent)) = self.unacked.get(1) {
+                Some(sent.max(self.last_recv) + rtts.max(STALL_EARLY_MIN))
+            } else if !is_route_addr(&self.dest) {
+                None
+            } else if let Some(ping) = self.stall_probe {
+                Some(ping + rtts.max(STALL_PROBE_MIN))
+            } else {
+                let &(_, sent) = self.unacked.front()?;
+                Some(sent.max(self.last_recv) + rtts.max(STALL_PROBE_MIN))
+            }
+        });
+        match at {
+            Some(at) => self.timers.set(Timer::Stall, at),
+            None => self.timers.stop(Timer::Stall),
         }
     }
 
