@@ -197,16 +197,22 @@ impl Session {
             }
             Timer::Stall => {
                 self.arm_stall_check();
-                if self.timers.is_expired(Timer::Stall, now) && self.flows.outstanding_bytes() > 0 {
-                    self.timers.stop(Timer::Stall);
-                    if self.unacked.len() >= 2 || self.stall_probe.is_some() {
-                        self.stalled = true;
-                        self.stall_reported = true;
-                    } else {
-                        self.stall_probe = Some(now);
-                        self.pending_keepalive = true;
-                        self.arm_stall_check();
-                    }
+                if !self.timers.is_expired(Timer::Stall, now) {
+                    return None;
+                }
+                self.timers.stop(Timer::Stall);
+                if self.flows.outstanding_bytes() == 0 {
+                    // What was in flight was given up (lost without an
+                    // acknowledgement past it): nothing left to wait for.
+                    self.unacked.clear();
+                    self.stall_probe = None;
+                } else if self.unacked.len() >= 2 || self.stall_probe.is_some() {
+                    self.stalled = true;
+                    self.stall_reported = true;
+                } else {
+                    self.stall_probe = Some(now);
+                    self.pending_keepalive = true;
+                    self.arm_stall_check();
                 }
                 None
             }
