@@ -266,12 +266,7 @@ fn transit_bytes(net: &Net, r: usize) -> u64 {
 #[test]
 fn a_session_opens_and_carries_a_reliable_flow_over_a_relay_under_loss() {
     let mut net = lab(0.02);
-    block_direct(&mut net);
-    connect_direct(&mut net, A, R1);
-    connect_direct(&mut net, B, R1);
-    let (ra, rb) = route(&mut net, A, R1, B);
-    // The initiator knows the target only through the route.
-    let (sa, sb) = open_over(&mut net, Path::Route(ra));
+    let (ra, rb, sa, sb) = relayed_via_r1(&mut net);
     assert_eq!(remote(&net, A, sa), Path::Route(ra));
     assert_eq!(remote(&net, B, sb), Path::Route(rb));
     let mut t = Transfer::new(&mut net, sa);
@@ -286,6 +281,18 @@ fn a_session_opens_and_carries_a_reliable_flow_over_a_relay_under_loss() {
     // PMTU on the route leaves room for the route header on every hop.
     let info = net.nodes[A].ep.session_info(sa).unwrap();
     assert!(info.pmtu + ROUTE_OVERHEAD <= 1472, "{}", info.pmtu);
+}
+
+/// A session between A and B over a route through R1, no direct path:
+/// (A's route id, B's, A's session, B's session).
+fn relayed_via_r1(net: &mut Net) -> (RouteId, RouteId, SessionId, SessionId) {
+    block_direct(net);
+    connect_direct(net, A, R1);
+    connect_direct(net, B, R1);
+    let (ra, rb) = route(net, A, R1, B);
+    // The initiator knows the target only through the route.
+    let (sa, sb) = open_over(net, Path::Route(ra));
+    (ra, rb, sa, sb)
 }
 
 /// A session between A and B over a route through R1, a second route
@@ -477,11 +484,7 @@ fn single_messages_answered_by_delayed_acknowledgements_are_not_a_stall() {
     // more than the early stall check's 100 ms, so that check must not
     // count a lone packet.
     let mut net = lab(0.0);
-    block_direct(&mut net);
-    connect_direct(&mut net, A, R1);
-    connect_direct(&mut net, B, R1);
-    let (ra, _) = route(&mut net, A, R1, B);
-    let (sa, _) = open_over(&mut net, Path::Route(ra));
+    let (ra, _, sa, _) = relayed_via_r1(&mut net);
     let flow = net.nodes[A].ep.open_flow(sa, b"drip", None).unwrap();
     net.run_for(Duration::from_secs(1));
     net.take_events(A);

@@ -588,20 +588,22 @@ impl RouteControl {
         }
         if let Some(id) = path.route() {
             for e in self.ends.values_mut().flatten().filter(|e| e.id == id) {
-                let Some(n) = hop_received(cx.ep, e.hop) else {
+                let Some(hop) = cx.ep.session_for(e.hop) else {
                     continue;
                 };
+                let Some(info) = cx.ep.session_info(hop) else {
+                    continue;
+                };
+                if info.state != SessionState::Open {
+                    continue;
+                }
                 e.stalled = Some(Stall {
                     at: now,
-                    hop_received: n,
+                    hop_received: info.stats.packets_received,
                 });
                 // A live first hop answers this Ping within a round trip,
                 // which clears the suspicion.
-                if let Some(s) = cx.ep.session_for(e.hop) {
-                    if let Some(p) = cx.ep.session_info(s).map(|i| i.path) {
-                        cx.ep.probe_path(now, s, p);
-                    }
-                }
+                cx.ep.probe_path(now, hop, info.path);
             }
         }
         if !self.move_to_standby(now, cx, session, path, true) {
@@ -635,14 +637,11 @@ impl RouteControl {
             .and_then(|id| ends.iter().find(|e| e.id == id).map(|e| e.hop));
         let best = ends
             .iter()
-            .filter(|e| {
-                e.usable()
-                    && Path::Route(e.id) != path
-                    && cx.ep.has_route(e.id)
-                    && !(after_stall && e.suspect(now, cx.ep))
-            })
-            .min_by_key(|e| (e.suspect(now, cx.ep), Some(e.hop) == bad_hop));
-        let Some(e) = best else {
+            .filter(|e| e.usable() && Path::Route(e.id) != path && cx.ep.has_route(e.id))
+            .map(|e| (e, e.suspect(now, cx.ep)))
+            .filter(|&(_, suspect)| !(after_stall && suspect))
+            .min_by_key(|&(e, suspect)| (suspect, Some(e.hop) == bad_hop));
+        let Some((e, _)) = best else {
             return false;
         };
         let to = Path::Route(e.id);

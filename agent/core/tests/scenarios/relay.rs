@@ -56,6 +56,22 @@ fn relayed_over_two_relays(seed: u64) -> (World, HostId, HostId, HostId, HostId)
     (w, i1, i2, a, b)
 }
 
+/// The relay `a`'s session with `b` runs over and the other one of
+/// `i1` ("intro1") and `i2` ("intro2"): (in use, its name, other, its name).
+fn in_use_and_other(
+    w: &World,
+    (i1, i2): (HostId, HostId),
+    a: HostId,
+    b: HostId,
+) -> (HostId, String, HostId, &'static str) {
+    let (used, _) = via(w, a, b);
+    if used == "intro1" {
+        (i1, used, i2, "intro2")
+    } else {
+        (i2, used, i1, "intro1")
+    }
+}
+
 /// Whether `a`'s session with `b` runs over `relay`.
 fn on_relay(w: &World, a: HostId, b: HostId, relay: &str) -> bool {
     matches!(w.path(a, b), Some(PathKind::Relayed { via, .. }) if via == relay)
@@ -295,12 +311,7 @@ fn the_standby_route_goes_through_another_relay() {
 fn a_stall_after_a_relay_died_does_not_hand_the_session_back_to_it() {
     let (mut w, i1, i2, a, b) = relayed_over_two_relays(41);
     let sid = (w.session_id(a, b), w.session_id(b, a));
-    let (used, _) = via(&w, a, b);
-    let (dead, alive, alive_host) = if used == "intro1" {
-        (i1, "intro2", i2)
-    } else {
-        (i2, "intro1", i1)
-    };
+    let (dead, used, alive_host, alive) = in_use_and_other(&w, (i1, i2), a, b);
     w.kill(dead);
     let t0 = w.sim.now();
     let on = |w: &World, relay: &str| on_relay(w, a, b, relay);
@@ -342,12 +353,7 @@ fn a_stall_after_a_relay_died_does_not_hand_the_session_back_to_it() {
 fn a_route_whose_relay_answers_after_a_stall_is_a_standby_again() {
     let (mut w, i1, i2, a, b) = relayed_over_two_relays(43);
     let sid = (w.session_id(a, b), w.session_id(b, a));
-    let (first, _) = via(&w, a, b);
-    let (first_host, second, second_host) = if first == "intro1" {
-        (i1, "intro2", i2)
-    } else {
-        (i2, "intro1", i1)
-    };
+    let (first_host, first, second_host, second) = in_use_and_other(&w, (i1, i2), a, b);
     let on = |w: &World, relay: &str| on_relay(w, a, b, relay);
 
     cut_off(&mut w, Some(first_host));
