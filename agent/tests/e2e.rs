@@ -156,9 +156,12 @@ fn a_lossy_underlay_carries_tcp_intact() {
         .unwrap();
     // The session did lose frames, cut super-frames into pieces, and
     // never halved its window for the lost frames. The status is published once a second,
-    // and the transfer may take less: wait for a snapshot taken after it.
+    // and the transfer may take less: wait for a snapshot taken after it (one that counts
+    // the 32 MiB sent; a frame lost before the transfer already makes the loss count
+    // non-zero).
     let st = w.wait_session(&n1, &n2.peer(), "frames lost", |s| {
         s["transport"]["frame_lost_bytes"].as_u64() > Some(0)
+            && s["tx"]["bytes"].as_u64() >= Some(32 * MIB)
     });
     let t = &open_session(&st, &n2.peer()).expect("the session")["transport"];
     assert_eq!(t["loss_reductions"].as_u64(), Some(0), "{t}");
