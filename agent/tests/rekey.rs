@@ -19,14 +19,20 @@ const STREAM_FOR: Duration = Duration::from_secs(60);
 /// The configured interval: about 20 rekeys during the stream.
 const REKEY: &str = "rekey_interval: 3s\n";
 
-/// `m`'s open session with `peer`: (age in seconds, rekeys).
-fn session(m: &Member, peer: &Member) -> (u64, u64) {
+/// Agents publish their status once a second; a status read at once may
+/// be that old. Waiting two periods gives one taken after the wait began.
+const STATUS_FRESH: Duration = Duration::from_secs(2);
+
+/// `m`'s open session with `peer`: (age in seconds, rekeys, bytes
+/// received on it).
+fn session(m: &Member, peer: &Member) -> (u64, u64, u64) {
     let st = m.status().expect("status");
     let s = open_session(&st, &peer.peer())
         .unwrap_or_else(|| panic!("{} has no open session with {}", m.name, peer.name));
     (
         s["age_secs"].as_u64().expect("age_secs"),
         s["rekeys"].as_u64().expect("rekeys"),
+        s["rx"]["bytes"].as_u64().expect("rx bytes"),
     )
 }
 
@@ -43,7 +49,7 @@ fn a_60_second_stream_crosses_many_rekeys_intact_on_one_session() {
     w.start_mesh(&mut [&mut intro, &mut a, &mut b]);
     w.wait_ping(&a, &b, SETTLE);
 
-    let (age0, rekeys0) = session(&b, &a);
+    let (age0, rekeys0, _) = session(&b, &a);
     let job = w.stream(&a, &b, 5011);
     let t0 = Instant::now();
     while t0.elapsed() < STREAM_FOR {
@@ -53,8 +59,9 @@ fn a_60_second_stream_crosses_many_rekeys_intact_on_one_session() {
         std::thread::sleep(Duration::from_secs(1));
     }
     let t = w.finish_stream(job, &a, &b);
-    let (age1, rekeys1) = session(&b, &a);
     let elapsed = t0.elapsed().as_secs();
+    std::thread::sleep(STATUS_FRESH);
+    let (age1, rekeys1, rx1) = session(&b, &a);
     eprintln!(
         "{} MiB in {:?} over one session; its keys replaced {} times",
         t.bytes_received / MIB,
@@ -64,6 +71,12 @@ fn a_60_second_stream_crosses_many_rekeys_intact_on_one_session() {
     assert!(
         age1 >= age0 + elapsed,
         "b's session with a is newer than the stream: age {age1} s, was {age0} s {elapsed} s ago"
+    );
+    // The session that is open now carried the whole stream.
+    assert!(
+        rx1 >= t.bytes_received,
+        "b's session with a received {rx1} bytes, the stream {}",
+        t.bytes_received
     );
     // Either end rekeys (the initiator after 3 s, the responder after a
     // quarter more); at least a few rekeys in 60 s, whichever led.
