@@ -96,8 +96,8 @@ fn assert_introducer_idle(
     let before = intro_frames(&intro.status().unwrap());
     traffic();
     w.wait_rx_from(to, from, mib * MIB);
-    // Status snapshots are published once a second: take one at least two
-    // seconds younger than the transfer's end.
+    // Status snapshots are published once a second: take one at least a
+    // second younger than the transfer's end.
     let after = intro_frames(&w.fresh_status(intro));
     let pair = format!("({}, {})", from.name, to.name);
     eprintln!("introducer frames with {pair}: before {before:?}, after {after:?}");

@@ -397,9 +397,11 @@ fn a_route_through_two_relays_when_no_single_node_reaches_both_ends() {
     assert_eq!(relayed_via(&s).as_deref(), Some("r1>r2"), "{s}");
     let s = wait_relayed(&b, &a);
     assert_eq!(relayed_via(&s).as_deref(), Some("r2>r1"), "{s}");
+    // The relays publish their status on their own ticks: wait for theirs.
     for r in [&r1, &r2] {
-        let v = r.status().unwrap();
-        assert!(!carried(&v).is_empty(), "{} carries nothing: {v}", r.name);
+        r.node
+            .wait_status(SETTLE, |v| !carried(v).is_empty())
+            .unwrap_or_else(|e| panic!("{} carries nothing: {e:#}", r.name));
     }
     assert!(carried(&intro.status().unwrap()).is_empty());
     w.transfer(&a, &b, 5004, 16);
@@ -471,7 +473,16 @@ fn bench_relay_first_ping_throughput_and_failover() {
     let stall = longest_stall(&job, || job.received() > at + 16 * MIB);
     let t = job.finish().unwrap();
     assert!(t.intact());
-    println!("relay bench (two symmetric NATs, relays = introducers):");
+    // The transfers' TCP congestion control (namespaces take the host's):
+    // it bounds the relayed window where the round trip under load is
+    // waiting for a core (docs/relay.md, "Tests and figures").
+    let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    println!(
+        "relay bench (two symmetric NATs, relays = introducers; {} cores, TCP {cc}):",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!(
         "  time to first ping from agent start: {first:?}; to the relayed session: {session:?} (goal < 3 s)"
     );

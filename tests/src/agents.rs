@@ -741,14 +741,11 @@ impl World {
             .unwrap_or_else(|e| panic!("{}'s rx counters from {}: {e:#}", m.name, from.name));
     }
 
-    /// A status of `m` published at least two seconds after this call
-    /// (snapshots are published once a second).
+    /// A status of `m` taken at least a second after this call
+    /// ([`crate::Node::fresh_status`]).
     pub fn fresh_status(&self, m: &Member) -> Value {
-        let up = m.status().unwrap()["uptime_secs"].as_u64().unwrap_or(0);
         m.node
-            .wait_status(self.settle, |v| {
-                v["uptime_secs"].as_u64().is_some_and(|u| u >= up + 2)
-            })
+            .fresh_status(self.settle)
             .unwrap_or_else(|e| panic!("{}: {e:#}", m.name))
     }
 

@@ -209,6 +209,22 @@ impl Node {
     pub fn status(&self) -> Result<serde_json::Value> {
         status_json(&self.bin, &self.socket)
     }
+    /// A status taken at least one publication period after this call.
+    /// The control socket answers from the agent's last snapshot, published
+    /// once a second, so a status read at once can predate what the caller
+    /// just saw happen. Consecutive snapshots always differ in `io.wakeups`
+    /// (the publishing tick is a wake-up), so the second snapshot that
+    /// differs from the one current at the call was taken at least one
+    /// period after it.
+    pub fn fresh_status(&self, timeout: Duration) -> Result<serde_json::Value> {
+        let wakeups = |v: &serde_json::Value| v["io"]["wakeups"].as_u64();
+        let mut status = self.status()?;
+        for _ in 0..2 {
+            let seen = wakeups(&status);
+            status = self.wait_status(timeout, |v| wakeups(v) != seen)?;
+        }
+        Ok(status)
+    }
     /// Polls `status --json` until `pred` holds; returns the matching status.
     pub fn wait_status(
         &self,
