@@ -97,9 +97,7 @@ impl Session {
         self.flows.reacknowledge();
         // Packets that went out on the old path say nothing about the new
         // one (the early stall check would count them against it).
-        self.unacked.clear();
-        self.stall_probe = None;
-        self.timers.stop(Timer::Stall);
+        self.forget_stall_tracking();
     }
 
     /// Move the session onto the path `addr` at once, without the

@@ -204,8 +204,7 @@ impl Session {
                 if self.flows.outstanding_bytes() == 0 {
                     // What was in flight was given up (lost without an
                     // acknowledgement past it): nothing left to wait for.
-                    self.unacked.clear();
-                    self.stall_probe = None;
+                    self.forget_stall_tracking();
                 } else if self.unacked.len() >= 2 || self.stall_probe.is_some() {
                     self.stalled = true;
                     self.stall_reported = true;
@@ -217,6 +216,14 @@ impl Session {
                 None
             }
         }
+    }
+
+    /// Drop everything the early stall check tracks (packets in flight, its
+    /// Ping) and disarm it.
+    pub(super) fn forget_stall_tracking(&mut self) {
+        self.unacked.clear();
+        self.stall_probe = None;
+        self.timers.stop(Timer::Stall);
     }
 
     /// Forget the tracked packets that were acknowledged (or lost below
