@@ -35,9 +35,6 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// the signal). The runtime closes sessions orderly (RFC 7016 3.5.5), which
 /// takes about one round trip; this leaves room for a loaded machine.
 const CLOSE_BOUND: Duration = Duration::from_secs(2);
-/// Agents publish their status once a second: a close shows in a peer's
-/// status up to this much after it happened.
-const STATUS_LAG: Duration = Duration::from_secs(1);
 /// How long the node with the wrong secret is watched.
 const OBSERVE: Duration = Duration::from_secs(5);
 
@@ -348,14 +345,14 @@ fn killed_agent_rejoins_and_terminated_agent_leaves_cleanly() {
     w.wait_ping(&n2, &n1, SETTLE);
 
     // SIGTERM: orderly close. Peers see the session gone within
-    // CLOSE_BOUND of the signal (their status shows it up to STATUS_LAG
-    // later); the TAP disappears; exit status 0.
+    // CLOSE_BOUND of the signal (their status shows it up to a
+    // STATUS_PERIOD later); the TAP disappears; exit status 0.
     let p2 = n2.peer();
     let p = n2.node.proc.clone().unwrap();
     let t0 = Instant::now();
     w.lab.signal(&p, libc::SIGTERM).unwrap();
     for peer in [&n1, &intro] {
-        let left = (CLOSE_BOUND + STATUS_LAG).saturating_sub(t0.elapsed());
+        let left = (CLOSE_BOUND + ringlan_lab::STATUS_PERIOD).saturating_sub(t0.elapsed());
         peer.node
             .wait_status(left, |v| !open_with(v, &p2))
             .unwrap_or_else(|e| {

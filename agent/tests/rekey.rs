@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use ringlan_lab::agents::{open_session, serial, Member, World};
+use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringlan");
 const MIB: u64 = 1024 * 1024;
@@ -19,15 +20,10 @@ const STREAM_FOR: Duration = Duration::from_secs(60);
 /// The configured interval: about 20 rekeys during the stream.
 const REKEY: &str = "rekey_interval: 3s\n";
 
-/// Agents publish their status once a second; a status read at once may
-/// be that old. Waiting two periods gives one taken after the wait began.
-const STATUS_FRESH: Duration = Duration::from_secs(2);
-
-/// `m`'s open session with `peer`: (age in seconds, rekeys, bytes
-/// received on it).
-fn session(m: &Member, peer: &Member) -> (u64, u64, u64) {
-    let st = m.status().expect("status");
-    let s = open_session(&st, &peer.peer())
+/// `m`'s open session with `peer` in `m`'s status `st`: (age in seconds,
+/// rekeys, bytes received on it).
+fn session(st: &Value, m: &Member, peer: &Member) -> (u64, u64, u64) {
+    let s = open_session(st, &peer.peer())
         .unwrap_or_else(|| panic!("{} has no open session with {}", m.name, peer.name));
     (
         s["age_secs"].as_u64().expect("age_secs"),
@@ -49,7 +45,7 @@ fn a_60_second_stream_crosses_many_rekeys_intact_on_one_session() {
     w.start_mesh(&mut [&mut intro, &mut a, &mut b]);
     w.wait_ping(&a, &b, SETTLE);
 
-    let (age0, rekeys0, _) = session(&b, &a);
+    let (age0, rekeys0, _) = session(&b.status().expect("status"), &b, &a);
     let job = w.stream(&a, &b, 5011);
     let t0 = Instant::now();
     while t0.elapsed() < STREAM_FOR {
@@ -60,8 +56,9 @@ fn a_60_second_stream_crosses_many_rekeys_intact_on_one_session() {
     }
     let t = w.finish_stream(job, &a, &b);
     let elapsed = t0.elapsed().as_secs();
-    std::thread::sleep(STATUS_FRESH);
-    let (age1, rekeys1, rx1) = session(&b, &a);
+    // A status taken after the stream (one read at once may predate its end).
+    let fresh = b.node.fresh_status(SETTLE).expect("status");
+    let (age1, rekeys1, rx1) = session(&fresh, &b, &a);
     eprintln!(
         "{} MiB in {:?} over one session; its keys replaced {} times",
         t.bytes_received / MIB,

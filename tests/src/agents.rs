@@ -741,7 +741,7 @@ impl World {
             .unwrap_or_else(|e| panic!("{}'s rx counters from {}: {e:#}", m.name, from.name));
     }
 
-    /// A status of `m` taken at least a second after this call
+    /// A status of `m` taken after this call, about a second or more
     /// ([`crate::Node::fresh_status`]).
     pub fn fresh_status(&self, m: &Member) -> Value {
         m.node

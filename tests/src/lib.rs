@@ -209,13 +209,13 @@ impl Node {
     pub fn status(&self) -> Result<serde_json::Value> {
         status_json(&self.bin, &self.socket)
     }
-    /// A status taken at least one publication period after this call.
-    /// The control socket answers from the agent's last snapshot, published
-    /// once a second, so a status read at once can predate what the caller
-    /// just saw happen. Consecutive snapshots always differ in `io.wakeups`
-    /// (the publishing tick is a wake-up), so the second snapshot that
-    /// differs from the one current at the call was taken at least one
-    /// period after it.
+    /// A status taken after this call, normally a [`STATUS_PERIOD`] or more.
+    /// The control socket answers from the agent's last snapshot, so a
+    /// status read at once can predate what the caller just saw happen.
+    /// Consecutive snapshots always differ in `io.wakeups` (the publishing
+    /// tick is a wake-up): the second one that differs from the one current
+    /// at the call is a period younger than the first, which already
+    /// followed the call.
     pub fn fresh_status(&self, timeout: Duration) -> Result<serde_json::Value> {
         let wakeups = |v: &serde_json::Value| v["io"]["wakeups"].as_u64();
         let mut status = self.status()?;
@@ -1116,6 +1116,10 @@ pub fn wait_for<T>(
         std::thread::sleep(POLL);
     }
 }
+
+/// How often an agent publishes the status snapshot the control socket
+/// answers from (the runtime's one-second tick).
+pub const STATUS_PERIOD: Duration = Duration::from_secs(1);
 
 /// `BIN status --json --socket SOCKET`, parsed.
 pub fn status_json(bin: &Path, socket: &Path) -> Result<serde_json::Value> {
