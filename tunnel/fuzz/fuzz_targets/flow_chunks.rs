@@ -3,8 +3,10 @@
 //! into a [`FlowSet`] with small limits, interleaved with sends, timers and
 //! packet building, and exchange real packets with a second `FlowSet`.
 //!
-//! Asserts: nothing panics; the limits hold; every chunk the flow layer
-//! writes fits the space it was offered, emits, and parses back equal.
+//! Asserts: nothing panics; the limits hold (receive buffers hold no more
+//! memory than they are charged for, and the charge stays within its cap);
+//! every chunk the flow layer writes fits the space it was offered, emits,
+//! and parses back equal.
 //!
 //! Input: byte 0 = config (bit 0 manual accept, bit 1 arrival order, bits
 //! 2-3 chunk space 300/600/1200/60), then records `[op][len][data; len]`:
@@ -127,6 +129,8 @@ fn check(fs: &FlowSet) {
     assert!(fs.send_flow_count() <= c.max_send_flows);
     assert!(fs.recv_flow_count() <= c.max_recv_flows);
     assert!(fs.queued_bytes() <= c.max_send_queue_bytes);
+    assert!(fs.recv_buffer_memory() <= fs.recv_held_bytes());
+    assert!(fs.recv_held_bytes() <= c.max_recv_buffer_total);
 }
 
 fuzz_target!(|input: &[u8]| {

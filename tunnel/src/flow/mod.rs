@@ -313,6 +313,11 @@ pub struct FlowStats {
     pub drop_ranges: u64,
     /// Abandoned incomplete segments discarded from receive buffers.
     pub segments_discarded: u64,
+    /// Bytes copied to join the pieces of a message that did not arrive
+    /// as one run (out of order, or larger than the flow's messages so
+    /// far); a message received in order is delivered in the buffer it
+    /// arrived in.
+    pub reassembly_copied_bytes: u64,
 }
 
 /// Bytes charged per buffered fragment or undelivered message on top of
@@ -356,6 +361,11 @@ impl Pool {
         self.free
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(self.reserve))
+    }
+
+    /// The capacity of the buffer [`Pool::take`] would return.
+    fn next_capacity(&self) -> usize {
+        self.free.last().map_or(self.reserve, Vec::capacity)
     }
 
     /// An empty buffer with room for `len` bytes, allocated at most once

@@ -8,7 +8,7 @@ use super::send::SendState;
 use super::seqset::SeqSet;
 use super::{
     AcceptPolicy, ChunkSink, Delivery, FlowEvent, FlowId, FlowSet, FlowStats, Pool, RecvFlowId,
-    ENTRY_OVERHEAD, RECV_LINGER,
+    ENTRY_OVERHEAD, POOL_MAX_CAPACITY, RECV_LINGER,
 };
 use crate::wire::{Chunk, FragmentControl};
 
@@ -29,11 +29,23 @@ pub(super) enum RecvState {
 }
 
 /// One RECV_BUFFER entry (RFC 7016 3.6.3).
+///
+/// A fragment that arrives right after the one at the back of the buffer,
+/// in the same message, is appended to the buffer of the run it continues
+/// (see [`RecvFlow::run`]) and its own entry keeps no data: the entries of
+/// a message, joined in order, always give its bytes, and a message that
+/// arrived in order is then delivered in the buffer it was received into,
+/// without a second copy.
 #[derive(Debug)]
 struct Buffered {
     sn: u64,
     fra: FragmentControl,
     data: Vec<u8>,
+    /// Bytes charged for this entry: [`ENTRY_OVERHEAD`] and the capacity
+    /// of its buffer (the memory it holds, however few bytes are in it;
+    /// for the first entry of a run, the room the run grows in), or the
+    /// overhead alone for an entry whose bytes joined a run.
+    charge: usize,
 }
 
 #[derive(Debug)]
@@ -61,6 +73,13 @@ pub(super) struct RecvFlow {
     /// walk resumes there instead of starting over for every fragment
     /// that arrives (quadratic in the message's fragments).
     front_walk: Option<(u64, usize)>,
+    /// The run of fragments at the back of `buf` that share one buffer:
+    /// (the first one's sequence number, the last one's). Fragments in
+    /// sequence order of one message join it while its buffer has room.
+    run: Option<(u64, u64)>,
+    /// The largest message delivered on this flow (at most
+    /// [`POOL_MAX_CAPACITY`]): the room a run's buffer is taken with.
+    largest_message: usize,
 }
 
 /// Borrowed pieces of the FlowSet the delivery code needs.
@@ -129,13 +148,15 @@ impl RecvFlow {
     /// Free every buffered fragment.
     pub(super) fn release_all(&mut self, pool: &mut Pool, held: &mut usize) {
         for b in self.buf.drain(..) {
-            *held = held.saturating_sub(b.data.len() + ENTRY_OVERHEAD);
+            *held = held.saturating_sub(b.charge);
             pool.give(b.data);
         }
         self.frag_bytes = 0;
+        self.run = None;
     }
 
     fn emit(&mut self, cx: &mut Cx<'_>, data: Vec<u8>) {
+        self.largest_message = self.largest_message.max(data.len().min(POOL_MAX_CAPACITY));
         let charge = data.len() + ENTRY_OVERHEAD;
         self.event_bytes += charge;
         *cx.held += charge;
@@ -148,29 +169,46 @@ impl RecvFlow {
     }
 
     /// Remove entries `s..=e`; deliver them as one message if `deliver`,
-    /// else discard them.
+    /// else discard them. A message received as one run is delivered in
+    /// the run's buffer; one in several pieces is copied together.
     fn take_segment(&mut self, cx: &mut Cx<'_>, s: usize, e: usize, deliver: bool) {
         let mut out: Option<Vec<u8>> = None;
-        let single = s == e;
         // The message's size, so its buffer is allocated once, not grown
         // fragment by fragment.
-        let total = if deliver && !single {
+        let total = if deliver {
             self.buf.range(s..=e).map(|b| b.data.len()).sum()
         } else {
             0
         };
+        if self.run.is_some_and(|(first, last)| {
+            self.buf.get(s).is_some_and(|b| b.sn <= last)
+                && self.buf.get(e).is_some_and(|b| b.sn >= first)
+        }) {
+            self.run = None;
+        }
         for b in self.buf.drain(s..=e) {
-            let charge = b.data.len() + ENTRY_OVERHEAD;
-            self.frag_bytes = self.frag_bytes.saturating_sub(charge);
-            *cx.held = cx.held.saturating_sub(charge);
+            self.frag_bytes = self.frag_bytes.saturating_sub(b.charge);
+            *cx.held = cx.held.saturating_sub(b.charge);
             if !deliver {
                 cx.pool.give(b.data);
-            } else if single {
-                out = Some(b.data);
-            } else {
-                let o = out.get_or_insert_with(|| cx.pool.take_for(total));
-                o.extend_from_slice(&b.data);
-                cx.pool.give(b.data);
+                continue;
+            }
+            match out.as_mut() {
+                None if b.data.capacity() >= total => out = Some(b.data),
+                None => {
+                    let mut o = cx.pool.take_for(total);
+                    o.extend_from_slice(&b.data);
+                    cx.stats.reassembly_copied_bytes += b.data.len() as u64;
+                    cx.pool.give(b.data);
+                    out = Some(o);
+                }
+                Some(o) => {
+                    if !b.data.is_empty() {
+                        o.extend_from_slice(&b.data);
+                        cx.stats.reassembly_copied_bytes += b.data.len() as u64;
+                    }
+                    cx.pool.give(b.data);
+                }
             }
         }
         match out {
@@ -199,6 +237,112 @@ impl RecvFlow {
                 _ => return j,
             }
         }
+    }
+
+    /// RFC 7016 3.6.3.2 step 11: put a fragment into RECV_BUFFER (the
+    /// caller checked the caps for its bytes); returns its index. A
+    /// message that begins in an empty buffer gets one buffer for its
+    /// fragments in sequence order, taken with room for the largest
+    /// message this flow has delivered and charged by that room from its
+    /// first fragment on, so a sender cannot make a few-byte fragment hold
+    /// a large buffer uncharged. Whatever does not fit (a message larger
+    /// than any before, the caps) or arrives out of order gets a buffer of
+    /// its own and is copied together on delivery.
+    fn buffer(
+        &mut self,
+        cx: &mut Cx<'_>,
+        sn: u64,
+        frag: &Frag<'_>,
+        held_now: usize,
+        max_total: usize,
+    ) -> usize {
+        use FragmentControl::*;
+        let at_back = self.buf.back().is_none_or(|b| b.sn < sn);
+        if at_back && matches!(frag.fra, Middle | End) {
+            if let Some(head) = self.run_head(sn) {
+                let fits = self
+                    .buf
+                    .get(head)
+                    .is_some_and(|h| h.data.capacity() - h.data.len() >= frag.data.len());
+                if fits {
+                    if let Some(h) = self.buf.get_mut(head) {
+                        h.data.extend_from_slice(frag.data);
+                    }
+                    self.buf.push_back(Buffered {
+                        sn,
+                        fra: frag.fra,
+                        data: Vec::new(),
+                        charge: ENTRY_OVERHEAD,
+                    });
+                    self.frag_bytes += ENTRY_OVERHEAD;
+                    *cx.held += ENTRY_OVERHEAD;
+                    self.run = Some((self.run.map_or(sn, |r| r.0), sn));
+                    return self.buf.len() - 1;
+                }
+            }
+        }
+        let room = self.largest_message;
+        let run_charge = room + ENTRY_OVERHEAD;
+        // One run at a time, begun in an empty buffer, and its room within
+        // the slack above the advertised capacity: its charge ahead of its
+        // data then never keeps out a fragment the flow waits for (a
+        // retransmission into a gap), which several would.
+        let starts_run = frag.fra == Begin
+            && self.buf.is_empty()
+            && room > frag.data.len()
+            && room <= self.capacity / 2
+            && self.buffered() + run_charge <= self.hard_cap()
+            && held_now + run_charge <= max_total;
+        let (data, charge) = if starts_run {
+            let mut data = cx.pool.take_for(room);
+            data.extend_from_slice(frag.data);
+            let charge = data.capacity() + ENTRY_OVERHEAD;
+            (data, charge)
+        } else {
+            // Charged by the buffer's capacity: a fragment of a few bytes
+            // still holds a fragment buffer while it waits.
+            let mut data = cx.pool.take();
+            data.reserve_exact(frag.data.len());
+            data.extend_from_slice(frag.data);
+            let charge = data.capacity() + ENTRY_OVERHEAD;
+            (data, charge)
+        };
+        self.run = starts_run.then_some((sn, sn));
+        let entry = Buffered {
+            sn,
+            fra: frag.fra,
+            data,
+            charge,
+        };
+        self.frag_bytes += charge;
+        *cx.held += charge;
+        // In order, the fragment goes at the back (a plain push:
+        // `VecDeque::insert` costs more even there).
+        if at_back {
+            self.buf.push_back(entry);
+            self.buf.len() - 1
+        } else {
+            let p = self.buf.partition_point(|b| b.sn < sn);
+            self.buf.insert(p, entry);
+            p
+        }
+    }
+
+    /// Index of the first entry of the run that fragment `sn` would
+    /// continue: the run ends at the back of the buffer with `sn - 1`, in
+    /// a message not yet ended.
+    fn run_head(&self, sn: u64) -> Option<usize> {
+        let (first, last) = self.run?;
+        let back = self.buf.back()?;
+        if back.sn != last
+            || last.checked_add(1) != Some(sn)
+            || !matches!(back.fra, FragmentControl::Begin | FragmentControl::Middle)
+        {
+            return None;
+        }
+        let span = usize::try_from(last - first).ok()?;
+        let head = self.buf.len().checked_sub(span + 1)?;
+        (self.buf.get(head)?.sn == first).then_some(head)
     }
 
     /// RFC 7016 3.6.3.3: deliver complete messages up to the CSN in
@@ -380,6 +524,8 @@ impl FlowSet {
             announced: false,
             complete_notified: false,
             front_walk: None,
+            run: None,
+            largest_message: 0,
         };
         match metadata {
             Some(m) if assoc_ok && !bad_options => {
@@ -452,7 +598,9 @@ impl FlowSet {
             cx.stats.drop_ranges += 1;
             return;
         }
-        let charge = frag.data.len() + ENTRY_OVERHEAD;
+        // What buffering it costs: the buffer it would be copied into
+        // (see `buffer`), or less when it joins a run.
+        let charge = frag.data.len().max(cx.pool.next_capacity()) + ENTRY_OVERHEAD;
         let will_buffer = f.state == RecvState::Open && !seen && !frag.abandon;
         if will_buffer && (f.buffered() + charge > f.hard_cap() || held_now + charge > max_total) {
             cx.stats.drop_recv_buffer += 1;
@@ -505,25 +653,7 @@ impl FlowSet {
                 data.extend_from_slice(frag.data);
                 f.emit(&mut cx, data);
             } else {
-                let mut data = cx.pool.take();
-                data.extend_from_slice(frag.data);
-                let entry = Buffered {
-                    sn,
-                    fra: frag.fra,
-                    data,
-                };
-                // In order, the fragment goes at the back (a plain push:
-                // `VecDeque::insert` costs more even there).
-                let p = if f.buf.back().is_none_or(|b| b.sn < sn) {
-                    f.buf.push_back(entry);
-                    f.buf.len() - 1
-                } else {
-                    let p = f.buf.partition_point(|b| b.sn < sn);
-                    f.buf.insert(p, entry);
-                    p
-                };
-                f.frag_bytes += charge;
-                *cx.held += charge;
+                let p = f.buffer(&mut cx, sn, &frag, held_now, max_total);
                 inserted_at = Some(p);
             }
         }
@@ -764,4 +894,22 @@ fn write_ack(
     f.should_ack = false;
     f.prev_rwnd = Some(blocks);
     true
+}
+
+impl FlowSet {
+    /// Memory the receive buffers' entries hold: their buffers'
+    /// capacities. Never more than [`FlowSet::recv_held_bytes`].
+    pub fn recv_buffer_memory(&self) -> usize {
+        self.recv
+            .values()
+            .flat_map(|f| f.buf.iter())
+            .map(|b| b.data.capacity())
+            .sum()
+    }
+
+    /// Bytes charged against `max_recv_buffer_total`: receive buffer
+    /// entries and delivered messages not yet polled.
+    pub fn recv_held_bytes(&self) -> usize {
+        self.recv_held_total
+    }
 }

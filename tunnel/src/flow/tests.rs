@@ -758,6 +758,111 @@ fn arrival_order_delivery_with(seed: u8, loss: f64, dup: f64, big: usize) {
     }
 }
 
+/// Fragments arriving in order go into one buffer, which is delivered as
+/// the message: once a flow has delivered a message as large as the ones
+/// that follow (the first sets the room a message's buffer is taken
+/// with), nothing more is copied together, and every message is intact.
+#[test]
+fn messages_received_in_order_are_delivered_without_a_second_copy() {
+    let b = FlowConfig {
+        accept: AcceptPolicy::Auto(Delivery::ArrivalOrder),
+        ..FlowConfig::default()
+    };
+    let mut net = Net::new(9, FlowConfig::default(), b, 0.0, 0.0, 0);
+    let flow = net.p[A].fs.open(b"frames", None).unwrap();
+    let mut rng = Rng::from_seed([9; 32]);
+    let sizes = (0..60).map(|i| {
+        if i == 0 {
+            60_000
+        } else {
+            1 + (i * 7919) % 60_000
+        }
+    });
+    let sent: Vec<Vec<u8>> = sizes.map(|n| payload(&mut rng, n)).collect();
+    for m in &sent {
+        net.p[A]
+            .fs
+            .send(net.now, flow, m, Reliability::NoRetransmit)
+            .unwrap();
+    }
+    net.run(100_000, |n| n.p[B].msgs.len() == sent.len());
+    let got: Vec<Vec<u8>> = net.p[B].msgs.iter().map(|(_, d)| d.clone()).collect();
+    assert!(got == sent);
+    assert_eq!(net.p[B].fs.stats().reassembly_copied_bytes, 60_000);
+}
+
+/// A message's buffer is charged for its room from its first fragment on,
+/// so a sender cannot make fragments of a few bytes hold large buffers for
+/// the charge of those bytes; and only a message that begins in an empty
+/// receive buffer gets one (several, charged ahead of their data, could
+/// fill the flow's caps and keep out a fragment it waits for: the lossy
+/// `large_messages_fragment_and_reassemble` stalled that way).
+#[test]
+fn a_message_buffer_is_charged_for_its_room() {
+    let now = Instant::now();
+    let mut fs = FlowSet::new(FlowConfig {
+        accept: AcceptPolicy::Auto(Delivery::ArrivalOrder),
+        ..FlowConfig::default()
+    });
+    let frag = |sn: u64, fra: FragmentControl, off: u64, data: &[u8]| {
+        let mut c = ud(1, sn, off, None, data);
+        if let Owned::Ud {
+            fra: f, opts: o, ..
+        } = &mut c
+        {
+            *f = fra;
+            if sn == 1 {
+                *o = Some(opts(Some(b"m"), None));
+            }
+        }
+        c
+    };
+    // A 50,000-byte message in 50 fragments, in order.
+    for sn in 1..=50 {
+        let fra = match sn {
+            1 => FragmentControl::Begin,
+            50 => FragmentControl::End,
+            _ => FragmentControl::Middle,
+        };
+        inject(&mut fs, now, &[frag(sn, fra, sn, &[sn as u8; 1000])]);
+    }
+    let Some(FlowEvent::IncomingFlow { .. }) = fs.poll_event() else {
+        panic!("no flow")
+    };
+    let Some(FlowEvent::Message { data, .. }) = fs.poll_event() else {
+        panic!("no message")
+    };
+    assert_eq!(data.len(), 50_000);
+    assert!(data
+        .chunks(1000)
+        .zip(1u8..)
+        .all(|(c, i)| c.iter().all(|&x| x == i)));
+    fs.recycle(data);
+    assert_eq!(fs.recv_held_total, 0);
+    // Messages that begin with one byte and never end: the first, in an
+    // empty buffer, takes a message buffer and is charged for all of it;
+    // the others wait in fragment buffers.
+    for k in 0..100u64 {
+        let sn = 51 + 2 * k;
+        inject(
+            &mut fs,
+            now,
+            &[frag(sn, FragmentControl::Begin, sn - 50, b"x")],
+        );
+        let held = fs.recv_buffer_memory();
+        assert!(
+            held <= fs.recv_held_total,
+            "buffers hold {held} bytes, charged {}",
+            fs.recv_held_total
+        );
+        if k == 0 {
+            assert!(fs.recv_held_total >= 50_000);
+        }
+    }
+    let cfg = FlowConfig::default();
+    assert!(fs.recv_held_total < 50_000 + 100 * (cfg.max_chunk_space + 2 * ENTRY_OVERHEAD) + 16384);
+}
+
 #[test]
 fn metadata_and_return_association() {
     let mut net = Net::new(6, FlowConfig::default(), FlowConfig::default(), 0.0, 0.0, 0);
@@ -1000,11 +1105,14 @@ fn ack_format_is_the_smaller_one_and_cum_ack_covers_fsn() {
     }
     inject(&mut fs, now, &pkt);
     let acks = acks_of(&mut fs, now);
+    // 7, 9, 11 and 13 wait, each charged for a fragment buffer.
+    let cfg = FlowConfig::default();
+    let waiting = 4 * (cfg.max_chunk_space + ENTRY_OVERHEAD);
     assert_eq!(
         acks,
         vec![Owned::Bitmap {
             flow: 1,
-            blocks: 1024,
+            blocks: (cfg.recv_buffer_per_flow - waiting).div_ceil(1024) as u64,
             cum: 5,
             bits: vec![0b0101_0101]
         }]
@@ -1284,6 +1392,35 @@ fn caps_are_enforced() {
         inject(&mut fs, now, &[ud(1, sn, sn, None, b"")]);
     }
     assert_eq!(fs.stats().drop_ranges, 2);
+}
+
+/// A peer that sends one-byte fragments behind a gap (they wait in the
+/// receive buffer for the missing one) makes each hold a fragment buffer:
+/// they are charged against the flow's and the session's caps for the
+/// memory they hold, not for their byte, so the caps bound memory.
+#[test]
+fn tiny_fragments_behind_a_gap_are_charged_for_the_memory_they_hold() {
+    let now = Instant::now();
+    let cfg = FlowConfig::default();
+    let mut fs = FlowSet::new(cfg.clone());
+    // Sequence number 1 never arrives (fsn 0): everything after it waits.
+    inject(
+        &mut fs,
+        now,
+        &[ud(1, 2, 2, Some(opts(Some(b"m"), None)), b"x")],
+    );
+    for sn in 3..20_000 {
+        inject(&mut fs, now, &[ud(1, sn, sn, None, b"x")]);
+    }
+    let held = fs.recv_buffer_memory();
+    assert!(
+        held <= fs.recv_held_total,
+        "buffers hold {held} bytes, charged {}",
+        fs.recv_held_total
+    );
+    let hard_cap = cfg.recv_buffer_per_flow * 3 / 2 + 16 * 1024;
+    assert!(fs.recv_held_total <= hard_cap);
+    assert!(fs.stats().drop_recv_buffer > 0);
 }
 
 #[test]
