@@ -27,12 +27,21 @@
 //!   is not itself sending time critical (TC) data, slow start is disabled
 //!   (as though ssthresh were 0) and the window grows by at most
 //!   max(384 bytes, 0.5 % of cwnd) per round trip;
-//! - burst avoidance (RFC 7016 3.5.2.2): at most six packets with user data
-//!   between acknowledgements or retransmission timeouts (the
-//!   DATA_PACKET_COUNT method), and, beyond the RFC's optional method, a
-//!   burst release: when no acknowledgement came within
+//! - burst avoidance (RFC 7016 3.5.2.2): the DATA_PACKET_COUNT method, at
+//!   most six packets with user data between acknowledgements or
+//!   retransmission timeouts, plus one packet for each packet's worth of
+//!   data the acknowledgement newly acknowledged (at most
+//!   [`BURST_ACKED_MAX`]): six packets beyond what the acknowledgement
+//!   clock releases. A receiver that acknowledges every second packet, as
+//!   the RFC asks, gets about the RFC's six; one that acknowledges a batch
+//!   of packets read together with one acknowledgement (`flow`, "ack
+//!   clock") keeps the sender's clock without an acknowledgement datagram
+//!   per four packets. The RFC's purpose, no burst that fills a large
+//!   window while little is outstanding, holds: little outstanding means
+//!   little acknowledged, and six packets more. And, beyond the RFC's
+//!   optional method, a burst release: when no acknowledgement came within
 //!   [`Congestion::burst_release_at`] (two smoothed round trips, at least
-//!   [`BURST_RELEASE_MIN`]) of the sixth packet, the count restarts as on a
+//!   [`BURST_RELEASE_MIN`]) of the burst's last packet, the count restarts as on a
 //!   timeout. Without it one lost acknowledgement (the receiver acknowledges
 //!   a batch of packets with one) stops the session until the
 //!   retransmission timeout, at least 250 ms: at 1% loss several times a
@@ -104,6 +113,12 @@ use std::time::{Duration, Instant};
 /// Packets with user data allowed between acknowledgements or timeouts
 /// (RFC 7016 3.5.2.2).
 pub const BURST_LIMIT_PACKETS: u32 = 6;
+
+/// Packets newly acknowledged by one acknowledgement that count towards
+/// the next burst on top of [`BURST_LIMIT_PACKETS`] (module docs): twice
+/// what a receiver acknowledging with the ack clock covers per
+/// acknowledgement (`flow::ACK_CLOCK_PACKETS`).
+pub const BURST_ACKED_MAX: u32 = 32;
 
 /// Shortest wait for an acknowledgement after a full burst before the burst
 /// is released (module docs).
@@ -192,6 +207,9 @@ pub struct Congestion {
     bytes_acked: usize,
     /// DATA_PACKET_COUNT (RFC 7016 3.5.2.2).
     data_packet_count: u32,
+    /// Packets the current burst may hold: [`BURST_LIMIT_PACKETS`] plus
+    /// what the last acknowledgement newly acknowledged (module docs).
+    burst_limit: u32,
     /// When the burst limit was reached with no acknowledgement since.
     burst_full_at: Option<Instant>,
     /// Smoothed round-trip time, for the burst release.
@@ -234,6 +252,7 @@ impl Congestion {
             ssthresh: usize::MAX,
             bytes_acked: 0,
             data_packet_count: 0,
+            burst_limit: BURST_LIMIT_PACKETS,
             burst_full_at: None,
             srtt: None,
             recovery_start: None,
@@ -302,19 +321,25 @@ impl Congestion {
     /// Release the burst limit if its time came (module docs).
     pub fn release_burst(&mut self, now: Instant) {
         if self.burst_release_at().is_some_and(|t| now >= t) {
-            self.data_packet_count = 0;
-            self.burst_full_at = None;
+            self.end_burst(BURST_LIMIT_PACKETS);
             self.burst_releases += 1;
         }
+    }
+
+    /// Start a new burst of at most `limit` packets.
+    fn end_burst(&mut self, limit: u32) {
+        self.data_packet_count = 0;
+        self.burst_limit = limit;
+        self.burst_full_at = None;
     }
 
     /// Bytes of user data that may be put in flight now, given `outstanding`
     /// bytes already in flight: the room in the window (after restart after
     /// idle), limited by burst avoidance to what the remaining packets of
-    /// the burst can carry, and 0 once six packets were sent since the last
-    /// acknowledgement or timeout (RFC 7016 3.5.2.2).
+    /// the burst can carry, and 0 once the burst is full (RFC 7016
+    /// 3.5.2.2, module docs).
     pub fn send_budget(&self, now: Instant, outstanding: usize) -> usize {
-        if self.data_packet_count >= BURST_LIMIT_PACKETS {
+        if self.data_packet_count >= self.burst_limit {
             return 0;
         }
         let cwnd = if self.idle_expired(now) {
@@ -322,14 +347,14 @@ impl Congestion {
         } else {
             self.cwnd
         };
-        let burst = (BURST_LIMIT_PACKETS - self.data_packet_count) as usize * self.mss;
+        let burst = (self.burst_limit - self.data_packet_count) as usize * self.mss;
         cwnd.saturating_sub(outstanding).min(burst)
     }
 
     /// Whether another packet with user data may be sent at all under
     /// burst avoidance (RFC 7016 3.5.2.2).
     pub fn burst_allows(&self) -> bool {
-        self.data_packet_count < BURST_LIMIT_PACKETS
+        self.data_packet_count < self.burst_limit
     }
 
     /// A packet containing at least one User Data chunk carrying `bytes` of
@@ -345,7 +370,7 @@ impl Congestion {
         }
         self.sent_total = self.sent_total.saturating_add(bytes as u64);
         self.data_packet_count = self.data_packet_count.saturating_add(1);
-        if self.data_packet_count >= BURST_LIMIT_PACKETS && self.burst_full_at.is_none() {
+        if self.data_packet_count >= self.burst_limit && self.burst_full_at.is_none() {
             self.burst_full_at = Some(now);
         }
         self.last_send = Some(now);
@@ -367,10 +392,12 @@ impl Congestion {
     /// acknowledged (RFC 7016 3.6.2.4 step 5, summed over the packet's
     /// acknowledgements) and `outstanding_before` were in flight before.
     /// Call it even when nothing new was acknowledged: receipt of an
-    /// acknowledgement ends the burst (RFC 7016 3.5.2.2).
+    /// acknowledgement ends the burst (RFC 7016 3.5.2.2), and the next may
+    /// hold six packets plus those it acknowledged (module docs).
     pub fn on_ack(&mut self, now: Instant, acked_bytes: usize, outstanding_before: usize) {
-        self.data_packet_count = 0;
-        self.burst_full_at = None;
+        let acked_packets = acked_bytes.div_ceil(self.mss.max(1));
+        let acked_packets = u32::try_from(acked_packets).unwrap_or(u32::MAX);
+        self.end_burst(BURST_LIMIT_PACKETS + acked_packets.min(BURST_ACKED_MAX));
         if acked_bytes == 0 {
             return;
         }
@@ -386,8 +413,15 @@ impl Congestion {
         }
         let restrained = self.tcr_restrained(now);
         if !restrained && self.cwnd < self.ssthresh {
-            // Slow start with appropriate byte counting.
-            let inc = acked_bytes.min(SLOW_START_ABC_LIMIT * self.mss);
+            // Slow start with appropriate byte counting (L = 2), or half
+            // of what an acknowledgement covering more than four packets
+            // acknowledged: the growth per round trip of L = 2 with an
+            // acknowledgement per four packets (RFC 5681's one MSS per
+            // acknowledgement of every second packet gives the same 1.5x),
+            // whatever the receiver's acknowledgement interval.
+            let inc = acked_bytes
+                .min(SLOW_START_ABC_LIMIT * self.mss)
+                .max(acked_bytes / 2);
             self.cwnd = self.cwnd.saturating_add(inc);
             return;
         }
@@ -448,8 +482,7 @@ impl Congestion {
     /// everything is still held back: no acknowledgement means at most one
     /// burst per (backed-off) timeout.
     pub fn on_frame_timeout(&mut self, _now: Instant) {
-        self.data_packet_count = 0;
-        self.burst_full_at = None;
+        self.end_burst(BURST_LIMIT_PACKETS);
     }
 
     /// Close the breaker's measurement window when it is full; halve the
@@ -493,8 +526,7 @@ impl Congestion {
     /// window to one MSS with ssthresh at half the window (RFC 5681 3.1),
     /// not lowering ssthresh again on back-to-back timeouts.
     pub fn on_timeout(&mut self, now: Instant, any_loss: bool) {
-        self.data_packet_count = 0;
-        self.burst_full_at = None;
+        self.end_burst(BURST_LIMIT_PACKETS);
         if !any_loss {
             return;
         }
@@ -625,7 +657,7 @@ mod tests {
                         let acked = bytes.min(outstanding);
                         cc.on_ack(now, acked, outstanding);
                         outstanding -= acked;
-                        proptest::prop_assert!(cc.window() <= before + 2 * MSS);
+                        proptest::prop_assert!(cc.window() <= before + (2 * MSS).max(acked / 2));
                     }
                     2 => {
                         let lost = bytes.min(outstanding);
@@ -643,7 +675,9 @@ mod tests {
                 }
                 proptest::prop_assert!(cc.window() >= cc.mss());
                 let budget = cc.send_budget(now, outstanding);
-                proptest::prop_assert!(budget <= BURST_LIMIT_PACKETS as usize * MSS);
+                proptest::prop_assert!(
+                    budget <= (BURST_LIMIT_PACKETS + BURST_ACKED_MAX) as usize * MSS
+                );
                 proptest::prop_assert!(budget <= cc.window().saturating_sub(outstanding));
             }
         }
@@ -791,25 +825,45 @@ mod tests {
     }
 
     #[test]
-    fn burst_limit_six_packets_between_acks() {
+    fn burst_limit_six_packets_beyond_those_acknowledged() {
         let t = Instant::now();
         let mut cc = Congestion::new(MSS);
         let mut out = 0;
         for _ in 0..4 {
             round(&mut cc, t, &mut out);
         }
-        // Everything acknowledged, a huge window, but only six packets.
+        // Everything acknowledged, a huge window: six packets plus at most
+        // BURST_ACKED_MAX for what was acknowledged.
         cc.on_ack(t, out, out);
-        let big = cc.window();
-        assert!(big > 20 * MSS);
+        out = 0;
+        let limit = (BURST_LIMIT_PACKETS + BURST_ACKED_MAX) as usize;
+        assert!(cc.window() > (limit + 20) * MSS);
         for k in 0..6 {
-            assert_eq!(cc.send_budget(t, 0), (6 - k) * MSS);
-            cc.on_packet_sent(t, MSS, false);
+            assert_eq!(cc.send_budget(t, out), (limit - k) * MSS);
+            cc.on_packet_sent(t, 100, false);
+            out += 100;
         }
-        assert_eq!(cc.send_budget(t, 0), 0);
-        assert!(!cc.burst_allows());
         // Small packets count as packets too.
         assert_eq!(cc.stats().data_packet_count, 6);
+        for _ in 6..limit {
+            cc.on_packet_sent(t, MSS, false);
+            out += MSS;
+        }
+        assert_eq!(cc.send_budget(t, out), 0);
+        assert!(!cc.burst_allows());
+        // An acknowledgement of three packets: nine more, with room in the
+        // window for many more.
+        cc.on_ack(t, 3 * MSS, out);
+        out -= 3 * MSS;
+        assert!(cc.window() > out + 20 * MSS);
+        for k in 0..9 {
+            assert_eq!(cc.send_budget(t, out), (9 - k) * MSS);
+            cc.on_packet_sent(t, MSS, false);
+            out += MSS;
+        }
+        assert_eq!(cc.send_budget(t, out), 0);
+        assert!(!cc.burst_allows());
+        let big = cc.window();
         // Any acknowledgement chunk ends the burst, even acking nothing new.
         cc.on_ack(t, 0, 6 * MSS);
         assert_eq!(cc.send_budget(t, 0), 6 * MSS);
@@ -839,8 +893,13 @@ mod tests {
         // Everything acknowledged; the sender falls silent.
         cc.on_ack(t, out, out);
         let w = cc.window();
-        // Not idle for more than the RTO yet: full burst allowed.
-        assert_eq!(cc.send_budget(t + ms(1000), 0), 6 * MSS);
+        // Not idle for more than the RTO yet: a full burst allowed (six
+        // packets and as many as were acknowledged, at most
+        // BURST_ACKED_MAX).
+        assert_eq!(
+            cc.send_budget(t + ms(1000), 0),
+            (BURST_LIMIT_PACKETS + BURST_ACKED_MAX) as usize * MSS
+        );
         // Idle longer than the RTO: back to the initial window.
         let later = t + ms(1001);
         assert_eq!(cc.send_budget(later, 0), 4 * MSS);
@@ -936,7 +995,7 @@ mod tests {
         let w = cc.window();
         cc.on_ack(t, span - span / 20, w);
         assert_eq!(cc.stats().breaker_trips, 0);
-        assert_eq!(cc.window(), w + 2 * MSS);
+        assert_eq!(cc.window(), w + (span - span / 20) / 2);
         assert_eq!(cc.ssthresh(), None);
         // 20% of the next span: halved once, when the span closes.
         let w = cc.window();

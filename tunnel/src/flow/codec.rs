@@ -6,19 +6,26 @@
 
 use crate::wire::option::{
     option_list_encoded_len, write_option_list, OptionIter, UserDataOption,
-    OPT_MUST_UNDERSTAND_BELOW,
+    OPT_MUST_UNDERSTAND_BELOW, OPT_RINGLAN_ACK_CLOCK,
 };
 
 pub(crate) use crate::wire::chunk::CHUNK_HEADER_LEN as CHUNK_HEADER;
 pub(crate) use crate::wire::vlu::{encoded_len as vlu_len, push as vlu_push};
 
 /// Encode a flow's STARTUP_OPTIONS (RFC 7016 3.6.2.1) as an option list
-/// terminated by a Marker (2.1.4), ready to be carried in a User Data chunk.
+/// terminated by a Marker (2.1.4), ready to be carried in a User Data chunk:
+/// the metadata, the return association if any, and the ack clock option
+/// ([`OPT_RINGLAN_ACK_CLOCK`]), which every flow of this implementation
+/// carries.
 pub(crate) fn encode_startup_options(out: &mut Vec<u8>, metadata: &[u8], assoc: Option<u64>) {
     let meta = UserDataOption::UserMetadata(metadata);
+    let clock = UserDataOption::Other {
+        option_type: OPT_RINGLAN_ACK_CLOCK,
+        value: &[],
+    };
     let list: &[UserDataOption<'_>] = match assoc {
-        Some(id) => &[meta, UserDataOption::ReturnFlowAssociation(id)],
-        None => &[meta],
+        Some(id) => &[meta, UserDataOption::ReturnFlowAssociation(id), clock],
+        None => &[meta, clock],
     };
     out.clear();
     out.resize(option_list_encoded_len(list), 0);
@@ -36,6 +43,9 @@ pub(crate) struct ParsedOptions<'a> {
     /// An option not understood with a type code below 8192, which obliges
     /// the receiver to reject the flow (2.3.11.1).
     pub unknown_mandatory: bool,
+    /// The sender's burst avoidance runs on the ack clock
+    /// ([`OPT_RINGLAN_ACK_CLOCK`]).
+    pub ack_clock: bool,
 }
 
 /// Parse an option list up to its Marker. `None` if malformed.
@@ -52,6 +62,10 @@ pub(crate) fn parse_options(buf: &[u8]) -> Option<ParsedOptions<'_>> {
                 }
                 out.return_association = Some(id);
             }
+            UserDataOption::Other {
+                option_type: OPT_RINGLAN_ACK_CLOCK,
+                ..
+            } => out.ack_clock = true,
             UserDataOption::Other { option_type, .. } => {
                 if option_type < OPT_MUST_UNDERSTAND_BELOW {
                     out.unknown_mandatory = true;
@@ -93,6 +107,7 @@ mod tests {
             prop_assert_eq!(p.metadata, Some(&meta[..]));
             prop_assert_eq!(p.return_association, assoc);
             prop_assert!(!p.unknown_mandatory);
+            prop_assert!(p.ack_clock);
         }
 
         #[test]

@@ -258,6 +258,8 @@ pub struct TimeoutLoss {
     pub lost_bytes: usize,
     /// The part of `lost_bytes` of [`Reliability::NoRetransmit`] messages.
     pub no_retransmit_lost_bytes: usize,
+    /// When the last of them was (last) sent.
+    pub last_sent: Option<Instant>,
 }
 
 impl TimeoutLoss {
@@ -341,6 +343,12 @@ const POOL_LARGE_LIMIT: usize = 32;
 /// sender's burst avoidance allows between acknowledgements (RFC 7016
 /// 3.5.2.2), so the sender never waits for the batch's end.
 pub const ACK_BATCH_PACKETS: u32 = 4;
+/// The same for a sender whose flows carry the ack clock option
+/// ([`crate::wire::option::OPT_RINGLAN_ACK_CLOCK`]): its burst avoidance
+/// lets each acknowledgement release six packets beyond those it newly
+/// acknowledges (`congestion`, up to `BURST_ACKED_MAX`, twice this), so an
+/// acknowledgement per sixteen packets keeps it sending.
+pub const ACK_CLOCK_PACKETS: u32 = 16;
 /// RFC 7016 3.6.2.11: sending flow COMPLETE_LINGER.
 const SEND_LINGER: Duration = Duration::from_secs(130);
 /// RFC 7016 3.6.3.8: receiving flow COMPLETE_LINGER.
@@ -422,6 +430,9 @@ pub struct FlowSet {
     /// Delay of NoRetransmit fragments from sending to acknowledgement.
     path_delay: codel::PathDelay,
     ack_now: bool,
+    /// The far end's flows carry the ack clock option: acknowledgements in
+    /// a receive batch wait for [`ACK_CLOCK_PACKETS`] packets with data.
+    peer_ack_clock: bool,
     rx_data_packets: u32,
     delack: Option<Instant>,
     /// Next User Data context: flow, sequence number, FSN of the previous
@@ -460,6 +471,7 @@ impl FlowSet {
             codel_interval: codel::interval(None),
             path_delay: codel::PathDelay::default(),
             ack_now: false,
+            peer_ack_clock: false,
             rx_data_packets: 0,
             delack: None,
             nud: None,
@@ -611,10 +623,17 @@ impl FlowSet {
     /// the rest goes when the batch ends (the caller asks again with
     /// `false`): at most one acknowledgement per four data packets, which
     /// still lets a sender's burst avoidance (six packets between
-    /// acknowledgements, 3.5.2.2) keep sending. Acknowledgements riding on
+    /// acknowledgements, 3.5.2.2) keep sending; per [`ACK_CLOCK_PACKETS`]
+    /// when the sender's flows carry the ack clock option (its burst
+    /// avoidance counts packets acknowledged). Acknowledgements riding on
     /// user data are never held (3.6.3.4.6).
     pub fn wants_control(&self, now: Instant, in_batch: bool) -> bool {
-        let ack_now = self.ack_now && (!in_batch || self.rx_data_packets >= ACK_BATCH_PACKETS);
+        let batch = if self.peer_ack_clock {
+            ACK_CLOCK_PACKETS
+        } else {
+            ACK_BATCH_PACKETS
+        };
+        let ack_now = self.ack_now && (!in_batch || self.rx_data_packets >= batch);
         let ack_due = ack_now || self.delack.is_some_and(|t| t <= now);
         (ack_due && self.recv.values().any(|f| f.should_ack))
             || self.send.values().any(|f| f.probe_due(now))

@@ -574,6 +574,9 @@ impl FlowSet {
                 }
             },
         };
+        if opts.is_some_and(|o| o.ack_clock) {
+            self.peer_ack_clock = true;
+        }
         if !self.recv.contains_key(&flow_id) {
             if is_next {
                 self.stats.drop_malformed += 1;

@@ -808,7 +808,8 @@ impl FlowSet {
         for f in self.send.values_mut() {
             let n = f.sent_prefix();
             for i in 0..n {
-                if f.queue.get(i).is_some_and(|e| e.in_flight) {
+                if let Some(e) = f.queue.get(i).filter(|e| e.in_flight) {
+                    loss.last_sent = loss.last_sent.max(e.sent_at);
                     let (size, no_retransmit) = f.mark_lost(
                         i,
                         &mut self.pool,

@@ -1176,11 +1176,22 @@ fn ack_timing_delayed_and_obligatory() {
     assert_eq!(fs.stats().duplicates, 1);
 }
 
+/// Startup options of a sender without the ack clock option (an older
+/// agent): the metadata alone.
+fn opts_without_ack_clock(meta: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    codec::vlu_push(&mut v, (1 + meta.len()) as u64);
+    v.push(0x00);
+    v.extend_from_slice(meta);
+    v.push(0);
+    v
+}
+
 #[test]
 fn acks_held_in_a_receive_batch_go_every_fourth_packet_and_at_its_end() {
     let now = Instant::now();
     let mut fs = FlowSet::new(FlowConfig::default());
-    let m = Some(opts(Some(b"m"), None));
+    let m = Some(opts_without_ack_clock(b"m"));
     inject(&mut fs, now, &[ud(1, 1, 1, m, b"a")]);
     acks_of(&mut fs, now);
     // A gap sets ACK_NOW for every packet (3.6.3.2 steps 8, 14); in a
@@ -1213,6 +1224,45 @@ fn acks_held_in_a_receive_batch_go_every_fourth_packet_and_at_its_end() {
     // Outside a batch every packet with a gap is acknowledged at once.
     inject(&mut fs, now, &[ud(1, 9, 8, None, b"x")]);
     assert!(fs.wants_control(now, false));
+}
+
+/// A sender whose flows carry the ack clock option gets an acknowledgement
+/// per sixteen packets with data in a batch (and at the batch's end);
+/// outside a batch, every second packet as before (3.6.3.4.1).
+#[test]
+fn acks_for_an_ack_clocked_sender_go_every_sixteenth_packet_in_a_batch() {
+    let now = Instant::now();
+    let mut fs = FlowSet::new(FlowConfig::default());
+    let m = Some(opts(Some(b"m"), None));
+    assert!(
+        codec::parse_options(m.as_deref().unwrap())
+            .unwrap()
+            .ack_clock
+    );
+    inject(&mut fs, now, &[ud(1, 1, 1, m, b"a")]);
+    acks_of(&mut fs, now);
+    for sn in 2..ACK_CLOCK_PACKETS as u64 + 1 {
+        inject(&mut fs, now, &[ud(1, sn, sn - 1, None, b"x")]);
+        assert!(!fs.wants_control(now, true), "held after sn {sn}");
+    }
+    inject(&mut fs, now, &[ud(1, 17, 16, None, b"x")]);
+    assert!(
+        fs.wants_control(now, true),
+        "the sixteenth packet releases it"
+    );
+    assert_eq!(acks_of(&mut fs, now).len(), 1);
+    inject(&mut fs, now, &[ud(1, 18, 17, None, b"x")]);
+    inject(&mut fs, now, &[ud(1, 19, 18, None, b"x")]);
+    assert!(!fs.wants_control(now, true));
+    assert!(fs.wants_control(now, false), "the batch's end sends it");
+    acks_of(&mut fs, now);
+    inject(&mut fs, now, &[ud(1, 20, 19, None, b"x")]);
+    assert!(!fs.wants_control(now, false), "one packet: delayed");
+    inject(&mut fs, now, &[ud(1, 21, 20, None, b"x")]);
+    assert!(
+        fs.wants_control(now, false),
+        "every second packet outside a batch"
+    );
 }
 
 #[test]

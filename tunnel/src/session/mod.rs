@@ -285,6 +285,9 @@ pub(crate) struct Session {
     stall_probe: Option<Instant>,
     /// Last packet received from DESTADDR itself.
     last_recv_dest: Instant,
+    /// When DESTADDR was last set (opening, a path change): what was sent
+    /// before says nothing about the path it is now.
+    dest_since: Instant,
     /// TCR flag for outgoing packets (set by the endpoint, RFC 7016 2.2.4).
     tcr_out: bool,
     /// Encoded chunks queued by the endpoint (FIHello), sent in order.
@@ -474,6 +477,7 @@ impl Session {
             unacked: VecDeque::with_capacity(STALL_TRACKED_PACKETS),
             stall_probe: None,
             last_recv_dest: now,
+            dest_since: now,
             tcr_out: false,
             control_out: VecDeque::new(),
             stats: SessionStats::default(),

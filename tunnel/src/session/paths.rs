@@ -93,6 +93,7 @@ impl Session {
         }
         self.dest = addr;
         self.last_recv_dest = now;
+        self.dest_since = now;
         self.stats.address_changes += 1;
         self.flows.reacknowledge();
         // Packets that went out on the old path say nothing about the new

@@ -291,8 +291,13 @@ impl Session {
         if any_loss {
             self.silent_rtos += 1;
             let silence = now.saturating_duration_since(self.last_recv);
+            // Only data sent on this path is evidence against it: an end
+            // that followed the far end to a new path (address mobility)
+            // times out what it sent into the old one.
+            let sent_here = loss.last_sent.is_some_and(|t| t >= self.dest_since);
             if self.silent_rtos >= STALL_AFTER_SILENT_RTOS
                 && silence >= STALL_MIN_SILENCE
+                && sent_here
                 && !self.stall_reported
             {
                 self.stalled = true;

@@ -11,6 +11,12 @@ use super::{vlu, WireError};
 pub const OPT_USER_METADATA: u64 = 0x00;
 /// Return Flow Association option type (RFC 7016 2.3.11.1.2).
 pub const OPT_RETURN_FLOW_ASSOCIATION: u64 = 0x0a;
+/// ringlan's "ack clock" option (no value; a type a receiver may ignore,
+/// RFC 7016 2.3.11.1): the sender's burst avoidance counts the packets an
+/// acknowledgement newly acknowledges (`congestion`), so its receiver may
+/// acknowledge a batch of packets read together with fewer acknowledgements
+/// (`flow`, [`crate::flow::ACK_CLOCK_PACKETS`]). `docs/wire-format.md`.
+pub const OPT_RINGLAN_ACK_CLOCK: u64 = 0x202b;
 /// Option types below this value must be understood by a flow receiver;
 /// types at or above it may be ignored (RFC 7016 2.3.11.1).
 pub const OPT_MUST_UNDERSTAND_BELOW: u64 = 8192;
