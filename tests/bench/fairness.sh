@@ -177,12 +177,13 @@ start_pair() {
 }
 
 # transport K: the sender's session counters of pair K, one line:
-# frame_lost_bytes breaker_trips queue_full_drops timeouts burst_releases.
+# frame_lost_bytes breaker_trips queue_full_drops timeouts burst_releases
+# late_drops.
 transport() {
     "$RINGLAN_BIN" status --socket "$WORK/ringlan$1/s.sock" --json | jq -r '[.sessions[]
         | select(.state == "open" and .transport != null) | .transport] | first // {}
         | [.frame_lost_bytes // 0, .breaker_trips // 0, .queue_full_drops // 0,
-           .timeouts // 0, .burst_releases // 0] | @tsv'
+           .timeouts // 0, .burst_releases // 0, .late_drops // 0] | @tsv'
 }
 
 # sample_windows FILE K...: once a second until killed, the senders' cwnd,
@@ -206,7 +207,7 @@ counters() {
 
 # --- measurement ------------------------------------------------------------
 # Results keyed "FLOW-MODE,QUEUE,ROUND" (run.sh's stats/cell/median).
-declare -A GOOD WIRE OFFER LOSS RETRS MRTT FLOST TRIPS QDROP CWND QUEUED SRTT JAIN JAINW MAXMIN
+declare -A GOOD WIRE OFFER LOSS RETRS MRTT FLOST TRIPS QDROP LATE TMO CWND QUEUED SRTT JAIN JAINW MAXMIN
 
 # run_flows MODE Q ROUND FLOW...: the flows at once, FSECS after OMIT.
 run_flows() {
@@ -258,13 +259,15 @@ run_flows() {
             FLOST[$key]="$(awk -v a="${x[0]}" -v b="${y[0]}" 'BEGIN {printf "%.2f", (b - a) / 1e6}')"
             TRIPS[$key]=$(( y[1] - x[1] ))
             QDROP[$key]=$(( y[2] - x[2] ))
+            TMO[$key]=$(( y[3] - x[3] ))
+            LATE[$key]=$(( ${y[5]:-0} - ${x[5]:-0} ))
             line="$(awk -v k="$i" '$1 == k {n++; c += $2; q += $3; r += $4} END {if (n) printf "%.0f %.0f %.2f", c / n / 1024, q / n / 1024, r / n}' \
                 "$WORK/win-$mode-$q-$round")"
             if [ -n "$line" ]; then read -r "CWND[$key]" "QUEUED[$key]" "SRTT[$key]" <<<"$line"; fi
         fi
         printf '  %-8s %-5s goodput %7.2f Mbit/s  bottleneck %7.2f (offered %7.2f, loss %6s%%)  retr %5s  rtt %6.2f ms%s\n' \
             "$mode" "$f" "${GOOD[$key]}" "${WIRE[$key]}" "${OFFER[$key]}" "${LOSS[$key]:--}" "${RETRS[$key]}" "${MRTT[$key]}" \
-            "$( [ "$f" = tcp ] || echo "  frames lost ${FLOST[$key]} MB, breaker ${TRIPS[$key]}, queue-full ${QDROP[$key]}, cwnd ~${CWND[$key]:-?} KiB, queued ~${QUEUED[$key]:-?} KiB, session rtt ~${SRTT[$key]:-?} ms")"
+            "$( [ "$f" = tcp ] || echo "  frames lost ${FLOST[$key]} MB, breaker ${TRIPS[$key]}, queue-full ${QDROP[$key]}, late ${LATE[$key]}, timeouts ${TMO[$key]}, cwnd ~${CWND[$key]:-?} KiB, queued ~${QUEUED[$key]:-?} KiB, session rtt ~${SRTT[$key]:-?} ms")"
     done
 }
 

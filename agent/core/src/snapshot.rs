@@ -190,6 +190,7 @@ impl Node {
             queue_full_drops: flows.drop_send_queue_full,
             pmtu_abandoned: flows.abandoned_path_mtu,
             late_drops: flows.drop_late,
+            late_drop_holds: flows.late_drop_holds,
             super_frames_cut,
             pmtu: info.pmtu as u64,
             black_hole_checks: info.stats.black_hole_checks,

@@ -483,6 +483,11 @@ pub struct TransportStatus {
     /// queue (a standing queue; docs/dataplane.md "Latency").
     #[serde(default)]
     pub late_drops: u64,
+    /// Times the late-frame drop paused because the standing queue was
+    /// not the session's own (a bottleneck shared with other traffic;
+    /// docs/dataplane.md "Fairness").
+    #[serde(default)]
+    pub late_drop_holds: u64,
     /// TCP super-frames sent cut into single-fragment pieces because the
     /// path loses packets often (docs/dataplane.md "Loss").
     #[serde(default)]
@@ -929,6 +934,7 @@ pub fn example() -> Status {
                     queue_full_drops: 3,
                     pmtu_abandoned: 1,
                     late_drops: 7,
+                    late_drop_holds: 1,
                     super_frames_cut: 0,
                     pmtu: 1472,
                     black_hole_checks: 1,

@@ -296,6 +296,9 @@ pub struct FlowStats {
     /// NoRetransmit messages abandoned unsent because they waited in the
     /// queue too long ([`codel`]: a standing queue for an interval).
     pub drop_late: u64,
+    /// Times the late-frame drop paused because the standing queue it
+    /// answered was not the session's ([`codel`], `EPISODE_DROPS_MAX`).
+    pub late_drop_holds: u64,
     pub messages_delivered: u64,
     pub bytes_delivered: u64,
     pub gaps: u64,

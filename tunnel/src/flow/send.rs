@@ -918,9 +918,13 @@ fn write_flow(
             late.queue_empty(f);
             return Written::Idle;
         };
+        let holds = f.codel.holds();
         if f.late(i, late) {
             f.abandon_message(i, pool, qbytes, stats);
             stats.drop_late += 1;
+            if f.codel.holds() != holds {
+                stats.late_drop_holds += 1;
+            }
             continue;
         }
         let final_sn = f.final_sn;
