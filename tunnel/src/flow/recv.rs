@@ -287,14 +287,27 @@ impl RecvFlow {
         // the slack above the advertised capacity: its charge ahead of its
         // data then never keeps out a fragment the flow waits for (a
         // retransmission into a gap), which several would.
-        let starts_run = frag.fra == Begin
+        let fits = |f: &Self, charge: usize| {
+            f.buffered() + charge <= f.hard_cap() && held_now + charge <= max_total
+        };
+        let mut run_buf = None;
+        if frag.fra == Begin
             && self.buf.is_empty()
             && room > frag.data.len()
             && room <= self.capacity / 2
-            && self.buffered() + run_charge <= self.hard_cap()
-            && held_now + run_charge <= max_total;
-        let (data, charge) = if starts_run {
-            let mut data = cx.pool.take_for(room);
+            && fits(self, run_charge)
+        {
+            // A pooled buffer may be larger than asked for: charged (and
+            // checked) by what it is.
+            let data = cx.pool.take_for(room);
+            if fits(self, data.capacity() + ENTRY_OVERHEAD) {
+                run_buf = Some(data);
+            } else {
+                cx.pool.give(data);
+            }
+        }
+        let starts_run = run_buf.is_some();
+        let (data, charge) = if let Some(mut data) = run_buf {
             data.extend_from_slice(frag.data);
             let charge = data.capacity() + ENTRY_OVERHEAD;
             (data, charge)
