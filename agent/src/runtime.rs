@@ -148,6 +148,37 @@ async fn resolve_all(what: &str, hosts: &[config::HostPort]) -> Vec<std::net::So
 }
 
 /// The node core's setup from the config, the identity and the TAP.
+/// The TAP as the status shows it.
+pub fn tap_status(cfg: &Config, tap: &Tap) -> TapStatus {
+    TapStatus {
+        name: tap.name().to_string(),
+        mac: format_mac(&tap.mac()),
+        mtu: tap.mtu(),
+        addresses: cfg
+            .interface
+            .addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
+    }
+}
+
+/// What the control socket and the metrics endpoint serve from the start
+/// until the node's first snapshot: everything the config and the key
+/// say (name, network, role, key, TAP), no node id yet (shown as `-`).
+/// Resolving the introducers' names can take a while, and a status of
+/// empty names and zeros would look like a node that lost its config.
+pub fn starting_status(cfg: &Config, public_key: &[u8; 32], tap: TapStatus) -> Status {
+    Status {
+        node_name: cfg.node.name.clone(),
+        network: cfg.network.name.clone(),
+        role: cfg.role.into(),
+        public_key: crate::identity::hex(public_key),
+        tap,
+        ..Status::default()
+    }
+}
+
 async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
     let cfg = &ctx.config;
     let mut introducers = resolve_all("introducer", &cfg.introducers).await;
@@ -170,17 +201,7 @@ async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
         // the certificate decides what peers accept.
         bridge: cfg.interface.bridge,
         mtu: ctx.tap.mtu(),
-        tap: TapStatus {
-            name: ctx.tap.name().to_string(),
-            mac: format_mac(&ctx.tap.mac()),
-            mtu: ctx.tap.mtu(),
-            addresses: cfg
-                .interface
-                .addresses
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
-        },
+        tap: tap_status(cfg, &ctx.tap),
         listen,
         introducers,
         tcp_introducers,
@@ -508,7 +529,13 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
         tracing::info!(%at, "accepting TCP streams");
     }
     let board = ctx.status.clone();
-    let mut io = IoStatus::default();
+    let mut realtime = sched::Guard::new(start_realtime(ctx.config.realtime, cores));
+    // Set before the first snapshot, which would otherwise say neither.
+    let mut io = IoStatus {
+        io_threads: driver.has_send_thread() && tap_writer.is_some(),
+        realtime: realtime.realtime(),
+        ..IoStatus::default()
+    };
     board.publish(snapshot(&driver, &io));
     tracing::info!(
         node = %driver.machine_ref().node_id(),
@@ -519,9 +546,6 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
         "node up"
     );
     let tap = &ctx.tap;
-    io.io_threads = driver.has_send_thread() && tap_writer.is_some();
-    let mut realtime = sched::Guard::new(start_realtime(ctx.config.realtime, cores));
-    io.realtime = realtime.realtime();
     let to_tap = TapOut {
         tap,
         writer: tap_writer,
@@ -683,4 +707,40 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
         ..snapshot(&driver, &io)
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_before_the_first_snapshot_names_the_node_and_its_tap() {
+        let cfg = Config::parse(
+            "network:\n  name: home\n  secret_file: /etc/ringlan/home.secret\n\
+             node:\n  name: laptop\n  key_file: /var/lib/ringlan/home.key\n\
+             interface:\n  name: rl-home\n  addresses: [10.77.0.2/24]\n\
+             introducers: [198.51.100.7:4910]\nrole: node\n",
+            Path::new("/etc/ringlan/home.yaml"),
+        )
+        .unwrap();
+        let tap = TapStatus {
+            name: "rl-home".into(),
+            mac: "02:00:00:00:00:01".into(),
+            mtu: 1400,
+            addresses: vec!["10.77.0.2/24".into()],
+        };
+        let s = starting_status(&cfg, &[0xab; 32], tap.clone());
+        assert_eq!(s.node_name, "laptop");
+        assert_eq!(s.network, "home");
+        assert_eq!(s.public_key, "ab".repeat(32));
+        assert_eq!(s.tap, tap);
+        assert_eq!(s.node_id, None, "no node id until the node runs");
+        let text = s.render();
+        assert!(text.starts_with("node      laptop  -\n"), "{text}");
+        assert!(text.contains("network   home (node)"), "{text}");
+        assert!(
+            text.contains("tap       rl-home  02:00:00:00:00:01  mtu 1400  10.77.0.2/24"),
+            "{text}"
+        );
+    }
 }

@@ -13,7 +13,7 @@ use crate::dns::{self, DnsServer, NodeDirectory, Zone};
 use crate::identity;
 use crate::metrics::MetricsServer;
 use crate::runtime::{self, NodeContext};
-use crate::status::{Status, StatusBoard};
+use crate::status::StatusBoard;
 use crate::tap::{derive_mac, Tap, TapConfig};
 
 /// Runs the agent for a checked config (see [`Config::load_and_check`])
@@ -69,7 +69,11 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     })
     .with_context(|| format!("cannot create TAP device {}", config.interface.name))?;
 
-    let board = Arc::new(StatusBoard::new(Status::default()));
+    let board = Arc::new(StatusBoard::new(runtime::starting_status(
+        &config,
+        &key.public_key(),
+        runtime::tap_status(&config, &tap),
+    )));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let (commands_tx, commands) = mpsc::channel(8);
