@@ -186,8 +186,16 @@ pub(super) struct Codel {
     /// No drops before this: the standing queue is someone else's (module
     /// docs).
     hold_until: Option<Instant>,
-    /// Times an episode reached [`EPISODE_DROPS_MAX`].
-    holds: u64,
+}
+
+/// What [`Codel::verdict`] decided for a message about to begin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Send,
+    Drop,
+    /// Dropped, and the episode reached [`EPISODE_DROPS_MAX`]: late drops
+    /// pause for [`HOLD`].
+    DropAndHold,
 }
 
 impl Codel {
@@ -202,21 +210,21 @@ impl Codel {
     /// `sojourn` in the queue: whether to drop it instead (RFC 8289
     /// `dequeue`, one message per call; after a drop call again for the
     /// next one).
-    pub(super) fn should_drop(
+    pub(super) fn verdict(
         &mut self,
         now: Instant,
         sojourn: Duration,
         interval: Duration,
         target: Duration,
-    ) -> bool {
+    ) -> Verdict {
         if self.hold_until.is_some_and(|t| now < t) {
-            return false;
+            return Verdict::Send;
         }
         let ok_to_drop = self.ok_to_drop(now, sojourn >= target, interval);
         if self.dropping {
             if !ok_to_drop {
                 self.dropping = false;
-                return false;
+                return Verdict::Send;
             }
             match self.drop_next {
                 Some(next) if now >= next => {
@@ -227,13 +235,13 @@ impl Codel {
                         // afresh.
                         *self = Codel {
                             hold_until: Some(now + HOLD),
-                            holds: self.holds + 1,
                             ..Codel::default()
                         };
+                        return Verdict::DropAndHold;
                     }
-                    true
+                    Verdict::Drop
                 }
-                _ => false,
+                _ => Verdict::Send,
             }
         } else if ok_to_drop {
             // RFC 8289 5.5: a new episode soon after the last one starts
@@ -246,15 +254,10 @@ impl Codel {
             self.count = if delta > 1 && recent { delta } else { 1 };
             self.drop_next = Some(control_law(now, self.count, interval));
             self.last_count = self.count;
-            true
+            Verdict::Drop
         } else {
-            false
+            Verdict::Send
         }
-    }
-
-    /// Times the late drop paused for a queue it did not fill.
-    pub(super) fn holds(&self) -> u64 {
-        self.holds
     }
 
     /// RFC 8289 `dodequeue`: whether the sojourn, `above` the target now,
@@ -282,6 +285,18 @@ fn control_law(t: Instant, count: u32, interval: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Codel {
+        fn should_drop(
+            &mut self,
+            now: Instant,
+            sojourn: Duration,
+            i: Duration,
+            tg: Duration,
+        ) -> bool {
+            self.verdict(now, sojourn, i, tg) != Verdict::Send
+        }
+    }
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -401,15 +416,21 @@ mod tests {
         let (t0, i, tg, mut c) = above_once();
         let mut t = t0 + i;
         let mut drops = Vec::new();
+        let mut holds = 0;
         while t < t0 + 2 * HOLD {
-            if c.should_drop(t, 5 * MS, i, tg) {
-                drops.push(t);
+            match c.verdict(t, 5 * MS, i, tg) {
+                Verdict::Send => {}
+                Verdict::Drop => drops.push(t),
+                Verdict::DropAndHold => {
+                    drops.push(t);
+                    holds += 1;
+                }
             }
             t += MS / 4;
         }
         let first = drops[..EPISODE_DROPS_MAX as usize].to_vec();
         assert!(first[first.len() - 1] < t0 + 10 * i, "{first:?}");
-        assert_eq!(c.holds(), 2);
+        assert_eq!(holds, 2);
         let paused = first[first.len() - 1];
         let next = drops[EPISODE_DROPS_MAX as usize];
         assert!(next >= paused + HOLD + i, "{next:?} vs {paused:?}");

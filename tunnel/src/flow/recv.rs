@@ -180,12 +180,6 @@ impl RecvFlow {
         } else {
             0
         };
-        if self.run.is_some_and(|(first, last)| {
-            self.buf.get(s).is_some_and(|b| b.sn <= last)
-                && self.buf.get(e).is_some_and(|b| b.sn >= first)
-        }) {
-            self.run = None;
-        }
         for b in self.buf.drain(s..=e) {
             self.frag_bytes = self.frag_bytes.saturating_sub(b.charge);
             *cx.held = cx.held.saturating_sub(b.charge);
@@ -343,7 +337,12 @@ impl RecvFlow {
 
     /// Index of the first entry of the run that fragment `sn` would
     /// continue: the run ends at the back of the buffer with `sn - 1`, in
-    /// a message not yet ended.
+    /// a message not yet ended. `run` is checked here, not kept in step
+    /// when entries leave: entries are sorted by distinct sequence
+    /// numbers, so an entry `first` at `last - first` places before a
+    /// back entry `last` means the run is there whole; and a sequence
+    /// number, once taken out (delivered or discarded, at or below the
+    /// CSN), never comes back (a duplicate is not buffered).
     fn run_head(&self, sn: u64) -> Option<usize> {
         let (first, last) = self.run?;
         let back = self.buf.back()?;

@@ -196,18 +196,18 @@ impl SendFlow {
     /// Whether the message whose first fragment is at queue index `i`,
     /// about to go out, is dropped instead because frames stand in a queue
     /// ([`codel`]): NoRetransmit messages not begun only.
-    fn late(&mut self, i: usize, late: &Late) -> bool {
+    fn late(&mut self, i: usize, late: &Late) -> codel::Verdict {
         let Some(e) = self.queue.get(i) else {
-            return false;
+            return codel::Verdict::Send;
         };
         if !e.no_retransmit
             || e.ever_sent
             || e.abandoned
             || !matches!(e.fra, FragmentControl::Whole | FragmentControl::Begin)
         {
-            return false;
+            return codel::Verdict::Send;
         }
-        self.codel.should_drop(
+        self.codel.verdict(
             late.now,
             late.standing,
             late.interval,
@@ -918,11 +918,11 @@ fn write_flow(
             late.queue_empty(f);
             return Written::Idle;
         };
-        let holds = f.codel.holds();
-        if f.late(i, late) {
+        let verdict = f.late(i, late);
+        if verdict != codel::Verdict::Send {
             f.abandon_message(i, pool, qbytes, stats);
             stats.drop_late += 1;
-            if f.codel.holds() != holds {
+            if verdict == codel::Verdict::DropAndHold {
                 stats.late_drop_holds += 1;
             }
             continue;
