@@ -432,6 +432,9 @@ pub struct FlowSet {
     codel_interval: Duration,
     /// Delay of NoRetransmit fragments from sending to acknowledgement.
     path_delay: codel::PathDelay,
+    /// When the session's path last changed: fragments sent before it
+    /// give no delay samples ([`FlowSet::path_changed`]).
+    path_since: Option<Instant>,
     ack_now: bool,
     /// The far end's flows carry the ack clock option: acknowledgements in
     /// a receive batch wait for [`ACK_CLOCK_PACKETS`] packets with data.
@@ -473,6 +476,7 @@ impl FlowSet {
             ert0: Duration::from_secs(3),
             codel_interval: codel::interval(None),
             path_delay: codel::PathDelay::default(),
+            path_since: None,
             ack_now: false,
             peer_ack_clock: false,
             rx_data_packets: 0,
@@ -542,6 +546,21 @@ impl FlowSet {
     /// the interval and target of the late-frame drop ([`codel`]).
     pub fn set_srtt(&mut self, srtt: Option<Duration>) {
         self.codel_interval = codel::interval(srtt);
+    }
+
+    /// The session's packets now take another path (DESTADDR changed):
+    /// the late-frame drop's delays were the old path's, and a longer new
+    /// path (a failover to a relayed route) would look like a queue
+    /// standing on it for up to two [`codel::MIN_WINDOW`]s. They start
+    /// over, from fragments sent from now on (one sent before and
+    /// acknowledged after could make the new path's least delay too
+    /// small), and so does every flow's dropping episode.
+    pub fn path_changed(&mut self, now: Instant) {
+        self.path_delay = codel::PathDelay::default();
+        self.path_since = Some(now);
+        for f in self.send.values_mut() {
+            f.path_changed();
+        }
     }
 
     /// Next output event.

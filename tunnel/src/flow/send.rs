@@ -189,6 +189,11 @@ impl SendFlow {
         (start..self.queue.len()).find(|&i| self.eligible(i))
     }
 
+    /// The session's path changed: a dropping episode was the old path's.
+    pub(super) fn path_changed(&mut self) {
+        self.codel = Codel::default();
+    }
+
     fn ready(&self) -> bool {
         self.window_open() && self.find_eligible().is_some()
     }
@@ -694,6 +699,7 @@ impl FlowSet {
         let pool = &mut self.pool;
         let qbytes = &mut self.send_queue_bytes;
         let mut delay: Option<Duration> = None;
+        let path_since = self.path_since;
         let mut sampled_bytes = 0usize;
         let large = self.cfg.max_chunk_space;
         let mut large_acked = 0u32;
@@ -704,7 +710,7 @@ impl FlowSet {
                 return;
             }
             if e.in_flight {
-                if let Some(d) = min_delay(delay, e, now) {
+                if let Some(d) = min_delay(delay, e, now, path_since) {
                     delay = Some(d);
                     sampled_bytes += e.transmit_size;
                 }
@@ -876,9 +882,17 @@ impl FlowSet {
 /// The least of `delay` and the time since `e` was sent, when `e` is a
 /// NoRetransmit fragment (sent once: never retransmitted) and so a clean
 /// sample of the path's delay ([`codel::PathDelay`]).
-/// `None` when `e` is no such sample.
-fn min_delay(delay: Option<Duration>, e: &SendEntry, now: Instant) -> Option<Duration> {
-    let q = e.sent_at.filter(|_| e.first_tsn == Some(e.tsn))?;
+/// `None` when `e` is no such sample (sent more than once, or before the
+/// path changed at `path_since`).
+fn min_delay(
+    delay: Option<Duration>,
+    e: &SendEntry,
+    now: Instant,
+    path_since: Option<Instant>,
+) -> Option<Duration> {
+    let q = e
+        .sent_at
+        .filter(|&t| e.first_tsn == Some(e.tsn) && path_since.is_none_or(|p| t >= p))?;
     let d = now.saturating_duration_since(q);
     Some(delay.map_or(d, |x| x.min(d)))
 }

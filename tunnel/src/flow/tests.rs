@@ -1530,6 +1530,15 @@ fn garbage_chunks_are_counted_not_fatal() {
 /// stands on it). Returns the time of every late drop and the sequence
 /// numbers of the Reliable messages sent.
 fn acked_after(flight: impl Fn(u32) -> Duration) -> (Vec<Duration>, Vec<u64>) {
+    acked_after_moving(flight, None)
+}
+
+/// As [`acked_after`], the session's path changing (`path_changed`) at
+/// step `moved` if given.
+fn acked_after_moving(
+    flight: impl Fn(u32) -> Duration,
+    moved: Option<u32>,
+) -> (Vec<Duration>, Vec<u64>) {
     let t0 = Instant::now();
     let mut a = FlowSet::new(FlowConfig::default());
     a.set_srtt(Some(Duration::from_micros(200)));
@@ -1542,6 +1551,9 @@ fn acked_after(flight: impl Fn(u32) -> Duration) -> (Vec<Duration>, Vec<u64>) {
     let mut sent_sn = Vec::new();
     for k in 0..1500u32 {
         let now = t0 + step * k;
+        if moved == Some(k) {
+            a.path_changed(now);
+        }
         while acks.front().is_some_and(|&(t, _)| t <= now) {
             let (_, cum) = acks.pop_front().unwrap();
             a.on_ack(now, f.0, 1024, cum, send::AckBody::Ranges(&[]));
@@ -1610,4 +1622,23 @@ fn late_frames_are_dropped_only_while_a_queue_stands_on_the_path() {
     );
     // Reliable messages are never dropped.
     assert_eq!(reliable.len(), 30);
+}
+
+/// A session that moves to a longer path (a direct path of 0.2 ms to a
+/// relayed route of 20 ms, a failover) drops no frames as late: the
+/// longer round trip is the new path's, not a queue standing on it.
+/// Before, the least delay of the old path stayed the base for up to two
+/// 10 s windows and the move looked like a standing queue of 20 ms.
+#[test]
+fn a_longer_path_after_a_move_is_not_a_standing_queue() {
+    let ms = Duration::from_millis(1);
+    let base = Duration::from_micros(200);
+    let path = |k: u32| if k < 500 { base } else { 20 * ms };
+    let (drops, reliable) = acked_after_moving(path, Some(500));
+    assert!(drops.is_empty(), "{drops:?}");
+    assert_eq!(reliable.len(), 30);
+    // The same delays without the move: a queue that stands from 50 ms
+    // on, and the drops of an episode.
+    let (drops, _) = acked_after_moving(path, None);
+    assert!(!drops.is_empty());
 }

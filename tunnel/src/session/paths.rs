@@ -96,6 +96,7 @@ impl Session {
         self.dest_since = now;
         self.stats.address_changes += 1;
         self.flows.reacknowledge();
+        self.flows.path_changed(now);
         // Packets that went out on the old path say nothing about the new
         // one (the early stall check would count them against it).
         self.forget_stall_tracking();
