@@ -194,6 +194,9 @@ pub struct CongestionStats {
     pub breaker_trips: u64,
     /// Bursts released without an acknowledgement (module docs).
     pub burst_releases: u64,
+    /// Window restarts because the session's path changed
+    /// ([`Congestion::path_changed`]).
+    pub path_restarts: u64,
 }
 
 /// TCP-compatible congestion control for one session (RFC 7016 3.5.2).
@@ -239,6 +242,7 @@ pub struct Congestion {
     frame_lost_total: u64,
     breaker_trips: u64,
     burst_releases: u64,
+    path_restarts: u64,
 }
 
 impl Congestion {
@@ -273,7 +277,28 @@ impl Congestion {
             frame_lost_total: 0,
             breaker_trips: 0,
             burst_releases: 0,
+            path_restarts: 0,
         }
+    }
+
+    /// The session's packets now take another path (another address, not
+    /// a NAT's new port for the same one: a failover to a relayed route, a
+    /// move back to a direct path, a peer on another network): the window
+    /// was learnt on the old path, and a window of megabytes from a LAN
+    /// would go at once into a relay or a slower link. Back to the initial
+    /// window in slow start, as for a new connection (RFC 5681 3.1; a QUIC
+    /// connection that migrates does the same, RFC 9000 9.4). The burst,
+    /// the time-critical state and the counters stay.
+    pub fn path_changed(&mut self) {
+        self.cwnd = initial_window(self.mss);
+        self.ssthresh = usize::MAX;
+        self.bytes_acked = 0;
+        self.recovery_start = None;
+        self.in_timeout = false;
+        self.breaker_acked = 0;
+        self.breaker_lost = 0;
+        self.breaker_start = None;
+        self.path_restarts += 1;
     }
 
     /// The congestion window, bytes.
@@ -590,6 +615,7 @@ impl Congestion {
             frame_lost_bytes: self.frame_lost_total,
             breaker_trips: self.breaker_trips,
             burst_releases: self.burst_releases,
+            path_restarts: self.path_restarts,
         }
     }
 
@@ -914,6 +940,29 @@ mod tests {
         cc.on_packet_sent(t + ms(10_000), MSS, false);
         assert_eq!(cc.window(), MSS);
         assert_eq!(cc.stats().idle_restarts, 0);
+    }
+
+    #[test]
+    fn a_new_path_starts_from_the_initial_window_in_slow_start() {
+        let t = Instant::now();
+        let mut cc = Congestion::new(MSS);
+        let mut out = 0;
+        for _ in 0..4 {
+            round(&mut cc, t, &mut out);
+        }
+        cc.on_nack_loss(t, MSS, t);
+        assert!(cc.window() > 4 * MSS);
+        assert!(cc.ssthresh().is_some());
+        cc.path_changed();
+        assert_eq!(cc.window(), initial_window(MSS));
+        assert_eq!(cc.ssthresh(), None);
+        assert!(cc.in_slow_start(t));
+        assert_eq!(cc.stats().path_restarts, 1);
+        assert_eq!(cc.stats().loss_reductions, 1, "counters stay");
+        // And it grows again as on a new connection.
+        let mut out = 0;
+        round(&mut cc, t + ms(1), &mut out);
+        assert!(cc.window() > initial_window(MSS));
     }
 
     #[test]

@@ -306,6 +306,11 @@ fn address_change_mid_transfer_keeps_the_session_and_spoofing_does_not_move_it()
         .events
         .iter()
         .all(|e| !matches!(e, Event::SessionClosed { .. })));
+    // B's window towards A starts over on the new address; A's path did
+    // not change.
+    assert_eq!(info.congestion.path_restarts, 1);
+    let info_a = net.nodes[a].ep.session_info(sa).unwrap();
+    assert_eq!(info_a.congestion.path_restarts, 0);
 
     // A spoofed copy of a valid packet from an address that never answers
     // the verification ping does not move the session.
@@ -327,6 +332,7 @@ fn address_change_mid_transfer_keeps_the_session_and_spoofing_does_not_move_it()
     net.run_for(Duration::from_secs(3));
     let info = net.nodes[b].ep.session_info(sb).unwrap();
     assert_eq!(info.path, Path::Direct("203.0.113.9:5000".parse().unwrap()));
+    assert_eq!(info.congestion.path_restarts, 1);
 }
 
 #[test]

@@ -187,6 +187,7 @@ impl Node {
             frame_lost_bytes: info.congestion.frame_lost_bytes,
             breaker_trips: info.congestion.breaker_trips,
             burst_releases: info.congestion.burst_releases,
+            path_restarts: info.congestion.path_restarts,
             queue_full_drops: flows.drop_send_queue_full,
             pmtu_abandoned: flows.abandoned_path_mtu,
             late_drops: flows.drop_late,

@@ -472,6 +472,10 @@ pub struct TransportStatus {
     /// Full bursts released after a lost acknowledgement.
     #[serde(default)]
     pub burst_releases: u64,
+    /// Times the window started over because the session's path changed
+    /// (a failover, a move back to a direct path, a peer's new address).
+    #[serde(default)]
+    pub path_restarts: u64,
     /// Frames dropped because the sending queue was full.
     pub queue_full_drops: u64,
     /// Frames abandoned unsent because the path MTU fell below their
@@ -931,6 +935,7 @@ pub fn example() -> Status {
                     frame_lost_bytes: 14_000,
                     breaker_trips: 0,
                     burst_releases: 5,
+                    path_restarts: 1,
                     queue_full_drops: 3,
                     pmtu_abandoned: 1,
                     late_drops: 7,

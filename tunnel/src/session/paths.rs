@@ -91,6 +91,11 @@ impl Session {
             self.pending_pmtu_probe = None;
             self.pmtu_changed();
         }
+        // Another address is another path (a route's address names the
+        // route); a NAT's new port for the same address is not.
+        if addr.ip() != self.dest.ip() {
+            self.cc.path_changed();
+        }
         self.dest = addr;
         self.last_recv_dest = now;
         self.dest_since = now;
