@@ -662,6 +662,22 @@ mod tests {
         }
     }
 
+    /// A controller after four ack-clocked round trips of slow start from
+    /// the initial window (64 segments), and the bytes still outstanding.
+    fn grown(t: Instant) -> (Congestion, usize) {
+        let mut cc = Congestion::new(MSS);
+        let mut out = 0;
+        rounds(&mut cc, t, &mut out, 4);
+        (cc, out)
+    }
+
+    /// `n` calls of [`round`].
+    fn rounds(cc: &mut Congestion, t: Instant, out: &mut usize, n: usize) {
+        for _ in 0..n {
+            round(cc, t, out);
+        }
+    }
+
     proptest::proptest! {
         /// Whatever the sequence of events, the window stays within
         /// [1 MSS, grown by acks], and the budget within burst and window.
@@ -839,9 +855,7 @@ mod tests {
         cc.on_timeout(t + ms(500), true);
         // Slow start again from one segment up to ssthresh.
         let mut out = 0;
-        for _ in 0..4 {
-            round(&mut cc, t, &mut out);
-        }
+        rounds(&mut cc, t, &mut out, 4);
         assert_eq!(cc.window(), 16 * MSS);
         assert!(!cc.in_slow_start(t));
         // A timeout without loss changes no window.
@@ -853,11 +867,7 @@ mod tests {
     #[test]
     fn burst_limit_six_packets_beyond_those_acknowledged() {
         let t = Instant::now();
-        let mut cc = Congestion::new(MSS);
-        let mut out = 0;
-        for _ in 0..4 {
-            round(&mut cc, t, &mut out);
-        }
+        let (mut cc, mut out) = grown(t);
         // Everything acknowledged, a huge window: six packets plus at most
         // BURST_ACKED_MAX for what was acknowledged.
         cc.on_ack(t, out, out);
@@ -912,9 +922,7 @@ mod tests {
         let mut cc = Congestion::new(MSS);
         cc.set_rto(ms(1000));
         let mut out = 0;
-        for _ in 0..4 {
-            round(&mut cc, t, &mut out);
-        }
+        rounds(&mut cc, t, &mut out, 4);
         assert_eq!(cc.window(), 64 * MSS);
         // Everything acknowledged; the sender falls silent.
         cc.on_ack(t, out, out);
@@ -945,11 +953,7 @@ mod tests {
     #[test]
     fn a_new_path_starts_from_the_initial_window_in_slow_start() {
         let t = Instant::now();
-        let mut cc = Congestion::new(MSS);
-        let mut out = 0;
-        for _ in 0..4 {
-            round(&mut cc, t, &mut out);
-        }
+        let (mut cc, _) = grown(t);
         cc.on_nack_loss(t, MSS, t);
         assert!(cc.window() > 4 * MSS);
         assert!(cc.ssthresh().is_some());
@@ -1121,11 +1125,7 @@ mod tests {
     #[test]
     fn a_frame_only_timeout_ends_the_burst_but_keeps_the_window() {
         let t = Instant::now();
-        let mut cc = Congestion::new(MSS);
-        let mut out = 0;
-        for _ in 0..4 {
-            round(&mut cc, t, &mut out);
-        }
+        let (mut cc, _) = grown(t);
         let w = cc.window();
         while cc.burst_allows() {
             cc.on_packet_sent(t, MSS, false);
