@@ -4,7 +4,7 @@
 //! neighbours, relaying and routed frames, drops.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ringlan_overlay as overlay;
 use ringlan_tunnel::{NodeId, Path, RouteId, RouteInfo, SessionState};
@@ -156,7 +156,7 @@ impl Node {
                 SessionState::NearClose | SessionState::FarCloseLinger => SessionPhase::Closing,
                 SessionState::Closed | SessionState::OpenFailed => SessionPhase::Closed,
             },
-            rtt_ms: info.srtt.map(|d| d.as_secs_f64() * 1000.0),
+            rtt_ms: shown_rtt(now, info.srtt, info.measured_rtt).map(|d| d.as_secs_f64() * 1000.0),
             tx: p.tx,
             rx: p.rx,
             drops: p.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
@@ -324,9 +324,42 @@ fn overlay_drops(s: &overlay::Stats) -> [(&'static str, u64); 4] {
     ]
 }
 
+/// How long a round trip measured from acknowledged traffic stands for the
+/// session's in the status after the traffic stopped.
+const MEASURED_RTT_FRESH: Duration = Duration::from_secs(60);
+
+/// The round trip the status shows: the one measured from acknowledged
+/// traffic (to the microsecond) while it is fresh, else the RFC 7016
+/// timestamps' SRTT, which counts 4 ms ticks and so reads 0 or 4 ms on a
+/// LAN.
+fn shown_rtt(
+    now: Instant,
+    srtt: Option<Duration>,
+    measured: Option<(Duration, Instant)>,
+) -> Option<Duration> {
+    match measured {
+        Some((rtt, at)) if now.saturating_duration_since(at) <= MEASURED_RTT_FRESH => Some(rtt),
+        _ => srtt,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_shows_the_measured_round_trip_while_it_is_fresh() {
+        let t = Instant::now();
+        let us = Duration::from_micros;
+        let tick = Some(Duration::ZERO);
+        assert_eq!(shown_rtt(t, tick, Some((us(350), t))), Some(us(350)));
+        let later = t + MEASURED_RTT_FRESH;
+        assert_eq!(shown_rtt(later, tick, Some((us(350), t))), Some(us(350)));
+        let stale = later + us(1);
+        assert_eq!(shown_rtt(stale, tick, Some((us(350), t))), tick);
+        assert_eq!(shown_rtt(t, tick, None), tick);
+        assert_eq!(shown_rtt(t, None, None), None);
+    }
 
     #[test]
     fn overlay_budget_refusals_are_named_drops() {

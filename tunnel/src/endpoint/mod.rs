@@ -794,6 +794,7 @@ impl Endpoint {
             state: s.state(),
             role: s.role(),
             srtt: s.srtt(),
+            measured_rtt: s.flows().measured_rtt(),
             ert0: s.ert0(),
             cwnd: s.cwnd(),
             congestion: s.congestion_stats(),
@@ -1221,7 +1222,13 @@ pub struct SessionInfo {
     pub path: Path,
     pub state: SessionState,
     pub role: Role,
+    /// SRTT from the packet timestamps (RFC 7016 3.5.2.1): whole 4 ms
+    /// ticks, so 0 or 4 ms on a path far shorter.
     pub srtt: Option<Duration>,
+    /// The smoothed time from sending user data to its acknowledgement on
+    /// the current path, and when it was last sampled (traffic of more
+    /// than one packet at a time; `FlowSet::measured_rtt`).
+    pub measured_rtt: Option<(Duration, Instant)>,
     pub ert0: Duration,
     pub cwnd: usize,
     pub congestion: crate::congestion::CongestionStats,

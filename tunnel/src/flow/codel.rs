@@ -105,12 +105,19 @@ pub(super) struct PathDelay {
     recent: Option<Duration>,
     recent_start: Option<Instant>,
     recent_before: Option<Duration>,
+    /// Every sample smoothed (1/8 gain, as RFC 6298's SRTT), and when the
+    /// last came: the round trip shown in the status, to the microsecond
+    /// where the RFC 7016 timestamps count 4 ms ticks.
+    smoothed: Option<Duration>,
+    last_sample: Option<Instant>,
 }
 
 impl PathDelay {
     /// A fragment sent once was acknowledged `sample` after it was sent;
     /// `interval` is CoDel's.
     pub(super) fn on_sample(&mut self, now: Instant, sample: Duration, interval: Duration) {
+        self.smoothed = Some(self.smoothed.map_or(sample, |s| (s * 7 + sample) / 8));
+        self.last_sample = Some(now);
         fn windowed(
             now: Instant,
             sample: Duration,
@@ -146,6 +153,12 @@ impl PathDelay {
             &mut self.recent,
             &mut self.recent_before,
         );
+    }
+
+    /// The smoothed delay from sending to acknowledgement and when its
+    /// last sample came; `None` before the first.
+    pub(super) fn smoothed(&self) -> Option<(Duration, Instant)> {
+        self.smoothed.zip(self.last_sample)
     }
 
     /// The standing delay at `now`: the least recent delay above the least
@@ -285,6 +298,19 @@ fn control_law(t: Instant, count: u32, interval: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_smoothed_delay_follows_every_sample() {
+        let t = Instant::now();
+        let i = Duration::from_millis(10);
+        let mut p = PathDelay::default();
+        assert_eq!(p.smoothed(), None);
+        p.on_sample(t, Duration::from_micros(800), i);
+        assert_eq!(p.smoothed(), Some((Duration::from_micros(800), t)));
+        let later = t + Duration::from_millis(1);
+        p.on_sample(later, Duration::from_micros(1600), i);
+        assert_eq!(p.smoothed(), Some((Duration::from_micros(900), later)));
+    }
 
     impl Codel {
         fn should_drop(

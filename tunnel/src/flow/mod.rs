@@ -548,6 +548,13 @@ impl FlowSet {
         self.codel_interval = codel::interval(srtt);
     }
 
+    /// The smoothed time from sending a fragment (sent once) to its
+    /// acknowledgement on the current path, and when it was last sampled;
+    /// `None` until data was acknowledged there ([`codel::PathDelay`]).
+    pub fn measured_rtt(&self) -> Option<(Duration, Instant)> {
+        self.path_delay.smoothed()
+    }
+
     /// The session's packets now take another path (DESTADDR changed):
     /// the late-frame drop's delays were the old path's, and a longer new
     /// path (a failover to a relayed route) would look like a queue
