@@ -47,7 +47,14 @@
 //! falling below the target (a queue the session fills drains after a
 //! drop or two, as the TCP inside halves its window), the flow takes the
 //! queue for someone else's and drops nothing for [`HOLD`]; then it tries
-//! again. Against such a flow the session then competes as the TCP inside
+//! again. The drops count over episodes too, until the standing delay is
+//! measured below the target: a TCP inside that answers every drop
+//! (cubic, Linux's default) backs off after one until the session sends
+//! too little to be measured (only acknowledgements of more than a
+//! packet are samples), the episode ends for lack of samples, and the
+//! next begins when it comes back; against a plain cubic flow behind a
+//! 20 ms queue the sessions starved at 0.3 Mbit/s of 200 in episodes of
+//! one or two drops. Against such a flow the session then competes as the TCP inside
 //! does, with loss at the bottleneck, which is what it can do there.
 
 use std::time::{Duration, Instant};
@@ -162,9 +169,10 @@ impl PathDelay {
     }
 
     /// The standing delay at `now`: the least recent delay above the least
-    /// one; nothing when no fragment was acknowledged within the last two
-    /// intervals (an idle path holds no queue).
-    pub(super) fn standing(&self, now: Instant, interval: Duration) -> Duration {
+    /// one; `None` when no fragment was acknowledged within the last two
+    /// intervals (nothing measured: an idle path holds no queue, and a
+    /// session that fell silent cannot tell).
+    pub(super) fn standing(&self, now: Instant, interval: Duration) -> Option<Duration> {
         let least = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -177,8 +185,8 @@ impl PathDelay {
             least(self.recent, self.recent_before),
             least(self.base, self.base_before),
         ) {
-            (true, Some(r), Some(b)) => r.saturating_sub(b),
-            _ => Duration::ZERO,
+            (true, Some(r), Some(b)) => Some(r.saturating_sub(b)),
+            _ => None,
         }
     }
 }
@@ -199,6 +207,10 @@ pub(super) struct Codel {
     /// No drops before this: the standing queue is someone else's (module
     /// docs).
     hold_until: Option<Instant>,
+    /// Drops, over episodes, since the standing delay was last measured
+    /// below the target (an episode can end because nothing was measured,
+    /// which says nothing about the queue).
+    undrained: u32,
 }
 
 /// What [`Codel::verdict`] decided for a message about to begin.
@@ -226,14 +238,18 @@ impl Codel {
     pub(super) fn verdict(
         &mut self,
         now: Instant,
-        sojourn: Duration,
+        sojourn: Option<Duration>,
         interval: Duration,
         target: Duration,
     ) -> Verdict {
         if self.hold_until.is_some_and(|t| now < t) {
             return Verdict::Send;
         }
-        let ok_to_drop = self.ok_to_drop(now, sojourn >= target, interval);
+        if sojourn.is_some_and(|s| s < target) {
+            self.undrained = 0;
+        }
+        let above = sojourn.is_some_and(|s| s >= target);
+        let ok_to_drop = self.ok_to_drop(now, above, interval);
         if self.dropping {
             if !ok_to_drop {
                 self.dropping = false;
@@ -243,16 +259,7 @@ impl Codel {
                 Some(next) if now >= next => {
                     self.count = self.count.saturating_add(1);
                     self.drop_next = Some(control_law(next, self.count, interval));
-                    if self.count >= EPISODE_DROPS_MAX {
-                        // Not ours: pause, and start the next episode
-                        // afresh.
-                        *self = Codel {
-                            hold_until: Some(now + HOLD),
-                            ..Codel::default()
-                        };
-                        return Verdict::DropAndHold;
-                    }
-                    Verdict::Drop
+                    self.dropped(now)
                 }
                 _ => Verdict::Send,
             }
@@ -267,10 +274,27 @@ impl Codel {
             self.count = if delta > 1 && recent { delta } else { 1 };
             self.drop_next = Some(control_law(now, self.count, interval));
             self.last_count = self.count;
-            Verdict::Drop
+            self.dropped(now)
         } else {
             Verdict::Send
         }
+    }
+
+    /// A message is dropped: the verdict, a pause if the drops did not
+    /// drain the queue (module docs): [`EPISODE_DROPS_MAX`] in one
+    /// episode, or as many since the standing delay was last measured
+    /// below the target.
+    fn dropped(&mut self, now: Instant) -> Verdict {
+        self.undrained = self.undrained.saturating_add(1);
+        if self.count >= EPISODE_DROPS_MAX || self.undrained >= EPISODE_DROPS_MAX {
+            // Not ours: pause, and start the next episode afresh.
+            *self = Codel {
+                hold_until: Some(now + HOLD),
+                ..Codel::default()
+            };
+            return Verdict::DropAndHold;
+        }
+        Verdict::Drop
     }
 
     /// RFC 8289 `dodequeue`: whether the sojourn, `above` the target now,
@@ -320,7 +344,7 @@ mod tests {
             i: Duration,
             tg: Duration,
         ) -> bool {
-            self.verdict(now, sojourn, i, tg) != Verdict::Send
+            self.verdict(now, Some(sojourn), i, tg) != Verdict::Send
         }
     }
 
@@ -331,31 +355,34 @@ mod tests {
         let t0 = Instant::now();
         let i = 10 * MS;
         let mut p = PathDelay::default();
-        assert_eq!(p.standing(t0, i), Duration::ZERO);
+        assert_eq!(p.standing(t0, i), None);
         p.on_sample(t0, MS, i);
-        assert_eq!(p.standing(t0, i), Duration::ZERO);
+        assert_eq!(p.standing(t0, i), Some(Duration::ZERO));
         // Jitter (1 to 9 ms) is no standing queue: the least recent sample
         // is near the base.
         for k in 1..=40u32 {
             let jitter = if k % 4 == 0 { MS } else { 9 * MS };
             p.on_sample(t0 + k * MS, jitter, i);
         }
-        assert_eq!(p.standing(t0 + 40 * MS, i), Duration::ZERO);
+        assert_eq!(p.standing(t0 + 40 * MS, i), Some(Duration::ZERO));
         // A standing queue of 8 ms delays every fragment: after two
         // intervals the least recent delay is 9 ms.
         for k in 41..=70u32 {
             p.on_sample(t0 + k * MS, 9 * MS, i);
         }
-        assert_eq!(p.standing(t0 + 70 * MS, i), 8 * MS);
-        // Nothing acknowledged for two intervals: nothing stands.
-        assert_eq!(p.standing(t0 + 95 * MS, i), Duration::ZERO);
+        assert_eq!(p.standing(t0 + 70 * MS, i), Some(8 * MS));
+        // Nothing acknowledged for two intervals: nothing measured.
+        assert_eq!(p.standing(t0 + 95 * MS, i), None);
         // The path gets longer (5 ms base): after two windows the old
         // minimum is forgotten and nothing stands.
         for k in 1..=25u32 {
             let t = t0 + k * Duration::from_secs(1);
             p.on_sample(t, 5 * MS, i);
         }
-        assert_eq!(p.standing(t0 + Duration::from_secs(25), i), Duration::ZERO);
+        assert_eq!(
+            p.standing(t0 + Duration::from_secs(25), i),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
@@ -444,7 +471,7 @@ mod tests {
         let mut drops = Vec::new();
         let mut holds = 0;
         while t < t0 + 2 * HOLD {
-            match c.verdict(t, 5 * MS, i, tg) {
+            match c.verdict(t, Some(5 * MS), i, tg) {
                 Verdict::Send => {}
                 Verdict::Drop => drops.push(t),
                 Verdict::DropAndHold => {
@@ -461,5 +488,76 @@ mod tests {
         let next = drops[EPISODE_DROPS_MAX as usize];
         assert!(next >= paused + HOLD + i, "{next:?} vs {paused:?}");
         assert_eq!(drops.len(), 2 * EPISODE_DROPS_MAX as usize);
+    }
+
+    /// A TCP inside that answers every drop (cubic) behind a queue another
+    /// flow keeps standing: after each drop it backs off until the
+    /// session sends too little to be measured, the episode ends for lack
+    /// of samples after a drop or two, and the next begins when it comes
+    /// back; no episode reaches EPISODE_DROPS_MAX. The drops still count
+    /// towards the pause while the standing delay is never measured below
+    /// the target, so the flow pauses by the EPISODE_DROPS_MAX-th drop.
+    #[test]
+    fn drops_over_episodes_cut_short_by_silence_pause_them_too() {
+        let (t0, i, tg, mut c) = above_once();
+        let mut t = t0;
+        let mut drops = 0;
+        let mut held = false;
+        let mut episodes = 0;
+        while !held && t < t0 + Duration::from_secs(2) {
+            // Traffic: measured 5 ms standing until the episode's first
+            // drop, and one more interval.
+            let mut dropped = 0;
+            while dropped < 2 && t < t0 + Duration::from_secs(2) {
+                match c.verdict(t, Some(5 * MS), i, tg) {
+                    Verdict::Send => {}
+                    Verdict::Drop => dropped += 1,
+                    Verdict::DropAndHold => {
+                        dropped += 1;
+                        held = true;
+                        break;
+                    }
+                }
+                t += MS / 4;
+            }
+            drops += dropped;
+            episodes += 1;
+            // Silence: nothing measured for five intervals.
+            let quiet = t + 5 * i;
+            while t < quiet {
+                assert_eq!(c.verdict(t, None, i, tg), Verdict::Send);
+                t += MS / 4;
+            }
+        }
+        assert!(held, "{drops} drops in {episodes} episodes, no pause");
+        assert_eq!(drops, EPISODE_DROPS_MAX);
+        assert!(episodes > 1);
+        // During the pause nothing is dropped.
+        assert_eq!(c.verdict(t, Some(5 * MS), i, tg), Verdict::Send);
+        assert_eq!(c.verdict(t + HOLD / 2, Some(5 * MS), i, tg), Verdict::Send);
+
+        // The same episodes with the delay measured below the target in
+        // between (a queue the session's drops drained): plain CoDel, no
+        // pause.
+        let (t0, i, tg, mut c) = above_once();
+        let mut t = t0;
+        let mut drops = 0;
+        while drops < 3 * EPISODE_DROPS_MAX {
+            match c.verdict(t, Some(5 * MS), i, tg) {
+                Verdict::Send => {}
+                Verdict::Drop => {
+                    drops += 1;
+                    if drops % 2 == 0 {
+                        let quiet = t + 5 * i;
+                        while t < quiet {
+                            let _ = c.verdict(t, Some(Duration::ZERO), i, tg);
+                            t += MS / 4;
+                        }
+                    }
+                }
+                Verdict::DropAndHold => panic!("paused after {drops} drops"),
+            }
+            t += MS / 4;
+        }
     }
 }

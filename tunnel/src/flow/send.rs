@@ -376,15 +376,19 @@ impl SendFlow {
 struct Late {
     now: Instant,
     interval: Duration,
-    /// The path's standing delay ([`codel::PathDelay::standing`]).
-    standing: Duration,
+    /// The path's standing delay ([`codel::PathDelay::standing`]); `None`
+    /// when nothing was measured lately.
+    standing: Option<Duration>,
 }
 
 impl Late {
     /// `f` has nothing to send: CoDel's episode ends unless the path
     /// still holds a standing queue.
     fn queue_empty(&self, f: &mut SendFlow) {
-        if self.standing < codel::target(self.interval) {
+        if self
+            .standing
+            .is_none_or(|s| s < codel::target(self.interval))
+        {
             f.codel.queue_empty();
         }
     }
