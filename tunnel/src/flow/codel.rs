@@ -47,15 +47,16 @@
 //! falling below the target (a queue the session fills drains after a
 //! drop or two, as the TCP inside halves its window), the flow takes the
 //! queue for someone else's and drops nothing for [`HOLD`]; then it tries
-//! again. The drops count over episodes too, until the standing delay is
+//! again. Against such a flow the session then competes as the TCP inside
+//! does, with loss at the bottleneck, which is what it can do there.
+//!
+//! The drops count over episodes too, until the standing delay is
 //! measured below the target: a TCP inside that answers every drop
 //! (cubic, Linux's default) backs off after one until the session sends
-//! too little to be measured (only acknowledgements of more than a
-//! packet are samples), the episode ends for lack of samples, and the
-//! next begins when it comes back; against a plain cubic flow behind a
-//! 20 ms queue the sessions starved at 0.3 Mbit/s of 200 in episodes of
-//! one or two drops. Against such a flow the session then competes as the TCP inside
-//! does, with loss at the bottleneck, which is what it can do there.
+//! too little to be measured (only acknowledgements of more than a packet
+//! are samples), the episode ends for lack of samples, and the next
+//! begins when it comes back; behind a plain cubic flow's 20 ms queue the
+//! sessions starved at 0.3 Mbit/s of 200 in episodes of one or two drops.
 
 use std::time::{Duration, Instant};
 
@@ -218,8 +219,9 @@ pub(super) struct Codel {
 pub(super) enum Verdict {
     Send,
     Drop,
-    /// Dropped, and the episode reached [`EPISODE_DROPS_MAX`]: late drops
-    /// pause for [`HOLD`].
+    /// Dropped, and the episode reached [`EPISODE_DROPS_MAX`] drops, or
+    /// as many came since the standing delay was last measured below the
+    /// target: late drops pause for [`HOLD`].
     DropAndHold,
 }
 
