@@ -147,7 +147,6 @@ async fn resolve_all(what: &str, hosts: &[config::HostPort]) -> Vec<std::net::So
     out
 }
 
-/// The node core's setup from the config, the identity and the TAP.
 /// The TAP as the status shows it.
 pub fn tap_status(cfg: &Config, tap: &Tap) -> TapStatus {
     TapStatus {
@@ -179,6 +178,7 @@ pub fn starting_status(cfg: &Config, public_key: &[u8; 32], tap: TapStatus) -> S
     }
 }
 
+/// The node core's setup from the config, the identity and the TAP.
 async fn setup(ctx: &NodeContext, listen: std::net::SocketAddr) -> NodeSetup {
     let cfg = &ctx.config;
     let mut introducers = resolve_all("introducer", &cfg.introducers).await;
