@@ -72,6 +72,9 @@ pub const ROUTE_RELEASE: Duration = Duration::from_secs(30);
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A relay that refused a route to a target is not asked again for this long.
 pub const REFUSED_BACKOFF: Duration = Duration::from_secs(20);
+/// A relayed peer none of whose routes avoids the relays of another gets a
+/// route around them at most this often ([`RouteControl::route_around`]).
+pub const REROUTE_EVERY: Duration = Duration::from_secs(10);
 /// A route a session stalled on is not moved back onto for this long
 /// unless its first hop answered since (the stall probes it): after its
 /// relay died, the next stall (of the standby, or a spurious one) would
@@ -248,6 +251,9 @@ pub struct RouteStats {
     /// Setups this node refused (every reason).
     pub refused: u64,
     pub migrations: u64,
+    /// Routes set up around the relays of the others
+    /// ([`RouteControl::route_around`]).
+    pub reroutes: u64,
     pub carried: u64,
     /// Setups refused by a quota (relay or target).
     pub over_quota: u64,
@@ -285,6 +291,9 @@ pub struct RouteControl {
     /// Peers whose session is direct, since when (for releasing routes).
     direct_since: HashMap<NodeId, Instant>,
     refused: HashMap<(NodeId, NodeId), Instant>,
+    /// Relayed peers: when a route around the relays in use was last set up
+    /// ([`RouteControl::route_around`]).
+    rerouted: HashMap<NodeId, Instant>,
     outbox: Vec<(NodeId, Message)>,
     connects: Vec<Connect>,
     pub stats: RouteStats,
@@ -301,6 +310,7 @@ impl RouteControl {
             next_probe: HashMap::new(),
             direct_since: HashMap::new(),
             refused: HashMap::new(),
+            rerouted: HashMap::new(),
             outbox: Vec::new(),
             connects: Vec::new(),
             stats: RouteStats::default(),
@@ -381,6 +391,8 @@ impl RouteControl {
         }
         self.refused
             .retain(|_, t| now.saturating_duration_since(*t) < REFUSED_BACKOFF);
+        self.rerouted
+            .retain(|_, t| now.saturating_duration_since(*t) < REROUTE_EVERY);
 
         // Abandon setups that were never answered.
         let stale: Vec<(NodeId, RouteId)> = self
@@ -439,6 +451,7 @@ impl RouteControl {
                         self.move_to_standby(now, cx, sid, path, false);
                     }
                     self.ensure(now, cx, peer);
+                    self.route_around(now, cx, peer, id);
                     self.probe_direct(now, cx, peer, sid);
                 }
                 Some(_) => {
@@ -501,6 +514,65 @@ impl RouteControl {
             if self.start_route(now, cx, target, hop, left) {
                 need -= 1;
             }
+        }
+    }
+
+    /// A standby route gives failover only if it shares no relay with the
+    /// route in use: a second route that went on through the relay of the
+    /// first (`[r, intro]` beside `[intro]`: `r` could not reach the peer
+    /// when it was set up, or the peer set both up so) dies with it, though
+    /// [`RouteControl::ensure`] counts two routes over two first hops. When
+    /// no two usable routes to `peer` share no relay, set up one over a
+    /// relaying link that reaches the peer itself and is none of the
+    /// relays of some usable route, at most once per [`REROUTE_EVERY`].
+    /// Once two such routes exist, our own further routes, beyond
+    /// [`ROUTES_PER_PEER`], that are neither in use nor one of the two are
+    /// closed. (The relays of a route are what its relays said; a lying
+    /// relay can at worst keep a standby from being set up here, which the
+    /// peer's end of the same check still does.)
+    fn route_around(&mut self, now: Instant, cx: &mut Ctx<'_>, peer: NodeId, in_use: RouteId) {
+        let Some(ends) = self.ends.get(&peer) else {
+            return;
+        };
+        let usable: Vec<&End> = ends
+            .iter()
+            .filter(|e| e.usable() && cx.ep.has_route(e.id))
+            .collect();
+        if let Some((p, q)) = disjoint_pair(&usable, in_use) {
+            if usable.len() <= ROUTES_PER_PEER {
+                return;
+            }
+            let extra: Vec<RouteId> = usable
+                .iter()
+                .filter(|e| e.origin == self.me && ![in_use, p, q].contains(&e.id))
+                .map(|e| e.id)
+                .collect();
+            for id in extra {
+                tracing::info!(%peer, %id, "route closed: two others share no relay");
+                cx.ep.route_close(id);
+                self.forget_end(peer, id);
+            }
+            return;
+        }
+        let pending = ends.iter().any(|e| e.origin == self.me && !e.ready);
+        if pending || self.rerouted.contains_key(&peer) {
+            return;
+        }
+        let me = self.me;
+        let refused = &self.refused;
+        let hop = cx
+            .relay_hops(peer, |h| *h != me && !refused.contains_key(&(peer, *h)))
+            .into_iter()
+            .filter(|h| cx.overlay.reaches(*h, peer))
+            .find(|h| {
+                usable.iter().any(|e| !e.relays.contains(h))
+                    && !usable.iter().any(|e| e.relays == [*h])
+            });
+        if let Some(hop) = hop {
+            self.rerouted.insert(peer, now);
+            self.stats.reroutes += 1;
+            tracing::info!(%peer, via = %hop, "no two routes share no relay: one around them");
+            self.start_route(now, cx, peer, hop, 0);
         }
     }
 
@@ -1034,6 +1106,27 @@ impl RouteControl {
             });
         }
     }
+}
+
+/// Two of `usable` routes that share no relay, preferring a pair with
+/// `in_use`, then the fewest relays.
+fn disjoint_pair(usable: &[&End], in_use: RouteId) -> Option<(RouteId, RouteId)> {
+    let mut best: Option<((bool, usize), RouteId, RouteId)> = None;
+    for (i, a) in usable.iter().enumerate() {
+        for b in &usable[i + 1..] {
+            if a.relays.iter().any(|r| b.relays.contains(r)) {
+                continue;
+            }
+            let rank = (
+                a.id != in_use && b.id != in_use,
+                a.relays.len() + b.relays.len(),
+            );
+            if best.is_none_or(|(r, _, _)| rank < r) {
+                best = Some((rank, a.id, b.id));
+            }
+        }
+    }
+    best.map(|(_, a, b)| (a, b))
 }
 
 #[cfg(test)]

@@ -380,3 +380,90 @@ fn a_route_whose_relay_answers_after_a_stall_is_a_standby_again() {
         w.send_frames(a, Some(b), FRAMES, EVERY)
     });
 }
+
+/// Whether `relay` carries a ready route between `a` and `b` whose
+/// neighbours on the route are neither `avoid` (by name): a route that
+/// does not die with `avoid`.
+fn carries_avoiding(w: &World, relay: HostId, a: HostId, b: HostId, avoid: &str) -> bool {
+    let (ia, ib) = (w.id(a).to_string(), w.id(b).to_string());
+    w.status(relay).relay.is_some_and(|s| {
+        s.routes.iter().any(|c| {
+            c.ready
+                && ((c.origin == ia && c.target == ib) || (c.origin == ib && c.target == ia))
+                && c.from != avoid
+                && c.to != avoid
+        })
+    })
+}
+
+/// Drop everything between the hosts (or NATs) of each pair of IPs.
+fn cut_between(w: &mut World, pairs: Vec<(std::net::IpAddr, std::net::IpAddr)>) {
+    w.sim.set_drop_filter(Some(Box::new(
+        move |from: std::net::SocketAddr, to: std::net::SocketAddr, _: &[u8]| {
+            pairs
+                .iter()
+                .any(|&(x, y)| [from.ip(), to.ip()] == [x, y] || [from.ip(), to.ip()] == [y, x])
+        },
+    )));
+}
+
+/// As `ringlan demo` sometimes has it: the relay `r` cannot reach `b` yet
+/// when the pair is relayed, so `a`'s second route goes over `r` and on
+/// through the introducer ([r, intro]), the relay the first one uses. A
+/// stall moves the session onto it and back, so that `b` too holds two
+/// routes from `a` it has seen the session on, both over the introducer.
+/// Neither is a standby: both die with the introducer. Once `r` reaches
+/// `b`, a route through `r` alone must be set up, and when the
+/// introducer dies the session lives on through `r`.
+#[test]
+fn a_standby_through_the_relay_in_use_is_replaced_by_one_around_it() {
+    for seed in [71, 72, 73] {
+        let mut w = World::new(seed);
+        let intro = w.introducer("intro");
+        let (a, sa) = w.behind("a", NatModel::symmetric());
+        let (b, sb) = w.behind("b", NatModel::symmetric());
+        let r = w.node("r", Place::Internet, true);
+        let (iip, rip, aip, bip) = (w.sim.ip(intro), w.sim.ip(r), w.nat_ip(sa), w.nat_ip(sb));
+        cut_between(&mut w, vec![(rip, bip)]);
+        w.run_until(
+            Duration::from_secs(60),
+            "a route for the pair over r and then the introducer",
+            |w| carries(w, r, a, b) && !carries_avoiding(w, r, a, b, "intro"),
+        );
+        w.run_for(Duration::from_secs(5));
+        let first = via(&w, a, b).0;
+        assert_eq!(first, "intro", "seed {seed}");
+        // The stall: `a` and the introducer cannot talk for a moment.
+        cut_between(&mut w, vec![(rip, bip), (aip, iip)]);
+        for _ in 0..FRAMES {
+            if via(&w, a, b).0 != first {
+                break;
+            }
+            w.send_frames(a, Some(b), 1, EVERY);
+        }
+        cut_between(&mut w, vec![(rip, bip)]);
+        assert!(!carries_avoiding(&w, r, a, b, "intro"), "seed {seed}");
+        w.run_for(Duration::from_secs(10));
+        eprintln!("seed {seed}: {:?} / {:?}", w.path(a, b), w.path(b, a));
+        w.sim.set_drop_filter(None);
+        let t = w.run_until(
+            Duration::from_secs(60),
+            "a route for the pair over r that avoids the introducer",
+            |w| carries_avoiding(w, r, a, b, "intro"),
+        );
+        eprintln!("seed {seed}: a route around the introducer after {t:?}");
+        let sid = (w.session_id(a, b), w.session_id(b, a));
+        w.kill(intro);
+        w.run_until(
+            Duration::from_secs(30),
+            "moved to r",
+            |w| matches!(w.path(a, b), Some(PathKind::Relayed { via, .. }) if via == "r"),
+        );
+        assert_eq!(
+            (w.session_id(a, b), w.session_id(b, a)),
+            sid,
+            "seed {seed}: one session"
+        );
+        w.assert_delivers("through r", |w| w.send_frames(a, Some(b), FRAMES, EVERY));
+    }
+}
