@@ -349,7 +349,11 @@ impl Node {
                 self.overlay.reflexive_changed(now, mapped);
             }
             Some(_) => {}
-            None => tracing::info!(%server, %mapped, "reflexive address"),
+            None => {
+                tracing::info!(%server, %mapped, "reflexive address");
+                // Members relayed to us punch towards it.
+                self.overlay.reflexive_known(mapped);
+            }
         }
         let alt = other.and_then(|o| ringlan_tunnel::resolve_other(server, o));
         let alt = alt.filter(|a| !self.stun_servers.contains(a));

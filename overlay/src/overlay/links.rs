@@ -84,6 +84,9 @@ impl Overlay {
         self.events.push_back(Event::LinkUp { node, kind });
         let hello = self.hello();
         self.send(node, &hello);
+        if direct.is_none() {
+            self.tell_reflexive(node);
+        }
         if !self.joined {
             // Through the introducer, or, with none linked, through this
             // member (a rejoin from the peer cache, `bootstrap`).

@@ -76,6 +76,9 @@ pub struct Overlay {
     cfg: Config,
     rng: Rng,
     local_addrs: Vec<SocketAddr>,
+    /// This node's address as its STUN server sees it
+    /// ([`Overlay::reflexive_changed`]), told to every new link.
+    own_reflexive: Option<SocketAddr>,
     links: BTreeMap<NodeId, Link>,
     /// Known nodes with their addresses: linked peers, the ring nearby,
     /// lookup answers. Pruned to what the policy needs.
@@ -356,6 +359,7 @@ impl Overlay {
             policies: HashMap::new(),
             rng,
             local_addrs: Vec::new(),
+            own_reflexive: None,
             links: BTreeMap::new(),
             members: BTreeMap::new(),
             failed_opens: BTreeMap::new(),

@@ -56,9 +56,47 @@ impl Overlay {
     /// This node's own reflexive address (STUN) changed: tell every link,
     /// so that peers whose NAT filters the new address probe it.
     pub fn reflexive_changed(&mut self, now: Instant, addr: SocketAddr) {
+        self.own_reflexive = Some(addr);
         self.stats.moves_announced += 1;
         self.announce_move(self.cfg.node_id, addr);
         self.run_policy(now);
+    }
+
+    /// This node's reflexive address (STUN) is first known: links over a
+    /// relayed route hear it now, later ones when they come up (after the
+    /// `Hello`). A peer relayed to us never observes our address, and
+    /// birthday punching needs it (a cone-like peer sprays our public IP, a
+    /// symmetric one aims its extra sockets at it). Links over a direct
+    /// path observe it themselves; a `Moved` would only make them probe it
+    /// (a hairpin through our NAT for a peer on our LAN).
+    pub fn reflexive_known(&mut self, addr: SocketAddr) {
+        if self.own_reflexive.is_some() {
+            return;
+        }
+        self.own_reflexive = Some(addr);
+        let relayed: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.direct.is_none())
+            .map(|(n, _)| *n)
+            .collect();
+        for n in relayed {
+            self.tell_reflexive(n);
+        }
+    }
+
+    /// `Moved` of ourselves at our reflexive address to the link `to`,
+    /// unless it is an address we listen on (no NAT in the way: the
+    /// `Hello` lists it already).
+    pub(super) fn tell_reflexive(&mut self, to: NodeId) {
+        let Some(addr) = self.own_reflexive else {
+            return;
+        };
+        if self.local_addrs.contains(&addr) {
+            return;
+        }
+        let me = self.cfg.node_id;
+        self.send(to, &Message::Moved { node: me, addr });
     }
 
     /// `Moved { node, addr }` to every link except `node` itself.
@@ -67,6 +105,26 @@ impl Overlay {
         let to: Vec<NodeId> = self.links.keys().copied().filter(|n| *n != node).collect();
         for n in to {
             self.send(n, &msg);
+        }
+    }
+
+    /// A member says where its own STUN server sees it: its own
+    /// observation, kept as a reflexive address of its record (what
+    /// birthday punching aims at; docs/overlay.md "Address provenance").
+    /// Whoever else it is gossiped to gets it as relayed.
+    fn self_reported(&mut self, node: NodeId, addr: SocketAddr) {
+        let Some(m) = self.members.get_mut(&node) else {
+            return;
+        };
+        let addrs = &mut m.info.addrs;
+        let known = addrs
+            .iter()
+            .any(|a| a.addr == addr && a.origin == AddrOrigin::Reflexive);
+        if !known && addrs.len() < MAX_ADDRS {
+            addrs.push(TaggedAddr {
+                origin: AddrOrigin::Reflexive,
+                addr,
+            });
         }
     }
 
@@ -88,6 +146,9 @@ impl Overlay {
         if !sender.moved.take(now, moved, 1.0) {
             self.stats.moves_over_budget += 1;
             return;
+        }
+        if from == node {
+            self.self_reported(node, addr);
         }
         let Some(link) = self.links.get_mut(&node) else {
             return;
@@ -334,5 +395,85 @@ mod tests {
         );
         assert_eq!(direct(&o), Some(new));
         assert_eq!(reflexive(&o), vec![new]);
+    }
+
+    /// A member behind a NAT tells each new link its own STUN-observed
+    /// address: a node whose session with it runs over a relay never
+    /// observes it, and a member record gossiped by a third party carries
+    /// it only as relayed (never punched), so without this a cone-like
+    /// node could not spray the IP of a symmetric one it is relayed to
+    /// unless some node linked to both happened to gossip the record. The
+    /// receiver keeps the member's own claim about itself as reflexive; a
+    /// `Moved` naming someone else records nothing.
+    #[test]
+    fn a_member_tells_new_links_its_own_reflexive_address() {
+        let t0 = Instant::now();
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let mut o = node(t0);
+        o.set_local_addresses(t0, &[sa("10.0.0.1:4910")]);
+        o.peer_up(t0, NodeId(7), Some(sa("198.51.100.7:4910")), true);
+        // Not known yet: nothing to tell.
+        assert!(!decode_sends(&drain(&mut o))
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Moved { .. })));
+        let own = sa("203.0.113.1:61000");
+        o.reflexive_known(own);
+        let told = |o: &mut Overlay| -> Vec<NodeId> {
+            decode_sends(&drain(o))
+                .into_iter()
+                .filter_map(|(to, m)| match m {
+                    Message::Moved { node, addr } if node == NodeId(100) && addr == own => Some(to),
+                    _ => None,
+                })
+                .collect()
+        };
+        // The introducer's session is direct: it observes it itself.
+        assert!(told(&mut o).is_empty());
+        // A link up later over a relayed route hears it right after the
+        // Hello; one over a direct path does not (a peer on our LAN would
+        // only probe it, a hairpin through our NAT).
+        o.peer_up(t0, NodeId(200), None, false);
+        assert_eq!(told(&mut o), vec![NodeId(200)]);
+        o.peer_up(t0, NodeId(201), Some(sa("10.0.0.2:4910")), false);
+        assert!(told(&mut o).is_empty());
+
+        // The receiving side: 300 is linked over a relayed route (no direct
+        // address) and says in its Hello only where it listens.
+        o.peer_up(t0, NodeId(300), None, false);
+        drain(&mut o);
+        o.handle_control(
+            t0,
+            NodeId(300),
+            &tap_hello(300, &[sa("10.3.0.3:4910")], false),
+        );
+        let reflexive = |o: &Overlay, id: u128| -> Vec<SocketAddr> {
+            o.member(NodeId(id))
+                .unwrap()
+                .addrs
+                .iter()
+                .filter(|a| a.origin == AddrOrigin::Reflexive)
+                .map(|a| a.addr)
+                .collect()
+        };
+        assert!(reflexive(&o, 300).is_empty());
+        let its = sa("203.0.113.3:5000");
+        o.handle_control(t0, NodeId(300), &moved(300, its));
+        assert_eq!(reflexive(&o, 300), vec![its]);
+        // Told again: once.
+        o.handle_control(t0, NodeId(300), &moved(300, its));
+        assert_eq!(reflexive(&o, 300), vec![its]);
+        // 200 naming 300's address is no observation of its own.
+        o.handle_control(t0, NodeId(200), &moved(300, sa("203.0.113.9:5000")));
+        assert_eq!(reflexive(&o, 300), vec![its]);
+        // A node with no NAT in the way (its reflexive address is one it
+        // listens on) has nothing to tell.
+        let mut p = node(t0);
+        p.set_local_addresses(t0, &[sa("198.51.100.5:4910")]);
+        p.reflexive_known(sa("198.51.100.5:4910"));
+        drain(&mut p);
+        p.peer_up(t0, NodeId(200), None, false);
+        assert!(!decode_sends(&drain(&mut p))
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Moved { .. })));
     }
 }
