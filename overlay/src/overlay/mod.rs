@@ -3,7 +3,8 @@
 //!
 //! Inputs: [`Overlay::peer_up`], [`Overlay::peer_down`],
 //! [`Overlay::open_failed`], [`Overlay::peer_moved`], [`Overlay::ban`],
-//! [`Overlay::reflexive_changed`], [`Overlay::handle_control`],
+//! [`Overlay::reflexive_known`], [`Overlay::reflexive_changed`],
+//! [`Overlay::handle_control`],
 //! [`Overlay::handle_timeout`], [`Overlay::set_local_addresses`],
 //! [`Overlay::leave`] and the data path ([`Overlay::frame_from_tap`],
 //! [`Overlay::frame_from_peer`]). Outputs: [`Overlay::poll_action`],
