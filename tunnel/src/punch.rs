@@ -57,12 +57,22 @@ pub struct BirthdayConfig {
     /// side's socket lifetime, so the two sides' rounds (each timed from
     /// when that side saw the attempt) need not start together.
     pub probe_rate: u32,
-    /// How long the extra sockets stay open without traffic [10 s]; one
-    /// that carries a session stays while datagrams arrive on it.
+    /// How long the extra sockets stay open without traffic [20 s]; one
+    /// that carries a session stays while datagrams arrive on it. Long
+    /// enough for the other side's whole spray even when that starts
+    /// late (within the 30 s Linux conntrack keeps the unanswered
+    /// mappings).
     pub socket_lifetime: Duration,
-    /// How long an open attempt must have failed before the first round
-    /// [2 s]: the plain punch through a forwarder takes well under 1 s.
+    /// How long an open attempt must have failed before the symmetric
+    /// side's first round [2 s]: the plain punch through a forwarder takes
+    /// well under 1 s.
     pub delay: Duration,
+    /// The same for the cone-like side's first spray [5 s]: after the
+    /// other side's sockets, also when those come up to 3 s late. The
+    /// agent's budget on unverified destinations allows one full spray
+    /// per IP at a time (`agent/core/src/reach.rs`: 1,100 datagrams, then
+    /// 4 a second), so the first must find the sockets open.
+    pub spray_delay: Duration,
     /// Time between rounds of one attempt [10 s].
     pub round_interval: Duration,
     /// Rounds per attempt (default 3).
@@ -80,8 +90,9 @@ impl Default for BirthdayConfig {
             sockets: 256,
             probes: 1024,
             probe_rate: 128,
-            socket_lifetime: Duration::from_secs(10),
+            socket_lifetime: Duration::from_secs(20),
             delay: Duration::from_secs(2),
+            spray_delay: Duration::from_secs(5),
             round_interval: Duration::from_secs(10),
             rounds: 3,
             cooldown: Duration::from_secs(60),
@@ -195,10 +206,14 @@ impl Birthday {
                 continue;
             };
             let cfg = &self.cfg;
+            let first = match own {
+                NatMapping::EndpointIndependent => cfg.spray_delay,
+                _ => cfg.delay,
+            };
             let p = self.peers.entry(a.peer).or_insert(PeerState {
                 since: now,
                 rounds: 0,
-                next_round: now + cfg.delay,
+                next_round: now + first,
                 cooldown_until: None,
             });
             if let Some(until) = p.cooldown_until {
@@ -408,7 +423,7 @@ mod tests {
                 assert_eq!(*session, SessionId(10));
                 assert_eq!(*dest, a[0].reflexive.unwrap());
                 assert_eq!(*count, 256);
-                assert_eq!(*lifetime, Duration::from_secs(10));
+                assert_eq!(*lifetime, Duration::from_secs(20));
             }
             other => panic!("{other:?}"),
         }
@@ -431,7 +446,10 @@ mod tests {
         let a = [attempt(11)];
         let ind = NatMapping::EndpointIndependent;
         b.poll(t0, ind, &a, &mut rng);
-        let acts = b.poll(t0 + Duration::from_secs(2), ind, &a, &mut rng);
+        assert!(b
+            .poll(t0 + Duration::from_secs(4), ind, &a, &mut rng)
+            .is_empty());
+        let acts = b.poll(t0 + Duration::from_secs(5), ind, &a, &mut rng);
         match acts.as_slice() {
             [Action::Spray { peer, plan, .. }] => {
                 assert_eq!(*peer, node(11));
@@ -439,6 +457,73 @@ mod tests {
                 assert_eq!(plan.remaining(), 1024);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The cone-like side gets one round per member IP from the agent's
+    /// budget on unverified destinations (1,100 datagrams, then 4 a
+    /// second: `agent/core/src/reach.rs`); its later rounds send a few
+    /// dozen probes. So its first spray must find the symmetric side's
+    /// first sockets open, from the first probe to the last, also when
+    /// the symmetric side starts up to 3 s late (its concurrent attempts
+    /// are capped, so a busy node waits for a slot; and each side polls
+    /// its planner once a second). With the same delay
+    /// on both sides and 10 s sockets, a spray that started before the
+    /// sockets lost its first probes: `ringlan demo` failed to punch in
+    /// about one run in 20.
+    #[test]
+    fn the_first_spray_falls_within_the_first_sockets_lifetime() {
+        let t0 = Instant::now();
+        let step = Duration::from_millis(250);
+        let cfg = BirthdayConfig::default();
+        for late_ms in [0u64, 1000, 2000, 3000] {
+            let late = Duration::from_millis(late_ms);
+            let mut rng = Rng::from_seed([9; 32]);
+            let a = [attempt(30)];
+            // The symmetric side.
+            let mut s = Birthday::new(cfg.clone());
+            let mut opened = None;
+            let mut now = t0 + late;
+            while opened.is_none() && now < t0 + Duration::from_secs(30) {
+                for act in s.poll(now, NatMapping::EndpointDependent, &a, &mut rng) {
+                    if let Action::OpenSockets { lifetime, .. } = act {
+                        opened = Some((now, now + lifetime));
+                    }
+                }
+                now += step;
+            }
+            let (open_from, open_until) = opened.expect("sockets");
+            // The cone-like side.
+            let mut c = Birthday::new(cfg.clone());
+            let mut plan = None;
+            let mut now = t0;
+            while plan.is_none() && now < t0 + Duration::from_secs(30) {
+                for act in c.poll(now, NatMapping::EndpointIndependent, &a, &mut rng) {
+                    if let Action::Spray { plan: p, .. } = act {
+                        plan = Some(p);
+                    }
+                }
+                now += step;
+            }
+            let mut plan = plan.expect("a spray");
+            let (mut first, mut last) = (None, None);
+            let mut t = t0;
+            while !plan.is_done() {
+                while plan.poll(t).is_some() {
+                    first.get_or_insert(t);
+                    last = Some(t);
+                }
+                t += Duration::from_millis(1);
+            }
+            let (first, last) = (first.unwrap(), last.unwrap());
+            assert!(
+                first >= open_from && last < open_until,
+                "symmetric side {late_ms} ms late: sockets open {:?}..{:?}, probes {:?}..{:?}",
+                open_from - t0,
+                open_until - t0,
+                first - t0,
+                last - t0
+            );
         }
     }
 
