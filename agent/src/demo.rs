@@ -946,6 +946,27 @@ impl Demo {
                 break Ok(());
             }
             if t >= timeout {
+                // What each end of a pair that did not form says of itself
+                // (its sessions and paths, its NAT, drops such as
+                // `unverified_ip_budget`): the logs that follow show only
+                // the last lines of each agent.
+                let ends: std::collections::BTreeSet<usize> = goals
+                    .iter()
+                    .filter(|g| g.reached.is_none())
+                    .flat_map(|g| [g.pair.0, g.pair.1])
+                    .collect();
+                for i in ends {
+                    let n = &self.nodes[i];
+                    println!(
+                        "\n---- {}: ringlan status --socket {}",
+                        n.name,
+                        n.socket.display()
+                    );
+                    match self.status_text(n) {
+                        Ok(s) => print!("{}", indent(&s)),
+                        Err(e) => println!("  (no status: {e:#})"),
+                    }
+                }
                 let open: Vec<String> = goals
                     .iter()
                     .filter(|g| g.reached.is_none())
