@@ -71,7 +71,8 @@ pub struct BirthdayConfig {
     /// other side's sockets, also when those come up to 3 s late. The
     /// agent's budget on unverified destinations allows one full spray
     /// per IP at a time (`agent/core/src/reach.rs`: 1,100 datagrams, then
-    /// 4 a second), so the first must find the sockets open.
+    /// 4 a second), so the first must meet the first sockets; later
+    /// sockets meet the NAT entries it left (docs/nat.md).
     pub spray_delay: Duration,
     /// Time between rounds of one attempt [10 s].
     pub round_interval: Duration,
