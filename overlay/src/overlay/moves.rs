@@ -476,4 +476,34 @@ mod tests {
             .iter()
             .any(|(_, m)| matches!(m, Message::Moved { .. })));
     }
+
+    /// A member claiming address after address as its own (each a
+    /// `Moved` naming itself): only those within its `moved_per_peer`
+    /// budget are taken, and its record never holds more than
+    /// `MAX_ADDRS` addresses, whatever it claims (what the nodes relayed
+    /// to it then punch stays within each IP's budget on unverified
+    /// destinations, `agent/core/src/reach.rs`).
+    #[test]
+    fn a_member_claiming_many_addresses_of_its_own_stays_within_bounds() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        o.peer_up(t0, NodeId(300), None, false);
+        let here: SocketAddr = "10.3.0.3:4910".parse().unwrap();
+        o.handle_control(t0, NodeId(300), &tap_hello(300, &[here], false));
+        drain(&mut o);
+        for i in 0..1000u32 {
+            let addr = SocketAddr::from(([203, 0, (i >> 8) as u8, i as u8], 5000));
+            o.handle_control(t0, NodeId(300), &moved(300, addr));
+        }
+        let b = o.config().budgets.moved_per_peer;
+        assert_eq!(o.stats().moves_over_budget, 1000 - b.burst as u64);
+        let m = o.member(NodeId(300)).unwrap();
+        assert!(m.addrs.len() <= MAX_ADDRS, "{}", m.addrs.len());
+        let claimed = m
+            .addrs
+            .iter()
+            .filter(|a| a.origin == AddrOrigin::Reflexive)
+            .count();
+        assert_eq!(claimed, (b.burst as usize).min(MAX_ADDRS - 1));
+    }
 }
