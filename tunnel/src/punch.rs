@@ -628,25 +628,12 @@ mod tests {
     /// from, or neither session ever opens.
     #[test]
     fn glare_winner_follows_the_path_the_loser_came_on() {
-        use crate::crypto::{certificate_overrides, Identity, NetworkName, NetworkSecret};
-        use crate::endpoint::{Endpoint, EndpointConfig, Event, Target};
+        use crate::endpoint::back_to_back::{self, End};
+        use crate::endpoint::Target;
 
-        let name = NetworkName::new("punch").unwrap();
-        let mk = |seed: u8| {
-            let id = Identity::from_secret_key_bytes([seed; 32], &name);
-            EndpointConfig::new(id, name.clone(), NetworkSecret::from_bytes([9; 32]))
-        };
-        let (ca, cb) = (mk(31), mk(32));
-        // `w` prevails in glare, `l` loses.
-        let (cw, cl) =
-            if certificate_overrides(cb.identity.certificate(), ca.identity.certificate()) {
-                (ca, cb)
-            } else {
-                (cb, ca)
-            };
         let t0 = Instant::now();
-        let mut w = Endpoint::new(t0, cw, Rng::from_seed([1; 32]));
-        let mut l = Endpoint::new(t0, cl, Rng::from_seed([2; 32]));
+        // `w` prevails in glare, `l` loses.
+        let (mut w, mut l) = back_to_back::glare_pair("punch", [31, 32], t0);
         let w_addr: SocketAddr = "198.51.100.10:40000".parse().unwrap();
         let l_addr: SocketAddr = "198.51.100.11:4910".parse().unwrap();
         let hole: SocketAddr = "198.51.100.99:9".parse().unwrap();
@@ -654,52 +641,11 @@ mod tests {
         w.connect(t0, Target::Node(lid), &[hole]).unwrap();
         l.connect(t0, Target::Node(wid), &[w_addr]).unwrap();
         let mut now = t0;
-        let mut buf = vec![0u8; 2048];
-        let mut opened = (0, 0);
-        for _ in 0..10_000 {
-            let mut moved = false;
-            while let Some(t) = w.poll_transmit(now, &mut buf) {
-                moved = true;
-                if t.destination == l_addr {
-                    let mut d = buf[..t.size].to_vec();
-                    l.handle_datagram(now, w_addr, &mut d);
-                }
-            }
-            while let Some(t) = l.poll_transmit(now, &mut buf) {
-                moved = true;
-                if t.destination == w_addr {
-                    let mut d = buf[..t.size].to_vec();
-                    w.handle_datagram(now, l_addr, &mut d);
-                }
-            }
-            while let Some(e) = w.poll_event() {
-                if let Event::SessionOpened { peer, .. } = e {
-                    assert_eq!(peer, lid);
-                    opened.0 += 1;
-                }
-            }
-            while let Some(e) = l.poll_event() {
-                if let Event::SessionOpened { peer, .. } = e {
-                    assert_eq!(peer, wid);
-                    opened.1 += 1;
-                }
-            }
-            if opened == (1, 1) {
-                break;
-            }
-            if !moved {
-                let Some(next) = [w.poll_timeout(), l.poll_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                else {
-                    break;
-                };
-                now = now.max(next);
-                w.handle_timeout(now);
-                l.handle_timeout(now);
-            }
-        }
+        let wire = |_, end, dest| match end {
+            End::A => (dest == l_addr).then_some(w_addr),
+            End::B => (dest == w_addr).then_some(l_addr),
+        };
+        let opened = back_to_back::run(&mut now, &mut w, &mut l, 10_000, wire, |_, _, _| {});
         assert_eq!(opened, (1, 1), "both ends open exactly one session");
         assert!(now < t0 + Duration::from_secs(5), "took {:?}", now - t0);
         let sw = w.session_for(lid).unwrap();

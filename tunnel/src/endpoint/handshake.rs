@@ -337,9 +337,22 @@ impl Endpoint {
                 // e.g. one opened by birthday punching): try that address
                 // too. It is proven: the cookie echo shows the far end got
                 // our RHello there and the IIKeying is signed by it.
+                // In KEYING_SENT our IIKeying goes to the address the RHello
+                // came from, and that path may have died since (a route
+                // torn down, a NAT mapping gone): the far end would then
+                // retransmit its IIKeying until the open timeout, each one
+                // ignored here. Send ours on the path its came on too (one
+                // for each of the far end's, which it paces).
                 if let Some(s) = self.sessions.get_mut(&gid) {
-                    if s.state() == SessionState::IHelloSent && s.add_candidate(now, from) {
-                        self.maybe_opening = true;
+                    match s.state() {
+                        SessionState::IHelloSent if s.add_candidate(now, from) => {
+                            self.maybe_opening = true;
+                        }
+                        SessionState::KeyingSent => {
+                            s.keying_also_to(now, from);
+                            self.maybe_opening = true;
+                        }
+                        _ => {}
                     }
                 }
                 return;
@@ -827,5 +840,47 @@ mod tests {
         let mut last = [0u8; 32];
         last[..4].copy_from_slice(&(KeyingsSeen::CAP as u32).to_be_bytes());
         assert!(seen.contains(t0, &last));
+    }
+
+    /// Glare (RFC 7016 3.5.1.3) with the winner already in KEYING_SENT on
+    /// a path that died after its RHello came (a relayed route that went
+    /// down, a NAT mapping that expired): the loser's IIKeying comes on
+    /// another path, and the winner ignores it as the spec says. Unless
+    /// the winner sends its own IIKeying on the path the loser's came on
+    /// (proven: the cookie echo and the signature), the loser never
+    /// learns that it lost, and neither session opens before the open
+    /// timeout.
+    #[test]
+    fn glare_winner_in_keying_sent_answers_on_the_path_the_loser_came_on() {
+        use crate::endpoint::back_to_back::{self, End};
+        use crate::endpoint::{Endpoint, Target};
+
+        let t0 = Instant::now();
+        // `w` prevails in glare, `l` loses.
+        let (mut w, mut l) = back_to_back::glare_pair("glare", [41, 42], t0);
+        let w_addr: SocketAddr = "198.51.100.10:40000".parse().unwrap();
+        // `l` as `w` sees it, on the path that dies and on the one that stays.
+        let l_old: SocketAddr = "198.51.100.11:4910".parse().unwrap();
+        let l_new: SocketAddr = "203.0.113.7:4911".parse().unwrap();
+        let (wid, lid) = (w.node_id(), l.node_id());
+        w.connect(t0, Target::Node(lid), &[l_old]).unwrap();
+        let mut now = t0;
+        // The old path dies as soon as `w` has its RHello (it is then in
+        // KEYING_SENT); then `l` opens a session of its own to `w`.
+        let old_path_up = std::cell::Cell::new(true);
+        let wire = |_, end, dest| match end {
+            End::A => (dest == l_new || (dest == l_old && old_path_up.get())).then_some(w_addr),
+            End::B => (dest == w_addr).then_some(if old_path_up.get() { l_old } else { l_new }),
+        };
+        let each_turn = |now, w: &mut Endpoint, l: &mut Endpoint| {
+            let keying = |s| w.session_info(s).unwrap().state == SessionState::KeyingSent;
+            if old_path_up.get() && w.sessions().any(keying) {
+                old_path_up.set(false);
+                l.connect(now, Target::Node(wid), &[w_addr]).unwrap();
+            }
+        };
+        let opened = back_to_back::run(&mut now, &mut w, &mut l, 10_000, wire, each_turn);
+        assert_eq!(opened, (1, 1), "both ends open exactly one session");
+        assert!(now < t0 + Duration::from_secs(5), "took {:?}", now - t0);
     }
 }

@@ -25,6 +25,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+#[cfg(test)]
+pub(crate) mod back_to_back;
 mod forwarder;
 mod handshake;
 mod limiter;

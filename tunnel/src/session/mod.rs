@@ -184,6 +184,9 @@ pub(crate) struct Keying {
     chunk: Vec<u8>,
     next: Instant,
     interval: Duration,
+    /// One more address to send the IIKeying to, once, at the next
+    /// chance (glare, [`Session::keying_also_to`]).
+    also_to: Option<SocketAddr>,
 }
 
 impl Keying {
@@ -204,6 +207,7 @@ impl Keying {
             chunk,
             next: now,
             interval: first,
+            also_to: None,
         }
     }
 }
@@ -614,6 +618,9 @@ impl Session {
             }
             SessionState::KeyingSent => {
                 if let Some(k) = o.keying.as_mut() {
+                    if let Some(a) = k.also_to.take() {
+                        out.push((a, k.chunk.clone(), false));
+                    }
                     if k.next <= now {
                         out.push((dest, k.chunk.clone(), false));
                         k.next = now + k.interval;
@@ -624,6 +631,23 @@ impl Session {
             _ => {}
         }
         self.arm_startup();
+    }
+
+    /// KEYING_SENT: the far end's IIKeying came from `from` while ours
+    /// prevails in glare (RFC 7016 3.5.1.3). If `from` is not DESTADDR,
+    /// send our IIKeying there too, once and now (the cookie echo and the
+    /// signature prove the far end listens there; the path to DESTADDR
+    /// may have died since its RHello came), so the far end learns it
+    /// lost. DESTADDR stays: a path that died is found and left by the
+    /// open session's own means.
+    pub fn keying_also_to(&mut self, now: Instant, from: SocketAddr) {
+        if self.state != SessionState::KeyingSent || from == self.dest {
+            return;
+        }
+        if let Some(k) = self.opening.as_mut().and_then(|o| o.keying.as_mut()) {
+            k.also_to = Some(from);
+            self.timers.set(Timer::Startup, now);
+        }
     }
 
     /// KEYING_SENT: the IIKeying changed (a Cookie Change, RFC 7016
