@@ -16,6 +16,7 @@
 # agent's CPU seconds per GB by thread (the node's thread is `ringlan`,
 # with io_threads the send thread `ringlan-send` and the TAP write thread
 # `ringlan-tap`).
+# Missing Debian packages (run.sh's tools, linux-perf) are installed first.
 # Usage (root): tests/bench/profile.sh
 set -euo pipefail
 
@@ -27,7 +28,12 @@ export BENCH_SYSTEMS=ringlan
 LOSS="${BENCH_LOSS:-0}"
 # shellcheck source=tests/bench/run.sh
 source "$(dirname "${BASH_SOURCE[0]}")/run.sh"
-command -v perf >/dev/null || { echo "profile: perf not found (apt-get install linux-perf)" >&2; exit 1; }
+# Sourced, run.sh installs nothing: its tools (iperf3, ping, ...) and perf.
+install_missing
+if ! command -v perf >/dev/null; then
+    echo "profile: installing linux-perf"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends linux-perf >/dev/null
+fi
 mkdir -p "$OUT"
 
 EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_recvmmsg
