@@ -137,6 +137,7 @@ impl Overlay {
                     MemberState {
                         info: m,
                         pending: None,
+                        self_reported: None,
                     },
                 );
                 self.events.push_back(Event::MemberJoined { node, name });

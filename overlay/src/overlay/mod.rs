@@ -266,6 +266,10 @@ struct MemberState {
     info: Member,
     /// Open in flight since.
     pending: Option<Instant>,
+    /// The last address the member said its own STUN server sees it at
+    /// (`Moved` naming itself): recorded in `info`, replaced there by its
+    /// next report.
+    self_reported: Option<SocketAddr>,
 }
 
 #[derive(Debug)]

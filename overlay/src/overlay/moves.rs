@@ -111,12 +111,20 @@ impl Overlay {
     /// A member says where its own STUN server sees it: its own
     /// observation, kept as a reflexive address of its record (what
     /// birthday punching aims at; docs/overlay.md "Address provenance").
-    /// Whoever else it is gossiped to gets it as relayed.
+    /// Its new word replaces its old one (its NAT gave it another public
+    /// address, and punching would aim at the first one it finds), unless
+    /// this node observed the old one itself. Whoever else it is gossiped
+    /// to gets it as relayed.
     fn self_reported(&mut self, node: NodeId, addr: SocketAddr) {
+        let observed = self.links.get(&node).and_then(|l| l.observed);
         let Some(m) = self.members.get_mut(&node) else {
             return;
         };
+        let old = m.self_reported.replace(addr);
         let addrs = &mut m.info.addrs;
+        if let Some(old) = old.filter(|o| *o != addr && Some(*o) != observed) {
+            addrs.retain(|a| !(a.origin == AddrOrigin::Reflexive && a.addr == old));
+        }
         let known = addrs
             .iter()
             .any(|a| a.addr == addr && a.origin == AddrOrigin::Reflexive);
@@ -261,6 +269,15 @@ mod tests {
         acts.iter()
             .filter(|a| matches!(a, Action::ProbePath { .. }))
             .count()
+    }
+
+    /// Member `id` linked over a relayed route, its `Hello` in (one LAN
+    /// address), the actions drained.
+    fn relayed_member(o: &mut Overlay, now: Instant, id: u128) {
+        o.peer_up(now, NodeId(id), None, false);
+        let here: SocketAddr = "10.3.0.3:4910".parse().unwrap();
+        o.handle_control(now, NodeId(id), &tap_hello(id, &[here], false));
+        drain(o);
     }
 
     fn moved(node: u128, addr: SocketAddr) -> Vec<u8> {
@@ -487,23 +504,63 @@ mod tests {
     fn a_member_claiming_many_addresses_of_its_own_stays_within_bounds() {
         let t0 = Instant::now();
         let mut o = node(t0);
-        o.peer_up(t0, NodeId(300), None, false);
-        let here: SocketAddr = "10.3.0.3:4910".parse().unwrap();
-        o.handle_control(t0, NodeId(300), &tap_hello(300, &[here], false));
-        drain(&mut o);
+        relayed_member(&mut o, t0, 300);
         for i in 0..1000u32 {
             let addr = SocketAddr::from(([203, 0, (i >> 8) as u8, i as u8], 5000));
             o.handle_control(t0, NodeId(300), &moved(300, addr));
         }
         let b = o.config().budgets.moved_per_peer;
         assert_eq!(o.stats().moves_over_budget, 1000 - b.burst as u64);
+        // Each claim replaces the one before: the record holds the last
+        // accepted one besides the member's own `Hello`.
         let m = o.member(NodeId(300)).unwrap();
         assert!(m.addrs.len() <= MAX_ADDRS, "{}", m.addrs.len());
-        let claimed = m
+        let claimed: Vec<_> = m
             .addrs
             .iter()
             .filter(|a| a.origin == AddrOrigin::Reflexive)
-            .count();
-        assert_eq!(claimed, (b.burst as usize).min(MAX_ADDRS - 1));
+            .map(|a| a.addr)
+            .collect();
+        let last = b.burst as u32 - 1;
+        let last = SocketAddr::from(([203, 0, (last >> 8) as u8, last as u8], 5000));
+        assert_eq!(claimed, vec![last]);
+    }
+
+    /// A member behind a NAT that gave it a new public address reports the
+    /// new one: the old one is gone from its record (birthday punching
+    /// aims at the first reflexive address), while an address this node
+    /// observed itself stays.
+    #[test]
+    fn a_members_new_word_on_its_own_address_replaces_its_old_one() {
+        let t0 = Instant::now();
+        let mut o = node(t0);
+        relayed_member(&mut o, t0, 300);
+        let old: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        let new: SocketAddr = "203.0.113.9:41234".parse().unwrap();
+        let reflexive = |o: &Overlay| -> Vec<SocketAddr> {
+            let m = o.member(NodeId(300)).unwrap();
+            let r = m.addrs.iter().filter(|a| a.origin == AddrOrigin::Reflexive);
+            r.map(|a| a.addr).collect()
+        };
+        o.handle_control(t0, NodeId(300), &moved(300, old));
+        assert_eq!(reflexive(&o), vec![old]);
+        let t1 = t0 + Duration::from_secs(60);
+        o.handle_control(t1, NodeId(300), &moved(300, new));
+        assert_eq!(reflexive(&o), vec![new]);
+
+        // Observed on a direct session, then reported: the observation stays.
+        let seen: SocketAddr = "198.51.100.4:4000".parse().unwrap();
+        o.peer_up(t1, NodeId(301), Some(seen), false);
+        let here: SocketAddr = "10.3.0.4:4910".parse().unwrap();
+        o.handle_control(t1, NodeId(301), &tap_hello(301, &[here], false));
+        drain(&mut o);
+        o.handle_control(t1, NodeId(301), &moved(301, seen));
+        let t2 = t1 + Duration::from_secs(60);
+        o.handle_control(t2, NodeId(301), &moved(301, new));
+        let m = o.member(NodeId(301)).unwrap();
+        assert!(m
+            .addrs
+            .iter()
+            .any(|a| a.origin == AddrOrigin::Reflexive && a.addr == seen));
     }
 }
