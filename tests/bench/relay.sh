@@ -9,6 +9,8 @@
 # CPU seconds per GB each agent spent on them (the ends and the relay in
 # use), and the longest interruption of a TCP stream when the relay in use
 # is SIGKILLed.
+# Missing Debian packages (iproute2, nftables, conntrack, coturn,
+# iputils-ping) are installed first.
 # Usage (root): tests/bench/relay.sh   Extra arguments go to the test binary.
 set -euo pipefail
 
@@ -17,9 +19,17 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "bench: needs root (network namespaces); run: sudo $0" >&2
     exit 1
 fi
-for t in ip nft conntrack turnserver ping; do
-    command -v "$t" >/dev/null || { echo "bench: missing $t (apt-get install iproute2 nftables conntrack coturn iputils-ping)" >&2; exit 1; }
+# The lab's Debian packages, installed when missing.
+need=()
+for t in ip:iproute2 nft:nftables conntrack:conntrack turnserver:coturn ping:iputils-ping; do
+    command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
 done
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "bench: installing ${need[*]}"
+    command -v apt-get >/dev/null || { echo "bench: missing ${need[*]} and no apt-get" >&2; exit 1; }
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
 cd "$repo"
 exec cargo test --release -p ringlan-agent --test relay -- --ignored --nocapture --exact \
     bench_relay_first_ping_throughput_and_failover "$@"
