@@ -28,12 +28,32 @@ pub(crate) fn run(
     a: &mut Endpoint,
     b: &mut Endpoint,
     turns: usize,
-    mut wire: impl FnMut(Instant, End, SocketAddr) -> Option<SocketAddr>,
+    wire: impl FnMut(Instant, End, SocketAddr) -> Option<SocketAddr>,
     mut each_turn: impl FnMut(Instant, &mut Endpoint, &mut Endpoint),
 ) -> (usize, usize) {
     let (aid, bid) = (a.node_id(), b.node_id());
-    let mut buf = vec![0u8; 2048];
     let mut opened = (0, 0);
+    run_until(now, a, b, turns, wire, |now, a, b| {
+        each_turn(now, a, b);
+        opened.0 += count_opened(a, bid);
+        opened.1 += count_opened(b, aid);
+        opened == (1, 1)
+    });
+    opened
+}
+
+/// Run `a` and `b` as [`run`] does until `done(now, a, b)`, called after
+/// every exchange, says so or nothing is left to do, for at most `turns`
+/// turns. Returns whether `done` said so.
+pub(crate) fn run_until(
+    now: &mut Instant,
+    a: &mut Endpoint,
+    b: &mut Endpoint,
+    turns: usize,
+    mut wire: impl FnMut(Instant, End, SocketAddr) -> Option<SocketAddr>,
+    mut done: impl FnMut(Instant, &mut Endpoint, &mut Endpoint) -> bool,
+) -> bool {
+    let mut buf = vec![0u8; 2048];
     for _ in 0..turns {
         let mut moved = false;
         while let Some(t) = a.poll_transmit(*now, &mut buf) {
@@ -50,11 +70,8 @@ pub(crate) fn run(
                 a.handle_datagram(*now, from, &mut d);
             }
         }
-        each_turn(*now, a, b);
-        opened.0 += count_opened(a, bid);
-        opened.1 += count_opened(b, aid);
-        if opened == (1, 1) {
-            break;
+        if done(*now, a, b) {
+            return true;
         }
         if !moved {
             let Some(next) = [a.poll_timeout(), b.poll_timeout()]
@@ -62,14 +79,14 @@ pub(crate) fn run(
                 .flatten()
                 .min()
             else {
-                break;
+                return false;
             };
             *now = (*now).max(next);
             a.handle_timeout(*now);
             b.handle_timeout(*now);
         }
     }
-    opened
+    false
 }
 
 fn count_opened(ep: &mut Endpoint, expected_peer: NodeId) -> usize {

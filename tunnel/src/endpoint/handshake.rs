@@ -341,7 +341,7 @@ impl Endpoint {
                 // came from, and that path may have died since (a route
                 // torn down, a NAT mapping gone): the far end would then
                 // retransmit its IIKeying until the open timeout, each one
-                // ignored here. Send ours on the path its came on too (one
+                // ignored here. Send ours on the path theirs came on too (one
                 // for each of the far end's, which it paces).
                 if let Some(s) = self.sessions.get_mut(&gid) {
                     match s.state() {
@@ -882,5 +882,26 @@ mod tests {
         let opened = back_to_back::run(&mut now, &mut w, &mut l, 10_000, wire, each_turn);
         assert_eq!(opened, (1, 1), "both ends open exactly one session");
         assert!(now < t0 + Duration::from_secs(5), "took {:?}", now - t0);
+        // `w`'s session still points at the dead path; the far end's
+        // traffic on the live one moves it there (address mobility, RFC
+        // 7016 3.5.4.2) within a keepalive period.
+        let opened_at = now;
+        let on_live_path = |_, w: &mut Endpoint, _: &mut Endpoint| {
+            let s = w.session_for(lid).unwrap();
+            w.session_info(s).unwrap().path == l_new
+        };
+        assert!(back_to_back::run_until(
+            &mut now,
+            &mut w,
+            &mut l,
+            100_000,
+            wire,
+            on_live_path
+        ));
+        assert!(
+            now < opened_at + Duration::from_secs(60),
+            "took {:?}",
+            now - opened_at
+        );
     }
 }
