@@ -605,6 +605,11 @@ impl Routes {
         }
     }
 
+    /// When entry `id` last received a datagram (data or keepalive).
+    pub fn last_rx(&self, id: u32) -> Option<Instant> {
+        self.entries.get(&id).map(|e| e.last_rx)
+    }
+
     /// Remove entry `id` (and a transit's partner).
     pub fn remove(&mut self, id: u32) {
         let Some(e) = self.entries.remove(&id) else {

@@ -75,6 +75,12 @@ pub const REFUSED_BACKOFF: Duration = Duration::from_secs(20);
 /// A relayed peer none of whose routes avoids the relays of another gets a
 /// route around them at most this often ([`RouteControl::route_around`]).
 pub const REROUTE_EVERY: Duration = Duration::from_secs(10);
+
+/// A route of ours that received a datagram this recently may be the one
+/// the far end sends on (it follows our packets, and we its, RFC 7016
+/// 3.5.4.2), whatever our own session uses: [`RouteControl`] keeps it.
+/// Far below the 15 s between keepalives of an unused route.
+pub const FAR_END_SENDS_WITHIN: Duration = Duration::from_secs(2);
 /// A route a session stalled on is not moved back onto for this long
 /// unless its first hop answered since (the stall probes it): after its
 /// relay died, the next stall (of the standby, or a spurious one) would
@@ -526,8 +532,9 @@ impl RouteControl {
     /// relaying link that reaches the peer itself and is none of the
     /// relays of some usable route, at most once per [`REROUTE_EVERY`].
     /// Once two such routes exist, our own further routes, beyond
-    /// [`ROUTES_PER_PEER`], that are neither in use nor one of the two are
-    /// closed. (The relays of a route are what its relays said; a lying
+    /// [`ROUTES_PER_PEER`], that are neither in use (by this end, or by the
+    /// far end: [`FAR_END_SENDS_WITHIN`]) nor one of the two are closed.
+    /// (The relays of a route are what its relays said; a lying
     /// relay can at worst keep a standby from being set up here, which the
     /// peer's end of the same check still does.)
     fn route_around(&mut self, now: Instant, cx: &mut Ctx<'_>, peer: NodeId, in_use: RouteId) {
@@ -542,10 +549,16 @@ impl RouteControl {
             if usable.len() <= ROUTES_PER_PEER {
                 return;
             }
+            let far_end_sends = |id: RouteId| {
+                cx.ep
+                    .route_last_rx(id)
+                    .is_some_and(|t| now.saturating_duration_since(t) < FAR_END_SENDS_WITHIN)
+            };
             let extra: Vec<RouteId> = usable
                 .iter()
                 .filter(|e| e.origin == self.me && ![in_use, p, q].contains(&e.id))
                 .map(|e| e.id)
+                .filter(|id| !far_end_sends(*id))
                 .collect();
             for id in extra {
                 tracing::info!(%peer, %id, "route closed: two others share no relay");

@@ -107,6 +107,11 @@ impl Endpoint {
     pub fn has_route(&self, id: RouteId) -> bool {
         self.routes.contains(id.0)
     }
+    /// When route entry `id` last received a datagram (the far end's
+    /// traffic or keepalive at a route's end).
+    pub fn route_last_rx(&self, id: RouteId) -> Option<Instant> {
+        self.routes.last_rx(id.0)
+    }
     /// Bytes this endpoint forwarded as a relay so far (routes that
     /// closed included).
     pub fn relayed_bytes(&self) -> u64 {

@@ -467,3 +467,34 @@ fn a_standby_through_the_relay_in_use_is_replaced_by_one_around_it() {
         w.assert_delivers("through r", |w| w.send_frames(a, Some(b), FRAMES, EVERY));
     }
 }
+
+/// Both ends hold routes of their own through each of two relays, and
+/// the relay in use dies under traffic: each end moves to a standby
+/// through the other relay, and may follow the far end's packets onto
+/// the far end's route (address mobility). No end may then close a route
+/// the other end is sending on; the session lives on and carries frames.
+#[test]
+fn after_a_relay_dies_no_end_closes_the_route_the_other_sends_on() {
+    for seed in [204, 120, 121] {
+        let (mut w, i1, i2, a, b) = relayed_over_two_relays(seed);
+        let (dead, _, _, alive) = in_use_and_other(&w, (i1, i2), a, b);
+        let sid = (w.session_id(a, b), w.session_id(b, a));
+        w.kill(dead);
+        for _ in 0..FRAMES {
+            w.send_frames(a, Some(b), 1, EVERY);
+            w.send_frames(b, Some(a), 1, EVERY);
+        }
+        w.run_until(Duration::from_secs(30), "moved to the other relay", |w| {
+            on_relay(w, a, b, alive) && on_relay(w, b, a, alive)
+        });
+        w.run_for(Duration::from_secs(10));
+        assert_eq!(
+            (w.session_id(a, b), w.session_id(b, a)),
+            sid,
+            "seed {seed}: one session"
+        );
+        w.assert_delivers("through the other relay", |w| {
+            w.send_frames(a, Some(b), FRAMES, EVERY)
+        });
+    }
+}
