@@ -21,8 +21,8 @@ pub(crate) enum End {
 /// datagram `end` sent to `destination`, or `None` if it is lost;
 /// `each_turn(now, a, b)` runs after every exchange (to cut a path, or
 /// to open a session later). Every opened session must name the other
-/// end as its peer. Returns the clock at the end and the sessions opened
-/// on each side.
+/// end as its peer. Returns the sessions opened on each side (`now` is
+/// left at the clock's last reading).
 pub(crate) fn run(
     now: &mut Instant,
     a: &mut Endpoint,
@@ -55,21 +55,9 @@ pub(crate) fn run_until(
 ) -> bool {
     let mut buf = vec![0u8; 2048];
     for _ in 0..turns {
-        let mut moved = false;
-        while let Some(t) = a.poll_transmit(*now, &mut buf) {
-            moved = true;
-            if let Some(from) = wire(*now, End::A, t.destination) {
-                let mut d = buf[..t.size].to_vec();
-                b.handle_datagram(*now, from, &mut d);
-            }
-        }
-        while let Some(t) = b.poll_transmit(*now, &mut buf) {
-            moved = true;
-            if let Some(from) = wire(*now, End::B, t.destination) {
-                let mut d = buf[..t.size].to_vec();
-                a.handle_datagram(*now, from, &mut d);
-            }
-        }
+        let sent_a = deliver(*now, (End::A, &mut *a), &mut *b, &mut wire, &mut buf);
+        let sent_b = deliver(*now, (End::B, &mut *b), &mut *a, &mut wire, &mut buf);
+        let moved = sent_a || sent_b;
         if done(*now, a, b) {
             return true;
         }
@@ -87,6 +75,26 @@ pub(crate) fn run_until(
         }
     }
     false
+}
+
+/// Hand everything `from` has to send to `to` where `wire` lets it
+/// through; whether anything was sent.
+fn deliver(
+    now: Instant,
+    (end, from): (End, &mut Endpoint),
+    to: &mut Endpoint,
+    wire: &mut impl FnMut(Instant, End, SocketAddr) -> Option<SocketAddr>,
+    buf: &mut [u8],
+) -> bool {
+    let mut sent = false;
+    while let Some(t) = from.poll_transmit(now, buf) {
+        sent = true;
+        if let Some(src) = wire(now, end, t.destination) {
+            let mut d = buf[..t.size].to_vec();
+            to.handle_datagram(now, src, &mut d);
+        }
+    }
+    sent
 }
 
 fn count_opened(ep: &mut Endpoint, expected_peer: NodeId) -> usize {
