@@ -257,22 +257,23 @@ fn a_member_flooding_route_setups_leaves_relays_for_the_others() {
 
 /// One introducer and one relaying public node, as `ringlan demo` has
 /// them, the relay joining after the pair is relayed through the
-/// introducer (both ends' routes go through it): once the relay is a link
-/// of both, a route goes through it too, since a second route through the
-/// relay in use is no standby (it dies with it). Whichever relay then
-/// dies, the session moves to the other and lives on.
+/// introducer (one route or two go through it: each end sets up one over
+/// its only relaying link unless the other's came first): once the relay
+/// is a link of both, a route goes through it too, since a second route
+/// through the relay in use is no standby (it dies with it). Whichever
+/// relay then dies, the session moves to the other and lives on. (Waiting
+/// for a standby through the introducer first, as this test once did,
+/// waited for that race: seeds 65 and 66 never had one.)
 #[test]
 fn the_standby_route_goes_through_another_relay() {
-    for seed in [61, 62, 63] {
+    for seed in 60..76 {
         let mut w = World::new(seed);
         let intro = w.introducer("intro");
         let (a, _) = w.behind("a", NatModel::symmetric());
         let (b, _) = w.behind("b", NatModel::symmetric());
-        w.run_until(
-            Duration::from_secs(60),
-            "relayed with a standby",
-            |w| matches!(w.path(a, b), Some(PathKind::Relayed { standby, .. }) if standby >= 1),
-        );
+        w.run_until(Duration::from_secs(60), "relayed", |w| {
+            matches!(w.path(a, b), Some(PathKind::Relayed { .. }))
+        });
         assert_eq!(via(&w, a, b).0, "intro");
         let r = w.node("r", Place::Internet, true);
         let t = w.run_until(
