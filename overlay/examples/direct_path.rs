@@ -28,6 +28,7 @@ fn main() {
         mac: Some(pmac),
         relays: false,
         bridge: false,
+        symmetric_nat: false,
     });
     o.handle_control(t0, peer, &hello.encode().expect("a small Hello"));
     while o.poll_action().is_some() {}

@@ -111,6 +111,12 @@ pub struct Attempt {
     /// The member's reflexive address as another node observed it (its
     /// introducer), if known.
     pub reflexive: Option<SocketAddr>,
+    /// The member said it is behind an endpoint-dependent NAT (its own
+    /// word, in its overlay `Hello`). A symmetric node leaves such a
+    /// member alone: nothing meets between two symmetric NATs, and the
+    /// attempt would hold one of the [`BirthdayConfig::max_concurrent`]
+    /// slots that a member behind a cone-like NAT is waiting for.
+    pub peer_symmetric: bool,
 }
 
 /// What the driver should do.
@@ -189,6 +195,12 @@ impl Birthday {
         attempts: &[Attempt],
         rng: &mut Rng,
     ) -> Vec<Action> {
+        // Between two symmetric NATs nothing meets: such a member is no
+        // attempt of ours (it takes no slot).
+        let attempts: Vec<&Attempt> = attempts
+            .iter()
+            .filter(|a| !(own == NatMapping::EndpointDependent && a.peer_symmetric))
+            .collect();
         // Forget attempts that ended, keep cool-downs running.
         self.peers.retain(|id, p| {
             attempts.iter().any(|a| a.peer == *id) || p.cooldown_until.is_some_and(|t| now < t)
@@ -360,6 +372,7 @@ mod tests {
             peer: node(b),
             session: SessionId(u32::from(b)),
             reflexive: Some(format!("198.51.100.{b}:4910").parse().unwrap()),
+            peer_symmetric: false,
         }
     }
 
@@ -618,6 +631,46 @@ mod tests {
         b.poll(t0, NatMapping::EndpointDependent, &a, &mut rng);
         b.poll(t0, NatMapping::EndpointDependent, &[], &mut rng);
         assert_eq!(b.active(t0), 0);
+    }
+
+    /// `ringlan demo`'s shape: a symmetric node with attempts to another
+    /// symmetric member (which said so) and to cone-like ones. It opens no
+    /// sockets towards the symmetric member, whose attempt takes no slot:
+    /// the cone-like members get both slots in the first round (before,
+    /// the symmetric member could take one for all three rounds, 20 s,
+    /// and `cone <-> sym-1` punched 12-15 s after start in 1 demo run in 3).
+    /// A cone-like node still sprays a symmetric member (that pair meets).
+    #[test]
+    fn a_symmetric_node_spends_no_slot_on_a_symmetric_member() {
+        let t0 = Instant::now();
+        let mut rng = Rng::from_seed([8; 32]);
+        let mut b = Birthday::new(BirthdayConfig::default());
+        let sym = Attempt {
+            peer_symmetric: true,
+            ..attempt(30)
+        };
+        let a = [sym, attempt(31), attempt(32)];
+        let dep = NatMapping::EndpointDependent;
+        let mut opened = Vec::new();
+        for s in 0..60 {
+            for x in b.poll(t0 + Duration::from_secs(s), dep, &a, &mut rng) {
+                if let Action::OpenSockets { peer, .. } = x {
+                    opened.push((s, peer));
+                }
+            }
+        }
+        assert!(opened.iter().all(|(_, p)| *p != node(30)), "{opened:?}");
+        assert_eq!(&opened[..2], &[(2, node(31)), (2, node(32))]);
+        assert_eq!(opened.len(), 6, "three rounds each: {opened:?}");
+        // The cone-like side sprays it all the same.
+        let mut b = Birthday::new(BirthdayConfig::default());
+        let cone = NatMapping::EndpointIndependent;
+        assert!(b.poll(t0, cone, &[sym], &mut rng).is_empty());
+        let acts = b.poll(t0 + Duration::from_secs(5), cone, &[sym], &mut rng);
+        assert!(
+            matches!(acts.as_slice(), [Action::Spray { .. }]),
+            "{acts:?}"
+        );
     }
 
     /// The glare of a punched path (RFC 7016 3.5.1.3): both ends open a

@@ -340,6 +340,7 @@ impl Node {
                 && self.alt_mapped.insert(server, mapped) != Some(mapped)
             {
                 tracing::debug!(alternate = %server, %mapped, "mapping towards an alternate STUN address");
+                self.tell_nat_mapping();
             }
             return;
         }
@@ -371,6 +372,16 @@ impl Node {
                 }
             }
         }
+        self.tell_nat_mapping();
+    }
+
+    /// Our members learn from our `Hello` whether our NAT maps
+    /// endpoint-dependently, so that a symmetric member does not spend
+    /// birthday-punch rounds on us ([`ringlan_tunnel::PunchAttempt`]).
+    fn tell_nat_mapping(&mut self) {
+        let symmetric =
+            nat_status(&self.mapped, &self.alt_mapped).mapping == NatBehaviour::EndpointDependent;
+        self.overlay.set_symmetric_nat(symmetric);
     }
 }
 

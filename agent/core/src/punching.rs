@@ -91,6 +91,7 @@ impl Node {
                     peer: node,
                     session: sid,
                     reflexive,
+                    peer_symmetric: self.overlay.says_symmetric_nat(node),
                 })
             })
             .collect();

@@ -735,6 +735,7 @@ mod attacks {
             mac: Some(mac(peer)),
             relays: false,
             bridge,
+            symmetric_nat: false,
         });
         o.handle_control(t, peer.node_id(), &h.encode().unwrap());
         while o.poll_action().is_some() {}

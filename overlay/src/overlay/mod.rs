@@ -80,6 +80,9 @@ pub struct Overlay {
     /// This node's address as its STUN server sees it
     /// ([`Overlay::reflexive_changed`]), told to every new link.
     own_reflexive: Option<SocketAddr>,
+    /// This node's NAT maps endpoint-dependently, by its STUN answers
+    /// ([`Overlay::set_symmetric_nat`]); said in every `Hello`.
+    symmetric_nat: bool,
     links: BTreeMap<NodeId, Link>,
     /// Known nodes with their addresses: linked peers, the ring nearby,
     /// lookup answers. Pruned to what the policy needs.
@@ -365,6 +368,7 @@ impl Overlay {
             rng,
             local_addrs: Vec::new(),
             own_reflexive: None,
+            symmetric_nat: false,
             links: BTreeMap::new(),
             members: BTreeMap::new(),
             failed_opens: BTreeMap::new(),
@@ -599,6 +603,32 @@ impl Overlay {
         self.run_policy(now);
     }
 
+    /// Whether this node's NAT maps endpoint-dependently (its STUN
+    /// answers, `classify_mapping`). When that changes every link gets a
+    /// fresh `Hello` saying so: a symmetric member does not spend its
+    /// birthday-punch rounds on us then ([`Overlay::says_symmetric_nat`]).
+    pub fn set_symmetric_nat(&mut self, symmetric: bool) {
+        if symmetric == self.symmetric_nat {
+            return;
+        }
+        self.symmetric_nat = symmetric;
+        let hello = self.hello();
+        let to: Vec<NodeId> = self.links.keys().copied().collect();
+        for n in to {
+            self.send(n, &hello);
+        }
+    }
+
+    /// Whether linked `node` said in its latest `Hello` that its NAT maps
+    /// endpoint-dependently. Its own word about itself: a node that lies
+    /// only keeps members from punching towards it.
+    pub fn says_symmetric_nat(&self, node: NodeId) -> bool {
+        self.links
+            .get(&node)
+            .and_then(|l| l.hello.as_ref())
+            .is_some_and(|h| h.symmetric_nat)
+    }
+
     /// Polite leave: queue `Leaving` to every link and stop opening
     /// sessions. The agent sends the queued messages, then shuts down.
     pub fn leave(&mut self, _now: Instant) {
@@ -622,6 +652,7 @@ impl Overlay {
             mac: self.cfg.mac,
             relays: self.cfg.relays,
             bridge: self.cfg.bridge,
+            symmetric_nat: self.symmetric_nat,
         })
     }
 

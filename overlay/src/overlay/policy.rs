@@ -312,6 +312,7 @@ mod tests {
                 mac: Some(Mac([2, 0, 0, 0, 1, id as u8])),
                 relays: false,
                 bridge: false,
+                symmetric_nat: false,
             })
             .encode()
             .unwrap()

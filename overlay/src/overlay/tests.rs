@@ -27,6 +27,7 @@ pub(super) fn tap_hello(id: u128, addrs: &[SocketAddr], relays: bool) -> Vec<u8>
         mac: Some(Mac([2, 0, 0, 0, 0, id as u8])),
         relays,
         bridge: false,
+        symmetric_nat: false,
     })
     .encode()
     .unwrap()
@@ -65,6 +66,7 @@ fn garbage_control_is_counted_not_fatal() {
         mac: None,
         relays: false,
         bridge: false,
+        symmetric_nat: false,
     });
     o.handle_control(t0, NodeId(7), &h.encode().unwrap());
     assert!(o.member(NodeId(8)).is_none());
@@ -227,4 +229,54 @@ fn introducers_can_be_replaced_while_running() {
         a,
         Action::OpenSession { node: None, addrs } if addrs.contains(&old)
     )));
+}
+
+/// Whether this node's NAT maps endpoint-dependently goes into its `Hello`,
+/// and every link gets a fresh one when that changes (a punching member
+/// leaves a symmetric one alone). A member's own `Hello` says it of
+/// itself; a later `Hello` saying otherwise is believed too.
+#[test]
+fn the_nat_mapping_is_said_in_hello_and_said_again_when_it_changes() {
+    let t0 = Instant::now();
+    let mut o = node(t0);
+    o.peer_up(t0, NodeId(7), "198.51.100.7:4910".parse().ok(), true);
+    let hellos = |o: &mut Overlay| -> Vec<bool> {
+        decode_sends(&drain(o))
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                Message::Hello(h) if to == NodeId(7) => Some(h.symmetric_nat),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(hellos(&mut o), vec![false]);
+    o.set_symmetric_nat(true);
+    assert_eq!(hellos(&mut o), vec![true]);
+    // Unchanged: nothing sent.
+    o.set_symmetric_nat(true);
+    assert_eq!(hellos(&mut o), Vec::<bool>::new());
+    o.set_symmetric_nat(false);
+    assert_eq!(hellos(&mut o), vec![false]);
+
+    let hello = |symmetric_nat| {
+        Message::Hello(Hello {
+            node_id: NodeId(7),
+            name: "n7".into(),
+            role: Role::Node,
+            addrs: vec![],
+            mac: None,
+            relays: false,
+            bridge: false,
+            symmetric_nat,
+        })
+        .encode()
+        .unwrap()
+    };
+    assert!(!o.says_symmetric_nat(NodeId(7)));
+    o.handle_control(t0, NodeId(7), &hello(true));
+    assert!(o.says_symmetric_nat(NodeId(7)));
+    o.handle_control(t0, NodeId(7), &hello(false));
+    assert!(!o.says_symmetric_nat(NodeId(7)));
+    // Not linked: nothing is known.
+    assert!(!o.says_symmetric_nat(NodeId(8)));
 }

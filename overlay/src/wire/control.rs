@@ -62,6 +62,9 @@ const F_RELAY: u8 = 0x04;
 /// `Hello` only: the sender bridges a site; its frames may carry any
 /// source MAC (`interface.bridge`).
 const F_BRIDGE: u8 = 0x08;
+/// `Hello` only: the sender is behind an endpoint-dependent ("symmetric")
+/// NAT by its own STUN answers. Nodes that predate it ignore the bit.
+const F_SYMMETRIC_NAT: u8 = 0x10;
 
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
@@ -112,6 +115,11 @@ pub struct Hello {
     /// The sender bridges a site: its frames may carry any source MAC,
     /// not only `mac` (unless its certificate says otherwise).
     pub bridge: bool,
+    /// The sender's NAT maps endpoint-dependently (its own word, from its
+    /// STUN answers; a fresh `Hello` follows when that changes). A
+    /// symmetric node does not birthday-punch a symmetric member: nothing
+    /// can meet between two such NATs (docs/nat.md "Coordination").
+    pub symmetric_nat: bool,
 }
 
 /// One entry of the membership list.
@@ -588,7 +596,8 @@ impl Message {
                 out.extend_from_slice(&h.node_id.to_bytes());
                 let relay = if h.relays { F_RELAY } else { 0 };
                 let bridge = if h.bridge { F_BRIDGE } else { 0 };
-                out.push(flags_of(h.role, h.mac.is_some()) | relay | bridge);
+                let symmetric = if h.symmetric_nat { F_SYMMETRIC_NAT } else { 0 };
+                out.push(flags_of(h.role, h.mac.is_some()) | relay | bridge | symmetric);
                 if let Some(mac) = h.mac {
                     out.extend_from_slice(&mac.0);
                 }
@@ -766,6 +775,7 @@ impl Message {
                     mac,
                     relays: flags & F_RELAY != 0,
                     bridge: flags & F_BRIDGE != 0,
+                    symmetric_nat: flags & F_SYMMETRIC_NAT != 0,
                 })
             }
             T_MEMBERS => {
@@ -926,6 +936,7 @@ mod tests {
             mac: Some(Mac([2, 0, 0, 0, 0, 1])),
             relays: false,
             bridge: false,
+            symmetric_nat: false,
         });
         let b = m.encode().unwrap();
         let mut want = vec![1, 1];
@@ -942,6 +953,11 @@ mod tests {
         h.bridge = true;
         let b = Message::Hello(h.clone()).encode().unwrap();
         assert_eq!(b[18], 0x03 | 0x08);
+        assert_eq!(Message::decode(&b).unwrap(), Message::Hello(h.clone()));
+        // Behind a symmetric NAT: bit 0x10.
+        h.symmetric_nat = true;
+        let b = Message::Hello(h.clone()).encode().unwrap();
+        assert_eq!(b[18], 0x03 | 0x08 | 0x10);
         assert_eq!(Message::decode(&b).unwrap(), Message::Hello(h));
     }
 
@@ -1275,6 +1291,7 @@ mod tests {
             mac: None,
             relays: false,
             bridge: false,
+            symmetric_nat: false,
         });
         assert_eq!(long.encode(), Err(WireError::NameTooLong(65)));
         let many = Message::Neighbours(vec![NodeId(0); MAX_NEIGHBOURS + 1]);
@@ -1436,6 +1453,7 @@ mod tests {
                     addrs,
                     relays: mac.is_some_and(|m| m[0] & 1 == 1),
                     bridge: mac.is_some_and(|m| m[1] & 1 == 1),
+                    symmetric_nat: mac.is_some_and(|m| m[2] & 1 == 1),
                     mac: mac.map(Mac),
                 })),
             proptest::collection::vec(arb_member(), 0..8).prop_map(Message::Members),

@@ -191,6 +191,13 @@ fn symmetric_nats_talk_through_the_introducer_and_stay_relayed() {
     }
     assert_eq!(sessions(&w, e), sid, "one session");
     w.assert_delivers("still relayed", |w| talk(w, e, FRAMES));
+    // Each said in its Hello that it is behind a symmetric NAT, so neither
+    // opened birthday sockets towards the other (nothing meets between
+    // two symmetric NATs; before, 3 rounds of 256 each).
+    for h in [e.a, e.b] {
+        let c = w.sim.host_counters(h);
+        assert_eq!(c.sockets_opened, 0, "{c:?}");
+    }
 }
 
 #[test]
