@@ -595,11 +595,7 @@ impl Overlay {
             return;
         }
         self.local_addrs = v;
-        let hello = self.hello();
-        let to: Vec<NodeId> = self.links.keys().copied().collect();
-        for n in to {
-            self.send(n, &hello);
-        }
+        self.hello_to_every_link();
         self.run_policy(now);
     }
 
@@ -612,6 +608,11 @@ impl Overlay {
             return;
         }
         self.symmetric_nat = symmetric;
+        self.hello_to_every_link();
+    }
+
+    /// What this node says of itself changed: a fresh `Hello` to every link.
+    fn hello_to_every_link(&mut self) {
         let hello = self.hello();
         let to: Vec<NodeId> = self.links.keys().copied().collect();
         for n in to {
