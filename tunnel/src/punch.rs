@@ -280,6 +280,12 @@ impl Birthday {
         self.peers.remove(&peer);
     }
 
+    /// Rounds started in the current attempt to `peer` (0: none, or not
+    /// tracked).
+    pub fn rounds(&self, peer: NodeId) -> u32 {
+        self.peers.get(&peer).map_or(0, |p| p.rounds)
+    }
+
     /// When the attempt to `peer` was first seen, if it is tracked.
     pub fn attempt_since(&self, peer: NodeId) -> Option<Instant> {
         self.peers.get(&peer).map(|p| p.since)

@@ -155,6 +155,9 @@ pub struct Node {
     punch: ExtraSockets,
     birthday: Birthday,
     punch_rng: Rng,
+    /// Bytes each birthday candidate's session had carried at the last
+    /// planner round: the busiest attempts get the planner's slots first.
+    punch_carried: HashMap<ringlan_tunnel::SessionId, u64>,
     /// TCP fallback to an introducer, and accepted streams' peers.
     tcp: TcpFallback,
     /// The budget on unverified destinations (`reach`).
@@ -291,6 +294,7 @@ impl Node {
             punch: ExtraSockets::default(),
             birthday: Birthday::new(setup.birthday.clone()),
             punch_rng: Rng::from_seed(sub_seed()),
+            punch_carried: HashMap::new(),
             tcp,
             // Seeded last: the other parts keep their seeds.
             reach: Reach::new(

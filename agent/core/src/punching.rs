@@ -18,11 +18,14 @@
 //! [`ExtraSockets`] (sans-IO: it asks the runtime to open and close
 //! sockets and pins a punched path to the socket that opened it).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use ringlan_overlay::wire::AddrOrigin;
-use ringlan_tunnel::{ExtraSockets, NodeId, PunchAction, PunchAttempt, SessionId, SessionState};
+use ringlan_tunnel::{
+    Birthday, ExtraSockets, NodeId, PunchAction, PunchAttempt, SessionId, SessionState,
+};
 
 use crate::candidates::{in_local_subnet, nat_status};
 use crate::status::{NatBehaviour, Role};
@@ -32,6 +35,11 @@ impl Node {
     /// The extra sockets and sprays (tests, status).
     pub fn punch_sockets(&self) -> &ExtraSockets {
         &self.punch
+    }
+
+    /// The birthday planner (tests, status).
+    pub fn punch_planner(&self) -> &Birthday {
+        &self.birthday
     }
 
     /// A direct path to `node` at `addr` works: no more punching there.
@@ -73,7 +81,23 @@ impl Node {
             }
             (ep.session_info(sid)?.state == SessionState::IHelloSent).then_some((sid, node))
         });
-        let candidates: Vec<(SessionId, NodeId)> = opening.chain(relayed).collect();
+        let mut candidates: Vec<(SessionId, NodeId)> = opening.chain(relayed).collect();
+        // Busiest first: the planner gives its slots (`max_concurrent`) in
+        // this order, so a member we talk to goes direct before idle ones.
+        let carried: HashMap<SessionId, u64> = candidates
+            .iter()
+            .map(|&(sid, _)| {
+                let bytes = ep
+                    .session_info(sid)
+                    .map_or(0, |i| i.stats.bytes_sent + i.stats.bytes_received);
+                (sid, bytes)
+            })
+            .collect();
+        let recent = |sid: &SessionId| {
+            let total = carried.get(sid).copied().unwrap_or(0);
+            total.saturating_sub(self.punch_carried.get(sid).copied().unwrap_or(0))
+        };
+        candidates.sort_by_key(|(sid, _)| std::cmp::Reverse(recent(sid)));
         let attempts: Vec<PunchAttempt> = candidates
             .iter()
             .filter_map(|&(sid, node)| {
@@ -95,6 +119,8 @@ impl Node {
                 })
             })
             .collect();
+        // Kept for the candidates only (bounded by them).
+        self.punch_carried = carried;
         let actions = self.birthday.poll(now, own, &attempts, &mut self.punch_rng);
         for a in actions {
             match a {

@@ -165,6 +165,62 @@ fn symmetric_and_cone_nats_connect_directly_by_birthday_punching() {
     w.assert_delivers("punched", |w| talk(w, e, FRAMES));
 }
 
+/// A symmetric node with three cone-like members, all relayed at first,
+/// talks to one of them. Its planner has two slots (`max_concurrent`):
+/// they go first to the attempts whose sessions carried the most bytes
+/// since the last round, so the member it talks to is among the first
+/// two punched, whichever of the three it is. Before, the slots went in
+/// the peer table's order, and the busy member could wait behind two idle
+/// ones until a punch succeeded or their rounds ended.
+#[test]
+fn a_symmetric_node_punches_first_towards_the_member_it_talks_to() {
+    for seed in [81, 82] {
+        for busy in 0..3 {
+            let mut w = World::new(seed);
+            w.introducer("intro1");
+            w.introducer("intro2");
+            let (s, _) = w.behind("s", NatModel::symmetric());
+            let cones: Vec<HostId> = (0..3)
+                .map(|i| w.behind(&format!("c{i}"), NatModel::cone()).0)
+                .collect();
+            let c = cones[busy];
+            w.wait_path(s, c, Duration::from_secs(10), |_| true);
+            for h in [s, c] {
+                w.send_frames(h, None, 1, EVERY);
+            }
+            let rounds = |w: &World, x: HostId| w.sim.machine(s).punch_planner().rounds(w.id(x));
+            let t0 = w.sim.now();
+            let first = loop {
+                assert!(
+                    w.sim.now() - t0 < Duration::from_secs(30),
+                    "seed {seed}: no round"
+                );
+                let f = w.ledger.next(s, Some(c));
+                w.sim.with(s, |node, now| node.handle_frame(now, &f));
+                w.send_frames(c, Some(s), 1, Duration::from_millis(20));
+                let punched: Vec<HostId> = cones
+                    .iter()
+                    .copied()
+                    .filter(|&x| rounds(&w, x) > 0)
+                    .collect();
+                if !punched.is_empty() {
+                    break punched;
+                }
+            };
+            let names: Vec<&str> = first.iter().map(|h| w.name(*h)).collect();
+            eprintln!(
+                "seed {seed}, talking to c{busy}: first round after {:?} to {names:?}",
+                w.sim.now() - t0
+            );
+            assert!(
+                first.contains(&c),
+                "seed {seed}: the first round went to {names:?}, not c{busy}"
+            );
+            w.wait_path(s, c, Duration::from_secs(30), is_direct_nat);
+        }
+    }
+}
+
 #[test]
 fn symmetric_nats_talk_through_the_introducer_and_stay_relayed() {
     let (mut w, e) = pair(23, NatModel::symmetric(), NatModel::symmetric());
