@@ -1885,6 +1885,7 @@ mod tests {
             age_secs: 1,
             rekeys: 0,
             reason: None,
+            peer_symmetric_nat: false,
             transport: None,
         }
     }

@@ -191,6 +191,7 @@ mod tests {
             age_secs: 0,
             rekeys: 0,
             reason: None,
+            peer_symmetric_nat: false,
             transport: None,
         }
     }

@@ -56,6 +56,7 @@ impl Node {
                 age_secs: now.saturating_duration_since(since).as_secs(),
                 rekeys: 0,
                 reason: Some("no direct path".into()),
+                peer_symmetric_nat: false,
                 transport: None,
             });
         }
@@ -167,6 +168,7 @@ impl Node {
                 Path::Route(_) => Some("no direct path".into()),
                 Path::Direct(a) => self.lan_hint(p.node, a),
             },
+            peer_symmetric_nat: self.overlay.says_symmetric_nat(p.node),
             transport: Some(self.transport_status(sid, &info, p.cut.super_frames_cut)),
         })
     }

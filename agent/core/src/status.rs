@@ -446,6 +446,11 @@ pub struct SessionStatus {
     /// "no direct path".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The peer said in its `Hello` that its NAT maps endpoint-dependently
+    /// (JSON only, present when true): with ours symmetric too, why the
+    /// pair stays relayed (docs/nat.md "Coordination").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub peer_symmetric_nat: bool,
     /// The session's transport state (JSON only): congestion window,
     /// queues, losses (`docs/dataplane.md`, "Loss").
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -926,6 +931,7 @@ pub fn example() -> Status {
                 age_secs: 3723,
                 rekeys: 31,
                 reason: None,
+                peer_symmetric_nat: false,
                 transport: Some(TransportStatus {
                     cwnd: 262_144,
                     in_flight: 65_536,
@@ -961,6 +967,7 @@ pub fn example() -> Status {
                 age_secs: 7,
                 rekeys: 0,
                 reason: None,
+                peer_symmetric_nat: false,
                 transport: None,
             },
         ],
@@ -1221,12 +1228,21 @@ fedcba98  -        long
             age_secs: 40,
             rekeys: 0,
             reason: Some("no direct path".into()),
+            peer_symmetric_nat: true,
             transport: None,
         };
         let j = serde_json::to_string(&s).unwrap();
         assert!(j.contains(r#""path":{"kind":"none"}"#), "{j}");
         assert!(j.contains(r#""state":"failed""#), "{j}");
         assert!(j.contains(r#""reason":"no direct path""#), "{j}");
+        // Present only when the peer said so.
+        assert!(j.contains(r#""peer_symmetric_nat":true"#), "{j}");
+        let quiet = SessionStatus {
+            peer_symmetric_nat: false,
+            ..s.clone()
+        };
+        let q = serde_json::to_string(&quiet).unwrap();
+        assert!(!q.contains("peer_symmetric_nat"), "{q}");
         let st = Status {
             sessions: vec![s],
             ..Status::default()

@@ -254,6 +254,11 @@ fn symmetric_nats_talk_through_the_introducer_and_stay_relayed() {
         let c = w.sim.host_counters(h);
         assert_eq!(c.sockets_opened, 0, "{c:?}");
     }
+    // Status says why: each peer said it is behind a symmetric NAT.
+    for (x, y) in [(e.a, e.b), (e.b, e.a)] {
+        let s = w.session(x, y).expect("session");
+        assert!(s.peer_symmetric_nat, "{s:?}");
+    }
 }
 
 #[test]
