@@ -644,7 +644,8 @@ mod tests {
     /// sockets towards the symmetric member, whose attempt takes no slot:
     /// the cone-like members get both slots in the first round (before,
     /// the symmetric member could take one for all three rounds, 20 s,
-    /// and `cone <-> sym-1` punched 12-15 s after start in 1 demo run in 3).
+    /// and `cone <-> sym-1` punched 12-15 s after start in about 1 demo run
+    /// in 4).
     /// A cone-like node still sprays a symmetric member (that pair meets).
     #[test]
     fn a_symmetric_node_spends_no_slot_on_a_symmetric_member() {

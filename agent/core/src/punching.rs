@@ -18,7 +18,6 @@
 //! [`ExtraSockets`] (sans-IO: it asks the runtime to open and close
 //! sockets and pins a punched path to the socket that opened it).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -81,26 +80,25 @@ impl Node {
             }
             (ep.session_info(sid)?.state == SessionState::IHelloSent).then_some((sid, node))
         });
-        let mut candidates: Vec<(SessionId, NodeId)> = opening.chain(relayed).collect();
         // Busiest first: the planner gives its slots (`max_concurrent`) in
         // this order, so a member we talk to goes direct before idle ones.
-        let carried: HashMap<SessionId, u64> = candidates
-            .iter()
-            .map(|&(sid, _)| {
-                let bytes = ep
+        // Each with the bytes its session has carried (sent and received).
+        let mut candidates: Vec<(SessionId, NodeId, u64)> = opening
+            .chain(relayed)
+            .map(|(sid, node)| {
+                let carried = ep
                     .session_info(sid)
                     .map_or(0, |i| i.stats.bytes_sent + i.stats.bytes_received);
-                (sid, bytes)
+                (sid, node, carried)
             })
             .collect();
-        let recent = |sid: &SessionId| {
-            let total = carried.get(sid).copied().unwrap_or(0);
-            total.saturating_sub(self.punch_carried.get(sid).copied().unwrap_or(0))
-        };
-        candidates.sort_by_key(|(sid, _)| std::cmp::Reverse(recent(sid)));
+        let last = &self.punch_carried;
+        candidates.sort_by_key(|&(sid, _, carried)| {
+            std::cmp::Reverse(carried.saturating_sub(last.get(&sid).copied().unwrap_or(0)))
+        });
         let attempts: Vec<PunchAttempt> = candidates
             .iter()
-            .filter_map(|&(sid, node)| {
+            .filter_map(|&(sid, node, _)| {
                 let m = self.overlay.member(node)?;
                 let on_lan = m.addrs.iter().any(|a| {
                     a.origin == AddrOrigin::Local && in_local_subnet(&self.ifs, a.addr.ip())
@@ -120,7 +118,7 @@ impl Node {
             })
             .collect();
         // Kept for the candidates only (bounded by them).
-        self.punch_carried = carried;
+        self.punch_carried = candidates.iter().map(|&(sid, _, c)| (sid, c)).collect();
         let actions = self.birthday.poll(now, own, &attempts, &mut self.punch_rng);
         for a in actions {
             match a {
