@@ -548,6 +548,24 @@ pub struct NeighbourStatus {
 }
 
 /// The first 8 hex digits of a node id (same form as `NodeId::short`).
+/// The PATH cell of a session row: the path, then why there is no
+/// direct one when known (`reason`) and whether the peer said its NAT maps
+/// endpoint-dependently (`peer_symmetric_nat`, docs/nat.md "Coordination").
+fn path_cell(s: &SessionStatus) -> String {
+    let mut notes: Vec<&str> = Vec::new();
+    if let Some(r) = &s.reason {
+        notes.push(r);
+    }
+    if s.peer_symmetric_nat {
+        notes.push("peer's NAT symmetric");
+    }
+    if notes.is_empty() {
+        s.path.to_string()
+    } else {
+        format!("{} ({})", s.path, notes.join("; "))
+    }
+}
+
 pub fn short_id(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
@@ -779,10 +797,7 @@ impl Status {
                         short_id(&s.peer_id).to_string(),
                         dash(s.peer_name.as_deref()),
                         s.remote.map_or("-".into(), |a| a.to_string()),
-                        match &s.reason {
-                            Some(r) => format!("{} ({r})", s.path),
-                            None => s.path.to_string(),
-                        },
+                        path_cell(s),
                         s.state.to_string(),
                         s.rtt_ms.map_or("-".into(), |r| format!("{r:.1} ms")),
                         s.tx.frames.to_string(),
@@ -1245,6 +1260,15 @@ fedcba98  -        long
         assert!(!q.contains("peer_symmetric_nat"), "{q}");
         let st = Status {
             sessions: vec![s],
+            ..Status::default()
+        };
+        let r = st.render();
+        assert!(
+            r.contains("none (no direct path; peer's NAT symmetric)  failed"),
+            "{r}"
+        );
+        let st = Status {
+            sessions: vec![quiet],
             ..Status::default()
         };
         let r = st.render();
