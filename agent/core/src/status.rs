@@ -447,8 +447,9 @@ pub struct SessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The peer said in its `Hello` that its NAT maps endpoint-dependently
-    /// (JSON only, present when true): with ours symmetric too, why the
-    /// pair stays relayed (docs/nat.md "Coordination").
+    /// (in JSON only when true; the text table adds it to the PATH cell):
+    /// with ours symmetric too, why the pair stays relayed (docs/nat.md
+    /// "Coordination").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub peer_symmetric_nat: bool,
     /// The session's transport state (JSON only): congestion window,
@@ -548,6 +549,10 @@ pub struct NeighbourStatus {
 }
 
 /// The first 8 hex digits of a node id (same form as `NodeId::short`).
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
 /// The PATH cell of a session row: the path, then why there is no
 /// direct one when known (`reason`) and whether the peer said its NAT maps
 /// endpoint-dependently (`peer_symmetric_nat`, docs/nat.md "Coordination").
@@ -564,10 +569,6 @@ fn path_cell(s: &SessionStatus) -> String {
     } else {
         format!("{} ({})", s.path, notes.join("; "))
     }
-}
-
-pub fn short_id(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
 }
 
 // ---- human rendering ----------------------------------------------------
