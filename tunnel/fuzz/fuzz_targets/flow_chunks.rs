@@ -197,7 +197,11 @@ fuzz_target!(|input: &[u8]| {
                 drain_events(&mut fs);
             }
             6 => fs.close(FlowId(u64::from(data.first().copied().unwrap_or(1)))),
-            8 => fs.set_path_chunk_space([60, 300, 600, 1200, 1439][usize::from(p % 5)]),
+            8 => {
+                let space = [60, 300, 600, 1200, 1439][usize::from(p % 5)];
+                // The rounded cut size is up to 15 bytes less (session::align).
+                fs.set_path_chunk_space(space, space.saturating_sub(usize::from(p >> 4) % 16));
+            }
             7 => {
                 receive(&mut peer, now, &last);
                 // The peer answers with its own data on a flow of its own.

@@ -145,7 +145,7 @@ impl Default for FlowConfig {
             recv_buffer_per_flow: 1 << 20,
             max_recv_buffer_total: 16 << 20,
             max_recv_ranges: 512,
-            max_chunk_space: crate::session::chunk_space(crate::pmtu::BASE_SIZE),
+            max_chunk_space: crate::session::BASE_CHUNK_SPACE,
             accept: AcceptPolicy::Auto(Delivery::InOrder),
             delayed_ack: Duration::from_millis(200),
             pool_limit: 4096,
@@ -416,6 +416,11 @@ pub struct FlowSet {
     /// Chunk space of a packet at the session's current path MTU: what
     /// NoRetransmit fragments are sized from.
     path_space: usize,
+    /// At most `path_space`: what the fragments of a message are sized
+    /// from when that takes no more fragments than `path_space` (the
+    /// session rounds it so that a full fragment's packet is whole cipher
+    /// blocks, `session::align`).
+    cut_space: usize,
     send: BTreeMap<u64, SendFlow>,
     recv: BTreeMap<u64, RecvFlow>,
     next_flow_id: u64,
@@ -456,6 +461,7 @@ impl FlowSet {
         let limit = config.pool_limit;
         FlowSet {
             path_space: config.max_chunk_space,
+            cut_space: config.max_chunk_space,
             cfg: config,
             send: BTreeMap::new(),
             recv: BTreeMap::new(),
@@ -529,8 +535,12 @@ impl FlowSet {
     /// as usual. The traffic inside (TCP) recovers as from any lost frame.
     /// Reliable and Deadline fragments are sized from the base path MTU
     /// and are unaffected.
-    pub fn set_path_chunk_space(&mut self, space: usize) {
+    ///
+    /// `cut` (at most `space`) is what the fragments of a message are
+    /// sized from when that does not take more of them than `space`.
+    pub fn set_path_chunk_space(&mut self, space: usize, cut: usize) {
         self.path_space = space;
+        self.cut_space = cut.min(space);
         // Fragment buffers taken from the pool hold a whole fragment
         // without growing.
         self.pool.reserve = self.pool.reserve.max(space);

@@ -476,7 +476,16 @@ impl FlowSet {
             }
             return Err(SendError::QueueFull);
         }
-        let frag = fragment_size(chunk_space(&self.cfg, self.path_space, rel), f, data.len());
+        // Cut at the rounded size (`cut_space`) unless that takes one more
+        // fragment than the full size: a message that fits one fragment
+        // goes whole.
+        let full = fragment_size(chunk_space(&self.cfg, self.path_space, rel), f, data.len());
+        let cut = fragment_size(chunk_space(&self.cfg, self.cut_space, rel), f, data.len());
+        let frag = if data.len().div_ceil(cut) > data.len().div_ceil(full) {
+            full
+        } else {
+            cut
+        };
         let deadline = match rel {
             Reliability::Deadline(d) => Some(now + d),
             _ => None,

@@ -614,7 +614,7 @@ fn no_retransmit_fragments_follow_the_path_and_survive_a_fallback() {
     let mut net = Net::new(5, FlowConfig::default(), FlowConfig::default(), 0.0, 0.0, 0);
     let path = base + 272; // a 1472-byte datagram's chunk space
     net.mtu = path;
-    net.p[A].fs.set_path_chunk_space(path);
+    net.p[A].fs.set_path_chunk_space(path, path);
     let frames = net.p[A].fs.open(b"frames", None).unwrap();
     let bulk = net.p[A].fs.open(b"bulk", None).unwrap();
     // Acknowledged flows: no startup options in the fragment size.
@@ -658,7 +658,7 @@ fn no_retransmit_fragments_follow_the_path_and_survive_a_fallback() {
     let sent_before = net.p[A].fs.stats().fragments_sent;
     // Black-hole detection fell back to the base size.
     net.mtu = base;
-    net.p[A].fs.set_path_chunk_space(base);
+    net.p[A].fs.set_path_chunk_space(base, base);
     assert_eq!(net.p[A].fs.max_unfragmented(frames, nr), Some(small));
     net.cwnd = 64 * 1024;
     net.run(10_000, |n| n.p[A].fs.queued_bytes() == 0);

@@ -11,6 +11,7 @@
 //! session, `send.rs` building datagrams, `paths.rs` DESTADDR, mobility and
 //! PMTU bounds, `timer.rs` the one timer table.
 
+mod align;
 mod paths;
 mod recv;
 mod rekey;
@@ -23,6 +24,7 @@ pub use send::DeferredSeal;
 
 pub(crate) use timer::TimerOutcome;
 
+use align::PlainAlign;
 use paths::{pmtu_config, Mobility};
 use timer::{Timer, TimerTable, FAR_CLOSE_LINGER_FOR, NEAR_CLOSE_FOR};
 
@@ -369,14 +371,24 @@ pub(crate) const PLAIN_OFFSET: usize = MULTIPLEX_HEADER_LEN + SESSION_HEADER_LEN
 /// Bytes a session datagram adds around the plain packet.
 pub(crate) const SESSION_DATAGRAM_OVERHEAD: usize = PLAIN_OFFSET + TAG_LEN;
 
-/// Bytes for chunks in a session datagram of `size` bytes (UDP payload):
-/// what is left after the multiplex and session headers, the tag and a
-/// maximum-size packet header. Flow fragments are sized against it (RFC
-/// 7016 3.6.2.2: "a maximum-size common header"); [`Session::build`]
-/// never offers less room than this to the chunks of a packet.
-pub(crate) const fn chunk_space(size: usize) -> usize {
-    size.saturating_sub(SESSION_DATAGRAM_OVERHEAD + PacketHeader::MAX_LEN)
+/// Bytes for chunks in a session datagram of `size` bytes (UDP payload)
+/// whose plain text is rounded by `align`: what is left after the
+/// multiplex and session headers, the tag, the rounding and a maximum-size
+/// packet header. Flow fragments are sized against it (RFC 7016 3.6.2.2:
+/// "a maximum-size common header"); [`Session::build`] never offers less
+/// room than this to the chunks of a packet. Unrounded (`PlainAlign::NONE`)
+/// it is the largest fragment; rounded, the size the fragments of a
+/// message cut in several are cut to, so that a full one's packet is
+/// padded to whole blocks.
+pub(crate) const fn chunk_space(size: usize, align: PlainAlign) -> usize {
+    align
+        .room(size.saturating_sub(SESSION_DATAGRAM_OVERHEAD))
+        .saturating_sub(PacketHeader::MAX_LEN)
 }
+
+/// [`chunk_space`] of the base size, unrounded: reliable fragments keep
+/// their size for retransmission and fit any path (RFC 7016 3.6.2.2).
+pub(crate) const BASE_CHUNK_SPACE: usize = chunk_space(crate::pmtu::BASE_SIZE, PlainAlign::NONE);
 
 impl Session {
     /// An initiator session in IHELLO_SENT towards `candidates` (at least
@@ -436,11 +448,10 @@ impl Session {
         let mss = pmtu.safe_size().saturating_sub(SESSION_DATAGRAM_OVERHEAD);
         // Reliable fragments must fit every path (FlowConfig::max_chunk_space).
         let mut flow_cfg = cfg.flows.clone();
-        flow_cfg.max_chunk_space = flow_cfg
-            .max_chunk_space
-            .min(chunk_space(crate::pmtu::BASE_SIZE));
+        flow_cfg.max_chunk_space = flow_cfg.max_chunk_space.min(BASE_CHUNK_SPACE);
         let mut flows = FlowSet::new(flow_cfg);
-        flows.set_path_chunk_space(chunk_space(pmtu.safe_size()));
+        let space = chunk_space(pmtu.safe_size(), PlainAlign::NONE);
+        flows.set_path_chunk_space(space, space);
         Session {
             id,
             role,
@@ -497,6 +508,8 @@ impl Session {
         self.opened = Some(now);
         self.sealer = Some(sealer);
         self.opener = Some(opener);
+        // The suite decides how plain texts are rounded (`align`).
+        self.pmtu_changed();
         self.start_epochs(now, keys.chain_key());
         self.ts = Some(Timestamps::new(now));
         self.last_recv = now;
@@ -781,14 +794,24 @@ impl Session {
             .saturating_sub(SESSION_DATAGRAM_OVERHEAD)
     }
 
+    /// How this session rounds its plain texts now ([`align`]): by the
+    /// negotiated suite and the kind of path DESTADDR is.
+    pub(crate) fn plain_align(&self) -> PlainAlign {
+        PlainAlign::new(self.sealer.as_ref().map(PacketSealer::suite), &self.dest)
+    }
+
     /// The path MTU changed (a probe succeeded, black-hole detection fell
-    /// back to the base size, or DESTADDR moved to another kind of path):
+    /// back to the base size, or DESTADDR moved to another kind of path)
+    /// or the plain texts' rounding did (the session was keyed):
     /// congestion control's segment size and the flows' fragment size
     /// follow it (RFC 7016 3.5.4.3, 3.6.2.2).
     fn pmtu_changed(&mut self) {
         self.cc.set_mss(self.max_plain());
-        self.flows
-            .set_path_chunk_space(chunk_space(self.pmtu.safe_size()));
+        let size = self.pmtu.safe_size();
+        self.flows.set_path_chunk_space(
+            chunk_space(size, PlainAlign::NONE),
+            chunk_space(size, self.plain_align()),
+        );
     }
 
     // ----- commands -----------------------------------------------------

@@ -86,17 +86,19 @@ impl Session {
         if addr == self.dest {
             return;
         }
-        if path_class(&addr) != path_class(&self.dest) {
-            self.pmtu = Pmtu::new(now, pmtu_config(addr, self.cfg.max_datagram));
-            self.pending_pmtu_probe = None;
-            self.pmtu_changed();
-        }
+        let kind_changed = path_class(&addr) != path_class(&self.dest);
         // Another address is another path (a route's address names the
         // route); a NAT's new port for the same address is not.
         if addr.ip() != self.dest.ip() {
             self.cc.path_changed();
         }
         self.dest = addr;
+        if kind_changed {
+            self.pmtu = Pmtu::new(now, pmtu_config(addr, self.cfg.max_datagram));
+            self.pending_pmtu_probe = None;
+            // After DESTADDR: a route rounds plain texts for its hop tags.
+            self.pmtu_changed();
+        }
         self.last_recv_dest = now;
         self.dest_since = now;
         self.stats.address_changes += 1;

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::align::PlainAlign;
 use super::timer::Timer;
 use super::{
     near_mode, Session, SessionState, CLOSE_REQUEST_INTERVAL, PING_MOBILITY, PING_PMTU,
@@ -150,6 +151,12 @@ impl Session {
             return None;
         }
         let end = limit - TAG_LEN;
+        // A probe is exactly its size; other packets are padded to the
+        // cipher's blocks where they have room (`align`).
+        let align = match content {
+            Content::PmtuProbe(_) => PlainAlign::NONE,
+            _ => self.plain_align(),
+        };
         let mut header = PacketHeader::new(near_mode(self.role));
         if let Some(ts) = self.ts.as_mut() {
             let f = ts.fields_to_send(now);
@@ -255,8 +262,10 @@ impl Session {
             return None;
         }
         header.time_critical = sink.time_critical;
-        let plain_end = sink.pos;
         let buf = sink.buf;
+        // RFC 7016 2.2.4: 0xff padding up to the cipher's natural size.
+        let plain_end = PLAIN_OFFSET + align.padded(sink.pos - PLAIN_OFFSET, end - PLAIN_OFFSET);
+        buf[sink.pos..plain_end].fill(0xff);
         header
             .emit(&mut buf[PLAIN_OFFSET..PLAIN_OFFSET + hlen])
             .ok()?;
