@@ -22,7 +22,8 @@
 //!
 //! `cargo run --release -p ringlan-tunnel --example frames_bench`
 //! (`BENCH_MIB`, default 4096: payload carried per run; `BENCH_RUNS`,
-//! default 3).
+//! default 3; `BENCH_MESSAGE`, default 65536: message size, e.g. 64781 for
+//! the TCP super-frames of `tests/bench/run.sh`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use ringlan_tunnel::{
     Delivery, Endpoint, EndpointConfig, Event, FlowEvent, Reliability, Rng, SessionId, Target,
 };
 
+/// Message size unless `BENCH_MESSAGE` says otherwise.
 const MESSAGE: usize = 65536;
 const BACKLOG: usize = 1 << 20;
 const BATCH: usize = 64;
@@ -178,7 +180,7 @@ struct Figures {
     copied: u64,
 }
 
-fn run(mib: usize) -> Figures {
+fn run(mib: usize, message: usize) -> Figures {
     let mut a = Side::new(1, "192.0.2.1:4910");
     let mut b = Side::new(2, "192.0.2.2:4910");
     let peer = b.ep.node_id();
@@ -199,7 +201,7 @@ fn run(mib: usize) -> Figures {
         a_open && b_open
     });
     let flow = a.ep.open_flow(sa, b"frames", None).expect("flow");
-    let msg = vec![0x5a_u8; MESSAGE];
+    let msg = vec![0x5a_u8; message];
     a.ep.send(Instant::now(), sa, flow, &msg, Reliability::NoRetransmit)
         .expect("first frame");
     // Path MTU discovery reaches 1472 bytes (a 1500-byte IPv4 path), and
@@ -237,7 +239,7 @@ fn run(mib: usize) -> Figures {
                 .send(t0, sa, flow, &msg, Reliability::NoRetransmit)
                 .is_ok()
         {
-            queued += MESSAGE;
+            queued += message;
             messages += 1;
         }
         collect(&mut a, &mut ab, Instant::now());
@@ -325,15 +327,20 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    let message: usize = std::env::var("BENCH_MESSAGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&m| m > 0)
+        .unwrap_or(MESSAGE);
     println!(
-        "frames_bench: {mib} MiB of 64 KiB NoRetransmit messages per run, in memory, one thread"
+        "frames_bench: {mib} MiB of {message}-byte NoRetransmit messages per run, in memory, one thread"
     );
     for r in 1..=runs {
-        let f = run(mib);
+        let f = run(mib, message);
         let per = |d: Duration| d.as_nanos() as f64 / f.packets as f64;
         let plain = f.size.saturating_sub(28);
         let (seal, open) = (aead_ns(plain, false), aead_ns(plain, true));
-        let gbit = |d: Duration| (f.messages as f64 * MESSAGE as f64 * 8.0) / d.as_secs_f64() / 1e9;
+        let gbit = |d: Duration| (f.messages as f64 * message as f64 * 8.0) / d.as_secs_f64() / 1e9;
         println!(
             "run {r}: {} B packets, {:.1} data packets and {:.1} acks per message; \
              A {:.0} ns/packet (AES-GCM seal {:.0}), B {:.0} ns/packet (open {:.0}); \
@@ -348,7 +355,7 @@ fn main() {
             open,
             gbit(f.a),
             gbit(f.b),
-            f.copied as f64 * 100.0 / (f.messages as f64 * MESSAGE as f64),
+            f.copied as f64 * 100.0 / (f.messages as f64 * message as f64),
         );
     }
 }
