@@ -637,6 +637,30 @@ fn a_modified_copy_sent_ahead_of_each_datagram_does_not_stop_a_relayed_transfer(
 fn relayed_datagrams_are_whole_aes_blocks_for_the_hop_tags() {
     let mut net = lab(0.0);
     let (_ra, _rb, sa, _sb) = relayed_via_r1(&mut net);
+    route_datagrams_are_whole_blocks(&mut net, sa);
+}
+
+/// As above for a session that opened on the direct path (whole blocks of
+/// its own plain text) and then moved onto a route: the rounding follows
+/// DESTADDR.
+#[test]
+fn a_session_moved_onto_a_route_pads_for_the_hop_tags() {
+    let mut net = lab(0.0);
+    connect_direct(&mut net, A, R1);
+    connect_direct(&mut net, B, R1);
+    let (sa, sb) = connect_direct(&mut net, A, B);
+    let (ra, rb) = route(&mut net, A, R1, B);
+    let now = net.now;
+    // Both ends move, as two agents whose direct path broke do.
+    assert!(net.nodes[A].ep.migrate(now, sa, Path::Route(ra)));
+    assert!(net.nodes[B].ep.migrate(now, sb, Path::Route(rb)));
+    block_direct(&mut net);
+    route_datagrams_are_whole_blocks(&mut net, sa);
+}
+
+/// Frames A sends on `sa`, a session over a route through R1 with no
+/// direct path, cross both hops as datagrams of whole 16-byte blocks.
+fn route_datagrams_are_whole_blocks(net: &mut Net, sa: SessionId) {
     let frames = net.nodes[A].ep.open_flow(sa, b"frames", None).unwrap();
     // PMTU discovery done (no probes of other sizes in the log): the
     // largest end-to-end datagram a route over 1500-byte links carries.
@@ -659,7 +683,7 @@ fn relayed_datagrams_are_whole_aes_blocks_for_the_hop_tags() {
     // rounded size as at the full one (else the full size is used).
     for (n, len) in [(1u64, 10_000usize), (2, 70)] {
         seen.borrow_mut().clear();
-        send_as(&mut net, (A, sa, frames), n, len, Reliability::NoRetransmit);
+        send_as(net, (A, sa, frames), n, len, Reliability::NoRetransmit);
         let mut got = Vec::new();
         assert!(net.run_until(Duration::from_secs(5), |n| {
             for e in n.take_events(B) {
