@@ -8,8 +8,9 @@
 //! blocks by concern: this file has the state, its one transition function
 //! ([`Session::set_state`], which also arms and stops the state's timers),
 //! startup bookkeeping and close; `recv.rs` the input of an established
-//! session, `send.rs` building datagrams, `paths.rs` DESTADDR, mobility and
-//! PMTU bounds, `timer.rs` the one timer table.
+//! session, `send.rs` building datagrams, `align.rs` the padding of their
+//! plain text for the cipher, `paths.rs` DESTADDR, mobility and PMTU
+//! bounds, `timer.rs` the one timer table.
 
 mod align;
 mod paths;
