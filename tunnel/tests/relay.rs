@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{config, LinkModel, Net};
+use common::{config, messages, LinkModel, Net};
 use ringlan_tunnel::SessionId;
 use ringlan_tunnel::{DropReason, Event, Target};
 use ringlan_tunnel::{FlowEvent, FlowId, Reliability};
@@ -686,15 +686,7 @@ fn route_datagrams_are_whole_blocks(net: &mut Net, sa: SessionId) {
         send_as(net, (A, sa, frames), n, len, Reliability::NoRetransmit);
         let mut got = Vec::new();
         assert!(net.run_until(Duration::from_secs(5), |n| {
-            for e in n.take_events(B) {
-                if let Event::Flow {
-                    event: FlowEvent::Message { data, .. },
-                    ..
-                } = e
-                {
-                    got.push(data);
-                }
-            }
+            messages(n, B, &mut got);
             !got.is_empty()
         }));
         assert_eq!(got, vec![pattern(n, len)]);
