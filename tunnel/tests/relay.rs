@@ -121,6 +121,12 @@ fn lab(loss: f64) -> Net {
 
 /// The lab with `rekey` on the route's ends A and B.
 fn lab_rekeying(loss: f64, rekey: RekeyConfig) -> Net {
+    lab_ends(loss, |c| c.session.rekey = rekey.clone())
+}
+
+/// The lab with `set` applied to the configuration of the route's ends A
+/// and B.
+fn lab_ends(loss: f64, set: impl Fn(&mut ringlan_tunnel::EndpointConfig)) -> Net {
     let mut net = Net::new(
         11,
         LinkModel {
@@ -131,7 +137,7 @@ fn lab_rekeying(loss: f64, rekey: RekeyConfig) -> Net {
     );
     let end = |seed| {
         let mut c = config(seed);
-        c.session.rekey = rekey.clone();
+        set(&mut c);
         c
     };
     assert_eq!(net.add(end(1)), A);
@@ -658,15 +664,67 @@ fn a_session_moved_onto_a_route_pads_for_the_hop_tags() {
     route_datagrams_are_whole_blocks(&mut net, sa);
 }
 
-/// Frames A sends on `sa`, a session over a route through R1 with no
-/// direct path, cross both hops as datagrams of whole 16-byte blocks.
-fn route_datagrams_are_whole_blocks(net: &mut Net, sa: SessionId) {
+/// A frame queued at once after the move, before anything is known of the
+/// route's path MTU: the fragment size the move computed already rounds
+/// for the hop tags (the session assigns DESTADDR, then sizes fragments
+/// for it). The ends send at most the base size, so no PMTU probe (whose
+/// size is exact) crosses the hops and every datagram there is checked.
+#[test]
+fn a_frame_queued_right_after_a_move_onto_a_route_is_cut_for_the_hop_tags() {
+    // The size every path starts at (PMTU discovery's base, RFC 8899).
+    const BASE_SIZE: usize = 1200;
+    let mut net = lab_ends(0.0, |c| c.session.max_datagram = BASE_SIZE);
+    connect_direct(&mut net, A, R1);
+    connect_direct(&mut net, B, R1);
+    let (sa, sb) = connect_direct(&mut net, A, B);
+    let (ra, rb) = route(&mut net, A, R1, B);
+    // The flow is open and acknowledged (its fragments no longer leave
+    // room for its metadata) before the move.
     let frames = net.nodes[A].ep.open_flow(sa, b"frames", None).unwrap();
-    // PMTU discovery done (no probes of other sizes in the log): the
-    // largest end-to-end datagram a route over 1500-byte links carries.
-    assert!(net.run_until(Duration::from_secs(30), |n| {
-        n.nodes[A].ep.session_info(sa).unwrap().pmtu == 1452 - ROUTE_OVERHEAD
+    send_as(&mut net, (A, sa, frames), 1, 70, Reliability::NoRetransmit);
+    let mut got = Vec::new();
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        messages(n, B, &mut got);
+        !got.is_empty()
     }));
+    net.run_for(Duration::from_millis(200));
+    let seen = log_hop_sizes(&mut net);
+    let now = net.now;
+    assert!(net.nodes[A].ep.migrate(now, sa, Path::Route(ra)));
+    assert!(net.nodes[B].ep.migrate(now, sb, Path::Route(rb)));
+    let len = 10_000;
+    send_as(&mut net, (A, sa, frames), 2, len, Reliability::NoRetransmit);
+    got.clear();
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        messages(n, B, &mut got);
+        !got.is_empty()
+    }));
+    assert_eq!(got, vec![pattern(2, len)]);
+    let carried: Vec<usize> = seen
+        .borrow()
+        .iter()
+        .copied()
+        .filter(|&l| l >= 100)
+        .collect();
+    // Nine datagrams on each hop, whole blocks; the full ones are the
+    // largest whole-block route datagram around at most the base size end
+    // to end (fragments cut for the direct path's rounding are 8 bytes
+    // longer and leave no room to pad for the hop tags).
+    let most = BASE_SIZE + ROUTE_OVERHEAD;
+    assert!(
+        carried.len() >= 2 * len.div_ceil(BASE_SIZE - 64),
+        "{carried:?}"
+    );
+    assert!(
+        carried.iter().all(|&l| l <= most && l % 16 == 0),
+        "{carried:?}"
+    );
+    assert!(carried.contains(&(most / 16 * 16)), "{carried:?}");
+}
+
+/// Blocks the direct path between A and B and logs the size of every
+/// datagram on the hops A -> R1 and R1 -> B.
+fn log_hop_sizes(net: &mut Net) -> std::rc::Rc<std::cell::RefCell<Vec<usize>>> {
     let (a, r1, b) = (net.nodes[A].addr, net.nodes[R1].addr, net.nodes[B].addr);
     let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let log = seen.clone();
@@ -679,6 +737,19 @@ fn route_datagrams_are_whole_blocks(net: &mut Net, sa: SessionId) {
         }
         false
     }));
+    seen
+}
+
+/// Frames A sends on `sa`, a session over a route through R1 with no
+/// direct path, cross both hops as datagrams of whole 16-byte blocks.
+fn route_datagrams_are_whole_blocks(net: &mut Net, sa: SessionId) {
+    let frames = net.nodes[A].ep.open_flow(sa, b"frames", None).unwrap();
+    // PMTU discovery done (no probes of other sizes in the log): the
+    // largest end-to-end datagram a route over 1500-byte links carries.
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        n.nodes[A].ep.session_info(sa).unwrap().pmtu == 1452 - ROUTE_OVERHEAD
+    }));
+    let seen = log_hop_sizes(net);
     // Ten fragments of 1,000 bytes take as many datagrams cut at the
     // rounded size as at the full one (else the full size is used).
     for (n, len) in [(1u64, 10_000usize), (2, 70)] {
