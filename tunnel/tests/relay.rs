@@ -671,7 +671,8 @@ fn a_session_moved_onto_a_route_pads_for_the_hop_tags() {
 /// size is exact) crosses the hops and every datagram there is checked.
 #[test]
 fn a_frame_queued_right_after_a_move_onto_a_route_is_cut_for_the_hop_tags() {
-    // The size every path starts at (PMTU discovery's base, RFC 8899).
+    // The size every path starts at before a PMTU probe succeeds
+    // (`pmtu::BASE_SIZE`, RFC 7016 3.5.4.3).
     const BASE_SIZE: usize = 1200;
     let mut net = lab_ends(0.0, |c| c.session.max_datagram = BASE_SIZE);
     connect_direct(&mut net, A, R1);
