@@ -682,24 +682,15 @@ fn a_frame_queued_right_after_a_move_onto_a_route_is_cut_for_the_hop_tags() {
     // The flow is open and acknowledged (its fragments no longer leave
     // room for its metadata) before the move.
     let frames = net.nodes[A].ep.open_flow(sa, b"frames", None).unwrap();
-    send_as(&mut net, (A, sa, frames), 1, 70, Reliability::NoRetransmit);
-    let mut got = Vec::new();
-    assert!(net.run_until(Duration::from_secs(5), |n| {
-        messages(n, B, &mut got);
-        !got.is_empty()
-    }));
+    let got = deliver_frame(&mut net, (A, sa, frames), 1, 70);
+    assert_eq!(got, vec![pattern(1, 70)]);
     net.run_for(Duration::from_millis(200));
     let seen = log_hop_sizes(&mut net);
     let now = net.now;
     assert!(net.nodes[A].ep.migrate(now, sa, Path::Route(ra)));
     assert!(net.nodes[B].ep.migrate(now, sb, Path::Route(rb)));
     let len = 10_000;
-    send_as(&mut net, (A, sa, frames), 2, len, Reliability::NoRetransmit);
-    got.clear();
-    assert!(net.run_until(Duration::from_secs(5), |n| {
-        messages(n, B, &mut got);
-        !got.is_empty()
-    }));
+    let got = deliver_frame(&mut net, (A, sa, frames), 2, len);
     assert_eq!(got, vec![pattern(2, len)]);
     let carried: Vec<usize> = seen
         .borrow()
@@ -712,6 +703,8 @@ fn a_frame_queued_right_after_a_move_onto_a_route_is_cut_for_the_hop_tags() {
     // to end (fragments cut for the direct path's rounding are 8 bytes
     // longer and leave no room to pad for the hop tags).
     let most = BASE_SIZE + ROUTE_OVERHEAD;
+    // At least one datagram per hop for each 1,136 bytes of frame: the
+    // base size less more than the session's and chunk's headers.
     assert!(
         carried.len() >= 2 * len.div_ceil(BASE_SIZE - 64),
         "{carried:?}"
@@ -721,6 +714,24 @@ fn a_frame_queued_right_after_a_move_onto_a_route_is_cut_for_the_hop_tags() {
         "{carried:?}"
     );
     assert!(carried.contains(&(most / 16 * 16)), "{carried:?}");
+}
+
+/// Sends message `n` (`len` bytes of [`pattern`]) on the NoRetransmit flow
+/// `at` and runs until B receives a message (within 5 s); returns what B
+/// received.
+fn deliver_frame(
+    net: &mut Net,
+    at: (usize, SessionId, FlowId),
+    n: u64,
+    len: usize,
+) -> Vec<Vec<u8>> {
+    send_as(net, at, n, len, Reliability::NoRetransmit);
+    let mut got = Vec::new();
+    assert!(net.run_until(Duration::from_secs(5), |net| {
+        messages(net, B, &mut got);
+        !got.is_empty()
+    }));
+    got
 }
 
 /// Blocks the direct path between A and B and logs the size of every
@@ -755,12 +766,7 @@ fn route_datagrams_are_whole_blocks(net: &mut Net, sa: SessionId) {
     // rounded size as at the full one (else the full size is used).
     for (n, len) in [(1u64, 10_000usize), (2, 70)] {
         seen.borrow_mut().clear();
-        send_as(net, (A, sa, frames), n, len, Reliability::NoRetransmit);
-        let mut got = Vec::new();
-        assert!(net.run_until(Duration::from_secs(5), |n| {
-            messages(n, B, &mut got);
-            !got.is_empty()
-        }));
+        let got = deliver_frame(net, (A, sa, frames), n, len);
         assert_eq!(got, vec![pattern(n, len)]);
         let sizes = seen.borrow().clone();
         // Both hops carry the frame's datagrams (and hop-session traffic,
