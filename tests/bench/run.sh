@@ -7,6 +7,12 @@
 #   wireguard-go WireGuard in Go (L3, UDP; the userspace implementation, like
 #                the others here),
 #   ringlan      target/release/ringlan (built first if missing or stale),
+# and, when named in BENCH_SYSTEMS (not by default), two yardsticks:
+#   floor        agent/examples/tap_floor.rs: TAP frames cut into datagrams
+#                and sent with UDP GSO/GRO, nothing else (no crypto, no
+#                protocol), the least a TAP-over-UDP VPN does per byte here,
+#   floor-aes    the same with every datagram sealed and opened with
+#                AES-256-GCM as ringlan's are,
 # at each underlay loss rate (nftables `numgen random` drops on both hosts'
 # input). Per system and loss it prints the median, min and max over the
 # rounds of: single-stream and 4-stream TCP throughput (iperf3), idle RTT,
@@ -24,7 +30,9 @@
 # congestion control, default the kernel's: `sysctl net.ipv4.tcp_congestion_control`;
 # printed in the header, since BBR and CUBIC answer a VPN's queues and losses
 # differently), BENCH_RINGLAN_IO_THREADS (ringlan's `io_threads`: auto,
-# true or false; default the config's default, auto; printed in the header). Missing Debian packages (iperf3, tinc,
+# true or false; default the config's default, auto; printed in the header),
+# FLOOR_BIN (the floor's binary; default target/release/examples/tap_floor,
+# built first when missing). Missing Debian packages (iperf3, tinc,
 # nebula, wireguard-go, wireguard-tools, nftables, jq, ethtool) are installed first.
 set -euo pipefail
 
@@ -349,6 +357,37 @@ YAML
 
 # Two agents on the same veth: A is the introducer (with a TAP like any
 # node), B joins it. Overlay addresses 10.77.0.1/.2.
+FLOOR_A="" FLOOR_B="" FLOOR_AES_A="" FLOOR_AES_B=""
+build_floor() {
+    wants floor || wants floor-aes || return 0
+    [ -z "${FLOOR_BIN:-}" ] || return 0
+    FLOOR_BIN="$repo/target/release/examples/tap_floor"
+    echo "bench: building the floor (cargo build --release -p ringlan-agent --example tap_floor)"
+    command -v cargo >/dev/null || { echo "bench: cargo not found; set FLOOR_BIN" >&2; return 1; }
+    (cd "$repo" && cargo build --release -p ringlan-agent --example tap_floor)
+}
+
+# start_floor NAME NET PORT [--seal]: tap_floor in both namespaces, the
+# TAPs at 10.NET.0.1 and .2; sets FLOOR_A/FLOOR_B or FLOOR_AES_A/_B.
+start_floor() {
+    local name="$1" net="$2" port="$3" a b
+    shift 3
+    ip netns exec "$NS_B" "$FLOOR_BIN" --tap "rl-$name" --addr "10.$net.0.2/24" \
+        --local "$ADDR_B:$port" --peer "$ADDR_A:$port" "$@" >"$WORK/$name-b.log" 2>&1 &
+    b=$!
+    PIDS+=("$b")
+    ip netns exec "$NS_A" "$FLOOR_BIN" --tap "rl-$name" --addr "10.$net.0.1/24" \
+        --local "$ADDR_A:$port" --peer "$ADDR_B:$port" "$@" >"$WORK/$name-a.log" 2>&1 &
+    a=$!
+    PIDS+=("$a")
+    if ! wait_until 30 in_a ping -c1 -W1 "10.$net.0.2"; then
+        echo "bench: $name did not connect; logs:" >&2
+        tail -n 20 "$WORK/$name"-*.log >&2
+        return 1
+    fi
+    if [ "$name" = floor ]; then FLOOR_A=$a FLOOR_B=$b; else FLOOR_AES_A=$a FLOOR_AES_B=$b; fi
+}
+
 RL_A="" RL_B=""
 start_ringlan() {
     local d="$WORK/ringlan"
@@ -521,11 +560,14 @@ report() {
 
 install_missing
 build_ringlan
+build_floor
 setup
 wants tinc && start_tinc
 wants nebula && start_nebula
 wants wireguard-go && start_wireguard
 wants ringlan && start_ringlan
+wants floor && start_floor floor 75 4920
+wants floor-aes && start_floor floor-aes 76 4921 --seal
 for ((round = 1; round <= ROUNDS; round++)); do
     for loss in $LOSSES; do
         set_loss "$loss"
@@ -536,6 +578,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
             nebula) measure nebula "$round" "$loss" 10.79.0.2 "$NEB_A" "$NEB_B" ;;
             wireguard-go) measure wireguard-go "$round" "$loss" 10.80.0.2 "$WG_A" "$WG_B" ;;
             ringlan) measure ringlan "$round" "$loss" 10.77.0.2 "$RL_A" "$RL_B" ;;
+            floor) measure floor "$round" "$loss" 10.75.0.2 "$FLOOR_A" "$FLOOR_B" ;;
+            floor-aes) measure floor-aes "$round" "$loss" 10.76.0.2 "$FLOOR_AES_A" "$FLOOR_AES_B" ;;
             *) echo "bench: unknown system $sys (BENCH_SYSTEMS)" >&2; exit 1 ;;
             esac
         done

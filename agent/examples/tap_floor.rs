@@ -1,0 +1,495 @@
+//! The least a TAP-over-UDP VPN does per byte on this machine: a bench
+//! yardstick for `tests/bench/run.sh` (system `floor`), not a VPN.
+//!
+//! It opens a TAP the way the agent does (virtio header, TCP segmentation
+//! offload, so the kernel hands over 64 KiB TCP super-frames), cuts each
+//! frame into datagrams of a 1500-byte path with an 8-byte header
+//! (message number, piece, pieces), sends them with UDP GSO, receives with
+//! UDP GRO and writes each message back to its TAP with one `writev`
+//! straight from the receive buffers. With `--seal` every datagram is
+//! sealed and opened with AES-256-GCM (`ring`, in place), as the agent's
+//! are. Nothing else: no handshake, no acknowledgement, no congestion
+//! control, no flow or session state, no overlay, one thread. What it
+//! costs per GB, and how fast a TCP stream runs through it on the bench's
+//! two namespaces, bounds from below what any design of the agent could
+//! reach on the same machine (docs/dataplane.md, "The floor").
+//!
+//! Usage (root, inside a namespace): `tap_floor --tap NAME --addr CIDR
+//! --local IP:PORT --peer IP:PORT [--seal]`; runs until killed.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ringlan_agent::config::IpCidr;
+use ringlan_agent::tap::{Tap, TapConfig, TAP_MAX_FRAME, VNET_HDR_LEN};
+
+/// UDP payload on a 1500-byte IPv4 path.
+const DATAGRAM: usize = 1472;
+const HEADER: usize = 8;
+const TAG: usize = 16;
+/// Message bytes per datagram: header, piece and tag in whole AES blocks.
+const PIECE: usize = DATAGRAM - TAG - HEADER;
+/// A GSO message: at most this many segments (and under 64 KiB).
+const MAX_RUN: usize = 44;
+/// TAP frames read per wake-up before sending.
+const TAP_BATCH: usize = 16;
+/// Receive buffers per `recvmmsg` and in the ring they are taken from.
+const RX_BATCH: usize = 16;
+const RX_RING: usize = 256;
+const RX_SLOT: usize = 65536;
+const SOCKET_BUFFER: libc::c_int = 4 << 20;
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+
+struct Args {
+    tap: String,
+    addr: IpCidr,
+    local: SocketAddr,
+    peer: SocketAddr,
+    seal: bool,
+}
+
+fn args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut tap, mut addr, mut local, mut peer, mut seal) = (None, None, None, None, false);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--tap" => tap = Some(val()?),
+            "--addr" => addr = Some(val()?.parse::<IpCidr>().map_err(|e| e.to_string())?),
+            "--local" => local = Some(val()?.parse().map_err(|e| format!("--local: {e}"))?),
+            "--peer" => peer = Some(val()?.parse().map_err(|e| format!("--peer: {e}"))?),
+            "--seal" => seal = true,
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    Ok(Args {
+        tap: tap.ok_or("--tap missing")?,
+        addr: addr.ok_or("--addr missing")?,
+        local: local.ok_or("--local missing")?,
+        peer: peer.ok_or("--peer missing")?,
+        seal,
+    })
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn setsockopt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: `fd` is a live socket; the option value is an int on the stack.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// AES-256-GCM with a fixed key (this is a bench); the nonce is the
+/// direction, message number and piece, so a lost datagram costs nothing
+/// but itself.
+struct Seal {
+    key: LessSafeKey,
+    dir: u8,
+}
+
+impl Seal {
+    fn new(dir: u8) -> Seal {
+        let key = UnboundKey::new(&AES_256_GCM, &[0x5a; 32]).expect("32-byte key");
+        Seal {
+            key: LessSafeKey::new(key),
+            dir,
+        }
+    }
+
+    fn nonce(&self, header: &[u8]) -> Nonce {
+        let mut n = [0u8; 12];
+        n[0] = self.dir;
+        n[4..10].copy_from_slice(&header[..6]);
+        Nonce::assume_unique_for_key(n)
+    }
+}
+
+/// Consecutive datagrams in the send buffer sent as one GSO message:
+/// equal segments, the last one possibly shorter (which closes the run).
+struct Run {
+    start: usize,
+    count: usize,
+    segment: usize,
+    closed: bool,
+}
+
+/// The sending half: TAP frames cut into GSO runs.
+struct Tx {
+    buf: Vec<u8>,
+    len: usize,
+    runs: Vec<Run>,
+    seal: Option<Seal>,
+    msg: u32,
+}
+
+impl Tx {
+    fn push(&mut self, frame: &[u8]) {
+        self.msg = self.msg.wrapping_add(1);
+        let pieces = frame.len().div_ceil(PIECE).max(1);
+        for (i, piece) in frame.chunks(PIECE).enumerate() {
+            let seg = HEADER + piece.len() + if self.seal.is_some() { TAG } else { 0 };
+            let at = self.len;
+            let b = &mut self.buf[at..at + seg];
+            b[..4].copy_from_slice(&self.msg.to_be_bytes());
+            b[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+            b[6..8].copy_from_slice(&(pieces as u16).to_be_bytes());
+            b[HEADER..HEADER + piece.len()].copy_from_slice(piece);
+            if let Some(s) = self.seal.as_ref() {
+                let (plain, tag) = b.split_at_mut(HEADER + piece.len());
+                let (header, body) = plain.split_at_mut(HEADER);
+                let t = s
+                    .key
+                    .seal_in_place_separate_tag(s.nonce(header), Aad::empty(), body)
+                    .expect("seal");
+                tag.copy_from_slice(t.as_ref());
+            }
+            self.len += seg;
+            // A run continues while its segments are equal; a shorter one
+            // ends it.
+            match self.runs.last_mut() {
+                Some(r) if !r.closed && r.count < MAX_RUN && seg <= r.segment => {
+                    r.count += 1;
+                    r.closed = seg < r.segment;
+                }
+                _ => self.runs.push(Run {
+                    start: at,
+                    count: 1,
+                    segment: seg,
+                    closed: false,
+                }),
+            }
+        }
+    }
+
+    fn flush(&mut self, fd: RawFd, peer: &libc::sockaddr_in) -> io::Result<()> {
+        if self.runs.is_empty() {
+            return Ok(());
+        }
+        let n = self.runs.len();
+        let mut iov = Vec::with_capacity(n);
+        let mut cmsg = vec![[0u64; 4]; n];
+        let mut segs = Vec::with_capacity(n);
+        for (k, r) in self.runs.iter().enumerate() {
+            let end = self.runs.get(k + 1).map_or(self.len, |next| next.start);
+            segs.push(r.segment);
+            iov.push(libc::iovec {
+                iov_base: self.buf[r.start..].as_mut_ptr().cast(),
+                iov_len: end - r.start,
+            });
+        }
+        let mut msgs: Vec<libc::mmsghdr> = (0..n)
+            .map(|k| {
+                // SAFETY: an all-zero mmsghdr is a valid empty header.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = (peer as *const libc::sockaddr_in).cast_mut().cast();
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                m.msg_hdr.msg_iov = &mut iov[k];
+                m.msg_hdr.msg_iovlen = 1;
+                if self.runs[k].count > 1 {
+                    let c = cmsg[k].as_mut_ptr().cast::<libc::cmsghdr>();
+                    // SAFETY: `c` points at 32 zeroed, aligned bytes, room
+                    // for one cmsg header with an int.
+                    unsafe {
+                        (*c).cmsg_level = libc::SOL_UDP;
+                        (*c).cmsg_type = UDP_SEGMENT;
+                        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                        libc::CMSG_DATA(c)
+                            .cast::<u16>()
+                            .write_unaligned(segs[k] as u16);
+                        m.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
+                    }
+                    m.msg_hdr.msg_control = c.cast();
+                }
+                m
+            })
+            .collect();
+        let mut sent = 0;
+        while sent < n {
+            // SAFETY: every header points at live iovecs, address and cmsg.
+            let r = unsafe { libc::sendmmsg(fd, msgs[sent..].as_mut_ptr(), (n - sent) as u32, 0) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    // The socket buffer is full: drop the rest, as a VPN
+                    // without a queue of its own would.
+                    break;
+                }
+                return Err(e);
+            }
+            sent += r as usize;
+        }
+        self.runs.clear();
+        self.len = 0;
+        Ok(())
+    }
+}
+
+/// The receiving half: datagrams in a ring of slots, messages written to
+/// the TAP from where they were received.
+struct Rx {
+    ring: Vec<u8>,
+    next: usize,
+    open: Option<Seal>,
+    /// The message being collected: number, pieces, (slot, offset, len).
+    msg: u32,
+    pieces: usize,
+    parts: Vec<(usize, usize, usize)>,
+    dropped: u64,
+}
+
+impl Rx {
+    fn poll(&mut self, fd: RawFd, tap: RawFd) -> io::Result<bool> {
+        let first = self.next;
+        let mut iov: Vec<libc::iovec> = (0..RX_BATCH)
+            .map(|k| libc::iovec {
+                iov_base: self.ring[((first + k) % RX_RING) * RX_SLOT..]
+                    .as_mut_ptr()
+                    .cast(),
+                iov_len: RX_SLOT,
+            })
+            .collect();
+        let mut cmsg = [[0u64; 8]; RX_BATCH];
+        let mut msgs: Vec<libc::mmsghdr> = (0..RX_BATCH)
+            .map(|k| {
+                // SAFETY: an all-zero mmsghdr is a valid empty header.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = &mut iov[k];
+                m.msg_hdr.msg_iovlen = 1;
+                m.msg_hdr.msg_control = cmsg[k].as_mut_ptr().cast();
+                m.msg_hdr.msg_controllen = 64;
+                m
+            })
+            .collect();
+        // SAFETY: the headers point at live slots and control buffers.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                RX_BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        let got = r as usize;
+        self.next = (first + got) % RX_RING;
+        for (k, m) in msgs.iter().enumerate().take(got) {
+            let slot = (first + k) % RX_RING;
+            let len = m.msg_len as usize;
+            let mut seg = len;
+            // SAFETY: the kernel filled msg_control up to msg_controllen.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                        seg = libc::CMSG_DATA(c).cast::<u16>().read_unaligned() as usize;
+                    }
+                    c = libc::CMSG_NXTHDR(&m.msg_hdr, c);
+                }
+            }
+            let mut off = 0;
+            while off < len {
+                let d = seg.min(len - off);
+                self.datagram(slot, off, d, tap)?;
+                off += d;
+            }
+        }
+        Ok(true)
+    }
+
+    fn datagram(&mut self, slot: usize, off: usize, len: usize, tap: RawFd) -> io::Result<()> {
+        let tag = if self.open.is_some() { TAG } else { 0 };
+        if len < HEADER + tag {
+            self.dropped += 1;
+            return Ok(());
+        }
+        let at = slot * RX_SLOT + off;
+        let d = &mut self.ring[at..at + len];
+        let msg = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+        let piece = usize::from(u16::from_be_bytes([d[4], d[5]]));
+        let pieces = usize::from(u16::from_be_bytes([d[6], d[7]]));
+        if let Some(s) = self.open.as_ref() {
+            let (header, body) = d.split_at_mut(HEADER);
+            if s.key
+                .open_in_place(s.nonce(header), Aad::empty(), body)
+                .is_err()
+            {
+                self.dropped += 1;
+                return Ok(());
+            }
+        }
+        if piece == 0 {
+            if !self.parts.is_empty() {
+                self.dropped += 1;
+            }
+            self.parts.clear();
+            self.msg = msg;
+            self.pieces = pieces;
+        } else if msg != self.msg || piece != self.parts.len() {
+            // A lost or late piece: the message is gone.
+            self.parts.clear();
+            self.dropped += 1;
+            return Ok(());
+        }
+        self.parts.push((slot, off + HEADER, len - HEADER - tag));
+        if self.parts.len() == self.pieces {
+            let iov: Vec<libc::iovec> = self
+                .parts
+                .iter()
+                .map(|&(s, o, l)| libc::iovec {
+                    iov_base: self.ring[s * RX_SLOT + o..].as_mut_ptr().cast(),
+                    iov_len: l,
+                })
+                .collect();
+            // SAFETY: the iovecs point into `ring`, which outlives the call.
+            let r = unsafe { libc::writev(tap, iov.as_ptr(), iov.len() as libc::c_int) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    return Err(e);
+                }
+                self.dropped += 1;
+            }
+            self.parts.clear();
+        }
+        Ok(())
+    }
+}
+
+/// A MAC byte from the interface address, so the two ends differ.
+fn mac_byte(a: &IpCidr) -> u8 {
+    match a.addr {
+        std::net::IpAddr::V4(v4) => v4.octets()[3],
+        std::net::IpAddr::V6(v6) => v6.octets()[15],
+    }
+}
+
+fn run(a: Args) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _enter = rt.enter();
+    let tap = Tap::open(&TapConfig {
+        name: a.tap.clone(),
+        mtu: 1400,
+        mac: [0x02, 0x52, 0x4c, 0x46, 0, mac_byte(&a.addr)],
+        addresses: vec![a.addr],
+    })?;
+    let tapf = tap.writer()?;
+    let tapfd = tapf.as_raw_fd();
+    let sock = UdpSocket::bind(a.local)?;
+    sock.set_nonblocking(true)?;
+    let fd = sock.as_raw_fd();
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER)?;
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER)?;
+    setsockopt(fd, libc::SOL_UDP, UDP_GRO, 1)?;
+    let SocketAddr::V4(peer) = a.peer else {
+        return Err(io::Error::other("--peer must be IPv4"));
+    };
+    let peer = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: peer.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*peer.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // Directions: the side with the lower address seals with 1, the other 2.
+    let (out_dir, in_dir) = if (a.local.ip(), a.local.port()) < (a.peer.ip(), a.peer.port()) {
+        (1, 2)
+    } else {
+        (2, 1)
+    };
+    let mut tx = Tx {
+        buf: vec![0u8; TAP_BATCH * (TAP_MAX_FRAME + VNET_HDR_LEN).div_ceil(PIECE) * DATAGRAM],
+        len: 0,
+        runs: Vec::new(),
+        seal: a.seal.then(|| Seal::new(out_dir)),
+        msg: 0,
+    };
+    let mut rx = Rx {
+        ring: vec![0u8; RX_RING * RX_SLOT],
+        next: 0,
+        open: a.seal.then(|| Seal::new(in_dir)),
+        msg: 0,
+        pieces: 0,
+        parts: Vec::new(),
+        dropped: 0,
+    };
+    let mut frame = vec![0u8; VNET_HDR_LEN + TAP_MAX_FRAME];
+    eprintln!(
+        "tap_floor: {} {} -> {} {}",
+        a.tap,
+        a.local,
+        a.peer,
+        if a.seal { "AES-256-GCM" } else { "clear" }
+    );
+    let mut fds = [
+        libc::pollfd {
+            fd: tapfd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: two live descriptors in a stack array.
+        check(unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) })?;
+        for _ in 0..TAP_BATCH {
+            // SAFETY: `frame` is a live buffer of its length.
+            let n = unsafe { libc::read(tapfd, frame.as_mut_ptr().cast(), frame.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    break;
+                }
+                return Err(e);
+            }
+            tx.push(&frame[..n as usize]);
+        }
+        tx.flush(fd, &peer)?;
+        while rx.poll(fd, tapfd)? {}
+    }
+}
+
+fn main() {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("tap_floor: {e}\nusage: tap_floor --tap NAME --addr CIDR --local IP:PORT --peer IP:PORT [--seal]");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(a) {
+        eprintln!("tap_floor: {e}");
+        std::process::exit(1);
+    }
+}
