@@ -49,11 +49,13 @@ struct Args {
     local: SocketAddr,
     peer: SocketAddr,
     seal: bool,
+    ack_every: usize,
 }
 
 fn args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut tap, mut addr, mut local, mut peer, mut seal) = (None, None, None, None, false);
+    let mut ack_every = 0;
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -62,6 +64,7 @@ fn args() -> Result<Args, String> {
             "--local" => local = Some(val()?.parse().map_err(|e| format!("--local: {e}"))?),
             "--peer" => peer = Some(val()?.parse().map_err(|e| format!("--peer: {e}"))?),
             "--seal" => seal = true,
+            "--ack" => ack_every = val()?.parse().map_err(|e| format!("--ack: {e}"))?,
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -71,6 +74,7 @@ fn args() -> Result<Args, String> {
         local: local.ok_or("--local missing")?,
         peer: peer.ok_or("--peer missing")?,
         seal,
+        ack_every,
     })
 }
 
@@ -116,6 +120,8 @@ impl Seal {
     fn nonce(&self, header: &[u8]) -> Nonce {
         let mut n = [0u8; 12];
         n[0] = self.dir;
+        // Acknowledgements (no pieces) number their own nonces.
+        n[1] = u8::from(header[6..8] == [0, 0]);
         n[4..10].copy_from_slice(&header[..6]);
         Nonce::assume_unique_for_key(n)
     }
@@ -252,10 +258,17 @@ struct Rx {
     pieces: usize,
     parts: Vec<(usize, usize, usize)>,
     dropped: u64,
+    /// With `--ack N`: one acknowledgement datagram back per N datagrams
+    /// received in a batch (RTMFP's receiver acknowledges as the agent's
+    /// does, one per 16 data packets of a receive batch), sealed as the
+    /// data is; the other side reads and discards them.
+    ack_every: usize,
+    ack: Option<Seal>,
+    acks_sent: u32,
 }
 
 impl Rx {
-    fn poll(&mut self, fd: RawFd, tap: RawFd) -> io::Result<bool> {
+    fn poll(&mut self, fd: RawFd, tap: RawFd, peer: &libc::sockaddr_in) -> io::Result<bool> {
         let first = self.next;
         let mut iov: Vec<libc::iovec> = (0..RX_BATCH)
             .map(|k| libc::iovec {
@@ -296,6 +309,7 @@ impl Rx {
             };
         }
         let got = r as usize;
+        let mut datagrams = 0usize;
         self.next = (first + got) % RX_RING;
         for (k, m) in msgs.iter().enumerate().take(got) {
             let slot = (first + k) % RX_RING;
@@ -314,18 +328,74 @@ impl Rx {
             let mut off = 0;
             while off < len {
                 let d = seg.min(len - off);
-                self.datagram(slot, off, d, tap)?;
+                if self.datagram(slot, off, d, tap)? {
+                    datagrams += 1;
+                }
                 off += d;
             }
+        }
+        if self.ack_every > 0 && datagrams > 0 {
+            self.send_acks(fd, peer, datagrams.div_ceil(self.ack_every))?;
         }
         Ok(true)
     }
 
-    fn datagram(&mut self, slot: usize, off: usize, len: usize, tap: RawFd) -> io::Result<()> {
+    /// `n` 64-byte acknowledgement datagrams in one `sendmmsg`.
+    fn send_acks(&mut self, fd: RawFd, peer: &libc::sockaddr_in, n: usize) -> io::Result<()> {
+        const ACK: usize = 64;
+        let n = n.min(RX_BATCH);
+        let mut bufs = [[0u8; ACK]; RX_BATCH];
+        for b in bufs.iter_mut().take(n) {
+            self.acks_sent = self.acks_sent.wrapping_add(1);
+            b[..4].copy_from_slice(&self.acks_sent.to_be_bytes());
+            // pieces = 0: an acknowledgement.
+            if let Some(s) = self.ack.as_ref() {
+                let (plain, tag) = b.split_at_mut(ACK - TAG);
+                let (header, body) = plain.split_at_mut(HEADER);
+                let t = s
+                    .key
+                    .seal_in_place_separate_tag(s.nonce(header), Aad::empty(), body)
+                    .expect("seal");
+                tag.copy_from_slice(t.as_ref());
+            }
+        }
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .take(n)
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: ACK,
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                // SAFETY: an all-zero mmsghdr is a valid empty header.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = (peer as *const libc::sockaddr_in).cast_mut().cast();
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        // SAFETY: every header points at a live iovec and the address.
+        let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// One datagram; true if it carried data (not an acknowledgement).
+    fn datagram(&mut self, slot: usize, off: usize, len: usize, tap: RawFd) -> io::Result<bool> {
         let tag = if self.open.is_some() { TAG } else { 0 };
         if len < HEADER + tag {
             self.dropped += 1;
-            return Ok(());
+            return Ok(false);
         }
         let at = slot * RX_SLOT + off;
         let d = &mut self.ring[at..at + len];
@@ -339,8 +409,12 @@ impl Rx {
                 .is_err()
             {
                 self.dropped += 1;
-                return Ok(());
+                return Ok(false);
             }
+        }
+        if pieces == 0 {
+            // An acknowledgement: read, opened, and nothing else.
+            return Ok(false);
         }
         if piece == 0 {
             if !self.parts.is_empty() {
@@ -353,7 +427,7 @@ impl Rx {
             // A lost or late piece: the message is gone.
             self.parts.clear();
             self.dropped += 1;
-            return Ok(());
+            return Ok(true);
         }
         self.parts.push((slot, off + HEADER, len - HEADER - tag));
         if self.parts.len() == self.pieces {
@@ -376,7 +450,7 @@ impl Rx {
             }
             self.parts.clear();
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -439,6 +513,11 @@ fn run(a: Args) -> io::Result<()> {
         pieces: 0,
         parts: Vec::new(),
         dropped: 0,
+        ack_every: a.ack_every,
+        // Acknowledgements go the other way: sealed with this side's
+        // direction, in a nonce space of their own (pieces = 0).
+        ack: a.seal.then(|| Seal::new(out_dir)),
+        acks_sent: 0,
     };
     let mut frame = vec![0u8; VNET_HDR_LEN + TAP_MAX_FRAME];
     eprintln!(
@@ -476,7 +555,7 @@ fn run(a: Args) -> io::Result<()> {
             tx.push(&frame[..n as usize]);
         }
         tx.flush(fd, &peer)?;
-        while rx.poll(fd, tapfd)? {}
+        while rx.poll(fd, tapfd, &peer)? {}
     }
 }
 

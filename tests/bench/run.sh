@@ -13,6 +13,8 @@
 #                protocol), the least a TAP-over-UDP VPN does per byte here,
 #   floor-aes    the same with every datagram sealed and opened with
 #                AES-256-GCM as ringlan's are,
+#   floor-ack    floor-aes with one sealed acknowledgement datagram back per
+#                16 received in a batch (FLOOR_ACK_EVERY), as ringlan's receiver sends,
 # at each underlay loss rate (nftables `numgen random` drops on both hosts'
 # input). Per system and loss it prints the median, min and max over the
 # rounds of: single-stream and 4-stream TCP throughput (iperf3), idle RTT,
@@ -357,9 +359,9 @@ YAML
 
 # Two agents on the same veth: A is the introducer (with a TAP like any
 # node), B joins it. Overlay addresses 10.77.0.1/.2.
-FLOOR_A="" FLOOR_B="" FLOOR_AES_A="" FLOOR_AES_B=""
+declare -A FLOOR_PIDS
 build_floor() {
-    wants floor || wants floor-aes || return 0
+    wants floor || wants floor-aes || wants floor-ack || return 0
     [ -z "${FLOOR_BIN:-}" ] || return 0
     FLOOR_BIN="$repo/target/release/examples/tap_floor"
     echo "bench: building the floor (cargo build --release -p ringlan-agent --example tap_floor)"
@@ -367,16 +369,16 @@ build_floor() {
     (cd "$repo" && cargo build --release -p ringlan-agent --example tap_floor)
 }
 
-# start_floor NAME NET PORT [--seal]: tap_floor in both namespaces, the
-# TAPs at 10.NET.0.1 and .2; sets FLOOR_A/FLOOR_B or FLOOR_AES_A/_B.
+# start_floor NAME NET PORT [OPTION...]: tap_floor in both namespaces, the
+# TAPs (rl-fNET) at 10.NET.0.1 and .2; FLOOR_PIDS[NAME] holds both pids.
 start_floor() {
     local name="$1" net="$2" port="$3" a b
     shift 3
-    ip netns exec "$NS_B" "$FLOOR_BIN" --tap "rl-$name" --addr "10.$net.0.2/24" \
+    ip netns exec "$NS_B" "$FLOOR_BIN" --tap "rl-f$net" --addr "10.$net.0.2/24" \
         --local "$ADDR_B:$port" --peer "$ADDR_A:$port" "$@" >"$WORK/$name-b.log" 2>&1 &
     b=$!
     PIDS+=("$b")
-    ip netns exec "$NS_A" "$FLOOR_BIN" --tap "rl-$name" --addr "10.$net.0.1/24" \
+    ip netns exec "$NS_A" "$FLOOR_BIN" --tap "rl-f$net" --addr "10.$net.0.1/24" \
         --local "$ADDR_A:$port" --peer "$ADDR_B:$port" "$@" >"$WORK/$name-a.log" 2>&1 &
     a=$!
     PIDS+=("$a")
@@ -385,7 +387,7 @@ start_floor() {
         tail -n 20 "$WORK/$name"-*.log >&2
         return 1
     fi
-    if [ "$name" = floor ]; then FLOOR_A=$a FLOOR_B=$b; else FLOOR_AES_A=$a FLOOR_AES_B=$b; fi
+    FLOOR_PIDS[$name]="$a $b"
 }
 
 RL_A="" RL_B=""
@@ -568,6 +570,7 @@ wants wireguard-go && start_wireguard
 wants ringlan && start_ringlan
 wants floor && start_floor floor 75 4920
 wants floor-aes && start_floor floor-aes 76 4921 --seal
+wants floor-ack && start_floor floor-ack 74 4922 --seal --ack "${FLOOR_ACK_EVERY:-16}"
 for ((round = 1; round <= ROUNDS; round++)); do
     for loss in $LOSSES; do
         set_loss "$loss"
@@ -578,8 +581,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
             nebula) measure nebula "$round" "$loss" 10.79.0.2 "$NEB_A" "$NEB_B" ;;
             wireguard-go) measure wireguard-go "$round" "$loss" 10.80.0.2 "$WG_A" "$WG_B" ;;
             ringlan) measure ringlan "$round" "$loss" 10.77.0.2 "$RL_A" "$RL_B" ;;
-            floor) measure floor "$round" "$loss" 10.75.0.2 "$FLOOR_A" "$FLOOR_B" ;;
-            floor-aes) measure floor-aes "$round" "$loss" 10.76.0.2 "$FLOOR_AES_A" "$FLOOR_AES_B" ;;
+            # shellcheck disable=SC2086 # two pids
+            floor) measure floor "$round" "$loss" 10.75.0.2 ${FLOOR_PIDS[floor]} ;;
+            # shellcheck disable=SC2086
+            floor-aes) measure floor-aes "$round" "$loss" 10.76.0.2 ${FLOOR_PIDS[floor-aes]} ;;
+            # shellcheck disable=SC2086
+            floor-ack) measure floor-ack "$round" "$loss" 10.74.0.2 ${FLOOR_PIDS[floor-ack]} ;;
             *) echo "bench: unknown system $sys (BENCH_SYSTEMS)" >&2; exit 1 ;;
             esac
         done
