@@ -125,6 +125,18 @@ impl Seal {
         n[4..10].copy_from_slice(&header[..6]);
         Nonce::assume_unique_for_key(n)
     }
+
+    /// Seals a datagram in place: header in the clear, then the body, then
+    /// room for the tag.
+    fn seal(&self, datagram: &mut [u8]) {
+        let (plain, tag) = datagram.split_at_mut(datagram.len() - TAG);
+        let (header, body) = plain.split_at_mut(HEADER);
+        let t = self
+            .key
+            .seal_in_place_separate_tag(self.nonce(header), Aad::empty(), body)
+            .expect("seal");
+        tag.copy_from_slice(t.as_ref());
+    }
 }
 
 /// Consecutive datagrams in the send buffer sent as one GSO message:
@@ -158,13 +170,7 @@ impl Tx {
             b[6..8].copy_from_slice(&(pieces as u16).to_be_bytes());
             b[HEADER..HEADER + piece.len()].copy_from_slice(piece);
             if let Some(s) = self.seal.as_ref() {
-                let (plain, tag) = b.split_at_mut(HEADER + piece.len());
-                let (header, body) = plain.split_at_mut(HEADER);
-                let t = s
-                    .key
-                    .seal_in_place_separate_tag(s.nonce(header), Aad::empty(), body)
-                    .expect("seal");
-                tag.copy_from_slice(t.as_ref());
+                s.seal(b);
             }
             self.len += seg;
             // A run continues while its segments are equal; a shorter one
@@ -350,13 +356,7 @@ impl Rx {
             b[..4].copy_from_slice(&self.acks_sent.to_be_bytes());
             // pieces = 0: an acknowledgement.
             if let Some(s) = self.ack.as_ref() {
-                let (plain, tag) = b.split_at_mut(ACK - TAG);
-                let (header, body) = plain.split_at_mut(HEADER);
-                let t = s
-                    .key
-                    .seal_in_place_separate_tag(s.nonce(header), Aad::empty(), body)
-                    .expect("seal");
-                tag.copy_from_slice(t.as_ref());
+                s.seal(b);
             }
         }
         let mut iov: Vec<libc::iovec> = bufs
