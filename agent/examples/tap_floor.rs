@@ -263,6 +263,10 @@ struct Rx {
     msg: u32,
     pieces: usize,
     parts: Vec<(usize, usize, usize)>,
+    /// `recvmmsg` calls so far, and the one the message began in: its
+    /// slots are taken again after `RX_RING / RX_BATCH` calls.
+    calls: u64,
+    msg_call: u64,
     dropped: u64,
     /// With `--ack N`: one acknowledgement datagram back per N datagrams
     /// received in a batch (RTMFP's receiver acknowledges as the agent's
@@ -274,6 +278,14 @@ struct Rx {
 }
 
 impl Rx {
+    /// Counts a datagram or message lost; says so at every power of two.
+    fn drop(&mut self) {
+        self.dropped += 1;
+        if self.dropped.is_power_of_two() {
+            eprintln!("tap_floor: {} datagrams or messages lost", self.dropped);
+        }
+    }
+
     fn poll(&mut self, fd: RawFd, tap: RawFd, peer: &libc::sockaddr_in) -> io::Result<bool> {
         let first = self.next;
         let mut iov: Vec<libc::iovec> = (0..RX_BATCH)
@@ -317,6 +329,7 @@ impl Rx {
         let got = r as usize;
         let mut datagrams = 0usize;
         self.next = (first + got) % RX_RING;
+        self.calls += 1;
         for (k, m) in msgs.iter().enumerate().take(got) {
             let slot = (first + k) % RX_RING;
             let len = m.msg_len as usize;
@@ -394,7 +407,7 @@ impl Rx {
     fn datagram(&mut self, slot: usize, off: usize, len: usize, tap: RawFd) -> io::Result<bool> {
         let tag = if self.open.is_some() { TAG } else { 0 };
         if len < HEADER + tag {
-            self.dropped += 1;
+            self.drop();
             return Ok(false);
         }
         let at = slot * RX_SLOT + off;
@@ -408,7 +421,7 @@ impl Rx {
                 .open_in_place(s.nonce(header), Aad::empty(), body)
                 .is_err()
             {
-                self.dropped += 1;
+                self.drop();
                 return Ok(false);
             }
         }
@@ -418,15 +431,20 @@ impl Rx {
         }
         if piece == 0 {
             if !self.parts.is_empty() {
-                self.dropped += 1;
+                self.drop();
             }
             self.parts.clear();
             self.msg = msg;
             self.pieces = pieces;
-        } else if msg != self.msg || piece != self.parts.len() {
-            // A lost or late piece: the message is gone.
+            self.msg_call = self.calls;
+        } else if msg != self.msg
+            || piece != self.parts.len()
+            || self.calls - self.msg_call >= (RX_RING / RX_BATCH - 1) as u64
+        {
+            // A lost or late piece, or one so late that the message's
+            // first slots may be in use again: the message is gone.
             self.parts.clear();
-            self.dropped += 1;
+            self.drop();
             return Ok(true);
         }
         self.parts.push((slot, off + HEADER, len - HEADER - tag));
@@ -446,7 +464,7 @@ impl Rx {
                 if e.kind() != io::ErrorKind::WouldBlock {
                     return Err(e);
                 }
-                self.dropped += 1;
+                self.drop();
             }
             self.parts.clear();
         }
@@ -512,6 +530,8 @@ fn run(a: Args) -> io::Result<()> {
         msg: 0,
         pieces: 0,
         parts: Vec::new(),
+        calls: 0,
+        msg_call: 0,
         dropped: 0,
         ack_every: a.ack_every,
         // Acknowledgements go the other way: sealed with this side's
