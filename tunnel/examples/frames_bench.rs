@@ -23,7 +23,10 @@
 //! `cargo run --release -p ringlan-tunnel --example frames_bench`
 //! (`BENCH_MIB`, default 4096: payload carried per run; `BENCH_RUNS`,
 //! default 3; `BENCH_MESSAGE`, default 65536: message size, e.g. 64781 for
-//! the TCP super-frames of `tests/bench/run.sh`).
+//! the TCP super-frames of `tests/bench/run.sh`; `BENCH_POLLUTE`, default 0:
+//! bytes written between rounds of the exchange, untimed, as the other
+//! programs and the kernel that share the cores of a real run evict the
+//! endpoints' data between their turns).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -180,7 +183,7 @@ struct Figures {
     copied: u64,
 }
 
-fn run(mib: usize, message: usize) -> Figures {
+fn run(mib: usize, message: usize, pollute: usize) -> Figures {
     let mut a = Side::new(1, "192.0.2.1:4910");
     let mut b = Side::new(2, "192.0.2.2:4910");
     let peer = b.ep.node_id();
@@ -229,7 +232,18 @@ fn run(mib: usize, message: usize) -> Figures {
     a.spent = Duration::ZERO;
     b.spent = Duration::ZERO;
     let mut messages = 0u64;
+    let mut dirt = vec![0u8; pollute];
+    let mut round = 0u8;
     while delivered < total {
+        if !dirt.is_empty() {
+            // A read and a write of every cache line (a `fill` of this
+            // size may bypass the cache).
+            round = round.wrapping_add(1);
+            for i in (0..dirt.len()).step_by(64) {
+                dirt[i] = dirt[i].wrapping_add(round);
+            }
+            std::hint::black_box(&dirt);
+        }
         timers(&mut a);
         timers(&mut b);
         let t0 = Instant::now();
@@ -332,11 +346,16 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .filter(|&m| m > 0)
         .unwrap_or(MESSAGE);
+    let pollute: usize = std::env::var("BENCH_POLLUTE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     println!(
-        "frames_bench: {mib} MiB of {message}-byte NoRetransmit messages per run, in memory, one thread"
+        "frames_bench: {mib} MiB of {message}-byte NoRetransmit messages per run, in memory, one thread, \
+         {pollute} bytes written between rounds"
     );
     for r in 1..=runs {
-        let f = run(mib, message);
+        let f = run(mib, message, pollute);
         let per = |d: Duration| d.as_nanos() as f64 / f.packets as f64;
         let plain = f.size.saturating_sub(28);
         let (seal, open) = (aead_ns(plain, false), aead_ns(plain, true));
