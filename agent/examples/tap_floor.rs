@@ -1,5 +1,6 @@
 //! The least a TAP-over-UDP VPN does per byte on this machine: a bench
-//! yardstick for `tests/bench/run.sh` (system `floor`), not a VPN.
+//! yardstick for `tests/bench/run.sh` (systems `floor`, `floor-aes`,
+//! `floor-ack`), not a VPN.
 //!
 //! It opens a TAP the way the agent does (virtio header, TCP segmentation
 //! offload, so the kernel hands over 64 KiB TCP super-frames), cuts each
@@ -8,14 +9,18 @@
 //! UDP GRO and writes each message back to its TAP with one `writev`
 //! straight from the receive buffers. With `--seal` every datagram is
 //! sealed and opened with AES-256-GCM (`ring`, in place), as the agent's
-//! are. Nothing else: no handshake, no acknowledgement, no congestion
-//! control, no flow or session state, no overlay, one thread. What it
-//! costs per GB, and how fast a TCP stream runs through it on the bench's
-//! two namespaces, bounds from below what any design of the agent could
-//! reach on the same machine (docs/dataplane.md, "The floor").
+//! are; with `--ack N` the receiver sends one sealed 64-byte datagram back
+//! per N datagrams of a receive batch, as RTMFP's receiver acknowledges,
+//! which the sender reads and discards. Nothing else: no handshake, no
+//! congestion control, no retransmission, no flow or session state, no
+//! overlay, one thread. Its CPU per GB, and how fast a TCP stream runs
+//! through it between the bench's two namespaces, are what no design of
+//! the agent could improve on with the same machine, cipher and path
+//! (docs/dataplane.md, "The floor").
 //!
 //! Usage (root, inside a namespace): `tap_floor --tap NAME --addr CIDR
-//! --local IP:PORT --peer IP:PORT [--seal]`; runs until killed.
+//! --local IP:PORT --peer IP:PORT [--seal] [--ack N]`; runs until killed.
+//! Both ends use the same fixed key: a bench, not a secure channel.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -583,7 +588,7 @@ fn main() {
     let a = match args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("tap_floor: {e}\nusage: tap_floor --tap NAME --addr CIDR --local IP:PORT --peer IP:PORT [--seal]");
+            eprintln!("tap_floor: {e}\nusage: tap_floor --tap NAME --addr CIDR --local IP:PORT --peer IP:PORT [--seal] [--ack N]");
             std::process::exit(2);
         }
     };
