@@ -160,6 +160,11 @@ struct Tx {
     runs: Vec<Run>,
     seal: Option<Seal>,
     msg: u32,
+    /// Per-flush `sendmmsg` arguments, kept so that a flush allocates
+    /// nothing.
+    iov: Vec<libc::iovec>,
+    cmsg: Vec<[u64; 4]>,
+    msgs: Vec<libc::mmsghdr>,
 }
 
 impl Tx {
@@ -200,47 +205,46 @@ impl Tx {
             return Ok(());
         }
         let n = self.runs.len();
-        let mut iov = Vec::with_capacity(n);
-        let mut cmsg = vec![[0u64; 4]; n];
-        let mut segs = Vec::with_capacity(n);
+        self.iov.clear();
         for (k, r) in self.runs.iter().enumerate() {
             let end = self.runs.get(k + 1).map_or(self.len, |next| next.start);
-            segs.push(r.segment);
-            iov.push(libc::iovec {
+            self.iov.push(libc::iovec {
                 iov_base: self.buf[r.start..].as_mut_ptr().cast(),
                 iov_len: end - r.start,
             });
         }
-        let mut msgs: Vec<libc::mmsghdr> = (0..n)
-            .map(|k| {
-                // SAFETY: an all-zero mmsghdr is a valid empty header.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = (peer as *const libc::sockaddr_in).cast_mut().cast();
-                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                m.msg_hdr.msg_iov = &mut iov[k];
-                m.msg_hdr.msg_iovlen = 1;
-                if self.runs[k].count > 1 {
-                    let c = cmsg[k].as_mut_ptr().cast::<libc::cmsghdr>();
-                    // SAFETY: `c` points at 32 zeroed, aligned bytes, room
-                    // for one cmsg header with an int.
-                    unsafe {
-                        (*c).cmsg_level = libc::SOL_UDP;
-                        (*c).cmsg_type = UDP_SEGMENT;
-                        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
-                        libc::CMSG_DATA(c)
-                            .cast::<u16>()
-                            .write_unaligned(segs[k] as u16);
-                        m.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
-                    }
-                    m.msg_hdr.msg_control = c.cast();
+        self.cmsg.clear();
+        self.cmsg.resize(n, [0; 4]);
+        self.msgs.clear();
+        for (k, r) in self.runs.iter().enumerate() {
+            // SAFETY: an all-zero mmsghdr is a valid empty header.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_name = (peer as *const libc::sockaddr_in).cast_mut().cast();
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            m.msg_hdr.msg_iov = &mut self.iov[k];
+            m.msg_hdr.msg_iovlen = 1;
+            if r.count > 1 {
+                let c = self.cmsg[k].as_mut_ptr().cast::<libc::cmsghdr>();
+                // SAFETY: `c` points at 32 zeroed, aligned bytes, room for
+                // one cmsg header with a u16.
+                unsafe {
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                    libc::CMSG_DATA(c)
+                        .cast::<u16>()
+                        .write_unaligned(r.segment as u16);
+                    m.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
                 }
-                m
-            })
-            .collect();
+                m.msg_hdr.msg_control = c.cast();
+            }
+            self.msgs.push(m);
+        }
         let mut sent = 0;
         while sent < n {
             // SAFETY: every header points at live iovecs, address and cmsg.
-            let r = unsafe { libc::sendmmsg(fd, msgs[sent..].as_mut_ptr(), (n - sent) as u32, 0) };
+            let r =
+                unsafe { libc::sendmmsg(fd, self.msgs[sent..].as_mut_ptr(), (n - sent) as u32, 0) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock {
@@ -264,10 +268,11 @@ struct Rx {
     ring: Vec<u8>,
     next: usize,
     open: Option<Seal>,
-    /// The message being collected: number, pieces, (slot, offset, len).
+    /// The message being collected: number, pieces, and where each piece
+    /// lies in `ring` (which is never reallocated), ready for `writev`.
     msg: u32,
     pieces: usize,
-    parts: Vec<(usize, usize, usize)>,
+    parts: Vec<libc::iovec>,
     /// `recvmmsg` calls so far, and the one the message began in: its
     /// slots are taken again after `RX_RING / RX_BATCH` calls.
     calls: u64,
@@ -284,7 +289,7 @@ struct Rx {
 
 impl Rx {
     /// Counts a datagram or message lost; says so at every power of two.
-    fn drop(&mut self) {
+    fn lost(&mut self) {
         self.dropped += 1;
         if self.dropped.is_power_of_two() {
             eprintln!("tap_floor: {} datagrams or messages lost", self.dropped);
@@ -293,26 +298,22 @@ impl Rx {
 
     fn poll(&mut self, fd: RawFd, tap: RawFd, peer: &libc::sockaddr_in) -> io::Result<bool> {
         let first = self.next;
-        let mut iov: Vec<libc::iovec> = (0..RX_BATCH)
-            .map(|k| libc::iovec {
-                iov_base: self.ring[((first + k) % RX_RING) * RX_SLOT..]
-                    .as_mut_ptr()
-                    .cast(),
-                iov_len: RX_SLOT,
-            })
-            .collect();
+        let mut iov: [libc::iovec; RX_BATCH] = std::array::from_fn(|k| libc::iovec {
+            iov_base: self.ring[((first + k) % RX_RING) * RX_SLOT..]
+                .as_mut_ptr()
+                .cast(),
+            iov_len: RX_SLOT,
+        });
         let mut cmsg = [[0u64; 8]; RX_BATCH];
-        let mut msgs: Vec<libc::mmsghdr> = (0..RX_BATCH)
-            .map(|k| {
-                // SAFETY: an all-zero mmsghdr is a valid empty header.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = &mut iov[k];
-                m.msg_hdr.msg_iovlen = 1;
-                m.msg_hdr.msg_control = cmsg[k].as_mut_ptr().cast();
-                m.msg_hdr.msg_controllen = 64;
-                m
-            })
-            .collect();
+        let mut msgs: [libc::mmsghdr; RX_BATCH] = std::array::from_fn(|k| {
+            // SAFETY: an all-zero mmsghdr is a valid empty header.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = &mut iov[k];
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = cmsg[k].as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = 64;
+            m
+        });
         // SAFETY: the headers point at live slots and control buffers.
         let r = unsafe {
             libc::recvmmsg(
@@ -377,26 +378,19 @@ impl Rx {
                 s.seal(b);
             }
         }
-        let mut iov: Vec<libc::iovec> = bufs
-            .iter_mut()
-            .take(n)
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: ACK,
-            })
-            .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                // SAFETY: an all-zero mmsghdr is a valid empty header.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = (peer as *const libc::sockaddr_in).cast_mut().cast();
-                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
+        let mut iov: [libc::iovec; RX_BATCH] = std::array::from_fn(|k| libc::iovec {
+            iov_base: bufs[k].as_mut_ptr().cast(),
+            iov_len: ACK,
+        });
+        let mut msgs: [libc::mmsghdr; RX_BATCH] = std::array::from_fn(|k| {
+            // SAFETY: an all-zero mmsghdr is a valid empty header.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_name = (peer as *const libc::sockaddr_in).cast_mut().cast();
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            m.msg_hdr.msg_iov = &mut iov[k];
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        });
         // SAFETY: every header points at a live iovec and the address.
         let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
         if r < 0 {
@@ -412,7 +406,7 @@ impl Rx {
     fn datagram(&mut self, slot: usize, off: usize, len: usize, tap: RawFd) -> io::Result<bool> {
         let tag = if self.open.is_some() { TAG } else { 0 };
         if len < HEADER + tag {
-            self.drop();
+            self.lost();
             return Ok(false);
         }
         let at = slot * RX_SLOT + off;
@@ -420,13 +414,14 @@ impl Rx {
         let msg = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
         let piece = usize::from(u16::from_be_bytes([d[4], d[5]]));
         let pieces = usize::from(u16::from_be_bytes([d[6], d[7]]));
+        let body = d[HEADER..].as_mut_ptr();
         if let Some(s) = self.open.as_ref() {
             let (header, body) = d.split_at_mut(HEADER);
             if s.key
                 .open_in_place(s.nonce(header), Aad::empty(), body)
                 .is_err()
             {
-                self.drop();
+                self.lost();
                 return Ok(false);
             }
         }
@@ -436,7 +431,7 @@ impl Rx {
         }
         if piece == 0 {
             if !self.parts.is_empty() {
-                self.drop();
+                self.lost();
             }
             self.parts.clear();
             self.msg = msg;
@@ -449,27 +444,23 @@ impl Rx {
             // A lost or late piece, or one so late that the message's
             // first slots may be in use again: the message is gone.
             self.parts.clear();
-            self.drop();
+            self.lost();
             return Ok(true);
         }
-        self.parts.push((slot, off + HEADER, len - HEADER - tag));
+        self.parts.push(libc::iovec {
+            iov_base: body.cast(),
+            iov_len: len - HEADER - tag,
+        });
         if self.parts.len() == self.pieces {
-            let iov: Vec<libc::iovec> = self
-                .parts
-                .iter()
-                .map(|&(s, o, l)| libc::iovec {
-                    iov_base: self.ring[s * RX_SLOT + o..].as_mut_ptr().cast(),
-                    iov_len: l,
-                })
-                .collect();
             // SAFETY: the iovecs point into `ring`, which outlives the call.
-            let r = unsafe { libc::writev(tap, iov.as_ptr(), iov.len() as libc::c_int) };
+            let r =
+                unsafe { libc::writev(tap, self.parts.as_ptr(), self.parts.len() as libc::c_int) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::WouldBlock {
                     return Err(e);
                 }
-                self.drop();
+                self.lost();
             }
             self.parts.clear();
         }
@@ -527,6 +518,9 @@ fn run(a: Args) -> io::Result<()> {
         runs: Vec::new(),
         seal: a.seal.then(|| Seal::new(out_dir)),
         msg: 0,
+        iov: Vec::new(),
+        cmsg: Vec::new(),
+        msgs: Vec::new(),
     };
     let mut rx = Rx {
         ring: vec![0u8; RX_RING * RX_SLOT],
