@@ -7,7 +7,7 @@
 #   wireguard-go WireGuard in Go (L3, UDP; the userspace implementation, like
 #                the others here),
 #   ringlan      target/release/ringlan (built first if missing or stale),
-# and, when named in BENCH_SYSTEMS (not by default), two yardsticks:
+# and, when named in BENCH_SYSTEMS (not by default), three yardsticks:
 #   floor        agent/examples/tap_floor.rs: TAP frames cut into datagrams
 #                and sent with UDP GSO/GRO, nothing else (no crypto, no
 #                protocol), the least a TAP-over-UDP VPN does per byte here,
@@ -357,9 +357,7 @@ YAML
     "$RINGLAN_BIN" check-config "$d/$n.yaml" >/dev/null
 }
 
-# Two agents on the same veth: A is the introducer (with a TAP like any
-# node), B joins it. Overlay addresses 10.77.0.1/.2.
-declare -A FLOOR_PIDS
+declare -A FLOOR_PIDS FLOOR_DST
 build_floor() {
     wants floor || wants floor-aes || wants floor-ack || return 0
     [ -z "${FLOOR_BIN:-}" ] || return 0
@@ -370,7 +368,8 @@ build_floor() {
 }
 
 # start_floor NAME NET PORT [OPTION...]: tap_floor in both namespaces, the
-# TAPs (rl-fNET) at 10.NET.0.1 and .2; FLOOR_PIDS[NAME] holds both pids.
+# TAPs (rl-fNET) at 10.NET.0.1 and .2; FLOOR_DST[NAME] is B's address and
+# FLOOR_PIDS[NAME] holds both pids.
 start_floor() {
     local name="$1" net="$2" port="$3" a b
     shift 3
@@ -388,8 +387,11 @@ start_floor() {
         return 1
     fi
     FLOOR_PIDS[$name]="$a $b"
+    FLOOR_DST[$name]="10.$net.0.2"
 }
 
+# Two agents on the same veth: A is the introducer (with a TAP like any
+# node), B joins it. Overlay addresses 10.77.0.1/.2.
 RL_A="" RL_B=""
 start_ringlan() {
     local d="$WORK/ringlan"
@@ -582,11 +584,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
             wireguard-go) measure wireguard-go "$round" "$loss" 10.80.0.2 "$WG_A" "$WG_B" ;;
             ringlan) measure ringlan "$round" "$loss" 10.77.0.2 "$RL_A" "$RL_B" ;;
             # shellcheck disable=SC2086 # two pids
-            floor) measure floor "$round" "$loss" 10.75.0.2 ${FLOOR_PIDS[floor]} ;;
-            # shellcheck disable=SC2086
-            floor-aes) measure floor-aes "$round" "$loss" 10.76.0.2 ${FLOOR_PIDS[floor-aes]} ;;
-            # shellcheck disable=SC2086
-            floor-ack) measure floor-ack "$round" "$loss" 10.74.0.2 ${FLOOR_PIDS[floor-ack]} ;;
+            floor | floor-aes | floor-ack) measure "$sys" "$round" "$loss" "${FLOOR_DST[$sys]}" ${FLOOR_PIDS[$sys]} ;;
             *) echo "bench: unknown system $sys (BENCH_SYSTEMS)" >&2; exit 1 ;;
             esac
         done
