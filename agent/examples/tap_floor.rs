@@ -36,6 +36,8 @@ const HEADER: usize = 8;
 const TAG: usize = 16;
 /// Message bytes per datagram: header, piece and tag in whole AES blocks.
 const PIECE: usize = DATAGRAM - TAG - HEADER;
+/// Pieces of the largest frame the TAP gives (what `writev` is handed).
+const MAX_PIECES: usize = (VNET_HDR_LEN + TAP_MAX_FRAME).div_ceil(PIECE);
 /// A GSO message: at most this many segments (and under 64 KiB).
 const MAX_RUN: usize = 44;
 /// TAP frames read per wake-up before sending.
@@ -427,6 +429,11 @@ impl Rx {
         }
         if pieces == 0 {
             // An acknowledgement: read, opened, and nothing else.
+            return Ok(false);
+        }
+        if pieces > MAX_PIECES {
+            // More pieces than any TAP frame is cut into: not ours.
+            self.lost();
             return Ok(false);
         }
         if piece == 0 {
