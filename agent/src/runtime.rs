@@ -41,7 +41,12 @@
 //! After every wake-up the node's outputs are drained: frames for the TAP
 //! (written, then handed back to the node's buffer pools) and events
 //! (readiness, for systemd; a newer revocation list, kept in the state
-//! directory); the driver then flushes datagrams.
+//! directory). When frames were written here, the TAP is read again at
+//! once ([`Tap::read_now`]): what the kernel answered them with (a TCP
+//! acknowledgement, the segments a sender's opened window lets out, an
+//! echo reply) leaves with the same flush instead of waiting for the next
+//! turn of the loop (docs/dataplane.md "Answers leave with the turn").
+//! The driver then flushes datagrams.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -367,6 +372,35 @@ async fn drain_outputs(
     }
 }
 
+/// Hand the node up to `max` frames read from the TAP with `read` (the
+/// buffer starts at [`TAP_READ_OFFSET`], the node's head room before it);
+/// stops when the TAP is empty (`WouldBlock`) or a read fails. Returns the
+/// frames read.
+fn feed_tap(
+    node: &mut Node,
+    tap_buf: &mut [u8],
+    io: &mut IoStatus,
+    max: usize,
+    mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>,
+) -> usize {
+    for k in 0..max {
+        match read(&mut tap_buf[TAP_READ_OFFSET..]) {
+            Ok(n) => {
+                io.tap_reads += 1;
+                io.tap_bytes += n as u64;
+                node.handle_tap_read(Instant::now(), tap_buf, n);
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    tracing::debug!(error = %e, "TAP read failed");
+                }
+                return k;
+            }
+        }
+    }
+    max
+}
+
 /// The next name from the DNS responder; pending forever without one.
 async fn recv_name(rx: &mut Option<mpsc::Receiver<dns::Resolve>>) -> Option<dns::Resolve> {
     match rx {
@@ -613,20 +647,7 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
                     node.handle_tap_read(Instant::now(), &mut tap_buf, n);
                     // What else the TAP has queued, so the datagrams of
                     // the whole batch leave together.
-                    for _ in 1..TAP_BATCH {
-                        match tap.try_recv(&mut tap_buf[TAP_READ_OFFSET..]) {
-                            Ok(n) => {
-                                io.tap_reads += 1;
-                                io.tap_bytes += n as u64;
-                                node.handle_tap_read(Instant::now(), &mut tap_buf, n)
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(e) => {
-                                tracing::debug!(error = %e, "TAP read failed");
-                                break;
-                            }
-                        }
-                    }
+                    feed_tap(node, &mut tap_buf, &mut io, TAP_BATCH - 1, |b| tap.try_recv(b));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "TAP read failed");
@@ -667,7 +688,19 @@ pub async fn run(mut ctx: NodeContext, mut shutdown: watch::Receiver<bool>) -> a
             }
         }
         io.wakeups += 1;
+        let written = io.tap_writes;
         drain_outputs(&mut driver, &to_tap, &kept, &mut scans, &mut names, &mut io).await;
+        // Frames written on this thread: their answers leave with this
+        // flush (module docs). A TAP write thread writes later, so there
+        // is nothing to look for yet.
+        if io.tap_writes != written && to_tap.writer.is_none() {
+            let node = driver.machine();
+            let n = feed_tap(node, &mut tap_buf, &mut io, TAP_BATCH, |b| tap.read_now(b));
+            io.tap_reads_after_write += n as u64;
+            if n > 0 {
+                drain_outputs(&mut driver, &to_tap, &kept, &mut scans, &mut names, &mut io).await;
+            }
+        }
         driver.flush();
         let now = Instant::now();
         if realtime.due(now) {

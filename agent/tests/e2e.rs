@@ -166,6 +166,14 @@ fn a_lossy_underlay_carries_tcp_intact() {
     let t = &open_session(&st, &n2.peer()).expect("the session")["transport"];
     assert_eq!(t["loss_reductions"].as_u64(), Some(0), "{t}");
     assert!(t["super_frames_cut"].as_u64() > Some(0), "{t}");
+    // The acknowledgements n1 wrote to its TAP drew the TCP sender's next
+    // segments, read in the same turn (`Tap::read_now`); with a TAP write
+    // thread (`io_threads` on a machine with more cores) writes are not
+    // on the node's thread and nothing is read after them.
+    let io = &st["io"];
+    if io["io_threads"] == false {
+        assert!(io["tap_reads_after_write"].as_u64() > Some(0), "{io}");
+    }
 }
 
 /// The underlay's path MTU shrinks to 1300 bytes under a TCP stream and

@@ -89,10 +89,16 @@ pub struct IoStatus {
     pub udp_datagrams_forwarded: u64,
     #[serde(default)]
     pub udp_forwards_dropped: u64,
-    /// TAP wake-ups, frames read in them, frames written.
+    /// TAP wake-ups, frames read (in them and right after writes), frames
+    /// written.
     pub tap_wakeups: u64,
     pub tap_reads: u64,
     pub tap_writes: u64,
+    /// Of the frames read: those read right after this node wrote frames
+    /// to the TAP, in the same turn of its loop (the kernel's answers to
+    /// them, sent with that turn's datagrams).
+    #[serde(default)]
+    pub tap_reads_after_write: u64,
     /// Bytes of the frames read from and written to the TAP.
     #[serde(default)]
     pub tap_bytes: u64,
