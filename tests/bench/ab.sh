@@ -3,7 +3,8 @@
 # small changes to the data path, where run.sh's rounds (minutes apart)
 # cannot tell a few percent from the machine's drift. On the shared 2-core
 # bench machine the same binary's CPU per GB moves by a third within an
-# hour, but two runs a few seconds apart rarely differ by more than 5 %.
+# hour, but two runs a few seconds apart mostly agree within 5 % on a clean
+# path (within a fifth at 1 % loss).
 #
 # run.sh's two namespaces with ringlan alone; per pair, each build's two
 # agents are started, one single-stream iperf3 of AB_SECONDS is measured
