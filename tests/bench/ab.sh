@@ -55,12 +55,15 @@ stop_ringlan() {
 turns() { "$RINGLAN_BIN" status --socket "$1" --json | jq -r '.io.wakeups'; }
 
 # one_run LABEL BIN: start BIN's agents, measure the idle RTT, then one
-# single stream with pings alongside, stop them; prints "LABEL gbit
-# cpu_per_gb retransmits rtt_idle_ms rtt_loaded_ms turns_per_gb".
+# single stream with pings alongside, stop them; writes "LABEL gbit
+# cpu_per_gb retransmits rtt_idle_ms rtt_loaded_ms turns_per_gb" to
+# $WORK/ab-LABEL.out. Run in this shell, not in a command substitution, so
+# that the agents' pids reach PIDS and the exit trap ends them if the
+# bench is interrupted.
 one_run() {
     local label="$1" before after gb rtt0 ta0 tb0 ta1 tb1 pinger d="$WORK/ringlan"
     RINGLAN_BIN="$2"
-    start_ringlan >&2
+    start_ringlan
     rtt0="$(ping_avg -c "$PINGS" -i 0.05 10.77.0.2)"
     before="$(cpu_ticks "$RL_A" "$RL_B")"
     ta0="$(turns "$d/a.sock")"; tb0="$(turns "$d/b.sock")"
@@ -78,7 +81,8 @@ one_run() {
         -v r="$(jq -r '.end.sum_sent.retransmits' "$WORK/ab-$label.json")" \
         -v r0="${rtt0:-0}" -v rl="$(awk -F/ '/^rtt/ {print $5}' "$WORK/ab-$label-ping.log")" \
         -v t="$(( ta1 - ta0 + tb1 - tb0 ))" \
-        'BEGIN { printf "%s %.3f %.3f %s %.3f %.3f %.0f\n", l, g, (a - b) / hz / gb, r, r0, rl + 0, t / gb }'
+        'BEGIN { printf "%s %.3f %.3f %s %.3f %.3f %.0f\n", l, g, (a - b) / hz / gb, r, r0, rl + 0, t / gb }' \
+        >"$WORK/ab-$label.out"
 }
 
 setup
@@ -91,12 +95,12 @@ RESULTS="$WORK/ab-results"
 : >"$RESULTS"
 for ((p = 1; p <= PAIRS; p++)); do
     if ((p % 2)); then
-        ra="$(one_run "a$p" "$BIN_A")"; rb="$(one_run "b$p" "$BIN_B")"
+        one_run "a$p" "$BIN_A"; one_run "b$p" "$BIN_B"
     else
-        rb="$(one_run "b$p" "$BIN_B")"; ra="$(one_run "a$p" "$BIN_A")"
+        one_run "b$p" "$BIN_B"; one_run "a$p" "$BIN_A"
     fi
-    read -r _ ga ca xa ia la ta <<<"$ra"
-    read -r _ gb cb xb ib lb tb <<<"$rb"
+    read -r _ ga ca xa ia la ta <"$WORK/ab-a$p.out"
+    read -r _ gb cb xb ib lb tb <"$WORK/ab-b$p.out"
     echo "$ga $ca $ia $la $ta $gb $cb $ib $lb $tb" >>"$RESULTS"
     printf '%-5s %-44s %-44s %s\n' "$p" "$ga, $ca, $ia/$la, $ta (retr $xa)" "$gb, $cb, $ib/$lb, $tb (retr $xb)" \
         "$(awk -v ga="$ga" -v gb="$gb" -v ca="$ca" -v cb="$cb" 'BEGIN {printf "%.3f, %.3f", gb / ga, cb / ca}')"
