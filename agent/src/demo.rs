@@ -1884,6 +1884,7 @@ mod tests {
             drops: Default::default(),
             age_secs: 1,
             rekeys: 0,
+            cipher: None,
             reason: None,
             peer_symmetric_nat: false,
             transport: None,

@@ -190,6 +190,7 @@ mod tests {
             drops: Default::default(),
             age_secs: 0,
             rekeys: 0,
+            cipher: None,
             reason: None,
             peer_symmetric_nat: false,
             transport: None,

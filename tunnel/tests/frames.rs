@@ -221,13 +221,19 @@ const AROUND_PLAIN: usize = 4 + 8 + 16;
 /// is cut at the rounded size in no more datagrams than at the full size;
 /// a 64 KiB message, which would take one more, is cut at the full size;
 /// a frame that fits one datagram unrounded still goes in one; small
-/// frames are padded. ChaCha20-Poly1305 is never padded.
+/// frames are padded. ChaCha20-Poly1305 and AEGIS-128L are never padded.
 #[test]
 fn aes_packets_are_padded_to_whole_blocks_without_more_datagrams() {
     let nr = Reliability::NoRetransmit;
     let whole_blocks =
         |sizes: &[usize]| sizes.iter().all(|n| (n - AROUND_PLAIN).is_multiple_of(16));
-    let (mut net, ab, sa, [frames, _]) = ethernet_session(23);
+    let with = |seed: u8, suites| {
+        let (name, secret) = network();
+        let id = Identity::with_suites([seed; 32], &name, suites);
+        EndpointConfig::new(id, name, secret)
+    };
+    let aes = [with(1, SuiteSet::CERTIFIED), with(2, SuiteSet::CERTIFIED)];
+    let (mut net, ab, sa, [frames, _]) = ethernet_session_of(23, aes);
     let frag = net.nodes[ab[0]]
         .ep
         .max_unfragmented(sa, frames, nr)
@@ -246,17 +252,19 @@ fn aes_packets_are_padded_to_whole_blocks_without_more_datagrams() {
         assert!(whole_blocks(&small), "{len}: {small:?}");
     }
 
-    let chacha = |seed: u8| {
-        let (name, secret) = network();
-        let id = Identity::with_suites([seed; 32], &name, SuiteSet::CHACHA_ONLY);
-        EndpointConfig::new(id, name, secret)
-    };
-    let (mut net, ab, sa, [frames, _]) = ethernet_session_of(24, [chacha(1), chacha(2)]);
-    let tso = datagrams_for(&mut net, ab, sa, frames, &pattern(5, 64_781), nr);
-    assert_eq!(tso.len(), 46, "{tso:?}");
-    assert!(!whole_blocks(&tso), "{tso:?}");
-    let small = datagrams_for(&mut net, ab, sa, frames, &pattern(6, 65), nr);
-    assert!(!whole_blocks(&small), "{small:?}");
+    let mut unpadded = vec![SuiteSet::CHACHA_ONLY];
+    if ringlan_tunnel::crypto::aegis_in_hardware() {
+        unpadded.push(SuiteSet::ALL);
+    }
+    for suites in unpadded {
+        let ends = [with(1, suites), with(2, suites)];
+        let (mut net, ab, sa, [frames, _]) = ethernet_session_of(24, ends);
+        let tso = datagrams_for(&mut net, ab, sa, frames, &pattern(5, 64_781), nr);
+        assert_eq!(tso.len(), 46, "{suites:?}: {tso:?}");
+        assert!(!whole_blocks(&tso), "{suites:?}: {tso:?}");
+        let small = datagrams_for(&mut net, ab, sa, frames, &pattern(6, 65), nr);
+        assert!(!whole_blocks(&small), "{suites:?}: {small:?}");
+    }
 }
 
 /// The path shrinks under a full queue of path-sized frames: black-hole

@@ -55,6 +55,7 @@ impl Node {
                 drops: BTreeMap::new(),
                 age_secs: now.saturating_duration_since(since).as_secs(),
                 rekeys: 0,
+                cipher: None,
                 reason: Some("no direct path".into()),
                 peer_symmetric_nat: false,
                 transport: None,
@@ -163,6 +164,7 @@ impl Node {
             drops: p.drops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             age_secs: now.saturating_duration_since(p.opened).as_secs(),
             rekeys: info.stats.rekeys,
+            cipher: info.suite.map(|s| s.to_string()),
             reason: match info.path {
                 _ if !admitted => Some("awaiting admission".into()),
                 Path::Route(_) => Some("no direct path".into()),

@@ -448,6 +448,10 @@ pub struct SessionStatus {
     /// docs/crypto-profile.md 6.3).
     #[serde(default)]
     pub rekeys: u64,
+    /// The AEAD suite sealing the session's packets, e.g. `aegis-128l`
+    /// (JSON only; absent before keying; docs/crypto-profile.md 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
     /// Why there is no session (entries with path `none`), e.g.
     /// "no direct path".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -952,6 +956,7 @@ pub fn example() -> Status {
                 drops: BTreeMap::new(),
                 age_secs: 3723,
                 rekeys: 31,
+                cipher: None,
                 reason: None,
                 peer_symmetric_nat: false,
                 transport: Some(TransportStatus {
@@ -988,6 +993,7 @@ pub fn example() -> Status {
                 drops: BTreeMap::from([("mtu".into(), 1), ("no-route".into(), 2)]),
                 age_secs: 7,
                 rekeys: 0,
+                cipher: None,
                 reason: None,
                 peer_symmetric_nat: false,
                 transport: None,
@@ -1249,6 +1255,7 @@ fedcba98  -        long
             drops: BTreeMap::new(),
             age_secs: 40,
             rekeys: 0,
+            cipher: None,
             reason: Some("no direct path".into()),
             peer_symmetric_nat: true,
             transport: None,

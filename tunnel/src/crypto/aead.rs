@@ -23,7 +23,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use aegis::aegis128l::Aegis128L;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
+use zeroize::Zeroizing;
 
 use super::network::{NetworkName, NetworkSecret};
 use super::AeadSuite;
@@ -53,6 +55,10 @@ pub const AES_256_GCM_PACKET_LIMIT: u64 = 1 << 32;
 /// cipher's own limit (2^64 nonces) that no session reaches between two
 /// rekeys.
 pub const CHACHA20_POLY1305_PACKET_LIMIT: u64 = 1 << 60;
+/// Packets one AEGIS-128L key may seal: as for ChaCha20-Poly1305, a cap
+/// no session reaches between two rekeys. Nonces are unique (the sequence
+/// field), for which AEGIS-128L sets no lower bound on messages per key.
+pub const AEGIS_128L_PACKET_LIMIT: u64 = 1 << 60;
 /// The key-phase bit of the 8-byte sequence field: the parity of the key
 /// epoch (`docs/crypto-profile.md` 7.1, 7.4). The sequence number `q` is the
 /// other 63 bits.
@@ -85,10 +91,86 @@ pub enum OpenError {
     Authentication,
 }
 
-fn key_for(suite: AeadSuite, key: &[u8; 32]) -> LessSafeKey {
-    match UnboundKey::new(suite.algorithm(), key) {
-        Ok(k) => LessSafeKey::new(k),
-        Err(_) => unreachable!("both suites take 32-byte keys"),
+/// A session key of one suite, ready to seal or open packets. Not boxed:
+/// every packet uses it, and an AEGIS-128L session leaving `ring`'s key
+/// schedule room unused costs a few hundred bytes per key.
+#[allow(clippy::large_enum_variant)]
+enum SessionKey {
+    /// ChaCha20-Poly1305 or AES-256-GCM (`ring`).
+    Ring(LessSafeKey),
+    /// AEGIS-128L: the first 16 bytes of the 32-byte session key
+    /// (`docs/crypto-profile.md` 6.2, 7.1), zeroized on drop.
+    Aegis128L(Zeroizing<[u8; AEGIS_128L_KEY_LEN]>),
+}
+
+/// Key length of AEGIS-128L.
+const AEGIS_128L_KEY_LEN: usize = 16;
+
+impl SessionKey {
+    fn new(suite: AeadSuite, key: &[u8; 32]) -> SessionKey {
+        let ring_key = |alg| match UnboundKey::new(alg, key) {
+            Ok(k) => SessionKey::Ring(LessSafeKey::new(k)),
+            Err(_) => unreachable!("both ring suites take 32-byte keys"),
+        };
+        match suite {
+            AeadSuite::ChaCha20Poly1305 => ring_key(&ring::aead::CHACHA20_POLY1305),
+            AeadSuite::Aes256Gcm => ring_key(&ring::aead::AES_256_GCM),
+            AeadSuite::Aegis128L => {
+                let mut k = Zeroizing::new([0u8; AEGIS_128L_KEY_LEN]);
+                k.copy_from_slice(&key[..AEGIS_128L_KEY_LEN]);
+                SessionKey::Aegis128L(k)
+            }
+        }
+    }
+
+    /// Seal `plain` in place under the nonce of sequence field `wire`;
+    /// returns the tag.
+    fn seal(&self, wire: u64, plain: &mut [u8]) -> Result<[u8; TAG_LEN], SealError> {
+        match self {
+            SessionKey::Ring(key) => {
+                // ring refuses only inputs longer than the suite's limit (> 256 GiB).
+                let tag = key
+                    .seal_in_place_separate_tag(seq_nonce(wire), Aad::empty(), plain)
+                    .map_err(|_| SealError::NoTagRoom)?;
+                let mut t = [0u8; TAG_LEN];
+                t.copy_from_slice(tag.as_ref());
+                Ok(t)
+            }
+            SessionKey::Aegis128L(key) => {
+                Ok(Aegis128L::<TAG_LEN>::new(key, &aegis_nonce(wire)).encrypt_in_place(plain, &[]))
+            }
+        }
+    }
+
+    /// Authenticate and decrypt `body` (ciphertext and tag) in place under
+    /// the nonce of `wire`; returns the plain length.
+    fn open(&self, wire: u64, body: &mut [u8]) -> Result<usize, OpenError> {
+        match self {
+            SessionKey::Ring(key) => Ok(key
+                .open_in_place(seq_nonce(wire), Aad::empty(), body)
+                .map_err(|_| OpenError::Authentication)?
+                .len()),
+            SessionKey::Aegis128L(key) => {
+                let plain_len = body
+                    .len()
+                    .checked_sub(TAG_LEN)
+                    .ok_or(OpenError::Truncated)?;
+                let (cipher, tag) = body.split_at_mut(plain_len);
+                let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::Truncated)?;
+                Aegis128L::<TAG_LEN>::new(key, &aegis_nonce(wire))
+                    .decrypt_in_place(cipher, tag, &[])
+                    .map_err(|_| OpenError::Authentication)?;
+                Ok(plain_len)
+            }
+        }
+    }
+}
+
+/// A `ring` key for the Default Session Key cipher.
+fn ring_key_for(suite: AeadSuite, key: &[u8; 32]) -> LessSafeKey {
+    match SessionKey::new(suite, key) {
+        SessionKey::Ring(k) => k,
+        SessionKey::Aegis128L(_) => unreachable!("the Default Session Key is ChaCha20-Poly1305"),
     }
 }
 
@@ -98,6 +180,14 @@ fn seq_nonce(seq: u64) -> Nonce {
     let mut n = [0u8; NONCE_LEN];
     n[4..].copy_from_slice(&seq.to_be_bytes());
     Nonce::assume_unique_for_key(n)
+}
+
+/// AEGIS-128L's 128-bit nonce of session packet `seq`: eight zero bytes,
+/// then `seq` big-endian.
+fn aegis_nonce(seq: u64) -> [u8; 16] {
+    let mut n = [0u8; 16];
+    n[8..].copy_from_slice(&seq.to_be_bytes());
+    n
 }
 
 /// Check the layout of `buf` for sealing the plain packet at
@@ -122,10 +212,11 @@ fn layout(
     Ok((start, plain_end, end))
 }
 
-/// Seal `buf[start + header..plain_end]` in place and write the tag after it.
+/// Seal `buf[plain_start..plain_end]` in place under sequence field `wire`
+/// and write the tag after it.
 fn seal_at(
-    key: &LessSafeKey,
-    nonce: Nonce,
+    key: &SessionKey,
+    wire: u64,
     buf: &mut [u8],
     plain_start: usize,
     plain_end: usize,
@@ -133,13 +224,10 @@ fn seal_at(
 ) -> Result<(), SealError> {
     let (body, rest) = buf.split_at_mut(plain_end);
     let plain = body.get_mut(plain_start..).ok_or(SealError::NoHeaderRoom)?;
-    // ring refuses only inputs longer than the suite's limit (> 256 GiB).
-    let tag = key
-        .seal_in_place_separate_tag(nonce, Aad::empty(), plain)
-        .map_err(|_| SealError::NoTagRoom)?;
+    let tag = key.seal(wire, plain)?;
     rest.get_mut(..end - plain_end)
         .ok_or(SealError::NoTagRoom)?
-        .copy_from_slice(tag.as_ref());
+        .copy_from_slice(&tag);
     Ok(())
 }
 
@@ -150,8 +238,8 @@ fn seal_at(
 /// or lower); sealing stops there and the session must rekey or close.
 pub struct PacketSealer {
     /// Shared with [`PendingSeal`]s not yet sealed (another thread may
-    /// seal them; `ring`'s keys are `Send + Sync`).
-    key: Arc<LessSafeKey>,
+    /// seal them; the keys are `Send + Sync`).
+    key: Arc<SessionKey>,
     suite: AeadSuite,
     next: u64,
     /// Sequence number of the current key's first packet.
@@ -168,7 +256,7 @@ pub struct PacketSealer {
 impl PacketSealer {
     pub fn new(suite: AeadSuite, key: &[u8; 32]) -> PacketSealer {
         let mut s = PacketSealer {
-            key: Arc::new(key_for(suite, key)),
+            key: Arc::new(SessionKey::new(suite, key)),
             suite,
             next: 0,
             first: 0,
@@ -185,6 +273,7 @@ impl PacketSealer {
         match suite {
             AeadSuite::ChaCha20Poly1305 => CHACHA20_POLY1305_PACKET_LIMIT,
             AeadSuite::Aes256Gcm => AES_256_GCM_PACKET_LIMIT,
+            AeadSuite::Aegis128L => AEGIS_128L_PACKET_LIMIT,
         }
     }
 
@@ -234,7 +323,7 @@ impl PacketSealer {
     /// key-phase bit flips, sequence numbers go on, the budget is
     /// `limit` / `rekey_after` packets from here.
     pub fn rekey(&mut self, key: &[u8; 32], limit: u64, rekey_after: u64) {
-        self.key = Arc::new(key_for(self.suite, key));
+        self.key = Arc::new(SessionKey::new(self.suite, key));
         self.phase ^= KEY_PHASE_BIT;
         self.first = self.next;
         self.set_budget(limit, rekey_after);
@@ -278,7 +367,7 @@ impl PacketSealer {
     ) -> Result<Range<usize>, SealError> {
         let (wire, start, plain_end, end) =
             self.take_sequence(limit, buf, plain_start, plain_len)?;
-        seal_at(&self.key, seq_nonce(wire), buf, plain_start, plain_end, end)?;
+        seal_at(&self.key, wire, buf, plain_start, plain_end, end)?;
         Ok(start..end)
     }
 
@@ -338,7 +427,7 @@ impl PacketSealer {
 /// ([`PacketSealer::reserve`]).
 #[derive(Clone)]
 pub struct PendingSeal {
-    key: Arc<LessSafeKey>,
+    key: Arc<SessionKey>,
     wire: u64,
     start: usize,
     plain_start: usize,
@@ -351,14 +440,7 @@ impl PendingSeal {
     /// copy of it) in place; returns where the encrypted packet lies.
     pub fn seal(&self, buf: &mut [u8]) -> Result<Range<usize>, SealError> {
         let (plain_start, plain_end, end) = (self.plain_start, self.plain_end, self.end);
-        seal_at(
-            &self.key,
-            seq_nonce(self.wire),
-            buf,
-            plain_start,
-            plain_end,
-            end,
-        )?;
+        seal_at(&self.key, self.wire, buf, plain_start, plain_end, end)?;
         Ok(self.start..end)
     }
 
@@ -479,11 +561,11 @@ impl std::fmt::Debug for ReplayWindow {
 /// session drops it). The key-phase bit picks the key, so no packet is
 /// ever tried with two keys; one replay window spans all epochs.
 pub struct PacketOpener {
-    key: LessSafeKey,
+    key: SessionKey,
     suite: AeadSuite,
     /// [`KEY_PHASE_BIT`] or 0: the phase of `key`.
     phase: u64,
-    other: Option<(LessSafeKey, OtherKey)>,
+    other: Option<(SessionKey, OtherKey)>,
     /// A packet under the next key arrived and made it current.
     switched: bool,
     window: ReplayWindow,
@@ -499,7 +581,7 @@ enum OtherKey {
 impl PacketOpener {
     pub fn new(suite: AeadSuite, key: &[u8; 32]) -> PacketOpener {
         PacketOpener {
-            key: key_for(suite, key),
+            key: SessionKey::new(suite, key),
             suite,
             phase: 0,
             other: None,
@@ -519,7 +601,7 @@ impl PacketOpener {
     /// Accept packets under the next epoch's key from now on (in the other
     /// phase); the previous epoch's key, if still kept, is dropped.
     pub fn install_next(&mut self, key: &[u8; 32]) {
-        self.other = Some((key_for(self.suite, key), OtherKey::Next));
+        self.other = Some((SessionKey::new(self.suite, key), OtherKey::Next));
     }
 
     /// Whether a next key is installed and the far end has not used it yet.
@@ -565,10 +647,7 @@ impl PacketOpener {
             (Some((k, _)), false) => k,
             (None, false) => return Err(OpenError::Authentication),
         };
-        let plain_len = key
-            .open_in_place(seq_nonce(wire), Aad::empty(), body)
-            .map_err(|_| OpenError::Authentication)?
-            .len();
+        let plain_len = key.open(wire, body)?;
         self.window.update(seq);
         if !current {
             self.switch_if_next();
@@ -616,7 +695,7 @@ impl DefaultCipher {
     pub fn new(secret: &NetworkSecret, name: &NetworkName) -> DefaultCipher {
         let k = secret.default_session_key(name);
         DefaultCipher {
-            key: key_for(AeadSuite::ChaCha20Poly1305, &k),
+            key: ring_key_for(AeadSuite::ChaCha20Poly1305, &k),
         }
     }
 
@@ -634,8 +713,16 @@ impl DefaultCipher {
         let mut n = [0u8; NONCE_LEN];
         rng.fill(&mut n);
         buf[start..plain_start].copy_from_slice(&n);
-        let nonce = Nonce::assume_unique_for_key(n);
-        seal_at(&self.key, nonce, buf, plain_start, plain_end, end)?;
+        let (body, rest) = buf.split_at_mut(plain_end);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(n),
+                Aad::empty(),
+                &mut body[plain_start..],
+            )
+            .map_err(|_| SealError::NoTagRoom)?;
+        rest[..end - plain_end].copy_from_slice(tag.as_ref());
         Ok(start..end)
     }
 
@@ -667,7 +754,11 @@ mod tests {
     use crate::Rng;
     use proptest::prelude::*;
 
-    const SUITES: [AeadSuite; 2] = [AeadSuite::ChaCha20Poly1305, AeadSuite::Aes256Gcm];
+    const SUITES: [AeadSuite; 3] = [
+        AeadSuite::ChaCha20Poly1305,
+        AeadSuite::Aes256Gcm,
+        AeadSuite::Aegis128L,
+    ];
 
     fn pair(suite: AeadSuite) -> (PacketSealer, PacketOpener) {
         (
@@ -752,9 +843,47 @@ mod tests {
 
     #[test]
     fn suites_do_not_interoperate_with_each_other() {
-        let mut s = PacketSealer::new(AeadSuite::ChaCha20Poly1305, &[7; 32]);
-        let mut o = PacketOpener::new(AeadSuite::Aes256Gcm, &[7; 32]);
-        let mut pkt = seal(&mut s, b"x");
+        for a in SUITES {
+            for b in SUITES.into_iter().filter(|b| *b != a) {
+                let mut s = PacketSealer::new(a, &[7; 32]);
+                let mut o = PacketOpener::new(b, &[7; 32]);
+                let mut pkt = seal(&mut s, b"x");
+                assert_eq!(
+                    o.open(&mut pkt),
+                    Err(OpenError::Authentication),
+                    "{a} -> {b}"
+                );
+            }
+        }
+    }
+
+    /// The AEGIS-128L this build links gives test vector 1 of
+    /// draft-irtf-cfrg-aegis-aead (section "AEGIS-128L Test Vectors"), and
+    /// a session key uses the first 16 bytes of the 32-byte key: the last
+    /// 16 change nothing, the first 16 everything.
+    #[test]
+    fn aegis_128l_known_answer_and_key_bytes() {
+        let mut key = [0u8; 16];
+        key[..2].copy_from_slice(&[0x10, 0x01]);
+        let mut nonce = [0u8; 16];
+        nonce[..3].copy_from_slice(&[0x10, 0x00, 0x02]);
+        let mut msg = [0u8; 16];
+        let tag = Aegis128L::<TAG_LEN>::new(&key, &nonce).encrypt_in_place(&mut msg, &[]);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(hex(&msg), "c1c0e58bd913006feba00f4b3cc3594e");
+        assert_eq!(hex(&tag), "abe0ece80c24868a226a35d16bdae37a");
+
+        let mut tail_changed = [7u8; 32];
+        tail_changed[16..].fill(8);
+        let mut s = PacketSealer::new(AeadSuite::Aegis128L, &tail_changed);
+        let mut o = PacketOpener::new(AeadSuite::Aegis128L, &[7; 32]);
+        let mut pkt = seal(&mut s, b"first half");
+        assert!(o.open(&mut pkt).is_ok());
+        let mut head_changed = [7u8; 32];
+        head_changed[15] = 8;
+        let mut s = PacketSealer::new(AeadSuite::Aegis128L, &head_changed);
+        let mut o = PacketOpener::new(AeadSuite::Aegis128L, &[7; 32]);
+        let mut pkt = seal(&mut s, b"first half");
         assert_eq!(o.open(&mut pkt), Err(OpenError::Authentication));
     }
 
@@ -1020,9 +1149,9 @@ mod tests {
         fn seal_open_round_trip(
             msg in proptest::collection::vec(any::<u8>(), 0..1500),
             front in 0usize..16,
-            aes in any::<bool>(),
+            which in 0usize..3,
         ) {
-            let suite = if aes { AeadSuite::Aes256Gcm } else { AeadSuite::ChaCha20Poly1305 };
+            let suite = SUITES[which];
             let (mut s, mut o) = pair(suite);
             let mut buf = vec![0u8; front + SESSION_OVERHEAD + msg.len()];
             let ps = front + SESSION_HEADER_LEN;
@@ -1036,8 +1165,10 @@ mod tests {
 
         #[test]
         fn open_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
-            let (_, mut o) = pair(AeadSuite::ChaCha20Poly1305);
-            prop_assert!(o.open(&mut bytes.clone()).is_err());
+            for suite in SUITES {
+                let (_, mut o) = pair(suite);
+                prop_assert!(o.open(&mut bytes.clone()).is_err());
+            }
             let (_, d) = default_pair();
             prop_assert!(d.open(&mut bytes.clone()).is_err());
         }

@@ -100,7 +100,7 @@ impl Certificate {
             return Err(CertError::TrailingBytes);
         }
         let network = NetworkName::from_bytes(rest).map_err(|_| CertError::BadName)?;
-        let suites = SuiteSet::from_bits(suite_bits);
+        let suites = SuiteSet::from_bits(suite_bits).certified();
         if !suites.contains(super::AeadSuite::ChaCha20Poly1305) {
             return Err(CertError::NoMandatorySuite);
         }
@@ -134,7 +134,9 @@ impl Certificate {
         Ok(Certificate::build(key, network, suites))
     }
 
+    /// `suites` is cut to what a certificate carries ([`SuiteSet::certified`]).
     fn build(key: VerifyingKey, network: &NetworkName, suites: SuiteSet) -> Certificate {
+        let suites = suites.certified();
         let name = network.as_bytes();
         let mut bytes = Vec::with_capacity(CERT_FIXED_LEN + name.len());
         bytes.push(CERT_VERSION);
@@ -216,29 +218,47 @@ fn node_id_of(fingerprint: &[u8; 32]) -> NodeId {
     NodeId::from_bytes(id)
 }
 
-/// A node's own identity: its Ed25519 signing key and certificate.
+/// A node's own identity: its Ed25519 signing key and certificate, and
+/// the AEAD suites it offers and accepts in session keying (its
+/// certificate's, and AEGIS-128L where the CPU runs it in hardware).
 /// The signing key is zeroized on drop.
 #[derive(Clone)]
 pub struct Identity {
     key: SigningKey,
     cert: Certificate,
+    session_suites: SuiteSet,
 }
 
 impl Identity {
     /// The identity for a stored 32-byte Ed25519 secret key (the agent's key
-    /// file), offering both AEAD suites.
+    /// file), offering every AEAD suite this machine runs well.
     pub fn from_secret_key_bytes(secret: [u8; 32], network: &NetworkName) -> Identity {
         Identity::with_suites(secret, network, SuiteSet::ALL)
     }
 
     /// As [`Identity::from_secret_key_bytes`] with an explicit suite set;
-    /// ChaCha20-Poly1305 is always added.
+    /// ChaCha20-Poly1305 is always added, AEGIS-128L dropped on a machine
+    /// without AES instructions ([`super::aegis_in_hardware`]).
     pub fn with_suites(secret: [u8; 32], network: &NetworkName, suites: SuiteSet) -> Identity {
         let secret = Zeroizing::new(secret);
         let key = SigningKey::from_bytes(&secret);
-        let suites = suites.with(super::AeadSuite::ChaCha20Poly1305);
+        let mut suites = suites.with(super::AeadSuite::ChaCha20Poly1305);
+        if !super::aegis_in_hardware() {
+            suites = suites.without(super::AeadSuite::Aegis128L);
+        }
         let cert = Certificate::build(key.verifying_key(), network, suites);
-        Identity { key, cert }
+        Identity {
+            key,
+            cert,
+            session_suites: suites,
+        }
+    }
+
+    /// The suites this node offers in its SKIC and accepts in an initiator's
+    /// (`docs/crypto-profile.md` 2): its certificate's, plus AEGIS-128L
+    /// when asked for and run in hardware.
+    pub fn session_suites(&self) -> SuiteSet {
+        self.session_suites
     }
 
     /// A fresh identity from 32 bytes drawn from `rng`.
@@ -416,7 +436,8 @@ mod tests {
             Certificate::for_public_key(&id.certificate().public_key(), &home(), SuiteSet::ALL)
                 .unwrap();
         assert_eq!(by_key, *id.certificate());
-        assert_eq!(parsed.suites(), SuiteSet::ALL);
+        assert_eq!(parsed.suites(), SuiteSet::CERTIFIED);
+        assert_eq!(b[1], 0x03, "AEGIS-128L never in a certificate");
         // Same key bytes, same identity.
         let again = Identity::from_secret_key_bytes(*id.secret_key_bytes(), &home());
         assert_eq!(again.node_id(), id.node_id());

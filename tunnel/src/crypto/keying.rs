@@ -104,9 +104,11 @@ impl InitiatorKeying {
 
     /// Combine with the responder's SKRC from a verified RIKeying (RFC 7016
     /// 3.5.1.1.1). `near` is our certificate, `far` the responder's (from the
-    /// RHello). Fails unless the SKRC is well formed, its suite is the one
-    /// the negotiation rule gives for our offer and the responder's
-    /// certificate, and the X25519 result is contributory.
+    /// RHello). Fails unless the SKRC is well formed, its suite is one the
+    /// negotiation rule allows (`docs/crypto-profile.md` 2: AEGIS-128L if our
+    /// SKIC offered it, which no certificate says, else the rule's choice for
+    /// our offer and the responder's certificate), and the X25519 result is
+    /// contributory.
     pub fn complete(
         &self,
         secret: &NetworkSecret,
@@ -116,12 +118,16 @@ impl InitiatorKeying {
     ) -> Result<SessionKeys, KeyingError> {
         let c = parse_component(skrc)?;
         let offered = SuiteSet::from_bits(self.skic[1]);
-        let expected = offered
+        let by_certificate = offered
             .negotiate(far.suites())
             .ok_or(KeyingError::NoCommonSuite)?;
-        if AeadSuite::from_code(c.suite_byte) != Some(expected) {
-            return Err(KeyingError::UnexpectedSuite);
-        }
+        let expected = match AeadSuite::from_code(c.suite_byte) {
+            Some(AeadSuite::Aegis128L) if offered.contains(AeadSuite::Aegis128L) => {
+                AeadSuite::Aegis128L
+            }
+            Some(s) if s == by_certificate => s,
+            _ => return Err(KeyingError::UnexpectedSuite),
+        };
         let dh = Zeroizing::new(x25519(*self.secret, *c.public));
         derive(
             Role::Initiator,
@@ -144,19 +150,22 @@ impl fmt::Debug for InitiatorKeying {
 
 /// The responder's half (RFC 7016 3.5.1.1.2): given the initiator's SKIC
 /// from an IIKeying whose signature verified, make the SKRC and the session
-/// keys. `near` is our certificate (its suites are what we support), `far`
-/// the initiator's. The suite is AES-256-GCM if both offer it, else
-/// ChaCha20-Poly1305. The ephemeral secret is dropped (zeroized) on return.
+/// keys. `near` is our certificate, `supported` the suites we accept
+/// ([`crate::crypto::Identity::session_suites`]), `far` the initiator's
+/// certificate. The suite is the first of AEGIS-128L, AES-256-GCM and
+/// ChaCha20-Poly1305 that both offer. The ephemeral secret is dropped
+/// (zeroized) on return.
 pub fn respond(
     rng: &mut Rng,
     secret: &NetworkSecret,
     near: &Certificate,
+    supported: SuiteSet,
     far: &Certificate,
     skic: &[u8],
 ) -> Result<([u8; SKRC_LEN], SessionKeys), KeyingError> {
     let c = parse_component(skic)?;
     let suite = SuiteSet::from_bits(c.suite_byte)
-        .negotiate(near.suites())
+        .negotiate(supported)
         .ok_or(KeyingError::NoCommonSuite)?;
     let (eph, skrc) = make_component(rng, suite.code());
     let dh = Zeroizing::new(x25519(*eph, *c.public));
@@ -387,6 +396,95 @@ mod tests {
         }
     }
 
+    /// The suite two nodes of this version use on this machine.
+    fn best() -> AeadSuite {
+        if crate::crypto::aegis_in_hardware() {
+            AeadSuite::Aegis128L
+        } else {
+            AeadSuite::Aes256Gcm
+        }
+    }
+
+    /// A offers `offered` in its SKIC, B accepts `supported`: B's SKRC and
+    /// both ends' keys.
+    fn keyed(
+        p: &mut Pair,
+        offered: SuiteSet,
+        supported: SuiteSet,
+    ) -> Result<([u8; SKRC_LEN], SessionKeys, SessionKeys), KeyingError> {
+        let init = InitiatorKeying::new(&mut p.rng, offered);
+        let (skrc, kr) = respond(
+            &mut p.rng,
+            &p.secret,
+            p.b.certificate(),
+            supported,
+            p.a.certificate(),
+            init.skic(),
+        )?;
+        let ki = init.complete(&p.secret, p.a.certificate(), p.b.certificate(), &skrc)?;
+        Ok((skrc, ki, kr))
+    }
+
+    #[test]
+    fn aegis_is_used_only_when_both_ends_offer_it() {
+        if !crate::crypto::aegis_in_hardware() {
+            eprintln!("no AES instructions here: AEGIS-128L is never offered");
+            return;
+        }
+        let mut p = pair(SuiteSet::ALL, SuiteSet::ALL);
+        let (a, b) = (p.a.session_suites(), p.b.session_suites());
+        assert!(a.contains(AeadSuite::Aegis128L));
+        // Certificates never carry it: ids do not change with the suite.
+        assert_eq!(p.a.certificate().suites(), SuiteSet::CERTIFIED);
+        let (skrc, ki, kr) = keyed(&mut p, a, b).unwrap();
+        assert_eq!(skrc[1], AeadSuite::Aegis128L.code());
+        assert_eq!(
+            (ki.suite(), kr.suite()),
+            (AeadSuite::Aegis128L, AeadSuite::Aegis128L)
+        );
+        exchange(&ki, &kr);
+        // A responder of the version before AEGIS (it accepts what its
+        // certificate says) and an initiator of that version (it offers
+        // what its certificate says): AES-256-GCM, as before.
+        for (offered, supported) in [(a, SuiteSet::CERTIFIED), (SuiteSet::CERTIFIED, b)] {
+            let (skrc, ki, kr) = keyed(&mut p, offered, supported).unwrap();
+            assert_eq!(skrc[1], AeadSuite::Aes256Gcm.code());
+            assert_eq!(ki.suite(), AeadSuite::Aes256Gcm);
+            exchange(&ki, &kr);
+        }
+        // A node that asked for ChaCha20-Poly1305 only offers nothing else.
+        let c = Identity::with_suites([9; 32], &home(), SuiteSet::CHACHA_ONLY);
+        assert_eq!(c.session_suites(), SuiteSet::CHACHA_ONLY);
+    }
+
+    #[test]
+    fn aegis_not_offered_is_refused() {
+        let mut p = pair(SuiteSet::ALL, SuiteSet::ALL);
+        let init = InitiatorKeying::new(&mut p.rng, SuiteSet::CERTIFIED);
+        let (mut skrc, _) = respond(
+            &mut p.rng,
+            &p.secret,
+            p.b.certificate(),
+            SuiteSet::ALL,
+            p.a.certificate(),
+            init.skic(),
+        )
+        .unwrap();
+        assert_eq!(skrc[1], AeadSuite::Aes256Gcm.code());
+        skrc[1] = AeadSuite::Aegis128L.code();
+        assert_eq!(
+            init.complete(&p.secret, p.a.certificate(), p.b.certificate(), &skrc)
+                .unwrap_err(),
+            KeyingError::UnexpectedSuite
+        );
+        // Nor is it accepted from a certificate: a certificate's suite byte
+        // with bit 2 set gives the certified suites only.
+        let mut bytes = p.b.certificate().as_bytes().to_vec();
+        bytes[1] |= AeadSuite::Aegis128L.bit();
+        let cert = Certificate::parse(&bytes, &home()).unwrap();
+        assert_eq!(cert.suites(), SuiteSet::CERTIFIED);
+    }
+
     /// Both directions carry a packet; returns the negotiated suite.
     fn exchange(ki: &SessionKeys, kr: &SessionKeys) {
         let (mut si, mut oi) = ki.ciphers();
@@ -410,11 +508,12 @@ mod tests {
     #[test]
     fn handshake_derives_matching_keys() {
         let mut p = pair(SuiteSet::ALL, SuiteSet::ALL);
-        let init = InitiatorKeying::new(&mut p.rng, p.a.certificate().suites());
+        let init = InitiatorKeying::new(&mut p.rng, p.a.session_suites());
         let (skrc, kr) = respond(
             &mut p.rng,
             &p.secret,
             p.b.certificate(),
+            p.b.session_suites(),
             p.a.certificate(),
             init.skic(),
         )
@@ -424,8 +523,8 @@ mod tests {
             .unwrap();
         assert_eq!(ki.role(), Role::Initiator);
         assert_eq!(kr.role(), Role::Responder);
-        assert_eq!(ki.suite(), AeadSuite::Aes256Gcm);
-        assert_eq!(kr.suite(), AeadSuite::Aes256Gcm);
+        assert_eq!(ki.suite(), best());
+        assert_eq!(kr.suite(), best());
         assert_eq!(*ki.send, *kr.recv);
         assert_eq!(*ki.recv, *kr.send);
         assert_ne!(*ki.send, *ki.recv);
@@ -447,6 +546,7 @@ mod tests {
                 &mut p.rng,
                 &p.secret,
                 p.b.certificate(),
+                p.b.session_suites(),
                 p.a.certificate(),
                 init.skic(),
             )
@@ -468,6 +568,7 @@ mod tests {
             &mut p.rng,
             &p.secret,
             p.b.certificate(),
+            p.b.session_suites(),
             p.a.certificate(),
             init.skic(),
         )
@@ -485,6 +586,7 @@ mod tests {
                 &mut p.rng,
                 &p.secret,
                 p.b.certificate(),
+                p.b.session_suites(),
                 p.a.certificate(),
                 bad.skic()
             )
@@ -501,6 +603,7 @@ mod tests {
             &mut p.rng,
             &p.secret,
             p.b.certificate(),
+            p.b.session_suites(),
             p.a.certificate(),
             init.skic(),
         )
@@ -522,7 +625,15 @@ mod tests {
         let init = InitiatorKeying::new(&mut p.rng, SuiteSet::ALL);
         let mut skic = *init.skic();
         let respond_to = |rng: &mut Rng, skic: &[u8]| {
-            respond(rng, &p.secret, p.b.certificate(), p.a.certificate(), skic).map(|_| ())
+            respond(
+                rng,
+                &p.secret,
+                p.b.certificate(),
+                p.b.session_suites(),
+                p.a.certificate(),
+                skic,
+            )
+            .map(|_| ())
         };
         assert_eq!(
             respond_to(&mut p.rng, &skic[..65]),

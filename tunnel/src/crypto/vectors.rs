@@ -22,6 +22,7 @@ fn handshake(
         &mut Rng::from_seed([2; 32]),
         secret,
         b.certificate(),
+        b.session_suites(),
         a.certificate(),
         init.skic(),
     )
@@ -76,6 +77,13 @@ fn known_answer_vectors() {
     buf[8..13].copy_from_slice(b"hello");
     let r = aes.seal(&mut buf, 8, 5).unwrap();
     out.push(("aes_packet_1", hex(&buf[r])));
+
+    let mut aegis = PacketSealer::new(AeadSuite::Aegis128L, &[0x5a; 32]);
+    aegis.seal(&mut buf, 8, 5).unwrap();
+    let mut buf = [0u8; 8 + 5 + 16];
+    buf[8..13].copy_from_slice(b"hello");
+    let r = aegis.seal(&mut buf, 8, 5).unwrap();
+    out.push(("aegis_packet_1", hex(&buf[r])));
 
     let dc = DefaultCipher::new(&secret, &home);
     let mut rng_d = Rng::from_seed([3; 32]);
@@ -264,6 +272,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("sig_rikeying", "77864949ccb0492642cea479f96c7848960c890ccefd27a767063afe8c534bdbe3da6bf1e934ca1f20f095e17655db1c6a2b1274fd6de7a5dd23f33ece247201"),
     ("session_packet_0", "00000000000000004828c83435f9c349895c69e331377df76d96d58a3a"),
     ("aes_packet_1", "00000000000000011531a439ab95ad14e4c13f5d953361238ebc1bb982"),
+    ("aegis_packet_1", "0000000000000001d55f530634adb4f3854e732cd37dc995ff6957ad36"),
     ("default_packet", "385553aa23a24b14d8bbc2df445e84a6456db6806c8e68fb4694b47a8d5e621302"),
     ("cookie_key", "78774a186003cdaf73dfefce516edeaccb6e387de1e6234aa45f4df00a8b62ad"),
     ("cookie", "00000000000003e89abeb5c5756a3ce505ca7ebaab7707c650a4763870cd3eb9"),

@@ -244,7 +244,7 @@ impl Endpoint {
             });
             return;
         }
-        let keying = InitiatorKeying::new(&mut self.rng, self.cfg.identity.certificate().suites());
+        let keying = InitiatorKeying::new(&mut self.rng, self.cfg.identity.session_suites());
         let cookie = cookie.to_vec();
         let Some(chunk) = build_iikeying(&self.cfg.identity, sid, &cookie, &keying) else {
             return;
@@ -400,8 +400,15 @@ impl Endpoint {
         if reuse_id.is_none() && self.sessions.len() >= self.cfg.max_sessions {
             return self.drop_packet(DropReason::TooManySessions);
         }
-        let Ok((skrc, keys)) = crypto::respond(&mut self.rng, &self.cfg.secret, &near, &cert, skic)
-        else {
+        let supported = self.cfg.identity.session_suites();
+        let Ok((skrc, keys)) = crypto::respond(
+            &mut self.rng,
+            &self.cfg.secret,
+            &near,
+            supported,
+            &cert,
+            skic,
+        ) else {
             return self.drop_packet(DropReason::BadKeying);
         };
         let id = reuse_id.unwrap_or_else(|| self.alloc_session_id());

@@ -805,6 +805,7 @@ impl Endpoint {
             pmtu: s.pmtu(),
             opened: s.opened(),
             key_epoch: s.key_epoch(),
+            suite: s.suite(),
             stats: s.stats(),
         })
     }
@@ -1243,6 +1244,9 @@ pub struct SessionInfo {
     /// The current key epoch: 0 after the handshake, one more per rekey
     /// (`docs/crypto-profile.md` 7.4).
     pub key_epoch: u32,
+    /// The AEAD suite the session's packets are sealed with, once keyed
+    /// (`docs/crypto-profile.md` 2).
+    pub suite: Option<crate::crypto::AeadSuite>,
     pub stats: crate::session::SessionStats,
 }
 

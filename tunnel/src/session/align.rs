@@ -14,7 +14,7 @@
 //! sized so that a full one's packet is whole blocks: at most 15 bytes less
 //! each (4 on a 1500-byte IPv4 path). A message that fits one packet
 //! unrounded (a full-size TAP frame) still goes whole, unpadded.
-//! ChaCha20-Poly1305 shows no such step and is not padded.
+//! ChaCha20-Poly1305 and AEGIS-128L show no such step and are not padded.
 //!
 //! On a relayed route the datagram is also tagged by every hop with
 //! AES-256-GCM over the route header and the whole end-to-end datagram
@@ -63,7 +63,9 @@ impl PlainAlign {
                 block: MAX_BLOCK,
                 residue: 0,
             },
-            Some(AeadSuite::ChaCha20Poly1305) | None => PlainAlign::NONE,
+            // AEGIS-128L shows no step at 16- or 32-byte lengths
+            // (`docs/crypto-profile.md` 13).
+            Some(AeadSuite::ChaCha20Poly1305 | AeadSuite::Aegis128L) | None => PlainAlign::NONE,
         }
     }
 

@@ -183,6 +183,11 @@ impl Session {
         self.rekey.epoch
     }
 
+    /// The AEAD suite of the session's packets (none before keying).
+    pub fn suite(&self) -> Option<crate::crypto::AeadSuite> {
+        self.sealer.as_ref().map(crate::crypto::PacketSealer::suite)
+    }
+
     /// When the current epoch's time trigger fires at this end.
     fn rekey_due(&self) -> Instant {
         let i = self.rekey.cfg.interval;
