@@ -26,13 +26,15 @@
 //! the TCP super-frames of `tests/bench/run.sh`; `BENCH_POLLUTE`, default 0:
 //! bytes written between rounds of the exchange, untimed, as the other
 //! programs and the kernel that share the cores of a real run evict the
-//! endpoints' data between their turns).
+//! endpoints' data between their turns; `BENCH_SUITE`, default what two
+//! agents negotiate here: `aes-256-gcm` or `chacha20-poly1305` to make the
+//! endpoints offer no more than that).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use ringlan_tunnel::crypto::{Identity, NetworkName, NetworkSecret};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
+use ringlan_tunnel::crypto::{AeadSuite, Identity, NetworkName, NetworkSecret, SuiteSet};
 use ringlan_tunnel::{
     Delivery, Endpoint, EndpointConfig, Event, FlowEvent, Reliability, Rng, SessionId, Target,
 };
@@ -46,7 +48,12 @@ const MAX_DATAGRAM: usize = 1500;
 fn config(seed: u8) -> EndpointConfig {
     let name = NetworkName::new("frames-bench").expect("network name");
     let secret = NetworkSecret::from_bytes([42; 32]);
-    let identity = Identity::from_secret_key_bytes([seed; 32], &name);
+    let suites = match std::env::var("BENCH_SUITE").as_deref() {
+        Ok("aes-256-gcm") => SuiteSet::CERTIFIED,
+        Ok("chacha20-poly1305") => SuiteSet::CHACHA_ONLY,
+        _ => SuiteSet::ALL,
+    };
+    let identity = Identity::with_suites([seed; 32], &name, suites);
     EndpointConfig::new(identity, name, secret)
 }
 
@@ -172,6 +179,8 @@ fn exchange_until(a: &mut Side, b: &mut Side, mut done: impl FnMut(&mut Side, &m
 }
 
 struct Figures {
+    /// The suite the two endpoints negotiated.
+    suite: Option<AeadSuite>,
     packets: u64,
     acks: u64,
     messages: u64,
@@ -277,6 +286,7 @@ fn run(mib: usize, message: usize, pollute: usize) -> Figures {
         }
     }
     Figures {
+        suite: a.ep.session_info(sa).and_then(|i| i.suite),
         packets: a.datagrams_sent - packets0,
         acks: b.datagrams_sent - acks0,
         messages,
@@ -291,10 +301,17 @@ fn pmtu(s: &Side, session: SessionId) -> usize {
     s.ep.session_info(session).map_or(0, |i| i.pmtu)
 }
 
-/// ns per seal (`open`: false) or open of an AES-256-GCM packet of `len`
-/// bytes, in place, measured alone.
-fn aead_ns(len: usize, open: bool) -> f64 {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).expect("key"));
+/// ns per seal (`open`: false) or open of a packet of `len` bytes under
+/// `suite`, in place, measured alone.
+fn aead_ns(suite: AeadSuite, len: usize, open: bool) -> f64 {
+    if suite == AeadSuite::Aegis128L {
+        return aegis_ns(len, open);
+    }
+    let alg = match suite {
+        AeadSuite::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+        _ => &AES_256_GCM,
+    };
+    let key = LessSafeKey::new(UnboundKey::new(alg, &[7; 32]).expect("key"));
     let n = 200_000;
     let mut buf = vec![0x33u8; len];
     let mut tag = key
@@ -332,6 +349,29 @@ fn aead_ns(len: usize, open: bool) -> f64 {
     t0.elapsed().as_nanos() as f64 / n as f64
 }
 
+/// [`aead_ns`] for AEGIS-128L.
+fn aegis_ns(len: usize, open: bool) -> f64 {
+    use aegis::aegis128l::Aegis128L;
+    let key = [7u8; 16];
+    let n = 200_000;
+    let mut buf = vec![0x33u8; len];
+    let mut tag = Aegis128L::<16>::new(&key, &[0; 16]).encrypt_in_place(&mut buf, &[]);
+    let sealed = buf.clone();
+    let t0 = Instant::now();
+    for i in 0..n {
+        let mut nonce = [0u8; 16];
+        nonce[8..].copy_from_slice(&(i as u64).to_be_bytes());
+        if open {
+            buf.copy_from_slice(&sealed);
+            let _ = Aegis128L::<16>::new(&key, &[0; 16]).decrypt_in_place(&mut buf, &tag, &[]);
+        } else {
+            tag = Aegis128L::<16>::new(&key, &nonce).encrypt_in_place(&mut buf, &[]);
+        }
+    }
+    std::hint::black_box(&tag);
+    t0.elapsed().as_nanos() as f64 / n as f64
+}
+
 fn main() {
     let mib: usize = std::env::var("BENCH_MIB")
         .ok()
@@ -358,11 +398,12 @@ fn main() {
         let f = run(mib, message, pollute);
         let per = |d: Duration| d.as_nanos() as f64 / f.packets as f64;
         let plain = f.size.saturating_sub(28);
-        let (seal, open) = (aead_ns(plain, false), aead_ns(plain, true));
+        let suite = f.suite.expect("a keyed session");
+        let (seal, open) = (aead_ns(suite, plain, false), aead_ns(suite, plain, true));
         let gbit = |d: Duration| (f.messages as f64 * message as f64 * 8.0) / d.as_secs_f64() / 1e9;
         println!(
             "run {r}: {} B packets, {:.1} data packets and {:.1} acks per message; \
-             A {:.0} ns/packet (AES-GCM seal {:.0}), B {:.0} ns/packet (open {:.0}); \
+             A {:.0} ns/packet ({suite} seal {:.0}), B {:.0} ns/packet (open {:.0}); \
              one core: A {:.1} Gbit/s, B {:.1} Gbit/s; B copied {:.1} % of the payload \
              joining fragments",
             f.size,
