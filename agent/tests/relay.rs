@@ -235,6 +235,17 @@ fn symmetric_nats_talk_through_a_relay() {
         .unwrap_or_else(|e| panic!("the relay does not count the transfer: {e:#}"));
     assert!(v["relay"]["enabled"].as_bool().unwrap(), "{v}");
     assert!(!carried(&v).is_empty(), "{v}");
+    // Both hops' tags are AEGIS-128L between agents that run it in
+    // hardware (docs/relay.md), AES-256-GCM elsewhere.
+    let tags = if ringlan_tunnel::crypto::aegis_in_hardware() {
+        "aegis-128l"
+    } else {
+        "aes-256-gcm"
+    };
+    for r in carried(&v) {
+        assert_eq!(r["tags_from"].as_str(), Some(tags), "{r}");
+        assert_eq!(r["tags_to"].as_str(), Some(tags), "{r}");
+    }
     let human = human_status(&intro);
     assert!(human.contains("relay     enabled"), "{human}");
 

@@ -29,6 +29,7 @@ fn main() {
         relays: false,
         bridge: false,
         symmetric_nat: false,
+        aegis_hops: false,
     });
     o.handle_control(t0, peer, &hello.encode().expect("a small Hello"));
     while o.poll_action().is_some() {}

@@ -17,6 +17,9 @@
 //!    tag): (1) minus the difference between the first and the last is
 //!    what the forward path would cost with the old tag.
 //!
+//! 3. The forward path of (1) with AEGIS-128L hop tags (a hop between two
+//!    nodes that run it, `route_table::HopMac`).
+//!
 //! `cargo run --release -p ringlan-tunnel --example relay_bench`
 //! (`BENCH_PACKETS`, default 2,000,000).
 
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use ringlan_tunnel::fuzzing::{RouteInput, Routes, ROUTE_HEADER_LEN};
-use ringlan_tunnel::{HopKey, RelayLimits, RouteId, RouteOffer, ROUTE_OVERHEAD};
+use ringlan_tunnel::{HopKey, HopMac, RelayLimits, RouteId, RouteOffer, ROUTE_OVERHEAD};
 
 const PLAIN: usize = 1400;
 /// The end-to-end packet the ends send on a route over 1500-byte links:
@@ -33,7 +36,7 @@ const PLAIN: usize = 1400;
 const PLAIN_WHOLE_BLOCKS: usize = 1412;
 const BATCH: usize = 4096;
 
-fn forward_path(packets: usize, plain: usize) -> Duration {
+fn forward_path(packets: usize, plain: usize, mac: HopMac) -> Duration {
     let t0 = Instant::now();
     let mut origin = Routes::new(RelayLimits::default());
     // No bandwidth caps: the bench measures the work per datagram.
@@ -43,13 +46,13 @@ fn forward_path(packets: usize, plain: usize) -> Duration {
         max_total_mbps: 0.0,
         ..RelayLimits::default()
     });
-    origin.begin_end(t0, 100, 7, HopKey([1; 32]));
+    origin.begin_end(t0, 100, 7, HopKey::new([1; 32], mac));
     let offer = RouteOffer {
         id: RouteId(100),
-        key: HopKey([1; 32]),
+        key: HopKey::new([1; 32], mac),
     };
     relay
-        .begin_transit(t0, 200, 201, 8, &offer, 9, &HopKey([2; 32]))
+        .begin_transit(t0, 200, 201, 8, &offer, 9, &HopKey::new([2; 32], mac))
         .expect("transit entry");
     relay.finish(200, 300).expect("finish transit");
     origin.finish(100, 200).expect("finish end");
@@ -117,8 +120,9 @@ fn main() {
         "relay forward, {PLAIN}-byte end-to-end packets, {packets} datagrams (load {})",
         load.split_whitespace().next().unwrap_or("?")
     );
-    let path = forward_path(packets, PLAIN);
-    let aligned = forward_path(packets, PLAIN_WHOLE_BLOCKS);
+    let path = forward_path(packets, PLAIN, HopMac::AesGcm);
+    let aligned = forward_path(packets, PLAIN_WHOLE_BLOCKS, HopMac::AesGcm);
+    let aegis = forward_path(packets, PLAIN_WHOLE_BLOCKS, HopMac::Aegis128L);
     let whole = 12 + PLAIN;
     let now_tags = tag_pair(&AES_256_GCM, whole, true, packets);
     let gmac = tag_pair(&AES_256_GCM, whole, false, packets);
@@ -134,6 +138,11 @@ fn main() {
     println!(
         "  the same, {PLAIN_WHOLE_BLOCKS}-byte end-to-end packets (the hop tags over whole AES blocks): {:>6.0} ns/datagram",
         aligned.as_nanos()
+    );
+    println!(
+        "  the same with AEGIS-128L hop tags: {:>6.0} ns/datagram ({:.1} Gbit/s)",
+        aegis.as_nanos(),
+        gbps(aegis)
     );
     println!("  two tags per datagram over {whole} bytes:");
     println!(

@@ -69,7 +69,7 @@ pub use punch::{
 };
 pub use rng::Rng;
 pub use route_table::{
-    HopKey, RelayLimits, RouteCounters, RouteError, RouteInfo, RouteOffer, RouteRole,
+    HopKey, HopMac, RelayLimits, RouteCounters, RouteError, RouteInfo, RouteOffer, RouteRole,
     DEFAULT_RELAY_MBPS, DEFAULT_RELAY_ROUTES, DEFAULT_RELAY_ROUTES_PER_ORIGIN,
     DEFAULT_RELAY_ROUTES_PER_TARGET, DEFAULT_RELAY_TOTAL_MBPS, ROUTE_OVERHEAD,
 };

@@ -12,7 +12,7 @@ use common::{config, messages, LinkModel, Net};
 use ringlan_tunnel::SessionId;
 use ringlan_tunnel::{DropReason, Event, Target};
 use ringlan_tunnel::{FlowEvent, FlowId, Reliability};
-use ringlan_tunnel::{Path, RouteId};
+use ringlan_tunnel::{HopMac, Path, RouteId};
 use ringlan_tunnel::{RekeyConfig, RelayLimits, RouteRole, ROUTE_OVERHEAD};
 
 const A: usize = 0;
@@ -49,13 +49,30 @@ fn connect_direct(net: &mut Net, a: usize, b: usize) -> (SessionId, SessionId) {
     )
 }
 
+/// The hop tags of [`route_via`]'s routes: AEGIS-128L on the first hop,
+/// AES-256-GCM on the second, and so on (a relay between the two kinds
+/// checks one and writes the other), so every relayed test runs both.
+const HOP_MACS: [HopMac; 2] = [HopMac::Aegis128L, HopMac::AesGcm];
+
 /// Set up a route a -> relays... -> b the way the agents' setup request
-/// does, hop by hop over the existing sessions. Returns the route ids at a
-/// and b.
+/// does, hop by hop over the existing sessions, hop `i`'s tags by
+/// [`HOP_MACS`]. Returns the route ids at a and b.
 fn route_via(net: &mut Net, a: usize, relays: &[usize], b: usize) -> (RouteId, RouteId) {
+    route_via_macs(net, a, relays, b, &HOP_MACS)
+}
+
+/// [`route_via`] with hop `i`'s tags by `macs[i % macs.len()]`.
+fn route_via_macs(
+    net: &mut Net,
+    a: usize,
+    relays: &[usize],
+    b: usize,
+    macs: &[HopMac],
+) -> (RouteId, RouteId) {
     let now = net.now;
+    let mac = |hop: usize| macs[hop % macs.len()];
     let first = opened_with(net, a, relays[0]).unwrap();
-    let offer = net.nodes[a].ep.route_begin(now, first).unwrap();
+    let offer = net.nodes[a].ep.route_begin(now, first, mac(0)).unwrap();
     let mut up = a;
     let mut to_next = offer.clone();
     let mut pending = Vec::new();
@@ -65,7 +82,7 @@ fn route_via(net: &mut Net, a: usize, relays: &[usize], b: usize) -> (RouteId, R
         let r_down = opened_with(net, r, next).unwrap();
         let (up_in, down) = net.nodes[r]
             .ep
-            .route_transit(now, r_up, &to_next, r_down)
+            .route_transit(now, r_up, &to_next, r_down, mac(i + 1))
             .unwrap();
         pending.push((r, up_in));
         to_next = down;
@@ -537,10 +554,15 @@ fn a_node_that_does_not_relay_refuses_and_hops_need_open_sessions() {
     let now = net.now;
     let a_b = opened_with(&net, A, B).unwrap();
     let b_a = opened_with(&net, B, A).unwrap();
-    let offer = net.nodes[A].ep.route_begin(now, a_b).unwrap();
+    let offer = net.nodes[A]
+        .ep
+        .route_begin(now, a_b, HopMac::AesGcm)
+        .unwrap();
     // B does not relay (relay disabled by default).
     assert_eq!(
-        net.nodes[B].ep.route_transit(now, b_a, &offer, b_a),
+        net.nodes[B]
+            .ep
+            .route_transit(now, b_a, &offer, b_a, HopMac::AesGcm),
         Err(ringlan_tunnel::RouteError::RelayDisabled)
     );
     // R1 relays, but has no session to B.
@@ -548,7 +570,7 @@ fn a_node_that_does_not_relay_refuses_and_hops_need_open_sessions() {
     assert_eq!(
         net.nodes[R1]
             .ep
-            .route_transit(now, r_a, &offer, SessionId(12345)),
+            .route_transit(now, r_a, &offer, SessionId(12345), HopMac::AesGcm),
         Err(ringlan_tunnel::RouteError::NoSession)
     );
     // Garbage at a relay's port changes nothing.
@@ -604,33 +626,40 @@ fn a_modified_copy_sent_ahead_of_each_datagram_does_not_stop_a_relayed_transfer(
     // drop: ahead of every datagram it sends a copy with one byte of the
     // end-to-end body changed. The hop tag covers the whole datagram, so R1
     // refuses the copies without spending their sequence numbers and
-    // forwards the genuine datagrams (issue 12 item 5).
-    let mut net = lab(0.0);
-    block_direct(&mut net);
-    connect_direct(&mut net, A, R1);
-    connect_direct(&mut net, B, R1);
-    let (ra, _rb) = route(&mut net, A, R1, B);
-    let (sa, _sb) = open_over(&mut net, Path::Route(ra));
-    let (a, r1) = (net.nodes[A].addr, net.nodes[R1].addr);
-    let forged = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    let count = forged.clone();
-    net.injector = Some(Box::new(move |from, to, data| {
-        if from != a || to != r1 || data.len() < 200 {
-            return None;
-        }
-        count.set(count.get() + 1);
-        let mut copy = data.to_vec();
-        let mid = copy.len() / 2;
-        copy[mid] ^= 0x01;
-        Some(copy)
-    }));
-    let mut t = Transfer::new(&mut net, sa);
-    t.run(&mut net, 2000, Duration::from_secs(120));
-    t.check();
-    assert!(forged.get() >= 2000, "{}", forged.get());
-    let refused = net.nodes[R1].ep.stats().drops[&DropReason::Route];
-    assert!(refused >= forged.get(), "{refused} of {}", forged.get());
-    assert!(t.stalls.is_empty(), "{:?}", t.stalls);
+    // forwards the genuine datagrams (issue 12 item 5). Both kinds of hop
+    // tag.
+    for mac in [HopMac::AesGcm, HopMac::Aegis128L] {
+        let mut net = lab(0.0);
+        block_direct(&mut net);
+        connect_direct(&mut net, A, R1);
+        connect_direct(&mut net, B, R1);
+        let (ra, _rb) = route_via_macs(&mut net, A, &[R1], B, &[mac]);
+        let (sa, _sb) = open_over(&mut net, Path::Route(ra));
+        let (a, r1) = (net.nodes[A].addr, net.nodes[R1].addr);
+        let forged = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let count = forged.clone();
+        net.injector = Some(Box::new(move |from, to, data| {
+            if from != a || to != r1 || data.len() < 200 {
+                return None;
+            }
+            count.set(count.get() + 1);
+            let mut copy = data.to_vec();
+            let mid = copy.len() / 2;
+            copy[mid] ^= 0x01;
+            Some(copy)
+        }));
+        let mut t = Transfer::new(&mut net, sa);
+        t.run(&mut net, 2000, Duration::from_secs(120));
+        t.check();
+        assert!(forged.get() >= 2000, "{mac:?}: {}", forged.get());
+        let refused = net.nodes[R1].ep.stats().drops[&DropReason::Route];
+        assert!(
+            refused >= forged.get(),
+            "{mac:?}: {refused} of {}",
+            forged.get()
+        );
+        assert!(t.stalls.is_empty(), "{mac:?}: {:?}", t.stalls);
+    }
 }
 
 /// On a route every hop tags the route header and the whole end-to-end

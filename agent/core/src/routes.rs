@@ -51,7 +51,7 @@ use ringlan_overlay::wire::{
 };
 use ringlan_overlay::Overlay;
 use ringlan_tunnel::{Endpoint, Target};
-use ringlan_tunnel::{HopKey, RouteError, RouteOffer};
+use ringlan_tunnel::{HopKey, HopMac, RouteError, RouteOffer};
 use ringlan_tunnel::{NodeId, Path, Rng, RouteId};
 use ringlan_tunnel::{SessionId, SessionState};
 
@@ -111,6 +111,18 @@ impl Ctx<'_> {
         let sid = self.peers.session_of(node)?;
         let info = self.ep.session_info(sid)?;
         (info.state == SessionState::Open && !info.path.is_relayed()).then_some(sid)
+    }
+
+    /// The tags to ask for on a hop to `node`: AEGIS-128L when its `Hello`
+    /// said it takes them (the endpoint falls back to AES-256-GCM where
+    /// this machine does not run AEGIS-128L in hardware, and the setup
+    /// request says what was chosen), else AES-256-GCM.
+    fn hop_mac(&self, node: NodeId) -> HopMac {
+        if self.overlay.says_aegis_hops(node) {
+            HopMac::Aegis128L
+        } else {
+            HopMac::AesGcm
+        }
     }
 
     fn srtt(&self, sid: SessionId) -> Duration {
@@ -602,7 +614,7 @@ impl RouteControl {
         let Some(sid) = cx.direct(hop) else {
             return false;
         };
-        let offer = match cx.ep.route_begin(now, sid) {
+        let offer = match cx.ep.route_begin(now, sid, cx.hop_mac(hop)) {
             Ok(o) => o,
             Err(e) => {
                 tracing::debug!(%hop, error = %e, "cannot start a route");
@@ -629,8 +641,9 @@ impl RouteControl {
                 target,
                 relays_left: left,
                 id: offer.id.0,
-                key: offer.key.0,
+                key: offer.key.bytes,
                 path: Vec::new(),
+                hop_mac: offer.key.mac,
             }),
         ));
         self.stats.setups_sent += 1;
@@ -815,7 +828,7 @@ impl RouteControl {
         }
         let offer = RouteOffer {
             id: RouteId(s.id),
-            key: HopKey(s.key),
+            key: HopKey::new(s.key, s.hop_mac),
         };
         if s.target == self.me {
             return self.accept(now, cx, from, up, &offer, s);
@@ -850,7 +863,8 @@ impl RouteControl {
         let Some(down) = cx.direct(next) else {
             return self.refuse(from, &s, RouteRefusal::NoPath);
         };
-        let (up_in, down_offer) = match cx.ep.route_transit(now, up, &offer, down) {
+        let down_mac = cx.hop_mac(next);
+        let (up_in, down_offer) = match cx.ep.route_transit(now, up, &offer, down, down_mac) {
             Ok(x) => x,
             Err(RouteError::RelayDisabled) => {
                 return self.refuse(from, &s, RouteRefusal::RelayDisabled)
@@ -884,8 +898,9 @@ impl RouteControl {
                 target: s.target,
                 relays_left: left,
                 id: down_offer.id.0,
-                key: down_offer.key.0,
+                key: down_offer.key.bytes,
                 path,
+                hop_mac: down_offer.key.mac,
             }),
         ));
     }
@@ -1439,15 +1454,19 @@ mod tests {
     ) -> RouteOutcome {
         let (now, fid, tid) = (lab.now, lab.id(from), lab.id(to));
         let sid = lab.m[from].peers.session_of(tid).unwrap();
-        let offer = lab.m[from].ep.route_begin(now, sid).unwrap();
+        let offer = lab.m[from]
+            .ep
+            .route_begin(now, sid, HopMac::AesGcm)
+            .unwrap();
         let setup = RouteSetup {
             nonce,
             origin,
             target,
             relays_left: 0,
             id: offer.id.0,
-            key: offer.key.0,
+            key: offer.key.bytes,
             path,
+            hop_mac: offer.key.mac,
         };
         lab.log.clear();
         lab.with(to, |rc, cx, now| {
@@ -1547,15 +1566,19 @@ mod tests {
     ) -> RouteId {
         let (now, fid, rid) = (lab.now, lab.id(from), lab.id(relay));
         let sid = lab.m[from].peers.session_of(rid).unwrap();
-        let planted = lab.m[from].ep.route_begin(now, sid).unwrap();
+        let planted = lab.m[from]
+            .ep
+            .route_begin(now, sid, HopMac::AesGcm)
+            .unwrap();
         let setup = RouteSetup {
             nonce: 7,
             origin,
             target,
             relays_left: 0,
             id: planted.id.0,
-            key: planted.key.0,
+            key: planted.key.bytes,
             path: vec![fid],
+            hop_mac: planted.key.mac,
         };
         lab.with(relay, |rc, cx, now| {
             rc.on_message(now, cx, fid, Message::RouteSetup(setup))
@@ -1669,5 +1692,80 @@ mod tests {
         );
         assert_eq!(lab.m[b].routes.stats.verified, 1);
         assert_eq!(lab.m[b].routes.stats.wrong_peer, 0);
+    }
+
+    /// Member `i`'s overlay hears from its link `j` a `Hello` saying
+    /// whether `j` takes AEGIS-128L hop tags.
+    fn hears_aegis_hops(lab: &mut Lab, i: usize, j: usize, takes: bool) {
+        let (now, jid, addr) = (lab.now, lab.id(j), lab.m[j].addr);
+        let hello = Message::Hello(ringlan_overlay::wire::Hello {
+            node_id: jid,
+            name: format!("m{j}"),
+            role: ringlan_overlay::Role::Node,
+            addrs: vec![addr],
+            mac: None,
+            relays: false,
+            bridge: false,
+            symmetric_nat: false,
+            aegis_hops: takes,
+        })
+        .encode()
+        .unwrap();
+        let o = &mut lab.m[i].overlay;
+        o.peer_up(now, jid, Some(addr), true);
+        o.handle_control(now, jid, &hello);
+        assert_eq!(o.says_aegis_hops(jid), takes);
+    }
+
+    #[test]
+    fn each_hop_uses_aegis_tags_when_its_downstream_node_takes_them() {
+        // V (2) -> R (1) -> B (0); R takes AEGIS-128L hop tags, B does or
+        // does not (a node of the version before). The setup request of
+        // each hop says what its upstream node chose, R checks one kind
+        // and writes the other, and V's session opens over the route.
+        let aegis = ringlan_tunnel::crypto::aegis_in_hardware();
+        let (b, r, v) = (0, 1, 2);
+        for b_takes in [false, true] {
+            let mut lab = Lab::linked(3, &[r], &[(r, b), (v, r)]);
+            hears_aegis_hops(&mut lab, v, r, true);
+            hears_aegis_hops(&mut lab, r, b, b_takes);
+            let (target, hop) = (lab.id(b), lab.id(r));
+            assert!(lab.with(v, |rc, cx, now| rc.start_route(now, cx, target, hop, 0)));
+            lab.deliver();
+            let mac = |takes: bool| {
+                if takes && aegis {
+                    HopMac::Aegis128L
+                } else {
+                    HopMac::AesGcm
+                }
+            };
+            let setups: Vec<(NodeId, HopMac)> = lab
+                .log
+                .iter()
+                .filter_map(|(_, to, m)| match m {
+                    Message::RouteSetup(s) => Some((*to, s.hop_mac)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                setups,
+                vec![(lab.id(r), mac(true)), (lab.id(b), mac(b_takes))]
+            );
+            let carried = lab.m[r].ep.routes(lab.now);
+            let toward_b = carried
+                .iter()
+                .find(|i| i.to == Some(lab.id(b)))
+                .expect("R's entry toward B");
+            assert_eq!(
+                (toward_b.mac_in, toward_b.mac_out),
+                (mac(true), mac(b_takes))
+            );
+            lab.run(Duration::from_millis(300));
+            let sid = lab.m[b]
+                .peers
+                .session_of(lab.id(v))
+                .expect("V's session is open at B over the route");
+            assert!(lab.m[b].ep.session_info(sid).unwrap().path.is_relayed());
+        }
     }
 }

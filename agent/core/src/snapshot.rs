@@ -285,6 +285,10 @@ impl Node {
                     forward: traffic(c.up_in),
                     back: traffic(c.down_in),
                     age_secs: c.age.as_secs(),
+                    // The entry toward the target receives from upstream
+                    // and sends downstream.
+                    tags_from: entries.get(&c.up_in).map(|i| i.mac_in.to_string()),
+                    tags_to: entries.get(&c.up_in).map(|i| i.mac_out.to_string()),
                 })
                 .collect(),
         }

@@ -241,6 +241,12 @@ pub struct CarriedRoute {
     /// Target -> origin.
     pub back: RouteTraffic,
     pub age_secs: u64,
+    /// The tags of the hops from the upstream and to the downstream
+    /// neighbour (`aes-256-gcm` or `aegis-128l`, docs/relay.md), JSON only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1033,6 +1039,8 @@ pub fn example() -> Status {
                     dropped: 0,
                 },
                 age_secs: 65,
+                tags_from: Some("aegis-128l".into()),
+                tags_to: Some("aes-256-gcm".into()),
             }],
         }),
         arp_nd: ArpNdCounters {

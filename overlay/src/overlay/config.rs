@@ -36,6 +36,10 @@ pub struct Config {
     pub ring_links: usize,
     /// This node carries relayed routes for members (said in `Hello`).
     pub relays: bool,
+    /// This node takes AEGIS-128L hop tags on route hops it is downstream
+    /// of (said in `Hello`; default: its CPU has AES instructions,
+    /// `ringlan_tunnel::crypto::aegis_in_hardware`).
+    pub aegis_hops: bool,
     /// Bounds on the number `k` of long-distance links, which is otherwise
     /// `round(log2(n))` for the estimated size `n` (defaults 1 and 16; set
     /// both to the same value for a fixed `k`). Incoming long links are
@@ -100,6 +104,7 @@ impl Config {
             introducers: Vec::new(),
             ring_links: 2,
             relays: false,
+            aegis_hops: ringlan_tunnel::crypto::aegis_in_hardware(),
             long_links_min: 1,
             long_links_max: 16,
             keepalive_interval: Duration::from_secs(30),

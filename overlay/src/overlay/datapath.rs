@@ -736,6 +736,7 @@ mod attacks {
             relays: false,
             bridge,
             symmetric_nat: false,
+            aegis_hops: false,
         });
         o.handle_control(t, peer.node_id(), &h.encode().unwrap());
         while o.poll_action().is_some() {}

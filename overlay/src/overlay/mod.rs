@@ -630,6 +630,17 @@ impl Overlay {
             .is_some_and(|h| h.symmetric_nat)
     }
 
+    /// Whether linked `node` said in its latest `Hello` that it takes
+    /// AEGIS-128L hop tags: the MAC this node may choose for a route hop
+    /// to it (`docs/relay.md`). A node that lies about it only breaks the
+    /// routes it is downstream of.
+    pub fn says_aegis_hops(&self, node: NodeId) -> bool {
+        self.links
+            .get(&node)
+            .and_then(|l| l.hello.as_ref())
+            .is_some_and(|h| h.aegis_hops)
+    }
+
     /// Polite leave: queue `Leaving` to every link and stop opening
     /// sessions. The agent sends the queued messages, then shuts down.
     pub fn leave(&mut self, _now: Instant) {
@@ -654,6 +665,7 @@ impl Overlay {
             relays: self.cfg.relays,
             bridge: self.cfg.bridge,
             symmetric_nat: self.symmetric_nat,
+            aegis_hops: self.cfg.aegis_hops,
         })
     }
 

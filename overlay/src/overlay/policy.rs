@@ -313,6 +313,7 @@ mod tests {
                 relays: false,
                 bridge: false,
                 symmetric_nat: false,
+                aegis_hops: false,
             })
             .encode()
             .unwrap()

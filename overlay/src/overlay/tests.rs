@@ -28,6 +28,7 @@ pub(super) fn tap_hello(id: u128, addrs: &[SocketAddr], relays: bool) -> Vec<u8>
         relays,
         bridge: false,
         symmetric_nat: false,
+        aegis_hops: false,
     })
     .encode()
     .unwrap()
@@ -67,6 +68,7 @@ fn garbage_control_is_counted_not_fatal() {
         relays: false,
         bridge: false,
         symmetric_nat: false,
+        aegis_hops: false,
     });
     o.handle_control(t0, NodeId(7), &h.encode().unwrap());
     assert!(o.member(NodeId(8)).is_none());
@@ -235,6 +237,24 @@ fn introducers_can_be_replaced_while_running() {
 /// and every link gets a fresh one when that changes (a punching member
 /// leaves a symmetric one alone). A member's own `Hello` says it of
 /// itself; a later `Hello` saying otherwise is believed too.
+/// An encoded `Hello` from node 7 (no TAP, no addresses) saying what
+/// it says of its NAT and of AEGIS-128L hop tags.
+fn n7_hello(symmetric_nat: bool, aegis_hops: bool) -> Vec<u8> {
+    Message::Hello(Hello {
+        node_id: NodeId(7),
+        name: "n7".into(),
+        role: Role::Node,
+        addrs: vec![],
+        mac: None,
+        relays: false,
+        bridge: false,
+        symmetric_nat,
+        aegis_hops,
+    })
+    .encode()
+    .unwrap()
+}
+
 #[test]
 fn the_nat_mapping_is_said_in_hello_and_said_again_when_it_changes() {
     let t0 = Instant::now();
@@ -258,20 +278,7 @@ fn the_nat_mapping_is_said_in_hello_and_said_again_when_it_changes() {
     o.set_symmetric_nat(false);
     assert_eq!(hellos(&mut o), vec![false]);
 
-    let hello = |symmetric_nat| {
-        Message::Hello(Hello {
-            node_id: NodeId(7),
-            name: "n7".into(),
-            role: Role::Node,
-            addrs: vec![],
-            mac: None,
-            relays: false,
-            bridge: false,
-            symmetric_nat,
-        })
-        .encode()
-        .unwrap()
-    };
+    let hello = |symmetric_nat| n7_hello(symmetric_nat, false);
     assert!(!o.says_symmetric_nat(NodeId(7)));
     o.handle_control(t0, NodeId(7), &hello(true));
     assert!(o.says_symmetric_nat(NodeId(7)));
@@ -279,4 +286,31 @@ fn the_nat_mapping_is_said_in_hello_and_said_again_when_it_changes() {
     assert!(!o.says_symmetric_nat(NodeId(7)));
     // Not linked: nothing is known.
     assert!(!o.says_symmetric_nat(NodeId(8)));
+}
+
+#[test]
+fn aegis_hop_tags_are_said_in_hello_and_read_from_the_peers() {
+    let t0 = Instant::now();
+    for ours in [false, true] {
+        let mut cfg = Config::new(NodeId(100), "a", Role::Node, Some(Mac([2, 0, 0, 0, 0, 1])));
+        cfg.introducers = vec!["198.51.100.7:4910".parse().unwrap()];
+        cfg.aegis_hops = ours;
+        let mut o = Overlay::new(t0, cfg, rng(9)).unwrap();
+        o.peer_up(t0, NodeId(7), "198.51.100.7:4910".parse().ok(), true);
+        let said: Vec<bool> = decode_sends(&drain(&mut o))
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                Message::Hello(h) if to == NodeId(7) => Some(h.aegis_hops),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(said, vec![ours]);
+        let hello = |aegis_hops| n7_hello(false, aegis_hops);
+        assert!(!o.says_aegis_hops(NodeId(7)));
+        o.handle_control(t0, NodeId(7), &hello(true));
+        assert!(o.says_aegis_hops(NodeId(7)));
+        o.handle_control(t0, NodeId(7), &hello(false));
+        assert!(!o.says_aegis_hops(NodeId(7)));
+        assert!(!o.says_aegis_hops(NodeId(8)));
+    }
 }

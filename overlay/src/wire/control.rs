@@ -6,7 +6,7 @@ use super::reader::Reader;
 use super::WireError;
 use crate::directory::{valid_key, Record, MAX_KEY};
 use crate::switch::Mac;
-use ringlan_tunnel::NodeId;
+use ringlan_tunnel::{HopMac, NodeId};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Control format version carried in byte 0.
@@ -45,6 +45,10 @@ const T_DIR_GET: u8 = 0x10;
 const T_DIR_GET_REPLY: u8 = 0x11;
 const T_DIR_SCAN: u8 = 0x12;
 const T_DIR_SCAN_PAGE: u8 = 0x13;
+/// A `RouteSetup` whose hop uses AEGIS-128L tags: the same fields under a
+/// type of its own, sent only to a node whose `Hello` said it takes them
+/// (a node that predates it would refuse the type, and never gets it).
+const T_ROUTE_SETUP_AEGIS: u8 = 0x14;
 
 /// Most records in one `DirScanPage` (a page of the largest records is
 /// about 37 KB; a node holding more sends several parts).
@@ -65,6 +69,10 @@ const F_BRIDGE: u8 = 0x08;
 /// `Hello` only: the sender is behind an endpoint-dependent ("symmetric")
 /// NAT by its own STUN answers. Nodes that predate it ignore the bit.
 const F_SYMMETRIC_NAT: u8 = 0x10;
+/// `Hello` only: the sender takes AEGIS-128L hop tags on the route hops
+/// it is downstream of (`RouteSetup::hop_mac`). Nodes that predate it
+/// ignore the bit and are never sent the setup byte that needs it.
+const F_AEGIS_HOPS: u8 = 0x20;
 
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
@@ -120,6 +128,9 @@ pub struct Hello {
     /// symmetric node does not birthday-punch a symmetric member: nothing
     /// can meet between two such NATs (docs/nat.md "Coordination").
     pub symmetric_nat: bool,
+    /// The sender takes AEGIS-128L hop tags (its CPU has AES instructions):
+    /// its upstream neighbour on a route may choose them for their hop.
+    pub aegis_hops: bool,
 }
 
 /// One entry of the membership list.
@@ -281,6 +292,10 @@ pub struct RouteSetup {
     pub key: [u8; 32],
     /// The relays so far (the sender last, unless it is the origin).
     pub path: Vec<NodeId>,
+    /// The MAC of this hop's tags, both ways (`docs/relay.md`): AEGIS-128L
+    /// travels as its own message type, which the sender uses only when
+    /// the receiver's `Hello` said it takes those tags.
+    pub hop_mac: HopMac,
 }
 
 impl std::fmt::Debug for RouteSetup {
@@ -597,7 +612,8 @@ impl Message {
                 let relay = if h.relays { F_RELAY } else { 0 };
                 let bridge = if h.bridge { F_BRIDGE } else { 0 };
                 let symmetric = if h.symmetric_nat { F_SYMMETRIC_NAT } else { 0 };
-                out.push(flags_of(h.role, h.mac.is_some()) | relay | bridge | symmetric);
+                let aegis = if h.aegis_hops { F_AEGIS_HOPS } else { 0 };
+                out.push(flags_of(h.role, h.mac.is_some()) | relay | bridge | symmetric | aegis);
                 if let Some(mac) = h.mac {
                     out.extend_from_slice(&mac.0);
                 }
@@ -665,7 +681,10 @@ impl Message {
                 put_addr(out, addr);
             }
             Message::RouteSetup(r) => {
-                out.push(T_ROUTE_SETUP);
+                out.push(match r.hop_mac {
+                    HopMac::AesGcm => T_ROUTE_SETUP,
+                    HopMac::Aegis128L => T_ROUTE_SETUP_AEGIS,
+                });
                 out.extend_from_slice(&r.nonce.to_be_bytes());
                 out.extend_from_slice(&r.origin.to_bytes());
                 out.extend_from_slice(&r.target.to_bytes());
@@ -776,6 +795,7 @@ impl Message {
                     relays: flags & F_RELAY != 0,
                     bridge: flags & F_BRIDGE != 0,
                     symmetric_nat: flags & F_SYMMETRIC_NAT != 0,
+                    aegis_hops: flags & F_AEGIS_HOPS != 0,
                 })
             }
             T_MEMBERS => {
@@ -816,7 +836,7 @@ impl Message {
                 node: r.node_id()?,
                 addr: r.addr()?,
             },
-            T_ROUTE_SETUP => Message::RouteSetup(RouteSetup {
+            t @ (T_ROUTE_SETUP | T_ROUTE_SETUP_AEGIS) => Message::RouteSetup(RouteSetup {
                 nonce: r.u64()?,
                 origin: r.node_id()?,
                 target: r.node_id()?,
@@ -824,6 +844,11 @@ impl Message {
                 id: u32::from_be_bytes(r.array()?),
                 key: r.array()?,
                 path: r.ids("route relays", MAX_ROUTE_RELAYS)?,
+                hop_mac: if t == T_ROUTE_SETUP_AEGIS {
+                    HopMac::Aegis128L
+                } else {
+                    HopMac::AesGcm
+                },
             }),
             T_ROUTE_REPLY => {
                 let nonce = r.u64()?;
@@ -937,6 +962,7 @@ mod tests {
             relays: false,
             bridge: false,
             symmetric_nat: false,
+            aegis_hops: false,
         });
         let b = m.encode().unwrap();
         let mut want = vec![1, 1];
@@ -958,6 +984,11 @@ mod tests {
         h.symmetric_nat = true;
         let b = Message::Hello(h.clone()).encode().unwrap();
         assert_eq!(b[18], 0x03 | 0x08 | 0x10);
+        assert_eq!(Message::decode(&b).unwrap(), Message::Hello(h.clone()));
+        // Takes AEGIS-128L hop tags: bit 0x20.
+        h.aegis_hops = true;
+        let b = Message::Hello(h.clone()).encode().unwrap();
+        assert_eq!(b[18], 0x03 | 0x08 | 0x10 | 0x20);
         assert_eq!(Message::decode(&b).unwrap(), Message::Hello(h));
     }
 
@@ -1002,6 +1033,7 @@ mod tests {
             id: 0xa1b2_c3d4,
             key: [0x5a; 32],
             path: vec![NodeId(3)],
+            hop_mac: HopMac::AesGcm,
         });
         let b = setup.encode().unwrap();
         let mut want = vec![1, 0x0d, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
@@ -1015,6 +1047,17 @@ mod tests {
         assert_eq!(Message::decode(&b).unwrap(), setup);
         // The key never shows in logs.
         assert!(!format!("{setup:?}").contains("90, 90"));
+        // AEGIS-128L hop tags: the same bytes under type 0x14, which a node
+        // of the version before refuses (it is never sent one).
+        let Message::RouteSetup(mut aegis) = setup.clone() else {
+            unreachable!()
+        };
+        aegis.hop_mac = HopMac::Aegis128L;
+        let aegis = Message::RouteSetup(aegis);
+        let b2 = aegis.encode().unwrap();
+        assert_eq!(b2[1], 0x14);
+        assert_eq!(b2[2..], want[2..]);
+        assert_eq!(Message::decode(&b2).unwrap(), aegis);
         let too_long = Message::RouteSetup(RouteSetup {
             nonce: 0,
             origin: NodeId(1),
@@ -1023,6 +1066,7 @@ mod tests {
             id: 1,
             key: [0; 32],
             path: vec![NodeId(3); MAX_ROUTE_RELAYS + 1],
+            hop_mac: HopMac::AesGcm,
         });
         assert!(too_long.encode().is_err());
         let refused = Message::RouteReply(RouteReply {
@@ -1292,6 +1336,7 @@ mod tests {
             relays: false,
             bridge: false,
             symmetric_nat: false,
+            aegis_hops: false,
         });
         assert_eq!(long.encode(), Err(WireError::NameTooLong(65)));
         let many = Message::Neighbours(vec![NodeId(0); MAX_NEIGHBOURS + 1]);
@@ -1454,6 +1499,7 @@ mod tests {
                     relays: mac.is_some_and(|m| m[0] & 1 == 1),
                     bridge: mac.is_some_and(|m| m[1] & 1 == 1),
                     symmetric_nat: mac.is_some_and(|m| m[2] & 1 == 1),
+                    aegis_hops: mac.is_some_and(|m| m[3] & 1 == 1),
                     mac: mac.map(Mac),
                 })),
             proptest::collection::vec(arb_member(), 0..8).prop_map(Message::Members),
@@ -1498,10 +1544,10 @@ mod tests {
             }),
             (
                 (any::<u64>(), any::<u128>(), any::<u128>(), any::<u8>()),
-                (any::<u32>(), any::<[u8; 32]>()),
+                (any::<u32>(), any::<[u8; 32]>(), any::<bool>()),
                 proptest::collection::vec(any::<u128>().prop_map(NodeId), 0..=MAX_ROUTE_RELAYS)
             )
-                .prop_map(|((nonce, o, t, left), (id, key), path)| {
+                .prop_map(|((nonce, o, t, left), (id, key, aegis), path)| {
                     Message::RouteSetup(RouteSetup {
                         nonce,
                         origin: NodeId(o),
@@ -1510,6 +1556,11 @@ mod tests {
                         id,
                         key,
                         path,
+                        hop_mac: if aegis {
+                            HopMac::Aegis128L
+                        } else {
+                            HopMac::AesGcm
+                        },
                     })
                 }),
             (

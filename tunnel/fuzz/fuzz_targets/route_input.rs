@@ -7,14 +7,15 @@
 //! genuine one (the payload wrapped at the route's origin) whose byte
 //! `payload[0] % len` is flipped when bit 3 is set (always refused: the hop
 //! tag covers the whole datagram); bits 4-7 advance the virtual clock by
-//! that many seconds.
+//! that many seconds. The first byte's low bit picks the hops' tags
+//! (AES-256-GCM or AEGIS-128L).
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use ringlan_tunnel::fuzzing::{RouteInput, Routes, ROUTE_HEADER_LEN};
-use ringlan_tunnel::{HopKey, RelayLimits, RouteId, RouteOffer};
+use ringlan_tunnel::{HopKey, HopMac, RelayLimits, RouteId, RouteOffer};
 
 fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
@@ -24,13 +25,17 @@ fuzz_target!(|data: &[u8]| {
         max_mbps: 100.0,
         ..RelayLimits::default()
     });
-    a.begin_end(now, 100, 7, HopKey([1; 32]));
+    let mac = match data.first() {
+        Some(b) if b & 1 == 1 => HopMac::Aegis128L,
+        _ => HopMac::AesGcm,
+    };
+    a.begin_end(now, 100, 7, HopKey::new([1; 32], mac));
     let offer = RouteOffer {
         id: RouteId(100),
-        key: HopKey([1; 32]),
+        key: HopKey::new([1; 32], mac),
     };
     if r
-        .begin_transit(now, 200, 201, 8, &offer, 9, &HopKey([2; 32]))
+        .begin_transit(now, 200, 201, 8, &offer, 9, &HopKey::new([2; 32], mac))
         .is_err()
     {
         return;

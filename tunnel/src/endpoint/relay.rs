@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::{DropReason, Endpoint, Event, Transmit, TransmitKind};
 use crate::path::{is_route_addr, route_addr, Path, RouteId};
 use crate::route_table::{
-    HopKey, RelayLimits, RouteError, RouteInfo, RouteInput, RouteOffer, ROUTE_OVERHEAD,
+    HopKey, HopMac, RelayLimits, RouteError, RouteInfo, RouteInput, RouteOffer, ROUTE_OVERHEAD,
 };
 use crate::session::{Session, SessionId};
 
@@ -22,16 +22,29 @@ impl Endpoint {
             _ => Err(RouteError::NoSession),
         }
     }
-    fn hop_key(&mut self) -> HopKey {
-        HopKey(self.rng.bytes32())
+    /// A fresh key for a hop whose tags use `mac`: AEGIS-128L only where
+    /// this machine runs it in hardware (the caller asks for it when the
+    /// hop's downstream node takes it).
+    fn hop_key(&mut self, mac: HopMac) -> HopKey {
+        let mac = match mac {
+            HopMac::Aegis128L if crate::crypto::aegis_in_hardware() => HopMac::Aegis128L,
+            _ => HopMac::AesGcm,
+        };
+        HopKey::new(self.rng.bytes32(), mac)
     }
     /// Start a route at its initiating end, first hop over the OPEN direct
-    /// session `hop`. Send the offer to that hop's peer in a route setup
+    /// session `hop`, its tags by `mac` if this node runs it (the offer
+    /// says which). Send the offer to that hop's peer in a route setup
     /// request; complete with [`Endpoint::route_finish`] when it answers.
-    pub fn route_begin(&mut self, now: Instant, hop: SessionId) -> Result<RouteOffer, RouteError> {
+    pub fn route_begin(
+        &mut self,
+        now: Instant,
+        hop: SessionId,
+        mac: HopMac,
+    ) -> Result<RouteOffer, RouteError> {
         self.hop_session(hop)?;
         let id = self.alloc_session_id();
-        let key = self.hop_key();
+        let key = self.hop_key(mac);
         self.routes.begin_end(now, id, hop.0, key.clone());
         Ok(RouteOffer {
             id: RouteId(id),
@@ -39,16 +52,17 @@ impl Endpoint {
         })
     }
     /// Relay a route: the upstream node (session `up`) offered `offer`, we
-    /// go on to the downstream node over session `down`. Returns the id to
-    /// answer upstream with (after [`Endpoint::route_finish`]) and the
-    /// offer to send downstream. Refused unless relaying is enabled and
-    /// within limits.
+    /// go on to the downstream node over session `down`, that hop's tags by
+    /// `down_mac` if this node runs it. Returns the id to answer upstream
+    /// with (after [`Endpoint::route_finish`]) and the offer to send
+    /// downstream. Refused unless relaying is enabled and within limits.
     pub fn route_transit(
         &mut self,
         now: Instant,
         up: SessionId,
         offer: &RouteOffer,
         down: SessionId,
+        down_mac: HopMac,
     ) -> Result<(RouteId, RouteOffer), RouteError> {
         if !self.cfg.relay.enabled {
             return Err(RouteError::RelayDisabled);
@@ -63,7 +77,7 @@ impl Endpoint {
         while down_in == up_in {
             down_in = self.alloc_session_id();
         }
-        let key = self.hop_key();
+        let key = self.hop_key(down_mac);
         self.routes
             .begin_transit(now, up_in, down_in, up.0, offer, down.0, &key)?;
         Ok((

@@ -14,7 +14,7 @@ use std::time::Duration;
 use ringlan_node::sim::{HostId, NatModel, Place};
 use ringlan_node::status::PathKind;
 use ringlan_overlay::wire::{Message, RouteSetup};
-use ringlan_tunnel::DEFAULT_RELAY_ROUTES_PER_ORIGIN;
+use ringlan_tunnel::{HopMac, DEFAULT_RELAY_ROUTES_PER_ORIGIN};
 
 use crate::world::{is_direct_nat, is_relayed, World};
 
@@ -206,6 +206,7 @@ fn a_member_flooding_route_setups_leaves_relays_for_the_others() {
                             id: 0x4000_0000 | n,
                             key: [n as u8; 32],
                             path: Vec::new(),
+                            hop_mac: HopMac::AesGcm,
                         };
                         node.send_control_message(now, relay, &Message::RouteSetup(setup));
                     }
