@@ -56,8 +56,9 @@ pub const AES_256_GCM_PACKET_LIMIT: u64 = 1 << 32;
 /// rekeys.
 pub const CHACHA20_POLY1305_PACKET_LIMIT: u64 = 1 << 60;
 /// Packets one AEGIS-128L key may seal: as for ChaCha20-Poly1305, a cap
-/// no session reaches between two rekeys. Nonces are unique (the sequence
-/// field), for which AEGIS-128L sets no lower bound on messages per key.
+/// no session reaches between two rekeys. Its nonces (the sequence field)
+/// never repeat, and the cipher's own limits for unique nonces lie far
+/// beyond it.
 pub const AEGIS_128L_PACKET_LIMIT: u64 = 1 << 60;
 /// The key-phase bit of the 8-byte sequence field: the parity of the key
 /// epoch (`docs/crypto-profile.md` 7.1, 7.4). The sequence number `q` is the
