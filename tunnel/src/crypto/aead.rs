@@ -109,13 +109,11 @@ const AEGIS_128L_KEY_LEN: usize = 16;
 
 impl SessionKey {
     fn new(suite: AeadSuite, key: &[u8; 32]) -> SessionKey {
-        let ring_key = |alg| match UnboundKey::new(alg, key) {
-            Ok(k) => SessionKey::Ring(LessSafeKey::new(k)),
-            Err(_) => unreachable!("both ring suites take 32-byte keys"),
-        };
         match suite {
-            AeadSuite::ChaCha20Poly1305 => ring_key(&ring::aead::CHACHA20_POLY1305),
-            AeadSuite::Aes256Gcm => ring_key(&ring::aead::AES_256_GCM),
+            AeadSuite::ChaCha20Poly1305 => {
+                SessionKey::Ring(ring_key(&ring::aead::CHACHA20_POLY1305, key))
+            }
+            AeadSuite::Aes256Gcm => SessionKey::Ring(ring_key(&ring::aead::AES_256_GCM, key)),
             AeadSuite::Aegis128L => {
                 let mut k = Zeroizing::new([0u8; AEGIS_128L_KEY_LEN]);
                 k.copy_from_slice(&key[..AEGIS_128L_KEY_LEN]);
@@ -167,11 +165,11 @@ impl SessionKey {
     }
 }
 
-/// A `ring` key for the Default Session Key cipher.
-fn ring_key_for(suite: AeadSuite, key: &[u8; 32]) -> LessSafeKey {
-    match SessionKey::new(suite, key) {
-        SessionKey::Ring(k) => k,
-        SessionKey::Aegis128L(_) => unreachable!("the Default Session Key is ChaCha20-Poly1305"),
+/// A `ring` key of `alg` (ChaCha20-Poly1305 or AES-256-GCM).
+fn ring_key(alg: &'static ring::aead::Algorithm, key: &[u8; 32]) -> LessSafeKey {
+    match UnboundKey::new(alg, key) {
+        Ok(k) => LessSafeKey::new(k),
+        Err(_) => unreachable!("both ring suites take 32-byte keys"),
     }
 }
 
@@ -696,7 +694,7 @@ impl DefaultCipher {
     pub fn new(secret: &NetworkSecret, name: &NetworkName) -> DefaultCipher {
         let k = secret.default_session_key(name);
         DefaultCipher {
-            key: ring_key_for(AeadSuite::ChaCha20Poly1305, &k),
+            key: ring_key(&ring::aead::CHACHA20_POLY1305, &k),
         }
     }
 
