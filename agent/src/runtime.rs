@@ -378,7 +378,7 @@ async fn drain_outputs(
 /// frames read.
 fn feed_tap(
     node: &mut Node,
-    tap_buf: &mut [u8],
+    tap_buf: &mut Vec<u8>,
     io: &mut IoStatus,
     max: usize,
     mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>,

@@ -28,7 +28,10 @@
 //! programs and the kernel that share the cores of a real run evict the
 //! endpoints' data between their turns; `BENCH_SUITE`, default what two
 //! agents negotiate here: `aes-256-gcm` or `chacha20-poly1305` to make the
-//! endpoints offer no more than that).
+//! endpoints offer no more than that; `BENCH_COPY`, default 0: 1 queues
+//! each message with `Endpoint::send`, which copies it, instead of handing
+//! its buffer over with `Endpoint::send_owned` as the agent does with its
+//! TAP reads).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -241,6 +244,8 @@ fn run(mib: usize, message: usize, pollute: usize) -> Figures {
     a.spent = Duration::ZERO;
     b.spent = Duration::ZERO;
     let mut messages = 0u64;
+    let copy = std::env::var("BENCH_COPY").is_ok_and(|v| v == "1");
+    let mut owned = msg.clone();
     let mut dirt = vec![0u8; pollute];
     let mut round = 0u8;
     while delivered < total {
@@ -258,9 +263,19 @@ fn run(mib: usize, message: usize, pollute: usize) -> Figures {
         let t0 = Instant::now();
         while queued < total
             && a.ep.session_info(sa).map_or(0, |i| i.queued) < BACKLOG
-            && a.ep
-                .send(t0, sa, flow, &msg, Reliability::NoRetransmit)
-                .is_ok()
+            && if copy {
+                a.ep.send(t0, sa, flow, &msg, Reliability::NoRetransmit)
+            } else {
+                a.ep.send_owned(
+                    t0,
+                    sa,
+                    flow,
+                    &mut owned,
+                    0..message,
+                    Reliability::NoRetransmit,
+                )
+            }
+            .is_ok()
         {
             queued += message;
             messages += 1;

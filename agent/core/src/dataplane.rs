@@ -250,8 +250,11 @@ impl Node {
     /// A TAP read of `n` bytes (virtio header and frame) sits at
     /// `buf[TAP_READ_OFFSET..TAP_READ_OFFSET + n]`; `buf` is the runtime's
     /// read buffer of [`TAP_READ_ROOM`] bytes. The head room in front of
-    /// it is overwritten.
-    pub fn handle_tap_read(&mut self, now: Instant, buf: &mut [u8], n: usize) {
+    /// it is overwritten. A frame that leaves as a message of several
+    /// fragments takes `buf`'s storage with it (no copy; the endpoint's
+    /// `send_owned`), and `buf` then holds another buffer of the same
+    /// length for the next read.
+    pub fn handle_tap_read(&mut self, now: Instant, buf: &mut Vec<u8>, n: usize) {
         let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
             self.data.drop_local("short");
             return;
@@ -278,8 +281,9 @@ impl Node {
         }
         let mut sends = std::mem::take(&mut self.data.sends);
         self.overlay.frame_from_tap(now, frame, &mut sends);
-        for s in &sends {
-            self.send_frame(now, buf, s, len);
+        let last = sends.len().saturating_sub(1);
+        for (k, s) in sends.iter().enumerate() {
+            self.send_frame(now, buf, s, len, k == last);
         }
         sends.clear();
         self.data.sends = sends;
@@ -357,7 +361,16 @@ impl Node {
     /// Send the frame at `buf[ETH..ETH + len]` (virtio header in front of
     /// it) as one frame-flow message: the header of `s` is written in
     /// place in front of the virtio header, which moves forward by it.
-    fn send_frame(&mut self, now: Instant, buf: &mut [u8], s: &overlay::FrameSend, len: usize) {
+    /// The `last` send of a frame may take `buf`'s storage
+    /// ([`Node::handle_tap_read`]).
+    fn send_frame(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        s: &overlay::FrameSend,
+        len: usize,
+        last: bool,
+    ) {
         let Some((sid, peer)) = self.peers.current_mut(s.to) else {
             self.data.drop_local("no_session");
             return;
@@ -386,20 +399,29 @@ impl Node {
                         let mut v = [0u8; VNET_HDR_LEN];
                         h.emit(&mut v);
                         piece[TAP_READ_OFFSET..ETH].copy_from_slice(&v);
-                        self.send_message(now, &mut piece, s, n);
+                        self.send_message(now, &mut piece, s, n, false);
                     }
                     self.data.cut_buf = piece;
                     return;
                 }
             }
         }
-        self.send_message(now, buf, s, len);
+        self.send_message(now, buf, s, len, last);
     }
 
     /// Queue one frame laid out in `buf` like a TAP read (virtio header
     /// at [`TAP_READ_OFFSET`], `len` frame bytes after it) on the frame
-    /// flow to `s.to`.
-    fn send_message(&mut self, now: Instant, buf: &mut [u8], s: &overlay::FrameSend, len: usize) {
+    /// flow to `s.to`. With `give`, a message of several fragments takes
+    /// `buf`'s storage instead of a copy (`Endpoint::send_owned`), and
+    /// `buf` holds another buffer of its length after.
+    fn send_message(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        s: &overlay::FrameSend,
+        len: usize,
+        give: bool,
+    ) {
         let Some((sid, peer)) = self.peers.current_mut(s.to) else {
             self.data.drop_local("no_session");
             return;
@@ -417,11 +439,21 @@ impl Node {
             Some(frame) if crate::sparse::is_sparse(frame) => peer.sparse,
             _ => peer.frames,
         };
-        let msg = &buf[start..ETH + len];
-        match self
-            .endpoint
-            .send(now, sid, flow, msg, Reliability::NoRetransmit)
-        {
+        let sent = if give {
+            self.endpoint.send_owned(
+                now,
+                sid,
+                flow,
+                buf,
+                start..ETH + len,
+                Reliability::NoRetransmit,
+            )
+        } else {
+            let msg = &buf[start..ETH + len];
+            self.endpoint
+                .send(now, sid, flow, msg, Reliability::NoRetransmit)
+        };
+        match sent {
             Ok(()) => {
                 peer.tx.frames += 1;
                 peer.tx.bytes += len as u64;
@@ -431,8 +463,11 @@ impl Node {
                 peer.drop_frame("send_queue");
             }
         }
-        // Restore the virtio header where the next send expects it.
-        buf.copy_within(start..start + VNET_HDR_LEN, TAP_READ_OFFSET);
+        // Restore the virtio header where the next send expects it (after
+        // the last send there is none, and `buf` may be another buffer).
+        if !give {
+            buf.copy_within(start..start + VNET_HDR_LEN, TAP_READ_OFFSET);
+        }
     }
 
     /// A frame-flow message from `from` on `session`.
@@ -478,8 +513,9 @@ impl Node {
             let mut buf = std::mem::take(&mut self.data.buf);
             buf[TAP_READ_OFFSET..ETH].copy_from_slice(&msg[..VNET_HDR_LEN]);
             buf[ETH..ETH + n].copy_from_slice(&msg[frame_at..]);
-            for s in &sends {
-                self.send_frame(now, &mut buf, s, n);
+            let last = sends.len() - 1;
+            for (k, s) in sends.iter().enumerate() {
+                self.send_frame(now, &mut buf, s, n, k == last);
             }
             self.data.buf = buf;
             sends.clear();

@@ -177,7 +177,19 @@ fuzz_target!(|input: &[u8]| {
                         1 => Reliability::Deadline(Duration::from_millis(50)),
                         _ => Reliability::NoRetransmit,
                     };
-                    if fs.send(now, f, data, rel).is_err() && p & 4 != 0 {
+                    let sent = if p & 8 != 0 {
+                        // Handed over as the node hands over its TAP
+                        // reads: a range of a larger buffer, which comes
+                        // back (or another of its length) for the next.
+                        let mut buf = vec![0u8; data.len() + 16];
+                        buf[8..8 + data.len()].copy_from_slice(data);
+                        let r = fs.send_owned(now, f, &mut buf, 8..8 + data.len(), rel);
+                        assert_eq!(buf.len(), data.len() + 16);
+                        r
+                    } else {
+                        fs.send(now, f, data, rel)
+                    };
+                    if sent.is_err() && p & 4 != 0 {
                         flow = None;
                     }
                 }

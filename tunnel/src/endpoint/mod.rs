@@ -730,6 +730,26 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Queue the message `buf[range]` without copying it when it takes
+    /// more than one fragment: the session keeps `buf`'s storage and
+    /// leaves a buffer of the same length from its pool in its place
+    /// (`flow::FlowSet::send_owned`). For a caller that reads each message
+    /// into a buffer it can give away, such as a TAP read.
+    pub fn send_owned(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        flow: FlowId,
+        buf: &mut Vec<u8>,
+        range: std::ops::Range<usize>,
+        reliability: Reliability,
+    ) -> Result<(), CommandError> {
+        let s = self.open_session_mut(session)?;
+        s.flows_mut()
+            .send_owned(now, flow, buf, range, reliability)?;
+        Ok(())
+    }
+
     /// Finish a sending flow (FIN after the queued messages).
     pub fn close_flow(&mut self, session: SessionId, flow: FlowId) {
         if let Some(s) = self.sessions.get_mut(&session.0) {

@@ -338,8 +338,9 @@ const POOL_MAX_CAPACITY: usize = 80 << 10;
 /// buffers: reassembled messages take them ([`Pool::take_for`]), fragments
 /// never do.
 const POOL_LARGE: usize = 8 << 10;
-/// Large buffers kept per flow set: at most 32 x 80 KiB = 2.5 MiB per
-/// session, reached only after a burst of large messages.
+/// Large buffers kept per flow set, and as many handed-over message
+/// buffers ([`FlowSet::send_owned`]): at most 2 x 32 x 80 KiB = 5 MiB per
+/// session, reached only after a burst of large messages each way.
 const POOL_LARGE_LIMIT: usize = 32;
 /// Packets with data after which an acknowledgement held during a receive
 /// batch goes anyway ([`FlowSet::wants_control`]): below the six packets a
@@ -365,6 +366,10 @@ struct Pool {
     large: Vec<Vec<u8>>,
     limit: usize,
     reserve: usize,
+    /// Buffers of messages handed over whole ([`FlowSet::send_owned`]),
+    /// kept at their length (not cleared) to be handed back in exchange
+    /// for the next one.
+    frames: Vec<Vec<u8>>,
 }
 
 impl Pool {
@@ -391,6 +396,25 @@ impl Pool {
         let mut v = self.large.pop().unwrap_or_default();
         v.reserve_exact(len);
         v
+    }
+
+    /// A buffer of `len` bytes for [`FlowSet::send_owned`]'s caller: a
+    /// kept one (its bytes unspecified) or a new zeroed one.
+    fn take_frame(&mut self, len: usize) -> Vec<u8> {
+        match self.frames.pop() {
+            Some(mut v) => {
+                v.resize(len, 0);
+                v
+            }
+            None => vec![0; len],
+        }
+    }
+
+    fn give_frame(&mut self, v: Vec<u8>) {
+        if v.capacity() <= POOL_MAX_CAPACITY && self.frames.len() < POOL_LARGE_LIMIT.min(self.limit)
+        {
+            self.frames.push(v);
+        }
     }
 
     fn give(&mut self, mut v: Vec<u8>) {
@@ -472,6 +496,7 @@ impl FlowSet {
                 large: Vec::new(),
                 limit,
                 reserve,
+                frames: Vec::new(),
             },
             send_queue_bytes: 0,
             recv_held_total: 0,

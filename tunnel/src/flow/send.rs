@@ -69,11 +69,103 @@ pub(super) enum SendState {
     CompleteLinger(Instant),
 }
 
+/// Where a queued fragment's bytes are.
+#[derive(Debug)]
+enum Payload {
+    /// Copied into a buffer of its own ([`FlowSet::send`]).
+    Copied(Vec<u8>),
+    /// `len` bytes at `start` of the flow's held message `msg`
+    /// ([`FlowSet::send_owned`]).
+    Held { msg: u64, start: usize, len: usize },
+    /// A NoRetransmit fragment sent: its bytes are never needed again and
+    /// their buffer went back at once, but until it is acknowledged or
+    /// lost its `len` still counts in the send queue's bytes.
+    Sent(usize),
+    /// Freed: acknowledged, abandoned, or an empty fragment.
+    Empty,
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Copied(v) => v.len(),
+            Payload::Held { len, .. } | Payload::Sent(len) => *len,
+            Payload::Empty => 0,
+        }
+    }
+}
+
+/// A message handed over whole ([`FlowSet::send_owned`]): its fragments
+/// are ranges of `buf`, which goes back to the pool when the last of them
+/// is freed.
+#[derive(Debug)]
+struct HeldMsg {
+    buf: Vec<u8>,
+    /// Fragments not yet freed.
+    refs: usize,
+}
+
+/// A flow's held messages in the order they were queued; released ones
+/// stay as empty placeholders until they reach the front, so a message's
+/// place is its id minus `front`. Never longer than the flow's queue: a
+/// held message has at least one entry there until it is released.
+#[derive(Debug, Default)]
+struct Held {
+    msgs: VecDeque<HeldMsg>,
+    /// Id of `msgs[0]`.
+    front: u64,
+}
+
+impl Held {
+    fn push(&mut self, buf: Vec<u8>, refs: usize) -> u64 {
+        let id = self.front + self.msgs.len() as u64;
+        self.msgs.push_back(HeldMsg { buf, refs });
+        id
+    }
+
+    fn get(&self, msg: u64) -> Option<&HeldMsg> {
+        self.msgs
+            .get(usize::try_from(msg.checked_sub(self.front)?).ok()?)
+    }
+
+    fn bytes<'a>(&'a self, p: &'a Payload) -> &'a [u8] {
+        match p {
+            Payload::Copied(v) => v,
+            Payload::Held { msg, start, len } => self
+                .get(*msg)
+                .and_then(|m| m.buf.get(*start..start.saturating_add(*len)))
+                .unwrap_or(&[]),
+            Payload::Sent(_) | Payload::Empty => &[],
+        }
+    }
+
+    /// One fragment of `msg` freed; the last one gives its buffer back.
+    fn release(&mut self, msg: u64, pool: &mut Pool) {
+        let Some(i) = msg
+            .checked_sub(self.front)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        let Some(m) = self.msgs.get_mut(i) else {
+            return;
+        };
+        m.refs = m.refs.saturating_sub(1);
+        if m.refs == 0 {
+            pool.give_frame(std::mem::take(&mut m.buf));
+        }
+        while self.msgs.front().is_some_and(|m| m.refs == 0) {
+            self.msgs.pop_front();
+            self.front += 1;
+        }
+    }
+}
+
 /// One SEND_QUEUE entry (RFC 7016 3.6.2).
 #[derive(Debug)]
 pub(super) struct SendEntry {
     sn: u64,
-    data: Vec<u8>,
+    data: Payload,
     fra: FragmentControl,
     deadline: Option<Instant>,
     /// When a NoRetransmit fragment was sent (its delay to the
@@ -102,6 +194,8 @@ pub(super) struct SendFlow {
     pub(super) state: SendState,
     startup_options: Vec<u8>,
     queue: VecDeque<SendEntry>,
+    /// Messages handed over whole whose fragments are in `queue`.
+    held: Held,
     /// Entries in `queue` not acknowledged.
     live: usize,
     outstanding: usize,
@@ -220,9 +314,26 @@ impl SendFlow {
         )
     }
 
-    fn free_data(e: &mut SendEntry, pool: &mut Pool, qbytes: &mut usize) {
+    fn free_data(e: &mut SendEntry, held: &mut Held, pool: &mut Pool, qbytes: &mut usize) {
         *qbytes = qbytes.saturating_sub(e.data.len());
-        pool.give(std::mem::take(&mut e.data));
+        match std::mem::replace(&mut e.data, Payload::Empty) {
+            Payload::Copied(v) => pool.give(v),
+            Payload::Held { msg, .. } => held.release(msg, pool),
+            Payload::Sent(_) | Payload::Empty => {}
+        }
+    }
+
+    /// A NoRetransmit fragment was sent: give its buffer back now (a
+    /// handed-over message's once its last fragment is out) instead of
+    /// after the acknowledgement, which keeps the buffers in use to those
+    /// not yet sent.
+    fn release_sent(e: &mut SendEntry, held: &mut Held, pool: &mut Pool) {
+        let len = e.data.len();
+        match std::mem::replace(&mut e.data, Payload::Sent(len)) {
+            Payload::Copied(v) => pool.give(v),
+            Payload::Held { msg, .. } => held.release(msg, pool),
+            Payload::Sent(_) | Payload::Empty => {}
+        }
     }
 
     /// RFC 7016 3.6.2.7: abandon every fragment of the message holding
@@ -259,7 +370,7 @@ impl SendFlow {
         for e in self.queue.range_mut(start..=end) {
             if !e.acked {
                 e.abandoned = true;
-                Self::free_data(e, pool, qbytes);
+                Self::free_data(e, &mut self.held, pool, qbytes);
             }
         }
         stats.messages_abandoned += 1;
@@ -282,7 +393,7 @@ impl SendFlow {
             if e.in_flight || !e.abandoned {
                 break;
             }
-            Self::free_data(e, pool, qbytes);
+            Self::free_data(e, &mut self.held, pool, qbytes);
             self.queue.pop_front();
             self.live -= 1;
             self.pop_acked();
@@ -348,7 +459,7 @@ impl SendFlow {
             self.next_sn += 1;
             self.queue.push_back(SendEntry {
                 sn,
-                data: Vec::new(),
+                data: Payload::Empty,
                 fra: FragmentControl::Whole,
                 deadline: None,
                 sent_at: None,
@@ -370,6 +481,14 @@ impl SendFlow {
             self.scan_sn = self.scan_sn.min(f);
         }
     }
+}
+
+/// How an admitted message is cut ([`FlowSet::admit`]).
+#[derive(Clone, Copy)]
+struct Cut {
+    /// Data bytes per fragment.
+    frag: usize,
+    deadline: Option<Instant>,
 }
 
 /// What the late-frame drop needs to know while packets are built.
@@ -435,6 +554,7 @@ impl FlowSet {
                 state: SendState::Open,
                 startup_options,
                 queue: VecDeque::new(),
+                held: Held::default(),
                 live: 0,
                 outstanding: 0,
                 rx_buffer_size: INITIAL_RX_BUFFER,
@@ -452,9 +572,9 @@ impl FlowSet {
         Ok(FlowId(id))
     }
 
-    /// Queue one message (RFC 7016 3.6.2.2). A NoRetransmit message that
-    /// does not fit the send queue is dropped and counted; other
-    /// reliabilities get `QueueFull`.
+    /// Queue one message (RFC 7016 3.6.2.2), copied. A NoRetransmit
+    /// message that does not fit the send queue is dropped and counted;
+    /// other reliabilities get `QueueFull`.
     pub fn send(
         &mut self,
         now: Instant,
@@ -462,26 +582,85 @@ impl FlowSet {
         data: &[u8],
         rel: Reliability,
     ) -> Result<(), SendError> {
+        let Some(cut) = self.admit(now, flow, data.len(), rel)? else {
+            return Ok(());
+        };
+        self.enqueue(flow, data.len(), cut, rel, |pool, start, len| {
+            let piece = data.get(start..start + len).unwrap_or(&[]);
+            let mut buf = pool.take_for(piece.len());
+            buf.extend_from_slice(piece);
+            Payload::Copied(buf)
+        });
+        Ok(())
+    }
+
+    /// Queue the message `buf[range]` as [`FlowSet::send`] does, without
+    /// copying it when it takes more than one fragment: the flow then keeps
+    /// `buf`'s storage, its fragments are ranges of it until they are sent
+    /// and acknowledged or abandoned, and `buf` is left holding a buffer
+    /// of the same length from the flow set's pool (contents unspecified)
+    /// for the caller's next message. A message of one fragment is copied
+    /// and `buf` left alone. A range outside `buf` is `TooLarge`.
+    pub fn send_owned(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        buf: &mut Vec<u8>,
+        range: std::ops::Range<usize>,
+        rel: Reliability,
+    ) -> Result<(), SendError> {
+        let Some(len) = buf.get(range.clone()).map(<[u8]>::len) else {
+            return Err(SendError::TooLarge);
+        };
+        let Some(cut) = self.admit(now, flow, len, rel)? else {
+            return Ok(());
+        };
+        if len <= cut.frag {
+            return self.send(now, flow, &buf[range], rel);
+        }
+        let whole = std::mem::replace(buf, self.pool.take_frame(buf.len()));
+        let Some(f) = self.send.get_mut(&flow.0) else {
+            return Err(SendError::UnknownFlow);
+        };
+        let msg = f.held.push(whole, len.div_ceil(cut.frag));
+        self.enqueue(flow, len, cut, rel, |_, start, len| Payload::Held {
+            msg,
+            start: range.start + start,
+            len,
+        });
+        Ok(())
+    }
+
+    /// The checks of [`FlowSet::send`] for a `len`-byte message: `None`
+    /// when a NoRetransmit message is dropped for a full queue, else how
+    /// to cut it.
+    fn admit(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        len: usize,
+        rel: Reliability,
+    ) -> Result<Option<Cut>, SendError> {
         let f = self.send.get_mut(&flow.0).ok_or(SendError::UnknownFlow)?;
         if f.state != SendState::Open {
             return Err(SendError::Closed);
         }
-        if data.len() > self.cfg.max_message_size {
+        if len > self.cfg.max_message_size {
             return Err(SendError::TooLarge);
         }
-        if self.send_queue_bytes.saturating_add(data.len()) > self.cfg.max_send_queue_bytes {
+        if self.send_queue_bytes.saturating_add(len) > self.cfg.max_send_queue_bytes {
             if rel == Reliability::NoRetransmit {
                 self.stats.drop_send_queue_full += 1;
-                return Ok(());
+                return Ok(None);
             }
             return Err(SendError::QueueFull);
         }
         // Cut at the rounded size (`cut_space`) unless that takes one more
         // fragment than the full size: a message that fits one fragment
         // goes whole.
-        let full = fragment_size(chunk_space(&self.cfg, self.path_space, rel), f, data.len());
-        let cut = fragment_size(chunk_space(&self.cfg, self.cut_space, rel), f, data.len());
-        let frag = if data.len().div_ceil(cut) > data.len().div_ceil(full) {
+        let full = fragment_size(chunk_space(&self.cfg, self.path_space, rel), f, len);
+        let cut = fragment_size(chunk_space(&self.cfg, self.cut_space, rel), f, len);
+        let frag = if len.div_ceil(cut) > len.div_ceil(full) {
             full
         } else {
             cut
@@ -490,11 +669,26 @@ impl FlowSet {
             Reliability::Deadline(d) => Some(now + d),
             _ => None,
         };
-        if let Some(d) = deadline {
+        Ok(Some(Cut { frag, deadline }))
+    }
+
+    /// Append the fragments of an admitted `len`-byte message to `flow`'s
+    /// queue; `piece(pool, start, len)` gives each one's bytes.
+    fn enqueue(
+        &mut self,
+        flow: FlowId,
+        len: usize,
+        cut: Cut,
+        rel: Reliability,
+        mut piece: impl FnMut(&mut Pool, usize, usize) -> Payload,
+    ) {
+        let Some(f) = self.send.get_mut(&flow.0) else {
+            return;
+        };
+        if let Some(d) = cut.deadline {
             f.earliest_deadline = Some(f.earliest_deadline.map_or(d, |e| e.min(d)));
         }
-        let n = data.len().div_ceil(frag).max(1);
-        let mut chunks = data.chunks(frag);
+        let n = len.div_ceil(cut.frag).max(1);
         for k in 0..n {
             let fra = match (n, k) {
                 (1, _) => FragmentControl::Whole,
@@ -502,16 +696,15 @@ impl FlowSet {
                 (_, k) if k + 1 == n => FragmentControl::End,
                 _ => FragmentControl::Middle,
             };
-            let piece = chunks.next().unwrap_or(&[]);
-            let mut buf = self.pool.take_for(piece.len());
-            buf.extend_from_slice(piece);
+            let start = k * cut.frag;
+            let data = piece(&mut self.pool, start, cut.frag.min(len - start));
             let sn = f.next_sn;
             f.next_sn += 1;
             f.queue.push_back(SendEntry {
                 sn,
-                data: buf,
+                data,
                 fra,
-                deadline,
+                deadline: cut.deadline,
                 sent_at: None,
                 no_retransmit: rel == Reliability::NoRetransmit,
                 abandoned: false,
@@ -526,9 +719,8 @@ impl FlowSet {
             });
             f.live += 1;
         }
-        self.send_queue_bytes += data.len();
+        self.send_queue_bytes += len;
         self.stats.messages_queued += 1;
-        Ok(())
     }
 
     /// Close a sending flow (RFC 7016 3.6.2.11): the last sequence number
@@ -735,7 +927,7 @@ impl FlowSet {
                 }
             }
             e.acked = true;
-            SendFlow::free_data(e, pool, qbytes);
+            SendFlow::free_data(e, &mut f.held, pool, qbytes);
             f.live -= 1;
         };
         let front = f.front_sn();
@@ -964,7 +1156,11 @@ fn write_flow(
         let Some(e) = f.queue.get(i) else {
             return Written::Idle;
         };
-        let data: &[u8] = if e.abandoned { &[] } else { &e.data };
+        let data: &[u8] = if e.abandoned {
+            &[]
+        } else {
+            f.held.bytes(&e.data)
+        };
         let fin = final_sn == Some(e.sn);
         let next = prev_sn.is_some_and(|p| p + 1 == e.sn);
         if !e.abandoned
@@ -1028,6 +1224,7 @@ fn write_flow(
             e.first_tsn = Some(*next_tsn);
             if e.no_retransmit {
                 e.sent_at = Some(late.now);
+                SendFlow::release_sent(e, &mut f.held, pool);
             }
         }
         e.in_flight = true;

@@ -1642,3 +1642,180 @@ fn a_longer_path_after_a_move_is_not_a_standing_queue() {
     let (drops, _) = acked_after_moving(path, None);
     assert!(!drops.is_empty());
 }
+
+/// What B received and A's flow statistics after A sent 300 messages
+/// (single-fragment and multi-fragment ones) over a lossy, duplicating,
+/// reordering link, copied (`send`) or handed over (`send_owned`, from a
+/// 70,000-byte buffer at varying offsets, as the node hands over TAP
+/// reads); for `send_owned` also the distinct buffers the caller held and
+/// how many A's pool kept at the end.
+fn frames_sent(owned: bool, rel: Reliability) -> (Vec<Vec<u8>>, FlowStats, usize, usize) {
+    let mut net = Net::new(
+        12,
+        FlowConfig::default(),
+        FlowConfig::default(),
+        0.03,
+        0.01,
+        3,
+    );
+    net.links[A].reorder = 0.05;
+    let flow = net.p[A].fs.open(b"frames", None).unwrap();
+    let mut rng = Rng::from_seed([12; 32]);
+    let sent: Vec<Vec<u8>> = (0..300)
+        .map(|i| {
+            let n = if i % 3 == 0 {
+                1 + rng.u64() as usize % 1100
+            } else {
+                2000 + rng.u64() as usize % 60_000
+            };
+            payload(&mut rng, n)
+        })
+        .collect();
+    let mut buf = vec![0u8; 70_000];
+    let mut seen = std::collections::HashSet::new();
+    let mut next = 0;
+    net.run(400_000, |n| {
+        while next < sent.len() && n.p[A].fs.queued_bytes() < 200_000 {
+            let m = &sent[next];
+            if owned {
+                let start = (next * 13) % 200;
+                buf[start..start + m.len()].copy_from_slice(m);
+                let before = buf.as_ptr();
+                seen.insert(before as usize);
+                n.p[A]
+                    .fs
+                    .send_owned(n.now, flow, &mut buf, start..start + m.len(), rel)
+                    .unwrap();
+                let fragments = n.p[A].fs.max_unfragmented(flow, rel).unwrap() < m.len();
+                assert_eq!(buf.as_ptr() != before, fragments, "message {next}");
+                assert_eq!(buf.len(), 70_000);
+            } else {
+                n.p[A].fs.send(n.now, flow, m, rel).unwrap();
+            }
+            next += 1;
+            if next == sent.len() {
+                n.p[A].fs.close(flow);
+            }
+        }
+        n.events(A).contains(&FlowEvent::SendFlowComplete { flow })
+    });
+    let got = net.p[B].msgs.iter().map(|(_, d)| d.clone()).collect();
+    (
+        got,
+        net.p[A].fs.stats(),
+        seen.len(),
+        net.p[A].fs.pool.frames.len(),
+    )
+}
+
+/// `send_owned` puts the same chunks on the wire as `send` (the seeded
+/// link then loses and delivers the same packets), frames whose fragments
+/// are lost are abandoned as a whole either way, and every handed-over
+/// buffer comes back: the caller swaps among a few buffers instead of a
+/// new one per message.
+#[test]
+fn owned_frames_cross_like_copied_ones_and_their_buffers_come_back() {
+    let (copied, copied_stats, ..) = frames_sent(false, Reliability::NoRetransmit);
+    let (got, stats, buffers, kept) = frames_sent(true, Reliability::NoRetransmit);
+    assert!(got == copied, "same messages delivered");
+    assert_eq!(stats.fragments_sent, copied_stats.fragments_sent);
+    assert!(stats.messages_abandoned > 0, "3% loss abandons frames");
+    assert_eq!(stats.messages_abandoned, copied_stats.messages_abandoned);
+    assert!(
+        got.len() < 300 && got.len() > 100,
+        "{} delivered",
+        got.len()
+    );
+    assert!(
+        (2..=32).contains(&buffers),
+        "{buffers} buffers for 200 handed over"
+    );
+    assert_eq!(
+        kept + 1,
+        buffers,
+        "all but the caller's are back in the pool"
+    );
+}
+
+/// Reliable messages handed over are retransmitted from the held buffer
+/// and all arrive intact.
+#[test]
+fn owned_reliable_messages_are_retransmitted_from_the_held_buffer() {
+    let (copied, ..) = frames_sent(false, Reliability::Reliable);
+    let (got, stats, buffers, kept) = frames_sent(true, Reliability::Reliable);
+    assert_eq!(got.len(), 300);
+    assert!(got == copied);
+    assert!(stats.retransmissions > 0);
+    assert_eq!(kept + 1, buffers);
+}
+
+/// A range outside the buffer, a closed flow and a full queue leave the
+/// caller's buffer where it was.
+#[test]
+fn owned_sends_that_are_refused_keep_the_callers_buffer() {
+    let cfg = FlowConfig {
+        max_send_queue_bytes: 100_000,
+        ..FlowConfig::default()
+    };
+    let mut fs = FlowSet::new(cfg);
+    let now = Instant::now();
+    let flow = fs.open(b"frames", None).unwrap();
+    let mut buf = vec![7u8; 70_000];
+    let p = buf.as_ptr();
+    let nr = Reliability::NoRetransmit;
+    assert_eq!(
+        fs.send_owned(now, flow, &mut buf, 10..70_001, nr),
+        Err(SendError::TooLarge)
+    );
+    fs.send_owned(now, flow, &mut buf, 0..60_000, nr).unwrap();
+    assert_ne!(buf.as_ptr(), p, "taken");
+    let p = buf.as_ptr();
+    assert_eq!(fs.stats().drop_send_queue_full, 0);
+    fs.send_owned(now, flow, &mut buf, 0..60_000, nr).unwrap();
+    assert_eq!(fs.stats().drop_send_queue_full, 1);
+    assert_eq!(buf.as_ptr(), p, "dropped, not taken");
+    assert_eq!(
+        fs.send_owned(now, flow, &mut buf, 0..60_000, Reliability::Reliable),
+        Err(SendError::QueueFull)
+    );
+    fs.close(flow);
+    assert_eq!(
+        fs.send_owned(now, flow, &mut buf, 0..100, nr),
+        Err(SendError::Closed)
+    );
+    assert_eq!(buf.as_ptr(), p);
+    assert_eq!(fs.queued_bytes(), 60_000);
+}
+
+/// A NoRetransmit fragment's bytes are never sent again, so its buffer
+/// goes back as soon as it is sent (a handed-over message's when its last
+/// fragment is), while its bytes count as queued until the fragment is
+/// acknowledged or lost.
+#[test]
+fn sent_frames_give_their_buffers_back_before_the_acknowledgement() {
+    let mut fs = FlowSet::new(FlowConfig::default());
+    let now = Instant::now();
+    let flow = fs.open(b"frames", None).unwrap();
+    let mut buf = vec![1u8; 70_000];
+    let nr = Reliability::NoRetransmit;
+    fs.send_owned(now, flow, &mut buf, 100..50_100, nr).unwrap();
+    fs.send(now, flow, &[2u8; 900], nr).unwrap();
+    let mut sink = Sink::new(1200);
+    assert!(fs.write_data(now, &mut sink, 1200) > 0);
+    assert_eq!(fs.pool.frames.len(), 0, "the message is not all sent");
+    let mut packets = 1;
+    loop {
+        let mut sink = Sink::new(1200);
+        if fs.write_data(now, &mut sink, 1200) == 0 {
+            break;
+        }
+        packets += 1;
+    }
+    assert!(packets > 50_000 / 1200, "{packets} packets");
+    assert_eq!(fs.pool.frames.len(), 1, "back once its last fragment went");
+    assert_eq!(fs.pool.free.len(), 1, "the copied frame's buffer too");
+    assert_eq!(fs.queued_bytes(), 50_900, "counted until acknowledged");
+    let lost = fs.on_retransmit_timeout(now);
+    assert!(lost.no_retransmit_lost_bytes > 50_000);
+    assert_eq!(fs.queued_bytes(), 0);
+}
