@@ -451,6 +451,10 @@ pub struct FlowSet {
     rr_cursor: u64,
     pool: Pool,
     send_queue_bytes: usize,
+    /// No queued message's deadline is before this (`None`: none has one),
+    /// so [`FlowSet::expire_deadlines`] looks at the flows only when it is
+    /// due.
+    earliest_deadline: Option<Instant>,
     recv_held_total: usize,
     events: VecDeque<FlowEvent>,
     next_tsn: u64,
@@ -499,6 +503,7 @@ impl FlowSet {
                 frames: Vec::new(),
             },
             send_queue_bytes: 0,
+            earliest_deadline: None,
             recv_held_total: 0,
             events: VecDeque::new(),
             next_tsn: 1,

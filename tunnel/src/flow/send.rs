@@ -687,6 +687,7 @@ impl FlowSet {
         };
         if let Some(d) = cut.deadline {
             f.earliest_deadline = Some(f.earliest_deadline.map_or(d, |e| e.min(d)));
+            self.earliest_deadline = Some(self.earliest_deadline.map_or(d, |e| e.min(d)));
         }
         let n = len.div_ceil(cut.frag).max(1);
         for k in 0..n {
@@ -773,33 +774,42 @@ impl FlowSet {
     }
 
     pub(super) fn expire_deadlines(&mut self, now: Instant) {
-        for f in self.send.values_mut() {
-            if f.earliest_deadline.is_none_or(|d| d > now) {
-                continue;
-            }
-            let mut next: Option<Instant> = None;
-            let mut i = 0;
-            while i < f.queue.len() {
-                let (dl, live) = match f.queue.get(i) {
-                    Some(e) => (e.deadline, !e.abandoned && !e.acked),
-                    None => break,
-                };
-                if let (Some(d), true) = (dl, live) {
-                    if d <= now {
-                        f.abandon_message(
-                            i,
-                            &mut self.pool,
-                            &mut self.send_queue_bytes,
-                            &mut self.stats,
-                        );
-                    } else {
-                        next = Some(next.map_or(d, |n| n.min(d)));
-                    }
-                }
-                i += 1;
-            }
-            f.earliest_deadline = next;
+        // Called for every packet built: most sessions queue no message
+        // with a deadline, and then no flow needs a look.
+        if self.earliest_deadline.is_none_or(|d| d > now) {
+            return;
         }
+        let mut earliest: Option<Instant> = None;
+        for f in self.send.values_mut() {
+            if f.earliest_deadline.is_some_and(|d| d <= now) {
+                let mut next: Option<Instant> = None;
+                let mut i = 0;
+                while i < f.queue.len() {
+                    let (dl, live) = match f.queue.get(i) {
+                        Some(e) => (e.deadline, !e.abandoned && !e.acked),
+                        None => break,
+                    };
+                    if let (Some(d), true) = (dl, live) {
+                        if d <= now {
+                            f.abandon_message(
+                                i,
+                                &mut self.pool,
+                                &mut self.send_queue_bytes,
+                                &mut self.stats,
+                            );
+                        } else {
+                            next = Some(next.map_or(d, |n| n.min(d)));
+                        }
+                    }
+                    i += 1;
+                }
+                f.earliest_deadline = next;
+            }
+            if let Some(d) = f.earliest_deadline {
+                earliest = Some(earliest.map_or(d, |e| e.min(d)));
+            }
+        }
+        self.earliest_deadline = earliest;
     }
 
     /// Fill `sink` with User Data for ready flows (RFC 7016 3.6.2.3),

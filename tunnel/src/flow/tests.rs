@@ -1819,3 +1819,35 @@ fn sent_frames_give_their_buffers_back_before_the_acknowledgement() {
     assert!(lost.no_retransmit_lost_bytes > 50_000);
     assert_eq!(fs.queued_bytes(), 0);
 }
+
+/// Deadlines of several flows: each message is abandoned when its own
+/// deadline passes, whichever flow queued it and in whatever order.
+#[test]
+fn deadlines_of_several_flows_expire_each_in_turn() {
+    let mut fs = FlowSet::new(FlowConfig::default());
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let x = fs.open(b"x", None).unwrap();
+    let y = fs.open(b"y", None).unwrap();
+    fs.send(t0, y, b"late", Reliability::Deadline(ms(200)))
+        .unwrap();
+    fs.send(t0, x, b"soon", Reliability::Deadline(ms(50)))
+        .unwrap();
+    fs.send(t0, x, b"never", Reliability::Reliable).unwrap();
+    fs.expire_deadlines(t0 + ms(49));
+    assert_eq!(fs.stats().messages_abandoned, 0);
+    fs.expire_deadlines(t0 + ms(100));
+    assert_eq!(fs.stats().messages_abandoned, 1);
+    fs.send(t0 + ms(100), x, b"later", Reliability::Deadline(ms(300)))
+        .unwrap();
+    fs.expire_deadlines(t0 + ms(199));
+    assert_eq!(fs.stats().messages_abandoned, 1);
+    fs.expire_deadlines(t0 + ms(200));
+    assert_eq!(fs.stats().messages_abandoned, 2);
+    fs.expire_deadlines(t0 + ms(399));
+    assert_eq!(fs.stats().messages_abandoned, 2);
+    fs.expire_deadlines(t0 + ms(400));
+    assert_eq!(fs.stats().messages_abandoned, 3);
+    fs.expire_deadlines(t0 + ms(10_000));
+    assert_eq!(fs.stats().messages_abandoned, 3, "the reliable one stays");
+}
