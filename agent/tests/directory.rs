@@ -87,6 +87,11 @@ fn members_names_arp_and_rejoin_through_the_directory() {
     let Some(w) = World::new(BIN, "dir", TAP, "lan", SETTLE) else {
         return;
     };
+    // Without dig the DNS step below would only time out.
+    assert!(
+        std::process::Command::new("dig").arg("-v").output().is_ok(),
+        "dig is not installed (Debian package bind9-dnsutils; tests/run-all.sh installs it)"
+    );
     let (mut intro, mut nodes) = w.lan_introducer_and_nodes(11..=14);
     for m in std::iter::once(&intro).chain(nodes.iter()) {
         w.add_config(

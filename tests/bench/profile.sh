@@ -47,6 +47,13 @@ io() {
         .udp_recv_messages, .udp_datagrams_received, .tap_wakeups, .tap_reads, .tap_writes] | @tsv'
 }
 
+# frames_allocated SOCKET: the agent's sessions' `frame_buffers_allocated`,
+# summed (docs/dataplane.md "One copy on the sender").
+frames_allocated() {
+    "$RINGLAN_BIN" status --socket "$1" --json |
+        jq -r '[.sessions[].transport.frame_buffers_allocated // 0] | add // 0'
+}
+
 # thread_ticks PID: "name ticks" per thread name of PID (user + system
 # clock ticks, threads of one name summed), one line each.
 thread_ticks() {
@@ -118,6 +125,7 @@ one_run() {
     echo "  A (sender):   $(batching "$ioa0" "$ioa1" "$gb")"
     echo "  B (receiver): $(batching "$iob0" "$iob1" "$gb")"
     echo "  CPU s/GB by thread: A $(per_thread "$tha0" "$tha1" "$gb")| B $(per_thread "$thb0" "$thb1" "$gb")"
+    echo "  A: frame buffers allocated so far (handed-over frames the pool had none for): $(frames_allocated "$d/a.sock")"
     if [ -z "$rec" ]; then
         echo "  A per GB: $(per_gb "$OUT/$name-a.stat" "$gb")"
         echo "  B per GB: $(per_gb "$OUT/$name-b.stat" "$gb")"

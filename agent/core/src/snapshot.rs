@@ -196,6 +196,7 @@ impl Node {
             pmtu_abandoned: flows.abandoned_path_mtu,
             late_drops: flows.drop_late,
             late_drop_holds: flows.late_drop_holds,
+            frame_buffers_allocated: flows.frame_buffers_allocated,
             super_frames_cut,
             pmtu: info.pmtu as u64,
             black_hole_checks: info.stats.black_hole_checks,

@@ -514,6 +514,12 @@ pub struct TransportStatus {
     /// docs/dataplane.md "Fairness").
     #[serde(default)]
     pub late_drop_holds: u64,
+    /// Frames handed over without a copy whose buffer had to be allocated
+    /// (the session's pool kept none): a few at first, then only when
+    /// more super-frames waited at once than the pool keeps
+    /// (docs/dataplane.md "One copy on the sender").
+    #[serde(default)]
+    pub frame_buffers_allocated: u64,
     /// TCP super-frames sent cut into single-fragment pieces because the
     /// path loses packets often (docs/dataplane.md "Loss").
     #[serde(default)]
@@ -979,6 +985,7 @@ pub fn example() -> Status {
                     pmtu_abandoned: 1,
                     late_drops: 7,
                     late_drop_holds: 1,
+                    frame_buffers_allocated: 2,
                     super_frames_cut: 0,
                     pmtu: 1472,
                     black_hole_checks: 1,

@@ -299,6 +299,11 @@ pub struct FlowStats {
     /// Times the late-frame drop paused because the standing queue it
     /// answered was not the session's ([`codel`], `EPISODE_DROPS_MAX`).
     pub late_drop_holds: u64,
+    /// Messages handed over ([`FlowSet::send_owned`]) whose replacement
+    /// buffer had to be allocated because the pool kept none: the first
+    /// few, then only when more messages were held at once than the pool
+    /// keeps.
+    pub frame_buffers_allocated: u64,
     pub messages_delivered: u64,
     pub bytes_delivered: u64,
     pub gaps: u64,

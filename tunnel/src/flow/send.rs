@@ -618,6 +618,9 @@ impl FlowSet {
         if len <= cut.frag {
             return self.send(now, flow, &buf[range], rel);
         }
+        if self.pool.frames.is_empty() {
+            self.stats.frame_buffers_allocated += 1;
+        }
         let whole = std::mem::replace(buf, self.pool.take_frame(buf.len()));
         let Some(f) = self.send.get_mut(&flow.0) else {
             return Err(SendError::UnknownFlow);

@@ -1735,6 +1735,7 @@ fn owned_frames_cross_like_copied_ones_and_their_buffers_come_back() {
         buffers,
         "all but the caller's are back in the pool"
     );
+    assert_eq!(stats.frame_buffers_allocated + 1, buffers as u64);
 }
 
 /// Reliable messages handed over are retransmitted from the held buffer
