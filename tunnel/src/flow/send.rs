@@ -123,9 +123,13 @@ impl Held {
         id
     }
 
+    /// Where `msg` is in `msgs`.
+    fn slot(&self, msg: u64) -> Option<usize> {
+        usize::try_from(msg.checked_sub(self.front)?).ok()
+    }
+
     fn get(&self, msg: u64) -> Option<&HeldMsg> {
-        self.msgs
-            .get(usize::try_from(msg.checked_sub(self.front)?).ok()?)
+        self.msgs.get(self.slot(msg)?)
     }
 
     fn bytes<'a>(&'a self, p: &'a Payload) -> &'a [u8] {
@@ -141,13 +145,7 @@ impl Held {
 
     /// One fragment of `msg` freed; the last one gives its buffer back.
     fn release(&mut self, msg: u64, pool: &mut Pool) {
-        let Some(i) = msg
-            .checked_sub(self.front)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
-            return;
-        };
-        let Some(m) = self.msgs.get_mut(i) else {
+        let Some(m) = self.slot(msg).and_then(|i| self.msgs.get_mut(i)) else {
             return;
         };
         m.refs = m.refs.saturating_sub(1);
@@ -316,7 +314,13 @@ impl SendFlow {
 
     fn free_data(e: &mut SendEntry, held: &mut Held, pool: &mut Pool, qbytes: &mut usize) {
         *qbytes = qbytes.saturating_sub(e.data.len());
-        match std::mem::replace(&mut e.data, Payload::Empty) {
+        Self::give_back(std::mem::replace(&mut e.data, Payload::Empty), held, pool);
+    }
+
+    /// The buffer behind `p` goes back: its own to the pool, a held
+    /// message's share to the message.
+    fn give_back(p: Payload, held: &mut Held, pool: &mut Pool) {
+        match p {
             Payload::Copied(v) => pool.give(v),
             Payload::Held { msg, .. } => held.release(msg, pool),
             Payload::Sent(_) | Payload::Empty => {}
@@ -329,11 +333,11 @@ impl SendFlow {
     /// not yet sent.
     fn release_sent(e: &mut SendEntry, held: &mut Held, pool: &mut Pool) {
         let len = e.data.len();
-        match std::mem::replace(&mut e.data, Payload::Sent(len)) {
-            Payload::Copied(v) => pool.give(v),
-            Payload::Held { msg, .. } => held.release(msg, pool),
-            Payload::Sent(_) | Payload::Empty => {}
-        }
+        Self::give_back(
+            std::mem::replace(&mut e.data, Payload::Sent(len)),
+            held,
+            pool,
+        );
     }
 
     /// RFC 7016 3.6.2.7: abandon every fragment of the message holding
@@ -618,13 +622,14 @@ impl FlowSet {
         if len <= cut.frag {
             return self.send(now, flow, &buf[range], rel);
         }
+        // `admit` found the flow; looked up again before `buf` is taken.
+        let Some(f) = self.send.get_mut(&flow.0) else {
+            return Err(SendError::UnknownFlow);
+        };
         if self.pool.frames.is_empty() {
             self.stats.frame_buffers_allocated += 1;
         }
         let whole = std::mem::replace(buf, self.pool.take_frame(buf.len()));
-        let Some(f) = self.send.get_mut(&flow.0) else {
-            return Err(SendError::UnknownFlow);
-        };
         let msg = f.held.push(whole, len.div_ceil(cut.frag));
         self.enqueue(flow, len, cut, rel, |_, start, len| Payload::Held {
             msg,
