@@ -210,6 +210,9 @@ pub(super) struct SendFlow {
     pub(super) time_critical: bool,
     /// The late-frame drop of this flow's NoRetransmit messages.
     codel: Codel,
+    /// Fragment size of the last message queued when it took more than
+    /// one fragment, else 0 ([`fill_tail`]).
+    last_frag: usize,
 }
 
 /// Acknowledgement payload beyond cumAck.
@@ -279,6 +282,29 @@ impl SendFlow {
         }
         let start = self.index(self.scan_sn).unwrap_or(1).max(1);
         (start..self.queue.len()).find(|&i| self.eligible(i))
+    }
+
+    /// Whether the entry after `prev`, the last fragment written to the
+    /// packet being built, is the first fragment of a message cut to fill
+    /// that packet ([`fill_tail`]) and eligible: it may overshoot the
+    /// budget as the packet's last chunk may, so that a budget spent on
+    /// the message before does not leave two short packets (this one and
+    /// the next, holding only the filler).
+    fn fills_packet(&self, prev: Option<u64>) -> bool {
+        let Some(p) = prev else {
+            return false;
+        };
+        let (Some(i), Some(j)) = (self.index(p), self.index(p + 1)) else {
+            return false;
+        };
+        self.queue
+            .get(i)
+            .is_some_and(|e| e.fra == FragmentControl::End)
+            && self
+                .queue
+                .get(j)
+                .is_some_and(|e| e.fra == FragmentControl::Begin)
+            && self.eligible(j)
     }
 
     /// The session's path changed: a dropping episode was the old path's.
@@ -492,7 +518,73 @@ impl SendFlow {
 struct Cut {
     /// Data bytes per fragment.
     frag: usize,
+    /// Data bytes of the first fragment: `frag`, or less when it fills the
+    /// packet of the message queued before ([`fill_tail`]).
+    first: usize,
     deadline: Option<Instant>,
+}
+
+impl Cut {
+    /// Fragments of a `len`-byte message (one when it is empty).
+    fn count(&self, len: usize) -> usize {
+        if len <= self.first {
+            1
+        } else {
+            1 + (len - self.first).div_ceil(self.frag)
+        }
+    }
+
+    /// Offset and length of fragment `k` of a `len`-byte message.
+    fn piece(&self, k: usize, len: usize) -> (usize, usize) {
+        let (start, size) = match k {
+            0 => (0, self.first),
+            _ => (self.first + (k - 1) * self.frag, self.frag),
+        };
+        let start = start.min(len);
+        (start, size.min(len - start))
+    }
+}
+
+/// Least data bytes worth a fragment of their own in [`fill_tail`].
+const MIN_TAIL_FILL: usize = 64;
+
+/// The first fragment's size for a `len`-byte message cut into
+/// `frag`-byte fragments behind what `f` has queued. A message's last
+/// fragment is short, and so is the packet that carries it, while every
+/// packet before it is full: each message boundary would end a run of
+/// equal-sized datagrams, which the driver sends as one UDP GSO message
+/// and the receiving kernel hands over as one GRO message
+/// (docs/dataplane.md "Packets filled across messages"). When the
+/// previous message's last fragment is still unsent, the new message's
+/// first fragment is cut to fill the rest of that packet as a Next User
+/// Data chunk (RFC 7016 2.3.12), so the packets stay full across messages.
+/// That packet's User Data chunk has the header `frag` was sized for
+/// (`fragment_size` bounds it), so the two chunks together take no more
+/// than one full fragment's. Only behind a last fragment of a message cut
+/// the same way (its packet holds nothing before it, the fragment before
+/// it having filled one) and for a message of more than one fragment.
+///
+/// Only NoRetransmit messages (the frames): reliable fragments are sized
+/// to fit the base packet size, but a packet may hold more than one of
+/// them up to the current path MTU, and cutting them differently puts
+/// other pairs together, which a path that shrinks then loses and the
+/// flow retransmits (`tunnel/tests/frames.rs`,
+/// `a_path_mtu_fallback_abandons_larger_frames_and_frames_flow_on`).
+fn fill_tail(f: &SendFlow, frag: usize, len: usize, rel: Reliability) -> usize {
+    if rel != Reliability::NoRetransmit || len <= frag || f.last_frag != frag {
+        return frag;
+    }
+    let Some(tail) = f.queue.back() else {
+        return frag;
+    };
+    if tail.fra != FragmentControl::End || tail.ever_sent || tail.abandoned || !tail.no_retransmit {
+        return frag;
+    }
+    let used = tail.data.len() + codec::next_user_data_len(0, 0);
+    match frag.checked_sub(used) {
+        Some(room) if room >= MIN_TAIL_FILL => room,
+        _ => frag,
+    }
 }
 
 /// What the late-frame drop needs to know while packets are built.
@@ -571,6 +663,7 @@ impl FlowSet {
                 earliest_deadline: None,
                 time_critical: false,
                 codel: Codel::default(),
+                last_frag: 0,
             },
         );
         Ok(FlowId(id))
@@ -630,7 +723,7 @@ impl FlowSet {
             self.stats.frame_buffers_allocated += 1;
         }
         let whole = std::mem::replace(buf, self.pool.take_frame(buf.len()));
-        let msg = f.held.push(whole, len.div_ceil(cut.frag));
+        let msg = f.held.push(whole, cut.count(len));
         self.enqueue(flow, len, cut, rel, |_, start, len| Payload::Held {
             msg,
             start: range.start + start,
@@ -673,11 +766,16 @@ impl FlowSet {
         } else {
             cut
         };
+        let first = fill_tail(f, frag, len, rel);
         let deadline = match rel {
             Reliability::Deadline(d) => Some(now + d),
             _ => None,
         };
-        Ok(Some(Cut { frag, deadline }))
+        Ok(Some(Cut {
+            frag,
+            first,
+            deadline,
+        }))
     }
 
     /// Append the fragments of an admitted `len`-byte message to `flow`'s
@@ -697,7 +795,8 @@ impl FlowSet {
             f.earliest_deadline = Some(f.earliest_deadline.map_or(d, |e| e.min(d)));
             self.earliest_deadline = Some(self.earliest_deadline.map_or(d, |e| e.min(d)));
         }
-        let n = len.div_ceil(cut.frag).max(1);
+        let n = cut.count(len);
+        f.last_frag = if n > 1 { cut.frag } else { 0 };
         for k in 0..n {
             let fra = match (n, k) {
                 (1, _) => FragmentControl::Whole,
@@ -705,8 +804,8 @@ impl FlowSet {
                 (_, k) if k + 1 == n => FragmentControl::End,
                 _ => FragmentControl::Middle,
             };
-            let start = k * cut.frag;
-            let data = piece(&mut self.pool, start, cut.frag.min(len - start));
+            let (start, size) = cut.piece(k, len);
+            let data = piece(&mut self.pool, start, size);
             let sn = f.next_sn;
             f.next_sn += 1;
             f.queue.push_back(SendEntry {
@@ -1145,7 +1244,7 @@ fn write_flow(
     let fsn = f.trim_and_fsn(pool, qbytes);
     let mut prev_sn: Option<u64> = None;
     loop {
-        if *written >= budget {
+        if *written >= budget && !f.fills_packet(prev_sn) {
             return Written::Full;
         }
         if !f.window_open() {

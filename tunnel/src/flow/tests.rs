@@ -205,6 +205,8 @@ struct Link {
     reorder: f64,
     up: bool,
     packets: u64,
+    /// Chunk bytes of each packet that carried user data.
+    data_packet_sizes: Vec<usize>,
 }
 
 struct Peer {
@@ -241,6 +243,7 @@ impl Net {
             reorder: 1.0,
             up: true,
             packets: 0,
+            data_packet_sizes: Vec::new(),
         };
         let peer = |cfg| Peer {
             fs: FlowSet::new(cfg),
@@ -280,6 +283,9 @@ impl Net {
             }
             let l = &mut self.links[i];
             l.packets += 1;
+            if w > 0 {
+                l.data_packet_sizes.push(s.used);
+            }
             if !l.up || self.rng.f64() < l.loss {
                 continue;
             }
@@ -1851,4 +1857,66 @@ fn deadlines_of_several_flows_expire_each_in_turn() {
     assert_eq!(fs.stats().messages_abandoned, 3);
     fs.expire_deadlines(t0 + ms(10_000));
     assert_eq!(fs.stats().messages_abandoned, 3, "the reliable one stays");
+}
+
+/// Frames queued back to back fill every packet: the first fragment of
+/// each message completes the packet of the one before, behind its short
+/// last fragment, so the packets that carry data keep one size (the
+/// driver's UDP GSO runs go on across messages; without the fill each of
+/// the 60 message boundaries leaves a short packet) and the messages
+/// arrive intact. A message queued after the one before was sent starts
+/// with a full fragment.
+#[test]
+fn frames_queued_back_to_back_fill_every_packet() {
+    let cfg = FlowConfig::default();
+    let mut net = Net::new(13, cfg.clone(), cfg.clone(), 0.0, 0.0, 0);
+    net.mtu = cfg.max_chunk_space;
+    let flow = net.p[A].fs.open(b"frames", None).unwrap();
+    let nr = Reliability::NoRetransmit;
+    let frag = net.p[A].fs.max_unfragmented(flow, nr).unwrap();
+    let mut rng = Rng::from_seed([13; 32]);
+    let sent: Vec<Vec<u8>> = (0..60)
+        .map(|_| {
+            let n = 2 * frag + rng.u64() as usize % 40_000;
+            payload(&mut rng, n)
+        })
+        .collect();
+    let mut buf = vec![0u8; 70_000];
+    let mut next = 0;
+    net.run(100_000, |n| {
+        while next < sent.len() && n.p[A].fs.queued_bytes() < 200_000 {
+            let m = &sent[next];
+            buf[..m.len()].copy_from_slice(m);
+            n.p[A]
+                .fs
+                .send_owned(n.now, flow, &mut buf, 0..m.len(), nr)
+                .unwrap();
+            next += 1;
+        }
+        n.p[B].msgs.len() == sent.len()
+    });
+    let got: Vec<&Vec<u8>> = net.p[B].msgs.iter().map(|(_, d)| d).collect();
+    assert!(got.iter().copied().eq(sent.iter()), "all delivered intact");
+    let sizes = &net.links[A].data_packet_sizes;
+    let breaks = sizes.windows(2).filter(|w| w[0] != w[1]).count();
+    // Where the startup options stop riding along and fragments queued
+    // with room for them are sent, a tail too long to fill behind, the
+    // last packet.
+    assert!(breaks <= 8, "{breaks} size changes: {sizes:?}");
+    let full = sizes[sizes.len() / 2];
+    assert!(sizes.len() > 1000);
+
+    // Queued into an empty queue, a message's fragments are full again.
+    let m = payload(&mut rng, 3 * frag + 100);
+    buf[..m.len()].copy_from_slice(&m);
+    let before = net.links[A].data_packet_sizes.len();
+    net.p[A]
+        .fs
+        .send_owned(net.now, flow, &mut buf, 0..m.len(), nr)
+        .unwrap();
+    net.run(10_000, |n| n.p[B].msgs.len() == sent.len() + 1);
+    assert_eq!(net.p[B].msgs.last().map(|(_, d)| d), Some(&m));
+    let sizes = &net.links[A].data_packet_sizes[before..];
+    assert_eq!(sizes.len(), 4);
+    assert!(sizes[..3].iter().all(|&s| s == full), "{sizes:?}");
 }
