@@ -1920,3 +1920,43 @@ fn frames_queued_back_to_back_fill_every_packet() {
     assert_eq!(sizes.len(), 4);
     assert!(sizes[..3].iter().all(|&s| s == full), "{sizes:?}");
 }
+
+/// A budget spent by a frame's last fragment still lets the next frame's
+/// first fragment, cut to fill that packet, into it (as a packet's last
+/// chunk may overshoot the budget): otherwise that packet and the next,
+/// holding only the filler, would both be short. The next packet then
+/// waits for budget.
+#[test]
+fn a_filler_fragment_joins_its_packet_when_the_budget_runs_out_at_the_frame_before() {
+    let mut fs = FlowSet::new(FlowConfig::default());
+    let now = Instant::now();
+    let flow = fs.open(b"frames", None).unwrap();
+    let nr = Reliability::NoRetransmit;
+    let space = fs.path_space;
+    let frag = fs.max_unfragmented(flow, nr).unwrap();
+    let mut buf = vec![3u8; 70_000];
+    fs.send_owned(now, flow, &mut buf, 0..2 * frag + 300, nr)
+        .unwrap();
+    fs.send_owned(now, flow, &mut buf, 0..3 * frag, nr).unwrap();
+    let mut packet = |budget: usize| {
+        let mut sink = Sink::new(space);
+        fs.write_data(now, &mut sink, budget);
+        sink
+    };
+    let full = packet(usize::MAX).used;
+    assert_eq!(packet(usize::MAX).used, full);
+    // Budget for the 300-byte last fragment only.
+    let p = packet(1);
+    assert_eq!(p.chunks.len(), 2, "last fragment and filler");
+    assert!(matches!(
+        p.chunks[1],
+        Owned::Nud {
+            fra: FragmentControl::Begin,
+            ..
+        }
+    ));
+    assert_eq!(p.used, full, "the packet is full");
+    let q = packet(1);
+    assert_eq!(q.chunks.len(), 1);
+    assert_eq!(q.used, full);
+}
